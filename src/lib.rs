@@ -1,0 +1,20 @@
+//! auditflow: declarative YAML workflows against email-compliance vendor APIs.
+//!
+//! Layout (dependencies point one way, top to bottom):
+//! - [`workflow`]: the model, loading with source spans, validation (no I/O but reading files);
+//! - [`template`]: handlebars configured for data;
+//! - [`retry`]: retry policy as data, backoff as an iterator;
+//! - [`secrets`]: masking of secret values;
+//! - [`vendors`]: signing, encoding, error mapping per vendor (never imports steps or engine);
+//! - [`steps`]: call, poll, download, decrypt;
+//! - [`engine`]: walks the validated plan and emits events;
+//! - [`report`]: human, JSON and JUnit reporters fed by the engine's events;
+//! - [`sim`]: the vendor simulator (shares no code with `vendors`);
+//! - [`cli`]: the command line.
+pub mod cli;
+pub mod retry;
+pub mod secrets;
+pub mod sim;
+pub mod steps;
+pub mod template;
+pub mod vendors;

@@ -1,0 +1,112 @@
+//! Secret values known to a run, and masking them as `***` in everything the run prints or writes.
+use std::sync::{Arc, RwLock};
+
+/// The mask written in place of a secret.
+pub const MASK: &str = "***";
+
+/// Secrets shorter than this are not masked inside other text (too many false hits),
+/// but a value equal to one is still masked as a whole.
+const MIN_SUBSTRING_LEN: usize = 4;
+
+/// A shared, growable set of secret values. Cheap to clone; all clones see additions.
+///
+/// Values derived from a secret (an OAuth token, an `Authorization` header, its base64 form)
+/// are added by whoever derives them, so they are masked too.
+#[derive(Clone, Default, Debug)]
+pub struct Secrets {
+    inner: Arc<RwLock<Vec<String>>>,
+}
+
+impl Secrets {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a secret value. Empty values are ignored.
+    pub fn add(&self, value: impl AsRef<str>) {
+        let value = value.as_ref();
+        if value.is_empty() {
+            return;
+        }
+        let mut guard = match self.inner.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !guard.iter().any(|v| v == value) {
+            guard.push(value.to_string());
+            // Longest first, so that a secret containing another is masked whole.
+            guard.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        }
+    }
+
+    /// True when `value` is, or contains, a registered secret.
+    pub fn contains_secret(&self, value: &str) -> bool {
+        self.mask(value) != value
+    }
+
+    /// Replaces every registered secret inside `text` by `***`.
+    pub fn mask(&self, text: &str) -> String {
+        let guard = match self.inner.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut out = text.to_string();
+        for secret in guard.iter() {
+            if out == *secret {
+                return MASK.to_string();
+            }
+            if secret.len() >= MIN_SUBSTRING_LEN && out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), MASK);
+            }
+        }
+        out
+    }
+
+    /// Masks every string inside a JSON value (keys are left alone).
+    pub fn mask_json(&self, value: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => Value::String(self.mask(s)),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.mask_json(v)).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), self.mask_json(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_inside_text_and_whole_values() {
+        let s = Secrets::new();
+        s.add("hunter22");
+        s.add("abc");
+        assert_eq!(s.mask("password=hunter22&x=1"), "password=***&x=1");
+        assert_eq!(s.mask("abc"), "***");
+        // short secrets are not masked inside unrelated words
+        assert_eq!(s.mask("abcdef"), "abcdef");
+    }
+
+    #[test]
+    fn longer_secret_wins_over_its_prefix() {
+        let s = Secrets::new();
+        s.add("token");
+        s.add("token-with-suffix");
+        assert_eq!(s.mask("Bearer token-with-suffix"), "Bearer ***");
+    }
+
+    #[test]
+    fn clones_share_additions_and_json_is_masked_deeply() {
+        let s = Secrets::new();
+        let c = s.clone();
+        c.add("s3cr3t-value");
+        let v = serde_json::json!({"a": ["x s3cr3t-value y"], "b": 1});
+        assert_eq!(s.mask_json(&v), serde_json::json!({"a": ["x *** y"], "b": 1}));
+    }
+}

@@ -1,0 +1,415 @@
+//! The vendor simulator: Mimecast, MailStore and Google Email Audit served on loopback.
+//!
+//! Written from the vendor pages alone: it shares no signing, encoding or parsing code with
+//! `crate::vendors`, so that a bug cannot hide on both sides of a test.
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+pub mod google;
+pub mod mailstore;
+pub mod mimecast;
+
+/// Credentials the simulator accepts. The defaults are throwaway demo values.
+#[derive(Debug, Clone)]
+pub struct SimCredentials {
+    pub mimecast_access_key: String,
+    /// Base64, as Mimecast hands it out.
+    pub mimecast_secret_key: String,
+    pub mimecast_app_id: String,
+    pub mimecast_app_key: String,
+    pub mimecast_client_id: String,
+    pub mimecast_client_secret: String,
+    pub mailstore_username: String,
+    pub mailstore_password: String,
+    /// A static bearer token the Google side accepts (as from `GOOGLE_ACCESS_TOKEN`).
+    pub google_access_token: String,
+    pub google_admin_email: String,
+}
+
+impl Default for SimCredentials {
+    fn default() -> Self {
+        SimCredentials {
+            mimecast_access_key: "sim-access-key".into(),
+            // base64 of "sim-mimecast-secret-key-0123456789"
+            mimecast_secret_key: "c2ltLW1pbWVjYXN0LXNlY3JldC1rZXktMDEyMzQ1Njc4OQ==".into(),
+            mimecast_app_id: "sim-app-id".into(),
+            mimecast_app_key: "sim-app-key".into(),
+            mimecast_client_id: "sim-client-id".into(),
+            mimecast_client_secret: "sim-client-secret".into(),
+            mailstore_username: "admin".into(),
+            mailstore_password: "sim-mailstore-password".into(),
+            google_access_token: "sim-google-access-token".into(),
+            google_admin_email: "admin@example.com".into(),
+        }
+    }
+}
+
+/// Injected faults. Rates are probabilities per request, drawn from a seeded generator.
+#[derive(Debug, Clone, Default)]
+pub struct FaultConfig {
+    /// Added before every answer.
+    pub latency: Duration,
+    /// Probability of answering 429 (with the vendor's rate-limit headers).
+    pub rate_429: f64,
+    /// Probability of answering 500/502/503.
+    pub rate_5xx: f64,
+    /// Cut this many file downloads half way through the body (the first ones served).
+    pub cut_downloads: u32,
+    /// Also inject at least one 429 and one 5xx per vendor at the start, deterministically:
+    /// the first request of each vendor that is not an auth request gets a 429, the second a 503.
+    pub force_each_once: bool,
+    pub seed: u64,
+}
+
+/// Behaviour knobs of the simulated services.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub host: IpAddr,
+    /// 0 picks a free port.
+    pub mimecast_port: u16,
+    pub mailstore_port: u16,
+    pub google_port: u16,
+    pub credentials: SimCredentials,
+    pub faults: FaultConfig,
+    /// Mimecast: number of messages in the processing queue and audit events (paged).
+    pub mimecast_queue_size: usize,
+    pub mimecast_audit_events: usize,
+    /// Mimecast page size when the client sends none.
+    pub mimecast_default_page_size: usize,
+    /// Allowed clock skew of Mimecast `x-mc-date`.
+    pub mimecast_max_skew: Duration,
+    /// Mimecast API 2.0 token lifetime (real service: 30 minutes).
+    pub mimecast_token_ttl: Duration,
+    /// MailStore: how many status updates a VerifyStore runs through, and the time between them.
+    pub mailstore_steps: u32,
+    pub mailstore_step_interval: Duration,
+    /// MailStore store ids that exist; ids listed in `mailstore_failing_stores` fail verification.
+    pub mailstore_stores: Vec<i64>,
+    pub mailstore_failing_stores: Vec<i64>,
+    /// Google: how many status polls an export stays PENDING before COMPLETED.
+    pub google_pending_polls: u32,
+    /// Google: exports for this user end in ERROR.
+    pub google_error_user: Option<String>,
+    /// Google: export requests allowed per domain per day.
+    pub google_daily_limit: u32,
+    /// Google: number of encrypted files per completed export, and plaintext bytes per file.
+    pub google_files_per_export: u32,
+    pub google_file_size: usize,
+    /// Google: where generated service-account key files are written (None: a temp dir).
+    pub work_dir: Option<PathBuf>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            mimecast_port: 0,
+            mailstore_port: 0,
+            google_port: 0,
+            credentials: SimCredentials::default(),
+            faults: FaultConfig::default(),
+            mimecast_queue_size: 120,
+            mimecast_audit_events: 250,
+            mimecast_default_page_size: 50,
+            mimecast_max_skew: Duration::from_secs(15 * 60),
+            mimecast_token_ttl: Duration::from_secs(30 * 60),
+            mailstore_steps: 6,
+            mailstore_step_interval: Duration::from_millis(100),
+            mailstore_stores: vec![1, 2, 3],
+            mailstore_failing_stores: vec![],
+            google_pending_polls: 3,
+            google_error_user: None,
+            google_daily_limit: 100,
+            google_files_per_export: 2,
+            google_file_size: 64 * 1024,
+            work_dir: None,
+        }
+    }
+}
+
+/// Counters the simulator keeps; tests assert on them.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    /// Requests rejected for missing or invalid credentials (any vendor).
+    pub unauthenticated: AtomicU64,
+    /// Mimecast 1.0 requests whose signature did not verify.
+    pub bad_signatures: AtomicU64,
+    /// Mimecast 1.0 requests with a date outside the allowed skew, or a reused request id.
+    pub bad_dates: AtomicU64,
+    pub reused_request_ids: AtomicU64,
+    /// MailStore get-status calls whose lastKnownStatusVersion was not the last one sent.
+    pub wrong_status_versions: AtomicU64,
+    pub mailstore_cancelled: AtomicU64,
+    pub google_exports_created: AtomicU64,
+    pub google_downloads: AtomicU64,
+    pub injected_429: AtomicU64,
+    pub injected_5xx: AtomicU64,
+    pub injected_cuts: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    pub unauthenticated: u64,
+    pub bad_signatures: u64,
+    pub bad_dates: u64,
+    pub reused_request_ids: u64,
+    pub wrong_status_versions: u64,
+    pub mailstore_cancelled: u64,
+    pub google_exports_created: u64,
+    pub google_downloads: u64,
+    pub injected_429: u64,
+    pub injected_5xx: u64,
+    pub injected_cuts: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            requests: g(&self.requests),
+            unauthenticated: g(&self.unauthenticated),
+            bad_signatures: g(&self.bad_signatures),
+            bad_dates: g(&self.bad_dates),
+            reused_request_ids: g(&self.reused_request_ids),
+            wrong_status_versions: g(&self.wrong_status_versions),
+            mailstore_cancelled: g(&self.mailstore_cancelled),
+            google_exports_created: g(&self.google_exports_created),
+            google_downloads: g(&self.google_downloads),
+            injected_429: g(&self.injected_429),
+            injected_5xx: g(&self.injected_5xx),
+            injected_cuts: g(&self.injected_cuts),
+        }
+    }
+}
+
+/// Increments a counter.
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What fault, if any, to inject into one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Injected {
+    None,
+    TooManyRequests,
+    ServerError(u16),
+}
+
+/// Fault injection shared by the three vendor sides.
+pub struct Faults {
+    cfg: FaultConfig,
+    rng: Mutex<rand::rngs::StdRng>,
+    /// Per vendor: how many non-auth requests have been seen (for `force_each_once`).
+    seen: Mutex<std::collections::HashMap<&'static str, u64>>,
+    cuts_left: AtomicU64,
+    pub stats: Arc<Stats>,
+}
+
+impl Faults {
+    pub fn new(cfg: FaultConfig, stats: Arc<Stats>) -> Self {
+        Faults {
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(cfg.seed)),
+            seen: Mutex::new(Default::default()),
+            cuts_left: AtomicU64::new(cfg.cut_downloads as u64),
+            cfg,
+            stats,
+        }
+    }
+
+    /// Call at the start of every request that is not an auth/token request: sleeps the
+    /// configured latency, counts the request, and draws a fault. The vendor side turns
+    /// `TooManyRequests` into its own 429 shape (headers) and `ServerError` into a 5xx.
+    pub async fn draw(&self, vendor: &'static str) -> Injected {
+        bump(&self.stats.requests);
+        if !self.cfg.latency.is_zero() {
+            tokio::time::sleep(self.cfg.latency).await;
+        }
+        let n = {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let n = seen.entry(vendor).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let injected = if self.cfg.force_each_once && n == 1 {
+            Injected::TooManyRequests
+        } else if self.cfg.force_each_once && n == 2 {
+            Injected::ServerError(503)
+        } else {
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            let x: f64 = rng.gen();
+            if x < self.cfg.rate_429 {
+                Injected::TooManyRequests
+            } else if x < self.cfg.rate_429 + self.cfg.rate_5xx {
+                Injected::ServerError([500, 502, 503][rng.gen_range(0..3)])
+            } else {
+                Injected::None
+            }
+        };
+        match injected {
+            Injected::TooManyRequests => bump(&self.stats.injected_429),
+            Injected::ServerError(_) => bump(&self.stats.injected_5xx),
+            Injected::None => {}
+        }
+        injected
+    }
+
+    /// Call when serving a file body: true when this download must be cut half way.
+    pub fn take_cut(&self) -> bool {
+        let cut = self
+            .cuts_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if cut {
+            bump(&self.stats.injected_cuts);
+        }
+        cut
+    }
+}
+
+/// A plain 5xx answer for an injected server error.
+pub fn server_error(status: u16) -> Response {
+    let code = axum::http::StatusCode::from_u16(status)
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    (code, "simulated server error").into_response()
+}
+
+/// Addresses of a running simulator and the environment that points workflows at it.
+pub struct SimHandle {
+    pub mimecast_url: String,
+    pub mailstore_url: String,
+    pub google_url: String,
+    /// Google OAuth token endpoint (service-account JWT bearer grant).
+    pub google_token_url: String,
+    pub stats: Arc<Stats>,
+    pub google: Arc<google::GoogleSim>,
+    pub credentials: SimCredentials,
+    shutdown: tokio_util::sync::CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// Environment variables that point the shipped workflows at this simulator
+    /// (Mimecast API 1.0 credentials; see [`SimHandle::env_mimecast2`]).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let c = &self.credentials;
+        let mut v: Vec<(String, String)> = vec![
+            ("MIMECAST_BASE_URL".into(), self.mimecast_url.clone()),
+            ("MIMECAST_ACCESS_KEY".into(), c.mimecast_access_key.clone()),
+            ("MIMECAST_SECRET_KEY".into(), c.mimecast_secret_key.clone()),
+            ("MIMECAST_APP_ID".into(), c.mimecast_app_id.clone()),
+            ("MIMECAST_APP_KEY".into(), c.mimecast_app_key.clone()),
+            ("MAILSTORE_BASE_URL".into(), self.mailstore_url.clone()),
+            ("MAILSTORE_USERNAME".into(), c.mailstore_username.clone()),
+            ("MAILSTORE_PASSWORD".into(), c.mailstore_password.clone()),
+            ("GOOGLE_AUDIT_BASE_URL".into(), self.google_url.clone()),
+            ("GOOGLE_ACCESS_TOKEN".into(), c.google_access_token.clone()),
+            ("GOOGLE_ADMIN_EMAIL".into(), c.google_admin_email.clone()),
+            ("GOOGLE_TOKEN_URL".into(), self.google_token_url.clone()),
+        ];
+        v.sort();
+        v
+    }
+
+    /// Mimecast API 2.0 variables (client credentials) instead of the 1.0 keys.
+    pub fn env_mimecast2(&self) -> Vec<(String, String)> {
+        let c = &self.credentials;
+        vec![
+            ("MIMECAST_BASE_URL".into(), self.mimecast_url.clone()),
+            ("MIMECAST_CLIENT_ID".into(), c.mimecast_client_id.clone()),
+            ("MIMECAST_CLIENT_SECRET".into(), c.mimecast_client_secret.clone()),
+        ]
+    }
+
+    /// Stops the servers.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Errors starting the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("simulator setup failed: {0}")]
+    Setup(String),
+}
+
+async fn serve(
+    addr: SocketAddr,
+    router: axum::Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(String, tokio::task::JoinHandle<()>), SimError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| SimError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| SimError::Bind { addr, source })?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    });
+    Ok((format!("http://{local}"), task))
+}
+
+/// Starts the three simulated services.
+pub async fn start(cfg: SimConfig) -> Result<SimHandle, SimError> {
+    let stats = Arc::new(Stats::default());
+    let faults = Arc::new(Faults::new(cfg.faults.clone(), stats.clone()));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+
+    let mimecast = mimecast::MimecastSim::new(&cfg, faults.clone());
+    let mailstore = mailstore::MailStoreSim::new(&cfg, faults.clone());
+    let google = google::GoogleSim::new(&cfg, faults.clone())?;
+
+    let (mimecast_url, t1) = serve(
+        SocketAddr::new(cfg.host, cfg.mimecast_port),
+        mimecast.router(),
+        shutdown.clone(),
+    )
+    .await?;
+    let (mailstore_url, t2) = serve(
+        SocketAddr::new(cfg.host, cfg.mailstore_port),
+        mailstore.router(),
+        shutdown.clone(),
+    )
+    .await?;
+    let (google_url, t3) = serve(
+        SocketAddr::new(cfg.host, cfg.google_port),
+        google.clone().router(),
+        shutdown.clone(),
+    )
+    .await?;
+    google.set_base_url(&google_url);
+    let google_token_url = format!("{google_url}/token");
+
+    Ok(SimHandle {
+        mimecast_url,
+        mailstore_url,
+        google_url,
+        google_token_url,
+        stats,
+        google,
+        credentials: cfg.credentials.clone(),
+        shutdown,
+        tasks: vec![t1, t2, t3],
+    })
+}

@@ -1,0 +1,3 @@
+//! Step implementations: call, poll, download, decrypt.
+pub mod decrypt;
+pub mod download;

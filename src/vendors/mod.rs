@@ -1,0 +1,259 @@
+//! Vendor adapters: sign, encode and send one request attempt, parse the answer, map errors.
+//!
+//! The engine renders a step into a vendor-neutral [`Request`], asks a [`Connection`] to send
+//! it once ([`Connection::send`]), and decides about retries from the returned
+//! [`VendorError`]. Adapters never import the engine, the steps or the workflow model.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::secrets::Secrets;
+
+pub mod atom;
+mod connection;
+pub mod google;
+pub mod http;
+pub mod mailstore;
+pub mod mimecast;
+
+pub use connection::{Connection, Pagination};
+
+/// Which vendor a connection talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VendorKind {
+    Http,
+    Mimecast,
+    MailStore,
+    Google,
+}
+
+impl VendorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VendorKind::Http => "http",
+            VendorKind::Mimecast => "mimecast",
+            VendorKind::MailStore => "mailstore",
+            VendorKind::Google => "google",
+        }
+    }
+}
+
+impl std::fmt::Display for VendorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Rendered credentials of a connection. Every string in here is a secret
+/// (the engine registers them with [`Secrets`] before building the connection).
+#[derive(Clone)]
+pub enum Credentials {
+    None,
+    /// Mimecast API 1.0: HMAC-SHA1 signed requests.
+    Mimecast1 {
+        access_key: String,
+        secret_key: String,
+        app_id: String,
+        app_key: String,
+    },
+    /// Mimecast API 2.0: OAuth 2.0 client credentials against `{base}/oauth/token`.
+    Mimecast2 {
+        client_id: String,
+        client_secret: String,
+    },
+    /// HTTP Basic (MailStore, or plain http).
+    Basic { username: String, password: String },
+    /// A ready bearer token (Google `GOOGLE_ACCESS_TOKEN`, or plain http).
+    Bearer { token: String },
+    /// Google service-account key file with domain-wide delegation acting as `subject`.
+    GoogleServiceAccount {
+        key_file: PathBuf,
+        subject: String,
+        scopes: Vec<String>,
+        /// Overrides the token endpoint of the key file (tests point it at the simulator).
+        token_url: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secret material.
+        let name = match self {
+            Credentials::None => "None",
+            Credentials::Mimecast1 { .. } => "Mimecast1(***)",
+            Credentials::Mimecast2 { .. } => "Mimecast2(***)",
+            Credentials::Basic { .. } => "Basic(***)",
+            Credentials::Bearer { .. } => "Bearer(***)",
+            Credentials::GoogleServiceAccount { .. } => "GoogleServiceAccount(***)",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Rendered settings of one named connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// The connection's name in the workflow (for messages).
+    pub name: String,
+    pub kind: VendorKind,
+    /// Base URL; requests with a relative path are joined onto it.
+    pub base_url: Option<url::Url>,
+    pub credentials: Credentials,
+    /// Extra PEM CA certificate to trust (MailStore's self-signed certificate).
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate. Only when written explicitly; the engine warns on every run.
+    pub insecure_tls: bool,
+    /// Time limit of one HTTP attempt.
+    pub request_timeout: Duration,
+    /// MailStore: `millisecondsTimeout` sent with each `get-status` long poll.
+    pub status_poll_timeout: Duration,
+}
+
+/// A request body, before vendor encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Empty,
+    /// Sent as `application/json`.
+    Json(Value),
+    /// Sent as `application/x-www-form-urlencoded`, in this order.
+    Form(Vec<(String, String)>),
+    /// Sent as an Atom `entry` of `apps:property name/value` pairs (`application/atom+xml`).
+    Atom(Vec<(String, String)>),
+    /// Raw text with its content type.
+    Text { content_type: String, text: String },
+}
+
+/// A vendor-neutral request: one attempt of a `call` (or one poll, or one page).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub method: ::http::Method,
+    /// Absolute URL including the query string.
+    pub url: url::Url,
+    /// Extra headers from the workflow (the adapter adds auth and content type).
+    pub headers: Vec<(String, String)>,
+    pub body: Body,
+}
+
+/// A parsed response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub status: u16,
+    /// Header names in lower case; repeated headers joined with ", ".
+    pub headers: BTreeMap<String, String>,
+    /// The body parsed by content type: JSON (UTF-8 BOM tolerated), Atom (see [`atom`]),
+    /// or a JSON string holding the text.
+    pub body: Value,
+    /// Vendor request id, when the vendor gives one (Google `requestId`, Mimecast `x-mc-req-id`).
+    pub request_id: Option<String>,
+}
+
+/// What a request looks like on the wire, for `--dry-run` (secrets are masked by the caller).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+}
+
+/// Receives what happens during one attempt (long-running MailStore processes, token refreshes).
+pub trait Observer: Send + Sync {
+    /// A line for the log (MailStore `logOutput` chunks, a token refresh...).
+    fn log(&self, line: &str);
+    /// Progress of a long-running process, 0..=100.
+    fn progress(&self, percent: f64);
+}
+
+/// An observer that drops everything.
+pub struct NoObserver;
+impl Observer for NoObserver {
+    fn log(&self, _line: &str) {}
+    fn progress(&self, _percent: f64) {}
+}
+
+/// Errors of one attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum VendorError {
+    /// Could not connect, connection reset, or the attempt timed out. Retryable.
+    #[error("{vendor}: {message}")]
+    Transport {
+        vendor: VendorKind,
+        message: String,
+        timeout: bool,
+    },
+    /// A non-success HTTP status.
+    #[error("{vendor}: HTTP {status}: {message}")]
+    Http {
+        vendor: VendorKind,
+        status: u16,
+        message: String,
+        /// From `Retry-After` or the vendor's own rate-limit reset header.
+        retry_after: Option<Duration>,
+        body: Option<Value>,
+    },
+    /// The vendor answered 2xx but reported a failure in its envelope
+    /// (Mimecast `fail` entries, MailStore `error`, ...).
+    #[error("{vendor}: {message}")]
+    Vendor {
+        vendor: VendorKind,
+        status: Option<u16>,
+        /// Vendor error codes (Mimecast `errors[].code`), for messages and conditions.
+        codes: Vec<String>,
+        message: String,
+        details: Option<String>,
+        retryable: bool,
+        body: Option<Value>,
+    },
+    /// Getting or refreshing a token failed.
+    #[error("{vendor}: authentication failed: {message}")]
+    Auth {
+        vendor: VendorKind,
+        status: Option<u16>,
+        message: String,
+        retryable: bool,
+    },
+    /// The answer could not be understood.
+    #[error("{vendor}: could not parse the response: {message}")]
+    Parse { vendor: VendorKind, message: String },
+    /// The connection or request is unusable as configured (bad key file, bad CA file...).
+    #[error("{vendor}: {message}")]
+    Config { vendor: VendorKind, message: String },
+    /// The attempt was cancelled (Ctrl-C, step timeout).
+    #[error("{vendor}: cancelled")]
+    Cancelled { vendor: VendorKind },
+}
+
+impl VendorError {
+    /// Whether another attempt may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            VendorError::Transport { .. } => true,
+            VendorError::Http { status, .. } => crate::retry::is_retryable_status(*status),
+            VendorError::Vendor { retryable, .. } => *retryable,
+            VendorError::Auth { retryable, .. } => *retryable,
+            VendorError::Parse { .. } | VendorError::Config { .. } | VendorError::Cancelled { .. } => {
+                false
+            }
+        }
+    }
+
+    /// A wait the server asked for before the next attempt.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            VendorError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The HTTP status behind the error, if any.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            VendorError::Http { status, .. } => Some(*status),
+            VendorError::Vendor { status, .. } | VendorError::Auth { status, .. } => *status,
+            _ => None,
+        }
+    }
+}
