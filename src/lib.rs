@@ -18,3 +18,4 @@ pub mod sim;
 pub mod steps;
 pub mod template;
 pub mod vendors;
+pub mod workflow;

@@ -55,7 +55,10 @@ impl RetryPolicy {
 
     /// The un-jittered interval before retry number `n` (n = 1 is the wait after the first attempt).
     pub fn base_interval(&self, n: u32) -> Duration {
-        let exp = self.factor.max(1.0).powi(n.saturating_sub(1).min(1000) as i32);
+        let exp = self
+            .factor
+            .max(1.0)
+            .powi(n.saturating_sub(1).min(1000) as i32);
         let secs = self.initial_interval.as_secs_f64() * exp;
         let capped = secs.min(self.max_interval.as_secs_f64());
         if capped.is_finite() && capped >= 0.0 {
@@ -189,7 +192,7 @@ mod tests {
         let p = policy(Jitter::Equal);
         for (i, w) in p.backoff_with(rng).enumerate() {
             let base = p.base_interval(i as u32 + 1);
-            assert!(*w >= base / 2 && *w <= base, "{w:?} vs {base:?}");
+            assert!(w >= base / 2 && w <= base, "{w:?} vs {base:?}");
         }
     }
 

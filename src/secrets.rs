@@ -107,6 +107,9 @@ mod tests {
         let c = s.clone();
         c.add("s3cr3t-value");
         let v = serde_json::json!({"a": ["x s3cr3t-value y"], "b": 1});
-        assert_eq!(s.mask_json(&v), serde_json::json!({"a": ["x *** y"], "b": 1}));
+        assert_eq!(
+            s.mask_json(&v),
+            serde_json::json!({"a": ["x *** y"], "b": 1})
+        );
     }
 }

@@ -326,7 +326,10 @@ impl SimHandle {
         vec![
             ("MIMECAST_BASE_URL".into(), self.mimecast_url.clone()),
             ("MIMECAST_CLIENT_ID".into(), c.mimecast_client_id.clone()),
-            ("MIMECAST_CLIENT_SECRET".into(), c.mimecast_client_secret.clone()),
+            (
+                "MIMECAST_CLIENT_SECRET".into(),
+                c.mimecast_client_secret.clone(),
+            ),
         ]
     }
 

@@ -65,9 +65,14 @@ pub enum Credentials {
         client_secret: String,
     },
     /// HTTP Basic (MailStore, or plain http).
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// A ready bearer token (Google `GOOGLE_ACCESS_TOKEN`, or plain http).
-    Bearer { token: String },
+    Bearer {
+        token: String,
+    },
     /// Google service-account key file with domain-wide delegation acting as `subject`.
     GoogleServiceAccount {
         key_file: PathBuf,
@@ -123,7 +128,10 @@ pub enum Body {
     /// Sent as an Atom `entry` of `apps:property name/value` pairs (`application/atom+xml`).
     Atom(Vec<(String, String)>),
     /// Raw text with its content type.
-    Text { content_type: String, text: String },
+    Text {
+        content_type: String,
+        text: String,
+    },
 }
 
 /// A vendor-neutral request: one attempt of a `call` (or one poll, or one page).
@@ -234,9 +242,9 @@ impl VendorError {
             VendorError::Http { status, .. } => crate::retry::is_retryable_status(*status),
             VendorError::Vendor { retryable, .. } => *retryable,
             VendorError::Auth { retryable, .. } => *retryable,
-            VendorError::Parse { .. } | VendorError::Config { .. } | VendorError::Cancelled { .. } => {
-                false
-            }
+            VendorError::Parse { .. }
+            | VendorError::Config { .. }
+            | VendorError::Cancelled { .. } => false,
         }
     }
 

@@ -1,0 +1,9 @@
+//! Workflow files: the model, loading with source spans, and validation before anything is sent.
+pub mod diag;
+pub mod duration;
+pub mod load;
+pub mod model;
+
+pub use diag::Diagnostic;
+pub use load::{load_file, load_str, Loaded, Span, SpanMap};
+pub use model::Workflow;

@@ -1,0 +1,522 @@
+//! The workflow file's data model: what a user writes, as Rust types with a JSON Schema.
+//!
+//! Every type denies unknown fields, so a typo is an error that names the field. Templates
+//! are kept as strings here; `validate` compiles and checks them.
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::duration::Dur;
+use crate::retry::Jitter;
+
+/// One workflow file: a job made of steps.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Workflow {
+    /// Short name of the job, shown in reports.
+    pub name: String,
+    /// What the job does and for whom.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Parameters the job takes (`--input key=value`, `--inputs-file`, or `with:` from a caller).
+    #[serde(default)]
+    pub inputs: BTreeMap<String, InputSpec>,
+    /// Named vendor connections that steps refer to.
+    #[serde(default)]
+    pub connections: BTreeMap<String, ConnectionSpec>,
+    /// Defaults for every step (retry policy, time limits).
+    #[serde(default)]
+    pub defaults: Option<Defaults>,
+    /// The steps, run in order.
+    pub steps: Vec<Step>,
+    /// Values returned to a caller that runs this file with `uses:` (templates).
+    #[serde(default)]
+    pub outputs: BTreeMap<String, Value>,
+}
+
+/// The type of an input value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    #[default]
+    String,
+    Integer,
+    Boolean,
+    List,
+    /// A duration such as `200ms`, `30s`, `5m`, `7d`.
+    Duration,
+}
+
+impl InputType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputType::String => "string",
+            InputType::Integer => "integer",
+            InputType::Boolean => "boolean",
+            InputType::List => "list",
+            InputType::Duration => "duration",
+        }
+    }
+}
+
+/// One input parameter.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    #[serde(rename = "type", default)]
+    pub kind: InputType,
+    /// The run fails before any request when a required input is missing.
+    #[serde(default)]
+    pub required: bool,
+    /// Value used when the input is not given.
+    #[serde(default)]
+    pub default: Option<Value>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Mask this value (`***`) in every log, report, state file and error.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// The vendor a connection talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionKind {
+    /// Mimecast API 1.0 (HMAC-signed) or 2.0 (OAuth client credentials), chosen by credentials.
+    Mimecast,
+    /// MailStore Server Administration API (HTTP Basic, long-running processes).
+    Mailstore,
+    /// Google Workspace Email Audit API (OAuth 2.0 bearer, Atom XML).
+    Google,
+    /// Any HTTP API (optional Basic or bearer auth).
+    Http,
+}
+
+/// A named connection. Credentials are templates over the environment and are always secret.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSpec {
+    pub kind: ConnectionKind,
+    /// Base URL (template), e.g. `{{ env.MIMECAST_BASE_URL }}`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Credentials, each a template; which ones apply depends on `kind` (see the README).
+    #[serde(default)]
+    pub credentials: Option<Credentials>,
+    /// PEM file of an extra CA certificate to trust (MailStore's own certificate).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Accept any TLS certificate. Dangerous; warned about on every run.
+    #[serde(default)]
+    pub insecure_tls: bool,
+    /// Time limit of one HTTP attempt on this connection (default 60s).
+    #[serde(default)]
+    pub request_timeout: Option<Dur>,
+}
+
+/// Credential fields (templates). Empty renders count as absent, so one file can offer
+/// several credential kinds and the environment decides (Mimecast 2.0 vs 1.0).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// Mimecast API 1.0.
+    #[serde(default)]
+    pub access_key: Option<String>,
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    #[serde(default)]
+    pub app_id: Option<String>,
+    #[serde(default)]
+    pub app_key: Option<String>,
+    /// Mimecast API 2.0 (preferred when both render non-empty).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// HTTP Basic (MailStore, http).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A ready OAuth 2.0 bearer token (Google, http).
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    /// Google: service-account key file with domain-wide delegation.
+    #[serde(default)]
+    pub service_account_file: Option<String>,
+    /// Google: the admin the service account acts as.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Google: token endpoint override (tests point it at the simulator).
+    #[serde(default)]
+    pub token_url: Option<String>,
+}
+
+/// Step defaults.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
+    /// Time limit of a whole step (calls, downloads, decrypts; polls use their own `timeout`).
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+}
+
+/// Retry policy fields; a step's fields override the defaults one by one.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Attempts in all, the first included (1 = no retry).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub initial_interval: Option<Dur>,
+    #[serde(default)]
+    pub factor: Option<f64>,
+    #[serde(default)]
+    pub max_interval: Option<Dur>,
+    /// Stop retrying after this long since the first attempt.
+    #[serde(default)]
+    pub max_elapsed: Option<Dur>,
+    #[serde(default)]
+    pub jitter: Option<Jitter>,
+}
+
+/// One step. Exactly one of `call`, `poll`, `download`, `decrypt`, `for_each`, `uses`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Unique id; later steps read this step's outputs as `steps.<id>`.
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Condition (template); the step is skipped when it renders false.
+    #[serde(rename = "if", default)]
+    pub when: Option<String>,
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
+    /// Time limit of the whole step (for `poll`: the overall polling deadline, default 7d).
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// A failure of this step is reported but does not fail the run.
+    #[serde(default)]
+    pub continue_on_error: bool,
+    #[serde(default)]
+    pub call: Option<CallSpec>,
+    #[serde(default)]
+    pub poll: Option<PollSpec>,
+    #[serde(default)]
+    pub download: Option<DownloadSpec>,
+    #[serde(default)]
+    pub decrypt: Option<DecryptSpec>,
+    #[serde(default)]
+    pub for_each: Option<ForEachSpec>,
+    /// Path of another workflow file to run (relative to this file).
+    #[serde(default)]
+    pub uses: Option<String>,
+    /// Inputs for the `uses` workflow (templates).
+    #[serde(default)]
+    pub with: Option<BTreeMap<String, Value>>,
+}
+
+/// The kind of a step, once validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    Call,
+    Poll,
+    Download,
+    Decrypt,
+    ForEach,
+    Uses,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Call => "call",
+            StepKind::Poll => "poll",
+            StepKind::Download => "download",
+            StepKind::Decrypt => "decrypt",
+            StepKind::ForEach => "for_each",
+            StepKind::Uses => "uses",
+        }
+    }
+
+    /// The outputs a step of this kind exposes as `steps.<id>.<name>`.
+    pub fn outputs(self) -> &'static [&'static str] {
+        match self {
+            StepKind::Call => &["status", "headers", "body", "pages", "request_id"],
+            StepKind::Poll => &["status", "headers", "body", "polls", "request_id"],
+            StepKind::Download => &["files", "bytes", "sha256", "sizes", "urls"],
+            StepKind::Decrypt => &["files", "bytes", "sha256", "sizes"],
+            StepKind::ForEach => &["results", "failed", "count"],
+            StepKind::Uses => &["outputs"],
+        }
+    }
+}
+
+impl Step {
+    /// The kinds this step declares (validation requires exactly one).
+    pub fn kinds(&self) -> Vec<StepKind> {
+        let mut k = Vec::new();
+        if self.call.is_some() {
+            k.push(StepKind::Call);
+        }
+        if self.poll.is_some() {
+            k.push(StepKind::Poll);
+        }
+        if self.download.is_some() {
+            k.push(StepKind::Download);
+        }
+        if self.decrypt.is_some() {
+            k.push(StepKind::Decrypt);
+        }
+        if self.for_each.is_some() {
+            k.push(StepKind::ForEach);
+        }
+        if self.uses.is_some() {
+            k.push(StepKind::Uses);
+        }
+        k
+    }
+
+    /// The step's kind; `Call` if validation has not run (it rejects anything but one kind).
+    pub fn kind(&self) -> StepKind {
+        self.kinds().first().copied().unwrap_or(StepKind::Call)
+    }
+
+    /// The name to show: `name`, else `id`.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// An HTTP request, signed and encoded by the connection's vendor adapter.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallSpec {
+    /// Name of a connection in `connections`.
+    #[serde(default)]
+    pub connection: Option<String>,
+    /// A full URL instead of a connection (plain http, no auth).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// HTTP method (default: POST for mimecast and mailstore, GET otherwise).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Path joined onto the connection's base URL (template).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Query parameters (templates).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Extra headers (templates).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// JSON body; every string inside is a template (a whole-expression template keeps its type).
+    #[serde(default)]
+    pub json: Option<Value>,
+    /// Form fields (application/x-www-form-urlencoded), templates.
+    #[serde(default)]
+    pub form: Option<BTreeMap<String, Value>>,
+    /// Atom `apps:property` name/value pairs (Google), templates.
+    #[serde(default)]
+    pub atom: Option<BTreeMap<String, Value>>,
+    /// Raw text body (template).
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Content type of `text` (default text/plain).
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// What counts as success.
+    #[serde(default)]
+    pub expect: Option<Expect>,
+    /// Write the parsed body to this file (pretty JSON), template.
+    #[serde(default)]
+    pub save_to: Option<String>,
+    /// Follow the vendor's pagination and aggregate all pages.
+    #[serde(default)]
+    pub paginate: Option<Paginate>,
+}
+
+/// Acceptable answers of a call.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Acceptable HTTP statuses (default: any 2xx).
+    #[serde(default)]
+    pub status: Vec<u16>,
+    /// A condition over `response` that must hold (template).
+    #[serde(default)]
+    pub condition: Option<String>,
+}
+
+/// Pagination options.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Paginate {
+    /// `paginate: true` follows every page with the vendor's default page size.
+    Enabled(bool),
+    Options(PaginateOptions),
+}
+
+/// Pagination details.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaginateOptions {
+    #[serde(default)]
+    pub page_size: Option<u32>,
+    /// Safety limit (default 10000).
+    #[serde(default)]
+    pub max_pages: Option<u32>,
+}
+
+/// Repeat a call until a condition holds.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PollSpec {
+    /// The request to repeat.
+    pub call: CallSpec,
+    /// Stop successfully when this condition over `response` holds (template).
+    pub until: String,
+    /// Stop with a failure at once when this holds (terminal vendor states).
+    #[serde(default)]
+    pub fail_if: Option<String>,
+    /// Message for `fail_if` (template over `response`); default names the condition.
+    #[serde(default)]
+    pub fail_message: Option<String>,
+    /// Time between polls.
+    #[serde(default)]
+    pub interval: Option<PollInterval>,
+    /// Save state and exit 75 when this much time has been spent waiting (scheduled CI).
+    #[serde(default)]
+    pub max_wait: Option<Dur>,
+}
+
+/// Poll interval policy: `interval: 30s` (constant) or the detailed form.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema, PartialEq)]
+#[schemars(extend("anyOf" = [{"type": "string"}, {"type": "object"}]))]
+pub struct PollInterval {
+    /// First wait (default 30s); a template is allowed (`{{ inputs.poll_interval }}`).
+    #[serde(default)]
+    pub initial: Option<String>,
+    /// Growth factor per poll (default 1.0: constant).
+    #[serde(default)]
+    pub factor: Option<f64>,
+    /// Upper bound of the wait (default 10m); a template is allowed.
+    #[serde(default)]
+    pub max: Option<String>,
+    /// Randomization (default none for polls).
+    #[serde(default)]
+    pub jitter: Option<Jitter>,
+}
+
+/// Stream files to disk.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadSpec {
+    /// Connection whose auth is used (Google bearer token); omitted: no auth.
+    #[serde(default)]
+    pub connection: Option<String>,
+    /// A URL or a list of URLs (template; a whole-expression template may yield a list).
+    pub urls: Value,
+    /// File names, one per URL (templates); default: derived safely from each URL.
+    #[serde(default)]
+    pub names: Option<Value>,
+    /// Target directory (template).
+    pub to: String,
+    /// Files downloaded at once (default 4).
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Expected SHA-256 per file (templates), checked before the file is made final.
+    #[serde(default)]
+    pub sha256: Option<Value>,
+}
+
+/// OpenPGP-decrypt files.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptSpec {
+    /// A file or a list of files (template), e.g. `{{ steps.fetch.files }}`.
+    pub files: Value,
+    /// Path of the armored or binary secret key (template).
+    pub key: String,
+    /// Passphrase of the key (template; mark its input secret or read it from env).
+    #[serde(default)]
+    pub passphrase: Option<String>,
+    /// Target directory (template).
+    pub to: String,
+    /// Files decrypted at once (default: number of CPUs).
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+}
+
+/// Run nested steps once per item of a list.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForEachSpec {
+    /// The list (template yielding a list, or a literal list).
+    pub items: Value,
+    /// Iterations run at once (default 1).
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Stop starting new iterations after the first failure (default true). With false, all
+    /// iterations run and the step fails afterwards naming each failed item.
+    #[serde(default)]
+    pub fail_fast: Option<bool>,
+    /// Steps run for each item, with `item` and `index` in scope.
+    pub steps: Vec<Step>,
+}
+
+/// The detailed form of [`PollInterval`], with unknown fields denied.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PollIntervalFields {
+    #[serde(default)]
+    initial: Option<String>,
+    #[serde(default)]
+    factor: Option<f64>,
+    #[serde(default)]
+    max: Option<String>,
+    #[serde(default)]
+    jitter: Option<Jitter>,
+}
+
+impl<'de> Deserialize<'de> for PollInterval {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PollInterval;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration such as 30s, or {initial, factor, max, jitter}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PollInterval, E> {
+                Ok(PollInterval {
+                    initial: Some(v.to_string()),
+                    ..PollInterval::default()
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PollInterval, E> {
+                self.visit_str(&format!("{v}s"))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<PollInterval, A::Error> {
+                let f = PollIntervalFields::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(PollInterval {
+                    initial: f.initial,
+                    factor: f.factor,
+                    max: f.max,
+                    jitter: f.jitter,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
