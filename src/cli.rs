@@ -1,4 +1,411 @@
-//! Command-line interface.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The command line: `run`, `validate`, `schema`, `sim`, `demo`, `decrypt`.
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{self, RunOptions};
+use crate::events::{Emitter, Event, RunStatus, Sink};
+use crate::report::{human::Human, json::JsonReport, junit::JUnit};
+use crate::secrets::Secrets;
+use crate::workflow::duration::parse_duration;
+use crate::workflow::validate::validate_file;
+
+/// Exit codes (documented in the README).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// A step failed.
+    pub const FAILED: u8 = 1;
+    /// Invalid workflow, inputs or usage.
+    pub const USAGE: u8 = 2;
+    /// Pending: a poll reached `max_wait`; run again later to continue (EX_TEMPFAIL).
+    pub const PENDING: u8 = 75;
+    /// Interrupted (Ctrl-C).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "auditflow", version, about = "Run declarative YAML audit workflows against Mimecast, MailStore and Google Email Audit")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate, then run a workflow.
+    Run {
+        /// The workflow file.
+        workflow: PathBuf,
+        /// An input value, KEY=VALUE (repeatable).
+        #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
+        inputs: Vec<String>,
+        /// A YAML file of inputs (a mapping); --input wins over it.
+        #[arg(long, value_name = "FILE")]
+        inputs_file: Option<PathBuf>,
+        /// Where run state is kept (default .auditflow/ in the working directory).
+        #[arg(long, value_name = "DIR", default_value = ".auditflow")]
+        state_dir: PathBuf,
+        /// Write a JSON report of the run.
+        #[arg(long, value_name = "FILE")]
+        report_json: Option<PathBuf>,
+        /// Write a JUnit XML report (one test case per step).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Render every request (secrets masked) and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Detach when polling has waited this long: save state and exit 75.
+        #[arg(long, value_name = "DURATION")]
+        max_wait: Option<String>,
+        /// Output format: human lines, or JSON lines for machines.
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: LogFormat,
+        /// Show every log line (MailStore log output, step starts).
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Check workflow files without sending anything.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of workflow files.
+    Schema,
+    /// Serve the vendor simulator (Mimecast, MailStore, Google) on loopback until Ctrl-C.
+    Sim(SimArgs),
+    /// Run the shipped workflows against the built-in simulator with a throwaway key.
+    Demo {
+        /// Where results go (replaced on every run).
+        #[arg(long, default_value = "demo-out")]
+        out: PathBuf,
+    },
+}
+
+/// Options of `auditflow sim`.
+#[derive(clap::Args, Debug)]
+pub struct SimArgs {
+    /// Port of the Mimecast side (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub mimecast_port: u16,
+    #[arg(long, default_value_t = 0)]
+    pub mailstore_port: u16,
+    #[arg(long, default_value_t = 0)]
+    pub google_port: u16,
+    /// Latency added to every answer, e.g. 50ms.
+    #[arg(long, value_name = "DURATION")]
+    pub latency: Option<String>,
+    /// Share of requests answered 429 (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_429: f64,
+    /// Share of requests answered 500/502/503 (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_5xx: f64,
+    /// Cut this many file downloads half way.
+    #[arg(long, default_value_t = 0)]
+    pub cut_downloads: u32,
+    /// Exports of this Google user end in ERROR.
+    #[arg(long, value_name = "USER")]
+    pub google_error_user: Option<String>,
+    /// Status polls a Google export stays PENDING.
+    #[arg(long, default_value_t = 3)]
+    pub google_pending_polls: u32,
+    /// Seed of the fault generator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    ExitCode::from(rt.block_on(dispatch(cli.command)))
+}
+
+async fn dispatch(cmd: Command) -> u8 {
+    match cmd {
+        Command::Validate { files } => validate(&files),
+        Command::Schema => {
+            println!("{}", schema_json());
+            exit::OK
+        }
+        Command::Sim(a) => sim(a).await,
+        Command::Demo { out } => crate::demo::run(&out, ctrl_c_token()).await,
+        Command::Run {
+            workflow,
+            inputs,
+            inputs_file,
+            state_dir,
+            report_json,
+            junit,
+            dry_run,
+            max_wait,
+            log_format,
+            verbose,
+        } => {
+            let _ = state_dir;
+            let args = RunArgs {
+                workflow,
+                inputs,
+                inputs_file,
+                report_json,
+                junit,
+                dry_run,
+                max_wait,
+                log_format,
+                verbose,
+                env: std::env::vars().collect(),
+            };
+            run(args, ctrl_c_token()).await
+        }
+    }
+}
+
+/// A token cancelled on Ctrl-C.
+fn ctrl_c_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted: cancelling running steps (Ctrl-C again to quit at once)");
+            t.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(exit::INTERRUPTED as i32);
+            }
+        }
+    });
+    token
+}
+
+/// The JSON Schema of workflow files, as checked in under `schemas/`.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(crate::workflow::model::Workflow);
+    serde_json::to_string_pretty(&schema).unwrap_or_else(|_| "{}".into())
+}
+
+fn validate(files: &[PathBuf]) -> u8 {
+    let mut bad = 0;
+    for f in files {
+        match validate_file(f) {
+            Ok(plan) => {
+                let extra = plan.files.len().saturating_sub(1);
+                if extra > 0 {
+                    println!("{}: ok (with {extra} used file{})", f.display(), if extra == 1 { "" } else { "s" });
+                } else {
+                    println!("{}: ok", f.display());
+                }
+            }
+            Err(diags) => {
+                bad += 1;
+                for d in diags {
+                    eprint!("{d}");
+                }
+            }
+        }
+    }
+    if bad == 0 {
+        exit::OK
+    } else {
+        eprintln!("{bad} of {} file{} invalid", files.len(), if files.len() == 1 { "" } else { "s" });
+        exit::USAGE
+    }
+}
+
+/// Arguments of `run` (also used by `demo`).
+pub struct RunArgs {
+    pub workflow: PathBuf,
+    pub inputs: Vec<String>,
+    pub inputs_file: Option<PathBuf>,
+    pub report_json: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
+    pub dry_run: bool,
+    pub max_wait: Option<String>,
+    pub log_format: LogFormat,
+    pub verbose: bool,
+    pub env: BTreeMap<String, String>,
+}
+
+/// JSON lines on stdout, one per event (`--log-format json`).
+struct JsonLines;
+impl Sink for JsonLines {
+    fn event(&self, e: &Event) {
+        if let Ok(s) = serde_json::to_string(e) {
+            println!("{s}");
+        }
+    }
+}
+
+fn parse_inputs(args: &RunArgs) -> Result<BTreeMap<String, Value>, String> {
+    let mut out = BTreeMap::new();
+    if let Some(f) = &args.inputs_file {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read inputs file {}: {e}", f.display()))?;
+        let v: BTreeMap<String, Value> = serde_yaml_ng::from_str(&text)
+            .map_err(|e| format!("{}: not a mapping of inputs: {e}", f.display()))?;
+        out.extend(v);
+    }
+    for kv in &args.inputs {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--input `{kv}`: write KEY=VALUE"))?;
+        out.insert(k.trim().to_string(), Value::String(v.to_string()));
+    }
+    Ok(out)
+}
+
+/// Validates and runs a workflow; returns the exit code.
+pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
+    let plan = match validate_file(&args.workflow) {
+        Ok(p) => p,
+        Err(diags) => {
+            for d in diags {
+                eprint!("{d}");
+            }
+            return exit::USAGE;
+        }
+    };
+    let inputs = match parse_inputs(&args) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let max_wait = match args.max_wait.as_deref().map(parse_duration).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: --max-wait: {e}");
+            return exit::USAGE;
+        }
+    };
+    let secrets = Secrets::new();
+    let json_report = args.report_json.as_ref().map(|_| Arc::new(JsonReport::new()));
+    let junit = args.junit.as_ref().map(|_| Arc::new(JUnit::new()));
+    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+    match args.log_format {
+        LogFormat::Json => sinks.push(Arc::new(JsonLines)),
+        LogFormat::Human => {
+            let interactive = std::io::stdout().is_terminal() && std::env::var_os("CI").is_none();
+            sinks.push(Arc::new(Human::new(interactive, args.verbose)));
+        }
+    }
+    if let Some(r) = &json_report {
+        sinks.push(r.clone());
+    }
+    if let Some(j) = &junit {
+        sinks.push(j.clone());
+    }
+    let emitter = Emitter::new(sinks, secrets.clone());
+    let opts = RunOptions {
+        inputs,
+        env: args.env.clone(),
+        dry_run: args.dry_run,
+        max_wait,
+        cancel,
+    };
+    let result = match engine::run(plan, opts, emitter).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{}: error: {}", args.workflow.display(), secrets.mask(&e.to_string()));
+            return exit::USAGE;
+        }
+    };
+    let mut code = match result.status {
+        RunStatus::Succeeded => exit::OK,
+        RunStatus::Failed => exit::FAILED,
+        RunStatus::Pending => exit::PENDING,
+        RunStatus::Cancelled => exit::INTERRUPTED,
+    };
+    if let (Some(r), Some(path)) = (&json_report, &args.report_json) {
+        if let Err(e) = r.write(path) {
+            eprintln!("error: report: {e}");
+            code = code.max(exit::FAILED);
+        }
+    }
+    if let (Some(j), Some(path)) = (&junit, &args.junit) {
+        if let Err(e) = j.write(path) {
+            eprintln!("error: junit: {e}");
+            code = code.max(exit::FAILED);
+        }
+    }
+    if let (RunStatus::Failed, Some(e)) = (result.status, &result.error) {
+        eprintln!("error: {e}");
+    }
+    code
+}
+
+async fn sim(a: SimArgs) -> u8 {
+    let latency = match a.latency.as_deref().map(parse_duration).transpose() {
+        Ok(l) => l.unwrap_or(Duration::ZERO),
+        Err(e) => {
+            eprintln!("error: --latency: {e}");
+            return exit::USAGE;
+        }
+    };
+    for (name, rate) in [("--rate-429", a.rate_429), ("--rate-5xx", a.rate_5xx)] {
+        if !(0.0..=1.0).contains(&rate) {
+            eprintln!("error: {name} must be between 0 and 1");
+            return exit::USAGE;
+        }
+    }
+    let cfg = crate::sim::SimConfig {
+        mimecast_port: a.mimecast_port,
+        mailstore_port: a.mailstore_port,
+        google_port: a.google_port,
+        faults: crate::sim::FaultConfig {
+            latency,
+            rate_429: a.rate_429,
+            rate_5xx: a.rate_5xx,
+            cut_downloads: a.cut_downloads,
+            force_each_once: false,
+            seed: a.seed,
+        },
+        google_error_user: a.google_error_user,
+        google_pending_polls: a.google_pending_polls,
+        ..Default::default()
+    };
+    let handle = match crate::sim::start(cfg).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+    };
+    println!("auditflow simulator listening (Ctrl-C to stop)");
+    println!("  mimecast   {}", handle.mimecast_url);
+    println!("  mailstore  {}", handle.mailstore_url);
+    println!("  google     {}  (token endpoint {})", handle.google_url, handle.google_token_url);
+    println!("  google service-account key file: {}", handle.google.service_account_key_file().display());
+    println!("\nPoint the shipped workflows at it (these are throwaway simulator credentials):");
+    for (k, v) in handle.env() {
+        println!("export {k}='{v}'");
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    let stats = handle.stats.snapshot();
+    handle.shutdown().await;
+    println!("{}", serde_json::to_string_pretty(&stats).unwrap_or_default());
+    exit::OK
 }

@@ -6,12 +6,18 @@
 //! - [`retry`]: retry policy as data, backoff as an iterator;
 //! - [`secrets`]: masking of secret values;
 //! - [`vendors`]: signing, encoding, error mapping per vendor (never imports steps or engine);
+//! - [`events`]: what the engine and steps report;
 //! - [`steps`]: call, poll, download, decrypt;
 //! - [`engine`]: walks the validated plan and emits events;
 //! - [`report`]: human, JSON and JUnit reporters fed by the engine's events;
 //! - [`sim`]: the vendor simulator (shares no code with `vendors`);
+//! - [`demo`]: the simulator, a throwaway key and the shipped workflows, end to end;
 //! - [`cli`]: the command line.
 pub mod cli;
+pub mod demo;
+pub mod engine;
+pub mod events;
+pub mod report;
 pub mod retry;
 pub mod secrets;
 pub mod sim;

@@ -69,11 +69,12 @@ impl RetryPolicy {
     }
 
     /// The backoff schedule: one jittered wait per retry, `max_attempts - 1` items at most.
-    pub fn backoff(&self) -> Backoff<rand::rngs::ThreadRng> {
+    pub fn backoff(&self) -> Backoff<rand::rngs::StdRng> {
+        use rand::SeedableRng;
         Backoff {
             policy: self.clone(),
             retry: 0,
-            rng: rand::thread_rng(),
+            rng: rand::rngs::StdRng::from_entropy(),
         }
     }
 

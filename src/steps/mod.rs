@@ -1,3 +1,204 @@
-//! Step implementations: call, poll, download, decrypt.
+//! Step implementations: call, poll, download, decrypt (loops and `uses` live in the engine).
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{Emitter, Event};
+use crate::retry::RetryPolicy;
+use crate::template::TemplateError;
+use crate::vendors::{Connection, Request, Response, VendorError};
+
+pub mod call;
 pub mod decrypt;
 pub mod download;
+pub mod poll;
+
+/// What a running step needs from the engine.
+pub struct StepEnv<'a> {
+    /// The step's path, for events (`id`, `loop[2].id`).
+    pub step: &'a str,
+    pub emitter: &'a Emitter,
+    pub cancel: &'a CancellationToken,
+    pub retry: RetryPolicy,
+    pub dry_run: bool,
+    /// Directory of the workflow file (relative paths in `save_to` stay relative to the
+    /// working directory, like every output path).
+    pub workflow_dir: PathBuf,
+    /// When the step started; with `deadline`, bounds polls.
+    pub started: Instant,
+    pub deadline: Option<Duration>,
+    /// Detach (exit 75) once polling has waited this long.
+    pub max_wait: Option<Duration>,
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("`{field}`: {source}")]
+    Template {
+        field: String,
+        source: TemplateError,
+    },
+    #[error("{source}{}", attempts_note(*attempts))]
+    Vendor { source: VendorError, attempts: u32 },
+    #[error("{message}")]
+    Expect { message: String },
+    #[error("{message}")]
+    PollFailed { message: String },
+    #[error("timed out after {}", crate::workflow::duration::format_duration(*after))]
+    Timeout { after: Duration },
+    #[error("still waiting: {waiting_for}")]
+    Pending { waiting_for: String },
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{message}")]
+    Invalid { message: String },
+    #[error(transparent)]
+    Download(#[from] download::DownloadError),
+    #[error(transparent)]
+    Decrypt(#[from] decrypt::DecryptError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+fn attempts_note(n: u32) -> String {
+    if n > 1 {
+        format!(" (after {n} attempts)")
+    } else {
+        String::new()
+    }
+}
+
+impl StepError {
+    pub fn template(field: impl Into<String>, source: TemplateError) -> Self {
+        StepError::Template {
+            field: field.into(),
+            source,
+        }
+    }
+}
+
+/// Forwards what a vendor adapter observes (MailStore logs and progress) as events.
+pub struct StepObserver<'a> {
+    pub step: &'a str,
+    pub emitter: &'a Emitter,
+}
+
+impl crate::vendors::Observer for StepObserver<'_> {
+    fn log(&self, line: &str) {
+        self.emitter.log(self.step, line);
+    }
+    fn progress(&self, percent: f64) {
+        self.emitter.emit(Event::Progress {
+            step: self.step.to_string(),
+            percent: Some(percent),
+            bytes: None,
+            total: None,
+        });
+    }
+}
+
+/// Sends one request under the step's retry policy: retryable failures wait (the server's
+/// `Retry-After` or rate-limit reset when given, else the backoff) and try again with a fresh,
+/// re-signed request. Returns the response and the number of attempts.
+pub async fn send_with_retry(
+    conn: &Connection,
+    req: &Request,
+    env: &StepEnv<'_>,
+) -> Result<(Response, u32), StepError> {
+    let start = Instant::now();
+    let mut backoff = env.retry.backoff();
+    let mut attempt = 0u32;
+    let observer = StepObserver {
+        step: env.step,
+        emitter: env.emitter,
+    };
+    loop {
+        attempt += 1;
+        if env.cancel.is_cancelled() {
+            return Err(StepError::Cancelled);
+        }
+        let err = match conn.send(req, &observer, env.cancel).await {
+            Ok(resp) => return Ok((resp, attempt)),
+            Err(e) => e,
+        };
+        if matches!(err, VendorError::Cancelled { .. }) {
+            return Err(StepError::Cancelled);
+        }
+        if !err.retryable() {
+            return Err(StepError::Vendor {
+                source: err,
+                attempts: attempt,
+            });
+        }
+        let Some(backoff_wait) = backoff.next() else {
+            return Err(StepError::Vendor {
+                source: err,
+                attempts: attempt,
+            });
+        };
+        let wait = err.retry_after().unwrap_or(backoff_wait);
+        if let Some(limit) = env.retry.max_elapsed {
+            if start.elapsed() + wait > limit {
+                return Err(StepError::Vendor {
+                    source: err,
+                    attempts: attempt,
+                });
+            }
+        }
+        env.emitter.emit(Event::Retry {
+            step: env.step.to_string(),
+            attempt,
+            error: err.to_string(),
+            wait,
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = env.cancel.cancelled() => return Err(StepError::Cancelled),
+        }
+    }
+}
+
+/// A response as templates see it: `status`, `headers`, `body`, `request_id`.
+pub fn response_value(r: &Response) -> serde_json::Value {
+    serde_json::json!({
+        "status": r.status,
+        "headers": r.headers,
+        "body": r.body,
+        "request_id": r.request_id,
+    })
+}
+
+/// Writes bytes to `path` through a temporary file beside it, renamed when complete.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), StepError> {
+    use std::io::Write;
+    let io = |source| StepError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".auditflow-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// Lower-case hex SHA-256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}

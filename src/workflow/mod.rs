@@ -3,6 +3,7 @@ pub mod diag;
 pub mod duration;
 pub mod load;
 pub mod model;
+pub mod validate;
 
 pub use diag::Diagnostic;
 pub use load::{load_file, load_str, Loaded, Span, SpanMap};

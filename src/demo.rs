@@ -1,0 +1,240 @@
+//! The end-to-end demo: the simulator in-process, a throwaway OpenPGP key, the shipped workflows.
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use pgp::composed::{EncryptionCaps, KeyType, SecretKeyParamsBuilder, SubkeyParamsBuilder};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{exit, LogFormat, RunArgs};
+use crate::sim::{self, FaultConfig, SimConfig};
+
+/// A generated key pair on disk.
+pub struct DemoKey {
+    pub secret_key: PathBuf,
+    pub public_key: PathBuf,
+    pub passphrase: String,
+}
+
+/// Generates an RSA key (Google requires RSA) protected by a random passphrase, and writes
+/// the armored secret key (mode 0600) and public key into `dir`.
+pub fn generate_key(dir: &Path, bits: u32) -> Result<DemoKey, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let passphrase = uuid::Uuid::new_v4().simple().to_string();
+    let sub = SubkeyParamsBuilder::default()
+        .key_type(KeyType::Rsa(bits))
+        .passphrase(Some(passphrase.clone()))
+        .can_encrypt(EncryptionCaps::All)
+        .build()
+        .map_err(|e| format!("key parameters: {e}"))?;
+    let params = SecretKeyParamsBuilder::default()
+        .key_type(KeyType::Rsa(bits))
+        .can_certify(true)
+        .can_sign(true)
+        .passphrase(Some(passphrase.clone()))
+        .primary_user_id("auditflow demo <admin@example.com>".into())
+        .subkey(sub)
+        .build()
+        .map_err(|e| format!("key parameters: {e}"))?;
+    let secret = params
+        .generate(rand::thread_rng())
+        .map_err(|e| format!("key generation failed: {e}"))?;
+    let public = pgp::composed::SignedPublicKey::from(secret.clone());
+    let sec_text = secret
+        .to_armored_string(Default::default())
+        .map_err(|e| format!("cannot armor the secret key: {e}"))?;
+    let pub_text = public
+        .to_armored_string(Default::default())
+        .map_err(|e| format!("cannot armor the public key: {e}"))?;
+    let secret_key = dir.join("demo-secret-key.asc");
+    let public_key = dir.join("demo-public-key.asc");
+    write_private(&secret_key, sec_text.as_bytes())?;
+    std::fs::write(&public_key, pub_text).map_err(|e| format!("cannot write {}: {e}", public_key.display()))?;
+    Ok(DemoKey {
+        secret_key,
+        public_key,
+        passphrase,
+    })
+}
+
+/// Writes a file readable by its owner only (mode 0600 from creation).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Where the shipped workflows are: `./workflows`, else beside the executable's source tree.
+fn workflows_dir() -> PathBuf {
+    let here = PathBuf::from("workflows");
+    if here.is_dir() {
+        return here;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workflows")
+}
+
+/// Runs the demo; returns the exit code.
+pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
+    println!("auditflow demo: simulated Mimecast, MailStore and Google Email Audit on loopback.");
+    println!("Faults are injected on purpose (a 429 and a 503 per vendor, one cut download).\n");
+    let _ = std::fs::remove_dir_all(out);
+    let work = out.join(".sim");
+    let cfg = SimConfig {
+        faults: FaultConfig {
+            force_each_once: true,
+            cut_downloads: 1,
+            seed: 7,
+            ..FaultConfig::default()
+        },
+        mailstore_failing_stores: vec![],
+        google_pending_polls: 3,
+        work_dir: Some(work.clone()),
+        ..SimConfig::default()
+    };
+    if let Err(e) = std::fs::create_dir_all(&work) {
+        eprintln!("error: cannot create {}: {e}", work.display());
+        return exit::FAILED;
+    }
+    let handle = match sim::start(cfg).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot start the simulator: {e}");
+            return exit::FAILED;
+        }
+    };
+    println!("simulator: mimecast {}  mailstore {}  google {}", handle.mimecast_url, handle.mailstore_url, handle.google_url);
+    let key = match tokio::task::spawn_blocking({
+        let dir = out.join("keys");
+        move || generate_key(&dir, 3072)
+    })
+    .await
+    {
+        Ok(Ok(k)) => k,
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+        Err(e) => {
+            eprintln!("error: key generation task failed: {e}");
+            return exit::FAILED;
+        }
+    };
+    println!("generated a throwaway RSA-3072 key: {}\n", key.public_key.display());
+
+    let mut env: BTreeMap<String, String> = std::env::vars().collect();
+    // Never let a user's real credentials leak into the demo.
+    env.retain(|k, _| !(k.starts_with("MIMECAST_") || k.starts_with("MAILSTORE_") || k.starts_with("GOOGLE_") || k.starts_with("AUDIT_PGP_")));
+    env.extend(handle.env());
+    env.insert("AUDIT_PGP_SECRET_KEY".into(), key.secret_key.display().to_string());
+    env.insert("AUDIT_PGP_PASSPHRASE".into(), key.passphrase.clone());
+
+    let wf = workflows_dir();
+    let o = |s: &str| out.join(s).display().to_string();
+    let plays: Vec<(&str, PathBuf, Vec<String>)> = vec![
+        (
+            "Mimecast: every page of the processing queue",
+            wf.join("mimecast/find-processing-messages.yaml"),
+            vec![format!("out_dir={}", o("mimecast"))],
+        ),
+        (
+            "MailStore: verify every store, following the long-running processes",
+            wf.join("mailstore/verify-stores.yaml"),
+            vec![
+                "store_ids=1,2,3".into(),
+                "poll_interval=200ms".into(),
+                format!("out_dir={}", o("mailstore")),
+            ],
+        ),
+        (
+            "Google: upload the domain's public key",
+            wf.join("google/upload-public-key.yaml"),
+            vec![
+                "domain=example.com".into(),
+                format!("public_key_file={}", key.public_key.display()),
+                format!("out_dir={}", o("google")),
+            ],
+        ),
+        (
+            "Google: mailbox export, poll, download, decrypt to mbox",
+            wf.join("google/mailbox-export.yaml"),
+            vec![
+                "domain=example.com".into(),
+                "user=alice".into(),
+                "poll_interval=200ms".into(),
+                format!("out_dir={}", o("google")),
+            ],
+        ),
+    ];
+    let mut failed = 0;
+    for (title, file, inputs) in plays {
+        println!("── {title}\n   auditflow run {} {}", file.display(), inputs.iter().map(|i| format!("-i {i}")).collect::<Vec<_>>().join(" "));
+        let code = crate::cli::run(
+            RunArgs {
+                workflow: file,
+                inputs,
+                inputs_file: None,
+                report_json: None,
+                junit: None,
+                dry_run: false,
+                max_wait: None,
+                log_format: LogFormat::Human,
+                verbose: false,
+                env: env.clone(),
+            },
+            cancel.clone(),
+        )
+        .await;
+        println!();
+        if code != exit::OK {
+            failed += 1;
+        }
+    }
+    let stats = handle.stats.snapshot();
+    println!(
+        "simulator saw {} requests: {} injected 429s, {} injected 5xx, {} cut downloads; {} bad signatures, {} wrong statusVersions, {} unauthenticated",
+        stats.requests,
+        stats.injected_429,
+        stats.injected_5xx,
+        stats.injected_cuts,
+        stats.bad_signatures,
+        stats.wrong_status_versions,
+        stats.unauthenticated
+    );
+    handle.shutdown().await;
+    let mboxes = list_files(&out.join("google"), "mbox");
+    if failed == 0 && !mboxes.is_empty() {
+        println!("\ndemo succeeded; results in {}:", out.display());
+        for m in mboxes {
+            println!("  {}", m.display());
+        }
+        exit::OK
+    } else {
+        eprintln!("\ndemo FAILED: {failed} workflow(s) failed");
+        exit::FAILED
+    }
+}
+
+fn list_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                v.extend(list_files(&p, ext));
+            } else if p.extension().is_some_and(|x| x == ext) {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}

@@ -1,0 +1,4 @@
+//! Reporters: render the engine's events for people (terminal), machines (JSON) and CI (JUnit).
+pub mod human;
+pub mod json;
+pub mod junit;

@@ -1,0 +1,386 @@
+//! The `call` step: render a request, send it through the vendor adapter, check, paginate, save.
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use super::{response_value, send_with_retry, write_atomic, StepEnv, StepError};
+use crate::events::{Artifact, Event};
+use crate::template::{render_deep, Template};
+use crate::vendors::{Body, Connection, Pagination, Request, Response, VendorKind};
+use crate::workflow::model::{CallSpec, Paginate};
+
+/// A call with every template rendered.
+#[derive(Debug, Clone)]
+pub struct RenderedCall {
+    pub request: Request,
+    pub expect_status: Vec<u16>,
+    pub expect_condition: Option<String>,
+    pub save_to: Option<PathBuf>,
+    pub paginate: Option<Pagination>,
+}
+
+fn render_str(field: &str, src: &str, ctx: &Value) -> Result<String, StepError> {
+    Template::compile(src)
+        .and_then(|t| t.render_string(ctx))
+        .map_err(|e| StepError::template(field, e))
+}
+
+/// Renders a value to a form/atom string: strings as they are, other JSON as JSON text.
+fn scalar_text(v: Value) -> String {
+    match v {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders `spec` into a vendor-neutral request for `conn`.
+pub fn render_call(
+    spec: &CallSpec,
+    conn: &Connection,
+    ctx: &Value,
+) -> Result<RenderedCall, StepError> {
+    let kind = conn.settings().kind;
+    let url = match (&spec.url, &spec.path) {
+        (Some(u), _) => {
+            let text = render_str("url", u, ctx)?;
+            url::Url::parse(&text).map_err(|e| StepError::Invalid {
+                message: format!("`url` renders to `{text}`, which is not a URL: {e}"),
+            })?
+        }
+        (None, path) => {
+            let base = conn.settings().base_url.clone().ok_or_else(|| StepError::Invalid {
+                message: format!(
+                    "connection `{}` has no base URL (is its environment variable set?)",
+                    conn.settings().name
+                ),
+            })?;
+            let p = match path {
+                Some(p) => render_str("path", p, ctx)?,
+                None => String::new(),
+            };
+            join_url(&base, &p)?
+        }
+    };
+    let mut url = url;
+    // A parameter whose value renders empty is left out (optional vendor filters).
+    let mut query = Vec::new();
+    for (k, v) in &spec.query {
+        let value = render_str(&format!("query.{k}"), v, ctx)?;
+        if !value.is_empty() {
+            query.push((k, value));
+        }
+    }
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    let method = match &spec.method {
+        Some(m) => m.to_ascii_uppercase(),
+        None if matches!(kind, VendorKind::Mimecast | VendorKind::MailStore) => "POST".into(),
+        None if spec.json.is_some() || spec.form.is_some() || spec.atom.is_some() || spec.text.is_some() => {
+            "POST".into()
+        }
+        None => "GET".into(),
+    };
+    let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| StepError::Invalid {
+        message: format!("unknown HTTP method `{method}`"),
+    })?;
+    let mut headers = Vec::new();
+    for (k, v) in &spec.headers {
+        headers.push((k.clone(), render_str(&format!("headers.{k}"), v, ctx)?));
+    }
+    let pairs = |name: &str, m: &std::collections::BTreeMap<String, Value>| -> Result<Vec<(String, String)>, StepError> {
+        m.iter()
+            .map(|(k, v)| {
+                render_deep(v, ctx)
+                    .map(|r| (k.clone(), scalar_text(r)))
+                    .map_err(|e| StepError::template(format!("{name}.{k}"), e))
+            })
+            .collect()
+    };
+    let body = if let Some(j) = &spec.json {
+        Body::Json(render_deep(j, ctx).map_err(|e| StepError::template("json", e))?)
+    } else if let Some(f) = &spec.form {
+        Body::Form(pairs("form", f)?)
+    } else if let Some(a) = &spec.atom {
+        // Properties that render empty are left out, as optional Atom properties are.
+        let mut props = pairs("atom", a)?;
+        props.retain(|(_, v)| !v.is_empty());
+        Body::Atom(props)
+    } else if let Some(t) = &spec.text {
+        Body::Text {
+            content_type: spec.content_type.clone().unwrap_or_else(|| "text/plain".into()),
+            text: render_str("text", t, ctx)?,
+        }
+    } else {
+        Body::Empty
+    };
+    let save_to = match &spec.save_to {
+        Some(s) => Some(PathBuf::from(render_str("save_to", s, ctx)?)),
+        None => None,
+    };
+    let paginate = match &spec.paginate {
+        None | Some(Paginate::Enabled(false)) => None,
+        Some(Paginate::Enabled(true)) => Some(Pagination {
+            page_size: None,
+            max_pages: Some(10_000),
+        }),
+        Some(Paginate::Options(o)) => Some(Pagination {
+            page_size: o.page_size,
+            max_pages: Some(o.max_pages.unwrap_or(10_000)),
+        }),
+    };
+    let expect = spec.expect.clone().unwrap_or_default();
+    Ok(RenderedCall {
+        request: Request {
+            method,
+            url,
+            headers,
+            body,
+        },
+        expect_status: expect.status,
+        expect_condition: expect.condition,
+        save_to,
+        paginate,
+    })
+}
+
+/// Joins a path onto a base URL, keeping the base's own path prefix.
+pub fn join_url(base: &url::Url, path: &str) -> Result<url::Url, StepError> {
+    if path.is_empty() {
+        return Ok(base.clone());
+    }
+    let mut s = base.as_str().trim_end_matches('/').to_string();
+    if !path.starts_with('/') {
+        s.push('/');
+    }
+    s.push_str(path);
+    url::Url::parse(&s).map_err(|e| StepError::Invalid {
+        message: format!("`{path}` joined onto the base URL is not a URL: {e}"),
+    })
+}
+
+/// What a finished call produced.
+pub struct CallOutcome {
+    pub response: Response,
+    pub attempts: u32,
+    pub pages: u32,
+}
+
+impl CallOutcome {
+    /// The step's outputs: `status`, `headers`, `body`, `pages`, `request_id`.
+    pub fn outputs(&self) -> Value {
+        let mut v = response_value(&self.response);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("pages".into(), json!(self.pages));
+        }
+        v
+    }
+}
+
+/// Checks `expect`: statuses (default: any 2xx) and the condition over `response`.
+pub fn check_expect(rc: &RenderedCall, resp: &Response, ctx: &Value) -> Result<(), StepError> {
+    let ok_status = if rc.expect_status.is_empty() {
+        (200..300).contains(&resp.status)
+    } else {
+        rc.expect_status.contains(&resp.status)
+    };
+    if !ok_status {
+        return Err(StepError::Expect {
+            message: format!(
+                "HTTP {} is not an expected status ({})",
+                resp.status,
+                if rc.expect_status.is_empty() {
+                    "2xx".to_string()
+                } else {
+                    rc.expect_status
+                        .iter()
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+        });
+    }
+    if let Some(cond) = &rc.expect_condition {
+        let holds = Template::compile(cond)
+            .and_then(|t| t.render_bool(&with_response(ctx, resp)))
+            .map_err(|e| StepError::template("expect.condition", e))?;
+        if !holds {
+            return Err(StepError::Expect {
+                message: format!(
+                    "expectation `{}` does not hold (HTTP {}{})",
+                    cond.trim(),
+                    resp.status,
+                    observed_status(&resp.body)
+                        .map(|s| format!(", status {s}"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The render context plus `response`.
+pub fn with_response(ctx: &Value, resp: &Response) -> Value {
+    let mut c = ctx.clone();
+    if let Some(o) = c.as_object_mut() {
+        o.insert("response".into(), response_value(resp));
+    }
+    c
+}
+
+/// A vendor status found in a body, for messages: Google `properties.status`, MailStore
+/// `statusCode`, or a top-level `status`/`state`.
+pub fn observed_status(body: &Value) -> Option<String> {
+    let candidates = [
+        body.pointer("/properties/status"),
+        body.pointer("/statusCode"),
+        body.pointer("/status"),
+        body.pointer("/state"),
+        body.pointer("/data/0/status"),
+    ];
+    candidates.into_iter().flatten().find_map(|v| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// Runs a rendered call: one request (or every page), expectations, `save_to`.
+pub async fn execute(
+    conn: &Connection,
+    rc: &RenderedCall,
+    env: &StepEnv<'_>,
+    ctx: &Value,
+) -> Result<CallOutcome, StepError> {
+    if env.dry_run {
+        let mut req = rc.request.clone();
+        if let Some(p) = &rc.paginate {
+            req = conn.first_page(&req, p);
+        }
+        let prepared = conn.prepare(&req).map_err(|e| StepError::Vendor {
+            source: e,
+            attempts: 0,
+        })?;
+        env.emitter.emit(Event::DryRun {
+            step: env.step.to_string(),
+            method: prepared.method,
+            url: prepared.url,
+            headers: prepared.headers,
+            body: prepared.body,
+        });
+        return Ok(CallOutcome {
+            response: Response {
+                status: 0,
+                headers: Default::default(),
+                body: Value::Null,
+                request_id: None,
+            },
+            attempts: 0,
+            pages: 0,
+        });
+    }
+    let (response, attempts, pages) = match &rc.paginate {
+        None => {
+            let (r, a) = send_with_retry(conn, &rc.request, env).await?;
+            (r, a, 1)
+        }
+        Some(p) => {
+            let mut req = conn.first_page(&rc.request, p);
+            let mut all = Vec::new();
+            let mut attempts = 0;
+            loop {
+                let (r, a) = send_with_retry(conn, &req, env).await?;
+                attempts += a;
+                check_expect(rc, &r, ctx)?;
+                let next = conn.next_page(&req, &r, p);
+                all.push(r);
+                if let Some(max) = p.max_pages {
+                    if all.len() as u32 >= max {
+                        env.emitter.warn(format!(
+                            "step `{}`: stopped after {max} pages (paginate.max_pages)",
+                            env.step
+                        ));
+                        break;
+                    }
+                }
+                match next {
+                    Some(n) => {
+                        env.emitter.log(env.step, format!("page {} done, fetching the next", all.len()));
+                        req = n;
+                    }
+                    None => break,
+                }
+            }
+            let pages = all.len() as u32;
+            (conn.aggregate(all), attempts, pages)
+        }
+    };
+    check_expect(rc, &response, ctx)?;
+    if let Some(path) = &rc.save_to {
+        let text = serde_json::to_vec_pretty(&response.body).map_err(|e| StepError::Invalid {
+            message: format!("cannot serialise the response: {e}"),
+        })?;
+        write_atomic(path, &text)?;
+        env.emitter.emit(Event::Artifact {
+            step: env.step.to_string(),
+            artifact: Artifact {
+                kind: "saved".into(),
+                path: path.display().to_string(),
+                bytes: text.len() as u64,
+                sha256: super::sha256_hex(&text),
+                source: Some(redact(&rc.request.url)),
+                source_sha256: None,
+                request_id: response.request_id.clone(),
+                finished_at: chrono::Utc::now().to_rfc3339(),
+            },
+        });
+    }
+    Ok(CallOutcome {
+        response,
+        attempts,
+        pages,
+    })
+}
+
+/// A URL without credentials or query string.
+pub fn redact(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_keeps_base_path() {
+        let b = url::Url::parse("http://h:1/a/feeds/").unwrap();
+        assert_eq!(join_url(&b, "/x/y").unwrap().as_str(), "http://h:1/a/feeds/x/y");
+        assert_eq!(join_url(&b, "x").unwrap().as_str(), "http://h:1/a/feeds/x");
+        let b = url::Url::parse("http://h:1").unwrap();
+        assert_eq!(join_url(&b, "/api/x").unwrap().as_str(), "http://h:1/api/x");
+    }
+
+    #[test]
+    fn observed_status_finds_vendor_states() {
+        assert_eq!(
+            observed_status(&json!({"properties": {"status": "PENDING"}})),
+            Some("PENDING".into())
+        );
+        assert_eq!(observed_status(&json!({"statusCode": "running"})), Some("running".into()));
+        assert_eq!(observed_status(&json!({"x": 1})), None);
+    }
+
+    #[test]
+    fn redact_strips_query_and_userinfo() {
+        let u = url::Url::parse("https://u:p@h/f?access_token=abc#x").unwrap();
+        assert_eq!(redact(&u), "https://h/f");
+    }
+}

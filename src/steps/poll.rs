@@ -1,0 +1,195 @@
+//! The `poll` step: repeat a call until a condition holds, stop at once on terminal states.
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::Value;
+
+use super::call::{check_expect, observed_status, with_response, RenderedCall};
+use super::{send_with_retry, StepEnv, StepError};
+use crate::events::Event;
+use crate::retry::{apply_jitter, Jitter};
+use crate::template::Template;
+use crate::vendors::{Connection, Response};
+use crate::workflow::duration::{format_duration, parse_duration};
+use crate::workflow::model::PollSpec;
+
+/// Default overall polling deadline when the step sets no `timeout`.
+pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The interval policy of a poll, rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interval {
+    pub initial: Duration,
+    pub factor: f64,
+    pub max: Duration,
+    pub jitter: Jitter,
+}
+
+impl Interval {
+    /// Renders `poll.interval` (durations may be templates such as `{{ inputs.poll_interval }}`).
+    pub fn render(spec: &PollSpec, ctx: &Value) -> Result<Interval, StepError> {
+        let iv = spec.interval.clone().unwrap_or_default();
+        let dur = |field: &str, src: &Option<String>, dflt: Duration| -> Result<Duration, StepError> {
+            match src {
+                None => Ok(dflt),
+                Some(s) => {
+                    let text = Template::compile(s)
+                        .and_then(|t| t.render_string(ctx))
+                        .map_err(|e| StepError::template(format!("poll.interval.{field}"), e))?;
+                    parse_duration(&text).map_err(|m| StepError::Invalid {
+                        message: format!("poll.interval.{field}: {m}"),
+                    })
+                }
+            }
+        };
+        let initial = dur("initial", &iv.initial, Duration::from_secs(30))?;
+        let max = dur("max", &iv.max, initial.max(Duration::from_secs(600)))?;
+        Ok(Interval {
+            initial,
+            factor: iv.factor.unwrap_or(1.0).max(1.0),
+            max: max.max(initial),
+            jitter: iv.jitter.unwrap_or(Jitter::None),
+        })
+    }
+
+    /// The wait after poll number `n` (1-based).
+    pub fn wait(&self, n: u32, rng: &mut impl Rng) -> Duration {
+        let secs = self.initial.as_secs_f64() * self.factor.powi(n.saturating_sub(1).min(1000) as i32);
+        let base = if secs.is_finite() {
+            Duration::from_secs_f64(secs.min(self.max.as_secs_f64()))
+        } else {
+            self.max
+        };
+        apply_jitter(self.jitter, base, rng)
+    }
+}
+
+/// What a finished poll produced.
+pub struct PollOutcome {
+    pub response: Response,
+    pub polls: u32,
+    pub attempts: u32,
+}
+
+fn holds(field: &str, src: &str, ctx: &Value) -> Result<bool, StepError> {
+    Template::compile(src)
+        .and_then(|t| t.render_bool(ctx))
+        .map_err(|e| StepError::template(field, e))
+}
+
+/// Polls until `until` holds; `fail_if` ends it at once with the vendor's status.
+pub async fn execute(
+    conn: &Connection,
+    spec: &PollSpec,
+    rc: &RenderedCall,
+    env: &StepEnv<'_>,
+    ctx: &Value,
+) -> Result<PollOutcome, StepError> {
+    let interval = Interval::render(spec, ctx)?;
+    if env.dry_run {
+        super::call::execute(conn, rc, env, ctx).await?;
+        env.emitter.log(
+            env.step,
+            format!(
+                "would poll every {} (x{}, up to {}) until `{}`",
+                format_duration(interval.initial),
+                interval.factor,
+                format_duration(interval.max),
+                spec.until.trim()
+            ),
+        );
+        return Ok(PollOutcome {
+            response: Response {
+                status: 0,
+                headers: Default::default(),
+                body: Value::Null,
+                request_id: None,
+            },
+            polls: 0,
+            attempts: 0,
+        });
+    }
+    let deadline = env.deadline.unwrap_or(DEFAULT_POLL_TIMEOUT);
+    let waited_since = Instant::now();
+    let mut polls = 0u32;
+    let mut attempts = 0u32;
+    loop {
+        let (resp, a) = send_with_retry(conn, &rc.request, env).await?;
+        polls += 1;
+        attempts += a;
+        let rctx = with_response(ctx, &resp);
+        let observed = observed_status(&resp.body).unwrap_or_else(|| format!("HTTP {}", resp.status));
+        if let Some(f) = &spec.fail_if {
+            if holds("poll.fail_if", f, &rctx)? {
+                let message = match &spec.fail_message {
+                    Some(m) => Template::compile(m)
+                        .and_then(|t| t.render_string(&rctx))
+                        .map_err(|e| StepError::template("poll.fail_message", e))?,
+                    None => format!(
+                        "terminal state `{observed}` after {polls} poll{} (fail_if `{}`)",
+                        if polls == 1 { "" } else { "s" },
+                        f.trim()
+                    ),
+                };
+                return Err(StepError::PollFailed { message });
+            }
+        }
+        if holds("poll.until", &spec.until, &rctx)? {
+            check_expect(rc, &resp, ctx)?;
+            env.emitter.emit(Event::Poll {
+                step: env.step.to_string(),
+                poll: polls,
+                observed: format!("{observed}: done"),
+                next_in: Duration::ZERO,
+            });
+            return Ok(PollOutcome {
+                response: resp,
+                polls,
+                attempts,
+            });
+        }
+        let wait = interval.wait(polls, &mut rand::thread_rng());
+        env.emitter.emit(Event::Poll {
+            step: env.step.to_string(),
+            poll: polls,
+            observed: observed.clone(),
+            next_in: wait,
+        });
+        if env.started.elapsed() + wait > deadline {
+            return Err(StepError::Timeout { after: deadline });
+        }
+        if let Some(max_wait) = env.max_wait {
+            if waited_since.elapsed() + wait > max_wait {
+                return Err(StepError::Pending {
+                    waiting_for: format!(
+                        "step `{}` last saw `{observed}` after {polls} polls",
+                        env.step
+                    ),
+                });
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = env.cancel.cancelled() => return Err(StepError::Cancelled),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn interval_grows_and_caps() {
+        let iv = Interval {
+            initial: Duration::from_secs(1),
+            factor: 2.0,
+            max: Duration::from_secs(5),
+            jitter: Jitter::None,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let w: Vec<u64> = (1..=5).map(|n| iv.wait(n, &mut rng).as_secs()).collect();
+        assert_eq!(w, vec![1, 2, 4, 5, 5]);
+    }
+}

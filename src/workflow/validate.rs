@@ -1,0 +1,785 @@
+//! Validation before anything is sent: structure, references, templates, `uses` targets.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::diag::{did_you_mean, Diagnostic};
+use super::load::{load_file, Loaded};
+use super::model::{
+    CallSpec, ConnectionKind, InputType, RetrySpec, Step, StepKind, Workflow,
+};
+use crate::template::{compile_deep, Template, TemplateError};
+
+/// A validated workflow and every file it reaches through `uses`.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub root: Arc<Loaded>,
+    /// All loaded files by canonical path, the root included.
+    pub files: HashMap<PathBuf, Arc<Loaded>>,
+}
+
+impl Plan {
+    /// The loaded file a `uses:` of `from` refers to.
+    pub fn resolve_uses(&self, from: &Loaded, target: &str) -> Option<Arc<Loaded>> {
+        let p = canonical(&from.dir().join(target));
+        self.files.get(&p).cloned()
+    }
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Loads and validates a workflow file and everything it uses.
+pub fn validate_file(path: &Path) -> Result<Plan, Vec<Diagnostic>> {
+    let mut files = HashMap::new();
+    let mut stack = Vec::new();
+    let root = check_file(path, &mut files, &mut stack)?;
+    Ok(Plan { root, files })
+}
+
+fn check_file(
+    path: &Path,
+    files: &mut HashMap<PathBuf, Arc<Loaded>>,
+    stack: &mut Vec<(PathBuf, PathBuf)>,
+) -> Result<Arc<Loaded>, Vec<Diagnostic>> {
+    let key = canonical(path);
+    if let Some(done) = files.get(&key) {
+        return Ok(done.clone());
+    }
+    let loaded = Arc::new(load_file(path)?);
+    stack.push((key.clone(), path.to_path_buf()));
+    let mut v = Validator {
+        file: &loaded,
+        diags: Vec::new(),
+        ids: HashMap::new(),
+    };
+    v.check_workflow();
+    let mut diags = v.diags;
+    // `uses` targets, depth first, with cycle detection.
+    let mut uses = Vec::new();
+    collect_uses(&loaded.workflow.steps, "steps", &mut uses);
+    for (at, step_path, target, with) in uses {
+        let target_path = loaded.dir().join(&target);
+        let canon = canonical(&target_path);
+        if stack.iter().any(|(c, _)| *c == canon) {
+            let chain: Vec<String> = stack
+                .iter()
+                .map(|(_, shown)| shown.display().to_string())
+                .chain(std::iter::once(target_path.display().to_string()))
+                .collect();
+            diags.push(
+                loaded.diag(&at, format!("`uses` cycle: {}", chain.join(" -> ")))
+                    .with_help("a workflow cannot run itself, directly or through others"),
+            );
+            continue;
+        }
+        if !target_path.is_file() {
+            diags.push(
+                loaded
+                    .diag(&at, format!("`uses` target `{target}` does not exist"))
+                    .with_help(format!(
+                        "the path is relative to this file; looked for {}",
+                        target_path.display()
+                    )),
+            );
+            continue;
+        }
+        match check_file(&target_path, files, stack) {
+            Ok(callee) => check_with(&loaded, &step_path, &callee, with.as_ref(), &mut diags),
+            Err(mut inner) => {
+                diags.push(loaded.diag(
+                    &at,
+                    format!("`uses` target `{target}` is not a valid workflow (see below)"),
+                ));
+                diags.append(&mut inner);
+            }
+        }
+    }
+    stack.pop();
+    if diags.is_empty() {
+        files.insert(key, loaded.clone());
+        Ok(loaded)
+    } else {
+        Err(diags)
+    }
+}
+
+type UsesRef = (String, String, String, Option<BTreeMap<String, Value>>);
+
+fn collect_uses(steps: &[Step], base: &str, out: &mut Vec<UsesRef>) {
+    for (i, s) in steps.iter().enumerate() {
+        let p = format!("{base}[{i}]");
+        if let Some(target) = &s.uses {
+            out.push((format!("{p}.uses"), p.clone(), target.clone(), s.with.clone()));
+        }
+        if let Some(fe) = &s.for_each {
+            collect_uses(&fe.steps, &format!("{p}.for_each.steps"), out);
+        }
+    }
+}
+
+/// `with:` keys must be inputs of the callee, and its required inputs must be given.
+fn check_with(
+    caller: &Loaded,
+    step_path: &str,
+    callee: &Loaded,
+    with: Option<&BTreeMap<String, Value>>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let empty = BTreeMap::new();
+    let with = with.unwrap_or(&empty);
+    let declared = &callee.workflow.inputs;
+    for key in with.keys() {
+        if !declared.contains_key(key) {
+            let mut d = caller.diag_key(
+                &format!("{step_path}.with.{key}"),
+                format!(
+                    "`{}` has no input `{key}`",
+                    callee.path.display()
+                ),
+            );
+            if let Some(s) = did_you_mean(key, declared.keys().map(String::as_str)) {
+                d = d.with_help(format!("did you mean `{s}`?"));
+            }
+            diags.push(d);
+        }
+    }
+    for (name, spec) in declared {
+        if spec.required && spec.default.is_none() && !with.contains_key(name) {
+            diags.push(
+                caller
+                    .diag_key(
+                        &format!("{step_path}.uses"),
+                        format!(
+                            "`{}` requires input `{name}`, which `with:` does not give",
+                            callee.path.display()
+                        ),
+                    )
+                    .with_help(format!("add `{name}: ...` under `with:`")),
+            );
+        }
+    }
+}
+
+/// What a template may read at one place of the file.
+#[derive(Clone)]
+struct Scope {
+    /// Step ids visible (earlier steps, enclosing loops' earlier steps), with their kinds
+    /// and, for `uses`, the callee's outputs when known.
+    steps: Vec<(String, StepKind)>,
+    in_loop: bool,
+    response: bool,
+}
+
+struct Validator<'a> {
+    file: &'a Loaded,
+    diags: Vec<Diagnostic>,
+    /// Every step id seen in the file, with its path (ids are unique per file).
+    ids: HashMap<String, String>,
+}
+
+const ROOTS: &[&str] = &["inputs", "env", "steps", "run", "item", "index", "response"];
+const RUN_FIELDS: &[&str] = &["id", "started_at", "workflow", "workflow_dir"];
+
+impl Validator<'_> {
+    fn wf(&self) -> &Workflow {
+        &self.file.workflow
+    }
+
+    fn err(&mut self, path: &str, msg: String) {
+        let d = self.file.diag(path, msg);
+        self.diags.push(d);
+    }
+
+    fn check_workflow(&mut self) {
+        if self.wf().name.trim().is_empty() {
+            self.err("name", "`name` is empty".into());
+        }
+        let inputs: Vec<(String, super::model::InputSpec)> = self
+            .wf()
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, spec) in &inputs {
+            if !valid_ident(name) {
+                let d = self.file.diag_key(
+                    &format!("inputs.{name}"),
+                    format!("input name `{name}` must be letters, digits, `_` or `-`"),
+                );
+                self.diags.push(d);
+            }
+            if let Some(def) = &spec.default {
+                if let Err(e) = coerce_input(spec.kind, def) {
+                    self.err(&format!("inputs.{name}.default"), format!("default of input `{name}`: {e}"));
+                }
+            }
+        }
+        let conns: Vec<(String, super::model::ConnectionSpec)> = self
+            .wf()
+            .connections
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let base_scope = Scope {
+            steps: vec![],
+            in_loop: false,
+            response: false,
+        };
+        for (name, c) in &conns {
+            let p = format!("connections.{name}");
+            if c.kind != ConnectionKind::Http && c.base_url.is_none() {
+                self.err(&p, format!("connection `{name}` ({:?}) needs `base_url`", c.kind).to_lowercase());
+            }
+            if let Some(u) = &c.base_url {
+                self.template(&format!("{p}.base_url"), u, &base_scope);
+            }
+            if let Some(f) = &c.ca_file {
+                self.template(&format!("{p}.ca_file"), f, &base_scope);
+            }
+            if let Some(cr) = &c.credentials {
+                let fields: Vec<(&str, &Option<String>)> = vec![
+                    ("access_key", &cr.access_key),
+                    ("secret_key", &cr.secret_key),
+                    ("app_id", &cr.app_id),
+                    ("app_key", &cr.app_key),
+                    ("client_id", &cr.client_id),
+                    ("client_secret", &cr.client_secret),
+                    ("username", &cr.username),
+                    ("password", &cr.password),
+                    ("bearer_token", &cr.bearer_token),
+                    ("service_account_file", &cr.service_account_file),
+                    ("subject", &cr.subject),
+                    ("token_url", &cr.token_url),
+                ];
+                let allowed: &[&str] = match c.kind {
+                    ConnectionKind::Mimecast => &[
+                        "access_key",
+                        "secret_key",
+                        "app_id",
+                        "app_key",
+                        "client_id",
+                        "client_secret",
+                    ],
+                    ConnectionKind::Mailstore => &["username", "password"],
+                    ConnectionKind::Google => {
+                        &["bearer_token", "service_account_file", "subject", "token_url"]
+                    }
+                    ConnectionKind::Http => &["username", "password", "bearer_token"],
+                };
+                for (field, value) in fields {
+                    if let Some(v) = value {
+                        let fp = format!("{p}.credentials.{field}");
+                        if !allowed.contains(&field) {
+                            let d = self
+                                .file
+                                .diag_key(
+                                    &fp,
+                                    format!(
+                                        "`{field}` is not a credential of a `{}` connection",
+                                        kind_name(c.kind)
+                                    ),
+                                )
+                                .with_help(format!(
+                                    "credentials of `{}`: {}",
+                                    kind_name(c.kind),
+                                    allowed.join(", ")
+                                ));
+                            self.diags.push(d);
+                        }
+                        self.template(&fp, v, &base_scope);
+                    }
+                }
+            }
+        }
+        if let Some(d) = self.wf().defaults.clone() {
+            if let Some(r) = &d.retry {
+                self.retry("defaults.retry", r);
+            }
+        }
+        let steps = self.wf().steps.clone();
+        if steps.is_empty() {
+            self.err("steps", "a workflow needs at least one step".into());
+        }
+        let visible = self.steps(&steps, "steps", base_scope.clone());
+        let outputs: Vec<(String, Value)> = self
+            .wf()
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let out_scope = Scope {
+            steps: visible,
+            ..base_scope
+        };
+        for (k, v) in outputs {
+            self.deep(&format!("outputs.{k}"), &v, &out_scope);
+        }
+    }
+
+    /// Checks a list of steps; returns the scope after them (for outputs).
+    fn steps(&mut self, steps: &[Step], base: &str, mut scope: Scope) -> Vec<(String, StepKind)> {
+        for (i, s) in steps.iter().enumerate() {
+            let p = format!("{base}[{i}]");
+            self.step(s, &p, &scope);
+            scope.steps.push((s.id.clone(), s.kind()));
+        }
+        scope.steps
+    }
+
+    fn step(&mut self, s: &Step, p: &str, scope: &Scope) {
+        if !valid_ident(&s.id) {
+            self.err(
+                &format!("{p}.id"),
+                format!("step id `{}` must start with a letter or `_` and hold only letters, digits, `_` or `-`", s.id),
+            );
+        }
+        if let Some(prev) = self.ids.insert(s.id.clone(), p.to_string()) {
+            let line = self.file.spans.find(&format!("{prev}.id")).line;
+            self.err(
+                &format!("{p}.id"),
+                format!("duplicate step id `{}` (first used on line {line})", s.id),
+            );
+        }
+        let kinds = s.kinds();
+        if kinds.len() != 1 {
+            let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            let msg = if kinds.is_empty() {
+                format!("step `{}` does nothing: give it one of call, poll, download, decrypt, for_each, uses", s.id)
+            } else {
+                format!("step `{}` has several kinds ({}); a step does exactly one thing", s.id, names.join(", "))
+            };
+            self.diags.push(self.file.diag_key(&format!("{p}.id"), msg));
+        }
+        if s.with.is_some() && s.uses.is_none() {
+            self.err(&format!("{p}.with"), "`with:` only goes with `uses:`".into());
+        }
+        if let Some(w) = &s.when {
+            self.template(&format!("{p}.if"), w, scope);
+        }
+        if let Some(r) = &s.retry {
+            self.retry(&format!("{p}.retry"), r);
+        }
+        if let Some(c) = &s.call {
+            self.call(&format!("{p}.call"), c, scope);
+        }
+        if let Some(poll) = &s.poll {
+            let pp = format!("{p}.poll");
+            self.call(&format!("{pp}.call"), &poll.call, scope);
+            let rs = Scope {
+                response: true,
+                ..scope.clone()
+            };
+            self.template(&format!("{pp}.until"), &poll.until, &rs);
+            if let Some(f) = &poll.fail_if {
+                self.template(&format!("{pp}.fail_if"), f, &rs);
+            }
+            if let Some(m) = &poll.fail_message {
+                self.template(&format!("{pp}.fail_message"), m, &rs);
+            }
+            if let Some(iv) = &poll.interval {
+                for (f, v) in [("initial", &iv.initial), ("max", &iv.max)] {
+                    if let Some(v) = v {
+                        let fp = format!("{pp}.interval.{f}");
+                        self.template(&fp, v, scope);
+                        if Template::compile(v).map(|t| t.is_static()).unwrap_or(false) {
+                            if let Err(e) = super::duration::parse_duration(v) {
+                                self.err(&fp, e);
+                            }
+                        }
+                    }
+                }
+                if iv.factor.is_some_and(|f| !(1.0..=100.0).contains(&f)) {
+                    self.err(&format!("{pp}.interval.factor"), "`factor` must be between 1 and 100".into());
+                }
+            }
+        }
+        if let Some(d) = &s.download {
+            let dp = format!("{p}.download");
+            if let Some(c) = &d.connection {
+                self.connection_ref(&format!("{dp}.connection"), c);
+            }
+            self.deep(&format!("{dp}.urls"), &d.urls, scope);
+            if let Some(n) = &d.names {
+                self.deep(&format!("{dp}.names"), n, scope);
+            }
+            if let Some(h) = &d.sha256 {
+                self.deep(&format!("{dp}.sha256"), h, scope);
+            }
+            self.template(&format!("{dp}.to"), &d.to, scope);
+            if d.concurrency == Some(0) {
+                self.err(&format!("{dp}.concurrency"), "`concurrency` must be at least 1".into());
+            }
+        }
+        if let Some(d) = &s.decrypt {
+            let dp = format!("{p}.decrypt");
+            self.deep(&format!("{dp}.files"), &d.files, scope);
+            self.template(&format!("{dp}.key"), &d.key, scope);
+            if let Some(pw) = &d.passphrase {
+                self.template(&format!("{dp}.passphrase"), pw, scope);
+            }
+            self.template(&format!("{dp}.to"), &d.to, scope);
+            if d.concurrency == Some(0) {
+                self.err(&format!("{dp}.concurrency"), "`concurrency` must be at least 1".into());
+            }
+        }
+        if let Some(fe) = &s.for_each {
+            let fp = format!("{p}.for_each");
+            self.deep(&format!("{fp}.items"), &fe.items, scope);
+            if fe.concurrency == Some(0) {
+                self.err(&format!("{fp}.concurrency"), "`concurrency` must be at least 1".into());
+            }
+            if fe.steps.is_empty() {
+                self.err(&format!("{fp}.steps"), "`for_each` needs at least one step".into());
+            }
+            let inner = Scope {
+                in_loop: true,
+                ..scope.clone()
+            };
+            self.steps(&fe.steps, &format!("{fp}.steps"), inner);
+        }
+        if let Some(with) = &s.with {
+            for (k, v) in with {
+                self.deep(&format!("{p}.with.{k}"), v, scope);
+            }
+        }
+    }
+
+    fn connection_ref(&mut self, path: &str, name: &str) {
+        if !self.wf().connections.contains_key(name) {
+            let names: Vec<String> = self.wf().connections.keys().cloned().collect();
+            let mut d = self
+                .file
+                .diag(path, format!("no connection named `{name}`"));
+            d = match did_you_mean(name, names.iter().map(String::as_str)) {
+                Some(s) => d.with_help(format!("did you mean `{s}`?")),
+                None if names.is_empty() => d.with_help("declare it under `connections:`"),
+                None => d.with_help(format!("connections in this file: {}", names.join(", "))),
+            };
+            self.diags.push(d);
+        }
+    }
+
+    fn call(&mut self, p: &str, c: &CallSpec, scope: &Scope) {
+        match (&c.connection, &c.url) {
+            (Some(name), None) => self.connection_ref(&format!("{p}.connection"), name),
+            (None, Some(u)) => {
+                self.template(&format!("{p}.url"), u, scope);
+                if c.path.is_some() {
+                    self.err(&format!("{p}.path"), "`path` goes with `connection`; with `url`, write the whole URL".into());
+                }
+            }
+            (Some(_), Some(_)) => self.err(p, "give either `connection` or `url`, not both".into()),
+            (None, None) => self.err(p, "a call needs `connection` (a name in `connections`) or a full `url`".into()),
+        }
+        if let Some(m) = &c.method {
+            let up = m.to_ascii_uppercase();
+            if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"].contains(&up.as_str()) {
+                self.err(&format!("{p}.method"), format!("unknown HTTP method `{m}`"));
+            }
+        }
+        if let Some(path) = &c.path {
+            self.template(&format!("{p}.path"), path, scope);
+        }
+        for (k, v) in &c.query {
+            self.template(&format!("{p}.query.{k}"), v, scope);
+        }
+        for (k, v) in &c.headers {
+            self.template(&format!("{p}.headers.{k}"), v, scope);
+        }
+        let bodies = [c.json.is_some(), c.form.is_some(), c.atom.is_some(), c.text.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if bodies > 1 {
+            self.err(p, "give at most one body: `json`, `form`, `atom` or `text`".into());
+        }
+        if let Some(j) = &c.json {
+            self.deep(&format!("{p}.json"), j, scope);
+        }
+        for (name, map) in [("form", &c.form), ("atom", &c.atom)] {
+            if let Some(m) = map {
+                for (k, v) in m {
+                    self.deep(&format!("{p}.{name}.{k}"), v, scope);
+                }
+            }
+        }
+        if let Some(t) = &c.text {
+            self.template(&format!("{p}.text"), t, scope);
+        }
+        if let Some(e) = &c.expect {
+            for s in &e.status {
+                if !(100..=599).contains(s) {
+                    self.err(&format!("{p}.expect.status"), format!("`{s}` is not an HTTP status"));
+                }
+            }
+            if let Some(cond) = &e.condition {
+                let rs = Scope {
+                    response: true,
+                    ..scope.clone()
+                };
+                self.template(&format!("{p}.expect.condition"), cond, &rs);
+            }
+        }
+        if let Some(s) = &c.save_to {
+            self.template(&format!("{p}.save_to"), s, scope);
+        }
+    }
+
+    fn retry(&mut self, p: &str, r: &RetrySpec) {
+        if r.max_attempts == Some(0) {
+            self.err(&format!("{p}.max_attempts"), "`max_attempts` counts the first attempt too: at least 1".into());
+        }
+        if r.factor.is_some_and(|f| !(1.0..=100.0).contains(&f)) {
+            self.err(&format!("{p}.factor"), "`factor` must be between 1 and 100".into());
+        }
+    }
+
+    /// Every string inside a JSON value is a template.
+    fn deep(&mut self, p: &str, v: &Value, scope: &Scope) {
+        match compile_deep(v) {
+            Ok(list) => {
+                for (sub, t) in list {
+                    let at = join_path(p, &sub);
+                    self.vars(&at, &t, scope);
+                }
+            }
+            Err((sub, e)) => {
+                let at = join_path(p, &sub);
+                self.template_error(&at, &e);
+            }
+        }
+    }
+
+    fn template(&mut self, p: &str, src: &str, scope: &Scope) {
+        match Template::compile(src) {
+            Ok(t) => self.vars(p, &t, scope),
+            Err(e) => self.template_error(p, &e),
+        }
+    }
+
+    fn template_error(&mut self, p: &str, e: &TemplateError) {
+        self.err(p, format!("invalid template: {e}"));
+    }
+
+    /// Checks every variable path of a template against the scope.
+    fn vars(&mut self, p: &str, t: &Template, scope: &Scope) {
+        for v in t.variables() {
+            if let Err((msg, help)) = self.check_var(&v.path, scope) {
+                let mut d = self.file.diag(p, msg);
+                if let Some(h) = help {
+                    d = d.with_help(h);
+                }
+                self.diags.push(d);
+            }
+        }
+    }
+
+    fn check_var(&self, path: &[String], scope: &Scope) -> Result<(), (String, Option<String>)> {
+        let Some(root) = path.first() else {
+            return Ok(());
+        };
+        let full = path.join(".");
+        match root.as_str() {
+            "env" => Ok(()),
+            "inputs" => match path.get(1) {
+                None => Ok(()),
+                Some(name) if self.wf().inputs.contains_key(name) => Ok(()),
+                Some(name) => Err((
+                    format!("undefined variable `{full}`: no input `{name}`"),
+                    Some(
+                        did_you_mean(name, self.wf().inputs.keys().map(String::as_str))
+                            .map(|s| format!("did you mean `inputs.{s}`?"))
+                            .unwrap_or_else(|| "declare it under `inputs:`".into()),
+                    ),
+                )),
+            },
+            "steps" => {
+                let Some(id) = path.get(1) else {
+                    return Ok(());
+                };
+                match scope.steps.iter().find(|(s, _)| s == id) {
+                    Some((_, kind)) => match path.get(2) {
+                        Some(out) if !kind.outputs().contains(&out.as_str()) => Err((
+                            format!(
+                                "undefined variable `{full}`: a {} step has no output `{out}`",
+                                kind.as_str()
+                            ),
+                            Some(
+                                did_you_mean(out, kind.outputs().iter().copied())
+                                    .map(|s| format!("did you mean `steps.{id}.{s}`?"))
+                                    .unwrap_or_else(|| {
+                                        format!("outputs of a {} step: {}", kind.as_str(), kind.outputs().join(", "))
+                                    }),
+                            ),
+                        )),
+                        _ => Ok(()),
+                    },
+                    None => {
+                        let later = self.later_step(id);
+                        let msg = if later {
+                            format!("`{full}` refers to step `{id}`, which has not run yet at this point")
+                        } else {
+                            format!("undefined variable `{full}`: no step `{id}`")
+                        };
+                        let help = if later {
+                            Some("a step can only read the outputs of steps before it".to_string())
+                        } else {
+                            did_you_mean(id, scope.steps.iter().map(|(s, _)| s.as_str()))
+                                .map(|s| format!("did you mean `steps.{s}`?"))
+                        };
+                        Err((msg, help))
+                    }
+                }
+            }
+            "run" => match path.get(1) {
+                Some(f) if !RUN_FIELDS.contains(&f.as_str()) => Err((
+                    format!("undefined variable `{full}`"),
+                    Some(format!("`run` has: {}", RUN_FIELDS.join(", "))),
+                )),
+                _ => Ok(()),
+            },
+            "item" | "index" if scope.in_loop => Ok(()),
+            "item" | "index" => Err((
+                format!("`{root}` is only defined inside `for_each` steps"),
+                None,
+            )),
+            "response" if scope.response => Ok(()),
+            "response" => Err((
+                "`response` is only defined in `poll.until`, `poll.fail_if` and `expect.condition`".to_string(),
+                None,
+            )),
+            other => {
+                let mut avail: Vec<&str> = vec!["inputs", "env", "steps", "run"];
+                if scope.in_loop {
+                    avail.extend(["item", "index"]);
+                }
+                if scope.response {
+                    avail.push("response");
+                }
+                let help = did_you_mean(other, ROOTS.iter().copied())
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .unwrap_or_else(|| format!("variables start with one of: {}", avail.join(", ")));
+                Err((format!("undefined variable `{full}`"), Some(help)))
+            }
+        }
+    }
+
+    /// True when `id` is a step of this file (so a reference to it is "too early", not unknown).
+    fn later_step(&self, id: &str) -> bool {
+        fn walk(steps: &[Step], id: &str) -> bool {
+            steps.iter().any(|s| {
+                s.id == id || s.for_each.as_ref().is_some_and(|f| walk(&f.steps, id))
+            })
+        }
+        walk(&self.wf().steps, id)
+    }
+}
+
+fn join_path(base: &str, sub: &str) -> String {
+    if sub.is_empty() {
+        base.to_string()
+    } else if sub.starts_with('[') {
+        format!("{base}{sub}")
+    } else {
+        format!("{base}.{sub}")
+    }
+}
+
+fn kind_name(k: ConnectionKind) -> &'static str {
+    match k {
+        ConnectionKind::Mimecast => "mimecast",
+        ConnectionKind::Mailstore => "mailstore",
+        ConnectionKind::Google => "google",
+        ConnectionKind::Http => "http",
+    }
+}
+
+/// Letters, digits, `_` and `-`, not starting with a digit or `-`.
+pub fn valid_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Converts an input value (from the command line as a string, or typed from YAML) to its type.
+pub fn coerce_input(kind: InputType, v: &Value) -> Result<Value, String> {
+    match (kind, v) {
+        (InputType::String, Value::String(_)) => Ok(v.clone()),
+        (InputType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
+        (InputType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
+        (InputType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(v.clone()),
+        (InputType::Integer, Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| format!("`{s}` is not an integer")),
+        (InputType::Boolean, Value::Bool(_)) => Ok(v.clone()),
+        (InputType::Boolean, Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" => Ok(Value::Bool(true)),
+            "false" | "no" | "0" => Ok(Value::Bool(false)),
+            _ => Err(format!("`{s}` is not a boolean (true or false)")),
+        },
+        (InputType::List, Value::Array(_)) => Ok(v.clone()),
+        (InputType::List, Value::String(s)) => {
+            let t = s.trim();
+            if t.starts_with('[') {
+                serde_json::from_str::<Value>(t)
+                    .ok()
+                    .filter(Value::is_array)
+                    .ok_or_else(|| format!("`{s}` is not a JSON list"))
+            } else if t.is_empty() {
+                Ok(Value::Array(vec![]))
+            } else {
+                Ok(Value::Array(
+                    t.split(',').map(|x| Value::String(x.trim().to_string())).collect(),
+                ))
+            }
+        }
+        (InputType::Duration, Value::String(s)) => super::duration::parse_duration(s)
+            .map(|_| Value::String(s.trim().to_string())),
+        (InputType::Duration, Value::Number(n)) if n.is_u64() => Ok(Value::String(format!("{n}s"))),
+        (k, other) => Err(format!(
+            "expected a {}, got {}",
+            k.as_str(),
+            match other {
+                Value::Null => "nothing".to_string(),
+                Value::Bool(_) => "a boolean".to_string(),
+                Value::Number(_) => "a number".to_string(),
+                Value::String(_) => "a string".to_string(),
+                Value::Array(_) => "a list".to_string(),
+                Value::Object(_) => "a mapping".to_string(),
+            }
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn coerces_inputs_from_the_command_line() {
+        assert_eq!(coerce_input(InputType::Integer, &json!("42")), Ok(json!(42)));
+        assert_eq!(coerce_input(InputType::Boolean, &json!("yes")), Ok(json!(true)));
+        assert_eq!(coerce_input(InputType::List, &json!("1, 2")), Ok(json!(["1", "2"])));
+        assert_eq!(coerce_input(InputType::List, &json!("[1,2]")), Ok(json!([1, 2])));
+        assert_eq!(coerce_input(InputType::Duration, &json!("200ms")), Ok(json!("200ms")));
+        assert!(coerce_input(InputType::Duration, &json!("soon")).is_err());
+        assert!(coerce_input(InputType::Integer, &json!("x")).unwrap_err().contains("not an integer"));
+        assert!(coerce_input(InputType::List, &json!({"a": 1})).unwrap_err().contains("a mapping"));
+    }
+
+    #[test]
+    fn identifiers() {
+        assert!(valid_ident("create-export"));
+        assert!(valid_ident("_x1"));
+        assert!(!valid_ident("1x"));
+        assert!(!valid_ident("a.b"));
+        assert!(!valid_ident(""));
+    }
+}

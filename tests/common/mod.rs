@@ -1,0 +1,178 @@
+//! Shared test helpers: a scripted in-process HTTP server and a runner for the real binary.
+#![allow(dead_code)]
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+/// One scripted answer.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: serde_json::Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string(),
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+    pub fn delay(mut self, d: Duration) -> Reply {
+        self.delay = d;
+        self
+    }
+}
+
+/// A request the server received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+#[derive(Default)]
+pub struct Script {
+    /// Per path: replies served in order; the last one repeats.
+    pub replies: Mutex<HashMap<String, Vec<Reply>>>,
+    pub seen: Mutex<Vec<Seen>>,
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
+}
+
+impl Script {
+    pub fn requests(&self, path: &str) -> Vec<Seen> {
+        self.seen.lock().unwrap().iter().filter(|s| s.path == path).cloned().collect()
+    }
+    pub fn all(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn handle(State(s): State<Arc<Script>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    s.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    s.seen.lock().unwrap().push(Seen {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: uri.query().map(str::to_string),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    let reply = {
+        let mut r = s.replies.lock().unwrap();
+        match r.get_mut(uri.path()) {
+            Some(list) if list.len() > 1 => Some(list.remove(0)),
+            Some(list) => list.first().cloned(),
+            None => None,
+        }
+    };
+    let resp = match reply {
+        None => (StatusCode::NOT_FOUND, "no script for this path").into_response(),
+        Some(r) => {
+            if !r.delay.is_zero() {
+                tokio::time::sleep(r.delay).await;
+            }
+            let mut resp = (StatusCode::from_u16(r.status).unwrap(), r.body).into_response();
+            for (k, v) in r.headers {
+                resp.headers_mut().insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            resp
+        }
+    };
+    s.in_flight.fetch_sub(1, Ordering::SeqCst);
+    resp
+}
+
+/// Starts a scripted server on 127.0.0.1; returns its base URL and the script.
+pub async fn serve(replies: Vec<(&str, Vec<Reply>)>) -> (String, Arc<Script>) {
+    let script = Arc::new(Script::default());
+    {
+        let mut r = script.replies.lock().unwrap();
+        for (p, list) in replies {
+            r.insert(p.to_string(), list);
+        }
+    }
+    let app = axum::Router::new().fallback(handle).with_state(script.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{addr}"), script)
+}
+
+/// A temporary directory with workflow files in it.
+pub struct Dir {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    pub fn new() -> Dir {
+        Dir { tmp: tempfile::tempdir().unwrap() }
+    }
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.tmp.path().join(name);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+/// Runs the real binary with arguments and extra environment; blocking, so call it
+/// from `spawn_blocking` while a server runs.
+pub fn auditflow(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_auditflow"));
+    cmd.args(args).current_dir(cwd).env("CI", "true").env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run auditflow")
+}
+
+pub async fn auditflow_async(args: Vec<String>, env: Vec<(String, String)>, cwd: PathBuf) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        auditflow(&a, &e, &cwd)
+    })
+    .await
+    .unwrap()
+}
+
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
