@@ -427,11 +427,11 @@ async fn execute_kind(
             None => None,
         };
         let plain = connection_for(run, &scope.file, None, ctx)?;
-        let out = steps::download::run_step(spec, conn.as_ref().unwrap_or(&plain), conn.is_some(), env, ctx).await?;
+        let out = steps::files::download_step(spec, conn.as_ref().unwrap_or(&plain), conn.is_some(), env, ctx).await?;
         return Ok((out, 1));
     }
     if let Some(spec) = &step.decrypt {
-        let out = steps::decrypt::run_step(spec, env, ctx).await?;
+        let out = steps::files::decrypt_step(spec, env, ctx).await?;
         return Ok((out, 1));
     }
     if let Some(spec) = &step.for_each {

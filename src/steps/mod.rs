@@ -12,6 +12,7 @@ use crate::vendors::{Connection, Request, Response, VendorError};
 pub mod call;
 pub mod decrypt;
 pub mod download;
+pub mod files;
 pub mod poll;
 
 /// What a running step needs from the engine.

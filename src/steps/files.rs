@@ -1,0 +1,280 @@
+//! The `download` and `decrypt` steps: render the spec, run the streaming cores per file
+//! (several at once), report progress and artifacts, and expose paths, sizes and hashes.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{json, Value};
+
+use super::decrypt::{self, DecryptionKey};
+use super::download::{self, DownloadObserver, DownloadSpec as FileSpec, HeaderFn};
+use super::{StepEnv, StepError};
+use crate::events::{Artifact, Emitter, Event};
+use crate::template::{render_deep, Template, TemplateError};
+use crate::vendors::Connection;
+use crate::workflow::model::{DecryptSpec, DownloadSpec};
+
+/// A value rendered into a list of strings (a single string is a list of one).
+fn string_list(field: &str, v: &Value, ctx: &Value) -> Result<Vec<String>, StepError> {
+    match render_deep(v, ctx).map_err(|e| StepError::template(field, e))? {
+        Value::Null => Ok(vec![]),
+        Value::String(s) if s.trim().is_empty() => Ok(vec![]),
+        Value::String(s) => Ok(vec![s]),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(s),
+                other => Err(StepError::Invalid {
+                    message: format!("`{field}` must be a list of strings; found {other}"),
+                }),
+            })
+            .collect(),
+        other => Err(StepError::Invalid {
+            message: format!("`{field}` must be a string or a list; found {other}"),
+        }),
+    }
+}
+
+fn render_str(field: &str, src: &str, ctx: &Value) -> Result<String, StepError> {
+    Template::compile(src)
+        .and_then(|t| t.render_string(ctx))
+        .map_err(|e| StepError::template(field, e))
+}
+
+/// Renders an optional secret-ish value: an undefined `env.*` or an empty result is "absent".
+fn optional(field: &str, src: &Option<String>, ctx: &Value) -> Result<Option<String>, StepError> {
+    let Some(src) = src else {
+        return Ok(None);
+    };
+    let t = Template::compile(src).map_err(|e| StepError::template(field, e))?;
+    match t.render_string(ctx) {
+        Ok(s) if s.is_empty() => Ok(None),
+        Ok(s) => Ok(Some(s)),
+        Err(TemplateError::UndefinedVariable { path, .. }) if path.starts_with("env.") => Ok(None),
+        Err(e) => Err(StepError::template(field, e)),
+    }
+}
+
+/// Download progress as events: a line per file, bytes as progress.
+struct Progress<'a> {
+    step: &'a str,
+    emitter: &'a Emitter,
+}
+
+impl DownloadObserver for Progress<'_> {
+    fn started(&self, url: &str, total: Option<u64>, resumed_from: u64) {
+        let size = total.map(|t| format!(" ({t} bytes)")).unwrap_or_default();
+        let resume = if resumed_from > 0 {
+            format!(", resuming at byte {resumed_from}")
+        } else {
+            String::new()
+        };
+        self.emitter.log(self.step, format!("downloading {url}{size}{resume}"));
+    }
+    fn progress(&self, bytes_so_far: u64) {
+        self.emitter.emit(Event::Progress {
+            step: self.step.to_string(),
+            percent: None,
+            bytes: Some(bytes_so_far),
+            total: None,
+        });
+    }
+    fn retrying(&self, attempt: u32, wait: std::time::Duration, reason: &str) {
+        self.emitter.emit(Event::Retry {
+            step: self.step.to_string(),
+            attempt,
+            error: reason.to_string(),
+            wait,
+        });
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+/// Runs a `download` step.
+pub async fn download_step(
+    spec: &DownloadSpec,
+    conn: &Connection,
+    authorize: bool,
+    env: &StepEnv<'_>,
+    ctx: &Value,
+) -> Result<Value, StepError> {
+    let urls = string_list("download.urls", &spec.urls, ctx)?;
+    let names = match &spec.names {
+        Some(n) => Some(string_list("download.names", n, ctx)?),
+        None => None,
+    };
+    if let Some(n) = &names {
+        if n.len() != urls.len() {
+            return Err(StepError::Invalid {
+                message: format!("`download.names` has {} names for {} URLs", n.len(), urls.len()),
+            });
+        }
+    }
+    let hashes = match &spec.sha256 {
+        Some(h) => Some(string_list("download.sha256", h, ctx)?),
+        None => None,
+    };
+    let to = PathBuf::from(render_str("download.to", &spec.to, ctx)?);
+    let mut plan = Vec::with_capacity(urls.len());
+    for (i, u) in urls.iter().enumerate() {
+        let url = url::Url::parse(u).map_err(|e| StepError::Invalid {
+            message: format!("`download.urls` item {i} is not a URL: {e}"),
+        })?;
+        let name = match &names {
+            Some(n) => n[i].clone(),
+            None => download::file_name_from_url(&url)?,
+        };
+        let dest = download::safe_join(&to, &name)?;
+        plan.push(FileSpec {
+            url,
+            dest,
+            expected_sha256: hashes.as_ref().and_then(|h| h.get(i).cloned()),
+            expected_size: None,
+        });
+    }
+    if env.dry_run {
+        for f in &plan {
+            env.emitter.emit(Event::DryRun {
+                step: env.step.to_string(),
+                method: "GET".into(),
+                url: download::redact_url(&f.url),
+                headers: vec![],
+                body: None,
+            });
+        }
+        return Ok(json!({"files": [], "bytes": 0, "sizes": [], "sha256": [], "urls": []}));
+    }
+    std::fs::create_dir_all(&to).map_err(|source| StepError::Io {
+        path: to.clone(),
+        source,
+    })?;
+    let headers: HeaderFn = if authorize {
+        let c = conn.clone();
+        Arc::new(move || {
+            let c = c.clone();
+            Box::pin(async move { c.download_headers().await.map_err(|e| e.to_string()) })
+        })
+    } else {
+        Arc::new(|| Box::pin(async { Ok(reqwest::header::HeaderMap::new()) }))
+    };
+    let concurrency = spec.concurrency.unwrap_or(4).max(1) as usize;
+    let observer = Progress {
+        step: env.step,
+        emitter: env.emitter,
+    };
+    let client = conn.client().clone();
+    let done: Vec<download::Downloaded> = futures::stream::iter(plan.iter())
+        .map(|f| {
+            let (client, headers, observer) = (&client, &headers, &observer);
+            async move {
+                let d = download::download(client, f, headers, &env.retry, observer, env.cancel).await?;
+                env.emitter.emit(Event::Artifact {
+                    step: env.step.to_string(),
+                    artifact: Artifact {
+                        kind: "download".into(),
+                        path: d.path.display().to_string(),
+                        bytes: d.bytes,
+                        sha256: d.sha256.clone(),
+                        source: Some(d.url.clone()),
+                        source_sha256: None,
+                        request_id: None,
+                        finished_at: now(),
+                    },
+                });
+                Ok::<_, StepError>(d)
+            }
+        })
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
+    Ok(json!({
+        "files": done.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>(),
+        "bytes": done.iter().map(|d| d.bytes).sum::<u64>(),
+        "sizes": done.iter().map(|d| d.bytes).collect::<Vec<_>>(),
+        "sha256": done.iter().map(|d| d.sha256.clone()).collect::<Vec<_>>(),
+        "urls": done.iter().map(|d| d.url.clone()).collect::<Vec<_>>(),
+    }))
+}
+
+/// Runs a `decrypt` step.
+pub async fn decrypt_step(spec: &DecryptSpec, env: &StepEnv<'_>, ctx: &Value) -> Result<Value, StepError> {
+    let files = string_list("decrypt.files", &spec.files, ctx)?;
+    let key_path = PathBuf::from(render_str("decrypt.key", &spec.key, ctx)?);
+    let passphrase = optional("decrypt.passphrase", &spec.passphrase, ctx)?;
+    if let Some(p) = &passphrase {
+        env.emitter.secrets().add(p);
+    }
+    let to = PathBuf::from(render_str("decrypt.to", &spec.to, ctx)?);
+    if env.dry_run {
+        for f in &files {
+            env.emitter.log(
+                env.step,
+                format!("would decrypt {f} into {} with {}", to.display(), key_path.display()),
+            );
+        }
+        return Ok(json!({"files": [], "bytes": 0, "sizes": [], "sha256": []}));
+    }
+    std::fs::create_dir_all(&to).map_err(|source| StepError::Io {
+        path: to.clone(),
+        source,
+    })?;
+    let key = {
+        let key_path = key_path.clone();
+        tokio::task::spawn_blocking(move || DecryptionKey::load(&key_path, passphrase.as_deref()))
+            .await
+            .map_err(|e| StepError::Invalid {
+                message: format!("key loading task failed: {e}"),
+            })??
+    };
+    let key = Arc::new(key);
+    let default_conc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let concurrency = spec.concurrency.map(|c| c as usize).unwrap_or(default_conc).max(1);
+    let done: Vec<decrypt::DecryptedFile> = futures::stream::iter(files.iter())
+        .map(|f| {
+            let key = key.clone();
+            let input = PathBuf::from(f);
+            let output = to.join(decrypt::output_name(&input));
+            async move {
+                env.emitter.log(env.step, format!("decrypting {}", input.display()));
+                let d = tokio::task::spawn_blocking(move || decrypt::decrypt_file(&key, &input, &output))
+                    .await
+                    .map_err(|e| StepError::Invalid {
+                        message: format!("decrypt task failed: {e}"),
+                    })??;
+                emit_decrypted(env, &d);
+                Ok::<_, StepError>(d)
+            }
+        })
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
+    Ok(json!({
+        "files": done.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>(),
+        "bytes": done.iter().map(|d| d.bytes).sum::<u64>(),
+        "sizes": done.iter().map(|d| d.bytes).collect::<Vec<_>>(),
+        "sha256": done.iter().map(|d| d.sha256.clone()).collect::<Vec<_>>(),
+    }))
+}
+
+fn emit_decrypted(env: &StepEnv<'_>, d: &decrypt::DecryptedFile) {
+    env.emitter.emit(Event::Artifact {
+        step: env.step.to_string(),
+        artifact: Artifact {
+            kind: "decrypt".into(),
+            path: d.path.display().to_string(),
+            bytes: d.bytes,
+            sha256: d.sha256.clone(),
+            source: Some(display(&d.input)),
+            source_sha256: Some(d.input_sha256.clone()),
+            request_id: None,
+            finished_at: now(),
+        },
+    });
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
