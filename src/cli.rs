@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{self, RunOptions};
 use crate::events::{Emitter, Event, RunStatus, Sink};
-use crate::report::{human::Human, json::JsonReport, junit::JUnit};
+use crate::report::{human::Human, json::JsonReport, junit::JUnit, manifest::ManifestSink};
 use crate::secrets::Secrets;
 use crate::workflow::duration::parse_duration;
 use crate::workflow::validate::validate_file;
@@ -86,6 +86,11 @@ pub enum Command {
     Schema,
     /// Serve the vendor simulator (Mimecast, MailStore, Google) on loopback until Ctrl-C.
     Sim(SimArgs),
+    /// Re-hash the artifacts of an output directory against its manifest.json (exit 1 on any difference).
+    Verify {
+        /// The output directory of a run (holding manifest.json).
+        dir: PathBuf,
+    },
     /// Run the shipped workflows against the built-in simulator with a throwaway key.
     Demo {
         /// Where results go (replaced on every run).
@@ -154,6 +159,7 @@ async fn dispatch(cmd: Command) -> u8 {
             exit::OK
         }
         Command::Sim(a) => sim(a).await,
+        Command::Verify { dir } => verify(&dir),
         Command::Demo { out } => crate::demo::run(&out, ctrl_c_token()).await,
         Command::Run {
             workflow,
@@ -318,6 +324,9 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
     if let Some(j) = &junit {
         sinks.push(j.clone());
     }
+    let manifest = Arc::new(ManifestSink::new());
+    sinks.push(manifest.clone());
+    let manifest_dir = out_dir(&plan.root.workflow, &inputs);
     let emitter = Emitter::new(sinks, secrets.clone());
     let opts = RunOptions {
         inputs,
@@ -339,6 +348,20 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
         RunStatus::Pending => exit::PENDING,
         RunStatus::Cancelled => exit::INTERRUPTED,
     };
+    if manifest.has_artifacts() && !args.dry_run {
+        let dir = manifest_dir.unwrap_or_else(|| PathBuf::from("."));
+        match manifest.write(&dir) {
+            Ok(p) => {
+                if args.log_format == LogFormat::Human {
+                    println!("  evidence manifest: {} (check with `auditflow verify {}`)", p.display(), dir.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("error: manifest: {}", secrets.mask(&e));
+                code = code.max(exit::FAILED);
+            }
+        }
+    }
     if let (Some(r), Some(path)) = (&json_report, &args.report_json) {
         if let Err(e) = r.write(path) {
             eprintln!("error: report: {e}");
@@ -355,6 +378,39 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
         eprintln!("error: {e}");
     }
     code
+}
+
+/// The run's output directory: the `out_dir` input as given, else its default.
+fn out_dir(wf: &crate::workflow::Workflow, given: &BTreeMap<String, Value>) -> Option<PathBuf> {
+    let v = given
+        .get("out_dir")
+        .or_else(|| wf.inputs.get("out_dir").and_then(|i| i.default.as_ref()))?;
+    v.as_str().filter(|s| !s.is_empty()).map(PathBuf::from)
+}
+
+fn verify(dir: &std::path::Path) -> u8 {
+    match crate::report::manifest::verify(dir) {
+        Ok(v) if v.problems.is_empty() => {
+            println!("{}: {} artifact(s) verified, all sizes and SHA-256 match", dir.display(), v.checked);
+            exit::OK
+        }
+        Ok(v) => {
+            for p in &v.problems {
+                println!("{p}");
+            }
+            eprintln!(
+                "{}: {} of {} artifact(s) differ from the manifest",
+                dir.display(),
+                v.problems.len(),
+                v.checked
+            );
+            exit::FAILED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::USAGE
+        }
+    }
 }
 
 async fn sim(a: SimArgs) -> u8 {

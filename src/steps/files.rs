@@ -118,6 +118,10 @@ pub async fn download_step(
         None => None,
     };
     let to = PathBuf::from(render_str("download.to", &spec.to, ctx)?);
+    let request_id = match &spec.request_id {
+        Some(r) => Some(render_str("download.request_id", r, ctx)?).filter(|s| !s.is_empty()),
+        None => None,
+    };
     let mut plan = Vec::with_capacity(urls.len());
     for (i, u) in urls.iter().enumerate() {
         let url = url::Url::parse(u).map_err(|e| StepError::Invalid {
@@ -168,7 +172,7 @@ pub async fn download_step(
     let client = conn.client().clone();
     let done: Vec<download::Downloaded> = futures::stream::iter(plan.iter())
         .map(|f| {
-            let (client, headers, observer) = (&client, &headers, &observer);
+            let (client, headers, observer, request_id) = (&client, &headers, &observer, &request_id);
             async move {
                 let d = download::download(client, f, headers, &env.retry, observer, env.cancel).await?;
                 env.emitter.emit(Event::Artifact {
@@ -180,7 +184,7 @@ pub async fn download_step(
                         sha256: d.sha256.clone(),
                         source: Some(d.url.clone()),
                         source_sha256: None,
-                        request_id: None,
+                        request_id: request_id.clone(),
                         finished_at: now(),
                     },
                 });

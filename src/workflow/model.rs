@@ -434,6 +434,9 @@ pub struct DownloadSpec {
     /// Expected SHA-256 per file (templates), checked before the file is made final.
     #[serde(default)]
     pub sha256: Option<Value>,
+    /// The vendor request these files belong to (template), recorded in the evidence manifest.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// OpenPGP-decrypt files.

@@ -410,6 +410,9 @@ impl Validator<'_> {
                 self.deep(&format!("{dp}.sha256"), h, scope);
             }
             self.template(&format!("{dp}.to"), &d.to, scope);
+            if let Some(r) = &d.request_id {
+                self.template(&format!("{dp}.request_id"), r, scope);
+            }
             if d.concurrency == Some(0) {
                 self.err(&format!("{dp}.concurrency"), "`concurrency` must be at least 1".into());
             }

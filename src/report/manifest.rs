@@ -1,0 +1,361 @@
+//! The evidence manifest (`manifest.json` in the output directory) and `auditflow verify`.
+//!
+//! The manifest records, for every artifact a run wrote, its size and SHA-256, where it came
+//! from (URL without credentials, or the encrypted file with its own hash), the vendor request
+//! id and times, together with the tool version, the workflow file and its SHA-256, and the
+//! inputs (secrets masked). `verify` re-hashes everything and reports any difference.
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::events::{Artifact, Event, Sink};
+
+/// File name of the manifest inside the output directory.
+pub const FILE_NAME: &str = "manifest.json";
+
+/// One artifact in the manifest. Paths are relative to the manifest's directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    pub path: String,
+    pub kind: String,
+    pub bytes: u64,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// For a decrypted file: the encrypted file it came from, and that file's SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    pub step: String,
+    pub run_id: String,
+    pub finished_at: String,
+}
+
+/// A run that wrote into the directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub workflow: String,
+    pub workflow_file: String,
+    pub workflow_sha256: String,
+    pub inputs: Value,
+    pub started_at: String,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// The manifest document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub tool: String,
+    pub version: String,
+    pub runs: Vec<RunRecord>,
+    /// By path, so a later run's file replaces an earlier one's record.
+    pub artifacts: BTreeMap<String, Entry>,
+}
+
+/// Collects a run's artifacts from events.
+#[derive(Default)]
+pub struct ManifestSink {
+    inner: Mutex<(Option<RunRecord>, Vec<(String, Artifact)>)>,
+}
+
+impl ManifestSink {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True when the run wrote any artifact.
+    pub fn has_artifacts(&self) -> bool {
+        self.inner.lock().map(|g| !g.1.is_empty()).unwrap_or(false)
+    }
+
+    /// Merges this run into `dir/manifest.json` (created if absent); returns its path.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf, String> {
+        let (run, artifacts) = match self.inner.lock() {
+            Ok(g) => (g.0.clone(), g.1.clone()),
+            Err(p) => {
+                let g = p.into_inner();
+                (g.0.clone(), g.1.clone())
+            }
+        };
+        let run = run.ok_or("no run was recorded")?;
+        let path = dir.join(FILE_NAME);
+        let mut manifest = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Manifest>(&bytes).map_err(|e| {
+                format!(
+                    "{} exists but is not an auditflow manifest ({e}); move it away",
+                    path.display()
+                )
+            })?,
+            Err(_) => Manifest {
+                tool: "auditflow".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                runs: vec![],
+                artifacts: BTreeMap::new(),
+            },
+        };
+        manifest.version = env!("CARGO_PKG_VERSION").into();
+        manifest.runs.retain(|r| r.run_id != run.run_id);
+        for (step, a) in artifacts {
+            let rel = relative(dir, Path::new(&a.path));
+            manifest.artifacts.insert(
+                rel.clone(),
+                Entry {
+                    path: rel,
+                    kind: a.kind,
+                    bytes: a.bytes,
+                    sha256: a.sha256,
+                    source: a.source.map(|s| {
+                        // Local sources (the encrypted file of a decrypt) are made relative too.
+                        if s.contains("://") {
+                            s
+                        } else {
+                            relative(dir, Path::new(&s))
+                        }
+                    }),
+                    source_sha256: a.source_sha256,
+                    request_id: a.request_id,
+                    step,
+                    run_id: run.run_id.clone(),
+                    finished_at: a.finished_at,
+                },
+            );
+        }
+        // A decrypted file belongs to the same vendor request as the file it came from.
+        let ids: BTreeMap<String, String> = manifest
+            .artifacts
+            .values()
+            .filter_map(|e| e.request_id.clone().map(|r| (e.path.clone(), r)))
+            .collect();
+        for e in manifest.artifacts.values_mut() {
+            if e.request_id.is_none() {
+                e.request_id = e.source.as_ref().and_then(|s| ids.get(s).cloned());
+            }
+        }
+        manifest.runs.push(run);
+        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
+        crate::steps::write_atomic(&path, &text).map_err(|e| e.to_string())?;
+        Ok(path)
+    }
+}
+
+/// `path` relative to `dir` when inside it (both made absolute first), else as given.
+fn relative(dir: &Path, path: &Path) -> String {
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (d, p) = (abs(dir), abs(path));
+    match p.strip_prefix(&d) {
+        Ok(r) => r.display().to_string(),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+impl Sink for ManifestSink {
+    fn event(&self, e: &Event) {
+        let Ok(mut g) = self.inner.lock() else {
+            return;
+        };
+        match e {
+            Event::RunStarted {
+                run_id,
+                workflow,
+                file,
+                inputs,
+                started_at,
+                ..
+            } => {
+                g.0 = Some(RunRecord {
+                    run_id: run_id.clone(),
+                    workflow: workflow.clone(),
+                    workflow_file: file.clone(),
+                    workflow_sha256: sha256_file(Path::new(file)).unwrap_or_default(),
+                    inputs: inputs.clone(),
+                    started_at: started_at.clone(),
+                    finished_at: None,
+                    status: None,
+                })
+            }
+            Event::Artifact { step, artifact } => g.1.push((step.clone(), artifact.clone())),
+            Event::RunFinished { status, .. } => {
+                if let Some(r) = g.0.as_mut() {
+                    r.finished_at = Some(chrono::Utc::now().to_rfc3339());
+                    r.status = serde_json::to_value(status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Streams a file through SHA-256.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// One difference found by [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    Missing { path: String },
+    Size { path: String, expected: u64, found: u64 },
+    Hash { path: String, expected: String, found: String },
+    Unreadable { path: String, error: String },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Missing { path } => write!(f, "MISSING  {path}"),
+            Problem::Size {
+                path,
+                expected,
+                found,
+            } => write!(f, "CHANGED  {path}: {found} bytes, manifest says {expected}"),
+            Problem::Hash {
+                path,
+                expected,
+                found,
+            } => write!(f, "CHANGED  {path}: sha256 {found}, manifest says {expected}"),
+            Problem::Unreadable { path, error } => write!(f, "UNREADABLE {path}: {error}"),
+        }
+    }
+}
+
+/// The result of verifying a directory.
+#[derive(Debug)]
+pub struct Verification {
+    pub checked: usize,
+    pub problems: Vec<Problem>,
+}
+
+/// Re-hashes every artifact of `dir/manifest.json`.
+pub fn verify(dir: &Path) -> Result<Verification, String> {
+    let path = dir.join(FILE_NAME);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        format!(
+            "cannot read {}: {e} (is this the output directory of a run?)",
+            path.display()
+        )
+    })?;
+    let m: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{} is not an auditflow manifest: {e}", path.display()))?;
+    let mut problems = Vec::new();
+    for e in m.artifacts.values() {
+        let p = if Path::new(&e.path).is_absolute() {
+            PathBuf::from(&e.path)
+        } else {
+            dir.join(&e.path)
+        };
+        let meta = match std::fs::metadata(&p) {
+            Ok(m) => m,
+            Err(_) => {
+                problems.push(Problem::Missing {
+                    path: e.path.clone(),
+                });
+                continue;
+            }
+        };
+        if meta.len() != e.bytes {
+            problems.push(Problem::Size {
+                path: e.path.clone(),
+                expected: e.bytes,
+                found: meta.len(),
+            });
+            continue;
+        }
+        match sha256_file(&p) {
+            Ok(h) if h == e.sha256 => {}
+            Ok(h) => problems.push(Problem::Hash {
+                path: e.path.clone(),
+                expected: e.sha256.clone(),
+                found: h,
+            }),
+            Err(err) => problems.push(Problem::Unreadable {
+                path: e.path.clone(),
+                error: err.to_string(),
+            }),
+        }
+    }
+    Ok(Verification {
+        checked: m.artifacts.len(),
+        problems,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact(path: &Path, bytes: &[u8]) -> Artifact {
+        std::fs::write(path, bytes).unwrap();
+        Artifact {
+            kind: "download".into(),
+            path: path.display().to_string(),
+            bytes: bytes.len() as u64,
+            sha256: crate::steps::sha256_hex(bytes),
+            source: Some("https://example.com/f".into()),
+            source_sha256: None,
+            request_id: Some("42".into()),
+            finished_at: "t".into(),
+        }
+    }
+
+    #[test]
+    fn written_manifest_verifies_and_detects_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let wf = d.path().join("wf.yaml");
+        std::fs::write(&wf, "name: x").unwrap();
+        let s = ManifestSink::new();
+        s.event(&Event::RunStarted {
+            run_id: "r1".into(),
+            workflow: "x".into(),
+            file: wf.display().to_string(),
+            inputs: serde_json::json!({"password": "***"}),
+            started_at: "t".into(),
+            dry_run: false,
+        });
+        let a = artifact(&d.path().join("a.gpg"), b"encrypted bytes");
+        let b = artifact(&d.path().join("b.mbox"), b"From x\n");
+        s.event(&Event::Artifact { step: "dl".into(), artifact: a });
+        s.event(&Event::Artifact { step: "dec".into(), artifact: b });
+        let p = s.write(d.path()).unwrap();
+        let m: Manifest = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(m.runs[0].workflow_sha256, crate::steps::sha256_hex(b"name: x"));
+        assert!(m.artifacts.contains_key("a.gpg") && m.artifacts.contains_key("b.mbox"));
+        let v = verify(d.path()).unwrap();
+        assert_eq!((v.checked, v.problems.len()), (2, 0));
+
+        std::fs::write(d.path().join("b.mbox"), b"From y\n").unwrap();
+        std::fs::remove_file(d.path().join("a.gpg")).unwrap();
+        let v = verify(d.path()).unwrap();
+        assert_eq!(v.problems.len(), 2, "{:?}", v.problems);
+        assert!(v.problems.contains(&Problem::Missing { path: "a.gpg".into() }));
+        assert!(matches!(&v.problems[1], Problem::Hash { path, .. } if path == "b.mbox"));
+    }
+
+    #[test]
+    fn verify_without_manifest_says_what_to_do() {
+        let d = tempfile::tempdir().unwrap();
+        let e = verify(d.path()).unwrap_err();
+        assert!(e.contains("output directory of a run"), "{e}");
+    }
+}
