@@ -246,15 +246,154 @@ fn run_steps<'a>(
     scope: &'a mut Scope,
 ) -> futures::future::BoxFuture<'a, Result<(), Failure>> {
     Box::pin(async move {
-        for step in steps {
+        let mut i = 0;
+        while i < steps.len() {
             if run.cancel.is_cancelled() {
                 return Err(Failure::Cancelled);
             }
+            let step = &steps[i];
+            if let Some(next) = steps.get(i + 1).filter(|n| pipelined(step, n)) {
+                let (a, b) = run_pipelined(run, step, next, scope).await?;
+                scope.steps.insert(step.id.clone(), a);
+                scope.steps.insert(next.id.clone(), b);
+                i += 2;
+                continue;
+            }
             let outputs = run_step(run, step, scope).await?;
             scope.steps.insert(step.id.clone(), outputs);
+            i += 1;
         }
         Ok(())
     })
+}
+
+/// True when `next` decrypts exactly the files `step` downloads, with no condition or
+/// error handling of their own: then both run pipelined (each file decrypted on arrival).
+fn pipelined(step: &Step, next: &Step) -> bool {
+    let (Some(_), Some(dec)) = (&step.download, &next.decrypt) else {
+        return false;
+    };
+    if step.when.is_some() || next.when.is_some() || step.continue_on_error || next.continue_on_error {
+        return false;
+    }
+    let Value::String(files) = &dec.files else {
+        return false;
+    };
+    let compact: String = files.chars().filter(|c| !c.is_whitespace()).collect();
+    compact == format!("{{{{steps.{}.files}}}}", step.id)
+}
+
+/// Runs a download and the decrypt of its files together; emits both steps' events.
+async fn run_pipelined(
+    run: &Arc<Run>,
+    dl: &Step,
+    dec: &Step,
+    scope: &Scope,
+) -> Result<(Value, Value), Failure> {
+    let ctx = scope.ctx(run);
+    let paths = [format!("{}{}", scope.prefix, dl.id), format!("{}{}", scope.prefix, dec.id)];
+    for (s, p) in [dl, dec].iter().zip(&paths) {
+        run.emitter.emit(Event::StepStarted {
+            step: p.clone(),
+            name: s.display_name().into(),
+            kind: s.kind().as_str().into(),
+        });
+    }
+    let started = Instant::now();
+    let defaults = scope.file.workflow.defaults.clone().unwrap_or_default();
+    let deadline = [dl, dec]
+        .iter()
+        .filter_map(|s| s.timeout.or(defaults.timeout).map(|d| d.get()))
+        .max();
+    let cancel = run.cancel.child_token();
+    let env_dl = StepEnv {
+        step: &paths[0],
+        emitter: &run.emitter,
+        cancel: &cancel,
+        retry: merge_retry(defaults.retry.as_ref(), dl.retry.as_ref()),
+        dry_run: run.dry_run,
+        workflow_dir: scope.file.dir(),
+        started,
+        deadline,
+        max_wait: None,
+    };
+    let env_dec = StepEnv {
+        step: &paths[1],
+        retry: merge_retry(defaults.retry.as_ref(), dec.retry.as_ref()),
+        workflow_dir: scope.file.dir(),
+        ..env_dl
+    };
+    let result = async {
+        let spec = dl.download.as_ref().ok_or(None)?;
+        let dspec = dec.decrypt.as_ref().ok_or(None)?;
+        let conn = match &spec.connection {
+            Some(name) => Some(connection_for(run, &scope.file, Some(name), &ctx).map_err(|e| Some((0, e)))?),
+            None => None,
+        };
+        let plain = connection_for(run, &scope.file, None, &ctx).map_err(|e| Some((0, e)))?;
+        let fut = steps::files::download_then_decrypt(
+            spec,
+            conn.as_ref().unwrap_or(&plain),
+            conn.is_some(),
+            dspec,
+            &env_dl,
+            &env_dec,
+            &ctx,
+        );
+        let r = match deadline {
+            None => fut.await,
+            Some(limit) => match tokio::time::timeout(limit, fut).await {
+                Ok(r) => r,
+                Err(_) => {
+                    cancel.cancel();
+                    Err(steps::files::PipelineError::Download(StepError::Timeout { after: limit }))
+                }
+            },
+        };
+        r.map_err(|e| match e {
+            steps::files::PipelineError::Download(e) => Some((0, e)),
+            steps::files::PipelineError::Decrypt(e) => Some((1, e)),
+        })
+    }
+    .await;
+    let finish = |i: usize, status: StepStatus, error: Option<String>, outputs: &Value| {
+        let s = [dl, dec][i];
+        run.emitter.emit(Event::StepFinished {
+            step: paths[i].clone(),
+            name: s.display_name().to_string(),
+            kind: s.kind().as_str().into(),
+            status,
+            attempts: 1,
+            duration: started.elapsed(),
+            error,
+            outputs: summarize(outputs),
+        });
+    };
+    match result {
+        Ok((a, b)) => {
+            finish(0, StepStatus::Succeeded, None, &a);
+            finish(1, StepStatus::Succeeded, None, &b);
+            Ok((a, b))
+        }
+        Err(None) => Err(Failure::Failed("internal: pipelined steps lost their kinds".into())),
+        Err(Some((_, StepError::Cancelled))) if run.cancel.is_cancelled() => {
+            finish(0, StepStatus::Failed, Some("cancelled".into()), &Value::Null);
+            finish(1, StepStatus::Failed, Some("cancelled".into()), &Value::Null);
+            Err(Failure::Cancelled)
+        }
+        Err(Some((i, e))) => {
+            let other = 1 - i;
+            let msg = e.to_string();
+            if i == 0 {
+                finish(0, StepStatus::Failed, Some(msg.clone()), &Value::Null);
+                finish(1, StepStatus::Skipped, Some(format!("`{}` failed", dl.id)), &Value::Null);
+            } else {
+                finish(other, StepStatus::Succeeded, None, &Value::Null);
+                finish(1, StepStatus::Failed, Some(msg.clone()), &Value::Null);
+            }
+            Err(Failure::Failed(format!("step `{}` failed: {msg}", paths[i])))
+        }
+    }
 }
 
 /// Runs one step with its condition, timeout and `continue_on_error`; emits its events.

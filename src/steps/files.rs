@@ -93,14 +93,16 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339()
 }
 
-/// Runs a `download` step.
-pub async fn download_step(
-    spec: &DownloadSpec,
-    conn: &Connection,
-    authorize: bool,
-    env: &StepEnv<'_>,
-    ctx: &Value,
-) -> Result<Value, StepError> {
+/// A rendered download step: the files to fetch and how.
+pub struct DownloadPlan {
+    pub files: Vec<FileSpec>,
+    pub to: PathBuf,
+    pub request_id: Option<String>,
+    pub concurrency: usize,
+}
+
+/// Renders a `download` step into its list of files.
+pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, StepError> {
     let urls = string_list("download.urls", &spec.urls, ctx)?;
     let names = match &spec.names {
         Some(n) => Some(string_list("download.names", n, ctx)?),
@@ -122,7 +124,7 @@ pub async fn download_step(
         Some(r) => Some(render_str("download.request_id", r, ctx)?).filter(|s| !s.is_empty()),
         None => None,
     };
-    let mut plan = Vec::with_capacity(urls.len());
+    let mut files = Vec::with_capacity(urls.len());
     for (i, u) in urls.iter().enumerate() {
         let url = url::Url::parse(u).map_err(|e| StepError::Invalid {
             message: format!("`download.urls` item {i} is not a URL: {e}"),
@@ -132,30 +134,23 @@ pub async fn download_step(
             None => download::file_name_from_url(&url)?,
         };
         let dest = download::safe_join(&to, &name)?;
-        plan.push(FileSpec {
+        files.push(FileSpec {
             url,
             dest,
             expected_sha256: hashes.as_ref().and_then(|h| h.get(i).cloned()),
             expected_size: None,
         });
     }
-    if env.dry_run {
-        for f in &plan {
-            env.emitter.emit(Event::DryRun {
-                step: env.step.to_string(),
-                method: "GET".into(),
-                url: download::redact_url(&f.url),
-                headers: vec![],
-                body: None,
-            });
-        }
-        return Ok(json!({"files": [], "bytes": 0, "sizes": [], "sha256": [], "urls": []}));
-    }
-    std::fs::create_dir_all(&to).map_err(|source| StepError::Io {
-        path: to.clone(),
-        source,
-    })?;
-    let headers: HeaderFn = if authorize {
+    Ok(DownloadPlan {
+        files,
+        to,
+        request_id,
+        concurrency: spec.concurrency.unwrap_or(4).max(1) as usize,
+    })
+}
+
+fn header_fn(conn: &Connection, authorize: bool) -> HeaderFn {
+    if authorize {
         let c = conn.clone();
         Arc::new(move || {
             let c = c.clone();
@@ -163,104 +158,241 @@ pub async fn download_step(
         })
     } else {
         Arc::new(|| Box::pin(async { Ok(reqwest::header::HeaderMap::new()) }))
-    };
-    let concurrency = spec.concurrency.unwrap_or(4).max(1) as usize;
+    }
+}
+
+/// Downloads one file and reports it as an artifact.
+async fn fetch_one(
+    client: &reqwest::Client,
+    f: &FileSpec,
+    headers: &HeaderFn,
+    request_id: &Option<String>,
+    env: &StepEnv<'_>,
+) -> Result<download::Downloaded, StepError> {
     let observer = Progress {
         step: env.step,
         emitter: env.emitter,
     };
-    let client = conn.client().clone();
-    let done: Vec<download::Downloaded> = futures::stream::iter(plan.iter())
-        .map(|f| {
-            let (client, headers, observer, request_id) = (&client, &headers, &observer, &request_id);
-            async move {
-                let d = download::download(client, f, headers, &env.retry, observer, env.cancel).await?;
-                env.emitter.emit(Event::Artifact {
-                    step: env.step.to_string(),
-                    artifact: Artifact {
-                        kind: "download".into(),
-                        path: d.path.display().to_string(),
-                        bytes: d.bytes,
-                        sha256: d.sha256.clone(),
-                        source: Some(d.url.clone()),
-                        source_sha256: None,
-                        request_id: request_id.clone(),
-                        finished_at: now(),
-                    },
-                });
-                Ok::<_, StepError>(d)
-            }
-        })
-        .buffered(concurrency)
-        .try_collect()
-        .await?;
-    Ok(json!({
+    let d = download::download(client, f, headers, &env.retry, &observer, env.cancel).await?;
+    env.emitter.emit(Event::Artifact {
+        step: env.step.to_string(),
+        artifact: Artifact {
+            kind: "download".into(),
+            path: d.path.display().to_string(),
+            bytes: d.bytes,
+            sha256: d.sha256.clone(),
+            source: Some(d.url.clone()),
+            source_sha256: None,
+            request_id: request_id.clone(),
+            finished_at: now(),
+        },
+    });
+    Ok(d)
+}
+
+fn download_outputs(done: &[download::Downloaded]) -> Value {
+    json!({
         "files": done.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>(),
         "bytes": done.iter().map(|d| d.bytes).sum::<u64>(),
         "sizes": done.iter().map(|d| d.bytes).collect::<Vec<_>>(),
         "sha256": done.iter().map(|d| d.sha256.clone()).collect::<Vec<_>>(),
         "urls": done.iter().map(|d| d.url.clone()).collect::<Vec<_>>(),
-    }))
+    })
 }
 
-/// Runs a `decrypt` step.
-pub async fn decrypt_step(spec: &DecryptSpec, env: &StepEnv<'_>, ctx: &Value) -> Result<Value, StepError> {
-    let files = string_list("decrypt.files", &spec.files, ctx)?;
+fn create_dir(dir: &Path) -> Result<(), StepError> {
+    std::fs::create_dir_all(dir).map_err(|source| StepError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+fn dry_run_downloads(plan: &DownloadPlan, env: &StepEnv<'_>) -> Value {
+    for f in &plan.files {
+        env.emitter.emit(Event::DryRun {
+            step: env.step.to_string(),
+            method: "GET".into(),
+            url: download::redact_url(&f.url),
+            headers: vec![],
+            body: None,
+        });
+    }
+    json!({"files": [], "bytes": 0, "sizes": [], "sha256": [], "urls": []})
+}
+
+/// Runs a `download` step.
+pub async fn download_step(
+    spec: &DownloadSpec,
+    conn: &Connection,
+    authorize: bool,
+    env: &StepEnv<'_>,
+    ctx: &Value,
+) -> Result<Value, StepError> {
+    let plan = plan_download(spec, ctx)?;
+    if env.dry_run {
+        return Ok(dry_run_downloads(&plan, env));
+    }
+    create_dir(&plan.to)?;
+    let headers = header_fn(conn, authorize);
+    let client = conn.client().clone();
+    let done: Vec<download::Downloaded> = futures::stream::iter(0..plan.files.len())
+        .map(|i| fetch_one(&client, &plan.files[i], &headers, &plan.request_id, env))
+        .buffered(plan.concurrency)
+        .try_collect()
+        .await?;
+    Ok(download_outputs(&done))
+}
+
+/// A rendered decrypt step (files aside).
+pub struct DecryptPlan {
+    pub key_path: PathBuf,
+    pub passphrase: Option<String>,
+    pub to: PathBuf,
+    pub concurrency: usize,
+}
+
+/// Renders a `decrypt` step's key, passphrase and target; the passphrase becomes a secret.
+pub fn plan_decrypt(spec: &DecryptSpec, env: &StepEnv<'_>, ctx: &Value) -> Result<DecryptPlan, StepError> {
     let key_path = PathBuf::from(render_str("decrypt.key", &spec.key, ctx)?);
     let passphrase = optional("decrypt.passphrase", &spec.passphrase, ctx)?;
     if let Some(p) = &passphrase {
         env.emitter.secrets().add(p);
     }
     let to = PathBuf::from(render_str("decrypt.to", &spec.to, ctx)?);
-    if env.dry_run {
-        for f in &files {
-            env.emitter.log(
-                env.step,
-                format!("would decrypt {f} into {} with {}", to.display(), key_path.display()),
-            );
-        }
-        return Ok(json!({"files": [], "bytes": 0, "sizes": [], "sha256": []}));
-    }
-    std::fs::create_dir_all(&to).map_err(|source| StepError::Io {
-        path: to.clone(),
-        source,
-    })?;
-    let key = {
-        let key_path = key_path.clone();
-        tokio::task::spawn_blocking(move || DecryptionKey::load(&key_path, passphrase.as_deref()))
-            .await
-            .map_err(|e| StepError::Invalid {
-                message: format!("key loading task failed: {e}"),
-            })??
-    };
-    let key = Arc::new(key);
     let default_conc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let concurrency = spec.concurrency.map(|c| c as usize).unwrap_or(default_conc).max(1);
-    let done: Vec<decrypt::DecryptedFile> = futures::stream::iter(files.iter())
-        .map(|f| {
-            let key = key.clone();
-            let input = PathBuf::from(f);
-            let output = to.join(decrypt::output_name(&input));
-            async move {
-                env.emitter.log(env.step, format!("decrypting {}", input.display()));
-                let d = tokio::task::spawn_blocking(move || decrypt::decrypt_file(&key, &input, &output))
-                    .await
-                    .map_err(|e| StepError::Invalid {
-                        message: format!("decrypt task failed: {e}"),
-                    })??;
-                emit_decrypted(env, &d);
-                Ok::<_, StepError>(d)
-            }
-        })
-        .buffered(concurrency)
-        .try_collect()
-        .await?;
-    Ok(json!({
+    Ok(DecryptPlan {
+        key_path,
+        passphrase,
+        to,
+        concurrency: spec.concurrency.map(|c| c as usize).unwrap_or(default_conc).max(1),
+    })
+}
+
+/// Loads and unlocks the key now, so a wrong passphrase is reported before any work.
+async fn load_key(plan: &DecryptPlan) -> Result<Arc<DecryptionKey>, StepError> {
+    let (path, pass) = (plan.key_path.clone(), plan.passphrase.clone());
+    let key = tokio::task::spawn_blocking(move || DecryptionKey::load(&path, pass.as_deref()))
+        .await
+        .map_err(|e| StepError::Invalid {
+            message: format!("key loading task failed: {e}"),
+        })??;
+    Ok(Arc::new(key))
+}
+
+/// Decrypts one file on the blocking pool and reports it as an artifact.
+async fn decrypt_one(
+    key: Arc<DecryptionKey>,
+    input: PathBuf,
+    to: &Path,
+    env: &StepEnv<'_>,
+) -> Result<decrypt::DecryptedFile, StepError> {
+    let output = to.join(decrypt::output_name(&input));
+    env.emitter.log(env.step, format!("decrypting {}", input.display()));
+    let d = tokio::task::spawn_blocking(move || decrypt::decrypt_file(&key, &input, &output))
+        .await
+        .map_err(|e| StepError::Invalid {
+            message: format!("decrypt task failed: {e}"),
+        })??;
+    emit_decrypted(env, &d);
+    Ok(d)
+}
+
+fn decrypt_outputs(done: &[decrypt::DecryptedFile]) -> Value {
+    json!({
         "files": done.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>(),
         "bytes": done.iter().map(|d| d.bytes).sum::<u64>(),
         "sizes": done.iter().map(|d| d.bytes).collect::<Vec<_>>(),
         "sha256": done.iter().map(|d| d.sha256.clone()).collect::<Vec<_>>(),
-    }))
+    })
+}
+
+/// Runs a `decrypt` step.
+pub async fn decrypt_step(spec: &DecryptSpec, env: &StepEnv<'_>, ctx: &Value) -> Result<Value, StepError> {
+    let files = string_list("decrypt.files", &spec.files, ctx)?;
+    let plan = plan_decrypt(spec, env, ctx)?;
+    if env.dry_run {
+        for f in &files {
+            env.emitter.log(
+                env.step,
+                format!("would decrypt {f} into {} with {}", plan.to.display(), plan.key_path.display()),
+            );
+        }
+        return Ok(decrypt_outputs(&[]));
+    }
+    create_dir(&plan.to)?;
+    let key = load_key(&plan).await?;
+    let done: Vec<decrypt::DecryptedFile> = futures::stream::iter(files.into_iter())
+        .map(|f| decrypt_one(key.clone(), PathBuf::from(f), &plan.to, env))
+        .buffered(plan.concurrency)
+        .try_collect()
+        .await?;
+    Ok(decrypt_outputs(&done))
+}
+
+/// Which of two pipelined steps failed.
+#[derive(Debug)]
+pub enum PipelineError {
+    Download(StepError),
+    Decrypt(StepError),
+}
+
+/// A `download` followed by a `decrypt` of its files, pipelined: each file is decrypted as
+/// soon as it has arrived, while the others still download. The key is unlocked first, so a
+/// wrong passphrase fails before gigabytes are fetched.
+pub async fn download_then_decrypt(
+    dl: &DownloadSpec,
+    conn: &Connection,
+    authorize: bool,
+    dec: &DecryptSpec,
+    env_dl: &StepEnv<'_>,
+    env_dec: &StepEnv<'_>,
+    ctx: &Value,
+) -> Result<(Value, Value), PipelineError> {
+    let plan = plan_download(dl, ctx).map_err(PipelineError::Download)?;
+    let dplan = plan_decrypt(dec, env_dec, ctx).map_err(PipelineError::Decrypt)?;
+    if env_dl.dry_run {
+        let out = dry_run_downloads(&plan, env_dl);
+        env_dec.emitter.log(env_dec.step, format!("would decrypt each downloaded file into {}", dplan.to.display()));
+        return Ok((out, decrypt_outputs(&[])));
+    }
+    let key = load_key(&dplan).await.map_err(PipelineError::Decrypt)?;
+    create_dir(&plan.to).map_err(PipelineError::Download)?;
+    create_dir(&dplan.to).map_err(PipelineError::Decrypt)?;
+    let headers = header_fn(conn, authorize);
+    let client = conn.client().clone();
+    let decrypt_slots = Arc::new(tokio::sync::Semaphore::new(dplan.concurrency));
+    // Downloads run `concurrency` at a time; each finished file starts its decrypt at once.
+    let results: Vec<Result<(download::Downloaded, decrypt::DecryptedFile), PipelineError>> =
+        futures::stream::iter(0..plan.files.len())
+            .map(|i| {
+                let (client, headers, key, slots) = (&client, &headers, key.clone(), decrypt_slots.clone());
+                let (plan, dplan) = (&plan, &dplan);
+                async move {
+                    let d = fetch_one(client, &plan.files[i], headers, &plan.request_id, env_dl)
+                        .await
+                        .map_err(PipelineError::Download)?;
+                    let _slot = slots.acquire_owned().await.map_err(|e| {
+                        PipelineError::Decrypt(StepError::Invalid {
+                            message: format!("decrypt queue closed: {e}"),
+                        })
+                    })?;
+                    let m = decrypt_one(key, d.path.clone(), &dplan.to, env_dec)
+                        .await
+                        .map_err(PipelineError::Decrypt)?;
+                    Ok((d, m))
+                }
+            })
+            .buffered(plan.concurrency)
+            .collect()
+            .await;
+    let mut downloaded = Vec::new();
+    let mut decrypted = Vec::new();
+    for r in results {
+        let (d, m) = r?;
+        downloaded.push(d);
+        decrypted.push(m);
+    }
+    Ok((download_outputs(&downloaded), decrypt_outputs(&decrypted)))
 }
 
 fn emit_decrypted(env: &StepEnv<'_>, d: &decrypt::DecryptedFile) {
