@@ -1,10 +1,14 @@
 //! A ready connection: one HTTP client, cached tokens, and dispatch to the vendor adapter.
+// `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
+#![allow(clippy::result_large_err)]
 use std::sync::Arc;
 
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{ConnectionSettings, Observer, PreparedRequest, Request, Response, VendorError};
+use super::{
+    google, mailstore, mimecast, plain, ConnectionSettings, Observer, PreparedRequest, Request,
+    Response, VendorError, VendorKind,
+};
 use crate::secrets::Secrets;
 
 /// How to page through results (`call.paginate`).
@@ -25,18 +29,56 @@ pub struct Connection {
 struct Inner {
     settings: ConnectionSettings,
     secrets: Secrets,
+    client: reqwest::Client,
+    adapter: Adapter,
+}
+
+/// What the vendor adapters get from the connection.
+pub(super) struct Ctx<'a> {
+    pub settings: &'a ConnectionSettings,
+    pub secrets: &'a Secrets,
+    pub client: &'a reqwest::Client,
+}
+
+/// Per-vendor auth state.
+enum Adapter {
+    Http(plain::Auth),
+    Mimecast(mimecast::Auth),
+    MailStore(mailstore::Auth),
+    Google(google::Auth),
 }
 
 impl Connection {
     /// Builds the HTTP client (TLS roots, `ca_file`, `insecure_tls`) and the auth state.
     /// Derived secrets (tokens) are registered with `secrets` as soon as they are obtained.
     pub fn new(settings: ConnectionSettings, secrets: Secrets) -> Result<Self, VendorError> {
-        let _ = (&settings, &secrets);
-        todo!("vendors: Connection::new")
+        let adapter = match settings.kind {
+            VendorKind::Http => Adapter::Http(plain::Auth::new(&settings, &secrets)?),
+            VendorKind::Mimecast => Adapter::Mimecast(mimecast::Auth::new(&settings, &secrets)?),
+            VendorKind::MailStore => Adapter::MailStore(mailstore::Auth::new(&settings, &secrets)?),
+            VendorKind::Google => Adapter::Google(google::Auth::new(&settings, &secrets)?),
+        };
+        let client = super::http::build_client(&settings)?;
+        Ok(Connection {
+            inner: Arc::new(Inner {
+                settings,
+                secrets,
+                client,
+                adapter,
+            }),
+        })
     }
 
     pub fn settings(&self) -> &ConnectionSettings {
         &self.inner.settings
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            settings: &self.inner.settings,
+            secrets: &self.inner.secrets,
+            client: &self.inner.client,
+        }
     }
 
     /// Sends one attempt: fresh signature/date/request id, auth (token fetched or refreshed as
@@ -49,48 +91,158 @@ impl Connection {
         observer: &dyn Observer,
         cancel: &CancellationToken,
     ) -> Result<Response, VendorError> {
-        let _ = (req, observer, cancel);
-        todo!("vendors: Connection::send")
+        let ctx = self.ctx();
+        if cancel.is_cancelled() {
+            return Err(VendorError::Cancelled {
+                vendor: self.inner.settings.kind,
+            });
+        }
+        let result = match &self.inner.adapter {
+            Adapter::Http(a) => plain::send(&ctx, a, req, cancel).await,
+            Adapter::Mimecast(a) => mimecast::send(&ctx, a, req, observer, cancel).await,
+            Adapter::MailStore(a) => mailstore::send(&ctx, a, req, observer, cancel).await,
+            Adapter::Google(a) => google::send(&ctx, a, req, observer, cancel).await,
+        };
+        result.map_err(|e| mask_error(e, &self.inner.secrets))
     }
 
     /// The request as it would go on the wire, for `--dry-run` (no token is fetched; auth
     /// headers show a placeholder). The caller masks secrets.
     pub fn prepare(&self, req: &Request) -> Result<PreparedRequest, VendorError> {
-        let _ = req;
-        todo!("vendors: Connection::prepare")
+        let ctx = self.ctx();
+        match &self.inner.adapter {
+            Adapter::Http(a) => plain::prepare(&ctx, a, req),
+            Adapter::Mimecast(a) => mimecast::prepare(&ctx, a, req),
+            Adapter::MailStore(a) => mailstore::prepare(&ctx, a, req),
+            Adapter::Google(a) => google::prepare(&ctx, a, req),
+        }
     }
 
     /// The first page's request (Mimecast: adds `meta.pagination.pageSize`).
     pub fn first_page(&self, req: &Request, p: &Pagination) -> Request {
-        let _ = p;
-        req.clone()
+        match self.inner.settings.kind {
+            VendorKind::Mimecast => mimecast::first_page(req, p),
+            _ => req.clone(),
+        }
     }
 
     /// The next page's request after `resp`, or None when this was the last page
     /// (Mimecast `meta.pagination.next`, Google `<link rel='next'>`, http `Link: rel="next"`).
+    ///
+    /// `p.max_pages` is not applied here (this function does not know how many pages were
+    /// fetched); the caller stops after that many pages.
     pub fn next_page(&self, req: &Request, resp: &Response, p: &Pagination) -> Option<Request> {
-        let _ = (req, resp, p);
-        todo!("vendors: Connection::next_page")
+        let _ = p;
+        match self.inner.settings.kind {
+            VendorKind::Mimecast => mimecast::next_page(req, resp),
+            VendorKind::Google => google::next_page(req, resp),
+            VendorKind::Http => plain::next_page(req, resp),
+            VendorKind::MailStore => None,
+        }
     }
 
     /// Merges all pages into one response (Mimecast: `data` items concatenated; Google: feed
     /// entries concatenated); the last page's status and headers are kept.
     pub fn aggregate(&self, pages: Vec<Response>) -> Response {
-        let _ = pages;
-        todo!("vendors: Connection::aggregate")
+        match self.inner.settings.kind {
+            VendorKind::Mimecast => mimecast::aggregate(pages),
+            VendorKind::Google => google::aggregate(pages),
+            VendorKind::Http | VendorKind::MailStore => plain::aggregate(pages),
+        }
     }
 
     /// Headers that authorize a plain GET of a file (Google bearer token), fetching or
     /// refreshing the token as needed.
     pub async fn download_headers(&self) -> Result<reqwest::header::HeaderMap, VendorError> {
-        todo!("vendors: Connection::download_headers")
+        let ctx = self.ctx();
+        let cancel = CancellationToken::new();
+        let value = match &self.inner.adapter {
+            Adapter::Http(a) => a.header().map(str::to_string),
+            Adapter::MailStore(a) => Some(a.header().to_string()),
+            Adapter::Mimecast(a) => mimecast::download_authorization(&ctx, a, &cancel).await?,
+            Adapter::Google(a) => Some(google::authorization(&ctx, a, None, &cancel).await?),
+        };
+        let mut map = reqwest::header::HeaderMap::new();
+        if let Some(v) = value {
+            let mut hv =
+                reqwest::header::HeaderValue::from_str(&v).map_err(|_| VendorError::Config {
+                    vendor: self.inner.settings.kind,
+                    message: "the credentials do not fit in an Authorization header".into(),
+                })?;
+            hv.set_sensitive(true);
+            map.insert(reqwest::header::AUTHORIZATION, hv);
+        }
+        Ok(map)
     }
 
     /// The HTTP client of this connection (for downloads).
     pub fn client(&self) -> &reqwest::Client {
-        todo!("vendors: Connection::client")
+        &self.inner.client
     }
 }
 
-#[allow(dead_code)]
-fn _unused(_: Value) {}
+/// Masks every registered secret in the texts of an error (defence in depth: adapters never
+/// put secrets in messages in the first place).
+fn mask_error(err: VendorError, secrets: &Secrets) -> VendorError {
+    match err {
+        VendorError::Transport {
+            vendor,
+            message,
+            timeout,
+        } => VendorError::Transport {
+            vendor,
+            message: secrets.mask(&message),
+            timeout,
+        },
+        VendorError::Http {
+            vendor,
+            status,
+            message,
+            retry_after,
+            body,
+        } => VendorError::Http {
+            vendor,
+            status,
+            message: secrets.mask(&message),
+            retry_after,
+            body: body.map(|b| secrets.mask_json(&b)),
+        },
+        VendorError::Vendor {
+            vendor,
+            status,
+            codes,
+            message,
+            details,
+            retryable,
+            body,
+        } => VendorError::Vendor {
+            vendor,
+            status,
+            codes,
+            message: secrets.mask(&message),
+            details: details.map(|d| secrets.mask(&d)),
+            retryable,
+            body: body.map(|b| secrets.mask_json(&b)),
+        },
+        VendorError::Auth {
+            vendor,
+            status,
+            message,
+            retryable,
+        } => VendorError::Auth {
+            vendor,
+            status,
+            message: secrets.mask(&message),
+            retryable,
+        },
+        VendorError::Parse { vendor, message } => VendorError::Parse {
+            vendor,
+            message: secrets.mask(&message),
+        },
+        VendorError::Config { vendor, message } => VendorError::Config {
+            vendor,
+            message: secrets.mask(&message),
+        },
+        e @ VendorError::Cancelled { .. } => e,
+    }
+}

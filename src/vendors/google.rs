@@ -1,1 +1,415 @@
-//! TODO
+//! Google Workspace Email Audit API: Atom entries over HTTP with an OAuth 2.0 bearer token.
+//!
+//! The token is either given (`Credentials::Bearer`) or obtained for a service account with
+//! domain-wide delegation: an RS256-signed JWT assertion exchanged at the token endpoint
+//! (`urn:ietf:params:oauth:grant-type:jwt-bearer`), cached and refreshed before expiry and
+//! once on a 401.
+// `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
+#![allow(clippy::result_large_err)]
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::connection::Ctx;
+use super::http::{encode_body, execute, Outgoing, RawResponse};
+use super::token::{request_token, TokenCache};
+use super::{
+    Body, ConnectionSettings, Credentials, Observer, PreparedRequest, Request, Response,
+    VendorError, VendorKind,
+};
+use crate::secrets::Secrets;
+
+const VENDOR: VendorKind = VendorKind::Google;
+
+/// Token endpoint when neither the credentials nor the key file name one.
+pub const DEFAULT_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+/// Scope of the Email Audit API, used when the connection names none.
+pub const AUDIT_SCOPE: &str = "https://apps-apis.google.com/a/feeds/compliance/audit/";
+/// Lifetime of the JWT assertion (Google's maximum).
+const ASSERTION_LIFETIME: i64 = 3600;
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Why a service-account assertion could not be built (never quotes the key).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    #[error("private_key is not a PKCS#8 PEM RSA private key")]
+    BadPrivateKey,
+    #[error("cannot encode the JWT")]
+    Encoding,
+}
+
+/// The parts of a service-account key file that are used.
+#[derive(Clone)]
+pub struct ServiceAccountKey {
+    pub client_email: String,
+    pub private_key_pem: String,
+    pub token_uri: Option<String>,
+}
+
+impl std::fmt::Debug for ServiceAccountKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccountKey")
+            .field("client_email", &self.client_email)
+            .field("private_key_pem", &"***")
+            .field("token_uri", &self.token_uri)
+            .finish()
+    }
+}
+
+/// Parses a service-account JSON key file. Messages name the file, never its content.
+pub fn parse_key_file(path: &Path, text: &str) -> Result<ServiceAccountKey, VendorError> {
+    let bad = |what: String| VendorError::Config {
+        vendor: VENDOR,
+        message: format!("service-account key file {}: {what}", path.display()),
+    };
+    let v: Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).map_err(|e| {
+        bad(format!(
+            "not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if let Some(t) = v.get("type").and_then(Value::as_str) {
+        if t != "service_account" {
+            return Err(bad(format!("type is {t:?}, expected \"service_account\"")));
+        }
+    }
+    let field = |name: &str| {
+        v.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string)
+    };
+    let client_email = field("client_email").ok_or_else(|| bad("no client_email".into()))?;
+    let private_key_pem = field("private_key").ok_or_else(|| bad("no private_key".into()))?;
+    Ok(ServiceAccountKey {
+        client_email,
+        private_key_pem,
+        token_uri: field("token_uri"),
+    })
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The RS256 JWT assertion of the JWT bearer grant:
+/// `{iss: client_email, sub: subject, scope: scopes joined by spaces, aud: token URL, iat,
+/// exp: iat + 3600}`. `sub` is left out when `subject` is empty.
+pub fn service_account_assertion(
+    private_key_pem: &str,
+    client_email: &str,
+    subject: &str,
+    scopes: &[String],
+    audience: &str,
+    iat: i64,
+) -> Result<String, JwtError> {
+    use rsa::pkcs1v15::SigningKey;
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::signature::{SignatureEncoding, Signer};
+
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(private_key_pem.trim())
+        .map_err(|_| JwtError::BadPrivateKey)?;
+    let header = json!({"alg": "RS256", "typ": "JWT"});
+    let mut claims = json!({
+        "iss": client_email,
+        "scope": scopes.join(" "),
+        "aud": audience,
+        "iat": iat,
+        "exp": iat + ASSERTION_LIFETIME,
+    });
+    if !subject.is_empty() {
+        claims["sub"] = json!(subject);
+    }
+    let h = serde_json::to_vec(&header).map_err(|_| JwtError::Encoding)?;
+    let c = serde_json::to_vec(&claims).map_err(|_| JwtError::Encoding)?;
+    let signing_input = format!("{}.{}", b64url(&h), b64url(&c));
+    let signer = SigningKey::<sha2::Sha256>::new(key);
+    let signature = signer
+        .try_sign(signing_input.as_bytes())
+        .map_err(|_| JwtError::BadPrivateKey)?;
+    Ok(format!("{signing_input}.{}", b64url(&signature.to_bytes())))
+}
+
+/// A service account acting for `subject`.
+struct ServiceAccount {
+    key_file: PathBuf,
+    subject: String,
+    scopes: Vec<String>,
+    token_url: Option<String>,
+}
+
+/// Auth state of a Google connection.
+pub struct Auth {
+    kind: AuthKind,
+}
+
+enum AuthKind {
+    Bearer(String),
+    ServiceAccount {
+        sa: ServiceAccount,
+        cache: TokenCache,
+    },
+}
+
+impl Auth {
+    pub fn new(settings: &ConnectionSettings, secrets: &Secrets) -> Result<Self, VendorError> {
+        let kind = match &settings.credentials {
+            Credentials::Bearer { token } => {
+                secrets.add(token);
+                secrets.add(format!("Bearer {token}"));
+                AuthKind::Bearer(token.clone())
+            }
+            Credentials::GoogleServiceAccount {
+                key_file,
+                subject,
+                scopes,
+                token_url,
+            } => AuthKind::ServiceAccount {
+                sa: ServiceAccount {
+                    key_file: key_file.clone(),
+                    subject: subject.clone(),
+                    scopes: if scopes.is_empty() {
+                        vec![AUDIT_SCOPE.to_string()]
+                    } else {
+                        scopes.clone()
+                    },
+                    token_url: token_url.clone(),
+                },
+                cache: TokenCache::new(),
+            },
+            other => {
+                return Err(VendorError::Config {
+                    vendor: VENDOR,
+                    message: format!(
+                        "connection '{}': google connections take a bearer token or a \
+                         service-account key file, not {other:?}",
+                        settings.name
+                    ),
+                })
+            }
+        };
+        Ok(Auth { kind })
+    }
+}
+
+async fn fetch_sa_token(
+    ctx: &Ctx<'_>,
+    sa: &ServiceAccount,
+    observer: &dyn Observer,
+    cancel: &CancellationToken,
+) -> Result<(String, Duration), VendorError> {
+    let text = tokio::fs::read_to_string(&sa.key_file)
+        .await
+        .map_err(|e| VendorError::Config {
+            vendor: VENDOR,
+            message: format!(
+                "cannot read service-account key file {}: {e}",
+                sa.key_file.display()
+            ),
+        })?;
+    let key = parse_key_file(&sa.key_file, &text)?;
+    ctx.secrets.add(&key.private_key_pem);
+    let token_url = sa
+        .token_url
+        .clone()
+        .or_else(|| key.token_uri.clone())
+        .unwrap_or_else(|| DEFAULT_TOKEN_URL.to_string());
+    let url = url::Url::parse(&token_url).map_err(|e| VendorError::Config {
+        vendor: VENDOR,
+        message: format!("invalid token URL: {e}"),
+    })?;
+    let assertion = service_account_assertion(
+        &key.private_key_pem,
+        &key.client_email,
+        &sa.subject,
+        &sa.scopes,
+        &token_url,
+        chrono::Utc::now().timestamp(),
+    )
+    .map_err(|e| VendorError::Config {
+        vendor: VENDOR,
+        message: format!("service-account key file {}: {e}", sa.key_file.display()),
+    })?;
+    ctx.secrets.add(&assertion);
+    let form = vec![
+        (
+            "grant_type".to_string(),
+            "urn:ietf:params:oauth:grant-type:jwt-bearer".to_string(),
+        ),
+        ("assertion".to_string(), assertion),
+    ];
+    let (token, lifetime) = request_token(
+        ctx.client,
+        VENDOR,
+        &url,
+        &form,
+        ctx.settings.request_timeout,
+        DEFAULT_TOKEN_LIFETIME,
+        ctx.secrets,
+        cancel,
+    )
+    .await
+    .map_err(|e| match e {
+        VendorError::Auth {
+            vendor,
+            status,
+            message,
+            retryable,
+        } => VendorError::Auth {
+            vendor,
+            status,
+            message: format!(
+                "service account of key file {}: {message}",
+                sa.key_file.display()
+            ),
+            retryable,
+        },
+        other => other,
+    })?;
+    observer.log(&format!(
+        "google: obtained a service-account access token (valid {} s)",
+        lifetime.as_secs()
+    ));
+    Ok((token, lifetime))
+}
+
+/// The Authorization header value (`Bearer ...`), fetching or refreshing the token as needed;
+/// `stale` is a token that just got a 401.
+pub(super) async fn authorization(
+    ctx: &Ctx<'_>,
+    auth: &Auth,
+    stale: Option<&str>,
+    cancel: &CancellationToken,
+) -> Result<String, VendorError> {
+    authorization_observed(ctx, auth, stale, &super::NoObserver, cancel).await
+}
+
+async fn authorization_observed(
+    ctx: &Ctx<'_>,
+    auth: &Auth,
+    stale: Option<&str>,
+    observer: &dyn Observer,
+    cancel: &CancellationToken,
+) -> Result<String, VendorError> {
+    match &auth.kind {
+        AuthKind::Bearer(token) => Ok(format!("Bearer {token}")),
+        AuthKind::ServiceAccount { sa, cache } => {
+            let stale_token = stale.and_then(|s| s.strip_prefix("Bearer "));
+            let token = cache
+                .get(stale_token, || fetch_sa_token(ctx, sa, observer, cancel))
+                .await?;
+            Ok(format!("Bearer {token}"))
+        }
+    }
+}
+
+fn outgoing(ctx: &Ctx<'_>, req: &Request, authorization: &str) -> Result<Outgoing, VendorError> {
+    let mut out = Outgoing::new(
+        req.method.clone(),
+        req.url.clone(),
+        ctx.settings.request_timeout,
+    );
+    out.extra_headers = req.headers.clone();
+    out.body = encode_body(VENDOR, &req.body)?;
+    if matches!(req.body, Body::Atom(_)) {
+        out.set_header("Content-Type", "application/atom+xml");
+    }
+    out.set_header("Authorization", authorization);
+    Ok(out)
+}
+
+pub(super) fn prepare(
+    ctx: &Ctx<'_>,
+    _auth: &Auth,
+    req: &Request,
+) -> Result<PreparedRequest, VendorError> {
+    Ok(outgoing(ctx, req, "Bearer <token>")?.to_prepared())
+}
+
+pub(super) async fn send(
+    ctx: &Ctx<'_>,
+    auth: &Auth,
+    req: &Request,
+    observer: &dyn Observer,
+    cancel: &CancellationToken,
+) -> Result<Response, VendorError> {
+    let authz = authorization_observed(ctx, auth, None, observer, cancel).await?;
+    let mut raw = execute(ctx.client, VENDOR, &outgoing(ctx, req, &authz)?, cancel).await?;
+    if raw.status == 401 && matches!(auth.kind, AuthKind::ServiceAccount { .. }) {
+        observer.log("google: access token rejected (401), fetching a new one");
+        let fresh = authorization_observed(ctx, auth, Some(&authz), observer, cancel).await?;
+        raw = execute(ctx.client, VENDOR, &outgoing(ctx, req, &fresh)?, cancel).await?;
+    }
+    finish(raw)
+}
+
+fn finish(raw: RawResponse) -> Result<Response, VendorError> {
+    if !raw.is_success() {
+        return Err(raw.http_error(VENDOR));
+    }
+    let body = raw.parse().map_err(|message| VendorError::Parse {
+        vendor: VENDOR,
+        message,
+    })?;
+    let request_id = body
+        .pointer("/properties/requestId")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(Response {
+        status: raw.status,
+        headers: raw.headers,
+        body,
+        request_id,
+    })
+}
+
+/// Follows the feed's `rel='next'` link (absolute, or relative to the request URL).
+pub(super) fn next_page(req: &Request, resp: &Response) -> Option<Request> {
+    let href = resp
+        .body
+        .get("next")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())?;
+    let url = req.url.join(href.trim()).ok()?;
+    if url == req.url {
+        // A next link pointing at the page just read would loop forever.
+        return None;
+    }
+    let mut next = req.clone();
+    next.url = url;
+    Some(next)
+}
+
+/// Concatenates the feed entries (and warnings) of all pages; the rest is the last page's.
+pub(super) fn aggregate(pages: Vec<Response>) -> Response {
+    let mut entries = Vec::new();
+    let mut warnings = Vec::new();
+    let mut last: Option<Response> = None;
+    for p in pages {
+        if let Some(e) = p.body.get("entries").and_then(Value::as_array) {
+            entries.extend(e.iter().cloned());
+        }
+        if let Some(w) = p.body.get("warnings").and_then(Value::as_array) {
+            warnings.extend(w.iter().cloned());
+        }
+        last = Some(p);
+    }
+    let last = last.unwrap_or(Response {
+        status: 200,
+        headers: Default::default(),
+        body: Value::Null,
+        request_id: None,
+    });
+    let mut body = match &last.body {
+        Value::Object(_) => last.body.clone(),
+        _ => json!({"kind": "feed", "id": null, "links": []}),
+    };
+    body["entries"] = Value::Array(entries);
+    body["warnings"] = Value::Array(warnings);
+    body["next"] = Value::Null;
+    Response { body, ..last }
+}

@@ -1,1 +1,802 @@
-//! TODO
+//! Shared HTTP plumbing: client building, body encoding, sending one request, parsing and errors.
+// `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
+#![allow(clippy::result_large_err)]
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use ::http::Method;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::{atom, Body, ConnectionSettings, PreparedRequest, VendorError, VendorKind};
+
+/// Longest excerpt of a response body quoted in an error message.
+const EXCERPT_CHARS: usize = 200;
+
+/// Builds the HTTP client of a connection: ring provider, system roots through the platform
+/// verifier, an extra PEM CA (`ca_file`) and `insecure_tls` when asked for.
+///
+/// No overall timeout is set on the client (downloads may take long); every adapter request
+/// carries its own timeout.
+pub fn build_client(settings: &ConnectionSettings) -> Result<reqwest::Client, VendorError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let vendor = settings.kind;
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(settings.request_timeout)
+        .user_agent(concat!("auditflow/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca_file) = &settings.ca_file {
+        let certs = read_ca_file(vendor, ca_file)?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    if settings.insecure_tls {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    builder.build().map_err(|e| VendorError::Config {
+        vendor,
+        message: format!("cannot build the HTTP client: {}", error_chain(&e)),
+    })
+}
+
+fn read_ca_file(vendor: VendorKind, path: &Path) -> Result<Vec<reqwest::Certificate>, VendorError> {
+    let pem = std::fs::read(path).map_err(|e| VendorError::Config {
+        vendor,
+        message: format!("cannot read CA file {}: {e}", path.display()),
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| VendorError::Config {
+        vendor,
+        message: format!("CA file {} holds no valid PEM certificate", path.display()),
+    })?;
+    if certs.is_empty() {
+        return Err(VendorError::Config {
+            vendor,
+            message: format!("CA file {} holds no PEM certificate", path.display()),
+        });
+    }
+    Ok(certs)
+}
+
+/// An encoded request body.
+#[derive(Clone, PartialEq)]
+pub struct Encoded {
+    pub content_type: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for Encoded {
+    // The body may hold secrets (client secret, assertion, password): length only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoded")
+            .field("content_type", &self.content_type)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// Encodes a body the generic way: JSON, form, Atom entry or text; `Empty` gives `None`.
+pub fn encode_body(vendor: VendorKind, body: &Body) -> Result<Option<Encoded>, VendorError> {
+    Ok(match body {
+        Body::Empty => None,
+        Body::Json(v) => Some(Encoded {
+            content_type: Some("application/json".into()),
+            bytes: serde_json::to_vec(v).map_err(|e| VendorError::Config {
+                vendor,
+                message: format!("cannot encode the JSON body: {e}"),
+            })?,
+        }),
+        Body::Form(pairs) => Some(Encoded {
+            content_type: Some("application/x-www-form-urlencoded".into()),
+            bytes: form_encode(pairs).into_bytes(),
+        }),
+        Body::Atom(props) => Some(Encoded {
+            content_type: Some("application/atom+xml".into()),
+            bytes: atom::build_entry(props).into_bytes(),
+        }),
+        Body::Text { content_type, text } => Some(Encoded {
+            content_type: Some(content_type.clone()),
+            bytes: text.clone().into_bytes(),
+        }),
+    })
+}
+
+/// `application/x-www-form-urlencoded` serialization, pairs in the given order.
+pub fn form_encode(pairs: &[(String, String)]) -> String {
+    let mut ser = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        ser.append_pair(k, v);
+    }
+    ser.finish()
+}
+
+/// One request ready to go: the workflow's extra headers, then the adapter's own headers
+/// (which replace workflow headers of the same name: auth and content type always win).
+#[derive(Clone)]
+pub struct Outgoing {
+    pub method: Method,
+    pub url: Url,
+    pub extra_headers: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Encoded>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Outgoing {
+    // Header values may be secrets: names only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.merged_headers().into_iter().map(|(n, _)| n).collect();
+        f.debug_struct("Outgoing")
+            .field("method", &self.method)
+            .field("url", &redact_url(&self.url))
+            .field("headers", &names)
+            .field("body", &self.body)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Outgoing {
+    /// A request without headers or body.
+    pub fn new(method: Method, url: Url, timeout: Duration) -> Self {
+        Outgoing {
+            method,
+            url,
+            extra_headers: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+            timeout,
+        }
+    }
+
+    /// Sets an adapter header (replacing an earlier one of the same name).
+    pub fn set_header(&mut self, name: &str, value: impl Into<String>) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.headers.push((name.to_string(), value.into()));
+    }
+
+    /// The headers as sent, in order.
+    pub fn merged_headers(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .extra_headers
+            .iter()
+            .filter(|(n, _)| !self.headers.iter().any(|(a, _)| a.eq_ignore_ascii_case(n)))
+            .cloned()
+            .collect();
+        if let Some(Encoded {
+            content_type: Some(ct),
+            ..
+        }) = &self.body
+        {
+            let overridden = self
+                .headers
+                .iter()
+                .chain(out.iter())
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+            if !overridden {
+                out.push(("Content-Type".into(), ct.clone()));
+            }
+        }
+        out.extend(self.headers.iter().cloned());
+        out
+    }
+
+    /// What `--dry-run` shows.
+    pub fn to_prepared(&self) -> PreparedRequest {
+        PreparedRequest {
+            method: self.method.to_string(),
+            url: self.url.to_string(),
+            headers: self.merged_headers(),
+            body: self
+                .body
+                .as_ref()
+                .filter(|b| !b.bytes.is_empty())
+                .map(|b| String::from_utf8_lossy(&b.bytes).into_owned()),
+        }
+    }
+
+    fn header_map(&self, vendor: VendorKind) -> Result<HeaderMap, VendorError> {
+        let mut map = HeaderMap::new();
+        for (name, value) in self.merged_headers() {
+            let hn = HeaderName::from_bytes(name.as_bytes()).map_err(|_| VendorError::Config {
+                vendor,
+                message: format!("invalid header name {name:?}"),
+            })?;
+            // The value may be a secret: never quote it.
+            let mut hv = HeaderValue::from_str(&value).map_err(|_| VendorError::Config {
+                vendor,
+                message: format!("invalid value for header {name}"),
+            })?;
+            if hn == reqwest::header::AUTHORIZATION {
+                hv.set_sensitive(true);
+            }
+            map.append(hn, hv);
+        }
+        Ok(map)
+    }
+}
+
+/// A raw answer: status, headers (lower-case names, repeats joined with ", ") and body bytes.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub bytes: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(|s| s.as_str())
+    }
+
+    pub fn content_type(&self) -> Option<&str> {
+        self.header("content-type")
+    }
+
+    /// The body as text (UTF-8 BOM removed, invalid sequences replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(strip_bom(&self.bytes)).into_owned()
+    }
+
+    /// The body parsed by content type; an error when a JSON body does not parse.
+    pub fn parse(&self) -> Result<Value, String> {
+        parse_body(self.content_type(), &self.bytes)
+    }
+
+    /// The body parsed by content type, or its text when it does not parse.
+    pub fn parse_lenient(&self) -> Value {
+        self.parse().unwrap_or_else(|_| Value::String(self.text()))
+    }
+
+    /// `Retry-After` (seconds or HTTP date), if present and valid.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.header("retry-after").and_then(retry_after_value)
+    }
+
+    /// The generic error of a non-2xx answer.
+    pub fn http_error(&self, vendor: VendorKind) -> VendorError {
+        let body = self.parse_lenient();
+        VendorError::Http {
+            vendor,
+            status: self.status,
+            message: error_message(&body, &self.text(), self.content_type()),
+            retry_after: self.retry_after(),
+            body: Some(body),
+        }
+    }
+}
+
+/// Longest wait taken from a server header.
+pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses a `Retry-After` value with [`crate::retry::parse_retry_after`], capped at
+/// [`MAX_SERVER_WAIT`] (numbers are checked here first: huge ones must not overflow).
+pub fn retry_after_value(value: &str) -> Option<Duration> {
+    if let Ok(secs) = value.trim().parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 {
+            return None;
+        }
+        return Some(Duration::from_secs_f64(
+            secs.min(MAX_SERVER_WAIT.as_secs_f64()),
+        ));
+    }
+    crate::retry::parse_retry_after(value, chrono::Utc::now()).map(|d| d.min(MAX_SERVER_WAIT))
+}
+
+/// Removes a leading UTF-8 byte order mark.
+pub fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
+fn mime_of(content_type: Option<&str>) -> String {
+    content_type
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn is_json_mime(mime: &str) -> bool {
+    mime == "application/json" || mime.ends_with("+json") || mime.ends_with("/json")
+}
+
+fn is_xml_mime(mime: &str) -> bool {
+    mime == "application/atom+xml" || mime.ends_with("/xml") || mime.ends_with("+xml")
+}
+
+/// Parses a body by content type: JSON (BOM tolerated), Atom/XML into the [`atom`] shape,
+/// anything else a JSON string of the text. An empty body is `null`.
+pub fn parse_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, String> {
+    let bytes = strip_bom(bytes);
+    let text = String::from_utf8_lossy(bytes);
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    let mime = mime_of(content_type);
+    if is_json_mime(&mime) {
+        return serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"));
+    }
+    if is_xml_mime(&mime) {
+        return Ok(atom::parse(&text));
+    }
+    if mime.is_empty() {
+        let t = text.trim_start();
+        if t.starts_with('{') || t.starts_with('[') {
+            if let Ok(v) = serde_json::from_slice(bytes) {
+                return Ok(v);
+            }
+        }
+    }
+    Ok(Value::String(text.into_owned()))
+}
+
+/// The vendor's own error message in an error answer, else a short excerpt of the body.
+pub fn error_message(body: &Value, text: &str, content_type: Option<&str>) -> String {
+    if let Some(m) = json_error_message(body) {
+        return m;
+    }
+    // JSON sent with another content type.
+    if body.is_string() && text.trim_start().starts_with('{') {
+        if let Some(m) = serde_json::from_str::<Value>(text.trim())
+            .ok()
+            .as_ref()
+            .and_then(json_error_message)
+        {
+            return m;
+        }
+    }
+    let mime = mime_of(content_type);
+    let t = text.trim_start();
+    if is_xml_mime(&mime) || mime == "text/html" || t.starts_with('<') {
+        if let Some(m) = xml_error_message(text) {
+            return m;
+        }
+    }
+    let ex = excerpt(text);
+    if ex.is_empty() {
+        "(empty body)".to_string()
+    } else {
+        ex
+    }
+}
+
+/// Mimecast `fail[].errors[]`, MailStore `error.message`, OAuth `error_description`, or a
+/// plain `message`/`error` string.
+pub fn json_error_message(body: &Value) -> Option<String> {
+    let obj = body.as_object()?;
+    if let Some((codes, message, _)) = mimecast_fail(body) {
+        if !codes.is_empty() || !message.is_empty() {
+            return Some(message);
+        }
+    }
+    if let Some(err) = obj.get("error") {
+        if let Some(m) = err.get("message").and_then(Value::as_str) {
+            return Some(m.to_string());
+        }
+        if let Some(d) = obj.get("error_description").and_then(Value::as_str) {
+            return Some(match err.as_str() {
+                Some(e) => format!("{e}: {d}"),
+                None => d.to_string(),
+            });
+        }
+        if let Some(e) = err.as_str() {
+            return Some(e.to_string());
+        }
+    }
+    for key in ["message", "error_description", "detail", "title"] {
+        if let Some(m) = obj.get(key).and_then(Value::as_str) {
+            return Some(m.to_string());
+        }
+    }
+    None
+}
+
+/// Reads a Mimecast `fail` array: (codes, joined message, any retryable). None when `fail`
+/// is absent or empty.
+pub fn mimecast_fail(body: &Value) -> Option<(Vec<String>, String, bool)> {
+    let fails = body.get("fail")?.as_array()?;
+    if fails.is_empty() {
+        return None;
+    }
+    let mut codes = Vec::new();
+    let mut parts = Vec::new();
+    let mut retryable = false;
+    for f in fails {
+        let errors = f.get("errors").and_then(Value::as_array);
+        match errors {
+            Some(errors) if !errors.is_empty() => {
+                for e in errors {
+                    let code = e.get("code").and_then(Value::as_str).unwrap_or("");
+                    let message = e.get("message").and_then(Value::as_str).unwrap_or("");
+                    if e.get("retryable").and_then(Value::as_bool) == Some(true) {
+                        retryable = true;
+                    }
+                    if !code.is_empty() {
+                        codes.push(code.to_string());
+                    }
+                    parts.push(match (code.is_empty(), message.is_empty()) {
+                        (false, false) => format!("{code}: {message}"),
+                        (false, true) => code.to_string(),
+                        (true, false) => message.to_string(),
+                        (true, true) => "unspecified error".to_string(),
+                    });
+                }
+            }
+            _ => parts.push(format!("failed: {}", excerpt(&f.to_string()))),
+        }
+    }
+    Some((codes, parts.join("; "), retryable))
+}
+
+/// Google-style XML errors: a `reason` attribute or element, `internalReason`, else the text.
+pub fn xml_error_message(text: &str) -> Option<String> {
+    for attr in ["reason=\"", "reason='"] {
+        if let Some(i) = text.find(attr) {
+            let rest = &text[i + attr.len()..];
+            let quote = attr.as_bytes()[attr.len() - 1] as char;
+            if let Some(end) = rest.find(quote) {
+                let v = atom::unescape(&rest[..end], &mut Vec::new());
+                if !v.trim().is_empty() {
+                    return Some(v.trim().to_string());
+                }
+            }
+        }
+    }
+    for el in ["internalReason", "reason", "message"] {
+        if let Some(v) = element_text(text, el) {
+            return Some(v);
+        }
+    }
+    let stripped = strip_tags(text);
+    let ex = excerpt(&stripped);
+    (!ex.is_empty()).then_some(ex)
+}
+
+fn element_text(text: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let start = text.find(&open)? + open.len();
+    let end = text[start..].find(&close)? + start;
+    let v = atom::unescape(&text[start..end], &mut Vec::new());
+    let v = v.trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+fn strip_tags(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_tag = false;
+    for c in text.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                out.push(' ');
+            }
+            '>' if in_tag => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The first characters of a text, whitespace collapsed.
+pub fn excerpt(text: &str) -> String {
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if collapsed.chars().count() > EXCERPT_CHARS {
+        let mut s: String = collapsed.chars().take(EXCERPT_CHARS).collect();
+        s.push('…');
+        s
+    } else {
+        collapsed
+    }
+}
+
+/// A URL for messages: scheme, host, port and path; no user info, query or fragment.
+pub fn redact_url(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
+/// The error and its sources, joined with ": " (reqwest errors without their URL).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Maps a transport failure.
+pub fn transport_error(
+    vendor: VendorKind,
+    method: &Method,
+    url: &Url,
+    timeout: Duration,
+    err: reqwest::Error,
+) -> VendorError {
+    let is_timeout = err.is_timeout();
+    let err = err.without_url();
+    let message = if is_timeout {
+        format!(
+            "{method} {}: timed out after {}",
+            redact_url(url),
+            humantime::format_duration(timeout)
+        )
+    } else {
+        format!("{method} {}: {}", redact_url(url), error_chain(&err))
+    };
+    VendorError::Transport {
+        vendor,
+        message,
+        timeout: is_timeout,
+    }
+}
+
+/// Sends one request and reads the whole answer; `Cancelled` as soon as `cancel` fires.
+pub async fn execute(
+    client: &reqwest::Client,
+    vendor: VendorKind,
+    out: &Outgoing,
+    cancel: &CancellationToken,
+) -> Result<RawResponse, VendorError> {
+    let headers = out.header_map(vendor)?;
+    let mut rb = client
+        .request(out.method.clone(), out.url.clone())
+        .headers(headers)
+        .timeout(out.timeout);
+    if let Some(body) = &out.body {
+        rb = rb.body(body.bytes.clone());
+    }
+    tracing::debug!(vendor = %vendor, method = %out.method, url = %redact_url(&out.url), "request");
+    let fut = async {
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| transport_error(vendor, &out.method, &out.url, out.timeout, e))?;
+        let status = resp.status().as_u16();
+        let headers = header_map_to_btree(resp.headers());
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| transport_error(vendor, &out.method, &out.url, out.timeout, e))?;
+        Ok(RawResponse {
+            status,
+            headers,
+            bytes: bytes.to_vec(),
+        })
+    };
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(VendorError::Cancelled { vendor }),
+        r = fut => {
+            if let Ok(raw) = &r {
+                tracing::debug!(vendor = %vendor, status = raw.status, "response");
+            }
+            r
+        }
+    }
+}
+
+/// Response headers with lower-case names, repeated headers joined with ", ".
+pub fn header_map_to_btree(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        out.entry(name.as_str().to_ascii_lowercase())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    out
+}
+
+/// The `rel="next"` target of a `Link` header (RFC 8288), resolved against `base`.
+pub fn link_next(link: &str, base: &Url) -> Option<Url> {
+    for part in split_links(link) {
+        let part = part.trim();
+        let Some(rest) = part.strip_prefix('<') else {
+            continue;
+        };
+        let Some(end) = rest.find('>') else {
+            continue;
+        };
+        let target = &rest[..end];
+        let params = &rest[end + 1..];
+        let is_next = params.split(';').any(|p| {
+            let mut kv = p.splitn(2, '=');
+            let k = kv.next().unwrap_or("").trim();
+            let v = kv.next().unwrap_or("").trim().trim_matches('"');
+            k.eq_ignore_ascii_case("rel")
+                && v.split_whitespace().any(|r| r.eq_ignore_ascii_case("next"))
+        });
+        if is_next {
+            return base.join(target.trim()).ok();
+        }
+    }
+    None
+}
+
+/// Splits a `Link` header on the commas between link values (not inside `<...>` or quotes).
+fn split_links(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut in_angle = false;
+    let mut in_quote = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            '<' if !in_quote => in_angle = true,
+            '>' if !in_quote => in_angle = false,
+            '"' if !in_angle => in_quote = !in_quote,
+            ',' if !in_angle && !in_quote => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// Cancellable sleep: false when cancelled.
+pub async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bom_json_is_parsed() {
+        let bytes = b"\xEF\xBB\xBF{\"statusCode\":\"succeeded\"}";
+        let v = parse_body(Some("application/json; charset=utf-8"), bytes).unwrap();
+        assert_eq!(v, json!({"statusCode": "succeeded"}));
+    }
+
+    #[test]
+    fn other_content_is_a_string_and_empty_is_null() {
+        assert_eq!(
+            parse_body(Some("text/plain"), b"hello").unwrap(),
+            json!("hello")
+        );
+        assert_eq!(
+            parse_body(Some("application/json"), b"").unwrap(),
+            Value::Null
+        );
+        assert!(parse_body(Some("application/json"), b"{nope").is_err());
+        assert_eq!(parse_body(None, b"[1]").unwrap(), json!([1]));
+    }
+
+    #[test]
+    fn xml_is_parsed_as_atom() {
+        let v = parse_body(
+            Some("application/atom+xml; charset=UTF-8"),
+            b"<entry><apps:property name='a' value='b'/></entry>",
+        )
+        .unwrap();
+        assert_eq!(v["kind"], "entry");
+        assert_eq!(v["properties"]["a"], "b");
+    }
+
+    #[test]
+    fn error_messages_per_vendor() {
+        let mc = json!({"fail":[{"errors":[{"code":"err_a","message":"A","retryable":false},
+            {"code":"err_b","message":"B","retryable":true}]}]});
+        assert_eq!(json_error_message(&mc).unwrap(), "err_a: A; err_b: B");
+        let (codes, _, retryable) = mimecast_fail(&mc).unwrap();
+        assert_eq!(codes, vec!["err_a", "err_b"]);
+        assert!(retryable);
+        let ms = json!({"error":{"message":"Store not found","details":"x"}});
+        assert_eq!(json_error_message(&ms).unwrap(), "Store not found");
+        let oauth = json!({"error":"invalid_client","error_description":"bad client"});
+        assert_eq!(
+            json_error_message(&oauth).unwrap(),
+            "invalid_client: bad client"
+        );
+        let g = "<?xml version='1.0'?><AppsForYourDomainErrors><error errorCode=\"1301\" \
+                 invalidInput=\"x\" reason=\"EntityDoesNotExist\" /></AppsForYourDomainErrors>";
+        assert_eq!(
+            error_message(&Value::Null, g, Some("application/xml")),
+            "EntityDoesNotExist"
+        );
+        let g2 = "<errors><error><domain>GData</domain><code>x</code>\
+                  <internalReason>Quota exceeded</internalReason></error></errors>";
+        assert_eq!(
+            error_message(&Value::Null, g2, Some("application/xml")),
+            "Quota exceeded"
+        );
+        let html = "<html><body><h1>Bad   Gateway</h1></body></html>";
+        assert_eq!(
+            error_message(&Value::Null, html, Some("text/html")),
+            "Bad Gateway"
+        );
+        let long = "x".repeat(1000);
+        assert!(error_message(&Value::Null, &long, None).chars().count() <= EXCERPT_CHARS + 1);
+    }
+
+    #[test]
+    fn retry_after_values_never_overflow() {
+        assert_eq!(retry_after_value("3"), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after_value("1e300"), Some(MAX_SERVER_WAIT));
+        assert_eq!(
+            retry_after_value("99999999999999999999999"),
+            Some(MAX_SERVER_WAIT)
+        );
+        assert_eq!(retry_after_value("-1"), None);
+        assert_eq!(retry_after_value("NaN"), None);
+        assert_eq!(retry_after_value("soon"), None);
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(30))
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let d = retry_after_value(&later).unwrap();
+        assert!(
+            d <= Duration::from_secs(30) && d >= Duration::from_secs(25),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn link_header_next() {
+        let base = Url::parse("https://api.example.com/items?page=1").unwrap();
+        let link = r#"<https://api.example.com/items?page=1>; rel="prev", </items?page=3&a=b,c>; rel="next""#;
+        assert_eq!(
+            link_next(link, &base).unwrap().as_str(),
+            "https://api.example.com/items?page=3&a=b,c"
+        );
+        assert!(link_next(r#"<x>; rel="last""#, &base).is_none());
+        assert!(link_next("garbage", &base).is_none());
+    }
+
+    #[test]
+    fn adapter_headers_replace_workflow_headers() {
+        let mut out = Outgoing::new(
+            Method::POST,
+            Url::parse("https://x.example/a?secret=1").unwrap(),
+            Duration::from_secs(1),
+        );
+        out.extra_headers = vec![
+            ("authorization".into(), "mine".into()),
+            ("X-Extra".into(), "1".into()),
+        ];
+        out.body = Some(Encoded {
+            content_type: Some("application/json".into()),
+            bytes: b"{}".to_vec(),
+        });
+        out.set_header("Authorization", "Bearer <token>");
+        let h = out.merged_headers();
+        assert_eq!(
+            h,
+            vec![
+                ("X-Extra".to_string(), "1".to_string()),
+                ("Content-Type".to_string(), "application/json".to_string()),
+                ("Authorization".to_string(), "Bearer <token>".to_string()),
+            ]
+        );
+        assert_eq!(redact_url(&out.url), "https://x.example/a");
+    }
+}

@@ -18,6 +18,8 @@ pub mod google;
 pub mod http;
 pub mod mailstore;
 pub mod mimecast;
+mod plain;
+mod token;
 
 pub use connection::{Connection, Pagination};
 

@@ -1,0 +1,147 @@
+//! The plain `http` adapter: no auth, Basic or Bearer; pagination through `Link: rel="next"`.
+// `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
+#![allow(clippy::result_large_err)]
+use base64::Engine as _;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::Ctx;
+use super::http::{encode_body, execute, link_next, Outgoing};
+use super::{
+    ConnectionSettings, Credentials, PreparedRequest, Request, Response, VendorError, VendorKind,
+};
+use crate::secrets::Secrets;
+
+const VENDOR: VendorKind = VendorKind::Http;
+
+/// The Authorization header of a plain connection, if any.
+pub struct Auth {
+    header: Option<String>,
+    placeholder: Option<&'static str>,
+}
+
+impl Auth {
+    pub fn new(settings: &ConnectionSettings, secrets: &Secrets) -> Result<Self, VendorError> {
+        match &settings.credentials {
+            Credentials::None => Ok(Auth {
+                header: None,
+                placeholder: None,
+            }),
+            Credentials::Basic { username, password } => {
+                let header = basic_header(username, password, secrets);
+                Ok(Auth {
+                    header: Some(header),
+                    placeholder: Some("Basic <credentials>"),
+                })
+            }
+            Credentials::Bearer { token } => {
+                secrets.add(token);
+                let header = format!("Bearer {token}");
+                secrets.add(&header);
+                Ok(Auth {
+                    header: Some(header),
+                    placeholder: Some("Bearer <token>"),
+                })
+            }
+            other => Err(VendorError::Config {
+                vendor: VENDOR,
+                message: format!(
+                    "connection '{}': http connections take no, basic or bearer credentials, not {other:?}",
+                    settings.name
+                ),
+            }),
+        }
+    }
+
+    pub fn header(&self) -> Option<&str> {
+        self.header.as_deref()
+    }
+}
+
+/// `Basic base64(user:password)`, with the encoded form and the header registered as secrets.
+pub fn basic_header(username: &str, password: &str, secrets: &Secrets) -> String {
+    secrets.add(password);
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    secrets.add(&encoded);
+    let header = format!("Basic {encoded}");
+    secrets.add(&header);
+    header
+}
+
+fn outgoing(ctx: &Ctx<'_>, req: &Request, auth: Option<&str>) -> Result<Outgoing, VendorError> {
+    let mut out = Outgoing::new(
+        req.method.clone(),
+        req.url.clone(),
+        ctx.settings.request_timeout,
+    );
+    out.extra_headers = req.headers.clone();
+    out.body = encode_body(VENDOR, &req.body)?;
+    if let Some(a) = auth {
+        out.set_header("Authorization", a);
+    }
+    Ok(out)
+}
+
+pub async fn send(
+    ctx: &Ctx<'_>,
+    auth: &Auth,
+    req: &Request,
+    cancel: &CancellationToken,
+) -> Result<Response, VendorError> {
+    let out = outgoing(ctx, req, auth.header.as_deref())?;
+    let raw = execute(ctx.client, VENDOR, &out, cancel).await?;
+    if !raw.is_success() {
+        return Err(raw.http_error(VENDOR));
+    }
+    let body = raw.parse().map_err(|message| VendorError::Parse {
+        vendor: VENDOR,
+        message,
+    })?;
+    Ok(Response {
+        status: raw.status,
+        request_id: raw.header("x-request-id").map(str::to_string),
+        headers: raw.headers,
+        body,
+    })
+}
+
+pub fn prepare(ctx: &Ctx<'_>, auth: &Auth, req: &Request) -> Result<PreparedRequest, VendorError> {
+    Ok(outgoing(ctx, req, auth.placeholder)?.to_prepared())
+}
+
+/// Follows `Link: <...>; rel="next"`.
+pub fn next_page(req: &Request, resp: &Response) -> Option<Request> {
+    let link = resp.headers.get("link")?;
+    let url = link_next(link, &req.url)?;
+    let mut next = req.clone();
+    next.url = url;
+    Some(next)
+}
+
+/// Array bodies are concatenated; otherwise the body is the array of the page bodies.
+pub fn aggregate(pages: Vec<Response>) -> Response {
+    let all_arrays = pages.iter().all(|p| p.body.is_array());
+    let mut items = Vec::new();
+    let mut last: Option<Response> = None;
+    for p in pages {
+        if all_arrays {
+            if let Value::Array(a) = &p.body {
+                items.extend(a.iter().cloned());
+            }
+        } else {
+            items.push(p.body.clone());
+        }
+        last = Some(p);
+    }
+    let last = last.unwrap_or(Response {
+        status: 200,
+        headers: Default::default(),
+        body: Value::Null,
+        request_id: None,
+    });
+    Response {
+        body: Value::Array(items),
+        ..last
+    }
+}
