@@ -8,9 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
-
-use crate::secrets::Secrets;
 
 pub mod atom;
 mod connection;
