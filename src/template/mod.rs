@@ -1,12 +1,498 @@
 //! Handlebars templates configured for data: strict, no HTML escaping, typed results, helpers.
 //!
-//! INTERFACE (to be implemented):
-//! - `Template::compile(src) -> Result<Template, TemplateError>`: syntax check; errors carry the
-//!   byte offset inside `src`.
-//! - `Template::variables() -> Vec<VarRef>`: every variable path the template reads from the
-//!   root context (including inside `#if`/`#unless`/helper params/subexpressions), so that the
-//!   validator can check them; paths relative to a block context (`this`, inside `#each`) are not
-//!   reported, `@root.x` is reported as `x`.
-//! - `Template::render_string(&Context)` / `render_value(&Context)` (typed when the whole
-//!   template is one expression) / `render_bool(&Context)` (conditions).
-//! - `render_deep(value, ctx)`: renders every string inside a JSON/YAML value.
+//! - [`Template::compile`] parses once (syntax errors carry the byte offset in the source),
+//!   rejects unknown helpers, partials and decorators, and collects [`Template::variables`]:
+//!   every path read from the root context, so that the validator can check them statically.
+//! - [`Template::render_string`] renders text; arrays and objects render as compact JSON.
+//! - [`Template::render_value`] returns a typed value when the whole template is one
+//!   `{{ expression }}`, else the rendered string; [`Template::render_bool`] evaluates a condition.
+//! - An undefined variable is an error naming it, in output expressions and in helper parameters.
+//!   Only the direct parameter of `#if`/`#unless`/`#each`/`#with` and the parameters of `default`
+//!   may be missing (the first two treat missing as false; `#each`/`#with` without `{{else}}`
+//!   still fail, as handlebars' strict mode does).
+//! - [`TemplateContext`] lets a caller build the render context once and reuse it (the `*_in`
+//!   methods); the `&Value` methods copy the context into handlebars on every render.
+
+mod compile;
+mod helpers;
+#[cfg(test)]
+mod tests;
+
+use handlebars::template::{Parameter, Template as HbTemplate, TemplateElement};
+use handlebars::{RenderContext, RenderError, RenderErrorReason, Renderable, StringOutput};
+use serde_json::Value;
+
+use compile::{LineIndex, Walker};
+use helpers::{value_to_text, HelperFailure, REGISTRY};
+
+/// A compiled template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    source: String,
+    kind: Kind,
+    vars: Vec<VarRef>,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// No expression at all: the text (escapes like `\{{` already resolved).
+    Static(String),
+    /// The whole template (ignoring surrounding whitespace) is one expression.
+    Single {
+        value: Parameter,
+        offset: usize,
+        /// Set when the expression is a plain path from the root: evaluated without handlebars.
+        root_path: Option<(Vec<String>, String)>,
+    },
+    /// Text mixed with expressions and/or blocks.
+    Mixed(HbTemplate),
+}
+
+/// A variable read from the root context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarRef {
+    /// Path segments, e.g. `["steps", "create", "body", "id"]`; array indexes as `"0"`.
+    pub path: Vec<String>,
+    /// Byte offset in the source of the `{{` that contains the reference.
+    pub offset: usize,
+}
+
+/// Errors compiling or rendering a template.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template syntax error: {message}")]
+    Syntax {
+        message: String,
+        offset: Option<usize>,
+    },
+    #[error("undefined variable `{path}`")]
+    UndefinedVariable { path: String, offset: Option<usize> },
+    #[error("{helper}: {message}")]
+    Helper { helper: String, message: String },
+    #[error("{message}")]
+    Render { message: String },
+}
+
+/// A render context built once and reusable across renders (see the `*_in` methods).
+#[derive(Debug, Clone)]
+pub struct TemplateContext(handlebars::Context);
+
+impl TemplateContext {
+    pub fn new(value: Value) -> Self {
+        TemplateContext(handlebars::Context::from(value))
+    }
+
+    pub fn value(&self) -> &Value {
+        self.0.data()
+    }
+
+    /// For updating e.g. `item`/`index` in place between loop iterations.
+    pub fn value_mut(&mut self) -> &mut Value {
+        self.0.data_mut()
+    }
+}
+
+impl From<Value> for TemplateContext {
+    fn from(value: Value) -> Self {
+        TemplateContext::new(value)
+    }
+}
+
+impl Template {
+    /// Parses and checks a template.
+    pub fn compile(src: &str) -> Result<Template, TemplateError> {
+        if !src.contains("{{") {
+            return Ok(Template {
+                source: src.to_owned(),
+                kind: Kind::Static(src.to_owned()),
+                vars: Vec::new(),
+            });
+        }
+        // The parser has panicked on odd input in past releases; never let that take us down.
+        let parsed = std::panic::catch_unwind(|| HbTemplate::compile(src))
+            .map_err(|_| TemplateError::Syntax {
+                message: "the template parser failed on this input".into(),
+                offset: None,
+            })?
+            .map_err(|e| syntax_error(&e, src))?;
+
+        if let Some(text) = static_text(&parsed) {
+            return Ok(Template {
+                source: src.to_owned(),
+                kind: Kind::Static(text),
+                vars: Vec::new(),
+            });
+        }
+
+        let mut t = parsed;
+        let mut walker = Walker::new(src);
+        walker.template(&mut t, false, 0)?;
+        let kind = match single_expression(&t) {
+            Some((idx, value)) => {
+                let offset = walker.element_offset(&t, idx, 0);
+                let root_path = match &value {
+                    Parameter::Path(p @ handlebars::Path::Relative((_, raw))) => {
+                        compile::root_path(p, false).map(|segs| (segs, raw.clone()))
+                    }
+                    _ => None,
+                };
+                Kind::Single {
+                    value,
+                    offset,
+                    root_path,
+                }
+            }
+            None => Kind::Mixed(t),
+        };
+        Ok(Template {
+            source: src.to_owned(),
+            kind,
+            vars: walker.vars,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// True when the template contains no expression: it always renders to the same text.
+    pub fn is_static(&self) -> bool {
+        matches!(self.kind, Kind::Static(_))
+    }
+
+    /// Every variable path read from the root context, in source order.
+    pub fn variables(&self) -> Vec<VarRef> {
+        self.vars.clone()
+    }
+
+    pub fn render_string(&self, ctx: &Value) -> Result<String, TemplateError> {
+        match &self.kind {
+            Kind::Static(s) => Ok(s.clone()),
+            Kind::Single {
+                root_path: Some((segs, raw)),
+                offset,
+                ..
+            } => Ok(value_to_text(lookup(ctx, segs, raw, *offset)?).into_owned()),
+            _ => self.render_string_in(&TemplateContext::new(ctx.clone())),
+        }
+    }
+
+    pub fn render_value(&self, ctx: &Value) -> Result<Value, TemplateError> {
+        match &self.kind {
+            Kind::Static(s) => Ok(Value::String(s.clone())),
+            Kind::Single {
+                root_path: Some((segs, raw)),
+                offset,
+                ..
+            } => lookup(ctx, segs, raw, *offset).cloned(),
+            _ => self.render_value_in(&TemplateContext::new(ctx.clone())),
+        }
+    }
+
+    pub fn render_bool(&self, ctx: &Value) -> Result<bool, TemplateError> {
+        self.render_value(ctx).map(|v| truthy(&v))
+    }
+
+    pub fn render_string_in(&self, ctx: &TemplateContext) -> Result<String, TemplateError> {
+        match &self.kind {
+            Kind::Static(s) => Ok(s.clone()),
+            Kind::Single { .. } => self
+                .render_value_in(ctx)
+                .map(|v| value_to_text(&v).into_owned()),
+            Kind::Mixed(t) => self.render_text(t, ctx),
+        }
+    }
+
+    pub fn render_value_in(&self, ctx: &TemplateContext) -> Result<Value, TemplateError> {
+        match &self.kind {
+            Kind::Static(s) => Ok(Value::String(s.clone())),
+            Kind::Single {
+                root_path: Some((segs, raw)),
+                offset,
+                ..
+            } => lookup(ctx.value(), segs, raw, *offset).cloned(),
+            Kind::Single { value, offset, .. } => self.evaluate(value, *offset, ctx),
+            Kind::Mixed(t) => self.render_text(t, ctx).map(Value::String),
+        }
+    }
+
+    pub fn render_bool_in(&self, ctx: &TemplateContext) -> Result<bool, TemplateError> {
+        self.render_value_in(ctx).map(|v| truthy(&v))
+    }
+
+    fn render_text(&self, t: &HbTemplate, ctx: &TemplateContext) -> Result<String, TemplateError> {
+        let mut rc = RenderContext::new(None);
+        let mut out = StringOutput::new();
+        t.render(&REGISTRY, &ctx.0, &mut rc, &mut out)
+            .map_err(|e| render_error(&e, &self.source, None))?;
+        out.into_string().map_err(|e| TemplateError::Render {
+            message: e.to_string(),
+        })
+    }
+
+    fn evaluate(
+        &self,
+        value: &Parameter,
+        offset: usize,
+        ctx: &TemplateContext,
+    ) -> Result<Value, TemplateError> {
+        let mut rc = RenderContext::new(None);
+        let result = value
+            .expand(&REGISTRY, &ctx.0, &mut rc)
+            .map_err(|e| render_error(&e, &self.source, Some(offset)))?;
+        if result.is_value_missing() {
+            return Err(missing(result.relative_path().cloned(), Some(offset)));
+        }
+        Ok(result.value().clone())
+    }
+}
+
+/// Truthiness of a rendered condition.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => {
+            let t = s.trim();
+            if t.eq_ignore_ascii_case("true") {
+                true
+            } else if t.eq_ignore_ascii_case("false") {
+                false
+            } else {
+                !t.is_empty()
+            }
+        }
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// Path lookup from the root with handlebars' semantics (array segments must be indexes).
+fn lookup<'a>(
+    ctx: &'a Value,
+    segs: &[String],
+    raw: &str,
+    offset: usize,
+) -> Result<&'a Value, TemplateError> {
+    let mut v = ctx;
+    for seg in segs {
+        let next = match v {
+            Value::Object(m) => m.get(seg),
+            Value::Array(a) => match seg.parse::<usize>() {
+                Ok(i) => a.get(i),
+                Err(_) => return Err(bad_index(seg)),
+            },
+            _ => None,
+        };
+        v = next.ok_or_else(|| missing(Some(raw.to_owned()), Some(offset)))?;
+    }
+    Ok(v)
+}
+
+fn bad_index(seg: &str) -> TemplateError {
+    TemplateError::Render {
+        message: format!("cannot look up `{seg}` in an array; use a numeric index"),
+    }
+}
+
+fn missing(path: Option<String>, offset: Option<usize>) -> TemplateError {
+    match path {
+        Some(path) => TemplateError::UndefinedVariable { path, offset },
+        None => TemplateError::Render {
+            message: "an expression produced no value (e.g. `lookup` of a key that does not exist)"
+                .into(),
+        },
+    }
+}
+
+fn render_error(e: &RenderError, src: &str, fallback: Option<usize>) -> TemplateError {
+    let offset = match (e.line_no, e.column_no) {
+        (Some(line), Some(col)) => LineIndex::new(src).offset(line, col),
+        _ => None,
+    }
+    .or(fallback);
+    match e.reason() {
+        RenderErrorReason::MissingVariable(path) => missing(path.clone(), offset),
+        RenderErrorReason::NestedError(inner) => match inner.downcast_ref::<HelperFailure>() {
+            Some(h) => TemplateError::Helper {
+                helper: h.helper.clone(),
+                message: h.message.clone(),
+            },
+            None => TemplateError::Render {
+                message: inner.to_string(),
+            },
+        },
+        RenderErrorReason::ParamNotFoundForIndex(helper, i) => TemplateError::Helper {
+            helper: (*helper).to_owned(),
+            message: format!("missing parameter {}", i + 1),
+        },
+        RenderErrorReason::ParamNotFoundForName(helper, name) => TemplateError::Helper {
+            helper: (*helper).to_owned(),
+            message: format!("missing parameter `{name}`"),
+        },
+        RenderErrorReason::InvalidJsonIndex(seg) => bad_index(seg),
+        RenderErrorReason::HelperNotFound(name) => TemplateError::Render {
+            message: format!("unknown helper `{name}`"),
+        },
+        other => TemplateError::Render {
+            message: other.to_string(),
+        },
+    }
+}
+
+fn syntax_error(e: &handlebars::TemplateError, src: &str) -> TemplateError {
+    let offset = e
+        .pos()
+        .and_then(|(line, col)| LineIndex::new(src).offset(line, col));
+    let message = match (e.reason(), offset) {
+        (handlebars::TemplateErrorReason::InvalidSyntax(detail), Some(o)) => {
+            friendly_syntax(src, o).unwrap_or_else(|| format!("invalid syntax ({detail})"))
+        }
+        (handlebars::TemplateErrorReason::InvalidSyntax(detail), None) => {
+            format!("invalid syntax ({detail})")
+        }
+        (other, _) => other.to_string(),
+    };
+    TemplateError::Syntax { message, offset }
+}
+
+/// Plain-words explanation of the parser error at `offset`, when we can tell what went wrong.
+fn friendly_syntax(src: &str, offset: usize) -> Option<String> {
+    let before = src.get(..offset)?;
+    if let Some(open) = before.rfind("{{") {
+        if !before[open..].contains("}}") {
+            let rest = &src[open..];
+            let tag: String = match rest.find("}}") {
+                Some(end) => rest[..end + 2].chars().take(60).collect(),
+                None => rest.chars().take(60).collect(),
+            };
+            return Some(if rest.contains("}}") {
+                format!("malformed expression `{tag}`")
+            } else {
+                format!("unclosed expression `{tag}`: missing `}}}}`")
+            });
+        }
+    }
+    if offset >= src.len() {
+        return Some(
+            "unexpected end of template: a `{{#block}}` is not closed with `{{/block}}`".into(),
+        );
+    }
+    None
+}
+
+/// The text of a template made only of raw strings (after escapes are resolved).
+fn static_text(t: &HbTemplate) -> Option<String> {
+    let mut text = String::new();
+    for el in &t.elements {
+        match el {
+            TemplateElement::RawString(s) => text.push_str(s),
+            _ => return None,
+        }
+    }
+    Some(text)
+}
+
+/// When the rewritten template is one `{{__out X}}` surrounded by whitespace only, its index and X.
+fn single_expression(t: &HbTemplate) -> Option<(usize, Parameter)> {
+    let mut found = None;
+    for (idx, el) in t.elements.iter().enumerate() {
+        match el {
+            TemplateElement::RawString(s) if s.trim().is_empty() => {}
+            TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht)
+                if found.is_none() =>
+            {
+                found = Some((idx, ht.params.first()?.clone()));
+            }
+            _ => return None,
+        }
+    }
+    found
+}
+
+/// Renders every string inside a JSON value (recursively, keys untouched) with
+/// [`Template::render_value`] semantics.
+pub fn render_deep(value: &Value, ctx: &Value) -> Result<Value, TemplateError> {
+    // Copy the context into handlebars at most once for the whole value.
+    let mut shared: Option<TemplateContext> = None;
+    render_deep_with(value, ctx, &mut shared)
+}
+
+fn render_deep_with(
+    value: &Value,
+    ctx: &Value,
+    shared: &mut Option<TemplateContext>,
+) -> Result<Value, TemplateError> {
+    match value {
+        Value::String(s) => {
+            let t = Template::compile(s)?;
+            match t.kind {
+                Kind::Static(_)
+                | Kind::Single {
+                    root_path: Some(_), ..
+                } => t.render_value(ctx),
+                _ => {
+                    let c = shared.get_or_insert_with(|| TemplateContext::new(ctx.clone()));
+                    t.render_value_in(c)
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .map(|v| render_deep_with(v, ctx, shared))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        Value::Object(map) => {
+            let mut out = serde_json::Map::with_capacity(map.len());
+            for (k, v) in map {
+                out.insert(k.clone(), render_deep_with(v, ctx, shared)?);
+            }
+            Ok(Value::Object(out))
+        }
+        other => Ok(other.clone()),
+    }
+}
+
+/// Compiles every string inside a JSON value; returns the templates with their location
+/// (`a.b[2]`; the empty string for a top-level string), or the first error with its location.
+pub fn compile_deep(value: &Value) -> Result<Vec<(String, Template)>, (String, TemplateError)> {
+    let mut out = Vec::new();
+    compile_deep_at(value, String::new(), &mut out)?;
+    Ok(out)
+}
+
+fn compile_deep_at(
+    value: &Value,
+    at: String,
+    out: &mut Vec<(String, Template)>,
+) -> Result<(), (String, TemplateError)> {
+    match value {
+        Value::String(s) => match Template::compile(s) {
+            Ok(t) => out.push((at, t)),
+            Err(e) => return Err((at, e)),
+        },
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                compile_deep_at(v, format!("{at}[{i}]"), out)?;
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                let child = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                compile_deep_at(v, child, out)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Names of all helpers users may call, sorted.
+pub fn helper_names() -> Vec<&'static str> {
+    helpers::names()
+}

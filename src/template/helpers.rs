@@ -1,0 +1,620 @@
+//! The handlebars registry (strict, no escaping) and the helpers available to workflow templates.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use base64::Engine as _;
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, TimeDelta, Utc};
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderError,
+    RenderErrorReason, ScopedJson,
+};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+use serde_json::Value;
+
+/// Internal helper wrapping every output expression: renders values as data (JSON for
+/// arrays/objects) and turns a missing value into an undefined-variable error.
+pub(super) const OUT: &str = "__out";
+/// Internal helper wrapping path parameters of helpers: a missing value becomes an
+/// undefined-variable error naming the path instead of being passed on silently.
+pub(super) const REQ: &str = "__req";
+
+/// Largest file the `file` helper will read.
+pub(super) const FILE_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Helpers built into handlebars 6 that we keep.
+const BUILTIN: &[&str] = &[
+    "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt", "lte",
+    "and", "or", "not", "len",
+];
+
+/// Aliases resolved at compile time: (alias, target).
+const ALIASES: &[(&str, &str)] = &[("le", "lte"), ("ge", "gte")];
+
+/// Helpers that may only be used as blocks (`{{#if}}...{{/if}}`).
+pub(super) const BLOCK_ONLY: &[&str] = &["if", "unless", "each", "with", "raw"];
+
+/// Helpers that may be used as blocks.
+pub(super) const BLOCK_CAPABLE: &[&str] = &[
+    "if", "unless", "each", "with", "raw", "eq", "ne", "gt", "gte", "lt", "lte", "le", "ge", "and",
+    "or", "not",
+];
+
+/// Helpers whose direct path parameters may be missing (they test for presence themselves).
+pub(super) const LENIENT: &[&str] = &["if", "unless", "each", "with", "default"];
+
+type HelperFn = fn(&Args<'_, '_>) -> Result<Value, Fail>;
+
+const CUSTOM: &[(&str, HelperFn)] = &[
+    ("json", h_json),
+    ("default", h_default),
+    ("base64", h_base64),
+    ("base64_decode", h_base64_decode),
+    ("urlencode", h_urlencode),
+    ("join", h_join),
+    ("split", h_split),
+    ("contains", h_contains),
+    ("file", h_file),
+    ("lower", h_lower),
+    ("upper", h_upper),
+    ("trim", h_trim),
+    ("concat", h_concat),
+    ("now", h_now),
+    ("ago", h_ago),
+    ("from_now", h_from_now),
+    ("date_add", h_date_add),
+    ("format_date", h_format_date),
+    ("duration_ms", h_duration_ms),
+];
+
+/// The shared registry, built once.
+pub(super) static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(handlebars::no_escape);
+    hb.register_helper(OUT, Box::new(OutHelper));
+    hb.register_helper(REQ, Box::new(RequireHelper));
+    for (name, f) in CUSTOM {
+        hb.register_helper(name, Box::new(FnHelper { name, f: *f }));
+    }
+    hb
+});
+
+/// All helper names users may call, sorted.
+pub(super) fn names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = BUILTIN
+        .iter()
+        .copied()
+        .chain(ALIASES.iter().map(|(a, _)| *a))
+        .chain(CUSTOM.iter().map(|(n, _)| *n))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Whether `name` is a helper users may call.
+pub(super) fn is_known(name: &str) -> bool {
+    BUILTIN.contains(&name)
+        || ALIASES.iter().any(|(a, _)| *a == name)
+        || CUSTOM.iter().any(|(n, _)| *n == name)
+}
+
+/// The registered name for a helper (resolves aliases).
+pub(super) fn resolve_alias(name: &str) -> &str {
+    ALIASES
+        .iter()
+        .find(|(a, _)| *a == name)
+        .map_or(name, |(_, target)| target)
+}
+
+/// A helper failure, carried through handlebars as a nested error.
+#[derive(Debug, thiserror::Error)]
+#[error("{helper}: {message}")]
+pub(super) struct HelperFailure {
+    pub(super) helper: String,
+    pub(super) message: String,
+}
+
+/// Text form of a value as data: strings raw, null empty, arrays/objects compact JSON.
+pub(super) fn value_to_text(v: &Value) -> Cow<'_, str> {
+    match v {
+        Value::String(s) => Cow::Borrowed(s),
+        Value::Null => Cow::Borrowed(""),
+        other => Cow::Owned(other.to_string()),
+    }
+}
+
+fn missing(path: Option<&String>) -> RenderError {
+    RenderErrorReason::MissingVariable(path.cloned()).into()
+}
+
+struct OutHelper;
+
+impl HelperDef for OutHelper {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        let p = h
+            .param(0)
+            .ok_or(RenderErrorReason::ParamNotFoundForIndex(OUT, 0))?;
+        if p.is_value_missing() {
+            return Err(missing(p.relative_path()));
+        }
+        out.write(&value_to_text(p.value()))?;
+        Ok(())
+    }
+}
+
+struct RequireHelper;
+
+impl HelperDef for RequireHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let p = h
+            .param(0)
+            .ok_or(RenderErrorReason::ParamNotFoundForIndex(REQ, 0))?;
+        if p.is_value_missing() {
+            return Err(missing(p.relative_path()));
+        }
+        // Values from the context are handed on by reference (no clone), keeping their path.
+        if let Some(path) = p.context_path() {
+            if let Some(v) = navigate(ctx.data(), path) {
+                return Ok(ScopedJson::Context(v, path.clone()));
+            }
+        }
+        Ok(ScopedJson::Derived(p.value().clone()))
+    }
+}
+
+fn navigate<'a>(root: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(root, |v, seg| match v {
+        Value::Object(m) => m.get(seg),
+        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+/// Why a helper function failed.
+enum Fail {
+    /// A parameter was a missing variable (path as written, when known).
+    Missing(Option<String>),
+    Msg(String),
+}
+
+fn fail<T>(msg: impl Into<String>) -> Result<T, Fail> {
+    Err(Fail::Msg(msg.into()))
+}
+
+struct FnHelper {
+    name: &'static str,
+    f: HelperFn,
+}
+
+impl HelperDef for FnHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let args = Args { h, ctx };
+        match (self.f)(&args) {
+            Ok(v) => Ok(ScopedJson::Derived(v)),
+            Err(Fail::Missing(path)) => Err(missing(path.as_ref())),
+            Err(Fail::Msg(message)) => {
+                Err(RenderErrorReason::NestedError(Box::new(HelperFailure {
+                    helper: self.name.to_owned(),
+                    message,
+                }))
+                .into())
+            }
+        }
+    }
+}
+
+/// Parameter access for helper functions.
+struct Args<'a, 'rc> {
+    h: &'a Helper<'rc>,
+    ctx: &'rc Context,
+}
+
+impl Args<'_, '_> {
+    fn len(&self) -> usize {
+        self.h.params().len()
+    }
+
+    /// Checks the number of parameters and that only `allowed` hash options are given.
+    fn expect(&self, min: usize, max: Option<usize>, allowed: &[&str]) -> Result<(), Fail> {
+        let n = self.len();
+        let plural = |k: usize| if k == 1 { "" } else { "s" };
+        match max {
+            Some(max) if min == max && n != min => {
+                return fail(format!("expected {min} parameter{}, got {n}", plural(min)))
+            }
+            Some(max) if n < min || n > max => {
+                return fail(format!("expected {min} to {max} parameters, got {n}"))
+            }
+            None if n < min => {
+                return fail(format!(
+                    "expected at least {min} parameter{}, got {n}",
+                    plural(min)
+                ))
+            }
+            _ => {}
+        }
+        if let Some(k) = self.h.hash().keys().find(|k| !allowed.contains(k)) {
+            return fail(if allowed.is_empty() {
+                format!("unknown option `{k}`; this helper takes no options")
+            } else {
+                format!(
+                    "unknown option `{k}`; expected one of: {}",
+                    allowed.join(", ")
+                )
+            });
+        }
+        Ok(())
+    }
+
+    fn value(&self, i: usize) -> Result<&Value, Fail> {
+        let p = self
+            .h
+            .param(i)
+            .ok_or_else(|| Fail::Msg(format!("missing parameter {}", i + 1)))?;
+        if p.is_value_missing() {
+            return Err(Fail::Missing(p.relative_path().cloned()));
+        }
+        Ok(p.value())
+    }
+
+    /// A scalar parameter as text (numbers and booleans are converted).
+    fn string(&self, i: usize) -> Result<Cow<'_, str>, Fail> {
+        match self.value(i)? {
+            Value::String(s) => Ok(Cow::Borrowed(s)),
+            v @ (Value::Number(_) | Value::Bool(_)) => Ok(Cow::Owned(v.to_string())),
+            other => fail(format!(
+                "parameter {} must be a string, got {}",
+                i + 1,
+                type_name(other)
+            )),
+        }
+    }
+
+    fn hash_bool(&self, key: &str) -> Result<bool, Fail> {
+        match self.h.hash_get(key) {
+            None => Ok(false),
+            Some(p) => match p.value() {
+                Value::Bool(b) => Ok(*b),
+                other => fail(format!(
+                    "option `{key}` must be true or false, got {}",
+                    type_name(other)
+                )),
+            },
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn h_json(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(1, Some(1), &["pretty"])?;
+    let v = a.value(0)?;
+    let text = if a.hash_bool("pretty")? {
+        serde_json::to_string_pretty(v).map_err(|e| Fail::Msg(e.to_string()))?
+    } else {
+        v.to_string()
+    };
+    Ok(Value::String(text))
+}
+
+fn h_default(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(2, None, &[])?;
+    let last = a.len() - 1;
+    for i in 0..last {
+        if let Some(p) = a.h.param(i) {
+            if p.is_value_missing() {
+                continue;
+            }
+            match p.value() {
+                Value::Null => {}
+                Value::String(s) if s.is_empty() => {}
+                v => return Ok(v.clone()),
+            }
+        }
+    }
+    a.value(last).cloned()
+}
+
+fn h_base64(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(1, Some(1), &[])?;
+    let s = a.string(0)?;
+    Ok(Value::String(
+        base64::engine::general_purpose::STANDARD.encode(s.as_bytes()),
+    ))
+}
+
+fn h_base64_decode(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT_PADDING: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    a.expect(1, Some(1), &[])?;
+    let s = a.string(0)?;
+    let bytes = LENIENT_PADDING
+        .decode(s.trim().as_bytes())
+        .map_err(|e| Fail::Msg(format!("invalid base64: {e}")))?;
+    String::from_utf8(bytes)
+        .map(Value::String)
+        .map_err(|_| Fail::Msg("decoded bytes are not valid UTF-8 text".into()))
+}
+
+/// RFC 3986 unreserved characters stay as they are; everything else is percent-encoded.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+fn h_urlencode(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(1, Some(1), &[])?;
+    let s = a.string(0)?;
+    Ok(Value::String(
+        percent_encoding::utf8_percent_encode(&s, COMPONENT).to_string(),
+    ))
+}
+
+fn h_join(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(1, Some(2), &[])?;
+    let list = match a.value(0)? {
+        Value::Array(items) => items,
+        other => {
+            return fail(format!(
+                "parameter 1 must be an array, got {}",
+                type_name(other)
+            ))
+        }
+    };
+    let sep = if a.len() > 1 {
+        a.string(1)?
+    } else {
+        Cow::Borrowed(",")
+    };
+    let parts: Vec<Cow<'_, str>> = list.iter().map(value_to_text).collect();
+    Ok(Value::String(parts.join(&sep)))
+}
+
+fn h_split(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(2, Some(2), &[])?;
+    let s = a.string(0)?;
+    let sep = a.string(1)?;
+    if sep.is_empty() {
+        return fail("the separator must not be empty");
+    }
+    Ok(Value::Array(
+        s.split(sep.as_ref())
+            .map(|p| Value::String(p.to_owned()))
+            .collect(),
+    ))
+}
+
+fn h_contains(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(2, Some(2), &[])?;
+    let needle = a.value(1)?;
+    let found = match a.value(0)? {
+        Value::Array(items) => items.contains(needle),
+        Value::Object(map) => match needle {
+            Value::String(k) => map.contains_key(k),
+            other => {
+                return fail(format!(
+                    "an object is searched by key; parameter 2 must be a string, got {}",
+                    type_name(other)
+                ))
+            }
+        },
+        Value::String(s) => s.contains(a.string(1)?.as_ref()),
+        other => {
+            return fail(format!(
+                "parameter 1 must be a string, an array or an object, got {}",
+                type_name(other)
+            ))
+        }
+    };
+    Ok(Value::Bool(found))
+}
+
+fn h_file(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(1, Some(1), &[])?;
+    let name = a.string(0)?;
+    let path = resolve_file(a.ctx.data(), &name);
+    read_limited(&path).map(Value::String).map_err(Fail::Msg)
+}
+
+/// Relative paths resolve against `run.workflow_dir` when the context has it.
+fn resolve_file(ctx: &Value, name: &str) -> PathBuf {
+    let p = Path::new(name);
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    match ctx.pointer("/run/workflow_dir").and_then(Value::as_str) {
+        Some(dir) if !dir.is_empty() => Path::new(dir).join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+pub(super) fn read_limited(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+    if meta.is_dir() {
+        return Err(format!("`{shown}` is a directory, not a file"));
+    }
+    let too_big = |size: u64| {
+        format!(
+            "`{shown}` is {size} bytes; files larger than {} MiB are refused",
+            FILE_LIMIT / (1024 * 1024)
+        )
+    };
+    if meta.len() > FILE_LIMIT {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::new();
+    file.take(FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+    if bytes.len() as u64 > FILE_LIMIT {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("`{shown}` is not valid UTF-8 text"))
+}
+
+fn h_lower(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(1, Some(1), &[])?;
+    Ok(Value::String(a.string(0)?.to_lowercase()))
+}
+
+fn h_upper(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(1, Some(1), &[])?;
+    Ok(Value::String(a.string(0)?.to_uppercase()))
+}
+
+fn h_trim(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(1, Some(1), &[])?;
+    Ok(Value::String(a.string(0)?.trim().to_owned()))
+}
+
+fn h_concat(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(1, None, &[])?;
+    let mut s = String::new();
+    for i in 0..a.len() {
+        s.push_str(&value_to_text(a.value(i)?));
+    }
+    Ok(Value::String(s))
+}
+
+fn rfc3339<Tz: chrono::TimeZone>(dt: &DateTime<Tz>) -> Value
+where
+    Tz::Offset: std::fmt::Display,
+{
+    Value::String(dt.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+fn h_now(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(0, Some(0), &[])?;
+    Ok(rfc3339(&Utc::now()))
+}
+
+fn shifted_now(a: &Args<'_, '_>, sign: i32) -> Result<Value, Fail> {
+    a.expect(1, Some(1), &[])?;
+    let d = parse_signed_duration(&a.string(0)?).map_err(Fail::Msg)?;
+    let d = if sign < 0 { -d } else { d };
+    Utc::now()
+        .checked_add_signed(d)
+        .map(|dt| rfc3339(&dt))
+        .ok_or_else(|| Fail::Msg("resulting date is out of range".into()))
+}
+
+fn h_ago(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    shifted_now(a, -1)
+}
+
+fn h_from_now(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    shifted_now(a, 1)
+}
+
+fn h_date_add(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(2, Some(2), &[])?;
+    let dt = parse_date(&a.string(0)?).map_err(Fail::Msg)?;
+    let d = parse_signed_duration(&a.string(1)?).map_err(Fail::Msg)?;
+    dt.checked_add_signed(d)
+        .map(|dt| rfc3339(&dt))
+        .ok_or_else(|| Fail::Msg("resulting date is out of range".into()))
+}
+
+fn h_format_date(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(2, Some(2), &[])?;
+    let dt = parse_date(&a.string(0)?).map_err(Fail::Msg)?;
+    let fmt = a.string(1)?;
+    let mut out = String::new();
+    // An invalid format makes Display fail; write! reports it instead of panicking.
+    write!(out, "{}", dt.format(&fmt)).map_err(|_| {
+        Fail::Msg(format!(
+            "invalid date format `{fmt}` (chrono strftime syntax, e.g. %Y-%m-%d %H:%M)"
+        ))
+    })?;
+    Ok(Value::String(out))
+}
+
+fn h_duration_ms(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(1, Some(1), &[])?;
+    let d = parse_signed_duration(&a.string(0)?).map_err(Fail::Msg)?;
+    Ok(Value::from(d.num_milliseconds()))
+}
+
+/// Parses a humantime duration with an optional leading sign (`-7d`, `+2h`, `30s`).
+pub(super) fn parse_signed_duration(s: &str) -> Result<TimeDelta, String> {
+    let t = s.trim();
+    let (neg, body) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let bad = || format!("cannot parse duration `{s}`; expected e.g. 200ms, 30s, 5m, 2h, 7d");
+    let std = humantime::parse_duration(body.trim()).map_err(|_| bad())?;
+    let d = TimeDelta::from_std(std).map_err(|_| format!("duration `{s}` is too large"))?;
+    Ok(if neg { -d } else { d })
+}
+
+/// Parses RFC 3339, `YYYY-MM-DDTHH:MM:SS±HHMM`, `YYYY-MM-DD HH:MM[:SS]`, `YYYY-MM-DDTHH:MM[:SS]`
+/// or `YYYY-MM-DD`; dates without an offset are UTC.
+pub(super) fn parse_date(s: &str) -> Result<DateTime<FixedOffset>, String> {
+    let t = s.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return Ok(dt);
+    }
+    if let Ok(dt) = DateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%z") {
+        return Ok(dt);
+    }
+    for fmt in [
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+    ] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(t, fmt) {
+            return Ok(n.and_utc().fixed_offset());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        if let Some(n) = d.and_hms_opt(0, 0, 0) {
+            return Ok(n.and_utc().fixed_offset());
+        }
+    }
+    Err(format!(
+        "cannot parse date `{s}`; expected RFC 3339 or YYYY-MM-DD HH:MM"
+    ))
+}
