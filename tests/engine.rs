@@ -131,8 +131,9 @@ async fn for_each_runs_with_bounded_concurrency_and_keeps_order() {
     let max = script.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..=3).contains(&max), "concurrency 3 expected, saw {max}");
     let mut users: Vec<String> = seen.iter().map(|s| s.query.clone().unwrap()).collect();
+    assert!(users.contains(&"n=5&user=f".to_string()), "{users:?}");
     users.sort();
-    assert_eq!(users[0], "user=a&n=0");
+    assert_eq!(users[0], "n=0&user=a");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["outputs"]["n"], 6);
     assert_eq!(r["outputs"]["first"], 200);

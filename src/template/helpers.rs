@@ -68,6 +68,7 @@ const CUSTOM: &[(&str, HelperFn)] = &[
     ("date_add", h_date_add),
     ("format_date", h_format_date),
     ("duration_ms", h_duration_ms),
+    ("numbered", h_numbered),
 ];
 
 /// The shared registry, built once.
@@ -404,6 +405,34 @@ fn h_join(a: &Args<'_, '_>) -> Result<Value, Fail> {
     };
     let parts: Vec<Cow<'_, str>> = list.iter().map(value_to_text).collect();
     Ok(Value::String(parts.join(&sep)))
+}
+
+/// `numbered OBJ "fileUrl"`: the values of keys `fileUrl0`, `fileUrl1`, ... in numeric order
+/// (Google lists an export's files as numbered properties).
+fn h_numbered(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    a.expect(2, Some(2), &[])?;
+    let prefix = a.string(1)?;
+    let map = match a.value(0)? {
+        Value::Object(map) => map,
+        other => {
+            return fail(format!(
+                "parameter 1 must be an object, got {}",
+                type_name(other)
+            ))
+        }
+    };
+    let mut items: Vec<(u64, Value)> = map
+        .iter()
+        .filter_map(|(k, v)| {
+            let n = k.strip_prefix(prefix.as_ref())?;
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some((n.parse::<u64>().ok()?, v.clone()))
+        })
+        .collect();
+    items.sort_by_key(|(n, _)| *n);
+    Ok(Value::Array(items.into_iter().map(|(_, v)| v).collect()))
 }
 
 fn h_split(a: &Args<'_, '_>) -> Result<Value, Fail> {

@@ -503,6 +503,7 @@ fn builtin_and_alias_comparisons() {
         "default",
         "file",
         "duration_ms",
+        "numbered",
     ] {
         assert!(names.contains(&n), "{n} missing from helper_names()");
     }
@@ -813,4 +814,13 @@ fn templates_are_reusable_and_cloneable() {
         assert_eq!(t2.render_string(&ctx()).unwrap(), "u1:0 u2:1 ");
     }
     assert!(format!("{t:?}").contains("each"));
+}
+
+#[test]
+fn numbered_collects_file_urls_in_numeric_order() {
+    let ctx = serde_json::json!({"p": {"status": "COMPLETED", "fileUrl10": "k", "fileUrl2": "c", "fileUrl0": "a", "fileUrl1": "b", "fileUrlx": "no"}});
+    let t = Template::compile(r#"{{ numbered p "fileUrl" }}"#).unwrap();
+    assert_eq!(t.render_value(&ctx).unwrap(), serde_json::json!(["a", "b", "c", "k"]));
+    let t = Template::compile(r#"{{ numbered p.status "x" }}"#).unwrap();
+    assert!(t.render_value(&ctx).is_err());
 }

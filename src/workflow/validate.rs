@@ -552,7 +552,8 @@ impl Validator<'_> {
             }
             Err((sub, e)) => {
                 let at = join_path(p, &sub);
-                self.template_error(&at, &e);
+                let src = value_at(v, &sub);
+                self.template_error(&at, src, &e);
             }
         }
     }
@@ -560,19 +561,56 @@ impl Validator<'_> {
     fn template(&mut self, p: &str, src: &str, scope: &Scope) {
         match Template::compile(src) {
             Ok(t) => self.vars(p, &t, scope),
-            Err(e) => self.template_error(p, &e),
+            Err(e) => self.template_error(p, Some(src), &e),
         }
     }
 
-    fn template_error(&mut self, p: &str, e: &TemplateError) {
-        self.err(p, format!("invalid template: {e}"));
+    fn template_error(&mut self, p: &str, src: Option<&str>, e: &TemplateError) {
+        let offset = match e {
+            TemplateError::Syntax { offset, .. } | TemplateError::UndefinedVariable { offset, .. } => *offset,
+            _ => None,
+        };
+        let d = self.diag_in_template(p, src, offset, format!("invalid template: {e}"));
+        self.diags.push(d);
+    }
+
+    /// A diagnostic pointing at the `{{ ... }}` at `offset` inside the template of `p`, when
+    /// the value sits on one source line and its text maps one to one (no escapes); else at
+    /// the value.
+    fn diag_in_template(&self, p: &str, src: Option<&str>, offset: Option<usize>, msg: String) -> Diagnostic {
+        let fallback = || self.file.diag(p, msg.clone());
+        let (Some(src), Some(offset)) = (src, offset) else {
+            return fallback();
+        };
+        let span = self.file.spans.find(p);
+        let Some(line) = self.file.source.lines().nth(span.line.saturating_sub(1)) else {
+            return fallback();
+        };
+        let Some(before) = src.get(..offset) else {
+            return fallback();
+        };
+        let rest: String = line.chars().skip(span.col.saturating_sub(1)).collect();
+        let quoted = rest.starts_with('"') || rest.starts_with('\'');
+        let content = if quoted { &rest[1..] } else { &rest[..] };
+        if before.contains('\n') || !content.starts_with(before) {
+            return fallback();
+        }
+        let expr = &src[offset..];
+        let width = expr.find("}}").map(|i| i + 2).unwrap_or(expr.chars().count());
+        if !content[before.len()..].starts_with(&expr[..width.min(expr.len())]) {
+            return fallback();
+        }
+        let col = span.col + usize::from(quoted) + before.chars().count();
+        let mut d = Diagnostic::at(&self.file.path, &self.file.source, span.line, col, msg);
+        d.width = expr[..width.min(expr.len())].chars().count().max(1);
+        d
     }
 
     /// Checks every variable path of a template against the scope.
     fn vars(&mut self, p: &str, t: &Template, scope: &Scope) {
         for v in t.variables() {
             if let Err((msg, help)) = self.check_var(&v.path, scope) {
-                let mut d = self.file.diag(p, msg);
+                let mut d = self.diag_in_template(p, Some(t.source()), Some(v.offset), msg);
                 if let Some(h) = help {
                     d = d.with_help(h);
                 }
@@ -680,6 +718,26 @@ impl Validator<'_> {
         }
         walk(&self.wf().steps, id)
     }
+}
+
+/// The string at a `compile_deep` location (`a.b[2]`) inside `v`.
+fn value_at<'v>(v: &'v Value, loc: &str) -> Option<&'v str> {
+    let mut cur = v;
+    for part in loc.split('.').filter(|p| !p.is_empty()) {
+        let (key, idx) = match part.find('[') {
+            Some(i) => (&part[..i], Some(&part[i..])),
+            None => (part, None),
+        };
+        if !key.is_empty() {
+            cur = cur.get(key)?;
+        }
+        if let Some(idx) = idx {
+            for n in idx.split(['[', ']']).filter(|s| !s.is_empty()) {
+                cur = cur.get(n.parse::<usize>().ok()?)?;
+            }
+        }
+    }
+    cur.as_str()
 }
 
 fn join_path(base: &str, sub: &str) -> String {
