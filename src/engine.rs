@@ -821,7 +821,7 @@ fn connection_for(
             },
             run.emitter.secrets().clone(),
         )
-        .map_err(|e| StepError::Vendor { source: e, attempts: 0 })?;
+        .map_err(|e| StepError::Vendor { source: Box::new(e), attempts: 0 })?;
         *plain = Some(c.clone());
         return Ok(c);
     };
@@ -847,7 +847,7 @@ fn connection_for(
         ));
     }
     let conn = Connection::new(settings, secrets.clone())
-        .map_err(|e| StepError::Vendor { source: e, attempts: 0 })?;
+        .map_err(|e| StepError::Vendor { source: Box::new(e), attempts: 0 })?;
     run.connections
         .lock()
         .unwrap_or_else(|p| p.into_inner())

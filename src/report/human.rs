@@ -108,7 +108,7 @@ impl Sink for Human {
                 }
             }
             Event::Log { step, line } => {
-                if self.verbose || st.running.get(step).is_none() {
+                if self.verbose || !st.running.contains_key(step) {
                     self.println(&format!("    {step}: {line}"));
                 } else if let Some(pb) = st.running.get(step) {
                     pb.set_message(line.clone());

@@ -61,10 +61,13 @@ pub struct Manifest {
     pub artifacts: BTreeMap<String, Entry>,
 }
 
+/// The run and its artifacts (with the step that wrote each).
+type Collected = (Option<RunRecord>, Vec<(String, Artifact)>);
+
 /// Collects a run's artifacts from events.
 #[derive(Default)]
 pub struct ManifestSink {
-    inner: Mutex<(Option<RunRecord>, Vec<(String, Artifact)>)>,
+    inner: Mutex<Collected>,
 }
 
 impl ManifestSink {

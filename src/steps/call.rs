@@ -261,7 +261,7 @@ pub async fn execute(
             req = conn.first_page(&req, p);
         }
         let prepared = conn.prepare(&req).map_err(|e| StepError::Vendor {
-            source: e,
+            source: Box::new(e),
             attempts: 0,
         })?;
         env.emitter.emit(Event::DryRun {

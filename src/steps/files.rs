@@ -321,7 +321,7 @@ pub async fn decrypt_step(spec: &DecryptSpec, env: &StepEnv<'_>, ctx: &Value) ->
     }
     create_dir(&plan.to)?;
     let key = load_key(&plan).await?;
-    let done: Vec<decrypt::DecryptedFile> = futures::stream::iter(files.into_iter())
+    let done: Vec<decrypt::DecryptedFile> = futures::stream::iter(files)
         .map(|f| decrypt_one(key.clone(), PathBuf::from(f), &plan.to, env))
         .buffered(plan.concurrency)
         .try_collect()

@@ -42,7 +42,10 @@ pub enum StepError {
         source: TemplateError,
     },
     #[error("{source}{}", attempts_note(*attempts))]
-    Vendor { source: VendorError, attempts: u32 },
+    Vendor {
+        source: Box<VendorError>,
+        attempts: u32,
+    },
     #[error("{message}")]
     Expect { message: String },
     #[error("{message}")]
@@ -132,13 +135,13 @@ pub async fn send_with_retry(
         }
         if !err.retryable() {
             return Err(StepError::Vendor {
-                source: err,
+                source: Box::new(err),
                 attempts: attempt,
             });
         }
         let Some(backoff_wait) = backoff.next() else {
             return Err(StepError::Vendor {
-                source: err,
+                source: Box::new(err),
                 attempts: attempt,
             });
         };
@@ -146,7 +149,7 @@ pub async fn send_with_retry(
         if let Some(limit) = env.retry.max_elapsed {
             if start.elapsed() + wait > limit {
                 return Err(StepError::Vendor {
-                    source: err,
+                    source: Box::new(err),
                     attempts: attempt,
                 });
             }
