@@ -102,7 +102,14 @@ pub struct SimConfig {
     /// Google: number of encrypted files per completed export, and plaintext bytes per file.
     pub google_files_per_export: u32,
     pub google_file_size: usize,
-    /// Google: where generated service-account key files are written (None: a temp dir).
+    /// Google: entries per page of the export list feed (the real service: at most 100).
+    pub google_feed_page_size: usize,
+    /// Google: how many DELETE calls leave an export `MARKED_DELETE` before one makes it `DELETED`.
+    pub google_delete_marked_times: u32,
+    /// Google: lifetime of access tokens issued by the simulated token endpoint (real: 1 hour).
+    pub google_token_ttl: Duration,
+    /// Google: where generated service-account key files are written, and where the encrypted
+    /// export files live (in a temp dir inside it, removed with the simulator). None: a temp dir.
     pub work_dir: Option<PathBuf>,
 }
 
@@ -129,6 +136,9 @@ impl Default for SimConfig {
             google_daily_limit: 100,
             google_files_per_export: 2,
             google_file_size: 64 * 1024,
+            google_feed_page_size: 100,
+            google_delete_marked_times: 1,
+            google_token_ttl: Duration::from_secs(3600),
             work_dir: None,
         }
     }
