@@ -2,24 +2,27 @@
 //!
 //! Hashing and disk writes run beside the network reads, each on its own thread (the bounded
 //! channels are the only buffers, so memory stays bounded whatever the file size). Network
-//! chunks are batched so the threads are woken, and `writev` called, about once per 256 KiB.
+//! chunks are copied into recycled 256 KiB batches, so the threads are woken, and `write`
+//! called, once per batch, and the steady state allocates nothing.
 //! The SHA-256 state always covers exactly the bytes in the file: a resumed `.part` whose
 //! prefix was never hashed in this process is re-hashed from disk before the new bytes.
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Batches queued between the network and the disk: at most ~`QUEUE_BATCHES * BATCH_BYTES`
-/// (plus one network chunk per batch) is held in memory.
+/// Batches queued for each thread; a batch is shared by both, so at most about
+/// `(2 * QUEUE_BATCHES + 3) * BATCH_BYTES` (~8.8 MiB) is held whatever the file size.
 const QUEUE_BATCHES: usize = 16;
 /// Bytes gathered before a batch is handed to the threads.
 const BATCH_BYTES: usize = 256 * 1024;
+/// Spare batch buffers kept for reuse.
+const POOL_BUFFERS: usize = 8;
 /// Read buffer for re-hashing a resumed prefix.
 const READ_BUFFER: usize = 1024 * 1024;
 
@@ -30,15 +33,16 @@ pub(super) struct Written {
     pub len: u64,
 }
 
-type Batch = Arc<Vec<Bytes>>;
+type Batch = Arc<Vec<u8>>;
+type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
 
 pub(super) struct PartWriter {
     to_disk: mpsc::Sender<Batch>,
     to_hash: mpsc::Sender<Batch>,
     disk: JoinHandle<io::Result<(File, u64)>>,
     hash: JoinHandle<io::Result<Sha256>>,
-    batch: Vec<Bytes>,
-    batch_len: usize,
+    batch: Vec<u8>,
+    pool: Pool,
 }
 
 impl PartWriter {
@@ -50,7 +54,9 @@ impl PartWriter {
     pub fn start(path: PathBuf, offset: u64, hasher: Option<Sha256>) -> Self {
         let (to_disk, mut disk_rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
         let (to_hash, mut hash_rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
+        let pool: Pool = Arc::default();
         let disk_path = path.clone();
+        let disk_pool = pool.clone();
         let disk = tokio::task::spawn_blocking(move || {
             let mut file = open_part(&disk_path)?;
             let on_disk = file.metadata()?.len();
@@ -66,11 +72,13 @@ impl PartWriter {
             file.seek(SeekFrom::Start(offset))?;
             let mut len = offset;
             while let Some(batch) = disk_rx.blocking_recv() {
-                write_all_vectored(&mut file, &batch)?;
-                len += batch.iter().map(|c| c.len() as u64).sum::<u64>();
+                file.write_all(&batch)?;
+                len += batch.len() as u64;
+                recycle(&disk_pool, batch);
             }
             Ok((file, len))
         });
+        let hash_pool = pool.clone();
         let hash = tokio::task::spawn_blocking(move || {
             // Bytes past `offset` are never read here, so the disk thread may append meanwhile.
             let mut hasher = match hasher {
@@ -78,9 +86,8 @@ impl PartWriter {
                 None => hash_prefix(&mut File::open(&path)?, offset)?,
             };
             while let Some(batch) = hash_rx.blocking_recv() {
-                for chunk in batch.iter() {
-                    hasher.update(chunk);
-                }
+                hasher.update(batch.as_slice());
+                recycle(&hash_pool, batch);
             }
             Ok(hasher)
         });
@@ -89,27 +96,40 @@ impl PartWriter {
             to_hash,
             disk,
             hash,
-            batch: Vec::new(),
-            batch_len: 0,
+            batch: Vec::with_capacity(BATCH_BYTES),
+            pool,
         }
     }
 
     /// Queues one chunk; false when the writer has stopped (its error comes from `finish`).
+    ///
+    /// The chunk is copied into a recycled batch buffer and dropped at once: the HTTP
+    /// client can then reuse its read buffer instead of allocating (and page-faulting) a
+    /// fresh one for every read, which costs more than the copy.
     pub async fn send(&mut self, chunk: Bytes) -> bool {
-        self.batch_len += chunk.len();
-        self.batch.push(chunk);
-        if self.batch_len < BATCH_BYTES {
-            return true;
+        let mut rest: &[u8] = &chunk;
+        while !rest.is_empty() {
+            let room = BATCH_BYTES - self.batch.len();
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.batch.extend_from_slice(now);
+            rest = later;
+            if self.batch.len() >= BATCH_BYTES && !self.flush_batch().await {
+                return false;
+            }
         }
-        self.flush_batch().await
+        true
     }
 
     async fn flush_batch(&mut self) -> bool {
-        self.batch_len = 0;
         if self.batch.is_empty() {
             return true;
         }
-        let batch = Arc::new(std::mem::take(&mut self.batch));
+        let fresh = {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            pool.pop()
+        };
+        let fresh = fresh.unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES));
+        let batch = Arc::new(std::mem::replace(&mut self.batch, fresh));
         self.to_disk.send(batch.clone()).await.is_ok() && self.to_hash.send(batch).await.is_ok()
     }
 
@@ -128,24 +148,15 @@ impl PartWriter {
     }
 }
 
-/// `write_all` for a list of buffers, one `writev` per call where the OS allows.
-fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
-    let mut slices = &mut slices[..];
-    while !slices.is_empty() {
-        match file.write_vectored(slices) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "the disk accepted no more bytes",
-                ))
-            }
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Hands a batch buffer back for reuse once both threads are done with it.
+fn recycle(pool: &Pool, batch: Batch) {
+    if let Some(mut buf) = Arc::into_inner(batch) {
+        buf.clear();
+        let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL_BUFFERS {
+            pool.push(buf);
         }
     }
-    Ok(())
 }
 
 fn open_part(path: &std::path::Path) -> io::Result<File> {
