@@ -1,1 +1,847 @@
-//! TODO
+//! Download step core: streams one URL to `<dest>.part`, resumes, verifies, then renames.
+//!
+//! Guarantees:
+//! - constant memory: the body goes through a bounded queue to a writer thread that hashes
+//!   and appends it, whatever the file size;
+//! - the final name appears only after the length (Content-Length / Content-Range total /
+//!   the caller's expected size) and every known SHA-256 (server digest headers, the caller's
+//!   expected value) match, and after the data is synced to disk;
+//! - an interrupted transfer resumes with `Range: bytes=N-` from the `.part`, in the same run
+//!   or a later one, and the SHA-256 always covers the whole file;
+//! - URLs in messages, logs and results are redacted (no query, no userinfo).
+mod headers;
+mod names;
+mod part;
+
+pub use names::{file_name_from_url, redact_url, safe_join};
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use sha2::{Digest as _, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::retry::{is_retryable_status, parse_retry_after, RetryPolicy};
+use headers::{ContentRange, ServerDigest};
+use part::PartWriter;
+
+/// One file to fetch.
+#[derive(Clone)]
+pub struct DownloadSpec {
+    pub url: url::Url,
+    /// The final path; the transfer goes to `<dest>.part` until verified.
+    pub dest: PathBuf,
+    /// SHA-256 the file must have: 64 hex digits, optionally prefixed `sha256:`.
+    pub expected_sha256: Option<String>,
+    /// Size in bytes the file must have.
+    pub expected_size: Option<u64>,
+}
+
+impl std::fmt::Debug for DownloadSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DownloadSpec")
+            .field("url", &redact_url(&self.url))
+            .field("dest", &self.dest)
+            .field("expected_sha256", &self.expected_sha256)
+            .field("expected_size", &self.expected_size)
+            .finish()
+    }
+}
+
+/// Returns the request headers (auth) for one attempt; called again before every attempt, so
+/// tokens may be refreshed between attempts. An `Err` fails the download with
+/// [`DownloadError::Auth`].
+pub type HeaderFn =
+    std::sync::Arc<dyn Fn() -> BoxFuture<'static, Result<HeaderMap, String>> + Send + Sync>;
+
+/// Progress of one download. Called from the downloading task: keep it cheap.
+pub trait DownloadObserver: Send + Sync {
+    /// A response was accepted and its body starts: once per attempt that gets that far.
+    /// `total` is the whole file's size when known; `resumed_from` the bytes already held.
+    fn started(&self, url: &str, total: Option<u64>, resumed_from: u64);
+    /// Bytes of the whole file held so far (at most ~10 calls a second, and once at the end).
+    fn progress(&self, bytes_so_far: u64);
+    /// Attempt number `attempt` (2 for the first retry) starts after `wait`.
+    fn retrying(&self, attempt: u32, wait: Duration, reason: &str);
+}
+
+/// An observer that ignores everything.
+pub struct NoProgress;
+
+impl DownloadObserver for NoProgress {
+    fn started(&self, _url: &str, _total: Option<u64>, _resumed_from: u64) {}
+    fn progress(&self, _bytes_so_far: u64) {}
+    fn retrying(&self, _attempt: u32, _wait: Duration, _reason: &str) {}
+}
+
+/// A verified file at its final path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downloaded {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// Lower-case hex SHA-256 of the whole file.
+    pub sha256: String,
+    /// The URL without query and userinfo.
+    pub url: String,
+    /// HTTP requests made (1 when the first one succeeded).
+    pub attempts: u32,
+    /// True when the final file kept bytes fetched before its last request (a `.part` from
+    /// an earlier attempt or run was continued with a range request).
+    pub resumed: bool,
+}
+
+/// Tunables beyond the retry policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadOptions {
+    /// An attempt fails (and is retried) when no response or no body data arrives for this long.
+    pub stall_timeout: Duration,
+}
+
+impl Default for DownloadOptions {
+    fn default() -> Self {
+        DownloadOptions {
+            stall_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("download of {url} failed with HTTP {status}: {message}")]
+    Http {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("download of {url} failed: {message}; check the network or proxy and run again (the .part file is kept and resumed)")]
+    Transport { url: String, message: String },
+    #[error("download of {url} is incomplete or the wrong size: expected {expected} bytes, got {got}; run again to resume, and if it persists check the expected size in the workflow or the server's copy")]
+    Length {
+        url: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error("{}", checksum_message(.url, .expected, .got))]
+    Checksum {
+        url: String,
+        expected: String,
+        got: String,
+    },
+    #[error("unsafe file name {name:?}: {reason}; give a plain file name (no path separators, `..` or control characters) in the workflow")]
+    BadName { name: String, reason: String },
+    #[error("{}: {source}; check that the destination directory is writable and has free space", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("download of {url} was cancelled; the .part file is kept and resumed by the next run")]
+    Cancelled { url: String },
+    #[error(
+        "could not get credentials for {url}: {message}; check the credentials and their scopes"
+    )]
+    Auth { url: String, message: String },
+}
+
+fn checksum_message(url: &str, expected: &str, got: &str) -> String {
+    if got.is_empty() {
+        format!("the expected SHA-256 given for {url} ({expected:?}) is not 64 hex digits; fix it in the workflow")
+    } else {
+        format!("download of {url} failed verification: expected SHA-256 {expected}, got {got}; the file was not kept; run again, and if it persists the server's copy is damaged or the expected checksum is wrong")
+    }
+}
+
+/// Downloads `spec.url` to `spec.dest` (see the module docs), with default [`DownloadOptions`].
+pub async fn download(
+    client: &reqwest::Client,
+    spec: &DownloadSpec,
+    headers: &HeaderFn,
+    policy: &RetryPolicy,
+    observer: &dyn DownloadObserver,
+    cancel: &CancellationToken,
+) -> Result<Downloaded, DownloadError> {
+    download_with_options(
+        client,
+        spec,
+        headers,
+        policy,
+        observer,
+        cancel,
+        &DownloadOptions::default(),
+    )
+    .await
+}
+
+/// [`download`] with explicit options.
+pub async fn download_with_options(
+    client: &reqwest::Client,
+    spec: &DownloadSpec,
+    headers: &HeaderFn,
+    policy: &RetryPolicy,
+    observer: &dyn DownloadObserver,
+    cancel: &CancellationToken,
+    options: &DownloadOptions,
+) -> Result<Downloaded, DownloadError> {
+    let url = redact_url(&spec.url);
+    let expected_sha256 = match &spec.expected_sha256 {
+        None => None,
+        Some(s) => {
+            Some(
+                headers::parse_expected_sha256(s).ok_or_else(|| DownloadError::Checksum {
+                    url: url.clone(),
+                    expected: s.clone(),
+                    got: String::new(),
+                })?,
+            )
+        }
+    };
+    let file_name = spec
+        .dest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| DownloadError::BadName {
+            name: spec.dest.display().to_string(),
+            reason: "the destination path does not end in a UTF-8 file name".to_string(),
+        })?;
+    let dir = match spec.dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let part = safe_join(&dir, &format!("{file_name}.part"))?;
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|source| DownloadError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+    let _guard = InFlight::acquire(&spec.dest)?;
+
+    let ctx = Ctx {
+        client,
+        spec,
+        headers,
+        observer,
+        cancel,
+        options,
+        url,
+        part,
+        dir,
+        expected_sha256,
+    };
+    let mut st = PartState::load(&ctx).await?;
+    let max_attempts = policy.max_attempts.max(1);
+    let mut backoff = new_backoff(policy);
+    let mut window_start = Instant::now();
+    let mut attempts = 0u32;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(DownloadError::Cancelled { url: ctx.url });
+        }
+        attempts += 1;
+        let high_water = st.high_water;
+        let failure = match attempt(&ctx, &mut st, attempts).await {
+            Ok(done) => return Ok(done),
+            Err(f) => f,
+        };
+        // Progress beyond anything held before renews the retry budget: a flaky link on a
+        // multi-gigabyte file keeps going as long as each attempt gets further.
+        if st.high_water > high_water && max_attempts > 1 {
+            backoff = new_backoff(policy);
+            window_start = Instant::now();
+        }
+        let wait = match failure.next {
+            Next::Fail => None,
+            Next::RetryNow => Some(Duration::ZERO),
+            Next::Retry { after } => backoff.next().and_then(|wait| {
+                let wait = after.map_or(wait, |after| after.max(wait));
+                match policy.max_elapsed {
+                    Some(max) if window_start.elapsed() + wait > max => None,
+                    _ => Some(wait),
+                }
+            }),
+        };
+        let Some(wait) = wait else {
+            if st.offset == 0 {
+                // Nothing worth resuming: do not leave bad bytes for the next run.
+                remove_quietly(&ctx.part).await;
+            }
+            tracing::warn!(url = %ctx.url, attempts, error = %failure.error, "download failed");
+            return Err(failure.error);
+        };
+        let reason = failure.error.to_string();
+        tracing::info!(url = %ctx.url, attempt = attempts + 1, wait_ms = wait.as_millis() as u64, %reason, "retrying download");
+        observer.retrying(attempts + 1, wait, &reason);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(DownloadError::Cancelled { url: ctx.url }),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+struct Ctx<'a> {
+    client: &'a reqwest::Client,
+    spec: &'a DownloadSpec,
+    headers: &'a HeaderFn,
+    observer: &'a dyn DownloadObserver,
+    cancel: &'a CancellationToken,
+    options: &'a DownloadOptions,
+    url: String,
+    part: PathBuf,
+    dir: PathBuf,
+    expected_sha256: Option<[u8; 32]>,
+}
+
+/// What is known about the `.part` file and the remote file between attempts.
+struct PartState {
+    /// Bytes in the `.part` that are kept.
+    offset: u64,
+    /// SHA-256 of those bytes; `None` (with `offset > 0`) means re-hash them from disk.
+    hasher: Option<Sha256>,
+    /// The whole file's size as the server last announced it.
+    total: Option<u64>,
+    /// A strong ETag, sent as `If-Range` so a changed file comes back whole.
+    etag: Option<HeaderValue>,
+    digests: Vec<ServerDigest>,
+    resumed: bool,
+    /// The most bytes ever held: growth renews the retry budget.
+    high_water: u64,
+    restarted_on_416: bool,
+}
+
+impl PartState {
+    async fn load(ctx: &Ctx<'_>) -> Result<Self, DownloadError> {
+        let offset = match tokio::fs::symlink_metadata(&ctx.part).await {
+            Ok(meta) if meta.file_type().is_file() => meta.len(),
+            Ok(_) => {
+                return Err(DownloadError::Io {
+                    path: ctx.part.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "exists but is not a regular file (a link or directory); remove it",
+                    ),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(source) => {
+                return Err(DownloadError::Io {
+                    path: ctx.part.clone(),
+                    source,
+                })
+            }
+        };
+        let mut st = PartState {
+            offset,
+            hasher: if offset == 0 {
+                Some(Sha256::new())
+            } else {
+                None
+            },
+            total: None,
+            etag: None,
+            digests: Vec::new(),
+            resumed: false,
+            high_water: offset,
+            restarted_on_416: false,
+        };
+        if offset > 0 {
+            if ctx.spec.expected_size.is_some_and(|size| offset > size) {
+                tracing::info!(url = %ctx.url, offset, "the .part is longer than the expected size; starting over");
+                st.restart();
+            } else {
+                tracing::info!(url = %ctx.url, offset, "resuming from a .part left by an earlier run");
+            }
+        }
+        Ok(st)
+    }
+
+    /// Forget the `.part` content: the next writer truncates it.
+    fn restart(&mut self) {
+        self.offset = 0;
+        self.hasher = Some(Sha256::new());
+        self.total = None;
+        self.etag = None;
+        self.digests.clear();
+        self.resumed = false;
+    }
+}
+
+enum Next {
+    Fail,
+    Retry { after: Option<Duration> },
+    RetryNow,
+}
+
+struct Failure {
+    error: DownloadError,
+    next: Next,
+}
+
+impl Failure {
+    fn fail(error: DownloadError) -> Self {
+        Failure {
+            error,
+            next: Next::Fail,
+        }
+    }
+    fn retry(error: DownloadError) -> Self {
+        Failure {
+            error,
+            next: Next::Retry { after: None },
+        }
+    }
+}
+
+async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded, Failure> {
+    let transport = |message: String| DownloadError::Transport {
+        url: ctx.url.clone(),
+        message,
+    };
+
+    let auth = tokio::select! {
+        biased;
+        _ = ctx.cancel.cancelled() => return Err(Failure::fail(cancelled(ctx))),
+        h = (ctx.headers)() => h,
+    };
+    let mut request_headers = auth.map_err(|message| {
+        Failure::fail(DownloadError::Auth {
+            url: ctx.url.clone(),
+            message,
+        })
+    })?;
+    for (_, value) in request_headers.iter_mut() {
+        value.set_sensitive(true);
+    }
+    request_headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    request_headers.remove(header::RANGE);
+    request_headers.remove(header::IF_RANGE);
+    if st.offset > 0 {
+        let range = HeaderValue::from_str(&format!("bytes={}-", st.offset))
+            .map_err(|e| Failure::fail(transport(e.to_string())))?;
+        request_headers.insert(header::RANGE, range);
+        if let Some(etag) = &st.etag {
+            request_headers.insert(header::IF_RANGE, etag.clone());
+        }
+    }
+    tracing::debug!(url = %ctx.url, attempt = n, from = st.offset, "requesting");
+
+    let send = ctx
+        .client
+        .get(ctx.spec.url.clone())
+        .headers(request_headers)
+        .send();
+    let response = tokio::select! {
+        biased;
+        _ = ctx.cancel.cancelled() => return Err(Failure::fail(cancelled(ctx))),
+        r = tokio::time::timeout(ctx.options.stall_timeout, send) => match r {
+            Err(_) => return Err(Failure::retry(transport(format!(
+                "no response within {} s", ctx.options.stall_timeout.as_secs_f64()
+            )))),
+            Ok(Err(e)) => {
+                let fatal = e.is_builder() || e.is_redirect();
+                let error = transport(describe_reqwest(e));
+                return Err(if fatal { Failure::fail(error) } else { Failure::retry(error) });
+            }
+            Ok(Ok(r)) => r,
+        },
+    };
+
+    let status = response.status().as_u16();
+    let h = response.headers();
+    let content_length = header_u64(h, header::CONTENT_LENGTH);
+    let content_range = h
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(headers::parse_content_range);
+    let digests = headers::server_digests(h, status == 200);
+    let etag = h
+        .get(header::ETAG)
+        .filter(|v| !v.as_bytes().starts_with(b"W/"))
+        .cloned();
+
+    let (start, total, body) = match status {
+        200 => {
+            if st.offset > 0 {
+                tracing::info!(url = %ctx.url, offset = st.offset, "the server sent the whole file instead of the range; starting over");
+                st.restart();
+            }
+            (0, content_length, Some(response))
+        }
+        206 => match content_range {
+            Some(ContentRange::Bytes { start, end, total }) if start == st.offset => {
+                let len = end - start + 1;
+                if content_length.is_some_and(|cl| cl != len) {
+                    return Err(Failure::retry(transport(format!(
+                        "the server's Content-Length ({}) does not match its Content-Range ({start}-{end})",
+                        content_length.unwrap_or_default()
+                    ))));
+                }
+                (start, total, Some(response))
+            }
+            other => {
+                let offset = st.offset;
+                st.restart();
+                return Err(Failure::retry(transport(format!(
+                    "asked for the file from byte {offset} but the server answered {}; starting over",
+                    match other {
+                        Some(ContentRange::Bytes { start, .. }) => format!("from byte {start}"),
+                        _ => "with no usable Content-Range".to_string(),
+                    }
+                ))));
+            }
+        },
+        416 if st.offset > 0 => {
+            let complete = matches!(content_range, Some(ContentRange::Unsatisfied { total }) if total == st.offset)
+                && ctx.spec.expected_size.is_none_or(|size| size == st.offset);
+            if complete {
+                // The .part already holds the whole file (a run stopped before the rename).
+                (st.offset, Some(st.offset), None)
+            } else {
+                let error = DownloadError::Http {
+                    url: ctx.url.clone(),
+                    status,
+                    message: format!(
+                        "the server cannot serve the file from byte {}; starting over",
+                        st.offset
+                    ),
+                };
+                st.restart();
+                let next = if st.restarted_on_416 {
+                    Next::Retry { after: None }
+                } else {
+                    st.restarted_on_416 = true;
+                    Next::RetryNow
+                };
+                return Err(Failure { error, next });
+            }
+        }
+        s if is_retryable_status(s) => {
+            let after = if s == 429 || s == 503 {
+                h.get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, chrono::Utc::now()))
+            } else {
+                None
+            };
+            return Err(Failure {
+                error: DownloadError::Http {
+                    url: ctx.url.clone(),
+                    status,
+                    message: status_advice(s),
+                },
+                next: Next::Retry { after },
+            });
+        }
+        s => {
+            return Err(Failure::fail(DownloadError::Http {
+                url: ctx.url.clone(),
+                status,
+                message: status_advice(s),
+            }))
+        }
+    };
+
+    // The size the whole file must have.
+    let total = if body.is_some() && start > 0 {
+        total.or(content_length.map(|cl| start + cl))
+    } else {
+        total
+    };
+    if let (Some(size), Some(total)) = (ctx.spec.expected_size, total) {
+        if size != total {
+            return Err(Failure::retry(DownloadError::Length {
+                url: ctx.url.clone(),
+                expected: size,
+                got: total,
+            }));
+        }
+    }
+    if let (Some(before), Some(now)) = (st.total, total) {
+        if before != now {
+            st.restart();
+            return Err(Failure::retry(transport(format!(
+                "the file changed on the server (size {before} became {now}); starting over"
+            ))));
+        }
+    }
+    let changed = digests
+        .iter()
+        .any(|d| !st.digests.is_empty() && !st.digests.iter().any(|o| o.sha256 == d.sha256));
+    if changed {
+        st.restart();
+        return Err(Failure::retry(transport(
+            "the file changed on the server (its checksum changed); starting over".to_string(),
+        )));
+    }
+    if !digests.is_empty() {
+        st.digests = digests;
+    }
+    if body.is_some() {
+        st.total = total;
+        st.etag = etag;
+    }
+    st.resumed = start > 0;
+
+    // Stream the body to the .part.
+    ctx.observer.started(&ctx.url, total, start);
+    let mut writer = PartWriter::start(ctx.part.clone(), st.offset, st.hasher.take());
+    let mut held = st.offset;
+    let mut body_error: Option<Failure> = None;
+    if let Some(response) = body {
+        let mut stream = response.bytes_stream();
+        let mut last_report = Instant::now();
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => {
+                    body_error = Some(Failure::fail(cancelled(ctx)));
+                    break;
+                }
+                next = tokio::time::timeout(ctx.options.stall_timeout, stream.next()) => next,
+            };
+            match next {
+                Err(_) => {
+                    body_error = Some(Failure::retry(transport(format!(
+                        "no data for {} s after byte {held}",
+                        ctx.options.stall_timeout.as_secs_f64()
+                    ))));
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    let cause = describe_reqwest(e);
+                    tracing::info!(url = %ctx.url, at = held, %cause, "the transfer broke off");
+                    let error = match total {
+                        Some(expected) => DownloadError::Length {
+                            url: ctx.url.clone(),
+                            expected,
+                            got: held,
+                        },
+                        None => transport(cause),
+                    };
+                    body_error = Some(Failure::retry(error));
+                    break;
+                }
+                Ok(Some(Ok(chunk))) => {
+                    let len = chunk.len() as u64;
+                    if total.is_some_and(|t| held + len > t) {
+                        body_error = Some(Failure::retry(DownloadError::Length {
+                            url: ctx.url.clone(),
+                            expected: total.unwrap_or_default(),
+                            got: held + len,
+                        }));
+                        break;
+                    }
+                    if !writer.send(chunk).await {
+                        break; // the writer failed: its error comes from finish()
+                    }
+                    held += len;
+                    if last_report.elapsed() >= PROGRESS_EVERY {
+                        ctx.observer.progress(held);
+                        last_report = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+    let written = match writer.finish().await {
+        Ok(w) => w,
+        Err(source) => {
+            st.hasher = None;
+            return Err(Failure::fail(DownloadError::Io {
+                path: ctx.part.clone(),
+                source,
+            }));
+        }
+    };
+    st.offset = written.len;
+    st.hasher = Some(written.hasher.clone());
+    st.high_water = st.high_water.max(written.len);
+    ctx.observer.progress(written.len);
+    if let Some(mut failure) = body_error {
+        if matches!(failure.error, DownloadError::Length { got, expected, .. } if got > expected) {
+            st.restart();
+        }
+        if matches!(failure.error, DownloadError::Cancelled { .. }) {
+            failure.next = Next::Fail;
+        }
+        return Err(failure);
+    }
+
+    // Verify the whole file.
+    let expected_len = total.or(ctx.spec.expected_size);
+    if let Some(expected) = expected_len {
+        if written.len != expected {
+            if written.len > expected {
+                st.restart();
+            }
+            return Err(Failure::retry(DownloadError::Length {
+                url: ctx.url.clone(),
+                expected,
+                got: written.len,
+            }));
+        }
+    }
+    let digest: [u8; 32] = written.hasher.finalize().into();
+    let got = headers::to_hex(&digest);
+    if let Some(bad) = st.digests.iter().find(|d| d.sha256 != digest) {
+        let expected = headers::to_hex(&bad.sha256);
+        tracing::warn!(url = %ctx.url, header = bad.header, %expected, %got, "checksum mismatch; starting over");
+        st.restart();
+        return Err(Failure::retry(DownloadError::Checksum {
+            url: ctx.url.clone(),
+            expected,
+            got,
+        }));
+    }
+    if let Some(want) = ctx.expected_sha256 {
+        if want != digest {
+            let error = DownloadError::Checksum {
+                url: ctx.url.clone(),
+                expected: headers::to_hex(&want),
+                got,
+            };
+            // When the server vouched for what we hold, fetching it again cannot help.
+            let server_agrees = !st.digests.is_empty();
+            st.restart();
+            return Err(if server_agrees {
+                Failure::fail(error)
+            } else {
+                Failure::retry(error)
+            });
+        }
+    }
+
+    // Durable, then visible.
+    let file = written.file;
+    let synced = tokio::task::spawn_blocking(move || file.sync_all())
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    synced.map_err(|source| {
+        Failure::fail(DownloadError::Io {
+            path: ctx.part.clone(),
+            source,
+        })
+    })?;
+    tokio::fs::rename(&ctx.part, &ctx.spec.dest)
+        .await
+        .map_err(|source| {
+            Failure::fail(DownloadError::Io {
+                path: ctx.spec.dest.clone(),
+                source,
+            })
+        })?;
+    sync_dir(&ctx.dir).await;
+    tracing::info!(url = %ctx.url, bytes = written.len, sha256 = %got, attempts = n, resumed = st.resumed, "downloaded");
+    Ok(Downloaded {
+        path: ctx.spec.dest.clone(),
+        bytes: written.len,
+        sha256: got,
+        url: ctx.url.clone(),
+        attempts: n,
+        resumed: st.resumed,
+    })
+}
+
+/// The policy's backoff with a `Send` random source (the thread-local one would make the
+/// download future `!Send`).
+fn new_backoff(policy: &RetryPolicy) -> crate::retry::Backoff<rand::rngs::StdRng> {
+    use rand::SeedableRng as _;
+    policy.backoff_with(rand::rngs::StdRng::from_entropy())
+}
+
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+fn cancelled(ctx: &Ctx<'_>) -> DownloadError {
+    DownloadError::Cancelled {
+        url: ctx.url.clone(),
+    }
+}
+
+fn header_u64(h: &HeaderMap, name: header::HeaderName) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// A reqwest error and its causes, without the URL (it may carry tokens).
+fn describe_reqwest(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}
+
+fn status_advice(status: u16) -> String {
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("unexpected status");
+    let advice = match status {
+        401 => "the credentials were refused; check them and their scopes",
+        403 => "access denied; check that the account may read this export",
+        404 | 410 => "the file is not there; the export may have expired or the URL is wrong",
+        429 | 503 => "the server is overloaded or rate-limiting; try again later",
+        s if is_retryable_status(s) => "the server kept failing; try again later",
+        s if (300..400).contains(&s) => "a redirect was not followed; check the URL",
+        s if (200..300).contains(&s) => "the server did not send the file",
+        _ => "the server refused the request; check the URL and the credentials",
+    };
+    format!("{reason}: {advice}")
+}
+
+async fn remove_quietly(path: &Path) {
+    if let Err(e) = tokio::fs::remove_file(path).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a bad .part file");
+        }
+    }
+}
+
+/// Makes a rename durable (best effort: not every platform or file system allows it).
+async fn sync_dir(dir: &Path) {
+    let dir = dir.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all()).await;
+}
+
+/// Destinations being downloaded in this process: two downloads to one path would share a `.part`.
+static IN_FLIGHT: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(Default::default);
+
+struct InFlight(PathBuf);
+
+impl InFlight {
+    fn acquire(dest: &Path) -> Result<Self, DownloadError> {
+        let key = std::path::absolute(dest).unwrap_or_else(|_| dest.to_path_buf());
+        let mut set = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(key.clone()) {
+            return Err(DownloadError::Io {
+                path: dest.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "another download to this file is already running; give each download its own file name",
+                ),
+            });
+        }
+        Ok(InFlight(key))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut set = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.0);
+    }
+}

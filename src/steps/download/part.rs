@@ -1,0 +1,248 @@
+//! The `.part` writer: blocking threads that hash and append chunks from bounded channels.
+//!
+//! Hashing and disk writes run beside the network reads, each on its own thread (the bounded
+//! channels are the only buffers, so memory stays bounded whatever the file size). Network
+//! chunks are copied into recycled 256 KiB batches, so the threads are woken, and `write`
+//! called, once per batch, and the steady state allocates nothing.
+//! The SHA-256 state always covers exactly the bytes in the file: a resumed `.part` whose
+//! prefix was never hashed in this process is re-hashed from disk before the new bytes.
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Batches queued for each thread; a batch is shared by both, so at most about
+/// `(2 * QUEUE_BATCHES + 3) * BATCH_BYTES` (~8.8 MiB) is held whatever the file size.
+const QUEUE_BATCHES: usize = 16;
+/// Bytes gathered before a batch is handed to the threads.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Spare batch buffers kept for reuse.
+const POOL_BUFFERS: usize = 8;
+/// Read buffer for re-hashing a resumed prefix.
+const READ_BUFFER: usize = 1024 * 1024;
+
+/// What the writer leaves behind: the open file, the hash of all of it, and its length.
+pub(super) struct Written {
+    pub file: File,
+    pub hasher: Sha256,
+    pub len: u64,
+}
+
+type Batch = Arc<Vec<u8>>;
+type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
+
+pub(super) struct PartWriter {
+    to_disk: mpsc::Sender<Batch>,
+    to_hash: mpsc::Sender<Batch>,
+    disk: JoinHandle<io::Result<(File, u64)>>,
+    hash: JoinHandle<io::Result<Sha256>>,
+    batch: Vec<u8>,
+    pool: Pool,
+}
+
+impl PartWriter {
+    /// Opens (or creates) `path`, cuts it to `offset` bytes and appends from there.
+    ///
+    /// `hasher` must cover bytes `0..offset`; `None` re-hashes them from the file first.
+    /// Hashing and writing run on two threads fed the same batches, so each proceeds at
+    /// its own pace (SHA-256 and page-cache copies cost about the same per byte).
+    pub fn start(path: PathBuf, offset: u64, hasher: Option<Sha256>) -> Self {
+        let (to_disk, mut disk_rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
+        let (to_hash, mut hash_rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
+        let pool: Pool = Arc::default();
+        let disk_path = path.clone();
+        let disk_pool = pool.clone();
+        let disk = tokio::task::spawn_blocking(move || {
+            let mut file = open_part(&disk_path)?;
+            let on_disk = file.metadata()?.len();
+            if on_disk < offset {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the .part file shrank to {on_disk} bytes while {offset} were expected; another program changed it"),
+                ));
+            }
+            if on_disk > offset {
+                file.set_len(offset)?;
+            }
+            file.seek(SeekFrom::Start(offset))?;
+            let mut len = offset;
+            while let Some(batch) = disk_rx.blocking_recv() {
+                file.write_all(&batch)?;
+                len += batch.len() as u64;
+                recycle(&disk_pool, batch);
+            }
+            Ok((file, len))
+        });
+        let hash_pool = pool.clone();
+        let hash = tokio::task::spawn_blocking(move || {
+            // Bytes past `offset` are never read here, so the disk thread may append meanwhile.
+            let mut hasher = match hasher {
+                Some(h) => h,
+                None => hash_prefix(&mut File::open(&path)?, offset)?,
+            };
+            while let Some(batch) = hash_rx.blocking_recv() {
+                hasher.update(batch.as_slice());
+                recycle(&hash_pool, batch);
+            }
+            Ok(hasher)
+        });
+        PartWriter {
+            to_disk,
+            to_hash,
+            disk,
+            hash,
+            batch: Vec::with_capacity(BATCH_BYTES),
+            pool,
+        }
+    }
+
+    /// Queues one chunk; false when the writer has stopped (its error comes from `finish`).
+    ///
+    /// The chunk is copied into a recycled batch buffer and dropped at once: the HTTP
+    /// client can then reuse its read buffer instead of allocating (and page-faulting) a
+    /// fresh one for every read, which costs more than the copy.
+    pub async fn send(&mut self, chunk: Bytes) -> bool {
+        let mut rest: &[u8] = &chunk;
+        while !rest.is_empty() {
+            let room = BATCH_BYTES - self.batch.len();
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.batch.extend_from_slice(now);
+            rest = later;
+            if self.batch.len() >= BATCH_BYTES && !self.flush_batch().await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn flush_batch(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let fresh = {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            pool.pop()
+        };
+        let fresh = fresh.unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES));
+        let batch = Arc::new(std::mem::replace(&mut self.batch, fresh));
+        self.to_disk.send(batch.clone()).await.is_ok() && self.to_hash.send(batch).await.is_ok()
+    }
+
+    /// Writes everything queued and returns the writer's state or its I/O error.
+    pub async fn finish(mut self) -> io::Result<Written> {
+        self.flush_batch().await;
+        drop(self.to_disk);
+        drop(self.to_hash);
+        let stopped =
+            |e: tokio::task::JoinError| io::Error::other(format!("the .part writer stopped: {e}"));
+        let disk = self.disk.await.map_err(stopped)?;
+        let hash = self.hash.await.map_err(stopped)?;
+        let (file, len) = disk?;
+        let hasher = hash?;
+        Ok(Written { file, hasher, len })
+    }
+}
+
+/// Hands a batch buffer back for reuse once both threads are done with it.
+fn recycle(pool: &Pool, batch: Batch) {
+    if let Some(mut buf) = Arc::into_inner(batch) {
+        buf.clear();
+        let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL_BUFFERS {
+            pool.push(buf);
+        }
+    }
+}
+
+fn open_part(path: &std::path::Path) -> io::Result<File> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_file() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the .part path exists but is not a regular file (a link or directory); remove it",
+            ))
+        }
+        _ => {}
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
+fn hash_prefix(file: &mut File, len: u64) -> io::Result<Sha256> {
+    let mut hasher = Sha256::new();
+    file.seek(SeekFrom::Start(0))?;
+    let mut reader = file.take(len);
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut done = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        done += n as u64;
+    }
+    if done != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the .part file ended early while re-hashing it",
+        ));
+    }
+    Ok(hasher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn appends_after_rehashing_the_prefix_and_cuts_extra_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.part");
+        std::fs::write(&path, b"hello, garbage").expect("write");
+        let mut w = PartWriter::start(path.clone(), 7, None);
+        assert!(w.send(Bytes::from_static(b"wor")).await);
+        assert!(w.send(Bytes::from_static(b"ld")).await);
+        let written = w.finish().await.expect("finish");
+        assert_eq!(written.len, 12);
+        assert_eq!(std::fs::read(&path).expect("read"), b"hello, world");
+        let want: [u8; 32] = Sha256::digest(b"hello, world").into();
+        let got: [u8; 32] = written.hasher.finalize().into();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn many_chunks_are_batched_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.part");
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut w = PartWriter::start(path.clone(), 0, Some(Sha256::new()));
+        for chunk in data.chunks(10_007) {
+            assert!(w.send(Bytes::copy_from_slice(chunk)).await);
+        }
+        let written = w.finish().await.expect("finish");
+        assert_eq!(written.len, data.len() as u64);
+        assert!(std::fs::read(&path).expect("read") == data);
+        let want: [u8; 32] = Sha256::digest(&data).into();
+        let got: [u8; 32] = written.hasher.finalize().into();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn a_part_shorter_than_recorded_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.part");
+        std::fs::write(&path, b"abc").expect("write");
+        let w = PartWriter::start(path, 10, None);
+        assert!(w.finish().await.is_err());
+    }
+}
