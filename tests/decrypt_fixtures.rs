@@ -128,6 +128,16 @@ fn key_formats_binary_subkeys_only_and_unprotected() {
     let plain = DecryptionKey::load(&fixture("plain.sec.asc"), None).unwrap();
     assert_decrypts(&plain, &fixture("to-plain-key.gpg"), "mailbox.mbox");
     DecryptionKey::load(&fixture("plain.sec.asc"), Some("unused")).unwrap();
+
+    // A file with several secret keys: each is unlocked and used.
+    let both = DecryptionKey::load(&fixture("both.sec.asc"), Some(PASSPHRASE)).unwrap();
+    assert_eq!(both.key_ids().len(), 4, "{:?}", both.key_ids());
+    assert_decrypts(&both, &fixture("zlib.gpg"), "mailbox.mbox");
+    assert_decrypts(&both, &fixture("to-plain-key.gpg"), "mailbox.mbox");
+    assert!(matches!(
+        DecryptionKey::load(&fixture("both.sec.asc"), None),
+        Err(DecryptError::PassphraseRequired { .. })
+    ));
 }
 
 #[test]

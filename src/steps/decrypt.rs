@@ -148,12 +148,14 @@ fn list(items: &[String]) -> String {
     }
 }
 
-/// A secret key whose passphrase protection has been removed in memory, ready to decrypt.
+/// The secret key(s) of a key file, with passphrase protection removed in memory, ready to
+/// decrypt. A file may hold several transferable secret keys (`gpg --export-secret-keys`
+/// without arguments exports all); each is used.
 ///
 /// rPGP zeroizes the secret key material when this is dropped. `Debug` prints the file and
 /// the key ids only.
 pub struct DecryptionKey {
-    key: SignedSecretKey,
+    keys: Vec<SignedSecretKey>,
     path: PathBuf,
     /// Components without usable secret material (GnuPG "stubs": `--export-secret-subkeys`
     /// leaves the primary key as one; keys on a smartcard are others), by key id.
@@ -195,71 +197,43 @@ impl DecryptionKey {
                 "the file is empty; export the key with `gpg --export-secret-keys --armor`",
             ))
         } else {
-            parse_secret_key(&bytes).map_err(|message| key_file(&message))
+            parse_secret_keys(&bytes).map_err(|message| key_file(&message))
         };
         // Best effort: do not leave an unprotected key's bytes in freed memory.
         bytes.fill(0);
         std::hint::black_box(&bytes);
-        let mut key = parsed?;
+        let mut keys = parsed?;
 
-        let password = passphrase.map(Password::from);
-        let mut stubs = Vec::new();
-        let mut usable = 0usize;
-        let mut protected = false;
-
-        let primary_id = key_id_hex(&key.primary_key);
-        match unlock_state(key.primary_key.secret_params()) {
-            Lock::Plain => usable += 1,
-            Lock::Stub => stubs.push(primary_id),
-            Lock::Locked => {
-                protected = true;
-                let Some(pw) = password.as_ref() else {
-                    return Err(DecryptError::PassphraseRequired {
-                        path: path.to_path_buf(),
-                    });
-                };
-                key.primary_key
-                    .remove_password(pw)
-                    .map_err(|_| DecryptError::WrongPassphrase {
-                        path: path.to_path_buf(),
-                    })?;
-                usable += 1;
+        let mut unlocker = Unlocker {
+            path,
+            password: passphrase.map(Password::from),
+            stubs: Vec::new(),
+            usable: 0,
+            protected: false,
+        };
+        for key in &mut keys {
+            let lock = unlock_state(key.primary_key.secret_params());
+            let id = key_id_hex(&key.primary_key);
+            unlocker.apply(lock, id, |pw| key.primary_key.remove_password(pw))?;
+            for sub in &mut key.secret_subkeys {
+                let lock = unlock_state(sub.key.secret_params());
+                let id = key_id_hex(&sub.key);
+                unlocker.apply(lock, id, |pw| sub.key.remove_password(pw))?;
             }
         }
-        for sub in &mut key.secret_subkeys {
-            let id = key_id_hex(&sub.key);
-            match unlock_state(sub.key.secret_params()) {
-                Lock::Plain => usable += 1,
-                Lock::Stub => stubs.push(id),
-                Lock::Locked => {
-                    protected = true;
-                    let Some(pw) = password.as_ref() else {
-                        return Err(DecryptError::PassphraseRequired {
-                            path: path.to_path_buf(),
-                        });
-                    };
-                    sub.key
-                        .remove_password(pw)
-                        .map_err(|_| DecryptError::WrongPassphrase {
-                            path: path.to_path_buf(),
-                        })?;
-                    usable += 1;
-                }
-            }
-        }
-        if usable == 0 {
+        if unlocker.usable == 0 {
             return Err(key_file(
                 "it holds no usable secret key material (only stubs, e.g. keys kept on a \
                  smartcard); export the secret keys with `gpg --export-secret-keys`",
             ));
         }
-        if passphrase.is_some() && !protected {
-            tracing::debug!(path = %path.display(), "secret key is not passphrase-protected; the passphrase was not needed");
+        if passphrase.is_some() && !unlocker.protected {
+            tracing::debug!(path = %path.display(), "the secret key is not passphrase-protected; the passphrase was not needed");
         }
         let loaded = DecryptionKey {
-            key,
+            keys,
             path: path.to_path_buf(),
-            stubs,
+            stubs: unlocker.stubs,
         };
         tracing::debug!(path = %path.display(), key_ids = ?loaded.key_ids(), "secret key loaded");
         Ok(loaded)
@@ -268,20 +242,25 @@ impl DecryptionKey {
     /// Hex ids (16 upper-case digits, as GnuPG prints long key ids) of the primary key and
     /// subkeys, for messages.
     pub fn key_ids(&self) -> Vec<String> {
-        let mut ids = vec![key_id_hex(&self.key.primary_key)];
-        ids.extend(self.key.secret_subkeys.iter().map(|s| key_id_hex(&s.key)));
+        let mut ids = Vec::new();
+        for key in &self.keys {
+            ids.push(key_id_hex(&key.primary_key));
+            ids.extend(key.secret_subkeys.iter().map(|s| key_id_hex(&s.key)));
+        }
         ids
     }
 
     /// The components that hold usable (unlocked) secret material.
     fn components(&self) -> Vec<&dyn PgpDecryptionKey> {
         let mut out: Vec<&dyn PgpDecryptionKey> = Vec::new();
-        if !self.stubs.contains(&key_id_hex(&self.key.primary_key)) {
-            out.push(&self.key.primary_key);
-        }
-        for sub in &self.key.secret_subkeys {
-            if !self.stubs.contains(&key_id_hex(&sub.key)) {
-                out.push(&sub.key);
+        for key in &self.keys {
+            if !self.stubs.contains(&key_id_hex(&key.primary_key)) {
+                out.push(&key.primary_key);
+            }
+            for sub in &key.secret_subkeys {
+                if !self.stubs.contains(&key_id_hex(&sub.key)) {
+                    out.push(&sub.key);
+                }
             }
         }
         out
@@ -328,6 +307,7 @@ impl DecryptionKey {
     }
 }
 
+/// Whether a secret (sub)key's material is usable as is, locked by a passphrase, or absent.
 enum Lock {
     Plain,
     Locked,
@@ -350,25 +330,78 @@ fn unlock_state(params: &SecretParams) -> Lock {
     }
 }
 
-/// Parses a transferable secret key, armored or binary; the error text never quotes the file.
-fn parse_secret_key(bytes: &[u8]) -> Result<SignedSecretKey, String> {
-    match SignedSecretKey::from_reader_single_buf(bytes) {
-        Ok((key, _headers)) => Ok(key),
-        Err(_) => {
-            if SignedPublicKey::from_reader_single_buf(bytes).is_ok() {
-                Err(
-                    "it holds a public key only; decryption needs the secret key (export it \
-                     with `gpg --export-secret-keys --armor KEYID`)"
-                        .to_string(),
-                )
-            } else {
-                Err(
-                    "it is not an OpenPGP secret key (expected an armored \"PGP PRIVATE KEY \
-                     BLOCK\" or the binary output of `gpg --export-secret-keys`)"
-                        .to_string(),
-                )
+/// Removes the passphrase protection of each component, keeping count.
+struct Unlocker<'a> {
+    path: &'a Path,
+    password: Option<Password>,
+    stubs: Vec<String>,
+    usable: usize,
+    protected: bool,
+}
+
+impl Unlocker<'_> {
+    fn apply(
+        &mut self,
+        lock: Lock,
+        id: String,
+        remove_password: impl FnOnce(&Password) -> pgp::errors::Result<()>,
+    ) -> Result<(), DecryptError> {
+        match lock {
+            Lock::Plain => self.usable += 1,
+            Lock::Stub => self.stubs.push(id),
+            Lock::Locked => {
+                self.protected = true;
+                let Some(pw) = self.password.as_ref() else {
+                    return Err(DecryptError::PassphraseRequired {
+                        path: self.path.to_path_buf(),
+                    });
+                };
+                // rPGP checks the SHA-1 (or AEAD tag, or 16-bit checksum) of the decrypted key
+                // material: a wrong passphrase fails here, before any message is read.
+                remove_password(pw).map_err(|_| DecryptError::WrongPassphrase {
+                    path: self.path.to_path_buf(),
+                })?;
+                self.usable += 1;
             }
         }
+        Ok(())
+    }
+}
+
+/// Parses the transferable secret keys in a file, armored or binary; the error text never
+/// quotes the file.
+fn parse_secret_keys(bytes: &[u8]) -> Result<Vec<SignedSecretKey>, String> {
+    let mut keys = Vec::new();
+    let mut failed = false;
+    match SignedSecretKey::from_reader_many_buf(bytes) {
+        Ok((iter, _headers)) => {
+            for key in iter {
+                match key {
+                    Ok(key) => keys.push(key),
+                    Err(_) => failed = true,
+                }
+            }
+        }
+        Err(_) => failed = true,
+    }
+    if !keys.is_empty() {
+        if failed {
+            tracing::warn!("some keys in the secret key file could not be parsed and are ignored");
+        }
+        return Ok(keys);
+    }
+    if SignedPublicKey::from_reader_single_buf(bytes).is_ok() {
+        Err(
+            "it holds a public key only; decryption needs the secret key (export it with \
+             `gpg --export-secret-keys --armor KEYID`)"
+                .to_string(),
+        )
+    } else {
+        Err(
+            "it is not an OpenPGP secret key (expected an armored \"PGP PRIVATE KEY BLOCK\" or \
+             the binary output of `gpg --export-secret-keys`)"
+                .to_string(),
+        )
     }
 }
 
@@ -550,7 +583,7 @@ fn decrypt_file_inner(
         path: output.to_path_buf(),
         source: e.error,
     })?;
-    tracing::info!(
+    tracing::debug!(
         input = %input.display(),
         output = %output.display(),
         bytes,
@@ -1019,6 +1052,14 @@ fn is_integrity_error(err: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_and_results_can_cross_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<DecryptionKey>();
+        send_sync::<DecryptedFile>();
+        send_sync::<DecryptError>();
+    }
 
     #[test]
     fn output_names() {
