@@ -140,3 +140,30 @@ fn bzip2_and_uncompressed_from_another_encrypter() {
         assert!(decrypted == plain, "{compression:?}");
     }
 }
+
+#[test]
+fn message_to_the_primary_key_unlocks_it_on_demand() {
+    // `load` unlocks only the encryption subkey of a GnuPG key; the (signing) primary key stays
+    // locked until a message addressed to it arrives.
+    let key = DecryptionKey::load(&fixture("protected.sec.asc"), Some(PASSPHRASE)).unwrap();
+    let public = public_key("protected.sec.asc");
+    let mut rng = StdRng::seed_from_u64(10);
+    let plain = data(50_000);
+    let mut builder = MessageBuilder::from_bytes("", plain.clone())
+        .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
+    builder
+        .encrypt_to_key(&mut rng, &public.primary_key)
+        .unwrap();
+    let encrypted = builder.to_vec(&mut rng).unwrap();
+    assert!(decrypt(&key, &encrypted).unwrap() == plain);
+
+    // A `--export-secret-subkeys` file has no secret for the primary key (a GnuPG stub).
+    let subkeys_only =
+        DecryptionKey::load(&fixture("protected-subkeys.sec.asc"), Some(PASSPHRASE)).unwrap();
+    match decrypt(&subkeys_only, &encrypted) {
+        Err(DecryptError::NoMatchingKey { recipients, .. }) => {
+            assert_eq!(recipients, vec![key.key_ids()[0].clone()])
+        }
+        other => panic!("expected NoMatchingKey (primary is a stub), got {other:?}"),
+    }
+}

@@ -2,9 +2,10 @@
 //!
 //! Google Workspace mailbox exports arrive as OpenPGP files (often gigabytes) encrypted by GnuPG
 //! or by Google to the domain's RSA key: a public-key encrypted session key, then SEIPD v1 with
-//! an MDC (or GnuPG's OCB "AEAD" packet, which GnuPG 2.4 writes for keys it generated), holding
-//! ZIP, ZLIB, BZip2 or uncompressed data, with partial body lengths when the encrypter streamed,
-//! binary or ASCII-armored. This module turns one such file into a plaintext file.
+//! an MDC (or GnuPG's OCB "AEAD" packet, which GnuPG 2.4 writes to keys that advertise AEAD, or
+//! RFC 9580's SEIPD v2), holding ZIP, ZLIB, BZip2 or uncompressed data, with partial body lengths
+//! when the encrypter streamed, binary or ASCII-armored. This module turns one such file into a
+//! plaintext file.
 //!
 //! # Why rPGP (`pgp` 0.21) and not Sequoia (`sequoia-openpgp`)
 //!
@@ -32,8 +33,8 @@
 //!    "missing key" halfway through a message.
 //! 2. [`decrypt_file`] parses the outer message (`Message::from_bytes`, through
 //!    `armor::Dearmor` when the file starts with text), finds the PKESK addressed to one of the
-//!    key's components and decrypts the session key itself (`DecryptionKey::decrypt` with the
-//!    unlocked key), then calls `Edata::decrypt_with_options` in streaming mode. The decrypted
+//!    key's components and decrypts the session key itself (`pgp::types::DecryptionKey::decrypt`
+//!    on the unlocked component), then calls `Edata::decrypt_with_options` in streaming mode. The decrypted
 //!    packet stream goes through a guard reader (which remembers the first error the encryption
 //!    layer reports, e.g. `Error::MdcError`) into a second `Message::from_bytes` that unwraps the
 //!    compressed and literal layers (`Message::decompress`, `Read`).
@@ -46,15 +47,19 @@
 //! When the inner layers fail first (a flipped ciphertext bit usually breaks decompression long
 //! before the MDC is reached), the encryption layer is drained to its end so that the error can
 //! say whether the file was tampered with (MDC mismatch), truncated, or authentic but malformed.
+//! The price of streaming mode is that unauthenticated plaintext reaches rPGP's decompressor and
+//! packet parser (never a final file); their errors are therefore reported without their text,
+//! and a panic inside rPGP is caught and reported as a malformed file.
 //!
 //! Memory stays constant: rPGP's readers buffer 8 KiB per layer (4 MiB chunks for GnuPG's AEAD),
 //! input and output go through 64 KiB / 256 KiB buffers, and both are hashed while streaming.
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 
 use pgp::armor::{BlockType, Dearmor, DearmorOptions};
@@ -73,8 +78,10 @@ use sha2::{Digest, Sha256};
 const MAX_KEY_FILE: u64 = 4 * 1024 * 1024;
 /// Read buffer for the encrypted input.
 const INPUT_BUFFER: usize = 64 * 1024;
-/// Write buffer for the plaintext output.
-const OUTPUT_BUFFER: usize = 256 * 1024;
+/// Plaintext is handed to the helper thread in chunks of this size.
+const OUTPUT_CHUNK: usize = 256 * 1024;
+/// Chunks queued for the helper thread at most (bounds memory: a few MiB).
+const HELPER_QUEUE: usize = 8;
 /// Largest armor header or footer accepted (rPGP's default is 1 GiB, buffered in memory).
 const ARMOR_HEADER_LIMIT: usize = 1024 * 1024;
 /// Compressed packets nested deeper than this are refused.
@@ -157,9 +164,9 @@ fn list(items: &[String]) -> String {
 pub struct DecryptionKey {
     keys: Vec<SignedSecretKey>,
     path: PathBuf,
-    /// Components without usable secret material (GnuPG "stubs": `--export-secret-subkeys`
-    /// leaves the primary key as one; keys on a smartcard are others), by key id.
-    stubs: Vec<String>,
+    /// Unlocks, only if a message is addressed to one, the components that are not marked for
+    /// encryption and so were left locked by `load` (each unlock runs the S2K, about 0.1 s).
+    password: Option<Password>,
 }
 
 impl fmt::Debug for DecryptionKey {
@@ -204,38 +211,47 @@ impl DecryptionKey {
         std::hint::black_box(&bytes);
         let mut keys = parsed?;
 
+        // Unlock the components marked for encryption now (all of them if none is marked):
+        // this checks the passphrase before any message is read. The others (typically the
+        // signing primary key) stay locked unless a message is addressed to them.
+        let any_for_encryption = keys.iter().any(|k| {
+            primary_for_encryption(k) || k.secret_subkeys.iter().any(subkey_for_encryption)
+        });
+        let password = passphrase.map(Password::from);
         let mut unlocker = Unlocker {
             path,
-            password: passphrase.map(Password::from),
-            stubs: Vec::new(),
+            password: password.as_ref(),
             usable: 0,
             protected: false,
+            deferred: 0,
         };
         for key in &mut keys {
+            let now = !any_for_encryption || primary_for_encryption(key);
             let lock = unlock_state(key.primary_key.secret_params());
-            let id = key_id_hex(&key.primary_key);
-            unlocker.apply(lock, id, |pw| key.primary_key.remove_password(pw))?;
+            unlocker.apply(lock, now, |pw| key.primary_key.remove_password(pw))?;
             for sub in &mut key.secret_subkeys {
+                let now = !any_for_encryption || subkey_for_encryption(sub);
                 let lock = unlock_state(sub.key.secret_params());
-                let id = key_id_hex(&sub.key);
-                unlocker.apply(lock, id, |pw| sub.key.remove_password(pw))?;
+                unlocker.apply(lock, now, |pw| sub.key.remove_password(pw))?;
             }
         }
         if unlocker.usable == 0 {
             return Err(key_file(
                 "it holds no usable secret key material (only stubs, e.g. keys kept on a \
-                 smartcard); export the secret keys with `gpg --export-secret-keys`",
+                 smartcard, or keys locked by a passphrase that was not given); export the \
+                 secret keys with `gpg --export-secret-keys`",
             ));
         }
         if passphrase.is_some() && !unlocker.protected {
             tracing::debug!(path = %path.display(), "the secret key is not passphrase-protected; the passphrase was not needed");
         }
+        let deferred = unlocker.deferred;
         let loaded = DecryptionKey {
             keys,
             path: path.to_path_buf(),
-            stubs: unlocker.stubs,
+            password: if deferred > 0 { password } else { None },
         };
-        tracing::debug!(path = %path.display(), key_ids = ?loaded.key_ids(), "secret key loaded");
+        tracing::debug!(path = %path.display(), key_ids = ?loaded.key_ids(), deferred, "secret key loaded");
         Ok(loaded)
     }
 
@@ -250,16 +266,25 @@ impl DecryptionKey {
         ids
     }
 
-    /// The components that hold usable (unlocked) secret material.
-    fn components(&self) -> Vec<&dyn PgpDecryptionKey> {
-        let mut out: Vec<&dyn PgpDecryptionKey> = Vec::new();
+    /// The components that hold secret material, with whether it is still locked.
+    fn components(&self) -> Vec<(&dyn PgpDecryptionKey, bool)> {
+        let mut out: Vec<(&dyn PgpDecryptionKey, bool)> = Vec::new();
         for key in &self.keys {
-            if !self.stubs.contains(&key_id_hex(&key.primary_key)) {
-                out.push(&key.primary_key);
-            }
-            for sub in &key.secret_subkeys {
-                if !self.stubs.contains(&key_id_hex(&sub.key)) {
-                    out.push(&sub.key);
+            let parts = std::iter::once((
+                &key.primary_key as &dyn PgpDecryptionKey,
+                unlock_state(key.primary_key.secret_params()),
+            ))
+            .chain(key.secret_subkeys.iter().map(|sub| {
+                (
+                    &sub.key as &dyn PgpDecryptionKey,
+                    unlock_state(sub.key.secret_params()),
+                )
+            }));
+            for (component, lock) in parts {
+                match lock {
+                    Lock::Plain => out.push((component, false)),
+                    Lock::Locked if self.password.is_some() => out.push((component, true)),
+                    Lock::Locked | Lock::Stub => {}
                 }
             }
         }
@@ -282,13 +307,24 @@ impl DecryptionKey {
                 PkeskVersion::Other(_) => continue,
             };
             let Ok(values) = pkesk.values() else { continue };
-            for component in &components {
+            for (component, locked) in &components {
                 let Some(explicit) = addressed_to(pkesk, *component) else {
                     continue;
                 };
-                match component.decrypt(&empty, values, typ) {
+                let password = match (locked, self.password.as_ref()) {
+                    (true, Some(pw)) => pw,
+                    _ => &empty,
+                };
+                match component.decrypt(password, values, typ) {
                     Ok(Ok(session_key)) => return Ok(session_key),
-                    Ok(Err(_)) | Err(_) => addressed_but_failed |= explicit,
+                    Ok(Err(_)) => addressed_but_failed |= explicit,
+                    // Unlocking a component that `load` left locked failed.
+                    Err(_) if *locked && explicit => {
+                        return Err(DecryptError::WrongPassphrase {
+                            path: self.path.clone(),
+                        })
+                    }
+                    Err(_) => addressed_but_failed |= explicit,
                 }
             }
         }
@@ -305,6 +341,26 @@ impl DecryptionKey {
             available: self.key_ids(),
         })
     }
+}
+
+fn for_encryption(signatures: &[pgp::packet::Signature]) -> bool {
+    signatures.iter().any(|sig| {
+        let flags = sig.key_flags();
+        flags.encrypt_comms() || flags.encrypt_storage()
+    })
+}
+
+fn primary_for_encryption(key: &SignedSecretKey) -> bool {
+    for_encryption(&key.details.direct_signatures)
+        || key
+            .details
+            .users
+            .iter()
+            .any(|user| for_encryption(&user.signatures))
+}
+
+fn subkey_for_encryption(sub: &pgp::composed::SignedSecretSubKey) -> bool {
+    for_encryption(&sub.signatures)
 }
 
 /// Whether a secret (sub)key's material is usable as is, locked by a passphrase, or absent.
@@ -330,37 +386,47 @@ fn unlock_state(params: &SecretParams) -> Lock {
     }
 }
 
-/// Removes the passphrase protection of each component, keeping count.
+/// Removes the passphrase protection of components, keeping count.
 struct Unlocker<'a> {
     path: &'a Path,
-    password: Option<Password>,
-    stubs: Vec<String>,
+    password: Option<&'a Password>,
+    /// Components that can decrypt: unlocked, or locked but with a passphrase to unlock later.
     usable: usize,
     protected: bool,
+    /// Locked components left for later.
+    deferred: usize,
 }
 
 impl Unlocker<'_> {
+    /// `now`: unlock this component now (checking the passphrase) rather than on demand.
     fn apply(
         &mut self,
         lock: Lock,
-        id: String,
+        now: bool,
         remove_password: impl FnOnce(&Password) -> pgp::errors::Result<()>,
     ) -> Result<(), DecryptError> {
         match lock {
             Lock::Plain => self.usable += 1,
-            Lock::Stub => self.stubs.push(id),
+            Lock::Stub => {}
             Lock::Locked => {
                 self.protected = true;
-                let Some(pw) = self.password.as_ref() else {
-                    return Err(DecryptError::PassphraseRequired {
-                        path: self.path.to_path_buf(),
-                    });
+                let Some(pw) = self.password else {
+                    if now {
+                        return Err(DecryptError::PassphraseRequired {
+                            path: self.path.to_path_buf(),
+                        });
+                    }
+                    return Ok(());
                 };
-                // rPGP checks the SHA-1 (or AEAD tag, or 16-bit checksum) of the decrypted key
-                // material: a wrong passphrase fails here, before any message is read.
-                remove_password(pw).map_err(|_| DecryptError::WrongPassphrase {
-                    path: self.path.to_path_buf(),
-                })?;
+                if now {
+                    // rPGP checks the SHA-1 (or AEAD tag, or 16-bit checksum) of the decrypted
+                    // key material: a wrong passphrase fails here, before any message is read.
+                    remove_password(pw).map_err(|_| DecryptError::WrongPassphrase {
+                        path: self.path.to_path_buf(),
+                    })?;
+                } else {
+                    self.deferred += 1;
+                }
                 self.usable += 1;
             }
         }
@@ -514,18 +580,79 @@ fn decrypt_file_inner(
     input: &Path,
     output: &Path,
 ) -> Result<DecryptedFile, DecryptError> {
+    let file = File::open(input).map_err(|source| DecryptError::Io {
+        path: input.to_path_buf(),
+        source,
+    })?;
+    // Hashing both streams and writing the output happen on a helper thread, so that the
+    // decrypting thread only decrypts and decompresses.
+    let (temp, hashed) = std::thread::scope(|scope| {
+        let (jobs, queue) = mpsc::sync_channel::<Job>(HELPER_QUEUE);
+        let helper = scope.spawn(move || helper_main(queue));
+        let decrypted = decrypt_stream(key, input, output, file, jobs);
+        // `jobs` and every clone of it are gone once `decrypt_stream` returns.
+        let hashed = helper.join();
+        (decrypted, hashed)
+    });
+    // A write error stops the helper, which makes the decrypting side fail too: report the
+    // cause (e.g. a full disk), not the consequence.
+    let hashed = hashed.map_err(|_| DecryptError::Io {
+        path: output.to_path_buf(),
+        source: io::Error::other("the output writer thread failed"),
+    })?;
+    if let Some(source) = hashed.write_error {
+        return Err(DecryptError::Io {
+            path: output.to_path_buf(),
+            source,
+        });
+    }
+    let temp = temp?;
+    temp.persist(output).map_err(|e| DecryptError::Io {
+        path: output.to_path_buf(),
+        source: e.error,
+    })?;
+    // Make the rename durable too (best effort: not every platform can sync a directory).
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::debug!(dir = %dir.display(), error = %e, "could not sync the output directory");
+        }
+    }
+    tracing::debug!(
+        input = %input.display(),
+        output = %output.display(),
+        bytes = hashed.output_bytes,
+        input_bytes = hashed.input_bytes,
+        "decrypted"
+    );
+    Ok(DecryptedFile {
+        input: input.to_path_buf(),
+        path: output.to_path_buf(),
+        bytes: hashed.output_bytes,
+        sha256: hashed.output_sha256,
+        input_bytes: hashed.input_bytes,
+        input_sha256: hashed.input_sha256,
+    })
+}
+
+/// Decrypts the opened `file`, sending input and output bytes to the helper through `jobs`.
+/// Returns the temp file holding the plaintext, once it has passed the integrity check.
+fn decrypt_stream(
+    key: &DecryptionKey,
+    input: &Path,
+    output: &Path,
+    file: File,
+    jobs: SyncSender<Job>,
+) -> Result<tempfile::NamedTempFile, DecryptError> {
     let input_io = |source| DecryptError::Io {
         path: input.to_path_buf(),
         source,
     };
-    let file = File::open(input).map_err(input_io)?;
     let eof = Arc::new(AtomicBool::new(false));
     let mut raw = BufReader::with_capacity(
         INPUT_BUFFER,
         HashingReader {
             inner: file,
-            hasher: Sha256::new(),
-            bytes: 0,
+            jobs: jobs.clone(),
             eof: Arc::clone(&eof),
         },
     );
@@ -534,10 +661,11 @@ fn decrypt_file_inner(
         input,
         output,
         eof: &eof,
+        jobs,
     };
 
     let first = raw.fill_buf().map_err(input_io)?.first().copied();
-    let plaintext = match first {
+    let temp = match first {
         None => return Err(ctx.malformed("the file is empty; download it again".to_string())),
         Some(byte) if byte & 0x80 != 0 => ctx.run(&mut raw)?,
         Some(_) => {
@@ -567,44 +695,71 @@ fn decrypt_file_inner(
             ctx.run(reader)?
         }
     };
-
-    // Hash whatever follows the message (e.g. text after an armor footer), then finish.
+    // Hash whatever follows the message (e.g. text after an armor footer).
     io::copy(&mut raw, &mut io::sink()).map_err(input_io)?;
-    let input_reader = raw.into_inner();
-    let input_sha256 = hex_lower(&input_reader.hasher.finalize());
-    let input_bytes = input_reader.bytes;
-
-    let Plaintext {
-        temp,
-        bytes,
-        sha256,
-    } = plaintext;
-    temp.persist(output).map_err(|e| DecryptError::Io {
-        path: output.to_path_buf(),
-        source: e.error,
-    })?;
-    tracing::debug!(
-        input = %input.display(),
-        output = %output.display(),
-        bytes,
-        input_bytes,
-        "decrypted"
-    );
-    Ok(DecryptedFile {
-        input: input.to_path_buf(),
-        path: output.to_path_buf(),
-        bytes,
-        sha256,
-        input_bytes,
-        input_sha256,
-    })
+    Ok(temp)
 }
 
-/// A fully written, integrity-checked plaintext waiting to be renamed into place.
-struct Plaintext {
-    temp: tempfile::NamedTempFile,
-    bytes: u64,
-    sha256: String,
+/// Work for the helper thread.
+enum Job {
+    /// Bytes read from the input file, to hash.
+    Input(Vec<u8>),
+    /// The temp file that plaintext goes to.
+    Output(File),
+    /// Plaintext, to hash and write.
+    Plain(Vec<u8>),
+}
+
+/// What the helper thread did.
+struct Hashed {
+    input_bytes: u64,
+    input_sha256: String,
+    output_bytes: u64,
+    output_sha256: String,
+    /// The first error writing or syncing the output.
+    write_error: Option<io::Error>,
+}
+
+/// Hashes the input, hashes and writes the plaintext, and syncs the output file at the end.
+fn helper_main(queue: Receiver<Job>) -> Hashed {
+    let mut input = Sha256::new();
+    let mut input_bytes = 0u64;
+    let mut plain = Sha256::new();
+    let mut output_bytes = 0u64;
+    let mut file: Option<File> = None;
+    let mut write_error = None;
+    for job in queue {
+        match job {
+            Job::Input(buf) => {
+                input.update(&buf);
+                input_bytes += buf.len() as u64;
+            }
+            Job::Output(f) => file = Some(f),
+            Job::Plain(buf) => {
+                plain.update(&buf);
+                output_bytes += buf.len() as u64;
+                let result = match file.as_mut() {
+                    Some(f) => f.write_all(&buf),
+                    None => Err(io::Error::other("no output file")),
+                };
+                if let Err(e) = result {
+                    // Stop taking work: the decrypting thread notices and gives up.
+                    write_error = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    if let (Some(f), None) = (file.as_ref(), write_error.as_ref()) {
+        write_error = f.sync_all().err();
+    }
+    Hashed {
+        input_bytes,
+        input_sha256: hex_lower(&input.finalize()),
+        output_bytes,
+        output_sha256: hex_lower(&plain.finalize()),
+        write_error,
+    }
 }
 
 struct Ctx<'k> {
@@ -613,6 +768,8 @@ struct Ctx<'k> {
     output: &'k Path,
     /// Set once the input file has been read to its end.
     eof: &'k AtomicBool,
+    /// To the helper thread.
+    jobs: SyncSender<Job>,
 }
 
 impl Ctx<'_> {
@@ -657,7 +814,10 @@ impl Ctx<'_> {
     }
 
     /// Decrypts the OpenPGP message in `src` (binary packets) into a temp file.
-    fn run<R: BufRead + fmt::Debug + Send>(&self, mut src: R) -> Result<Plaintext, DecryptError> {
+    fn run<R: BufRead + fmt::Debug + Send>(
+        &self,
+        mut src: R,
+    ) -> Result<tempfile::NamedTempFile, DecryptError> {
         if let Err(e) = src.fill_buf() {
             return Err(self.outer_error("its armored content is unreadable", e));
         }
@@ -702,19 +862,19 @@ impl Ctx<'_> {
         drop(session_key);
 
         let temp = self.temp_file()?;
-        let mut guard = Guard::new(&mut edata);
-        let written = {
-            let writer = BufWriter::with_capacity(OUTPUT_BUFFER, temp.as_file());
-            copy_plaintext(&mut guard, writer)
+        let temp_io = |source| DecryptError::Io {
+            path: temp.path().to_path_buf(),
+            source,
         };
-        let (bytes, sha256) = match written {
-            Ok(done) => done,
-            Err(Copy::Write(source)) => {
-                return Err(DecryptError::Io {
-                    path: temp.path().to_path_buf(),
-                    source,
-                })
-            }
+        let for_helper = temp.as_file().try_clone().map_err(temp_io)?;
+        self.jobs
+            .send(Job::Output(for_helper))
+            .map_err(|_| temp_io(helper_stopped()))?;
+        let mut guard = Guard::new(&mut edata);
+        match copy_plaintext(&mut guard, &self.jobs) {
+            Ok(()) => {}
+            // The helper stopped: its error (or panic) is reported once it has been joined.
+            Err(Copy::Write) => return Err(temp_io(helper_stopped())),
             Err(Copy::Inner(message)) => {
                 // Did the encryption layer fail (and the inner layers just pass it on)?
                 if let Some(failure) = guard.failure() {
@@ -731,7 +891,7 @@ impl Ctx<'_> {
                      to export it again"
                 )));
             }
-        };
+        }
 
         // The inner message has been read to its end, which drains the encryption layer and so
         // checks the MDC; make sure of it before anything is made final.
@@ -752,17 +912,8 @@ impl Ctx<'_> {
             Err(e) => return Err(self.outer_error("the end of the file is invalid", e)),
         }
 
-        temp.as_file()
-            .sync_all()
-            .map_err(|source| DecryptError::Io {
-                path: temp.path().to_path_buf(),
-                source,
-            })?;
-        Ok(Plaintext {
-            temp,
-            bytes,
-            sha256,
-        })
+        // The helper writes, syncs and hashes what it has been sent before the caller renames.
+        Ok(temp)
     }
 
     /// Creates the temp file (mode 0600) in the output's directory, so the rename is atomic.
@@ -829,18 +980,22 @@ fn check_first_packet<R: BufRead>(src: &mut R) -> Result<(), String> {
 }
 
 enum Copy {
-    /// Writing the output failed.
-    Write(io::Error),
+    /// The helper thread no longer takes plaintext.
+    Write,
     /// The decrypted content is not a valid message; a description without plaintext.
     Inner(String),
 }
 
-/// Unwraps the compressed and literal layers of the decrypted packet stream into `out`,
-/// hashing the plaintext. Returns its size and SHA-256.
-fn copy_plaintext<R: BufRead + fmt::Debug + Send, W: Write>(
+fn helper_stopped() -> io::Error {
+    io::Error::other("the output writer stopped")
+}
+
+/// Unwraps the compressed and literal layers of the decrypted packet stream and sends the
+/// plaintext to the helper thread in chunks of [`OUTPUT_CHUNK`] bytes.
+fn copy_plaintext<R: BufRead + fmt::Debug + Send>(
     src: R,
-    mut out: W,
-) -> Result<(u64, String), Copy> {
+    jobs: &SyncSender<Job>,
+) -> Result<(), Copy> {
     // Error texts of the inner layers are not passed on: they could quote decrypted bytes.
     let mut msg = Message::from_bytes(src)
         .map_err(|_| Copy::Inner("its content is not an OpenPGP message".to_string()))?;
@@ -865,27 +1020,35 @@ fn copy_plaintext<R: BufRead + fmt::Debug + Send, W: Write>(
     if msg.is_signed() {
         tracing::debug!("the message is signed; the signature is not verified");
     }
-    let mut hasher = Sha256::new();
-    let mut bytes = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = match msg.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => {
-                return Err(Copy::Inner(
-                    "its compressed or literal data is invalid".to_string(),
-                ))
+        let mut chunk = vec![0u8; OUTPUT_CHUNK];
+        let mut filled = 0;
+        while filled < chunk.len() {
+            let Some(rest) = chunk.get_mut(filled..) else {
+                break;
+            };
+            match msg.read(rest) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    return Err(Copy::Inner(
+                        "its compressed or literal data is invalid".to_string(),
+                    ))
+                }
             }
-        };
-        let chunk = buf.get(..n).unwrap_or_default();
-        hasher.update(chunk);
-        out.write_all(chunk).map_err(Copy::Write)?;
-        bytes += n as u64;
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        let last = filled < chunk.len();
+        chunk.truncate(filled);
+        jobs.send(Job::Plain(chunk)).map_err(|_| Copy::Write)?;
+        if last {
+            // `read` returned 0: the message, and the checks rPGP does at its end, are done.
+            return Ok(());
+        }
     }
-    out.flush().map_err(Copy::Write)?;
-    Ok((bytes, hex_lower(&hasher.finalize())))
 }
 
 /// Reads `r` to its end or to its first error, discarding the data.
@@ -901,30 +1064,34 @@ fn drain<R: Read>(r: &mut R) {
     }
 }
 
-/// Reads the input file, hashing and counting every byte, and noting when it has reached EOF.
+/// Reads the input file, sending a copy of every byte to the helper thread to hash, and noting
+/// when it has reached EOF.
 struct HashingReader {
     inner: File,
-    hasher: Sha256,
-    bytes: u64,
+    jobs: SyncSender<Job>,
     eof: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for HashingReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HashingReader")
-            .field("bytes", &self.bytes)
-            .finish_non_exhaustive()
+        f.debug_struct("HashingReader").finish_non_exhaustive()
     }
 }
 
 impl Read for HashingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.eof.store(true, Ordering::Relaxed);
+        if n == 0 {
+            if !buf.is_empty() {
+                self.eof.store(true, Ordering::Relaxed);
+            }
+            return Ok(0);
         }
-        self.hasher.update(buf.get(..n).unwrap_or_default());
-        self.bytes += n as u64;
+        let data = buf.get(..n).unwrap_or_default().to_vec();
+        if self.jobs.send(Job::Input(data)).is_err() {
+            // Only when the helper stopped after an output error, which is reported instead.
+            return Err(helper_stopped());
+        }
         Ok(n)
     }
 }
