@@ -45,14 +45,19 @@
 //!    removed (`tempfile::NamedTempFile` on drop), so no plaintext is left behind.
 //!
 //! When the inner layers fail first (a flipped ciphertext bit usually breaks decompression long
-//! before the MDC is reached), the encryption layer is drained to its end so that the error can
-//! say whether the file was tampered with (MDC mismatch), truncated, or authentic but malformed.
+//! before the MDC is reached), the encryption layer is still read to its end so that the error
+//! can say whether the file was tampered with (MDC mismatch), truncated, or authentic but
+//! malformed.
 //! The price of streaming mode is that unauthenticated plaintext reaches rPGP's decompressor and
 //! packet parser (never a final file); their errors are therefore reported without their text,
 //! and a panic inside rPGP is caught and reported as a malformed file.
 //!
-//! Memory stays constant: rPGP's readers buffer 8 KiB per layer (4 MiB chunks for GnuPG's AEAD),
-//! input and output go through 64 KiB / 256 KiB buffers, and both are hashed while streaming.
+//! Three threads share the work, connected by bounded channels: the calling thread reads the file
+//! and decrypts (armor, AES, MDC) and is the one that learns the integrity verdict; a second one
+//! decompresses and unwraps the literal data; a helper hashes the input (SHA-256, a copy of each
+//! read) and the plaintext, writes the plaintext and syncs it. Memory stays constant: rPGP's
+//! readers buffer 8 KiB per layer (4 MiB chunks for GnuPG's AEAD), and at most 8 chunks of
+//! 64 KiB (decrypted) and 8 of 256 KiB (plaintext) are queued.
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -82,6 +87,10 @@ const INPUT_BUFFER: usize = 64 * 1024;
 const OUTPUT_CHUNK: usize = 256 * 1024;
 /// Chunks queued for the helper thread at most (bounds memory: a few MiB).
 const HELPER_QUEUE: usize = 8;
+/// Decrypted packet-stream chunks handed from the decrypting to the decompressing thread.
+const PIPELINE_CHUNK: usize = 64 * 1024;
+/// Chunks queued between the decrypting and the decompressing thread at most.
+const PIPELINE_QUEUE: usize = 8;
 /// Largest armor header or footer accepted (rPGP's default is 1 GiB, buffered in memory).
 const ARMOR_HEADER_LIMIT: usize = 1024 * 1024;
 /// Compressed packets nested deeper than this are refused.
@@ -870,34 +879,51 @@ impl Ctx<'_> {
         self.jobs
             .send(Job::Output(for_helper))
             .map_err(|_| temp_io(helper_stopped()))?;
+        // Pipeline: this thread decrypts (file, armor, AES, MDC) and hands the decrypted packet
+        // stream to a second thread that decompresses it and passes the plaintext on to the
+        // helper. The encryption layer is always read to its end here, so its verdict (MDC,
+        // truncation) is known even when the inner layers fail first.
         let mut guard = Guard::new(&mut edata);
-        match copy_plaintext(&mut guard, &self.jobs) {
-            Ok(()) => {}
-            // The helper stopped: its error (or panic) is reported once it has been joined.
-            Err(Copy::Write) => return Err(temp_io(helper_stopped())),
-            Err(Copy::Inner(message)) => {
-                // Did the encryption layer fail (and the inner layers just pass it on)?
-                if let Some(failure) = guard.failure() {
-                    return Err(self.stream_error(failure));
-                }
-                // The inner layers failed on their own: read the encryption layer to its end to
-                // learn whether the data was modified (MDC), cut off, or authentic but broken.
-                drain(&mut guard);
-                if let Some(failure) = guard.failure() {
-                    return Err(self.stream_error(failure));
-                }
+        let (chunks, chunk_queue) = mpsc::sync_channel::<Result<Vec<u8>, ()>>(PIPELINE_QUEUE);
+        let jobs = self.jobs.clone();
+        let inner = std::thread::scope(|scope| {
+            let inner = scope.spawn(move || {
+                copy_plaintext(
+                    ChannelReader {
+                        queue: chunk_queue,
+                        current: Vec::new(),
+                        pos: 0,
+                        failed: false,
+                    },
+                    &jobs,
+                )
+            });
+            pump(&mut guard, &chunks);
+            drop(chunks);
+            inner.join()
+        });
+        // The encryption layer's verdict comes first: tampered or truncated input explains
+        // whatever the inner layers made of it.
+        if let Some(failure) = guard.failure() {
+            return Err(self.stream_error(failure));
+        }
+        match inner {
+            Ok(Ok(())) => {}
+            // The helper stopped: its error is reported once it has been joined.
+            Ok(Err(Copy::Write)) => return Err(temp_io(helper_stopped())),
+            Ok(Err(Copy::Inner(message))) => {
                 return Err(self.malformed(format!(
                     "it decrypted and passed the integrity check, but {message}; ask the sender \
                      to export it again"
-                )));
+                )))
             }
-        }
-
-        // The inner message has been read to its end, which drains the encryption layer and so
-        // checks the MDC; make sure of it before anything is made final.
-        drain(&mut guard);
-        if let Some(failure) = guard.failure() {
-            return Err(self.stream_error(failure));
+            Err(_) => {
+                return Err(self.malformed(
+                    "the OpenPGP reader failed on the decrypted data; ask the sender to export \
+                     it again"
+                        .to_string(),
+                ))
+            }
         }
         drop(guard);
         // Nothing but the end of the input may follow the encrypted data packet.
@@ -1051,16 +1077,102 @@ fn copy_plaintext<R: BufRead + fmt::Debug + Send>(
     }
 }
 
-/// Reads `r` to its end or to its first error, discarding the data.
-fn drain<R: Read>(r: &mut R) {
-    let mut buf = vec![0u8; 64 * 1024];
+/// Reads the encryption layer to its end (or first error), sending the decrypted bytes to
+/// `chunks` while someone takes them, and an `Err(())` marker if it fails.
+fn pump<R: Read>(src: &mut Guard<R>, chunks: &SyncSender<Result<Vec<u8>, ()>>) {
+    let mut receiver_alive = true;
     loop {
-        match r.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
+        let mut chunk = vec![0u8; PIPELINE_CHUNK];
+        let mut filled = 0;
+        let mut failed = false;
+        while filled < chunk.len() {
+            let Some(rest) = chunk.get_mut(filled..) else {
+                break;
+            };
+            match src.read(rest) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
         }
+        if failed {
+            // The guard has recorded the error; stop the inner layers at once.
+            let _ = chunks.send(Err(()));
+            return;
+        }
+        if filled == 0 {
+            return;
+        }
+        let last = filled < chunk.len();
+        chunk.truncate(filled);
+        // Once the inner layers have given up, keep reading anyway: the MDC is at the end.
+        if receiver_alive && chunks.send(Ok(chunk)).is_err() {
+            receiver_alive = false;
+        }
+        if last {
+            // A short chunk means `read` returned 0: the layer is done (and its MDC checked).
+            return;
+        }
+    }
+}
+
+/// The decrypted packet stream, as received from [`pump`] on the other thread.
+struct ChannelReader {
+    queue: Receiver<Result<Vec<u8>, ()>>,
+    current: Vec<u8>,
+    pos: usize,
+    failed: bool,
+}
+
+impl fmt::Debug for ChannelReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelReader").finish_non_exhaustive()
+    }
+}
+
+impl BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.failed {
+            return Err(io::Error::other("the encrypted data could not be read"));
+        }
+        if self.pos >= self.current.len() {
+            match self.queue.recv() {
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(())) => {
+                    self.failed = true;
+                    return Err(io::Error::other("the encrypted data could not be read"));
+                }
+                // The sender is gone: the end of the stream.
+                Err(_) => {
+                    self.current = Vec::new();
+                    self.pos = 0;
+                }
+            }
+        }
+        Ok(self.current.get(self.pos..).unwrap_or_default())
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = self.pos.saturating_add(amt).min(self.current.len());
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), available.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.consume(n);
+        Ok(n)
     }
 }
 
