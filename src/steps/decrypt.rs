@@ -36,10 +36,11 @@
 //! 2. [`decrypt_file`] parses the outer message (`Message::from_bytes`, through
 //!    `armor::Dearmor` when the file starts with text), finds the PKESK addressed to one of the
 //!    key's components and decrypts the session key itself (`pgp::types::DecryptionKey::decrypt`
-//!    on the unlocked component), then calls `Edata::decrypt_with_options` in streaming mode. The decrypted
-//!    packet stream goes through a guard reader (which remembers the first error the encryption
-//!    layer reports, e.g. `Error::MdcError`) into a second `Message::from_bytes` that unwraps the
-//!    compressed and literal layers (`Message::decompress`, `Read`).
+//!    on the unlocked component), then calls `Edata::decrypt_with_options` in streaming mode.
+//!    The decrypted packet stream is read through a guard reader (which remembers the first
+//!    error the encryption layer reports, e.g. `Error::MdcError`) and handed to a second
+//!    `Message::from_bytes` that unwraps the compressed and literal layers
+//!    (`Message::decompress`, `Read`).
 //! 3. Plaintext is written, and SHA-256 hashed, into a temporary file created with mode 0600 in
 //!    the output directory. Only after the encryption layer has been read to its end — which is
 //!    when rPGP compares the MDC (or the final AEAD tag) — and nothing unexpected follows it, is
