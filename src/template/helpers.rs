@@ -481,16 +481,11 @@ fn h_file(a: &Args<'_, '_>) -> Result<Value, Fail> {
     read_limited(&path).map(Value::String).map_err(Fail::Msg)
 }
 
-/// Relative paths resolve against `run.workflow_dir` when the context has it.
-fn resolve_file(ctx: &Value, name: &str) -> PathBuf {
-    let p = Path::new(name);
-    if p.is_absolute() {
-        return p.to_path_buf();
-    }
-    match ctx.pointer("/run/workflow_dir").and_then(Value::as_str) {
-        Some(dir) if !dir.is_empty() => Path::new(dir).join(p),
-        _ => p.to_path_buf(),
-    }
+/// Relative paths resolve against the working directory, like every path auditflow reads
+/// or writes (inputs given on the command line are written that way); a file beside the
+/// workflow is `{{ file (concat run.workflow_dir "/name") }}`.
+fn resolve_file(_ctx: &Value, name: &str) -> PathBuf {
+    PathBuf::from(name)
 }
 
 pub(super) fn read_limited(path: &Path) -> Result<String, String> {

@@ -629,10 +629,25 @@ fn file_helper() {
     std::fs::write(dir.join("query.xml"), "<q a=\"1\">&</q>").unwrap();
     std::fs::write(dir.join("bin"), [0xff, 0xfe, 0x00]).unwrap();
     let c = json!({"run": {"workflow_dir": dir.to_str().unwrap()}});
-    let render_in = |src: &str| Template::compile(src).unwrap().render_string(&c);
-    // relative to run.workflow_dir
+    let at = |name: &str| dir.join(name).display().to_string();
+    let render_in = |src: &str| {
+        // names are made absolute inside the temp dir; relative ones are tested below
+        let src = src.replace("\"query.xml\"", &format!("\"{}\"", at("query.xml")))
+            .replace("\"missing.txt\"", &format!("\"{}\"", at("missing.txt")))
+            .replace("\"bin\"", &format!("\"{}\"", at("bin")))
+            .replace("\"big\"", &format!("\"{}\"", at("big")));
+        Template::compile(&src).unwrap().render_string(&c)
+    };
     assert_eq!(
         render_in("{{file \"query.xml\"}}").unwrap(),
+        "<q a=\"1\">&</q>"
+    );
+    // beside the workflow, through run.workflow_dir
+    assert_eq!(
+        Template::compile("{{file (concat run.workflow_dir \"/query.xml\")}}")
+            .unwrap()
+            .render_string(&c)
+            .unwrap(),
         "<q a=\"1\">&</q>"
     );
     // absolute
@@ -662,10 +677,10 @@ fn file_helper() {
         }
         other => panic!("{other:?}"),
     }
-    // without run.workflow_dir, relative to the working directory
+    // relative names: the working directory, even when run.workflow_dir is set
     let cwd_rel = Template::compile("{{file \"Cargo.toml\"}}").unwrap();
     assert!(cwd_rel
-        .render_string(&json!({}))
+        .render_string(&c)
         .unwrap()
         .contains("[package]"));
     std::fs::remove_dir_all(&dir).unwrap();
