@@ -31,7 +31,11 @@ pub mod exit {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "auditflow", version, about = "Run declarative YAML audit workflows against Mimecast, MailStore and Google Email Audit")]
+#[command(
+    name = "auditflow",
+    version,
+    about = "Run declarative YAML audit workflows against Mimecast, MailStore and Google Email Audit"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -138,10 +142,17 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -220,7 +231,11 @@ fn validate(files: &[PathBuf]) -> u8 {
             Ok(plan) => {
                 let extra = plan.files.len().saturating_sub(1);
                 if extra > 0 {
-                    println!("{}: ok (with {extra} used file{})", f.display(), if extra == 1 { "" } else { "s" });
+                    println!(
+                        "{}: ok (with {extra} used file{})",
+                        f.display(),
+                        if extra == 1 { "" } else { "s" }
+                    );
                 } else {
                     println!("{}: ok", f.display());
                 }
@@ -236,7 +251,11 @@ fn validate(files: &[PathBuf]) -> u8 {
     if bad == 0 {
         exit::OK
     } else {
-        eprintln!("{bad} of {} file{} invalid", files.len(), if files.len() == 1 { "" } else { "s" });
+        eprintln!(
+            "{bad} of {} file{} invalid",
+            files.len(),
+            if files.len() == 1 { "" } else { "s" }
+        );
         exit::USAGE
     }
 }
@@ -268,7 +287,8 @@ impl Sink for JsonLines {
 fn parse_inputs(args: &RunArgs) -> Result<BTreeMap<String, Value>, String> {
     let mut out = BTreeMap::new();
     if let Some(f) = &args.inputs_file {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read inputs file {}: {e}", f.display()))?;
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read inputs file {}: {e}", f.display()))?;
         let v: BTreeMap<String, Value> = serde_yaml_ng::from_str(&text)
             .map_err(|e| format!("{}: not a mapping of inputs: {e}", f.display()))?;
         out.extend(v);
@@ -308,7 +328,10 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
         }
     };
     let secrets = Secrets::new();
-    let json_report = args.report_json.as_ref().map(|_| Arc::new(JsonReport::new()));
+    let json_report = args
+        .report_json
+        .as_ref()
+        .map(|_| Arc::new(JsonReport::new()));
     let junit = args.junit.as_ref().map(|_| Arc::new(JUnit::new()));
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     match args.log_format {
@@ -338,7 +361,11 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
     let result = match engine::run(plan, opts, emitter).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("{}: error: {}", args.workflow.display(), secrets.mask(&e.to_string()));
+            eprintln!(
+                "{}: error: {}",
+                args.workflow.display(),
+                secrets.mask(&e.to_string())
+            );
             return exit::USAGE;
         }
     };
@@ -353,7 +380,11 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
         match manifest.write(&dir) {
             Ok(p) => {
                 if args.log_format == LogFormat::Human {
-                    println!("  evidence manifest: {} (check with `auditflow verify {}`)", p.display(), dir.display());
+                    println!(
+                        "  evidence manifest: {} (check with `auditflow verify {}`)",
+                        p.display(),
+                        dir.display()
+                    );
                 }
             }
             Err(e) => {
@@ -391,7 +422,11 @@ fn out_dir(wf: &crate::workflow::Workflow, given: &BTreeMap<String, Value>) -> O
 fn verify(dir: &std::path::Path) -> u8 {
     match crate::report::manifest::verify(dir) {
         Ok(v) if v.problems.is_empty() => {
-            println!("{}: {} artifact(s) verified, all sizes and SHA-256 match", dir.display(), v.checked);
+            println!(
+                "{}: {} artifact(s) verified, all sizes and SHA-256 match",
+                dir.display(),
+                v.checked
+            );
             exit::OK
         }
         Ok(v) => {
@@ -453,8 +488,14 @@ async fn sim(a: SimArgs) -> u8 {
     println!("auditflow simulator listening (Ctrl-C to stop)");
     println!("  mimecast   {}", handle.mimecast_url);
     println!("  mailstore  {}", handle.mailstore_url);
-    println!("  google     {}  (token endpoint {})", handle.google_url, handle.google_token_url);
-    println!("  google service-account key file: {}", handle.google.service_account_key_file().display());
+    println!(
+        "  google     {}  (token endpoint {})",
+        handle.google_url, handle.google_token_url
+    );
+    println!(
+        "  google service-account key file: {}",
+        handle.google.service_account_key_file().display()
+    );
     println!("\nPoint the shipped workflows at it (these are throwaway simulator credentials):");
     for (k, v) in handle.env() {
         println!("export {k}='{v}'");
@@ -462,6 +503,9 @@ async fn sim(a: SimArgs) -> u8 {
     let _ = tokio::signal::ctrl_c().await;
     let stats = handle.stats.snapshot();
     handle.shutdown().await;
-    println!("{}", serde_json::to_string_pretty(&stats).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&stats).unwrap_or_default()
+    );
     exit::OK
 }

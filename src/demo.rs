@@ -49,7 +49,8 @@ pub fn generate_key(dir: &Path, bits: u32) -> Result<DemoKey, String> {
     let secret_key = dir.join("demo-secret-key.asc");
     let public_key = dir.join("demo-public-key.asc");
     write_private(&secret_key, sec_text.as_bytes())?;
-    std::fs::write(&public_key, pub_text).map_err(|e| format!("cannot write {}: {e}", public_key.display()))?;
+    std::fs::write(&public_key, pub_text)
+        .map_err(|e| format!("cannot write {}: {e}", public_key.display()))?;
     Ok(DemoKey {
         secret_key,
         public_key,
@@ -111,7 +112,10 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
             return exit::FAILED;
         }
     };
-    println!("simulator: mimecast {}  mailstore {}  google {}", handle.mimecast_url, handle.mailstore_url, handle.google_url);
+    println!(
+        "simulator: mimecast {}  mailstore {}  google {}",
+        handle.mimecast_url, handle.mailstore_url, handle.google_url
+    );
     let key = match tokio::task::spawn_blocking({
         let dir = out.join("keys");
         move || generate_key(&dir, 3072)
@@ -128,13 +132,24 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
             return exit::FAILED;
         }
     };
-    println!("generated a throwaway RSA-3072 key: {}\n", key.public_key.display());
+    println!(
+        "generated a throwaway RSA-3072 key: {}\n",
+        key.public_key.display()
+    );
 
     let mut env: BTreeMap<String, String> = std::env::vars().collect();
     // Never let a user's real credentials leak into the demo.
-    env.retain(|k, _| !(k.starts_with("MIMECAST_") || k.starts_with("MAILSTORE_") || k.starts_with("GOOGLE_") || k.starts_with("AUDIT_PGP_")));
+    env.retain(|k, _| {
+        !(k.starts_with("MIMECAST_")
+            || k.starts_with("MAILSTORE_")
+            || k.starts_with("GOOGLE_")
+            || k.starts_with("AUDIT_PGP_"))
+    });
     env.extend(handle.env());
-    env.insert("AUDIT_PGP_SECRET_KEY".into(), key.secret_key.display().to_string());
+    env.insert(
+        "AUDIT_PGP_SECRET_KEY".into(),
+        key.secret_key.display().to_string(),
+    );
     env.insert("AUDIT_PGP_PASSPHRASE".into(), key.passphrase.clone());
 
     let wf = workflows_dir();
@@ -176,7 +191,15 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
     ];
     let mut failed = 0;
     for (title, file, inputs) in plays {
-        println!("── {title}\n   auditflow run {} {}", file.display(), inputs.iter().map(|i| format!("-i {i}")).collect::<Vec<_>>().join(" "));
+        println!(
+            "── {title}\n   auditflow run {} {}",
+            file.display(),
+            inputs
+                .iter()
+                .map(|i| format!("-i {i}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         let code = crate::cli::run(
             RunArgs {
                 workflow: file,

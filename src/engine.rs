@@ -66,7 +66,8 @@ pub fn resolve_inputs(
         if !wf.inputs.contains_key(name) {
             return Err(InputError::Unknown {
                 name: name.clone(),
-                suggestion: did_you_mean(name, wf.inputs.keys().map(String::as_str)).map(str::to_string),
+                suggestion: did_you_mean(name, wf.inputs.keys().map(String::as_str))
+                    .map(str::to_string),
             });
         }
     }
@@ -76,10 +77,11 @@ pub fn resolve_inputs(
         let raw = given.get(name).or(spec.default.as_ref());
         match raw {
             Some(v) => {
-                let coerced = coerce_input(spec.kind, v).map_err(|message| InputError::Invalid {
-                    name: name.clone(),
-                    message,
-                })?;
+                let coerced =
+                    coerce_input(spec.kind, v).map_err(|message| InputError::Invalid {
+                        name: name.clone(),
+                        message,
+                    })?;
                 out.insert(name.clone(), coerced);
             }
             None if spec.required => missing.push(name.clone()),
@@ -132,7 +134,10 @@ impl Scope {
         let mut info = run.run_info.clone();
         if let Some(o) = info.as_object_mut() {
             o.insert("workflow".into(), json!(self.file.workflow.name));
-            o.insert("workflow_dir".into(), json!(self.file.dir().display().to_string()));
+            o.insert(
+                "workflow_dir".into(),
+                json!(self.file.dir().display().to_string()),
+            );
         }
         m.insert("run".into(), info);
         if let Some((item, index)) = &self.item {
@@ -273,7 +278,11 @@ fn pipelined(step: &Step, next: &Step) -> bool {
     let (Some(_), Some(dec)) = (&step.download, &next.decrypt) else {
         return false;
     };
-    if step.when.is_some() || next.when.is_some() || step.continue_on_error || next.continue_on_error {
+    if step.when.is_some()
+        || next.when.is_some()
+        || step.continue_on_error
+        || next.continue_on_error
+    {
         return false;
     }
     let Value::String(files) = &dec.files else {
@@ -291,7 +300,10 @@ async fn run_pipelined(
     scope: &Scope,
 ) -> Result<(Value, Value), Failure> {
     let ctx = scope.ctx(run);
-    let paths = [format!("{}{}", scope.prefix, dl.id), format!("{}{}", scope.prefix, dec.id)];
+    let paths = [
+        format!("{}{}", scope.prefix, dl.id),
+        format!("{}{}", scope.prefix, dec.id),
+    ];
     for (s, p) in [dl, dec].iter().zip(&paths) {
         run.emitter.emit(Event::StepStarted {
             step: p.clone(),
@@ -327,7 +339,9 @@ async fn run_pipelined(
         let spec = dl.download.as_ref().ok_or(None)?;
         let dspec = dec.decrypt.as_ref().ok_or(None)?;
         let conn = match &spec.connection {
-            Some(name) => Some(connection_for(run, &scope.file, Some(name), &ctx).map_err(|e| Some((0, e)))?),
+            Some(name) => {
+                Some(connection_for(run, &scope.file, Some(name), &ctx).map_err(|e| Some((0, e)))?)
+            }
             None => None,
         };
         let plain = connection_for(run, &scope.file, None, &ctx).map_err(|e| Some((0, e)))?;
@@ -346,7 +360,9 @@ async fn run_pipelined(
                 Ok(r) => r,
                 Err(_) => {
                     cancel.cancel();
-                    Err(steps::files::PipelineError::Download(StepError::Timeout { after: limit }))
+                    Err(steps::files::PipelineError::Download(StepError::Timeout {
+                        after: limit,
+                    }))
                 }
             },
         };
@@ -375,10 +391,22 @@ async fn run_pipelined(
             finish(1, StepStatus::Succeeded, None, &b);
             Ok((a, b))
         }
-        Err(None) => Err(Failure::Failed("internal: pipelined steps lost their kinds".into())),
+        Err(None) => Err(Failure::Failed(
+            "internal: pipelined steps lost their kinds".into(),
+        )),
         Err(Some((_, StepError::Cancelled))) if run.cancel.is_cancelled() => {
-            finish(0, StepStatus::Failed, Some("cancelled".into()), &Value::Null);
-            finish(1, StepStatus::Failed, Some("cancelled".into()), &Value::Null);
+            finish(
+                0,
+                StepStatus::Failed,
+                Some("cancelled".into()),
+                &Value::Null,
+            );
+            finish(
+                1,
+                StepStatus::Failed,
+                Some("cancelled".into()),
+                &Value::Null,
+            );
             Err(Failure::Cancelled)
         }
         Err(Some((i, e))) => {
@@ -386,12 +414,20 @@ async fn run_pipelined(
             let msg = e.to_string();
             if i == 0 {
                 finish(0, StepStatus::Failed, Some(msg.clone()), &Value::Null);
-                finish(1, StepStatus::Skipped, Some(format!("`{}` failed", dl.id)), &Value::Null);
+                finish(
+                    1,
+                    StepStatus::Skipped,
+                    Some(format!("`{}` failed", dl.id)),
+                    &Value::Null,
+                );
             } else {
                 finish(other, StepStatus::Succeeded, None, &Value::Null);
                 finish(1, StepStatus::Failed, Some(msg.clone()), &Value::Null);
             }
-            Err(Failure::Failed(format!("step `{}` failed: {msg}", paths[i])))
+            Err(Failure::Failed(format!(
+                "step `{}` failed: {msg}",
+                paths[i]
+            )))
         }
     }
 }
@@ -401,7 +437,11 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
     let path = format!("{}{}", scope.prefix, step.id);
     let kind = step.kind();
     let ctx = scope.ctx(run);
-    let finish = |status: StepStatus, attempts: u32, started: Instant, error: Option<String>, outputs: &Value| {
+    let finish = |status: StepStatus,
+                  attempts: u32,
+                  started: Instant,
+                  error: Option<String>,
+                  outputs: &Value| {
         run.emitter.emit(Event::StepFinished {
             step: path.clone(),
             name: step.display_name().to_string(),
@@ -437,7 +477,11 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
     let policy = merge_retry(defaults.retry.as_ref(), step.retry.as_ref());
     // Polls have their own (long) deadline; other steps default to `defaults.timeout`.
     let deadline = match kind {
-        StepKind::Poll => Some(step.timeout.map(|d| d.get()).unwrap_or(poll::DEFAULT_POLL_TIMEOUT)),
+        StepKind::Poll => Some(
+            step.timeout
+                .map(|d| d.get())
+                .unwrap_or(poll::DEFAULT_POLL_TIMEOUT),
+        ),
         StepKind::ForEach | StepKind::Uses => step.timeout.map(|d| d.get()),
         _ => step.timeout.or(defaults.timeout).map(|d| d.get()),
     };
@@ -458,7 +502,13 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
     // The poll enforces its own deadline between polls; the outer limit also stops a poll
     // stuck inside one request. On timeout the step's token is cancelled first, so adapters
     // can clean up (MailStore CancelAsync), then we wait briefly for them.
-    let limit = deadline.map(|d| if kind == StepKind::Poll { d + Duration::from_secs(5) } else { d });
+    let limit = deadline.map(|d| {
+        if kind == StepKind::Poll {
+            d + Duration::from_secs(5)
+        } else {
+            d
+        }
+    });
     let result = match limit {
         None => fut.await,
         Some(limit) => {
@@ -478,11 +528,23 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
             Ok(outputs)
         }
         Err(StepError::Pending { waiting_for }) => {
-            finish(StepStatus::Pending, 0, started, Some(waiting_for.clone()), &Value::Null);
+            finish(
+                StepStatus::Pending,
+                0,
+                started,
+                Some(waiting_for.clone()),
+                &Value::Null,
+            );
             Err(Failure::Pending(waiting_for))
         }
         Err(StepError::Cancelled) if run.cancel.is_cancelled() => {
-            finish(StepStatus::Failed, 0, started, Some("cancelled".into()), &Value::Null);
+            finish(
+                StepStatus::Failed,
+                0,
+                started,
+                Some("cancelled".into()),
+                &Value::Null,
+            );
             Err(Failure::Cancelled)
         }
         Err(e) => {
@@ -492,10 +554,22 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
             };
             let message = format!("step `{path}` failed: {e}");
             if step.continue_on_error {
-                finish(StepStatus::FailedContinued, attempts, started, Some(e.to_string()), &Value::Null);
+                finish(
+                    StepStatus::FailedContinued,
+                    attempts,
+                    started,
+                    Some(e.to_string()),
+                    &Value::Null,
+                );
                 Ok(json!({"failed": true, "error": run.emitter.secrets().mask(&e.to_string())}))
             } else {
-                finish(StepStatus::Failed, attempts, started, Some(e.to_string()), &Value::Null);
+                finish(
+                    StepStatus::Failed,
+                    attempts,
+                    started,
+                    Some(e.to_string()),
+                    &Value::Null,
+                );
                 Err(Failure::Failed(message))
             }
         }
@@ -566,7 +640,14 @@ async fn execute_kind(
             None => None,
         };
         let plain = connection_for(run, &scope.file, None, ctx)?;
-        let out = steps::files::download_step(spec, conn.as_ref().unwrap_or(&plain), conn.is_some(), env, ctx).await?;
+        let out = steps::files::download_step(
+            spec,
+            conn.as_ref().unwrap_or(&plain),
+            conn.is_some(),
+            env,
+            ctx,
+        )
+        .await?;
         return Ok((out, 1));
     }
     if let Some(spec) = &step.decrypt {
@@ -574,15 +655,21 @@ async fn execute_kind(
         return Ok((out, 1));
     }
     if let Some(spec) = &step.for_each {
-        return for_each(run, step, spec, scope, ctx, env).await.map(|v| (v, 1));
+        return for_each(run, step, spec, scope, ctx, env)
+            .await
+            .map(|v| (v, 1));
     }
     if let Some(target) = &step.uses {
-        let callee = run.plan.resolve_uses(&scope.file, target).ok_or_else(|| StepError::Invalid {
-            message: format!("`uses` target `{target}` was not validated"),
-        })?;
+        let callee =
+            run.plan
+                .resolve_uses(&scope.file, target)
+                .ok_or_else(|| StepError::Invalid {
+                    message: format!("`uses` target `{target}` was not validated"),
+                })?;
         let mut given = BTreeMap::new();
         for (k, v) in step.with.clone().unwrap_or_default() {
-            let r = render_deep(&v, ctx).map_err(|e| StepError::template(format!("with.{k}"), e))?;
+            let r =
+                render_deep(&v, ctx).map_err(|e| StepError::template(format!("with.{k}"), e))?;
             given.insert(k, r);
         }
         let inputs = resolve_inputs(&callee.workflow, &given).map_err(|e| StepError::Invalid {
@@ -623,7 +710,9 @@ async fn for_each(
     ctx: &Value,
     env: &StepEnv<'_>,
 ) -> Result<Value, StepError> {
-    let items = match render_deep(&spec.items, ctx).map_err(|e| StepError::template("for_each.items", e))? {
+    let items = match render_deep(&spec.items, ctx)
+        .map_err(|e| StepError::template("for_each.items", e))?
+    {
         Value::Array(a) => a,
         Value::Null => vec![],
         other => {
@@ -639,36 +728,43 @@ async fn for_each(
     let fail_fast = spec.fail_fast.unwrap_or(true);
     let stop = Arc::new(AtomicBool::new(false));
     let count = items.len();
-    let results: Vec<(usize, Value, Result<Value, Failure>)> = futures::stream::iter(items.into_iter().enumerate())
-        .map(|(index, item)| {
-            let run = run.clone();
-            let stop = stop.clone();
-            let mut sub = scope.clone();
-            sub.item = Some((item.clone(), index));
-            sub.prefix = format!("{}[{index}].", env.step);
-            let steps = spec.steps.clone();
-            async move {
-                if stop.load(Ordering::SeqCst) {
-                    return (index, item, Err(Failure::Failed("not started after an earlier failure (fail_fast)".into())));
+    let results: Vec<(usize, Value, Result<Value, Failure>)> =
+        futures::stream::iter(items.into_iter().enumerate())
+            .map(|(index, item)| {
+                let run = run.clone();
+                let stop = stop.clone();
+                let mut sub = scope.clone();
+                sub.item = Some((item.clone(), index));
+                sub.prefix = format!("{}[{index}].", env.step);
+                let steps = spec.steps.clone();
+                async move {
+                    if stop.load(Ordering::SeqCst) {
+                        return (
+                            index,
+                            item,
+                            Err(Failure::Failed(
+                                "not started after an earlier failure (fail_fast)".into(),
+                            )),
+                        );
+                    }
+                    // Each iteration's result holds the outputs of the loop's own steps.
+                    let r = run_steps(&run, &steps, &mut sub).await.map(|_| {
+                        let own: Map<String, Value> = sub
+                            .steps
+                            .into_iter()
+                            .filter(|(k, _)| steps.iter().any(|s| &s.id == k))
+                            .collect();
+                        Value::Object(own)
+                    });
+                    if r.is_err() && fail_fast {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    (index, item, r)
                 }
-                // Each iteration's result holds the outputs of the loop's own steps.
-                let r = run_steps(&run, &steps, &mut sub).await.map(|_| {
-                    let own: Map<String, Value> = sub
-                        .steps
-                        .into_iter()
-                        .filter(|(k, _)| steps.iter().any(|s| &s.id == k))
-                        .collect();
-                    Value::Object(own)
-                });
-                if r.is_err() && fail_fast {
-                    stop.store(true, Ordering::SeqCst);
-                }
-                (index, item, r)
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
     let mut results = results;
     results.sort_by_key(|(i, _, _)| *i);
     let mut out = Vec::with_capacity(count);
@@ -680,7 +776,9 @@ async fn for_each(
             Err(f) => {
                 out.push(Value::Null);
                 match f {
-                    Failure::Failed(m) => failed.push(json!({"index": index, "item": item, "error": m})),
+                    Failure::Failed(m) => {
+                        failed.push(json!({"index": index, "item": item, "error": m}))
+                    }
                     Failure::Pending(w) => pending = Some(w),
                     Failure::Cancelled => return Err(StepError::Cancelled),
                 }
@@ -821,17 +919,29 @@ fn connection_for(
             },
             run.emitter.secrets().clone(),
         )
-        .map_err(|e| StepError::Vendor { source: Box::new(e), attempts: 0 })?;
+        .map_err(|e| StepError::Vendor {
+            source: Box::new(e),
+            attempts: 0,
+        })?;
         *plain = Some(c.clone());
         return Ok(c);
     };
     let key = (file.path.clone(), name.to_string());
-    if let Some(c) = run.connections.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+    if let Some(c) = run
+        .connections
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+    {
         return Ok(c.clone());
     }
-    let spec = file.workflow.connections.get(name).ok_or_else(|| StepError::Invalid {
-        message: format!("no connection named `{name}`"),
-    })?;
+    let spec = file
+        .workflow
+        .connections
+        .get(name)
+        .ok_or_else(|| StepError::Invalid {
+            message: format!("no connection named `{name}`"),
+        })?;
     // Connections see inputs, env and run, but not step outputs or loop items.
     let conn_ctx = json!({
         "inputs": ctx.get("inputs").cloned().unwrap_or(Value::Null),
@@ -846,8 +956,10 @@ fn connection_for(
             "connection `{name}`: insecure_tls is on; TLS certificates are NOT verified"
         ));
     }
-    let conn = Connection::new(settings, secrets.clone())
-        .map_err(|e| StepError::Vendor { source: Box::new(e), attempts: 0 })?;
+    let conn = Connection::new(settings, secrets.clone()).map_err(|e| StepError::Vendor {
+        source: Box::new(e),
+        attempts: 0,
+    })?;
     run.connections
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -875,7 +987,10 @@ fn register_credentials(secrets: &crate::secrets::Secrets, c: &Credentials) {
             secrets.add(client_id);
             secrets.add(client_secret);
         }
-        Credentials::Basic { username: _, password } => {
+        Credentials::Basic {
+            username: _,
+            password,
+        } => {
             secrets.add(password);
         }
         Credentials::Bearer { token } => secrets.add(token),
@@ -904,13 +1019,20 @@ fn connection_settings(
             message: format!("connection `{name}`: base_url `{u}` is not a URL: {e}"),
         })?),
         None if spec.kind == ConnectionKind::Http => None,
-        None => return Err(missing("base_url is empty or its environment variable is not set")),
+        None => {
+            return Err(missing(
+                "base_url is empty or its environment variable is not set",
+            ))
+        }
     };
     let c = spec.credentials.clone().unwrap_or_default();
     let get = |f: &Option<String>, n: &str| cred(f, ctx, &format!("credentials.{n}"));
     let credentials = match spec.kind {
         ConnectionKind::Mimecast => {
-            let (id, secret) = (get(&c.client_id, "client_id")?, get(&c.client_secret, "client_secret")?);
+            let (id, secret) = (
+                get(&c.client_id, "client_id")?,
+                get(&c.client_secret, "client_secret")?,
+            );
             let v1 = (
                 get(&c.access_key, "access_key")?,
                 get(&c.secret_key, "secret_key")?,
@@ -937,10 +1059,12 @@ fn connection_settings(
                 }
             }
         }
-        ConnectionKind::Mailstore => match (get(&c.username, "username")?, get(&c.password, "password")?) {
-            (Some(username), Some(password)) => Credentials::Basic { username, password },
-            _ => return Err(missing("username and password are required")),
-        },
+        ConnectionKind::Mailstore => {
+            match (get(&c.username, "username")?, get(&c.password, "password")?) {
+                (Some(username), Some(password)) => Credentials::Basic { username, password },
+                _ => return Err(missing("username and password are required")),
+            }
+        }
         ConnectionKind::Google => match (
             get(&c.bearer_token, "bearer_token")?,
             get(&c.service_account_file, "service_account_file")?,
@@ -996,14 +1120,18 @@ mod tests {
     use crate::workflow::load_str;
 
     fn wf(src: &str) -> Workflow {
-        load_str(Path::new("t.yaml"), src.into()).expect("valid").workflow
+        load_str(Path::new("t.yaml"), src.into())
+            .expect("valid")
+            .workflow
     }
 
     #[test]
     fn inputs_resolve_defaults_types_and_missing() {
         let w = wf("name: t\ninputs:\n  a: {type: integer, required: true}\n  b: {type: boolean, default: false}\n  c: {type: string}\nsteps: [{id: s, call: {url: 'http://x'}}]\n");
         let mut given = BTreeMap::new();
-        assert!(matches!(resolve_inputs(&w, &given), Err(InputError::Missing(m)) if m == vec!["a".to_string()]));
+        assert!(
+            matches!(resolve_inputs(&w, &given), Err(InputError::Missing(m)) if m == vec!["a".to_string()])
+        );
         given.insert("a".into(), json!("7"));
         let r = resolve_inputs(&w, &given).unwrap();
         assert_eq!(r["a"], json!(7));

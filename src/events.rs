@@ -278,7 +278,9 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
                 ..artifact
             },
         },
-        Event::Warning { message } => Event::Warning { message: m(message) },
+        Event::Warning { message } => Event::Warning {
+            message: m(message),
+        },
         Event::StepFinished {
             step,
             name,

@@ -11,7 +11,9 @@ fn args(v: &[&str]) -> Vec<String> {
 }
 
 fn envs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter().map(|(k, e)| (k.to_string(), e.to_string())).collect()
+    v.iter()
+        .map(|(k, e)| (k.to_string(), e.to_string()))
+        .collect()
 }
 
 const FAST_RETRY: &str = "defaults:\n  retry: {max_attempts: 5, initial_interval: 50ms, max_interval: 200ms, jitter: none}\n";
@@ -37,7 +39,12 @@ async fn call_retries_429_then_503_then_succeeds() {
     let report = d.path().join("report.json");
     let started = std::time::Instant::now();
     let out = auditflow_async(
-        args(&["run", wf.to_str().unwrap(), "--report-json", report.to_str().unwrap()]),
+        args(&[
+            "run",
+            wf.to_str().unwrap(),
+            "--report-json",
+            report.to_str().unwrap(),
+        ]),
         envs(&[("API_URL", &url)]),
         d.path().to_path_buf(),
     )
@@ -47,8 +54,14 @@ async fn call_retries_429_then_503_then_succeeds() {
     assert_eq!(script.requests("/items").len(), 3);
     // Retry-After: 1 was honoured (at least one second waited).
     assert!(started.elapsed() >= Duration::from_secs(1));
-    assert!(stdout.contains("attempt 1 failed") && stdout.contains("HTTP 429"), "{stdout}");
-    assert!(stdout.contains("attempt 2 failed") && stdout.contains("HTTP 503"), "{stdout}");
+    assert!(
+        stdout.contains("attempt 1 failed") && stdout.contains("HTTP 429"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("attempt 2 failed") && stdout.contains("HTTP 503"),
+        "{stdout}"
+    );
     assert!(stdout.contains("3 attempts"), "{stdout}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["status"], "succeeded");
@@ -66,22 +79,52 @@ async fn call_401_fails_at_once_with_status() {
     let d = Dir::new();
     let wf = d.write(
         "wf.yaml",
-        &format!("name: denied\n{FAST_RETRY}steps:\n  - id: get\n    call: {{url: '{url}/secret'}}\n"),
+        &format!(
+            "name: denied\n{FAST_RETRY}steps:\n  - id: get\n    call: {{url: '{url}/secret'}}\n"
+        ),
     );
-    let out = auditflow_async(args(&["run", wf.to_str().unwrap()]), vec![], d.path().to_path_buf()).await;
+    let out = auditflow_async(
+        args(&["run", wf.to_str().unwrap()]),
+        vec![],
+        d.path().to_path_buf(),
+    )
+    .await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert_eq!(script.requests("/secret").len(), 1, "401 must not be retried");
-    assert!(stderr.contains("step `get` failed") && stderr.contains("HTTP 401"), "{stderr}");
-    assert!(stderr.contains("invalid credentials"), "vendor message expected: {stderr}");
+    assert_eq!(
+        script.requests("/secret").len(),
+        1,
+        "401 must not be retried"
+    );
+    assert!(
+        stderr.contains("step `get` failed") && stderr.contains("HTTP 401"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("invalid credentials"),
+        "vendor message expected: {stderr}"
+    );
 }
 
 #[tokio::test]
 async fn poll_until_done_and_fail_if_stops_at_once() {
     let pending = || Reply::json(200, json!({"status": "PENDING"}));
     let (url, script) = serve(vec![
-        ("/job/1", vec![pending(), pending(), Reply::json(200, json!({"status": "DONE", "file": "x"}))]),
-        ("/job/2", vec![Reply::json(200, json!({"status": "ERROR", "reason": "bad key"}))]),
+        (
+            "/job/1",
+            vec![
+                pending(),
+                pending(),
+                Reply::json(200, json!({"status": "DONE", "file": "x"})),
+            ],
+        ),
+        (
+            "/job/2",
+            vec![Reply::json(
+                200,
+                json!({"status": "ERROR", "reason": "bad key"}),
+            )],
+        ),
     ])
     .await;
     let d = Dir::new();
@@ -91,18 +134,35 @@ async fn poll_until_done_and_fail_if_stops_at_once() {
         )
     };
     let ok = d.write("ok.yaml", &body("1"));
-    let out = auditflow_async(args(&["run", ok.to_str().unwrap()]), vec![], d.path().to_path_buf()).await;
+    let out = auditflow_async(
+        args(&["run", ok.to_str().unwrap()]),
+        vec![],
+        d.path().to_path_buf(),
+    )
+    .await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("poll 1: PENDING") && stdout.contains("poll 2: PENDING"), "{stdout}");
+    assert!(
+        stdout.contains("poll 1: PENDING") && stdout.contains("poll 2: PENDING"),
+        "{stdout}"
+    );
     assert!(stdout.contains("poll 3: DONE: done"), "{stdout}");
     assert_eq!(script.requests("/job/1").len(), 4);
 
     let bad = d.write("bad.yaml", &body("2"));
-    let out = auditflow_async(args(&["run", bad.to_str().unwrap()]), vec![], d.path().to_path_buf()).await;
+    let out = auditflow_async(
+        args(&["run", bad.to_str().unwrap()]),
+        vec![],
+        d.path().to_path_buf(),
+    )
+    .await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert_eq!(script.requests("/job/2").len(), 1, "fail_if must stop at the first ERROR");
+    assert_eq!(
+        script.requests("/job/2").len(),
+        1,
+        "fail_if must stop at the first ERROR"
+    );
     assert!(stderr.contains("terminal state `ERROR`"), "{stderr}");
 }
 
@@ -119,7 +179,12 @@ async fn for_each_runs_with_bounded_concurrency_and_keeps_order() {
     );
     let report = d.path().join("r.json");
     let out = auditflow_async(
-        args(&["run", wf.to_str().unwrap(), "--report-json", report.to_str().unwrap()]),
+        args(&[
+            "run",
+            wf.to_str().unwrap(),
+            "--report-json",
+            report.to_str().unwrap(),
+        ]),
         vec![],
         d.path().to_path_buf(),
     )
@@ -128,7 +193,9 @@ async fn for_each_runs_with_bounded_concurrency_and_keeps_order() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let seen = script.requests("/u");
     assert_eq!(seen.len(), 6);
-    let max = script.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+    let max = script
+        .max_in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..=3).contains(&max), "concurrency 3 expected, saw {max}");
     let mut users: Vec<String> = seen.iter().map(|s| s.query.clone().unwrap()).collect();
     assert!(users.contains(&"n=5&user=f".to_string()), "{users:?}");
@@ -141,7 +208,11 @@ async fn for_each_runs_with_bounded_concurrency_and_keeps_order() {
 
 #[tokio::test]
 async fn uses_chain_passes_inputs_and_returns_outputs() {
-    let (url, script) = serve(vec![("/echo", vec![Reply::json(200, json!({"v": "pong"}))])]).await;
+    let (url, script) = serve(vec![(
+        "/echo",
+        vec![Reply::json(200, json!({"v": "pong"}))],
+    )])
+    .await;
     let d = Dir::new();
     d.write(
         "shared/leaf.yaml",
@@ -157,17 +228,28 @@ async fn uses_chain_passes_inputs_and_returns_outputs() {
     );
     let report = d.path().join("r.json");
     let out = auditflow_async(
-        args(&["run", top.to_str().unwrap(), "--report-json", report.to_str().unwrap()]),
+        args(&[
+            "run",
+            top.to_str().unwrap(),
+            "--report-json",
+            report.to_str().unwrap(),
+        ]),
         vec![],
         d.path().to_path_buf(),
     )
     .await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert_eq!(script.requests("/echo")[0].query.as_deref(), Some("who=alice"));
+    assert_eq!(
+        script.requests("/echo")[0].query.as_deref(),
+        Some("who=alice")
+    );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["outputs"]["final"], "pong-alice");
-    assert!(stdout.contains("mid/leaf/ping"), "nested step paths expected: {stdout}");
+    assert!(
+        stdout.contains("mid/leaf/ping"),
+        "nested step paths expected: {stdout}"
+    );
 }
 
 #[tokio::test]
@@ -176,7 +258,13 @@ async fn reports_are_valid_and_no_secret_leaks_anywhere() {
     let password = "pw-also-secret-5521";
     let (url, script) = serve(vec![
         ("/ok", vec![Reply::json(200, json!({"echo": token}))]),
-        ("/fail", vec![Reply::json(403, json!({"error": format!("token {token} is not allowed")}))]),
+        (
+            "/fail",
+            vec![Reply::json(
+                403,
+                json!({"error": format!("token {token} is not allowed")}),
+            )],
+        ),
     ])
     .await;
     let d = Dir::new();
@@ -211,15 +299,27 @@ async fn reports_are_valid_and_no_secret_leaks_anywhere() {
     assert_eq!(ok.headers["authorization"], format!("Bearer {token}"));
     assert_eq!(ok.headers["x-password"], password);
     let dry = auditflow_async(
-        args(&["run", wf.to_str().unwrap(), "--dry-run", "-i", &format!("password={password}")]),
+        args(&[
+            "run",
+            wf.to_str().unwrap(),
+            "--dry-run",
+            "-i",
+            &format!("password={password}"),
+        ]),
         env,
         d.path().to_path_buf(),
     )
     .await;
     let (dry_out, dry_err) = text(&dry);
     assert_eq!(dry.status.code(), Some(0), "{dry_out}\n{dry_err}");
-    assert!(dry_out.to_lowercase().contains("authorization:"), "{dry_out}");
-    assert!(dry_out.contains("\"pw\": \"***\"") || dry_out.contains("\"pw\":\"***\""), "{dry_out}");
+    assert!(
+        dry_out.to_lowercase().contains("authorization:"),
+        "{dry_out}"
+    );
+    assert!(
+        dry_out.contains("\"pw\": \"***\"") || dry_out.contains("\"pw\":\"***\""),
+        "{dry_out}"
+    );
     assert_eq!(script.all().len(), 3, "dry run must send nothing");
     let report_text = std::fs::read_to_string(&report).unwrap();
     let junit_text = std::fs::read_to_string(&junit).unwrap();
@@ -237,7 +337,10 @@ async fn reports_are_valid_and_no_secret_leaks_anywhere() {
     assert_eq!(r["inputs"]["password"], "***");
     assert_eq!(r["steps"][1]["status"], "failed_continued");
     assert_eq!(r["steps"][2]["status"], "failed");
-    assert!(junit_text.contains(r#"tests="3" failures="2""#), "{junit_text}");
+    assert!(
+        junit_text.contains(r#"tests="3" failures="2""#),
+        "{junit_text}"
+    );
     assert!(junit_text.contains("HTTP 403"), "{junit_text}");
 }
 
@@ -249,9 +352,17 @@ async fn missing_required_input_is_reported_before_any_request() {
         "wf.yaml",
         &format!("name: inputs\ninputs:\n  domain: {{required: true}}\n  user: {{required: true}}\nsteps:\n  - id: a\n    call: {{url: '{url}/x'}}\n"),
     );
-    let out = auditflow_async(args(&["run", wf.to_str().unwrap()]), vec![], d.path().to_path_buf()).await;
+    let out = auditflow_async(
+        args(&["run", wf.to_str().unwrap()]),
+        vec![],
+        d.path().to_path_buf(),
+    )
+    .await;
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("missing required inputs: domain, user"), "{stderr}");
+    assert!(
+        stderr.contains("missing required inputs: domain, user"),
+        "{stderr}"
+    );
     assert!(script.all().is_empty());
 }

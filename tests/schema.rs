@@ -40,10 +40,14 @@ fn every_workflow_file_conforms_to_the_schema() {
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         let value: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&value).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
         assert!(errors.is_empty(), "{}: {}", f.display(), errors.join("; "));
     }
     // and the schema rejects a typo, like the loader does
-    let bad = serde_json::json!({"name": "x", "steps": [{"id": "a", "retyr": 1, "call": {"url": "u"}}]});
+    let bad =
+        serde_json::json!({"name": "x", "steps": [{"id": "a", "retyr": 1, "call": {"url": "u"}}]});
     assert!(!validator.is_valid(&bad));
 }

@@ -47,7 +47,13 @@ struct Run {
     stderr: String,
 }
 
-async fn run(h: &SimHandle, workflow: &str, inputs: &[String], extra_env: &[(String, String)], cwd: &Path) -> Run {
+async fn run(
+    h: &SimHandle,
+    workflow: &str,
+    inputs: &[String],
+    extra_env: &[(String, String)],
+    cwd: &Path,
+) -> Run {
     let mut args = vec!["run".to_string(), workflow.to_string()];
     for i in inputs {
         args.push("-i".into());
@@ -77,7 +83,8 @@ fn assert_clean(h: &SimHandle) {
 }
 
 fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -89,45 +96,115 @@ async fn mimecast_workflows_api1_and_api2() {
     let out = d.path().join("out");
     let o = format!("out_dir={}", out.display());
 
-    let r = run(&h, &wf("mimecast/find-processing-messages.yaml"), &[o.clone()], &[], d.path()).await;
+    let r = run(
+        &h,
+        &wf("mimecast/find-processing-messages.yaml"),
+        &[o.clone()],
+        &[],
+        d.path(),
+    )
+    .await;
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("HTTP 429") && r.stdout.contains("HTTP 503"), "faults must show: {}", r.stdout);
+    assert!(
+        r.stdout.contains("HTTP 429") && r.stdout.contains("HTTP 503"),
+        "faults must show: {}",
+        r.stdout
+    );
     let body = read_json(&out.join("processing-messages.json"));
-    let n: usize = body["data"].as_array().unwrap().iter().map(|d| d["messages"].as_array().map_or(0, |m| m.len())).sum();
+    let n: usize = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["messages"].as_array().map_or(0, |m| m.len()))
+        .sum();
     assert_eq!(n, queue, "every message of every page");
 
     // Default window: the last 24 hours (a subset of the simulated events).
-    let r = run(&h, &wf("mimecast/audit-events.yaml"), &[o.clone()], &[], d.path()).await;
+    let r = run(
+        &h,
+        &wf("mimecast/audit-events.yaml"),
+        &[o.clone()],
+        &[],
+        d.path(),
+    )
+    .await;
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
-    let recent = read_json(&out.join("audit-events.json"))["data"].as_array().unwrap().len();
+    let recent = read_json(&out.join("audit-events.json"))["data"]
+        .as_array()
+        .unwrap()
+        .len();
     assert!(recent > 0 && recent < events, "{recent}");
     // A window covering everything: every page, every event.
-    let r = run(&h, &wf("mimecast/audit-events.yaml"), &[o.clone(), "start=2000-01-01T00:00:00+0000".into()], &[], d.path()).await;
+    let r = run(
+        &h,
+        &wf("mimecast/audit-events.yaml"),
+        &[o.clone(), "start=2000-01-01T00:00:00+0000".into()],
+        &[],
+        d.path(),
+    )
+    .await;
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
     let body = read_json(&out.join("audit-events.json"));
     assert_eq!(body["data"].as_array().unwrap().len(), events);
 
-    let r = run(&h, &wf("mimecast/latest-channel-token.yaml"), &[o.clone(), "channel_id=B8Y43U-GYVS-WHAU6M".into()], &[], d.path()).await;
+    let r = run(
+        &h,
+        &wf("mimecast/latest-channel-token.yaml"),
+        &[o.clone(), "channel_id=B8Y43U-GYVS-WHAU6M".into()],
+        &[],
+        d.path(),
+    )
+    .await;
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
     let body = read_json(&out.join("latest-channel-token.json"));
-    assert!(body["data"][0]["channelId"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(body["data"][0]["channelId"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
 
     // The vendor's own words on failure.
-    let r = run(&h, &wf("mimecast/latest-channel-token.yaml"), &[o.clone(), "channel_id=INVALID".into()], &[], d.path()).await;
+    let r = run(
+        &h,
+        &wf("mimecast/latest-channel-token.yaml"),
+        &[o.clone(), "channel_id=INVALID".into()],
+        &[],
+        d.path(),
+    )
+    .await;
     assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("mimecast") && r.stderr.contains("err_"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("mimecast") && r.stderr.contains("err_"),
+        "{}",
+        r.stderr
+    );
     assert_clean(&h);
 
     // The same file with API 2.0 credentials (client credentials replace the 1.0 keys).
     let v2: Vec<(String, String)> = h.env_mimecast2();
     let mut env2 = v2.clone();
-    for k in ["MIMECAST_ACCESS_KEY", "MIMECAST_SECRET_KEY", "MIMECAST_APP_ID", "MIMECAST_APP_KEY"] {
+    for k in [
+        "MIMECAST_ACCESS_KEY",
+        "MIMECAST_SECRET_KEY",
+        "MIMECAST_APP_ID",
+        "MIMECAST_APP_KEY",
+    ] {
         env2.push((k.into(), String::new()));
     }
-    let r = run(&h, &wf("mimecast/find-processing-messages.yaml"), &[format!("out_dir={}", d.path().join("v2").display())], &env2, d.path()).await;
+    let r = run(
+        &h,
+        &wf("mimecast/find-processing-messages.yaml"),
+        &[format!("out_dir={}", d.path().join("v2").display())],
+        &env2,
+        d.path(),
+    )
+    .await;
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
     let body = read_json(&d.path().join("v2/processing-messages.json"));
-    let n: usize = body["data"].as_array().unwrap().iter().map(|d| d["messages"].as_array().map_or(0, |m| m.len())).sum();
+    let n: usize = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["messages"].as_array().map_or(0, |m| m.len()))
+        .sum();
     assert_eq!(n, queue);
     assert_clean(&h);
     h.shutdown().await;
@@ -144,14 +221,25 @@ async fn mailstore_workflows() {
     let out = d.path().join("out");
     let o = format!("out_dir={}", out.display());
 
-    let r = run(&h, &wf("mailstore/server-info.yaml"), &[o.clone()], &[], d.path()).await;
+    let r = run(
+        &h,
+        &wf("mailstore/server-info.yaml"),
+        &[o.clone()],
+        &[],
+        d.path(),
+    )
+    .await;
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
     assert!(read_json(&out.join("server-info.json"))["result"]["version"].is_string());
 
     let r = run(
         &h,
         &wf("mailstore/verify-stores.yaml"),
-        &[o.clone(), "store_ids=1,2,3".into(), "poll_interval=200ms".into()],
+        &[
+            o.clone(),
+            "store_ids=1,2,3".into(),
+            "poll_interval=200ms".into(),
+        ],
         &[],
         d.path(),
     )
@@ -159,8 +247,16 @@ async fn mailstore_workflows() {
     // Store 2 fails; the others finish and keep their whole log; the failure names store 2
     // with MailStore's own message.
     assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("1 of 3 iterations") && r.stderr.contains("item 1 (2)"), "{}", r.stderr);
-    assert!(r.stderr.contains("damaged"), "vendor message expected: {}", r.stderr);
+    assert!(
+        r.stderr.contains("1 of 3 iterations") && r.stderr.contains("item 1 (2)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("damaged"),
+        "vendor message expected: {}",
+        r.stderr
+    );
     for id in [1, 3] {
         let v = read_json(&out.join(format!("verify-store-{id}.json")));
         assert_eq!(v["statusCode"], "succeeded");
@@ -186,7 +282,11 @@ async fn google_export_end_to_end_with_manifest() {
     let r = run(
         &h,
         &wf("google/upload-public-key.yaml"),
-        &["domain=example.com".into(), format!("public_key_file={}", public.display()), o.clone()],
+        &[
+            "domain=example.com".into(),
+            format!("public_key_file={}", public.display()),
+            o.clone(),
+        ],
         &[],
         d.path(),
     )
@@ -204,7 +304,10 @@ async fn google_export_end_to_end_with_manifest() {
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
     assert_eq!(h.google.exports_created("example.com"), 1);
     let s = h.stats.snapshot();
-    assert_eq!(s.injected_cuts, 1, "one download was cut and resumed: {s:?}");
+    assert_eq!(
+        s.injected_cuts, 1,
+        "one download was cut and resumed: {s:?}"
+    );
     // The mbox files are byte-identical to what the simulator encrypted.
     let mut mboxes: Vec<PathBuf> = std::fs::read_dir(&out)
         .unwrap()
@@ -222,12 +325,22 @@ async fn google_export_end_to_end_with_manifest() {
         .find_map(|a| a["request_id"].as_str().map(str::to_string))
         .expect("request id in manifest");
     for (n, m) in mboxes.iter().enumerate() {
-        let plain = h.google.plaintext(&request_id, n as u32).expect("plaintext");
-        assert!(std::fs::read(m).unwrap() == plain, "{} differs from the plaintext", m.display());
+        let plain = h
+            .google
+            .plaintext(&request_id, n as u32)
+            .expect("plaintext");
+        assert!(
+            std::fs::read(m).unwrap() == plain,
+            "{} differs from the plaintext",
+            m.display()
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(m).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(m).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
     }
     let v = common::auditflow(&["verify", out.to_str().unwrap()], &[], d.path());
@@ -242,13 +355,32 @@ async fn google_export_end_to_end_with_manifest() {
     assert!(r.stderr.contains("ended ERROR"), "{}", r.stderr);
 
     // List every export, then delete the completed one until DELETED.
-    let r = run(&h, &wf("google/list-exports.yaml"), &["domain=example.com".into(), o.clone()], &[], d.path()).await;
+    let r = run(
+        &h,
+        &wf("google/list-exports.yaml"),
+        &["domain=example.com".into(), o.clone()],
+        &[],
+        d.path(),
+    )
+    .await;
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(read_json(&out.join("exports.json"))["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        read_json(&out.join("exports.json"))["entries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let r = run(
         &h,
         &wf("google/delete-export.yaml"),
-        &["domain=example.com".into(), "user=alice".into(), format!("request_id={request_id}"), "poll_interval=100ms".into(), o.clone()],
+        &[
+            "domain=example.com".into(),
+            "user=alice".into(),
+            format!("request_id={request_id}"),
+            "poll_interval=100ms".into(),
+            o.clone(),
+        ],
         &[],
         d.path(),
     )
@@ -268,12 +400,19 @@ async fn google_service_account_credentials() {
     let sa = h.google.service_account_key_file();
     let env = vec![
         ("GOOGLE_ACCESS_TOKEN".to_string(), String::new()),
-        ("GOOGLE_APPLICATION_CREDENTIALS".to_string(), sa.display().to_string()),
+        (
+            "GOOGLE_APPLICATION_CREDENTIALS".to_string(),
+            sa.display().to_string(),
+        ),
     ];
     let r = run(
         &h,
         &wf("google/upload-public-key.yaml"),
-        &["domain=example.org".into(), format!("public_key_file={}", public.display()), format!("out_dir={}", d.path().display())],
+        &[
+            "domain=example.org".into(),
+            format!("public_key_file={}", public.display()),
+            format!("out_dir={}", d.path().display()),
+        ],
         &env,
         d.path(),
     )

@@ -30,12 +30,20 @@ fn invalid_cases_fail_with_their_expected_text() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/invalid");
     let bless = std::env::var_os("AUDITFLOW_BLESS").is_some();
     let cases = yaml_files(&dir);
-    assert!(cases.len() >= 10, "expected the failing cases, found {}", cases.len());
+    assert!(
+        cases.len() >= 10,
+        "expected the failing cases, found {}",
+        cases.len()
+    );
     let mut mismatches = Vec::new();
     for case in cases {
         let name = case.file_name().unwrap().to_str().unwrap().to_string();
         let out = common::auditflow(&["validate", &name], &[], &dir);
-        assert_eq!(out.status.code(), Some(2), "{name} must be rejected with exit 2");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{name} must be rejected with exit 2"
+        );
         assert!(out.stdout.is_empty(), "{name}: nothing on stdout expected");
         let got = String::from_utf8_lossy(&out.stderr).into_owned();
         let expected_path = case.with_extension("err");
@@ -43,8 +51,12 @@ fn invalid_cases_fail_with_their_expected_text() {
             std::fs::write(&expected_path, &got).unwrap();
             continue;
         }
-        let expected = std::fs::read_to_string(&expected_path)
-            .unwrap_or_else(|_| panic!("{} is missing; run with AUDITFLOW_BLESS=1", expected_path.display()));
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
+            panic!(
+                "{} is missing; run with AUDITFLOW_BLESS=1",
+                expected_path.display()
+            )
+        });
         if got != expected {
             mismatches.push(format!("--- {name}: expected\n{expected}--- got\n{got}"));
         }

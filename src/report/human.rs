@@ -61,7 +61,11 @@ impl Sink for Human {
                 dry_run,
                 ..
             } => {
-                let mode = if *dry_run { " (dry run: nothing is sent)" } else { "" };
+                let mode = if *dry_run {
+                    " (dry run: nothing is sent)"
+                } else {
+                    ""
+                };
                 self.println(&format!("▶ {workflow} ({file}) run {run_id}{mode}"));
             }
             Event::StepStarted { step, name, kind } => {
@@ -123,9 +127,11 @@ impl Sink for Human {
                 if let Some(pb) = st.running.get(step) {
                     match (percent, bytes, total) {
                         (Some(p), _, _) => pb.set_message(format!("{p:.0}%")),
-                        (_, Some(b), Some(t)) => {
-                            pb.set_message(format!("{} / {}", indicatif::HumanBytes(*b), indicatif::HumanBytes(*t)))
-                        }
+                        (_, Some(b), Some(t)) => pb.set_message(format!(
+                            "{} / {}",
+                            indicatif::HumanBytes(*b),
+                            indicatif::HumanBytes(*t)
+                        )),
                         (_, Some(b), None) => pb.set_message(indicatif::HumanBytes(*b).to_string()),
                         _ => {}
                     }
@@ -180,7 +186,11 @@ impl Sink for Human {
                 } else {
                     String::new()
                 };
-                let label = if name == step { step.clone() } else { format!("{step} ({name})") };
+                let label = if name == step {
+                    step.clone()
+                } else {
+                    format!("{step} ({name})")
+                };
                 let mut line = format!(
                     "  {mark} {label}: {} in {}{tries}",
                     status.as_str(),
@@ -198,10 +208,11 @@ impl Sink for Human {
                 error,
                 ..
             } => {
-                let mut parts: Vec<String> = ["ok", "FAILED", "failed (continued)", "skipped", "pending"]
-                    .iter()
-                    .filter_map(|k| st.counts.get(k).map(|n| format!("{n} {k}")))
-                    .collect();
+                let mut parts: Vec<String> =
+                    ["ok", "FAILED", "failed (continued)", "skipped", "pending"]
+                        .iter()
+                        .filter_map(|k| st.counts.get(k).map(|n| format!("{n} {k}")))
+                        .collect();
                 if parts.is_empty() {
                     parts.push("no steps".into());
                 }

@@ -151,7 +151,11 @@ mod tests {
         });
         for (step, status, error) in [
             ("a", StepStatus::Succeeded, None),
-            ("b", StepStatus::Failed, Some("HTTP 401: \"denied\" <x>".to_string())),
+            (
+                "b",
+                StepStatus::Failed,
+                Some("HTTP 401: \"denied\" <x>".to_string()),
+            ),
             ("c", StepStatus::Skipped, None),
         ] {
             j.event(&Event::StepFinished {
@@ -167,8 +171,16 @@ mod tests {
         }
         let x = j.render();
         assert!(x.contains(r#"<testsuite name="wf &lt;&amp;&gt;" tests="3" failures="1" errors="0" skipped="1""#), "{x}");
-        assert!(x.contains(r#"<testcase name="a" classname="wf &lt;&amp;&gt;.call" time="1.500"/>"#), "{x}");
-        assert!(x.contains(r#"<failure message="HTTP 401: &quot;denied&quot; &lt;x&gt;" type="StepFailed">"#), "{x}");
+        assert!(
+            x.contains(r#"<testcase name="a" classname="wf &lt;&amp;&gt;.call" time="1.500"/>"#),
+            "{x}"
+        );
+        assert!(
+            x.contains(
+                r#"<failure message="HTTP 401: &quot;denied&quot; &lt;x&gt;" type="StepFailed">"#
+            ),
+            "{x}"
+        );
         // well-formed: parses back
         let mut r = quick_xml::Reader::from_str(&x);
         loop {

@@ -218,10 +218,23 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// One difference found by [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
-    Missing { path: String },
-    Size { path: String, expected: u64, found: u64 },
-    Hash { path: String, expected: String, found: String },
-    Unreadable { path: String, error: String },
+    Missing {
+        path: String,
+    },
+    Size {
+        path: String,
+        expected: u64,
+        found: u64,
+    },
+    Hash {
+        path: String,
+        expected: String,
+        found: String,
+    },
+    Unreadable {
+        path: String,
+        error: String,
+    },
 }
 
 impl std::fmt::Display for Problem {
@@ -232,12 +245,18 @@ impl std::fmt::Display for Problem {
                 path,
                 expected,
                 found,
-            } => write!(f, "CHANGED  {path}: {found} bytes, manifest says {expected}"),
+            } => write!(
+                f,
+                "CHANGED  {path}: {found} bytes, manifest says {expected}"
+            ),
             Problem::Hash {
                 path,
                 expected,
                 found,
-            } => write!(f, "CHANGED  {path}: sha256 {found}, manifest says {expected}"),
+            } => write!(
+                f,
+                "CHANGED  {path}: sha256 {found}, manifest says {expected}"
+            ),
             Problem::Unreadable { path, error } => write!(f, "UNREADABLE {path}: {error}"),
         }
     }
@@ -338,11 +357,20 @@ mod tests {
         });
         let a = artifact(&d.path().join("a.gpg"), b"encrypted bytes");
         let b = artifact(&d.path().join("b.mbox"), b"From x\n");
-        s.event(&Event::Artifact { step: "dl".into(), artifact: a });
-        s.event(&Event::Artifact { step: "dec".into(), artifact: b });
+        s.event(&Event::Artifact {
+            step: "dl".into(),
+            artifact: a,
+        });
+        s.event(&Event::Artifact {
+            step: "dec".into(),
+            artifact: b,
+        });
         let p = s.write(d.path()).unwrap();
         let m: Manifest = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-        assert_eq!(m.runs[0].workflow_sha256, crate::steps::sha256_hex(b"name: x"));
+        assert_eq!(
+            m.runs[0].workflow_sha256,
+            crate::steps::sha256_hex(b"name: x")
+        );
         assert!(m.artifacts.contains_key("a.gpg") && m.artifacts.contains_key("b.mbox"));
         let v = verify(d.path()).unwrap();
         assert_eq!((v.checked, v.problems.len()), (2, 0));
@@ -351,7 +379,9 @@ mod tests {
         std::fs::remove_file(d.path().join("a.gpg")).unwrap();
         let v = verify(d.path()).unwrap();
         assert_eq!(v.problems.len(), 2, "{:?}", v.problems);
-        assert!(v.problems.contains(&Problem::Missing { path: "a.gpg".into() }));
+        assert!(v.problems.contains(&Problem::Missing {
+            path: "a.gpg".into()
+        }));
         assert!(matches!(&v.problems[1], Problem::Hash { path, .. } if path == "b.mbox"));
     }
 

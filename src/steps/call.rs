@@ -49,12 +49,16 @@ pub fn render_call(
             })?
         }
         (None, path) => {
-            let base = conn.settings().base_url.clone().ok_or_else(|| StepError::Invalid {
-                message: format!(
-                    "connection `{}` has no base URL (is its environment variable set?)",
-                    conn.settings().name
-                ),
-            })?;
+            let base = conn
+                .settings()
+                .base_url
+                .clone()
+                .ok_or_else(|| StepError::Invalid {
+                    message: format!(
+                        "connection `{}` has no base URL (is its environment variable set?)",
+                        conn.settings().name
+                    ),
+                })?;
             let p = match path {
                 Some(p) => render_str("path", p, ctx)?,
                 None => String::new(),
@@ -77,7 +81,11 @@ pub fn render_call(
     let method = match &spec.method {
         Some(m) => m.to_ascii_uppercase(),
         None if matches!(kind, VendorKind::Mimecast | VendorKind::MailStore) => "POST".into(),
-        None if spec.json.is_some() || spec.form.is_some() || spec.atom.is_some() || spec.text.is_some() => {
+        None if spec.json.is_some()
+            || spec.form.is_some()
+            || spec.atom.is_some()
+            || spec.text.is_some() =>
+        {
             "POST".into()
         }
         None => "GET".into(),
@@ -89,7 +97,9 @@ pub fn render_call(
     for (k, v) in &spec.headers {
         headers.push((k.clone(), render_str(&format!("headers.{k}"), v, ctx)?));
     }
-    let pairs = |name: &str, m: &std::collections::BTreeMap<String, Value>| -> Result<Vec<(String, String)>, StepError> {
+    let pairs = |name: &str,
+                 m: &std::collections::BTreeMap<String, Value>|
+     -> Result<Vec<(String, String)>, StepError> {
         m.iter()
             .map(|(k, v)| {
                 render_deep(v, ctx)
@@ -109,7 +119,10 @@ pub fn render_call(
         Body::Atom(props)
     } else if let Some(t) = &spec.text {
         Body::Text {
-            content_type: spec.content_type.clone().unwrap_or_else(|| "text/plain".into()),
+            content_type: spec
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "text/plain".into()),
             text: render_str("text", t, ctx)?,
         }
     } else {
@@ -308,7 +321,10 @@ pub async fn execute(
                 }
                 match next {
                     Some(n) => {
-                        env.emitter.log(env.step, format!("page {} done, fetching the next", all.len()));
+                        env.emitter.log(
+                            env.step,
+                            format!("page {} done, fetching the next", all.len()),
+                        );
                         req = n;
                     }
                     None => break,
@@ -362,7 +378,10 @@ mod tests {
     #[test]
     fn join_keeps_base_path() {
         let b = url::Url::parse("http://h:1/a/feeds/").unwrap();
-        assert_eq!(join_url(&b, "/x/y").unwrap().as_str(), "http://h:1/a/feeds/x/y");
+        assert_eq!(
+            join_url(&b, "/x/y").unwrap().as_str(),
+            "http://h:1/a/feeds/x/y"
+        );
         assert_eq!(join_url(&b, "x").unwrap().as_str(), "http://h:1/a/feeds/x");
         let b = url::Url::parse("http://h:1").unwrap();
         assert_eq!(join_url(&b, "/api/x").unwrap().as_str(), "http://h:1/api/x");
@@ -374,7 +393,10 @@ mod tests {
             observed_status(&json!({"properties": {"status": "PENDING"}})),
             Some("PENDING".into())
         );
-        assert_eq!(observed_status(&json!({"statusCode": "running"})), Some("running".into()));
+        assert_eq!(
+            observed_status(&json!({"statusCode": "running"})),
+            Some("running".into())
+        );
         assert_eq!(observed_status(&json!({"x": 1})), None);
     }
 

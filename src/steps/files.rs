@@ -69,7 +69,8 @@ impl DownloadObserver for Progress<'_> {
         } else {
             String::new()
         };
-        self.emitter.log(self.step, format!("downloading {url}{size}{resume}"));
+        self.emitter
+            .log(self.step, format!("downloading {url}{size}{resume}"));
     }
     fn progress(&self, bytes_so_far: u64) {
         self.emitter.emit(Event::Progress {
@@ -80,9 +81,10 @@ impl DownloadObserver for Progress<'_> {
         });
     }
     fn retrying(&self, attempt: u32, wait: std::time::Duration, reason: &str) {
+        // `attempt` is the one about to start; the event names the one that failed.
         self.emitter.emit(Event::Retry {
             step: self.step.to_string(),
-            attempt,
+            attempt: attempt.saturating_sub(1).max(1),
             error: reason.to_string(),
             wait,
         });
@@ -111,7 +113,11 @@ pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, S
     if let Some(n) = &names {
         if n.len() != urls.len() {
             return Err(StepError::Invalid {
-                message: format!("`download.names` has {} names for {} URLs", n.len(), urls.len()),
+                message: format!(
+                    "`download.names` has {} names for {} URLs",
+                    n.len(),
+                    urls.len()
+                ),
             });
         }
     }
@@ -252,19 +258,29 @@ pub struct DecryptPlan {
 }
 
 /// Renders a `decrypt` step's key, passphrase and target; the passphrase becomes a secret.
-pub fn plan_decrypt(spec: &DecryptSpec, env: &StepEnv<'_>, ctx: &Value) -> Result<DecryptPlan, StepError> {
+pub fn plan_decrypt(
+    spec: &DecryptSpec,
+    env: &StepEnv<'_>,
+    ctx: &Value,
+) -> Result<DecryptPlan, StepError> {
     let key_path = PathBuf::from(render_str("decrypt.key", &spec.key, ctx)?);
     let passphrase = optional("decrypt.passphrase", &spec.passphrase, ctx)?;
     if let Some(p) = &passphrase {
         env.emitter.secrets().add(p);
     }
     let to = PathBuf::from(render_str("decrypt.to", &spec.to, ctx)?);
-    let default_conc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let default_conc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     Ok(DecryptPlan {
         key_path,
         passphrase,
         to,
-        concurrency: spec.concurrency.map(|c| c as usize).unwrap_or(default_conc).max(1),
+        concurrency: spec
+            .concurrency
+            .map(|c| c as usize)
+            .unwrap_or(default_conc)
+            .max(1),
     })
 }
 
@@ -287,7 +303,8 @@ async fn decrypt_one(
     env: &StepEnv<'_>,
 ) -> Result<decrypt::DecryptedFile, StepError> {
     let output = to.join(decrypt::output_name(&input));
-    env.emitter.log(env.step, format!("decrypting {}", input.display()));
+    env.emitter
+        .log(env.step, format!("decrypting {}", input.display()));
     let d = tokio::task::spawn_blocking(move || decrypt::decrypt_file(&key, &input, &output))
         .await
         .map_err(|e| StepError::Invalid {
@@ -307,14 +324,22 @@ fn decrypt_outputs(done: &[decrypt::DecryptedFile]) -> Value {
 }
 
 /// Runs a `decrypt` step.
-pub async fn decrypt_step(spec: &DecryptSpec, env: &StepEnv<'_>, ctx: &Value) -> Result<Value, StepError> {
+pub async fn decrypt_step(
+    spec: &DecryptSpec,
+    env: &StepEnv<'_>,
+    ctx: &Value,
+) -> Result<Value, StepError> {
     let files = string_list("decrypt.files", &spec.files, ctx)?;
     let plan = plan_decrypt(spec, env, ctx)?;
     if env.dry_run {
         for f in &files {
             env.emitter.log(
                 env.step,
-                format!("would decrypt {f} into {} with {}", plan.to.display(), plan.key_path.display()),
+                format!(
+                    "would decrypt {f} into {} with {}",
+                    plan.to.display(),
+                    plan.key_path.display()
+                ),
             );
         }
         return Ok(decrypt_outputs(&[]));
@@ -352,7 +377,13 @@ pub async fn download_then_decrypt(
     let dplan = plan_decrypt(dec, env_dec, ctx).map_err(PipelineError::Decrypt)?;
     if env_dl.dry_run {
         let out = dry_run_downloads(&plan, env_dl);
-        env_dec.emitter.log(env_dec.step, format!("would decrypt each downloaded file into {}", dplan.to.display()));
+        env_dec.emitter.log(
+            env_dec.step,
+            format!(
+                "would decrypt each downloaded file into {}",
+                dplan.to.display()
+            ),
+        );
         return Ok((out, decrypt_outputs(&[])));
     }
     let key = load_key(&dplan).await.map_err(PipelineError::Decrypt)?;
@@ -365,7 +396,8 @@ pub async fn download_then_decrypt(
     let results: Vec<Result<(download::Downloaded, decrypt::DecryptedFile), PipelineError>> =
         futures::stream::iter(0..plan.files.len())
             .map(|i| {
-                let (client, headers, key, slots) = (&client, &headers, key.clone(), decrypt_slots.clone());
+                let (client, headers, key, slots) =
+                    (&client, &headers, key.clone(), decrypt_slots.clone());
                 let (plan, dplan) = (&plan, &dplan);
                 async move {
                     let d = fetch_one(client, &plan.files[i], headers, &plan.request_id, env_dl)

@@ -29,7 +29,10 @@ impl Interval {
     /// Renders `poll.interval` (durations may be templates such as `{{ inputs.poll_interval }}`).
     pub fn render(spec: &PollSpec, ctx: &Value) -> Result<Interval, StepError> {
         let iv = spec.interval.clone().unwrap_or_default();
-        let dur = |field: &str, src: &Option<String>, dflt: Duration| -> Result<Duration, StepError> {
+        let dur = |field: &str,
+                   src: &Option<String>,
+                   dflt: Duration|
+         -> Result<Duration, StepError> {
             match src {
                 None => Ok(dflt),
                 Some(s) => {
@@ -54,7 +57,8 @@ impl Interval {
 
     /// The wait after poll number `n` (1-based).
     pub fn wait(&self, n: u32, rng: &mut impl Rng) -> Duration {
-        let secs = self.initial.as_secs_f64() * self.factor.powi(n.saturating_sub(1).min(1000) as i32);
+        let secs =
+            self.initial.as_secs_f64() * self.factor.powi(n.saturating_sub(1).min(1000) as i32);
         let base = if secs.is_finite() {
             Duration::from_secs_f64(secs.min(self.max.as_secs_f64()))
         } else {
@@ -118,7 +122,8 @@ pub async fn execute(
         polls += 1;
         attempts += a;
         let rctx = with_response(ctx, &resp);
-        let observed = observed_status(&resp.body).unwrap_or_else(|| format!("HTTP {}", resp.status));
+        let observed =
+            observed_status(&resp.body).unwrap_or_else(|| format!("HTTP {}", resp.status));
         if let Some(f) = &spec.fail_if {
             if holds("poll.fail_if", f, &rctx)? {
                 let message = match &spec.fail_message {

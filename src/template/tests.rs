@@ -632,7 +632,8 @@ fn file_helper() {
     let at = |name: &str| dir.join(name).display().to_string();
     let render_in = |src: &str| {
         // names are made absolute inside the temp dir; relative ones are tested below
-        let src = src.replace("\"query.xml\"", &format!("\"{}\"", at("query.xml")))
+        let src = src
+            .replace("\"query.xml\"", &format!("\"{}\"", at("query.xml")))
             .replace("\"missing.txt\"", &format!("\"{}\"", at("missing.txt")))
             .replace("\"bin\"", &format!("\"{}\"", at("bin")))
             .replace("\"big\"", &format!("\"{}\"", at("big")));
@@ -679,10 +680,7 @@ fn file_helper() {
     }
     // relative names: the working directory, even when run.workflow_dir is set
     let cwd_rel = Template::compile("{{file \"Cargo.toml\"}}").unwrap();
-    assert!(cwd_rel
-        .render_string(&c)
-        .unwrap()
-        .contains("[package]"));
+    assert!(cwd_rel.render_string(&c).unwrap().contains("[package]"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -835,7 +833,10 @@ fn templates_are_reusable_and_cloneable() {
 fn numbered_collects_file_urls_in_numeric_order() {
     let ctx = serde_json::json!({"p": {"status": "COMPLETED", "fileUrl10": "k", "fileUrl2": "c", "fileUrl0": "a", "fileUrl1": "b", "fileUrlx": "no"}});
     let t = Template::compile(r#"{{ numbered p "fileUrl" }}"#).unwrap();
-    assert_eq!(t.render_value(&ctx).unwrap(), serde_json::json!(["a", "b", "c", "k"]));
+    assert_eq!(
+        t.render_value(&ctx).unwrap(),
+        serde_json::json!(["a", "b", "c", "k"])
+    );
     let t = Template::compile(r#"{{ numbered p.status "x" }}"#).unwrap();
     assert!(t.render_value(&ctx).is_err());
 }

@@ -7,9 +7,7 @@ use serde_json::Value;
 
 use super::diag::{did_you_mean, Diagnostic};
 use super::load::{load_file, Loaded};
-use super::model::{
-    CallSpec, ConnectionKind, InputType, RetrySpec, Step, StepKind, Workflow,
-};
+use super::model::{CallSpec, ConnectionKind, InputType, RetrySpec, Step, StepKind, Workflow};
 use crate::template::{compile_deep, Template, TemplateError};
 
 /// A validated workflow and every file it reaches through `uses`.
@@ -71,7 +69,8 @@ fn check_file(
                 .chain(std::iter::once(target_path.display().to_string()))
                 .collect();
             diags.push(
-                loaded.diag(&at, format!("`uses` cycle: {}", chain.join(" -> ")))
+                loaded
+                    .diag(&at, format!("`uses` cycle: {}", chain.join(" -> ")))
                     .with_help("a workflow cannot run itself, directly or through others"),
             );
             continue;
@@ -113,7 +112,12 @@ fn collect_uses(steps: &[Step], base: &str, out: &mut Vec<UsesRef>) {
     for (i, s) in steps.iter().enumerate() {
         let p = format!("{base}[{i}]");
         if let Some(target) = &s.uses {
-            out.push((format!("{p}.uses"), p.clone(), target.clone(), s.with.clone()));
+            out.push((
+                format!("{p}.uses"),
+                p.clone(),
+                target.clone(),
+                s.with.clone(),
+            ));
         }
         if let Some(fe) = &s.for_each {
             collect_uses(&fe.steps, &format!("{p}.for_each.steps"), out);
@@ -136,10 +140,7 @@ fn check_with(
         if !declared.contains_key(key) {
             let mut d = caller.diag_key(
                 &format!("{step_path}.with.{key}"),
-                format!(
-                    "`{}` has no input `{key}`",
-                    callee.path.display()
-                ),
+                format!("`{}` has no input `{key}`", callee.path.display()),
             );
             if let Some(s) = did_you_mean(key, declared.keys().map(String::as_str)) {
                 d = d.with_help(format!("did you mean `{s}`?"));
@@ -214,7 +215,10 @@ impl Validator<'_> {
             }
             if let Some(def) = &spec.default {
                 if let Err(e) = coerce_input(spec.kind, def) {
-                    self.err(&format!("inputs.{name}.default"), format!("default of input `{name}`: {e}"));
+                    self.err(
+                        &format!("inputs.{name}.default"),
+                        format!("default of input `{name}`: {e}"),
+                    );
                 }
             }
         }
@@ -232,7 +236,10 @@ impl Validator<'_> {
         for (name, c) in &conns {
             let p = format!("connections.{name}");
             if c.kind != ConnectionKind::Http && c.base_url.is_none() {
-                self.err(&p, format!("connection `{name}` ({:?}) needs `base_url`", c.kind).to_lowercase());
+                self.err(
+                    &p,
+                    format!("connection `{name}` ({:?}) needs `base_url`", c.kind).to_lowercase(),
+                );
             }
             if let Some(u) = &c.base_url {
                 self.template(&format!("{p}.base_url"), u, &base_scope);
@@ -265,9 +272,12 @@ impl Validator<'_> {
                         "client_secret",
                     ],
                     ConnectionKind::Mailstore => &["username", "password"],
-                    ConnectionKind::Google => {
-                        &["bearer_token", "service_account_file", "subject", "token_url"]
-                    }
+                    ConnectionKind::Google => &[
+                        "bearer_token",
+                        "service_account_file",
+                        "subject",
+                        "token_url",
+                    ],
                     ConnectionKind::Http => &["username", "password", "bearer_token"],
                 };
                 for (field, value) in fields {
@@ -350,12 +360,19 @@ impl Validator<'_> {
             let msg = if kinds.is_empty() {
                 format!("step `{}` does nothing: give it one of call, poll, download, decrypt, for_each, uses", s.id)
             } else {
-                format!("step `{}` has several kinds ({}); a step does exactly one thing", s.id, names.join(", "))
+                format!(
+                    "step `{}` has several kinds ({}); a step does exactly one thing",
+                    s.id,
+                    names.join(", ")
+                )
             };
             self.diags.push(self.file.diag_key(&format!("{p}.id"), msg));
         }
         if s.with.is_some() && s.uses.is_none() {
-            self.err(&format!("{p}.with"), "`with:` only goes with `uses:`".into());
+            self.err(
+                &format!("{p}.with"),
+                "`with:` only goes with `uses:`".into(),
+            );
         }
         if let Some(w) = &s.when {
             self.template(&format!("{p}.if"), w, scope);
@@ -393,7 +410,10 @@ impl Validator<'_> {
                     }
                 }
                 if iv.factor.is_some_and(|f| !(1.0..=100.0).contains(&f)) {
-                    self.err(&format!("{pp}.interval.factor"), "`factor` must be between 1 and 100".into());
+                    self.err(
+                        &format!("{pp}.interval.factor"),
+                        "`factor` must be between 1 and 100".into(),
+                    );
                 }
             }
         }
@@ -414,7 +434,10 @@ impl Validator<'_> {
                 self.template(&format!("{dp}.request_id"), r, scope);
             }
             if d.concurrency == Some(0) {
-                self.err(&format!("{dp}.concurrency"), "`concurrency` must be at least 1".into());
+                self.err(
+                    &format!("{dp}.concurrency"),
+                    "`concurrency` must be at least 1".into(),
+                );
             }
         }
         if let Some(d) = &s.decrypt {
@@ -426,17 +449,26 @@ impl Validator<'_> {
             }
             self.template(&format!("{dp}.to"), &d.to, scope);
             if d.concurrency == Some(0) {
-                self.err(&format!("{dp}.concurrency"), "`concurrency` must be at least 1".into());
+                self.err(
+                    &format!("{dp}.concurrency"),
+                    "`concurrency` must be at least 1".into(),
+                );
             }
         }
         if let Some(fe) = &s.for_each {
             let fp = format!("{p}.for_each");
             self.deep(&format!("{fp}.items"), &fe.items, scope);
             if fe.concurrency == Some(0) {
-                self.err(&format!("{fp}.concurrency"), "`concurrency` must be at least 1".into());
+                self.err(
+                    &format!("{fp}.concurrency"),
+                    "`concurrency` must be at least 1".into(),
+                );
             }
             if fe.steps.is_empty() {
-                self.err(&format!("{fp}.steps"), "`for_each` needs at least one step".into());
+                self.err(
+                    &format!("{fp}.steps"),
+                    "`for_each` needs at least one step".into(),
+                );
             }
             let inner = Scope {
                 in_loop: true,
@@ -472,15 +504,22 @@ impl Validator<'_> {
             (None, Some(u)) => {
                 self.template(&format!("{p}.url"), u, scope);
                 if c.path.is_some() {
-                    self.err(&format!("{p}.path"), "`path` goes with `connection`; with `url`, write the whole URL".into());
+                    self.err(
+                        &format!("{p}.path"),
+                        "`path` goes with `connection`; with `url`, write the whole URL".into(),
+                    );
                 }
             }
             (Some(_), Some(_)) => self.err(p, "give either `connection` or `url`, not both".into()),
-            (None, None) => self.err(p, "a call needs `connection` (a name in `connections`) or a full `url`".into()),
+            (None, None) => self.err(
+                p,
+                "a call needs `connection` (a name in `connections`) or a full `url`".into(),
+            ),
         }
         if let Some(m) = &c.method {
             let up = m.to_ascii_uppercase();
-            if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"].contains(&up.as_str()) {
+            if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"].contains(&up.as_str())
+            {
                 self.err(&format!("{p}.method"), format!("unknown HTTP method `{m}`"));
             }
         }
@@ -493,12 +532,20 @@ impl Validator<'_> {
         for (k, v) in &c.headers {
             self.template(&format!("{p}.headers.{k}"), v, scope);
         }
-        let bodies = [c.json.is_some(), c.form.is_some(), c.atom.is_some(), c.text.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let bodies = [
+            c.json.is_some(),
+            c.form.is_some(),
+            c.atom.is_some(),
+            c.text.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if bodies > 1 {
-            self.err(p, "give at most one body: `json`, `form`, `atom` or `text`".into());
+            self.err(
+                p,
+                "give at most one body: `json`, `form`, `atom` or `text`".into(),
+            );
         }
         if let Some(j) = &c.json {
             self.deep(&format!("{p}.json"), j, scope);
@@ -516,7 +563,10 @@ impl Validator<'_> {
         if let Some(e) = &c.expect {
             for s in &e.status {
                 if !(100..=599).contains(s) {
-                    self.err(&format!("{p}.expect.status"), format!("`{s}` is not an HTTP status"));
+                    self.err(
+                        &format!("{p}.expect.status"),
+                        format!("`{s}` is not an HTTP status"),
+                    );
                 }
             }
             if let Some(cond) = &e.condition {
@@ -534,10 +584,16 @@ impl Validator<'_> {
 
     fn retry(&mut self, p: &str, r: &RetrySpec) {
         if r.max_attempts == Some(0) {
-            self.err(&format!("{p}.max_attempts"), "`max_attempts` counts the first attempt too: at least 1".into());
+            self.err(
+                &format!("{p}.max_attempts"),
+                "`max_attempts` counts the first attempt too: at least 1".into(),
+            );
         }
         if r.factor.is_some_and(|f| !(1.0..=100.0).contains(&f)) {
-            self.err(&format!("{p}.factor"), "`factor` must be between 1 and 100".into());
+            self.err(
+                &format!("{p}.factor"),
+                "`factor` must be between 1 and 100".into(),
+            );
         }
     }
 
@@ -567,7 +623,8 @@ impl Validator<'_> {
 
     fn template_error(&mut self, p: &str, src: Option<&str>, e: &TemplateError) {
         let offset = match e {
-            TemplateError::Syntax { offset, .. } | TemplateError::UndefinedVariable { offset, .. } => *offset,
+            TemplateError::Syntax { offset, .. }
+            | TemplateError::UndefinedVariable { offset, .. } => *offset,
             _ => None,
         };
         let d = self.diag_in_template(p, src, offset, format!("invalid template: {e}"));
@@ -577,7 +634,13 @@ impl Validator<'_> {
     /// A diagnostic pointing at the `{{ ... }}` at `offset` inside the template of `p`, when
     /// the value sits on one source line and its text maps one to one (no escapes); else at
     /// the value.
-    fn diag_in_template(&self, p: &str, src: Option<&str>, offset: Option<usize>, msg: String) -> Diagnostic {
+    fn diag_in_template(
+        &self,
+        p: &str,
+        src: Option<&str>,
+        offset: Option<usize>,
+        msg: String,
+    ) -> Diagnostic {
         let fallback = || self.file.diag(p, msg.clone());
         let (Some(src), Some(offset)) = (src, offset) else {
             return fallback();
@@ -596,7 +659,10 @@ impl Validator<'_> {
             return fallback();
         }
         let expr = &src[offset..];
-        let width = expr.find("}}").map(|i| i + 2).unwrap_or(expr.chars().count());
+        let width = expr
+            .find("}}")
+            .map(|i| i + 2)
+            .unwrap_or(expr.chars().count());
         if !content[before.len()..].starts_with(&expr[..width.min(expr.len())]) {
             return fallback();
         }
@@ -653,7 +719,11 @@ impl Validator<'_> {
                                 did_you_mean(out, kind.outputs().iter().copied())
                                     .map(|s| format!("did you mean `steps.{id}.{s}`?"))
                                     .unwrap_or_else(|| {
-                                        format!("outputs of a {} step: {}", kind.as_str(), kind.outputs().join(", "))
+                                        format!(
+                                            "outputs of a {} step: {}",
+                                            kind.as_str(),
+                                            kind.outputs().join(", ")
+                                        )
                                     }),
                             ),
                         )),
@@ -690,7 +760,8 @@ impl Validator<'_> {
             )),
             "response" if scope.response => Ok(()),
             "response" => Err((
-                "`response` is only defined in `poll.until`, `poll.fail_if` and `expect.condition`".to_string(),
+                "`response` is only defined in `poll.until`, `poll.fail_if` and `expect.condition`"
+                    .to_string(),
                 None,
             )),
             other => {
@@ -703,7 +774,9 @@ impl Validator<'_> {
                 }
                 let help = did_you_mean(other, ROOTS.iter().copied())
                     .map(|s| format!("did you mean `{s}`?"))
-                    .unwrap_or_else(|| format!("variables start with one of: {}", avail.join(", ")));
+                    .unwrap_or_else(|| {
+                        format!("variables start with one of: {}", avail.join(", "))
+                    });
                 Err((format!("undefined variable `{full}`"), Some(help)))
             }
         }
@@ -712,9 +785,9 @@ impl Validator<'_> {
     /// True when `id` is a step of this file (so a reference to it is "too early", not unknown).
     fn later_step(&self, id: &str) -> bool {
         fn walk(steps: &[Step], id: &str) -> bool {
-            steps.iter().any(|s| {
-                s.id == id || s.for_each.as_ref().is_some_and(|f| walk(&f.steps, id))
-            })
+            steps
+                .iter()
+                .any(|s| s.id == id || s.for_each.as_ref().is_some_and(|f| walk(&f.steps, id)))
         }
         walk(&self.wf().steps, id)
     }
@@ -796,12 +869,15 @@ pub fn coerce_input(kind: InputType, v: &Value) -> Result<Value, String> {
                 Ok(Value::Array(vec![]))
             } else {
                 Ok(Value::Array(
-                    t.split(',').map(|x| Value::String(x.trim().to_string())).collect(),
+                    t.split(',')
+                        .map(|x| Value::String(x.trim().to_string()))
+                        .collect(),
                 ))
             }
         }
-        (InputType::Duration, Value::String(s)) => super::duration::parse_duration(s)
-            .map(|_| Value::String(s.trim().to_string())),
+        (InputType::Duration, Value::String(s)) => {
+            super::duration::parse_duration(s).map(|_| Value::String(s.trim().to_string()))
+        }
         (InputType::Duration, Value::Number(n)) if n.is_u64() => Ok(Value::String(format!("{n}s"))),
         (k, other) => Err(format!(
             "expected a {}, got {}",
@@ -825,14 +901,33 @@ mod tests {
 
     #[test]
     fn coerces_inputs_from_the_command_line() {
-        assert_eq!(coerce_input(InputType::Integer, &json!("42")), Ok(json!(42)));
-        assert_eq!(coerce_input(InputType::Boolean, &json!("yes")), Ok(json!(true)));
-        assert_eq!(coerce_input(InputType::List, &json!("1, 2")), Ok(json!(["1", "2"])));
-        assert_eq!(coerce_input(InputType::List, &json!("[1,2]")), Ok(json!([1, 2])));
-        assert_eq!(coerce_input(InputType::Duration, &json!("200ms")), Ok(json!("200ms")));
+        assert_eq!(
+            coerce_input(InputType::Integer, &json!("42")),
+            Ok(json!(42))
+        );
+        assert_eq!(
+            coerce_input(InputType::Boolean, &json!("yes")),
+            Ok(json!(true))
+        );
+        assert_eq!(
+            coerce_input(InputType::List, &json!("1, 2")),
+            Ok(json!(["1", "2"]))
+        );
+        assert_eq!(
+            coerce_input(InputType::List, &json!("[1,2]")),
+            Ok(json!([1, 2]))
+        );
+        assert_eq!(
+            coerce_input(InputType::Duration, &json!("200ms")),
+            Ok(json!("200ms"))
+        );
         assert!(coerce_input(InputType::Duration, &json!("soon")).is_err());
-        assert!(coerce_input(InputType::Integer, &json!("x")).unwrap_err().contains("not an integer"));
-        assert!(coerce_input(InputType::List, &json!({"a": 1})).unwrap_err().contains("a mapping"));
+        assert!(coerce_input(InputType::Integer, &json!("x"))
+            .unwrap_err()
+            .contains("not an integer"));
+        assert!(coerce_input(InputType::List, &json!({"a": 1}))
+            .unwrap_err()
+            .contains("a mapping"));
     }
 
     #[test]

@@ -61,14 +61,26 @@ pub struct Script {
 
 impl Script {
     pub fn requests(&self, path: &str) -> Vec<Seen> {
-        self.seen.lock().unwrap().iter().filter(|s| s.path == path).cloned().collect()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path == path)
+            .cloned()
+            .collect()
     }
     pub fn all(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
 
-async fn handle(State(s): State<Arc<Script>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(s): State<Arc<Script>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     s.max_in_flight.fetch_max(now, Ordering::SeqCst);
     s.seen.lock().unwrap().push(Seen {
@@ -118,7 +130,9 @@ pub async fn serve(replies: Vec<(&str, Vec<Reply>)>) -> (String, Arc<Script>) {
             r.insert(p.to_string(), list);
         }
     }
-    let app = axum::Router::new().fallback(handle).with_state(script.clone());
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(script.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -134,7 +148,9 @@ pub struct Dir {
 
 impl Dir {
     pub fn new() -> Dir {
-        Dir { tmp: tempfile::tempdir().unwrap() }
+        Dir {
+            tmp: tempfile::tempdir().unwrap(),
+        }
     }
     pub fn path(&self) -> &Path {
         self.tmp.path()
@@ -153,14 +169,21 @@ impl Dir {
 /// from `spawn_blocking` while a server runs.
 pub fn auditflow(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_auditflow"));
-    cmd.args(args).current_dir(cwd).env("CI", "true").env_remove("RUST_LOG");
+    cmd.args(args)
+        .current_dir(cwd)
+        .env("CI", "true")
+        .env_remove("RUST_LOG");
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.output().expect("run auditflow")
 }
 
-pub async fn auditflow_async(args: Vec<String>, env: Vec<(String, String)>, cwd: PathBuf) -> Output {
+pub async fn auditflow_async(
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+) -> Output {
     tokio::task::spawn_blocking(move || {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         let e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
