@@ -99,7 +99,7 @@ async fn mimecast_workflows_api1_and_api2() {
     let r = run(
         &h,
         &wf("mimecast/find-processing-messages.yaml"),
-        &[o.clone()],
+        std::slice::from_ref(&o),
         &[],
         d.path(),
     )
@@ -123,7 +123,7 @@ async fn mimecast_workflows_api1_and_api2() {
     let r = run(
         &h,
         &wf("mimecast/audit-events.yaml"),
-        &[o.clone()],
+        std::slice::from_ref(&o),
         &[],
         d.path(),
     )
@@ -224,7 +224,7 @@ async fn mailstore_workflows() {
     let r = run(
         &h,
         &wf("mailstore/server-info.yaml"),
-        &[o.clone()],
+        std::slice::from_ref(&o),
         &[],
         d.path(),
     )
