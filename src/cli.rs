@@ -90,6 +90,21 @@ pub enum Command {
     Schema,
     /// Serve the vendor simulator (Mimecast, MailStore, Google) on loopback until Ctrl-C.
     Sim(SimArgs),
+    /// OpenPGP-decrypt files (e.g. Google exports downloaded otherwise) into a directory.
+    Decrypt {
+        /// Armored or binary secret key file (RSA).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Name of the environment variable holding the key's passphrase (never the passphrase itself).
+        #[arg(long, value_name = "VAR")]
+        passphrase_env: Option<String>,
+        /// Output directory (created if needed; files are written 0600).
+        #[arg(short = 'o', long = "out", value_name = "DIR")]
+        out: PathBuf,
+        /// Encrypted files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Re-hash the artifacts of an output directory against its manifest.json (exit 1 on any difference).
     Verify {
         /// The output directory of a run (holding manifest.json).
@@ -171,6 +186,12 @@ async fn dispatch(cmd: Command) -> u8 {
         }
         Command::Sim(a) => sim(a).await,
         Command::Verify { dir } => verify(&dir),
+        Command::Decrypt {
+            key,
+            passphrase_env,
+            out,
+            files,
+        } => decrypt(&key, passphrase_env.as_deref(), &out, &files).await,
         Command::Demo { out } => crate::demo::run(&out, ctrl_c_token()).await,
         Command::Run {
             workflow,
@@ -409,6 +430,126 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
         eprintln!("error: {e}");
     }
     code
+}
+
+/// `auditflow decrypt`: unlocks the key once, decrypts each file (in parallel), writes a
+/// manifest of what it produced.
+async fn decrypt(
+    key: &std::path::Path,
+    passphrase_env: Option<&str>,
+    out: &std::path::Path,
+    files: &[PathBuf],
+) -> u8 {
+    use crate::steps::decrypt::{decrypt_file, output_name, DecryptionKey};
+    let passphrase = match passphrase_env {
+        Some(var) => match std::env::var(var) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                eprintln!(
+                    "error: --passphrase-env {var}: the environment variable {var} is not set"
+                );
+                return exit::USAGE;
+            }
+        },
+        None => None,
+    };
+    if let Err(e) = std::fs::create_dir_all(out) {
+        eprintln!("error: cannot create {}: {e}", out.display());
+        return exit::FAILED;
+    }
+    let key_path = key.to_path_buf();
+    let loaded =
+        tokio::task::spawn_blocking(move || DecryptionKey::load(&key_path, passphrase.as_deref()))
+            .await;
+    let key = match loaded {
+        Ok(Ok(k)) => std::sync::Arc::new(k),
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+        Err(e) => {
+            eprintln!("error: key loading failed: {e}");
+            return exit::FAILED;
+        }
+    };
+    let manifest = Arc::new(ManifestSink::new());
+    let emitter = Emitter::new(vec![manifest.clone()], Secrets::new());
+    emitter.emit(Event::RunStarted {
+        run_id: uuid::Uuid::new_v4().to_string(),
+        workflow: "auditflow decrypt".into(),
+        file: String::new(),
+        inputs: serde_json::json!({"key": key.as_ref().key_ids(), "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>()}),
+        started_at: chrono::Utc::now().to_rfc3339(),
+        dry_run: false,
+    });
+    let mut tasks = Vec::new();
+    for f in files {
+        let (key, input) = (key.clone(), f.clone());
+        let output = out.join(output_name(f));
+        tasks.push(tokio::task::spawn_blocking(move || {
+            decrypt_file(&key, &input, &output)
+        }));
+    }
+    let mut failed = 0;
+    for (f, t) in files.iter().zip(tasks) {
+        match t.await {
+            Ok(Ok(d)) => {
+                println!(
+                    "{} -> {} ({} bytes, sha256 {})",
+                    f.display(),
+                    d.path.display(),
+                    d.bytes,
+                    d.sha256
+                );
+                emitter.emit(Event::Artifact {
+                    step: "decrypt".into(),
+                    artifact: crate::events::Artifact {
+                        kind: "decrypt".into(),
+                        path: d.path.display().to_string(),
+                        bytes: d.bytes,
+                        sha256: d.sha256.clone(),
+                        source: Some(d.input.display().to_string()),
+                        source_sha256: Some(d.input_sha256.clone()),
+                        request_id: None,
+                        finished_at: chrono::Utc::now().to_rfc3339(),
+                    },
+                });
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: decrypt task failed: {e}", f.display());
+            }
+        }
+    }
+    emitter.emit(Event::RunFinished {
+        status: if failed == 0 {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        },
+        duration: Duration::ZERO,
+        outputs: Value::Null,
+        error: None,
+    });
+    if manifest.has_artifacts() {
+        if let Err(e) = manifest.write(out) {
+            eprintln!("error: manifest: {e}");
+            failed += 1;
+        }
+    }
+    if failed == 0 {
+        exit::OK
+    } else {
+        eprintln!(
+            "{failed} of {} file(s) failed; no plaintext was left for them",
+            files.len()
+        );
+        exit::FAILED
+    }
 }
 
 /// The run's output directory: the `out_dir` input as given, else its default.
