@@ -164,6 +164,14 @@ pub fn main() -> ExitCode {
             });
         }
     };
+    let json = matches!(
+        &cli.command,
+        Command::Run {
+            log_format: LogFormat::Json,
+            ..
+        }
+    );
+    init_tracing(json);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -175,6 +183,22 @@ pub fn main() -> ExitCode {
         }
     };
     ExitCode::from(rt.block_on(dispatch(cli.command)))
+}
+
+/// Diagnostics of the library (adapter warnings, debug traces) go to stderr through
+/// `tracing`, filtered by `RUST_LOG` (default: warnings); JSON lines with `--log-format json`.
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.compact().try_init()
+    };
 }
 
 async fn dispatch(cmd: Command) -> u8 {
