@@ -285,12 +285,7 @@ pub async fn execute(
             body: prepared.body,
         });
         return Ok(CallOutcome {
-            response: Response {
-                status: 0,
-                headers: Default::default(),
-                body: Value::Null,
-                request_id: None,
-            },
+            response: Response::empty(0),
             attempts: 0,
             pages: 0,
         });

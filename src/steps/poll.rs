@@ -103,12 +103,7 @@ pub async fn execute(
             ),
         );
         return Ok(PollOutcome {
-            response: Response {
-                status: 0,
-                headers: Default::default(),
-                body: Value::Null,
-                request_id: None,
-            },
+            response: Response::empty(0),
             polls: 0,
             attempts: 0,
         });

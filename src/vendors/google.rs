@@ -398,12 +398,7 @@ pub(super) fn aggregate(pages: Vec<Response>) -> Response {
         }
         last = Some(p);
     }
-    let last = last.unwrap_or(Response {
-        status: 200,
-        headers: Default::default(),
-        body: Value::Null,
-        request_id: None,
-    });
+    let last = last.unwrap_or_else(|| Response::empty(200));
     let mut body = match &last.body {
         Value::Object(_) => last.body.clone(),
         _ => json!({"kind": "feed", "id": null, "links": []}),

@@ -535,12 +535,7 @@ pub(super) fn aggregate(pages: Vec<Response>) -> Response {
         }
         last = Some(p);
     }
-    let last = last.unwrap_or(Response {
-        status: 200,
-        headers: Default::default(),
-        body: Value::Null,
-        request_id: None,
-    });
+    let last = last.unwrap_or_else(|| Response::empty(200));
     let mut meta = last.body.get("meta").cloned().unwrap_or_else(|| json!({}));
     if let Some(p) = meta.get_mut("pagination").and_then(Value::as_object_mut) {
         p.remove("next");

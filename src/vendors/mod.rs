@@ -157,6 +157,18 @@ pub struct Response {
     pub request_id: Option<String>,
 }
 
+impl Response {
+    /// A response with no headers and a null body (no page fetched, or a dry run).
+    pub fn empty(status: u16) -> Self {
+        Response {
+            status,
+            headers: BTreeMap::new(),
+            body: Value::Null,
+            request_id: None,
+        }
+    }
+}
+
 /// What a request looks like on the wire, for `--dry-run` (secrets are masked by the caller).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedRequest {
