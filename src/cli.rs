@@ -59,7 +59,8 @@ pub enum Command {
         /// A YAML file of inputs (a mapping); --input wins over it.
         #[arg(long, value_name = "FILE")]
         inputs_file: Option<PathBuf>,
-        /// Where run state is kept (default .auditflow/ in the working directory).
+        /// Where run state is kept (default .auditflow/ in the working directory): a masked
+        /// record of each run, mode 0600, under runs/<run id>.json.
         #[arg(long, value_name = "DIR", default_value = ".auditflow")]
         state_dir: PathBuf,
         /// Write a JSON report of the run.
@@ -229,8 +230,8 @@ async fn dispatch(cmd: Command) -> u8 {
             log_format,
             verbose,
         } => {
-            let _ = state_dir;
             let args = RunArgs {
+                state_dir: Some(state_dir),
                 workflow,
                 inputs,
                 inputs_file,
@@ -307,6 +308,8 @@ fn validate(files: &[PathBuf]) -> u8 {
 
 /// Arguments of `run` (also used by `demo`).
 pub struct RunArgs {
+    /// Where a masked record of the run is kept (`runs/<run id>.json`); None: nowhere.
+    pub state_dir: Option<PathBuf>,
     pub workflow: PathBuf,
     pub inputs: Vec<String>,
     pub inputs_file: Option<PathBuf>,
@@ -436,6 +439,13 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
                 eprintln!("error: manifest: {}", secrets.mask(&e));
                 code = code.max(exit::FAILED);
             }
+        }
+    }
+    if let (Some(r), Some(dir), false) = (&json_report, &args.state_dir, args.dry_run) {
+        let path = dir.join("runs").join(format!("{}.json", result.run_id));
+        if let Err(e) = r.write(&path) {
+            eprintln!("error: run record in the state directory: {e}");
+            code = code.max(exit::FAILED);
         }
     }
     if let (Some(r), Some(path)) = (&json_report, &args.report_json) {

@@ -1,6 +1,5 @@
 //! The end-to-end demo: the simulator in-process, a throwaway OpenPGP key, the shipped workflows.
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use pgp::composed::{EncryptionCaps, KeyType, SecretKeyParamsBuilder, SubkeyParamsBuilder};
@@ -58,20 +57,9 @@ pub fn generate_key(dir: &Path, bits: u32) -> Result<DemoKey, String> {
     })
 }
 
-/// Writes a file readable by its owner only (mode 0600 from creation).
+/// Writes a file readable by its owner only (mode 0600 from creation, renamed when complete).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(bytes)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::steps::write_atomic(path, bytes).map_err(|e| e.to_string())
 }
 
 /// Where the shipped workflows are: `./workflows`, else beside the executable's source tree.
@@ -202,6 +190,7 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
         );
         let code = crate::cli::run(
             RunArgs {
+                state_dir: Some(out.join(".auditflow")),
                 workflow: file,
                 inputs,
                 inputs_file: None,

@@ -333,6 +333,28 @@ async fn reports_are_valid_and_no_secret_leaks_anywhere() {
         assert!(!s.contains(token), "token leaked in {name}:\n{s}");
         assert!(!s.contains(password), "password leaked in {name}:\n{s}");
     }
+    // The run record in the state directory (default .auditflow/) is masked and private.
+    let runs: Vec<_> = std::fs::read_dir(d.path().join(".auditflow/runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(
+        runs.len(),
+        1,
+        "only the real run leaves a record, not the dry run: {runs:?}"
+    );
+    let record = std::fs::read_to_string(&runs[0]).unwrap();
+    assert!(
+        !record.contains(token) && !record.contains(password),
+        "{record}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&runs[0]).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
     let r: serde_json::Value = serde_json::from_str(&report_text).unwrap();
     assert_eq!(r["inputs"]["password"], "***");
     assert_eq!(r["steps"][1]["status"], "failed_continued");

@@ -178,6 +178,7 @@ pub fn response_value(r: &Response) -> serde_json::Value {
 }
 
 /// Writes bytes to `path` through a temporary file beside it, renamed when complete.
+/// The file is created with mode 0600 (tempfile's default) and keeps it.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), StepError> {
     use std::io::Write;
     let io = |source| StepError::Io {
