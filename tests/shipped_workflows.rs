@@ -427,3 +427,62 @@ async fn google_service_account_credentials() {
     assert_clean(&h);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn google_export_with_a_wrong_passphrase_fails_cleanly() {
+    let h = sim::start(SimConfig {
+        google_pending_polls: 1,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let (_, public, _) = key();
+    let r = run(
+        &h,
+        &wf("google/upload-public-key.yaml"),
+        &[
+            "domain=example.com".into(),
+            format!("public_key_file={}", public.display()),
+            format!("out_dir={}", out.display()),
+        ],
+        &[],
+        d.path(),
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let wrong = vec![(
+        "AUDIT_PGP_PASSPHRASE".to_string(),
+        "wrong-passphrase-123".to_string(),
+    )];
+    let r = run(
+        &h,
+        &wf("google/mailbox-export.yaml"),
+        &[
+            "domain=example.com".into(),
+            "user=bob".into(),
+            "poll_interval=100ms".into(),
+            format!("out_dir={}", out.display()),
+        ],
+        &wrong,
+        d.path(),
+    )
+    .await;
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.to_lowercase().contains("passphrase"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stdout.contains("wrong-passphrase-123") && !r.stderr.contains("wrong-passphrase-123")
+    );
+    let mboxes = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "mbox"))
+        .count();
+    assert_eq!(mboxes, 0, "no plaintext may be left behind");
+    h.shutdown().await;
+}

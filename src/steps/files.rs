@@ -386,44 +386,67 @@ pub async fn download_then_decrypt(
         );
         return Ok((out, decrypt_outputs(&[])));
     }
-    let key = load_key(&dplan).await.map_err(PipelineError::Decrypt)?;
     create_dir(&plan.to).map_err(PipelineError::Download)?;
     create_dir(&dplan.to).map_err(PipelineError::Decrypt)?;
     let headers = header_fn(conn, authorize);
     let client = conn.client().clone();
-    let decrypt_slots = Arc::new(tokio::sync::Semaphore::new(dplan.concurrency));
-    // Downloads run `concurrency` at a time; each finished file starts its decrypt at once.
-    let results: Vec<Result<(download::Downloaded, decrypt::DecryptedFile), PipelineError>> =
-        futures::stream::iter(0..plan.files.len())
+    let n = plan.files.len();
+    // Two stages joined by a channel: downloads (`concurrency` at a time) hand each finished
+    // file to the decrypt stage at once, which runs `dplan.concurrency` decrypts at a time.
+    // A decrypt never holds a download slot, and the key is unlocked while the first files
+    // download; a wrong passphrase still stops everything (try_join drops the downloads,
+    // leaving their `.part` files to resume).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, download::Downloaded)>(n.max(1));
+    let downloads = async {
+        let mut stream = futures::stream::iter(0..n)
             .map(|i| {
-                let (client, headers, key, slots) =
-                    (&client, &headers, key.clone(), decrypt_slots.clone());
-                let (plan, dplan) = (&plan, &dplan);
+                let (client, headers, plan) = (&client, &headers, &plan);
                 async move {
-                    let d = fetch_one(client, &plan.files[i], headers, &plan.request_id, env_dl)
+                    fetch_one(client, &plan.files[i], headers, &plan.request_id, env_dl)
                         .await
-                        .map_err(PipelineError::Download)?;
-                    let _slot = slots.acquire_owned().await.map_err(|e| {
-                        PipelineError::Decrypt(StepError::Invalid {
-                            message: format!("decrypt queue closed: {e}"),
-                        })
-                    })?;
-                    let m = decrypt_one(key, d.path.clone(), &dplan.to, env_dec)
-                        .await
-                        .map_err(PipelineError::Decrypt)?;
-                    Ok((d, m))
+                        .map(|d| (i, d))
                 }
             })
-            .buffered(plan.concurrency)
-            .collect()
-            .await;
-    let mut downloaded = Vec::new();
-    let mut decrypted = Vec::new();
-    for r in results {
-        let (d, m) = r?;
-        downloaded.push(d);
-        decrypted.push(m);
-    }
+            .buffer_unordered(plan.concurrency);
+        let mut done = Vec::with_capacity(n);
+        while let Some(r) = stream.next().await {
+            let (i, d) = r.map_err(PipelineError::Download)?;
+            // The decrypt stage only goes away on its own error, which try_join reports.
+            let _ = tx.send((i, d.clone())).await;
+            done.push((i, d));
+        }
+        drop(tx);
+        Ok::<_, PipelineError>(done)
+    };
+    let decrypts = async {
+        let key = load_key(&dplan).await.map_err(PipelineError::Decrypt)?;
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut done = Vec::with_capacity(n);
+        let mut open = true;
+        while open || !running.is_empty() {
+            tokio::select! {
+                got = rx.recv(), if open && running.len() < dplan.concurrency => match got {
+                    Some((i, d)) => {
+                        let key = key.clone();
+                        let to = &dplan.to;
+                        running.push(async move {
+                            decrypt_one(key, d.path, to, env_dec).await.map(|m| (i, m))
+                        });
+                    }
+                    None => open = false,
+                },
+                Some(r) = running.next(), if !running.is_empty() => {
+                    done.push(r.map_err(PipelineError::Decrypt)?);
+                }
+            }
+        }
+        Ok::<_, PipelineError>(done)
+    };
+    let (mut downloaded, mut decrypted) = futures::future::try_join(downloads, decrypts).await?;
+    downloaded.sort_by_key(|(i, _)| *i);
+    decrypted.sort_by_key(|(i, _)| *i);
+    let downloaded: Vec<download::Downloaded> = downloaded.into_iter().map(|(_, d)| d).collect();
+    let decrypted: Vec<decrypt::DecryptedFile> = decrypted.into_iter().map(|(_, m)| m).collect();
     Ok((download_outputs(&downloaded), decrypt_outputs(&decrypted)))
 }
 
