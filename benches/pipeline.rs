@@ -479,7 +479,6 @@ fn bench() -> Res<()> {
                 cancel: &cancel,
                 retry: RetryPolicy::default(),
                 dry_run: false,
-                workflow_dir: work.path().to_path_buf(),
                 started: Instant::now(),
                 deadline: None,
                 max_wait: None,
@@ -487,7 +486,6 @@ fn bench() -> Res<()> {
             let env_dec = StepEnv {
                 step: "decrypt",
                 retry: RetryPolicy::default(),
-                workflow_dir: work.path().to_path_buf(),
                 ..env_dl
             };
             sync()?;

@@ -324,7 +324,6 @@ async fn run_pipelined(
         cancel: &cancel,
         retry: merge_retry(defaults.retry.as_ref(), dl.retry.as_ref()),
         dry_run: run.dry_run,
-        workflow_dir: scope.file.dir(),
         started,
         deadline,
         max_wait: None,
@@ -332,7 +331,6 @@ async fn run_pipelined(
     let env_dec = StepEnv {
         step: &paths[1],
         retry: merge_retry(defaults.retry.as_ref(), dec.retry.as_ref()),
-        workflow_dir: scope.file.dir(),
         ..env_dl
     };
     let result = async {
@@ -492,7 +490,6 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
         cancel: &cancel,
         retry: policy,
         dry_run: run.dry_run,
-        workflow_dir: scope.file.dir(),
         started,
         deadline,
         max_wait: poll_max_wait(step, run.max_wait),

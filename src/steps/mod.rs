@@ -23,9 +23,6 @@ pub struct StepEnv<'a> {
     pub cancel: &'a CancellationToken,
     pub retry: RetryPolicy,
     pub dry_run: bool,
-    /// Directory of the workflow file (relative paths in `save_to` stay relative to the
-    /// working directory, like every output path).
-    pub workflow_dir: PathBuf,
     /// When the step started; with `deadline`, bounds polls.
     pub started: Instant,
     pub deadline: Option<Duration>,
