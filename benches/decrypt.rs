@@ -4,16 +4,15 @@
 //! plaintext size. Needs `gpg` and `/usr/bin/time`. Each decryptor runs as a child process under
 //! `/usr/bin/time -v`: this binary re-executes itself with `--decrypt-one KEY IN OUT` for
 //! auditflow. gpg's figure is the `gpg` process only (its agent does the RSA step).
-use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use auditflow::steps::decrypt::{decrypt_file, DecryptionKey};
-use sha2::{Digest, Sha256};
 
-const PASSPHRASE: &str = "bench passphrase";
+mod common;
+use common::{make_key, path_str, run, sha256_file, sync, write_plaintext, Res, PASSPHRASE};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -53,21 +52,6 @@ fn child(args: &[String]) {
             std::process::exit(1);
         }
     }
-}
-
-type Res<T> = Result<T, String>;
-
-fn run(cmd: &mut Command, what: &str) -> Res<std::process::Output> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{what}: cannot run: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(out)
 }
 
 struct Measure {
@@ -132,52 +116,6 @@ fn timed(program: &Path, args: &[&str], env: &[(&str, &Path)], what: &str) -> Re
     }
 }
 
-fn sha256_file(path: &Path) -> Res<String> {
-    let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Random-ish mbox: headers and text lines mixed with incompressible runs (compresses ~2:1).
-fn write_plaintext(path: &Path, len: u64) -> Res<()> {
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(path).map_err(|e| e.to_string())?);
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut written = 0u64;
-    let mut n = 0u64;
-    let mut chunk = Vec::with_capacity(8192);
-    while written < len {
-        n += 1;
-        chunk.clear();
-        write!(
-            chunk,
-            "From sender{n}@example.invalid Mon Jan  1 00:00:00 2024\nFrom: Sender {n} \
-             <sender{n}@example.invalid>\nTo: auditor@example.invalid\nSubject: Quarterly \
-             report {n}\n\nPlease find the figures attached; the quick brown fox jumps over \
-             the lazy dog.\n\n"
-        )
-        .map_err(|e| e.to_string())?;
-        for _ in 0..256 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            chunk.extend_from_slice(&state.to_le_bytes());
-        }
-        chunk.extend_from_slice(b"\n\n");
-        let take = chunk.len().min((len - written) as usize);
-        out.write_all(&chunk[..take]).map_err(|e| e.to_string())?;
-        written += take as u64;
-    }
-    out.flush().map_err(|e| e.to_string())
-}
-
 fn bench() -> Res<()> {
     let mib: u64 = std::env::var("AUDITFLOW_BENCH_MIB")
         .ok()
@@ -193,48 +131,13 @@ fn bench() -> Res<()> {
         .map_err(|e| e.to_string())?;
     let home = work.path().join("g");
     fs::create_dir(&home).map_err(|e| e.to_string())?;
-    let gpg = |args: &[&str]| -> Command {
-        let mut c = Command::new("gpg");
-        c.env("GNUPGHOME", &home)
-            .args([
-                "--batch",
-                "--no-tty",
-                "--quiet",
-                "--pinentry-mode",
-                "loopback",
-            ])
-            .args(args);
-        c
-    };
+    let gpg = |args: &[&str]| common::gpg(&home, args);
     let result = (|| -> Res<()> {
-        eprintln!("generating an RSA-3072 key ...");
-        let params = format!(
-            "Key-Type: RSA\nKey-Length: 3072\nKey-Usage: sign,cert\nSubkey-Type: RSA\n\
-             Subkey-Length: 3072\nSubkey-Usage: encrypt\nName-Real: bench\n\
-             Name-Email: bench@bench.invalid\nExpire-Date: 0\nPassphrase: {PASSPHRASE}\n%commit\n"
-        );
-        let params_path = work.path().join("params");
-        fs::write(&params_path, params).map_err(|e| e.to_string())?;
-        run(
-            &mut gpg(&["--gen-key", path_str(&params_path)?]),
-            "gpg --gen-key",
-        )?;
-        let key_path = work.path().join("key.asc");
-        let key = run(
-            &mut gpg(&[
-                "--passphrase",
-                PASSPHRASE,
-                "--armor",
-                "--export-secret-keys",
-                "bench@bench.invalid",
-            ]),
-            "gpg --export-secret-keys",
-        )?;
-        fs::write(&key_path, key.stdout).map_err(|e| e.to_string())?;
+        let key_path = make_key(work.path(), &home)?;
 
         eprintln!("writing {mib} MiB of plaintext and encrypting it (gpg defaults) ...");
         let plain = work.path().join("plain.mbox");
-        write_plaintext(&plain, mib << 20)?;
+        write_plaintext(&plain, mib << 20, 0)?;
         let expected = sha256_file(&plain)?;
         let encrypted = work.path().join("export.gpg");
         run(
@@ -339,15 +242,6 @@ fn bench() -> Res<()> {
         .args(["--kill", "all"])
         .status();
     result
-}
-
-fn sync() -> Res<()> {
-    run(&mut Command::new("sync"), "sync").map(|_| ())
-}
-
-fn path_str(p: &Path) -> Res<&str> {
-    p.to_str()
-        .ok_or_else(|| format!("non-UTF-8 path {}", p.display()))
 }
 
 fn which_gpg() -> Res<PathBuf> {

@@ -19,8 +19,7 @@
 //!
 //! The target (the project's issue) is (c) <= 1.1 x max(a, b). Process CPU time (user +
 //! system, from /proc/self/stat, includes the server thread) is printed for each part.
-use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -39,14 +38,12 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{Response, StatusCode};
 use futures::{StreamExt, TryStreamExt};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-const PASSPHRASE: &str = "bench passphrase";
+mod common;
+use common::{make_key, path_str, sha256_file, sync, write_plaintext, Res, PASSPHRASE};
 /// Files downloaded at once in (a) and (c) (the `download` step's default).
 const DOWNLOAD_CONCURRENCY: usize = 4;
-
-type Res<T> = Result<T, String>;
 
 fn main() {
     if let Err(e) = bench() {
@@ -60,75 +57,6 @@ fn env_u64(name: &str, default: u64) -> Res<u64> {
         Ok(v) => v.parse().map_err(|e| format!("{name}={v}: {e}")),
         Err(_) => Ok(default),
     }
-}
-
-fn run(cmd: &mut Command, what: &str) -> Res<std::process::Output> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{what}: cannot run: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(out)
-}
-
-fn sync() -> Res<()> {
-    run(&mut Command::new("sync"), "sync").map(|_| ())
-}
-
-fn path_str(p: &Path) -> Res<&str> {
-    p.to_str()
-        .ok_or_else(|| format!("non-UTF-8 path {}", p.display()))
-}
-
-fn sha256_file(path: &Path) -> Res<String> {
-    let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Random-ish mbox (as in `benches/decrypt.rs`, with a seed per file): headers and text lines
-/// mixed with incompressible runs (compresses ~2:1).
-fn write_plaintext(path: &Path, len: u64, seed: u64) -> Res<()> {
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(path).map_err(|e| e.to_string())?);
-    let mut state = 0x2545_f491_4f6c_dd1du64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let mut written = 0u64;
-    let mut n = 0u64;
-    let mut chunk = Vec::with_capacity(8192);
-    while written < len {
-        n += 1;
-        chunk.clear();
-        write!(
-            chunk,
-            "From sender{n}@example.invalid Mon Jan  1 00:00:00 2024\nFrom: Sender {n} \
-             <sender{n}@example.invalid>\nTo: auditor@example.invalid\nSubject: Quarterly \
-             report {n}\n\nPlease find the figures attached; the quick brown fox jumps over \
-             the lazy dog.\n\n"
-        )
-        .map_err(|e| e.to_string())?;
-        for _ in 0..256 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            chunk.extend_from_slice(&state.to_le_bytes());
-        }
-        chunk.extend_from_slice(b"\n\n");
-        let take = chunk.len().min((len - written) as usize);
-        out.write_all(&chunk[..take]).map_err(|e| e.to_string())?;
-        written += take as u64;
-    }
-    out.flush().map_err(|e| e.to_string())
 }
 
 /// Process CPU time (user + system, all threads) in seconds; /proc ticks at 100 Hz.
@@ -158,43 +86,8 @@ struct Fixture {
 }
 
 fn setup(work: &Path, home: &Path, n_files: u64, mib: u64) -> Res<Fixture> {
-    let gpg = |args: &[&str]| -> Command {
-        let mut c = Command::new("gpg");
-        c.env("GNUPGHOME", home)
-            .args([
-                "--batch",
-                "--no-tty",
-                "--quiet",
-                "--pinentry-mode",
-                "loopback",
-            ])
-            .args(args);
-        c
-    };
-    eprintln!("generating an RSA-3072 key ...");
-    let params = format!(
-        "Key-Type: RSA\nKey-Length: 3072\nKey-Usage: sign,cert\nSubkey-Type: RSA\n\
-         Subkey-Length: 3072\nSubkey-Usage: encrypt\nName-Real: bench\n\
-         Name-Email: bench@bench.invalid\nExpire-Date: 0\nPassphrase: {PASSPHRASE}\n%commit\n"
-    );
-    let params_path = work.join("params");
-    fs::write(&params_path, params).map_err(|e| e.to_string())?;
-    run(
-        &mut gpg(&["--gen-key", path_str(&params_path)?]),
-        "gpg --gen-key",
-    )?;
-    let key_path = work.join("key.asc");
-    let key = run(
-        &mut gpg(&[
-            "--passphrase",
-            PASSPHRASE,
-            "--armor",
-            "--export-secret-keys",
-            "bench@bench.invalid",
-        ]),
-        "gpg --export-secret-keys",
-    )?;
-    fs::write(&key_path, key.stdout).map_err(|e| e.to_string())?;
+    let gpg = |args: &[&str]| common::gpg(home, args);
+    let key_path = make_key(work, home)?;
 
     eprintln!("writing {n_files} x {mib} MiB of plaintext and encrypting it (gpg defaults) ...");
     let src = work.join("served");
