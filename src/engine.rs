@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::{Emitter, Event, RunStatus, StepStatus};
 use crate::retry::RetryPolicy;
 use crate::steps::{self, call, poll, StepEnv, StepError};
-use crate::template::{render_deep, Template, TemplateError};
+use crate::template::{render_deep, Template};
 use crate::vendors::{Connection, ConnectionSettings, Credentials, VendorKind};
 use crate::workflow::diag::did_you_mean;
 use crate::workflow::model::{ConnectionKind, ConnectionSpec, RetrySpec, Step, StepKind, Workflow};
@@ -152,13 +152,7 @@ impl Scope {
 pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunResult, InputError> {
     let wf = &plan.root.workflow;
     let inputs = resolve_inputs(wf, &opts.inputs)?;
-    for (name, spec) in &wf.inputs {
-        if spec.secret {
-            if let Some(v) = inputs.get(name) {
-                register_secret_value(emitter.secrets(), v);
-            }
-        }
-    }
+    register_secret_inputs(wf, &inputs, emitter.secrets());
     let run_id = uuid::Uuid::new_v4().to_string();
     let started_at = chrono::Utc::now();
     let started = Instant::now();
@@ -212,6 +206,19 @@ pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunRe
         outputs: emitter.secrets().mask_json(&outputs),
         error: error.map(|e| emitter.secrets().mask(&e)),
     })
+}
+
+/// Registers the values of a workflow's `secret: true` inputs.
+fn register_secret_inputs(
+    wf: &Workflow,
+    inputs: &Map<String, Value>,
+    secrets: &crate::secrets::Secrets,
+) {
+    for (name, spec) in &wf.inputs {
+        if let (true, Some(v)) = (spec.secret, inputs.get(name)) {
+            register_secret_value(secrets, v);
+        }
+    }
 }
 
 fn register_secret_value(secrets: &crate::secrets::Secrets, v: &Value) {
@@ -672,13 +679,7 @@ async fn execute_kind(
         let inputs = resolve_inputs(&callee.workflow, &given).map_err(|e| StepError::Invalid {
             message: format!("`uses: {target}`: {e}"),
         })?;
-        for (name, spec) in &callee.workflow.inputs {
-            if spec.secret {
-                if let Some(v) = inputs.get(name) {
-                    register_secret_value(run.emitter.secrets(), v);
-                }
-            }
-        }
+        register_secret_inputs(&callee.workflow, &inputs, run.emitter.secrets());
         let sub = Scope {
             file: callee,
             inputs: Value::Object(inputs),
@@ -843,19 +844,12 @@ fn summarize(outputs: &Value) -> Value {
     Value::Object(m)
 }
 
-/// Renders an optional credential field; an undefined `env.*` variable or an empty string
-/// means "not given" (so one file can offer Mimecast 2.0 and 1.0 credentials).
+/// Renders an optional credential field (see [`steps::render_optional`]), trimmed; a value
+/// of only white space counts as absent too.
 fn cred(field: &Option<String>, ctx: &Value, name: &str) -> Result<Option<String>, StepError> {
-    let Some(src) = field else {
-        return Ok(None);
-    };
-    let t = Template::compile(src).map_err(|e| StepError::template(name, e))?;
-    match t.render_string(ctx) {
-        Ok(s) if s.trim().is_empty() => Ok(None),
-        Ok(s) => Ok(Some(s.trim().to_string())),
-        Err(TemplateError::UndefinedVariable { path, .. }) if path.starts_with("env.") => Ok(None),
-        Err(e) => Err(StepError::template(name, e)),
-    }
+    Ok(steps::render_optional(name, field, ctx)?
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty()))
 }
 
 /// The environment variables a connection's credential templates read (for messages).

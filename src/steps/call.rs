@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::{response_value, send_with_retry, write_atomic, StepEnv, StepError};
+use super::{render_str, response_value, send_with_retry, write_atomic, StepEnv, StepError};
 use crate::events::{Artifact, Event};
 use crate::template::{render_deep, Template};
 use crate::vendors::{Body, Connection, Pagination, Request, Response, VendorKind};
@@ -17,12 +17,6 @@ pub struct RenderedCall {
     pub expect_condition: Option<String>,
     pub save_to: Option<PathBuf>,
     pub paginate: Option<Pagination>,
-}
-
-fn render_str(field: &str, src: &str, ctx: &Value) -> Result<String, StepError> {
-    Template::compile(src)
-        .and_then(|t| t.render_string(ctx))
-        .map_err(|e| StepError::template(field, e))
 }
 
 /// Renders a value to a form/atom string: strings as they are, other JSON as JSON text.

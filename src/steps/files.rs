@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 
 use super::decrypt::{self, DecryptionKey};
 use super::download::{self, DownloadObserver, DownloadSpec as FileSpec, HeaderFn};
-use super::{StepEnv, StepError};
+use super::{render_optional, render_str, StepEnv, StepError};
 use crate::events::{Artifact, Emitter, Event};
-use crate::template::{render_deep, Template, TemplateError};
+use crate::template::render_deep;
 use crate::vendors::Connection;
 use crate::workflow::model::{DecryptSpec, DownloadSpec};
 
@@ -32,26 +32,6 @@ fn string_list(field: &str, v: &Value, ctx: &Value) -> Result<Vec<String>, StepE
         other => Err(StepError::Invalid {
             message: format!("`{field}` must be a string or a list; found {other}"),
         }),
-    }
-}
-
-fn render_str(field: &str, src: &str, ctx: &Value) -> Result<String, StepError> {
-    Template::compile(src)
-        .and_then(|t| t.render_string(ctx))
-        .map_err(|e| StepError::template(field, e))
-}
-
-/// Renders an optional secret-ish value: an undefined `env.*` or an empty result is "absent".
-fn optional(field: &str, src: &Option<String>, ctx: &Value) -> Result<Option<String>, StepError> {
-    let Some(src) = src else {
-        return Ok(None);
-    };
-    let t = Template::compile(src).map_err(|e| StepError::template(field, e))?;
-    match t.render_string(ctx) {
-        Ok(s) if s.is_empty() => Ok(None),
-        Ok(s) => Ok(Some(s)),
-        Err(TemplateError::UndefinedVariable { path, .. }) if path.starts_with("env.") => Ok(None),
-        Err(e) => Err(StepError::template(field, e)),
     }
 }
 
@@ -264,7 +244,7 @@ pub fn plan_decrypt(
     ctx: &Value,
 ) -> Result<DecryptPlan, StepError> {
     let key_path = PathBuf::from(render_str("decrypt.key", &spec.key, ctx)?);
-    let passphrase = optional("decrypt.passphrase", &spec.passphrase, ctx)?;
+    let passphrase = render_optional("decrypt.passphrase", &spec.passphrase, ctx)?;
     if let Some(p) = &passphrase {
         env.emitter.secrets().add(p);
     }

@@ -5,7 +5,7 @@ use rand::Rng;
 use serde_json::Value;
 
 use super::call::{check_expect, observed_status, with_response, RenderedCall};
-use super::{send_with_retry, StepEnv, StepError};
+use super::{render_str, send_with_retry, StepEnv, StepError};
 use crate::events::Event;
 use crate::retry::{apply_jitter, Jitter};
 use crate::template::Template;
@@ -29,22 +29,18 @@ impl Interval {
     /// Renders `poll.interval` (durations may be templates such as `{{ inputs.poll_interval }}`).
     pub fn render(spec: &PollSpec, ctx: &Value) -> Result<Interval, StepError> {
         let iv = spec.interval.clone().unwrap_or_default();
-        let dur = |field: &str,
-                   src: &Option<String>,
-                   dflt: Duration|
-         -> Result<Duration, StepError> {
-            match src {
-                None => Ok(dflt),
-                Some(s) => {
-                    let text = Template::compile(s)
-                        .and_then(|t| t.render_string(ctx))
-                        .map_err(|e| StepError::template(format!("poll.interval.{field}"), e))?;
-                    parse_duration(&text).map_err(|m| StepError::Invalid {
-                        message: format!("poll.interval.{field}: {m}"),
-                    })
+        let dur =
+            |field: &str, src: &Option<String>, dflt: Duration| -> Result<Duration, StepError> {
+                match src {
+                    None => Ok(dflt),
+                    Some(s) => {
+                        let text = render_str(&format!("poll.interval.{field}"), s, ctx)?;
+                        parse_duration(&text).map_err(|m| StepError::Invalid {
+                            message: format!("poll.interval.{field}: {m}"),
+                        })
+                    }
                 }
-            }
-        };
+            };
         let initial = dur("initial", &iv.initial, Duration::from_secs(30))?;
         let max = dur("max", &iv.max, initial.max(Duration::from_secs(600)))?;
         Ok(Interval {
