@@ -112,6 +112,39 @@ struct Run {
     plain: Mutex<Option<Connection>>,
 }
 
+impl Run {
+    fn step_started(&self, path: &str, step: &Step) {
+        self.emitter.emit(Event::StepStarted {
+            step: path.to_string(),
+            name: step.display_name().into(),
+            kind: step.kind().as_str().into(),
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step_finished(
+        &self,
+        path: &str,
+        step: &Step,
+        status: StepStatus,
+        attempts: u32,
+        started: Instant,
+        error: Option<String>,
+        outputs: &Value,
+    ) {
+        self.emitter.emit(Event::StepFinished {
+            step: path.to_string(),
+            name: step.display_name().to_string(),
+            kind: step.kind().as_str().into(),
+            status,
+            attempts,
+            duration: started.elapsed(),
+            error,
+            outputs: summarize(outputs),
+        });
+    }
+}
+
 /// Variables in scope at one point: the file, its inputs, loop variables, earlier steps.
 #[derive(Clone)]
 struct Scope {
@@ -312,11 +345,7 @@ async fn run_pipelined(
         format!("{}{}", scope.prefix, dec.id),
     ];
     for (s, p) in [dl, dec].iter().zip(&paths) {
-        run.emitter.emit(Event::StepStarted {
-            step: p.clone(),
-            name: s.display_name().into(),
-            kind: s.kind().as_str().into(),
-        });
+        run.step_started(p, s);
     }
     let started = Instant::now();
     let defaults = scope.file.workflow.defaults.clone().unwrap_or_default();
@@ -378,17 +407,7 @@ async fn run_pipelined(
     }
     .await;
     let finish = |i: usize, status: StepStatus, error: Option<String>, outputs: &Value| {
-        let s = [dl, dec][i];
-        run.emitter.emit(Event::StepFinished {
-            step: paths[i].clone(),
-            name: s.display_name().to_string(),
-            kind: s.kind().as_str().into(),
-            status,
-            attempts: 1,
-            duration: started.elapsed(),
-            error,
-            outputs: summarize(outputs),
-        });
+        run.step_finished(&paths[i], [dl, dec][i], status, 1, started, error, outputs);
     };
     match result {
         Ok((a, b)) => {
@@ -447,16 +466,7 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
                   started: Instant,
                   error: Option<String>,
                   outputs: &Value| {
-        run.emitter.emit(Event::StepFinished {
-            step: path.clone(),
-            name: step.display_name().to_string(),
-            kind: kind.as_str().into(),
-            status,
-            attempts,
-            duration: started.elapsed(),
-            error,
-            outputs: summarize(outputs),
-        });
+        run.step_finished(&path, step, status, attempts, started, error, outputs);
     };
     let started = Instant::now();
     if let Some(cond) = &step.when {
@@ -464,20 +474,12 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
             .and_then(|t| t.render_bool(&ctx))
             .map_err(|e| Failure::Failed(format!("step `{path}`: `if`: {e}")))?;
         if !go {
-            run.emitter.emit(Event::StepStarted {
-                step: path.clone(),
-                name: step.display_name().into(),
-                kind: kind.as_str().into(),
-            });
+            run.step_started(&path, step);
             finish(StepStatus::Skipped, 0, started, None, &Value::Null);
             return Ok(json!({"skipped": true}));
         }
     }
-    run.emitter.emit(Event::StepStarted {
-        step: path.clone(),
-        name: step.display_name().into(),
-        kind: kind.as_str().into(),
-    });
+    run.step_started(&path, step);
     let defaults = scope.file.workflow.defaults.clone().unwrap_or_default();
     let policy = merge_retry(defaults.retry.as_ref(), step.retry.as_ref());
     // Polls have their own (long) deadline; other steps default to `defaults.timeout`.
