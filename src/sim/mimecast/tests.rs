@@ -50,16 +50,15 @@ async fn start(cfg: SimConfig) -> Harness {
     let stats = Arc::new(Stats::default());
     let faults = Arc::new(Faults::new(cfg.faults.clone(), stats.clone()));
     let sim = MimecastSim::new(&cfg, faults);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("local addr");
-    let router = sim.clone().router();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let (base, _task) = crate::sim::serve(
+        ([127, 0, 0, 1], 0).into(),
+        sim.clone().router(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("serve on loopback");
     Harness {
-        base: format!("http://{addr}"),
+        base,
         sim,
         stats,
         cfg,
