@@ -372,17 +372,13 @@ async fn run_pipelined(
     let result = async {
         let spec = dl.download.as_ref().ok_or(None)?;
         let dspec = dec.decrypt.as_ref().ok_or(None)?;
-        let conn = match &spec.connection {
-            Some(name) => {
-                Some(connection_for(run, &scope.file, Some(name), &ctx).map_err(|e| Some((0, e)))?)
-            }
-            None => None,
-        };
-        let plain = connection_for(run, &scope.file, None, &ctx).map_err(|e| Some((0, e)))?;
+        // No connection: a plain one, and no auth headers on the downloads.
+        let conn = connection_for(run, &scope.file, spec.connection.as_deref(), &ctx)
+            .map_err(|e| Some((0, e)))?;
         let fut = steps::files::download_then_decrypt(
             spec,
-            conn.as_ref().unwrap_or(&plain),
-            conn.is_some(),
+            &conn,
+            spec.connection.is_some(),
             dspec,
             &env_dl,
             &env_dec,
@@ -641,19 +637,10 @@ async fn execute_kind(
         return Ok((v, out.attempts));
     }
     if let Some(spec) = &step.download {
-        let conn = match &spec.connection {
-            Some(name) => Some(connection_for(run, &scope.file, Some(name), ctx)?),
-            None => None,
-        };
-        let plain = connection_for(run, &scope.file, None, ctx)?;
-        let out = steps::files::download_step(
-            spec,
-            conn.as_ref().unwrap_or(&plain),
-            conn.is_some(),
-            env,
-            ctx,
-        )
-        .await?;
+        // No connection: a plain one, and no auth headers on the downloads.
+        let conn = connection_for(run, &scope.file, spec.connection.as_deref(), ctx)?;
+        let out =
+            steps::files::download_step(spec, &conn, spec.connection.is_some(), env, ctx).await?;
         return Ok((out, 1));
     }
     if let Some(spec) = &step.decrypt {
