@@ -375,6 +375,7 @@ fn bench() -> Res<()> {
                 started: Instant::now(),
                 deadline: None,
                 max_wait: None,
+                ledger: None,
             };
             let env_dec = StepEnv {
                 step: "decrypt",

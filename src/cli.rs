@@ -59,10 +59,24 @@ pub enum Command {
         /// A YAML file of inputs (a mapping); --input wins over it.
         #[arg(long, value_name = "FILE")]
         inputs_file: Option<PathBuf>,
-        /// Where run state is kept (default .auditflow/ in the working directory): a masked
-        /// record of each run, mode 0600, under runs/<run id>.json.
-        #[arg(long, value_name = "DIR", default_value = ".auditflow")]
+        /// Where run state is kept: a journal per run (masked, mode 0600). A run that did not
+        /// succeed (crash, failure, exit 75) is resumed by the next `run` of the same
+        /// workflow and inputs.
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = ".auditflow",
+            env = "AUDITFLOW_STATE_DIR"
+        )]
         state_dir: PathBuf,
+        /// Abandon an unfinished run of this workflow and inputs and start over (requests
+        /// that must not be repeated, such as export creations, are sent again).
+        #[arg(long)]
+        fresh: bool,
+        /// Run shard I of N: the outermost for_each loops keep the items whose hash falls
+        /// in this shard (for CI matrices and Kubernetes Indexed Jobs).
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
         /// Write a JSON report of the run.
         #[arg(long, value_name = "FILE")]
         report_json: Option<PathBuf>,
@@ -72,7 +86,8 @@ pub enum Command {
         /// Render every request (secrets masked) and send nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Detach when polling has waited this long: save state and exit 75.
+        /// Detach when polling is still waiting this long after the run started: save state
+        /// and exit 75 (run the same command again later to continue).
         #[arg(long, value_name = "DURATION")]
         max_wait: Option<String>,
         /// Output format: human lines, or JSON lines for machines.
@@ -89,6 +104,11 @@ pub enum Command {
     },
     /// Print the JSON Schema of workflow files.
     Schema,
+    /// Show the runs recorded in a state directory.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
     /// Serve the vendor simulator (Mimecast, MailStore, Google) on loopback until Ctrl-C.
     Sim(SimArgs),
     /// OpenPGP-decrypt files (e.g. Google exports downloaded otherwise) into a directory.
@@ -116,6 +136,33 @@ pub enum Command {
         /// Where results go (replaced on every run).
         #[arg(long, default_value = "demo-out")]
         out: PathBuf,
+    },
+}
+
+/// `auditflow runs ...`
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    /// One line per run, newest first.
+    List {
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = ".auditflow",
+            env = "AUDITFLOW_STATE_DIR"
+        )]
+        state_dir: PathBuf,
+    },
+    /// What one run recorded: steps, requests that must not be repeated, files, waits.
+    Show {
+        /// The run id (or its first characters).
+        run: String,
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = ".auditflow",
+            env = "AUDITFLOW_STATE_DIR"
+        )]
+        state_dir: PathBuf,
     },
 }
 
@@ -210,6 +257,7 @@ async fn dispatch(cmd: Command) -> u8 {
             exit::OK
         }
         Command::Sim(a) => sim(a).await,
+        Command::Runs { command } => runs(command),
         Command::Verify { dir } => verify(&dir),
         Command::Decrypt {
             key,
@@ -223,6 +271,8 @@ async fn dispatch(cmd: Command) -> u8 {
             inputs,
             inputs_file,
             state_dir,
+            fresh,
+            shard,
             report_json,
             junit,
             dry_run,
@@ -232,6 +282,8 @@ async fn dispatch(cmd: Command) -> u8 {
         } => {
             let args = RunArgs {
                 state_dir: Some(state_dir),
+                fresh,
+                shard,
                 workflow,
                 inputs,
                 inputs_file,
@@ -308,8 +360,11 @@ fn validate(files: &[PathBuf]) -> u8 {
 
 /// Arguments of `run` (also used by `demo`).
 pub struct RunArgs {
-    /// Where a masked record of the run is kept (`runs/<run id>.json`); None: nowhere.
+    /// Where the run's journal is kept (see [`crate::state`]); None: nowhere, no resume.
     pub state_dir: Option<PathBuf>,
+    pub fresh: bool,
+    /// `--shard I/N` as given.
+    pub shard: Option<String>,
     pub workflow: PathBuf,
     pub inputs: Vec<String>,
     pub inputs_file: Option<PathBuf>,
@@ -375,11 +430,26 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
             return exit::USAGE;
         }
     };
+    let shard = match args.shard.as_deref().map(engine::Shard::parse).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --shard {e}");
+            return exit::USAGE;
+        }
+    };
+    let state = match (&args.state_dir, args.dry_run) {
+        (Some(dir), false) => match crate::state::StateDir::open(dir) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
+        },
+        _ => None,
+    };
     let secrets = Secrets::new();
-    let json_report = args
-        .report_json
-        .as_ref()
-        .map(|_| Arc::new(JsonReport::new()));
+    let json_report =
+        (args.report_json.is_some() || state.is_some()).then(|| Arc::new(JsonReport::new()));
     let junit = args.junit.as_ref().map(|_| Arc::new(JUnit::new()));
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     match args.log_format {
@@ -405,6 +475,9 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
         dry_run: args.dry_run,
         max_wait,
         cancel,
+        state,
+        fresh: args.fresh,
+        shard,
     };
     let result = match engine::run(plan, opts, emitter).await {
         Ok(r) => r,
@@ -441,8 +514,8 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
             }
         }
     }
-    if let (Some(r), Some(dir), false) = (&json_report, &args.state_dir, args.dry_run) {
-        let path = dir.join("runs").join(format!("{}.json", result.run_id));
+    if let (Some(r), Some(dir)) = (&json_report, &result.state_dir) {
+        let path = dir.join("report.json");
         if let Err(e) = r.write(&path) {
             eprintln!("error: run record in the state directory: {e}");
             code = code.max(exit::FAILED);
@@ -460,8 +533,18 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
             code = code.max(exit::FAILED);
         }
     }
-    if let (RunStatus::Failed, Some(e)) = (result.status, &result.error) {
-        eprintln!("error: {e}");
+    match (result.status, &result.error) {
+        (RunStatus::Failed, Some(e)) => eprintln!("error: {e}"),
+        (RunStatus::Pending, Some(w)) => eprintln!(
+            "pending (exit {}): {w}\n  state saved in {}; run the same command again later to continue run {}",
+            exit::PENDING,
+            args.state_dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|| "nowhere (no --state-dir)".into()),
+            result.run_id
+        ),
+        _ => {}
     }
     code
 }
@@ -515,6 +598,7 @@ async fn decrypt(
         inputs: serde_json::json!({"key": key.as_ref().key_ids(), "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>()}),
         started_at: chrono::Utc::now().to_rfc3339(),
         dry_run: false,
+        resumed: None,
     });
     let mut tasks = Vec::new();
     for f in files {
@@ -592,6 +676,49 @@ fn out_dir(wf: &crate::workflow::Workflow, given: &BTreeMap<String, Value>) -> O
         .get("out_dir")
         .or_else(|| wf.inputs.get("out_dir").and_then(|i| i.default.as_ref()))?;
     v.as_str().filter(|s| !s.is_empty()).map(PathBuf::from)
+}
+
+fn runs(cmd: RunsCommand) -> u8 {
+    let (dir, id) = match &cmd {
+        RunsCommand::List { state_dir } => (state_dir, None),
+        RunsCommand::Show { run, state_dir } => (state_dir, Some(run)),
+    };
+    if !dir.join("auditflow-state.json").exists() {
+        eprintln!(
+            "error: {} is not an auditflow state directory (no runs recorded there); pass --state-dir",
+            dir.display()
+        );
+        return exit::USAGE;
+    }
+    let sd = match crate::state::StateDir::open(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    match id {
+        None => match sd.list() {
+            Ok(list) => {
+                print!("{}", crate::report::runs::list(&list));
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::FAILED
+            }
+        },
+        Some(id) => match sd.show(id) {
+            Ok((r, active)) => {
+                print!("{}", crate::report::runs::show(&r, active));
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::USAGE
+            }
+        },
+    }
 }
 
 fn verify(dir: &std::path::Path) -> u8 {

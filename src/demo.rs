@@ -198,6 +198,8 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
                 junit: None,
                 dry_run: false,
                 max_wait: None,
+                fresh: false,
+                shard: None,
                 log_format: LogFormat::Human,
                 verbose: false,
                 env: env.clone(),

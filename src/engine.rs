@@ -9,9 +9,10 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{Emitter, Event, RunStatus, StepStatus};
+use crate::events::{Emitter, Event, RunStatus, Sink, StepStatus};
 use crate::retry::RetryPolicy;
-use crate::steps::{self, call, poll, StepEnv, StepError};
+use crate::state::{self, Begin, DoneStatus, Journal, Record, Replay, StateDir, StateError};
+use crate::steps::{self, call, once::Ledger, poll, StepEnv, StepError};
 use crate::template::{render_deep, Template};
 use crate::vendors::{Connection, ConnectionSettings, Credentials, VendorKind};
 use crate::workflow::diag::did_you_mean;
@@ -29,9 +30,61 @@ pub struct RunOptions {
     /// The environment templates see as `env`.
     pub env: BTreeMap<String, String>,
     pub dry_run: bool,
-    /// Detach (exit 75) once a poll has waited this long.
+    /// Detach (exit 75) when polling is still waiting this long after the run started.
     pub max_wait: Option<Duration>,
     pub cancel: CancellationToken,
+    /// Where the run's state is kept (None: nowhere; nothing can be resumed).
+    pub state: Option<StateDir>,
+    /// Abandon an unfinished run of the same workflow and inputs instead of resuming it.
+    pub fresh: bool,
+    /// Run only this shard of the outermost `for_each` loops' items.
+    pub shard: Option<Shard>,
+}
+
+/// One of N deterministic parts of the items of the outermost `for_each` loops: an item
+/// belongs to shard `index` (1-based) when the SHA-256 of its JSON text, modulo `count`, is
+/// `index - 1`. Hashing the item (not its position) keeps shards disjoint and complete even
+/// when a listing returns the items in another order on each machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `I/N` with 1 <= I <= N.
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let bad = || format!("`{s}`: write I/N with 1 <= I <= N, e.g. 2/8");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if index == 0 || count == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether `item` belongs to this shard.
+    pub fn owns(&self, item: &Value) -> bool {
+        let h = steps::sha256_hex(item.to_string().as_bytes());
+        let n = u64::from_str_radix(&h[..16], 16).unwrap_or(0);
+        n % u64::from(self.count) == u64::from(self.index - 1)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// Why a run could not start (exit 2): bad inputs, or state that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// Errors found before any request is sent (exit 2).
@@ -55,6 +108,8 @@ pub struct RunResult {
     pub status: RunStatus,
     pub outputs: Value,
     pub error: Option<String>,
+    /// The run's directory in the state directory, when state is kept.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Resolves inputs against their declarations: given, else default, else missing.
@@ -104,8 +159,13 @@ struct Run {
     env: Value,
     run_info: Value,
     dry_run: bool,
-    max_wait: Option<Duration>,
+    /// `--max-wait`: polls still waiting at this instant detach.
+    detach_at: Option<Instant>,
     cancel: CancellationToken,
+    /// The journal this process appends to, and what earlier processes recorded.
+    journal: Option<Journal>,
+    replay: Option<Replay>,
+    shard: Option<Shard>,
     /// Connections by (file, name), built on first use.
     connections: Mutex<HashMap<(PathBuf, String), Connection>>,
     /// Ad-hoc connections for `url:` calls.
@@ -113,6 +173,77 @@ struct Run {
 }
 
 impl Run {
+    fn record(&self, rec: Record) {
+        if let Some(j) = &self.journal {
+            j.append(&rec);
+        }
+    }
+
+    /// Replays a step an earlier process finished: emits its events, returns its outputs.
+    fn replayed(&self, path: &str, step: &Step) -> Option<Value> {
+        let done = self.replay.as_ref()?.done.get(path)?;
+        if !done.replayable {
+            return None;
+        }
+        let status = match done.status {
+            DoneStatus::Succeeded => StepStatus::Recorded,
+            DoneStatus::Skipped => StepStatus::Skipped,
+            DoneStatus::FailedContinued => StepStatus::FailedContinued,
+        };
+        self.step_started(path, step);
+        self.step_finished(path, step, status, 0, Instant::now(), None, &done.outputs);
+        Some(done.outputs.clone())
+    }
+
+    /// Records a step's end for good; outputs are masked, and not replayed if masking
+    /// changed them (the step runs again instead).
+    fn record_done(&self, path: &str, status: DoneStatus, attempts: u32, outputs: &Value) {
+        if self.journal.is_none() || self.dry_run {
+            return;
+        }
+        let masked = self.emitter.secrets().mask_json(outputs);
+        let replayable = &masked == outputs;
+        self.record(Record::Done {
+            step: path.to_string(),
+            at: chrono::Utc::now(),
+            status,
+            attempts,
+            outputs: masked,
+            replayable,
+        });
+    }
+
+    /// The journal and what earlier processes recorded for the step at `path`.
+    fn ledger(&self, path: &str) -> Option<Ledger> {
+        let journal = self.journal.clone()?;
+        let r = self.replay.as_ref();
+        Some(Ledger {
+            journal,
+            intent: r.and_then(|r| r.intents.get(path).cloned()),
+            response: r.and_then(|r| r.responses.get(path).cloned()),
+            artifacts: r
+                .and_then(|r| r.artifacts.get(path).cloned())
+                .unwrap_or_default(),
+            polls: r
+                .and_then(|r| r.waiting.get(path).map(|w| w.1))
+                .unwrap_or(0),
+        })
+    }
+
+    /// How long ago an earlier process first started the step at `path`.
+    fn started_before(&self, path: &str) -> Duration {
+        self.replay
+            .as_ref()
+            .and_then(|r| r.first_started.get(path))
+            .and_then(|t| (chrono::Utc::now() - *t).to_std().ok())
+            .unwrap_or(Duration::ZERO)
+    }
+
+    fn replayed_outputs(&self, path: &str) -> Option<&Value> {
+        let done = self.replay.as_ref()?.done.get(path)?;
+        done.replayable.then_some(&done.outputs)
+    }
+
     fn step_started(&self, path: &str, step: &Step) {
         self.emitter.emit(Event::StepStarted {
             step: path.to_string(),
@@ -156,6 +287,8 @@ struct Scope {
     steps: Map<String, Value>,
     /// Event path prefix (`loop[2].`, `caller/`).
     prefix: String,
+    /// Inside a `for_each` (only the outermost loops are sharded).
+    in_loop: bool,
 }
 
 impl Scope {
@@ -181,21 +314,100 @@ impl Scope {
     }
 }
 
-/// Runs a validated plan to the end.
-pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunResult, InputError> {
+/// Forwards finished files to the run's journal (a resumed step skips them).
+struct JournalArtifacts(Journal);
+
+impl Sink for JournalArtifacts {
+    fn event(&self, e: &Event) {
+        if let Event::Artifact { step, artifact } = e {
+            self.0.append(&Record::Artifact {
+                step: step.clone(),
+                artifact: artifact.clone(),
+            });
+        }
+    }
+}
+
+/// The non-secret inputs (the run key) and all inputs masked (the journal header).
+fn key_inputs(wf: &Workflow, inputs: &Map<String, Value>) -> Value {
+    Value::Object(
+        inputs
+            .iter()
+            .filter(|(k, _)| !wf.inputs.get(*k).is_some_and(|s| s.secret))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
+/// Runs a validated plan to the end, resuming the unfinished run of the same workflow and
+/// inputs when the state directory has one.
+pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunResult, RunError> {
     let wf = &plan.root.workflow;
     let inputs = resolve_inputs(wf, &opts.inputs)?;
     register_secret_inputs(wf, &inputs, emitter.secrets());
-    let run_id = uuid::Uuid::new_v4().to_string();
-    let started_at = chrono::Utc::now();
+    let mut run_id = uuid::Uuid::new_v4().to_string();
+    let mut started_at = chrono::Utc::now();
     let started = Instant::now();
+    let masked_inputs = emitter.secrets().mask_json(&Value::Object(inputs.clone()));
+    let mut state = None;
+    let mut replay = None;
+    let mut resumed = None;
+    let mut emitter = emitter;
+    if let (Some(dir), false) = (&opts.state, opts.dry_run) {
+        let mut files: Vec<state::FileDigest> = plan
+            .files
+            .values()
+            .map(|f| state::FileDigest {
+                path: f.path.display().to_string(),
+                sha256: steps::sha256_hex(f.source.as_bytes()),
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let shard = opts.shard.map(|s| s.to_string());
+        let header = state::RunHeader {
+            version: state::JOURNAL_VERSION,
+            run_id: run_id.clone(),
+            key: state::run_key(&plan.root.path, &key_inputs(wf, &inputs), shard.as_deref()),
+            workflow: plan.root.path.display().to_string(),
+            workflow_name: wf.name.clone(),
+            files,
+            inputs: masked_inputs.clone(),
+            shard,
+            started_at,
+            auditflow: env!("CARGO_PKG_VERSION").into(),
+        };
+        let (st, begin, note) = dir.begin(header, opts.fresh).await?;
+        if let Some(n) = note {
+            emitter.warn(n);
+        }
+        if let Begin::Resumed(r) = begin {
+            run_id = r.header.run_id.clone();
+            started_at = r.header.started_at;
+            resumed = Some(format!(
+                "run started {}; {} step{} recorded; last process ended {}{}",
+                r.header.started_at.to_rfc3339(),
+                r.done.len(),
+                if r.done.len() == 1 { "" } else { "s" },
+                r.status(),
+                if r.torn_tail {
+                    " (its last record was cut off by the crash and is ignored)"
+                } else {
+                    ""
+                }
+            ));
+            replay = Some(*r);
+        }
+        emitter = emitter.with_sink(Arc::new(JournalArtifacts(st.journal.clone())));
+        state = Some(st);
+    }
     emitter.emit(Event::RunStarted {
         run_id: run_id.clone(),
         workflow: wf.name.clone(),
         file: plan.root.path.display().to_string(),
-        inputs: emitter.secrets().mask_json(&Value::Object(inputs.clone())),
+        inputs: masked_inputs,
         started_at: started_at.to_rfc3339(),
         dry_run: opts.dry_run,
+        resumed,
     });
     let env: Map<String, Value> = opts
         .env
@@ -207,8 +419,11 @@ pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunRe
         env: Value::Object(env),
         run_info: json!({"id": run_id, "started_at": started_at.to_rfc3339()}),
         dry_run: opts.dry_run,
-        max_wait: opts.max_wait,
+        detach_at: opts.max_wait.map(|d| started + d),
         cancel: opts.cancel.clone(),
+        journal: state.as_ref().map(|s| s.journal.clone()),
+        replay,
+        shard: opts.shard,
         connections: Mutex::new(HashMap::new()),
         plain: Mutex::new(None),
         plan: plan.clone(),
@@ -219,14 +434,29 @@ pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunRe
         item: None,
         steps: Map::new(),
         prefix: String::new(),
+        in_loop: false,
     };
     let result = run_workflow(&run, scope).await;
-    let (status, outputs, error) = match result {
+    let (status, outputs, mut error) = match result {
         Ok(out) => (RunStatus::Succeeded, out, None),
         Err(Failure::Pending(w)) => (RunStatus::Pending, Value::Null, Some(w)),
         Err(Failure::Cancelled) => (RunStatus::Cancelled, Value::Null, Some("cancelled".into())),
         Err(Failure::Failed(m)) => (RunStatus::Failed, Value::Null, Some(m)),
     };
+    let mut status = status;
+    if let Some(st) = &state {
+        let word = match status {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Pending => "pending",
+            RunStatus::Cancelled => "cancelled",
+        };
+        let masked = error.as_ref().map(|e| emitter.secrets().mask(e));
+        if let Err(e) = st.finish(word, masked).await {
+            status = RunStatus::Failed;
+            error = Some(e.to_string());
+        }
+    }
     emitter.emit(Event::RunFinished {
         status,
         duration: started.elapsed(),
@@ -238,6 +468,7 @@ pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunRe
         status,
         outputs: emitter.secrets().mask_json(&outputs),
         error: error.map(|e| emitter.secrets().mask(&e)),
+        state_dir: state.map(|s| s.dir),
     })
 }
 
@@ -297,7 +528,12 @@ fn run_steps<'a>(
                 return Err(Failure::Cancelled);
             }
             let step = &steps[i];
-            if let Some(next) = steps.get(i + 1).filter(|n| pipelined(step, n)) {
+            let next_pipelined = steps.get(i + 1).filter(|n| pipelined(step, n));
+            // A download an earlier process finished is replayed; its decrypt then runs alone.
+            let dl_recorded = run
+                .replayed_outputs(&format!("{}{}", scope.prefix, step.id))
+                .is_some();
+            if let Some(next) = next_pipelined.filter(|_| !dl_recorded) {
                 let (a, b) = run_pipelined(run, step, next, scope).await?;
                 scope.steps.insert(step.id.clone(), a);
                 scope.steps.insert(next.id.clone(), b);
@@ -354,6 +590,13 @@ async fn run_pipelined(
         .filter_map(|s| s.timeout.or(defaults.timeout).map(|d| d.get()))
         .max();
     let cancel = run.cancel.child_token();
+    let ledgers = [run.ledger(&paths[0]), run.ledger(&paths[1])];
+    for p in &paths {
+        run.record(Record::Started {
+            step: p.clone(),
+            at: chrono::Utc::now(),
+        });
+    }
     let env_dl = StepEnv {
         step: &paths[0],
         emitter: &run.emitter,
@@ -363,10 +606,12 @@ async fn run_pipelined(
         started,
         deadline,
         max_wait: None,
+        ledger: ledgers[0].as_ref(),
     };
     let env_dec = StepEnv {
         step: &paths[1],
         retry: merge_retry(defaults.retry.as_ref(), dec.retry.as_ref()),
+        ledger: ledgers[1].as_ref(),
         ..env_dl
     };
     let result = async {
@@ -403,6 +648,21 @@ async fn run_pipelined(
     }
     .await;
     let finish = |i: usize, status: StepStatus, error: Option<String>, outputs: &Value| {
+        match (status, &error) {
+            // A download whose decrypt failed has no outputs here: not recorded, its
+            // verified files are skipped when the pair runs again.
+            (StepStatus::Succeeded, _) if !outputs.is_null() => {
+                run.record_done(&paths[i], DoneStatus::Succeeded, 1, outputs)
+            }
+            (StepStatus::Failed, Some(e)) if !run.cancel.is_cancelled() => {
+                run.record(Record::Failed {
+                    step: paths[i].clone(),
+                    at: chrono::Utc::now(),
+                    error: run.emitter.secrets().mask(e),
+                })
+            }
+            _ => {}
+        }
         run.step_finished(&paths[i], [dl, dec][i], status, 1, started, error, outputs);
     };
     match result {
@@ -452,9 +712,13 @@ async fn run_pipelined(
     }
 }
 
-/// Runs one step with its condition, timeout and `continue_on_error`; emits its events.
+/// Runs one step with its condition, timeout and `continue_on_error`; emits its events and
+/// records its end in the journal. A step an earlier process finished is replayed.
 async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, Failure> {
     let path = format!("{}{}", scope.prefix, step.id);
+    if let Some(outputs) = run.replayed(&path, step) {
+        return Ok(outputs);
+    }
     let kind = step.kind();
     let ctx = scope.ctx(run);
     let finish = |status: StepStatus,
@@ -471,11 +735,25 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
             .map_err(|e| Failure::Failed(format!("step `{path}`: `if`: {e}")))?;
         if !go {
             run.step_started(&path, step);
+            let out = json!({"skipped": true});
+            run.record_done(&path, DoneStatus::Skipped, 0, &out);
             finish(StepStatus::Skipped, 0, started, None, &Value::Null);
-            return Ok(json!({"skipped": true}));
+            return Ok(out);
         }
     }
     run.step_started(&path, step);
+    // Polls measure their overall deadline from their first start, in whichever process.
+    let before = if kind == StepKind::Poll {
+        run.started_before(&path)
+    } else {
+        Duration::ZERO
+    };
+    if !run.dry_run {
+        run.record(Record::Started {
+            step: path.clone(),
+            at: chrono::Utc::now(),
+        });
+    }
     let defaults = scope.file.workflow.defaults.clone().unwrap_or_default();
     let policy = merge_retry(defaults.retry.as_ref(), step.retry.as_ref());
     // Polls have their own (long) deadline; other steps default to `defaults.timeout`.
@@ -483,12 +761,14 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
         StepKind::Poll => Some(
             step.timeout
                 .map(|d| d.get())
-                .unwrap_or(poll::DEFAULT_POLL_TIMEOUT),
+                .unwrap_or(poll::DEFAULT_POLL_TIMEOUT)
+                .saturating_sub(before),
         ),
         StepKind::ForEach | StepKind::Uses => step.timeout.map(|d| d.get()),
         _ => step.timeout.or(defaults.timeout).map(|d| d.get()),
     };
     let cancel = run.cancel.child_token();
+    let ledger = run.ledger(&path);
     let env = StepEnv {
         step: &path,
         emitter: &run.emitter,
@@ -497,7 +777,8 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
         dry_run: run.dry_run,
         started,
         deadline,
-        max_wait: poll_max_wait(step, run.max_wait),
+        max_wait: poll_max_wait(step, run.detach_at),
+        ledger: ledger.as_ref(),
     };
     let fut = execute_kind(run, step, scope, &ctx, &env);
     tokio::pin!(fut);
@@ -519,17 +800,33 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
                 _ = tokio::time::sleep(limit.saturating_sub(started.elapsed())) => {
                     cancel.cancel();
                     let _ = tokio::time::timeout(Duration::from_secs(10), &mut fut).await;
-                    Err(StepError::Timeout { after: limit })
+                    Err(StepError::Timeout { after: limit + before })
                 }
             }
         }
     };
+    let failed = |e: &str| {
+        run.record(Record::Failed {
+            step: path.clone(),
+            at: chrono::Utc::now(),
+            error: run.emitter.secrets().mask(e),
+        })
+    };
     match result {
         Ok((outputs, attempts)) => {
+            run.record_done(&path, DoneStatus::Succeeded, attempts, &outputs);
             finish(StepStatus::Succeeded, attempts, started, None, &outputs);
             Ok(outputs)
         }
-        Err(StepError::Pending { waiting_for }) => {
+        Err(StepError::Pending { waiting_for, polls }) => {
+            if kind == StepKind::Poll {
+                run.record(Record::Waiting {
+                    step: path.clone(),
+                    at: chrono::Utc::now(),
+                    waiting_for: run.emitter.secrets().mask(&waiting_for),
+                    polls,
+                });
+            }
             finish(
                 StepStatus::Pending,
                 0,
@@ -556,6 +853,9 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
             };
             let message = format!("step `{path}` failed: {e}");
             if step.continue_on_error {
+                let out =
+                    json!({"failed": true, "error": run.emitter.secrets().mask(&e.to_string())});
+                run.record_done(&path, DoneStatus::FailedContinued, attempts, &out);
                 finish(
                     StepStatus::FailedContinued,
                     attempts,
@@ -563,8 +863,9 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
                     Some(e.to_string()),
                     &Value::Null,
                 );
-                Ok(json!({"failed": true, "error": run.emitter.secrets().mask(&e.to_string())}))
+                Ok(out)
             } else {
+                failed(&e.to_string());
                 finish(
                     StepStatus::Failed,
                     attempts,
@@ -578,8 +879,11 @@ async fn run_step(run: &Arc<Run>, step: &Step, scope: &Scope) -> Result<Value, F
     }
 }
 
-fn poll_max_wait(step: &Step, cli: Option<Duration>) -> Option<Duration> {
+/// How long a poll may wait in this process: its own `max_wait`, and no later than the
+/// run-wide `--max-wait` instant.
+fn poll_max_wait(step: &Step, detach_at: Option<Instant>) -> Option<Duration> {
     let own = step.poll.as_ref().and_then(|p| p.max_wait).map(|d| d.get());
+    let cli = detach_at.map(|t| t.saturating_duration_since(Instant::now()));
     match (own, cli) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -675,11 +979,15 @@ async fn execute_kind(
             item: None,
             steps: Map::new(),
             prefix: format!("{}/", env.step),
+            in_loop: scope.in_loop,
         };
         return match run_workflow(run, sub).await {
             Ok(outputs) => Ok((json!({ "outputs": outputs }), 1)),
             Err(Failure::Failed(m)) => Err(StepError::Invalid { message: m }),
-            Err(Failure::Pending(w)) => Err(StepError::Pending { waiting_for: w }),
+            Err(Failure::Pending(w)) => Err(StepError::Pending {
+                waiting_for: w,
+                polls: 0,
+            }),
             Err(Failure::Cancelled) => Err(StepError::Cancelled),
         };
     }
@@ -714,44 +1022,56 @@ async fn for_each(
     let concurrency = spec.concurrency.unwrap_or(1).max(1) as usize;
     let fail_fast = spec.fail_fast.unwrap_or(true);
     let stop = Arc::new(AtomicBool::new(false));
+    let total = items.len();
+    // `--shard I/N` splits the outermost loops; indices stay those of the whole list.
+    let shard = run.shard.filter(|_| !scope.in_loop);
+    let items: Vec<(usize, Value)> = items
+        .into_iter()
+        .enumerate()
+        .filter(|(_, item)| shard.is_none_or(|s| s.owns(item)))
+        .collect();
     let count = items.len();
-    let results: Vec<(usize, Value, Result<Value, Failure>)> =
-        futures::stream::iter(items.into_iter().enumerate())
-            .map(|(index, item)| {
-                let run = run.clone();
-                let stop = stop.clone();
-                let mut sub = scope.clone();
-                sub.item = Some((item.clone(), index));
-                sub.prefix = format!("{}[{index}].", env.step);
-                let steps = spec.steps.clone();
-                async move {
-                    if stop.load(Ordering::SeqCst) {
-                        return (
-                            index,
-                            item,
-                            Err(Failure::Failed(
-                                "not started after an earlier failure (fail_fast)".into(),
-                            )),
-                        );
-                    }
-                    // Each iteration's result holds the outputs of the loop's own steps.
-                    let r = run_steps(&run, &steps, &mut sub).await.map(|_| {
-                        let own: Map<String, Value> = sub
-                            .steps
-                            .into_iter()
-                            .filter(|(k, _)| steps.iter().any(|s| &s.id == k))
-                            .collect();
-                        Value::Object(own)
-                    });
-                    if r.is_err() && fail_fast {
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                    (index, item, r)
+    if let Some(s) = shard {
+        run.emitter
+            .log(env.step, format!("shard {s}: {count} of {total} items"));
+    }
+    let results: Vec<(usize, Value, Result<Value, Failure>)> = futures::stream::iter(items)
+        .map(|(index, item)| {
+            let run = run.clone();
+            let stop = stop.clone();
+            let mut sub = scope.clone();
+            sub.item = Some((item.clone(), index));
+            sub.prefix = format!("{}[{index}].", env.step);
+            sub.in_loop = true;
+            let steps = spec.steps.clone();
+            async move {
+                if stop.load(Ordering::SeqCst) {
+                    return (
+                        index,
+                        item,
+                        Err(Failure::Failed(
+                            "not started after an earlier failure (fail_fast)".into(),
+                        )),
+                    );
                 }
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
+                // Each iteration's result holds the outputs of the loop's own steps.
+                let r = run_steps(&run, &steps, &mut sub).await.map(|_| {
+                    let own: Map<String, Value> = sub
+                        .steps
+                        .into_iter()
+                        .filter(|(k, _)| steps.iter().any(|s| &s.id == k))
+                        .collect();
+                    Value::Object(own)
+                });
+                if r.is_err() && fail_fast {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                (index, item, r)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
     let mut results = results;
     results.sort_by_key(|(i, _, _)| *i);
     let mut out = Vec::with_capacity(count);
@@ -773,7 +1093,10 @@ async fn for_each(
         }
     }
     if let Some(w) = pending {
-        return Err(StepError::Pending { waiting_for: w });
+        return Err(StepError::Pending {
+            waiting_for: w,
+            polls: 0,
+        });
     }
     if !failed.is_empty() {
         let lines: Vec<String> = failed
@@ -796,7 +1119,12 @@ async fn for_each(
             ),
         });
     }
-    Ok(json!({"results": out, "failed": failed, "count": count}))
+    let mut outputs = json!({"results": out, "failed": failed, "count": count});
+    if let Some(s) = shard {
+        outputs["shard"] = json!(s.to_string());
+        outputs["total"] = json!(total);
+    }
+    Ok(outputs)
 }
 
 fn item_label(v: &Value) -> String {

@@ -20,6 +20,8 @@ pub enum StepStatus {
     Skipped,
     /// Waiting (detached with `max_wait`): run again later.
     Pending,
+    /// Finished by an earlier process of the run; its recorded outputs are used.
+    Recorded,
 }
 
 impl StepStatus {
@@ -30,6 +32,7 @@ impl StepStatus {
             StepStatus::FailedContinued => "failed (continued)",
             StepStatus::Skipped => "skipped",
             StepStatus::Pending => "pending",
+            StepStatus::Recorded => "recorded",
         }
     }
 }
@@ -45,7 +48,7 @@ pub enum RunStatus {
 }
 
 /// A file the run produced.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Artifact {
     /// `download`, `decrypt` or `saved`.
     pub kind: String,
@@ -53,11 +56,11 @@ pub struct Artifact {
     pub bytes: u64,
     pub sha256: String,
     /// Where it came from (URL without credentials, or the encrypted file).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_sha256: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     pub finished_at: String,
 }
@@ -73,6 +76,9 @@ pub enum Event {
         inputs: Value,
         started_at: String,
         dry_run: bool,
+        /// Set when this process continues an unfinished run (what was recorded).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resumed: Option<String>,
     },
     StepStarted {
         step: String,
@@ -189,6 +195,16 @@ impl Emitter {
         });
     }
 
+    /// The same emitter with one more sink.
+    pub fn with_sink(&self, sink: Arc<dyn Sink>) -> Emitter {
+        let mut sinks: Vec<Arc<dyn Sink>> = self.sinks.iter().cloned().collect();
+        sinks.push(sink);
+        Emitter {
+            sinks: Arc::new(sinks),
+            secrets: self.secrets.clone(),
+        }
+    }
+
     pub fn warn(&self, message: impl Into<String>) {
         self.emit(Event::Warning {
             message: message.into(),
@@ -207,6 +223,7 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
             inputs,
             started_at,
             dry_run,
+            resumed,
         } => Event::RunStarted {
             run_id,
             workflow: m(workflow),
@@ -214,6 +231,7 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
             inputs: s.mask_json(&inputs),
             started_at,
             dry_run,
+            resumed: mo(resumed),
         },
         Event::StepStarted { step, name, kind } => Event::StepStarted {
             step: m(step),

@@ -344,16 +344,20 @@ async fn reports_are_valid_and_no_secret_leaks_anywhere() {
         1,
         "only the real run leaves a record, not the dry run: {runs:?}"
     );
-    let record = std::fs::read_to_string(&runs[0]).unwrap();
-    assert!(
-        !record.contains(token) && !record.contains(password),
-        "{record}"
-    );
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&runs[0]).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+    // The run's journal and report: masked, private.
+    for name in ["journal.jsonl", "report.json"] {
+        let p = runs[0].join(name);
+        let record = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            !record.contains(token) && !record.contains(password),
+            "{name}: {record}"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
     }
     let r: serde_json::Value = serde_json::from_str(&report_text).unwrap();
     assert_eq!(r["inputs"]["password"], "***");

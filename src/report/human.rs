@@ -59,6 +59,7 @@ impl Sink for Human {
                 file,
                 run_id,
                 dry_run,
+                resumed,
                 ..
             } => {
                 let mode = if *dry_run {
@@ -67,6 +68,9 @@ impl Sink for Human {
                     ""
                 };
                 self.println(&format!("▶ {workflow} ({file}) run {run_id}{mode}"));
+                if let Some(r) = resumed {
+                    self.println(&format!("  ↺ resuming: {r}"));
+                }
             }
             Event::StepStarted { step, name, kind } => {
                 if let Some(m) = &self.bars {
@@ -180,6 +184,7 @@ impl Sink for Human {
                     StepStatus::FailedContinued => "✗",
                     StepStatus::Skipped => "-",
                     StepStatus::Pending => "⧗",
+                    StepStatus::Recorded => "↺",
                 };
                 let tries = if *attempts > 1 {
                     format!(", {attempts} attempts")

@@ -58,8 +58,12 @@ impl Sink for JsonReport {
                 inputs,
                 started_at,
                 dry_run,
+                resumed,
             } => {
                 doc["run_id"] = json!(run_id);
+                if let Some(r) = resumed {
+                    doc["resumed"] = json!(r);
+                }
                 doc["workflow"] = json!({"name": workflow, "file": file});
                 doc["inputs"] = inputs.clone();
                 doc["started_at"] = json!(started_at);

@@ -148,6 +148,7 @@ mod tests {
             inputs: serde_json::Value::Null,
             started_at: "t".into(),
             dry_run: false,
+            resumed: None,
         });
         for (step, status, error) in [
             ("a", StepStatus::Succeeded, None),

@@ -5,7 +5,6 @@
 //! id and times, together with the tool version, the workflow file and its SHA-256, and the
 //! inputs (secrets masked). `verify` re-hashes everything and reports any difference.
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -199,21 +198,7 @@ impl Sink for ManifestSink {
     }
 }
 
-/// Streams a file through SHA-256.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
+pub use crate::durable::sha256_file;
 
 /// One difference found by [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,6 +339,7 @@ mod tests {
             inputs: serde_json::json!({"password": "***"}),
             started_at: "t".into(),
             dry_run: false,
+            resumed: None,
         });
         let a = artifact(&d.path().join("a.gpg"), b"encrypted bytes");
         let b = artifact(&d.path().join("b.mbox"), b"From x\n");

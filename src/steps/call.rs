@@ -17,6 +17,8 @@ pub struct RenderedCall {
     pub expect_condition: Option<String>,
     pub save_to: Option<PathBuf>,
     pub paginate: Option<Pagination>,
+    /// `call.idempotent` as written (None: the vendor adapter decides).
+    pub idempotent: Option<bool>,
 }
 
 /// Renders a value to a form/atom string: strings as they are, other JSON as JSON text.
@@ -147,6 +149,7 @@ pub fn render_call(
         },
         expect_status: expect.status,
         expect_condition: expect.condition,
+        idempotent: spec.idempotent,
         save_to,
         paginate,
     })
@@ -286,7 +289,13 @@ pub async fn execute(
     }
     let (response, attempts, pages) = match &rc.paginate {
         None => {
-            let (r, a) = send_with_retry(conn, &rc.request, env).await?;
+            let once = !rc
+                .idempotent
+                .unwrap_or_else(|| conn.idempotent(&rc.request));
+            let (r, a) = match (once, env.ledger) {
+                (true, Some(ledger)) => super::once::send(conn, &rc.request, env, ledger).await?,
+                _ => send_with_retry(conn, &rc.request, env).await?,
+            };
             (r, a, 1)
         }
         Some(p) => {

@@ -759,6 +759,8 @@ fn helper_main(queue: Receiver<Job>) -> Hashed {
                     write_error = Some(e);
                     break;
                 }
+                // Crash tests: part of the plaintext is in the temp file, none renamed.
+                crate::failpoint::hit("decrypt-mid");
             }
         }
     }

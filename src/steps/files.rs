@@ -155,11 +155,76 @@ async fn fetch_one(
     request_id: &Option<String>,
     env: &StepEnv<'_>,
 ) -> Result<download::Downloaded, StepError> {
+    if let Some(d) = already_downloaded(f, env).await {
+        env.emitter.log(
+            env.step,
+            format!(
+                "{} was downloaded and verified by an earlier process",
+                d.path.display()
+            ),
+        );
+        emit_downloaded(&d, request_id, env);
+        return Ok(d);
+    }
     let observer = Progress {
         step: env.step,
         emitter: env.emitter,
     };
     let d = download::download(client, f, headers, &env.retry, &observer, env.cancel).await?;
+    crate::failpoint::hit("after-download");
+    emit_downloaded(&d, request_id, env);
+    Ok(d)
+}
+
+/// The recorded artifact of `path` when the file on disk still has its size and SHA-256.
+async fn recorded_file(
+    env: &StepEnv<'_>,
+    kind: &str,
+    path: &Path,
+    source: Option<&str>,
+) -> Option<Artifact> {
+    let ledger = env.ledger?;
+    let shown = display(path);
+    let a = ledger
+        .artifacts
+        .iter()
+        .rev()
+        .find(|a| {
+            a.kind == kind && a.path == shown && (source.is_none() || a.source.as_deref() == source)
+        })?
+        .clone();
+    let meta = tokio::fs::metadata(path).await.ok()?;
+    if meta.len() != a.bytes {
+        return None;
+    }
+    let p = path.to_path_buf();
+    let sha = tokio::task::spawn_blocking(move || super::sha256_file(&p))
+        .await
+        .ok()?
+        .ok()?;
+    (sha == a.sha256).then_some(a)
+}
+
+/// A file an earlier process of the run downloaded, still intact (then it is not fetched).
+async fn already_downloaded(f: &FileSpec, env: &StepEnv<'_>) -> Option<download::Downloaded> {
+    let a = recorded_file(env, "download", &f.dest, None).await?;
+    if f.expected_sha256
+        .as_ref()
+        .is_some_and(|h| !h.eq_ignore_ascii_case(&a.sha256))
+    {
+        return None;
+    }
+    Some(download::Downloaded {
+        path: f.dest.clone(),
+        bytes: a.bytes,
+        sha256: a.sha256,
+        url: download::redact_url(&f.url),
+        attempts: 0,
+        resumed: false,
+    })
+}
+
+fn emit_downloaded(d: &download::Downloaded, request_id: &Option<String>, env: &StepEnv<'_>) {
     env.emitter.emit(Event::Artifact {
         step: env.step.to_string(),
         artifact: Artifact {
@@ -173,7 +238,6 @@ async fn fetch_one(
             finished_at: now(),
         },
     });
-    Ok(d)
 }
 
 fn download_outputs(done: &[download::Downloaded]) -> Value {
@@ -283,6 +347,25 @@ async fn decrypt_one(
     env: &StepEnv<'_>,
 ) -> Result<decrypt::DecryptedFile, StepError> {
     let output = to.join(decrypt::output_name(&input));
+    if let Some(a) = recorded_file(env, "decrypt", &output, Some(&display(&input))).await {
+        let input_bytes = tokio::fs::metadata(&input).await.map(|m| m.len()).ok();
+        if let (Some(input_bytes), Some(input_sha256)) = (input_bytes, a.source_sha256.clone()) {
+            env.emitter.log(
+                env.step,
+                format!("{} was decrypted by an earlier process", output.display()),
+            );
+            let d = decrypt::DecryptedFile {
+                input,
+                path: output,
+                bytes: a.bytes,
+                sha256: a.sha256,
+                input_bytes,
+                input_sha256,
+            };
+            emit_decrypted(env, &d);
+            return Ok(d);
+        }
+    }
     env.emitter
         .log(env.step, format!("decrypting {}", input.display()));
     let d = tokio::task::spawn_blocking(move || decrypt::decrypt_file(&key, &input, &output))
@@ -291,6 +374,7 @@ async fn decrypt_one(
             message: format!("decrypt task failed: {e}"),
         })??;
     emit_decrypted(env, &d);
+    crate::failpoint::hit("after-decrypt");
     Ok(d)
 }
 

@@ -13,6 +13,7 @@ pub mod call;
 pub mod decrypt;
 pub mod download;
 pub mod files;
+pub mod once;
 pub mod poll;
 
 /// What a running step needs from the engine.
@@ -28,6 +29,8 @@ pub struct StepEnv<'a> {
     pub deadline: Option<Duration>,
     /// Detach (exit 75) once polling has waited this long.
     pub max_wait: Option<Duration>,
+    /// The run's journal and what earlier processes recorded for this step (None: no state).
+    pub ledger: Option<&'a once::Ledger>,
 }
 
 /// Why a step failed.
@@ -50,7 +53,7 @@ pub enum StepError {
     #[error("timed out after {}", crate::workflow::duration::format_duration(*after))]
     Timeout { after: Duration },
     #[error("still waiting: {waiting_for}")]
-    Pending { waiting_for: String },
+    Pending { waiting_for: String, polls: u32 },
     #[error("cannot write {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -201,33 +204,13 @@ pub fn response_value(r: &Response) -> serde_json::Value {
     })
 }
 
-/// Writes bytes to `path` through a temporary file beside it, renamed when complete.
-/// The file is created with mode 0600 (tempfile's default) and keeps it.
+/// Writes bytes to `path` through a temporary file beside it, renamed when complete
+/// (mode 0600); see [`crate::durable::write_atomic`].
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), StepError> {
-    use std::io::Write;
-    let io = |source| StepError::Io {
+    crate::durable::write_atomic(path, bytes).map_err(|source| StepError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".auditflow-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }
 
-/// Lower-case hex SHA-256 of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::durable::{sha256_file, sha256_hex};

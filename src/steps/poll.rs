@@ -106,7 +106,9 @@ pub async fn execute(
     }
     let deadline = env.deadline.unwrap_or(DEFAULT_POLL_TIMEOUT);
     let waited_since = Instant::now();
-    let mut polls = 0u32;
+    // A resumed poll continues the interval policy where the earlier process left it.
+    let prior_polls = env.ledger.map_or(0, |l| l.polls);
+    let mut polls = prior_polls;
     let mut attempts = 0u32;
     loop {
         let (resp, a) = send_with_retry(conn, &rc.request, env).await?;
@@ -151,6 +153,7 @@ pub async fn execute(
             observed: observed.clone(),
             next_in: wait,
         });
+        crate::failpoint::hit("poll-pending");
         if env.started.elapsed() + wait > deadline {
             return Err(StepError::Timeout { after: deadline });
         }
@@ -161,6 +164,7 @@ pub async fn execute(
                         "step `{}` last saw `{observed}` after {polls} polls",
                         env.step
                     ),
+                    polls,
                 });
             }
         }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    google, mailstore, mimecast, plain, ConnectionSettings, Observer, PreparedRequest, Request,
-    Response, VendorError, VendorKind,
+    google, mailstore, mimecast, plain, ConnectionSettings, Lookup, Observer, PreparedRequest,
+    Recovery, Request, Response, VendorError, VendorKind,
 };
 use crate::secrets::Secrets;
 
@@ -115,6 +115,32 @@ impl Connection {
             Adapter::Mimecast(a) => mimecast::prepare(&ctx, a, req),
             Adapter::MailStore(a) => mailstore::prepare(&ctx, a, req),
             Adapter::Google(a) => google::prepare(&ctx, a, req),
+        }
+    }
+
+    /// False for requests that change something when repeated (Google: creating an export,
+    /// uploading the key). Other vendors' requests count as idempotent unless the workflow
+    /// says otherwise (`call.idempotent: false`).
+    pub fn idempotent(&self, req: &Request) -> bool {
+        match self.inner.settings.kind {
+            VendorKind::Google => google::recovery::idempotent(req),
+            _ => true,
+        }
+    }
+
+    /// How to find out whether `req`, possibly sent at `since`, was carried out.
+    pub fn recovery(&self, req: &Request, since: chrono::DateTime<chrono::Utc>) -> Recovery {
+        match self.inner.settings.kind {
+            VendorKind::Google => google::recovery::recovery(req, since),
+            _ => Recovery::Unknown,
+        }
+    }
+
+    /// The entries of a lookup page that are the request looked for.
+    pub fn lookup_matches(&self, lookup: &Lookup, page: &Response) -> Vec<serde_json::Value> {
+        match self.inner.settings.kind {
+            VendorKind::Google => google::recovery::matches(&lookup.original, page),
+            _ => vec![],
         }
     }
 

@@ -6,6 +6,8 @@
 //! once on a 401.
 // `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
 #![allow(clippy::result_large_err)]
+pub mod recovery;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

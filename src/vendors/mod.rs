@@ -169,6 +169,26 @@ impl Response {
     }
 }
 
+/// How to tell whether a request that must not be repeated was carried out, when a crash,
+/// a timeout or a 5xx hid the answer.
+#[derive(Debug, Clone)]
+pub enum Recovery {
+    /// Sending it again has the same effect (Google's public key upload).
+    Resend,
+    /// Read what the vendor holds (following its pages) and pick this request out of it
+    /// with [`Connection::lookup_matches`].
+    Lookup(Lookup),
+    /// The vendor offers no way to tell.
+    Unknown,
+}
+
+/// A listing that shows whether `original` was carried out.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub request: Request,
+    pub original: Request,
+}
+
 /// What a request looks like on the wire, for `--dry-run` (secrets are masked by the caller).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedRequest {

@@ -340,6 +340,12 @@ pub struct CallSpec {
     /// Follow the vendor's pagination and aggregate all pages.
     #[serde(default)]
     pub paginate: Option<Paginate>,
+    /// Whether sending this request twice is harmless. Default: yes, except the calls the
+    /// vendor adapter knows are not (Google: creating an export, uploading the key). With
+    /// `false`, the run records an intent before sending and never sends it twice for one
+    /// step, even across crashes (a request whose answer was lost is looked up first).
+    #[serde(default)]
+    pub idempotent: Option<bool>,
 }
 
 /// Acceptable answers of a call.

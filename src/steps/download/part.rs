@@ -74,6 +74,8 @@ impl PartWriter {
             while let Some(batch) = disk_rx.blocking_recv() {
                 file.write_all(&batch)?;
                 len += batch.len() as u64;
+                // Crash tests: part of the file is in the `.part`.
+                crate::failpoint::hit("download-mid");
                 recycle(&disk_pool, batch);
             }
             Ok((file, len))

@@ -1,0 +1,658 @@
+//! Durable run state in `--state-dir`: a journal per run, which run is unfinished, run locks.
+//!
+//! Layout (directories 0700, files 0600; nothing in them is secret, as values are masked):
+//! ```text
+//! <state-dir>/auditflow-state.json      marker: {"format": "auditflow-state", "version": 1}
+//! <state-dir>/runs/<run id>/journal.jsonl   the journal (see [`journal`])
+//! <state-dir>/runs/<run id>/report.json     the JSON report of the last process of the run
+//! <state-dir>/active/<key>.json         the unfinished run of a workflow + inputs
+//! <state-dir>/active/<key>.lock         held (flock) by the process running it
+//! ```
+//! A run stays active until it succeeds; `auditflow run` with the same workflow and inputs
+//! resumes it. `--fresh` abandons it and starts a new one.
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub mod journal;
+
+pub use journal::{DoneStatus, FileDigest, Journal, Record, Replay, RunHeader, JOURNAL_VERSION};
+
+const MARKER: &str = "auditflow-state.json";
+const FORMAT: &str = "auditflow-state";
+const VERSION: u32 = 1;
+
+/// What can go wrong with the state directory. Every message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory: cannot use {}: {message}; check its permissions, or pass another --state-dir", path.display())]
+    Io { path: PathBuf, message: String },
+    #[error("{} is not an auditflow state directory ({message}); pass an empty or new directory as --state-dir", path.display())]
+    Foreign { path: PathBuf, message: String },
+    #[error("{}:{line}: the run journal is damaged ({message}); inspect it with `auditflow runs show`, then move the run away or pass --fresh to start over (a new run sends every request again, export creations included)", path.display())]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{} was written by a newer auditflow (format {found}, this one reads up to {supported}); upgrade auditflow", path.display())]
+    Newer {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("another auditflow process is running this workflow with these inputs (run {run_id}, lock {}); wait for it to end", lock.display())]
+    Busy { run_id: String, lock: PathBuf },
+    #[error("cannot record run state in {}: {message}; the run stops here so that nothing is sent that a crash could make it send again", path.display())]
+    Write { path: PathBuf, message: String },
+    #[error("the workflow changed since run {run_id} began on {started} ({changed}); that run already sent a request that must not be repeated (an export creation or similar). Restore the file to finish that run, or pass --fresh to abandon it and start over")]
+    Changed {
+        run_id: String,
+        started: String,
+        changed: String,
+    },
+    #[error("no run `{0}` in the state directory (see `auditflow runs list`)")]
+    NoSuchRun(String),
+    #[error("`{prefix}` matches several runs: {}; give more of the id", .candidates.join(", "))]
+    Ambiguous {
+        prefix: String,
+        candidates: Vec<String>,
+    },
+}
+
+impl StateError {
+    pub(crate) fn io(path: &Path, e: std::io::Error) -> Self {
+        StateError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Marker {
+    format: String,
+    version: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Pointer {
+    run_id: String,
+}
+
+/// An opened state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// The key of "this workflow with these inputs": SHA-256 of the canonical root path, the
+/// non-secret inputs and the shard. Secret inputs stay out (not even hashed).
+pub fn run_key(workflow: &Path, inputs: &serde_json::Value, shard: Option<&str>) -> String {
+    let canonical = std::fs::canonicalize(workflow).unwrap_or_else(|_| workflow.to_path_buf());
+    let doc = serde_json::json!({
+        "workflow": canonical.display().to_string(),
+        "inputs": inputs,
+        "shard": shard,
+    });
+    crate::durable::sha256_hex(doc.to_string().as_bytes())
+}
+
+/// What [`StateDir::begin`] found.
+pub enum Begin {
+    New,
+    /// An unfinished run is continued.
+    Resumed(Box<Replay>),
+}
+
+/// The state of the run this process is running: its journal and lock.
+pub struct RunState {
+    pub run_id: String,
+    pub dir: PathBuf,
+    pub journal: Journal,
+    pointer: PathBuf,
+    /// Held until the process ends (flock is released by the kernel even on kill -9).
+    _lock: File,
+}
+
+impl RunState {
+    /// Ends the process's part of the run: records the status; a succeeded run is no longer
+    /// active, so the next `auditflow run` starts a new one.
+    pub async fn finish(&self, status: &str, error: Option<String>) -> Result<(), StateError> {
+        self.journal
+            .append_durable(&Record::Finished {
+                at: Utc::now(),
+                status: status.to_string(),
+                error,
+            })
+            .await?;
+        if status == "succeeded" {
+            match std::fs::remove_file(&self.pointer) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StateError::io(&self.pointer, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A run as `runs list` shows it.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub workflow: String,
+    pub status: String,
+    pub active: bool,
+    pub started_at: DateTime<Utc>,
+    pub last_at: DateTime<Utc>,
+    pub steps_done: usize,
+    pub waiting: Vec<String>,
+    pub error: Option<String>,
+}
+
+fn create_private_dir(p: &Path) -> Result<(), StateError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(p).map_err(|e| StateError::io(p, e))
+}
+
+fn private_options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o
+}
+
+/// Writes a small file atomically (temp + fsync + rename), mode 0600.
+fn write_small(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    crate::durable::write_atomic(path, bytes).map_err(|e| StateError::io(path, e))
+}
+
+fn sync_dir(dir: &Path) {
+    // Makes a rename or a new file's directory entry durable; best effort where unsupported.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+impl StateDir {
+    /// Opens `root`, creating it (and its marker) when missing or empty. A non-empty
+    /// directory without the marker is refused: it is someone else's.
+    pub fn open(root: &Path) -> Result<StateDir, StateError> {
+        let marker = root.join(MARKER);
+        match std::fs::read(&marker) {
+            Ok(bytes) => {
+                let m: Marker =
+                    serde_json::from_slice(&bytes).map_err(|e| StateError::Foreign {
+                        path: root.to_path_buf(),
+                        message: format!("{MARKER} is not readable: {e}"),
+                    })?;
+                if m.format != FORMAT {
+                    return Err(StateError::Foreign {
+                        path: root.to_path_buf(),
+                        message: format!("{MARKER} names the format `{}`", m.format),
+                    });
+                }
+                if m.version > VERSION {
+                    return Err(StateError::Newer {
+                        path: marker,
+                        found: m.version,
+                        supported: VERSION,
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let empty = match std::fs::read_dir(root) {
+                    Ok(mut it) => it.next().is_none(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                    Err(e) => return Err(StateError::io(root, e)),
+                };
+                if !empty {
+                    return Err(StateError::Foreign {
+                        path: root.to_path_buf(),
+                        message: format!("it has files but no {MARKER}"),
+                    });
+                }
+                create_private_dir(root)?;
+                let text = serde_json::to_vec_pretty(&Marker {
+                    format: FORMAT.into(),
+                    version: VERSION,
+                })
+                .unwrap_or_default();
+                write_small(&marker, &text)?;
+            }
+            Err(e) => return Err(StateError::io(&marker, e)),
+        }
+        Ok(StateDir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn run_dir(&self, id: &str) -> PathBuf {
+        self.root.join("runs").join(id)
+    }
+
+    /// The journal of run `id`.
+    pub fn journal_path(&self, id: &str) -> PathBuf {
+        self.run_dir(id).join("journal.jsonl")
+    }
+
+    /// Where the JSON report of a run's last process goes.
+    pub fn report_path(&self, id: &str) -> PathBuf {
+        self.run_dir(id).join("report.json")
+    }
+
+    /// Takes the lock of `key`, then resumes its active run or starts `header` as a new one.
+    /// `fresh` abandons an active run first. A changed workflow resumes nothing: when the
+    /// active run sent no non-idempotent request it is abandoned (nothing costly repeats),
+    /// otherwise this is an error.
+    pub async fn begin(
+        &self,
+        header: RunHeader,
+        fresh: bool,
+    ) -> Result<(RunState, Begin, Option<String>), StateError> {
+        let active = self.root.join("active");
+        create_private_dir(&active)?;
+        let lock_path = active.join(format!("{}.lock", header.key));
+        let lock = private_options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StateError::io(&lock_path, e))?;
+        let pointer = active.join(format!("{}.json", header.key));
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StateError::Busy {
+                    run_id: self
+                        .read_pointer(&pointer)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| "starting".into()),
+                    lock: lock_path,
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StateError::io(&lock_path, e)),
+        }
+        // Read under the lock: no other process changes it now.
+        let existing = self.read_pointer(&pointer)?;
+        let mut note = None;
+        if let Some(old_id) = existing {
+            let path = self.journal_path(&old_id);
+            if fresh {
+                // Record the abandon when the old journal is readable; a damaged one is left.
+                if let Ok(r) = Replay::read(&path) {
+                    self.abandon(&path, &r).await?;
+                }
+                note = Some(format!("abandoned unfinished run {old_id} (--fresh)"));
+            } else {
+                let replay = Replay::read(&path)?;
+                let changed = changed_files(&replay.header.files, &header.files);
+                if changed.is_empty() {
+                    let state = self.reopen(&replay, lock, pointer)?;
+                    state.journal.append(&Record::Resumed {
+                        at: Utc::now(),
+                        pid: std::process::id(),
+                    });
+                    return Ok((state, Begin::Resumed(Box::new(replay)), None));
+                }
+                if replay.has_non_idempotent() {
+                    return Err(StateError::Changed {
+                        run_id: old_id,
+                        started: replay.header.started_at.to_rfc3339(),
+                        changed: changed.join(", "),
+                    });
+                }
+                self.abandon(&path, &replay).await?;
+                note = Some(format!(
+                    "the workflow changed since unfinished run {old_id} ({}); it sent nothing that must not be repeated, so a new run starts",
+                    changed.join(", ")
+                ));
+            }
+        }
+        let state = self.create(header, lock, pointer).await?;
+        Ok((state, Begin::New, note))
+    }
+
+    fn read_pointer(&self, pointer: &Path) -> Result<Option<String>, StateError> {
+        match std::fs::read(pointer) {
+            Ok(b) => {
+                let p: Pointer = serde_json::from_slice(&b).map_err(|e| StateError::Corrupt {
+                    path: pointer.to_path_buf(),
+                    line: 1,
+                    message: e.to_string(),
+                })?;
+                if p.run_id.is_empty()
+                    || !p
+                        .run_id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                {
+                    return Err(StateError::Corrupt {
+                        path: pointer.to_path_buf(),
+                        line: 1,
+                        message: format!("`{}` is not a run id", p.run_id),
+                    });
+                }
+                if !self.journal_path(&p.run_id).exists() {
+                    return Err(StateError::Corrupt {
+                        path: pointer.to_path_buf(),
+                        line: 1,
+                        message: format!("it names run {} whose journal is missing", p.run_id),
+                    });
+                }
+                Ok(Some(p.run_id))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StateError::io(pointer, e)),
+        }
+    }
+
+    async fn abandon(&self, path: &Path, replay: &Replay) -> Result<(), StateError> {
+        let file = private_options()
+            .write(true)
+            .open(path)
+            .map_err(|e| StateError::io(path, e))?;
+        file.set_len(replay.valid_len)
+            .map_err(|e| StateError::io(path, e))?;
+        let mut file = file;
+        file.seek(SeekFrom::End(0))
+            .map_err(|e| StateError::io(path, e))?;
+        let j = Journal::start(path.to_path_buf(), file);
+        j.append_durable(&Record::Finished {
+            at: Utc::now(),
+            status: "abandoned".into(),
+            error: None,
+        })
+        .await
+    }
+
+    /// Opens an existing journal for appending, dropping a torn last line first.
+    fn reopen(
+        &self,
+        replay: &Replay,
+        lock: File,
+        pointer: PathBuf,
+    ) -> Result<RunState, StateError> {
+        let path = replay.path.clone();
+        let mut file = private_options()
+            .write(true)
+            .open(&path)
+            .map_err(|e| StateError::io(&path, e))?;
+        file.set_len(replay.valid_len)
+            .map_err(|e| StateError::io(&path, e))?;
+        file.seek(SeekFrom::End(0))
+            .map_err(|e| StateError::io(&path, e))?;
+        let id = replay.header.run_id.clone();
+        Ok(RunState {
+            dir: self.run_dir(&id),
+            run_id: id,
+            journal: Journal::start(path, file),
+            pointer,
+            _lock: lock,
+        })
+    }
+
+    async fn create(
+        &self,
+        header: RunHeader,
+        lock: File,
+        pointer: PathBuf,
+    ) -> Result<RunState, StateError> {
+        let id = header.run_id.clone();
+        let dir = self.run_dir(&id);
+        create_private_dir(&dir)?;
+        let path = self.journal_path(&id);
+        let file = private_options()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StateError::io(&path, e))?;
+        let journal = Journal::start(path, file);
+        journal.append_durable(&Record::Run(header)).await?;
+        sync_dir(&dir);
+        // The pointer goes last: a crash before it leaves an orphan journal, never a pointer
+        // to nothing. Nothing is sent before it is durable.
+        let text = serde_json::to_vec(&Pointer { run_id: id.clone() }).unwrap_or_default();
+        write_small(&pointer, &text)?;
+        if let Some(parent) = pointer.parent() {
+            sync_dir(parent);
+        }
+        Ok(RunState {
+            run_id: id,
+            dir,
+            journal,
+            pointer,
+            _lock: lock,
+        })
+    }
+
+    fn active_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.root.join("active")) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().and_then(|x| x.to_str()) == Some("json") {
+                    if let Ok(Some(id)) = self.read_pointer(&p) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        ids
+    }
+
+    /// Every run recorded, newest first. Damaged journals are listed with their error.
+    pub fn list(&self) -> Result<Vec<Result<RunSummary, (String, StateError)>>, StateError> {
+        let runs = self.root.join("runs");
+        let rd = match std::fs::read_dir(&runs) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(StateError::io(&runs, e)),
+        };
+        let active = self.active_ids();
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            let path = self.journal_path(&id);
+            if !path.exists() {
+                continue;
+            }
+            out.push(match Replay::read(&path) {
+                Ok(r) => Ok(summary(&r, active.contains(&id))),
+                Err(err) => Err((id, err)),
+            });
+        }
+        out.sort_by(|a, b| {
+            let t = |x: &Result<RunSummary, (String, StateError)>| match x {
+                Ok(s) => Some(s.started_at),
+                Err(_) => None,
+            };
+            t(b).cmp(&t(a))
+        });
+        Ok(out)
+    }
+
+    /// The replay of the run whose id starts with `prefix`.
+    pub fn show(&self, prefix: &str) -> Result<(Replay, bool), StateError> {
+        let runs = self.root.join("runs");
+        let mut found = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&runs) {
+            for e in rd.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if id.starts_with(prefix) {
+                    found.push(id);
+                }
+            }
+        }
+        match found.len() {
+            0 => Err(StateError::NoSuchRun(prefix.to_string())),
+            1 => {
+                let id = found.remove(0);
+                let r = Replay::read(&self.journal_path(&id))?;
+                Ok((r, self.active_ids().contains(&id)))
+            }
+            _ => Err(StateError::Ambiguous {
+                prefix: prefix.to_string(),
+                candidates: found,
+            }),
+        }
+    }
+}
+
+fn summary(r: &Replay, active: bool) -> RunSummary {
+    let mut waiting: Vec<String> = r.waiting.values().map(|(w, _)| w.clone()).collect();
+    waiting.sort();
+    RunSummary {
+        run_id: r.header.run_id.clone(),
+        workflow: r.header.workflow.clone(),
+        status: r.status().to_string(),
+        active,
+        started_at: r.header.started_at,
+        last_at: r.last_at,
+        steps_done: r.done.len(),
+        waiting,
+        error: r.finished.as_ref().and_then(|(_, _, e)| e.clone()),
+    }
+}
+
+fn changed_files(old: &[FileDigest], new: &[FileDigest]) -> Vec<String> {
+    let mut changed = Vec::new();
+    for n in new {
+        match old.iter().find(|o| o.path == n.path) {
+            Some(o) if o.sha256 == n.sha256 => {}
+            Some(_) => changed.push(format!("{} was edited", n.path)),
+            None => changed.push(format!("{} is new", n.path)),
+        }
+    }
+    for o in old {
+        if !new.iter().any(|n| n.path == o.path) {
+            changed.push(format!("{} is no longer used", o.path));
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(key: &str, id: &str) -> RunHeader {
+        RunHeader {
+            version: JOURNAL_VERSION,
+            run_id: id.into(),
+            key: key.into(),
+            workflow: "w.yaml".into(),
+            workflow_name: "w".into(),
+            files: vec![FileDigest {
+                path: "w.yaml".into(),
+                sha256: "aa".into(),
+            }],
+            inputs: serde_json::json!({}),
+            shard: None,
+            started_at: Utc::now(),
+            auditflow: "test".into(),
+        }
+    }
+
+    #[test]
+    fn refuses_a_foreign_directory_and_a_newer_marker() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("notes.txt"), "mine").unwrap();
+        let e = StateDir::open(d.path()).unwrap_err();
+        assert!(matches!(e, StateError::Foreign { .. }), "{e}");
+        let d2 = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d2.path().join(MARKER),
+            r#"{"format":"auditflow-state","version":99}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            StateDir::open(d2.path()).unwrap_err(),
+            StateError::Newer { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn resumes_the_active_run_until_it_succeeds() {
+        let d = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(&d.path().join("st")).unwrap();
+        let (s, b, _) = sd.begin(header("k1", "run-a"), false).await.unwrap();
+        assert!(matches!(b, Begin::New));
+        s.journal.append(&Record::Done {
+            step: "x".into(),
+            at: Utc::now(),
+            status: DoneStatus::Succeeded,
+            attempts: 1,
+            outputs: serde_json::json!(1),
+            replayable: true,
+        });
+        s.finish("failed", Some("boom".into())).await.unwrap();
+        drop(s);
+        let (s, b, _) = sd.begin(header("k1", "run-b"), false).await.unwrap();
+        let Begin::Resumed(r) = b else {
+            panic!("expected a resume")
+        };
+        assert_eq!(r.header.run_id, "run-a");
+        assert!(r.done.contains_key("x"));
+        // Held lock: a second process is refused.
+        let e = match sd.begin(header("k1", "run-c"), false).await {
+            Err(e) => e,
+            Ok(_) => panic!("a second begin must fail while the lock is held"),
+        };
+        assert!(matches!(e, StateError::Busy { .. }), "{e}");
+        s.finish("succeeded", None).await.unwrap();
+        drop(s);
+        let (_, b, _) = sd.begin(header("k1", "run-d"), false).await.unwrap();
+        assert!(matches!(b, Begin::New));
+        let list = sd.list().unwrap();
+        assert_eq!(list.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_changed_workflow_never_repeats_a_create() {
+        let d = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(d.path()).unwrap();
+        let (s, _, _) = sd.begin(header("k", "r1"), false).await.unwrap();
+        s.journal
+            .append_durable(&Record::Intent {
+                step: "create".into(),
+                at: Utc::now(),
+                attempt: 1,
+                method: "POST".into(),
+                url: "u".into(),
+                fingerprint: "f".into(),
+            })
+            .await
+            .unwrap();
+        drop(s);
+        let mut h = header("k", "r2");
+        h.files[0].sha256 = "bb".into();
+        let e = match sd.begin(h.clone(), false).await {
+            Err(e) => e,
+            Ok(_) => panic!("must refuse"),
+        };
+        assert!(matches!(e, StateError::Changed { .. }), "{e}");
+        let (s, b, note) = sd.begin(h, true).await.unwrap();
+        assert!(matches!(b, Begin::New));
+        assert!(note.unwrap_or_default().contains("abandoned"));
+        assert_eq!(s.run_id, "r2");
+    }
+}

@@ -1,0 +1,291 @@
+//! At-most-once sending of calls that must not be repeated: an intent is made durable before
+//! each attempt and the answer right after; when a crash, a timeout or a 5xx hides whether
+//! the vendor carried a request out, it is looked up (Google: the export list) before any
+//! new attempt, so one step never creates two exports.
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{response_value, send_with_retry, StepEnv, StepError, StepObserver};
+use crate::events::Event;
+use crate::state::journal::{PendingIntent, RecordedResponse};
+use crate::state::{Journal, Record};
+use crate::vendors::{Connection, Pagination, Recovery, Request, Response, VendorError};
+
+/// Most pages of a lookup listing read before giving up on it.
+const MAX_LOOKUP_PAGES: u32 = 200;
+
+/// What the run's journal holds for one step, and where to record more.
+#[derive(Clone)]
+pub struct Ledger {
+    pub journal: Journal,
+    /// An intent of an earlier process with no recorded outcome.
+    pub intent: Option<PendingIntent>,
+    /// An answer recorded by an earlier process.
+    pub response: Option<RecordedResponse>,
+    /// Files this step finished in earlier processes.
+    pub artifacts: Vec<crate::events::Artifact>,
+    /// Polls made by earlier processes (the interval policy continues from there).
+    pub polls: u32,
+}
+
+/// Identifies a request across processes without keeping it: SHA-256 of the method, URL and
+/// body with secrets masked first.
+pub fn fingerprint(req: &Request, env: &StepEnv<'_>) -> String {
+    let text = format!("{} {}\n{:?}", req.method, req.url, req.body);
+    super::sha256_hex(env.emitter.secrets().mask(&text).as_bytes())
+}
+
+fn state_error(e: crate::state::StateError) -> StepError {
+    StepError::Invalid {
+        message: e.to_string(),
+    }
+}
+
+/// A response as recorded (see [`response_value`]) read back.
+fn response_from(v: &Value) -> Response {
+    let headers = v["headers"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Response {
+        status: v["status"].as_u64().unwrap_or(200) as u16,
+        headers,
+        body: v["body"].clone(),
+        request_id: v["request_id"].as_str().map(str::to_string),
+    }
+}
+
+async fn record_response(
+    ledger: &Ledger,
+    env: &StepEnv<'_>,
+    fp: &str,
+    resp: &Response,
+) -> Result<(), StepError> {
+    ledger
+        .journal
+        .append_durable(&Record::Response {
+            step: env.step.to_string(),
+            at: Utc::now(),
+            fingerprint: fp.to_string(),
+            response: env.emitter.secrets().mask_json(&response_value(resp)),
+        })
+        .await
+        .map_err(state_error)
+}
+
+/// Sends `req` at most once for this step (see the module docs). Returns the answer and
+/// the attempts made (0 when an earlier process's answer was used).
+pub async fn send(
+    conn: &Connection,
+    req: &Request,
+    env: &StepEnv<'_>,
+    ledger: &Ledger,
+) -> Result<(Response, u32), StepError> {
+    let fp = fingerprint(req, env);
+    let vendor = conn.settings().kind;
+    if let Some(r) = &ledger.response {
+        if r.fingerprint != fp {
+            return Err(changed(env, r.at));
+        }
+        env.emitter.log(
+            env.step,
+            format!(
+                "using the answer recorded at {} by an earlier process; not sending again",
+                r.at.to_rfc3339()
+            ),
+        );
+        return Ok((response_from(&r.response), 0));
+    }
+    if let Some(i) = &ledger.intent {
+        if i.fingerprint != fp {
+            return Err(changed(env, i.at));
+        }
+        env.emitter.warn(format!(
+            "step `{}`: an earlier process stopped after sending (or about to send) this {vendor} request at {} without recording the answer; looking it up before sending again",
+            env.step,
+            i.at.to_rfc3339()
+        ));
+        if let Some(found) = find(conn, req, i.at, env, ledger, &fp).await? {
+            return Ok((found, 0));
+        }
+    }
+    let observer = StepObserver {
+        step: env.step,
+        emitter: env.emitter,
+    };
+    let start = Instant::now();
+    let mut backoff = env.retry.backoff();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        if env.cancel.is_cancelled() {
+            return Err(StepError::Cancelled);
+        }
+        let at = Utc::now();
+        ledger
+            .journal
+            .append_durable(&Record::Intent {
+                step: env.step.to_string(),
+                at,
+                attempt,
+                method: req.method.to_string(),
+                url: env.emitter.secrets().mask(&super::call::redact(&req.url)),
+                fingerprint: fp.clone(),
+            })
+            .await
+            .map_err(state_error)?;
+        crate::failpoint::hit("once-after-intent");
+        let err = match conn.send(req, &observer, env.cancel).await {
+            Ok(resp) => {
+                crate::failpoint::hit("once-before-response");
+                record_response(ledger, env, &fp, &resp).await?;
+                return Ok((resp, attempt));
+            }
+            // The intent stays open: the next run looks the request up.
+            Err(VendorError::Cancelled { .. }) => return Err(StepError::Cancelled),
+            Err(e) => e,
+        };
+        // A 5xx or a lost connection may come after the vendor acted; a 4xx means it did not.
+        let unsure =
+            matches!(err, VendorError::Transport { .. }) || err.status().is_some_and(|s| s >= 500);
+        if !unsure {
+            ledger.journal.append(&Record::Rejected {
+                step: env.step.to_string(),
+                at: Utc::now(),
+                status: err.status(),
+            });
+        }
+        let give_up = |err: VendorError| StepError::Vendor {
+            source: Box::new(err),
+            attempts: attempt,
+        };
+        if !err.retryable() {
+            return Err(give_up(err));
+        }
+        let Some(backoff_wait) = backoff.next() else {
+            return Err(give_up(err));
+        };
+        let wait = err.retry_after().unwrap_or(backoff_wait);
+        if env
+            .retry
+            .max_elapsed
+            .is_some_and(|limit| start.elapsed() + wait > limit)
+        {
+            return Err(give_up(err));
+        }
+        env.emitter.emit(Event::Retry {
+            step: env.step.to_string(),
+            attempt,
+            error: err.to_string(),
+            wait,
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = env.cancel.cancelled() => return Err(StepError::Cancelled),
+        }
+        if unsure {
+            if let Some(found) = find(conn, req, at, env, ledger, &fp).await? {
+                return Ok((found, attempt));
+            }
+        }
+    }
+}
+
+fn changed(env: &StepEnv<'_>, at: DateTime<Utc>) -> StepError {
+    StepError::Invalid {
+        message: format!(
+            "an earlier process of this run sent step `{}` a different request at {}; its inputs changed, so resuming could repeat it. Check the vendor, then pass --fresh to start the run over",
+            env.step,
+            at.to_rfc3339()
+        ),
+    }
+}
+
+/// Looks for `req` (sent at or after `since`) at the vendor. `Some`: it was carried out
+/// (the answer is recorded); `None`: it was not, or repeating it is harmless.
+async fn find(
+    conn: &Connection,
+    req: &Request,
+    since: DateTime<Utc>,
+    env: &StepEnv<'_>,
+    ledger: &Ledger,
+    fp: &str,
+) -> Result<Option<Response>, StepError> {
+    let vendor = conn.settings().kind;
+    let lookup = match conn.recovery(req, since) {
+        Recovery::Resend => return Ok(None),
+        Recovery::Unknown => {
+            return Err(StepError::Invalid {
+                message: format!(
+                    "a request that must not be repeated ({} {}) may have reached {vendor} at {}, but its answer was lost, and {vendor} offers no way to look it up. Check at {vendor} whether it was carried out; then either run again with --fresh (the run starts over and sends it again), or mark the call `idempotent: true` if repeating it is harmless",
+                    req.method,
+                    env.emitter.secrets().mask(&super::call::redact(&req.url)),
+                    since.to_rfc3339()
+                ),
+            })
+        }
+        Recovery::Lookup(l) => l,
+    };
+    let mut page_req = lookup.request.clone();
+    let mut found = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (page, _) = send_with_retry(conn, &page_req, env).await?;
+        pages += 1;
+        found.extend(conn.lookup_matches(&lookup, &page));
+        match conn.next_page(&page_req, &page, &Pagination::default()) {
+            Some(next) if pages < MAX_LOOKUP_PAGES => page_req = next,
+            Some(_) => {
+                return Err(StepError::Invalid {
+                    message: format!(
+                        "looking up whether {vendor} carried out step `{}` read {pages} pages without reaching the end; check at {vendor}, then run again",
+                        env.step
+                    ),
+                })
+            }
+            None => break,
+        }
+    }
+    let Some(first) = found.first().cloned() else {
+        env.emitter.log(
+            env.step,
+            format!("{vendor} has no such request: it was not carried out; sending it"),
+        );
+        return Ok(None);
+    };
+    let id = |v: &Value| {
+        v.pointer("/properties/requestId")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    if found.len() > 1 {
+        let ids: Vec<String> = found.iter().filter_map(id).collect();
+        env.emitter.warn(format!(
+            "step `{}`: {} matching requests at {vendor} ({}); using the first. Check whether the others are someone else's",
+            env.step,
+            found.len(),
+            ids.join(", ")
+        ));
+    }
+    let resp = Response {
+        status: 201,
+        headers: Default::default(),
+        request_id: id(&first),
+        body: first,
+    };
+    env.emitter.log(
+        env.step,
+        format!(
+            "{vendor} already carried it out (request {}); not sending again",
+            resp.request_id.as_deref().unwrap_or("?")
+        ),
+    );
+    record_response(ledger, env, fp, &resp).await?;
+    Ok(Some(resp))
+}
