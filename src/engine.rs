@@ -224,9 +224,7 @@ impl Run {
             artifacts: r
                 .and_then(|r| r.artifacts.get(path).cloned())
                 .unwrap_or_default(),
-            polls: r
-                .and_then(|r| r.waiting.get(path).map(|w| w.1))
-                .unwrap_or(0),
+            polls: r.and_then(|r| r.polls.get(path).map(|p| p.0)).unwrap_or(0),
         })
     }
 

@@ -188,31 +188,45 @@ fn crashed(o: &Output) -> bool {
 async fn crash_anywhere_then_resume_gives_the_same_files_and_one_export() {
     let h = start_sim(3).await;
     // (failpoint, what the crash interrupts)
+    // (failpoint, what the crash interrupts, what the resumed run must say it did)
     let points = [
         (
             "once-after-intent",
             "the intent is durable, the create is not sent",
+            "has no such request: it was not carried out; sending it",
         ),
         (
             "once-before-response",
             "the export was created, the answer is not recorded",
+            "already carried it out (request",
         ),
-        ("poll-pending:2", "mid-poll, after the second PENDING"),
+        (
+            "poll-pending:2",
+            "mid-poll, after the second PENDING",
+            "status: poll 3: PENDING; next in 112ms",
+        ),
         (
             "download-mid:1",
             "mid-download, part of a file in the .part",
+            "resuming at byte",
         ),
         (
             "after-download:1",
             "one file downloaded and renamed, not yet recorded",
+            "was downloaded and verified by an earlier process",
         ),
         (
             "decrypt-mid:1",
             "mid-decrypt, part of the plaintext in a temp file",
+            "partial plaintext file(s) left by an earlier process",
         ),
-        ("after-decrypt:1", "one file decrypted, the other not"),
+        (
+            "after-decrypt:1",
+            "one file decrypted, the other not",
+            "was decrypted by an earlier process",
+        ),
     ];
-    for (i, (point, what)) in points.iter().enumerate() {
+    for (i, (point, what, says)) in points.iter().enumerate() {
         let d = Dir::new();
         let user = format!("crash{i}");
         let before = h.google.exports_created(DOMAIN);
@@ -232,6 +246,7 @@ async fn crash_anywhere_then_resume_gives_the_same_files_and_one_export() {
             "{point} ({what}): resume failed\n{out2}\n{err2}"
         );
         assert!(out2.contains("resuming"), "{point}: {out2}");
+        assert!(out2.contains(says), "{point}: expected `{says}` in\n{out2}");
         assert_eq!(
             h.google.exports_created(DOMAIN) - before,
             1,
@@ -311,8 +326,8 @@ async fn crashes_in_a_row_and_a_real_sigkill() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn detach_with_exit_75_then_resume_to_completion() {
-    // Stays PENDING for 30 polls (50 ms apart at first): --max-wait 300ms detaches.
-    let h = start_sim(30).await;
+    // Stays PENDING for 8 polls (50 ms apart at first, growing): --max-wait 300ms detaches.
+    let h = start_sim(8).await;
     let d = Dir::new();
     let o = export(&h, "waiter", d.path(), &["--max-wait", "300ms"], &[]).await;
     let (out, err) = text(&o);

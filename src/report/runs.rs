@@ -3,14 +3,14 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use crate::state::{DoneStatus, Replay, RunSummary, StateError};
+use crate::state::{DoneStatus, Listed, Replay};
 
 fn when(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 /// One line per run (newest first); damaged journals are listed with their error.
-pub fn list(runs: &[Result<RunSummary, (String, StateError)>]) -> String {
+pub fn list(runs: &[Listed]) -> String {
     if runs.is_empty() {
         return "no runs recorded\n".into();
     }
@@ -109,6 +109,8 @@ pub fn show(r: &Replay, active: bool) -> String {
             format!("{what} {} ({} attempts)", when(d.at), d.attempts)
         } else if let Some((w, polls)) = r.waiting.get(step) {
             format!("waiting after {polls} polls: {w}")
+        } else if let Some((n, seen)) = r.polls.get(step) {
+            format!("polling: {n} polls so far, last saw {seen}")
         } else if let Some(e) = r.failed.get(step) {
             format!("failed: {e}")
         } else {

@@ -110,6 +110,13 @@ pub enum Record {
         at: DateTime<Utc>,
         error: String,
     },
+    /// A poll saw a state that is not final yet (the interval policy continues from `polls`).
+    Polled {
+        step: String,
+        at: DateTime<Utc>,
+        polls: u32,
+        observed: String,
+    },
     /// A poll detached (`max_wait`); the next run continues it.
     Waiting {
         step: String,
@@ -170,6 +177,8 @@ pub struct Replay {
     pub first_started: HashMap<String, DateTime<Utc>>,
     pub failed: HashMap<String, String>,
     pub waiting: HashMap<String, (String, u32)>,
+    /// Polls made so far and the last state seen, by poll step.
+    pub polls: HashMap<String, (u32, String)>,
     /// Artifacts by step path, in the order recorded.
     pub artifacts: HashMap<String, Vec<Artifact>>,
     /// Steps in the order they were first seen (for `runs show`).
@@ -267,6 +276,7 @@ impl Replay {
             first_started: HashMap::new(),
             failed: HashMap::new(),
             waiting: HashMap::new(),
+            polls: HashMap::new(),
             artifacts: HashMap::new(),
             order: Vec::new(),
             finished: None,
@@ -360,6 +370,16 @@ impl Replay {
             Record::Failed { step, at, error } => {
                 self.see(&step);
                 self.failed.insert(step, error);
+                self.last_at = at;
+            }
+            Record::Polled {
+                step,
+                at,
+                polls,
+                observed,
+            } => {
+                self.see(&step);
+                self.polls.insert(step, (polls, observed));
                 self.last_at = at;
             }
             Record::Waiting {

@@ -140,6 +140,9 @@ impl RunState {
     }
 }
 
+/// A run as listed, or the id of a run whose journal cannot be read and why.
+pub type Listed = Result<RunSummary, (String, StateError)>;
+
 /// A run as `runs list` shows it.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -460,7 +463,7 @@ impl StateDir {
     }
 
     /// Every run recorded, newest first. Damaged journals are listed with their error.
-    pub fn list(&self) -> Result<Vec<Result<RunSummary, (String, StateError)>>, StateError> {
+    pub fn list(&self) -> Result<Vec<Listed>, StateError> {
         let runs = self.root.join("runs");
         let rd = match std::fs::read_dir(&runs) {
             Ok(rd) => rd,
@@ -481,7 +484,7 @@ impl StateDir {
             });
         }
         out.sort_by(|a, b| {
-            let t = |x: &Result<RunSummary, (String, StateError)>| match x {
+            let t = |x: &Listed| match x {
                 Ok(s) => Some(s.started_at),
                 Err(_) => None,
             };

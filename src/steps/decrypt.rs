@@ -566,6 +566,30 @@ pub fn output_name(input: &Path) -> String {
     name
 }
 
+/// Removes temporary plaintext files of `output` (`.NAME.XXXXXX.partial`) that a crashed
+/// process left behind; returns how many. Only the run that owns `output` may call this.
+pub fn remove_stale_temps(output: &Path) -> usize {
+    let Some(name) = output.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return 0;
+    };
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(&prefix) && n.ends_with(".partial")
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// Decrypts `input` into `output` (final path) through a temp file beside it; synchronous
 /// (callers use `spawn_blocking`). An existing `output` is replaced atomically, and only once
 /// the whole message has decrypted and passed its integrity check.

@@ -171,9 +171,20 @@ async fn fetch_one(
         emitter: env.emitter,
     };
     let d = download::download(client, f, headers, &env.retry, &observer, env.cancel).await?;
-    crate::failpoint::hit("after-download");
     emit_downloaded(&d, request_id, env);
+    durable_record(env).await;
+    crate::failpoint::hit("after-download");
     Ok(d)
+}
+
+/// Waits until the artifact just emitted is in the journal, so a crash from here on does
+/// not cost the file (it is verified and kept by the next run). Without state, nothing.
+async fn durable_record(env: &StepEnv<'_>) {
+    if let Some(l) = env.ledger {
+        if let Err(e) = l.journal.flush().await {
+            env.emitter.warn(format!("step `{}`: {e}", env.step));
+        }
+    }
 }
 
 /// The recorded artifact of `path` when the file on disk still has its size and SHA-256.
@@ -366,6 +377,16 @@ async fn decrypt_one(
             return Ok(d);
         }
     }
+    if env.ledger.is_some() {
+        // This run owns `output`: plaintext a crashed process left half-written goes first.
+        let removed = decrypt::remove_stale_temps(&output);
+        if removed > 0 {
+            env.emitter.log(
+                env.step,
+                format!("removed {removed} partial plaintext file(s) left by an earlier process"),
+            );
+        }
+    }
     env.emitter
         .log(env.step, format!("decrypting {}", input.display()));
     let d = tokio::task::spawn_blocking(move || decrypt::decrypt_file(&key, &input, &output))
@@ -374,6 +395,7 @@ async fn decrypt_one(
             message: format!("decrypt task failed: {e}"),
         })??;
     emit_decrypted(env, &d);
+    durable_record(env).await;
     crate::failpoint::hit("after-decrypt");
     Ok(d)
 }

@@ -153,6 +153,14 @@ pub async fn execute(
             observed: observed.clone(),
             next_in: wait,
         });
+        if let Some(l) = env.ledger {
+            l.journal.append(&crate::state::Record::Polled {
+                step: env.step.to_string(),
+                at: chrono::Utc::now(),
+                polls,
+                observed: env.emitter.secrets().mask(&observed),
+            });
+        }
         crate::failpoint::hit("poll-pending");
         if env.started.elapsed() + wait > deadline {
             return Err(StepError::Timeout { after: deadline });

@@ -177,7 +177,7 @@ pub enum Recovery {
     Resend,
     /// Read what the vendor holds (following its pages) and pick this request out of it
     /// with [`Connection::lookup_matches`].
-    Lookup(Lookup),
+    Lookup(Box<Lookup>),
     /// The vendor offers no way to tell.
     Unknown,
 }

@@ -89,7 +89,7 @@ pub fn recovery(req: &Request, since: DateTime<Utc>) -> Recovery {
         .format(DATE_FMT)
         .to_string();
     url.query_pairs_mut().clear().append_pair("fromDate", &from);
-    Recovery::Lookup(Lookup {
+    Recovery::Lookup(Box::new(Lookup {
         request: Request {
             method: ::http::Method::GET,
             url,
@@ -97,7 +97,7 @@ pub fn recovery(req: &Request, since: DateTime<Utc>) -> Recovery {
             body: Body::Empty,
         },
         original: req.clone(),
-    })
+    }))
 }
 
 const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
