@@ -350,6 +350,7 @@ pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunRe
     let mut state = None;
     let mut replay = None;
     let mut resumed = None;
+    let base_emitter = emitter.clone();
     let mut emitter = emitter;
     if let (Some(dir), false) = (&opts.state, opts.dry_run) {
         let mut files: Vec<state::FileDigest> = plan
@@ -407,6 +408,24 @@ pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunRe
         dry_run: opts.dry_run,
         resumed,
     });
+    // Files of steps finished by earlier processes go to this process's reports and
+    // manifest too (not to the journal again); unfinished steps report theirs as they go.
+    if let Some(r) = &replay {
+        let mut steps: Vec<&String> = r
+            .artifacts
+            .keys()
+            .filter(|s| r.done.contains_key(*s))
+            .collect();
+        steps.sort();
+        for step in steps {
+            for a in &r.artifacts[step] {
+                base_emitter.emit(Event::Artifact {
+                    step: step.clone(),
+                    artifact: a.clone(),
+                });
+            }
+        }
+    }
     let env: Map<String, Value> = opts
         .env
         .iter()
@@ -442,6 +461,12 @@ pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunRe
         Err(Failure::Failed(m)) => (RunStatus::Failed, Value::Null, Some(m)),
     };
     let mut status = status;
+    if let Some(j) = &run.journal {
+        // Every step's record on disk before the end is written (and before a crash test
+        // stops here).
+        let _ = j.flush().await;
+    }
+    crate::failpoint::hit("run-end");
     if let Some(st) = &state {
         let word = match status {
             RunStatus::Succeeded => "succeeded",

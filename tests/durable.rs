@@ -225,6 +225,11 @@ async fn crash_anywhere_then_resume_gives_the_same_files_and_one_export() {
             "one file decrypted, the other not",
             "was decrypted by an earlier process",
         ),
+        (
+            "run-end",
+            "every step recorded, the manifest not written",
+            "fetch (Wait for the export, download and decrypt it): recorded",
+        ),
     ];
     for (i, (point, what, says)) in points.iter().enumerate() {
         let d = Dir::new();

@@ -154,12 +154,16 @@ pub async fn execute(
             next_in: wait,
         });
         if let Some(l) = env.ledger {
-            l.journal.append(&crate::state::Record::Polled {
+            // Durable (polls are minutes apart): a resumed poll continues the interval policy.
+            let rec = crate::state::Record::Polled {
                 step: env.step.to_string(),
                 at: chrono::Utc::now(),
                 polls,
                 observed: env.emitter.secrets().mask(&observed),
-            });
+            };
+            if let Err(e) = l.journal.append_durable(&rec).await {
+                env.emitter.warn(format!("step `{}`: {e}", env.step));
+            }
         }
         crate::failpoint::hit("poll-pending");
         if env.started.elapsed() + wait > deadline {
