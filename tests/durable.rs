@@ -584,3 +584,152 @@ async fn shards_split_items_disjointly_and_completely() {
     );
     assert_eq!(bad.status.code(), Some(2));
 }
+
+fn atom(status: u16, xml: &str) -> Reply {
+    Reply {
+        status,
+        headers: vec![("content-type".into(), "application/atom+xml".into())],
+        body: xml.to_string(),
+        delay: Duration::ZERO,
+    }
+}
+
+const FEED_WITH_ALICE: &str = "<?xml version='1.0' encoding='UTF-8'?>\
+<feed xmlns='http://www.w3.org/2005/Atom' xmlns:apps='http://schemas.google.com/apps/2006'><id>f</id>\
+<entry><id>e1</id>\
+<apps:property name='requestId' value='777'/>\
+<apps:property name='userEmailAddress' value='alice@example.com'/>\
+<apps:property name='beginDate' value='2024-01-01 00:00'/>\
+<apps:property name='packageContent' value='FULL_MESSAGE'/>\
+<apps:property name='status' value='PENDING'/></entry></feed>";
+
+const EMPTY_FEED: &str = "<?xml version='1.0' encoding='UTF-8'?>\
+<feed xmlns='http://www.w3.org/2005/Atom' xmlns:apps='http://schemas.google.com/apps/2006'><id>f</id></feed>";
+
+const CREATED_778: &str = "<?xml version='1.0' encoding='UTF-8'?>\
+<entry xmlns='http://www.w3.org/2005/Atom' xmlns:apps='http://schemas.google.com/apps/2006'><id>e</id>\
+<apps:property name='requestId' value='778'/><apps:property name='status' value='PENDING'/></entry>";
+
+/// A create-only workflow against a scripted Google; returns (exit code, request id, stderr).
+async fn create_once(url: &str, d: &Dir) -> (Option<i32>, String, String) {
+    let wf = d.write(
+        "create.yaml",
+        "name: create-only\nconnections:\n  g: {kind: google, base_url: '{{ env.G_URL }}', credentials: {bearer_token: '{{ env.G_TOKEN }}'}}\ndefaults: {retry: {initial_interval: 10ms, max_attempts: 4}}\nsteps:\n  - id: create\n    call:\n      connection: g\n      method: POST\n      path: /a/feeds/compliance/audit/mail/export/example.com/alice\n      atom: {beginDate: '2024-01-01 00:00', packageContent: FULL_MESSAGE}\noutputs:\n  request_id: '{{ steps.create.body.properties.requestId }}'\n",
+    );
+    let report = d.path().join("report.json");
+    let o = auditflow_async(
+        vec![
+            "run".into(),
+            wf.display().to_string(),
+            "--report-json".into(),
+            report.display().to_string(),
+            "-v".into(),
+        ],
+        vec![
+            ("G_URL".into(), url.to_string()),
+            ("G_TOKEN".into(), "tok-secret-123".into()),
+        ],
+        d.path().to_path_buf(),
+    )
+    .await;
+    let (out, err) = text(&o);
+    let id = std::fs::read(&report)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|r| r["outputs"]["request_id"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    (o.status.code(), id, format!("{out}\n{err}"))
+}
+
+const CREATE: &str = "/a/feeds/compliance/audit/mail/export/example.com/alice";
+const LIST: &str = "/a/feeds/compliance/audit/mail/export/example.com";
+
+#[tokio::test]
+async fn a_5xx_after_the_vendor_created_the_export_is_looked_up_not_repeated() {
+    let (url, script) = serve(vec![
+        (CREATE, vec![atom(503, "busy")]),
+        (LIST, vec![atom(200, FEED_WITH_ALICE)]),
+    ])
+    .await;
+    let d = Dir::new();
+    let (code, id, out) = create_once(&url, &d).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(id, "777", "the export found in the list is adopted: {out}");
+    assert_eq!(script.requests(CREATE).len(), 1, "never sent twice");
+    let lists = script.requests(LIST);
+    assert_eq!(lists.len(), 1);
+    assert!(
+        lists[0]
+            .query
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("fromDate="),
+        "{:?}",
+        lists[0].query
+    );
+    assert!(!out.contains("tok-secret-123"));
+}
+
+#[tokio::test]
+async fn a_5xx_before_the_vendor_acted_is_looked_up_then_sent_again() {
+    let (url, script) = serve(vec![
+        (CREATE, vec![atom(503, "busy"), atom(201, CREATED_778)]),
+        (LIST, vec![atom(200, EMPTY_FEED)]),
+    ])
+    .await;
+    let d = Dir::new();
+    let (code, id, out) = create_once(&url, &d).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(id, "778");
+    assert_eq!(script.requests(CREATE).len(), 2);
+    assert_eq!(script.requests(LIST).len(), 1);
+}
+
+#[tokio::test]
+async fn a_4xx_is_not_looked_up_and_a_429_is_simply_retried() {
+    let (url, script) = serve(vec![
+        (
+            CREATE,
+            vec![
+                atom(429, "slow down").header("retry-after", "0"),
+                atom(400, "bad date"),
+            ],
+        ),
+        (LIST, vec![atom(200, FEED_WITH_ALICE)]),
+    ])
+    .await;
+    let d = Dir::new();
+    let (code, _, out) = create_once(&url, &d).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("HTTP 400"), "{out}");
+    assert_eq!(script.requests(CREATE).len(), 2);
+    assert_eq!(script.requests(LIST).len(), 0, "a refusal needs no lookup");
+}
+
+#[tokio::test]
+async fn a_non_idempotent_call_without_a_lookup_stops_instead_of_repeating() {
+    let (url, script) = serve(vec![(
+        "/create",
+        vec![Reply::json(502, serde_json::json!({}))],
+    )])
+    .await;
+    let d = Dir::new();
+    let wf = d.write(
+        "wf.yaml",
+        &format!("name: once\ndefaults: {{retry: {{initial_interval: 10ms, max_attempts: 5}}}}\nsteps:\n  - id: make\n    call: {{url: '{url}/create', method: POST, json: {{a: 1}}, idempotent: false}}\n"),
+    );
+    let o = auditflow_async(
+        vec!["run".into(), wf.display().to_string()],
+        vec![],
+        d.path().to_path_buf(),
+    )
+    .await;
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("offers no way to look it up"), "{err}");
+    assert_eq!(
+        script.requests("/create").len(),
+        1,
+        "sent once, not five times"
+    );
+}
