@@ -142,11 +142,20 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
 
     let wf = workflows_dir();
     let o = |s: &str| out.join(s).display().to_string();
-    let plays: Vec<(&str, PathBuf, Vec<String>)> = vec![
+    // (title, workflow, inputs, --max-wait, expected exit code)
+    let export_inputs = vec![
+        "domain=example.com".to_string(),
+        "user=alice".into(),
+        "poll_interval=200ms".into(),
+        format!("out_dir={}", o("google")),
+    ];
+    let plays: Vec<(&str, PathBuf, Vec<String>, Option<&str>, u8)> = vec![
         (
             "Mimecast: every page of the processing queue",
             wf.join("mimecast/find-processing-messages.yaml"),
             vec![format!("out_dir={}", o("mimecast"))],
+            None,
+            exit::OK,
         ),
         (
             "MailStore: verify every store, following the long-running processes",
@@ -156,6 +165,8 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
                 "poll_interval=200ms".into(),
                 format!("out_dir={}", o("mailstore")),
             ],
+            None,
+            exit::OK,
         ),
         (
             "Google: upload the domain's public key",
@@ -165,28 +176,37 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
                 format!("public_key_file={}", key.public_key.display()),
                 format!("out_dir={}", o("google")),
             ],
+            None,
+            exit::OK,
         ),
         (
-            "Google: mailbox export, poll, download, decrypt to mbox",
+            "Google: mailbox export as a scheduled CI job would run it: create, poll until --max-wait, save state, exit 75",
             wf.join("google/mailbox-export.yaml"),
-            vec![
-                "domain=example.com".into(),
-                "user=alice".into(),
-                "poll_interval=200ms".into(),
-                format!("out_dir={}", o("google")),
-            ],
+            export_inputs.clone(),
+            Some("300ms"),
+            exit::PENDING,
+        ),
+        (
+            "Google: the next scheduled job resumes the same run: polls on, downloads, decrypts to mbox",
+            wf.join("google/mailbox-export.yaml"),
+            export_inputs,
+            None,
+            exit::OK,
         ),
     ];
     let mut failed = 0;
-    for (title, file, inputs) in plays {
+    for (title, file, inputs, max_wait, expected) in plays {
         println!(
-            "── {title}\n   auditflow run {} {}",
+            "── {title}\n   auditflow run {} {}{}",
             file.display(),
             inputs
                 .iter()
                 .map(|i| format!("-i {i}"))
                 .collect::<Vec<_>>()
-                .join(" ")
+                .join(" "),
+            max_wait
+                .map(|m| format!(" --max-wait {m}"))
+                .unwrap_or_default()
         );
         let code = crate::cli::run(
             RunArgs {
@@ -197,7 +217,7 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
                 report_json: None,
                 junit: None,
                 dry_run: false,
-                max_wait: None,
+                max_wait: max_wait.map(str::to_string),
                 fresh: false,
                 shard: None,
                 log_format: LogFormat::Human,
@@ -208,7 +228,8 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
         )
         .await;
         println!();
-        if code != exit::OK {
+        if code != expected {
+            eprintln!("   expected exit {expected}, got {code}");
             failed += 1;
         }
     }
