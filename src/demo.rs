@@ -8,6 +8,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{exit, LogFormat, RunArgs};
 use crate::sim::{self, FaultConfig, SimConfig};
 
+/// One demo run: title, workflow, inputs, `--max-wait`, expected exit code.
+type Play<'a> = (&'a str, PathBuf, Vec<String>, Option<&'a str>, u8);
+
 /// A generated key pair on disk.
 pub struct DemoKey {
     pub secret_key: PathBuf,
@@ -142,14 +145,13 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
 
     let wf = workflows_dir();
     let o = |s: &str| out.join(s).display().to_string();
-    // (title, workflow, inputs, --max-wait, expected exit code)
     let export_inputs = vec![
         "domain=example.com".to_string(),
         "user=alice".into(),
         "poll_interval=200ms".into(),
         format!("out_dir={}", o("google")),
     ];
-    let plays: Vec<(&str, PathBuf, Vec<String>, Option<&str>, u8)> = vec![
+    let plays: Vec<Play> = vec![
         (
             "Mimecast: every page of the processing queue",
             wf.join("mimecast/find-processing-messages.yaml"),
