@@ -59,16 +59,8 @@ pub enum Command {
         /// A YAML file of inputs (a mapping); --input wins over it.
         #[arg(long, value_name = "FILE")]
         inputs_file: Option<PathBuf>,
-        /// Where run state is kept: a journal per run (masked, mode 0600). A run that did not
-        /// succeed (crash, failure, exit 75) is resumed by the next `run` of the same
-        /// workflow and inputs.
-        #[arg(
-            long,
-            value_name = "DIR",
-            default_value = ".auditflow",
-            env = "AUDITFLOW_STATE_DIR"
-        )]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateDirArg,
         /// Abandon an unfinished run of this workflow and inputs and start over (requests
         /// that must not be repeated, such as export creations, are sent again).
         #[arg(long)]
@@ -139,30 +131,35 @@ pub enum Command {
     },
 }
 
+/// `--state-dir` (shared by `run` and `runs`).
+#[derive(clap::Args, Debug)]
+pub struct StateDirArg {
+    /// Where run state is kept: a journal per run (masked, mode 0600). A run that did not
+    /// succeed (crash, failure, exit 75) is resumed by the next `run` of the same workflow
+    /// and inputs.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".auditflow",
+        env = "AUDITFLOW_STATE_DIR"
+    )]
+    pub state_dir: PathBuf,
+}
+
 /// `auditflow runs ...`
 #[derive(Subcommand, Debug)]
 pub enum RunsCommand {
     /// One line per run, newest first.
     List {
-        #[arg(
-            long,
-            value_name = "DIR",
-            default_value = ".auditflow",
-            env = "AUDITFLOW_STATE_DIR"
-        )]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateDirArg,
     },
     /// What one run recorded: steps, requests that must not be repeated, files, waits.
     Show {
         /// The run id (or its first characters).
         run: String,
-        #[arg(
-            long,
-            value_name = "DIR",
-            default_value = ".auditflow",
-            env = "AUDITFLOW_STATE_DIR"
-        )]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateDirArg,
     },
 }
 
@@ -270,7 +267,7 @@ async fn dispatch(cmd: Command) -> u8 {
             workflow,
             inputs,
             inputs_file,
-            state_dir,
+            state,
             fresh,
             shard,
             report_json,
@@ -281,7 +278,7 @@ async fn dispatch(cmd: Command) -> u8 {
             verbose,
         } => {
             let args = RunArgs {
-                state_dir: Some(state_dir),
+                state_dir: Some(state.state_dir),
                 fresh,
                 shard,
                 workflow,
@@ -680,8 +677,8 @@ fn out_dir(wf: &crate::workflow::Workflow, given: &BTreeMap<String, Value>) -> O
 
 fn runs(cmd: RunsCommand) -> u8 {
     let (dir, id) = match &cmd {
-        RunsCommand::List { state_dir } => (state_dir, None),
-        RunsCommand::Show { run, state_dir } => (state_dir, Some(run)),
+        RunsCommand::List { state } => (&state.state_dir, None),
+        RunsCommand::Show { run, state } => (&state.state_dir, Some(run)),
     };
     if !dir.join("auditflow-state.json").exists() {
         eprintln!(

@@ -5,34 +5,14 @@
 //! or foreign state directories, a changed workflow, `runs list/show`, and `--shard`.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use auditflow::sim::{self, SimConfig, SimHandle};
-use common::{auditflow_async, serve, text, Dir, Reply};
+use common::{auditflow_async, key, root, serve, text, wf, Dir, Reply};
 
 const DOMAIN: &str = "example.com";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn wf(p: &str) -> String {
-    root().join("workflows").join(p).display().to_string()
-}
-
-/// One throwaway RSA key for the whole test binary (key generation is slow).
-fn key() -> &'static (PathBuf, PathBuf, String) {
-    static KEY: OnceLock<(PathBuf, PathBuf, String)> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("auditflow-durable-key-{}", std::process::id()));
-        let k = auditflow::demo::generate_key(&dir, 2048).expect("key");
-        (k.secret_key, k.public_key, k.passphrase)
-    })
-}
 
 fn sim_config(pending_polls: u32) -> SimConfig {
     SimConfig {

@@ -4,28 +4,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use auditflow::sim::{self, FaultConfig, SimConfig, SimHandle};
-use common::{auditflow_async, text};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn wf(p: &str) -> String {
-    root().join("workflows").join(p).display().to_string()
-}
-
-/// One throwaway RSA key for the whole test binary (key generation is slow).
-fn key() -> &'static (PathBuf, PathBuf, String) {
-    static KEY: OnceLock<(PathBuf, PathBuf, String)> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("auditflow-test-key-{}", std::process::id()));
-        let k = auditflow::demo::generate_key(&dir, 2048).expect("key");
-        (k.secret_key, k.public_key, k.passphrase)
-    })
-}
+use common::{auditflow_async, key, text, wf};
 
 fn faulty() -> SimConfig {
     SimConfig {

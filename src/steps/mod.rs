@@ -133,37 +133,48 @@ pub async fn send_with_retry(
         if matches!(err, VendorError::Cancelled { .. }) {
             return Err(StepError::Cancelled);
         }
-        if !err.retryable() {
+        if !pause_before_retry(&err, attempt, &mut backoff, start, env).await? {
             return Err(StepError::Vendor {
                 source: Box::new(err),
                 attempts: attempt,
             });
         }
-        let Some(backoff_wait) = backoff.next() else {
-            return Err(StepError::Vendor {
-                source: Box::new(err),
-                attempts: attempt,
-            });
-        };
-        let wait = err.retry_after().unwrap_or(backoff_wait);
-        if let Some(limit) = env.retry.max_elapsed {
-            if start.elapsed() + wait > limit {
-                return Err(StepError::Vendor {
-                    source: Box::new(err),
-                    attempts: attempt,
-                });
-            }
-        }
-        env.emitter.emit(Event::Retry {
-            step: env.step.to_string(),
-            attempt,
-            error: err.to_string(),
-            wait,
-        });
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = env.cancel.cancelled() => return Err(StepError::Cancelled),
-        }
+    }
+}
+
+/// After failed attempt `attempt`: false when there is no next one (not retryable, attempts
+/// or `max_elapsed` used up); otherwise reports the retry, waits (the server's `Retry-After`
+/// or the backoff) and returns true. Cancellation ends the wait with an error.
+pub(crate) async fn pause_before_retry(
+    err: &VendorError,
+    attempt: u32,
+    backoff: &mut crate::retry::Backoff<rand::rngs::StdRng>,
+    start: Instant,
+    env: &StepEnv<'_>,
+) -> Result<bool, StepError> {
+    if !err.retryable() {
+        return Ok(false);
+    }
+    let Some(backoff_wait) = backoff.next() else {
+        return Ok(false);
+    };
+    let wait = err.retry_after().unwrap_or(backoff_wait);
+    if env
+        .retry
+        .max_elapsed
+        .is_some_and(|limit| start.elapsed() + wait > limit)
+    {
+        return Ok(false);
+    }
+    env.emitter.emit(Event::Retry {
+        step: env.step.to_string(),
+        attempt,
+        error: err.to_string(),
+        wait,
+    });
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => Ok(true),
+        _ = env.cancel.cancelled() => Err(StepError::Cancelled),
     }
 }
 

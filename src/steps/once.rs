@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{response_value, send_with_retry, StepEnv, StepError, StepObserver};
-use crate::events::Event;
 use crate::state::journal::{PendingIntent, RecordedResponse};
 use crate::state::{Journal, Record};
 use crate::vendors::{Connection, Pagination, Recovery, Request, Response, VendorError};
@@ -161,33 +160,11 @@ pub async fn send(
                 status: err.status(),
             });
         }
-        let give_up = |err: VendorError| StepError::Vendor {
-            source: Box::new(err),
-            attempts: attempt,
-        };
-        if !err.retryable() {
-            return Err(give_up(err));
-        }
-        let Some(backoff_wait) = backoff.next() else {
-            return Err(give_up(err));
-        };
-        let wait = err.retry_after().unwrap_or(backoff_wait);
-        if env
-            .retry
-            .max_elapsed
-            .is_some_and(|limit| start.elapsed() + wait > limit)
-        {
-            return Err(give_up(err));
-        }
-        env.emitter.emit(Event::Retry {
-            step: env.step.to_string(),
-            attempt,
-            error: err.to_string(),
-            wait,
-        });
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = env.cancel.cancelled() => return Err(StepError::Cancelled),
+        if !super::pause_before_retry(&err, attempt, &mut backoff, start, env).await? {
+            return Err(StepError::Vendor {
+                source: Box::new(err),
+                attempts: attempt,
+            });
         }
         if unsure {
             if let Some(found) = find(conn, req, at, env, ledger, &fp).await? {

@@ -199,3 +199,28 @@ pub fn text(o: &Output) -> (String, String) {
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
 }
+
+/// The repository root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A shipped workflow's path, e.g. `wf("google/mailbox-export.yaml")`.
+pub fn wf(p: &str) -> String {
+    root().join("workflows").join(p).display().to_string()
+}
+
+/// One throwaway RSA key (secret key file, public key file, passphrase) per test binary:
+/// key generation is slow.
+pub fn key() -> &'static (PathBuf, PathBuf, String) {
+    static KEY: std::sync::OnceLock<(PathBuf, PathBuf, String)> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!(
+            "auditflow-test-key-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let k = auditflow::demo::generate_key(&dir, 2048).expect("key");
+        (k.secret_key, k.public_key, k.passphrase)
+    })
+}
