@@ -21,7 +21,9 @@
 //! Env: `FANOUT_USERS` (default 1000), `FANOUT_POLL_INTERVAL` (200ms), `FANOUT_PENDING_POLLS`
 //! (3), `FANOUT_FILES` (files per export, 2), `FANOUT_FILE_KIB` (plaintext KiB per file, 16),
 //! `FANOUT_KEY_BITS` (3072), `FANOUT_REPORTS=1` (also `--report-json` and `--junit`),
-//! `FANOUT_DIR` (parent of the temp dir), `FANOUT_KEEP=1` (keep the temp dir).
+//! `FANOUT_DIR` (parent of the temp dir), `FANOUT_KEEP=1` (keep the temp dir), `MALLOC_*`
+//! (passed to the runner), `FANOUT_WRAPPER` (a profiler to run the runner under, e.g.
+//! `heaptrack -o FILE`; the RSS figure is then the wrapper's).
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -240,7 +242,19 @@ fn runner(
         .map_err(|e| format!("{log_name}.jsonl: {e}"))?;
     let stderr = fs::File::create(cwd.join(format!("{log_name}.stderr")))
         .map_err(|e| format!("{log_name}.stderr: {e}"))?;
-    let mut cmd = Command::new(AUDITFLOW);
+    // For profiling only: FANOUT_WRAPPER="heaptrack -o /tmp/fanout" runs the runner under a
+    // tool; the peak RSS printed is then the wrapper's, not the runner's.
+    let wrapper: Vec<String> = std::env::var("FANOUT_WRAPPER")
+        .map(|w| w.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    let mut cmd = match wrapper.split_first() {
+        Some((tool, tool_args)) => {
+            let mut c = Command::new(tool);
+            c.args(tool_args).arg(AUDITFLOW);
+            c
+        }
+        None => Command::new(AUDITFLOW),
+    };
     cmd.arg("run")
         .arg(workflow)
         .args(["--log-format", "json", "--state-dir"])
@@ -251,9 +265,11 @@ fn runner(
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr);
-    for k in ["PATH", "TMPDIR"] {
-        if let Some(v) = std::env::var_os(k) {
-            cmd.env(k, v);
+    for (k, v) in std::env::vars_os() {
+        let name = k.to_string_lossy();
+        // glibc malloc tunables (MALLOC_ARENA_MAX, ...) pass through for experiments.
+        if name == "PATH" || name == "TMPDIR" || name.starts_with("MALLOC_") {
+            cmd.env(&k, v);
         }
     }
     cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
