@@ -467,3 +467,92 @@ async fn google_export_with_a_wrong_passphrase_fails_cleanly() {
     assert_eq!(mboxes, 0, "no plaintext may be left behind");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn google_export_users_runs_every_user_and_names_the_failed_ones() {
+    let h = sim::start(SimConfig {
+        google_error_user: Some("mallory".into()),
+        ..faulty()
+    })
+    .await
+    .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let (_, public, _) = key();
+    let r = run(
+        &h,
+        &wf("google/upload-public-key.yaml"),
+        &[
+            "domain=example.com".into(),
+            format!("public_key_file={}", public.display()),
+            format!("out_dir={}", out.display()),
+        ],
+        &[],
+        d.path(),
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let before = h.stats.snapshot();
+
+    // Three users, each into out_dir/<user>; one download is cut and resumed.
+    let users = ["ann", "bob", "cy"];
+    let r = run(
+        &h,
+        &wf("google/export-users.yaml"),
+        &[
+            "domain=example.com".into(),
+            format!("users={}", users.join(",")),
+            "poll_interval=100ms".into(),
+            format!("out_dir={}", out.display()),
+        ],
+        &[],
+        d.path(),
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let mbox_count = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "mbox"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    for u in users {
+        assert_eq!(mbox_count(&out.join(u)), 2, "{u}");
+    }
+    let s = h.stats.snapshot();
+    assert_eq!(s.google_exports_created - before.google_exports_created, 3);
+    // The poll policy: PENDING twice, then COMPLETED; nothing more per user.
+    assert_eq!(s.google_status_requests - before.google_status_requests, 9);
+    assert_eq!(s.injected_cuts, 1, "{s:?}");
+    let v = common::auditflow(&["verify", out.to_str().unwrap()], &[], d.path());
+    assert_eq!(v.status.code(), Some(0), "{:?}", text(&v));
+    assert_clean(&h);
+
+    // fail_fast is off: a failing user does not stop the others, and is named.
+    let r = run(
+        &h,
+        &wf("google/export-users.yaml"),
+        &[
+            "domain=example.com".into(),
+            "users=mallory,dee".into(),
+            "poll_interval=100ms".into(),
+            format!("out_dir={}", out.display()),
+        ],
+        &[],
+        d.path(),
+    )
+    .await;
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("1 of 2 iterations") && r.stderr.contains("mallory"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(mbox_count(&out.join("dee")), 2);
+    assert_eq!(mbox_count(&out.join("mallory")), 0);
+    assert_clean(&h);
+    h.shutdown().await;
+}

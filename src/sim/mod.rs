@@ -159,6 +159,11 @@ pub struct Stats {
     pub wrong_status_versions: AtomicU64,
     pub mailstore_cancelled: AtomicU64,
     pub google_exports_created: AtomicU64,
+    /// Google: status requests of one export (`GET .../export/{domain}/{user}/{id}`), counted
+    /// on arrival, so those answered with an injected fault count too.
+    pub google_status_requests: AtomicU64,
+    /// Google: requests to the OAuth token endpoint, granted or not.
+    pub google_token_requests: AtomicU64,
     pub google_downloads: AtomicU64,
     pub injected_429: AtomicU64,
     pub injected_5xx: AtomicU64,
@@ -176,6 +181,8 @@ pub struct StatsSnapshot {
     pub wrong_status_versions: u64,
     pub mailstore_cancelled: u64,
     pub google_exports_created: u64,
+    pub google_status_requests: u64,
+    pub google_token_requests: u64,
     pub google_downloads: u64,
     pub injected_429: u64,
     pub injected_5xx: u64,
@@ -194,6 +201,8 @@ impl Stats {
             wrong_status_versions: g(&self.wrong_status_versions),
             mailstore_cancelled: g(&self.mailstore_cancelled),
             google_exports_created: g(&self.google_exports_created),
+            google_status_requests: g(&self.google_status_requests),
+            google_token_requests: g(&self.google_token_requests),
             google_downloads: g(&self.google_downloads),
             injected_429: g(&self.injected_429),
             injected_5xx: g(&self.injected_5xx),

@@ -591,7 +591,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
 
     // Stream the body to the .part.
     ctx.observer.started(&ctx.url, total, start);
-    let mut writer = PartWriter::start(ctx.part.clone(), st.offset, st.hasher.take());
+    let mut writer = PartWriter::start(ctx.part.clone(), st.offset, st.hasher.take(), total);
     let mut held = st.offset;
     let mut body_error: Option<Failure> = None;
     if let Some(response) = body {

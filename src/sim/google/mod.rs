@@ -770,6 +770,7 @@ fn check_user(user: &str, domain: &str) -> Result<String, String> {
 // ---- token endpoint ----
 
 async fn token_endpoint(State(sim): State<Arc<GoogleSim>>, body: Bytes) -> Response {
+    bump(&sim.stats().google_token_requests);
     let mut grant_type = None;
     let mut assertion = None;
     for (k, v) in url::form_urlencoded::parse(&body) {
@@ -984,6 +985,7 @@ async fn export_status(
     UrlPath((domain, user, id)): UrlPath<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
+    bump(&sim.stats().google_status_requests);
     if let Some(r) = sim.guard(&headers).await {
         return r;
     }

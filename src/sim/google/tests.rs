@@ -560,6 +560,7 @@ async fn jwt_bearer_grant_issues_tokens_and_rejects_bad_assertions() {
 
     assert_eq!(s.sim.tokens_issued(), 1);
     assert_eq!(snap(&s).unauthenticated, n + 1);
+    assert_eq!(snap(&s).google_token_requests, n + 2);
 }
 
 #[tokio::test]
@@ -958,6 +959,8 @@ async fn error_user_and_missing_key_end_in_error() {
     let id = s.create("quinn").await;
     let doc = s.poll_done("quinn", &id).await;
     assert_eq!(prop(&doc, "status").as_deref(), Some("COMPLETED"));
+    // Two status requests per export: one PENDING, then the end state.
+    assert_eq!(snap(&s).google_status_requests, 6);
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! Hashing and disk writes run beside the network reads, each on its own thread (the bounded
 //! channels are the only buffers, so memory stays bounded whatever the file size). Network
 //! chunks are copied into recycled 256 KiB batches, so the threads are woken, and `write`
-//! called, once per batch, and the steady state allocates nothing.
+//! called, once per batch, and the steady state allocates nothing. When the length is known, a
+//! batch is never made larger than what is still to come (a 16 KiB file takes 16 KiB, not 256).
 //! The SHA-256 state always covers exactly the bytes in the file: a resumed `.part` whose
 //! prefix was never hashed in this process is re-hashed from disk before the new bytes.
 use std::fs::{File, OpenOptions};
@@ -43,15 +44,27 @@ pub(super) struct PartWriter {
     hash: JoinHandle<io::Result<Sha256>>,
     batch: Vec<u8>,
     pool: Pool,
+    /// Bytes still expected after those already queued, when the length is known.
+    left: Option<u64>,
+}
+
+/// Capacity of a new batch: a full one, or what is still expected when that is less.
+fn batch_capacity(left: Option<u64>) -> usize {
+    left.map_or(BATCH_BYTES, |l| {
+        usize::try_from(l).map_or(BATCH_BYTES, |l| l.min(BATCH_BYTES))
+    })
 }
 
 impl PartWriter {
     /// Opens (or creates) `path`, cuts it to `offset` bytes and appends from there.
     ///
     /// `hasher` must cover bytes `0..offset`; `None` re-hashes them from the file first.
+    /// `total`, the whole file's length when known, only sizes the buffers (more bytes are
+    /// still accepted; the caller checks the length).
     /// Hashing and writing run on two threads fed the same batches, so each proceeds at
     /// its own pace (SHA-256 and page-cache copies cost about the same per byte).
-    pub fn start(path: PathBuf, offset: u64, hasher: Option<Sha256>) -> Self {
+    pub fn start(path: PathBuf, offset: u64, hasher: Option<Sha256>, total: Option<u64>) -> Self {
+        let left = total.map(|t| t.saturating_sub(offset));
         let (to_disk, mut disk_rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
         let (to_hash, mut hash_rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
         let pool: Pool = Arc::default();
@@ -98,8 +111,9 @@ impl PartWriter {
             to_hash,
             disk,
             hash,
-            batch: Vec::with_capacity(BATCH_BYTES),
+            batch: Vec::with_capacity(batch_capacity(left)),
             pool,
+            left,
         }
     }
 
@@ -114,30 +128,37 @@ impl PartWriter {
             let room = BATCH_BYTES - self.batch.len();
             let (now, later) = rest.split_at(room.min(rest.len()));
             self.batch.extend_from_slice(now);
+            self.left = self.left.map(|l| l.saturating_sub(now.len() as u64));
             rest = later;
-            if self.batch.len() >= BATCH_BYTES && !self.flush_batch().await {
+            if self.batch.len() >= BATCH_BYTES && !self.flush_batch(false).await {
                 return false;
             }
         }
         true
     }
 
-    async fn flush_batch(&mut self) -> bool {
+    /// Hands the batch to the threads; unless it is the `last`, a recycled or new (sized)
+    /// buffer takes its place.
+    async fn flush_batch(&mut self, last: bool) -> bool {
         if self.batch.is_empty() {
             return true;
         }
-        let fresh = {
-            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            pool.pop()
+        let fresh = if last {
+            Vec::new()
+        } else {
+            let recycled = {
+                let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+                pool.pop()
+            };
+            recycled.unwrap_or_else(|| Vec::with_capacity(batch_capacity(self.left)))
         };
-        let fresh = fresh.unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES));
         let batch = Arc::new(std::mem::replace(&mut self.batch, fresh));
         self.to_disk.send(batch.clone()).await.is_ok() && self.to_hash.send(batch).await.is_ok()
     }
 
     /// Writes everything queued and returns the writer's state or its I/O error.
     pub async fn finish(mut self) -> io::Result<Written> {
-        self.flush_batch().await;
+        self.flush_batch(true).await;
         drop(self.to_disk);
         drop(self.to_hash);
         let stopped =
@@ -211,7 +232,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f.part");
         std::fs::write(&path, b"hello, garbage").expect("write");
-        let mut w = PartWriter::start(path.clone(), 7, None);
+        let mut w = PartWriter::start(path.clone(), 7, None, None);
         assert!(w.send(Bytes::from_static(b"wor")).await);
         assert!(w.send(Bytes::from_static(b"ld")).await);
         let written = w.finish().await.expect("finish");
@@ -227,7 +248,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f.part");
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let mut w = PartWriter::start(path.clone(), 0, Some(Sha256::new()));
+        let mut w = PartWriter::start(
+            path.clone(),
+            0,
+            Some(Sha256::new()),
+            Some(data.len() as u64),
+        );
         for chunk in data.chunks(10_007) {
             assert!(w.send(Bytes::copy_from_slice(chunk)).await);
         }
@@ -240,11 +266,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn batches_are_no_larger_than_what_is_still_expected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.part");
+        std::fs::write(&path, b"0123").expect("write");
+        let mut w = PartWriter::start(path.clone(), 4, None, Some(16 * 1024 + 4));
+        assert_eq!(w.batch.capacity(), 16 * 1024);
+        let data = vec![7u8; 16 * 1024];
+        assert!(w.send(Bytes::copy_from_slice(&data)).await);
+        assert_eq!(w.batch.capacity(), 16 * 1024, "no reallocation");
+        // More than announced is still written (the caller reports the length error).
+        assert!(w.send(Bytes::from_static(b"xy")).await);
+        let written = w.finish().await.expect("finish");
+        assert_eq!(written.len, 4 + 16 * 1024 + 2);
+        assert_eq!(
+            std::fs::read(&path).expect("read").len() as u64,
+            written.len
+        );
+        let unknown = PartWriter::start(dir.path().join("g.part"), 0, Some(Sha256::new()), None);
+        assert_eq!(unknown.batch.capacity(), BATCH_BYTES);
+        assert!(unknown.finish().await.is_ok());
+    }
+
+    #[tokio::test]
     async fn a_part_shorter_than_recorded_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f.part");
         std::fs::write(&path, b"abc").expect("write");
-        let w = PartWriter::start(path, 10, None);
+        let w = PartWriter::start(path, 10, None, None);
         assert!(w.finish().await.is_err());
     }
 }
