@@ -445,8 +445,12 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
         _ => None,
     };
     let secrets = Secrets::new();
-    let json_report =
-        (args.report_json.is_some() || state.is_some()).then(|| Arc::new(JsonReport::new()));
+    // The journal is the run's record in the state directory; the JSON report (which holds
+    // every step until the end) is collected only when asked for.
+    let json_report = args
+        .report_json
+        .as_ref()
+        .map(|_| Arc::new(JsonReport::new()));
     let junit = args.junit.as_ref().map(|_| Arc::new(JUnit::new()));
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     match args.log_format {

@@ -4,7 +4,7 @@
 //! ```text
 //! <state-dir>/auditflow-state.json      marker: {"format": "auditflow-state", "version": 1}
 //! <state-dir>/runs/<run id>/journal.jsonl   the journal (see [`journal`])
-//! <state-dir>/runs/<run id>/report.json     the JSON report of the last process of the run
+//! <state-dir>/runs/<run id>/report.json     with `--report-json`: the last process's report
 //! <state-dir>/active/<key>.json         the unfinished run of a workflow + inputs
 //! <state-dir>/active/<key>.lock         held (flock) by the process running it
 //! ```
