@@ -181,10 +181,7 @@ impl Run {
 
     /// Replays a step an earlier process finished: emits its events, returns its outputs.
     fn replayed(&self, path: &str, step: &Step) -> Option<Value> {
-        let done = self.replay.as_ref()?.done.get(path)?;
-        if !done.replayable {
-            return None;
-        }
+        let done = self.replayable(path)?;
         let status = match done.status {
             DoneStatus::Succeeded => StepStatus::Recorded,
             DoneStatus::Skipped => StepStatus::Skipped,
@@ -237,9 +234,13 @@ impl Run {
             .unwrap_or(Duration::ZERO)
     }
 
-    fn replayed_outputs(&self, path: &str) -> Option<&Value> {
-        let done = self.replay.as_ref()?.done.get(path)?;
-        done.replayable.then_some(&done.outputs)
+    /// The record of a step an earlier process finished, when its outputs can be reused.
+    fn replayable(&self, path: &str) -> Option<&state::journal::DoneStep> {
+        self.replay
+            .as_ref()?
+            .done
+            .get(path)
+            .filter(|d| d.replayable)
     }
 
     fn step_started(&self, path: &str, step: &Step) {
@@ -554,7 +555,7 @@ fn run_steps<'a>(
             let next_pipelined = steps.get(i + 1).filter(|n| pipelined(step, n));
             // A download an earlier process finished is replayed; its decrypt then runs alone.
             let dl_recorded = run
-                .replayed_outputs(&format!("{}{}", scope.prefix, step.id))
+                .replayable(&format!("{}{}", scope.prefix, step.id))
                 .is_some();
             if let Some(next) = next_pipelined.filter(|_| !dl_recorded) {
                 let (a, b) = run_pipelined(run, step, next, scope).await?;

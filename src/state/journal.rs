@@ -421,7 +421,7 @@ enum Cmd {
         Vec<u8>,
         Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
     ),
-    Close(tokio::sync::oneshot::Sender<Result<(), String>>),
+    Flush(tokio::sync::oneshot::Sender<Result<(), String>>),
 }
 
 /// Appends records from any task; one thread writes them in order and fsyncs each batch
@@ -473,20 +473,20 @@ impl Journal {
         self.tx
             .send(Cmd::Append(Self::line(rec), Some(ack)))
             .map_err(|_| self.gone())?;
-        match done.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(m)) => Err(StateError::Write {
-                path: self.path.clone(),
-                message: m,
-            }),
-            Err(_) => Err(self.gone()),
-        }
+        self.acknowledged(done).await
     }
 
     /// Waits until everything appended is on disk.
     pub async fn flush(&self) -> Result<(), StateError> {
         let (ack, done) = tokio::sync::oneshot::channel();
-        self.tx.send(Cmd::Close(ack)).map_err(|_| self.gone())?;
+        self.tx.send(Cmd::Flush(ack)).map_err(|_| self.gone())?;
+        self.acknowledged(done).await
+    }
+
+    async fn acknowledged(
+        &self,
+        done: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    ) -> Result<(), StateError> {
         match done.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(m)) => Err(StateError::Write {
@@ -522,7 +522,7 @@ fn writer(mut file: File, rx: mpsc::Receiver<Cmd>) {
                     buf.extend_from_slice(&line);
                     acks.extend(ack);
                 }
-                Cmd::Close(ack) => acks.push(ack),
+                Cmd::Flush(ack) => acks.push(ack),
             }
         }
         if broken.is_none() && !buf.is_empty() {

@@ -183,6 +183,16 @@ fn write_small(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     crate::durable::write_atomic(path, bytes).map_err(|e| StateError::io(path, e))
 }
 
+/// Opens a journal that was read for appending, cutting a torn last line off first.
+fn append_to(replay: &Replay) -> Result<Journal, StateError> {
+    let path = &replay.path;
+    let io = |e| StateError::io(path, e);
+    let mut file = private_options().write(true).open(path).map_err(io)?;
+    file.set_len(replay.valid_len).map_err(io)?;
+    file.seek(SeekFrom::End(0)).map_err(io)?;
+    Ok(Journal::start(path.clone(), file))
+}
+
 fn sync_dir(dir: &Path) {
     // Makes a rename or a new file's directory entry durable; best effort where unsupported.
     if let Ok(d) = File::open(dir) {
@@ -302,7 +312,7 @@ impl StateDir {
             if fresh {
                 // Record the abandon when the old journal is readable; a damaged one is left.
                 if let Ok(r) = Replay::read(&path) {
-                    self.abandon(&path, &r).await?;
+                    self.abandon(&r).await?;
                 }
                 note = Some(format!("abandoned unfinished run {old_id} (--fresh)"));
             } else {
@@ -323,7 +333,7 @@ impl StateDir {
                         changed: changed.join(", "),
                     });
                 }
-                self.abandon(&path, &replay).await?;
+                self.abandon(&replay).await?;
                 note = Some(format!(
                     "the workflow changed since unfinished run {old_id} ({}); it sent nothing that must not be repeated, so a new run starts",
                     changed.join(", ")
@@ -368,46 +378,29 @@ impl StateDir {
         }
     }
 
-    async fn abandon(&self, path: &Path, replay: &Replay) -> Result<(), StateError> {
-        let file = private_options()
-            .write(true)
-            .open(path)
-            .map_err(|e| StateError::io(path, e))?;
-        file.set_len(replay.valid_len)
-            .map_err(|e| StateError::io(path, e))?;
-        let mut file = file;
-        file.seek(SeekFrom::End(0))
-            .map_err(|e| StateError::io(path, e))?;
-        let j = Journal::start(path.to_path_buf(), file);
-        j.append_durable(&Record::Finished {
-            at: Utc::now(),
-            status: "abandoned".into(),
-            error: None,
-        })
-        .await
+    /// Records that `replay`'s run was given up (`--fresh`, or a changed workflow).
+    async fn abandon(&self, replay: &Replay) -> Result<(), StateError> {
+        append_to(replay)?
+            .append_durable(&Record::Finished {
+                at: Utc::now(),
+                status: "abandoned".into(),
+                error: None,
+            })
+            .await
     }
 
-    /// Opens an existing journal for appending, dropping a torn last line first.
+    /// Continues an existing run: its journal reopened for appending.
     fn reopen(
         &self,
         replay: &Replay,
         lock: File,
         pointer: PathBuf,
     ) -> Result<RunState, StateError> {
-        let path = replay.path.clone();
-        let mut file = private_options()
-            .write(true)
-            .open(&path)
-            .map_err(|e| StateError::io(&path, e))?;
-        file.set_len(replay.valid_len)
-            .map_err(|e| StateError::io(&path, e))?;
-        file.seek(SeekFrom::End(0))
-            .map_err(|e| StateError::io(&path, e))?;
         let id = replay.header.run_id.clone();
         Ok(RunState {
             dir: self.run_dir(&id),
             run_id: id,
-            journal: Journal::start(path, file),
+            journal: append_to(replay)?,
             pointer,
             _lock: lock,
         })
