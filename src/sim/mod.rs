@@ -87,6 +87,10 @@ pub struct SimConfig {
     pub mimecast_max_skew: Duration,
     /// Mimecast API 2.0 token lifetime (real service: 30 minutes).
     pub mimecast_token_ttl: Duration,
+    /// Mimecast: requests allowed per `mimecast_rate_window`; every `/api/` answer reports the
+    /// window in `X-RateLimit-Limit`, `-Remaining` and `-Reset`, and a spent window answers 429.
+    pub mimecast_rate_limit: u32,
+    pub mimecast_rate_window: Duration,
     /// MailStore: how many status updates a VerifyStore runs through, and the time between them.
     pub mailstore_steps: u32,
     pub mailstore_step_interval: Duration,
@@ -127,6 +131,8 @@ impl Default for SimConfig {
             mimecast_default_page_size: 50,
             mimecast_max_skew: Duration::from_secs(15 * 60),
             mimecast_token_ttl: Duration::from_secs(30 * 60),
+            mimecast_rate_limit: 100_000,
+            mimecast_rate_window: Duration::from_secs(3600),
             mailstore_steps: 6,
             mailstore_step_interval: Duration::from_millis(100),
             mailstore_stores: vec![1, 2, 3],

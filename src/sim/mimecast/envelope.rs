@@ -88,8 +88,11 @@ pub(super) struct ApiRequest {
 impl ApiRequest {
     /// Parses a body; the error is the message of a 400 answer.
     pub(super) fn parse(body: &[u8]) -> Result<Self, String> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
+        let value: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => super::pyrepr::to_json(body)
+                .ok_or_else(|| format!("The request body is not valid JSON: {e}"))?,
+        };
         let Value::Object(mut obj) = value else {
             return Err("The request body must be a JSON object.".into());
         };
@@ -244,8 +247,15 @@ pub(super) fn bad_request(message: &str) -> Response {
     )
 }
 
-/// 429: API 1.0 callers get `X-RateLimit-Reset` (milliseconds), 2.0 callers `Retry-After`.
+/// An injected 429 (a burst the window does not show): `X-RateLimit-Remaining: 0` and a short
+/// `X-RateLimit-Reset` (milliseconds) for every caller, plus `Retry-After` for 2.0 callers.
 pub(super) fn rate_limited(bearer: bool) -> Response {
+    let reset_ms: u32 = rand::thread_rng().gen_range(500..=1000);
+    quota_exceeded(bearer, u64::from(reset_ms))
+}
+
+/// 429 with the reset time of the quota, in milliseconds.
+pub(super) fn quota_exceeded(bearer: bool, reset_ms: u64) -> Response {
     let mut resp = error_envelope(
         StatusCode::TOO_MANY_REQUESTS,
         "err_xdk_rate_limit_exceeded",
@@ -254,11 +264,10 @@ pub(super) fn rate_limited(bearer: bool) -> Response {
     );
     let headers = resp.headers_mut();
     if bearer {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    } else {
-        let reset_ms: u32 = rand::thread_rng().gen_range(500..=1000);
-        headers.insert("x-ratelimit-reset", HeaderValue::from(reset_ms));
-        headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        let secs = reset_ms.div_ceil(1000).max(1);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    headers.insert("x-ratelimit-reset", HeaderValue::from(reset_ms));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
     resp
 }

@@ -27,13 +27,16 @@ mod channel;
 mod data;
 mod envelope;
 mod oauth;
+mod pyrepr;
 mod queue;
+mod ratelimit;
 #[cfg(test)]
 mod tests;
 
 use auth::{header_str, strip_scheme};
 use data::{AuditEvent, QueueMessage};
-use envelope::{bad_request, error_envelope, rate_limited, ApiRequest};
+use envelope::{bad_request, error_envelope, quota_exceeded, rate_limited, ApiRequest};
+use ratelimit::Limiter;
 
 type HmacSha1 = Hmac<sha1::Sha1>;
 
@@ -67,6 +70,7 @@ pub struct MimecastSim {
     /// API 2.0 bearer tokens and when they expire.
     tokens: Mutex<HashMap<String, Instant>>,
     tokens_issued: AtomicU64,
+    limiter: Limiter,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -101,6 +105,7 @@ impl MimecastSim {
             seen_request_ids: Mutex::new(HashSet::new()),
             tokens: Mutex::new(HashMap::new()),
             tokens_issued: AtomicU64::new(0),
+            limiter: Limiter::new(cfg.mimecast_rate_limit, cfg.mimecast_rate_window),
         })
     }
 
@@ -138,24 +143,33 @@ async fn dispatch(State(sim): State<Arc<MimecastSim>>, req: Request) -> Response
     }
     let bearer = header_str(req.headers(), header::AUTHORIZATION.as_str())
         .is_some_and(|a| strip_scheme(a, "Bearer").is_some());
+    let quota = sim.limiter.take();
+    let mut resp = if quota.allowed {
+        api_call(&sim, req, &path, bearer).await
+    } else {
+        let ms = u64::try_from(quota.reset.as_millis()).unwrap_or(u64::MAX);
+        quota_exceeded(bearer, ms)
+    };
+    quota.apply(resp.headers_mut());
+    resp
+}
+
+/// One `/api/...` call within the quota: faults, authentication, then the function.
+async fn api_call(sim: &MimecastSim, req: Request, path: &str, bearer: bool) -> Response {
     match sim.faults.draw("mimecast").await {
         Injected::TooManyRequests => return rate_limited(bearer),
-        Injected::ServerError(status) => {
-            // The request got past the gateway and failed behind it: a valid request id is
-            // spent all the same (nothing is counted).
-            let _ = sim.authenticate(req.headers(), &path);
-            return crate::sim::server_error(status);
-        }
+        // The function did not run: the request id stays unused, so a stock retry that resends
+        // the identical signed request is accepted. Mimecast's pages ask only for "a randomly
+        // generated GUID" / "{unique id}" per request and say nothing of a failed call spending
+        // it (issue 12 item 9).
+        Injected::ServerError(status) => return crate::sim::server_error(status),
         Injected::None => {}
     }
-    if let Err(failure) = sim.authenticate(req.headers(), &path) {
+    if let Err(failure) = sim.authenticate(req.headers(), path) {
         failure.count(&sim.faults.stats);
         return failure.response();
     }
-    if !matches!(
-        path.as_str(),
-        FIND_PROCESSING | CHANNEL_TOKEN | AUDIT_EVENTS
-    ) {
+    if !matches!(path, FIND_PROCESSING | CHANNEL_TOKEN | AUDIT_EVENTS) {
         return error_envelope(
             StatusCode::NOT_FOUND,
             "err_xdk_not_found",
@@ -179,7 +193,7 @@ async fn dispatch(State(sim): State<Arc<MimecastSim>>, req: Request) -> Response
         Ok(r) => r,
         Err(message) => return bad_request(&message),
     };
-    match path.as_str() {
+    match path {
         FIND_PROCESSING => sim.find_processing(&api),
         CHANNEL_TOKEN => sim.latest_channel_token(&api),
         _ => sim.audit_events(&api),
