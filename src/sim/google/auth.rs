@@ -77,6 +77,9 @@ impl GoogleSim {
     }
 }
 
+/// Google's standard OAuth token endpoint.
+pub(super) const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+
 pub(super) async fn token_endpoint(State(sim): State<Arc<GoogleSim>>, body: Bytes) -> Response {
     bump(&sim.stats().google_token_requests);
     let mut grant_type = None;
@@ -122,9 +125,13 @@ pub(super) async fn token_endpoint(State(sim): State<Arc<GoogleSim>>, body: Byte
         );
     };
     let base = sim.base();
-    let audience = format!("{base}/token");
+    // Google checks `aud` against its token endpoints, whatever `token_uri` a key file names:
+    // its auth library signs for the standard URL; others sign for the key file's `token_uri`
+    // (this endpoint's own URL, as written in the simulator's key file) (issue 12 item 7).
+    let own = format!("{base}/token");
+    let audiences = [own.as_str(), GOOGLE_TOKEN_URL];
     let expected = token::Expected {
-        audience: &audience,
+        audiences: &audiences,
         subject: &sim.cfg.credentials.google_admin_email,
     };
     let now = Utc::now().timestamp();

@@ -71,6 +71,16 @@ pub(super) fn parse_range(value: Option<&HeaderValue>, len: u64) -> RangeReq {
     }
 }
 
+/// RFC 9110 section 13.1.5: a Range is honoured only when `If-Range` is absent or names the
+/// current entity tag (strong comparison). A date never matches (no `Last-Modified` is sent),
+/// nor does a weak tag; then the whole file is answered with 200.
+fn if_range_holds(if_range: Option<&HeaderValue>, etag: &str) -> bool {
+    match if_range {
+        None => true,
+        Some(v) => v.to_str().is_ok_and(|v| v.trim() == etag),
+    }
+}
+
 pub(super) async fn download(
     State(sim): State<Arc<GoogleSim>>,
     UrlPath(file): UrlPath<String>,
@@ -130,7 +140,11 @@ pub(super) async fn download(
         Ok(m) => m.len(),
         Err(_) => return crate::sim::server_error(500),
     };
-    let (status, start, count) = match parse_range(headers.get(header::RANGE), len) {
+    let etag = format!("\"{name}-{len}\"");
+    let range = if_range_holds(headers.get(header::IF_RANGE), &etag)
+        .then(|| headers.get(header::RANGE))
+        .flatten();
+    let (status, start, count) = match parse_range(range, len) {
         RangeReq::Full => (StatusCode::OK, 0, len),
         RangeReq::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
         RangeReq::Unsatisfiable => {
@@ -155,7 +169,7 @@ pub(super) async fn download(
     );
     hdrs.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     hdrs.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{name}-{len}\"")) {
+    if let Ok(v) = HeaderValue::from_str(&etag) {
         hdrs.insert(header::ETAG, v);
     }
     if status == StatusCode::PARTIAL_CONTENT {

@@ -42,6 +42,9 @@ pub(super) async fn list_exports(
         Ok(d) => d,
         Err(e) => return bad_request(e),
     };
+    if let Some(r) = sim.forbid_foreign_domain(&domain) {
+        return r;
+    }
     let now = sim.now();
     let mut from = None;
     let mut after = None;
