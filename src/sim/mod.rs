@@ -97,6 +97,11 @@ pub struct SimConfig {
     /// MailStore store ids that exist; ids listed in `mailstore_failing_stores` fail verification.
     pub mailstore_stores: Vec<i64>,
     pub mailstore_failing_stores: Vec<i64>,
+    /// MailStore: final statuses of long-running processes keep their token (with
+    /// `statusCode: succeeded`, as the wrapper's tutorial output shows) instead of
+    /// `"token": null` (as the API page shows, the default). Clients must decide completion
+    /// by `statusCode`, never by the token.
+    pub mailstore_keep_final_token: bool,
     /// Google: how many status polls an export stays PENDING before COMPLETED.
     pub google_pending_polls: u32,
     /// Google: exports for this user end in ERROR.
@@ -137,6 +142,7 @@ impl Default for SimConfig {
             mailstore_step_interval: Duration::from_millis(100),
             mailstore_stores: vec![1, 2, 3],
             mailstore_failing_stores: vec![],
+            mailstore_keep_final_token: false,
             google_pending_polls: 3,
             google_error_user: None,
             google_daily_limit: 100,
