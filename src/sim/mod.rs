@@ -113,6 +113,10 @@ pub struct SimConfig {
     pub google_file_size: usize,
     /// Google: entries per page of the export list feed (the real service: at most 100).
     pub google_feed_page_size: usize,
+    /// Google: start with three weeks of past requests (DELETED or ERROR) for the admin's
+    /// domain, deterministic, within the daily limit, so the list feed pages past
+    /// `rel="next"`. Off by default (tests count list entries); `auditflow sim` should turn it on.
+    pub google_seed_history: bool,
     /// Google: how many DELETE calls leave an export `MARKED_DELETE` before one makes it `DELETED`.
     pub google_delete_marked_times: u32,
     /// Google: lifetime of access tokens issued by the simulated token endpoint (real: 1 hour).
@@ -149,6 +153,7 @@ impl Default for SimConfig {
             google_files_per_export: 2,
             google_file_size: 64 * 1024,
             google_feed_page_size: 100,
+            google_seed_history: false,
             google_delete_marked_times: 1,
             google_token_ttl: Duration::from_secs(3600),
             work_dir: None,

@@ -21,6 +21,7 @@ mod generate;
 mod keys;
 mod list;
 mod mbox;
+mod seed;
 mod token;
 
 #[cfg(test)]
@@ -138,10 +139,23 @@ impl GoogleSim {
                 (files_dir, key_file, false)
             }
         };
-        let state = Db {
+        let mut state = Db {
             next_id: rand::thread_rng().gen_range(10_000..90_000),
             ..Db::default()
         };
+        if cfg.google_seed_history {
+            let admin = &cfg.credentials.google_admin_email;
+            if let Some((_, domain)) = admin.rsplit_once('@') {
+                let domain = domain.to_ascii_lowercase();
+                seed::history(
+                    &mut state,
+                    &domain,
+                    admin,
+                    cfg.google_daily_limit,
+                    Utc::now(),
+                );
+            }
+        }
         Ok(Arc::new(GoogleSim {
             cfg: cfg.clone(),
             faults,

@@ -1447,3 +1447,81 @@ async fn exports_of_a_domain_the_admin_does_not_manage_are_forbidden() {
     // The admin's own domain is served.
     s.create("quinn").await;
 }
+
+/// Every entry of the default list (last three weeks), following `rel="next"`:
+/// (requestId, userEmailAddress, requestDate, status) per entry, and the page count.
+async fn list_all(s: &Sim) -> (Vec<[String; 4]>, usize) {
+    let mut url = s.url(&format!("/a/feeds/compliance/audit/mail/export/{DOMAIN}"));
+    let mut all = Vec::new();
+    let mut pages = 0;
+    loop {
+        let r = s
+            .http
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), StatusCode::OK);
+        let feed = r.text().await.expect("body");
+        pages += 1;
+        for e in feed.split("<entry>").skip(1) {
+            let p = |n: &str| prop(e, n).unwrap_or_default();
+            all.push([
+                p("requestId"),
+                p("userEmailAddress"),
+                p("requestDate"),
+                p("status"),
+            ]);
+        }
+        match next_link(&feed) {
+            Some(next) => url = next,
+            None => return (all, pages),
+        }
+        assert!(pages < 50, "too many pages");
+    }
+}
+
+#[tokio::test]
+async fn seeded_history_pages_past_rel_next_and_keeps_the_daily_limit() {
+    let c = SimConfig {
+        google_seed_history: true,
+        google_daily_limit: 8,
+        ..cfg()
+    };
+    assert_eq!(c.google_feed_page_size, 100);
+    let s = start(c.clone()).await;
+    let (entries, pages) = list_all(&s).await;
+    assert!(entries.len() > 100, "{} entries", entries.len());
+    assert!(pages >= 2, "rel=next reached");
+    let mut per_day = std::collections::HashMap::new();
+    for [_, user, date, status] in &entries {
+        assert!(user.ends_with("@example.com"), "{user}");
+        assert!(status == "DELETED" || status == "ERROR", "{status}");
+        *per_day.entry(date[..10].to_string()).or_insert(0) += 1;
+    }
+    assert!(per_day.len() >= 20, "{} days", per_day.len());
+    assert!(per_day.values().all(|n| *n <= 8), "{per_day:?}");
+    // No seeded request today: the whole daily limit is left.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(!per_day.contains_key(&today));
+    for i in 0..8 {
+        s.create(&format!("user{i}")).await;
+    }
+    let (status, _) = s
+        .create_raw(
+            "user9",
+            &create_body("2022-07-01 04:30", "2022-08-30 20:00", "FULL_MESSAGE"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Deterministic: another simulator seeds the same users, dates and outcomes.
+    let other = start(c).await;
+    let (again, _) = list_all(&other).await;
+    let strip = |v: &[[String; 4]]| -> Vec<[String; 3]> {
+        v.iter()
+            .map(|[_, u, d, st]| [u.clone(), d.clone(), st.clone()])
+            .collect()
+    };
+    assert_eq!(strip(&again), strip(&entries));
+}
