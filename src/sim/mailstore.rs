@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{bump, Faults, Injected, SimConfig};
 
+mod directory;
 #[cfg(test)]
 mod tests;
 
@@ -47,6 +48,7 @@ pub struct MailStoreSim {
     step_interval: Duration,
     faults: Arc<Faults>,
     processes: Mutex<HashMap<String, Arc<Process>>>,
+    keep_final_token: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,6 +91,8 @@ struct ProcState {
     error: Option<(String, String)>,
     /// The last status version this server sent to a client for this process.
     last_sent: i64,
+    /// Final statuses keep the token (see `SimConfig::mailstore_keep_final_token`).
+    keep_token: bool,
 }
 
 impl ProcState {
@@ -103,7 +107,7 @@ impl ProcState {
         let running = self.code == Code::Running;
         json!({
             "error": self.error.as_ref().map(|(m, d)| json!({ "message": m, "details": d })),
-            "token": if running { json!(token) } else { Value::Null },
+            "token": if running || self.keep_token { json!(token) } else { Value::Null },
             "statusVersion": self.version,
             "statusCode": self.code.as_str(),
             "percentProgress": self.percent,
@@ -140,6 +144,32 @@ const FUNCTIONS: &[Function] = &[
         name: "VerifyStore",
         args: &[("id", "number", false), ("includeIndexes", "bool", true)],
     },
+    Function {
+        name: "VerifyStores",
+        args: &[("includeIndexes", "bool", true)],
+    },
+    Function {
+        name: "GetUsers",
+        args: &[],
+    },
+    Function {
+        name: "GetUserInfo",
+        args: &[("userName", "string", false)],
+    },
+    Function {
+        name: "GetFolderStatistics",
+        args: &[("timeoutMSec", "number", true)],
+    },
+    Function {
+        name: "GetWorkerResults",
+        args: &[
+            ("fromIncluding", "datetime", false),
+            ("toExcluding", "datetime", false),
+            ("timeZoneID", "string", false),
+            ("profileID", "number", true),
+            ("userName", "string", true),
+        ],
+    },
 ];
 
 impl MailStoreSim {
@@ -153,6 +183,7 @@ impl MailStoreSim {
             step_interval: cfg.mailstore_step_interval,
             faults,
             processes: Mutex::new(HashMap::new()),
+            keep_final_token: cfg.mailstore_keep_final_token,
         })
     }
 
@@ -205,6 +236,11 @@ impl MailStoreSim {
                 Err(e) => bom_json(&e),
             },
             "VerifyStore" => self.verify_store(args),
+            "VerifyStores" => self.verify_stores(args),
+            "GetUsers" => bom_json(&directory::get_users()),
+            "GetUserInfo" => bom_json(&directory::get_user_info(args)),
+            "GetFolderStatistics" => bom_json(&directory::get_folder_statistics(args)),
+            "GetWorkerResults" => bom_json(&directory::get_worker_results(args)),
             _ => bom_json(&failed(
                 &format!("Unknown function '{function}'."),
                 &format!("The function '{function}' is not part of the Administration API."),
@@ -259,6 +295,21 @@ impl MailStoreSim {
                 ),
             ));
         }
+        self.start_verify(&[id])
+    }
+
+    /// `VerifyStores`: verifies every attached store in one process.
+    fn verify_stores(self: &Arc<Self>, args: &Args) -> Response {
+        if let Err(e) = args.opt_bool("includeIndexes") {
+            return bom_json(&e);
+        }
+        let stores = self.stores.clone();
+        self.start_verify(&stores)
+    }
+
+    /// Starts a verification process over `ids` and answers its first status.
+    fn start_verify(self: &Arc<Self>, ids: &[i64]) -> Response {
+        let id = ids.first().copied().unwrap_or(0);
         let mut raw = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut raw);
         let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
@@ -267,13 +318,15 @@ impl MailStoreSim {
             version: v,
             code: Code::Running,
             percent: Some(0),
-            log: vec![
-                (v, format!("Verifying file group #{id}...")),
-                (
+            log: ids
+                .iter()
+                .map(|id| (v, format!("Verifying file group #{id}...")))
+                .chain([(
                     v,
                     "Creating a list of messages to be verified...".to_string(),
-                ),
-            ],
+                )])
+                .collect(),
+            keep_token: self.keep_final_token,
             error: None,
             last_sent: v,
         };
@@ -287,7 +340,7 @@ impl MailStoreSim {
         lock(&self.processes).insert(token, process.clone());
         let plan = VerifyPlan {
             store: id,
-            damaged: self.failing_stores.contains(&id),
+            damaged: ids.iter().any(|i| self.failing_stores.contains(i)),
             steps: self.steps,
             interval: self.step_interval,
         };
@@ -626,6 +679,14 @@ impl Args {
                 &format!("The argument '{name}' is required."),
             )
         })
+    }
+
+    /// An optional number; blank counts as absent.
+    fn opt_i64(&self, name: &str) -> Result<Option<i64>, Value> {
+        match self.get(name).map(str::trim) {
+            None | Some("") | Some("null") => Ok(None),
+            Some(_) => self.required_i64(name).map(Some),
+        }
     }
 
     fn required_i64(&self, name: &str) -> Result<i64, Value> {

@@ -87,12 +87,21 @@ pub struct SimConfig {
     pub mimecast_max_skew: Duration,
     /// Mimecast API 2.0 token lifetime (real service: 30 minutes).
     pub mimecast_token_ttl: Duration,
+    /// Mimecast: requests allowed per `mimecast_rate_window`; every `/api/` answer reports the
+    /// window in `X-RateLimit-Limit`, `-Remaining` and `-Reset`, and a spent window answers 429.
+    pub mimecast_rate_limit: u32,
+    pub mimecast_rate_window: Duration,
     /// MailStore: how many status updates a VerifyStore runs through, and the time between them.
     pub mailstore_steps: u32,
     pub mailstore_step_interval: Duration,
     /// MailStore store ids that exist; ids listed in `mailstore_failing_stores` fail verification.
     pub mailstore_stores: Vec<i64>,
     pub mailstore_failing_stores: Vec<i64>,
+    /// MailStore: final statuses of long-running processes keep their token (with
+    /// `statusCode: succeeded`, as the wrapper's tutorial output shows) instead of
+    /// `"token": null` (as the API page shows, the default). Clients must decide completion
+    /// by `statusCode`, never by the token.
+    pub mailstore_keep_final_token: bool,
     /// Google: how many status polls an export stays PENDING before COMPLETED.
     pub google_pending_polls: u32,
     /// Google: exports for this user end in ERROR.
@@ -104,6 +113,10 @@ pub struct SimConfig {
     pub google_file_size: usize,
     /// Google: entries per page of the export list feed (the real service: at most 100).
     pub google_feed_page_size: usize,
+    /// Google: start with three weeks of past requests (DELETED or ERROR) for the admin's
+    /// domain, deterministic, within the daily limit, so the list feed pages past
+    /// `rel="next"`. Off by default (tests count list entries); `auditflow sim` should turn it on.
+    pub google_seed_history: bool,
     /// Google: how many DELETE calls leave an export `MARKED_DELETE` before one makes it `DELETED`.
     pub google_delete_marked_times: u32,
     /// Google: lifetime of access tokens issued by the simulated token endpoint (real: 1 hour).
@@ -127,16 +140,20 @@ impl Default for SimConfig {
             mimecast_default_page_size: 50,
             mimecast_max_skew: Duration::from_secs(15 * 60),
             mimecast_token_ttl: Duration::from_secs(30 * 60),
+            mimecast_rate_limit: 100_000,
+            mimecast_rate_window: Duration::from_secs(3600),
             mailstore_steps: 6,
             mailstore_step_interval: Duration::from_millis(100),
             mailstore_stores: vec![1, 2, 3],
             mailstore_failing_stores: vec![],
+            mailstore_keep_final_token: false,
             google_pending_polls: 3,
             google_error_user: None,
             google_daily_limit: 100,
             google_files_per_export: 2,
             google_file_size: 64 * 1024,
             google_feed_page_size: 100,
+            google_seed_history: false,
             google_delete_marked_times: 1,
             google_token_ttl: Duration::from_secs(3600),
             work_dir: None,

@@ -256,6 +256,16 @@ impl Sim {
     }
 }
 
+/// The ETag a file answers with.
+async fn r_etag(s: &Sim, url: &str) -> String {
+    let r = s.get_file(url, None).await;
+    r.headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .expect("ETag")
+        .to_string()
+}
+
 fn decrypt(data: &[u8]) -> Vec<u8> {
     let msg = Message::from_bytes(data).expect("an OpenPGP message");
     let decrypted = msg
@@ -515,12 +525,7 @@ async fn jwt_bearer_grant_issues_tokens_and_rejects_bad_assertions() {
         ),
         (
             "wrong aud",
-            jwt.sign(jwt.claims(
-                admin,
-                "https://oauth2.googleapis.com/token",
-                now,
-                now + 3600,
-            )),
+            jwt.sign(jwt.claims(admin, "https://oauth2.example.net/token", now, now + 3600)),
             "invalid_grant",
         ),
         (
@@ -806,6 +811,30 @@ async fn export_completes_and_files_decrypt_to_the_plaintext() {
             .and_then(|v| v.to_str().ok()),
         Some(format!("bytes */{len}").as_str())
     );
+    // If-Range (RFC 9110 13.1.5): the current ETag keeps the range; a stale tag, a weak tag
+    // or a date answers 200 with the whole file.
+    let etag = r_etag(&s, &urls[0]).await;
+    let if_range = |v: String| {
+        s.http
+            .get(&urls[0])
+            .bearer_auth(TOKEN)
+            .header("Range", "bytes=100-")
+            .header("If-Range", v)
+            .send()
+    };
+    let r = if_range(etag.clone()).await.expect("send");
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes().await.expect("body"), full.slice(100..));
+    for stale in [
+        "\"not-the-tag\"".to_string(),
+        format!("W/{etag}"),
+        "Tue, 01 Jan 2030 00:00:00 GMT".to_string(),
+    ] {
+        let r = if_range(stale.clone()).await.expect("send");
+        assert_eq!(r.status(), StatusCode::OK, "{stale}");
+        assert!(r.headers().get("content-range").is_none(), "{stale}");
+        assert_eq!(r.bytes().await.expect("body"), full, "{stale}");
+    }
     // Resuming after a partial read gives the same bytes as a whole download.
     let head = s
         .get_file(&urls[0], Some("bytes=0-999"))
@@ -1078,7 +1107,7 @@ async fn list_pages_follow_rel_next() {
             .expect("send");
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
-    // Other domains see nothing.
+    // A domain the admin does not manage: 403, as Google answers.
     let r =
         s.http
             .get(s.url(
@@ -1088,7 +1117,7 @@ async fn list_pages_follow_rel_next() {
             .send()
             .await
             .expect("send");
-    assert_eq!(r.text().await.expect("b").matches("<entry>").count(), 0);
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
@@ -1354,4 +1383,145 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[tokio::test]
+async fn standard_google_audience_is_accepted() {
+    let s = start(cfg()).await;
+    let jwt = Jwt::from_key_file(&s);
+    let now = chrono::Utc::now().timestamp();
+    // Google's auth library signs for the standard endpoint whatever the key file says; other
+    // clients sign for the key file's token_uri (the simulator's own URL).
+    for aud in [
+        "https://oauth2.googleapis.com/token",
+        jwt.token_uri.as_str(),
+    ] {
+        let assertion = jwt.sign(jwt.claims("admin@example.com", aud, now, now + 3600));
+        let (status, body) = grant(&s, &jwt.token_uri, &assertion).await;
+        assert_eq!(status, StatusCode::OK, "{aud}: {body}");
+    }
+    assert_eq!(s.sim.tokens_issued(), 2);
+}
+
+#[tokio::test]
+async fn exports_of_a_domain_the_admin_does_not_manage_are_forbidden() {
+    let s = start(cfg()).await;
+    let other = |path: &str| s.url(&format!("/a/feeds/compliance/audit/mail/export/{path}"));
+    let r = s
+        .http
+        .post(other("other.example/quinn"))
+        .bearer_auth(TOKEN)
+        .header("Content-Type", "application/atom+xml")
+        .body(create_body(
+            "2022-07-01 04:30",
+            "2022-08-30 20:00",
+            "FULL_MESSAGE",
+        ))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], 403);
+    assert_eq!(body["error"]["errors"][0]["reason"], "forbidden");
+    assert_eq!(body["error"]["status"], "PERMISSION_DENIED");
+    assert_eq!(s.sim.exports_created("other.example"), 0);
+    for path in ["other.example/quinn/12345", "other.example"] {
+        let r = s
+            .http
+            .get(other(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    let r = s
+        .http
+        .delete(other("other.example/quinn/12345"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The admin's own domain is served.
+    s.create("quinn").await;
+}
+
+/// Every entry of the default list (last three weeks), following `rel="next"`:
+/// (requestId, userEmailAddress, requestDate, status) per entry, and the page count.
+async fn list_all(s: &Sim) -> (Vec<[String; 4]>, usize) {
+    let mut url = s.url(&format!("/a/feeds/compliance/audit/mail/export/{DOMAIN}"));
+    let mut all = Vec::new();
+    let mut pages = 0;
+    loop {
+        let r = s
+            .http
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), StatusCode::OK);
+        let feed = r.text().await.expect("body");
+        pages += 1;
+        for e in feed.split("<entry>").skip(1) {
+            let p = |n: &str| prop(e, n).unwrap_or_default();
+            all.push([
+                p("requestId"),
+                p("userEmailAddress"),
+                p("requestDate"),
+                p("status"),
+            ]);
+        }
+        match next_link(&feed) {
+            Some(next) => url = next,
+            None => return (all, pages),
+        }
+        assert!(pages < 50, "too many pages");
+    }
+}
+
+#[tokio::test]
+async fn seeded_history_pages_past_rel_next_and_keeps_the_daily_limit() {
+    let c = SimConfig {
+        google_seed_history: true,
+        google_daily_limit: 8,
+        ..cfg()
+    };
+    assert_eq!(c.google_feed_page_size, 100);
+    let s = start(c.clone()).await;
+    let (entries, pages) = list_all(&s).await;
+    assert!(entries.len() > 100, "{} entries", entries.len());
+    assert!(pages >= 2, "rel=next reached");
+    let mut per_day = std::collections::HashMap::new();
+    for [_, user, date, status] in &entries {
+        assert!(user.ends_with("@example.com"), "{user}");
+        assert!(status == "DELETED" || status == "ERROR", "{status}");
+        *per_day.entry(date[..10].to_string()).or_insert(0) += 1;
+    }
+    assert!(per_day.len() >= 20, "{} days", per_day.len());
+    assert!(per_day.values().all(|n| *n <= 8), "{per_day:?}");
+    // No seeded request today: the whole daily limit is left.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(!per_day.contains_key(&today));
+    for i in 0..8 {
+        s.create(&format!("user{i}")).await;
+    }
+    let (status, _) = s
+        .create_raw(
+            "user9",
+            &create_body("2022-07-01 04:30", "2022-08-30 20:00", "FULL_MESSAGE"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Deterministic: another simulator seeds the same users, dates and outcomes.
+    let other = start(c).await;
+    let (again, _) = list_all(&other).await;
+    let strip = |v: &[[String; 4]]| -> Vec<[String; 3]> {
+        v.iter()
+            .map(|[_, u, d, st]| [u.clone(), d.clone(), st.clone()])
+            .collect()
+    };
+    assert_eq!(strip(&again), strip(&entries));
 }

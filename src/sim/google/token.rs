@@ -44,8 +44,8 @@ impl GrantError {
 
 /// What a valid assertion must say.
 pub(super) struct Expected<'a> {
-    /// The token endpoint URL (`aud`).
-    pub audience: &'a str,
+    /// Token endpoint URLs accepted as `aud`; the first is named in the error.
+    pub audiences: &'a [&'a str],
     /// The admin the service account acts as (`sub`, domain-wide delegation).
     pub subject: &'a str,
 }
@@ -143,10 +143,10 @@ impl ServiceAccount {
         if claim_str("iss") != Some(CLIENT_EMAIL) {
             return Err(GrantError::grant("Invalid grant: account not found"));
         }
-        if claim_str("aud") != Some(expected.audience) {
+        if !claim_str("aud").is_some_and(|aud| expected.audiences.contains(&aud)) {
             return Err(GrantError::grant(format!(
                 "Invalid JWT: Failed audience check. The right audience is {}",
-                expected.audience
+                expected.audiences.first().copied().unwrap_or_default()
             )));
         }
         let iat = claims.get("iat").and_then(Value::as_i64);

@@ -486,3 +486,132 @@ fn form_parsing() {
     assert!(parse_form(b"a=%ff").is_err(), "not UTF-8");
     assert!(parse_form(&[0x61, 0x3d, 0xff]).is_err());
 }
+
+#[tokio::test]
+async fn final_status_keeps_its_token_when_configured() {
+    // Default: the API page's `"token": null` (asserted in the tests above).
+    let h = start(SimConfig {
+        mailstore_keep_final_token: true,
+        ..fast(3, 20)
+    })
+    .await;
+    let first = h.call("/api/invoke/VerifyStore", &[("id", "1")]).await;
+    let token = first["token"].as_str().expect("token").to_string();
+    let answers = poll_to_end(&h, &first).await;
+    let last = answers.last().expect("final answer");
+    assert_eq!(last["statusCode"], "succeeded");
+    assert_eq!(last["token"], token.as_str());
+    assert_eq!(last["percentProgress"], 100);
+    // A failed process keeps it too; completion is told by statusCode alone.
+    let h = start(SimConfig {
+        mailstore_keep_final_token: true,
+        mailstore_failing_stores: vec![2],
+        ..fast(3, 20)
+    })
+    .await;
+    let first = h.call("/api/invoke/VerifyStore", &[("id", "2")]).await;
+    let answers = poll_to_end(&h, &first).await;
+    let last = answers.last().expect("final answer");
+    assert_eq!(last["statusCode"], "failed");
+    assert_eq!(last["token"], first["token"]);
+}
+
+#[tokio::test]
+async fn tutorial_functions_are_listed_and_served() {
+    let h = start(fast(3, 20)).await;
+    let meta = h.call("/api/get-metadata", &[]).await;
+    let functions = meta.as_array().expect("a bare list of functions");
+    let args_of = |name: &str| -> Vec<String> {
+        functions
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("{name} listed"))["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a["name"].as_str().expect("arg name").to_string())
+            .collect()
+    };
+    assert!(args_of("GetUsers").is_empty());
+    assert_eq!(args_of("GetUserInfo"), vec!["userName"]);
+    assert_eq!(args_of("GetFolderStatistics"), vec!["timeoutMSec"]);
+    assert_eq!(args_of("VerifyStores"), vec!["includeIndexes"]);
+    assert_eq!(
+        args_of("GetWorkerResults"),
+        vec![
+            "fromIncluding",
+            "toExcluding",
+            "timeZoneID",
+            "profileID",
+            "userName"
+        ]
+    );
+
+    // The tutorial: every address of every user, and the admins.
+    let users = h.call("/api/invoke/GetUsers", &[]).await;
+    assert_eq!(users["statusCode"], "succeeded");
+    let mut addresses = Vec::new();
+    let mut admins = Vec::new();
+    for user in users["result"].as_array().expect("users") {
+        let name = user["userName"].as_str().expect("userName");
+        let info = h
+            .call("/api/invoke/GetUserInfo", &[("userName", name)])
+            .await;
+        assert_eq!(info["statusCode"], "succeeded", "{info}");
+        let result = &info["result"];
+        for a in result["emailAddresses"].as_array().expect("addresses") {
+            addresses.push(a.as_str().expect("address").to_string());
+        }
+        if result["privileges"]
+            .as_array()
+            .expect("privileges")
+            .contains(&Value::from("admin"))
+        {
+            admins.push(name.to_string());
+        }
+        for p in result["privilegesOnFolders"].as_array().expect("folders") {
+            assert!(p["folder"].is_string() && p["privileges"].is_array());
+        }
+    }
+    assert!(addresses.contains(&"john.doe@example.com".to_string()));
+    assert_eq!(admins, vec!["admin"]);
+    let v = h
+        .call("/api/invoke/GetUserInfo", &[("userName", "nobody")])
+        .await;
+    assert_eq!(v["statusCode"], "failed");
+
+    let stats = h.call("/api/invoke/GetFolderStatistics", &[]).await;
+    assert_eq!(stats["statusCode"], "succeeded");
+    let folders = stats["result"].as_array().expect("folders");
+    assert_eq!(folders.len(), 3);
+    assert!(folders.iter().all(|f| f["count"].as_i64() > Some(0)));
+
+    let results = h
+        .call(
+            "/api/invoke/GetWorkerResults",
+            &[
+                ("fromIncluding", "2026-02-01T00:00:00"),
+                ("toExcluding", "2026-02-03T00:00:00"),
+                ("timeZoneID", "$Local"),
+                ("userName", "john.doe"),
+            ],
+        )
+        .await;
+    assert_eq!(results["statusCode"], "succeeded", "{results}");
+    let runs = results["result"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r["userName"] == "john.doe"));
+    let v = h
+        .call("/api/invoke/GetWorkerResults", &[("fromIncluding", "soon")])
+        .await;
+    assert_eq!(v["statusCode"], "failed");
+
+    let first = h.call("/api/invoke/VerifyStores", &[]).await;
+    assert_eq!(first["statusCode"], "running");
+    assert!(first["logOutput"]
+        .as_str()
+        .expect("log")
+        .contains("Verifying file group #3..."));
+    let answers = poll_to_end(&h, &first).await;
+    assert_eq!(answers.last().expect("final")["statusCode"], "succeeded");
+}

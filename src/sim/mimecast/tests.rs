@@ -807,8 +807,8 @@ async fn malformed_bodies_unknown_paths_and_methods() {
     for body in [
         "{not json",
         "",
-        // Mimecast's Python sample posts str(dict): not JSON.
-        "{'data': [{'channelId': 'X'}]}",
+        // A Python literal cut short (a whole `str(dict)` is accepted: see pyrepr.rs).
+        "{'data': [{'channelId': 'X'}",
         r#"{"data": {"channelId": "X"}}"#,
         r#"{"data": ["X"]}"#,
     ] {
@@ -875,33 +875,40 @@ async fn forced_faults_carry_vendor_headers_and_are_not_auth_failures() {
     assert_eq!(body["meta"]["status"], 429);
     assert_eq!(body["fail"][0]["errors"][0]["retryable"], true);
 
-    // The 503 happens behind the gateway: its request id is spent.
+    // The 503 leaves the request id unused: a stock retry resends the identical signed
+    // request (same date, id and signature) and is accepted (issue 12 item 9).
+    let c = &h.cfg.credentials;
+    let date = mc_date(Utc::now());
     let id = uuid::Uuid::new_v4().to_string();
-    let resp = h
-        .raw_v1(
-            CHANNEL,
-            &channel_body("X").to_string(),
-            Tweak {
-                req_id: Some(id.clone()),
-                ..Tweak::default()
-            },
-        )
-        .await;
+    let sig = signature(
+        &c.mimecast_secret_key,
+        &date,
+        &id,
+        CHANNEL,
+        &c.mimecast_app_key,
+    );
+    let send = || {
+        h.http
+            .post(format!("{}{CHANNEL}", h.base))
+            .header(
+                "Authorization",
+                format!("MC {}:{sig}", c.mimecast_access_key),
+            )
+            .header("x-mc-date", &date)
+            .header("x-mc-req-id", &id)
+            .header("x-mc-app-id", &c.mimecast_app_id)
+            .header("Content-Type", "application/json")
+            .body(channel_body("X").to_string())
+            .send()
+    };
+    let resp = send().await.expect("request sent");
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let (status, _) = h
-        .v1(
-            CHANNEL,
-            channel_body("X"),
-            Tweak {
-                req_id: Some(id),
-                ..Tweak::default()
-            },
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let resp = send().await.expect("request sent");
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Once it did authenticate, the same id is spent.
+    let resp = send().await.expect("request sent");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(h.count(|s| &s.reused_request_ids), 1);
-    let (status, _) = h.v1(CHANNEL, channel_body("X"), Tweak::default()).await;
-    assert_eq!(status, StatusCode::OK);
     assert_eq!(h.count(|s| &s.injected_429), 1);
     assert_eq!(h.count(|s| &s.injected_5xx), 1);
     assert_eq!(h.count(|s| &s.unauthenticated), 1);
@@ -924,4 +931,88 @@ async fn forced_faults_carry_vendor_headers_and_are_not_auth_failures() {
             .and_then(|v| v.to_str().ok()),
         Some("1")
     );
+}
+
+fn rate_header(resp: &reqwest::Response, name: &str) -> u64 {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing or not a number"))
+}
+
+#[tokio::test]
+async fn rate_limit_headers_on_every_answer_follow_the_window() {
+    let cfg = SimConfig {
+        mimecast_rate_limit: 3,
+        mimecast_rate_window: Duration::from_secs(60),
+        ..SimConfig::default()
+    };
+    let h = start(cfg).await;
+    let body = channel_body("X").to_string();
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let resp = h.raw_v1(CHANNEL, &body, Tweak::default()).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(rate_header(&resp, "x-ratelimit-limit"), 3);
+        let reset = rate_header(&resp, "x-ratelimit-reset");
+        assert!(reset > 0 && reset <= 60_000, "{reset}");
+        remaining.push(rate_header(&resp, "x-ratelimit-remaining"));
+    }
+    assert_eq!(remaining, vec![2, 1, 0]);
+    // Rejected calls report the window too; a spent window answers 429.
+    let resp = h
+        .raw_v1(
+            CHANNEL,
+            &body,
+            Tweak {
+                corrupt_signature: true,
+                ..Tweak::default()
+            },
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(rate_header(&resp, "x-ratelimit-remaining"), 0);
+    assert_eq!(rate_header(&resp, "x-ratelimit-limit"), 3);
+    assert!(rate_header(&resp, "x-ratelimit-reset") > 0);
+    let token = h.good_token().await;
+    let resp = h.bearer(&token, CHANNEL, channel_body("X")).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(rate_header(&resp, "retry-after") >= 1);
+}
+
+#[tokio::test]
+async fn rate_limit_headers_on_401() {
+    let h = start(SimConfig::default()).await;
+    let resp = h
+        .raw_v1(
+            CHANNEL,
+            "{}",
+            Tweak {
+                corrupt_signature: true,
+                ..Tweak::default()
+            },
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(rate_header(&resp, "x-ratelimit-limit"), 100_000);
+    assert_eq!(rate_header(&resp, "x-ratelimit-remaining"), 99_999);
+}
+
+#[tokio::test]
+async fn python_sample_str_dict_body_is_accepted() {
+    let h = start(SimConfig::default()).await;
+    // What `str(payload)` gives for the page's Python sample.
+    let body = "{'data': [{'channelId': 'B8Y43U-GYVS-WHAU6M'}]}";
+    let resp = h.raw_v1(CHANNEL, body, Tweak::default()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let json: Value = resp.json().await.expect("envelope");
+    assert_eq!(json["fail"], json!([]));
+    assert_eq!(
+        json["data"][0]["channelId"].as_str().map(str::len),
+        Some(43)
+    );
+    // Neither JSON nor a Python literal: still 400.
+    let resp = h.raw_v1(CHANNEL, "{'data': [", Tweak::default()).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }

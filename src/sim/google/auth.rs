@@ -1,0 +1,164 @@
+//! Bearer checks of API calls (with fault injection) and the service-account `POST /token` endpoint.
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+
+use crate::sim::{bump, Injected};
+
+use super::answers::google_error;
+use super::token;
+use super::{lock, GoogleSim, JWT_BEARER};
+
+impl GoogleSim {
+    /// Fault injection, then bearer authentication.
+    pub(super) async fn guard(&self, headers: &HeaderMap) -> Option<Response> {
+        match self.faults.draw("google").await {
+            Injected::TooManyRequests => {
+                let mut r = google_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rateLimitExceeded",
+                    "Rate Limit Exceeded",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return Some(r);
+            }
+            Injected::ServerError(s) => return Some(crate::sim::server_error(s)),
+            Injected::None => {}
+        }
+        self.authenticate(headers)
+    }
+
+    pub(super) fn authenticate(&self, headers: &HeaderMap) -> Option<Response> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, rest) = v.trim().split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| rest.trim().to_string())
+            })
+            .filter(|t| !t.is_empty());
+        let valid = match &presented {
+            Some(t) if *t == self.cfg.credentials.google_access_token => true,
+            Some(t) => lock(&self.state)
+                .tokens
+                .get(t)
+                .is_some_and(|until| *until > Instant::now()),
+            None => false,
+        };
+        if valid {
+            return None;
+        }
+        bump(&self.stats().unauthenticated);
+        let mut r = google_error(
+            StatusCode::UNAUTHORIZED,
+            "authError",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, \
+             login cookie or other valid authentication credential.",
+        );
+        let challenge = if presented.is_some() {
+            "Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\""
+        } else {
+            "Bearer realm=\"https://accounts.google.com/\""
+        };
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        Some(r)
+    }
+}
+
+/// Google's standard OAuth token endpoint.
+pub(super) const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+
+pub(super) async fn token_endpoint(State(sim): State<Arc<GoogleSim>>, body: Bytes) -> Response {
+    bump(&sim.stats().google_token_requests);
+    let mut grant_type = None;
+    let mut assertion = None;
+    for (k, v) in url::form_urlencoded::parse(&body) {
+        match k.as_ref() {
+            "grant_type" => grant_type = Some(v.into_owned()),
+            "assertion" => assertion = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let oauth_error = |error: &str, description: String| {
+        bump(&sim.stats().unauthenticated);
+        (
+            StatusCode::BAD_REQUEST,
+            [
+                (header::CONTENT_TYPE, "application/json; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            serde_json::json!({ "error": error, "error_description": description }).to_string(),
+        )
+            .into_response()
+    };
+    match grant_type.as_deref() {
+        None => {
+            return oauth_error(
+                "invalid_request",
+                "Missing required parameter: grant_type".into(),
+            )
+        }
+        Some(JWT_BEARER) => {}
+        Some(other) => {
+            return oauth_error(
+                "unsupported_grant_type",
+                format!("Invalid grant_type: {other}"),
+            )
+        }
+    }
+    let Some(assertion) = assertion else {
+        return oauth_error(
+            "invalid_request",
+            "Missing required parameter: assertion".into(),
+        );
+    };
+    let base = sim.base();
+    // Google checks `aud` against its token endpoints, whatever `token_uri` a key file names:
+    // its auth library signs for the standard URL; others sign for the key file's `token_uri`
+    // (this endpoint's own URL, as written in the simulator's key file) (issue 12 item 7).
+    let own = format!("{base}/token");
+    let audiences = [own.as_str(), GOOGLE_TOKEN_URL];
+    let expected = token::Expected {
+        audiences: &audiences,
+        subject: &sim.cfg.credentials.google_admin_email,
+    };
+    let now = Utc::now().timestamp();
+    if let Err(e) = sim.account.verify_assertion(&assertion, &expected, now) {
+        return oauth_error(e.error, e.description);
+    }
+    let access_token = token::new_access_token();
+    let ttl = sim.cfg.google_token_ttl;
+    {
+        let mut st = lock(&sim.state);
+        let now = Instant::now();
+        st.tokens.retain(|_, until| *until > now);
+        st.tokens.insert(access_token.clone(), now + ttl);
+    }
+    sim.tokens_issued.fetch_add(1, Ordering::Relaxed);
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        serde_json::json!({
+            "access_token": access_token,
+            "expires_in": ttl.as_secs(),
+            "token_type": "Bearer",
+        })
+        .to_string(),
+    )
+        .into_response()
+}

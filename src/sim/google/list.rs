@@ -1,0 +1,124 @@
+//! `GET .../mail/export/{domain}`: the paged Atom feed of a domain's export requests.
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::NaiveDateTime;
+
+use super::answers::{atom_response, bad_request};
+use super::atom::{self, EntryView, FeedView};
+use super::export::{expire, remove_files};
+use super::exports::check_domain;
+use super::{lock, retention, rfc3339_millis, GoogleSim, DATE_FMT, EXPORT_PATH};
+
+/// `start` tokens of the list: opaque, carry the last request id of the previous page.
+pub(super) fn encode_start(after: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("after:{after}"))
+}
+
+pub(super) fn decode_start(token: &str) -> Option<u64> {
+    let raw = URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    text.strip_prefix("after:")?.parse().ok()
+}
+
+pub(super) fn encode_date(d: NaiveDateTime) -> String {
+    d.format(DATE_FMT).to_string().replace(' ', "%20")
+}
+
+pub(super) async fn list_exports(
+    State(sim): State<Arc<GoogleSim>>,
+    UrlPath(domain): UrlPath<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = sim.guard(&headers).await {
+        return r;
+    }
+    let domain = match check_domain(&domain) {
+        Ok(d) => d,
+        Err(e) => return bad_request(e),
+    };
+    if let Some(r) = sim.forbid_foreign_domain(&domain) {
+        return r;
+    }
+    let now = sim.now();
+    let mut from = None;
+    let mut after = None;
+    for (k, v) in url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "fromDate" => match NaiveDateTime::parse_from_str(v.trim(), DATE_FMT) {
+                Ok(d) => from = Some(d),
+                Err(_) => {
+                    return bad_request(format!(
+                        "fromDate '{v}' is not a date of the form YYYY-MM-DD HH:MM (UTC)"
+                    ))
+                }
+            },
+            "start" => match decode_start(&v) {
+                Some(id) => after = Some(id),
+                None => return bad_request(format!("invalid start token '{v}'")),
+            },
+            _ => {}
+        }
+    }
+    // Without fromDate: the last 3 weeks (minute precision, like the parameter).
+    let from = from.unwrap_or_else(|| {
+        let d = (now - retention()).naive_utc();
+        NaiveDateTime::parse_from_str(&d.format(DATE_FMT).to_string(), DATE_FMT).unwrap_or(d)
+    });
+    let page_size = sim.cfg.google_feed_page_size.max(1);
+    let base = sim.base();
+    let feed_href = format!("{base}{EXPORT_PATH}/{domain}");
+    let from_q = encode_date(from);
+    let mut self_href = format!("{feed_href}?fromDate={from_q}");
+    if let Some(a) = after {
+        self_href.push_str(&format!("&start={}", encode_start(a)));
+    }
+    let mut removed = Vec::new();
+    let (entries, start_index, next_href) = {
+        let mut st = lock(&sim.state);
+        let mut skipped = 0usize;
+        let mut page: Vec<EntryView> = Vec::new();
+        let mut last_id = None;
+        let mut more = false;
+        for e in st.exports.values_mut() {
+            if e.domain != domain || e.requested.naive_utc() < from {
+                continue;
+            }
+            if after.is_some_and(|a| e.id <= a) {
+                skipped += 1;
+                continue;
+            }
+            if page.len() == page_size {
+                more = true;
+                break;
+            }
+            removed.extend(expire(e, now));
+            page.push(sim.entry_view(&base, e));
+            last_id = Some(e.id);
+        }
+        let next = match (more, last_id) {
+            (true, Some(last)) => Some(format!(
+                "{feed_href}?fromDate={from_q}&start={}",
+                encode_start(last)
+            )),
+            _ => None,
+        };
+        (page, skipped + 1, next)
+    };
+    remove_files(removed);
+    let feed = FeedView {
+        id: feed_href.clone(),
+        updated: rfc3339_millis(now),
+        self_href,
+        feed_href,
+        next_href,
+        start_index,
+        entries,
+    };
+    atom_response(StatusCode::OK, atom::render_feed(&feed))
+}
