@@ -1,9 +1,8 @@
 //! End-to-end engine tests: the real binary against in-process HTTP servers.
-mod common;
 
 use std::time::Duration;
 
-use common::{auditflow_async, serve, text, Dir, Reply};
+use crate::common::{auditflow_async, serve, text, Dir, Reply};
 use serde_json::json;
 
 fn args(v: &[&str]) -> Vec<String> {
