@@ -2,6 +2,7 @@
 //! test binary once instead of once per suite. Run one suite with
 //! `cargo test --test integration engine::` (test names are `suite::test`).
 
+mod case;
 mod common;
 mod vendors_common;
 
