@@ -14,6 +14,7 @@ mod decrypt_rpgp_formats;
 mod download_http;
 mod durable;
 mod engine;
+mod runtime_cases;
 mod schema;
 mod shipped_workflows;
 mod validate_cases;
