@@ -1,5 +1,4 @@
 //! Mimecast adapter against in-process servers: 1.0 signing, envelope errors, 429, paging, 2.0 tokens.
-mod vendors_common;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,11 +16,11 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::vendors_common::*;
 use auditflow::secrets::Secrets;
 use auditflow::vendors::{
     Body, Connection, Credentials, NoObserver, Pagination, Request, VendorError, VendorKind,
 };
-use vendors_common::*;
 
 const ACCESS_KEY: &str = "test-access-key-123";
 // base64 of "test-mimecast-secret-0123456789"

@@ -3,14 +3,14 @@
 //! itself) and run again; every time the mbox files are byte-identical to what the simulator
 //! encrypted and exactly one export was created. Also: detach with exit 75 and resume, damaged
 //! or foreign state directories, a changed workflow, `runs list/show`, and `--shard`.
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+use crate::common::{auditflow_async, key, root, serve, text, wf, Dir, Reply};
 use auditflow::sim::{self, SimConfig, SimHandle};
-use common::{auditflow_async, key, root, serve, text, wf, Dir, Reply};
 
 const DOMAIN: &str = "example.com";
 

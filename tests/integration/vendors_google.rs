@@ -1,6 +1,5 @@
 //! Google Email Audit adapter: Atom build/parse (vendor samples), feed paging, bearer and
 //! service-account auth against in-process servers.
-mod vendors_common;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,11 +15,11 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::vendors_common::*;
 use auditflow::secrets::Secrets;
 use auditflow::vendors::{
     atom, Body, Connection, Credentials, NoObserver, Pagination, Request, VendorError, VendorKind,
 };
-use vendors_common::*;
 
 const STATIC_TOKEN: &str = "ya29.static-test-token";
 const SUBJECT: &str = "admin@example.com";

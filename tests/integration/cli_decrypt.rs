@@ -1,5 +1,5 @@
 //! `auditflow decrypt` and `auditflow verify` on the checked-in GnuPG fixtures.
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,12 +1,12 @@
 //! Every shipped workflow against the simulator, with faults injected (a 429 and a 503 per
 //! vendor, a download cut half way), through the real binary. The simulator must see no bad
 //! signature, no wrong `lastKnownStatusVersion` and no request without valid auth.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
+use crate::common::{auditflow_async, key, text, wf};
 use auditflow::sim::{self, FaultConfig, SimConfig, SimHandle};
-use common::{auditflow_async, key, text, wf};
 
 fn faulty() -> SimConfig {
     SimConfig {

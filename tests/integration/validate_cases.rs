@@ -2,9 +2,9 @@
 //! by `auditflow validate` with exactly the text in `NAME.err`; every shipped workflow and
 //! every file in `tests/cases/valid/` must be accepted.
 //!
-//! After an intended change of messages, regenerate with `AUDITFLOW_BLESS=1 cargo test --test validate_cases`
+//! After an intended change of messages, regenerate with `AUDITFLOW_BLESS=1 cargo test --test integration validate_cases`
 //! and review the diff.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

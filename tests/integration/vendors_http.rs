@@ -1,5 +1,4 @@
 //! Plain http adapter and shared behaviour: auth, Link paging, Retry-After, transport errors, cancel.
-mod vendors_common;
 
 use std::time::Duration;
 
@@ -11,11 +10,11 @@ use axum::Router;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::vendors_common::*;
 use auditflow::secrets::Secrets;
 use auditflow::vendors::{
     Body, Connection, Credentials, NoObserver, Pagination, Request, VendorError, VendorKind,
 };
-use vendors_common::*;
 
 const TOKEN: &str = "plain-bearer-token-xyz";
 

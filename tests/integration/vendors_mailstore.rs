@@ -1,5 +1,4 @@
 //! MailStore adapter against an in-process server: BOM answers, long-running processes, errors, cancel.
-mod vendors_common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,9 +15,9 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::vendors_common::*;
 use auditflow::secrets::Secrets;
 use auditflow::vendors::{Body, Connection, Credentials, Request, VendorError, VendorKind};
-use vendors_common::*;
 
 const USER: &str = "admin";
 const PASSWORD: &str = "mailstore-test-password";

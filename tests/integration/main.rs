@@ -1,0 +1,24 @@
+//! The one integration-test binary: every suite is a module here, so the crate is linked into a
+//! test binary once instead of once per suite. Run one suite with
+//! `cargo test --test integration engine::` (test names are `suite::test`).
+
+mod case;
+mod common;
+mod vendors_common;
+
+mod cli_decrypt;
+mod decrypt_fixtures;
+mod decrypt_gpg_live;
+mod decrypt_mutations;
+mod decrypt_rpgp_formats;
+mod download_http;
+mod durable;
+mod engine;
+mod runtime_cases;
+mod schema;
+mod shipped_workflows;
+mod validate_cases;
+mod vendors_google;
+mod vendors_http;
+mod vendors_mailstore;
+mod vendors_mimecast;
