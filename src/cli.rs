@@ -623,7 +623,7 @@ async fn decrypt(
                 emitter.emit(Event::Artifact {
                     step: "decrypt".into(),
                     artifact: crate::events::Artifact {
-                        kind: "decrypt".into(),
+                        kind: crate::events::ArtifactKind::Decrypt,
                         path: d.path.display().to_string(),
                         bytes: d.bytes,
                         sha256: d.sha256.clone(),
