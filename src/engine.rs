@@ -469,14 +469,8 @@ pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunRe
     }
     crate::failpoint::hit("run-end");
     if let Some(st) = &state {
-        let word = match status {
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Pending => "pending",
-            RunStatus::Cancelled => "cancelled",
-        };
         let masked = error.as_ref().map(|e| emitter.secrets().mask(e));
-        if let Err(e) = st.finish(word, masked).await {
+        if let Err(e) = st.finish(status, masked).await {
             status = RunStatus::Failed;
             error = Some(e.to_string());
         }

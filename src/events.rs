@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::secrets::Secrets;
@@ -37,8 +37,9 @@ impl StepStatus {
     }
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How a run ended. Serialized as `succeeded`, `failed`, `pending`, `cancelled` (events,
+/// reports, the journal's `finished` record and the manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Succeeded,
@@ -47,11 +48,58 @@ pub enum RunStatus {
     Cancelled,
 }
 
+impl RunStatus {
+    /// The word written to events, reports, journals and manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Pending => "pending",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What produced an artifact. Serialized as `download`, `decrypt`, `saved` (events, journal
+/// and manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactKind {
+    /// A file a `download` (or `download` + `decrypt`) step fetched.
+    Download,
+    /// The plaintext of a decrypted file.
+    Decrypt,
+    /// A response body a `call` step saved with `save_to`.
+    Saved,
+}
+
+impl ArtifactKind {
+    /// The word written to events, journals and manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::Download => "download",
+            ArtifactKind::Decrypt => "decrypt",
+            ArtifactKind::Saved => "saved",
+        }
+    }
+}
+
+impl std::fmt::Display for ArtifactKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A file the run produced.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Artifact {
-    /// `download`, `decrypt` or `saved`.
-    pub kind: String,
+    pub kind: ArtifactKind,
     pub path: String,
     pub bytes: u64,
     pub sha256: String,
@@ -367,5 +415,61 @@ mod tests {
         let all = serde_json::to_string(&*c.events.lock().unwrap()).unwrap();
         assert!(!all.contains("top-secret-token"), "{all}");
         assert_eq!(all.matches("***").count(), 4, "{all}");
+    }
+
+    /// Serializes `value`, checks the JSON string is `word`, and reads `word` back.
+    fn round_trip<T>(value: T, word: &str)
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+    {
+        let json = format!("\"{word}\"");
+        assert_eq!(serde_json::to_string(&value).unwrap(), json);
+        assert_eq!(serde_json::from_str::<T>(&json).unwrap(), value);
+    }
+
+    #[test]
+    fn run_status_reads_and_writes_the_same_words_as_before() {
+        for (s, word) in [
+            (RunStatus::Succeeded, "succeeded"),
+            (RunStatus::Failed, "failed"),
+            (RunStatus::Pending, "pending"),
+            (RunStatus::Cancelled, "cancelled"),
+        ] {
+            round_trip(s, word);
+            assert_eq!(s.as_str(), word);
+            assert_eq!(s.to_string(), word);
+        }
+    }
+
+    #[test]
+    fn artifact_kind_reads_and_writes_the_same_words_as_before() {
+        for (k, word) in [
+            (ArtifactKind::Download, "download"),
+            (ArtifactKind::Decrypt, "decrypt"),
+            (ArtifactKind::Saved, "saved"),
+        ] {
+            round_trip(k, word);
+            assert_eq!(k.as_str(), word);
+        }
+        // An artifact line as journals and events carried it before the enum.
+        let old =
+            r#"{"kind":"download","path":"out/a.zip","bytes":3,"sha256":"ab","finished_at":"t"}"#;
+        let a: Artifact = serde_json::from_str(old).unwrap();
+        assert_eq!(a.kind, ArtifactKind::Download);
+        assert_eq!(serde_json::to_string(&a).unwrap(), old);
+    }
+
+    #[test]
+    fn step_status_serializes_to_the_same_words_as_before() {
+        for (s, word) in [
+            (StepStatus::Succeeded, "succeeded"),
+            (StepStatus::Failed, "failed"),
+            (StepStatus::FailedContinued, "failed_continued"),
+            (StepStatus::Skipped, "skipped"),
+            (StepStatus::Pending, "pending"),
+            (StepStatus::Recorded, "recorded"),
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), word);
+        }
     }
 }

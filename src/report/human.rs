@@ -5,17 +5,32 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::events::{Event, RunStatus, Sink, StepStatus};
+use crate::events::{Artifact, Event, RunStatus, Sink, StepStatus};
 use crate::workflow::duration::format_duration;
+
+#[cfg(test)]
+mod tests;
 
 /// Prints events as lines; with `bars`, shows progress bars for running steps.
 pub struct Human {
-    bars: Option<MultiProgress>,
+    out: Output,
     state: Mutex<State>,
     verbose: bool,
+}
+
+/// Where lines go.
+enum Output {
+    /// Above the progress bars of running steps (a terminal).
+    Bars(MultiProgress),
+    /// Plain lines on stdout (CI logs, pipes).
+    Stdout,
+    /// Plain lines kept in memory (tests).
+    #[cfg(test)]
+    Buffer(Mutex<String>),
 }
 
 #[derive(Default)]
@@ -24,26 +39,234 @@ struct State {
     counts: HashMap<&'static str, u32>,
 }
 
+/// A finished step as [`Human::step_finished`] prints it.
+struct Finished<'a> {
+    step: &'a str,
+    name: &'a str,
+    status: StepStatus,
+    attempts: u32,
+    duration: Duration,
+    error: Option<&'a str>,
+}
+
 impl Human {
     /// `interactive`: draw progress bars (a terminal, and `CI` unset).
     pub fn new(interactive: bool, verbose: bool) -> Self {
+        let out = if interactive {
+            Output::Bars(MultiProgress::new())
+        } else {
+            Output::Stdout
+        };
+        Human::with_output(out, verbose)
+    }
+
+    fn with_output(out: Output, verbose: bool) -> Self {
         Human {
-            bars: interactive.then(MultiProgress::new),
+            out,
             state: Mutex::new(State::default()),
             verbose,
         }
     }
 
+    fn bars(&self) -> Option<&MultiProgress> {
+        match &self.out {
+            Output::Bars(m) => Some(m),
+            _ => None,
+        }
+    }
+
     fn println(&self, line: &str) {
-        match &self.bars {
-            Some(m) => {
+        match &self.out {
+            Output::Bars(m) => {
                 let _ = m.println(line);
             }
-            None => {
+            Output::Stdout => {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}");
             }
+            #[cfg(test)]
+            Output::Buffer(b) => {
+                if let Ok(mut b) = b.lock() {
+                    b.push_str(line);
+                    b.push('\n');
+                }
+            }
         }
+    }
+
+    fn run_started(
+        &self,
+        workflow: &str,
+        file: &str,
+        run_id: &str,
+        dry_run: bool,
+        resumed: Option<&str>,
+    ) {
+        let mode = if dry_run {
+            " (dry run: nothing is sent)"
+        } else {
+            ""
+        };
+        self.println(&format!("▶ {workflow} ({file}) run {run_id}{mode}"));
+        if let Some(r) = resumed {
+            self.println(&format!("  ↺ resuming: {r}"));
+        }
+    }
+
+    /// A spinner in a terminal; a line only when verbose otherwise.
+    fn step_started(&self, st: &mut State, step: &str, name: &str, kind: &str) {
+        if let Some(m) = self.bars() {
+            let pb = m.add(ProgressBar::new_spinner());
+            pb.set_style(
+                ProgressStyle::with_template("  {spinner} {prefix} {wide_msg} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            pb.set_prefix(format!("{step} [{kind}]"));
+            pb.set_message(name.to_string());
+            pb.enable_steady_tick(Duration::from_millis(120));
+            st.running.insert(step.to_string(), pb);
+        } else if self.verbose {
+            self.println(&format!("  … {step} [{kind}] {name}"));
+        }
+    }
+
+    fn retry(&self, step: &str, attempt: u32, error: &str, wait: Duration) {
+        self.println(&format!(
+            "  ↻ {step}: attempt {attempt} failed: {error}; retrying in {}",
+            format_duration(wait)
+        ));
+    }
+
+    /// On the step's spinner when it has one, else a line.
+    fn poll(&self, st: &State, step: &str, poll: u32, observed: &str, next_in: Duration) {
+        let line = if next_in.is_zero() {
+            format!("  ⧗ {step}: poll {poll}: {observed}")
+        } else {
+            format!(
+                "  ⧗ {step}: poll {poll}: {observed}; next in {}",
+                format_duration(next_in)
+            )
+        };
+        match st.running.get(step) {
+            Some(pb) => pb.set_message(line.trim().to_string()),
+            None => self.println(&line),
+        }
+    }
+
+    fn log(&self, st: &State, step: &str, line: &str) {
+        if self.verbose || !st.running.contains_key(step) {
+            self.println(&format!("    {step}: {line}"));
+        } else if let Some(pb) = st.running.get(step) {
+            pb.set_message(line.to_string());
+        }
+    }
+
+    fn dry_run(
+        &self,
+        step: &str,
+        method: &str,
+        url: &str,
+        headers: &[(String, String)],
+        body: Option<&str>,
+    ) {
+        let mut s = format!("  ⇢ {step}: {method} {url}");
+        for (k, v) in headers {
+            s.push_str(&format!("\n      {k}: {v}"));
+        }
+        for l in body.into_iter().flat_map(str::lines) {
+            s.push_str(&format!("\n      | {l}"));
+        }
+        self.println(&s);
+    }
+
+    fn artifact(&self, step: &str, a: &Artifact) {
+        self.println(&format!(
+            "    {step}: wrote {} ({}, sha256 {})",
+            a.path,
+            HumanBytes(a.bytes),
+            &a.sha256[..a.sha256.len().min(16)]
+        ));
+    }
+
+    fn step_finished(&self, st: &mut State, f: Finished<'_>) {
+        if let Some(pb) = st.running.remove(f.step) {
+            pb.finish_and_clear();
+        }
+        let tries = if f.attempts > 1 {
+            format!(", {} attempts", f.attempts)
+        } else {
+            String::new()
+        };
+        let label = if f.name == f.step {
+            f.step.to_string()
+        } else {
+            format!("{} ({})", f.step, f.name)
+        };
+        let mut line = format!(
+            "  {} {label}: {} in {}{tries}",
+            mark(f.status),
+            f.status.as_str(),
+            format_duration(f.duration)
+        );
+        if let Some(err) = f.error {
+            line.push_str(&format!("\n      {}", err.replace('\n', "\n      ")));
+        }
+        *st.counts.entry(f.status.as_str()).or_default() += 1;
+        self.println(&line);
+    }
+
+    /// The summary line: verdict, duration, steps counted by outcome.
+    fn run_finished(&self, st: &State, status: RunStatus, duration: Duration, error: Option<&str>) {
+        let mut parts: Vec<String> = ["ok", "FAILED", "failed (continued)", "skipped", "pending"]
+            .iter()
+            .filter_map(|k| st.counts.get(k).map(|n| format!("{n} {k}")))
+            .collect();
+        if parts.is_empty() {
+            parts.push("no steps".into());
+        }
+        self.println(&format!(
+            "■ run {} in {}: {}",
+            verdict(status),
+            format_duration(duration),
+            parts.join(", ")
+        ));
+        if let (Some(e), RunStatus::Pending) = (error, status) {
+            self.println(&format!("  waiting for: {e}"));
+        }
+    }
+}
+
+/// The mark before a finished step.
+fn mark(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Succeeded => "✓",
+        StepStatus::Failed | StepStatus::FailedContinued => "✗",
+        StepStatus::Skipped => "-",
+        StepStatus::Pending => "⧗",
+        StepStatus::Recorded => "↺",
+    }
+}
+
+/// How the summary line names the run's end.
+fn verdict(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "FAILED",
+        RunStatus::Pending => "PENDING (run again later to continue)",
+        RunStatus::Cancelled => "CANCELLED",
+    }
+}
+
+/// A running step's progress on its bar (nothing without one).
+fn progress(st: &State, step: &str, percent: Option<f64>, bytes: Option<u64>, total: Option<u64>) {
+    let Some(pb) = st.running.get(step) else {
+        return;
+    };
+    match (percent, bytes, total) {
+        (Some(p), _, _) => pb.set_message(format!("{p:.0}%")),
+        (_, Some(b), Some(t)) => pb.set_message(format!("{} / {}", HumanBytes(b), HumanBytes(t))),
+        (_, Some(b), None) => pb.set_message(HumanBytes(b).to_string()),
+        _ => {}
     }
 }
 
@@ -61,110 +284,35 @@ impl Sink for Human {
                 dry_run,
                 resumed,
                 ..
-            } => {
-                let mode = if *dry_run {
-                    " (dry run: nothing is sent)"
-                } else {
-                    ""
-                };
-                self.println(&format!("▶ {workflow} ({file}) run {run_id}{mode}"));
-                if let Some(r) = resumed {
-                    self.println(&format!("  ↺ resuming: {r}"));
-                }
-            }
-            Event::StepStarted { step, name, kind } => {
-                if let Some(m) = &self.bars {
-                    let pb = m.add(ProgressBar::new_spinner());
-                    pb.set_style(
-                        ProgressStyle::with_template("  {spinner} {prefix} {wide_msg} {elapsed}")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                    );
-                    pb.set_prefix(format!("{step} [{kind}]"));
-                    pb.set_message(name.clone());
-                    pb.enable_steady_tick(std::time::Duration::from_millis(120));
-                    st.running.insert(step.clone(), pb);
-                } else if self.verbose {
-                    self.println(&format!("  … {step} [{kind}] {name}"));
-                }
-            }
+            } => self.run_started(workflow, file, run_id, *dry_run, resumed.as_deref()),
+            Event::StepStarted { step, name, kind } => self.step_started(&mut st, step, name, kind),
             Event::Retry {
                 step,
                 attempt,
                 error,
                 wait,
-            } => self.println(&format!(
-                "  ↻ {step}: attempt {attempt} failed: {error}; retrying in {}",
-                format_duration(*wait)
-            )),
+            } => self.retry(step, *attempt, error, *wait),
             Event::Poll {
                 step,
                 poll,
                 observed,
                 next_in,
-            } => {
-                let line = if next_in.is_zero() {
-                    format!("  ⧗ {step}: poll {poll}: {observed}")
-                } else {
-                    format!(
-                        "  ⧗ {step}: poll {poll}: {observed}; next in {}",
-                        format_duration(*next_in)
-                    )
-                };
-                match st.running.get(step) {
-                    Some(pb) => pb.set_message(line.trim().to_string()),
-                    None => self.println(&line),
-                }
-            }
-            Event::Log { step, line } => {
-                if self.verbose || !st.running.contains_key(step) {
-                    self.println(&format!("    {step}: {line}"));
-                } else if let Some(pb) = st.running.get(step) {
-                    pb.set_message(line.clone());
-                }
-            }
+            } => self.poll(&st, step, *poll, observed, *next_in),
+            Event::Log { step, line } => self.log(&st, step, line),
             Event::Progress {
                 step,
                 percent,
                 bytes,
                 total,
-            } => {
-                if let Some(pb) = st.running.get(step) {
-                    match (percent, bytes, total) {
-                        (Some(p), _, _) => pb.set_message(format!("{p:.0}%")),
-                        (_, Some(b), Some(t)) => pb.set_message(format!(
-                            "{} / {}",
-                            indicatif::HumanBytes(*b),
-                            indicatif::HumanBytes(*t)
-                        )),
-                        (_, Some(b), None) => pb.set_message(indicatif::HumanBytes(*b).to_string()),
-                        _ => {}
-                    }
-                }
-            }
+            } => progress(&st, step, *percent, *bytes, *total),
             Event::DryRun {
                 step,
                 method,
                 url,
                 headers,
                 body,
-            } => {
-                let mut s = format!("  ⇢ {step}: {method} {url}");
-                for (k, v) in headers {
-                    s.push_str(&format!("\n      {k}: {v}"));
-                }
-                if let Some(b) = body {
-                    for l in b.lines() {
-                        s.push_str(&format!("\n      | {l}"));
-                    }
-                }
-                self.println(&s);
-            }
-            Event::Artifact { step, artifact } => self.println(&format!(
-                "    {step}: wrote {} ({}, sha256 {})",
-                artifact.path,
-                indicatif::HumanBytes(artifact.bytes),
-                &artifact.sha256[..artifact.sha256.len().min(16)]
-            )),
+            } => self.dry_run(step, method, url, headers, body.as_deref()),
+            Event::Artifact { step, artifact } => self.artifact(step, artifact),
             Event::Warning { message } => self.println(&format!("  ⚠ warning: {message}")),
             Event::StepFinished {
                 step,
@@ -174,68 +322,23 @@ impl Sink for Human {
                 error,
                 name,
                 ..
-            } => {
-                if let Some(pb) = st.running.remove(step) {
-                    pb.finish_and_clear();
-                }
-                let mark = match status {
-                    StepStatus::Succeeded => "✓",
-                    StepStatus::Failed => "✗",
-                    StepStatus::FailedContinued => "✗",
-                    StepStatus::Skipped => "-",
-                    StepStatus::Pending => "⧗",
-                    StepStatus::Recorded => "↺",
-                };
-                let tries = if *attempts > 1 {
-                    format!(", {attempts} attempts")
-                } else {
-                    String::new()
-                };
-                let label = if name == step {
-                    step.clone()
-                } else {
-                    format!("{step} ({name})")
-                };
-                let mut line = format!(
-                    "  {mark} {label}: {} in {}{tries}",
-                    status.as_str(),
-                    format_duration(*duration)
-                );
-                if let Some(err) = error {
-                    line.push_str(&format!("\n      {}", err.replace('\n', "\n      ")));
-                }
-                *st.counts.entry(status.as_str()).or_default() += 1;
-                self.println(&line);
-            }
+            } => self.step_finished(
+                &mut st,
+                Finished {
+                    step,
+                    name,
+                    status: *status,
+                    attempts: *attempts,
+                    duration: *duration,
+                    error: error.as_deref(),
+                },
+            ),
             Event::RunFinished {
                 status,
                 duration,
                 error,
                 ..
-            } => {
-                let mut parts: Vec<String> =
-                    ["ok", "FAILED", "failed (continued)", "skipped", "pending"]
-                        .iter()
-                        .filter_map(|k| st.counts.get(k).map(|n| format!("{n} {k}")))
-                        .collect();
-                if parts.is_empty() {
-                    parts.push("no steps".into());
-                }
-                let verdict = match status {
-                    RunStatus::Succeeded => "succeeded",
-                    RunStatus::Failed => "FAILED",
-                    RunStatus::Pending => "PENDING (run again later to continue)",
-                    RunStatus::Cancelled => "CANCELLED",
-                };
-                self.println(&format!(
-                    "■ run {verdict} in {}: {}",
-                    format_duration(*duration),
-                    parts.join(", ")
-                ));
-                if let (Some(e), RunStatus::Pending) = (error, status) {
-                    self.println(&format!("  waiting for: {e}"));
-                }
-            }
+            } => self.run_finished(&st, *status, *duration, error.as_deref()),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::events::{Artifact, Event, Sink};
+use crate::events::{Artifact, ArtifactKind, Event, RunStatus, Sink};
 
 /// File name of the manifest inside the output directory.
 pub const FILE_NAME: &str = "manifest.json";
@@ -20,7 +20,7 @@ pub const FILE_NAME: &str = "manifest.json";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Entry {
     pub path: String,
-    pub kind: String,
+    pub kind: ArtifactKind,
     pub bytes: u64,
     pub sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,7 +47,7 @@ pub struct RunRecord {
     #[serde(default)]
     pub finished_at: Option<String>,
     #[serde(default)]
-    pub status: Option<String>,
+    pub status: Option<RunStatus>,
 }
 
 /// The manifest document.
@@ -188,9 +188,7 @@ impl Sink for ManifestSink {
             Event::RunFinished { status, .. } => {
                 if let Some(r) = g.0.as_mut() {
                     r.finished_at = Some(chrono::Utc::now().to_rfc3339());
-                    r.status = serde_json::to_value(status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string));
+                    r.status = Some(*status);
                 }
             }
             _ => {}
@@ -315,7 +313,7 @@ mod tests {
     fn artifact(path: &Path, bytes: &[u8]) -> Artifact {
         std::fs::write(path, bytes).unwrap();
         Artifact {
-            kind: "download".into(),
+            kind: ArtifactKind::Download,
             path: path.display().to_string(),
             bytes: bytes.len() as u64,
             sha256: crate::steps::sha256_hex(bytes),

@@ -23,10 +23,10 @@ pub fn list(runs: &[Listed]) -> String {
     for r in runs {
         match r {
             Ok(s) => {
-                let status = if s.active && s.status != "succeeded" {
+                let status = if s.active && !s.status.succeeded() {
                     format!("{}*", s.status)
                 } else {
-                    s.status.clone()
+                    s.status.to_string()
                 };
                 let _ = writeln!(
                     out,
@@ -66,7 +66,7 @@ pub fn show(r: &Replay, active: bool) -> String {
         let _ = writeln!(out, "resumed   {}", when(*t));
     }
     let status = match &r.finished {
-        Some((at, s, _)) => format!("{s} at {}", when(*at)),
+        Some((at, s, _)) => format!("{} at {}", s.as_str(), when(*at)),
         None => format!(
             "interrupted (no end recorded; last record {})",
             when(r.last_at)
@@ -75,7 +75,7 @@ pub fn show(r: &Replay, active: bool) -> String {
     let _ = writeln!(
         out,
         "status    {status}{}",
-        if active && r.status() != "succeeded" {
+        if active && !r.status().succeeded() {
             " — unfinished: the next run of the same workflow and inputs resumes it"
         } else {
             ""

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::StateError;
-use crate::events::Artifact;
+use crate::events::{Artifact, RunStatus};
 
 /// Version of the record format written in every run header.
 pub const JOURNAL_VERSION: u32 = 1;
@@ -56,6 +56,72 @@ pub enum DoneStatus {
     Succeeded,
     Skipped,
     FailedContinued,
+}
+
+/// How a process ended a run, as its `finished` record says. Serialized as `succeeded`,
+/// `failed`, `pending`, `cancelled` (the run's [`RunStatus`]) or `abandoned`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EndStatus {
+    Succeeded,
+    Failed,
+    Pending,
+    Cancelled,
+    /// Given up by `--fresh`, or by a changed workflow that had sent nothing unrepeatable.
+    Abandoned,
+}
+
+impl From<RunStatus> for EndStatus {
+    fn from(s: RunStatus) -> Self {
+        match s {
+            RunStatus::Succeeded => EndStatus::Succeeded,
+            RunStatus::Failed => EndStatus::Failed,
+            RunStatus::Pending => EndStatus::Pending,
+            RunStatus::Cancelled => EndStatus::Cancelled,
+        }
+    }
+}
+
+impl EndStatus {
+    /// The word written in the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndStatus::Succeeded => "succeeded",
+            EndStatus::Failed => "failed",
+            EndStatus::Pending => "pending",
+            EndStatus::Cancelled => "cancelled",
+            EndStatus::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// A run's status as its journal tells it: how its last process ended it, or `interrupted`
+/// when that process wrote no end (a crash or kill).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordedStatus {
+    Ended(EndStatus),
+    Interrupted,
+}
+
+impl RecordedStatus {
+    /// The word `runs list`, `runs show` and resume notes print.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordedStatus::Ended(s) => s.as_str(),
+            RecordedStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether the run succeeded (then it is no longer resumed).
+    pub fn succeeded(self) -> bool {
+        self == RecordedStatus::Ended(EndStatus::Succeeded)
+    }
+}
+
+impl std::fmt::Display for RecordedStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One line of the journal.
@@ -129,11 +195,10 @@ pub enum Record {
         step: String,
         artifact: Artifact,
     },
-    /// The process ended the run with this status (`succeeded`, `failed`, `pending`,
-    /// `cancelled`, `abandoned`).
+    /// The process ended the run with this status.
     Finished {
         at: DateTime<Utc>,
-        status: String,
+        status: EndStatus,
         #[serde(default)]
         error: Option<String>,
     },
@@ -183,7 +248,7 @@ pub struct Replay {
     pub artifacts: HashMap<String, Vec<Artifact>>,
     /// Steps in the order they were first seen (for `runs show`).
     pub order: Vec<String>,
-    pub finished: Option<(DateTime<Utc>, String, Option<String>)>,
+    pub finished: Option<(DateTime<Utc>, EndStatus, Option<String>)>,
     pub resumes: Vec<DateTime<Utc>>,
     pub last_at: DateTime<Utc>,
     pub records: usize,
@@ -408,10 +473,10 @@ impl Replay {
     }
 
     /// The run's status as recorded: its last `Finished`, else `interrupted` (a crash or kill).
-    pub fn status(&self) -> &str {
+    pub fn status(&self) -> RecordedStatus {
         match &self.finished {
-            Some((_, s, _)) => s,
-            None => "interrupted",
+            Some((_, s, _)) => RecordedStatus::Ended(*s),
+            None => RecordedStatus::Interrupted,
         }
     }
 }
@@ -597,7 +662,7 @@ mod tests {
         assert_eq!(r.done["a"].outputs["x"], 1);
         assert_eq!(r.intents["create"].fingerprint, "f");
         assert!(r.has_non_idempotent());
-        assert_eq!(r.status(), "interrupted");
+        assert_eq!(r.status().as_str(), "interrupted");
     }
 
     #[test]
@@ -641,7 +706,7 @@ mod tests {
         }
         j.append_durable(&Record::Finished {
             at: Utc::now(),
-            status: "succeeded".into(),
+            status: EndStatus::Succeeded,
             error: None,
         })
         .await
@@ -650,6 +715,38 @@ mod tests {
         assert_eq!(r.records, 52);
         assert_eq!(r.order.len(), 50);
         assert_eq!(r.order[7], "s7");
-        assert_eq!(r.status(), "succeeded");
+        assert_eq!(r.status().as_str(), "succeeded");
+    }
+
+    #[test]
+    fn end_status_reads_and_writes_the_same_words_as_before() {
+        for (st, word) in [
+            (EndStatus::Succeeded, "succeeded"),
+            (EndStatus::Failed, "failed"),
+            (EndStatus::Pending, "pending"),
+            (EndStatus::Cancelled, "cancelled"),
+            (EndStatus::Abandoned, "abandoned"),
+        ] {
+            let line = format!(
+                r#"{{"type":"finished","at":"2024-05-01T10:00:00Z","status":"{word}","error":null}}"#
+            );
+            let rec: Record = serde_json::from_str(&line).unwrap();
+            let Record::Finished { status, .. } = &rec else {
+                panic!("not a finished record: {rec:?}")
+            };
+            assert_eq!(*status, st);
+            assert_eq!(serde_json::to_string(&rec).unwrap(), line);
+            assert_eq!(st.as_str(), word);
+            assert_eq!(RecordedStatus::Ended(st).to_string(), word);
+        }
+        for (run, word) in [
+            (RunStatus::Succeeded, "succeeded"),
+            (RunStatus::Failed, "failed"),
+            (RunStatus::Pending, "pending"),
+            (RunStatus::Cancelled, "cancelled"),
+        ] {
+            assert_eq!(EndStatus::from(run).as_str(), word);
+        }
+        assert_eq!(RecordedStatus::Interrupted.to_string(), "interrupted");
     }
 }

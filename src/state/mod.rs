@@ -17,9 +17,14 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::events::RunStatus;
+
 pub mod journal;
 
-pub use journal::{DoneStatus, FileDigest, Journal, Record, Replay, RunHeader, JOURNAL_VERSION};
+pub use journal::{
+    DoneStatus, EndStatus, FileDigest, Journal, Record, RecordedStatus, Replay, RunHeader,
+    JOURNAL_VERSION,
+};
 
 const MARKER: &str = "auditflow-state.json";
 const FORMAT: &str = "auditflow-state";
@@ -121,15 +126,15 @@ pub struct RunState {
 impl RunState {
     /// Ends the process's part of the run: records the status; a succeeded run is no longer
     /// active, so the next `auditflow run` starts a new one.
-    pub async fn finish(&self, status: &str, error: Option<String>) -> Result<(), StateError> {
+    pub async fn finish(&self, status: RunStatus, error: Option<String>) -> Result<(), StateError> {
         self.journal
             .append_durable(&Record::Finished {
                 at: Utc::now(),
-                status: status.to_string(),
+                status: status.into(),
                 error,
             })
             .await?;
-        if status == "succeeded" {
+        if status == RunStatus::Succeeded {
             match std::fs::remove_file(&self.pointer) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -148,7 +153,7 @@ pub type Listed = Result<RunSummary, (String, StateError)>;
 pub struct RunSummary {
     pub run_id: String,
     pub workflow: String,
-    pub status: String,
+    pub status: RecordedStatus,
     pub active: bool,
     pub started_at: DateTime<Utc>,
     pub last_at: DateTime<Utc>,
@@ -383,7 +388,7 @@ impl StateDir {
         append_to(replay)?
             .append_durable(&Record::Finished {
                 at: Utc::now(),
-                status: "abandoned".into(),
+                status: EndStatus::Abandoned,
                 error: None,
             })
             .await
@@ -519,7 +524,7 @@ fn summary(r: &Replay, active: bool) -> RunSummary {
     RunSummary {
         run_id: r.header.run_id.clone(),
         workflow: r.header.workflow.clone(),
-        status: r.status().to_string(),
+        status: r.status(),
         active,
         started_at: r.header.started_at,
         last_at: r.last_at,
@@ -600,7 +605,9 @@ mod tests {
             outputs: serde_json::json!(1),
             replayable: true,
         });
-        s.finish("failed", Some("boom".into())).await.unwrap();
+        s.finish(RunStatus::Failed, Some("boom".into()))
+            .await
+            .unwrap();
         drop(s);
         let (s, b, _) = sd.begin(header("k1", "run-b"), false).await.unwrap();
         let Begin::Resumed(r) = b else {
@@ -614,7 +621,7 @@ mod tests {
             Ok(_) => panic!("a second begin must fail while the lock is held"),
         };
         assert!(matches!(e, StateError::Busy { .. }), "{e}");
-        s.finish("succeeded", None).await.unwrap();
+        s.finish(RunStatus::Succeeded, None).await.unwrap();
         drop(s);
         let (_, b, _) = sd.begin(header("k1", "run-d"), false).await.unwrap();
         assert!(matches!(b, Begin::New));

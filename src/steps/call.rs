@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use super::{render_str, response_value, send_with_retry, write_atomic, StepEnv, StepError};
-use crate::events::{Artifact, Event};
+use crate::events::{Artifact, ArtifactKind, Event};
 use crate::template::{render_deep, Template};
 use crate::vendors::{Body, Connection, Pagination, Request, Response, VendorKind};
 use crate::workflow::model::{CallSpec, Paginate};
@@ -341,7 +341,7 @@ pub async fn execute(
         env.emitter.emit(Event::Artifact {
             step: env.step.to_string(),
             artifact: Artifact {
-                kind: "saved".into(),
+                kind: ArtifactKind::Saved,
                 path: path.display().to_string(),
                 bytes: text.len() as u64,
                 sha256: super::sha256_hex(&text),

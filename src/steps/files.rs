@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::decrypt::{self, DecryptionKey};
 use super::download::{self, DownloadObserver, DownloadSpec as FileSpec, HeaderFn};
 use super::{render_optional, render_str, StepEnv, StepError};
-use crate::events::{Artifact, Emitter, Event};
+use crate::events::{Artifact, ArtifactKind, Emitter, Event};
 use crate::template::render_deep;
 use crate::vendors::Connection;
 use crate::workflow::model::{DecryptSpec, DownloadSpec};
@@ -190,7 +190,7 @@ async fn durable_record(env: &StepEnv<'_>) {
 /// The recorded artifact of `path` when the file on disk still has its size and SHA-256.
 async fn recorded_file(
     env: &StepEnv<'_>,
-    kind: &str,
+    kind: ArtifactKind,
     path: &Path,
     source: Option<&str>,
 ) -> Option<Artifact> {
@@ -218,7 +218,7 @@ async fn recorded_file(
 
 /// A file an earlier process of the run downloaded, still intact (then it is not fetched).
 async fn already_downloaded(f: &FileSpec, env: &StepEnv<'_>) -> Option<download::Downloaded> {
-    let a = recorded_file(env, "download", &f.dest, None).await?;
+    let a = recorded_file(env, ArtifactKind::Download, &f.dest, None).await?;
     if f.expected_sha256
         .as_ref()
         .is_some_and(|h| !h.eq_ignore_ascii_case(&a.sha256))
@@ -239,7 +239,7 @@ fn emit_downloaded(d: &download::Downloaded, request_id: &Option<String>, env: &
     env.emitter.emit(Event::Artifact {
         step: env.step.to_string(),
         artifact: Artifact {
-            kind: "download".into(),
+            kind: ArtifactKind::Download,
             path: d.path.display().to_string(),
             bytes: d.bytes,
             sha256: d.sha256.clone(),
@@ -358,7 +358,9 @@ async fn decrypt_one(
     env: &StepEnv<'_>,
 ) -> Result<decrypt::DecryptedFile, StepError> {
     let output = to.join(decrypt::output_name(&input));
-    if let Some(a) = recorded_file(env, "decrypt", &output, Some(&display(&input))).await {
+    if let Some(a) =
+        recorded_file(env, ArtifactKind::Decrypt, &output, Some(&display(&input))).await
+    {
         let input_bytes = tokio::fs::metadata(&input).await.map(|m| m.len()).ok();
         if let (Some(input_bytes), Some(input_sha256)) = (input_bytes, a.source_sha256.clone()) {
             env.emitter.log(
@@ -540,7 +542,7 @@ fn emit_decrypted(env: &StepEnv<'_>, d: &decrypt::DecryptedFile) {
     env.emitter.emit(Event::Artifact {
         step: env.step.to_string(),
         artifact: Artifact {
-            kind: "decrypt".into(),
+            kind: ArtifactKind::Decrypt,
             path: d.path.display().to_string(),
             bytes: d.bytes,
             sha256: d.sha256.clone(),

@@ -1,0 +1,204 @@
+//! The command line's shape: clap types for every subcommand and its flags.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "auditflow",
+    version,
+    about = "Run declarative YAML audit workflows against Mimecast, MailStore and Google Email Audit"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate, then run a workflow.
+    Run(RunArgs),
+    /// Check workflow files without sending anything.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of workflow files.
+    Schema,
+    /// Show the runs recorded in a state directory.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// Serve the vendor simulator (Mimecast, MailStore, Google) on loopback until Ctrl-C.
+    Sim(SimArgs),
+    /// OpenPGP-decrypt files (e.g. Google exports downloaded otherwise) into a directory.
+    Decrypt(DecryptArgs),
+    /// Re-hash the artifacts of an output directory against its manifest.json (exit 1 on any difference).
+    Verify {
+        /// The output directory of a run (holding manifest.json).
+        dir: PathBuf,
+    },
+    /// Run the shipped workflows against the built-in simulator with a throwaway key.
+    Demo {
+        /// Where results go (replaced on every run).
+        #[arg(long, default_value = "demo-out")]
+        out: PathBuf,
+    },
+}
+
+impl Command {
+    /// Whether diagnostics go out as JSON lines (`run --log-format json`).
+    pub fn logs_json(&self) -> bool {
+        matches!(
+            self,
+            Command::Run(RunArgs {
+                log_format: LogFormat::Json,
+                ..
+            })
+        )
+    }
+}
+
+/// Arguments of `run` (also built by `demo`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The workflow file.
+    pub workflow: PathBuf,
+    /// An input value, KEY=VALUE (repeatable).
+    #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
+    pub inputs: Vec<String>,
+    /// A YAML file of inputs (a mapping); --input wins over it.
+    #[arg(long, value_name = "FILE")]
+    pub inputs_file: Option<PathBuf>,
+    /// Where run state is kept: a journal per run (masked, mode 0600). A run that did not
+    /// succeed (crash, failure, exit 75) is resumed by the next `run` of the same workflow
+    /// and inputs.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".auditflow",
+        env = "AUDITFLOW_STATE_DIR"
+    )]
+    pub state_dir: Option<PathBuf>,
+    /// Abandon an unfinished run of this workflow and inputs and start over (requests
+    /// that must not be repeated, such as export creations, are sent again).
+    #[arg(long)]
+    pub fresh: bool,
+    /// Run shard I of N: the outermost for_each loops keep the items whose hash falls
+    /// in this shard (for CI matrices and Kubernetes Indexed Jobs).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Write a JSON report of the run.
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+    /// Write a JUnit XML report (one test case per step).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Render every request (secrets masked) and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Detach when polling is still waiting this long after the run started: save state
+    /// and exit 75 (run the same command again later to continue).
+    #[arg(long, value_name = "DURATION")]
+    pub max_wait: Option<String>,
+    /// Output format: human lines, or JSON lines for machines.
+    #[arg(long, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+    /// Show every log line (MailStore log output, step starts).
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// The environment the workflow sees (not a flag: `main` passes the process's, the
+    /// demo its simulator's).
+    #[arg(skip)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Arguments of `decrypt`.
+#[derive(clap::Args, Debug)]
+pub struct DecryptArgs {
+    /// Armored or binary secret key file (RSA).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Name of the environment variable holding the key's passphrase (never the passphrase itself).
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+    /// Output directory (created if needed; files are written 0600).
+    #[arg(short = 'o', long = "out", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Encrypted files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// `--state-dir` (of `runs`).
+#[derive(clap::Args, Debug)]
+pub struct StateDirArg {
+    /// Where run state is kept: a journal per run (masked, mode 0600). A run that did not
+    /// succeed (crash, failure, exit 75) is resumed by the next `run` of the same workflow
+    /// and inputs.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".auditflow",
+        env = "AUDITFLOW_STATE_DIR"
+    )]
+    pub state_dir: PathBuf,
+}
+
+/// `auditflow runs ...`
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    /// One line per run, newest first.
+    List {
+        #[command(flatten)]
+        state: StateDirArg,
+    },
+    /// What one run recorded: steps, requests that must not be repeated, files, waits.
+    Show {
+        /// The run id (or its first characters).
+        run: String,
+        #[command(flatten)]
+        state: StateDirArg,
+    },
+}
+
+/// Options of `auditflow sim`.
+#[derive(clap::Args, Debug)]
+pub struct SimArgs {
+    /// Port of the Mimecast side (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub mimecast_port: u16,
+    #[arg(long, default_value_t = 0)]
+    pub mailstore_port: u16,
+    #[arg(long, default_value_t = 0)]
+    pub google_port: u16,
+    /// Latency added to every answer, e.g. 50ms.
+    #[arg(long, value_name = "DURATION")]
+    pub latency: Option<String>,
+    /// Share of requests answered 429 (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_429: f64,
+    /// Share of requests answered 500/502/503 (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_5xx: f64,
+    /// Cut this many file downloads half way.
+    #[arg(long, default_value_t = 0)]
+    pub cut_downloads: u32,
+    /// Exports of this Google user end in ERROR.
+    #[arg(long, value_name = "USER")]
+    pub google_error_user: Option<String>,
+    /// Status polls a Google export stays PENDING.
+    #[arg(long, default_value_t = 3)]
+    pub google_pending_polls: u32,
+    /// Seed of the fault generator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}

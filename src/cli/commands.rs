@@ -1,0 +1,219 @@
+//! The subcommands other than `run`: `validate`, `schema`, `runs`, `verify`, `decrypt`, `sim`.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::args::{DecryptArgs, RunsCommand, SimArgs};
+use super::error::CliError;
+use crate::events::RunStatus;
+use crate::report::decrypt::DecryptReport;
+use crate::state::StateDir;
+use crate::steps::decrypt::{decrypt_file, output_name, DecryptionKey};
+use crate::workflow::duration::parse_duration;
+use crate::workflow::validate::validate_file;
+
+/// The JSON Schema of workflow files, as checked in under `schemas/`.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(crate::workflow::model::Workflow);
+    serde_json::to_string_pretty(&schema).unwrap_or_else(|_| "{}".into())
+}
+
+/// `auditflow validate`: `ok` per good file on stdout, the diagnostics of the others.
+pub fn validate(files: &[PathBuf]) -> Result<(), CliError> {
+    let mut errors = Vec::new();
+    for f in files {
+        match validate_file(f) {
+            Ok(plan) => {
+                let extra = plan.files.len().saturating_sub(1);
+                if extra > 0 {
+                    println!(
+                        "{}: ok (with {extra} used file{})",
+                        f.display(),
+                        if extra == 1 { "" } else { "s" }
+                    );
+                } else {
+                    println!("{}: ok", f.display());
+                }
+            }
+            Err(diags) => errors.push(CliError::InvalidWorkflow(diags)),
+        }
+    }
+    if !errors.is_empty() {
+        errors.push(CliError::InvalidFiles {
+            bad: errors.len(),
+            total: files.len(),
+        });
+    }
+    CliError::all(errors)
+}
+
+/// `auditflow runs list|show`.
+pub fn runs(cmd: RunsCommand) -> Result<(), CliError> {
+    let (dir, id) = match &cmd {
+        RunsCommand::List { state } => (&state.state_dir, None),
+        RunsCommand::Show { run, state } => (&state.state_dir, Some(run)),
+    };
+    if !dir.join("auditflow-state.json").exists() {
+        return Err(CliError::Invalid(format!(
+            "{} is not an auditflow state directory (no runs recorded there); pass --state-dir",
+            dir.display()
+        )));
+    }
+    let sd = StateDir::open(dir).map_err(|e| CliError::Invalid(e.to_string()))?;
+    match id {
+        None => {
+            let list = sd.list().map_err(|e| CliError::Failed(e.to_string()))?;
+            print!("{}", crate::report::runs::list(&list));
+        }
+        Some(id) => {
+            let (r, active) = sd.show(id).map_err(|e| CliError::Invalid(e.to_string()))?;
+            print!("{}", crate::report::runs::show(&r, active));
+        }
+    }
+    Ok(())
+}
+
+/// `auditflow verify`: re-hashes the artifacts of `dir` against its manifest.
+pub fn verify(dir: &Path) -> Result<(), CliError> {
+    let v = crate::report::manifest::verify(dir).map_err(CliError::Invalid)?;
+    if v.problems.is_empty() {
+        println!(
+            "{}: {} artifact(s) verified, all sizes and SHA-256 match",
+            dir.display(),
+            v.checked
+        );
+        return Ok(());
+    }
+    for p in &v.problems {
+        println!("{p}");
+    }
+    Err(CliError::Differs {
+        dir: dir.to_path_buf(),
+        differ: v.problems.len(),
+        checked: v.checked,
+    })
+}
+
+/// `auditflow decrypt`: unlocks the key once, decrypts each file (in parallel), writes a
+/// manifest of what it produced.
+pub async fn decrypt(a: DecryptArgs) -> Result<(), CliError> {
+    let passphrase = match &a.passphrase_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            CliError::Usage(format!(
+                "--passphrase-env {var}: the environment variable {var} is not set"
+            ))
+        })?),
+        None => None,
+    };
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", a.out.display())))?;
+    let key = load_key(a.key.clone(), passphrase).await?;
+    let report = DecryptReport::start(key.key_ids(), &a.files);
+    let tasks: Vec<_> = a
+        .files
+        .iter()
+        .map(|f| {
+            let (key, input, output) = (key.clone(), f.clone(), a.out.join(output_name(f)));
+            tokio::task::spawn_blocking(move || decrypt_file(&key, &input, &output))
+        })
+        .collect();
+    let mut errors = Vec::new();
+    for (f, t) in a.files.iter().zip(tasks) {
+        match t.await {
+            Ok(Ok(d)) => report.decrypted(f, &d),
+            Ok(Err(e)) => errors.push(CliError::Failed(e.to_string())),
+            Err(e) => errors.push(CliError::Failed(format!(
+                "{}: decrypt task failed: {e}",
+                f.display()
+            ))),
+        }
+    }
+    let status = if errors.is_empty() {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Failed
+    };
+    if let Err(e) = report.finish(status, &a.out) {
+        errors.push(CliError::Report(e));
+    }
+    if !errors.is_empty() {
+        errors.push(CliError::DecryptFailed {
+            failed: errors.len(),
+            total: a.files.len(),
+        });
+    }
+    CliError::all(errors)
+}
+
+/// Loads and unlocks the secret key off the async threads.
+async fn load_key(
+    path: PathBuf,
+    passphrase: Option<String>,
+) -> Result<Arc<DecryptionKey>, CliError> {
+    let loaded =
+        tokio::task::spawn_blocking(move || DecryptionKey::load(&path, passphrase.as_deref()))
+            .await;
+    match loaded {
+        Ok(Ok(k)) => Ok(Arc::new(k)),
+        Ok(Err(e)) => Err(CliError::Failed(e.to_string())),
+        Err(e) => Err(CliError::Failed(format!("key loading failed: {e}"))),
+    }
+}
+
+/// `auditflow sim`: serves the simulator until Ctrl-C, then prints what it saw.
+pub async fn sim(a: SimArgs) -> Result<(), CliError> {
+    let latency = a
+        .latency
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| CliError::Usage(format!("--latency: {e}")))?
+        .unwrap_or(Duration::ZERO);
+    for (name, rate) in [("--rate-429", a.rate_429), ("--rate-5xx", a.rate_5xx)] {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(CliError::Usage(format!("{name} must be between 0 and 1")));
+        }
+    }
+    let cfg = crate::sim::SimConfig {
+        mimecast_port: a.mimecast_port,
+        mailstore_port: a.mailstore_port,
+        google_port: a.google_port,
+        faults: crate::sim::FaultConfig {
+            latency,
+            rate_429: a.rate_429,
+            rate_5xx: a.rate_5xx,
+            cut_downloads: a.cut_downloads,
+            force_each_once: false,
+            seed: a.seed,
+        },
+        google_error_user: a.google_error_user,
+        google_pending_polls: a.google_pending_polls,
+        ..Default::default()
+    };
+    let handle = crate::sim::start(cfg)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    println!("auditflow simulator listening (Ctrl-C to stop)");
+    println!("  mimecast   {}", handle.mimecast_url);
+    println!("  mailstore  {}", handle.mailstore_url);
+    println!(
+        "  google     {}  (token endpoint {})",
+        handle.google_url, handle.google_token_url
+    );
+    println!(
+        "  google service-account key file: {}",
+        handle.google.service_account_key_file().display()
+    );
+    println!("\nPoint the shipped workflows at it (these are throwaway simulator credentials):");
+    for (k, v) in handle.env() {
+        println!("export {k}='{v}'");
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    let stats = handle.stats.snapshot();
+    handle.shutdown().await;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&stats).unwrap_or_default()
+    );
+    Ok(())
+}

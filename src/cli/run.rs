@@ -1,0 +1,117 @@
+//! `auditflow run`: validate, resolve the flags, run the engine with the reporters, and turn
+//! the run's end into an exit code.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::args::{LogFormat, RunArgs};
+use super::error::{conclude, CliError};
+use crate::engine::{self, RunOptions, RunResult, Shard};
+use crate::events::{Emitter, RunStatus};
+use crate::report::{out_dir, Console, ReportArgs, Reporters};
+use crate::secrets::Secrets;
+use crate::state::StateDir;
+use crate::workflow::duration::parse_duration;
+use crate::workflow::validate::validate_file;
+
+/// Validates and runs a workflow, prints how it ended, and returns the exit code (the demo
+/// runs workflows through this).
+pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
+    conclude(run_workflow(args, cancel).await)
+}
+
+/// Validates and runs a workflow.
+pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<(), CliError> {
+    let plan = validate_file(&args.workflow).map_err(CliError::InvalidWorkflow)?;
+    let inputs = parse_inputs(&args).map_err(CliError::Invalid)?;
+    let max_wait = args
+        .max_wait
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| CliError::Usage(format!("--max-wait: {e}")))?;
+    let shard = args
+        .shard
+        .as_deref()
+        .map(Shard::parse)
+        .transpose()
+        .map_err(|e| CliError::Usage(format!("--shard {e}")))?;
+    let state = match (&args.state_dir, args.dry_run) {
+        (Some(dir), false) => {
+            Some(StateDir::open(dir).map_err(|e| CliError::Invalid(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let reporters = Reporters::from_args(ReportArgs {
+        console: match args.log_format {
+            LogFormat::Json => Console::JsonLines,
+            LogFormat::Human => Console::Human {
+                verbose: args.verbose,
+            },
+        },
+        report_json: args.report_json.clone(),
+        junit: args.junit.clone(),
+        manifest_dir: out_dir(&plan.root.workflow, &inputs),
+        dry_run: args.dry_run,
+    });
+    let secrets = Secrets::new();
+    let emitter = Emitter::new(reporters.sinks(), secrets.clone());
+    let opts = RunOptions {
+        inputs,
+        env: args.env.clone(),
+        dry_run: args.dry_run,
+        max_wait,
+        cancel,
+        state,
+        fresh: args.fresh,
+        shard,
+    };
+    let result = engine::run(plan, opts, emitter)
+        .await
+        .map_err(|e| CliError::RunRefused {
+            workflow: args.workflow.clone(),
+            message: secrets.mask(&e.to_string()),
+        })?;
+    let mut errors: Vec<CliError> = reporters
+        .finish(result.state_dir.as_deref(), &secrets)
+        .into_iter()
+        .map(CliError::Report)
+        .collect();
+    errors.extend(ended(result, args.state_dir));
+    CliError::all(errors)
+}
+
+/// How the run ended, when it did not succeed.
+fn ended(result: RunResult, state_dir: Option<PathBuf>) -> Option<CliError> {
+    match result.status {
+        RunStatus::Succeeded => None,
+        RunStatus::Failed => Some(CliError::StepFailed(result.error)),
+        RunStatus::Pending => Some(CliError::Pending {
+            waiting_for: result.error,
+            state_dir,
+            run_id: result.run_id,
+        }),
+        RunStatus::Cancelled => Some(CliError::Interrupted),
+    }
+}
+
+/// `--inputs-file`, then every `--input KEY=VALUE` over it.
+fn parse_inputs(args: &RunArgs) -> Result<BTreeMap<String, Value>, String> {
+    let mut out = BTreeMap::new();
+    if let Some(f) = &args.inputs_file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read inputs file {}: {e}", f.display()))?;
+        let v: BTreeMap<String, Value> = serde_yaml_ng::from_str(&text)
+            .map_err(|e| format!("{}: not a mapping of inputs: {e}", f.display()))?;
+        out.extend(v);
+    }
+    for kv in &args.inputs {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--input `{kv}`: write KEY=VALUE"))?;
+        out.insert(k.trim().to_string(), Value::String(v.to_string()));
+    }
+    Ok(out)
+}

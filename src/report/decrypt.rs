@@ -1,0 +1,79 @@
+//! What `auditflow decrypt` reports: a line per decrypted file and the evidence manifest,
+//! fed with the run events a one-step workflow would have emitted.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::manifest::ManifestSink;
+use super::reporters::ReportError;
+use crate::events::{Artifact, ArtifactKind, Emitter, Event, RunStatus};
+use crate::secrets::Secrets;
+use crate::steps::decrypt::DecryptedFile;
+
+/// The step name decrypted files are recorded under in the manifest.
+const STEP: &str = "decrypt";
+
+/// The record of one `auditflow decrypt` invocation.
+pub struct DecryptReport {
+    emitter: Emitter,
+    manifest: Arc<ManifestSink>,
+}
+
+impl DecryptReport {
+    /// Starts the record: the key's ids and the encrypted files stand in for the inputs.
+    pub fn start(key_ids: Vec<String>, files: &[PathBuf]) -> DecryptReport {
+        let manifest = Arc::new(ManifestSink::new());
+        let emitter = Emitter::new(vec![manifest.clone()], Secrets::new());
+        let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        emitter.emit(Event::RunStarted {
+            run_id: uuid::Uuid::new_v4().to_string(),
+            workflow: "auditflow decrypt".into(),
+            file: String::new(),
+            inputs: serde_json::json!({"key": key_ids, "files": files}),
+            started_at: chrono::Utc::now().to_rfc3339(),
+            dry_run: false,
+            resumed: None,
+        });
+        DecryptReport { emitter, manifest }
+    }
+
+    /// Prints `input -> output (bytes, sha256)` and records the plaintext as an artifact.
+    pub fn decrypted(&self, input: &Path, d: &DecryptedFile) {
+        println!(
+            "{} -> {} ({} bytes, sha256 {})",
+            input.display(),
+            d.path.display(),
+            d.bytes,
+            d.sha256
+        );
+        self.emitter.emit(Event::Artifact {
+            step: STEP.into(),
+            artifact: Artifact {
+                kind: ArtifactKind::Decrypt,
+                path: d.path.display().to_string(),
+                bytes: d.bytes,
+                sha256: d.sha256.clone(),
+                source: Some(d.input.display().to_string()),
+                source_sha256: Some(d.input_sha256.clone()),
+                request_id: None,
+                finished_at: chrono::Utc::now().to_rfc3339(),
+            },
+        });
+    }
+
+    /// Ends the record and, when any file was decrypted, merges it into `out/manifest.json`.
+    pub fn finish(self, status: RunStatus, out: &Path) -> Result<(), ReportError> {
+        self.emitter.emit(Event::RunFinished {
+            status,
+            duration: Duration::ZERO,
+            outputs: Value::Null,
+            error: None,
+        });
+        if self.manifest.has_artifacts() {
+            self.manifest.write(out).map_err(ReportError::Manifest)?;
+        }
+        Ok(())
+    }
+}

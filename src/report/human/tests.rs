@@ -1,0 +1,200 @@
+//! Snapshot tests of the human reporter's plain (non-terminal) output.
+//!
+//! Each test feeds an event sequence and compares the lines exactly with
+//! `src/report/snapshots/human_NAME.txt`. After an intended change of the output, regenerate
+//! with `AUDITFLOW_BLESS=1 cargo test --lib report::human` and review the diff.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::events::ArtifactKind;
+
+fn render(verbose: bool, events: &[Event]) -> String {
+    let h = Human::with_output(Output::Buffer(Mutex::new(String::new())), verbose);
+    for e in events {
+        h.event(e);
+    }
+    match h.out {
+        Output::Buffer(b) => b.into_inner().unwrap(),
+        _ => unreachable!("the test reporter writes into its buffer"),
+    }
+}
+
+/// Compares `got` with the snapshot file `human_NAME.txt` (or writes it when blessing).
+fn check(name: &str, got: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/report/snapshots")
+        .join(format!("human_{name}.txt"));
+    if std::env::var_os("AUDITFLOW_BLESS").is_some() {
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} is missing; run with AUDITFLOW_BLESS=1", path.display()));
+    pretty_assertions::assert_eq!(got, expected, "output differs from {}", path.display());
+}
+
+fn started(resumed: Option<&str>, dry_run: bool) -> Event {
+    Event::RunStarted {
+        run_id: "0b7c3f1e-run".into(),
+        workflow: "mailbox export".into(),
+        file: "workflows/google/mailbox-export.yaml".into(),
+        inputs: json!({"user": "ann@example.com"}),
+        started_at: "2024-05-01T10:00:00+00:00".into(),
+        dry_run,
+        resumed: resumed.map(str::to_string),
+    }
+}
+
+fn step_started(step: &str, kind: &str) -> Event {
+    Event::StepStarted {
+        step: step.into(),
+        name: step.into(),
+        kind: kind.into(),
+    }
+}
+
+fn step_finished(step: &str, name: &str, status: StepStatus, attempts: u32, ms: u64) -> Event {
+    Event::StepFinished {
+        step: step.into(),
+        name: name.into(),
+        kind: "call".into(),
+        status,
+        attempts,
+        duration: Duration::from_millis(ms),
+        error: None,
+        outputs: Value::Null,
+    }
+}
+
+fn failed(step: &str, status: StepStatus, error: &str) -> Event {
+    let mut e = step_finished(step, step, status, 1, 2_500);
+    if let Event::StepFinished { error: slot, .. } = &mut e {
+        *slot = Some(error.into());
+    }
+    e
+}
+
+fn run_finished(status: RunStatus, secs: u64, error: Option<&str>) -> Event {
+    Event::RunFinished {
+        status,
+        duration: Duration::from_secs(secs),
+        outputs: Value::Null,
+        error: error.map(str::to_string),
+    }
+}
+
+fn artifact(step: &str, path: &str, bytes: u64) -> Event {
+    Event::Artifact {
+        step: step.into(),
+        artifact: Artifact {
+            kind: ArtifactKind::Download,
+            path: path.into(),
+            bytes,
+            sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            source: Some("https://vendor.example/files/1".into()),
+            source_sha256: None,
+            request_id: None,
+            finished_at: "2024-05-01T10:01:00+00:00".into(),
+        },
+    }
+}
+
+/// A resumed run: retries, polls, every way a step ends, a loop, a detach (exit 75).
+#[test]
+fn a_resumed_run_that_detaches_while_polling() {
+    let events = [
+        started(Some("run started 2024-05-01T09:00:00+00:00; 1 step recorded; last process ended pending"), false),
+        Event::Warning {
+            message: "connection `google` has no timeout; using 30s".into(),
+        },
+        step_finished("create", "create the export", StepStatus::Recorded, 1, 0),
+        step_started("token", "call"),
+        Event::Retry {
+            step: "token".into(),
+            attempt: 1,
+            error: "HTTP 503 from google (Service Unavailable)".into(),
+            wait: Duration::from_millis(1_500),
+        },
+        step_finished("token", "token", StepStatus::Succeeded, 2, 1_800),
+        failed(
+            "notify",
+            StepStatus::FailedContinued,
+            "HTTP 404 from mailstore\nthe hook is not configured",
+        ),
+        step_finished("archive", "archive", StepStatus::Skipped, 0, 0),
+        step_started("users[0].download", "download"),
+        Event::Log {
+            step: "users[0].download".into(),
+            line: "resuming at byte 1024".into(),
+        },
+        Event::Progress {
+            step: "users[0].download".into(),
+            percent: Some(50.0),
+            bytes: None,
+            total: None,
+        },
+        artifact("users[0].download", "out/ann/export-1.mbox.gpg", 3 * 1024 * 1024),
+        step_finished("users[0].download", "users[0].download", StepStatus::Succeeded, 1, 65_000),
+        failed(
+            "users[1].download",
+            StepStatus::Failed,
+            "users[1].download: HTTP 403 from google: the export belongs to another admin",
+        ),
+        Event::Poll {
+            step: "wait".into(),
+            poll: 3,
+            observed: "PENDING".into(),
+            next_in: Duration::from_secs(30),
+        },
+        Event::Poll {
+            step: "wait".into(),
+            poll: 4,
+            observed: "PENDING".into(),
+            next_in: Duration::ZERO,
+        },
+        step_finished("wait", "wait for the export", StepStatus::Pending, 4, 120_000),
+        run_finished(RunStatus::Pending, 190, Some("wait: export 7 is PENDING")),
+    ];
+    check("resumed_pending", &render(false, &events));
+}
+
+/// `--dry-run --verbose`: step starts and every rendered request.
+#[test]
+fn a_verbose_dry_run_shows_each_request() {
+    let events = [
+        started(None, true),
+        step_started("list", "call"),
+        Event::DryRun {
+            step: "list".into(),
+            method: "POST".into(),
+            url: "https://api.example/export?token=***".into(),
+            headers: vec![
+                ("authorization".into(), "Bearer ***".into()),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body: Some("{\n  \"user\": \"ann@example.com\"\n}".into()),
+        },
+        step_finished("list", "list", StepStatus::Succeeded, 1, 3),
+        run_finished(RunStatus::Succeeded, 0, None),
+    ];
+    check("verbose_dry_run", &render(true, &events));
+}
+
+/// A run without steps, and one that failed and one that was cancelled: their summaries.
+#[test]
+fn summaries_name_how_the_run_ended() {
+    let events = [
+        started(None, false),
+        run_finished(RunStatus::Succeeded, 0, None),
+        run_finished(
+            RunStatus::Failed,
+            12,
+            Some("ignored: the error is printed by the cli"),
+        ),
+        run_finished(RunStatus::Cancelled, 3, Some("cancelled")),
+    ];
+    check("summaries", &render(false, &events));
+}
