@@ -605,4 +605,64 @@ mod tests {
         assert_eq!(p.factor, 3.0);
         assert_eq!(p.initial_interval, RetryPolicy::default().initial_interval);
     }
+
+    /// Runs `top.yaml` of `files` (written to a temp dir) with no state and no sinks.
+    async fn run_files(files: &[(&str, &str)]) -> RunResult {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, src) in files {
+            std::fs::write(dir.path().join(name), src).expect("write workflow");
+        }
+        let plan = crate::workflow::validate::validate_file(&dir.path().join("top.yaml"))
+            .expect("valid plan");
+        let opts = RunOptions {
+            inputs: BTreeMap::new(),
+            env: BTreeMap::new(),
+            dry_run: false,
+            max_wait: None,
+            cancel: CancellationToken::new(),
+            state: None,
+            fresh: false,
+            shard: None,
+        };
+        let emitter = Emitter::new(vec![], crate::secrets::Secrets::default());
+        run(plan, opts, emitter).await.expect("run starts")
+    }
+
+    #[tokio::test]
+    async fn failed_uses_step_names_the_callee_step_and_its_cause() {
+        let r = run_files(&[
+            (
+                "top.yaml",
+                "name: top\nsteps:\n  - id: outer\n    uses: child.yaml\n",
+            ),
+            (
+                "child.yaml",
+                "name: child\nsteps:\n  - id: inner\n    for_each:\n      items: 3\n      steps: [{id: never, call: {url: 'http://127.0.0.1:9'}}]\n",
+            ),
+        ])
+        .await;
+        assert_eq!(r.status, RunStatus::Failed);
+        assert_eq!(
+            r.error.as_deref(),
+            Some("step `outer` failed: step `outer/inner` failed: `for_each.items` must be a list, got 3")
+        );
+    }
+
+    #[test]
+    fn a_failed_sub_workflow_keeps_the_child_failure_as_its_source() {
+        let child = WorkflowFailure::Step {
+            step: "outer/inner".into(),
+            source: ActionError::Step(StepError::Cancelled),
+        };
+        let e = ActionError::SubWorkflow {
+            target: "child.yaml".into(),
+            source: Box::new(child),
+        };
+        assert_eq!(e.to_string(), "step `outer/inner` failed: cancelled");
+        let source = std::error::Error::source(&e).expect("a source");
+        let child = source
+            .downcast_ref::<Box<WorkflowFailure>>()
+            .expect("the child's failure");
+        assert!(matches!(&**child, WorkflowFailure::Step { step, .. } if step == "outer/inner"));
+    }
 }

@@ -216,3 +216,41 @@ fn plan_action(
         _ => Err(unplanned()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::validate::validate_file;
+
+    #[test]
+    fn validation_types_each_step_by_its_action() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, src: &str| {
+            std::fs::write(dir.path().join(name), src).expect("write workflow");
+        };
+        write(
+            "child.yaml",
+            "name: child\ninputs:\n  who: {required: true}\nsteps:\n  - id: c\n    call: {url: 'http://x'}\n",
+        );
+        write(
+            "top.yaml",
+            "name: top\nsteps:\n  - id: loop\n    for_each:\n      items: [1, 2]\n      steps:\n        - id: sub\n          uses: child.yaml\n          with: {who: '{{ item }}'}\n  - id: get\n    name: Get it\n    call: {url: 'http://x'}\n",
+        );
+        let plan = validate_file(&dir.path().join("top.yaml")).expect("valid");
+        assert_eq!(plan.files.len(), 2);
+        let steps = &plan.workflow.steps;
+        let Action::ForEach(fe) = &steps[0].action else {
+            panic!("expected a loop, got {:?}", steps[0].kind());
+        };
+        assert_eq!((fe.concurrency, fe.fail_fast), (1, true));
+        let Action::Uses(uses) = &fe.steps[0].action else {
+            panic!("expected uses, got {:?}", fe.steps[0].kind());
+        };
+        assert_eq!(uses.target, "child.yaml");
+        assert_eq!(uses.workflow.file.workflow.name, "child");
+        assert_eq!(uses.workflow.steps[0].kind(), StepKind::Call);
+        assert!(uses.with.contains_key("who"));
+        assert_eq!(steps[1].kind(), StepKind::Call);
+        assert_eq!(steps[1].display_name(), "Get it");
+    }
+}
