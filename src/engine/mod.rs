@@ -23,6 +23,7 @@ use crate::state::{self, Begin, DoneStatus, Record, StateDir, StateError};
 use crate::steps::{self, call, poll, StepEnv, StepError};
 use crate::template::{render_deep, Template};
 use crate::vendors::ConnectionCache;
+use crate::workflow::duration::Dur;
 use crate::workflow::model::RetrySpec;
 use crate::workflow::plan::{Action, Plan, PlannedStep, StepKind, UsesPlan};
 
@@ -333,25 +334,9 @@ async fn run_step(
             at: chrono::Utc::now(),
         });
     }
-    let defaults = scope
-        .workflow
-        .file
-        .workflow
-        .defaults
-        .clone()
-        .unwrap_or_default();
+    let defaults = scope.workflow.defaults();
     let policy = merge_retry(defaults.retry.as_ref(), step.retry.as_ref());
-    // Polls have their own (long) deadline; other steps default to `defaults.timeout`.
-    let deadline = match kind {
-        StepKind::Poll => Some(
-            step.timeout
-                .map(|d| d.get())
-                .unwrap_or(poll::DEFAULT_POLL_TIMEOUT)
-                .saturating_sub(before),
-        ),
-        StepKind::ForEach | StepKind::Uses => step.timeout.map(|d| d.get()),
-        _ => step.timeout.or(defaults.timeout).map(|d| d.get()),
-    };
+    let deadline = step_deadline(step, defaults.timeout, before);
     let cancel = run.cancel.child_token();
     let ledger = run.ledger(&path);
     let env = StepEnv {
@@ -459,6 +444,24 @@ async fn run_step(
                     source: e,
                 }))
             }
+        }
+    }
+}
+
+/// The step's time limit: a poll has its own (long) deadline, less the time `before` spent
+/// in earlier processes; loops and `uses` only their own `timeout`; other steps default to
+/// `defaults.timeout`.
+fn step_deadline(step: &PlannedStep, default: Option<Dur>, before: Duration) -> Option<Duration> {
+    match step.kind() {
+        StepKind::Poll => Some(
+            step.timeout
+                .map(|d| d.get())
+                .unwrap_or(poll::DEFAULT_POLL_TIMEOUT)
+                .saturating_sub(before),
+        ),
+        StepKind::ForEach | StepKind::Uses => step.timeout.map(|d| d.get()),
+        StepKind::Call | StepKind::Download | StepKind::Decrypt => {
+            step.timeout.or(default).map(|d| d.get())
         }
     }
 }

@@ -69,13 +69,7 @@ pub(super) async fn run_pipelined(
         run.step_started(p, s);
     }
     let started = Instant::now();
-    let defaults = scope
-        .workflow
-        .file
-        .workflow
-        .defaults
-        .clone()
-        .unwrap_or_default();
+    let defaults = scope.workflow.defaults();
     let deadline = [dl, dec]
         .iter()
         .filter_map(|s| s.timeout.or(defaults.timeout).map(|d| d.get()))

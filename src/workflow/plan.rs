@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::duration::Dur;
 use super::load::Loaded;
-use super::model::{CallSpec, DecryptSpec, DownloadSpec, PollSpec, RetrySpec, Step};
+use super::model::{CallSpec, DecryptSpec, Defaults, DownloadSpec, PollSpec, RetrySpec, Step};
 
 /// A validated workflow and every file it reaches through `uses`.
 #[derive(Debug, Clone)]
@@ -28,6 +28,13 @@ pub struct Plan {
 pub struct PlannedWorkflow {
     pub file: Arc<Loaded>,
     pub steps: Vec<PlannedStep>,
+}
+
+impl PlannedWorkflow {
+    /// The file's step defaults (empty when it gives none).
+    pub fn defaults(&self) -> Defaults {
+        self.file.workflow.defaults.clone().unwrap_or_default()
+    }
 }
 
 /// One validated step: the fields every step has, and its action.
