@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub mod atom;
+pub mod build;
 mod connection;
 pub mod google;
 pub mod http;
@@ -18,6 +19,7 @@ pub mod mimecast;
 mod plain;
 mod token;
 
+pub use build::{BuildError, ConnectionCache};
 pub use connection::{Connection, Pagination};
 
 /// Which vendor a connection talks to.

@@ -3,8 +3,10 @@ pub mod diag;
 pub mod duration;
 pub mod load;
 pub mod model;
+pub mod plan;
 pub mod validate;
 
 pub use diag::Diagnostic;
 pub use load::{load_file, load_str, Loaded, Span, SpanMap};
 pub use model::Workflow;
+pub use plan::{Action, Plan, PlannedStep, PlannedWorkflow};

@@ -7,24 +7,9 @@ use serde_json::Value;
 
 use super::diag::{did_you_mean, Diagnostic};
 use super::load::{load_file, Loaded};
-use super::model::{CallSpec, ConnectionKind, InputType, RetrySpec, Step, StepKind, Workflow};
+use super::model::{CallSpec, ConnectionKind, InputType, RetrySpec, Step, Workflow};
+use super::plan::{declared_kinds, plan_steps, Plan, PlannedWorkflow, StepKind};
 use crate::template::{compile_deep, Template, TemplateError};
-
-/// A validated workflow and every file it reaches through `uses`.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub root: Arc<Loaded>,
-    /// All loaded files by canonical path, the root included.
-    pub files: HashMap<PathBuf, Arc<Loaded>>,
-}
-
-impl Plan {
-    /// The loaded file a `uses:` of `from` refers to.
-    pub fn resolve_uses(&self, from: &Loaded, target: &str) -> Option<Arc<Loaded>> {
-        let p = canonical(&from.dir().join(target));
-        self.files.get(&p).cloned()
-    }
-}
 
 fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
@@ -34,15 +19,25 @@ fn canonical(p: &Path) -> PathBuf {
 pub fn validate_file(path: &Path) -> Result<Plan, Vec<Diagnostic>> {
     let mut files = HashMap::new();
     let mut stack = Vec::new();
-    let root = check_file(path, &mut files, &mut stack)?;
-    Ok(Plan { root, files })
+    let workflow = check_file(path, &mut files, &mut stack)?;
+    Ok(Plan {
+        root: workflow.file.clone(),
+        files: files
+            .into_iter()
+            .map(|(path, planned)| (path, planned.file.clone()))
+            .collect(),
+        workflow,
+    })
 }
+
+/// Validated files by canonical path.
+type Checked = HashMap<PathBuf, Arc<PlannedWorkflow>>;
 
 fn check_file(
     path: &Path,
-    files: &mut HashMap<PathBuf, Arc<Loaded>>,
+    files: &mut Checked,
     stack: &mut Vec<(PathBuf, PathBuf)>,
-) -> Result<Arc<Loaded>, Vec<Diagnostic>> {
+) -> Result<Arc<PlannedWorkflow>, Vec<Diagnostic>> {
     let key = canonical(path);
     if let Some(done) = files.get(&key) {
         return Ok(done.clone());
@@ -58,6 +53,7 @@ fn check_file(
     let mut diags = v.diags;
     // `uses` targets, depth first, with cycle detection.
     let mut uses = Vec::new();
+    let mut callees = HashMap::new();
     collect_uses(&loaded.workflow.steps, "steps", &mut uses);
     for (at, step_path, target, with) in uses {
         let target_path = loaded.dir().join(&target);
@@ -87,7 +83,10 @@ fn check_file(
             continue;
         }
         match check_file(&target_path, files, stack) {
-            Ok(callee) => check_with(&loaded, &step_path, &callee, with.as_ref(), &mut diags),
+            Ok(callee) => {
+                check_with(&loaded, &step_path, &callee.file, with.as_ref(), &mut diags);
+                callees.insert(target, callee);
+            }
             Err(mut inner) => {
                 diags.push(loaded.diag(
                     &at,
@@ -98,12 +97,21 @@ fn check_file(
         }
     }
     stack.pop();
-    if diags.is_empty() {
-        files.insert(key, loaded.clone());
-        Ok(loaded)
-    } else {
-        Err(diags)
+    if !diags.is_empty() {
+        return Err(diags);
     }
+    let steps = plan_steps(&loaded.workflow.steps, "steps", &callees).map_err(|at| {
+        vec![loaded.diag_key(
+            &format!("{at}.id"),
+            "internal error: this step passed validation but could not be planned".into(),
+        )]
+    })?;
+    let planned = Arc::new(PlannedWorkflow {
+        file: loaded,
+        steps,
+    });
+    files.insert(key, planned.clone());
+    Ok(planned)
 }
 
 type UsesRef = (String, String, String, Option<BTreeMap<String, Value>>);
@@ -335,7 +343,10 @@ impl Validator<'_> {
         for (i, s) in steps.iter().enumerate() {
             let p = format!("{base}[{i}]");
             self.step(s, &p, &scope);
-            scope.steps.push((s.id.clone(), s.kind()));
+            // A step without exactly one kind is reported in `step`; references to it are
+            // checked as if it were its first kind, or a call.
+            let kind = declared_kinds(s).first().copied().unwrap_or(StepKind::Call);
+            scope.steps.push((s.id.clone(), kind));
         }
         scope.steps
     }
@@ -354,7 +365,7 @@ impl Validator<'_> {
                 format!("duplicate step id `{}` (first used on line {line})", s.id),
             );
         }
-        let kinds = s.kinds();
+        let kinds = declared_kinds(s);
         if kinds.len() != 1 {
             let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
             let msg = if kinds.is_empty() {

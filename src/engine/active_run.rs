@@ -1,0 +1,225 @@
+//! The run in progress: its journal, replay of earlier processes, connections and scopes.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::failure::ActionError;
+use super::for_each::Shard;
+use crate::events::{Emitter, Event, Sink, StepStatus};
+use crate::state::{self, DoneStatus, Journal, Record, Replay};
+use crate::steps::once::Ledger;
+use crate::vendors::{Connection, ConnectionCache};
+use crate::workflow::plan::{PlannedStep, PlannedWorkflow};
+use crate::workflow::Loaded;
+
+/// Shared state of the run in progress.
+pub(super) struct ActiveRun {
+    pub(super) emitter: Emitter,
+    pub(super) env: Value,
+    pub(super) run_info: Value,
+    pub(super) dry_run: bool,
+    /// `--max-wait`: polls still waiting at this instant detach.
+    pub(super) detach_at: Option<Instant>,
+    pub(super) cancel: CancellationToken,
+    /// The journal this process appends to, and what earlier processes recorded.
+    pub(super) journal: Option<Journal>,
+    pub(super) replay: Option<Replay>,
+    pub(super) shard: Option<Shard>,
+    /// Connections, built on first use.
+    pub(super) connections: ConnectionCache,
+}
+
+impl ActiveRun {
+    pub(super) fn record(&self, rec: Record) {
+        if let Some(j) = &self.journal {
+            j.append(&rec);
+        }
+    }
+
+    /// Replays a step an earlier process finished: emits its events, returns its outputs.
+    pub(super) fn replayed(&self, path: &str, step: &PlannedStep) -> Option<Value> {
+        let done = self.replayable(path)?;
+        let status = match done.status {
+            DoneStatus::Succeeded => StepStatus::Recorded,
+            DoneStatus::Skipped => StepStatus::Skipped,
+            DoneStatus::FailedContinued => StepStatus::FailedContinued,
+        };
+        self.step_started(path, step);
+        self.step_finished(path, step, status, 0, Instant::now(), None, &done.outputs);
+        Some(done.outputs.clone())
+    }
+
+    /// Records a step's end for good; outputs are masked, and not replayed if masking
+    /// changed them (the step runs again instead).
+    pub(super) fn record_done(
+        &self,
+        path: &str,
+        status: DoneStatus,
+        attempts: u32,
+        outputs: &Value,
+    ) {
+        if self.journal.is_none() || self.dry_run {
+            return;
+        }
+        let masked = self.emitter.secrets().mask_json(outputs);
+        let replayable = &masked == outputs;
+        self.record(Record::Done {
+            step: path.to_string(),
+            at: chrono::Utc::now(),
+            status,
+            attempts,
+            outputs: masked,
+            replayable,
+        });
+    }
+
+    /// The journal and what earlier processes recorded for the step at `path`.
+    pub(super) fn ledger(&self, path: &str) -> Option<Ledger> {
+        let journal = self.journal.clone()?;
+        let r = self.replay.as_ref();
+        Some(Ledger {
+            journal,
+            intent: r.and_then(|r| r.intents.get(path).cloned()),
+            response: r.and_then(|r| r.responses.get(path).cloned()),
+            artifacts: r
+                .and_then(|r| r.artifacts.get(path).cloned())
+                .unwrap_or_default(),
+            polls: r.and_then(|r| r.polls.get(path).map(|p| p.0)).unwrap_or(0),
+        })
+    }
+
+    /// How long ago an earlier process first started the step at `path`.
+    pub(super) fn started_before(&self, path: &str) -> Duration {
+        self.replay
+            .as_ref()
+            .and_then(|r| r.first_started.get(path))
+            .and_then(|t| (chrono::Utc::now() - *t).to_std().ok())
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// The record of a step an earlier process finished, when its outputs can be reused.
+    pub(super) fn replayable(&self, path: &str) -> Option<&state::journal::DoneStep> {
+        self.replay
+            .as_ref()?
+            .done
+            .get(path)
+            .filter(|d| d.replayable)
+    }
+
+    /// The connection `name` of `file` (None: the plain one for `url:` calls).
+    pub(super) fn connection(
+        &self,
+        file: &Loaded,
+        name: Option<&str>,
+        ctx: &Value,
+    ) -> Result<Connection, ActionError> {
+        let secrets = self.emitter.secrets();
+        Ok(self
+            .connections
+            .get(file, name, ctx, secrets, |w| self.emitter.warn(w))?)
+    }
+
+    pub(super) fn step_started(&self, path: &str, step: &PlannedStep) {
+        self.emitter.emit(Event::StepStarted {
+            step: path.to_string(),
+            name: step.display_name().into(),
+            kind: step.kind().as_str().into(),
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn step_finished(
+        &self,
+        path: &str,
+        step: &PlannedStep,
+        status: StepStatus,
+        attempts: u32,
+        started: Instant,
+        error: Option<String>,
+        outputs: &Value,
+    ) {
+        self.emitter.emit(Event::StepFinished {
+            step: path.to_string(),
+            name: step.display_name().to_string(),
+            kind: step.kind().as_str().into(),
+            status,
+            attempts,
+            duration: started.elapsed(),
+            error,
+            outputs: summarize(outputs),
+        });
+    }
+}
+
+/// Variables in scope at one point: the file, its inputs, loop variables, earlier steps.
+#[derive(Clone)]
+pub(super) struct Scope {
+    pub(super) workflow: Arc<PlannedWorkflow>,
+    pub(super) inputs: Value,
+    /// `item` and `index` inside a loop.
+    pub(super) item: Option<(Value, usize)>,
+    /// Outputs of steps already run, visible here.
+    pub(super) steps: Map<String, Value>,
+    /// Event path prefix (`loop[2].`, `caller/`).
+    pub(super) prefix: String,
+    /// Inside a `for_each` (only the outermost loops are sharded).
+    pub(super) in_loop: bool,
+}
+
+impl Scope {
+    pub(super) fn ctx(&self, run: &ActiveRun) -> Value {
+        let mut m = Map::new();
+        m.insert("inputs".into(), self.inputs.clone());
+        m.insert("env".into(), run.env.clone());
+        m.insert("steps".into(), Value::Object(self.steps.clone()));
+        let mut info = run.run_info.clone();
+        if let Some(o) = info.as_object_mut() {
+            o.insert("workflow".into(), json!(self.workflow.file.workflow.name));
+            o.insert(
+                "workflow_dir".into(),
+                json!(self.workflow.file.dir().display().to_string()),
+            );
+        }
+        m.insert("run".into(), info);
+        if let Some((item, index)) = &self.item {
+            m.insert("item".into(), item.clone());
+            m.insert("index".into(), json!(index));
+        }
+        Value::Object(m)
+    }
+}
+
+/// Forwards finished files to the run's journal (a resumed step skips them).
+pub(super) struct JournalArtifacts(pub(super) Journal);
+
+impl Sink for JournalArtifacts {
+    fn event(&self, e: &Event) {
+        if let Event::Artifact { step, artifact } = e {
+            self.0.append(&Record::Artifact {
+                step: step.clone(),
+                artifact: artifact.clone(),
+            });
+        }
+    }
+}
+
+/// A small summary of outputs for reports (never whole bodies).
+pub(super) fn summarize(outputs: &Value) -> Value {
+    let Some(o) = outputs.as_object() else {
+        return Value::Null;
+    };
+    let mut m = Map::new();
+    for (k, v) in o {
+        let s = match (k.as_str(), v) {
+            ("body", v) => json!({"bytes": v.to_string().len()}),
+            ("headers", _) => continue,
+            ("results", Value::Array(a)) => json!(a.len()),
+            (_, Value::Array(a)) if a.len() > 20 => json!(format!("{} items", a.len())),
+            (_, v) => v.clone(),
+        };
+        m.insert(k.clone(), s);
+    }
+    Value::Object(m)
+}

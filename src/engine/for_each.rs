@@ -1,0 +1,193 @@
+//! `for_each` loops: items rendered, sharded across machines, iterations run concurrently.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+
+use super::active_run::{ActiveRun, Scope};
+use super::failure::{StopReason, WorkflowFailure};
+use super::run_steps;
+use crate::steps::{self, StepEnv, StepError};
+use crate::template::render_deep;
+use crate::workflow::plan::{ForEachPlan, PlannedStep};
+
+/// One of N deterministic parts of the items of the outermost `for_each` loops: an item
+/// belongs to shard `index` (1-based) when the SHA-256 of its JSON text, modulo `count`, is
+/// `index - 1`. Hashing the item (not its position) keeps shards disjoint and complete even
+/// when a listing returns the items in another order on each machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `I/N` with 1 <= I <= N.
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let bad = || format!("`{s}`: write I/N with 1 <= I <= N, e.g. 2/8");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if index == 0 || count == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether `item` belongs to this shard.
+    pub fn owns(&self, item: &Value) -> bool {
+        let h = steps::sha256_hex(item.to_string().as_bytes());
+        let n = u64::from_str_radix(&h[..16], 16).unwrap_or(0);
+        n % u64::from(self.count) == u64::from(self.index - 1)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// Runs the nested steps once per item, `concurrency` at a time.
+pub(super) async fn for_each(
+    run: &Arc<ActiveRun>,
+    step: &PlannedStep,
+    spec: &ForEachPlan,
+    scope: &Scope,
+    ctx: &Value,
+    env: &StepEnv<'_>,
+) -> Result<Value, StepError> {
+    let items = match render_deep(&spec.items, ctx)
+        .map_err(|e| StepError::template("for_each.items", e))?
+    {
+        Value::Array(a) => a,
+        Value::Null => vec![],
+        other => {
+            return Err(StepError::Invalid {
+                message: format!(
+                    "`for_each.items` must be a list, got {}",
+                    short(&other.to_string(), 80)
+                ),
+            })
+        }
+    };
+    let (concurrency, fail_fast) = (spec.concurrency, spec.fail_fast);
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = items.len();
+    // `--shard I/N` splits the outermost loops; indices stay those of the whole list.
+    let shard = run.shard.filter(|_| !scope.in_loop);
+    let items: Vec<(usize, Value)> = items
+        .into_iter()
+        .enumerate()
+        .filter(|(_, item)| shard.is_none_or(|s| s.owns(item)))
+        .collect();
+    let count = items.len();
+    if let Some(s) = shard {
+        run.emitter
+            .log(env.step, format!("shard {s}: {count} of {total} items"));
+    }
+    let results: Vec<(usize, Value, Result<Value, StopReason>)> = futures::stream::iter(items)
+        .map(|(index, item)| {
+            let run = run.clone();
+            let stop = stop.clone();
+            let mut sub = scope.clone();
+            sub.item = Some((item.clone(), index));
+            sub.prefix = format!("{}[{index}].", env.step);
+            sub.in_loop = true;
+            let steps = &spec.steps;
+            async move {
+                if stop.load(Ordering::SeqCst) {
+                    return (
+                        index,
+                        item,
+                        Err(StopReason::Failed(WorkflowFailure::NotStarted)),
+                    );
+                }
+                // Each iteration's result holds the outputs of the loop's own steps.
+                let r = run_steps(&run, steps, &mut sub).await.map(|_| {
+                    let own: Map<String, Value> = sub
+                        .steps
+                        .into_iter()
+                        .filter(|(k, _)| steps.iter().any(|s| &s.id == k))
+                        .collect();
+                    Value::Object(own)
+                });
+                if r.is_err() && fail_fast {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                (index, item, r)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut results = results;
+    results.sort_by_key(|(i, _, _)| *i);
+    let mut out = Vec::with_capacity(count);
+    let mut failed = Vec::new();
+    let mut pending = None;
+    for (index, item, r) in results {
+        match r {
+            Ok(v) => out.push(v),
+            Err(f) => {
+                out.push(Value::Null);
+                match f {
+                    StopReason::Failed(f) => {
+                        failed.push(json!({"index": index, "item": item, "error": f.to_string()}))
+                    }
+                    StopReason::Pending(w) => pending = Some(w),
+                    StopReason::Cancelled => return Err(StepError::Cancelled),
+                }
+            }
+        }
+    }
+    if let Some(w) = pending {
+        return Err(StepError::Pending {
+            waiting_for: w,
+            polls: 0,
+        });
+    }
+    if !failed.is_empty() {
+        let lines: Vec<String> = failed
+            .iter()
+            .map(|f| {
+                format!(
+                    "item {} ({}): {}",
+                    f["index"],
+                    short(&item_label(&f["item"]), 60),
+                    f["error"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        return Err(StepError::Invalid {
+            message: format!(
+                "{} of {count} iterations of `{}` failed:\n  {}",
+                failed.len(),
+                step.id,
+                lines.join("\n  ")
+            ),
+        });
+    }
+    let mut outputs = json!({"results": out, "failed": failed, "count": count});
+    if let Some(s) = shard {
+        outputs["shard"] = json!(s.to_string());
+        outputs["total"] = json!(total);
+    }
+    Ok(outputs)
+}
+
+fn item_label(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn short(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}

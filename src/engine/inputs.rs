@@ -1,0 +1,130 @@
+//! Input resolution: given values against a workflow's declarations, and which are secret.
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::secrets::Secrets;
+use crate::workflow::diag::did_you_mean;
+use crate::workflow::model::Workflow;
+use crate::workflow::validate::coerce_input;
+
+/// Errors found before any request is sent (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("missing required input{}: {}", if .0.len() == 1 { "" } else { "s" }, .0.join(", "))]
+    Missing(Vec<String>),
+    #[error("unknown input `{name}`{}", .suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
+    Unknown {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error("input `{name}`: {message}")]
+    Invalid { name: String, message: String },
+}
+
+/// Resolves inputs against their declarations: given, else default, else missing.
+pub fn resolve_inputs(
+    wf: &Workflow,
+    given: &BTreeMap<String, Value>,
+) -> Result<Map<String, Value>, InputError> {
+    for name in given.keys() {
+        if !wf.inputs.contains_key(name) {
+            return Err(InputError::Unknown {
+                name: name.clone(),
+                suggestion: did_you_mean(name, wf.inputs.keys().map(String::as_str))
+                    .map(str::to_string),
+            });
+        }
+    }
+    let mut out = Map::new();
+    let mut missing = Vec::new();
+    for (name, spec) in &wf.inputs {
+        let raw = given.get(name).or(spec.default.as_ref());
+        match raw {
+            Some(v) => {
+                let coerced =
+                    coerce_input(spec.kind, v).map_err(|message| InputError::Invalid {
+                        name: name.clone(),
+                        message,
+                    })?;
+                out.insert(name.clone(), coerced);
+            }
+            None if spec.required => missing.push(name.clone()),
+            None => {
+                out.insert(name.clone(), Value::Null);
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(InputError::Missing(missing))
+    }
+}
+
+/// The non-secret inputs (the run key) and all inputs masked (the journal header).
+pub(super) fn key_inputs(wf: &Workflow, inputs: &Map<String, Value>) -> Value {
+    Value::Object(
+        inputs
+            .iter()
+            .filter(|(k, _)| !wf.inputs.get(*k).is_some_and(|s| s.secret))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
+/// Registers the values of a workflow's `secret: true` inputs.
+pub(super) fn register_secret_inputs(
+    wf: &Workflow,
+    inputs: &Map<String, Value>,
+    secrets: &Secrets,
+) {
+    for (name, spec) in &wf.inputs {
+        if let (true, Some(v)) = (spec.secret, inputs.get(name)) {
+            register_secret_value(secrets, v);
+        }
+    }
+}
+
+fn register_secret_value(secrets: &Secrets, v: &Value) {
+    match v {
+        Value::String(s) => secrets.add(s),
+        Value::Array(a) => a.iter().for_each(|x| register_secret_value(secrets, x)),
+        Value::Object(o) => o.values().for_each(|x| register_secret_value(secrets, x)),
+        Value::Number(n) => secrets.add(n.to_string()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::workflow::load_str;
+
+    fn wf(src: &str) -> Workflow {
+        load_str(Path::new("t.yaml"), src.into())
+            .expect("valid")
+            .workflow
+    }
+
+    #[test]
+    fn inputs_resolve_defaults_types_and_missing() {
+        let w = wf("name: t\ninputs:\n  a: {type: integer, required: true}\n  b: {type: boolean, default: false}\n  c: {type: string}\nsteps: [{id: s, call: {url: 'http://x'}}]\n");
+        let mut given = BTreeMap::new();
+        assert!(
+            matches!(resolve_inputs(&w, &given), Err(InputError::Missing(m)) if m == vec!["a".to_string()])
+        );
+        given.insert("a".into(), json!("7"));
+        let r = resolve_inputs(&w, &given).unwrap();
+        assert_eq!(r["a"], json!(7));
+        assert_eq!(r["b"], json!(false));
+        assert_eq!(r["c"], Value::Null);
+        given.insert("aa".into(), json!("1"));
+        let e = resolve_inputs(&w, &given).unwrap_err().to_string();
+        assert_eq!(e, "unknown input `aa`; did you mean `a`?");
+    }
+}

@@ -1,0 +1,665 @@
+//! The engine: walks a validated plan step by step, journals each step, and emits events.
+//!
+//! Jobs live beside it: `inputs` (input resolution), `pipeline` (download then decrypt),
+//! `for_each` (loops and shards), `active_run` (the run's shared state), `failure` (why
+//! steps stop). Vendor connections are built by `vendors::build`.
+mod active_run;
+mod failure;
+mod for_each;
+mod inputs;
+mod pipeline;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{Emitter, Event, RunStatus, StepStatus};
+use crate::retry::RetryPolicy;
+use crate::state::{self, Begin, DoneStatus, Record, StateDir, StateError};
+use crate::steps::{self, call, poll, StepEnv, StepError};
+use crate::template::{render_deep, Template};
+use crate::vendors::ConnectionCache;
+use crate::workflow::duration::Dur;
+use crate::workflow::model::RetrySpec;
+use crate::workflow::plan::{Action, Plan, PlannedStep, StepKind, UsesPlan};
+
+pub use crate::vendors::build::GOOGLE_AUDIT_SCOPE;
+use active_run::{ActiveRun, JournalArtifacts, Scope};
+use failure::{ActionError, StopReason, WorkflowFailure};
+use for_each::for_each;
+pub use for_each::Shard;
+use inputs::{key_inputs, register_secret_inputs};
+pub use inputs::{resolve_inputs, InputError};
+use pipeline::{pipelined, run_pipelined};
+
+/// How to run.
+pub struct RunOptions {
+    /// Inputs as given (strings from the command line, typed values from a file).
+    pub inputs: BTreeMap<String, Value>,
+    /// The environment templates see as `env`.
+    pub env: BTreeMap<String, String>,
+    pub dry_run: bool,
+    /// Detach (exit 75) when polling is still waiting this long after the run started.
+    pub max_wait: Option<Duration>,
+    pub cancel: CancellationToken,
+    /// Where the run's state is kept (None: nowhere; nothing can be resumed).
+    pub state: Option<StateDir>,
+    /// Abandon an unfinished run of the same workflow and inputs instead of resuming it.
+    pub fresh: bool,
+    /// Run only this shard of the outermost `for_each` loops' items.
+    pub shard: Option<Shard>,
+}
+
+/// Why a run could not start (exit 2): bad inputs, or state that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub outputs: Value,
+    pub error: Option<String>,
+    /// The run's directory in the state directory, when state is kept.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Runs a validated plan to the end, resuming the unfinished run of the same workflow and
+/// inputs when the state directory has one.
+pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunResult, RunError> {
+    let wf = &plan.root.workflow;
+    let inputs = resolve_inputs(wf, &opts.inputs)?;
+    register_secret_inputs(wf, &inputs, emitter.secrets());
+    let mut run_id = uuid::Uuid::new_v4().to_string();
+    let mut started_at = chrono::Utc::now();
+    let started = Instant::now();
+    let masked_inputs = emitter.secrets().mask_json(&Value::Object(inputs.clone()));
+    let mut state = None;
+    let mut replay = None;
+    let mut resumed = None;
+    let base_emitter = emitter.clone();
+    let mut emitter = emitter;
+    if let (Some(dir), false) = (&opts.state, opts.dry_run) {
+        let mut files: Vec<state::FileDigest> = plan
+            .files
+            .values()
+            .map(|f| state::FileDigest {
+                path: f.path.display().to_string(),
+                sha256: steps::sha256_hex(f.source.as_bytes()),
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let shard = opts.shard.map(|s| s.to_string());
+        let header = state::RunHeader {
+            version: state::JOURNAL_VERSION,
+            run_id: run_id.clone(),
+            key: state::run_key(&plan.root.path, &key_inputs(wf, &inputs), shard.as_deref()),
+            workflow: plan.root.path.display().to_string(),
+            workflow_name: wf.name.clone(),
+            files,
+            inputs: masked_inputs.clone(),
+            shard,
+            started_at,
+            auditflow: env!("CARGO_PKG_VERSION").into(),
+        };
+        let (st, begin, note) = dir.begin(header, opts.fresh).await?;
+        if let Some(n) = note {
+            emitter.warn(n);
+        }
+        if let Begin::Resumed(r) = begin {
+            run_id = r.header.run_id.clone();
+            started_at = r.header.started_at;
+            resumed = Some(format!(
+                "run started {}; {} step{} recorded; last process ended {}{}",
+                r.header.started_at.to_rfc3339(),
+                r.done.len(),
+                if r.done.len() == 1 { "" } else { "s" },
+                r.status(),
+                if r.torn_tail {
+                    " (its last record was cut off by the crash and is ignored)"
+                } else {
+                    ""
+                }
+            ));
+            replay = Some(*r);
+        }
+        emitter = emitter.with_sink(Arc::new(JournalArtifacts(st.journal.clone())));
+        state = Some(st);
+    }
+    emitter.emit(Event::RunStarted {
+        run_id: run_id.clone(),
+        workflow: wf.name.clone(),
+        file: plan.root.path.display().to_string(),
+        inputs: masked_inputs,
+        started_at: started_at.to_rfc3339(),
+        dry_run: opts.dry_run,
+        resumed,
+    });
+    // Files of steps finished by earlier processes go to this process's reports and
+    // manifest too (not to the journal again); unfinished steps report theirs as they go.
+    if let Some(r) = &replay {
+        let mut steps: Vec<&String> = r
+            .artifacts
+            .keys()
+            .filter(|s| r.done.contains_key(*s))
+            .collect();
+        steps.sort();
+        for step in steps {
+            for a in &r.artifacts[step] {
+                base_emitter.emit(Event::Artifact {
+                    step: step.clone(),
+                    artifact: a.clone(),
+                });
+            }
+        }
+    }
+    let env: Map<String, Value> = opts
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let run = Arc::new(ActiveRun {
+        emitter: emitter.clone(),
+        env: Value::Object(env),
+        run_info: json!({"id": run_id, "started_at": started_at.to_rfc3339()}),
+        dry_run: opts.dry_run,
+        detach_at: opts.max_wait.map(|d| started + d),
+        cancel: opts.cancel.clone(),
+        journal: state.as_ref().map(|s| s.journal.clone()),
+        replay,
+        shard: opts.shard,
+        connections: ConnectionCache::default(),
+    });
+    let scope = Scope {
+        workflow: plan.workflow.clone(),
+        inputs: Value::Object(inputs),
+        item: None,
+        steps: Map::new(),
+        prefix: String::new(),
+        in_loop: false,
+    };
+    let result = run_workflow(&run, scope).await;
+    let (status, outputs, mut error) = match result {
+        Ok(out) => (RunStatus::Succeeded, out, None),
+        Err(StopReason::Pending(w)) => (RunStatus::Pending, Value::Null, Some(w)),
+        Err(StopReason::Cancelled) => (RunStatus::Cancelled, Value::Null, Some("cancelled".into())),
+        Err(StopReason::Failed(f)) => (RunStatus::Failed, Value::Null, Some(f.to_string())),
+    };
+    let mut status = status;
+    if let Some(j) = &run.journal {
+        // Every step's record on disk before the end is written (and before a crash test
+        // stops here).
+        let _ = j.flush().await;
+    }
+    crate::failpoint::hit("run-end");
+    if let Some(st) = &state {
+        let masked = error.as_ref().map(|e| emitter.secrets().mask(e));
+        if let Err(e) = st.finish(status, masked).await {
+            status = RunStatus::Failed;
+            error = Some(e.to_string());
+        }
+    }
+    emitter.emit(Event::RunFinished {
+        status,
+        duration: started.elapsed(),
+        outputs: outputs.clone(),
+        error: error.clone(),
+    });
+    Ok(RunResult {
+        run_id,
+        status,
+        outputs: emitter.secrets().mask_json(&outputs),
+        error: error.map(|e| emitter.secrets().mask(&e)),
+        state_dir: state.map(|s| s.dir),
+    })
+}
+
+/// Runs a file's steps, then renders its `outputs`.
+async fn run_workflow(run: &Arc<ActiveRun>, mut scope: Scope) -> Result<Value, StopReason> {
+    let workflow = scope.workflow.clone();
+    run_steps(run, &workflow.steps, &mut scope).await?;
+    let ctx = scope.ctx(run);
+    let mut out = Map::new();
+    for (k, v) in &workflow.file.workflow.outputs {
+        let r = render_deep(v, &ctx).map_err(|source| {
+            StopReason::Failed(WorkflowFailure::Output {
+                name: k.clone(),
+                source,
+            })
+        })?;
+        out.insert(k.clone(), r);
+    }
+    Ok(Value::Object(out))
+}
+
+/// Runs steps in order (a download and the decrypt of its files together), adding each
+/// step's outputs to `scope`.
+fn run_steps<'a>(
+    run: &'a Arc<ActiveRun>,
+    steps: &'a [PlannedStep],
+    scope: &'a mut Scope,
+) -> futures::future::BoxFuture<'a, Result<(), StopReason>> {
+    Box::pin(async move {
+        let mut i = 0;
+        while i < steps.len() {
+            if run.cancel.is_cancelled() {
+                return Err(StopReason::Cancelled);
+            }
+            let step = &steps[i];
+            let pair = steps.get(i + 1).and_then(|next| pipelined(step, next));
+            // A download an earlier process finished is replayed; its decrypt then runs alone.
+            let dl_recorded = run
+                .replayable(&format!("{}{}", scope.prefix, step.id))
+                .is_some();
+            if let Some(pair) = pair.filter(|_| !dl_recorded) {
+                let (dl_id, dec_id) = (pair.dl.id.clone(), pair.dec.id.clone());
+                let (a, b) = run_pipelined(run, pair, scope).await?;
+                scope.steps.insert(dl_id, a);
+                scope.steps.insert(dec_id, b);
+                i += 2;
+                continue;
+            }
+            let outputs = run_step(run, step, scope).await?;
+            scope.steps.insert(step.id.clone(), outputs);
+            i += 1;
+        }
+        Ok(())
+    })
+}
+
+/// Runs one step with its condition, timeout and `continue_on_error`; emits its events and
+/// records its end in the journal. A step an earlier process finished is replayed.
+async fn run_step(
+    run: &Arc<ActiveRun>,
+    step: &PlannedStep,
+    scope: &Scope,
+) -> Result<Value, StopReason> {
+    let path = format!("{}{}", scope.prefix, step.id);
+    if let Some(outputs) = run.replayed(&path, step) {
+        return Ok(outputs);
+    }
+    let kind = step.kind();
+    let ctx = scope.ctx(run);
+    let finish = |status: StepStatus,
+                  attempts: u32,
+                  started: Instant,
+                  error: Option<String>,
+                  outputs: &Value| {
+        run.step_finished(&path, step, status, attempts, started, error, outputs);
+    };
+    let started = Instant::now();
+    if let Some(cond) = &step.when {
+        let go = Template::compile(cond)
+            .and_then(|t| t.render_bool(&ctx))
+            .map_err(|source| {
+                StopReason::Failed(WorkflowFailure::Condition {
+                    step: path.clone(),
+                    source,
+                })
+            })?;
+        if !go {
+            run.step_started(&path, step);
+            let out = json!({"skipped": true});
+            run.record_done(&path, DoneStatus::Skipped, 0, &out);
+            finish(StepStatus::Skipped, 0, started, None, &Value::Null);
+            return Ok(out);
+        }
+    }
+    run.step_started(&path, step);
+    // Polls measure their overall deadline from their first start, in whichever process.
+    let before = if kind == StepKind::Poll {
+        run.started_before(&path)
+    } else {
+        Duration::ZERO
+    };
+    if !run.dry_run {
+        run.record(Record::Started {
+            step: path.clone(),
+            at: chrono::Utc::now(),
+        });
+    }
+    let defaults = scope.workflow.defaults();
+    let policy = merge_retry(defaults.retry.as_ref(), step.retry.as_ref());
+    let deadline = step_deadline(step, defaults.timeout, before);
+    let cancel = run.cancel.child_token();
+    let ledger = run.ledger(&path);
+    let env = StepEnv {
+        step: &path,
+        emitter: &run.emitter,
+        cancel: &cancel,
+        retry: policy,
+        dry_run: run.dry_run,
+        started,
+        deadline,
+        max_wait: poll_max_wait(step, run.detach_at),
+        ledger: ledger.as_ref(),
+    };
+    let fut = execute(run, step, scope, &ctx, &env);
+    tokio::pin!(fut);
+    // The poll enforces its own deadline between polls; the outer limit also stops a poll
+    // stuck inside one request. On timeout the step's token is cancelled first, so adapters
+    // can clean up (MailStore CancelAsync), then we wait briefly for them.
+    let limit = deadline.map(|d| {
+        if kind == StepKind::Poll {
+            d + Duration::from_secs(5)
+        } else {
+            d
+        }
+    });
+    let result = match limit {
+        None => fut.await,
+        Some(limit) => {
+            tokio::select! {
+                r = &mut fut => r,
+                _ = tokio::time::sleep(limit.saturating_sub(started.elapsed())) => {
+                    cancel.cancel();
+                    let _ = tokio::time::timeout(Duration::from_secs(10), &mut fut).await;
+                    Err(StepError::Timeout { after: limit + before }.into())
+                }
+            }
+        }
+    };
+    let failed = |e: &str| {
+        run.record(Record::Failed {
+            step: path.clone(),
+            at: chrono::Utc::now(),
+            error: run.emitter.secrets().mask(e),
+        })
+    };
+    match result {
+        Ok((outputs, attempts)) => {
+            run.record_done(&path, DoneStatus::Succeeded, attempts, &outputs);
+            finish(StepStatus::Succeeded, attempts, started, None, &outputs);
+            Ok(outputs)
+        }
+        Err(ActionError::Step(StepError::Pending { waiting_for, polls })) => {
+            if kind == StepKind::Poll {
+                run.record(Record::Waiting {
+                    step: path.clone(),
+                    at: chrono::Utc::now(),
+                    waiting_for: run.emitter.secrets().mask(&waiting_for),
+                    polls,
+                });
+            }
+            finish(
+                StepStatus::Pending,
+                0,
+                started,
+                Some(waiting_for.clone()),
+                &Value::Null,
+            );
+            Err(StopReason::Pending(waiting_for))
+        }
+        Err(ActionError::Step(StepError::Cancelled)) if run.cancel.is_cancelled() => {
+            finish(
+                StepStatus::Failed,
+                0,
+                started,
+                Some("cancelled".into()),
+                &Value::Null,
+            );
+            Err(StopReason::Cancelled)
+        }
+        Err(e) => {
+            let attempts = e.attempts();
+            if step.continue_on_error {
+                let out =
+                    json!({"failed": true, "error": run.emitter.secrets().mask(&e.to_string())});
+                run.record_done(&path, DoneStatus::FailedContinued, attempts, &out);
+                finish(
+                    StepStatus::FailedContinued,
+                    attempts,
+                    started,
+                    Some(e.to_string()),
+                    &Value::Null,
+                );
+                Ok(out)
+            } else {
+                failed(&e.to_string());
+                finish(
+                    StepStatus::Failed,
+                    attempts,
+                    started,
+                    Some(e.to_string()),
+                    &Value::Null,
+                );
+                Err(StopReason::Failed(WorkflowFailure::Step {
+                    step: path.clone(),
+                    source: e,
+                }))
+            }
+        }
+    }
+}
+
+/// The step's time limit: a poll has its own (long) deadline, less the time `before` spent
+/// in earlier processes; loops and `uses` only their own `timeout`; other steps default to
+/// `defaults.timeout`.
+fn step_deadline(step: &PlannedStep, default: Option<Dur>, before: Duration) -> Option<Duration> {
+    match step.kind() {
+        StepKind::Poll => Some(
+            step.timeout
+                .map(|d| d.get())
+                .unwrap_or(poll::DEFAULT_POLL_TIMEOUT)
+                .saturating_sub(before),
+        ),
+        StepKind::ForEach | StepKind::Uses => step.timeout.map(|d| d.get()),
+        StepKind::Call | StepKind::Download | StepKind::Decrypt => {
+            step.timeout.or(default).map(|d| d.get())
+        }
+    }
+}
+
+/// How long a poll may wait in this process: its own `max_wait`, and no later than the
+/// run-wide `--max-wait` instant.
+fn poll_max_wait(step: &PlannedStep, detach_at: Option<Instant>) -> Option<Duration> {
+    let own = match &step.action {
+        Action::Poll(p) => p.max_wait.map(|d| d.get()),
+        _ => None,
+    };
+    let cli = detach_at.map(|t| t.saturating_duration_since(Instant::now()));
+    match (own, cli) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Merges step retry fields over the defaults over the built-in policy.
+pub fn merge_retry(defaults: Option<&RetrySpec>, step: Option<&RetrySpec>) -> RetryPolicy {
+    let mut p = RetryPolicy::default();
+    for spec in [defaults, step].into_iter().flatten() {
+        if let Some(v) = spec.max_attempts {
+            p.max_attempts = v.max(1);
+        }
+        if let Some(v) = spec.initial_interval {
+            p.initial_interval = v.get();
+        }
+        if let Some(v) = spec.factor {
+            p.factor = v;
+        }
+        if let Some(v) = spec.max_interval {
+            p.max_interval = v.get();
+        }
+        if let Some(v) = spec.max_elapsed {
+            p.max_elapsed = Some(v.get());
+        }
+        if let Some(v) = spec.jitter {
+            p.jitter = v;
+        }
+    }
+    p
+}
+
+/// Runs the step's action; returns its outputs and the attempts it took.
+async fn execute(
+    run: &Arc<ActiveRun>,
+    step: &PlannedStep,
+    scope: &Scope,
+    ctx: &Value,
+    env: &StepEnv<'_>,
+) -> Result<(Value, u32), ActionError> {
+    let file = &scope.workflow.file;
+    match &step.action {
+        Action::Call(spec) => {
+            let conn = run.connection(file, spec.connection.as_deref(), ctx)?;
+            let rc = call::render_call(spec, &conn, ctx)?;
+            let out = call::execute(&conn, &rc, env, ctx).await?;
+            Ok((out.outputs(), out.attempts))
+        }
+        Action::Poll(spec) => {
+            let conn = run.connection(file, spec.call.connection.as_deref(), ctx)?;
+            let rc = call::render_call(&spec.call, &conn, ctx)?;
+            let out = poll::execute(&conn, spec, &rc, env, ctx).await?;
+            let mut v = steps::response_value(&out.response);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("polls".into(), json!(out.polls));
+            }
+            Ok((v, out.attempts))
+        }
+        Action::Download(spec) => {
+            // No connection: a plain one, and no auth headers on the downloads.
+            let conn = run.connection(file, spec.connection.as_deref(), ctx)?;
+            let with_auth = spec.connection.is_some();
+            let out = steps::files::download_step(spec, &conn, with_auth, env, ctx).await?;
+            Ok((out, 1))
+        }
+        Action::Decrypt(spec) => Ok((steps::files::decrypt_step(spec, env, ctx).await?, 1)),
+        Action::ForEach(spec) => Ok((for_each(run, step, spec, scope, ctx, env).await?, 1)),
+        Action::Uses(uses) => Ok((run_uses(run, uses, scope, ctx, env).await?, 1)),
+    }
+}
+
+/// Runs the workflow a `uses` step names, with its `with:` inputs; its outputs are the
+/// step's `outputs`.
+async fn run_uses(
+    run: &Arc<ActiveRun>,
+    uses: &UsesPlan,
+    scope: &Scope,
+    ctx: &Value,
+    env: &StepEnv<'_>,
+) -> Result<Value, ActionError> {
+    let mut given = BTreeMap::new();
+    for (k, v) in &uses.with {
+        let r = render_deep(v, ctx).map_err(|e| StepError::template(format!("with.{k}"), e))?;
+        given.insert(k.clone(), r);
+    }
+    let callee = &uses.workflow.file.workflow;
+    let inputs = resolve_inputs(callee, &given).map_err(|source| ActionError::UsesInputs {
+        target: uses.target.clone(),
+        source,
+    })?;
+    register_secret_inputs(callee, &inputs, run.emitter.secrets());
+    let sub = Scope {
+        workflow: uses.workflow.clone(),
+        inputs: Value::Object(inputs),
+        item: None,
+        steps: Map::new(),
+        prefix: format!("{}/", env.step),
+        in_loop: scope.in_loop,
+    };
+    match run_workflow(run, sub).await {
+        Ok(outputs) => Ok(json!({ "outputs": outputs })),
+        Err(StopReason::Failed(failure)) => Err(ActionError::SubWorkflow {
+            target: uses.target.clone(),
+            source: Box::new(failure),
+        }),
+        Err(StopReason::Pending(waiting_for)) => Err(StepError::Pending {
+            waiting_for,
+            polls: 0,
+        }
+        .into()),
+        Err(StopReason::Cancelled) => Err(StepError::Cancelled.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_fields_merge_in_order() {
+        let d = RetrySpec {
+            max_attempts: Some(3),
+            factor: Some(3.0),
+            ..Default::default()
+        };
+        let s = RetrySpec {
+            max_attempts: Some(9),
+            ..Default::default()
+        };
+        let p = merge_retry(Some(&d), Some(&s));
+        assert_eq!(p.max_attempts, 9);
+        assert_eq!(p.factor, 3.0);
+        assert_eq!(p.initial_interval, RetryPolicy::default().initial_interval);
+    }
+
+    /// Runs `top.yaml` of `files` (written to a temp dir) with no state and no sinks.
+    async fn run_files(files: &[(&str, &str)]) -> RunResult {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, src) in files {
+            std::fs::write(dir.path().join(name), src).expect("write workflow");
+        }
+        let plan = crate::workflow::validate::validate_file(&dir.path().join("top.yaml"))
+            .expect("valid plan");
+        let opts = RunOptions {
+            inputs: BTreeMap::new(),
+            env: BTreeMap::new(),
+            dry_run: false,
+            max_wait: None,
+            cancel: CancellationToken::new(),
+            state: None,
+            fresh: false,
+            shard: None,
+        };
+        let emitter = Emitter::new(vec![], crate::secrets::Secrets::default());
+        run(plan, opts, emitter).await.expect("run starts")
+    }
+
+    #[tokio::test]
+    async fn failed_uses_step_names_the_callee_step_and_its_cause() {
+        let r = run_files(&[
+            (
+                "top.yaml",
+                "name: top\nsteps:\n  - id: outer\n    uses: child.yaml\n",
+            ),
+            (
+                "child.yaml",
+                "name: child\nsteps:\n  - id: inner\n    for_each:\n      items: 3\n      steps: [{id: never, call: {url: 'http://127.0.0.1:9'}}]\n",
+            ),
+        ])
+        .await;
+        assert_eq!(r.status, RunStatus::Failed);
+        assert_eq!(
+            r.error.as_deref(),
+            Some("step `outer` failed: step `outer/inner` failed: `for_each.items` must be a list, got 3")
+        );
+    }
+
+    #[test]
+    fn a_failed_sub_workflow_keeps_the_child_failure_as_its_source() {
+        let child = WorkflowFailure::Step {
+            step: "outer/inner".into(),
+            source: ActionError::Step(StepError::Cancelled),
+        };
+        let e = ActionError::SubWorkflow {
+            target: "child.yaml".into(),
+            source: Box::new(child),
+        };
+        assert_eq!(e.to_string(), "step `outer/inner` failed: cancelled");
+        let source = std::error::Error::source(&e).expect("a source");
+        let child = source
+            .downcast_ref::<Box<WorkflowFailure>>()
+            .expect("the child's failure");
+        assert!(matches!(&**child, WorkflowFailure::Step { step, .. } if step == "outer/inner"));
+    }
+}

@@ -1,0 +1,368 @@
+//! Building connections: a workflow's `connections:` entry rendered into settings, once per run.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{Connection, ConnectionSettings, Credentials, VendorError, VendorKind};
+use crate::secrets::Secrets;
+use crate::template::{Template, TemplateError};
+use crate::workflow::model::{ConnectionKind, ConnectionSpec};
+use crate::workflow::Loaded;
+
+/// Google Email Audit API scope.
+pub const GOOGLE_AUDIT_SCOPE: &str = "https://apps-apis.google.com/a/feeds/compliance/audit/";
+
+/// Time limit of one HTTP attempt when a connection sets none.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a connection could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A field's template does not render.
+    #[error("`{field}`: {source}")]
+    Template {
+        field: String,
+        source: TemplateError,
+    },
+    /// A required setting rendered empty (usually an unset environment variable).
+    #[error("connection `{name}`: {what}{}", env_note(env_vars))]
+    Missing {
+        name: String,
+        what: &'static str,
+        /// The environment variables the credential templates read.
+        env_vars: Vec<String>,
+    },
+    #[error("connection `{name}`: base_url `{url}` is not a URL: {source}")]
+    BaseUrl {
+        name: String,
+        url: String,
+        source: url::ParseError,
+    },
+    /// A step names a connection the file does not declare.
+    #[error("no connection named `{name}`")]
+    Unknown { name: String },
+    /// The HTTP client or the vendor's auth state could not be set up.
+    #[error(transparent)]
+    Vendor(Box<VendorError>),
+}
+
+fn env_note(vars: &[String]) -> String {
+    if vars.is_empty() {
+        String::new()
+    } else {
+        format!(" (environment variables it reads: {})", vars.join(", "))
+    }
+}
+
+impl ConnectionSettings {
+    /// Settings of an unauthenticated connection for `url:` calls and downloads.
+    pub fn plain(name: &str) -> ConnectionSettings {
+        ConnectionSettings {
+            name: name.into(),
+            kind: VendorKind::Http,
+            base_url: None,
+            credentials: Credentials::None,
+            ca_file: None,
+            insecure_tls: false,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            status_poll_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The connections of one run, each built on first use and then shared.
+#[derive(Default)]
+pub struct ConnectionCache {
+    /// Named connections by (file, name).
+    named: Mutex<HashMap<(PathBuf, String), Connection>>,
+    /// The one unauthenticated connection for `url:` calls.
+    plain: Mutex<Option<Connection>>,
+}
+
+impl ConnectionCache {
+    /// The connection `name` of `file` (rendered over `ctx`'s inputs, env and run), or the
+    /// plain one when `name` is None. Credentials are registered with `secrets` before use;
+    /// `warn` hears about `insecure_tls`.
+    pub fn get(
+        &self,
+        file: &Loaded,
+        name: Option<&str>,
+        ctx: &Value,
+        secrets: &Secrets,
+        warn: impl FnOnce(String),
+    ) -> Result<Connection, BuildError> {
+        let Some(name) = name else {
+            let mut plain = self.plain.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = plain.as_ref() {
+                return Ok(c.clone());
+            }
+            let c = Connection::new(ConnectionSettings::plain("url"), secrets.clone())
+                .map_err(|e| BuildError::Vendor(Box::new(e)))?;
+            *plain = Some(c.clone());
+            return Ok(c);
+        };
+        let key = (file.path.clone(), name.to_string());
+        if let Some(c) = self
+            .named
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(c.clone());
+        }
+        let spec = file
+            .workflow
+            .connections
+            .get(name)
+            .ok_or_else(|| BuildError::Unknown {
+                name: name.to_string(),
+            })?;
+        // Connections see inputs, env and run, but not step outputs or loop items.
+        let conn_ctx = json!({
+            "inputs": ctx.get("inputs").cloned().unwrap_or(Value::Null),
+            "env": ctx.get("env").cloned().unwrap_or(Value::Null),
+            "run": ctx.get("run").cloned().unwrap_or(Value::Null),
+        });
+        let settings = connection_settings(name, spec, &conn_ctx, &file.dir())?;
+        register_credentials(secrets, &settings.credentials);
+        if settings.insecure_tls {
+            warn(format!(
+                "connection `{name}`: insecure_tls is on; TLS certificates are NOT verified"
+            ));
+        }
+        let conn = Connection::new(settings, secrets.clone())
+            .map_err(|e| BuildError::Vendor(Box::new(e)))?;
+        self.named
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, conn.clone());
+        Ok(conn)
+    }
+}
+
+/// Renders an optional setting's template, trimmed; empty, blank, or reading an unset
+/// environment variable counts as absent.
+fn cred(field: &Option<String>, ctx: &Value, name: &str) -> Result<Option<String>, BuildError> {
+    let Some(src) = field else {
+        return Ok(None);
+    };
+    let template_error = |source| BuildError::Template {
+        field: name.to_string(),
+        source,
+    };
+    let t = Template::compile(src).map_err(template_error)?;
+    match t.render_string(ctx) {
+        Ok(s) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
+        Err(TemplateError::UndefinedVariable { path, .. }) if path.starts_with("env.") => Ok(None),
+        Err(e) => Err(template_error(e)),
+    }
+}
+
+/// The environment variables a connection's credential templates read (for messages).
+fn env_names(spec: &ConnectionSpec) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(c) = &spec.credentials {
+        for f in [
+            &c.client_id,
+            &c.client_secret,
+            &c.access_key,
+            &c.secret_key,
+            &c.app_id,
+            &c.app_key,
+            &c.username,
+            &c.password,
+            &c.bearer_token,
+            &c.service_account_file,
+            &c.subject,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Ok(t) = Template::compile(f) {
+                for v in t.variables() {
+                    if v.path.first().map(String::as_str) == Some("env") && v.path.len() > 1 {
+                        names.push(v.path[1].clone());
+                    }
+                }
+            }
+        }
+    }
+    names.dedup();
+    names
+}
+
+/// Registers the secret parts of credentials, so they are masked everywhere.
+fn register_credentials(secrets: &Secrets, c: &Credentials) {
+    match c {
+        Credentials::None | Credentials::GoogleServiceAccount { .. } => {}
+        Credentials::Mimecast1 {
+            access_key,
+            secret_key,
+            app_id: _,
+            app_key,
+        } => {
+            secrets.add(access_key);
+            secrets.add(secret_key);
+            secrets.add(app_key);
+        }
+        Credentials::Mimecast2 {
+            client_id,
+            client_secret,
+        } => {
+            secrets.add(client_id);
+            secrets.add(client_secret);
+        }
+        Credentials::Basic {
+            username: _,
+            password,
+        } => secrets.add(password),
+        Credentials::Bearer { token } => secrets.add(token),
+    }
+}
+
+/// Renders a connection's settings and chooses its credentials.
+pub fn connection_settings(
+    name: &str,
+    spec: &ConnectionSpec,
+    ctx: &Value,
+    dir: &Path,
+) -> Result<ConnectionSettings, BuildError> {
+    let missing = |what: &'static str| BuildError::Missing {
+        name: name.to_string(),
+        what,
+        env_vars: env_names(spec),
+    };
+    let base_url = match cred(&spec.base_url, ctx, "base_url")? {
+        Some(u) => Some(url::Url::parse(&u).map_err(|source| BuildError::BaseUrl {
+            name: name.to_string(),
+            url: u.clone(),
+            source,
+        })?),
+        None if spec.kind == ConnectionKind::Http => None,
+        None => {
+            return Err(missing(
+                "base_url is empty or its environment variable is not set",
+            ))
+        }
+    };
+    let credentials = credentials(spec, ctx, dir).map_err(|e| match e {
+        CredentialsError::Missing(what) => missing(what),
+        CredentialsError::Build(e) => e,
+    })?;
+    let ca_file = cred(&spec.ca_file, ctx, "ca_file")?.map(|f| dir.join(f));
+    Ok(ConnectionSettings {
+        name: name.to_string(),
+        kind: match spec.kind {
+            ConnectionKind::Mimecast => VendorKind::Mimecast,
+            ConnectionKind::Mailstore => VendorKind::MailStore,
+            ConnectionKind::Google => VendorKind::Google,
+            ConnectionKind::Http => VendorKind::Http,
+        },
+        base_url,
+        credentials,
+        ca_file,
+        insecure_tls: spec.insecure_tls,
+        request_timeout: spec
+            .request_timeout
+            .map(|d| d.get())
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+        status_poll_timeout: Duration::from_secs(5),
+    })
+}
+
+/// Why no credentials were chosen.
+enum CredentialsError {
+    /// What is missing, for [`BuildError::Missing`].
+    Missing(&'static str),
+    Build(BuildError),
+}
+
+impl From<BuildError> for CredentialsError {
+    fn from(e: BuildError) -> Self {
+        CredentialsError::Build(e)
+    }
+}
+
+/// Renders the credential fields that apply to the connection's kind and chooses among them.
+fn credentials(
+    spec: &ConnectionSpec,
+    ctx: &Value,
+    dir: &Path,
+) -> Result<Credentials, CredentialsError> {
+    let c = spec.credentials.clone().unwrap_or_default();
+    let get = |f: &Option<String>, n: &str| cred(f, ctx, &format!("credentials.{n}"));
+    let credentials = match spec.kind {
+        ConnectionKind::Mimecast => {
+            let (id, secret) = (
+                get(&c.client_id, "client_id")?,
+                get(&c.client_secret, "client_secret")?,
+            );
+            let v1 = (
+                get(&c.access_key, "access_key")?,
+                get(&c.secret_key, "secret_key")?,
+                get(&c.app_id, "app_id")?,
+                get(&c.app_key, "app_key")?,
+            );
+            match (id, secret, v1) {
+                (Some(client_id), Some(client_secret), _) => Credentials::Mimecast2 {
+                    client_id,
+                    client_secret,
+                },
+                (_, _, (Some(access_key), Some(secret_key), Some(app_id), Some(app_key))) => {
+                    Credentials::Mimecast1 {
+                        access_key,
+                        secret_key,
+                        app_id,
+                        app_key,
+                    }
+                }
+                _ => {
+                    return Err(CredentialsError::Missing(
+                        "no complete credentials: give client_id and client_secret (API 2.0) or access_key, secret_key, app_id and app_key (API 1.0)",
+                    ))
+                }
+            }
+        }
+        ConnectionKind::Mailstore => {
+            match (get(&c.username, "username")?, get(&c.password, "password")?) {
+                (Some(username), Some(password)) => Credentials::Basic { username, password },
+                _ => {
+                    return Err(CredentialsError::Missing(
+                        "username and password are required",
+                    ))
+                }
+            }
+        }
+        ConnectionKind::Google => match (
+            get(&c.bearer_token, "bearer_token")?,
+            get(&c.service_account_file, "service_account_file")?,
+            get(&c.subject, "subject")?,
+        ) {
+            (Some(token), _, _) => Credentials::Bearer { token },
+            (None, Some(file), Some(subject)) => Credentials::GoogleServiceAccount {
+                key_file: dir.join(file),
+                subject,
+                scopes: vec![GOOGLE_AUDIT_SCOPE.to_string()],
+                token_url: get(&c.token_url, "token_url")?,
+            },
+            _ => {
+                return Err(CredentialsError::Missing(
+                    "no credentials: give bearer_token, or service_account_file and subject",
+                ))
+            }
+        },
+        ConnectionKind::Http => match (
+            get(&c.bearer_token, "bearer_token")?,
+            get(&c.username, "username")?,
+            get(&c.password, "password")?,
+        ) {
+            (Some(token), _, _) => Credentials::Bearer { token },
+            (None, Some(username), Some(password)) => Credentials::Basic { username, password },
+            _ => Credentials::None,
+        },
+    };
+    Ok(credentials)
+}

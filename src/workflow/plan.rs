@@ -1,0 +1,263 @@
+//! The validated plan: each step typed by the one action it does, `uses` targets resolved.
+//!
+//! `model` is the YAML as written (six optional action fields per step); validation turns it
+//! into these types, so the engine never meets a step with no action or several.
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::duration::Dur;
+use super::load::Loaded;
+use super::model::{CallSpec, DecryptSpec, Defaults, DownloadSpec, PollSpec, RetrySpec, Step};
+
+/// A validated workflow and every file it reaches through `uses`.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The root file as loaded (the same file as `workflow.file`).
+    pub root: Arc<Loaded>,
+    /// All loaded files by canonical path, the root included.
+    pub files: HashMap<PathBuf, Arc<Loaded>>,
+    /// The root file's steps, typed.
+    pub workflow: Arc<PlannedWorkflow>,
+}
+
+/// One validated file: its source and its typed steps.
+#[derive(Debug)]
+pub struct PlannedWorkflow {
+    pub file: Arc<Loaded>,
+    pub steps: Vec<PlannedStep>,
+}
+
+impl PlannedWorkflow {
+    /// The file's step defaults (empty when it gives none).
+    pub fn defaults(&self) -> Defaults {
+        self.file.workflow.defaults.clone().unwrap_or_default()
+    }
+}
+
+/// One validated step: the fields every step has, and its action.
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    pub id: String,
+    pub name: Option<String>,
+    /// Condition (template); the step is skipped when it renders false.
+    pub when: Option<String>,
+    pub retry: Option<RetrySpec>,
+    pub timeout: Option<Dur>,
+    pub continue_on_error: bool,
+    pub action: Action,
+}
+
+impl PlannedStep {
+    /// The name to show: `name`, else `id`.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The kind of the step's action.
+    pub fn kind(&self) -> StepKind {
+        self.action.kind()
+    }
+}
+
+/// What a step does, with the data it needs.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Call(CallSpec),
+    Poll(PollSpec),
+    Download(DownloadSpec),
+    Decrypt(DecryptSpec),
+    ForEach(ForEachPlan),
+    Uses(UsesPlan),
+}
+
+impl Action {
+    /// The kind of this action.
+    pub fn kind(&self) -> StepKind {
+        match self {
+            Action::Call(_) => StepKind::Call,
+            Action::Poll(_) => StepKind::Poll,
+            Action::Download(_) => StepKind::Download,
+            Action::Decrypt(_) => StepKind::Decrypt,
+            Action::ForEach(_) => StepKind::ForEach,
+            Action::Uses(_) => StepKind::Uses,
+        }
+    }
+}
+
+/// A `for_each` loop with its defaults applied.
+#[derive(Debug, Clone)]
+pub struct ForEachPlan {
+    /// The list (template yielding a list, or a literal list).
+    pub items: Value,
+    /// Iterations run at once (at least 1).
+    pub concurrency: usize,
+    /// Stop starting new iterations after the first failure.
+    pub fail_fast: bool,
+    /// Steps run for each item.
+    pub steps: Vec<PlannedStep>,
+}
+
+/// A `uses` step: the validated workflow it runs and the inputs it gives it.
+#[derive(Debug, Clone)]
+pub struct UsesPlan {
+    /// The path as written (relative to the calling file), for messages.
+    pub target: String,
+    pub workflow: Arc<PlannedWorkflow>,
+    /// Inputs for the callee (templates).
+    pub with: BTreeMap<String, Value>,
+}
+
+/// The kind of a step's action, as named in the file and in events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    Call,
+    Poll,
+    Download,
+    Decrypt,
+    ForEach,
+    Uses,
+}
+
+impl StepKind {
+    /// The key that declares this kind in a step.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Call => "call",
+            StepKind::Poll => "poll",
+            StepKind::Download => "download",
+            StepKind::Decrypt => "decrypt",
+            StepKind::ForEach => "for_each",
+            StepKind::Uses => "uses",
+        }
+    }
+
+    /// The outputs a step of this kind exposes as `steps.<id>.<name>`.
+    pub fn outputs(self) -> &'static [&'static str] {
+        match self {
+            StepKind::Call => &["status", "headers", "body", "pages", "request_id"],
+            StepKind::Poll => &["status", "headers", "body", "polls", "request_id"],
+            StepKind::Download => &["files", "bytes", "sha256", "sizes", "urls"],
+            StepKind::Decrypt => &["files", "bytes", "sha256", "sizes"],
+            StepKind::ForEach => &["results", "failed", "count"],
+            StepKind::Uses => &["outputs"],
+        }
+    }
+}
+
+/// The kinds a raw step declares (a valid step declares exactly one).
+pub(super) fn declared_kinds(s: &Step) -> Vec<StepKind> {
+    [
+        (s.call.is_some(), StepKind::Call),
+        (s.poll.is_some(), StepKind::Poll),
+        (s.download.is_some(), StepKind::Download),
+        (s.decrypt.is_some(), StepKind::Decrypt),
+        (s.for_each.is_some(), StepKind::ForEach),
+        (s.uses.is_some(), StepKind::Uses),
+    ]
+    .into_iter()
+    .filter_map(|(declared, kind)| declared.then_some(kind))
+    .collect()
+}
+
+/// Types the raw steps at `base` (`steps`, `steps[2].for_each.steps`); `callees` holds the
+/// planned workflow of each `uses:` target as written. Fails with the path of a step that
+/// does not declare exactly one action or whose target is missing from `callees` (both
+/// reported by validation before this runs).
+pub(super) fn plan_steps(
+    steps: &[Step],
+    base: &str,
+    callees: &HashMap<String, Arc<PlannedWorkflow>>,
+) -> Result<Vec<PlannedStep>, String> {
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let path = format!("{base}[{i}]");
+            let action = plan_action(s, &path, callees)?;
+            Ok(PlannedStep {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                when: s.when.clone(),
+                retry: s.retry.clone(),
+                timeout: s.timeout,
+                continue_on_error: s.continue_on_error,
+                action,
+            })
+        })
+        .collect()
+}
+
+/// The one action of a raw step; fails with `path` when it declares none or several.
+fn plan_action(
+    s: &Step,
+    path: &str,
+    callees: &HashMap<String, Arc<PlannedWorkflow>>,
+) -> Result<Action, String> {
+    let unplanned = || path.to_string();
+    match (
+        &s.call,
+        &s.poll,
+        &s.download,
+        &s.decrypt,
+        &s.for_each,
+        &s.uses,
+    ) {
+        (Some(c), None, None, None, None, None) => Ok(Action::Call(c.clone())),
+        (None, Some(p), None, None, None, None) => Ok(Action::Poll(p.clone())),
+        (None, None, Some(d), None, None, None) => Ok(Action::Download(d.clone())),
+        (None, None, None, Some(d), None, None) => Ok(Action::Decrypt(d.clone())),
+        (None, None, None, None, Some(fe), None) => Ok(Action::ForEach(ForEachPlan {
+            items: fe.items.clone(),
+            concurrency: fe.concurrency.unwrap_or(1).max(1) as usize,
+            fail_fast: fe.fail_fast.unwrap_or(true),
+            steps: plan_steps(&fe.steps, &format!("{path}.for_each.steps"), callees)?,
+        })),
+        (None, None, None, None, None, Some(target)) => Ok(Action::Uses(UsesPlan {
+            target: target.clone(),
+            workflow: callees.get(target).cloned().ok_or_else(unplanned)?,
+            with: s.with.clone().unwrap_or_default(),
+        })),
+        _ => Err(unplanned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::validate::validate_file;
+
+    #[test]
+    fn validation_types_each_step_by_its_action() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, src: &str| {
+            std::fs::write(dir.path().join(name), src).expect("write workflow");
+        };
+        write(
+            "child.yaml",
+            "name: child\ninputs:\n  who: {required: true}\nsteps:\n  - id: c\n    call: {url: 'http://x'}\n",
+        );
+        write(
+            "top.yaml",
+            "name: top\nsteps:\n  - id: loop\n    for_each:\n      items: [1, 2]\n      steps:\n        - id: sub\n          uses: child.yaml\n          with: {who: '{{ item }}'}\n  - id: get\n    name: Get it\n    call: {url: 'http://x'}\n",
+        );
+        let plan = validate_file(&dir.path().join("top.yaml")).expect("valid");
+        assert_eq!(plan.files.len(), 2);
+        let steps = &plan.workflow.steps;
+        let Action::ForEach(fe) = &steps[0].action else {
+            panic!("expected a loop, got {:?}", steps[0].kind());
+        };
+        assert_eq!((fe.concurrency, fe.fail_fast), (1, true));
+        let Action::Uses(uses) = &fe.steps[0].action else {
+            panic!("expected uses, got {:?}", fe.steps[0].kind());
+        };
+        assert_eq!(uses.target, "child.yaml");
+        assert_eq!(uses.workflow.file.workflow.name, "child");
+        assert_eq!(uses.workflow.steps[0].kind(), StepKind::Call);
+        assert!(uses.with.contains_key("who"));
+        assert_eq!(steps[1].kind(), StepKind::Call);
+        assert_eq!(steps[1].display_name(), "Get it");
+    }
+}
