@@ -201,4 +201,17 @@ pub struct SimArgs {
     /// Seed of the fault generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Start the Google export list empty instead of with three weeks of past requests.
+    #[arg(long)]
+    pub no_google_history: bool,
+    /// Final MailStore statuses keep their token (as the wrapper's tutorial output shows)
+    /// instead of `"token": null` (as the API page shows).
+    #[arg(long)]
+    pub mailstore_keep_final_token: bool,
+    /// Mimecast requests allowed per rate-limit window (reported in `X-RateLimit-*`).
+    #[arg(long, default_value_t = 100_000)]
+    pub mimecast_rate_limit: u32,
+    /// Length of the Mimecast rate-limit window, e.g. 1h.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub mimecast_rate_window: String,
 }

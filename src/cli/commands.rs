@@ -169,6 +169,13 @@ pub async fn sim(a: SimArgs) -> Result<(), CliError> {
         .transpose()
         .map_err(|e| CliError::Usage(format!("--latency: {e}")))?
         .unwrap_or(Duration::ZERO);
+    let mimecast_rate_window = parse_duration(&a.mimecast_rate_window)
+        .map_err(|e| CliError::Usage(format!("--mimecast-rate-window: {e}")))?;
+    if a.mimecast_rate_limit == 0 {
+        return Err(CliError::Usage(
+            "--mimecast-rate-limit must be at least 1".to_string(),
+        ));
+    }
     for (name, rate) in [("--rate-429", a.rate_429), ("--rate-5xx", a.rate_5xx)] {
         if !(0.0..=1.0).contains(&rate) {
             return Err(CliError::Usage(format!("{name} must be between 0 and 1")));
@@ -188,6 +195,10 @@ pub async fn sim(a: SimArgs) -> Result<(), CliError> {
         },
         google_error_user: a.google_error_user,
         google_pending_polls: a.google_pending_polls,
+        google_seed_history: !a.no_google_history,
+        mailstore_keep_final_token: a.mailstore_keep_final_token,
+        mimecast_rate_limit: a.mimecast_rate_limit,
+        mimecast_rate_window,
         ..Default::default()
     };
     let handle = crate::sim::start(cfg)
