@@ -387,11 +387,7 @@ impl Sink for JsonLines {
 fn parse_inputs(args: &RunArgs) -> Result<BTreeMap<String, Value>, String> {
     let mut out = BTreeMap::new();
     if let Some(f) = &args.inputs_file {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| format!("cannot read inputs file {}: {e}", f.display()))?;
-        let v: BTreeMap<String, Value> = serde_yaml_ng::from_str(&text)
-            .map_err(|e| format!("{}: not a mapping of inputs: {e}", f.display()))?;
-        out.extend(v);
+        out.extend(crate::workflow::load::load_inputs_file(f).map_err(|d| d.to_string())?);
     }
     for kv in &args.inputs {
         let (k, v) = kv

@@ -622,12 +622,7 @@ impl Validator<'_> {
     }
 
     fn template_error(&mut self, p: &str, src: Option<&str>, e: &TemplateError) {
-        let offset = match e {
-            TemplateError::Syntax { offset, .. }
-            | TemplateError::UndefinedVariable { offset, .. } => *offset,
-            _ => None,
-        };
-        let d = self.diag_in_template(p, src, offset, format!("invalid template: {e}"));
+        let d = self.diag_in_template(p, src, e.offset(), format!("invalid template: {e}"));
         self.diags.push(d);
     }
 
