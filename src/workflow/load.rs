@@ -478,4 +478,87 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_the_second() {
+        let src = "name: demo\nsteps:\n  - id: a\n    call: {url: http://x}\n    id: b\n";
+        let errs = load_str(Path::new("w.yaml"), src.into()).unwrap_err();
+        let text = errs[0].to_string();
+        assert!(
+            text.starts_with(
+                "w.yaml:5:5: error: duplicate key `id` in `steps[0]`; it is already given at line 3"
+            ),
+            "{text}"
+        );
+        let top = load_str(Path::new("w.yaml"), "name: a\nname: b\n".into()).unwrap_err();
+        assert!(top[0]
+            .to_string()
+            .starts_with("w.yaml:2:1: error: duplicate key `name`;"));
+        // the same key in different mappings is fine
+        assert!(load_str(Path::new("w.yaml"), SRC.into()).is_ok());
+    }
+
+    #[test]
+    fn alias_bombs_stop_at_the_alias_that_goes_over_the_limit() {
+        let mut src = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            src.push_str(&format!(
+                "a{i}: &a{i} [{}]\n",
+                vec![format!("*a{p}"); 10].join(", ")
+            ));
+        }
+        let errs = load_str(Path::new("w.yaml"), src).unwrap_err();
+        let text = errs[0].to_string();
+        assert!(text.starts_with("w.yaml:5:45:"), "{text}");
+        assert!(text.contains("more than 100000 nodes"), "{text}");
+        // a few aliases are fine
+        let ok = "name: x\nsteps:\n  - &s {id: a, call: {url: http://x}}\n";
+        assert!(load_str(Path::new("w.yaml"), ok.into()).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let src = format!(
+            "name: x\nsteps: {}{}\n",
+            "[".repeat(50_000),
+            "]".repeat(50_000)
+        );
+        assert!(load_str(Path::new("w.yaml"), src).is_err());
+    }
+
+    #[test]
+    fn files_that_are_not_utf8_get_a_position() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("w.yaml");
+        std::fs::write(&path, b"name: ok\ndescription: caf\xe9\n").expect("write");
+        let errs = load_file(&path).unwrap_err();
+        let text = errs[0].to_string();
+        assert!(
+            text.contains("w.yaml:2:17: error: the workflow file is not UTF-8 text (byte 0xE9)"),
+            "{text}"
+        );
+        let d = load_inputs_file(&path).unwrap_err();
+        assert!(d
+            .to_string()
+            .contains(":2:17: error: the inputs file is not UTF-8"));
+    }
+
+    #[test]
+    fn inputs_files_are_checked_like_workflows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("in.yaml");
+        std::fs::write(&path, "domain: a\nlimit: 3\n").expect("write");
+        let v = load_inputs_file(&path).expect("loads");
+        assert_eq!(v.get("limit"), Some(&Value::from(3)));
+        std::fs::write(&path, "domain: a\ndomain: b\n").expect("write");
+        let d = load_inputs_file(&path).unwrap_err().to_string();
+        assert!(
+            d.contains("in.yaml:2:1: error: duplicate key `domain`"),
+            "{d}"
+        );
+        std::fs::write(&path, "- a\n- b\n").expect("write");
+        let d = load_inputs_file(&path).unwrap_err().to_string();
+        assert!(d.contains("not a mapping of inputs"), "{d}");
+    }
 }
