@@ -160,6 +160,6 @@ mod tests {
     #[test]
     fn caret_covers_quoted_strings() {
         assert_eq!(token_width(r#"  path: "/a b/c" # x"#, 9), 8);
-        assert_eq!(token_width("  x: {default: 30mins}", 15), 6);
+        assert_eq!(token_width("  x: {default: 30mins}", 16), 6);
     }
 }
