@@ -25,7 +25,7 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
 /// Validates and runs a workflow.
 pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<(), CliError> {
     let plan = validate_file(&args.workflow).map_err(CliError::InvalidWorkflow)?;
-    let inputs = parse_inputs(&args).map_err(CliError::Invalid)?;
+    let inputs = parse_inputs(&args)?;
     let max_wait = args
         .max_wait
         .as_deref()
@@ -98,19 +98,18 @@ fn ended(result: RunResult, state_dir: Option<PathBuf>) -> Option<CliError> {
 }
 
 /// `--inputs-file`, then every `--input KEY=VALUE` over it.
-fn parse_inputs(args: &RunArgs) -> Result<BTreeMap<String, Value>, String> {
+/// An inputs file's problems are diagnostics with their position, printed as they are.
+fn parse_inputs(args: &RunArgs) -> Result<BTreeMap<String, Value>, CliError> {
     let mut out = BTreeMap::new();
     if let Some(f) = &args.inputs_file {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| format!("cannot read inputs file {}: {e}", f.display()))?;
-        let v: BTreeMap<String, Value> = serde_yaml_ng::from_str(&text)
-            .map_err(|e| format!("{}: not a mapping of inputs: {e}", f.display()))?;
-        out.extend(v);
+        let inputs = crate::workflow::load::load_inputs_file(f)
+            .map_err(|d| CliError::InvalidWorkflow(vec![*d]))?;
+        out.extend(inputs);
     }
     for kv in &args.inputs {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| format!("--input `{kv}`: write KEY=VALUE"))?;
+        let (k, v) = kv.split_once('=').ok_or_else(|| {
+            CliError::Invalid(format!("--input `{kv}`: write KEY=VALUE"))
+        })?;
         out.insert(k.trim().to_string(), Value::String(v.to_string()));
     }
     Ok(out)

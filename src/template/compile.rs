@@ -6,6 +6,9 @@
 //! - every path parameter `p` of a helper becomes `(__req p)`, so a missing variable passed to a
 //!   helper is an error naming it (except for the lenient `if`/`unless`/`each`/`with`/`default`);
 //! - aliases (`le`, `ge`) are replaced by the helpers they stand for.
+//!
+//! Every helper call (output, subexpression, block) is checked against the helper's
+//! signature before the rewrite: parameter count, option names, literal argument kinds.
 
 use std::collections::HashMap;
 
@@ -148,6 +151,7 @@ impl<'s> Walker<'s> {
                 Parameter::Path(p) if helpers::is_known(p.raw_name()) => {
                     let n = p.raw_name().to_owned();
                     self.check_helper(&n, false, offset)?;
+                    check_call(&n, false, &[], &HashMap::new(), offset)?;
                     Ok(call(helpers::resolve_alias(&n), Vec::new(), HashMap::new()))
                 }
                 Parameter::Path(p) => {
@@ -160,6 +164,7 @@ impl<'s> Walker<'s> {
                 }
                 Parameter::Name(n) => {
                     self.check_helper(&n, false, offset)?;
+                    check_call(&n, false, &[], &HashMap::new(), offset)?;
                     Ok(call(helpers::resolve_alias(&n), Vec::new(), HashMap::new()))
                 }
                 other => Ok(other),
@@ -167,6 +172,7 @@ impl<'s> Walker<'s> {
         }
         let n = name.as_name().unwrap_or_default().to_owned();
         self.check_helper(&n, false, offset)?;
+        check_call(&n, false, &ht.params, &ht.hash, offset)?;
         let (params, hash) = self.arguments(&n, ht, offset, relative)?;
         Ok(call(helpers::resolve_alias(&n), params, hash))
     }
@@ -220,6 +226,7 @@ impl<'s> Walker<'s> {
         };
         let n = ht.name.as_name().unwrap_or_default().to_owned();
         self.check_helper(&n, false, offset)?;
+        check_call(&n, false, &ht.params, &ht.hash, offset)?;
         let (params, hash) = self.arguments(&n, ht, offset, relative)?;
         ht.name = Parameter::Name(helpers::resolve_alias(&n).to_owned());
         ht.params = params;
@@ -240,21 +247,7 @@ impl<'s> Walker<'s> {
     ) -> Res<()> {
         let n = ht.name.as_name().unwrap_or_default().to_owned();
         self.check_helper(&n, true, offset)?;
-        let wanted = match n.as_str() {
-            "if" | "unless" | "each" | "with" => Some(1),
-            "raw" => Some(0),
-            _ => None,
-        };
-        if let Some(wanted) = wanted.filter(|w| *w != ht.params.len()) {
-            let got = ht.params.len();
-            return Err(syntax(
-                format!(
-                    "`{n}` takes {wanted} parameter{}, got {got}",
-                    if wanted == 1 { "" } else { "s" }
-                ),
-                offset,
-            ));
-        }
+        check_call(&n, true, &ht.params, &ht.hash, offset)?;
         let (params, hash) = self.arguments(&n, ht, offset, relative)?;
         ht.name = Parameter::Name(helpers::resolve_alias(&n).to_owned());
         ht.params = params;
@@ -310,6 +303,53 @@ impl<'s> Walker<'s> {
             self.vars.push(VarRef { path: segs, offset });
         }
     }
+}
+
+/// Checks a helper call against the helper's signature: the number of parameters, the option
+/// names, and the kind of every literal argument (`{{ago 30}}`, `{{format_date x "%Q"}}`).
+fn check_call(
+    name: &str,
+    block: bool,
+    params: &[Parameter],
+    hash: &HashMap<String, Parameter>,
+    offset: usize,
+) -> Res<()> {
+    let Some(sig) = helpers::signature(name) else {
+        return Ok(());
+    };
+    let fail = |message: String| {
+        let usage = sig.usage(name);
+        let usage = if block {
+            format!("{{{{#{usage}}}}}")
+        } else {
+            format!("{{{{{usage}}}}}")
+        };
+        Err(TemplateError::Call {
+            helper: name.to_owned(),
+            message: format!("{message}; usage: `{usage}`"),
+            offset: Some(offset),
+        })
+    };
+    let mut options: Vec<(&String, &Parameter)> = hash.iter().collect();
+    options.sort_by(|a, b| a.0.cmp(b.0));
+    if let Err(m) = sig.check_shape(params.len(), options.iter().map(|(k, _)| k.as_str())) {
+        return fail(format!("`{name}` {m}"));
+    }
+    for (i, arg) in params.iter().enumerate() {
+        if let (Parameter::Literal(v), Some(p)) = (arg, sig.kind_at(i)) {
+            if let Err(m) = p.kind.check_literal(v) {
+                return fail(format!("`{name}` parameter {} ({}): {m}", i + 1, p.name));
+            }
+        }
+    }
+    for (key, arg) in options {
+        if let (Parameter::Literal(v), Some(p)) = (arg, sig.option(key)) {
+            if let Err(m) = p.kind.check_literal(v) {
+                return fail(format!("`{name}` option `{key}`: {m}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The root-context path a handlebars path reads, or None when it is relative to a block

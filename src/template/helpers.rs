@@ -71,6 +71,223 @@ const CUSTOM: &[(&str, HelperFn)] = &[
     ("numbered", h_numbered),
 ];
 
+/// What a helper parameter accepts. Checked at compile time when the argument is a literal,
+/// and again at render time on the actual value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Any,
+    /// A string, number or boolean (numbers and booleans are converted to text).
+    Text,
+    List,
+    Object,
+    /// A string, a list or an object.
+    Collection,
+    Bool,
+    /// A date: RFC 3339 or `YYYY-MM-DD[ HH:MM[:SS]]`.
+    Date,
+    /// A duration with an optional sign: `7d`, `-2h`.
+    Duration,
+    /// A chrono strftime format: `%Y-%m-%d`.
+    DateFormat,
+}
+
+/// One parameter (or hash option) of a helper.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Param {
+    /// Shown in usage lines: `DATE`, `FORMAT`; for a hash option, its key.
+    pub(super) name: &'static str,
+    pub(super) kind: Kind,
+}
+
+const fn p(name: &'static str, kind: Kind) -> Param {
+    Param { name, kind }
+}
+
+/// What a helper takes: positional parameters (the first `required` of them mandatory; with
+/// `variadic`, the last one repeats) and hash options.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Signature {
+    pub(super) params: &'static [Param],
+    pub(super) required: usize,
+    pub(super) variadic: bool,
+    pub(super) hash: &'static [Param],
+}
+
+const fn fixed(params: &'static [Param]) -> Signature {
+    Signature {
+        params,
+        required: params.len(),
+        variadic: false,
+        hash: &[],
+    }
+}
+
+const fn variadic(params: &'static [Param], required: usize) -> Signature {
+    Signature {
+        params,
+        required,
+        variadic: true,
+        hash: &[],
+    }
+}
+
+const VALUE: &[Param] = &[p("VALUE", Kind::Any)];
+const TEXT: &[Param] = &[p("TEXT", Kind::Text)];
+const PAIR: &[Param] = &[p("A", Kind::Any), p("B", Kind::Any)];
+const DURATION: &[Param] = &[p("DURATION", Kind::Duration)];
+
+/// The signature of every helper users may call (aliases resolved).
+pub(super) fn signature(name: &str) -> Option<Signature> {
+    use Kind::*;
+    Some(match resolve_alias(name) {
+        "if" | "unless" | "each" | "with" | "not" => fixed(VALUE),
+        "raw" | "now" => fixed(&[]),
+        "lookup" => fixed(const { &[p("OBJECT", Any), p("KEY", Any)] }),
+        "log" => Signature {
+            hash: const { &[p("level", Text)] },
+            ..variadic(VALUE, 0)
+        },
+        "eq" | "ne" | "gt" | "gte" | "lt" | "lte" => fixed(PAIR),
+        "and" | "or" => variadic(PAIR, 2),
+        "len" => fixed(const { &[p("VALUE", Collection)] }),
+        "json" => Signature {
+            hash: const { &[p("pretty", Bool)] },
+            ..fixed(VALUE)
+        },
+        "default" => variadic(const { &[p("VALUE", Any), p("FALLBACK", Any)] }, 2),
+        "base64" | "base64_decode" | "urlencode" | "lower" | "upper" | "trim" => fixed(TEXT),
+        "join" => Signature {
+            required: 1,
+            ..fixed(const { &[p("LIST", List), p("SEPARATOR", Text)] })
+        },
+        "split" => fixed(const { &[p("TEXT", Text), p("SEPARATOR", Text)] }),
+        "contains" => fixed(const { &[p("HAYSTACK", Collection), p("NEEDLE", Any)] }),
+        "file" => fixed(const { &[p("PATH", Text)] }),
+        "concat" => variadic(VALUE, 1),
+        "ago" | "from_now" | "duration_ms" => fixed(DURATION),
+        "date_add" => fixed(const { &[p("DATE", Date), p("DURATION", Duration)] }),
+        "format_date" => fixed(const { &[p("DATE", Date), p("FORMAT", DateFormat)] }),
+        "numbered" => fixed(const { &[p("OBJECT", Object), p("PREFIX", Text)] }),
+        _ => return None,
+    })
+}
+
+impl Signature {
+    /// How to call the helper: `format_date DATE FORMAT`, `join LIST [SEPARATOR]`.
+    pub(super) fn usage(&self, name: &str) -> String {
+        let mut u = name.to_owned();
+        for (i, p) in self.params.iter().enumerate() {
+            let more = if self.variadic && i + 1 == self.params.len() {
+                "..."
+            } else {
+                ""
+            };
+            if i < self.required {
+                let _ = write!(u, " {}{more}", p.name);
+            } else {
+                let _ = write!(u, " [{}{more}]", p.name);
+            }
+        }
+        for h in self.hash {
+            let _ = write!(u, " [{}={}]", h.name, h.kind.placeholder());
+        }
+        u
+    }
+
+    /// Checks the number of parameters and the hash option names; the message starts with
+    /// "takes ..." or "has no option ...", for the caller to prefix with the helper's name.
+    pub(super) fn check_shape<'k>(
+        &self,
+        given: usize,
+        mut keys: impl Iterator<Item = &'k str>,
+    ) -> Result<(), String> {
+        let plural = |k: usize| if k == 1 { "" } else { "s" };
+        let (min, max) = (self.required, (!self.variadic).then_some(self.params.len()));
+        let takes = match max {
+            Some(max) if min == max && given != min => {
+                Some(format!("takes {min} parameter{}", plural(min)))
+            }
+            Some(max) if given < min || given > max => {
+                Some(format!("takes {min} to {max} parameters"))
+            }
+            None if given < min => Some(format!("takes at least {min} parameter{}", plural(min))),
+            _ => None,
+        };
+        if let Some(takes) = takes {
+            return Err(format!("{takes}, got {given}"));
+        }
+        if let Some(k) = keys.find(|k| !self.hash.iter().any(|h| h.name == *k)) {
+            return Err(if self.hash.is_empty() {
+                format!("has no option `{k}`; it takes no options")
+            } else {
+                let names: Vec<String> =
+                    self.hash.iter().map(|h| format!("`{}`", h.name)).collect();
+                format!("has no option `{k}`; options: {}", names.join(", "))
+            });
+        }
+        Ok(())
+    }
+
+    /// The kind of positional parameter `i` (0-based).
+    pub(super) fn kind_at(&self, i: usize) -> Option<Param> {
+        match self.params.get(i) {
+            Some(p) => Some(*p),
+            None if self.variadic => self.params.last().copied(),
+            None => None,
+        }
+    }
+
+    /// The kind of hash option `key`.
+    pub(super) fn option(&self, key: &str) -> Option<Param> {
+        self.hash.iter().find(|h| h.name == key).copied()
+    }
+}
+
+impl Kind {
+    fn placeholder(self) -> &'static str {
+        match self {
+            Kind::Bool => "true|false",
+            Kind::Text => "TEXT",
+            _ => "VALUE",
+        }
+    }
+
+    /// Checks a literal argument; the message says what was expected.
+    pub(super) fn check_literal(self, v: &Value) -> Result<(), String> {
+        let want = |what: &str| Err(format!("must be {what}, got {}", type_name(v)));
+        match (self, v) {
+            (Kind::Any, _)
+            | (Kind::Text, Value::String(_) | Value::Number(_) | Value::Bool(_))
+            | (Kind::List, Value::Array(_))
+            | (Kind::Object, Value::Object(_))
+            | (Kind::Collection, Value::String(_) | Value::Array(_) | Value::Object(_))
+            | (Kind::Bool, Value::Bool(_)) => Ok(()),
+            (Kind::Text, _) => want("text"),
+            (Kind::List, _) => want("a list"),
+            (Kind::Object, _) => want("an object"),
+            (Kind::Collection, _) => want("a string, a list or an object"),
+            (Kind::Bool, _) => want("true or false"),
+            (Kind::Date, Value::String(s)) => parse_date(s).map(|_| ()),
+            (Kind::Date, _) => want("a date such as \"2024-03-01\" or \"2024-03-01T12:00:00Z\""),
+            (Kind::Duration, Value::String(s)) => parse_signed_duration(s).map(|_| ()),
+            (Kind::Duration, Value::Number(n)) => parse_signed_duration(&n.to_string()).map(|_| ()),
+            (Kind::Duration, _) => want("a duration such as \"7d\""),
+            (Kind::DateFormat, Value::String(s)) => check_date_format(s),
+            (Kind::DateFormat, _) => want("a date format such as \"%Y-%m-%d\""),
+        }
+    }
+}
+
+fn check_date_format(fmt: &str) -> Result<(), String> {
+    use chrono::format::{Item, StrftimeItems};
+    if StrftimeItems::new(fmt).any(|i| matches!(i, Item::Error)) {
+        return Err(format!(
+            "invalid date format `{fmt}` (chrono strftime syntax, e.g. %Y-%m-%d %H:%M)"
+        ));
+    }
+    Ok(())
+}
+
 /// The shared registry, built once.
 pub(super) static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
     let mut hb = Handlebars::new();
@@ -213,18 +430,24 @@ impl HelperDef for FnHelper {
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
         let args = Args { h, ctx };
+        if let Some(sig) = signature(self.name) {
+            sig.check_shape(h.params().len(), h.hash().keys().copied())
+                .map_err(|message| helper_failure(self.name, message))?;
+        }
         match (self.f)(&args) {
             Ok(v) => Ok(ScopedJson::Derived(v)),
             Err(Fail::Missing(path)) => Err(missing(path.as_ref())),
-            Err(Fail::Msg(message)) => {
-                Err(RenderErrorReason::NestedError(Box::new(HelperFailure {
-                    helper: self.name.to_owned(),
-                    message,
-                }))
-                .into())
-            }
+            Err(Fail::Msg(message)) => Err(helper_failure(self.name, message)),
         }
     }
+}
+
+fn helper_failure(helper: &str, message: String) -> RenderError {
+    RenderErrorReason::NestedError(Box::new(HelperFailure {
+        helper: helper.to_owned(),
+        message,
+    }))
+    .into()
 }
 
 /// Parameter access for helper functions.
@@ -236,38 +459,6 @@ struct Args<'a, 'rc> {
 impl Args<'_, '_> {
     fn len(&self) -> usize {
         self.h.params().len()
-    }
-
-    /// Checks the number of parameters and that only `allowed` hash options are given.
-    fn expect(&self, min: usize, max: Option<usize>, allowed: &[&str]) -> Result<(), Fail> {
-        let n = self.len();
-        let plural = |k: usize| if k == 1 { "" } else { "s" };
-        match max {
-            Some(max) if min == max && n != min => {
-                return fail(format!("expected {min} parameter{}, got {n}", plural(min)))
-            }
-            Some(max) if n < min || n > max => {
-                return fail(format!("expected {min} to {max} parameters, got {n}"))
-            }
-            None if n < min => {
-                return fail(format!(
-                    "expected at least {min} parameter{}, got {n}",
-                    plural(min)
-                ))
-            }
-            _ => {}
-        }
-        if let Some(k) = self.h.hash().keys().find(|k| !allowed.contains(k)) {
-            return fail(if allowed.is_empty() {
-                format!("unknown option `{k}`; this helper takes no options")
-            } else {
-                format!(
-                    "unknown option `{k}`; expected one of: {}",
-                    allowed.join(", ")
-                )
-            });
-        }
-        Ok(())
     }
 
     fn value(&self, i: usize) -> Result<&Value, Fail> {
@@ -320,7 +511,6 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 fn h_json(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(1, Some(1), &["pretty"])?;
     let v = a.value(0)?;
     let text = if a.hash_bool("pretty")? {
         serde_json::to_string_pretty(v).map_err(|e| Fail::Msg(e.to_string()))?
@@ -331,8 +521,7 @@ fn h_json(a: &Args<'_, '_>) -> Result<Value, Fail> {
 }
 
 fn h_default(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(2, None, &[])?;
-    let last = a.len() - 1;
+    let last = a.len().saturating_sub(1);
     for i in 0..last {
         if let Some(p) = a.h.param(i) {
             if p.is_value_missing() {
@@ -349,7 +538,6 @@ fn h_default(a: &Args<'_, '_>) -> Result<Value, Fail> {
 }
 
 fn h_base64(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(1, Some(1), &[])?;
     let s = a.string(0)?;
     Ok(Value::String(
         base64::engine::general_purpose::STANDARD.encode(s.as_bytes()),
@@ -362,7 +550,6 @@ fn h_base64_decode(a: &Args<'_, '_>) -> Result<Value, Fail> {
         &base64::alphabet::STANDARD,
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
     );
-    a.expect(1, Some(1), &[])?;
     let s = a.string(0)?;
     let bytes = LENIENT_PADDING
         .decode(s.trim().as_bytes())
@@ -380,7 +567,6 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 fn h_urlencode(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(1, Some(1), &[])?;
     let s = a.string(0)?;
     Ok(Value::String(
         percent_encoding::utf8_percent_encode(&s, COMPONENT).to_string(),
@@ -388,7 +574,6 @@ fn h_urlencode(a: &Args<'_, '_>) -> Result<Value, Fail> {
 }
 
 fn h_join(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(1, Some(2), &[])?;
     let list = match a.value(0)? {
         Value::Array(items) => items,
         other => {
@@ -410,7 +595,6 @@ fn h_join(a: &Args<'_, '_>) -> Result<Value, Fail> {
 /// `numbered OBJ "fileUrl"`: the values of keys `fileUrl0`, `fileUrl1`, ... in numeric order
 /// (Google lists an export's files as numbered properties).
 fn h_numbered(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(2, Some(2), &[])?;
     let prefix = a.string(1)?;
     let map = match a.value(0)? {
         Value::Object(map) => map,
@@ -436,7 +620,6 @@ fn h_numbered(a: &Args<'_, '_>) -> Result<Value, Fail> {
 }
 
 fn h_split(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(2, Some(2), &[])?;
     let s = a.string(0)?;
     let sep = a.string(1)?;
     if sep.is_empty() {
@@ -450,7 +633,6 @@ fn h_split(a: &Args<'_, '_>) -> Result<Value, Fail> {
 }
 
 fn h_contains(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(2, Some(2), &[])?;
     let needle = a.value(1)?;
     let found = match a.value(0)? {
         Value::Array(items) => items.contains(needle),
@@ -475,7 +657,6 @@ fn h_contains(a: &Args<'_, '_>) -> Result<Value, Fail> {
 }
 
 fn h_file(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(1, Some(1), &[])?;
     let name = a.string(0)?;
     let path = resolve_file(a.ctx.data(), &name);
     read_limited(&path).map(Value::String).map_err(Fail::Msg)
@@ -517,22 +698,18 @@ pub(super) fn read_limited(path: &Path) -> Result<String, String> {
 }
 
 fn h_lower(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(1, Some(1), &[])?;
     Ok(Value::String(a.string(0)?.to_lowercase()))
 }
 
 fn h_upper(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(1, Some(1), &[])?;
     Ok(Value::String(a.string(0)?.to_uppercase()))
 }
 
 fn h_trim(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(1, Some(1), &[])?;
     Ok(Value::String(a.string(0)?.trim().to_owned()))
 }
 
 fn h_concat(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(1, None, &[])?;
     let mut s = String::new();
     for i in 0..a.len() {
         s.push_str(&value_to_text(a.value(i)?));
@@ -547,13 +724,11 @@ where
     Value::String(dt.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
 
-fn h_now(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(0, Some(0), &[])?;
+fn h_now(_: &Args<'_, '_>) -> Result<Value, Fail> {
     Ok(rfc3339(&Utc::now()))
 }
 
 fn shifted_now(a: &Args<'_, '_>, sign: i32) -> Result<Value, Fail> {
-    a.expect(1, Some(1), &[])?;
     let d = parse_signed_duration(&a.string(0)?).map_err(Fail::Msg)?;
     let d = if sign < 0 { -d } else { d };
     Utc::now()
@@ -571,7 +746,6 @@ fn h_from_now(a: &Args<'_, '_>) -> Result<Value, Fail> {
 }
 
 fn h_date_add(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(2, Some(2), &[])?;
     let dt = parse_date(&a.string(0)?).map_err(Fail::Msg)?;
     let d = parse_signed_duration(&a.string(1)?).map_err(Fail::Msg)?;
     dt.checked_add_signed(d)
@@ -580,7 +754,6 @@ fn h_date_add(a: &Args<'_, '_>) -> Result<Value, Fail> {
 }
 
 fn h_format_date(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(2, Some(2), &[])?;
     let dt = parse_date(&a.string(0)?).map_err(Fail::Msg)?;
     let fmt = a.string(1)?;
     let mut out = String::new();
@@ -594,21 +767,14 @@ fn h_format_date(a: &Args<'_, '_>) -> Result<Value, Fail> {
 }
 
 fn h_duration_ms(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    a.expect(1, Some(1), &[])?;
     let d = parse_signed_duration(&a.string(0)?).map_err(Fail::Msg)?;
     Ok(Value::from(d.num_milliseconds()))
 }
 
-/// Parses a humantime duration with an optional leading sign (`-7d`, `+2h`, `30s`).
+/// Parses a duration with an optional leading sign (`-7d`, `+2h`, `30s`): the workflow's one
+/// duration parser, as a signed time delta.
 pub(super) fn parse_signed_duration(s: &str) -> Result<TimeDelta, String> {
-    let t = s.trim();
-    let (neg, body) = match t.as_bytes().first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    let bad = || format!("cannot parse duration `{s}`; expected e.g. 200ms, 30s, 5m, 2h, 7d");
-    let std = humantime::parse_duration(body.trim()).map_err(|_| bad())?;
+    let (neg, std) = crate::workflow::duration::parse_signed_duration(s)?;
     let d = TimeDelta::from_std(std).map_err(|_| format!("duration `{s}` is too large"))?;
     Ok(if neg { -d } else { d })
 }

@@ -1,7 +1,8 @@
 //! Handlebars templates configured for data: strict, no HTML escaping, typed results, helpers.
 //!
 //! - [`Template::compile`] parses once (syntax errors carry the byte offset in the source),
-//!   rejects unknown helpers, partials and decorators, and collects [`Template::variables`]:
+//!   rejects unknown helpers, partials and decorators, checks every helper call against its
+//!   signature (parameter count, options, literal arguments), and collects [`Template::variables`]:
 //!   every path read from the root context, so that the validator can check them statically.
 //! - [`Template::render_string`] renders text; arrays and objects render as compact JSON.
 //! - [`Template::render_value`] returns a typed value when the whole template is one
@@ -65,12 +66,32 @@ pub enum TemplateError {
         message: String,
         offset: Option<usize>,
     },
+    /// A helper called with the wrong number of parameters, an unknown option or a literal
+    /// argument of the wrong kind; found when compiling, before anything runs.
+    #[error("{message}")]
+    Call {
+        helper: String,
+        message: String,
+        offset: Option<usize>,
+    },
     #[error("undefined variable `{path}`")]
     UndefinedVariable { path: String, offset: Option<usize> },
     #[error("{helper}: {message}")]
     Helper { helper: String, message: String },
     #[error("{message}")]
     Render { message: String },
+}
+
+impl TemplateError {
+    /// Byte offset in the template source of the `{{` the error is about, when known.
+    pub fn offset(&self) -> Option<usize> {
+        match self {
+            TemplateError::Syntax { offset, .. }
+            | TemplateError::Call { offset, .. }
+            | TemplateError::UndefinedVariable { offset, .. } => *offset,
+            TemplateError::Helper { .. } | TemplateError::Render { .. } => None,
+        }
+    }
 }
 
 /// A render context built once and reusable across renders (see the `*_in` methods).

@@ -43,6 +43,14 @@ fn helper_err(src: &str) -> (String, String) {
     }
 }
 
+/// The message of a helper call refused at compile time.
+fn call_err(src: &str) -> String {
+    match Template::compile(src) {
+        Err(TemplateError::Call { message, .. }) => message,
+        other => panic!("expected a compile-time call error for {src}, got {other:?}"),
+    }
+}
+
 fn undefined(src: &str) -> (String, Option<usize>) {
     match render(src) {
         Err(TemplateError::UndefinedVariable { path, offset }) => (path, offset),
@@ -303,7 +311,7 @@ fn if_and_default_tolerate_missing_values() {
     );
     // the fallback itself must exist
     assert_eq!(undefined("{{default inputs.a inputs.b}}").0, "inputs.b");
-    assert_eq!(helper_err("{{default inputs.a}}").0, "default");
+    assert!(call_err("{{default inputs.a}}").starts_with("`default` takes at least 2"));
 }
 
 // ---- variables() ----
@@ -434,8 +442,13 @@ fn unknown_and_misused_helpers_are_compile_errors() {
     assert!(Template::compile("{{#json a}}x{{/json}}").is_err());
     assert!(Template::compile("{{if a}}").is_err());
     match Template::compile("{{#if a}}x{{else if}}y{{/if}}") {
-        Err(TemplateError::Syntax { message, offset }) => {
-            assert_eq!(message, "`if` takes 1 parameter, got 0");
+        Err(TemplateError::Call {
+            message, offset, ..
+        }) => {
+            assert_eq!(
+                message,
+                "`if` takes 1 parameter, got 0; usage: `{{#if VALUE}}`"
+            );
             assert_eq!(offset, Some(10));
         }
         other => panic!("{other:?}"),
@@ -521,11 +534,19 @@ fn json_helper() {
         "{\n  \"properties\": {\n    \"status\": \"COMPLETED\"\n  }\n}"
     );
     assert_eq!(render("{{json inputs.domain}}").unwrap(), "\"example.com\"");
-    let (h, m) = helper_err("{{json inputs.count prety=true}}");
-    assert_eq!(h, "json");
-    assert!(m.contains("unknown option `prety`"), "{m}");
-    assert_eq!(helper_err("{{json}}").1, "expected 1 parameter, got 0");
-    assert!(helper_err("{{json 1 pretty=\"yes\"}}")
+    assert_eq!(
+        call_err("{{json inputs.count prety=true}}"),
+        "`json` has no option `prety`; options: `pretty`; usage: `{{json VALUE [pretty=true|false]}}`"
+    );
+    assert_eq!(
+        call_err("{{json}}"),
+        "`json` takes 1 parameter, got 0; usage: `{{json VALUE [pretty=true|false]}}`"
+    );
+    assert!(
+        call_err("{{json 1 pretty=\"yes\"}}").contains("option `pretty`: must be true or false")
+    );
+    // the same rule holds at render time for values that are not literals
+    assert!(helper_err("{{json 1 pretty=inputs.domain}}")
         .1
         .contains("true or false"));
 }
@@ -591,8 +612,8 @@ fn string_helpers() {
         helper_err("{{join inputs.domain}}").1,
         "parameter 1 must be an array, got a string"
     );
-    assert!(helper_err("{{lower}}").1.contains("expected 1 parameter"));
-    assert!(helper_err("{{concat}}").1.contains("at least 1"));
+    assert!(call_err("{{lower}}").contains("`lower` takes 1 parameter, got 0"));
+    assert!(call_err("{{concat}}").contains("takes at least 1 parameter, got 0"));
 }
 
 #[test]
@@ -722,25 +743,35 @@ fn date_helpers_with_fixed_dates() {
         render("{{format_date \"2024-03-01T00:00:00+0000\" \"%d/%m/%Y\"}}").unwrap(),
         "01/03/2024"
     );
-    let (h, m) = helper_err("{{format_date \"xyz\" \"%Y\"}}");
+    let (h, m) = helper_err("{{format_date inputs.domain \"%Y\"}}");
     assert_eq!(h, "format_date");
     assert_eq!(
         m,
-        "cannot parse date `xyz`; expected RFC 3339 or YYYY-MM-DD HH:MM"
+        "cannot parse date `example.com`; expected RFC 3339 or YYYY-MM-DD HH:MM"
     );
     assert_eq!(
-        render("{{format_date \"xyz\" \"%Y\"}}")
+        render("{{format_date inputs.domain \"%Y\"}}")
             .unwrap_err()
             .to_string(),
-        "format_date: cannot parse date `xyz`; expected RFC 3339 or YYYY-MM-DD HH:MM"
+        "format_date: cannot parse date `example.com`; expected RFC 3339 or YYYY-MM-DD HH:MM"
     );
-    assert!(helper_err("{{format_date \"2024-03-01\" \"%Q\"}}")
+    // literals are checked when compiling
+    assert_eq!(
+        call_err("{{format_date \"xyz\" \"%Y\"}}"),
+        "`format_date` parameter 1 (DATE): cannot parse date `xyz`; expected RFC 3339 or \
+         YYYY-MM-DD HH:MM; usage: `{{format_date DATE FORMAT}}`"
+    );
+    assert!(call_err("{{format_date \"2024-03-01\" \"%Q\"}}").contains("invalid date format"));
+    assert!(
+        helper_err("{{format_date \"2024-03-01\" (concat \"%\" \"Q\")}}")
+            .1
+            .contains("invalid date format")
+    );
+    assert!(call_err("{{date_add \"2024-03-01\" \"soon\"}}").contains("invalid duration `soon`"));
+    assert!(helper_err("{{date_add \"2024-03-01\" inputs.domain}}")
         .1
-        .contains("invalid date format"));
-    assert!(helper_err("{{date_add \"2024-03-01\" \"soon\"}}")
-        .1
-        .contains("cannot parse duration `soon`"));
-    assert!(helper_err("{{date_add \"2024-01-01\" \"300000y\"}}")
+        .contains("invalid duration `example.com`"));
+    assert!(helper_err("{{date_add \"2024-01-01\" \"20000000w\"}}")
         .1
         .contains("out of range"));
 }
@@ -762,10 +793,8 @@ fn relative_time_helpers() {
     assert!((secs(now, ago) - 7 * 86_400).abs() <= 2);
     let later = parse(&render("{{from_now \"2h\"}}").unwrap());
     assert!((secs(later, now) - 7_200).abs() <= 2);
-    assert!(helper_err("{{ago \"seven days\"}}")
-        .1
-        .contains("cannot parse duration"));
-    assert!(helper_err("{{now 1}}").1.contains("expected 0 parameters"));
+    assert!(call_err("{{ago \"seven days\"}}").contains("invalid duration `seven days`"));
+    assert!(call_err("{{now 1}}").contains("`now` takes 0 parameters, got 1"));
 }
 
 #[test]
@@ -778,7 +807,8 @@ fn duration_ms_helper() {
         json!(5_400_000)
     );
     assert_eq!(value("{{duration_ms \"-5m\"}}").unwrap(), json!(-300_000));
-    assert_eq!(helper_err("{{duration_ms \"5 parsecs\"}}").0, "duration_ms");
+    assert!(call_err("{{duration_ms \"5 parsecs\"}}").starts_with("`duration_ms` parameter 1"));
+    assert_eq!(helper_err("{{duration_ms inputs.domain}}").0, "duration_ms");
 }
 
 // ---- deep helpers ----
@@ -839,4 +869,72 @@ fn numbered_collects_file_urls_in_numeric_order() {
     );
     let t = Template::compile(r#"{{ numbered p.status "x" }}"#).unwrap();
     assert!(t.render_value(&ctx).is_err());
+}
+
+// ---- helper signatures, checked when compiling ----
+
+#[test]
+fn every_helper_has_a_signature() {
+    for name in helper_names() {
+        assert!(helpers::signature(name).is_some(), "{name}");
+    }
+}
+
+#[test]
+fn wrong_arity_is_a_compile_error_naming_the_helper_and_its_usage() {
+    assert_eq!(
+        call_err("{{ format_date }}"),
+        "`format_date` takes 2 parameters, got 0; usage: `{{format_date DATE FORMAT}}`"
+    );
+    assert_eq!(
+        call_err("{{ eq 1 }}"),
+        "`eq` takes 2 parameters, got 1; usage: `{{eq A B}}`"
+    );
+    assert_eq!(
+        call_err("{{ date_add (now) 1 2 3 4 }}"),
+        "`date_add` takes 2 parameters, got 5; usage: `{{date_add DATE DURATION}}`"
+    );
+    assert_eq!(
+        call_err("{{ join }}"),
+        "`join` takes 1 to 2 parameters, got 0; usage: `{{join LIST [SEPARATOR]}}`"
+    );
+    assert!(call_err("{{ and inputs.flag }}").contains("takes at least 2 parameters, got 1"));
+    assert!(call_err("{{ default inputs.x }}").contains("usage: `{{default VALUE FALLBACK...}}`"));
+}
+
+#[test]
+fn nested_calls_and_blocks_are_checked_too() {
+    // a subexpression deep inside, reported at the enclosing expression
+    match Template::compile("a {{ concat \"x\" (upper (lower)) }}") {
+        Err(TemplateError::Call { helper, offset, .. }) => {
+            assert_eq!(helper, "lower");
+            assert_eq!(offset, Some(2));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(call_err("{{#eq inputs.domain}}x{{/eq}}").contains("usage: `{{#eq A B}}`"));
+    assert!(call_err("{{#if inputs.flag}}{{ upper }}{{/if}}").contains("`upper` takes 1"));
+    assert!(call_err("{{#if inputs.flag}}x{{else}}{{ ago 5 }}{{/if}}")
+        .contains("`ago` parameter 1 (DURATION): invalid duration `5`"));
+    assert!(call_err("{{#each (split inputs.domain)}}x{{/each}}").contains("`split` takes 2"));
+}
+
+#[test]
+fn literal_arguments_of_the_wrong_kind_are_compile_errors() {
+    assert!(call_err("{{ len 5 }}").contains("must be a string, a list or an object, got a number"));
+    assert!(call_err("{{ join \"a,b\" }}").contains("`join` parameter 1 (LIST): must be a list"));
+    assert!(call_err("{{ ago \"30M\" }}").contains("unknown unit `M`"));
+    assert!(call_err("{{ numbered \"x\" \"fileUrl\" }}").contains("must be an object"));
+    assert!(call_err("{{ upper [1] }}").contains("must be text, got an array"));
+    // paths and subexpressions are only known when rendering
+    assert!(Template::compile("{{ len inputs.count }}").is_ok());
+    assert!(Template::compile("{{ ago (concat inputs.count \"d\") }}").is_ok());
+    assert_eq!(
+        render("{{ ago (concat \"3\" \"x\") }}")
+            .unwrap_err()
+            .to_string()
+            .split(':')
+            .next(),
+        Some("ago")
+    );
 }

@@ -537,7 +537,7 @@ pub fn transport_error(
         format!(
             "{method} {}: timed out after {}",
             redact_url(url),
-            humantime::format_duration(timeout)
+            crate::workflow::duration::format_duration(timeout)
         )
     } else {
         format!("{method} {}: {}", redact_url(url), error_chain(&err))

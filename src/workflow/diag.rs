@@ -61,7 +61,8 @@ impl Diagnostic {
     }
 }
 
-/// Width of the token starting at 1-based `col` of `line`: a key, a word or a quoted string.
+/// Width of the token starting at 1-based `col` of `line`: a key, a word or a quoted string
+/// (a plain word ends before a flow collection's `,`, `}` or `]`).
 fn token_width(line: &str, col: usize) -> usize {
     let rest: String = line.chars().skip(col.saturating_sub(1)).collect();
     let mut chars = rest.chars();
@@ -73,7 +74,7 @@ fn token_width(line: &str, col: usize) -> usize {
         }
         Some(_) => rest
             .chars()
-            .take_while(|c| !c.is_whitespace() && *c != ':' && *c != ',')
+            .take_while(|c| !c.is_whitespace() && !matches!(c, ':' | ',' | '}' | ']'))
             .count()
             .max(1),
     }
@@ -159,5 +160,6 @@ mod tests {
     #[test]
     fn caret_covers_quoted_strings() {
         assert_eq!(token_width(r#"  path: "/a b/c" # x"#, 9), 8);
+        assert_eq!(token_width("  x: {default: 30mins}", 16), 6);
     }
 }

@@ -1,8 +1,10 @@
 //! Reading a workflow file: YAML into the model, with a map from model paths to source spans.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use serde_json::Value;
+
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::Marker;
 
 use super::diag::{did_you_mean, Diagnostic};
@@ -79,26 +81,68 @@ impl Loaded {
 
 /// Reads and parses a workflow file.
 pub fn load_file(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
-    let source = std::fs::read_to_string(path).map_err(|e| {
-        vec![Diagnostic::file(
-            path,
-            format!("cannot read the workflow file: {e}"),
-        )]
-    })?;
+    let source = read_text(path, "workflow file").map_err(|d| vec![*d])?;
     load_str(path, source)
+}
+
+/// Reads an inputs file (`--inputs-file`): a YAML mapping of input names to values, with the
+/// same checks as a workflow file (UTF-8, syntax, duplicate keys, alias expansion).
+pub fn load_inputs_file(path: &Path) -> Result<BTreeMap<String, Value>, Box<Diagnostic>> {
+    let source = read_text(path, "inputs file")?;
+    check_yaml(path, &source).map_err(Box::new)?;
+    serde_yaml_ng::from_str(&source).map_err(|e| {
+        let mut d = serde_error(path, &source, &e);
+        d.message = format!("not a mapping of inputs: {}", d.message);
+        Box::new(d)
+    })
+}
+
+/// Reads a file as UTF-8 text; bytes that are not UTF-8 are an error at their position.
+fn read_text(path: &Path, what: &str) -> Result<String, Box<Diagnostic>> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Box::new(Diagnostic::file(
+            path,
+            format!("cannot read the {what}: {e}"),
+        ))
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let valid = &bytes[..e.utf8_error().valid_up_to()];
+        let text = String::from_utf8_lossy(bytes);
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let col = String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count()
+            + 1;
+        let byte = bytes.get(valid.len()).copied().unwrap_or_default();
+        let mut d = Diagnostic::at(
+            path,
+            &text,
+            line,
+            col,
+            format!("the {what} is not UTF-8 text (byte 0x{byte:02X})"),
+        )
+        .with_help("save the file as UTF-8");
+        d.width = 1;
+        Box::new(d)
+    })
+}
+
+/// The event pass over `source`: syntax, duplicate keys and alias expansion, as a diagnostic.
+fn check_yaml(path: &Path, source: &str) -> Result<SpanMap, Diagnostic> {
+    build_spans(source).map_err(|p| {
+        let d = Diagnostic::at(path, source, p.span.line, p.span.col, p.message);
+        match p.help {
+            Some(h) => d.with_help(h),
+            None => d,
+        }
+    })
 }
 
 /// Parses workflow text; `path` is used in messages and for relative paths.
 pub fn load_str(path: &Path, source: String) -> Result<Loaded, Vec<Diagnostic>> {
-    let spans = build_spans(&source).map_err(|(span, msg)| {
-        vec![Diagnostic::at(
-            path,
-            &source,
-            span.line,
-            span.col,
-            format!("YAML syntax error: {msg}"),
-        )]
-    })?;
+    let spans = check_yaml(path, &source).map_err(|d| vec![d])?;
     let workflow: Workflow =
         serde_yaml_ng::from_str(&source).map_err(|e| vec![serde_error(path, &source, &e)])?;
     Ok(Loaded {
@@ -165,17 +209,71 @@ fn unknown_field_help(message: &str) -> Option<String> {
     }
 }
 
+/// Most nodes a document may hold once its aliases are expanded: far above any real workflow,
+/// far below what an alias bomb ("billion laughs") would make the deserializer build.
+const MAX_EXPANDED_NODES: u64 = 100_000;
+
 #[derive(Debug)]
 enum Frame {
-    /// In a mapping: the path of the mapping, and the pending key (None: expecting a key).
-    Map { path: String, key: Option<String> },
+    /// In a mapping: its path, the pending key (None: expecting a key) and the keys seen.
+    Map {
+        path: String,
+        key: Option<String>,
+        seen: HashMap<String, Span>,
+        anchor: usize,
+        nodes: u64,
+    },
     /// In a sequence: the path and the next index.
-    Seq { path: String, next: usize },
+    Seq {
+        path: String,
+        next: usize,
+        anchor: usize,
+        nodes: u64,
+    },
 }
 
+impl Frame {
+    fn nodes(&mut self) -> &mut u64 {
+        match self {
+            Frame::Map { nodes, .. } | Frame::Seq { nodes, .. } => nodes,
+        }
+    }
+}
+
+/// A problem found by the event pass.
+#[derive(Debug)]
+struct Problem {
+    span: Span,
+    message: String,
+    help: Option<String>,
+}
+
+impl Problem {
+    fn new(span: Span, message: String) -> Self {
+        Problem {
+            span,
+            message,
+            help: None,
+        }
+    }
+}
+
+#[derive(Default)]
 struct SpanBuilder {
     stack: Vec<Frame>,
     spans: HashMap<String, Span>,
+    /// Node count of every anchored node, aliases inside it expanded.
+    anchored: HashMap<usize, u64>,
+    /// Nodes of the document so far, aliases expanded.
+    expanded: u64,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 impl SpanBuilder {
@@ -190,81 +288,151 @@ impl SpanBuilder {
     fn value_path(&mut self) -> Option<String> {
         match self.stack.last_mut() {
             None => Some(String::new()),
-            Some(Frame::Seq { path, next }) => {
+            Some(Frame::Seq { path, next, .. }) => {
                 let p = format!("{path}[{next}]");
                 *next += 1;
                 Some(p)
             }
-            Some(Frame::Map { path, key }) => key.take().map(|k| {
-                if path.is_empty() {
-                    k
-                } else {
-                    format!("{path}.{k}")
-                }
-            }),
+            Some(Frame::Map { path, key, .. }) => key.take().map(|k| join(path, &k)),
         }
     }
-}
 
-impl MarkedEventReceiver for SpanBuilder {
-    fn on_event(&mut self, ev: Event, mark: Marker) {
+    /// Counts `n` more nodes (an alias counts as the nodes it stands for).
+    fn count(&mut self, n: u64, span: Span) -> Result<(), Problem> {
+        self.expanded = self.expanded.saturating_add(n);
+        if let Some(f) = self.stack.last_mut() {
+            *f.nodes() = f.nodes().saturating_add(n);
+        }
+        if self.expanded > MAX_EXPANDED_NODES {
+            let mut p = Problem::new(
+                span,
+                format!(
+                    "YAML aliases expand this document to more than {MAX_EXPANDED_NODES} nodes"
+                ),
+            );
+            p.help =
+                Some("an alias bomb? write the repeated parts out or use fewer aliases".into());
+            return Err(p);
+        }
+        Ok(())
+    }
+
+    /// A mapping key: recorded, and refused when the mapping already has it.
+    fn key(&mut self, text: String, span: Span) -> Result<(), Problem> {
+        let Some(Frame::Map {
+            path, key, seen, ..
+        }) = self.stack.last_mut()
+        else {
+            return Ok(());
+        };
+        if let Some(first) = seen.get(&text) {
+            let within = if path.is_empty() {
+                String::new()
+            } else {
+                format!(" in `{path}`")
+            };
+            let mut p = Problem::new(
+                span,
+                format!(
+                    "duplicate key `{text}`{within}; it is already given at line {}",
+                    first.line
+                ),
+            );
+            p.help = Some("give each key once (YAML would silently keep only the last)".into());
+            return Err(p);
+        }
+        seen.insert(text.clone(), span);
+        self.spans
+            .insert(format!("{}#key", join(path, &text)), span);
+        *key = Some(text);
+        Ok(())
+    }
+
+    fn on_event(&mut self, ev: Event, mark: Marker) -> Result<(), Problem> {
         let span = Self::span(&mark);
         match ev {
-            Event::Scalar(text, ..) => {
+            Event::Scalar(text, _, anchor, _) => {
                 let is_key = matches!(self.stack.last(), Some(Frame::Map { key: None, .. }));
                 if is_key {
-                    if let Some(Frame::Map { path, key }) = self.stack.last_mut() {
-                        let full = if path.is_empty() {
-                            text.clone()
-                        } else {
-                            format!("{path}.{text}")
-                        };
-                        self.spans.insert(format!("{full}#key"), span);
-                        *key = Some(text);
-                    }
+                    self.key(text, span)?;
                 } else if let Some(p) = self.value_path() {
                     self.spans.insert(p, span);
                 }
+                if anchor > 0 {
+                    self.anchored.insert(anchor, 1);
+                }
+                self.count(1, span)?;
             }
-            Event::Alias(_) => {
+            Event::Alias(id) => {
                 if let Some(p) = self.value_path() {
                     self.spans.insert(p, span);
                 }
+                let n = self.anchored.get(&id).copied().unwrap_or(1);
+                self.count(n, span)?;
             }
-            Event::MappingStart(..) => {
+            Event::MappingStart(anchor, _) => {
                 let p = self.value_path().unwrap_or_default();
                 self.spans.entry(p.clone()).or_insert(span);
-                self.stack.push(Frame::Map { path: p, key: None });
+                self.count(1, span)?;
+                self.stack.push(Frame::Map {
+                    path: p,
+                    key: None,
+                    seen: HashMap::new(),
+                    anchor,
+                    nodes: 1,
+                });
             }
-            Event::SequenceStart(..) => {
+            Event::SequenceStart(anchor, _) => {
                 let p = self.value_path().unwrap_or_default();
                 self.spans.entry(p.clone()).or_insert(span);
-                self.stack.push(Frame::Seq { path: p, next: 0 });
+                self.count(1, span)?;
+                self.stack.push(Frame::Seq {
+                    path: p,
+                    next: 0,
+                    anchor,
+                    nodes: 1,
+                });
             }
-            Event::MappingEnd | Event::SequenceEnd => {
-                self.stack.pop();
-            }
+            Event::MappingEnd | Event::SequenceEnd => self.close(),
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Ends a collection: its node count goes to its anchor and to its parent.
+    fn close(&mut self) {
+        let Some(frame) = self.stack.pop() else {
+            return;
+        };
+        let (anchor, nodes) = match frame {
+            Frame::Map { anchor, nodes, .. } | Frame::Seq { anchor, nodes, .. } => (anchor, nodes),
+        };
+        if anchor > 0 {
+            self.anchored.insert(anchor, nodes);
+        }
+        if let Some(parent) = self.stack.last_mut() {
+            // the collection's own start was already counted into the parent
+            *parent.nodes() = parent.nodes().saturating_add(nodes.saturating_sub(1));
         }
     }
 }
 
-fn build_spans(source: &str) -> Result<SpanMap, (Span, String)> {
-    let mut b = SpanBuilder {
-        stack: Vec::new(),
-        spans: HashMap::new(),
-    };
+/// Walks the first document's events (iteratively: deep nesting cannot overflow the stack).
+fn build_spans(source: &str) -> Result<SpanMap, Problem> {
+    let mut b = SpanBuilder::default();
     let mut parser = Parser::new_from_str(source);
-    parser.load(&mut b, false).map_err(|e| {
-        let m = e.marker();
-        (
-            Span {
-                line: m.line(),
-                col: m.col() + 1,
-            },
-            e.info().to_string(),
-        )
-    })?;
+    loop {
+        let (ev, mark) = parser.next_token().map_err(|e| {
+            Problem::new(
+                SpanBuilder::span(e.marker()),
+                format!("YAML syntax error: {}", e.info()),
+            )
+        })?;
+        if matches!(ev, Event::StreamEnd | Event::DocumentEnd) {
+            break;
+        }
+        b.on_event(ev, mark)?;
+    }
     Ok(SpanMap { spans: b.spans })
 }
 
@@ -309,5 +477,88 @@ mod tests {
             text.starts_with("w.yaml:5:") || text.starts_with("w.yaml:4:"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_the_second() {
+        let src = "name: demo\nsteps:\n  - id: a\n    call: {url: http://x}\n    id: b\n";
+        let errs = load_str(Path::new("w.yaml"), src.into()).unwrap_err();
+        let text = errs[0].to_string();
+        assert!(
+            text.starts_with(
+                "w.yaml:5:5: error: duplicate key `id` in `steps[0]`; it is already given at line 3"
+            ),
+            "{text}"
+        );
+        let top = load_str(Path::new("w.yaml"), "name: a\nname: b\n".into()).unwrap_err();
+        assert!(top[0]
+            .to_string()
+            .starts_with("w.yaml:2:1: error: duplicate key `name`;"));
+        // the same key in different mappings is fine
+        assert!(load_str(Path::new("w.yaml"), SRC.into()).is_ok());
+    }
+
+    #[test]
+    fn alias_bombs_stop_at_the_alias_that_goes_over_the_limit() {
+        let mut src = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            src.push_str(&format!(
+                "a{i}: &a{i} [{}]\n",
+                vec![format!("*a{p}"); 10].join(", ")
+            ));
+        }
+        let errs = load_str(Path::new("w.yaml"), src).unwrap_err();
+        let text = errs[0].to_string();
+        assert!(text.starts_with("w.yaml:5:45:"), "{text}");
+        assert!(text.contains("more than 100000 nodes"), "{text}");
+        // a few aliases are fine
+        let ok = "name: x\nsteps:\n  - &s {id: a, call: {url: http://x}}\n";
+        assert!(load_str(Path::new("w.yaml"), ok.into()).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let src = format!(
+            "name: x\nsteps: {}{}\n",
+            "[".repeat(50_000),
+            "]".repeat(50_000)
+        );
+        assert!(load_str(Path::new("w.yaml"), src).is_err());
+    }
+
+    #[test]
+    fn files_that_are_not_utf8_get_a_position() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("w.yaml");
+        std::fs::write(&path, b"name: ok\ndescription: caf\xe9\n").expect("write");
+        let errs = load_file(&path).unwrap_err();
+        let text = errs[0].to_string();
+        assert!(
+            text.contains("w.yaml:2:17: error: the workflow file is not UTF-8 text (byte 0xE9)"),
+            "{text}"
+        );
+        let d = load_inputs_file(&path).unwrap_err();
+        assert!(d
+            .to_string()
+            .contains(":2:17: error: the inputs file is not UTF-8"));
+    }
+
+    #[test]
+    fn inputs_files_are_checked_like_workflows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("in.yaml");
+        std::fs::write(&path, "domain: a\nlimit: 3\n").expect("write");
+        let v = load_inputs_file(&path).expect("loads");
+        assert_eq!(v.get("limit"), Some(&Value::from(3)));
+        std::fs::write(&path, "domain: a\ndomain: b\n").expect("write");
+        let d = load_inputs_file(&path).unwrap_err().to_string();
+        assert!(
+            d.contains("in.yaml:2:1: error: duplicate key `domain`"),
+            "{d}"
+        );
+        std::fs::write(&path, "- a\n- b\n").expect("write");
+        let d = load_inputs_file(&path).unwrap_err().to_string();
+        assert!(d.contains("not a mapping of inputs"), "{d}");
     }
 }

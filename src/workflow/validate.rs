@@ -633,12 +633,7 @@ impl Validator<'_> {
     }
 
     fn template_error(&mut self, p: &str, src: Option<&str>, e: &TemplateError) {
-        let offset = match e {
-            TemplateError::Syntax { offset, .. }
-            | TemplateError::UndefinedVariable { offset, .. } => *offset,
-            _ => None,
-        };
-        let d = self.diag_in_template(p, src, offset, format!("invalid template: {e}"));
+        let d = self.diag_in_template(p, src, e.offset(), format!("invalid template: {e}"));
         self.diags.push(d);
     }
 
@@ -889,7 +884,10 @@ pub fn coerce_input(kind: InputType, v: &Value) -> Result<Value, String> {
         (InputType::Duration, Value::String(s)) => {
             super::duration::parse_duration(s).map(|_| Value::String(s.trim().to_string()))
         }
-        (InputType::Duration, Value::Number(n)) if n.is_u64() => Ok(Value::String(format!("{n}s"))),
+        // a bare number is refused like any duration without a unit
+        (InputType::Duration, Value::Number(n)) => {
+            super::duration::parse_duration(&n.to_string()).map(|_| Value::String(n.to_string()))
+        }
         (k, other) => Err(format!(
             "expected a {}, got {}",
             k.as_str(),

@@ -13,6 +13,7 @@ mod decrypt_mutations;
 mod decrypt_rpgp_formats;
 mod download_http;
 mod durable;
+mod durations;
 mod engine;
 mod runtime_cases;
 mod schema;
