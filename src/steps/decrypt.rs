@@ -484,11 +484,7 @@ fn parse_secret_keys(bytes: &[u8]) -> Result<Vec<SignedSecretKey>, String> {
 }
 
 fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::durable::to_hex(bytes).to_ascii_uppercase()
 }
 
 fn key_id_hex(key: &dyn KeyDetails) -> String {
@@ -647,11 +643,9 @@ fn decrypt_file_inner(
         path: output.to_path_buf(),
         source: e.error,
     })?;
-    // Make the rename durable too (best effort: not every platform can sync a directory).
+    // Make the rename durable too.
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-            tracing::debug!(dir = %dir.display(), error = %e, "could not sync the output directory");
-        }
+        crate::durable::sync_dir(dir);
     }
     tracing::debug!(
         input = %input.display(),
@@ -793,9 +787,9 @@ fn helper_main(queue: Receiver<Job>) -> Hashed {
     }
     Hashed {
         input_bytes,
-        input_sha256: hex_lower(&input.finalize()),
+        input_sha256: crate::durable::to_hex(&input.finalize()),
         output_bytes,
-        output_sha256: hex_lower(&plain.finalize()),
+        output_sha256: crate::durable::to_hex(&plain.finalize()),
         write_error,
     }
 }
@@ -983,16 +977,11 @@ impl Ctx<'_> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "decrypted".to_string());
         let prefix = format!(".{name}.");
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix).suffix(".partial");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o600));
-        }
-        builder.tempfile_in(dir).map_err(|source| DecryptError::Io {
-            path: dir.to_path_buf(),
-            source,
+        crate::durable::private_temp_file(dir, &prefix, ".partial").map_err(|source| {
+            DecryptError::Io {
+                path: dir.to_path_buf(),
+                source,
+            }
         })
     }
 }

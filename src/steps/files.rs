@@ -15,7 +15,7 @@ use crate::vendors::Connection;
 use crate::workflow::model::{DecryptSpec, DownloadSpec};
 
 /// A value rendered into a list of strings (a single string is a list of one).
-fn string_list(field: &str, v: &Value, ctx: &Value) -> Result<Vec<String>, StepError> {
+fn string_list(field: &'static str, v: &Value, ctx: &Value) -> Result<Vec<String>, StepError> {
     match render_deep(v, ctx).map_err(|e| StepError::template(field, e))? {
         Value::Null => Ok(vec![]),
         Value::String(s) if s.trim().is_empty() => Ok(vec![]),
@@ -24,13 +24,17 @@ fn string_list(field: &str, v: &Value, ctx: &Value) -> Result<Vec<String>, StepE
             .into_iter()
             .map(|i| match i {
                 Value::String(s) => Ok(s),
-                other => Err(StepError::Invalid {
-                    message: format!("`{field}` must be a list of strings; found {other}"),
+                other => Err(StepError::WrongType {
+                    field,
+                    expected: "a list of strings",
+                    found: other.to_string(),
                 }),
             })
             .collect(),
-        other => Err(StepError::Invalid {
-            message: format!("`{field}` must be a string or a list; found {other}"),
+        other => Err(StepError::WrongType {
+            field,
+            expected: "a string or a list",
+            found: other.to_string(),
         }),
     }
 }
@@ -92,12 +96,9 @@ pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, S
     };
     if let Some(n) = &names {
         if n.len() != urls.len() {
-            return Err(StepError::Invalid {
-                message: format!(
-                    "`download.names` has {} names for {} URLs",
-                    n.len(),
-                    urls.len()
-                ),
+            return Err(StepError::NamesMismatch {
+                names: n.len(),
+                urls: urls.len(),
             });
         }
     }
@@ -112,8 +113,10 @@ pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, S
     };
     let mut files = Vec::with_capacity(urls.len());
     for (i, u) in urls.iter().enumerate() {
-        let url = url::Url::parse(u).map_err(|e| StepError::Invalid {
-            message: format!("`download.urls` item {i} is not a URL: {e}"),
+        let url = url::Url::parse(u).map_err(|source| StepError::ListUrl {
+            field: "download.urls",
+            index: i,
+            source,
         })?;
         let name = match &names {
             Some(n) => n[i].clone(),
@@ -209,7 +212,7 @@ async fn recorded_file(
         return None;
     }
     let p = path.to_path_buf();
-    let sha = tokio::task::spawn_blocking(move || super::sha256_file(&p))
+    let sha = tokio::task::spawn_blocking(move || crate::durable::sha256_file(&p))
         .await
         .ok()?
         .ok()?;
@@ -344,8 +347,9 @@ async fn load_key(plan: &DecryptPlan) -> Result<Arc<DecryptionKey>, StepError> {
     let (path, pass) = (plan.key_path.clone(), plan.passphrase.clone());
     let key = tokio::task::spawn_blocking(move || DecryptionKey::load(&path, pass.as_deref()))
         .await
-        .map_err(|e| StepError::Invalid {
-            message: format!("key loading task failed: {e}"),
+        .map_err(|source| StepError::TaskFailed {
+            task: "key loading",
+            source,
         })??;
     Ok(Arc::new(key))
 }
@@ -391,8 +395,9 @@ async fn decrypt_one(
         .log(env.step, format!("decrypting {}", input.display()));
     let d = tokio::task::spawn_blocking(move || decrypt::decrypt_file(&key, &input, &output))
         .await
-        .map_err(|e| StepError::Invalid {
-            message: format!("decrypt task failed: {e}"),
+        .map_err(|source| StepError::TaskFailed {
+            task: "decrypt",
+            source,
         })??;
     emit_decrypted(env, &d);
     durable_record(env).await;
