@@ -295,7 +295,9 @@ pub async fn execute(
                 .idempotent
                 .unwrap_or_else(|| conn.idempotent(&rc.request));
             let (r, a) = match (once, env.ledger) {
-                (true, Some(ledger)) => super::once::send(conn, &rc.request, env, ledger).await?,
+                (true, Some(ledger)) => {
+                    super::at_most_once::send(conn, &rc.request, env, ledger).await?
+                }
                 _ => send_with_retry(conn, &rc.request, env).await?,
             };
             (r, a, 1)

@@ -31,9 +31,13 @@ use crate::retry::{is_retryable_status, parse_retry_after, RetryPolicy};
 use headers::{ContentRange, ServerDigest};
 use part::PartWriter;
 
+/// The old name of [`FileToFetch`], kept for the integration tests and benchmarks (the
+/// workflow model's `DownloadSpec` is the `download` step as written).
+pub use FileToFetch as DownloadSpec;
+
 /// One file to fetch.
 #[derive(Clone)]
-pub struct DownloadSpec {
+pub struct FileToFetch {
     pub url: url::Url,
     /// The final path; the transfer goes to `<dest>.part` until verified.
     pub dest: PathBuf,
@@ -43,9 +47,9 @@ pub struct DownloadSpec {
     pub expected_size: Option<u64>,
 }
 
-impl std::fmt::Debug for DownloadSpec {
+impl std::fmt::Debug for FileToFetch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DownloadSpec")
+        f.debug_struct("FileToFetch")
             .field("url", &redact_url(&self.url))
             .field("dest", &self.dest)
             .field("expected_sha256", &self.expected_sha256)
@@ -159,7 +163,7 @@ fn checksum_message(url: &str, expected: &str, got: &str) -> String {
 /// Downloads `spec.url` to `spec.dest` (see the module docs), with default [`DownloadOptions`].
 pub async fn download(
     client: &reqwest::Client,
-    spec: &DownloadSpec,
+    spec: &FileToFetch,
     headers: &HeaderFn,
     policy: &RetryPolicy,
     observer: &dyn DownloadObserver,
@@ -180,7 +184,7 @@ pub async fn download(
 /// [`download`] with explicit options.
 pub async fn download_with_options(
     client: &reqwest::Client,
-    spec: &DownloadSpec,
+    spec: &FileToFetch,
     headers: &HeaderFn,
     policy: &RetryPolicy,
     observer: &dyn DownloadObserver,
@@ -286,7 +290,7 @@ pub async fn download_with_options(
 
 struct Ctx<'a> {
     client: &'a reqwest::Client,
-    spec: &'a DownloadSpec,
+    spec: &'a FileToFetch,
     headers: &'a HeaderFn,
     observer: &'a dyn DownloadObserver,
     cancel: &'a CancellationToken,

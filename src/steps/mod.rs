@@ -9,12 +9,16 @@ use crate::retry::RetryPolicy;
 use crate::template::TemplateError;
 use crate::vendors::{Connection, Request, Response, VendorError};
 
+pub mod at_most_once;
 pub mod call;
 pub mod decrypt;
 pub mod download;
-pub mod files;
-pub mod once;
+pub mod download_and_decrypt;
 pub mod poll;
+
+/// Old module names, kept for engine.rs and the pipeline benchmark until they import the new
+/// ones: `files` is [`download_and_decrypt`], `once` is [`at_most_once`].
+pub use self::{at_most_once as once, download_and_decrypt as files};
 
 /// What a running step needs from the engine.
 pub struct StepEnv<'a> {
@@ -30,7 +34,7 @@ pub struct StepEnv<'a> {
     /// Detach (exit 75) once polling has waited this long.
     pub max_wait: Option<Duration>,
     /// The run's journal and what earlier processes recorded for this step (None: no state).
-    pub ledger: Option<&'a once::Ledger>,
+    pub ledger: Option<&'a at_most_once::Ledger>,
 }
 
 /// Why a step failed.

@@ -7,7 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
 use super::decrypt::{self, DecryptionKey};
-use super::download::{self, DownloadObserver, DownloadSpec as FileSpec, HeaderFn};
+use super::download::{self, DownloadObserver, FileToFetch, HeaderFn};
 use super::{render_optional, render_str, StepEnv, StepError};
 use crate::events::{Artifact, Emitter, Event};
 use crate::template::render_deep;
@@ -81,7 +81,7 @@ fn now() -> String {
 
 /// A rendered download step: the files to fetch and how.
 pub struct DownloadPlan {
-    pub files: Vec<FileSpec>,
+    pub files: Vec<FileToFetch>,
     pub to: PathBuf,
     pub request_id: Option<String>,
     pub concurrency: usize,
@@ -123,7 +123,7 @@ pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, S
             None => download::file_name_from_url(&url)?,
         };
         let dest = download::safe_join(&to, &name)?;
-        files.push(FileSpec {
+        files.push(FileToFetch {
             url,
             dest,
             expected_sha256: hashes.as_ref().and_then(|h| h.get(i).cloned()),
@@ -153,7 +153,7 @@ fn header_fn(conn: &Connection, authorize: bool) -> HeaderFn {
 /// Downloads one file and reports it as an artifact.
 async fn fetch_one(
     client: &reqwest::Client,
-    f: &FileSpec,
+    f: &FileToFetch,
     headers: &HeaderFn,
     request_id: &Option<String>,
     env: &StepEnv<'_>,
@@ -220,7 +220,7 @@ async fn recorded_file(
 }
 
 /// A file an earlier process of the run downloaded, still intact (then it is not fetched).
-async fn already_downloaded(f: &FileSpec, env: &StepEnv<'_>) -> Option<download::Downloaded> {
+async fn already_downloaded(f: &FileToFetch, env: &StepEnv<'_>) -> Option<download::Downloaded> {
     let a = recorded_file(env, "download", &f.dest, None).await?;
     if f.expected_sha256
         .as_ref()
