@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auditflow::retry::RetryPolicy;
-use auditflow::steps::download::{download, DownloadSpec, HeaderFn, NoProgress};
+use auditflow::steps::download::{download, FileToFetch, HeaderFn, NoProgress};
 use axum::body::Body;
 use axum::http::Response;
 use base64::Engine as _;
@@ -317,7 +317,7 @@ fn child(arg: &str) {
             .build()
             .map_err(|e| e.to_string())?;
         let url = url::Url::parse(url).map_err(|e| e.to_string())?;
-        let spec = DownloadSpec {
+        let spec = FileToFetch {
             url,
             dest: PathBuf::from(dest),
             expected_sha256: None,

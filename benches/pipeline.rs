@@ -14,7 +14,7 @@
 //! (b) `steps::decrypt::decrypt_file` of the N files downloaded in (a), on the blocking pool,
 //!     `available_parallelism()` at a time (the engine's default), after one key unlock (timed
 //!     with it, as the `decrypt` step does);
-//! (c) `steps::files::download_then_decrypt`, the engine's pipelined download + decrypt
+//! (c) `steps::download_and_decrypt::download_then_decrypt`, the engine's pipelined download + decrypt
 //!     (it unlocks the key itself, inside the timed part).
 //!
 //! The target (the project's issue) is (c) <= 1.1 x max(a, b). Process CPU time (user +
@@ -29,10 +29,10 @@ use auditflow::events::Emitter;
 use auditflow::retry::RetryPolicy;
 use auditflow::secrets::Secrets;
 use auditflow::steps::decrypt::{decrypt_file, output_name, DecryptionKey};
-use auditflow::steps::download::{download, DownloadSpec as FileSpec, HeaderFn, NoProgress};
-use auditflow::steps::files::download_then_decrypt;
+use auditflow::steps::download::{download, FileToFetch, HeaderFn, NoProgress};
+use auditflow::steps::download_and_decrypt::download_then_decrypt;
 use auditflow::steps::StepEnv;
-use auditflow::vendors::{Connection, ConnectionSettings, Credentials, VendorKind};
+use auditflow::vendors::{Connection, ConnectionSettings};
 use auditflow::workflow::model::{DecryptSpec, DownloadSpec};
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
@@ -252,20 +252,8 @@ fn bench() -> Res<()> {
             .build()
             .map_err(|e| e.to_string())?;
         let secrets = Secrets::new();
-        let conn = Connection::new(
-            ConnectionSettings {
-                name: "url".into(),
-                kind: VendorKind::Http,
-                base_url: None,
-                credentials: Credentials::None,
-                ca_file: None,
-                insecure_tls: false,
-                request_timeout: Duration::from_secs(60),
-                status_poll_timeout: Duration::from_secs(5),
-            },
-            secrets.clone(),
-        )
-        .map_err(|e| e.to_string())?;
+        let conn = Connection::new(ConnectionSettings::plain(), secrets.clone())
+            .map_err(|e| e.to_string())?;
         let emitter = Emitter::new(vec![], secrets);
         let cancel = CancellationToken::new();
         let no_headers: HeaderFn =
@@ -282,12 +270,12 @@ fn bench() -> Res<()> {
             // (a) download alone.
             let dl_dir = fresh_dir(&out, "a-download")?;
             fs::create_dir(&dl_dir).map_err(|e| e.to_string())?;
-            let specs: Vec<FileSpec> = fx
+            let specs: Vec<FileToFetch> = fx
                 .files
                 .iter()
                 .zip(&urls)
                 .map(|((n, _, _), u)| {
-                    Ok(FileSpec {
+                    Ok(FileToFetch {
                         url: url::Url::parse(u).map_err(|e| e.to_string())?,
                         dest: dl_dir.join(n),
                         expected_sha256: None,

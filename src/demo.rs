@@ -62,7 +62,7 @@ pub fn generate_key(dir: &Path, bits: u32) -> Result<DemoKey, String> {
 
 /// Writes a file readable by its owner only (mode 0600 from creation, renamed when complete).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    crate::steps::write_atomic(path, bytes).map_err(|e| e.to_string())
+    crate::durable::write_private(path, bytes).map_err(|e| e.to_string())
 }
 
 /// Where the shipped workflows are: `./workflows`, else beside the executable's source tree.

@@ -1,24 +1,86 @@
-//! Durable private file writes and hashing, shared by steps, run state and reports.
+//! Durable private file writes, directory sync and hashing, shared by steps, run state and reports.
+use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+/// A failed write, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", path.display())]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
 /// Writes bytes to `path` through a temporary file beside it, fsync'd and renamed when
 /// complete: a crash never leaves a partial file under the final name. The file is created
-/// with mode 0600 (tempfile's default) and keeps it.
+/// with mode 0600 and keeps it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".auditflow-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)?;
+    let mut tmp = private_temp_file(&dir, ".auditflow-", ".tmp")?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// [`write_atomic`], with an error that names the file.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    write_atomic(path, bytes).map_err(|source| WriteError {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A temporary file in `dir`, readable by its owner only (mode 0600), removed on drop
+/// unless persisted.
+pub fn private_temp_file(
+    dir: &Path,
+    prefix: &str,
+    suffix: &str,
+) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix).suffix(suffix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o600));
+    }
+    builder.tempfile_in(dir)
+}
+
+/// Open options whose newly created files are readable by their owner only (mode 0600).
+pub fn private_options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o
+}
+
+/// Creates a directory and its parents, new ones readable by their owner only (mode 0700).
+pub fn create_private_dir(p: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(p)
+}
+
+/// Makes a rename or a new file's directory entry durable; best effort (not every platform or
+/// file system can sync a directory), a failure is only logged at debug level.
+pub fn sync_dir(dir: &Path) {
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::debug!(dir = %dir.display(), error = %e, "could not sync the directory");
+    }
 }
 
 /// Streams a file through SHA-256 (lower-case hex).
@@ -34,15 +96,21 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(hex(&h.finalize()))
+    Ok(to_hex(&h.finalize()))
 }
 
 /// Lower-case hex SHA-256 of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    hex(&sha2::Sha256::digest(bytes))
+    to_hex(&sha2::Sha256::digest(bytes))
 }
 
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
+/// Lower-case hex of bytes (digests, key ids).
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }

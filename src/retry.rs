@@ -127,19 +127,30 @@ pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 425 | 429 | 500 | 502 | 503 | 504)
 }
 
-/// Parses a `Retry-After` header: delta seconds or an HTTP date (RFC 7231), relative to `now`.
+/// Longest wait taken from a server header (`Retry-After`, a vendor's rate-limit reset).
+pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses a `Retry-After` header: delta seconds or an HTTP date (RFC 7231), relative to `now`,
+/// capped at [`MAX_SERVER_WAIT`]. Negative, NaN or unparsable values give `None`; huge
+/// numbers are capped, never overflow.
 pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
     if let Ok(secs) = value.parse::<f64>() {
-        // try_from: a huge value (1e300) must not panic.
-        return Duration::try_from_secs_f64(secs).ok();
+        if !secs.is_finite() || secs < 0.0 {
+            return None;
+        }
+        return Some(Duration::from_secs_f64(
+            secs.min(MAX_SERVER_WAIT.as_secs_f64()),
+        ));
     }
     let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let delta = when.with_timezone(&chrono::Utc) - now;
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
+    Some(
+        delta
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_SERVER_WAIT),
+    )
 }
 
 #[cfg(test)]
@@ -236,7 +247,29 @@ mod tests {
             parse_retry_after("1.5", now),
             Some(Duration::from_millis(1500))
         );
-        assert_eq!(parse_retry_after("1e300", now), None);
         assert_eq!(parse_retry_after("-1", now), None);
+    }
+
+    #[test]
+    fn retry_after_is_capped_and_never_overflows() {
+        let now = chrono::Utc::now();
+        assert_eq!(parse_retry_after("1e300", now), Some(MAX_SERVER_WAIT));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(MAX_SERVER_WAIT)
+        );
+        assert_eq!(parse_retry_after("NaN", now), None);
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
+            Some(MAX_SERVER_WAIT)
+        );
+        let later = (now + chrono::Duration::seconds(30))
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let d = parse_retry_after(&later, now).unwrap();
+        assert!(
+            d <= Duration::from_secs(30) && d >= Duration::from_secs(29),
+            "{d:?}"
+        );
     }
 }

@@ -36,7 +36,7 @@ pub fn path_str(p: &Path) -> Res<&str> {
 
 /// Streaming SHA-256 of a file (the library's, as `auditflow verify` uses it).
 pub fn sha256_file(path: &Path) -> Res<String> {
-    auditflow::report::manifest::sha256_file(path).map_err(|e| format!("{}: {e}", path.display()))
+    auditflow::durable::sha256_file(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Random-ish mbox: headers and text lines mixed with incompressible runs (compresses ~2:1).

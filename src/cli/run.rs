@@ -107,9 +107,9 @@ fn parse_inputs(args: &RunArgs) -> Result<BTreeMap<String, Value>, CliError> {
         out.extend(inputs);
     }
     for kv in &args.inputs {
-        let (k, v) = kv.split_once('=').ok_or_else(|| {
-            CliError::Invalid(format!("--input `{kv}`: write KEY=VALUE"))
-        })?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| CliError::Invalid(format!("--input `{kv}`: write KEY=VALUE")))?;
         out.insert(k.trim().to_string(), Value::String(v.to_string()));
     }
     Ok(out)

@@ -9,7 +9,7 @@ use super::failure::ActionError;
 use super::for_each::Shard;
 use crate::events::{Emitter, Event, Sink, StepStatus};
 use crate::state::{self, DoneStatus, Journal, Record, Replay};
-use crate::steps::once::Ledger;
+use crate::steps::at_most_once::Ledger;
 use crate::vendors::{Connection, ConnectionCache};
 use crate::workflow::plan::{PlannedStep, PlannedWorkflow};
 use crate::workflow::Loaded;

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use super::active_run::{ActiveRun, Scope};
 use super::failure::{StopReason, WorkflowFailure};
 use super::run_steps;
-use crate::steps::{self, StepEnv, StepError};
+use crate::steps::{StepEnv, StepError};
 use crate::template::render_deep;
 use crate::workflow::plan::{ForEachPlan, PlannedStep};
 
@@ -37,7 +37,7 @@ impl Shard {
 
     /// Whether `item` belongs to this shard.
     pub fn owns(&self, item: &Value) -> bool {
-        let h = steps::sha256_hex(item.to_string().as_bytes());
+        let h = crate::durable::sha256_hex(item.to_string().as_bytes());
         let n = u64::from_str_radix(&h[..16], 16).unwrap_or(0);
         n % u64::from(self.count) == u64::from(self.index - 1)
     }
@@ -64,11 +64,8 @@ pub(super) async fn for_each(
         Value::Array(a) => a,
         Value::Null => vec![],
         other => {
-            return Err(StepError::Invalid {
-                message: format!(
-                    "`for_each.items` must be a list, got {}",
-                    short(&other.to_string(), 80)
-                ),
+            return Err(StepError::ItemsNotList {
+                found: short(&other.to_string(), 80),
             })
         }
     };
@@ -160,13 +157,10 @@ pub(super) async fn for_each(
                 )
             })
             .collect();
-        return Err(StepError::Invalid {
-            message: format!(
-                "{} of {count} iterations of `{}` failed:\n  {}",
-                failed.len(),
-                step.id,
-                lines.join("\n  ")
-            ),
+        return Err(StepError::IterationsFailed {
+            step: step.id.clone(),
+            count,
+            failures: lines,
         });
     }
     let mut outputs = json!({"results": out, "failed": failed, "count": count});

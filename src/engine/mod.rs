@@ -95,7 +95,7 @@ pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunRe
             .values()
             .map(|f| state::FileDigest {
                 path: f.path.display().to_string(),
-                sha256: steps::sha256_hex(f.source.as_bytes()),
+                sha256: crate::durable::sha256_hex(f.source.as_bytes()),
             })
             .collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -530,10 +530,14 @@ async fn execute(
             // No connection: a plain one, and no auth headers on the downloads.
             let conn = run.connection(file, spec.connection.as_deref(), ctx)?;
             let with_auth = spec.connection.is_some();
-            let out = steps::files::download_step(spec, &conn, with_auth, env, ctx).await?;
+            let out = steps::download_and_decrypt::download_step(spec, &conn, with_auth, env, ctx)
+                .await?;
             Ok((out, 1))
         }
-        Action::Decrypt(spec) => Ok((steps::files::decrypt_step(spec, env, ctx).await?, 1)),
+        Action::Decrypt(spec) => Ok((
+            steps::download_and_decrypt::decrypt_step(spec, env, ctx).await?,
+            1,
+        )),
         Action::ForEach(spec) => Ok((for_each(run, step, spec, scope, ctx, env).await?, 1)),
         Action::Uses(uses) => Ok((run_uses(run, uses, scope, ctx, env).await?, 1)),
     }

@@ -104,7 +104,7 @@ pub(super) async fn run_pipelined(
         let conn = run
             .connection(&scope.workflow.file, spec.connection.as_deref(), &ctx)
             .map_err(|e| (0, e))?;
-        let fut = steps::files::download_then_decrypt(
+        let fut = steps::download_and_decrypt::download_then_decrypt(
             spec,
             &conn,
             spec.connection.is_some(),
@@ -119,15 +119,15 @@ pub(super) async fn run_pipelined(
                 Ok(r) => r,
                 Err(_) => {
                     cancel.cancel();
-                    Err(steps::files::PipelineError::Download(StepError::Timeout {
-                        after: limit,
-                    }))
+                    Err(steps::download_and_decrypt::PipelineError::Download(
+                        StepError::Timeout { after: limit },
+                    ))
                 }
             },
         };
         r.map_err(|e| match e {
-            steps::files::PipelineError::Download(e) => (0, ActionError::Step(e)),
-            steps::files::PipelineError::Decrypt(e) => (1, ActionError::Step(e)),
+            steps::download_and_decrypt::PipelineError::Download(e) => (0, ActionError::Step(e)),
+            steps::download_and_decrypt::PipelineError::Decrypt(e) => (1, ActionError::Step(e)),
         })
     }
     .await;

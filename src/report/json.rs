@@ -32,11 +32,12 @@ impl JsonReport {
     /// Writes the report (pretty JSON) through a temporary file.
     pub fn write(&self, path: &Path) -> Result<(), crate::steps::StepError> {
         let text = serde_json::to_vec_pretty(&self.value()).map_err(|e| {
-            crate::steps::StepError::Invalid {
-                message: format!("cannot serialise the report: {e}"),
+            crate::steps::StepError::Serialize {
+                what: "report",
+                source: e,
             }
         })?;
-        crate::steps::write_atomic(path, &text)
+        Ok(crate::durable::write_private(path, &text)?)
     }
 }
 

@@ -102,7 +102,10 @@ impl JUnit {
     }
 
     pub fn write(&self, path: &Path) -> Result<(), crate::steps::StepError> {
-        crate::steps::write_atomic(path, self.render().as_bytes())
+        Ok(crate::durable::write_private(
+            path,
+            self.render().as_bytes(),
+        )?)
     }
 }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::durable::sha256_file;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -144,7 +145,7 @@ impl ManifestSink {
         }
         manifest.runs.push(run);
         let text = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
-        crate::steps::write_atomic(&path, &text).map_err(|e| e.to_string())?;
+        crate::durable::write_private(&path, &text).map_err(|e| e.to_string())?;
         Ok(path)
     }
 }
@@ -195,8 +196,6 @@ impl Sink for ManifestSink {
         }
     }
 }
-
-pub use crate::durable::sha256_file;
 
 /// One difference found by [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,7 +315,7 @@ mod tests {
             kind: ArtifactKind::Download,
             path: path.display().to_string(),
             bytes: bytes.len() as u64,
-            sha256: crate::steps::sha256_hex(bytes),
+            sha256: crate::durable::sha256_hex(bytes),
             source: Some("https://example.com/f".into()),
             source_sha256: None,
             request_id: Some("42".into()),
@@ -353,7 +352,7 @@ mod tests {
         let m: Manifest = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         assert_eq!(
             m.runs[0].workflow_sha256,
-            crate::steps::sha256_hex(b"name: x")
+            crate::durable::sha256_hex(b"name: x")
         );
         assert!(m.artifacts.contains_key("a.gpg") && m.artifacts.contains_key("b.mbox"));
         let v = verify(d.path()).unwrap();

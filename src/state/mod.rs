@@ -10,13 +10,14 @@
 //! ```
 //! A run stays active until it succeeds; `auditflow run` with the same workflow and inputs
 //! resumes it. `--fresh` abandons it and starts a new one.
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::durable::{private_options, sync_dir};
 use crate::events::RunStatus;
 
 pub mod journal;
@@ -163,24 +164,7 @@ pub struct RunSummary {
 }
 
 fn create_private_dir(p: &Path) -> Result<(), StateError> {
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        b.mode(0o700);
-    }
-    b.create(p).map_err(|e| StateError::io(p, e))
-}
-
-fn private_options() -> OpenOptions {
-    let mut o = OpenOptions::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    o
+    crate::durable::create_private_dir(p).map_err(|e| StateError::io(p, e))
 }
 
 /// Writes a small file atomically (temp + fsync + rename), mode 0600.
@@ -196,13 +180,6 @@ fn append_to(replay: &Replay) -> Result<Journal, StateError> {
     file.set_len(replay.valid_len).map_err(io)?;
     file.seek(SeekFrom::End(0)).map_err(io)?;
     Ok(Journal::start(path.clone(), file))
-}
-
-fn sync_dir(dir: &Path) {
-    // Makes a rename or a new file's directory entry durable; best effort where unsupported.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 impl StateDir {

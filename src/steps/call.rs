@@ -3,9 +3,10 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::{render_str, response_value, send_with_retry, write_atomic, StepEnv, StepError};
+use super::{render_str, response_value, send_with_retry, StepEnv, StepError};
 use crate::events::{Artifact, ArtifactKind, Event};
 use crate::template::{render_deep, Template};
+use crate::vendors::http::redact_url;
 use crate::vendors::{Body, Connection, Pagination, Request, Response, VendorKind};
 use crate::workflow::model::{CallSpec, Paginate};
 
@@ -40,8 +41,10 @@ pub fn render_call(
     let url = match (&spec.url, &spec.path) {
         (Some(u), _) => {
             let text = render_str("url", u, ctx)?;
-            url::Url::parse(&text).map_err(|e| StepError::Invalid {
-                message: format!("`url` renders to `{text}`, which is not a URL: {e}"),
+            url::Url::parse(&text).map_err(|source| StepError::RenderedUrl {
+                field: "url",
+                value: text.clone(),
+                source,
             })?
         }
         (None, path) => {
@@ -49,11 +52,8 @@ pub fn render_call(
                 .settings()
                 .base_url
                 .clone()
-                .ok_or_else(|| StepError::Invalid {
-                    message: format!(
-                        "connection `{}` has no base URL (is its environment variable set?)",
-                        conn.settings().name
-                    ),
+                .ok_or_else(|| StepError::NoBaseUrl {
+                    connection: conn.settings().name.clone(),
                 })?;
             let p = match path {
                 Some(p) => render_str("path", p, ctx)?,
@@ -86,9 +86,10 @@ pub fn render_call(
         }
         None => "GET".into(),
     };
-    let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| StepError::Invalid {
-        message: format!("unknown HTTP method `{method}`"),
-    })?;
+    let method =
+        http::Method::from_bytes(method.as_bytes()).map_err(|_| StepError::UnknownMethod {
+            method: method.clone(),
+        })?;
     let mut headers = Vec::new();
     for (k, v) in &spec.headers {
         headers.push((k.clone(), render_str(&format!("headers.{k}"), v, ctx)?));
@@ -165,8 +166,9 @@ pub fn join_url(base: &url::Url, path: &str) -> Result<url::Url, StepError> {
         s.push('/');
     }
     s.push_str(path);
-    url::Url::parse(&s).map_err(|e| StepError::Invalid {
-        message: format!("`{path}` joined onto the base URL is not a URL: {e}"),
+    url::Url::parse(&s).map_err(|source| StepError::JoinedUrl {
+        path: path.to_string(),
+        source,
     })
 }
 
@@ -293,7 +295,9 @@ pub async fn execute(
                 .idempotent
                 .unwrap_or_else(|| conn.idempotent(&rc.request));
             let (r, a) = match (once, env.ledger) {
-                (true, Some(ledger)) => super::once::send(conn, &rc.request, env, ledger).await?,
+                (true, Some(ledger)) => {
+                    super::at_most_once::send(conn, &rc.request, env, ledger).await?
+                }
                 _ => send_with_retry(conn, &rc.request, env).await?,
             };
             (r, a, 1)
@@ -334,18 +338,20 @@ pub async fn execute(
     };
     check_expect(rc, &response, ctx)?;
     if let Some(path) = &rc.save_to {
-        let text = serde_json::to_vec_pretty(&response.body).map_err(|e| StepError::Invalid {
-            message: format!("cannot serialise the response: {e}"),
-        })?;
-        write_atomic(path, &text)?;
+        let text =
+            serde_json::to_vec_pretty(&response.body).map_err(|source| StepError::Serialize {
+                what: "response",
+                source,
+            })?;
+        crate::durable::write_private(path, &text)?;
         env.emitter.emit(Event::Artifact {
             step: env.step.to_string(),
             artifact: Artifact {
                 kind: ArtifactKind::Saved,
                 path: path.display().to_string(),
                 bytes: text.len() as u64,
-                sha256: super::sha256_hex(&text),
-                source: Some(redact(&rc.request.url)),
+                sha256: crate::durable::sha256_hex(&text),
+                source: Some(redact_url(&rc.request.url)),
                 source_sha256: None,
                 request_id: response.request_id.clone(),
                 finished_at: chrono::Utc::now().to_rfc3339(),
@@ -357,16 +363,6 @@ pub async fn execute(
         attempts,
         pages,
     })
-}
-
-/// A URL without credentials or query string.
-pub fn redact(url: &url::Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.set_query(None);
-    u.set_fragment(None);
-    u.to_string()
 }
 
 #[cfg(test)]
@@ -396,11 +392,5 @@ mod tests {
             Some("running".into())
         );
         assert_eq!(observed_status(&json!({"x": 1})), None);
-    }
-
-    #[test]
-    fn redact_strips_query_and_userinfo() {
-        let u = url::Url::parse("https://u:p@h/f?access_token=abc#x").unwrap();
-        assert_eq!(redact(&u), "https://h/f");
     }
 }

@@ -13,7 +13,8 @@ mod headers;
 mod names;
 mod part;
 
-pub use names::{file_name_from_url, redact_url, safe_join};
+use crate::vendors::http::redact_url;
+pub use names::{file_name_from_url, safe_join};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ use part::PartWriter;
 
 /// One file to fetch.
 #[derive(Clone)]
-pub struct DownloadSpec {
+pub struct FileToFetch {
     pub url: url::Url,
     /// The final path; the transfer goes to `<dest>.part` until verified.
     pub dest: PathBuf,
@@ -42,9 +43,9 @@ pub struct DownloadSpec {
     pub expected_size: Option<u64>,
 }
 
-impl std::fmt::Debug for DownloadSpec {
+impl std::fmt::Debug for FileToFetch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DownloadSpec")
+        f.debug_struct("FileToFetch")
             .field("url", &redact_url(&self.url))
             .field("dest", &self.dest)
             .field("expected_sha256", &self.expected_sha256)
@@ -158,7 +159,7 @@ fn checksum_message(url: &str, expected: &str, got: &str) -> String {
 /// Downloads `spec.url` to `spec.dest` (see the module docs), with default [`DownloadOptions`].
 pub async fn download(
     client: &reqwest::Client,
-    spec: &DownloadSpec,
+    spec: &FileToFetch,
     headers: &HeaderFn,
     policy: &RetryPolicy,
     observer: &dyn DownloadObserver,
@@ -179,7 +180,7 @@ pub async fn download(
 /// [`download`] with explicit options.
 pub async fn download_with_options(
     client: &reqwest::Client,
-    spec: &DownloadSpec,
+    spec: &FileToFetch,
     headers: &HeaderFn,
     policy: &RetryPolicy,
     observer: &dyn DownloadObserver,
@@ -285,7 +286,7 @@ pub async fn download_with_options(
 
 struct Ctx<'a> {
     client: &'a reqwest::Client,
-    spec: &'a DownloadSpec,
+    spec: &'a FileToFetch,
     headers: &'a HeaderFn,
     observer: &'a dyn DownloadObserver,
     cancel: &'a CancellationToken,
@@ -690,9 +691,9 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
         }
     }
     let digest: [u8; 32] = written.hasher.finalize().into();
-    let got = headers::to_hex(&digest);
+    let got = crate::durable::to_hex(&digest);
     if let Some(bad) = st.digests.iter().find(|d| d.sha256 != digest) {
-        let expected = headers::to_hex(&bad.sha256);
+        let expected = crate::durable::to_hex(&bad.sha256);
         tracing::warn!(url = %ctx.url, header = bad.header, %expected, %got, "checksum mismatch; starting over");
         st.restart();
         return Err(Failure::retry(DownloadError::Checksum {
@@ -705,7 +706,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
         if want != digest {
             let error = DownloadError::Checksum {
                 url: ctx.url.clone(),
-                expected: headers::to_hex(&want),
+                expected: crate::durable::to_hex(&want),
                 got,
             };
             // When the server vouched for what we hold, fetching it again cannot help.
@@ -771,18 +772,7 @@ fn header_u64(h: &HeaderMap, name: header::HeaderName) -> Option<u64> {
 
 /// A reqwest error and its causes, without the URL (it may carry tokens).
 fn describe_reqwest(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = s.source();
-    }
-    message
+    crate::vendors::http::error_chain(&e.without_url())
 }
 
 fn status_advice(status: u16) -> String {
@@ -811,10 +801,10 @@ async fn remove_quietly(path: &Path) {
     }
 }
 
-/// Makes a rename durable (best effort: not every platform or file system allows it).
+/// Makes a rename durable (best effort; see [`crate::durable::sync_dir`]).
 async fn sync_dir(dir: &Path) {
     let dir = dir.to_path_buf();
-    let _ = tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all()).await;
+    let _ = tokio::task::spawn_blocking(move || crate::durable::sync_dir(&dir)).await;
 }
 
 /// Destinations being downloaded in this process: two downloads to one path would share a `.part`.

@@ -9,11 +9,11 @@ use crate::retry::RetryPolicy;
 use crate::template::TemplateError;
 use crate::vendors::{Connection, Request, Response, VendorError};
 
+pub mod at_most_once;
 pub mod call;
 pub mod decrypt;
 pub mod download;
-pub mod files;
-pub mod once;
+pub mod download_and_decrypt;
 pub mod poll;
 
 /// What a running step needs from the engine.
@@ -30,7 +30,7 @@ pub struct StepEnv<'a> {
     /// Detach (exit 75) once polling has waited this long.
     pub max_wait: Option<Duration>,
     /// The run's journal and what earlier processes recorded for this step (None: no state).
-    pub ledger: Option<&'a once::Ledger>,
+    pub ledger: Option<&'a at_most_once::Ledger>,
 }
 
 /// Why a step failed.
@@ -59,8 +59,90 @@ pub enum StepError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{message}")]
-    Invalid { message: String },
+    /// A rendered URL field does not parse.
+    #[error("`{field}` renders to `{value}`, which is not a URL: {source}")]
+    RenderedUrl {
+        field: &'static str,
+        value: String,
+        source: url::ParseError,
+    },
+    /// A path joined onto a connection's base URL does not parse.
+    #[error("`{path}` joined onto the base URL is not a URL: {source}")]
+    JoinedUrl {
+        path: String,
+        source: url::ParseError,
+    },
+    /// One item of a list of URLs does not parse.
+    #[error("`{field}` item {index} is not a URL: {source}")]
+    ListUrl {
+        field: &'static str,
+        index: usize,
+        source: url::ParseError,
+    },
+    /// A relative `path` on a connection without a base URL.
+    #[error("connection `{connection}` has no base URL (is its environment variable set?)")]
+    NoBaseUrl { connection: String },
+    #[error("unknown HTTP method `{method}`")]
+    UnknownMethod { method: String },
+    /// A rendered value of the wrong shape (`expected`: what the field takes).
+    #[error("`{field}` must be {expected}; found {found}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+        found: String,
+    },
+    /// A rendered duration that does not parse (`reason` from the duration parser).
+    #[error("{field}: {reason}")]
+    BadDuration { field: String, reason: String },
+    #[error("`download.names` has {names} names for {urls} URLs")]
+    NamesMismatch { names: usize, urls: usize },
+    /// A value that cannot be written as JSON (`what`: the response, the report).
+    #[error("cannot serialise the {what}: {source}")]
+    Serialize {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    /// A blocking task (key loading, decryption) panicked or was cancelled.
+    #[error("{task} task failed: {source}")]
+    TaskFailed {
+        task: &'static str,
+        source: tokio::task::JoinError,
+    },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// Resuming would send a must-not-repeat request that differs from the one recorded.
+    #[error("an earlier process of this run sent step `{step}` a different request at {}; its inputs changed, so resuming could repeat it. Check the vendor, then pass --fresh to start the run over", at.to_rfc3339())]
+    RequestChanged {
+        step: String,
+        at: chrono::DateTime<chrono::Utc>,
+    },
+    /// A must-not-repeat request may have been carried out and the vendor cannot say.
+    #[error("a request that must not be repeated ({method} {url}) may have reached {vendor} at {}, but its answer was lost, and {vendor} offers no way to look it up. Check at {vendor} whether it was carried out; then either run again with --fresh (the run starts over and sends it again), or mark the call `idempotent: true` if repeating it is harmless", since.to_rfc3339())]
+    OutcomeUnknown {
+        method: http::Method,
+        /// Redacted and masked.
+        url: String,
+        vendor: crate::vendors::VendorKind,
+        since: chrono::DateTime<chrono::Utc>,
+    },
+    /// Looking up a lost answer did not reach the end of the vendor's list.
+    #[error("looking up whether {vendor} carried out step `{step}` read {pages} pages without reaching the end; check at {vendor}, then run again")]
+    LookupTooLong {
+        vendor: crate::vendors::VendorKind,
+        step: String,
+        pages: u32,
+    },
+    /// `for_each.items` rendered to something other than a list (or null).
+    #[error("`for_each.items` must be a list, got {found}")]
+    ItemsNotList { found: String },
+    /// Iterations of a `for_each` failed (with `fail_fast: false`, after all were tried); each
+    /// line names the item and its error.
+    #[error("{} of {count} iterations of `{step}` failed:\n  {}", .failures.len(), .failures.join("\n  "))]
+    IterationsFailed {
+        step: String,
+        count: usize,
+        failures: Vec<String>,
+    },
     #[error(transparent)]
     Download(#[from] download::DownloadError),
     #[error(transparent)]
@@ -215,13 +297,11 @@ pub fn response_value(r: &Response) -> serde_json::Value {
     })
 }
 
-/// Writes bytes to `path` through a temporary file beside it, renamed when complete
-/// (mode 0600); see [`crate::durable::write_atomic`].
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), StepError> {
-    crate::durable::write_atomic(path, bytes).map_err(|source| StepError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+impl From<crate::durable::WriteError> for StepError {
+    fn from(e: crate::durable::WriteError) -> Self {
+        StepError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
-
-pub use crate::durable::{sha256_file, sha256_hex};

@@ -35,8 +35,9 @@ impl Interval {
                     None => Ok(dflt),
                     Some(s) => {
                         let text = render_str(&format!("poll.interval.{field}"), s, ctx)?;
-                        parse_duration(&text).map_err(|m| StepError::Invalid {
-                            message: format!("poll.interval.{field}: {m}"),
+                        parse_duration(&text).map_err(|reason| StepError::BadDuration {
+                            field: format!("poll.interval.{field}"),
+                            reason,
                         })
                     }
                 }

@@ -2,7 +2,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -14,9 +13,6 @@ use crate::workflow::Loaded;
 
 /// Google Email Audit API scope.
 pub const GOOGLE_AUDIT_SCOPE: &str = "https://apps-apis.google.com/a/feeds/compliance/audit/";
-
-/// Time limit of one HTTP attempt when a connection sets none.
-const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a connection could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -57,22 +53,6 @@ fn env_note(vars: &[String]) -> String {
     }
 }
 
-impl ConnectionSettings {
-    /// Settings of an unauthenticated connection for `url:` calls and downloads.
-    pub fn plain(name: &str) -> ConnectionSettings {
-        ConnectionSettings {
-            name: name.into(),
-            kind: VendorKind::Http,
-            base_url: None,
-            credentials: Credentials::None,
-            ca_file: None,
-            insecure_tls: false,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            status_poll_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
 /// The connections of one run, each built on first use and then shared.
 #[derive(Default)]
 pub struct ConnectionCache {
@@ -99,7 +79,7 @@ impl ConnectionCache {
             if let Some(c) = plain.as_ref() {
                 return Ok(c.clone());
             }
-            let c = Connection::new(ConnectionSettings::plain("url"), secrets.clone())
+            let c = Connection::new(ConnectionSettings::plain(), secrets.clone())
                 .map_err(|e| BuildError::Vendor(Box::new(e)))?;
             *plain = Some(c.clone());
             return Ok(c);
@@ -253,24 +233,21 @@ pub fn connection_settings(
         CredentialsError::Build(e) => e,
     })?;
     let ca_file = cred(&spec.ca_file, ctx, "ca_file")?.map(|f| dir.join(f));
-    Ok(ConnectionSettings {
-        name: name.to_string(),
-        kind: match spec.kind {
-            ConnectionKind::Mimecast => VendorKind::Mimecast,
-            ConnectionKind::Mailstore => VendorKind::MailStore,
-            ConnectionKind::Google => VendorKind::Google,
-            ConnectionKind::Http => VendorKind::Http,
-        },
-        base_url,
-        credentials,
-        ca_file,
-        insecure_tls: spec.insecure_tls,
-        request_timeout: spec
-            .request_timeout
-            .map(|d| d.get())
-            .unwrap_or(DEFAULT_REQUEST_TIMEOUT),
-        status_poll_timeout: Duration::from_secs(5),
-    })
+    let kind = match spec.kind {
+        ConnectionKind::Mimecast => VendorKind::Mimecast,
+        ConnectionKind::Mailstore => VendorKind::MailStore,
+        ConnectionKind::Google => VendorKind::Google,
+        ConnectionKind::Http => VendorKind::Http,
+    };
+    let mut settings = ConnectionSettings::new(name, kind);
+    settings.base_url = base_url;
+    settings.credentials = credentials;
+    settings.ca_file = ca_file;
+    settings.insecure_tls = spec.insecure_tls;
+    if let Some(d) = &spec.request_timeout {
+        settings.request_timeout = d.get();
+    }
+    Ok(settings)
 }
 
 /// Why no credentials were chosen.

@@ -2,14 +2,43 @@
 // `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
 #![allow(clippy::result_large_err)]
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    google, mailstore, mimecast, plain, ConnectionSettings, Lookup, Observer, PreparedRequest,
-    Recovery, Request, Response, VendorError, VendorKind,
+    google, mailstore, mimecast, plain, ConnectionSettings, Credentials, Lookup, Observer,
+    PreparedRequest, Recovery, Request, Response, VendorError, VendorKind,
 };
 use crate::secrets::Secrets;
+
+/// Time limit of one HTTP attempt when the workflow sets none.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// MailStore's `millisecondsTimeout` for each `get-status` long poll.
+const STATUS_POLL_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl ConnectionSettings {
+    /// Settings with no base URL, no credentials, verified TLS and the default timeouts;
+    /// set the fields a workflow gives with struct update syntax.
+    pub fn new(name: impl Into<String>, kind: VendorKind) -> Self {
+        ConnectionSettings {
+            name: name.into(),
+            kind,
+            base_url: None,
+            credentials: Credentials::None,
+            ca_file: None,
+            insecure_tls: false,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            status_poll_timeout: STATUS_POLL_TIMEOUT,
+        }
+    }
+
+    /// The connection of steps that name none: plain HTTP to absolute URLs.
+    pub fn plain() -> Self {
+        Self::new("url", VendorKind::Http)
+    }
+}
 
 /// How to page through results (`call.paginate`).
 #[derive(Debug, Clone, Default, PartialEq)]

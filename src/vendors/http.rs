@@ -256,7 +256,8 @@ impl RawResponse {
 
     /// `Retry-After` (seconds or HTTP date), if present and valid.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.header("retry-after").and_then(retry_after_value)
+        self.header("retry-after")
+            .and_then(|v| crate::retry::parse_retry_after(v, chrono::Utc::now()))
     }
 
     /// The generic error of a non-2xx answer.
@@ -270,23 +271,6 @@ impl RawResponse {
             body: Some(body),
         }
     }
-}
-
-/// Longest wait taken from a server header.
-pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(24 * 3600);
-
-/// Parses a `Retry-After` value with [`crate::retry::parse_retry_after`], capped at
-/// [`MAX_SERVER_WAIT`] (numbers are checked here first: huge ones must not overflow).
-pub fn retry_after_value(value: &str) -> Option<Duration> {
-    if let Ok(secs) = value.trim().parse::<f64>() {
-        if !secs.is_finite() || secs < 0.0 {
-            return None;
-        }
-        return Some(Duration::from_secs_f64(
-            secs.min(MAX_SERVER_WAIT.as_secs_f64()),
-        ));
-    }
-    crate::retry::parse_retry_after(value, chrono::Utc::now()).map(|d| d.min(MAX_SERVER_WAIT))
 }
 
 /// Removes a leading UTF-8 byte order mark.
@@ -500,8 +484,12 @@ pub fn excerpt(text: &str) -> String {
 }
 
 /// A URL for messages: scheme, host, port and path; no user info, query or fragment.
+///
+/// Query strings and userinfo may carry tokens (signed URLs, `access_token=`), so neither
+/// ever leaves through a message, a log line or a result.
 pub fn redact_url(url: &Url) -> String {
     let mut u = url.clone();
+    // Both fail only for URLs that cannot have credentials (`data:`, `mailto:`); nothing to strip.
     let _ = u.set_username("");
     let _ = u.set_password(None);
     u.set_query(None);
@@ -509,18 +497,20 @@ pub fn redact_url(url: &Url) -> String {
     u.to_string()
 }
 
-/// The error and its sources, joined with ": " (reqwest errors without their URL).
+/// The error and its sources, joined with ": "; a source whose text the message already
+/// holds (many errors print their cause) is left out. Give reqwest errors without their URL.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
+    let mut message = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
         let text = s.to_string();
-        if parts.last() != Some(&text) {
-            parts.push(text);
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
         }
         source = s.source();
     }
-    parts.join(": ")
+    message
 }
 
 /// Maps a transport failure.
@@ -737,27 +727,6 @@ mod tests {
         );
         let long = "x".repeat(1000);
         assert!(error_message(&Value::Null, &long, None).chars().count() <= EXCERPT_CHARS + 1);
-    }
-
-    #[test]
-    fn retry_after_values_never_overflow() {
-        assert_eq!(retry_after_value("3"), Some(Duration::from_secs(3)));
-        assert_eq!(retry_after_value("1e300"), Some(MAX_SERVER_WAIT));
-        assert_eq!(
-            retry_after_value("99999999999999999999999"),
-            Some(MAX_SERVER_WAIT)
-        );
-        assert_eq!(retry_after_value("-1"), None);
-        assert_eq!(retry_after_value("NaN"), None);
-        assert_eq!(retry_after_value("soon"), None);
-        let later = (chrono::Utc::now() + chrono::Duration::seconds(30))
-            .format("%a, %d %b %Y %H:%M:%S GMT")
-            .to_string();
-        let d = retry_after_value(&later).unwrap();
-        assert!(
-            d <= Duration::from_secs(30) && d >= Duration::from_secs(25),
-            "{d:?}"
-        );
     }
 
     #[test]

@@ -415,7 +415,7 @@ fn rate_limit_reset(raw: &RawResponse) -> Option<Duration> {
         return None;
     }
     Some(Duration::from_secs_f64(
-        (v.max(0.0) / 1000.0).min(super::http::MAX_SERVER_WAIT.as_secs_f64()),
+        (v.max(0.0) / 1000.0).min(crate::retry::MAX_SERVER_WAIT.as_secs_f64()),
     ))
 }
 

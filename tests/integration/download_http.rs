@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use auditflow::retry::{Jitter, RetryPolicy};
 use auditflow::steps::download::{
-    download, download_with_options, file_name_from_url, redact_url, safe_join, DownloadError,
-    DownloadObserver, DownloadOptions, DownloadSpec, Downloaded, HeaderFn,
+    download, download_with_options, file_name_from_url, safe_join, DownloadError,
+    DownloadObserver, DownloadOptions, Downloaded, FileToFetch, HeaderFn,
 };
+use auditflow::vendors::http::redact_url;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
@@ -262,8 +263,8 @@ impl DownloadObserver for Recorder {
     }
 }
 
-fn spec(url: &url::Url, dir: &Path) -> DownloadSpec {
-    DownloadSpec {
+fn spec(url: &url::Url, dir: &Path) -> FileToFetch {
+    FileToFetch {
         url: url.clone(),
         dest: dir.join("export-1.mbox.gpg"),
         expected_sha256: None,
@@ -279,7 +280,7 @@ fn part_of(p: &Path) -> PathBuf {
 
 async fn run(
     url: &url::Url,
-    spec: &DownloadSpec,
+    spec: &FileToFetch,
     rec: &Recorder,
 ) -> (Result<Downloaded, DownloadError>, Arc<AtomicU32>) {
     let _ = url;
@@ -706,7 +707,7 @@ async fn cancel_mid_body_keeps_the_part_and_a_stall_is_retried() {
         ..Behaviour::default()
     };
     let (_srv, url) = serve(data.clone(), b).await;
-    let s = DownloadSpec {
+    let s = FileToFetch {
         dest: dir.path().join("stalled.gpg"),
         ..spec(&url, dir.path())
     };
@@ -743,8 +744,8 @@ async fn parallel_downloads_are_independent_and_same_target_is_refused() {
     let (headers, _) = counting_headers();
     let policy = fast_policy();
     let cancel = CancellationToken::new();
-    let specs: Vec<DownloadSpec> = (0..4)
-        .map(|i| DownloadSpec {
+    let specs: Vec<FileToFetch> = (0..4)
+        .map(|i| FileToFetch {
             dest: dir.path().join(format!("f{i}.gpg")),
             ..spec(&url, dir.path())
         })

@@ -148,19 +148,10 @@ fn decode_base64_sha256(v: &str) -> Option<[u8; 32]> {
         .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
 }
 
-/// Lower-case hex.
-pub(super) fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durable::to_hex;
     use reqwest::header::HeaderValue;
     use sha2::{Digest as _, Sha256};
 

@@ -1,27 +1,14 @@
-//! Safe local file names for downloads, and URL redaction for everything logged or returned.
+//! Safe local file names for downloads (URL redaction lives in `vendors::http`).
 use std::path::{Component, Path, PathBuf};
 
 use percent_encoding::percent_decode_str;
 use url::Url;
 
 use super::DownloadError;
+use crate::vendors::http::redact_url;
 
 /// Longest file name accepted, in bytes (the limit of common file systems).
 const MAX_NAME_BYTES: usize = 255;
-
-/// The URL without query, fragment or userinfo: safe to log, show and return.
-///
-/// Query strings and userinfo may carry tokens (signed URLs, `access_token=`), so neither
-/// ever leaves this module's callers through a message or a result.
-pub fn redact_url(url: &Url) -> String {
-    let mut u = url.clone();
-    // Both fail only for URLs that cannot have credentials (`data:`, `mailto:`); nothing to strip.
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.set_query(None);
-    u.set_fragment(None);
-    u.to_string()
-}
 
 /// The file name a URL points at: its last path segment, percent-decoded and checked by the
 /// same rules as [`safe_join`]. The query string never takes part.

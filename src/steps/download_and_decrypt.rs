@@ -7,7 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
 use super::decrypt::{self, DecryptionKey};
-use super::download::{self, DownloadObserver, DownloadSpec as FileSpec, HeaderFn};
+use super::download::{self, DownloadObserver, FileToFetch, HeaderFn};
 use super::{render_optional, render_str, StepEnv, StepError};
 use crate::events::{Artifact, ArtifactKind, Emitter, Event};
 use crate::template::render_deep;
@@ -15,7 +15,7 @@ use crate::vendors::Connection;
 use crate::workflow::model::{DecryptSpec, DownloadSpec};
 
 /// A value rendered into a list of strings (a single string is a list of one).
-fn string_list(field: &str, v: &Value, ctx: &Value) -> Result<Vec<String>, StepError> {
+fn string_list(field: &'static str, v: &Value, ctx: &Value) -> Result<Vec<String>, StepError> {
     match render_deep(v, ctx).map_err(|e| StepError::template(field, e))? {
         Value::Null => Ok(vec![]),
         Value::String(s) if s.trim().is_empty() => Ok(vec![]),
@@ -24,13 +24,17 @@ fn string_list(field: &str, v: &Value, ctx: &Value) -> Result<Vec<String>, StepE
             .into_iter()
             .map(|i| match i {
                 Value::String(s) => Ok(s),
-                other => Err(StepError::Invalid {
-                    message: format!("`{field}` must be a list of strings; found {other}"),
+                other => Err(StepError::WrongType {
+                    field,
+                    expected: "a list of strings",
+                    found: other.to_string(),
                 }),
             })
             .collect(),
-        other => Err(StepError::Invalid {
-            message: format!("`{field}` must be a string or a list; found {other}"),
+        other => Err(StepError::WrongType {
+            field,
+            expected: "a string or a list",
+            found: other.to_string(),
         }),
     }
 }
@@ -77,7 +81,7 @@ fn now() -> String {
 
 /// A rendered download step: the files to fetch and how.
 pub struct DownloadPlan {
-    pub files: Vec<FileSpec>,
+    pub files: Vec<FileToFetch>,
     pub to: PathBuf,
     pub request_id: Option<String>,
     pub concurrency: usize,
@@ -92,12 +96,9 @@ pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, S
     };
     if let Some(n) = &names {
         if n.len() != urls.len() {
-            return Err(StepError::Invalid {
-                message: format!(
-                    "`download.names` has {} names for {} URLs",
-                    n.len(),
-                    urls.len()
-                ),
+            return Err(StepError::NamesMismatch {
+                names: n.len(),
+                urls: urls.len(),
             });
         }
     }
@@ -112,15 +113,17 @@ pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, S
     };
     let mut files = Vec::with_capacity(urls.len());
     for (i, u) in urls.iter().enumerate() {
-        let url = url::Url::parse(u).map_err(|e| StepError::Invalid {
-            message: format!("`download.urls` item {i} is not a URL: {e}"),
+        let url = url::Url::parse(u).map_err(|source| StepError::ListUrl {
+            field: "download.urls",
+            index: i,
+            source,
         })?;
         let name = match &names {
             Some(n) => n[i].clone(),
             None => download::file_name_from_url(&url)?,
         };
         let dest = download::safe_join(&to, &name)?;
-        files.push(FileSpec {
+        files.push(FileToFetch {
             url,
             dest,
             expected_sha256: hashes.as_ref().and_then(|h| h.get(i).cloned()),
@@ -150,7 +153,7 @@ fn header_fn(conn: &Connection, authorize: bool) -> HeaderFn {
 /// Downloads one file and reports it as an artifact.
 async fn fetch_one(
     client: &reqwest::Client,
-    f: &FileSpec,
+    f: &FileToFetch,
     headers: &HeaderFn,
     request_id: &Option<String>,
     env: &StepEnv<'_>,
@@ -209,7 +212,7 @@ async fn recorded_file(
         return None;
     }
     let p = path.to_path_buf();
-    let sha = tokio::task::spawn_blocking(move || super::sha256_file(&p))
+    let sha = tokio::task::spawn_blocking(move || crate::durable::sha256_file(&p))
         .await
         .ok()?
         .ok()?;
@@ -217,7 +220,7 @@ async fn recorded_file(
 }
 
 /// A file an earlier process of the run downloaded, still intact (then it is not fetched).
-async fn already_downloaded(f: &FileSpec, env: &StepEnv<'_>) -> Option<download::Downloaded> {
+async fn already_downloaded(f: &FileToFetch, env: &StepEnv<'_>) -> Option<download::Downloaded> {
     let a = recorded_file(env, ArtifactKind::Download, &f.dest, None).await?;
     if f.expected_sha256
         .as_ref()
@@ -229,7 +232,7 @@ async fn already_downloaded(f: &FileSpec, env: &StepEnv<'_>) -> Option<download:
         path: f.dest.clone(),
         bytes: a.bytes,
         sha256: a.sha256,
-        url: download::redact_url(&f.url),
+        url: crate::vendors::http::redact_url(&f.url),
         attempts: 0,
         resumed: false,
     })
@@ -273,7 +276,7 @@ fn dry_run_downloads(plan: &DownloadPlan, env: &StepEnv<'_>) -> Value {
         env.emitter.emit(Event::DryRun {
             step: env.step.to_string(),
             method: "GET".into(),
-            url: download::redact_url(&f.url),
+            url: crate::vendors::http::redact_url(&f.url),
             headers: vec![],
             body: None,
         });
@@ -344,8 +347,9 @@ async fn load_key(plan: &DecryptPlan) -> Result<Arc<DecryptionKey>, StepError> {
     let (path, pass) = (plan.key_path.clone(), plan.passphrase.clone());
     let key = tokio::task::spawn_blocking(move || DecryptionKey::load(&path, pass.as_deref()))
         .await
-        .map_err(|e| StepError::Invalid {
-            message: format!("key loading task failed: {e}"),
+        .map_err(|source| StepError::TaskFailed {
+            task: "key loading",
+            source,
         })??;
     Ok(Arc::new(key))
 }
@@ -393,8 +397,9 @@ async fn decrypt_one(
         .log(env.step, format!("decrypting {}", input.display()));
     let d = tokio::task::spawn_blocking(move || decrypt::decrypt_file(&key, &input, &output))
         .await
-        .map_err(|e| StepError::Invalid {
-            message: format!("decrypt task failed: {e}"),
+        .map_err(|source| StepError::TaskFailed {
+            task: "decrypt",
+            source,
         })??;
     emit_decrypted(env, &d);
     durable_record(env).await;

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::{response_value, send_with_retry, StepEnv, StepError, StepObserver};
 use crate::state::journal::{PendingIntent, RecordedResponse};
 use crate::state::{Journal, Record};
+use crate::vendors::http::redact_url;
 use crate::vendors::{Connection, Pagination, Recovery, Request, Response, VendorError};
 
 /// Most pages of a lookup listing read before giving up on it.
@@ -33,13 +34,7 @@ pub struct Ledger {
 /// body with secrets masked first.
 pub fn fingerprint(req: &Request, env: &StepEnv<'_>) -> String {
     let text = format!("{} {}\n{:?}", req.method, req.url, req.body);
-    super::sha256_hex(env.emitter.secrets().mask(&text).as_bytes())
-}
-
-fn state_error(e: crate::state::StateError) -> StepError {
-    StepError::Invalid {
-        message: e.to_string(),
-    }
+    crate::durable::sha256_hex(env.emitter.secrets().mask(&text).as_bytes())
 }
 
 /// A response as recorded (see [`response_value`]) read back.
@@ -75,7 +70,7 @@ async fn record_response(
             response: env.emitter.secrets().mask_json(&response_value(resp)),
         })
         .await
-        .map_err(state_error)
+        .map_err(StepError::from)
 }
 
 /// Sends `req` at most once for this step (see the module docs). Returns the answer and
@@ -134,11 +129,11 @@ pub async fn send(
                 at,
                 attempt,
                 method: req.method.to_string(),
-                url: env.emitter.secrets().mask(&super::call::redact(&req.url)),
+                url: env.emitter.secrets().mask(&redact_url(&req.url)),
                 fingerprint: fp.clone(),
             })
             .await
-            .map_err(state_error)?;
+            .map_err(StepError::from)?;
         crate::failpoint::hit("once-after-intent");
         let err = match conn.send(req, &observer, env.cancel).await {
             Ok(resp) => {
@@ -175,12 +170,9 @@ pub async fn send(
 }
 
 fn changed(env: &StepEnv<'_>, at: DateTime<Utc>) -> StepError {
-    StepError::Invalid {
-        message: format!(
-            "an earlier process of this run sent step `{}` a different request at {}; its inputs changed, so resuming could repeat it. Check the vendor, then pass --fresh to start the run over",
-            env.step,
-            at.to_rfc3339()
-        ),
+    StepError::RequestChanged {
+        step: env.step.to_string(),
+        at,
     }
 }
 
@@ -198,13 +190,11 @@ async fn find(
     let lookup = match conn.recovery(req, since) {
         Recovery::Resend => return Ok(None),
         Recovery::Unknown => {
-            return Err(StepError::Invalid {
-                message: format!(
-                    "a request that must not be repeated ({} {}) may have reached {vendor} at {}, but its answer was lost, and {vendor} offers no way to look it up. Check at {vendor} whether it was carried out; then either run again with --fresh (the run starts over and sends it again), or mark the call `idempotent: true` if repeating it is harmless",
-                    req.method,
-                    env.emitter.secrets().mask(&super::call::redact(&req.url)),
-                    since.to_rfc3339()
-                ),
+            return Err(StepError::OutcomeUnknown {
+                method: req.method.clone(),
+                url: env.emitter.secrets().mask(&redact_url(&req.url)),
+                vendor,
+                since,
             })
         }
         Recovery::Lookup(l) => l,
@@ -219,11 +209,10 @@ async fn find(
         match conn.next_page(&page_req, &page, &Pagination::default()) {
             Some(next) if pages < MAX_LOOKUP_PAGES => page_req = next,
             Some(_) => {
-                return Err(StepError::Invalid {
-                    message: format!(
-                        "looking up whether {vendor} carried out step `{}` read {pages} pages without reaching the end; check at {vendor}, then run again",
-                        env.step
-                    ),
+                return Err(StepError::LookupTooLong {
+                    vendor,
+                    step: env.step.to_string(),
+                    pages,
                 })
             }
             None => break,
