@@ -76,8 +76,12 @@ fn workflows_dir() -> PathBuf {
 
 /// Runs the demo; returns the exit code.
 pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
-    println!("auditflow demo: simulated Mimecast, MailStore and Google Email Audit on loopback.");
-    println!("Faults are injected on purpose (a 429 and a 503 per vendor, one cut download).\n");
+    crate::outln!(
+        "auditflow demo: simulated Mimecast, MailStore and Google Email Audit on loopback."
+    );
+    crate::outln!(
+        "Faults are injected on purpose (a 429 and a 503 per vendor, one cut download).\n"
+    );
     let _ = std::fs::remove_dir_all(out);
     let work = out.join(".sim");
     let cfg = SimConfig {
@@ -93,19 +97,21 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
         ..SimConfig::default()
     };
     if let Err(e) = std::fs::create_dir_all(&work) {
-        eprintln!("error: cannot create {}: {e}", work.display());
+        crate::errln!("error: cannot create {}: {e}", work.display());
         return exit::FAILED;
     }
     let handle = match sim::start(cfg).await {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("error: cannot start the simulator: {e}");
+            crate::errln!("error: cannot start the simulator: {e}");
             return exit::FAILED;
         }
     };
-    println!(
+    crate::outln!(
         "simulator: mimecast {}  mailstore {}  google {}",
-        handle.mimecast_url, handle.mailstore_url, handle.google_url
+        handle.mimecast_url,
+        handle.mailstore_url,
+        handle.google_url
     );
     let key = match tokio::task::spawn_blocking({
         let dir = out.join("keys");
@@ -115,15 +121,15 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
     {
         Ok(Ok(k)) => k,
         Ok(Err(e)) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return exit::FAILED;
         }
         Err(e) => {
-            eprintln!("error: key generation task failed: {e}");
+            crate::errln!("error: key generation task failed: {e}");
             return exit::FAILED;
         }
     };
-    println!(
+    crate::outln!(
         "generated a throwaway RSA-3072 key: {}\n",
         key.public_key.display()
     );
@@ -198,7 +204,7 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
     ];
     let mut failed = 0;
     for (title, file, inputs, max_wait, expected) in plays {
-        println!(
+        crate::outln!(
             "── {title}\n   auditflow run {} {}{}",
             file.display(),
             inputs
@@ -229,14 +235,14 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
             cancel.clone(),
         )
         .await;
-        println!();
+        crate::outln!();
         if code != expected {
-            eprintln!("   expected exit {expected}, got {code}");
+            crate::errln!("   expected exit {expected}, got {code}");
             failed += 1;
         }
     }
     let stats = handle.stats.snapshot();
-    println!(
+    crate::outln!(
         "simulator saw {} requests: {} injected 429s, {} injected 5xx, {} cut downloads; {} bad signatures, {} wrong statusVersions, {} unauthenticated",
         stats.requests,
         stats.injected_429,
@@ -249,13 +255,13 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
     handle.shutdown().await;
     let mboxes = list_files(&out.join("google"), "mbox");
     if failed == 0 && !mboxes.is_empty() {
-        println!("\ndemo succeeded; results in {}:", out.display());
+        crate::outln!("\ndemo succeeded; results in {}:", out.display());
         for m in mboxes {
-            println!("  {}", m.display());
+            crate::outln!("  {}", m.display());
         }
         exit::OK
     } else {
-        eprintln!("\ndemo FAILED: {failed} workflow(s) failed");
+        crate::errln!("\ndemo FAILED: {failed} workflow(s) failed");
         exit::FAILED
     }
 }

@@ -26,13 +26,13 @@ pub fn validate(files: &[PathBuf]) -> Result<(), CliError> {
             Ok(plan) => {
                 let extra = plan.files.len().saturating_sub(1);
                 if extra > 0 {
-                    println!(
+                    crate::outln!(
                         "{}: ok (with {extra} used file{})",
                         f.display(),
                         if extra == 1 { "" } else { "s" }
                     );
                 } else {
-                    println!("{}: ok", f.display());
+                    crate::outln!("{}: ok", f.display());
                 }
             }
             Err(diags) => errors.push(CliError::InvalidWorkflow(diags)),
@@ -63,11 +63,11 @@ pub fn runs(cmd: RunsCommand) -> Result<(), CliError> {
     match id {
         None => {
             let list = sd.list().map_err(|e| CliError::Failed(e.to_string()))?;
-            print!("{}", crate::report::runs::list(&list));
+            crate::out!("{}", crate::report::runs::list(&list));
         }
         Some(id) => {
             let (r, active) = sd.show(id).map_err(|e| CliError::Invalid(e.to_string()))?;
-            print!("{}", crate::report::runs::show(&r, active));
+            crate::out!("{}", crate::report::runs::show(&r, active));
         }
     }
     Ok(())
@@ -77,7 +77,7 @@ pub fn runs(cmd: RunsCommand) -> Result<(), CliError> {
 pub fn verify(dir: &Path) -> Result<(), CliError> {
     let v = crate::report::manifest::verify(dir).map_err(CliError::Invalid)?;
     if v.problems.is_empty() {
-        println!(
+        crate::outln!(
             "{}: {} artifact(s) verified, all sizes and SHA-256 match",
             dir.display(),
             v.checked
@@ -85,7 +85,7 @@ pub fn verify(dir: &Path) -> Result<(), CliError> {
         return Ok(());
     }
     for p in &v.problems {
-        println!("{p}");
+        crate::outln!("{p}");
     }
     Err(CliError::Differs {
         dir: dir.to_path_buf(),
@@ -204,25 +204,28 @@ pub async fn sim(a: SimArgs) -> Result<(), CliError> {
     let handle = crate::sim::start(cfg)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    println!("auditflow simulator listening (Ctrl-C to stop)");
-    println!("  mimecast   {}", handle.mimecast_url);
-    println!("  mailstore  {}", handle.mailstore_url);
-    println!(
+    crate::outln!("auditflow simulator listening (Ctrl-C to stop)");
+    crate::outln!("  mimecast   {}", handle.mimecast_url);
+    crate::outln!("  mailstore  {}", handle.mailstore_url);
+    crate::outln!(
         "  google     {}  (token endpoint {})",
-        handle.google_url, handle.google_token_url
+        handle.google_url,
+        handle.google_token_url
     );
-    println!(
+    crate::outln!(
         "  google service-account key file: {}",
         handle.google.service_account_key_file().display()
     );
-    println!("\nPoint the shipped workflows at it (these are throwaway simulator credentials):");
+    crate::outln!(
+        "\nPoint the shipped workflows at it (these are throwaway simulator credentials):"
+    );
     for (k, v) in handle.env() {
-        println!("export {k}='{v}'");
+        crate::outln!("export {k}='{v}'");
     }
     let _ = tokio::signal::ctrl_c().await;
     let stats = handle.stats.snapshot();
     handle.shutdown().await;
-    println!(
+    crate::outln!(
         "{}",
         serde_json::to_string_pretty(&stats).unwrap_or_default()
     );

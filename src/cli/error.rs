@@ -119,7 +119,7 @@ impl CliError {
             other => {
                 let text = other.to_string();
                 if !text.is_empty() {
-                    eprintln!("{text}");
+                    crate::errln!("{text}");
                 }
             }
         }

@@ -59,7 +59,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
     match cmd {
         Command::Validate { files } => commands::validate(&files),
         Command::Schema => {
-            println!("{}", schema_json());
+            crate::outln!("{}", schema_json());
             Ok(())
         }
         Command::Sim(a) => commands::sim(a).await,
@@ -85,7 +85,7 @@ fn ctrl_c_token() -> CancellationToken {
     let t = token.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ninterrupted: cancelling running steps (Ctrl-C again to quit at once)");
+            crate::errln!("\ninterrupted: cancelling running steps (Ctrl-C again to quit at once)");
             t.cancel();
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(exit::INTERRUPTED as i32);

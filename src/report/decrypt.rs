@@ -41,7 +41,7 @@ impl DecryptReport {
 
     /// Prints `input -> output (bytes, sha256)` and records the plaintext as an artifact.
     pub fn decrypted(&self, input: &Path, d: &DecryptedFile) {
-        println!(
+        crate::outln!(
             "{} -> {} ({} bytes, sha256 {})",
             input.display(),
             d.path.display(),

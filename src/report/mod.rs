@@ -1,4 +1,5 @@
 //! Reporters: render the engine's events for people (terminal), machines (JSON) and CI (JUnit).
+pub mod console;
 pub mod decrypt;
 pub mod human;
 pub mod json;

@@ -132,7 +132,7 @@ impl Reporters {
             .unwrap_or_else(|| PathBuf::from("."));
         let path = self.manifest.write(&dir)?;
         if matches!(self.args.console, Console::Human { .. }) {
-            println!(
+            crate::outln!(
                 "  evidence manifest: {} (check with `auditflow verify {}`)",
                 path.display(),
                 dir.display()
@@ -156,7 +156,7 @@ struct JsonLines;
 impl Sink for JsonLines {
     fn event(&self, e: &Event) {
         if let Ok(s) = serde_json::to_string(e) {
-            println!("{s}");
+            crate::outln!("{s}");
         }
     }
 }
