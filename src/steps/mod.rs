@@ -267,24 +267,13 @@ pub fn render_str(field: &str, src: &str, ctx: &serde_json::Value) -> Result<Str
         .map_err(|e| StepError::template(field, e))
 }
 
-/// Renders an optional field where "not given" is allowed: no template, an empty result, or
-/// an undefined `env.*` variable all mean absent (one file can offer several credential kinds,
-/// a passphrase may not be set). Any other template error is an error naming the field.
+/// [`crate::template::render_optional`], with an error naming `field`.
 pub fn render_optional(
     field: &str,
     src: &Option<String>,
     ctx: &serde_json::Value,
 ) -> Result<Option<String>, StepError> {
-    let Some(src) = src else {
-        return Ok(None);
-    };
-    let t = crate::template::Template::compile(src).map_err(|e| StepError::template(field, e))?;
-    match t.render_string(ctx) {
-        Ok(s) if s.is_empty() => Ok(None),
-        Ok(s) => Ok(Some(s)),
-        Err(TemplateError::UndefinedVariable { path, .. }) if path.starts_with("env.") => Ok(None),
-        Err(e) => Err(StepError::template(field, e)),
-    }
+    crate::template::render_optional(src.as_deref(), ctx).map_err(|e| StepError::template(field, e))
 }
 
 /// A response as templates see it: `status`, `headers`, `body`, `request_id`.

@@ -432,6 +432,22 @@ fn single_expression(t: &HbTemplate) -> Option<(usize, Parameter)> {
     found
 }
 
+/// Renders an optional text field where "not given" is allowed: no template, an empty result,
+/// or an undefined `env.*` variable all mean absent, so one file can offer several credential
+/// kinds and a passphrase may be unset. Any other error is returned for the caller to name the
+/// field. Surrounding whitespace is kept; callers that want it gone trim.
+pub fn render_optional(src: Option<&str>, ctx: &Value) -> Result<Option<String>, TemplateError> {
+    let Some(src) = src else {
+        return Ok(None);
+    };
+    match Template::compile(src)?.render_string(ctx) {
+        Ok(s) if s.is_empty() => Ok(None),
+        Ok(s) => Ok(Some(s)),
+        Err(TemplateError::UndefinedVariable { path, .. }) if path.starts_with("env.") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Renders every string inside a JSON value (recursively, keys untouched) with
 /// [`Template::render_value`] semantics.
 pub fn render_deep(value: &Value, ctx: &Value) -> Result<Value, TemplateError> {

@@ -126,19 +126,15 @@ impl ConnectionCache {
 /// Renders an optional setting's template, trimmed; empty, blank, or reading an unset
 /// environment variable counts as absent.
 fn cred(field: &Option<String>, ctx: &Value, name: &str) -> Result<Option<String>, BuildError> {
-    let Some(src) = field else {
-        return Ok(None);
-    };
-    let template_error = |source| BuildError::Template {
-        field: name.to_string(),
-        source,
-    };
-    let t = Template::compile(src).map_err(template_error)?;
-    match t.render_string(ctx) {
-        Ok(s) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
-        Err(TemplateError::UndefinedVariable { path, .. }) if path.starts_with("env.") => Ok(None),
-        Err(e) => Err(template_error(e)),
-    }
+    let rendered = crate::template::render_optional(field.as_deref(), ctx).map_err(|source| {
+        BuildError::Template {
+            field: name.to_string(),
+            source,
+        }
+    })?;
+    Ok(rendered
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty()))
 }
 
 /// The environment variables a connection's credential templates read (for messages).
