@@ -4,11 +4,22 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// The exit codes, shown under `auditflow --help` (the same table is in the README).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    a step failed (the message names the step, vendor, HTTP status and the vendor's words)
+  2    invalid workflow, inputs, usage or state directory (nothing was sent)
+  75   pending: a poll reached max_wait / --max-wait; the state is saved, run the same command
+       again later to continue
+  130  interrupted (Ctrl-C)";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "auditflow",
-    version,
-    about = "Run declarative YAML audit workflows against Mimecast, MailStore and Google Email Audit"
+    version = env!("AUDITFLOW_VERSION"),
+    about = "Run declarative YAML audit workflows against Mimecast, MailStore and Google Email Audit",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]

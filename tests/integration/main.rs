@@ -7,6 +7,7 @@ mod common;
 mod vendors_common;
 
 mod cli_decrypt;
+mod cli_help;
 mod closed_pipe;
 mod decrypt_fixtures;
 mod decrypt_gpg_live;
