@@ -15,6 +15,7 @@ pub fn list(runs: &[Listed]) -> String {
         return "no runs recorded\n".into();
     }
     let mut out = String::new();
+    let mut any_unfinished = false;
     let _ = writeln!(
         out,
         "{:<36}  {:<11}  {:<23}  {:<23}  {:>5}  workflow",
@@ -24,6 +25,7 @@ pub fn list(runs: &[Listed]) -> String {
         match r {
             Ok(s) => {
                 let status = if s.active && !s.status.succeeded() {
+                    any_unfinished = true;
                     format!("{}*", s.status)
                 } else {
                     s.status.to_string()
@@ -47,10 +49,12 @@ pub fn list(runs: &[Listed]) -> String {
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "* unfinished: the next `auditflow run` of the same workflow and inputs resumes it"
-    );
+    if any_unfinished {
+        let _ = writeln!(
+            out,
+            "* unfinished: the next `auditflow run` of the same workflow and inputs resumes it"
+        );
+    }
     out
 }
 

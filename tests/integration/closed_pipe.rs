@@ -70,4 +70,8 @@ async fn a_run_whose_readers_left_finishes_and_is_recorded_as_succeeded() {
     let runs = crate::common::auditflow(&["runs", "list"], &[], dir.path());
     let (out, _) = crate::common::text(&runs);
     assert!(out.contains("succeeded"), "runs list: {out}");
+    assert!(
+        !out.contains("unfinished"),
+        "no footnote when nothing is unfinished: {out}"
+    );
 }
