@@ -47,6 +47,7 @@ fn init_tracing(json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(crate::report::console::colour(&std::io::stderr()))
         .with_target(false);
     let _ = if json {
         builder.json().try_init()

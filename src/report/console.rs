@@ -38,3 +38,11 @@ pub fn err(args: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
     let _ = std::io::stderr().lock().write_fmt(args);
 }
+
+/// The one colour rule for all output: ANSI styling only on a terminal, and never when
+/// `NO_COLOR` (any value, <https://no-color.org>) or `CI` is set.
+pub fn colour(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal()
+        && std::env::var_os("NO_COLOR").is_none()
+        && std::env::var_os("CI").is_none()
+}

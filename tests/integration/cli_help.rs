@@ -29,3 +29,35 @@ fn version_names_the_commit_when_built_from_a_checkout() {
         assert!(out.contains("(commit "), "version: {out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_lines_on_a_pipe_carry_no_colour() {
+    let (url, _script) = crate::common::serve(vec![(
+        "/ok",
+        vec![crate::common::Reply::json(
+            200,
+            serde_json::json!({"ok": true}),
+        )],
+    )])
+    .await;
+    let dir = Dir::new();
+    let wf = dir.write(
+        "wf.yaml",
+        &format!("name: colour\nsteps:\n  - id: one\n    call: {{url: '{url}/ok'}}\n"),
+    );
+    let args = vec!["run".to_string(), wf.display().to_string()];
+    // CI unset: the pipe alone must turn colour off.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_auditflow"));
+    cmd.args(&args)
+        .current_dir(dir.path())
+        .env_remove("CI")
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "debug");
+    let o = tokio::task::spawn_blocking(move || cmd.output().expect("auditflow runs"))
+        .await
+        .expect("the run finishes");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stderr: {err}");
+    assert!(err.contains("DEBUG"), "debug log lines expected: {err}");
+    assert!(!err.contains('\u{1b}'), "ANSI escapes on a pipe: {err}");
+}
