@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn exponential_schedule_is_capped_and_bounded_by_attempts() {
         let waits: Vec<_> = policy(Jitter::None).backoff().collect();
-        let ms: Vec<u128> = waits.iter().map(|d| d.as_millis()).collect();
+        let ms: Vec<u128> = waits.iter().map(std::time::Duration::as_millis).collect();
         assert_eq!(ms, vec![100, 200, 400, 500, 500]);
     }
 

@@ -139,7 +139,7 @@ pub fn conclude(result: Result<(), CliError>) -> u8 {
 
 /// Diagnostics as they print (each ends its own line; the last newline is the caller's).
 fn diagnostics(diags: &[Diagnostic]) -> String {
-    let text: String = diags.iter().map(|d| d.to_string()).collect();
+    let text: String = diags.iter().map(std::string::ToString::to_string).collect();
     match text.strip_suffix('\n') {
         Some(t) => t.to_string(),
         None => text,
@@ -161,7 +161,7 @@ fn pending(waiting_for: Option<&str>, state_dir: Option<&PathBuf>, run_id: &str)
 
 fn several(all: &[CliError]) -> String {
     all.iter()
-        .map(|e| e.to_string())
+        .map(std::string::ToString::to_string)
         .filter(|t| !t.is_empty())
         .collect::<Vec<_>>()
         .join("\n")

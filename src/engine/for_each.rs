@@ -131,7 +131,7 @@ pub(super) async fn for_each(
                 out.push(Value::Null);
                 match f {
                     StopReason::Failed(f) => {
-                        failed.push(json!({"index": index, "item": item, "error": f.to_string()}))
+                        failed.push(json!({"index": index, "item": item, "error": f.to_string()}));
                     }
                     StopReason::Pending(w) => pending = Some(w),
                     StopReason::Cancelled => return Err(StepError::Cancelled),

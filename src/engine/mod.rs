@@ -374,7 +374,7 @@ async fn run_step(
             step: path.clone(),
             at: chrono::Utc::now(),
             error: run.emitter.secrets().mask(e),
-        })
+        });
     };
     match result {
         Ok((outputs, attempts)) => {
@@ -449,14 +449,15 @@ fn step_deadline(step: &PlannedStep, default: Option<Dur>, before: Duration) -> 
     match step.kind() {
         StepKind::Poll => Some(
             step.timeout
-                .map(|d| d.get())
+                .map(super::workflow::duration::Dur::get)
                 .unwrap_or(poll::DEFAULT_POLL_TIMEOUT)
                 .saturating_sub(before),
         ),
-        StepKind::ForEach | StepKind::Uses => step.timeout.map(|d| d.get()),
-        StepKind::Call | StepKind::Download | StepKind::Decrypt => {
-            step.timeout.or(default).map(|d| d.get())
-        }
+        StepKind::ForEach | StepKind::Uses => step.timeout.map(super::workflow::duration::Dur::get),
+        StepKind::Call | StepKind::Download | StepKind::Decrypt => step
+            .timeout
+            .or(default)
+            .map(super::workflow::duration::Dur::get),
     }
 }
 
@@ -464,7 +465,7 @@ fn step_deadline(step: &PlannedStep, default: Option<Dur>, before: Duration) -> 
 /// run-wide `--max-wait` instant.
 fn poll_max_wait(step: &PlannedStep, detach_at: Option<Instant>) -> Option<Duration> {
     let own = match &step.action {
-        Action::Poll(p) => p.max_wait.map(|d| d.get()),
+        Action::Poll(p) => p.max_wait.map(super::workflow::duration::Dur::get),
         _ => None,
     };
     let cli = detach_at.map(|t| t.saturating_duration_since(Instant::now()));

@@ -183,7 +183,7 @@ impl Sink for ManifestSink {
                     started_at: started_at.clone(),
                     finished_at: None,
                     status: None,
-                })
+                });
             }
             Event::Artifact { step, artifact } => g.1.push((step.clone(), artifact.clone())),
             Event::RunFinished { status, .. } => {
@@ -269,14 +269,11 @@ pub fn verify(dir: &Path) -> Result<Verification, String> {
         } else {
             dir.join(&e.path)
         };
-        let meta = match std::fs::metadata(&p) {
-            Ok(m) => m,
-            Err(_) => {
-                problems.push(Problem::Missing {
-                    path: e.path.clone(),
-                });
-                continue;
-            }
+        let Ok(meta) = std::fs::metadata(&p) else {
+            problems.push(Problem::Missing {
+                path: e.path.clone(),
+            });
+            continue;
         };
         if meta.len() != e.bytes {
             problems.push(Problem::Size {

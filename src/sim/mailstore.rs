@@ -52,7 +52,7 @@ pub struct MailStoreSim {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A long-running process (VerifyStore) and what its status pollers see.
@@ -587,14 +587,11 @@ async fn dispatch(State(sim): State<Arc<MailStoreSim>>, req: Request) -> Respons
             m.trim()
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
-    let body = match axum::body::to_bytes(req.into_body(), BODY_LIMIT).await {
-        Ok(b) => b,
-        Err(_) => {
-            return bom_json(&failed(
-                "The request body could not be read.",
-                "The body is unreadable or larger than 1 MiB.",
-            ))
-        }
+    let Ok(body) = axum::body::to_bytes(req.into_body(), BODY_LIMIT).await else {
+        return bom_json(&failed(
+            "The request body could not be read.",
+            "The body is unreadable or larger than 1 MiB.",
+        ));
     };
     if !body.is_empty() && !is_form {
         return bom_json(&failed(

@@ -271,7 +271,10 @@ impl Faults {
             tokio::time::sleep(self.cfg.latency).await;
         }
         let n = {
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let n = seen.entry(vendor).or_insert(0);
             *n += 1;
             *n
@@ -281,7 +284,10 @@ impl Faults {
         } else if self.cfg.force_each_once && n == 2 {
             Injected::ServerError(503)
         } else {
-            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rng = self
+                .rng
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let x: f64 = rng.gen();
             if x < self.cfg.rate_429 {
                 Injected::TooManyRequests

@@ -593,9 +593,8 @@ mod tests {
         assert_eq!(r.header.run_id, "run-a");
         assert!(r.done.contains_key("x"));
         // Held lock: a second process is refused.
-        let e = match sd.begin(header("k1", "run-c"), false).await {
-            Err(e) => e,
-            Ok(_) => panic!("a second begin must fail while the lock is held"),
+        let Err(e) = sd.begin(header("k1", "run-c"), false).await else {
+            panic!("a second begin must fail while the lock is held");
         };
         assert!(matches!(e, StateError::Busy { .. }), "{e}");
         s.finish(RunStatus::Succeeded, None).await.unwrap();
@@ -625,9 +624,8 @@ mod tests {
         drop(s);
         let mut h = header("k", "r2");
         h.files[0].sha256 = "bb".into();
-        let e = match sd.begin(h.clone(), false).await {
-            Err(e) => e,
-            Ok(_) => panic!("must refuse"),
+        let Err(e) = sd.begin(h.clone(), false).await else {
+            panic!("must refuse");
         };
         assert!(matches!(e, StateError::Changed { .. }), "{e}");
         let (s, b, note) = sd.begin(h, true).await.unwrap();

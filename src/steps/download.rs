@@ -815,7 +815,9 @@ struct InFlight(PathBuf);
 impl InFlight {
     fn acquire(dest: &Path) -> Result<Self, DownloadError> {
         let key = std::path::absolute(dest).unwrap_or_else(|_| dest.to_path_buf());
-        let mut set = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set = IN_FLIGHT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !set.insert(key.clone()) {
             return Err(DownloadError::Io {
                 path: dest.to_path_buf(),
@@ -831,7 +833,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut set = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set = IN_FLIGHT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         set.remove(&self.0);
     }
 }

@@ -328,7 +328,7 @@ pub fn plan_decrypt(
     }
     let to = PathBuf::from(render_str("decrypt.to", &spec.to, ctx)?);
     let default_conc = std::thread::available_parallelism()
-        .map(|n| n.get())
+        .map(std::num::NonZero::get)
         .unwrap_or(2);
     Ok(DecryptPlan {
         key_path,

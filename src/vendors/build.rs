@@ -75,7 +75,10 @@ impl ConnectionCache {
         warn: impl FnOnce(String),
     ) -> Result<Connection, BuildError> {
         let Some(name) = name else {
-            let mut plain = self.plain.lock().unwrap_or_else(|p| p.into_inner());
+            let mut plain = self
+                .plain
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(c) = plain.as_ref() {
                 return Ok(c.clone());
             }
@@ -88,7 +91,7 @@ impl ConnectionCache {
         if let Some(c) = self
             .named
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
         {
             return Ok(c.clone());
@@ -117,7 +120,7 @@ impl ConnectionCache {
             .map_err(|e| BuildError::Vendor(Box::new(e)))?;
         self.named
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key, conn.clone());
         Ok(conn)
     }

@@ -232,7 +232,7 @@ impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .get(&name.to_ascii_lowercase())
-            .map(|s| s.as_str())
+            .map(std::string::String::as_str)
     }
 
     pub fn content_type(&self) -> Option<&str> {

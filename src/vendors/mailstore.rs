@@ -458,7 +458,7 @@ async fn cancel_async(ctx: &Ctx<'_>, auth: &Auth, req_url: &Url, token: &str) {
     };
     match execute(ctx.client, VENDOR, &out, &CancellationToken::new()).await {
         Ok(raw) if raw.is_success() => {
-            tracing::info!(vendor = %VENDOR, "CancelAsync sent for the running process")
+            tracing::info!(vendor = %VENDOR, "CancelAsync sent for the running process");
         }
         Ok(raw) => tracing::warn!(vendor = %VENDOR, status = raw.status, "CancelAsync refused"),
         Err(e) => tracing::warn!(vendor = %VENDOR, "CancelAsync failed: {e}"),

@@ -23,7 +23,10 @@ impl Diagnostic {
     /// A diagnostic at a position of `source`.
     pub fn at(file: &Path, source: &str, line: usize, col: usize, message: String) -> Self {
         let source_line = if line > 0 {
-            source.lines().nth(line - 1).map(|l| l.to_string())
+            source
+                .lines()
+                .nth(line - 1)
+                .map(std::string::ToString::to_string)
         } else {
             None
         };

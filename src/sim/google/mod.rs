@@ -109,7 +109,7 @@ impl Drop for GoogleSim {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl GoogleSim {
@@ -199,7 +199,7 @@ impl GoogleSim {
             .and_then(|json| write_private_file(&self.key_file, json.as_bytes()));
         match written {
             Ok(()) => {
-                tracing::debug!(path = %self.key_file.display(), "google sim: key file written")
+                tracing::debug!(path = %self.key_file.display(), "google sim: key file written");
             }
             Err(e) => tracing::error!("google sim: cannot write the service-account key file: {e}"),
         }

@@ -74,7 +74,7 @@ pub struct MimecastSim {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl MimecastSim {
@@ -185,9 +185,8 @@ async fn api_call(sim: &MimecastSim, req: Request, path: &str, bearer: bool) -> 
             false,
         );
     }
-    let body = match axum::body::to_bytes(req.into_body(), BODY_LIMIT).await {
-        Ok(b) => b,
-        Err(_) => return bad_request("The request body could not be read or is too large."),
+    let Ok(body) = axum::body::to_bytes(req.into_body(), BODY_LIMIT).await else {
+        return bad_request("The request body could not be read or is too large.");
     };
     let api = match ApiRequest::parse(&body) {
         Ok(r) => r,
