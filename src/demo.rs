@@ -1,4 +1,5 @@
 //! The end-to-end demo: the simulator in-process, a throwaway OpenPGP key, the shipped workflows.
+#![allow(missing_docs)] // TODO(#9): document
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

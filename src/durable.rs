@@ -1,4 +1,5 @@
 //! Durable private file writes, directory sync and hashing, shared by steps, run state and reports.
+#![allow(missing_docs)] // TODO(#9): document
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

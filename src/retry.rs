@@ -1,4 +1,5 @@
 //! Retry policy as plain data, backoff as an iterator, and which failures are retryable.
+#![allow(missing_docs)] // TODO(#9): document
 use std::time::Duration;
 
 use rand::Rng;

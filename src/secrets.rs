@@ -1,4 +1,5 @@
 //! Secret values known to a run, and masking them as `***` in everything the run prints or writes.
+#![allow(missing_docs)] // TODO(#9): document
 use std::sync::{Arc, RwLock};
 
 /// The mask written in place of a secret.

@@ -1,4 +1,5 @@
 //! The command line's shape: clap types for every subcommand and its flags.
+#![allow(missing_docs)] // TODO(#9): document
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

@@ -1,5 +1,6 @@
 //! Why a command did not succeed: one error type, its exit code, and the one place it is
 //! printed.
+#![allow(missing_docs)] // TODO(#9): document
 use std::path::PathBuf;
 
 use crate::report::ReportError;

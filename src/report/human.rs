@@ -16,7 +16,7 @@ use crate::workflow::duration::format_duration;
 mod tests;
 
 /// Prints events as lines; with `bars`, shows progress bars for running steps.
-pub struct Human {
+pub(crate) struct Human {
     out: Output,
     state: Mutex<State>,
     verbose: bool,
@@ -51,7 +51,7 @@ struct Finished<'a> {
 
 impl Human {
     /// `interactive`: draw progress bars (a terminal, and `CI` unset).
-    pub fn new(interactive: bool, verbose: bool) -> Self {
+    pub(crate) fn new(interactive: bool, verbose: bool) -> Self {
         let out = if interactive {
             Output::Bars(MultiProgress::new())
         } else {

@@ -18,17 +18,17 @@ struct Case {
 
 /// Collects finished steps and writes a JUnit document.
 #[derive(Default)]
-pub struct JUnit {
+pub(crate) struct JUnit {
     suite: Mutex<(String, Vec<Case>, f64)>,
 }
 
 impl JUnit {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The JUnit XML text.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let (suite, cases, total) = match self.suite.lock() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -101,7 +101,7 @@ impl JUnit {
         text
     }
 
-    pub fn write(&self, path: &Path) -> Result<(), crate::steps::StepError> {
+    pub(crate) fn write(&self, path: &Path) -> Result<(), crate::steps::StepError> {
         Ok(crate::durable::write_private(
             path,
             self.render().as_bytes(),

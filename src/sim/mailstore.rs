@@ -6,6 +6,7 @@
 //! for the function list (a bare JSON array; the wrapper extends a list with it). Every JSON
 //! answer starts with a UTF-8 BOM. A function that fails answers HTTP 200 with
 //! `statusCode: "failed"` and `error: {message, details}`.
+#![allow(missing_docs)] // TODO(#9): document
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //!
 //! Written from the vendor pages alone: it shares no signing, encoding or parsing code with
 //! `crate::vendors`, so that a bug cannot hide on both sides of a test.
+#![allow(missing_docs)] // TODO(#9): document
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,6 +2,7 @@
 //! each attempt and the answer right after; when a crash, a timeout or a 5xx hides whether
 //! the vendor carried a request out, it is looked up (Google: the export list) before any
 //! new attempt, so one step never creates two exports.
+#![allow(missing_docs)] // TODO(#9): document
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};

@@ -1,4 +1,5 @@
 //! The `call` step: render a request, send it through the vendor adapter, check, paginate, save.
+#![allow(missing_docs)] // TODO(#9): document
 use std::path::PathBuf;
 
 use serde_json::{json, Value};

@@ -1,5 +1,6 @@
 //! The `download` and `decrypt` steps: render the spec, run the streaming cores per file
 //! (several at once), report progress and artifacts, and expose paths, sizes and hashes.
+#![allow(missing_docs)] // TODO(#9): document
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

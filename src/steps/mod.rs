@@ -1,4 +1,5 @@
 //! Step implementations: call, poll, download, decrypt (loops and `uses` live in the engine).
+#![allow(missing_docs)] // TODO(#9): document
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,5 @@
 //! The `poll` step: repeat a call until a condition holds, stop at once on terminal states.
+#![allow(missing_docs)] // TODO(#9): document
 use std::time::{Duration, Instant};
 
 use rand::Rng;

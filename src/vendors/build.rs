@@ -1,4 +1,5 @@
 //! Building connections: a workflow's `connections:` entry rendered into settings, once per run.
+#![allow(missing_docs)] // TODO(#9): document
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

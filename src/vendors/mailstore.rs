@@ -8,6 +8,8 @@
 //!
 //! A failing `get-status` is retried here (a few times, short backoff, `Retry-After` honoured),
 //! never by invoking the function again: functions are not idempotent.
+#![allow(missing_docs)]
+// TODO(#9): document
 // `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
 #![allow(clippy::result_large_err)]
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //!
 //! Both versions use the same endpoints (always POST), the `{meta, data, fail}` envelope and
 //! `meta.pagination` paging; only the Authorization differs.
+#![allow(missing_docs)]
+// TODO(#9): document
 // `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
 #![allow(clippy::result_large_err)]
 use std::time::Duration;

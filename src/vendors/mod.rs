@@ -3,6 +3,7 @@
 //! The engine renders a step into a vendor-neutral [`Request`], asks a [`Connection`] to send
 //! it once ([`Connection::send`]), and decides about retries from the returned
 //! [`VendorError`]. Adapters never import the engine, the steps or the workflow model.
+#![allow(missing_docs)] // TODO(#9): document
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;

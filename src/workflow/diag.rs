@@ -1,4 +1,5 @@
 //! Diagnostics that point into a workflow file: `file:line:col: message`, the line, a caret.
+#![allow(missing_docs)] // TODO(#9): document
 use std::fmt;
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,7 @@
 //!
 //! One parser for every duration auditflow reads (workflow fields, duration inputs, CLI flags,
 //! template helpers), so that `30M` or `30mins` is refused the same way everywhere.
+#![allow(missing_docs)] // TODO(#9): document
 use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;

@@ -1,4 +1,5 @@
 //! Reading a workflow file: YAML into the model, with a map from model paths to source spans.
+#![allow(missing_docs)] // TODO(#9): document
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,7 @@
 //!
 //! Every type denies unknown fields, so a typo is an error that names the field. Templates
 //! are kept as strings here; `validate` compiles and checks them.
+#![allow(missing_docs)] // TODO(#9): document
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;

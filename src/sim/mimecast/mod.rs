@@ -6,6 +6,7 @@
 //! 400, unknown paths 404, rate limiting 429; a function that ran but rejected its input
 //! (a missing field, a bad date, an invalid page token, an unknown channel) answers HTTP 200
 //! with the reasons in `fail`, each with the offending `data` item as `key`.
+#![allow(missing_docs)] // TODO(#9): document
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -61,6 +61,7 @@
 //! read) and the plaintext, writes the plaintext and syncs it. Memory stays constant: rPGP's
 //! readers buffer 8 KiB per layer (4 MiB chunks for GnuPG's AEAD), and at most 8 chunks of
 //! 64 KiB (decrypted) and 8 of 256 KiB (plaintext) are queued.
+#![allow(missing_docs)] // TODO(#9): document
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
