@@ -1,16 +1,17 @@
 //! Diagnostics that point into a workflow file: `file:line:col: message`, the line, a caret.
-#![allow(missing_docs)] // TODO(#9): document
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// One problem found in a workflow file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// The workflow file the problem is in, as given or reached through `uses`.
     pub file: PathBuf,
     /// 1-based; 0 when unknown.
     pub line: usize,
     /// 1-based; 0 when unknown.
     pub col: usize,
+    /// What is wrong, one sentence naming the field.
     pub message: String,
     /// Extra advice ("did you mean `retry`?").
     pub help: Option<String>,
@@ -59,6 +60,7 @@ impl Diagnostic {
         }
     }
 
+    /// Adds advice printed under the caret line.
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self

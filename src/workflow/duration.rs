@@ -2,7 +2,6 @@
 //!
 //! One parser for every duration auditflow reads (workflow fields, duration inputs, CLI flags,
 //! template helpers), so that `30M` or `30mins` is refused the same way everywhere.
-#![allow(missing_docs)] // TODO(#9): document
 use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
@@ -20,6 +19,7 @@ parts combine largest unit first, with or without spaces: 1h30m, 1d 12h";
 pub struct Dur(pub Duration);
 
 impl Dur {
+    /// The duration as a std `Duration`.
     pub fn get(self) -> Duration {
         self.0
     }
