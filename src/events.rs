@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::secrets::Secrets;
+use crate::workflow::plan::StepKind;
 
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -156,8 +157,8 @@ pub enum Event {
         step: String,
         /// The step's `name`, else its id.
         name: String,
-        /// What the step does (`call`, `poll`, ...).
-        kind: String,
+        /// What the step does (serialized as `call`, `poll`, `for_each`, ...).
+        kind: StepKind,
     },
     /// An attempt failed and another one follows after `wait`.
     Retry {
@@ -232,8 +233,8 @@ pub enum Event {
         step: String,
         /// The step's `name`, else its id.
         name: String,
-        /// What the step does (`call`, `poll`, ...).
-        kind: String,
+        /// What the step does (serialized as `call`, `poll`, `for_each`, ...).
+        kind: StepKind,
         /// How it ended.
         status: StepStatus,
         /// Attempts made, retries included (0 when skipped or recorded).
@@ -541,5 +542,32 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(s).unwrap(), word);
         }
+    }
+
+    #[test]
+    fn step_kind_in_events_serializes_to_the_same_words_as_before() {
+        for kind in [
+            StepKind::Call,
+            StepKind::Poll,
+            StepKind::Download,
+            StepKind::Decrypt,
+            StepKind::ForEach,
+            StepKind::Uses,
+        ] {
+            let e = Event::StepStarted {
+                step: "s".into(),
+                name: "s".into(),
+                kind,
+            };
+            let json = serde_json::to_value(&e).unwrap();
+            assert_eq!(json["kind"], kind.as_str(), "{kind:?}");
+        }
+        let e = serde_json::to_value(Event::StepStarted {
+            step: "s".into(),
+            name: "s".into(),
+            kind: StepKind::ForEach,
+        })
+        .unwrap();
+        assert_eq!(e["kind"], "for_each");
     }
 }

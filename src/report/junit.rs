@@ -6,11 +6,12 @@ use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event as X};
 use quick_xml::Writer;
 
 use crate::events::{Event, Sink, StepStatus};
+use crate::workflow::plan::StepKind;
 
 #[derive(Debug, Clone)]
 struct Case {
     name: String,
-    kind: String,
+    kind: StepKind,
     status: StepStatus,
     seconds: f64,
     error: Option<String>,
@@ -125,7 +126,7 @@ impl Sink for JUnit {
                 ..
             } => g.1.push(Case {
                 name: step.clone(),
-                kind: kind.clone(),
+                kind: *kind,
                 status: *status,
                 seconds: duration.as_secs_f64(),
                 error: error.clone(),
@@ -165,7 +166,7 @@ mod tests {
             j.event(&Event::StepFinished {
                 step: step.into(),
                 name: step.into(),
-                kind: "call".into(),
+                kind: StepKind::Call,
                 status,
                 attempts: 1,
                 duration: Duration::from_millis(1500),

@@ -222,7 +222,7 @@ pub async fn download_with_options(
         })?;
     let _guard = InFlight::acquire(&spec.dest)?;
 
-    let ctx = Ctx {
+    let ctx = FetchState {
         client,
         spec,
         headers,
@@ -285,7 +285,8 @@ pub async fn download_with_options(
     }
 }
 
-struct Ctx<'a> {
+/// One file's download in progress: what it fetches, where the part file is, how to report.
+struct FetchState<'a> {
     client: &'a reqwest::Client,
     spec: &'a FileToFetch,
     headers: &'a HeaderFn,
@@ -316,7 +317,7 @@ struct PartState {
 }
 
 impl PartState {
-    async fn load(ctx: &Ctx<'_>) -> Result<Self, DownloadError> {
+    async fn load(ctx: &FetchState<'_>) -> Result<Self, DownloadError> {
         let offset = match tokio::fs::symlink_metadata(&ctx.part).await {
             Ok(meta) if meta.file_type().is_file() => meta.len(),
             Ok(_) => {
@@ -378,27 +379,32 @@ enum Next {
     RetryNow,
 }
 
-struct Failure {
+/// A failed attempt: the error, and whether to give up, retry later or retry at once.
+struct AttemptFailure {
     error: DownloadError,
     next: Next,
 }
 
-impl Failure {
+impl AttemptFailure {
     fn fail(error: DownloadError) -> Self {
-        Failure {
+        AttemptFailure {
             error,
             next: Next::Fail,
         }
     }
     fn retry(error: DownloadError) -> Self {
-        Failure {
+        AttemptFailure {
             error,
             next: Next::Retry { after: None },
         }
     }
 }
 
-async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded, Failure> {
+async fn attempt(
+    ctx: &FetchState<'_>,
+    st: &mut PartState,
+    n: u32,
+) -> Result<Downloaded, AttemptFailure> {
     let transport = |message: String| DownloadError::Transport {
         url: ctx.url.clone(),
         message,
@@ -406,11 +412,11 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
 
     let auth = tokio::select! {
         biased;
-        _ = ctx.cancel.cancelled() => return Err(Failure::fail(cancelled(ctx))),
+        _ = ctx.cancel.cancelled() => return Err(AttemptFailure::fail(cancelled(ctx))),
         h = (ctx.headers)() => h,
     };
     let mut request_headers = auth.map_err(|message| {
-        Failure::fail(DownloadError::Auth {
+        AttemptFailure::fail(DownloadError::Auth {
             url: ctx.url.clone(),
             message,
         })
@@ -426,7 +432,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
     request_headers.remove(header::IF_RANGE);
     if st.offset > 0 {
         let range = HeaderValue::from_str(&format!("bytes={}-", st.offset))
-            .map_err(|e| Failure::fail(transport(e.to_string())))?;
+            .map_err(|e| AttemptFailure::fail(transport(e.to_string())))?;
         request_headers.insert(header::RANGE, range);
         if let Some(etag) = &st.etag {
             request_headers.insert(header::IF_RANGE, etag.clone());
@@ -441,15 +447,15 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
         .send();
     let response = tokio::select! {
         biased;
-        _ = ctx.cancel.cancelled() => return Err(Failure::fail(cancelled(ctx))),
+        _ = ctx.cancel.cancelled() => return Err(AttemptFailure::fail(cancelled(ctx))),
         r = tokio::time::timeout(ctx.options.stall_timeout, send) => match r {
-            Err(_) => return Err(Failure::retry(transport(format!(
+            Err(_) => return Err(AttemptFailure::retry(transport(format!(
                 "no response within {} s", ctx.options.stall_timeout.as_secs_f64()
             )))),
             Ok(Err(e)) => {
                 let fatal = e.is_builder() || e.is_redirect();
                 let error = transport(describe_reqwest(e));
-                return Err(if fatal { Failure::fail(error) } else { Failure::retry(error) });
+                return Err(if fatal { AttemptFailure::fail(error) } else { AttemptFailure::retry(error) });
             }
             Ok(Ok(r)) => r,
         },
@@ -480,7 +486,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
             Some(ContentRange::Bytes { start, end, total }) if start == st.offset => {
                 let len = end - start + 1;
                 if content_length.is_some_and(|cl| cl != len) {
-                    return Err(Failure::retry(transport(format!(
+                    return Err(AttemptFailure::retry(transport(format!(
                         "the server's Content-Length ({}) does not match its Content-Range ({start}-{end})",
                         content_length.unwrap_or_default()
                     ))));
@@ -490,7 +496,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
             other => {
                 let offset = st.offset;
                 st.restart();
-                return Err(Failure::retry(transport(format!(
+                return Err(AttemptFailure::retry(transport(format!(
                     "asked for the file from byte {offset} but the server answered {}; starting over",
                     match other {
                         Some(ContentRange::Bytes { start, .. }) => format!("from byte {start}"),
@@ -521,7 +527,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
                     st.restarted_on_416 = true;
                     Next::RetryNow
                 };
-                return Err(Failure { error, next });
+                return Err(AttemptFailure { error, next });
             }
         }
         s if is_retryable_status(s) => {
@@ -532,7 +538,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
             } else {
                 None
             };
-            return Err(Failure {
+            return Err(AttemptFailure {
                 error: DownloadError::Http {
                     url: ctx.url.clone(),
                     status,
@@ -542,7 +548,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
             });
         }
         s => {
-            return Err(Failure::fail(DownloadError::Http {
+            return Err(AttemptFailure::fail(DownloadError::Http {
                 url: ctx.url.clone(),
                 status,
                 message: status_advice(s),
@@ -558,7 +564,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
     };
     if let (Some(size), Some(total)) = (ctx.spec.expected_size, total) {
         if size != total {
-            return Err(Failure::retry(DownloadError::Length {
+            return Err(AttemptFailure::retry(DownloadError::Length {
                 url: ctx.url.clone(),
                 expected: size,
                 got: total,
@@ -568,7 +574,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
     if let (Some(before), Some(now)) = (st.total, total) {
         if before != now {
             st.restart();
-            return Err(Failure::retry(transport(format!(
+            return Err(AttemptFailure::retry(transport(format!(
                 "the file changed on the server (size {before} became {now}); starting over"
             ))));
         }
@@ -578,7 +584,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
         .any(|d| !st.digests.is_empty() && !st.digests.iter().any(|o| o.sha256 == d.sha256));
     if changed {
         st.restart();
-        return Err(Failure::retry(transport(
+        return Err(AttemptFailure::retry(transport(
             "the file changed on the server (its checksum changed); starting over".to_string(),
         )));
     }
@@ -595,7 +601,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
     ctx.observer.started(&ctx.url, total, start);
     let mut writer = PartWriter::start(ctx.part.clone(), st.offset, st.hasher.take(), total);
     let mut held = st.offset;
-    let mut body_error: Option<Failure> = None;
+    let mut body_error: Option<AttemptFailure> = None;
     if let Some(response) = body {
         let mut stream = response.bytes_stream();
         let mut last_report = Instant::now();
@@ -603,14 +609,14 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
             let next = tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => {
-                    body_error = Some(Failure::fail(cancelled(ctx)));
+                    body_error = Some(AttemptFailure::fail(cancelled(ctx)));
                     break;
                 }
                 next = tokio::time::timeout(ctx.options.stall_timeout, stream.next()) => next,
             };
             match next {
                 Err(_) => {
-                    body_error = Some(Failure::retry(transport(format!(
+                    body_error = Some(AttemptFailure::retry(transport(format!(
                         "no data for {} s after byte {held}",
                         ctx.options.stall_timeout.as_secs_f64()
                     ))));
@@ -628,13 +634,13 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
                         },
                         None => transport(cause),
                     };
-                    body_error = Some(Failure::retry(error));
+                    body_error = Some(AttemptFailure::retry(error));
                     break;
                 }
                 Ok(Some(Ok(chunk))) => {
                     let len = chunk.len() as u64;
                     if total.is_some_and(|t| held + len > t) {
-                        body_error = Some(Failure::retry(DownloadError::Length {
+                        body_error = Some(AttemptFailure::retry(DownloadError::Length {
                             url: ctx.url.clone(),
                             expected: total.unwrap_or_default(),
                             got: held + len,
@@ -657,7 +663,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
         Ok(w) => w,
         Err(source) => {
             st.hasher = None;
-            return Err(Failure::fail(DownloadError::Io {
+            return Err(AttemptFailure::fail(DownloadError::Io {
                 path: ctx.part.clone(),
                 source,
             }));
@@ -684,7 +690,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
             if written.len > expected {
                 st.restart();
             }
-            return Err(Failure::retry(DownloadError::Length {
+            return Err(AttemptFailure::retry(DownloadError::Length {
                 url: ctx.url.clone(),
                 expected,
                 got: written.len,
@@ -697,7 +703,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
         let expected = crate::durable::to_hex(&bad.sha256);
         tracing::warn!(url = %ctx.url, header = bad.header, %expected, %got, "checksum mismatch; starting over");
         st.restart();
-        return Err(Failure::retry(DownloadError::Checksum {
+        return Err(AttemptFailure::retry(DownloadError::Checksum {
             url: ctx.url.clone(),
             expected,
             got,
@@ -714,9 +720,9 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
             let server_agrees = !st.digests.is_empty();
             st.restart();
             return Err(if server_agrees {
-                Failure::fail(error)
+                AttemptFailure::fail(error)
             } else {
-                Failure::retry(error)
+                AttemptFailure::retry(error)
             });
         }
     }
@@ -727,7 +733,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
     synced.map_err(|source| {
-        Failure::fail(DownloadError::Io {
+        AttemptFailure::fail(DownloadError::Io {
             path: ctx.part.clone(),
             source,
         })
@@ -735,7 +741,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
     tokio::fs::rename(&ctx.part, &ctx.spec.dest)
         .await
         .map_err(|source| {
-            Failure::fail(DownloadError::Io {
+            AttemptFailure::fail(DownloadError::Io {
                 path: ctx.spec.dest.clone(),
                 source,
             })
@@ -761,7 +767,7 @@ fn new_backoff(policy: &RetryPolicy) -> crate::retry::Backoff<rand::rngs::StdRng
 
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
-fn cancelled(ctx: &Ctx<'_>) -> DownloadError {
+fn cancelled(ctx: &FetchState<'_>) -> DownloadError {
     DownloadError::Cancelled {
         url: ctx.url.clone(),
     }

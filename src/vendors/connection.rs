@@ -64,8 +64,8 @@ struct Inner {
     adapter: Adapter,
 }
 
-/// What the vendor adapters get from the connection.
-pub(super) struct Ctx<'a> {
+/// What a vendor adapter gets from its connection: settings, secrets and the HTTP client.
+pub(super) struct ConnectionParts<'a> {
     pub settings: &'a ConnectionSettings,
     pub secrets: &'a Secrets,
     pub client: &'a reqwest::Client,
@@ -104,8 +104,8 @@ impl Connection {
         &self.inner.settings
     }
 
-    fn ctx(&self) -> Ctx<'_> {
-        Ctx {
+    fn ctx(&self) -> ConnectionParts<'_> {
+        ConnectionParts {
             settings: &self.inner.settings,
             secrets: &self.inner.secrets,
             client: &self.inner.client,

@@ -5,7 +5,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::Ctx;
+use super::connection::ConnectionParts;
 use super::http::{encode_body, execute, link_next, Outgoing};
 use super::{
     ConnectionSettings, Credentials, PreparedRequest, Request, Response, VendorError, VendorKind,
@@ -72,7 +72,11 @@ pub(super) fn basic_header(username: &str, password: &str, secrets: &Secrets) ->
     header
 }
 
-fn outgoing(ctx: &Ctx<'_>, req: &Request, auth: Option<&str>) -> Result<Outgoing, VendorError> {
+fn outgoing(
+    ctx: &ConnectionParts<'_>,
+    req: &Request,
+    auth: Option<&str>,
+) -> Result<Outgoing, VendorError> {
     let mut out = Outgoing::new(
         req.method.clone(),
         req.url.clone(),
@@ -87,7 +91,7 @@ fn outgoing(ctx: &Ctx<'_>, req: &Request, auth: Option<&str>) -> Result<Outgoing
 }
 
 pub(super) async fn send(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     auth: &Auth,
     req: &Request,
     cancel: &CancellationToken,
@@ -110,7 +114,7 @@ pub(super) async fn send(
 }
 
 pub(super) fn prepare(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     auth: &Auth,
     req: &Request,
 ) -> Result<PreparedRequest, VendorError> {

@@ -125,8 +125,10 @@ pub struct UsesPlan {
     pub with: BTreeMap<String, Value>,
 }
 
-/// The kind of a step's action, as named in the file and in events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kind of a step's action, as named in the file and in events (serialized as the key
+/// that declares it: `call`, `poll`, `download`, `decrypt`, `for_each`, `uses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StepKind {
     /// `call:`
     Call,
@@ -165,6 +167,12 @@ impl StepKind {
             StepKind::ForEach => &["results", "failed", "count"],
             StepKind::Uses => &["outputs"],
         }
+    }
+}
+
+impl std::fmt::Display for StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
