@@ -174,7 +174,7 @@ const FUNCTIONS: &[Function] = &[
 ];
 
 impl MailStoreSim {
-    pub fn new(cfg: &SimConfig, faults: Arc<Faults>) -> Arc<Self> {
+    pub(crate) fn new(cfg: &SimConfig, faults: Arc<Faults>) -> Arc<Self> {
         Arc::new(MailStoreSim {
             username: cfg.credentials.mailstore_username.clone(),
             password: cfg.credentials.mailstore_password.clone(),

@@ -114,7 +114,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl GoogleSim {
-    pub fn new(cfg: &SimConfig, faults: Arc<Faults>) -> Result<Arc<Self>, SimError> {
+    pub(crate) fn new(cfg: &SimConfig, faults: Arc<Faults>) -> Result<Arc<Self>, SimError> {
         let account = token::ServiceAccount::generate().map_err(SimError::Setup)?;
         let setup = |what: &str, e: std::io::Error| SimError::Setup(format!("{what}: {e}"));
         let (files_dir, key_file, outside) = match &cfg.work_dir {

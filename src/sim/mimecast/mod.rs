@@ -79,7 +79,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl MimecastSim {
-    pub fn new(cfg: &SimConfig, faults: Arc<Faults>) -> Arc<Self> {
+    pub(crate) fn new(cfg: &SimConfig, faults: Arc<Faults>) -> Arc<Self> {
         let c = &cfg.credentials;
         let secret_key = STANDARD
             .decode(c.mimecast_secret_key.trim())
