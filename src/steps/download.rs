@@ -9,7 +9,6 @@
 //! - an interrupted transfer resumes with `Range: bytes=N-` from the `.part`, in the same run
 //!   or a later one, and the SHA-256 always covers the whole file;
 //! - URLs in messages, logs and results are redacted (no query, no userinfo).
-#![allow(missing_docs)] // TODO(#9): document
 mod headers;
 mod names;
 mod part;
@@ -35,6 +34,7 @@ use part::PartWriter;
 /// One file to fetch.
 #[derive(Clone)]
 pub struct FileToFetch {
+    /// Where to fetch it from (the query string may carry a signed token; never logged).
     pub url: url::Url,
     /// The final path; the transfer goes to `<dest>.part` until verified.
     pub dest: PathBuf,
@@ -84,7 +84,9 @@ impl DownloadObserver for NoProgress {
 /// A verified file at its final path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Downloaded {
+    /// The final path (the `.part` file renamed once verified).
     pub path: PathBuf,
+    /// The file's size in bytes.
     pub bytes: u64,
     /// Lower-case hex SHA-256 of the whole file.
     pub sha256: String,
@@ -112,41 +114,80 @@ impl Default for DownloadOptions {
     }
 }
 
+/// Why a file could not be downloaded. Every message names the URL (redacted) or the path and
+/// says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
+    /// The server answered a status that is not retried (or the retries ran out).
     #[error("download of {url} failed with HTTP {status}: {message}")]
     Http {
+        /// The URL, without query and credentials.
         url: String,
+        /// The HTTP status code.
         status: u16,
+        /// The start of the server's error body, or the status's reason.
         message: String,
     },
+    /// The connection failed or stalled on the last attempt.
     #[error("download of {url} failed: {message}; check the network or proxy and run again (the .part file is kept and resumed)")]
-    Transport { url: String, message: String },
+    Transport {
+        /// The URL, without query and credentials.
+        url: String,
+        /// What went wrong, from the HTTP client or the stall timer.
+        message: String,
+    },
+    /// The file's size differs from the expected or announced size.
     #[error("download of {url} is incomplete or the wrong size: expected {expected} bytes, got {got}; run again to resume, and if it persists check the expected size in the workflow or the server's copy")]
     Length {
+        /// The URL, without query and credentials.
         url: String,
+        /// Bytes expected (workflow `size`, or the server's Content-Length/Content-Range).
         expected: u64,
+        /// Bytes received.
         got: u64,
     },
+    /// The file's SHA-256 differs from the expected one (the workflow's or the server's digest).
     #[error("{}", checksum_message(.url, .expected, .got))]
     Checksum {
+        /// The URL, without query and credentials.
         url: String,
+        /// The expected digest, lowercase hex.
         expected: String,
+        /// The digest of the bytes received, lowercase hex.
         got: String,
     },
+    /// A destination name would escape the output directory or is not a plain name.
     #[error("unsafe file name {name:?}: {reason}; give a plain file name (no path separators, `..` or control characters) in the workflow")]
-    BadName { name: String, reason: String },
+    BadName {
+        /// The name as given.
+        name: String,
+        /// What makes it unsafe.
+        reason: String,
+    },
+    /// Writing the `.part` file or renaming it failed.
     #[error("{}: {source}; check that the destination directory is writable and has free space", .path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The OS error.
         source: std::io::Error,
     },
+    /// Ctrl-C, SIGTERM or the step's timeout stopped the download.
     #[error("download of {url} was cancelled; the .part file is kept and resumed by the next run")]
-    Cancelled { url: String },
+    Cancelled {
+        /// The URL, without query and credentials.
+        url: String,
+    },
+    /// The connection could not produce its auth headers (e.g. a token refresh failed).
     #[error(
         "could not get credentials for {url}: {message}; check the credentials and their scopes"
     )]
-    Auth { url: String, message: String },
+    Auth {
+        /// The URL, without query and credentials.
+        url: String,
+        /// Why, from the vendor adapter.
+        message: String,
+    },
 }
 
 fn checksum_message(url: &str, expected: &str, got: &str) -> String {
