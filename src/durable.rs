@@ -1,5 +1,4 @@
 //! Durable private file writes, directory sync and hashing, shared by steps, run state and reports.
-#![allow(missing_docs)] // TODO(#9): document
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -8,7 +7,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write {}: {source}", path.display())]
 pub struct WriteError {
+    /// The file being written.
     pub path: PathBuf,
+    /// The OS error.
     pub source: std::io::Error,
 }
 

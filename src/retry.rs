@@ -1,5 +1,4 @@
 //! Retry policy as plain data, backoff as an iterator, and which failures are retryable.
-#![allow(missing_docs)] // TODO(#9): document
 use std::time::Duration;
 
 use rand::Rng;
@@ -24,11 +23,15 @@ pub enum Jitter {
 pub struct RetryPolicy {
     /// Total attempts including the first one; 1 means "no retry".
     pub max_attempts: u32,
+    /// Backoff before the first retry (default 500ms), before jitter.
     pub initial_interval: Duration,
+    /// Each backoff is the previous one times this (default 2.0).
     pub factor: f64,
+    /// Cap on one backoff (default 30s).
     pub max_interval: Duration,
     /// Stop retrying once this much time has passed since the first attempt.
     pub max_elapsed: Option<Duration>,
+    /// How backoffs are randomized (default full jitter).
     pub jitter: Jitter,
 }
 

@@ -1,5 +1,4 @@
 //! Secret values known to a run, and masking them as `***` in everything the run prints or writes.
-#![allow(missing_docs)] // TODO(#9): document
 use std::sync::{Arc, RwLock};
 
 /// The mask written in place of a secret.
@@ -19,6 +18,7 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// An empty set; values are added as inputs and credentials are resolved.
     pub fn new() -> Self {
         Self::default()
     }

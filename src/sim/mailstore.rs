@@ -6,7 +6,6 @@
 //! for the function list (a bare JSON array; the wrapper extends a list with it). Every JSON
 //! answer starts with a UTF-8 BOM. A function that fails answers HTTP 200 with
 //! `statusCode: "failed"` and `error: {message, details}`.
-#![allow(missing_docs)] // TODO(#9): document
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -188,6 +187,7 @@ impl MailStoreSim {
         })
     }
 
+    /// The service's routes, sharing this state.
     pub fn router(self: Arc<Self>) -> axum::Router {
         axum::Router::new().fallback(dispatch).with_state(self)
     }

@@ -2,7 +2,6 @@
 //! each attempt and the answer right after; when a crash, a timeout or a 5xx hides whether
 //! the vendor carried a request out, it is looked up (Google: the export list) before any
 //! new attempt, so one step never creates two exports.
-#![allow(missing_docs)] // TODO(#9): document
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -20,6 +19,7 @@ const MAX_LOOKUP_PAGES: u32 = 200;
 /// What the run's journal holds for one step, and where to record more.
 #[derive(Clone)]
 pub struct Ledger {
+    /// The run's journal, where intents and outcomes are recorded durably.
     pub journal: Journal,
     /// An intent of an earlier process with no recorded outcome.
     pub intent: Option<PendingIntent>,

@@ -10,7 +10,6 @@
 //!
 //! Clocks: export ages (retention, daily quota, dates) follow a simulated clock that tests can
 //! advance; JWT assertions and access tokens follow the real clock, as clients sign with it.
-#![allow(missing_docs)] // TODO(#9): document
 mod answers;
 mod atom;
 mod auth;
@@ -171,6 +170,7 @@ impl GoogleSim {
         }))
     }
 
+    /// The service's routes, sharing this state.
     pub fn router(self: Arc<Self>) -> axum::Router {
         Router::new()
             .route("/token", post(token_endpoint))

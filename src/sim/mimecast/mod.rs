@@ -6,7 +6,6 @@
 //! 400, unknown paths 404, rate limiting 429; a function that ran but rejected its input
 //! (a missing field, a bad date, an invalid page token, an unknown channel) answers HTTP 200
 //! with the reasons in `fail`, each with the offending `data` item as `key`.
-#![allow(missing_docs)] // TODO(#9): document
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -110,6 +109,7 @@ impl MimecastSim {
         })
     }
 
+    /// The service's routes, sharing this state.
     pub fn router(self: Arc<Self>) -> axum::Router {
         axum::Router::new().fallback(dispatch).with_state(self)
     }
