@@ -3,15 +3,15 @@
 //! Layout (dependencies point one way, top to bottom):
 //! - [`workflow`]: the model, loading with source spans, validation (no I/O but reading files);
 //! - [`durable`]: atomic private file writes and hashing;
-//! - [`template`]: handlebars configured for data;
+//! - `template` (crate-internal): handlebars configured for data;
 //! - [`retry`]: retry policy as data, backoff as an iterator;
 //! - [`secrets`]: masking of secret values;
 //! - [`vendors`]: signing, encoding, error mapping per vendor (never imports steps or engine);
 //! - [`events`]: what the engine and steps report;
-//! - [`state`]: durable run state (journals, resume, locks) in the state directory;
+//! - `state` (crate-internal): durable run state (journals, resume, locks) in the state directory;
 //! - [`steps`]: call, poll, download, decrypt;
-//! - [`engine`]: walks the validated plan and emits events;
-//! - [`report`]: human, JSON and JUnit reporters fed by the engine's events;
+//! - `engine` (crate-internal): walks the validated plan and emits events;
+//! - `report` (crate-internal): human, JSON and JUnit reporters fed by the engine's events;
 //! - [`sim`]: the vendor simulator (shares no code with `vendors`);
 //! - [`demo`]: the simulator, a throwaway key and the shipped workflows, end to end;
 //! - [`failpoint`]: crash points for the crash-and-resume tests;

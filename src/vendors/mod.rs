@@ -54,7 +54,7 @@ impl std::fmt::Display for VendorKind {
 }
 
 /// Rendered credentials of a connection. Every string in here is a secret
-/// (the engine registers them with [`Secrets`] before building the connection).
+/// (the engine registers them with [`Secrets`](crate::secrets::Secrets) before building the connection).
 #[derive(Clone)]
 pub enum Credentials {
     /// No authentication (plain http connections, or a `url:` call).
