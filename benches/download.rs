@@ -222,7 +222,7 @@ fn parent() -> Result<(), String> {
         rss_all.push(rss_kib);
     }
     let med = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
+        v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     let (o, c, cs, ch) = (

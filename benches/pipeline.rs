@@ -260,7 +260,7 @@ fn bench() -> Res<()> {
             Arc::new(|| Box::pin(async { Ok(reqwest::header::HeaderMap::new()) }));
         let retry = RetryPolicy::default();
         let decrypt_conc = std::thread::available_parallelism()
-            .map(|n| n.get())
+            .map(std::num::NonZero::get)
             .unwrap_or(2);
 
         let out = work.path().join("out");
@@ -423,13 +423,13 @@ fn bench() -> Res<()> {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 fn report(rows: &[Round], n_files: u64, mib: u64, enc_total: u64, conc: usize) {
     let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
+        .map(std::num::NonZero::get)
         .unwrap_or(0);
     println!();
     println!(

@@ -13,8 +13,11 @@ type Play<'a> = (&'a str, PathBuf, Vec<String>, Option<&'a str>, u8);
 
 /// A generated key pair on disk.
 pub struct DemoKey {
+    /// The armored OpenPGP secret key (passphrase-protected).
     pub secret_key: PathBuf,
+    /// The armored public key, as uploaded to Google.
     pub public_key: PathBuf,
+    /// The throwaway passphrase protecting `secret_key`.
     pub passphrase: String,
 }
 

@@ -8,15 +8,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::secrets::Secrets;
+use crate::workflow::plan::StepKind;
 
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
+    /// The action did what it should (the last attempt succeeded).
     Succeeded,
+    /// Every attempt failed; the run fails too.
     Failed,
     /// Failed, but `continue_on_error` let the run go on.
     FailedContinued,
+    /// Its `if` condition rendered false.
     Skipped,
     /// Waiting (detached with `max_wait`): run again later.
     Pending,
@@ -25,6 +29,7 @@ pub enum StepStatus {
 }
 
 impl StepStatus {
+    /// The word the human reporter prints (`ok`, `FAILED`, ...); JSON uses the snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
             StepStatus::Succeeded => "ok",
@@ -42,9 +47,13 @@ impl StepStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// Every step succeeded, was skipped, or failed with `continue_on_error`.
     Succeeded,
+    /// A step failed (or the run could not start); exit code 1.
     Failed,
+    /// A step is waiting on the vendor (detached poll); run the same command again later.
     Pending,
+    /// Stopped by Ctrl-C or SIGTERM; the next run resumes it.
     Cancelled,
 }
 
@@ -99,17 +108,24 @@ impl std::fmt::Display for ArtifactKind {
 /// A file the run produced.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Artifact {
+    /// Which step action produced the file.
     pub kind: ArtifactKind,
+    /// Where the file is, as the workflow named it (relative to the working directory).
     pub path: String,
+    /// The file's size in bytes.
     pub bytes: u64,
+    /// Lowercase hex SHA-256 of the file's contents.
     pub sha256: String,
     /// Where it came from (URL without credentials, or the encrypted file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// SHA-256 of the encrypted file a decrypted artifact came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_sha256: Option<String>,
+    /// The vendor's request id of the download (e.g. Mimecast `x-mc-req-id`), for support.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// When the file was complete (RFC 3339, UTC).
     pub finished_at: String,
 }
 
@@ -117,81 +133,130 @@ pub struct Artifact {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// The run began (or a new process of an unfinished run began).
     RunStarted {
+        /// The run's id, also its directory name under the state directory.
         run_id: String,
+        /// The workflow's `name`.
         workflow: String,
+        /// The workflow file as given on the command line.
         file: String,
+        /// The resolved inputs, secrets masked.
         inputs: Value,
+        /// When this process started the run (RFC 3339, UTC).
         started_at: String,
+        /// `--dry-run`: requests are shown, not sent.
         dry_run: bool,
         /// Set when this process continues an unfinished run (what was recorded).
         #[serde(skip_serializing_if = "Option::is_none")]
         resumed: Option<String>,
     },
+    /// A step began.
     StepStarted {
+        /// The step's path: `id`, `loop[3].id` or `caller.uses/id`.
         step: String,
+        /// The step's `name`, else its id.
         name: String,
-        kind: String,
+        /// What the step does (serialized as `call`, `poll`, `for_each`, ...).
+        kind: StepKind,
     },
     /// An attempt failed and another one follows after `wait`.
     Retry {
+        /// The step's path: `id`, `loop[3].id` or `caller.uses/id`.
         step: String,
+        /// The attempt that failed, 1-based.
         attempt: u32,
+        /// Why it failed (masked).
         error: String,
+        /// Wait before the next attempt (serialized as `wait` in milliseconds).
         #[serde(with = "duration_ms")]
         wait: Duration,
     },
     /// One poll and what it saw.
     Poll {
+        /// The step's path: `id`, `loop[3].id` or `caller.uses/id`.
         step: String,
+        /// The poll's number, 1-based.
         poll: u32,
+        /// The vendor's state as the poll read it (e.g. `processing 40%`).
         observed: String,
+        /// Wait before the next poll (milliseconds in JSON).
         #[serde(with = "duration_ms")]
         next_in: Duration,
     },
+    /// A line of detail from a step (shown with `--verbose`).
     Log {
+        /// The step's path: `id`, `loop[3].id` or `caller.uses/id`.
         step: String,
+        /// The text, masked.
         line: String,
     },
+    /// How far a long step (download, decrypt, vendor process) has got.
     Progress {
+        /// The step's path: `id`, `loop[3].id` or `caller.uses/id`.
         step: String,
         /// 0..=100 when known.
         percent: Option<f64>,
+        /// Bytes done so far, for downloads and decrypts.
         bytes: Option<u64>,
+        /// Bytes expected in all, when the server said.
         total: Option<u64>,
     },
     /// A request that `--dry-run` would have sent.
     DryRun {
+        /// The step's path: `id`, `loop[3].id` or `caller.uses/id`.
         step: String,
+        /// The HTTP method.
         method: String,
+        /// The full URL, credentials removed.
         url: String,
+        /// The headers as they would be sent, authorization values masked.
         headers: Vec<(String, String)>,
+        /// The body as text, when there is one.
         body: Option<String>,
     },
+    /// A step produced a file.
     Artifact {
+        /// The step's path: `id`, `loop[3].id` or `caller.uses/id`.
         step: String,
+        /// The file.
         artifact: Artifact,
     },
+    /// Something the user should know that does not stop the run (e.g. `insecure_tls`).
     Warning {
+        /// The warning, masked.
         message: String,
     },
+    /// A step ended.
     StepFinished {
+        /// The step's path: `id`, `loop[3].id` or `caller.uses/id`.
         step: String,
+        /// The step's `name`, else its id.
         name: String,
-        kind: String,
+        /// What the step does (serialized as `call`, `poll`, `for_each`, ...).
+        kind: StepKind,
+        /// How it ended.
         status: StepStatus,
+        /// Attempts made, retries included (0 when skipped or recorded).
         attempts: u32,
+        /// Wall time of the step in this process (milliseconds in JSON).
         #[serde(with = "duration_ms")]
         duration: Duration,
+        /// Why it failed, when it did (masked).
         error: Option<String>,
         /// A short summary of the outputs (sizes of bodies, counts), masked.
         outputs: Value,
     },
+    /// The run ended (or this process of it).
     RunFinished {
+        /// How the run ended.
         status: RunStatus,
+        /// Wall time of this process (milliseconds in JSON).
         #[serde(with = "duration_ms")]
         duration: Duration,
+        /// The workflow's `outputs`, rendered and masked.
         outputs: Value,
+        /// Why the run failed, when it did (masked).
         error: Option<String>,
     },
 }
@@ -199,13 +264,14 @@ pub enum Event {
 mod duration_ms {
     use serde::Serializer;
     use std::time::Duration;
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(d.as_millis().min(u64::MAX as u128) as u64)
     }
 }
 
 /// Receives events. Implementations must be cheap: they run on the engine's tasks.
 pub trait Sink: Send + Sync {
+    /// Handles one event, already masked.
     fn event(&self, e: &Event);
 }
 
@@ -217,6 +283,7 @@ pub struct Emitter {
 }
 
 impl Emitter {
+    /// An emitter feeding `sinks` in order, masking with `secrets`.
     pub fn new(sinks: Vec<Arc<dyn Sink>>, secrets: Secrets) -> Self {
         Emitter {
             sinks: Arc::new(sinks),
@@ -224,6 +291,7 @@ impl Emitter {
         }
     }
 
+    /// The secret values this emitter masks (for callers masking their own output).
     pub fn secrets(&self) -> &Secrets {
         &self.secrets
     }
@@ -236,6 +304,7 @@ impl Emitter {
         }
     }
 
+    /// Emits a `Log` line for `step`.
     pub fn log(&self, step: &str, line: impl Into<String>) {
         self.emit(Event::Log {
             step: step.to_string(),
@@ -253,6 +322,7 @@ impl Emitter {
         }
     }
 
+    /// Emits a `Warning`.
     pub fn warn(&self, message: impl Into<String>) {
         self.emit(Event::Warning {
             message: message.into(),
@@ -383,6 +453,7 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
 /// A sink that keeps every event (tests, and reporters that write at the end).
 #[derive(Default)]
 pub struct Collect {
+    /// Every event received, in order.
     pub events: std::sync::Mutex<Vec<Event>>,
 }
 
@@ -471,5 +542,32 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(s).unwrap(), word);
         }
+    }
+
+    #[test]
+    fn step_kind_in_events_serializes_to_the_same_words_as_before() {
+        for kind in [
+            StepKind::Call,
+            StepKind::Poll,
+            StepKind::Download,
+            StepKind::Decrypt,
+            StepKind::ForEach,
+            StepKind::Uses,
+        ] {
+            let e = Event::StepStarted {
+                step: "s".into(),
+                name: "s".into(),
+                kind,
+            };
+            let json = serde_json::to_value(&e).unwrap();
+            assert_eq!(json["kind"], kind.as_str(), "{kind:?}");
+        }
+        let e = serde_json::to_value(Event::StepStarted {
+            step: "s".into(),
+            name: "s".into(),
+            kind: StepKind::ForEach,
+        })
+        .unwrap();
+        assert_eq!(e["kind"], "for_each");
     }
 }

@@ -23,11 +23,15 @@ pub enum Jitter {
 pub struct RetryPolicy {
     /// Total attempts including the first one; 1 means "no retry".
     pub max_attempts: u32,
+    /// Backoff before the first retry (default 500ms), before jitter.
     pub initial_interval: Duration,
+    /// Each backoff is the previous one times this (default 2.0).
     pub factor: f64,
+    /// Cap on one backoff (default 30s).
     pub max_interval: Duration,
     /// Stop retrying once this much time has passed since the first attempt.
     pub max_elapsed: Option<Duration>,
+    /// How backoffs are randomized (default full jitter).
     pub jitter: Jitter,
 }
 
@@ -172,7 +176,7 @@ mod tests {
     #[test]
     fn exponential_schedule_is_capped_and_bounded_by_attempts() {
         let waits: Vec<_> = policy(Jitter::None).backoff().collect();
-        let ms: Vec<u128> = waits.iter().map(|d| d.as_millis()).collect();
+        let ms: Vec<u128> = waits.iter().map(std::time::Duration::as_millis).collect();
         assert_eq!(ms, vec![100, 200, 400, 500, 500]);
     }
 

@@ -18,6 +18,7 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// An empty set; values are added as inputs and credentials are resolved.
     pub fn new() -> Self {
         Self::default()
     }

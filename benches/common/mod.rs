@@ -5,13 +5,13 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub type Res<T> = Result<T, String>;
+pub(crate) type Res<T> = Result<T, String>;
 
 /// Passphrase of the throwaway benchmark key.
-pub const PASSPHRASE: &str = "bench passphrase";
+pub(crate) const PASSPHRASE: &str = "bench passphrase";
 
 /// Runs a command to completion; a failure carries its stderr.
-pub fn run(cmd: &mut Command, what: &str) -> Res<std::process::Output> {
+pub(crate) fn run(cmd: &mut Command, what: &str) -> Res<std::process::Output> {
     let out = cmd
         .output()
         .map_err(|e| format!("{what}: cannot run: {e}"))?;
@@ -25,23 +25,23 @@ pub fn run(cmd: &mut Command, what: &str) -> Res<std::process::Output> {
 }
 
 /// Flushes dirty pages, so setup writeback does not land on a timed run.
-pub fn sync() -> Res<()> {
+pub(crate) fn sync() -> Res<()> {
     run(&mut Command::new("sync"), "sync").map(|_| ())
 }
 
-pub fn path_str(p: &Path) -> Res<&str> {
+pub(crate) fn path_str(p: &Path) -> Res<&str> {
     p.to_str()
         .ok_or_else(|| format!("non-UTF-8 path {}", p.display()))
 }
 
 /// Streaming SHA-256 of a file (the library's, as `auditflow verify` uses it).
-pub fn sha256_file(path: &Path) -> Res<String> {
+pub(crate) fn sha256_file(path: &Path) -> Res<String> {
     auditflow::durable::sha256_file(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Random-ish mbox: headers and text lines mixed with incompressible runs (compresses ~2:1).
 /// Different seeds give different files; seed 0 is the decrypt benchmark's file.
-pub fn write_plaintext(path: &Path, len: u64, seed: u64) -> Res<()> {
+pub(crate) fn write_plaintext(path: &Path, len: u64, seed: u64) -> Res<()> {
     let mut out = BufWriter::with_capacity(1 << 20, File::create(path).map_err(|e| e.to_string())?);
     let mut state = 0x2545_f491_4f6c_dd1du64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut written = 0u64;
@@ -73,7 +73,7 @@ pub fn write_plaintext(path: &Path, len: u64, seed: u64) -> Res<()> {
 }
 
 /// A non-interactive `gpg` in the throwaway home `home`.
-pub fn gpg(home: &Path, args: &[&str]) -> Command {
+pub(crate) fn gpg(home: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("gpg");
     c.env("GNUPGHOME", home)
         .args([
@@ -89,7 +89,7 @@ pub fn gpg(home: &Path, args: &[&str]) -> Command {
 
 /// Makes an RSA-3072 key (encryption subkey, passphrase [`PASSPHRASE`], user
 /// `bench@bench.invalid`) in `home` and exports the armored secret key to `work/key.asc`.
-pub fn make_key(work: &Path, home: &Path) -> Res<PathBuf> {
+pub(crate) fn make_key(work: &Path, home: &Path) -> Res<PathBuf> {
     eprintln!("generating an RSA-3072 key ...");
     let params = format!(
         "Key-Type: RSA\nKey-Length: 3072\nKey-Usage: sign,cert\nSubkey-Type: RSA\n\

@@ -19,7 +19,7 @@ pub fn schema_json() -> String {
 }
 
 /// `auditflow validate`: `ok` per good file on stdout, the diagnostics of the others.
-pub fn validate(files: &[PathBuf]) -> Result<(), CliError> {
+pub(super) fn validate(files: &[PathBuf]) -> Result<(), CliError> {
     let mut errors = Vec::new();
     for f in files {
         match validate_file(f) {
@@ -48,7 +48,7 @@ pub fn validate(files: &[PathBuf]) -> Result<(), CliError> {
 }
 
 /// `auditflow runs list|show`.
-pub fn runs(cmd: RunsCommand) -> Result<(), CliError> {
+pub(super) fn runs(cmd: RunsCommand) -> Result<(), CliError> {
     let (dir, id) = match &cmd {
         RunsCommand::List { state } => (&state.state_dir, None),
         RunsCommand::Show { run, state } => (&state.state_dir, Some(run)),
@@ -74,7 +74,7 @@ pub fn runs(cmd: RunsCommand) -> Result<(), CliError> {
 }
 
 /// `auditflow verify`: re-hashes the artifacts of `dir` against its manifest.
-pub fn verify(dir: &Path) -> Result<(), CliError> {
+pub(super) fn verify(dir: &Path) -> Result<(), CliError> {
     let v = crate::report::manifest::verify(dir).map_err(CliError::Invalid)?;
     if v.problems.is_empty() {
         crate::outln!(
@@ -96,7 +96,7 @@ pub fn verify(dir: &Path) -> Result<(), CliError> {
 
 /// `auditflow decrypt`: unlocks the key once, decrypts each file (in parallel), writes a
 /// manifest of what it produced.
-pub async fn decrypt(a: DecryptArgs) -> Result<(), CliError> {
+pub(super) async fn decrypt(a: DecryptArgs) -> Result<(), CliError> {
     let passphrase = match &a.passphrase_env {
         Some(var) => Some(std::env::var(var).map_err(|_| {
             CliError::Usage(format!(
@@ -161,7 +161,7 @@ async fn load_key(
 }
 
 /// `auditflow sim`: serves the simulator until Ctrl-C, then prints what it saw.
-pub async fn sim(a: SimArgs) -> Result<(), CliError> {
+pub(super) async fn sim(a: SimArgs) -> Result<(), CliError> {
     let latency = a
         .latency
         .as_deref()

@@ -7,6 +7,7 @@ use crate::workflow::diag::Diagnostic;
 
 /// Exit codes (documented in the README).
 pub mod exit {
+    /// Everything succeeded.
     pub const OK: u8 = 0;
     /// A step failed.
     pub const FAILED: u8 = 1;
@@ -33,13 +34,23 @@ pub enum CliError {
     InvalidWorkflow(Vec<Diagnostic>),
     /// `validate`: how many of the files are invalid (exit 2).
     #[error("{bad} of {total} file{} invalid", if *.total == 1 { "" } else { "s" })]
-    InvalidFiles { bad: usize, total: usize },
+    InvalidFiles {
+        /// Files with errors.
+        bad: usize,
+        /// Files checked.
+        total: usize,
+    },
     /// Inputs, the state directory or a run id cannot be used (exit 2).
     #[error("error: {0}")]
     Invalid(String),
     /// The run was refused before any request was sent (exit 2).
     #[error("{}: error: {message}", .workflow.display())]
-    RunRefused { workflow: PathBuf, message: String },
+    RunRefused {
+        /// The workflow file given.
+        workflow: PathBuf,
+        /// Why (missing input, bad connection, state directory busy...).
+        message: String,
+    },
     /// Something else failed: a key, a file, the simulator, the runtime (exit 1).
     #[error("error: {0}")]
     Failed(String),
@@ -51,19 +62,30 @@ pub enum CliError {
     StepFailed(Option<String>),
     /// `decrypt`: some files were not decrypted (exit 1).
     #[error("{failed} of {total} file(s) failed; no plaintext was left for them")]
-    DecryptFailed { failed: usize, total: usize },
+    DecryptFailed {
+        /// Files not decrypted.
+        failed: usize,
+        /// Files given.
+        total: usize,
+    },
     /// `verify`: artifacts differ from the manifest (exit 1).
     #[error("{}: {differ} of {checked} artifact(s) differ from the manifest", .dir.display())]
     Differs {
+        /// The directory verified.
         dir: PathBuf,
+        /// Artifacts missing, or with another size or SHA-256.
         differ: usize,
+        /// Artifacts the manifest lists.
         checked: usize,
     },
     /// A poll detached at `--max-wait`: run again later (exit 75).
     #[error("{}", pending(.waiting_for.as_deref(), .state_dir.as_ref(), .run_id))]
     Pending {
+        /// What the poll waits for, when known.
         waiting_for: Option<String>,
+        /// The run's directory, when state is kept (where the next run resumes from).
         state_dir: Option<PathBuf>,
+        /// The pending run's id.
         run_id: String,
     },
     /// Ctrl-C (exit 130); the notice was printed when it arrived.
@@ -139,7 +161,7 @@ pub fn conclude(result: Result<(), CliError>) -> u8 {
 
 /// Diagnostics as they print (each ends its own line; the last newline is the caller's).
 fn diagnostics(diags: &[Diagnostic]) -> String {
-    let text: String = diags.iter().map(|d| d.to_string()).collect();
+    let text: String = diags.iter().map(std::string::ToString::to_string).collect();
     match text.strip_suffix('\n') {
         Some(t) => t.to_string(),
         None => text,
@@ -161,7 +183,7 @@ fn pending(waiting_for: Option<&str>, state_dir: Option<&PathBuf>, run_id: &str)
 
 fn several(all: &[CliError]) -> String {
     all.iter()
-        .map(|e| e.to_string())
+        .map(std::string::ToString::to_string)
         .filter(|t| !t.is_empty())
         .collect::<Vec<_>>()
         .join("\n")

@@ -125,7 +125,7 @@ impl ActiveRun {
         self.emitter.emit(Event::StepStarted {
             step: path.to_string(),
             name: step.display_name().into(),
-            kind: step.kind().as_str().into(),
+            kind: step.kind(),
         });
     }
 
@@ -143,7 +143,7 @@ impl ActiveRun {
         self.emitter.emit(Event::StepFinished {
             step: path.to_string(),
             name: step.display_name().to_string(),
-            kind: step.kind().as_str().into(),
+            kind: step.kind(),
             status,
             attempts,
             duration: started.elapsed(),

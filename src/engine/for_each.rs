@@ -17,14 +17,14 @@ use crate::workflow::plan::{ForEachPlan, PlannedStep};
 /// `index - 1`. Hashing the item (not its position) keeps shards disjoint and complete even
 /// when a listing returns the items in another order on each machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
+pub(crate) struct Shard {
     pub index: u32,
     pub count: u32,
 }
 
 impl Shard {
     /// Parses `I/N` with 1 <= I <= N.
-    pub fn parse(s: &str) -> Result<Shard, String> {
+    pub(crate) fn parse(s: &str) -> Result<Shard, String> {
         let bad = || format!("`{s}`: write I/N with 1 <= I <= N, e.g. 2/8");
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
         let index: u32 = i.trim().parse().map_err(|_| bad())?;
@@ -36,7 +36,7 @@ impl Shard {
     }
 
     /// Whether `item` belongs to this shard.
-    pub fn owns(&self, item: &Value) -> bool {
+    pub(crate) fn owns(&self, item: &Value) -> bool {
         let h = crate::durable::sha256_hex(item.to_string().as_bytes());
         let n = u64::from_str_radix(&h[..16], 16).unwrap_or(0);
         n % u64::from(self.count) == u64::from(self.index - 1)
@@ -131,7 +131,7 @@ pub(super) async fn for_each(
                 out.push(Value::Null);
                 match f {
                     StopReason::Failed(f) => {
-                        failed.push(json!({"index": index, "item": item, "error": f.to_string()}))
+                        failed.push(json!({"index": index, "item": item, "error": f.to_string()}));
                     }
                     StopReason::Pending(w) => pending = Some(w),
                     StopReason::Cancelled => return Err(StepError::Cancelled),

@@ -10,7 +10,7 @@ use crate::workflow::validate::coerce_input;
 
 /// Errors found before any request is sent (exit 2).
 #[derive(Debug, thiserror::Error)]
-pub enum InputError {
+pub(crate) enum InputError {
     #[error("missing required input{}: {}", if .0.len() == 1 { "" } else { "s" }, .0.join(", "))]
     Missing(Vec<String>),
     #[error("unknown input `{name}`{}", .suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
@@ -23,7 +23,7 @@ pub enum InputError {
 }
 
 /// Resolves inputs against their declarations: given, else default, else missing.
-pub fn resolve_inputs(
+pub(crate) fn resolve_inputs(
     wf: &Workflow,
     given: &BTreeMap<String, Value>,
 ) -> Result<Map<String, Value>, InputError> {

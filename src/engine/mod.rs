@@ -27,17 +27,16 @@ use crate::workflow::duration::Dur;
 use crate::workflow::model::RetrySpec;
 use crate::workflow::plan::{Action, Plan, PlannedStep, StepKind, UsesPlan};
 
-pub use crate::vendors::build::GOOGLE_AUDIT_SCOPE;
 use active_run::{ActiveRun, JournalArtifacts, Scope};
 use failure::{ActionError, StopReason, WorkflowFailure};
 use for_each::for_each;
-pub use for_each::Shard;
+pub(crate) use for_each::Shard;
 use inputs::{key_inputs, register_secret_inputs};
-pub use inputs::{resolve_inputs, InputError};
+pub(crate) use inputs::{resolve_inputs, InputError};
 use pipeline::{pipelined, run_pipelined};
 
 /// How to run.
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// Inputs as given (strings from the command line, typed values from a file).
     pub inputs: BTreeMap<String, Value>,
     /// The environment templates see as `env`.
@@ -56,7 +55,7 @@ pub struct RunOptions {
 
 /// Why a run could not start (exit 2): bad inputs, or state that cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     #[error(transparent)]
     Input(#[from] InputError),
     #[error(transparent)]
@@ -65,10 +64,12 @@ pub enum RunError {
 
 /// The result of a run.
 #[derive(Debug, Clone)]
-pub struct RunResult {
+pub(crate) struct RunResult {
     pub run_id: String,
     pub status: RunStatus,
-    pub outputs: Value,
+    /// Why the run failed (secrets masked); read by the engine's tests, the CLI reports it
+    /// from the run's events.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub error: Option<String>,
     /// The run's directory in the state directory, when state is kept.
     pub state_dir: Option<PathBuf>,
@@ -76,7 +77,11 @@ pub struct RunResult {
 
 /// Runs a validated plan to the end, resuming the unfinished run of the same workflow and
 /// inputs when the state directory has one.
-pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunResult, RunError> {
+pub(crate) async fn run(
+    plan: Plan,
+    opts: RunOptions,
+    emitter: Emitter,
+) -> Result<RunResult, RunError> {
     let wf = &plan.root.workflow;
     let inputs = resolve_inputs(wf, &opts.inputs)?;
     register_secret_inputs(wf, &inputs, emitter.secrets());
@@ -212,13 +217,12 @@ pub async fn run(plan: Plan, opts: RunOptions, emitter: Emitter) -> Result<RunRe
     emitter.emit(Event::RunFinished {
         status,
         duration: started.elapsed(),
-        outputs: outputs.clone(),
+        outputs,
         error: error.clone(),
     });
     Ok(RunResult {
         run_id,
         status,
-        outputs: emitter.secrets().mask_json(&outputs),
         error: error.map(|e| emitter.secrets().mask(&e)),
         state_dir: state.map(|s| s.dir),
     })
@@ -374,7 +378,7 @@ async fn run_step(
             step: path.clone(),
             at: chrono::Utc::now(),
             error: run.emitter.secrets().mask(e),
-        })
+        });
     };
     match result {
         Ok((outputs, attempts)) => {
@@ -449,14 +453,15 @@ fn step_deadline(step: &PlannedStep, default: Option<Dur>, before: Duration) -> 
     match step.kind() {
         StepKind::Poll => Some(
             step.timeout
-                .map(|d| d.get())
+                .map(super::workflow::duration::Dur::get)
                 .unwrap_or(poll::DEFAULT_POLL_TIMEOUT)
                 .saturating_sub(before),
         ),
-        StepKind::ForEach | StepKind::Uses => step.timeout.map(|d| d.get()),
-        StepKind::Call | StepKind::Download | StepKind::Decrypt => {
-            step.timeout.or(default).map(|d| d.get())
-        }
+        StepKind::ForEach | StepKind::Uses => step.timeout.map(super::workflow::duration::Dur::get),
+        StepKind::Call | StepKind::Download | StepKind::Decrypt => step
+            .timeout
+            .or(default)
+            .map(super::workflow::duration::Dur::get),
     }
 }
 
@@ -464,7 +469,7 @@ fn step_deadline(step: &PlannedStep, default: Option<Dur>, before: Duration) -> 
 /// run-wide `--max-wait` instant.
 fn poll_max_wait(step: &PlannedStep, detach_at: Option<Instant>) -> Option<Duration> {
     let own = match &step.action {
-        Action::Poll(p) => p.max_wait.map(|d| d.get()),
+        Action::Poll(p) => p.max_wait.map(super::workflow::duration::Dur::get),
         _ => None,
     };
     let cli = detach_at.map(|t| t.saturating_duration_since(Instant::now()));
@@ -475,7 +480,7 @@ fn poll_max_wait(step: &PlannedStep, detach_at: Option<Instant>) -> Option<Durat
 }
 
 /// Merges step retry fields over the defaults over the built-in policy.
-pub fn merge_retry(defaults: Option<&RetrySpec>, step: Option<&RetrySpec>) -> RetryPolicy {
+pub(crate) fn merge_retry(defaults: Option<&RetrySpec>, step: Option<&RetrySpec>) -> RetryPolicy {
     let mut p = RetryPolicy::default();
     for spec in [defaults, step].into_iter().flatten() {
         if let Some(v) = spec.max_attempts {

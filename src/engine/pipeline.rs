@@ -72,7 +72,11 @@ pub(super) async fn run_pipelined(
     let defaults = scope.workflow.defaults();
     let deadline = [dl, dec]
         .iter()
-        .filter_map(|s| s.timeout.or(defaults.timeout).map(|d| d.get()))
+        .filter_map(|s| {
+            s.timeout
+                .or(defaults.timeout)
+                .map(super::super::workflow::duration::Dur::get)
+        })
         .max();
     let cancel = run.cancel.child_token();
     let ledgers = [run.ledger(&paths[0]), run.ledger(&paths[1])];
@@ -136,14 +140,14 @@ pub(super) async fn run_pipelined(
             // A download whose decrypt failed has no outputs here: not recorded, its
             // verified files are skipped when the pair runs again.
             (StepStatus::Succeeded, _) if !outputs.is_null() => {
-                run.record_done(&paths[i], DoneStatus::Succeeded, 1, outputs)
+                run.record_done(&paths[i], DoneStatus::Succeeded, 1, outputs);
             }
             (StepStatus::Failed, Some(e)) if !run.cancel.is_cancelled() => {
                 run.record(Record::Failed {
                     step: paths[i].clone(),
                     at: chrono::Utc::now(),
                     error: run.emitter.secrets().mask(e),
-                })
+                });
             }
             _ => {}
         }

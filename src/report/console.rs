@@ -26,7 +26,7 @@ macro_rules! errln {
 }
 
 /// Writes to stdout, ignoring failures (a closed pipe, a full disk).
-pub fn out(args: std::fmt::Arguments<'_>) {
+pub(crate) fn out(args: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
     let mut o = std::io::stdout().lock();
     let _ = o.write_fmt(args);
@@ -34,14 +34,14 @@ pub fn out(args: std::fmt::Arguments<'_>) {
 }
 
 /// Writes to stderr, ignoring failures.
-pub fn err(args: std::fmt::Arguments<'_>) {
+pub(crate) fn err(args: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
     let _ = std::io::stderr().lock().write_fmt(args);
 }
 
 /// The one colour rule for all output: ANSI styling only on a terminal, and never when
 /// `NO_COLOR` (any value, <https://no-color.org>) or `CI` is set.
-pub fn colour(stream: &impl std::io::IsTerminal) -> bool {
+pub(crate) fn colour(stream: &impl std::io::IsTerminal) -> bool {
     stream.is_terminal()
         && std::env::var_os("NO_COLOR").is_none()
         && std::env::var_os("CI").is_none()

@@ -16,14 +16,14 @@ use crate::steps::decrypt::DecryptedFile;
 const STEP: &str = "decrypt";
 
 /// The record of one `auditflow decrypt` invocation.
-pub struct DecryptReport {
+pub(crate) struct DecryptReport {
     emitter: Emitter,
     manifest: Arc<ManifestSink>,
 }
 
 impl DecryptReport {
     /// Starts the record: the key's ids and the encrypted files stand in for the inputs.
-    pub fn start(key_ids: Vec<String>, files: &[PathBuf]) -> DecryptReport {
+    pub(crate) fn start(key_ids: Vec<String>, files: &[PathBuf]) -> DecryptReport {
         let manifest = Arc::new(ManifestSink::new());
         let emitter = Emitter::new(vec![manifest.clone()], Secrets::new());
         let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
@@ -40,7 +40,7 @@ impl DecryptReport {
     }
 
     /// Prints `input -> output (bytes, sha256)` and records the plaintext as an artifact.
-    pub fn decrypted(&self, input: &Path, d: &DecryptedFile) {
+    pub(crate) fn decrypted(&self, input: &Path, d: &DecryptedFile) {
         crate::outln!(
             "{} -> {} ({} bytes, sha256 {})",
             input.display(),
@@ -64,7 +64,7 @@ impl DecryptReport {
     }
 
     /// Ends the record and, when any file was decrypted, merges it into `out/manifest.json`.
-    pub fn finish(self, status: RunStatus, out: &Path) -> Result<(), ReportError> {
+    pub(crate) fn finish(self, status: RunStatus, out: &Path) -> Result<(), ReportError> {
         self.emitter.emit(Event::RunFinished {
             status,
             duration: Duration::ZERO,

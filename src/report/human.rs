@@ -11,12 +11,13 @@ use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::events::{Artifact, Event, RunStatus, Sink, StepStatus};
 use crate::workflow::duration::format_duration;
+use crate::workflow::plan::StepKind;
 
 #[cfg(test)]
 mod tests;
 
 /// Prints events as lines; with `bars`, shows progress bars for running steps.
-pub struct Human {
+pub(crate) struct Human {
     out: Output,
     state: Mutex<State>,
     verbose: bool,
@@ -51,7 +52,7 @@ struct Finished<'a> {
 
 impl Human {
     /// `interactive`: draw progress bars (a terminal, and `CI` unset).
-    pub fn new(interactive: bool, verbose: bool) -> Self {
+    pub(crate) fn new(interactive: bool, verbose: bool) -> Self {
         let out = if interactive {
             Output::Bars(MultiProgress::new())
         } else {
@@ -114,7 +115,7 @@ impl Human {
     }
 
     /// A spinner in a terminal; a line only when verbose otherwise.
-    fn step_started(&self, st: &mut State, step: &str, name: &str, kind: &str) {
+    fn step_started(&self, st: &mut State, step: &str, name: &str, kind: StepKind) {
         if let Some(m) = self.bars() {
             let pb = m.add(ProgressBar::new_spinner());
             pb.set_style(
@@ -285,7 +286,9 @@ impl Sink for Human {
                 resumed,
                 ..
             } => self.run_started(workflow, file, run_id, *dry_run, resumed.as_deref()),
-            Event::StepStarted { step, name, kind } => self.step_started(&mut st, step, name, kind),
+            Event::StepStarted { step, name, kind } => {
+                self.step_started(&mut st, step, name, *kind);
+            }
             Event::Retry {
                 step,
                 attempt,

@@ -8,12 +8,12 @@ use crate::events::{Event, Sink};
 
 /// Collects events and writes one JSON document at the end of the run.
 #[derive(Default)]
-pub struct JsonReport {
+pub(crate) struct JsonReport {
     doc: Mutex<Value>,
 }
 
 impl JsonReport {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         JsonReport {
             doc: Mutex::new(json!({
                 "tool": {"name": "auditflow", "version": env!("CARGO_PKG_VERSION")},
@@ -25,12 +25,12 @@ impl JsonReport {
     }
 
     /// The report so far.
-    pub fn value(&self) -> Value {
+    pub(crate) fn value(&self) -> Value {
         self.doc.lock().map(|d| d.clone()).unwrap_or(Value::Null)
     }
 
     /// Writes the report (pretty JSON) through a temporary file.
-    pub fn write(&self, path: &Path) -> Result<(), crate::steps::StepError> {
+    pub(crate) fn write(&self, path: &Path) -> Result<(), crate::steps::StepError> {
         let text = serde_json::to_vec_pretty(&self.value()).map_err(|e| {
             crate::steps::StepError::Serialize {
                 what: "report",

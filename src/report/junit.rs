@@ -6,11 +6,12 @@ use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event as X};
 use quick_xml::Writer;
 
 use crate::events::{Event, Sink, StepStatus};
+use crate::workflow::plan::StepKind;
 
 #[derive(Debug, Clone)]
 struct Case {
     name: String,
-    kind: String,
+    kind: StepKind,
     status: StepStatus,
     seconds: f64,
     error: Option<String>,
@@ -18,17 +19,17 @@ struct Case {
 
 /// Collects finished steps and writes a JUnit document.
 #[derive(Default)]
-pub struct JUnit {
+pub(crate) struct JUnit {
     suite: Mutex<(String, Vec<Case>, f64)>,
 }
 
 impl JUnit {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The JUnit XML text.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let (suite, cases, total) = match self.suite.lock() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -101,7 +102,7 @@ impl JUnit {
         text
     }
 
-    pub fn write(&self, path: &Path) -> Result<(), crate::steps::StepError> {
+    pub(crate) fn write(&self, path: &Path) -> Result<(), crate::steps::StepError> {
         Ok(crate::durable::write_private(
             path,
             self.render().as_bytes(),
@@ -125,7 +126,7 @@ impl Sink for JUnit {
                 ..
             } => g.1.push(Case {
                 name: step.clone(),
-                kind: kind.clone(),
+                kind: *kind,
                 status: *status,
                 seconds: duration.as_secs_f64(),
                 error: error.clone(),
@@ -165,7 +166,7 @@ mod tests {
             j.event(&Event::StepFinished {
                 step: step.into(),
                 name: step.into(),
-                kind: "call".into(),
+                kind: StepKind::Call,
                 status,
                 attempts: 1,
                 duration: Duration::from_millis(1500),

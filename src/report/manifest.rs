@@ -15,11 +15,11 @@ use serde_json::Value;
 use crate::events::{Artifact, ArtifactKind, Event, RunStatus, Sink};
 
 /// File name of the manifest inside the output directory.
-pub const FILE_NAME: &str = "manifest.json";
+pub(crate) const FILE_NAME: &str = "manifest.json";
 
 /// One artifact in the manifest. Paths are relative to the manifest's directory.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub path: String,
     pub kind: ArtifactKind,
     pub bytes: u64,
@@ -38,7 +38,7 @@ pub struct Entry {
 
 /// A run that wrote into the directory.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RunRecord {
+pub(crate) struct RunRecord {
     pub run_id: String,
     pub workflow: String,
     pub workflow_file: String,
@@ -53,7 +53,7 @@ pub struct RunRecord {
 
 /// The manifest document.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     pub tool: String,
     pub version: String,
     pub runs: Vec<RunRecord>,
@@ -66,22 +66,22 @@ type Collected = (Option<RunRecord>, Vec<(String, Artifact)>);
 
 /// Collects a run's artifacts from events.
 #[derive(Default)]
-pub struct ManifestSink {
+pub(crate) struct ManifestSink {
     inner: Mutex<Collected>,
 }
 
 impl ManifestSink {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// True when the run wrote any artifact.
-    pub fn has_artifacts(&self) -> bool {
+    pub(crate) fn has_artifacts(&self) -> bool {
         self.inner.lock().map(|g| !g.1.is_empty()).unwrap_or(false)
     }
 
     /// Merges this run into `dir/manifest.json` (created if absent); returns its path.
-    pub fn write(&self, dir: &Path) -> Result<PathBuf, String> {
+    pub(crate) fn write(&self, dir: &Path) -> Result<PathBuf, String> {
         let (run, artifacts) = match self.inner.lock() {
             Ok(g) => (g.0.clone(), g.1.clone()),
             Err(p) => {
@@ -183,7 +183,7 @@ impl Sink for ManifestSink {
                     started_at: started_at.clone(),
                     finished_at: None,
                     status: None,
-                })
+                });
             }
             Event::Artifact { step, artifact } => g.1.push((step.clone(), artifact.clone())),
             Event::RunFinished { status, .. } => {
@@ -199,7 +199,7 @@ impl Sink for ManifestSink {
 
 /// One difference found by [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Problem {
+pub(crate) enum Problem {
     Missing {
         path: String,
     },
@@ -246,13 +246,13 @@ impl std::fmt::Display for Problem {
 
 /// The result of verifying a directory.
 #[derive(Debug)]
-pub struct Verification {
+pub(crate) struct Verification {
     pub checked: usize,
     pub problems: Vec<Problem>,
 }
 
 /// Re-hashes every artifact of `dir/manifest.json`.
-pub fn verify(dir: &Path) -> Result<Verification, String> {
+pub(crate) fn verify(dir: &Path) -> Result<Verification, String> {
     let path = dir.join(FILE_NAME);
     let bytes = std::fs::read(&path).map_err(|e| {
         format!(
@@ -269,14 +269,11 @@ pub fn verify(dir: &Path) -> Result<Verification, String> {
         } else {
             dir.join(&e.path)
         };
-        let meta = match std::fs::metadata(&p) {
-            Ok(m) => m,
-            Err(_) => {
-                problems.push(Problem::Missing {
-                    path: e.path.clone(),
-                });
-                continue;
-            }
+        let Ok(meta) = std::fs::metadata(&p) else {
+            problems.push(Problem::Missing {
+                path: e.path.clone(),
+            });
+            continue;
         };
         if meta.len() != e.bytes {
             problems.push(Problem::Size {

@@ -1,11 +1,11 @@
 //! Reporters: render the engine's events for people (terminal), machines (JSON) and CI (JUnit).
-pub mod console;
-pub mod decrypt;
-pub mod human;
-pub mod json;
-pub mod junit;
-pub mod manifest;
-pub mod reporters;
-pub mod runs;
+pub(crate) mod console;
+pub(crate) mod decrypt;
+pub(crate) mod human;
+pub(crate) mod json;
+pub(crate) mod junit;
+pub(crate) mod manifest;
+pub(crate) mod reporters;
+pub(crate) mod runs;
 
-pub use reporters::{out_dir, Console, ReportArgs, ReportError, Reporters};
+pub(crate) use reporters::{out_dir, Console, ReportArgs, ReportError, Reporters};

@@ -14,7 +14,7 @@ use crate::workflow::Workflow;
 
 /// What the run prints as it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Console {
+pub(crate) enum Console {
     /// Lines for people (progress bars in a terminal when `CI` is unset).
     Human { verbose: bool },
     /// One JSON object per event on stdout, for machines.
@@ -23,7 +23,7 @@ pub enum Console {
 
 /// What the user asked to be reported.
 #[derive(Debug, Clone)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     pub console: Console,
     /// `--report-json FILE`.
     pub report_json: Option<PathBuf>,
@@ -49,7 +49,7 @@ pub enum ReportError {
 }
 
 /// The sinks of one run and the files they write at its end.
-pub struct Reporters {
+pub(crate) struct Reporters {
     args: ReportArgs,
     console: Arc<dyn Sink>,
     json: Option<Arc<JsonReport>>,
@@ -61,7 +61,7 @@ impl Reporters {
     /// The console reporter, the reports asked for, and the evidence manifest (always: it
     /// is written when the run produced files). The JSON report (which holds every step
     /// until the end) is collected only when asked for: the journal is the run's record.
-    pub fn from_args(args: ReportArgs) -> Reporters {
+    pub(crate) fn from_args(args: ReportArgs) -> Reporters {
         let console: Arc<dyn Sink> = match args.console {
             Console::JsonLines => Arc::new(JsonLines),
             Console::Human { verbose } => {
@@ -83,7 +83,7 @@ impl Reporters {
     }
 
     /// Every sink, the console first.
-    pub fn sinks(&self) -> Vec<Arc<dyn Sink>> {
+    pub(crate) fn sinks(&self) -> Vec<Arc<dyn Sink>> {
         let mut sinks = vec![self.console.clone()];
         if let Some(r) = &self.json {
             sinks.push(r.clone());
@@ -98,7 +98,7 @@ impl Reporters {
     /// Writes the manifest (when the run produced files), the JSON report into the run's
     /// directory of the state directory (`run_dir`) and where asked, and the JUnit XML.
     /// Returns what could not be written, in that order.
-    pub fn finish(&self, run_dir: Option<&Path>, secrets: &Secrets) -> Vec<ReportError> {
+    pub(crate) fn finish(&self, run_dir: Option<&Path>, secrets: &Secrets) -> Vec<ReportError> {
         let mut errors = Vec::new();
         if self.manifest.has_artifacts() && !self.args.dry_run {
             if let Err(e) = self.write_manifest() {
@@ -143,7 +143,7 @@ impl Reporters {
 }
 
 /// The run's output directory: the `out_dir` input as given, else its default.
-pub fn out_dir(wf: &Workflow, given: &BTreeMap<String, Value>) -> Option<PathBuf> {
+pub(crate) fn out_dir(wf: &Workflow, given: &BTreeMap<String, Value>) -> Option<PathBuf> {
     let v = given
         .get("out_dir")
         .or_else(|| wf.inputs.get("out_dir").and_then(|i| i.default.as_ref()))?;

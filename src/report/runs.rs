@@ -10,7 +10,7 @@ fn when(t: DateTime<Utc>) -> String {
 }
 
 /// One line per run (newest first); damaged journals are listed with their error.
-pub fn list(runs: &[Listed]) -> String {
+pub(crate) fn list(runs: &[Listed]) -> String {
     if runs.is_empty() {
         return "no runs recorded\n".into();
     }
@@ -59,7 +59,7 @@ pub fn list(runs: &[Listed]) -> String {
 }
 
 /// Everything a run recorded, step by step.
-pub fn show(r: &Replay, active: bool) -> String {
+pub(crate) fn show(r: &Replay, active: bool) -> String {
     let h = &r.header;
     let mut out = String::new();
     let _ = writeln!(out, "run       {}", h.run_id);

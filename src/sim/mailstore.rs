@@ -52,7 +52,7 @@ pub struct MailStoreSim {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A long-running process (VerifyStore) and what its status pollers see.
@@ -173,7 +173,7 @@ const FUNCTIONS: &[Function] = &[
 ];
 
 impl MailStoreSim {
-    pub fn new(cfg: &SimConfig, faults: Arc<Faults>) -> Arc<Self> {
+    pub(crate) fn new(cfg: &SimConfig, faults: Arc<Faults>) -> Arc<Self> {
         Arc::new(MailStoreSim {
             username: cfg.credentials.mailstore_username.clone(),
             password: cfg.credentials.mailstore_password.clone(),
@@ -187,6 +187,7 @@ impl MailStoreSim {
         })
     }
 
+    /// The service's routes, sharing this state.
     pub fn router(self: Arc<Self>) -> axum::Router {
         axum::Router::new().fallback(dispatch).with_state(self)
     }
@@ -587,14 +588,11 @@ async fn dispatch(State(sim): State<Arc<MailStoreSim>>, req: Request) -> Respons
             m.trim()
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
-    let body = match axum::body::to_bytes(req.into_body(), BODY_LIMIT).await {
-        Ok(b) => b,
-        Err(_) => {
-            return bom_json(&failed(
-                "The request body could not be read.",
-                "The body is unreadable or larger than 1 MiB.",
-            ))
-        }
+    let Ok(body) = axum::body::to_bytes(req.into_body(), BODY_LIMIT).await else {
+        return bom_json(&failed(
+            "The request body could not be read.",
+            "The body is unreadable or larger than 1 MiB.",
+        ));
     };
     if !body.is_empty() && !is_form {
         return bom_json(&failed(

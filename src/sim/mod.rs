@@ -19,17 +19,25 @@ pub mod mimecast;
 /// Credentials the simulator accepts. The defaults are throwaway demo values.
 #[derive(Debug, Clone)]
 pub struct SimCredentials {
+    /// Mimecast API 1.0 access key (default `sim-access-key`).
     pub mimecast_access_key: String,
     /// Base64, as Mimecast hands it out.
     pub mimecast_secret_key: String,
+    /// Mimecast API 1.0 application id (`x-mc-app-id`).
     pub mimecast_app_id: String,
+    /// Mimecast API 1.0 application key, part of the signed string.
     pub mimecast_app_key: String,
+    /// Mimecast API 2.0 OAuth client id.
     pub mimecast_client_id: String,
+    /// Mimecast API 2.0 OAuth client secret.
     pub mimecast_client_secret: String,
+    /// MailStore HTTP Basic user (default `admin`).
     pub mailstore_username: String,
+    /// MailStore HTTP Basic password.
     pub mailstore_password: String,
     /// A static bearer token the Google side accepts (as from `GOOGLE_ACCESS_TOKEN`).
     pub google_access_token: String,
+    /// The Google Workspace admin the exports are made as; its domain is the audited domain.
     pub google_admin_email: String,
 }
 
@@ -65,21 +73,28 @@ pub struct FaultConfig {
     /// Also inject at least one 429 and one 5xx per vendor at the start, deterministically:
     /// the first request of each vendor that is not an auth request gets a 429, the second a 503.
     pub force_each_once: bool,
+    /// Seed of the generator that draws the fault rates (same seed, same faults).
     pub seed: u64,
 }
 
 /// Behaviour knobs of the simulated services.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// Address all three services listen on (default 127.0.0.1).
     pub host: IpAddr,
     /// 0 picks a free port.
     pub mimecast_port: u16,
+    /// MailStore service port; 0 picks a free port.
     pub mailstore_port: u16,
+    /// Google service port (also serves the OAuth token endpoint); 0 picks a free port.
     pub google_port: u16,
+    /// Credentials the services accept.
     pub credentials: SimCredentials,
+    /// Faults to inject.
     pub faults: FaultConfig,
     /// Mimecast: number of messages in the processing queue and audit events (paged).
     pub mimecast_queue_size: usize,
+    /// Mimecast: number of audit events `/api/audit/get-audit-events` pages through.
     pub mimecast_audit_events: usize,
     /// Mimecast page size when the client sends none.
     pub mimecast_default_page_size: usize,
@@ -90,12 +105,15 @@ pub struct SimConfig {
     /// Mimecast: requests allowed per `mimecast_rate_window`; every `/api/` answer reports the
     /// window in `X-RateLimit-Limit`, `-Remaining` and `-Reset`, and a spent window answers 429.
     pub mimecast_rate_limit: u32,
+    /// Mimecast: length of one rate-limit window.
     pub mimecast_rate_window: Duration,
     /// MailStore: how many status updates a VerifyStore runs through, and the time between them.
     pub mailstore_steps: u32,
+    /// MailStore: time between two status updates of a long-running process.
     pub mailstore_step_interval: Duration,
     /// MailStore store ids that exist; ids listed in `mailstore_failing_stores` fail verification.
     pub mailstore_stores: Vec<i64>,
+    /// MailStore: store ids whose VerifyStore ends failed (must also be in `mailstore_stores`).
     pub mailstore_failing_stores: Vec<i64>,
     /// MailStore: final statuses of long-running processes keep their token (with
     /// `statusCode: succeeded`, as the wrapper's tutorial output shows) instead of
@@ -110,6 +128,7 @@ pub struct SimConfig {
     pub google_daily_limit: u32,
     /// Google: number of encrypted files per completed export, and plaintext bytes per file.
     pub google_files_per_export: u32,
+    /// Google: plaintext bytes per export file (before encryption).
     pub google_file_size: usize,
     /// Google: entries per page of the export list feed (the real service: at most 100).
     pub google_feed_page_size: usize,
@@ -164,6 +183,7 @@ impl Default for SimConfig {
 /// Counters the simulator keeps; tests assert on them.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Every request received, any vendor.
     pub requests: AtomicU64,
     /// Requests rejected for missing or invalid credentials (any vendor).
     pub unauthenticated: AtomicU64,
@@ -171,42 +191,64 @@ pub struct Stats {
     pub bad_signatures: AtomicU64,
     /// Mimecast 1.0 requests with a date outside the allowed skew, or a reused request id.
     pub bad_dates: AtomicU64,
+    /// Mimecast 1.0 requests whose `x-mc-req-id` had been used before.
     pub reused_request_ids: AtomicU64,
     /// MailStore get-status calls whose lastKnownStatusVersion was not the last one sent.
     pub wrong_status_versions: AtomicU64,
+    /// MailStore long-running processes cancelled by a client.
     pub mailstore_cancelled: AtomicU64,
+    /// Google export requests accepted (each counts against the daily limit).
     pub google_exports_created: AtomicU64,
     /// Google: status requests of one export (`GET .../export/{domain}/{user}/{id}`), counted
     /// on arrival, so those answered with an injected fault count too.
     pub google_status_requests: AtomicU64,
     /// Google: requests to the OAuth token endpoint, granted or not.
     pub google_token_requests: AtomicU64,
+    /// Google export files served (started, whether cut or not).
     pub google_downloads: AtomicU64,
+    /// 429 answers injected by `FaultConfig`.
     pub injected_429: AtomicU64,
+    /// 500/502/503 answers injected by `FaultConfig`.
     pub injected_5xx: AtomicU64,
+    /// Downloads cut half way by `cut_downloads`.
     pub injected_cuts: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`].
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct StatsSnapshot {
+    /// The value of [`Stats::requests`] when the snapshot was taken.
     pub requests: u64,
+    /// The value of [`Stats::unauthenticated`] when the snapshot was taken.
     pub unauthenticated: u64,
+    /// The value of [`Stats::bad_signatures`] when the snapshot was taken.
     pub bad_signatures: u64,
+    /// The value of [`Stats::bad_dates`] when the snapshot was taken.
     pub bad_dates: u64,
+    /// The value of [`Stats::reused_request_ids`] when the snapshot was taken.
     pub reused_request_ids: u64,
+    /// The value of [`Stats::wrong_status_versions`] when the snapshot was taken.
     pub wrong_status_versions: u64,
+    /// The value of [`Stats::mailstore_cancelled`] when the snapshot was taken.
     pub mailstore_cancelled: u64,
+    /// The value of [`Stats::google_exports_created`] when the snapshot was taken.
     pub google_exports_created: u64,
+    /// The value of [`Stats::google_status_requests`] when the snapshot was taken.
     pub google_status_requests: u64,
+    /// The value of [`Stats::google_token_requests`] when the snapshot was taken.
     pub google_token_requests: u64,
+    /// The value of [`Stats::google_downloads`] when the snapshot was taken.
     pub google_downloads: u64,
+    /// The value of [`Stats::injected_429`] when the snapshot was taken.
     pub injected_429: u64,
+    /// The value of [`Stats::injected_5xx`] when the snapshot was taken.
     pub injected_5xx: u64,
+    /// The value of [`Stats::injected_cuts`] when the snapshot was taken.
     pub injected_cuts: u64,
 }
 
 impl Stats {
+    /// Reads every counter (each atomically, not all at one instant).
     pub fn snapshot(&self) -> StatsSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         StatsSnapshot {
@@ -229,20 +271,20 @@ impl Stats {
 }
 
 /// Increments a counter.
-pub fn bump(counter: &AtomicU64) {
+pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// What fault, if any, to inject into one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Injected {
+pub(crate) enum Injected {
     None,
     TooManyRequests,
     ServerError(u16),
 }
 
 /// Fault injection shared by the three vendor sides.
-pub struct Faults {
+pub(crate) struct Faults {
     cfg: FaultConfig,
     rng: Mutex<rand::rngs::StdRng>,
     /// Per vendor: how many non-auth requests have been seen (for `force_each_once`).
@@ -252,7 +294,7 @@ pub struct Faults {
 }
 
 impl Faults {
-    pub fn new(cfg: FaultConfig, stats: Arc<Stats>) -> Self {
+    pub(crate) fn new(cfg: FaultConfig, stats: Arc<Stats>) -> Self {
         Faults {
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(cfg.seed)),
             seen: Mutex::new(Default::default()),
@@ -265,13 +307,16 @@ impl Faults {
     /// Call at the start of every request that is not an auth/token request: sleeps the
     /// configured latency, counts the request, and draws a fault. The vendor side turns
     /// `TooManyRequests` into its own 429 shape (headers) and `ServerError` into a 5xx.
-    pub async fn draw(&self, vendor: &'static str) -> Injected {
+    pub(crate) async fn draw(&self, vendor: &'static str) -> Injected {
         bump(&self.stats.requests);
         if !self.cfg.latency.is_zero() {
             tokio::time::sleep(self.cfg.latency).await;
         }
         let n = {
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let n = seen.entry(vendor).or_insert(0);
             *n += 1;
             *n
@@ -281,7 +326,10 @@ impl Faults {
         } else if self.cfg.force_each_once && n == 2 {
             Injected::ServerError(503)
         } else {
-            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rng = self
+                .rng
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let x: f64 = rng.gen();
             if x < self.cfg.rate_429 {
                 Injected::TooManyRequests
@@ -300,7 +348,7 @@ impl Faults {
     }
 
     /// Call when serving a file body: true when this download must be cut half way.
-    pub fn take_cut(&self) -> bool {
+    pub(crate) fn take_cut(&self) -> bool {
         let cut = self
             .cuts_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -313,7 +361,7 @@ impl Faults {
 }
 
 /// A plain 5xx answer for an injected server error.
-pub fn server_error(status: u16) -> Response {
+pub(crate) fn server_error(status: u16) -> Response {
     let code = axum::http::StatusCode::from_u16(status)
         .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
     (code, "simulated server error").into_response()
@@ -321,13 +369,19 @@ pub fn server_error(status: u16) -> Response {
 
 /// Addresses of a running simulator and the environment that points workflows at it.
 pub struct SimHandle {
+    /// Base URL of the Mimecast service (`http://host:port`).
     pub mimecast_url: String,
+    /// Base URL of the MailStore Administration API service.
     pub mailstore_url: String,
+    /// Base URL of the Google Email Audit API service.
     pub google_url: String,
     /// Google OAuth token endpoint (service-account JWT bearer grant).
     pub google_token_url: String,
+    /// Live counters of all three services.
     pub stats: Arc<Stats>,
+    /// The Google service itself, for inspecting exports and tokens (the fan-out bench).
     pub google: Arc<google::GoogleSim>,
+    /// The credentials the services accept.
     pub credentials: SimCredentials,
     shutdown: tokio_util::sync::CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -381,11 +435,15 @@ impl SimHandle {
 /// Errors starting the simulator.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    /// A service could not listen on its address (port taken, address not local).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address it tried.
         addr: SocketAddr,
+        /// Why binding failed.
         source: std::io::Error,
     },
+    /// Building a service's fixed data failed (e.g. the Google signing key).
     #[error("simulator setup failed: {0}")]
     Setup(String),
 }

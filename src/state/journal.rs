@@ -20,7 +20,7 @@ use super::StateError;
 use crate::events::{Artifact, RunStatus};
 
 /// Version of the record format written in every run header.
-pub const JOURNAL_VERSION: u32 = 1;
+pub(crate) const JOURNAL_VERSION: u32 = 1;
 
 /// A file of the workflow and the SHA-256 of its text when the run began.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -98,14 +98,14 @@ impl EndStatus {
 /// A run's status as its journal tells it: how its last process ended it, or `interrupted`
 /// when that process wrote no end (a crash or kill).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordedStatus {
+pub(crate) enum RecordedStatus {
     Ended(EndStatus),
     Interrupted,
 }
 
 impl RecordedStatus {
     /// The word `runs list`, `runs show` and resume notes print.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RecordedStatus::Ended(s) => s.as_str(),
             RecordedStatus::Interrupted => "interrupted",
@@ -113,7 +113,7 @@ impl RecordedStatus {
     }
 
     /// Whether the run succeeded (then it is no longer resumed).
-    pub fn succeeded(self) -> bool {
+    pub(crate) fn succeeded(self) -> bool {
         self == RecordedStatus::Ended(EndStatus::Succeeded)
     }
 }
@@ -222,7 +222,7 @@ pub struct RecordedResponse {
 
 /// A step that ended for good.
 #[derive(Debug, Clone)]
-pub struct DoneStep {
+pub(crate) struct DoneStep {
     pub at: DateTime<Utc>,
     pub status: DoneStatus,
     pub attempts: u32,
@@ -232,7 +232,7 @@ pub struct DoneStep {
 
 /// What a journal says, folded by step path.
 #[derive(Debug, Clone)]
-pub struct Replay {
+pub(crate) struct Replay {
     pub path: PathBuf,
     pub header: RunHeader,
     pub done: HashMap<String, DoneStep>,
@@ -261,7 +261,7 @@ pub struct Replay {
 impl Replay {
     /// Reads and folds a journal. A torn last line is dropped; anything else unreadable is
     /// an error naming the line.
-    pub fn read(path: &Path) -> Result<Replay, StateError> {
+    pub(crate) fn read(path: &Path) -> Result<Replay, StateError> {
         let bytes = std::fs::read(path).map_err(|e| StateError::io(path, e))?;
         let corrupt = |line: usize, message: String| StateError::Corrupt {
             path: path.to_path_buf(),
@@ -468,12 +468,12 @@ impl Replay {
     }
 
     /// Whether the run recorded any non-idempotent request (sent or about to be).
-    pub fn has_non_idempotent(&self) -> bool {
+    pub(crate) fn has_non_idempotent(&self) -> bool {
         !self.intents.is_empty() || !self.responses.is_empty()
     }
 
     /// The run's status as recorded: its last `Finished`, else `interrupted` (a crash or kill).
-    pub fn status(&self) -> RecordedStatus {
+    pub(crate) fn status(&self) -> RecordedStatus {
         match &self.finished {
             Some((_, s, _)) => RecordedStatus::Ended(*s),
             None => RecordedStatus::Interrupted,

@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::durable::{private_options, sync_dir};
 use crate::events::RunStatus;
 
-pub mod journal;
+pub(crate) mod journal;
 
-pub use journal::{
+pub(crate) use journal::{
     DoneStatus, EndStatus, FileDigest, Journal, Record, RecordedStatus, Replay, RunHeader,
     JOURNAL_VERSION,
 };
@@ -91,13 +91,13 @@ struct Pointer {
 
 /// An opened state directory.
 #[derive(Debug, Clone)]
-pub struct StateDir {
+pub(crate) struct StateDir {
     root: PathBuf,
 }
 
 /// The key of "this workflow with these inputs": SHA-256 of the canonical root path, the
 /// non-secret inputs and the shard. Secret inputs stay out (not even hashed).
-pub fn run_key(workflow: &Path, inputs: &serde_json::Value, shard: Option<&str>) -> String {
+pub(crate) fn run_key(workflow: &Path, inputs: &serde_json::Value, shard: Option<&str>) -> String {
     let canonical = std::fs::canonicalize(workflow).unwrap_or_else(|_| workflow.to_path_buf());
     let doc = serde_json::json!({
         "workflow": canonical.display().to_string(),
@@ -108,14 +108,16 @@ pub fn run_key(workflow: &Path, inputs: &serde_json::Value, shard: Option<&str>)
 }
 
 /// What [`StateDir::begin`] found.
-pub enum Begin {
+pub(crate) enum Begin {
     New,
     /// An unfinished run is continued.
     Resumed(Box<Replay>),
 }
 
 /// The state of the run this process is running: its journal and lock.
-pub struct RunState {
+pub(crate) struct RunState {
+    /// The run's id (its directory name under `runs/`); the CLI reads it from the events.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub run_id: String,
     pub dir: PathBuf,
     pub journal: Journal,
@@ -127,7 +129,11 @@ pub struct RunState {
 impl RunState {
     /// Ends the process's part of the run: records the status; a succeeded run is no longer
     /// active, so the next `auditflow run` starts a new one.
-    pub async fn finish(&self, status: RunStatus, error: Option<String>) -> Result<(), StateError> {
+    pub(crate) async fn finish(
+        &self,
+        status: RunStatus,
+        error: Option<String>,
+    ) -> Result<(), StateError> {
         self.journal
             .append_durable(&Record::Finished {
                 at: Utc::now(),
@@ -147,11 +153,11 @@ impl RunState {
 }
 
 /// A run as listed, or the id of a run whose journal cannot be read and why.
-pub type Listed = Result<RunSummary, (String, StateError)>;
+pub(crate) type Listed = Result<RunSummary, (String, StateError)>;
 
 /// A run as `runs list` shows it.
 #[derive(Debug, Clone)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     pub run_id: String,
     pub workflow: String,
     pub status: RecordedStatus,
@@ -160,7 +166,6 @@ pub struct RunSummary {
     pub last_at: DateTime<Utc>,
     pub steps_done: usize,
     pub waiting: Vec<String>,
-    pub error: Option<String>,
 }
 
 fn create_private_dir(p: &Path) -> Result<(), StateError> {
@@ -185,7 +190,7 @@ fn append_to(replay: &Replay) -> Result<Journal, StateError> {
 impl StateDir {
     /// Opens `root`, creating it (and its marker) when missing or empty. A non-empty
     /// directory without the marker is refused: it is someone else's.
-    pub fn open(root: &Path) -> Result<StateDir, StateError> {
+    pub(crate) fn open(root: &Path) -> Result<StateDir, StateError> {
         let marker = root.join(MARKER);
         match std::fs::read(&marker) {
             Ok(bytes) => {
@@ -235,29 +240,20 @@ impl StateDir {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn run_dir(&self, id: &str) -> PathBuf {
         self.root.join("runs").join(id)
     }
 
     /// The journal of run `id`.
-    pub fn journal_path(&self, id: &str) -> PathBuf {
+    pub(crate) fn journal_path(&self, id: &str) -> PathBuf {
         self.run_dir(id).join("journal.jsonl")
-    }
-
-    /// Where the JSON report of a run's last process goes.
-    pub fn report_path(&self, id: &str) -> PathBuf {
-        self.run_dir(id).join("report.json")
     }
 
     /// Takes the lock of `key`, then resumes its active run or starts `header` as a new one.
     /// `fresh` abandons an active run first. A changed workflow resumes nothing: when the
     /// active run sent no non-idempotent request it is abandoned (nothing costly repeats),
     /// otherwise this is an error.
-    pub async fn begin(
+    pub(crate) async fn begin(
         &self,
         header: RunHeader,
         fresh: bool,
@@ -438,7 +434,7 @@ impl StateDir {
     }
 
     /// Every run recorded, newest first. Damaged journals are listed with their error.
-    pub fn list(&self) -> Result<Vec<Listed>, StateError> {
+    pub(crate) fn list(&self) -> Result<Vec<Listed>, StateError> {
         let runs = self.root.join("runs");
         let rd = match std::fs::read_dir(&runs) {
             Ok(rd) => rd,
@@ -469,7 +465,7 @@ impl StateDir {
     }
 
     /// The replay of the run whose id starts with `prefix`.
-    pub fn show(&self, prefix: &str) -> Result<(Replay, bool), StateError> {
+    pub(crate) fn show(&self, prefix: &str) -> Result<(Replay, bool), StateError> {
         let runs = self.root.join("runs");
         let mut found = Vec::new();
         if let Ok(rd) = std::fs::read_dir(&runs) {
@@ -507,7 +503,6 @@ fn summary(r: &Replay, active: bool) -> RunSummary {
         last_at: r.last_at,
         steps_done: r.done.len(),
         waiting,
-        error: r.finished.as_ref().and_then(|(_, _, e)| e.clone()),
     }
 }
 
@@ -593,9 +588,8 @@ mod tests {
         assert_eq!(r.header.run_id, "run-a");
         assert!(r.done.contains_key("x"));
         // Held lock: a second process is refused.
-        let e = match sd.begin(header("k1", "run-c"), false).await {
-            Err(e) => e,
-            Ok(_) => panic!("a second begin must fail while the lock is held"),
+        let Err(e) = sd.begin(header("k1", "run-c"), false).await else {
+            panic!("a second begin must fail while the lock is held");
         };
         assert!(matches!(e, StateError::Busy { .. }), "{e}");
         s.finish(RunStatus::Succeeded, None).await.unwrap();
@@ -625,9 +619,8 @@ mod tests {
         drop(s);
         let mut h = header("k", "r2");
         h.files[0].sha256 = "bb".into();
-        let e = match sd.begin(h.clone(), false).await {
-            Err(e) => e,
-            Ok(_) => panic!("must refuse"),
+        let Err(e) = sd.begin(h.clone(), false).await else {
+            panic!("must refuse");
         };
         assert!(matches!(e, StateError::Changed { .. }), "{e}");
         let (s, b, note) = sd.begin(h, true).await.unwrap();

@@ -19,6 +19,7 @@ const MAX_LOOKUP_PAGES: u32 = 200;
 /// What the run's journal holds for one step, and where to record more.
 #[derive(Clone)]
 pub struct Ledger {
+    /// The run's journal, where intents and outcomes are recorded durably.
     pub journal: Journal,
     /// An intent of an earlier process with no recorded outcome.
     pub intent: Option<PendingIntent>,

@@ -13,10 +13,15 @@ use crate::workflow::model::{CallSpec, Paginate};
 /// A call with every template rendered.
 #[derive(Debug, Clone)]
 pub struct RenderedCall {
+    /// The request of the first attempt (re-signed on each attempt).
     pub request: Request,
+    /// `expect.status`; empty means any 2xx.
     pub expect_status: Vec<u16>,
+    /// `expect.condition`, rendered against each response.
     pub expect_condition: Option<String>,
+    /// `save_to`: where the parsed body is written as pretty JSON.
     pub save_to: Option<PathBuf>,
+    /// Page size and limit when `paginate` is on.
     pub paginate: Option<Pagination>,
     /// `call.idempotent` as written (None: the vendor adapter decides).
     pub idempotent: Option<bool>,
@@ -174,8 +179,11 @@ pub fn join_url(base: &url::Url, path: &str) -> Result<url::Url, StepError> {
 
 /// What a finished call produced.
 pub struct CallOutcome {
+    /// The last response (with pagination: its body holds every page's items).
     pub response: Response,
+    /// HTTP attempts made, retries and pages included.
     pub attempts: u32,
+    /// Pages fetched (1 without pagination).
     pub pages: u32,
 }
 

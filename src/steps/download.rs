@@ -34,6 +34,7 @@ use part::PartWriter;
 /// One file to fetch.
 #[derive(Clone)]
 pub struct FileToFetch {
+    /// Where to fetch it from (the query string may carry a signed token; never logged).
     pub url: url::Url,
     /// The final path; the transfer goes to `<dest>.part` until verified.
     pub dest: PathBuf,
@@ -83,7 +84,9 @@ impl DownloadObserver for NoProgress {
 /// A verified file at its final path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Downloaded {
+    /// The final path (the `.part` file renamed once verified).
     pub path: PathBuf,
+    /// The file's size in bytes.
     pub bytes: u64,
     /// Lower-case hex SHA-256 of the whole file.
     pub sha256: String,
@@ -111,41 +114,80 @@ impl Default for DownloadOptions {
     }
 }
 
+/// Why a file could not be downloaded. Every message names the URL (redacted) or the path and
+/// says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
+    /// The server answered a status that is not retried (or the retries ran out).
     #[error("download of {url} failed with HTTP {status}: {message}")]
     Http {
+        /// The URL, without query and credentials.
         url: String,
+        /// The HTTP status code.
         status: u16,
+        /// The start of the server's error body, or the status's reason.
         message: String,
     },
+    /// The connection failed or stalled on the last attempt.
     #[error("download of {url} failed: {message}; check the network or proxy and run again (the .part file is kept and resumed)")]
-    Transport { url: String, message: String },
+    Transport {
+        /// The URL, without query and credentials.
+        url: String,
+        /// What went wrong, from the HTTP client or the stall timer.
+        message: String,
+    },
+    /// The file's size differs from the expected or announced size.
     #[error("download of {url} is incomplete or the wrong size: expected {expected} bytes, got {got}; run again to resume, and if it persists check the expected size in the workflow or the server's copy")]
     Length {
+        /// The URL, without query and credentials.
         url: String,
+        /// Bytes expected (workflow `size`, or the server's Content-Length/Content-Range).
         expected: u64,
+        /// Bytes received.
         got: u64,
     },
+    /// The file's SHA-256 differs from the expected one (the workflow's or the server's digest).
     #[error("{}", checksum_message(.url, .expected, .got))]
     Checksum {
+        /// The URL, without query and credentials.
         url: String,
+        /// The expected digest, lowercase hex.
         expected: String,
+        /// The digest of the bytes received, lowercase hex.
         got: String,
     },
+    /// A destination name would escape the output directory or is not a plain name.
     #[error("unsafe file name {name:?}: {reason}; give a plain file name (no path separators, `..` or control characters) in the workflow")]
-    BadName { name: String, reason: String },
+    BadName {
+        /// The name as given.
+        name: String,
+        /// What makes it unsafe.
+        reason: String,
+    },
+    /// Writing the `.part` file or renaming it failed.
     #[error("{}: {source}; check that the destination directory is writable and has free space", .path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The OS error.
         source: std::io::Error,
     },
+    /// Ctrl-C, SIGTERM or the step's timeout stopped the download.
     #[error("download of {url} was cancelled; the .part file is kept and resumed by the next run")]
-    Cancelled { url: String },
+    Cancelled {
+        /// The URL, without query and credentials.
+        url: String,
+    },
+    /// The connection could not produce its auth headers (e.g. a token refresh failed).
     #[error(
         "could not get credentials for {url}: {message}; check the credentials and their scopes"
     )]
-    Auth { url: String, message: String },
+    Auth {
+        /// The URL, without query and credentials.
+        url: String,
+        /// Why, from the vendor adapter.
+        message: String,
+    },
 }
 
 fn checksum_message(url: &str, expected: &str, got: &str) -> String {
@@ -221,7 +263,7 @@ pub async fn download_with_options(
         })?;
     let _guard = InFlight::acquire(&spec.dest)?;
 
-    let ctx = Ctx {
+    let ctx = FetchState {
         client,
         spec,
         headers,
@@ -284,7 +326,8 @@ pub async fn download_with_options(
     }
 }
 
-struct Ctx<'a> {
+/// One file's download in progress: what it fetches, where the part file is, how to report.
+struct FetchState<'a> {
     client: &'a reqwest::Client,
     spec: &'a FileToFetch,
     headers: &'a HeaderFn,
@@ -315,7 +358,7 @@ struct PartState {
 }
 
 impl PartState {
-    async fn load(ctx: &Ctx<'_>) -> Result<Self, DownloadError> {
+    async fn load(ctx: &FetchState<'_>) -> Result<Self, DownloadError> {
         let offset = match tokio::fs::symlink_metadata(&ctx.part).await {
             Ok(meta) if meta.file_type().is_file() => meta.len(),
             Ok(_) => {
@@ -377,27 +420,32 @@ enum Next {
     RetryNow,
 }
 
-struct Failure {
+/// A failed attempt: the error, and whether to give up, retry later or retry at once.
+struct AttemptFailure {
     error: DownloadError,
     next: Next,
 }
 
-impl Failure {
+impl AttemptFailure {
     fn fail(error: DownloadError) -> Self {
-        Failure {
+        AttemptFailure {
             error,
             next: Next::Fail,
         }
     }
     fn retry(error: DownloadError) -> Self {
-        Failure {
+        AttemptFailure {
             error,
             next: Next::Retry { after: None },
         }
     }
 }
 
-async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded, Failure> {
+async fn attempt(
+    ctx: &FetchState<'_>,
+    st: &mut PartState,
+    n: u32,
+) -> Result<Downloaded, AttemptFailure> {
     let transport = |message: String| DownloadError::Transport {
         url: ctx.url.clone(),
         message,
@@ -405,11 +453,11 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
 
     let auth = tokio::select! {
         biased;
-        _ = ctx.cancel.cancelled() => return Err(Failure::fail(cancelled(ctx))),
+        _ = ctx.cancel.cancelled() => return Err(AttemptFailure::fail(cancelled(ctx))),
         h = (ctx.headers)() => h,
     };
     let mut request_headers = auth.map_err(|message| {
-        Failure::fail(DownloadError::Auth {
+        AttemptFailure::fail(DownloadError::Auth {
             url: ctx.url.clone(),
             message,
         })
@@ -425,7 +473,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
     request_headers.remove(header::IF_RANGE);
     if st.offset > 0 {
         let range = HeaderValue::from_str(&format!("bytes={}-", st.offset))
-            .map_err(|e| Failure::fail(transport(e.to_string())))?;
+            .map_err(|e| AttemptFailure::fail(transport(e.to_string())))?;
         request_headers.insert(header::RANGE, range);
         if let Some(etag) = &st.etag {
             request_headers.insert(header::IF_RANGE, etag.clone());
@@ -440,15 +488,15 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
         .send();
     let response = tokio::select! {
         biased;
-        _ = ctx.cancel.cancelled() => return Err(Failure::fail(cancelled(ctx))),
+        _ = ctx.cancel.cancelled() => return Err(AttemptFailure::fail(cancelled(ctx))),
         r = tokio::time::timeout(ctx.options.stall_timeout, send) => match r {
-            Err(_) => return Err(Failure::retry(transport(format!(
+            Err(_) => return Err(AttemptFailure::retry(transport(format!(
                 "no response within {} s", ctx.options.stall_timeout.as_secs_f64()
             )))),
             Ok(Err(e)) => {
                 let fatal = e.is_builder() || e.is_redirect();
                 let error = transport(describe_reqwest(e));
-                return Err(if fatal { Failure::fail(error) } else { Failure::retry(error) });
+                return Err(if fatal { AttemptFailure::fail(error) } else { AttemptFailure::retry(error) });
             }
             Ok(Ok(r)) => r,
         },
@@ -479,7 +527,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
             Some(ContentRange::Bytes { start, end, total }) if start == st.offset => {
                 let len = end - start + 1;
                 if content_length.is_some_and(|cl| cl != len) {
-                    return Err(Failure::retry(transport(format!(
+                    return Err(AttemptFailure::retry(transport(format!(
                         "the server's Content-Length ({}) does not match its Content-Range ({start}-{end})",
                         content_length.unwrap_or_default()
                     ))));
@@ -489,7 +537,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
             other => {
                 let offset = st.offset;
                 st.restart();
-                return Err(Failure::retry(transport(format!(
+                return Err(AttemptFailure::retry(transport(format!(
                     "asked for the file from byte {offset} but the server answered {}; starting over",
                     match other {
                         Some(ContentRange::Bytes { start, .. }) => format!("from byte {start}"),
@@ -520,7 +568,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
                     st.restarted_on_416 = true;
                     Next::RetryNow
                 };
-                return Err(Failure { error, next });
+                return Err(AttemptFailure { error, next });
             }
         }
         s if is_retryable_status(s) => {
@@ -531,7 +579,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
             } else {
                 None
             };
-            return Err(Failure {
+            return Err(AttemptFailure {
                 error: DownloadError::Http {
                     url: ctx.url.clone(),
                     status,
@@ -541,7 +589,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
             });
         }
         s => {
-            return Err(Failure::fail(DownloadError::Http {
+            return Err(AttemptFailure::fail(DownloadError::Http {
                 url: ctx.url.clone(),
                 status,
                 message: status_advice(s),
@@ -557,7 +605,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
     };
     if let (Some(size), Some(total)) = (ctx.spec.expected_size, total) {
         if size != total {
-            return Err(Failure::retry(DownloadError::Length {
+            return Err(AttemptFailure::retry(DownloadError::Length {
                 url: ctx.url.clone(),
                 expected: size,
                 got: total,
@@ -567,7 +615,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
     if let (Some(before), Some(now)) = (st.total, total) {
         if before != now {
             st.restart();
-            return Err(Failure::retry(transport(format!(
+            return Err(AttemptFailure::retry(transport(format!(
                 "the file changed on the server (size {before} became {now}); starting over"
             ))));
         }
@@ -577,7 +625,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
         .any(|d| !st.digests.is_empty() && !st.digests.iter().any(|o| o.sha256 == d.sha256));
     if changed {
         st.restart();
-        return Err(Failure::retry(transport(
+        return Err(AttemptFailure::retry(transport(
             "the file changed on the server (its checksum changed); starting over".to_string(),
         )));
     }
@@ -594,7 +642,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
     ctx.observer.started(&ctx.url, total, start);
     let mut writer = PartWriter::start(ctx.part.clone(), st.offset, st.hasher.take(), total);
     let mut held = st.offset;
-    let mut body_error: Option<Failure> = None;
+    let mut body_error: Option<AttemptFailure> = None;
     if let Some(response) = body {
         let mut stream = response.bytes_stream();
         let mut last_report = Instant::now();
@@ -602,14 +650,14 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
             let next = tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => {
-                    body_error = Some(Failure::fail(cancelled(ctx)));
+                    body_error = Some(AttemptFailure::fail(cancelled(ctx)));
                     break;
                 }
                 next = tokio::time::timeout(ctx.options.stall_timeout, stream.next()) => next,
             };
             match next {
                 Err(_) => {
-                    body_error = Some(Failure::retry(transport(format!(
+                    body_error = Some(AttemptFailure::retry(transport(format!(
                         "no data for {} s after byte {held}",
                         ctx.options.stall_timeout.as_secs_f64()
                     ))));
@@ -627,13 +675,13 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
                         },
                         None => transport(cause),
                     };
-                    body_error = Some(Failure::retry(error));
+                    body_error = Some(AttemptFailure::retry(error));
                     break;
                 }
                 Ok(Some(Ok(chunk))) => {
                     let len = chunk.len() as u64;
                     if total.is_some_and(|t| held + len > t) {
-                        body_error = Some(Failure::retry(DownloadError::Length {
+                        body_error = Some(AttemptFailure::retry(DownloadError::Length {
                             url: ctx.url.clone(),
                             expected: total.unwrap_or_default(),
                             got: held + len,
@@ -656,7 +704,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
         Ok(w) => w,
         Err(source) => {
             st.hasher = None;
-            return Err(Failure::fail(DownloadError::Io {
+            return Err(AttemptFailure::fail(DownloadError::Io {
                 path: ctx.part.clone(),
                 source,
             }));
@@ -683,7 +731,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
             if written.len > expected {
                 st.restart();
             }
-            return Err(Failure::retry(DownloadError::Length {
+            return Err(AttemptFailure::retry(DownloadError::Length {
                 url: ctx.url.clone(),
                 expected,
                 got: written.len,
@@ -696,7 +744,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
         let expected = crate::durable::to_hex(&bad.sha256);
         tracing::warn!(url = %ctx.url, header = bad.header, %expected, %got, "checksum mismatch; starting over");
         st.restart();
-        return Err(Failure::retry(DownloadError::Checksum {
+        return Err(AttemptFailure::retry(DownloadError::Checksum {
             url: ctx.url.clone(),
             expected,
             got,
@@ -713,9 +761,9 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
             let server_agrees = !st.digests.is_empty();
             st.restart();
             return Err(if server_agrees {
-                Failure::fail(error)
+                AttemptFailure::fail(error)
             } else {
-                Failure::retry(error)
+                AttemptFailure::retry(error)
             });
         }
     }
@@ -726,7 +774,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
     synced.map_err(|source| {
-        Failure::fail(DownloadError::Io {
+        AttemptFailure::fail(DownloadError::Io {
             path: ctx.part.clone(),
             source,
         })
@@ -734,7 +782,7 @@ async fn attempt(ctx: &Ctx<'_>, st: &mut PartState, n: u32) -> Result<Downloaded
     tokio::fs::rename(&ctx.part, &ctx.spec.dest)
         .await
         .map_err(|source| {
-            Failure::fail(DownloadError::Io {
+            AttemptFailure::fail(DownloadError::Io {
                 path: ctx.spec.dest.clone(),
                 source,
             })
@@ -760,7 +808,7 @@ fn new_backoff(policy: &RetryPolicy) -> crate::retry::Backoff<rand::rngs::StdRng
 
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
-fn cancelled(ctx: &Ctx<'_>) -> DownloadError {
+fn cancelled(ctx: &FetchState<'_>) -> DownloadError {
     DownloadError::Cancelled {
         url: ctx.url.clone(),
     }
@@ -815,7 +863,9 @@ struct InFlight(PathBuf);
 impl InFlight {
     fn acquire(dest: &Path) -> Result<Self, DownloadError> {
         let key = std::path::absolute(dest).unwrap_or_else(|_| dest.to_path_buf());
-        let mut set = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set = IN_FLIGHT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !set.insert(key.clone()) {
             return Err(DownloadError::Io {
                 path: dest.to_path_buf(),
@@ -831,7 +881,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut set = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set = IN_FLIGHT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         set.remove(&self.0);
     }
 }

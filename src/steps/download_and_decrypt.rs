@@ -81,9 +81,13 @@ fn now() -> String {
 
 /// A rendered download step: the files to fetch and how.
 pub struct DownloadPlan {
+    /// The files, in the order of `urls`.
     pub files: Vec<FileToFetch>,
+    /// The destination directory.
     pub to: PathBuf,
+    /// The vendor request id to record on each artifact, when known.
     pub request_id: Option<String>,
+    /// Files fetched at once (at least 1).
     pub concurrency: usize,
 }
 
@@ -309,9 +313,13 @@ pub async fn download_step(
 
 /// A rendered decrypt step (files aside).
 pub struct DecryptPlan {
+    /// The OpenPGP secret key file.
     pub key_path: PathBuf,
+    /// The key's passphrase, when it has one (secret).
     pub passphrase: Option<String>,
+    /// The directory the plaintext goes to.
     pub to: PathBuf,
+    /// Files decrypted at once (at least 1).
     pub concurrency: usize,
 }
 
@@ -328,7 +336,7 @@ pub fn plan_decrypt(
     }
     let to = PathBuf::from(render_str("decrypt.to", &spec.to, ctx)?);
     let default_conc = std::thread::available_parallelism()
-        .map(|n| n.get())
+        .map(std::num::NonZero::get)
         .unwrap_or(2);
     Ok(DecryptPlan {
         key_path,
@@ -450,7 +458,9 @@ pub async fn decrypt_step(
 /// Which of two pipelined steps failed.
 #[derive(Debug)]
 pub enum PipelineError {
+    /// The download step failed (nothing of it is reported as decrypted).
     Download(StepError),
+    /// The decrypt step failed after its downloads succeeded.
     Decrypt(StepError),
 }
 

@@ -20,12 +20,17 @@ pub mod poll;
 pub struct StepEnv<'a> {
     /// The step's path, for events (`id`, `loop[2].id`).
     pub step: &'a str,
+    /// Where the step's events go.
     pub emitter: &'a Emitter,
+    /// Cancelled on Ctrl-C, SIGTERM or the step's timeout; every wait watches it.
     pub cancel: &'a CancellationToken,
+    /// The step's retry policy (its own fields over the file's defaults).
     pub retry: RetryPolicy,
+    /// `--dry-run`: show requests instead of sending them.
     pub dry_run: bool,
     /// When the step started; with `deadline`, bounds polls.
     pub started: Instant,
+    /// The step's `timeout`, measured from `started` (polls default to 7d).
     pub deadline: Option<Duration>,
     /// Detach (exit 75) once polling has waited this long.
     pub max_wait: Option<Duration>,
@@ -36,117 +41,195 @@ pub struct StepEnv<'a> {
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
+    /// A template in one of the step's fields failed to render.
     #[error("`{field}`: {source}")]
     Template {
+        /// The field, e.g. `call.json.query`.
         field: String,
+        /// Why rendering failed.
         source: TemplateError,
     },
+    /// The vendor request failed on its last attempt.
     #[error("{source}{}", attempts_note(*attempts))]
     Vendor {
+        /// The last attempt's error.
         source: Box<VendorError>,
+        /// Attempts made in all.
         attempts: u32,
     },
+    /// The answer did not meet `expect` (status or condition).
     #[error("{message}")]
-    Expect { message: String },
+    Expect {
+        /// What was expected and what came back.
+        message: String,
+    },
+    /// A poll's `fail_when` condition held (a terminal vendor state).
     #[error("{message}")]
-    PollFailed { message: String },
+    PollFailed {
+        /// The condition and the state observed.
+        message: String,
+    },
+    /// The step's `timeout` ran out.
     #[error("timed out after {}", crate::workflow::duration::format_duration(*after))]
-    Timeout { after: Duration },
+    Timeout {
+        /// The timeout that ran out.
+        after: Duration,
+    },
+    /// A poll detached after `max_wait`; the run is pending (exit 75) and resumes later.
     #[error("still waiting: {waiting_for}")]
-    Pending { waiting_for: String, polls: u32 },
+    Pending {
+        /// What the poll was waiting for (the `until` condition and the last state).
+        waiting_for: String,
+        /// Polls made in this process.
+        polls: u32,
+    },
+    /// Writing a file the step produces failed.
     #[error("cannot write {}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The OS error.
         source: std::io::Error,
     },
     /// A rendered URL field does not parse.
     #[error("`{field}` renders to `{value}`, which is not a URL: {source}")]
     RenderedUrl {
+        /// The field, e.g. `call.url`.
         field: &'static str,
+        /// What it rendered to (masked).
         value: String,
+        /// The URL parser's complaint.
         source: url::ParseError,
     },
     /// A path joined onto a connection's base URL does not parse.
     #[error("`{path}` joined onto the base URL is not a URL: {source}")]
     JoinedUrl {
+        /// The rendered path.
         path: String,
+        /// The URL parser's complaint.
         source: url::ParseError,
     },
     /// One item of a list of URLs does not parse.
     #[error("`{field}` item {index} is not a URL: {source}")]
     ListUrl {
+        /// The list field, e.g. `download.urls`.
         field: &'static str,
+        /// 0-based position of the bad item.
         index: usize,
+        /// The URL parser's complaint.
         source: url::ParseError,
     },
     /// A relative `path` on a connection without a base URL.
     #[error("connection `{connection}` has no base URL (is its environment variable set?)")]
-    NoBaseUrl { connection: String },
+    NoBaseUrl {
+        /// The connection's name.
+        connection: String,
+    },
+    /// `call.method` is not an HTTP method.
     #[error("unknown HTTP method `{method}`")]
-    UnknownMethod { method: String },
+    UnknownMethod {
+        /// The method as rendered.
+        method: String,
+    },
     /// A rendered value of the wrong shape (`expected`: what the field takes).
     #[error("`{field}` must be {expected}; found {found}")]
     WrongType {
+        /// The field.
         field: &'static str,
+        /// What the field takes, e.g. "a list of strings".
         expected: &'static str,
+        /// A short description of the value found.
         found: String,
     },
     /// A rendered duration that does not parse (`reason` from the duration parser).
     #[error("{field}: {reason}")]
-    BadDuration { field: String, reason: String },
+    BadDuration {
+        /// The field.
+        field: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// `download.names` and `download.urls` rendered to lists of different lengths.
     #[error("`download.names` has {names} names for {urls} URLs")]
-    NamesMismatch { names: usize, urls: usize },
+    NamesMismatch {
+        /// How many names.
+        names: usize,
+        /// How many URLs.
+        urls: usize,
+    },
     /// A value that cannot be written as JSON (`what`: the response, the report).
     #[error("cannot serialise the {what}: {source}")]
     Serialize {
+        /// What was being written.
         what: &'static str,
+        /// The serializer's error.
         source: serde_json::Error,
     },
     /// A blocking task (key loading, decryption) panicked or was cancelled.
     #[error("{task} task failed: {source}")]
     TaskFailed {
+        /// Which task (`key loading`, `decryption`).
         task: &'static str,
+        /// The join error.
         source: tokio::task::JoinError,
     },
+    /// Reading or writing the run's journal failed.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     /// Resuming would send a must-not-repeat request that differs from the one recorded.
     #[error("an earlier process of this run sent step `{step}` a different request at {}; its inputs changed, so resuming could repeat it. Check the vendor, then pass --fresh to start the run over", at.to_rfc3339())]
     RequestChanged {
+        /// The step's path.
         step: String,
+        /// When the earlier process recorded its request.
         at: chrono::DateTime<chrono::Utc>,
     },
     /// A must-not-repeat request may have been carried out and the vendor cannot say.
     #[error("a request that must not be repeated ({method} {url}) may have reached {vendor} at {}, but its answer was lost, and {vendor} offers no way to look it up. Check at {vendor} whether it was carried out; then either run again with --fresh (the run starts over and sends it again), or mark the call `idempotent: true` if repeating it is harmless", since.to_rfc3339())]
     OutcomeUnknown {
+        /// The request's method.
         method: http::Method,
         /// Redacted and masked.
         url: String,
+        /// The vendor it was sent to.
         vendor: crate::vendors::VendorKind,
+        /// When the intent to send it was recorded.
         since: chrono::DateTime<chrono::Utc>,
     },
     /// Looking up a lost answer did not reach the end of the vendor's list.
     #[error("looking up whether {vendor} carried out step `{step}` read {pages} pages without reaching the end; check at {vendor}, then run again")]
     LookupTooLong {
+        /// The vendor looked up.
         vendor: crate::vendors::VendorKind,
+        /// The step's path.
         step: String,
+        /// Pages read before giving up.
         pages: u32,
     },
     /// `for_each.items` rendered to something other than a list (or null).
     #[error("`for_each.items` must be a list, got {found}")]
-    ItemsNotList { found: String },
+    ItemsNotList {
+        /// A short description of the value found.
+        found: String,
+    },
     /// Iterations of a `for_each` failed (with `fail_fast: false`, after all were tried); each
     /// line names the item and its error.
     #[error("{} of {count} iterations of `{step}` failed:\n  {}", .failures.len(), .failures.join("\n  "))]
     IterationsFailed {
+        /// The loop step's path.
         step: String,
+        /// Iterations in all.
         count: usize,
+        /// One line per failed iteration: the item and its error.
         failures: Vec<String>,
     },
+    /// A download failed.
     #[error(transparent)]
     Download(#[from] download::DownloadError),
+    /// A decryption failed.
     #[error(transparent)]
     Decrypt(#[from] decrypt::DecryptError),
+    /// Ctrl-C or SIGTERM stopped the step; the run resumes it next time.
     #[error("cancelled")]
     Cancelled,
 }
@@ -160,6 +243,7 @@ fn attempts_note(n: u32) -> String {
 }
 
 impl StepError {
+    /// A template error in `field`.
     pub fn template(field: impl Into<String>, source: TemplateError) -> Self {
         StepError::Template {
             field: field.into(),
@@ -170,7 +254,9 @@ impl StepError {
 
 /// Forwards what a vendor adapter observes (MailStore logs and progress) as events.
 pub struct StepObserver<'a> {
+    /// The step's path, for the events.
     pub step: &'a str,
+    /// Where the events go.
     pub emitter: &'a Emitter,
 }
 

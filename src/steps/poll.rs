@@ -19,9 +19,13 @@ pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The interval policy of a poll, rendered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Interval {
+    /// Wait before the second poll.
     pub initial: Duration,
+    /// Each wait is the previous one times this.
     pub factor: f64,
+    /// Cap on one wait.
     pub max: Duration,
+    /// How waits are randomized (polls default to none).
     pub jitter: Jitter,
 }
 
@@ -67,8 +71,11 @@ impl Interval {
 
 /// What a finished poll produced.
 pub struct PollOutcome {
+    /// The response on which `until` held.
     pub response: Response,
+    /// Polls made (each may take several attempts).
     pub polls: u32,
+    /// HTTP attempts made in all.
     pub attempts: u32,
 }
 

@@ -28,7 +28,7 @@ use helpers::{value_to_text, HelperFailure, REGISTRY};
 
 /// A compiled template.
 #[derive(Debug, Clone)]
-pub struct Template {
+pub(crate) struct Template {
     source: String,
     kind: Kind,
     vars: Vec<VarRef>,
@@ -51,7 +51,7 @@ enum Kind {
 
 /// A variable read from the root context.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VarRef {
+pub(crate) struct VarRef {
     /// Path segments, e.g. `["steps", "create", "body", "id"]`; array indexes as `"0"`.
     pub path: Vec<String>,
     /// Byte offset in the source of the `{{` that contains the reference.
@@ -96,19 +96,20 @@ impl TemplateError {
 
 /// A render context built once and reusable across renders (see the `*_in` methods).
 #[derive(Debug, Clone)]
-pub struct TemplateContext(handlebars::Context);
+pub(crate) struct TemplateContext(handlebars::Context);
 
 impl TemplateContext {
-    pub fn new(value: Value) -> Self {
+    pub(crate) fn new(value: Value) -> Self {
         TemplateContext(handlebars::Context::from(value))
     }
 
-    pub fn value(&self) -> &Value {
+    pub(crate) fn value(&self) -> &Value {
         self.0.data()
     }
 
     /// For updating e.g. `item`/`index` in place between loop iterations.
-    pub fn value_mut(&mut self) -> &mut Value {
+    #[cfg(test)]
+    pub(crate) fn value_mut(&mut self) -> &mut Value {
         self.0.data_mut()
     }
 }
@@ -121,7 +122,7 @@ impl From<Value> for TemplateContext {
 
 impl Template {
     /// Parses and checks a template.
-    pub fn compile(src: &str) -> Result<Template, TemplateError> {
+    pub(crate) fn compile(src: &str) -> Result<Template, TemplateError> {
         if !src.contains("{{") {
             return Ok(Template {
                 source: src.to_owned(),
@@ -172,21 +173,21 @@ impl Template {
         })
     }
 
-    pub fn source(&self) -> &str {
+    pub(crate) fn source(&self) -> &str {
         &self.source
     }
 
     /// True when the template contains no expression: it always renders to the same text.
-    pub fn is_static(&self) -> bool {
+    pub(crate) fn is_static(&self) -> bool {
         matches!(self.kind, Kind::Static(_))
     }
 
     /// Every variable path read from the root context, in source order.
-    pub fn variables(&self) -> Vec<VarRef> {
+    pub(crate) fn variables(&self) -> Vec<VarRef> {
         self.vars.clone()
     }
 
-    pub fn render_string(&self, ctx: &Value) -> Result<String, TemplateError> {
+    pub(crate) fn render_string(&self, ctx: &Value) -> Result<String, TemplateError> {
         match &self.kind {
             Kind::Static(s) => Ok(s.clone()),
             Kind::Single {
@@ -198,7 +199,7 @@ impl Template {
         }
     }
 
-    pub fn render_value(&self, ctx: &Value) -> Result<Value, TemplateError> {
+    pub(crate) fn render_value(&self, ctx: &Value) -> Result<Value, TemplateError> {
         match &self.kind {
             Kind::Static(s) => Ok(Value::String(s.clone())),
             Kind::Single {
@@ -210,11 +211,11 @@ impl Template {
         }
     }
 
-    pub fn render_bool(&self, ctx: &Value) -> Result<bool, TemplateError> {
+    pub(crate) fn render_bool(&self, ctx: &Value) -> Result<bool, TemplateError> {
         self.render_value(ctx).map(|v| truthy(&v))
     }
 
-    pub fn render_string_in(&self, ctx: &TemplateContext) -> Result<String, TemplateError> {
+    pub(crate) fn render_string_in(&self, ctx: &TemplateContext) -> Result<String, TemplateError> {
         match &self.kind {
             Kind::Static(s) => Ok(s.clone()),
             Kind::Single { .. } => self
@@ -224,7 +225,7 @@ impl Template {
         }
     }
 
-    pub fn render_value_in(&self, ctx: &TemplateContext) -> Result<Value, TemplateError> {
+    pub(crate) fn render_value_in(&self, ctx: &TemplateContext) -> Result<Value, TemplateError> {
         match &self.kind {
             Kind::Static(s) => Ok(Value::String(s.clone())),
             Kind::Single {
@@ -237,7 +238,8 @@ impl Template {
         }
     }
 
-    pub fn render_bool_in(&self, ctx: &TemplateContext) -> Result<bool, TemplateError> {
+    #[cfg(test)]
+    pub(crate) fn render_bool_in(&self, ctx: &TemplateContext) -> Result<bool, TemplateError> {
         self.render_value_in(ctx).map(|v| truthy(&v))
     }
 
@@ -436,7 +438,10 @@ fn single_expression(t: &HbTemplate) -> Option<(usize, Parameter)> {
 /// or an undefined `env.*` variable all mean absent, so one file can offer several credential
 /// kinds and a passphrase may be unset. Any other error is returned for the caller to name the
 /// field. Surrounding whitespace is kept; callers that want it gone trim.
-pub fn render_optional(src: Option<&str>, ctx: &Value) -> Result<Option<String>, TemplateError> {
+pub(crate) fn render_optional(
+    src: Option<&str>,
+    ctx: &Value,
+) -> Result<Option<String>, TemplateError> {
     let Some(src) = src else {
         return Ok(None);
     };
@@ -450,7 +455,7 @@ pub fn render_optional(src: Option<&str>, ctx: &Value) -> Result<Option<String>,
 
 /// Renders every string inside a JSON value (recursively, keys untouched) with
 /// [`Template::render_value`] semantics.
-pub fn render_deep(value: &Value, ctx: &Value) -> Result<Value, TemplateError> {
+pub(crate) fn render_deep(value: &Value, ctx: &Value) -> Result<Value, TemplateError> {
     // Copy the context into handlebars at most once for the whole value.
     let mut shared: Option<TemplateContext> = None;
     render_deep_with(value, ctx, &mut shared)
@@ -493,7 +498,9 @@ fn render_deep_with(
 
 /// Compiles every string inside a JSON value; returns the templates with their location
 /// (`a.b[2]`; the empty string for a top-level string), or the first error with its location.
-pub fn compile_deep(value: &Value) -> Result<Vec<(String, Template)>, (String, TemplateError)> {
+pub(crate) fn compile_deep(
+    value: &Value,
+) -> Result<Vec<(String, Template)>, (String, TemplateError)> {
     let mut out = Vec::new();
     compile_deep_at(value, String::new(), &mut out)?;
     Ok(out)
@@ -530,6 +537,7 @@ fn compile_deep_at(
 }
 
 /// Names of all helpers users may call, sorted.
-pub fn helper_names() -> Vec<&'static str> {
+#[cfg(test)]
+pub(crate) fn helper_names() -> Vec<&'static str> {
     helpers::names()
 }

@@ -274,7 +274,7 @@ fn undefined_variable_in_helper_params_names_the_path() {
     // in the typed path
     match value("{{ eq inputs.nme 1 }}") {
         Err(TemplateError::UndefinedVariable { path, offset }) => {
-            assert_eq!((path.as_str(), offset), ("inputs.nme", Some(0)))
+            assert_eq!((path.as_str(), offset), ("inputs.nme", Some(0)));
         }
         other => panic!("{other:?}"),
     }
@@ -695,7 +695,7 @@ fn file_helper() {
     f.set_len(helpers::FILE_LIMIT + 1).unwrap();
     match render_in("{{file \"big\"}}") {
         Err(TemplateError::Helper { message, .. }) => {
-            assert!(message.contains("16 MiB"), "{message}")
+            assert!(message.contains("16 MiB"), "{message}");
         }
         other => panic!("{other:?}"),
     }

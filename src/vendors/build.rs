@@ -20,26 +20,37 @@ pub enum BuildError {
     /// A field's template does not render.
     #[error("`{field}`: {source}")]
     Template {
+        /// The field, e.g. `connections.mc.credentials.access_key`.
         field: String,
+        /// Why rendering failed.
         source: TemplateError,
     },
     /// A required setting rendered empty (usually an unset environment variable).
     #[error("connection `{name}`: {what}{}", env_note(env_vars))]
     Missing {
+        /// The connection's name.
         name: String,
+        /// What is missing, e.g. "base_url" or "credentials".
         what: &'static str,
         /// The environment variables the credential templates read.
         env_vars: Vec<String>,
     },
+    /// `base_url` renders to something that is not a URL.
     #[error("connection `{name}`: base_url `{url}` is not a URL: {source}")]
     BaseUrl {
+        /// The connection's name.
         name: String,
+        /// What it rendered to.
         url: String,
+        /// The URL parser's complaint.
         source: url::ParseError,
     },
     /// A step names a connection the file does not declare.
     #[error("no connection named `{name}`")]
-    Unknown { name: String },
+    Unknown {
+        /// The name the step gives.
+        name: String,
+    },
     /// The HTTP client or the vendor's auth state could not be set up.
     #[error(transparent)]
     Vendor(Box<VendorError>),
@@ -75,7 +86,10 @@ impl ConnectionCache {
         warn: impl FnOnce(String),
     ) -> Result<Connection, BuildError> {
         let Some(name) = name else {
-            let mut plain = self.plain.lock().unwrap_or_else(|p| p.into_inner());
+            let mut plain = self
+                .plain
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(c) = plain.as_ref() {
                 return Ok(c.clone());
             }
@@ -88,7 +102,7 @@ impl ConnectionCache {
         if let Some(c) = self
             .named
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
         {
             return Ok(c.clone());
@@ -117,7 +131,7 @@ impl ConnectionCache {
             .map_err(|e| BuildError::Vendor(Box::new(e)))?;
         self.named
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key, conn.clone());
         Ok(conn)
     }

@@ -1,4 +1,6 @@
 //! A ready connection: one HTTP client, cached tokens, and dispatch to the vendor adapter.
+#![allow(missing_docs)]
+// TODO(#9): document
 // `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
 #![allow(clippy::result_large_err)]
 use std::sync::Arc;
@@ -62,8 +64,8 @@ struct Inner {
     adapter: Adapter,
 }
 
-/// What the vendor adapters get from the connection.
-pub(super) struct Ctx<'a> {
+/// What a vendor adapter gets from its connection: settings, secrets and the HTTP client.
+pub(super) struct ConnectionParts<'a> {
     pub settings: &'a ConnectionSettings,
     pub secrets: &'a Secrets,
     pub client: &'a reqwest::Client,
@@ -102,8 +104,8 @@ impl Connection {
         &self.inner.settings
     }
 
-    fn ctx(&self) -> Ctx<'_> {
-        Ctx {
+    fn ctx(&self) -> ConnectionParts<'_> {
+        ConnectionParts {
             settings: &self.inner.settings,
             secrets: &self.inner.secrets,
             client: &self.inner.client,

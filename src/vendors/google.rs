@@ -4,6 +4,8 @@
 //! domain-wide delegation: an RS256-signed JWT assertion exchanged at the token endpoint
 //! (`urn:ietf:params:oauth:grant-type:jwt-bearer`), cached and refreshed before expiry and
 //! once on a 401.
+#![allow(missing_docs)]
+// TODO(#9): document
 // `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
 #![allow(clippy::result_large_err)]
 pub mod recovery;
@@ -15,7 +17,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::connection::Ctx;
+use super::connection::ConnectionParts;
 use super::http::{encode_body, execute, Outgoing, RawResponse};
 use super::token::{request_token, TokenCache};
 use super::{
@@ -199,7 +201,7 @@ impl Auth {
 }
 
 async fn fetch_sa_token(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     sa: &ServiceAccount,
     observer: &dyn Observer,
     cancel: &CancellationToken,
@@ -282,7 +284,7 @@ async fn fetch_sa_token(
 /// The Authorization header value (`Bearer ...`), fetching or refreshing the token as needed;
 /// `stale` is a token that just got a 401.
 pub(super) async fn authorization(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     auth: &Auth,
     stale: Option<&str>,
     cancel: &CancellationToken,
@@ -291,7 +293,7 @@ pub(super) async fn authorization(
 }
 
 async fn authorization_observed(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     auth: &Auth,
     stale: Option<&str>,
     observer: &dyn Observer,
@@ -309,7 +311,11 @@ async fn authorization_observed(
     }
 }
 
-fn outgoing(ctx: &Ctx<'_>, req: &Request, authorization: &str) -> Result<Outgoing, VendorError> {
+fn outgoing(
+    ctx: &ConnectionParts<'_>,
+    req: &Request,
+    authorization: &str,
+) -> Result<Outgoing, VendorError> {
     let mut out = Outgoing::new(
         req.method.clone(),
         req.url.clone(),
@@ -325,7 +331,7 @@ fn outgoing(ctx: &Ctx<'_>, req: &Request, authorization: &str) -> Result<Outgoin
 }
 
 pub(super) fn prepare(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     _auth: &Auth,
     req: &Request,
 ) -> Result<PreparedRequest, VendorError> {
@@ -333,7 +339,7 @@ pub(super) fn prepare(
 }
 
 pub(super) async fn send(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     auth: &Auth,
     req: &Request,
     observer: &dyn Observer,

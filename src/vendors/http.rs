@@ -1,4 +1,6 @@
 //! Shared HTTP plumbing: client building, body encoding, sending one request, parsing and errors.
+#![allow(missing_docs)]
+// TODO(#9): document
 // `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
 #![allow(clippy::result_large_err)]
 use std::collections::BTreeMap;
@@ -232,7 +234,7 @@ impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .get(&name.to_ascii_lowercase())
-            .map(|s| s.as_str())
+            .map(std::string::String::as_str)
     }
 
     pub fn content_type(&self) -> Option<&str> {

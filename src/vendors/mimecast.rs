@@ -2,6 +2,8 @@
 //!
 //! Both versions use the same endpoints (always POST), the `{meta, data, fail}` envelope and
 //! `meta.pagination` paging; only the Authorization differs.
+#![allow(missing_docs)]
+// TODO(#9): document
 // `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
 #![allow(clippy::result_large_err)]
 use std::time::Duration;
@@ -13,7 +15,7 @@ use sha1::Sha1;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::connection::{Ctx, Pagination};
+use super::connection::{ConnectionParts, Pagination};
 use super::http::{execute, mimecast_fail, Encoded, Outgoing, RawResponse};
 use super::token::{request_token, TokenCache};
 use super::{
@@ -174,7 +176,7 @@ fn encode(body: &Body) -> Result<Vec<u8>, VendorError> {
 
 /// The request as sent (always POST), with the given auth headers.
 fn outgoing(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     req: &Request,
     auth_headers: Vec<(&str, String)>,
 ) -> Result<Outgoing, VendorError> {
@@ -211,7 +213,7 @@ fn v1_headers(
 }
 
 pub(super) fn prepare(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     auth: &Auth,
     req: &Request,
 ) -> Result<PreparedRequest, VendorError> {
@@ -228,7 +230,7 @@ pub(super) fn prepare(
 }
 
 pub(super) async fn send(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     auth: &Auth,
     req: &Request,
     observer: &dyn Observer,
@@ -300,7 +302,7 @@ pub(super) async fn send(
 }
 
 async fn v2_call(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     req: &Request,
     token: &str,
     cancel: &CancellationToken,
@@ -310,7 +312,7 @@ async fn v2_call(
 }
 
 /// The API base: the connection's base URL, else the request's origin.
-fn base_url(ctx: &Ctx<'_>, req_url: &Url) -> Url {
+fn base_url(ctx: &ConnectionParts<'_>, req_url: &Url) -> Url {
     match &ctx.settings.base_url {
         Some(b) => b.clone(),
         None => {
@@ -333,7 +335,7 @@ fn token_url(base: &Url) -> Result<Url, VendorError> {
 
 #[allow(clippy::too_many_arguments)]
 async fn v2_token(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     base: &Url,
     client_id: &str,
     client_secret: &str,
@@ -373,7 +375,7 @@ async fn v2_token(
 /// The Authorization header for a plain file GET: a bearer token with API 2.0; none with
 /// API 1.0 (its signature covers one URI and cannot authorize a download).
 pub(super) async fn download_authorization(
-    ctx: &Ctx<'_>,
+    ctx: &ConnectionParts<'_>,
     auth: &Auth,
     cancel: &CancellationToken,
 ) -> Result<Option<String>, VendorError> {

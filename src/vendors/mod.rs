@@ -25,13 +25,18 @@ pub use connection::{Connection, Pagination};
 /// Which vendor a connection talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VendorKind {
+    /// Any HTTP API (`kind: http`): no signing, optional Basic or bearer auth.
     Http,
+    /// Mimecast API 1.0 (HMAC-signed) or 2.0 (OAuth client credentials).
     Mimecast,
+    /// MailStore Server Administration API (Basic auth, long-running processes).
     MailStore,
+    /// Google Workspace Email Audit API (OAuth bearer, Atom XML).
     Google,
 }
 
 impl VendorKind {
+    /// The vendor's name as written in a workflow's `kind:` and in messages.
     pub fn as_str(self) -> &'static str {
         match self {
             VendorKind::Http => "http",
@@ -49,35 +54,48 @@ impl std::fmt::Display for VendorKind {
 }
 
 /// Rendered credentials of a connection. Every string in here is a secret
-/// (the engine registers them with [`Secrets`] before building the connection).
+/// (the engine registers them with [`Secrets`](crate::secrets::Secrets) before building the connection).
 #[derive(Clone)]
 pub enum Credentials {
+    /// No authentication (plain http connections, or a `url:` call).
     None,
     /// Mimecast API 1.0: HMAC-SHA1 signed requests.
     Mimecast1 {
+        /// The access key, sent in the `Authorization: MC <access_key>:<signature>` header.
         access_key: String,
+        /// The base64 secret key that signs each request.
         secret_key: String,
+        /// The application id (`x-mc-app-id`).
         app_id: String,
+        /// The application key, part of the signed string.
         app_key: String,
     },
     /// Mimecast API 2.0: OAuth 2.0 client credentials against `{base}/oauth/token`.
     Mimecast2 {
+        /// OAuth client id.
         client_id: String,
+        /// OAuth client secret.
         client_secret: String,
     },
     /// HTTP Basic (MailStore, or plain http).
     Basic {
+        /// The user name.
         username: String,
+        /// The password.
         password: String,
     },
     /// A ready bearer token (Google `GOOGLE_ACCESS_TOKEN`, or plain http).
     Bearer {
+        /// The access token, sent as `Authorization: Bearer <token>`.
         token: String,
     },
     /// Google service-account key file with domain-wide delegation acting as `subject`.
     GoogleServiceAccount {
+        /// The service account's JSON key file.
         key_file: PathBuf,
+        /// The admin's email address the service account acts as (JWT `sub`).
         subject: String,
+        /// OAuth scopes asked for (the Email Audit API's scope).
         scopes: Vec<String>,
         /// Overrides the token endpoint of the key file (tests point it at the simulator).
         token_url: Option<String>,
@@ -104,9 +122,11 @@ impl std::fmt::Debug for Credentials {
 pub struct ConnectionSettings {
     /// The connection's name in the workflow (for messages).
     pub name: String,
+    /// The vendor, which picks the adapter.
     pub kind: VendorKind,
     /// Base URL; requests with a relative path are joined onto it.
     pub base_url: Option<url::Url>,
+    /// The rendered credentials (all secret).
     pub credentials: Credentials,
     /// Extra PEM CA certificate to trust (MailStore's self-signed certificate).
     pub ca_file: Option<PathBuf>,
@@ -121,6 +141,7 @@ pub struct ConnectionSettings {
 /// A request body, before vendor encoding.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
+    /// No body.
     Empty,
     /// Sent as `application/json`.
     Json(Value),
@@ -130,7 +151,9 @@ pub enum Body {
     Atom(Vec<(String, String)>),
     /// Raw text with its content type.
     Text {
+        /// The `Content-Type` header value (default `text/plain`).
         content_type: String,
+        /// The body.
         text: String,
     },
 }
@@ -138,17 +161,20 @@ pub enum Body {
 /// A vendor-neutral request: one attempt of a `call` (or one poll, or one page).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    /// The HTTP method.
     pub method: ::http::Method,
     /// Absolute URL including the query string.
     pub url: url::Url,
     /// Extra headers from the workflow (the adapter adds auth and content type).
     pub headers: Vec<(String, String)>,
+    /// The body, before the vendor's encoding.
     pub body: Body,
 }
 
 /// A parsed response.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
+    /// The HTTP status code.
     pub status: u16,
     /// Header names in lower case; repeated headers joined with ", ".
     pub headers: BTreeMap<String, String>,
@@ -187,16 +213,22 @@ pub enum Recovery {
 /// A listing that shows whether `original` was carried out.
 #[derive(Debug, Clone)]
 pub struct Lookup {
+    /// The listing request to send (paged like any call).
     pub request: Request,
+    /// The request whose outcome is unknown, to match against the listing.
     pub original: Request,
 }
 
 /// What a request looks like on the wire, for `--dry-run` (secrets are masked by the caller).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedRequest {
+    /// The HTTP method.
     pub method: String,
+    /// The full URL with query string.
     pub url: String,
+    /// Every header as sent, the vendor's signing and auth headers included.
     pub headers: Vec<(String, String)>,
+    /// The encoded body as text, when there is one.
     pub body: Option<String>,
 }
 
@@ -221,50 +253,80 @@ pub enum VendorError {
     /// Could not connect, connection reset, or the attempt timed out. Retryable.
     #[error("{vendor}: {message}")]
     Transport {
+        /// The vendor of the connection.
         vendor: VendorKind,
+        /// What went wrong, from the HTTP client.
         message: String,
+        /// The attempt ran out of time (as opposed to failing to connect or a reset).
         timeout: bool,
     },
     /// A non-success HTTP status.
     #[error("{vendor}: HTTP {status}: {message}")]
     Http {
+        /// The vendor of the connection.
         vendor: VendorKind,
+        /// The HTTP status code.
         status: u16,
+        /// The vendor's error text from the body, or the status's reason.
         message: String,
         /// From `Retry-After` or the vendor's own rate-limit reset header.
         retry_after: Option<Duration>,
+        /// The parsed body, for `expect.condition` and messages.
         body: Option<Value>,
     },
     /// The vendor answered 2xx but reported a failure in its envelope
     /// (Mimecast `fail` entries, MailStore `error`, ...).
     #[error("{vendor}: {message}")]
     Vendor {
+        /// The vendor of the connection.
         vendor: VendorKind,
+        /// The HTTP status of the answer, when there was one.
         status: Option<u16>,
         /// Vendor error codes (Mimecast `errors[].code`), for messages and conditions.
         codes: Vec<String>,
+        /// The vendor's error message.
         message: String,
+        /// More text from the vendor (MailStore `error.details`), when given.
         details: Option<String>,
+        /// Whether the vendor's code means "try again later" (e.g. Mimecast throttling).
         retryable: bool,
+        /// The parsed body.
         body: Option<Value>,
     },
     /// Getting or refreshing a token failed.
     #[error("{vendor}: authentication failed: {message}")]
     Auth {
+        /// The vendor of the connection.
         vendor: VendorKind,
+        /// The token endpoint's HTTP status, when it answered.
         status: Option<u16>,
+        /// Why, from the token endpoint (`error_description`) or the key file.
         message: String,
+        /// The token endpoint was unreachable or answered 5xx/429.
         retryable: bool,
     },
     /// The answer could not be understood.
     #[error("{vendor}: could not parse the response: {message}")]
-    Parse { vendor: VendorKind, message: String },
+    Parse {
+        /// The vendor of the connection.
+        vendor: VendorKind,
+        /// What could not be parsed and why.
+        message: String,
+    },
     /// The connection or request is unusable as configured (bad key file, bad CA file...).
     #[error("{vendor}: {message}")]
-    Config { vendor: VendorKind, message: String },
+    Config {
+        /// The vendor of the connection.
+        vendor: VendorKind,
+        /// What is wrong and which setting to change.
+        message: String,
+    },
     /// The attempt was cancelled (Ctrl-C, step timeout).
     #[error("{vendor}: cancelled")]
-    Cancelled { vendor: VendorKind },
+    Cancelled {
+        /// The vendor of the connection.
+        vendor: VendorKind,
+    },
 }
 
 impl VendorError {

@@ -5,7 +5,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::Ctx;
+use super::connection::ConnectionParts;
 use super::http::{encode_body, execute, link_next, Outgoing};
 use super::{
     ConnectionSettings, Credentials, PreparedRequest, Request, Response, VendorError, VendorKind,
@@ -15,13 +15,16 @@ use crate::secrets::Secrets;
 const VENDOR: VendorKind = VendorKind::Http;
 
 /// The Authorization header of a plain connection, if any.
-pub struct Auth {
+pub(super) struct Auth {
     header: Option<String>,
     placeholder: Option<&'static str>,
 }
 
 impl Auth {
-    pub fn new(settings: &ConnectionSettings, secrets: &Secrets) -> Result<Self, VendorError> {
+    pub(super) fn new(
+        settings: &ConnectionSettings,
+        secrets: &Secrets,
+    ) -> Result<Self, VendorError> {
         match &settings.credentials {
             Credentials::None => Ok(Auth {
                 header: None,
@@ -53,13 +56,13 @@ impl Auth {
         }
     }
 
-    pub fn header(&self) -> Option<&str> {
+    pub(super) fn header(&self) -> Option<&str> {
         self.header.as_deref()
     }
 }
 
 /// `Basic base64(user:password)`, with the encoded form and the header registered as secrets.
-pub fn basic_header(username: &str, password: &str, secrets: &Secrets) -> String {
+pub(super) fn basic_header(username: &str, password: &str, secrets: &Secrets) -> String {
     secrets.add(password);
     let encoded =
         base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
@@ -69,7 +72,11 @@ pub fn basic_header(username: &str, password: &str, secrets: &Secrets) -> String
     header
 }
 
-fn outgoing(ctx: &Ctx<'_>, req: &Request, auth: Option<&str>) -> Result<Outgoing, VendorError> {
+fn outgoing(
+    ctx: &ConnectionParts<'_>,
+    req: &Request,
+    auth: Option<&str>,
+) -> Result<Outgoing, VendorError> {
     let mut out = Outgoing::new(
         req.method.clone(),
         req.url.clone(),
@@ -83,8 +90,8 @@ fn outgoing(ctx: &Ctx<'_>, req: &Request, auth: Option<&str>) -> Result<Outgoing
     Ok(out)
 }
 
-pub async fn send(
-    ctx: &Ctx<'_>,
+pub(super) async fn send(
+    ctx: &ConnectionParts<'_>,
     auth: &Auth,
     req: &Request,
     cancel: &CancellationToken,
@@ -106,12 +113,16 @@ pub async fn send(
     })
 }
 
-pub fn prepare(ctx: &Ctx<'_>, auth: &Auth, req: &Request) -> Result<PreparedRequest, VendorError> {
+pub(super) fn prepare(
+    ctx: &ConnectionParts<'_>,
+    auth: &Auth,
+    req: &Request,
+) -> Result<PreparedRequest, VendorError> {
     Ok(outgoing(ctx, req, auth.placeholder)?.to_prepared())
 }
 
 /// Follows `Link: <...>; rel="next"`.
-pub fn next_page(req: &Request, resp: &Response) -> Option<Request> {
+pub(super) fn next_page(req: &Request, resp: &Response) -> Option<Request> {
     let link = resp.headers.get("link")?;
     let url = link_next(link, &req.url)?;
     let mut next = req.clone();
@@ -120,7 +131,7 @@ pub fn next_page(req: &Request, resp: &Response) -> Option<Request> {
 }
 
 /// Array bodies are concatenated; otherwise the body is the array of the page bodies.
-pub fn aggregate(pages: Vec<Response>) -> Response {
+pub(super) fn aggregate(pages: Vec<Response>) -> Response {
     let all_arrays = pages.iter().all(|p| p.body.is_array());
     let mut items = Vec::new();
     let mut last: Option<Response> = None;

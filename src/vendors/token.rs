@@ -11,7 +11,7 @@ use super::{VendorError, VendorKind};
 use crate::secrets::Secrets;
 
 /// Refresh this long before the token expires (at most half its lifetime).
-pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+pub(super) const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
 struct Cached {
     token: String,
@@ -21,19 +21,23 @@ struct Cached {
 /// One token behind an async mutex: the first task that needs a (new) token fetches it while
 /// the others wait, then all of them use it.
 #[derive(Default)]
-pub struct TokenCache {
+pub(super) struct TokenCache {
     slot: tokio::sync::Mutex<Option<Cached>>,
 }
 
 impl TokenCache {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::default()
     }
 
     /// The cached token, or a fresh one from `fetch` (token, lifetime) when there is none, it
     /// is about to expire, or it is `stale` (the token a request just got a 401 with; when
     /// another task already replaced it, the replacement is returned without fetching).
-    pub async fn get<F, Fut>(&self, stale: Option<&str>, fetch: F) -> Result<String, VendorError>
+    pub(super) async fn get<F, Fut>(
+        &self,
+        stale: Option<&str>,
+        fetch: F,
+    ) -> Result<String, VendorError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(String, Duration), VendorError>>,
@@ -56,7 +60,7 @@ impl TokenCache {
 }
 
 /// Reads `expires_in` (a number or a numeric string) from a token answer.
-pub fn expires_in(body: &serde_json::Value, default: Duration) -> Duration {
+pub(super) fn expires_in(body: &serde_json::Value, default: Duration) -> Duration {
     let v = body.get("expires_in");
     let secs = v.and_then(serde_json::Value::as_f64).or_else(|| {
         v.and_then(|s| s.as_str())
@@ -77,7 +81,7 @@ pub fn expires_in(body: &serde_json::Value, default: Duration) -> Duration {
 /// failures, 429 and 5xx are retryable, other statuses are not. Nothing of the form (client
 /// secret, assertion) ever appears in a message.
 #[allow(clippy::too_many_arguments)]
-pub async fn request_token(
+pub(super) async fn request_token(
     client: &reqwest::Client,
     vendor: VendorKind,
     url: &url::Url,

@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 /// One problem found in a workflow file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// The workflow file the problem is in, as given or reached through `uses`.
     pub file: PathBuf,
     /// 1-based; 0 when unknown.
     pub line: usize,
     /// 1-based; 0 when unknown.
     pub col: usize,
+    /// What is wrong, one sentence naming the field.
     pub message: String,
     /// Extra advice ("did you mean `retry`?").
     pub help: Option<String>,
@@ -23,7 +25,10 @@ impl Diagnostic {
     /// A diagnostic at a position of `source`.
     pub fn at(file: &Path, source: &str, line: usize, col: usize, message: String) -> Self {
         let source_line = if line > 0 {
-            source.lines().nth(line - 1).map(|l| l.to_string())
+            source
+                .lines()
+                .nth(line - 1)
+                .map(std::string::ToString::to_string)
         } else {
             None
         };
@@ -55,6 +60,7 @@ impl Diagnostic {
         }
     }
 
+    /// Adds advice printed under the caret line.
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self

@@ -19,6 +19,7 @@ parts combine largest unit first, with or without spaces: 1h30m, 1d 12h";
 pub struct Dur(pub Duration);
 
 impl Dur {
+    /// The duration as a std `Duration`.
     pub fn get(self) -> Duration {
         self.0
     }

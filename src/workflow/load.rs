@@ -13,7 +13,9 @@ use super::model::Workflow;
 /// Where a node is in the source (1-based line and column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Span {
+    /// 1-based line; 0 when unknown.
     pub line: usize,
+    /// 1-based column in characters; 0 when unknown.
     pub col: usize,
 }
 
@@ -51,9 +53,13 @@ impl SpanMap {
 /// A loaded workflow with what is needed to point at its source.
 #[derive(Debug, Clone)]
 pub struct Loaded {
+    /// The file's path as given (relative paths stay relative, for messages).
     pub path: PathBuf,
+    /// The file's text, for showing the offending line in diagnostics.
     pub source: String,
+    /// The parsed model.
     pub workflow: Workflow,
+    /// Line:column of every node, by model path.
     pub spans: SpanMap,
 }
 

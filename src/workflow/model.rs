@@ -40,16 +40,21 @@ pub struct Workflow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum InputType {
+    /// Any text (the default when `type` is left out).
     #[default]
     String,
+    /// A whole number; given on the command line as decimal digits.
     Integer,
+    /// `true` or `false`.
     Boolean,
+    /// A YAML list; given on the command line as comma-separated values.
     List,
     /// A duration such as `200ms`, `30s`, `5m`, `7d`.
     Duration,
 }
 
 impl InputType {
+    /// The type's name as written in a workflow's `type:` field.
     pub fn as_str(self) -> &'static str {
         match self {
             InputType::String => "string",
@@ -65,6 +70,7 @@ impl InputType {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
+    /// The value's type (`type:` in YAML; default `string`); values are checked against it.
     #[serde(rename = "type", default)]
     pub kind: InputType,
     /// The run fails before any request when a required input is missing.
@@ -73,6 +79,7 @@ pub struct InputSpec {
     /// Value used when the input is not given.
     #[serde(default)]
     pub default: Option<Value>,
+    /// What the input is for, shown by `auditflow validate` and in errors about it.
     #[serde(default)]
     pub description: Option<String>,
     /// Mask this value (`***`) in every log, report, state file and error.
@@ -98,6 +105,7 @@ pub enum ConnectionKind {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionSpec {
+    /// The vendor, which decides signing, encoding, pagination and error mapping.
     pub kind: ConnectionKind,
     /// Base URL (template), e.g. `{{ env.MIMECAST_BASE_URL }}`.
     #[serde(default)]
@@ -121,23 +129,28 @@ pub struct ConnectionSpec {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
-    /// Mimecast API 1.0.
+    /// Mimecast API 1.0: the access key (sent in the `Authorization: MC` header).
     #[serde(default)]
     pub access_key: Option<String>,
+    /// Mimecast API 1.0: the base64 secret key that HMAC-SHA1-signs each request.
     #[serde(default)]
     pub secret_key: Option<String>,
+    /// Mimecast API 1.0: the registered application's id (`x-mc-app-id`).
     #[serde(default)]
     pub app_id: Option<String>,
+    /// Mimecast API 1.0: the registered application's key, part of the signed string.
     #[serde(default)]
     pub app_key: Option<String>,
-    /// Mimecast API 2.0 (preferred when both render non-empty).
+    /// Mimecast API 2.0 OAuth client id (2.0 is preferred when both render non-empty).
     #[serde(default)]
     pub client_id: Option<String>,
+    /// Mimecast API 2.0 OAuth client secret, exchanged for a bearer token.
     #[serde(default)]
     pub client_secret: Option<String>,
-    /// HTTP Basic (MailStore, http).
+    /// HTTP Basic user name (MailStore, http).
     #[serde(default)]
     pub username: Option<String>,
+    /// HTTP Basic password (MailStore, http).
     #[serde(default)]
     pub password: Option<String>,
     /// A ready OAuth 2.0 bearer token (Google, http).
@@ -158,6 +171,7 @@ pub struct Credentials {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
+    /// Retry policy of every step that does not set its own fields.
     #[serde(default)]
     pub retry: Option<RetrySpec>,
     /// Time limit of a whole step (calls, downloads, decrypts; polls use their own `timeout`).
@@ -172,15 +186,19 @@ pub struct RetrySpec {
     /// Attempts in all, the first included (1 = no retry).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Wait before the first retry (default 500ms), before jitter.
     #[serde(default)]
     pub initial_interval: Option<Dur>,
+    /// Each wait is the previous one times this (default 2.0).
     #[serde(default)]
     pub factor: Option<f64>,
+    /// Cap on one wait (default 30s); a vendor's Retry-After may ask for longer.
     #[serde(default)]
     pub max_interval: Option<Dur>,
     /// Stop retrying after this long since the first attempt.
     #[serde(default)]
     pub max_elapsed: Option<Dur>,
+    /// How waits are randomized: `full` (default), `equal` or `none`.
     #[serde(default)]
     pub jitter: Option<Jitter>,
 }
@@ -191,11 +209,13 @@ pub struct RetrySpec {
 pub struct Step {
     /// Unique id; later steps read this step's outputs as `steps.<id>`.
     pub id: String,
+    /// Human-readable label shown by the reporters instead of the id.
     #[serde(default)]
     pub name: Option<String>,
     /// Condition (template); the step is skipped when it renders false.
     #[serde(rename = "if", default)]
     pub when: Option<String>,
+    /// Retry policy fields overriding `defaults.retry` one by one.
     #[serde(default)]
     pub retry: Option<RetrySpec>,
     /// Time limit of the whole step (for `poll`: the overall polling deadline, default 7d).
@@ -204,14 +224,19 @@ pub struct Step {
     /// A failure of this step is reported but does not fail the run.
     #[serde(default)]
     pub continue_on_error: bool,
+    /// Send one HTTP request.
     #[serde(default)]
     pub call: Option<CallSpec>,
+    /// Repeat a request until a condition holds.
     #[serde(default)]
     pub poll: Option<PollSpec>,
+    /// Fetch files to disk.
     #[serde(default)]
     pub download: Option<DownloadSpec>,
+    /// Decrypt OpenPGP files.
     #[serde(default)]
     pub decrypt: Option<DecryptSpec>,
+    /// Run nested steps once per item of a list.
     #[serde(default)]
     pub for_each: Option<ForEachSpec>,
     /// Path of another workflow file to run (relative to this file).
@@ -294,6 +319,7 @@ pub struct Expect {
 pub enum Paginate {
     /// `paginate: true` follows every page with the vendor's default page size.
     Enabled(bool),
+    /// Follow every page with the given page size and page limit.
     Options(PaginateOptions),
 }
 
@@ -301,6 +327,7 @@ pub enum Paginate {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaginateOptions {
+    /// Items per page asked of the vendor (default: the vendor's own page size).
     #[serde(default)]
     pub page_size: Option<u32>,
     /// Safety limit (default 10000).

@@ -26,7 +26,9 @@ pub struct Plan {
 /// One validated file: its source and its typed steps.
 #[derive(Debug)]
 pub struct PlannedWorkflow {
+    /// The file as loaded: path, source text, model and line:column spans.
     pub file: Arc<Loaded>,
+    /// The file's top-level steps in order.
     pub steps: Vec<PlannedStep>,
 }
 
@@ -40,13 +42,19 @@ impl PlannedWorkflow {
 /// One validated step: the fields every step has, and its action.
 #[derive(Debug, Clone)]
 pub struct PlannedStep {
+    /// The step's id, unique in its file; outputs are read as `steps.<id>`.
     pub id: String,
+    /// Label for reporters (`name:` in YAML), when given.
     pub name: Option<String>,
     /// Condition (template); the step is skipped when it renders false.
     pub when: Option<String>,
+    /// The step's own retry fields (merged over the file's defaults when run).
     pub retry: Option<RetrySpec>,
+    /// Time limit of the whole step; `None` takes the file default (polls: 7d).
     pub timeout: Option<Dur>,
+    /// A failure is reported but does not fail the run.
     pub continue_on_error: bool,
+    /// What the step does.
     pub action: Action,
 }
 
@@ -65,11 +73,17 @@ impl PlannedStep {
 /// What a step does, with the data it needs.
 #[derive(Debug, Clone)]
 pub enum Action {
+    /// Send one HTTP request through a connection or to a URL.
     Call(CallSpec),
+    /// Repeat a request until its `until` condition holds or it times out.
     Poll(PollSpec),
+    /// Fetch files to disk, resumably.
     Download(DownloadSpec),
+    /// Decrypt OpenPGP files with a private key.
     Decrypt(DecryptSpec),
+    /// Run nested steps once per list item.
     ForEach(ForEachPlan),
+    /// Run another workflow file as one step.
     Uses(UsesPlan),
 }
 
@@ -105,19 +119,28 @@ pub struct ForEachPlan {
 pub struct UsesPlan {
     /// The path as written (relative to the calling file), for messages.
     pub target: String,
+    /// The callee, validated with the caller.
     pub workflow: Arc<PlannedWorkflow>,
     /// Inputs for the callee (templates).
     pub with: BTreeMap<String, Value>,
 }
 
-/// The kind of a step's action, as named in the file and in events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kind of a step's action, as named in the file and in events (serialized as the key
+/// that declares it: `call`, `poll`, `download`, `decrypt`, `for_each`, `uses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StepKind {
+    /// `call:`
     Call,
+    /// `poll:`
     Poll,
+    /// `download:`
     Download,
+    /// `decrypt:`
     Decrypt,
+    /// `for_each:`
     ForEach,
+    /// `uses:`
     Uses,
 }
 
@@ -144,6 +167,12 @@ impl StepKind {
             StepKind::ForEach => &["results", "failed", "count"],
             StepKind::Uses => &["outputs"],
         }
+    }
+}
+
+impl std::fmt::Display for StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

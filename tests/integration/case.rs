@@ -7,7 +7,7 @@ use crate::common::{auditflow_async, text, Dir};
 
 /// One run of the real binary on a workflow written into a fresh temp dir (also the cwd).
 #[must_use = "a case does nothing until `run` is awaited"]
-pub struct Case {
+pub(crate) struct Case {
     dir: Arc<Dir>,
     workflow: PathBuf,
     args: Vec<String>,
@@ -19,7 +19,7 @@ pub struct Case {
 }
 
 /// What a run produced; its temp dir lives as long as this does.
-pub struct Ran {
+pub(crate) struct Ran {
     dir: Arc<Dir>,
     workflow: PathBuf,
     pub stdout: String,
@@ -31,14 +31,14 @@ pub struct Ran {
 impl Case {
     /// A workflow given inline, written to `wf.yaml`; the common indentation of its lines is
     /// removed, so the YAML can be indented like the code around it.
-    pub fn yaml(text: &str) -> Case {
+    pub(crate) fn yaml(text: &str) -> Case {
         let dir = Dir::new();
         let workflow = dir.write("wf.yaml", &dedent(text));
         Case::at(Arc::new(dir), workflow)
     }
 
     /// A workflow file that already exists (a shipped workflow or a case file).
-    pub fn file(path: &Path) -> Case {
+    pub(crate) fn file(path: &Path) -> Case {
         Case::at(Arc::new(Dir::new()), path.to_path_buf())
     }
 
@@ -56,56 +56,56 @@ impl Case {
     }
 
     /// Another file beside the workflow (a `uses` child, say), path relative to the temp dir.
-    pub fn write(self, name: &str, yaml: &str) -> Case {
+    pub(crate) fn write(self, name: &str, yaml: &str) -> Case {
         self.dir.write(name, &dedent(yaml));
         self
     }
 
-    pub fn env(mut self, key: &str, value: &str) -> Case {
+    pub(crate) fn env(mut self, key: &str, value: &str) -> Case {
         self.env.push((key.into(), value.into()));
         self
     }
 
-    pub fn envs(mut self, vars: &[(String, String)]) -> Case {
+    pub(crate) fn envs(mut self, vars: &[(String, String)]) -> Case {
         self.env.extend(vars.iter().cloned());
         self
     }
 
     /// `--input key=value`.
-    pub fn input(self, key: &str, value: &str) -> Case {
+    pub(crate) fn input(self, key: &str, value: &str) -> Case {
         self.arg("--input").arg(&format!("{key}={value}"))
     }
 
     /// Any other argument of `auditflow run`.
-    pub fn arg(mut self, a: &str) -> Case {
+    pub(crate) fn arg(mut self, a: &str) -> Case {
         self.args.push(a.into());
         self
     }
 
     /// Asks for `--report-json` into the temp dir; [`Ran::report`] holds it parsed.
-    pub fn report(mut self) -> Case {
+    pub(crate) fn report(mut self) -> Case {
         self.report = true;
         self
     }
 
     /// The expected exit code (default 0).
-    pub fn code(mut self, code: i32) -> Case {
+    pub(crate) fn code(mut self, code: i32) -> Case {
         self.code = code;
         self
     }
 
-    pub fn stdout_has(mut self, s: &str) -> Case {
+    pub(crate) fn stdout_has(mut self, s: &str) -> Case {
         self.stdout_has.push(s.into());
         self
     }
 
-    pub fn stderr_has(mut self, s: &str) -> Case {
+    pub(crate) fn stderr_has(mut self, s: &str) -> Case {
         self.stderr_has.push(s.into());
         self
     }
 
     /// Runs `auditflow run WORKFLOW ARGS...` and asserts the exit code and output.
-    pub async fn run(self) -> Ran {
+    pub(crate) async fn run(self) -> Ran {
         let report_path = self.dir.path().join("report.json");
         let mut args = vec!["run".to_string(), self.workflow.display().to_string()];
         args.extend(self.args.iter().cloned());
@@ -135,19 +135,19 @@ impl Case {
 
 impl Ran {
     /// The parsed `--report-json` report (panics when the case did not ask for one).
-    pub fn report(&self) -> &serde_json::Value {
+    pub(crate) fn report(&self) -> &serde_json::Value {
         self.report
             .as_ref()
             .expect("the case did not call .report()")
     }
 
     /// The temp dir the run worked in (its cwd).
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// A new case on the same workflow in the same temp dir (no env or arguments carried over).
-    pub fn again(&self) -> Case {
+    pub(crate) fn again(&self) -> Case {
         Case::at(self.dir.clone(), self.workflow.clone())
     }
 }
@@ -158,7 +158,7 @@ fn read_json(p: &Path) -> serde_json::Value {
 }
 
 /// Removes a leading newline and the indentation common to all non-blank lines.
-pub fn dedent(text: &str) -> String {
+pub(crate) fn dedent(text: &str) -> String {
     let text = text.strip_prefix('\n').unwrap_or(text);
     let indent = text
         .lines()

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 /// One scripted answer.
 #[derive(Clone, Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -22,7 +22,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn json(status: u16, body: serde_json::Value) -> Reply {
+    pub(crate) fn json(status: u16, body: serde_json::Value) -> Reply {
         Reply {
             status,
             headers: vec![("content-type".into(), "application/json".into())],
@@ -30,11 +30,11 @@ impl Reply {
             delay: Duration::ZERO,
         }
     }
-    pub fn header(mut self, k: &str, v: &str) -> Reply {
+    pub(crate) fn header(mut self, k: &str, v: &str) -> Reply {
         self.headers.push((k.into(), v.into()));
         self
     }
-    pub fn delay(mut self, d: Duration) -> Reply {
+    pub(crate) fn delay(mut self, d: Duration) -> Reply {
         self.delay = d;
         self
     }
@@ -42,7 +42,7 @@ impl Reply {
 
 /// A request the server received.
 #[derive(Clone, Debug)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: String,
     pub path: String,
     pub query: Option<String>,
@@ -51,7 +51,7 @@ pub struct Seen {
 }
 
 #[derive(Default)]
-pub struct Script {
+pub(crate) struct Script {
     /// Per path: replies served in order; the last one repeats.
     pub replies: Mutex<HashMap<String, Vec<Reply>>>,
     pub seen: Mutex<Vec<Seen>>,
@@ -60,7 +60,7 @@ pub struct Script {
 }
 
 impl Script {
-    pub fn requests(&self, path: &str) -> Vec<Seen> {
+    pub(crate) fn requests(&self, path: &str) -> Vec<Seen> {
         self.seen
             .lock()
             .unwrap()
@@ -69,7 +69,7 @@ impl Script {
             .cloned()
             .collect()
     }
-    pub fn all(&self) -> Vec<Seen> {
+    pub(crate) fn all(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -122,7 +122,7 @@ async fn handle(
 }
 
 /// Starts a scripted server on 127.0.0.1; returns its base URL and the script.
-pub async fn serve(replies: Vec<(&str, Vec<Reply>)>) -> (String, Arc<Script>) {
+pub(crate) async fn serve(replies: Vec<(&str, Vec<Reply>)>) -> (String, Arc<Script>) {
     let script = Arc::new(Script::default());
     {
         let mut r = script.replies.lock().unwrap();
@@ -142,20 +142,20 @@ pub async fn serve(replies: Vec<(&str, Vec<Reply>)>) -> (String, Arc<Script>) {
 }
 
 /// A temporary directory with workflow files in it.
-pub struct Dir {
+pub(crate) struct Dir {
     pub tmp: tempfile::TempDir,
 }
 
 impl Dir {
-    pub fn new() -> Dir {
+    pub(crate) fn new() -> Dir {
         Dir {
             tmp: tempfile::tempdir().unwrap(),
         }
     }
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.tmp.path()
     }
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.tmp.path().join(name);
         if let Some(d) = p.parent() {
             std::fs::create_dir_all(d).unwrap();
@@ -167,7 +167,7 @@ impl Dir {
 
 /// Runs the real binary with arguments and extra environment; blocking, so call it
 /// from `spawn_blocking` while a server runs.
-pub fn auditflow(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+pub(crate) fn auditflow(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_auditflow"));
     cmd.args(args)
         .current_dir(cwd)
@@ -179,7 +179,7 @@ pub fn auditflow(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
     cmd.output().expect("run auditflow")
 }
 
-pub async fn auditflow_async(
+pub(crate) async fn auditflow_async(
     args: Vec<String>,
     env: Vec<(String, String)>,
     cwd: PathBuf,
@@ -193,7 +193,7 @@ pub async fn auditflow_async(
     .unwrap()
 }
 
-pub fn text(o: &Output) -> (String, String) {
+pub(crate) fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
@@ -201,18 +201,18 @@ pub fn text(o: &Output) -> (String, String) {
 }
 
 /// The repository root.
-pub fn root() -> &'static Path {
+pub(crate) fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A shipped workflow's path, e.g. `wf("google/mailbox-export.yaml")`.
-pub fn wf(p: &str) -> String {
+pub(crate) fn wf(p: &str) -> String {
     root().join("workflows").join(p).display().to_string()
 }
 
 /// One throwaway RSA key (secret key file, public key file, passphrase) per test binary:
 /// key generation is slow.
-pub fn key() -> &'static (PathBuf, PathBuf, String) {
+pub(crate) fn key() -> &'static (PathBuf, PathBuf, String) {
     static KEY: std::sync::OnceLock<(PathBuf, PathBuf, String)> = std::sync::OnceLock::new();
     KEY.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!(

@@ -73,9 +73,8 @@ fn assert_decrypts(key: &DecryptionKey, input: &Path, plaintext: &str) {
 fn decrypt_err(key: &DecryptionKey, input: &Path) -> DecryptError {
     let dir = tempfile::tempdir().expect("tempdir");
     let output = dir.path().join("out.mbox");
-    let err = match decrypt_file(key, input, &output) {
-        Ok(_) => panic!("{} decrypted, expected an error", input.display()),
-        Err(e) => e,
+    let Err(err) = decrypt_file(key, input, &output) else {
+        panic!("{} decrypted, expected an error", input.display());
     };
     assert!(
         entries(dir.path()).is_empty(),
@@ -173,7 +172,7 @@ fn wrong_or_missing_passphrase() {
     }
     match DecryptionKey::load(&fixture("protected.sec.gpg"), None) {
         Err(DecryptError::PassphraseRequired { path }) => {
-            assert!(path.ends_with("protected.sec.gpg"))
+            assert!(path.ends_with("protected.sec.gpg"));
         }
         other => panic!("expected PassphraseRequired, got {other:?}"),
     }

@@ -108,7 +108,7 @@ fn anonymous_recipient_is_tried_with_every_key() {
     let other = DecryptionKey::load(&fixture("plain.sec.asc"), None).unwrap();
     match decrypt(&other, &encrypted) {
         Err(DecryptError::NoMatchingKey { recipients, .. }) => {
-            assert_eq!(recipients, vec!["anonymous recipient".to_string()])
+            assert_eq!(recipients, vec!["anonymous recipient".to_string()]);
         }
         other => panic!("expected NoMatchingKey, got {other:?}"),
     }
@@ -162,7 +162,7 @@ fn message_to_the_primary_key_unlocks_it_on_demand() {
         DecryptionKey::load(&fixture("protected-subkeys.sec.asc"), Some(PASSPHRASE)).unwrap();
     match decrypt(&subkeys_only, &encrypted) {
         Err(DecryptError::NoMatchingKey { recipients, .. }) => {
-            assert_eq!(recipients, vec![key.key_ids()[0].clone()])
+            assert_eq!(recipients, vec![key.key_ids()[0].clone()]);
         }
         other => panic!("expected NoMatchingKey (primary is a stub), got {other:?}"),
     }

@@ -499,7 +499,7 @@ async fn caller_expected_sha256_is_checked() {
     let (r, _) = run(&url, &malformed, &Recorder::default()).await;
     match r {
         Err(e @ DownloadError::Checksum { .. }) => {
-            assert!(e.to_string().contains("not 64 hex digits"), "{e}")
+            assert!(e.to_string().contains("not 64 hex digits"), "{e}");
         }
         other => panic!("{other:?}"),
     }

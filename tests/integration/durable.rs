@@ -61,7 +61,7 @@ fn env_for(h: &SimHandle, extra: &[(&str, &str)]) -> Vec<(String, String)> {
 
 async fn auditflow(h: &SimHandle, args: &[&str], extra: &[(&str, &str)], cwd: &Path) -> Output {
     auditflow_async(
-        args.iter().map(|s| s.to_string()).collect(),
+        args.iter().map(std::string::ToString::to_string).collect(),
         env_for(h, extra),
         cwd.to_path_buf(),
     )
@@ -85,9 +85,9 @@ fn export_args(user: &str, dir: &Path, extra: &[&str]) -> Vec<String> {
         &dir.join("state").display().to_string(),
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
-    a.extend(extra.iter().map(|s| s.to_string()));
+    a.extend(extra.iter().map(std::string::ToString::to_string));
     a
 }
 
@@ -468,7 +468,7 @@ async fn a_changed_workflow_does_not_resume_a_run_that_created_an_export() {
             "--state-dir".into(),
             d.path().join("state").display().to_string(),
         ];
-        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(extra.iter().map(std::string::ToString::to_string));
         a
     };
     let run = |a: Vec<String>, env: Vec<(&'static str, &'static str)>| {

@@ -96,7 +96,7 @@ async fn mimecast_workflows_api1_and_api2() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| d["messages"].as_array().map_or(0, |m| m.len()))
+        .map(|d| d["messages"].as_array().map_or(0, std::vec::Vec::len))
         .sum();
     assert_eq!(n, queue, "every message of every page");
 
@@ -184,7 +184,7 @@ async fn mimecast_workflows_api1_and_api2() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| d["messages"].as_array().map_or(0, |m| m.len()))
+        .map(|d| d["messages"].as_array().map_or(0, std::vec::Vec::len))
         .sum();
     assert_eq!(n, queue);
     assert_clean(&h);

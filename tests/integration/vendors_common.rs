@@ -6,7 +6,7 @@ use std::time::Duration;
 use auditflow::vendors::{ConnectionSettings, Credentials, Observer, VendorKind};
 
 /// Serves `router` on 127.0.0.1 (free port) and returns its base URL.
-pub async fn serve(router: axum::Router) -> String {
+pub(crate) async fn serve(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -15,7 +15,11 @@ pub async fn serve(router: axum::Router) -> String {
     format!("http://{addr}")
 }
 
-pub fn settings(kind: VendorKind, base: &str, credentials: Credentials) -> ConnectionSettings {
+pub(crate) fn settings(
+    kind: VendorKind,
+    base: &str,
+    credentials: Credentials,
+) -> ConnectionSettings {
     ConnectionSettings {
         name: format!("test-{kind}"),
         kind,
@@ -28,13 +32,13 @@ pub fn settings(kind: VendorKind, base: &str, credentials: Credentials) -> Conne
     }
 }
 
-pub fn url(base: &str, path: &str) -> url::Url {
+pub(crate) fn url(base: &str, path: &str) -> url::Url {
     url::Url::parse(&format!("{base}{path}")).unwrap()
 }
 
 /// Records what the adapter reports.
 #[derive(Default)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     pub lines: Mutex<Vec<String>>,
     pub progress: Mutex<Vec<f64>>,
 }
@@ -49,16 +53,16 @@ impl Observer for Recorder {
 }
 
 impl Recorder {
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
-    pub fn progress(&self) -> Vec<f64> {
+    pub(crate) fn progress(&self) -> Vec<f64> {
         self.progress.lock().unwrap().clone()
     }
 }
 
 /// Asserts that none of `secrets` appears in `text`.
-pub fn assert_no_secret(text: &str, secrets: &[&str]) {
+pub(crate) fn assert_no_secret(text: &str, secrets: &[&str]) {
     for s in secrets {
         assert!(!s.is_empty());
         assert!(!text.contains(s), "secret {s:?} leaked in: {text}");
@@ -66,10 +70,10 @@ pub fn assert_no_secret(text: &str, secrets: &[&str]) {
 }
 
 /// Parses an `application/x-www-form-urlencoded` body.
-pub fn form(body: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn form(body: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 
-pub fn form_get<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn form_get<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }

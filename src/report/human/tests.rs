@@ -48,11 +48,11 @@ fn started(resumed: Option<&str>, dry_run: bool) -> Event {
     }
 }
 
-fn step_started(step: &str, kind: &str) -> Event {
+fn step_started(step: &str, kind: StepKind) -> Event {
     Event::StepStarted {
         step: step.into(),
         name: step.into(),
-        kind: kind.into(),
+        kind,
     }
 }
 
@@ -60,7 +60,7 @@ fn step_finished(step: &str, name: &str, status: StepStatus, attempts: u32, ms: 
     Event::StepFinished {
         step: step.into(),
         name: name.into(),
-        kind: "call".into(),
+        kind: StepKind::Call,
         status,
         attempts,
         duration: Duration::from_millis(ms),
@@ -111,7 +111,7 @@ fn a_resumed_run_that_detaches_while_polling() {
             message: "connection `google` has no timeout; using 30s".into(),
         },
         step_finished("create", "create the export", StepStatus::Recorded, 1, 0),
-        step_started("token", "call"),
+        step_started("token", StepKind::Call),
         Event::Retry {
             step: "token".into(),
             attempt: 1,
@@ -125,7 +125,7 @@ fn a_resumed_run_that_detaches_while_polling() {
             "HTTP 404 from mailstore\nthe hook is not configured",
         ),
         step_finished("archive", "archive", StepStatus::Skipped, 0, 0),
-        step_started("users[0].download", "download"),
+        step_started("users[0].download", StepKind::Download),
         Event::Log {
             step: "users[0].download".into(),
             line: "resuming at byte 1024".into(),
@@ -166,7 +166,7 @@ fn a_resumed_run_that_detaches_while_polling() {
 fn a_verbose_dry_run_shows_each_request() {
     let events = [
         started(None, true),
-        step_started("list", "call"),
+        step_started("list", StepKind::Call),
         Event::DryRun {
             step: "list".into(),
             method: "POST".into(),

@@ -50,7 +50,7 @@ fn flags_allow_encryption(signatures: &[Signature]) -> bool {
                 || f.encrypt_storage()
                 || f.authentication()
         })
-        .max_by_key(|s| s.created().map(|t| t.as_secs()).unwrap_or(0));
+        .max_by_key(|s| s.created().map(pgp::types::Timestamp::as_secs).unwrap_or(0));
     match newest {
         Some(sig) => {
             let f = sig.key_flags();

@@ -101,7 +101,7 @@ const LABELS: &[&str] = &[
 ];
 
 impl MboxReader {
-    pub fn new(spec: MboxSpec) -> Self {
+    pub(super) fn new(spec: MboxSpec) -> Self {
         let mut h = Sha256::new();
         h.update(spec.request_id.to_be_bytes());
         h.update(spec.user_email.as_bytes());
@@ -249,7 +249,7 @@ pub(super) struct HashingReader<R> {
 }
 
 impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
+    pub(super) fn new(inner: R) -> Self {
         HashingReader {
             inner,
             hasher: Sha256::new(),
@@ -258,7 +258,7 @@ impl<R: Read> HashingReader<R> {
     }
 
     /// Lowercase hex SHA-256 of what was read, and its length.
-    pub fn finish(self) -> (String, u64) {
+    pub(super) fn finish(self) -> (String, u64) {
         let digest = self.hasher.finalize();
         (
             digest.iter().map(|b| format!("{b:02x}")).collect(),

@@ -109,11 +109,11 @@ impl Drop for GoogleSim {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl GoogleSim {
-    pub fn new(cfg: &SimConfig, faults: Arc<Faults>) -> Result<Arc<Self>, SimError> {
+    pub(crate) fn new(cfg: &SimConfig, faults: Arc<Faults>) -> Result<Arc<Self>, SimError> {
         let account = token::ServiceAccount::generate().map_err(SimError::Setup)?;
         let setup = |what: &str, e: std::io::Error| SimError::Setup(format!("{what}: {e}"));
         let (files_dir, key_file, outside) = match &cfg.work_dir {
@@ -170,6 +170,7 @@ impl GoogleSim {
         }))
     }
 
+    /// The service's routes, sharing this state.
     pub fn router(self: Arc<Self>) -> axum::Router {
         Router::new()
             .route("/token", post(token_endpoint))
@@ -199,7 +200,7 @@ impl GoogleSim {
             .and_then(|json| write_private_file(&self.key_file, json.as_bytes()));
         match written {
             Ok(()) => {
-                tracing::debug!(path = %self.key_file.display(), "google sim: key file written")
+                tracing::debug!(path = %self.key_file.display(), "google sim: key file written");
             }
             Err(e) => tracing::error!("google sim: cannot write the service-account key file: {e}"),
         }

@@ -58,7 +58,7 @@ fn random_hex(bytes: usize) -> String {
 
 impl ServiceAccount {
     /// Generates a fresh RSA-2048 key.
-    pub fn generate() -> Result<Self, String> {
+    pub(super) fn generate() -> Result<Self, String> {
         let private_key = RsaPrivateKey::new(&mut rand::thread_rng(), 2048)
             .map_err(|e| format!("cannot generate the service-account key: {e}"))?;
         let verifying_key = VerifyingKey::<Sha256>::new(private_key.to_public_key());
@@ -74,7 +74,7 @@ impl ServiceAccount {
     }
 
     /// The JSON key file a Google console would hand out for this account.
-    pub fn key_file_json(&self, token_uri: &str) -> Result<String, String> {
+    pub(super) fn key_file_json(&self, token_uri: &str) -> Result<String, String> {
         let pem = self
             .private_key
             .to_pkcs8_pem(LineEnding::LF)
@@ -99,7 +99,7 @@ impl ServiceAccount {
     }
 
     /// Checks an RS256 JWT-bearer assertion as Google's token endpoint does, at `now` (Unix s).
-    pub fn verify_assertion(
+    pub(super) fn verify_assertion(
         &self,
         jwt: &str,
         expected: &Expected<'_>,

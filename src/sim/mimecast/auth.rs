@@ -126,7 +126,7 @@ impl AuthFailure {
         match self {
             AuthFailure::BadSignature => bump(&stats.bad_signatures),
             AuthFailure::BadDate | AuthFailure::DateOutOfRange | AuthFailure::MissingDate => {
-                bump(&stats.bad_dates)
+                bump(&stats.bad_dates);
             }
             AuthFailure::ReusedRequestId => bump(&stats.reused_request_ids),
             _ => {}

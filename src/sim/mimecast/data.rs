@@ -133,7 +133,7 @@ pub(super) struct QueueMessage {
 }
 
 impl QueueMessage {
-    pub fn to_json(&self) -> Value {
+    pub(super) fn to_json(&self) -> Value {
         json!({
             "id": self.id,
             "fromEnv": self.from_env.to_json(),
@@ -225,7 +225,7 @@ pub(super) struct AuditEvent {
 }
 
 impl AuditEvent {
-    pub fn to_json(&self) -> Value {
+    pub(super) fn to_json(&self) -> Value {
         json!({
             "id": self.id,
             "auditType": self.audit_type,

@@ -74,11 +74,11 @@ pub struct MimecastSim {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl MimecastSim {
-    pub fn new(cfg: &SimConfig, faults: Arc<Faults>) -> Arc<Self> {
+    pub(crate) fn new(cfg: &SimConfig, faults: Arc<Faults>) -> Arc<Self> {
         let c = &cfg.credentials;
         let secret_key = STANDARD
             .decode(c.mimecast_secret_key.trim())
@@ -109,6 +109,7 @@ impl MimecastSim {
         })
     }
 
+    /// The service's routes, sharing this state.
     pub fn router(self: Arc<Self>) -> axum::Router {
         axum::Router::new().fallback(dispatch).with_state(self)
     }
@@ -185,9 +186,8 @@ async fn api_call(sim: &MimecastSim, req: Request, path: &str, bearer: bool) -> 
             false,
         );
     }
-    let body = match axum::body::to_bytes(req.into_body(), BODY_LIMIT).await {
-        Ok(b) => b,
-        Err(_) => return bad_request("The request body could not be read or is too large."),
+    let Ok(body) = axum::body::to_bytes(req.into_body(), BODY_LIMIT).await else {
+        return bad_request("The request body could not be read or is too large.");
     };
     let api = match ApiRequest::parse(&body) {
         Ok(r) => r,

@@ -39,15 +39,12 @@ impl MimecastSim {
                 "Content-Type must be application/x-www-form-urlencoded.",
             );
         }
-        let body = match axum::body::to_bytes(req.into_body(), BODY_LIMIT).await {
-            Ok(b) => b,
-            Err(_) => {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "The request body could not be read.",
-                )
-            }
+        let Ok(body) = axum::body::to_bytes(req.into_body(), BODY_LIMIT).await else {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "The request body could not be read.",
+            );
         };
         let form = match crate::sim::mailstore::parse_form(&body) {
             Ok(f) => f,

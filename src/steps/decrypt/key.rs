@@ -45,7 +45,7 @@ impl DecryptionKey {
             Err(key_file(
                 "the file is larger than 4 MiB, which no secret key is; is this the right file?",
             ))
-        } else if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        } else if bytes.iter().all(u8::is_ascii_whitespace) {
             Err(key_file(
                 "the file is empty; export the key with `gpg --export-secret-keys --armor`",
             ))

@@ -105,21 +105,32 @@ const MAX_COMPRESSION_LAYERS: usize = 4;
 pub enum DecryptError {
     /// The secret key file is unreadable or does not hold an OpenPGP secret key.
     #[error("cannot use the secret key file {}: {message}", path.display())]
-    KeyFile { path: PathBuf, message: String },
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The secret key is passphrase-protected and no passphrase was given.
     #[error(
         "the secret key in {} is protected by a passphrase, but none was given: set \
          AUDIT_PGP_PASSPHRASE (or the variable named with --passphrase-env)",
         path.display()
     )]
-    PassphraseRequired { path: PathBuf },
+    PassphraseRequired {
+        /// The key file.
+        path: PathBuf,
+    },
     /// The passphrase does not unlock the secret key.
     #[error(
         "wrong passphrase for the secret key in {}: check AUDIT_PGP_PASSPHRASE (or the variable \
          named with --passphrase-env)",
         path.display()
     )]
-    WrongPassphrase { path: PathBuf },
+    WrongPassphrase {
+        /// The key file.
+        path: PathBuf,
+    },
     /// The message is not encrypted to any key in the secret key file.
     #[error(
         "{} is encrypted to key(s) {}, but the secret key file holds {}: was it encrypted to \
@@ -129,8 +140,11 @@ pub enum DecryptError {
         list(available)
     )]
     NoMatchingKey {
+        /// The encrypted file.
         input: PathBuf,
+        /// Key ids (hex) the message is encrypted to.
         recipients: Vec<String>,
+        /// Key ids (hex) of the secret keys and subkeys in the key file.
         available: Vec<String>,
     },
     /// The integrity check failed: the ciphertext was modified or corrupted.
@@ -139,21 +153,34 @@ pub enum DecryptError {
          output was kept; download it again",
         input.display()
     )]
-    Integrity { input: PathBuf },
+    Integrity {
+        /// The encrypted file.
+        input: PathBuf,
+    },
     /// The file ends before the encrypted message does.
     #[error(
         "{} is truncated (the file ends before the encrypted message does) and no output was \
          kept; download it again",
         input.display()
     )]
-    Truncated { input: PathBuf },
+    Truncated {
+        /// The encrypted file.
+        input: PathBuf,
+    },
     /// Not an encrypted OpenPGP message, or one this module cannot read.
     #[error("{} cannot be decrypted: {message}", input.display())]
-    Malformed { input: PathBuf, message: String },
+    Malformed {
+        /// The file.
+        input: PathBuf,
+        /// What the OpenPGP parser found wrong.
+        message: String,
+    },
     /// Reading the input or writing the output failed.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
+        /// The file read or written.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: io::Error,
     },

@@ -63,7 +63,12 @@ impl PartWriter {
     /// still accepted; the caller checks the length).
     /// Hashing and writing run on two threads fed the same batches, so each proceeds at
     /// its own pace (SHA-256 and page-cache copies cost about the same per byte).
-    pub fn start(path: PathBuf, offset: u64, hasher: Option<Sha256>, total: Option<u64>) -> Self {
+    pub(super) fn start(
+        path: PathBuf,
+        offset: u64,
+        hasher: Option<Sha256>,
+        total: Option<u64>,
+    ) -> Self {
         let left = total.map(|t| t.saturating_sub(offset));
         let (to_disk, mut disk_rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
         let (to_hash, mut hash_rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
@@ -122,7 +127,7 @@ impl PartWriter {
     /// The chunk is copied into a recycled batch buffer and dropped at once: the HTTP
     /// client can then reuse its read buffer instead of allocating (and page-faulting) a
     /// fresh one for every read, which costs more than the copy.
-    pub async fn send(&mut self, chunk: Bytes) -> bool {
+    pub(super) async fn send(&mut self, chunk: Bytes) -> bool {
         let mut rest: &[u8] = &chunk;
         while !rest.is_empty() {
             let room = BATCH_BYTES - self.batch.len();
@@ -147,7 +152,10 @@ impl PartWriter {
             Vec::new()
         } else {
             let recycled = {
-                let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+                let mut pool = self
+                    .pool
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 pool.pop()
             };
             recycled.unwrap_or_else(|| Vec::with_capacity(batch_capacity(self.left)))
@@ -157,7 +165,7 @@ impl PartWriter {
     }
 
     /// Writes everything queued and returns the writer's state or its I/O error.
-    pub async fn finish(mut self) -> io::Result<Written> {
+    pub(super) async fn finish(mut self) -> io::Result<Written> {
         self.flush_batch(true).await;
         drop(self.to_disk);
         drop(self.to_hash);
@@ -175,7 +183,9 @@ impl PartWriter {
 fn recycle(pool: &Pool, batch: Batch) {
     if let Some(mut buf) = Arc::into_inner(batch) {
         buf.clear();
-        let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if pool.len() < POOL_BUFFERS {
             pool.push(buf);
         }
