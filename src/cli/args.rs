@@ -1,7 +1,4 @@
 //! The command line's shape: clap types for every subcommand and its flags.
-// clap turns `///` on these items into --help text, so documenting them changes the help
-// output; to be done together with a check of the help output.
-#![allow(missing_docs)] // TODO(#9): document
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -17,6 +14,7 @@ Exit codes:
        again later to continue
   130  interrupted (Ctrl-C)";
 
+/// The command line: one subcommand and its flags.
 #[derive(Parser, Debug)]
 #[command(
     name = "auditflow",
@@ -25,22 +23,28 @@ Exit codes:
     after_help = EXIT_CODES
 )]
 pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How `run` reports on stdout (`--log-format`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// A line per step and a summary, for people.
     Human,
+    /// One JSON object per event, for machines.
     Json,
 }
 
+/// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Validate, then run a workflow.
     Run(RunArgs),
     /// Check workflow files without sending anything.
     Validate {
+        /// Workflow files to check (each with the files it `uses`).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -48,6 +52,7 @@ pub enum Command {
     Schema,
     /// Show the runs recorded in a state directory.
     Runs {
+        /// `list` or `show`.
         #[command(subcommand)]
         command: RunsCommand,
     },
@@ -172,6 +177,7 @@ pub struct StateDirArg {
 pub enum RunsCommand {
     /// One line per run, newest first.
     List {
+        /// Where the runs are recorded.
         #[command(flatten)]
         state: StateDirArg,
     },
@@ -179,6 +185,7 @@ pub enum RunsCommand {
     Show {
         /// The run id (or its first characters).
         run: String,
+        /// Where the run is recorded.
         #[command(flatten)]
         state: StateDirArg,
     },
@@ -190,8 +197,10 @@ pub struct SimArgs {
     /// Port of the Mimecast side (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub mimecast_port: u16,
+    /// Port of the MailStore side (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub mailstore_port: u16,
+    /// Port of the Google side (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub google_port: u16,
     /// Latency added to every answer, e.g. 50ms.
