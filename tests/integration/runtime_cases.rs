@@ -51,7 +51,6 @@ async fn runtime_failures_print_their_expected_text() {
     .await;
     let sim = sim::start(SimConfig::default()).await.unwrap();
     let dir = root().join("tests/cases/runtime");
-    let bless = std::env::var_os("AUDITFLOW_BLESS").is_some();
     let cases = cases(&dir);
     assert!(
         cases.len() >= 5,
@@ -66,21 +65,7 @@ async fn runtime_failures_print_their_expected_text() {
             .run()
             .await;
         let got = normalize(&ran.stderr, ran.path());
-        let expected_path = case.with_extension("err");
-        if bless {
-            std::fs::write(&expected_path, &got).unwrap();
-            continue;
-        }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
-            panic!(
-                "{} is missing; run with AUDITFLOW_BLESS=1",
-                expected_path.display()
-            )
-        });
-        if got != expected {
-            let name = case.file_name().unwrap().to_string_lossy().into_owned();
-            mismatches.push(format!("--- {name}: expected\n{expected}--- got\n{got}"));
-        }
+        mismatches.extend(crate::common::check_snapshot(&case, &got));
     }
     sim.shutdown().await;
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));

@@ -28,7 +28,6 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn invalid_cases_fail_with_their_expected_text() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/invalid");
-    let bless = std::env::var_os("AUDITFLOW_BLESS").is_some();
     let cases = yaml_files(&dir);
     assert!(
         cases.len() >= 10,
@@ -46,20 +45,7 @@ fn invalid_cases_fail_with_their_expected_text() {
         );
         assert!(out.stdout.is_empty(), "{name}: nothing on stdout expected");
         let got = String::from_utf8_lossy(&out.stderr).into_owned();
-        let expected_path = case.with_extension("err");
-        if bless {
-            std::fs::write(&expected_path, &got).unwrap();
-            continue;
-        }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
-            panic!(
-                "{} is missing; run with AUDITFLOW_BLESS=1",
-                expected_path.display()
-            )
-        });
-        if got != expected {
-            mismatches.push(format!("--- {name}: expected\n{expected}--- got\n{got}"));
-        }
+        mismatches.extend(common::check_snapshot(&case, &got));
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
