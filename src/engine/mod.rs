@@ -404,7 +404,9 @@ async fn run_step(
             );
             Err(StopReason::Pending(waiting_for))
         }
-        Err(ActionError::Step(StepError::Cancelled)) if run.cancel.is_cancelled() => {
+        // Once the run is cancelled (Ctrl-C), whatever stopped the step (a download's own
+        // "cancelled", a connection torn down) is the cancellation: exit 130, resumable.
+        Err(_) if run.cancel.is_cancelled() => {
             finish(
                 StepStatus::Failed,
                 0,

@@ -159,7 +159,8 @@ pub(super) async fn run_pipelined(
             finish(1, StepStatus::Succeeded, None, &b);
             Ok((a, b))
         }
-        Err((_, ActionError::Step(StepError::Cancelled))) if run.cancel.is_cancelled() => {
+        // As for single steps: after Ctrl-C, any error of the pair is the cancellation.
+        Err(_) if run.cancel.is_cancelled() => {
             finish(
                 0,
                 StepStatus::Failed,

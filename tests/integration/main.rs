@@ -17,6 +17,7 @@ mod download_http;
 mod durable;
 mod durations;
 mod engine;
+mod interrupt;
 mod runtime_cases;
 mod schema;
 mod shipped_workflows;
