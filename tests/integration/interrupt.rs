@@ -20,7 +20,7 @@ async fn interrupt_during(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("auditflow starts");
-    for _ in 0..200 {
+    for _ in 0..800 {
         if !script.requests(wait_for).is_empty() {
             break;
         }
