@@ -61,16 +61,10 @@ pub(super) async fn create_export(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = sim.guard(&headers).await {
-        return r;
-    }
-    let domain = match check_domain(&domain) {
+    let domain = match sim.admit_domain(&headers, &domain).await {
         Ok(d) => d,
-        Err(e) => return bad_request(e),
+        Err(r) => return r,
     };
-    if let Some(r) = sim.forbid_foreign_domain(&domain) {
-        return r;
-    }
     let user = match check_user(&user, &domain) {
         Ok(u) => u,
         Err(e) => return bad_request(e),
@@ -274,6 +268,24 @@ pub(super) async fn delete_export(
 }
 
 impl GoogleSim {
+    /// The checks before a call on a domain's exports, in the vendor's order: the caller's
+    /// credentials (and injected faults), a well-formed domain (400), one the admin manages
+    /// (403). Key uploads check only the first two (see [`Self::forbid_foreign_domain`]).
+    pub(super) async fn admit_domain(
+        &self,
+        headers: &HeaderMap,
+        domain: &str,
+    ) -> Result<String, Response> {
+        if let Some(r) = self.guard(headers).await {
+            return Err(r);
+        }
+        let domain = check_domain(domain).map_err(bad_request)?;
+        match self.forbid_foreign_domain(&domain) {
+            Some(r) => Err(r),
+            None => Ok(domain),
+        }
+    }
+
     /// 403 as Google answers an admin for a domain it does not manage (issue 12 item 6): the
     /// caller acts as `google_admin_email` (static token or service-account `sub`), which
     /// manages the domain of its address. The vendor page shows no error body; this is the

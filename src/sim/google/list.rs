@@ -11,7 +11,6 @@ use chrono::NaiveDateTime;
 use super::answers::{atom_response, bad_request};
 use super::atom::{self, EntryView, FeedView};
 use super::export::{expire, remove_files};
-use super::exports::check_domain;
 use super::{lock, retention, rfc3339_millis, GoogleSim, DATE_FMT, EXPORT_PATH};
 
 /// `start` tokens of the list: opaque, carry the last request id of the previous page.
@@ -35,16 +34,10 @@ pub(super) async fn list_exports(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = sim.guard(&headers).await {
-        return r;
-    }
-    let domain = match check_domain(&domain) {
+    let domain = match sim.admit_domain(&headers, &domain).await {
         Ok(d) => d,
-        Err(e) => return bad_request(e),
+        Err(r) => return r,
     };
-    if let Some(r) = sim.forbid_foreign_domain(&domain) {
-        return r;
-    }
     let now = sim.now();
     let mut from = None;
     let mut after = None;
