@@ -45,12 +45,10 @@ async fn log_lines_on_a_pipe_carry_no_colour() {
         "wf.yaml",
         &format!("name: colour\nsteps:\n  - id: one\n    call: {{url: '{url}/ok'}}\n"),
     );
-    let args = vec!["run".to_string(), wf.display().to_string()];
+    let wf_arg = wf.display().to_string();
     // CI unset: the pipe alone must turn colour off.
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_auditflow"));
-    cmd.args(&args)
-        .current_dir(dir.path())
-        .env_remove("CI")
+    let mut cmd = crate::common::command(&["run", &wf_arg], dir.path());
+    cmd.env_remove("CI")
         .env_remove("NO_COLOR")
         .env("RUST_LOG", "debug");
     let o = tokio::task::spawn_blocking(move || cmd.output().expect("auditflow runs"))

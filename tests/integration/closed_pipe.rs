@@ -1,7 +1,7 @@
 //! A reader that goes away (`auditflow ... | head -1`) never makes auditflow panic: the run goes
 //! on to its end, is recorded with its real status, and exits with its real code.
 use std::io::Read as _;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::common::{serve, Dir, Reply};
 
@@ -9,11 +9,7 @@ use crate::common::{serve, Dir, Reply};
 /// are closed at once, so every write fails with EPIPE. Returns the exit code and what stderr
 /// said when it was kept open.
 fn with_closed_pipes(args: &[&str], cwd: &std::path::Path, close_stderr: bool) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_auditflow"))
-        .args(args)
-        .current_dir(cwd)
-        .env("CI", "true")
-        .env_remove("RUST_LOG")
+    let mut child = crate::common::command(args, cwd)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -165,14 +165,21 @@ impl Dir {
     }
 }
 
-/// Runs the real binary with arguments and extra environment; blocking, so call it
-/// from `spawn_blocking` while a server runs.
-pub(crate) fn auditflow(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+/// The real binary with `args` in `cwd`, as CI runs it (`CI=true`, no `RUST_LOG`), for tests
+/// that need the process itself (pipes, signals).
+pub(crate) fn command(args: &[&str], cwd: &Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_auditflow"));
     cmd.args(args)
         .current_dir(cwd)
         .env("CI", "true")
         .env_remove("RUST_LOG");
+    cmd
+}
+
+/// Runs the real binary with arguments and extra environment; blocking, so call it
+/// from `spawn_blocking` while a server runs.
+pub(crate) fn auditflow(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+    let mut cmd = command(args, cwd);
     for (k, v) in env {
         cmd.env(k, v);
     }

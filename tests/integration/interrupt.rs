@@ -11,11 +11,7 @@ async fn interrupt_during(
 ) -> (i32, String, Dir) {
     let dir = Dir::new();
     let wf = dir.write("wf.yaml", &wf_yaml);
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_auditflow"))
-        .args(["run", &wf.display().to_string()])
-        .current_dir(dir.path())
-        .env("CI", "true")
-        .env_remove("RUST_LOG")
+    let child = crate::common::command(&["run", &wf.display().to_string()], dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
