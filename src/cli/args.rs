@@ -65,6 +65,17 @@ pub enum Command {
         /// The output directory of a run (holding manifest.json).
         dir: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (auditflow.1 and one per subcommand) into a directory.
+    Man {
+        /// Where the pages go (created when missing), e.g. /usr/local/share/man/man1.
+        #[arg(long, default_value = "man")]
+        dir: PathBuf,
+    },
     /// Run the shipped workflows against the built-in simulator with a throwaway key.
     Demo {
         /// Where results go (replaced on every run).

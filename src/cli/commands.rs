@@ -1,4 +1,5 @@
-//! The subcommands other than `run`: `validate`, `schema`, `runs`, `verify`, `decrypt`, `sim`.
+//! The subcommands other than `run`: `validate`, `schema`, `runs`, `verify`, `decrypt`, `sim`,
+//! `completions`, `man`.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,30 @@ use crate::workflow::validate::validate_file;
 pub fn schema_json() -> String {
     let schema = schemars::schema_for!(crate::workflow::model::Workflow);
     serde_json::to_string_pretty(&schema).unwrap_or_else(|_| "{}".into())
+}
+
+/// `auditflow completions SHELL`: the completion script on stdout, generated from the clap
+/// definition so it never lags behind the flags.
+pub(super) fn completions(shell: clap_complete::Shell) {
+    let mut cmd = <super::args::Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "auditflow", &mut out);
+    crate::out!("{}", String::from_utf8_lossy(&out));
+}
+
+/// `auditflow man --dir DIR`: `auditflow.1` and `auditflow-<sub>.1` for every subcommand.
+pub(super) fn man(dir: &Path) -> Result<(), CliError> {
+    let cmd = <super::args::Cli as clap::CommandFactory>::command();
+    let fail = |e: std::io::Error| {
+        CliError::Failed(format!(
+            "cannot write man pages into {}: {e}; pick a writable directory with --dir",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    clap_mangen::generate_to(cmd, dir).map_err(fail)?;
+    crate::outln!("man pages written to {}", dir.display());
+    Ok(())
 }
 
 /// `auditflow validate`: `ok` per good file on stdout, the diagnostics of the others.

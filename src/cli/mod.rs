@@ -66,6 +66,11 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         Command::Sim(a) => commands::sim(a).await,
         Command::Runs { command } => commands::runs(command),
         Command::Verify { dir } => commands::verify(&dir),
+        Command::Completions { shell } => {
+            commands::completions(shell);
+            Ok(())
+        }
+        Command::Man { dir } => commands::man(&dir),
         Command::Decrypt(a) => commands::decrypt(a).await,
         Command::Demo { out } => match crate::demo::run(&out, ctrl_c_token()).await {
             exit::OK => Ok(()),

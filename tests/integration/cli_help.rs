@@ -59,3 +59,46 @@ async fn log_lines_on_a_pipe_carry_no_colour() {
     assert!(err.contains("DEBUG"), "debug log lines expected: {err}");
     assert!(!err.contains('\u{1b}'), "ANSI escapes on a pipe: {err}");
 }
+
+#[test]
+fn completions_cover_every_subcommand() {
+    let dir = Dir::new();
+    let o = auditflow(&["completions", "bash"], &[], dir.path());
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stderr: {err}");
+    assert!(out.contains("complete -F"), "not a bash script: {out}");
+    for sub in [
+        "run", "validate", "runs", "sim", "decrypt", "verify", "demo",
+    ] {
+        assert!(out.contains(sub), "bash completion lacks {sub}");
+    }
+    assert!(
+        out.contains("--max-wait"),
+        "bash completion lacks run's flags"
+    );
+    let o = auditflow(&["completions", "tcsh"], &[], dir.path());
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
+#[test]
+fn man_pages_are_written_per_subcommand() {
+    let dir = Dir::new();
+    let o = auditflow(&["man", "--dir", "pages"], &[], dir.path());
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stderr: {err}");
+    let main = std::fs::read_to_string(dir.path().join("pages/auditflow.1")).expect("auditflow.1");
+    assert!(main.contains(".TH auditflow"), "not roff: {main}");
+    assert!(
+        main.contains("Exit codes"),
+        "the exit codes are in the page"
+    );
+    let run = std::fs::read_to_string(dir.path().join("pages/auditflow-run.1")).expect("run page");
+    assert!(
+        run.contains("max\\-wait"),
+        "run page lacks its flags: {run}"
+    );
+}
