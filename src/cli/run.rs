@@ -72,7 +72,10 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         .await
         .map_err(|e| CliError::RunRefused {
             workflow: args.workflow.clone(),
-            message: secrets.mask(&e.to_string()),
+            message: secrets.mask(&match e.hint() {
+                Some(help) => format!("{e}\n  = help: {help}"),
+                None => e.to_string(),
+            }),
         })?;
     let mut errors: Vec<CliError> = reporters
         .finish(result.state_dir.as_deref(), &secrets)

@@ -11,15 +11,56 @@ use crate::workflow::validate::coerce_input;
 /// Errors found before any request is sent (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum InputError {
-    #[error("missing required input{}: {}", if .0.len() == 1 { "" } else { "s" }, .0.join(", "))]
-    Missing(Vec<String>),
-    #[error("unknown input `{name}`{}", .suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
+    #[error("missing required input{}: {}", if .0.len() == 1 { "" } else { "s" }, missing_list(.0))]
+    Missing(Vec<MissingInput>),
+    #[error("unknown input `{name}`; {}", match .suggestion {
+        Some(s) => format!("did you mean `{s}`?"),
+        None if .declared.is_empty() => "the workflow declares no inputs".to_string(),
+        None => format!("the workflow declares: {}", .declared.join(", ")),
+    })]
     Unknown {
         name: String,
         suggestion: Option<String>,
+        declared: Vec<String>,
     },
     #[error("input `{name}`: {message}")]
     Invalid { name: String, message: String },
+}
+
+/// A required input nobody gave: what the user needs to give it.
+#[derive(Debug)]
+pub(crate) struct MissingInput {
+    pub name: String,
+    kind: &'static str,
+    description: Option<String>,
+}
+
+/// `a (string: what it is for), b (integer)`.
+fn missing_list(missing: &[MissingInput]) -> String {
+    let one = |m: &MissingInput| match &m.description {
+        Some(d) => format!("{} ({}: {})", m.name, m.kind, d.trim()),
+        None => format!("{} ({})", m.name, m.kind),
+    };
+    missing.iter().map(one).collect::<Vec<_>>().join(", ")
+}
+
+impl InputError {
+    /// How to give what is missing on the command line (not for `uses`, whose inputs come
+    /// from `with:`).
+    pub(crate) fn command_line_hint(&self) -> Option<String> {
+        let Self::Missing(missing) = self else {
+            return None;
+        };
+        let flags: Vec<String> = missing
+            .iter()
+            .map(|m| format!("-i {}=...", m.name))
+            .collect();
+        Some(format!(
+            "give {} with `{}`, or in an `--inputs-file`",
+            if missing.len() == 1 { "it" } else { "them" },
+            flags.join(" ")
+        ))
+    }
 }
 
 /// Resolves inputs against their declarations: given, else default, else missing.
@@ -33,6 +74,7 @@ pub(crate) fn resolve_inputs(
                 name: name.clone(),
                 suggestion: did_you_mean(name, wf.inputs.keys().map(String::as_str))
                     .map(str::to_string),
+                declared: wf.inputs.keys().cloned().collect(),
             });
         }
     }
@@ -49,7 +91,11 @@ pub(crate) fn resolve_inputs(
                     })?;
                 out.insert(name.clone(), coerced);
             }
-            None if spec.required => missing.push(name.clone()),
+            None if spec.required => missing.push(MissingInput {
+                name: name.clone(),
+                kind: spec.kind.as_str(),
+                description: spec.description.clone(),
+            }),
             None => {
                 out.insert(name.clone(), Value::Null);
             }
@@ -115,8 +161,11 @@ mod tests {
     fn inputs_resolve_defaults_types_and_missing() {
         let w = wf("name: t\ninputs:\n  a: {type: integer, required: true}\n  b: {type: boolean, default: false}\n  c: {type: string}\nsteps: [{id: s, call: {url: 'http://x'}}]\n");
         let mut given = BTreeMap::new();
-        assert!(
-            matches!(resolve_inputs(&w, &given), Err(InputError::Missing(m)) if m == vec!["a".to_string()])
+        let e = resolve_inputs(&w, &given).unwrap_err();
+        assert_eq!(e.to_string(), "missing required input: a (integer)");
+        assert_eq!(
+            e.command_line_hint().as_deref(),
+            Some("give it with `-i a=...`, or in an `--inputs-file`")
         );
         given.insert("a".into(), json!("7"));
         let r = resolve_inputs(&w, &given).unwrap();
@@ -126,5 +175,9 @@ mod tests {
         given.insert("aa".into(), json!("1"));
         let e = resolve_inputs(&w, &given).unwrap_err().to_string();
         assert_eq!(e, "unknown input `aa`; did you mean `a`?");
+        given.remove("aa");
+        given.insert("zzz".into(), json!("1"));
+        let e = resolve_inputs(&w, &given).unwrap_err().to_string();
+        assert_eq!(e, "unknown input `zzz`; the workflow declares: a, b, c");
     }
 }

@@ -62,6 +62,16 @@ pub(crate) enum RunError {
     State(#[from] StateError),
 }
 
+impl RunError {
+    /// What to do about it on the command line, when that is more than the message says.
+    pub(crate) fn hint(&self) -> Option<String> {
+        match self {
+            RunError::Input(e) => e.command_line_hint(),
+            RunError::State(_) => None,
+        }
+    }
+}
+
 /// The result of a run.
 #[derive(Debug, Clone)]
 pub(crate) struct RunResult {

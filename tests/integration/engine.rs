@@ -367,7 +367,7 @@ async fn missing_required_input_is_reported_before_any_request() {
         r"
         name: inputs
         inputs:
-          domain: {required: true}
+          domain: {required: true, description: the Workspace domain}
           user: {required: true}
         steps:
           - id: a
@@ -376,7 +376,8 @@ async fn missing_required_input_is_reported_before_any_request() {
     )
     .env("API_URL", &url)
     .code(2)
-    .stderr_has("missing required inputs: domain, user")
+    .stderr_has("missing required inputs: domain (string: the Workspace domain), user (string)")
+    .stderr_has("= help: give them with `-i domain=... -i user=...`, or in an `--inputs-file`")
     .run()
     .await;
     assert!(script.all().is_empty());
