@@ -150,13 +150,50 @@ pub(crate) fn out_dir(wf: &Workflow, given: &BTreeMap<String, Value>) -> Option<
     v.as_str().filter(|s| !s.is_empty()).map(PathBuf::from)
 }
 
-/// JSON lines on stdout, one per event (`--log-format json`).
+/// JSON lines on stdout, one per event (`--log-format json`), each stamped with the time it
+/// was written (`ts`, RFC 3339 UTC with milliseconds), so a CI log can be read as a timeline.
 struct JsonLines;
 
 impl Sink for JsonLines {
     fn event(&self, e: &Event) {
-        if let Ok(s) = serde_json::to_string(e) {
-            crate::outln!("{s}");
+        if let Some(line) = json_line(e, chrono::Utc::now()) {
+            crate::outln!("{line}");
         }
+    }
+}
+
+/// One event as a JSON line with `ts` first.
+fn json_line(e: &Event, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    let serde_json::Value::Object(fields) = serde_json::to_value(e).ok()? else {
+        return None;
+    };
+    let mut line = serde_json::Map::new();
+    line.insert(
+        "ts".into(),
+        now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .into(),
+    );
+    line.extend(fields);
+    serde_json::to_string(&line).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_start_with_a_timestamp() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T06:38:00.5Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let e = Event::Warning {
+            message: "w".into(),
+        };
+        let line = json_line(&e, now).expect("line");
+        assert!(
+            line.starts_with(r#"{"ts":"2026-12-01T06:38:00.500Z","#),
+            "line: {line}"
+        );
+        assert!(line.contains(r#""message":"w""#), "line: {line}");
     }
 }
