@@ -168,8 +168,8 @@ pub enum Event {
         attempt: u32,
         /// Why it failed (masked).
         error: String,
-        /// Wait before the next attempt (serialized as `wait` in milliseconds).
-        #[serde(with = "duration_ms")]
+        /// Wait before the next attempt (`wait_ms` in JSON).
+        #[serde(with = "duration_ms", rename = "wait_ms")]
         wait: Duration,
     },
     /// One poll and what it saw.
@@ -180,8 +180,8 @@ pub enum Event {
         poll: u32,
         /// The vendor's state as the poll read it (e.g. `processing 40%`).
         observed: String,
-        /// Wait before the next poll (milliseconds in JSON).
-        #[serde(with = "duration_ms")]
+        /// Wait before the next poll (`next_in_ms` in JSON).
+        #[serde(with = "duration_ms", rename = "next_in_ms")]
         next_in: Duration,
     },
     /// A line of detail from a step (shown with `--verbose`).
@@ -239,8 +239,8 @@ pub enum Event {
         status: StepStatus,
         /// Attempts made, retries included (0 when skipped or recorded).
         attempts: u32,
-        /// Wall time of the step in this process (milliseconds in JSON).
-        #[serde(with = "duration_ms")]
+        /// Wall time of the step in this process (`duration_ms` in JSON).
+        #[serde(with = "duration_ms", rename = "duration_ms")]
         duration: Duration,
         /// Why it failed, when it did (masked).
         error: Option<String>,
@@ -251,8 +251,8 @@ pub enum Event {
     RunFinished {
         /// How the run ended.
         status: RunStatus,
-        /// Wall time of this process (milliseconds in JSON).
-        #[serde(with = "duration_ms")]
+        /// Wall time of this process (`duration_ms` in JSON).
+        #[serde(with = "duration_ms", rename = "duration_ms")]
         duration: Duration,
         /// The workflow's `outputs`, rendered and masked.
         outputs: Value,

@@ -191,6 +191,9 @@ pub enum RunsCommand {
         /// Where the runs are recorded.
         #[command(flatten)]
         state: StateDirArg,
+        /// A JSON array instead of the table (for scripts and CI).
+        #[arg(long)]
+        json: bool,
     },
     /// What one run recorded: steps, requests that must not be repeated, files, waits.
     Show {
@@ -199,6 +202,9 @@ pub enum RunsCommand {
         /// Where the run is recorded.
         #[command(flatten)]
         state: StateDirArg,
+        /// A JSON object instead of the text (for scripts and CI).
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -74,9 +74,9 @@ pub(super) fn validate(files: &[PathBuf]) -> Result<(), CliError> {
 
 /// `auditflow runs list|show`.
 pub(super) fn runs(cmd: RunsCommand) -> Result<(), CliError> {
-    let (dir, id) = match &cmd {
-        RunsCommand::List { state } => (&state.state_dir, None),
-        RunsCommand::Show { run, state } => (&state.state_dir, Some(run)),
+    let (dir, id, json) = match &cmd {
+        RunsCommand::List { state, json } => (&state.state_dir, None, *json),
+        RunsCommand::Show { run, state, json } => (&state.state_dir, Some(run), *json),
     };
     if !dir.join("auditflow-state.json").exists() {
         return Err(CliError::Invalid(format!(
@@ -85,14 +85,23 @@ pub(super) fn runs(cmd: RunsCommand) -> Result<(), CliError> {
         )));
     }
     let sd = StateDir::open(dir).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let pretty = |v: serde_json::Value| serde_json::to_string_pretty(&v).unwrap_or_default();
     match id {
         None => {
             let list = sd.list().map_err(|e| CliError::Failed(e.to_string()))?;
-            crate::out!("{}", crate::report::runs::list(&list));
+            if json {
+                crate::outln!("{}", pretty(crate::report::runs::list_json(&list)));
+            } else {
+                crate::out!("{}", crate::report::runs::list(&list));
+            }
         }
         Some(id) => {
             let (r, active) = sd.show(id).map_err(|e| CliError::Invalid(e.to_string()))?;
-            crate::out!("{}", crate::report::runs::show(&r, active));
+            if json {
+                crate::outln!("{}", pretty(crate::report::runs::show_json(&r, active)));
+            } else {
+                crate::out!("{}", crate::report::runs::show(&r, active));
+            }
         }
     }
     Ok(())

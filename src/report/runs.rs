@@ -3,6 +3,9 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
+use serde_json::{json, Value};
+
+use crate::state::journal::DoneStep;
 use crate::state::{DoneStatus, Listed, Replay};
 
 fn when(t: DateTime<Utc>) -> String {
@@ -24,7 +27,7 @@ pub(crate) fn list(runs: &[Listed]) -> String {
     for r in runs {
         match r {
             Ok(s) => {
-                let status = if s.active && !s.status.succeeded() {
+                let status = if unfinished(s.active, s.status.succeeded()) {
                     any_unfinished = true;
                     format!("{}*", s.status)
                 } else {
@@ -104,21 +107,23 @@ pub(crate) fn show(r: &Replay, active: bool) -> String {
     }
     let _ = writeln!(out, "\nsteps");
     for step in &r.order {
-        let state = if let Some(d) = r.done.get(step) {
-            let what = match d.status {
-                DoneStatus::Succeeded => "done",
-                DoneStatus::Skipped => "skipped",
-                DoneStatus::FailedContinued => "failed (continued)",
-            };
-            format!("{what} {} ({} attempts)", when(d.at), d.attempts)
-        } else if let Some((w, polls)) = r.waiting.get(step) {
-            format!("waiting after {polls} polls: {w}")
-        } else if let Some((n, seen)) = r.polls.get(step) {
-            format!("polling: {n} polls so far, last saw {seen}")
-        } else if let Some(e) = r.failed.get(step) {
-            format!("failed: {e}")
-        } else {
-            "started, not finished".to_string()
+        let state = match step_state(r, step) {
+            StepState::Done(d) => format!(
+                "{} {} ({} attempts)",
+                done_word(d.status),
+                when(d.at),
+                d.attempts
+            ),
+            StepState::Waiting { what, polls } => format!("waiting after {polls} polls: {what}"),
+            StepState::Failed {
+                error,
+                polls: Some(n),
+            } => format!("failed after {n} polls: {error}"),
+            StepState::Failed { error, polls: None } => format!("failed: {error}"),
+            StepState::Polling { polls, seen } => {
+                format!("polling: {polls} polls so far, last saw {seen}")
+            }
+            StepState::Started => "started, not finished".to_string(),
         };
         let _ = writeln!(out, "  {step:<40} {state}");
         if let Some(i) = r.intents.get(step) {
@@ -131,11 +136,7 @@ pub(crate) fn show(r: &Replay, active: bool) -> String {
             );
         }
         if let Some(resp) = r.responses.get(step) {
-            let id = resp
-                .response
-                .pointer("/body/properties/requestId")
-                .or_else(|| resp.response.get("request_id"))
-                .and_then(|v| v.as_str())
+            let id = request_id(&resp.response)
                 .map(|s| format!(" (request {s})"))
                 .unwrap_or_default();
             let _ = writeln!(
@@ -158,4 +159,141 @@ pub(crate) fn show(r: &Replay, active: bool) -> String {
         }
     }
     out
+}
+
+/// Where one step of a recorded run stands; the text and JSON views both read it.
+enum StepState<'a> {
+    Done(&'a DoneStep),
+    Waiting {
+        what: &'a str,
+        polls: u32,
+    },
+    /// Failed for good; `polls` when it was a poll (its last state is in the error).
+    Failed {
+        error: &'a str,
+        polls: Option<u32>,
+    },
+    Polling {
+        polls: u32,
+        seen: &'a str,
+    },
+    Started,
+}
+
+fn step_state<'a>(r: &'a Replay, step: &str) -> StepState<'a> {
+    if let Some(d) = r.done.get(step) {
+        StepState::Done(d)
+    } else if let Some((what, polls)) = r.waiting.get(step) {
+        StepState::Waiting {
+            what,
+            polls: *polls,
+        }
+    } else if let Some(error) = r.failed.get(step) {
+        StepState::Failed {
+            error,
+            polls: r.polls.get(step).map(|(n, _)| *n),
+        }
+    } else if let Some((polls, seen)) = r.polls.get(step) {
+        StepState::Polling {
+            polls: *polls,
+            seen,
+        }
+    } else {
+        StepState::Started
+    }
+}
+
+fn done_word(s: DoneStatus) -> &'static str {
+    match s {
+        DoneStatus::Succeeded => "done",
+        DoneStatus::Skipped => "skipped",
+        DoneStatus::FailedContinued => "failed (continued)",
+    }
+}
+
+/// The vendor's id of a recorded answer (a Google export's `requestId`, a MailStore token).
+fn request_id(response: &Value) -> Option<&str> {
+    response
+        .pointer("/body/properties/requestId")
+        .or_else(|| response.get("request_id"))
+        .and_then(Value::as_str)
+}
+
+/// Whether the next run of the same workflow and inputs resumes this one.
+fn unfinished(active: bool, succeeded: bool) -> bool {
+    active && !succeeded
+}
+
+/// `runs list --json`: an array, newest first; unreadable journals carry `error`.
+pub(crate) fn list_json(runs: &[Listed]) -> Value {
+    let one = |r: &Listed| match r {
+        Ok(s) => json!({
+            "run_id": s.run_id,
+            "workflow": s.workflow,
+            "status": s.status.as_str(),
+            "unfinished": unfinished(s.active, s.status.succeeded()),
+            "started_at": s.started_at,
+            "last_at": s.last_at,
+            "steps_done": s.steps_done,
+            "waiting": s.waiting,
+        }),
+        Err((id, e)) => json!({"run_id": id, "error": e.to_string()}),
+    };
+    Value::Array(runs.iter().map(one).collect())
+}
+
+/// `runs show --json`: the run and its steps in the order first seen.
+pub(crate) fn show_json(r: &Replay, active: bool) -> Value {
+    let h = &r.header;
+    let (ended_at, error) = match &r.finished {
+        Some((at, _, e)) => (Some(*at), e.clone()),
+        None => (None, None),
+    };
+    json!({
+        "run_id": h.run_id,
+        "workflow": h.workflow,
+        "workflow_name": h.workflow_name,
+        "journal": r.path,
+        "started_at": h.started_at,
+        "resumed_at": r.resumes,
+        "status": r.status().as_str(),
+        "ended_at": ended_at,
+        "last_at": r.last_at,
+        "error": error,
+        "unfinished": unfinished(active, r.status().succeeded()),
+        "shard": h.shard,
+        "inputs": h.inputs,
+        "torn_tail": r.torn_tail,
+        "steps": r.order.iter().map(|step| step_json(r, step)).collect::<Vec<_>>(),
+    })
+}
+
+fn step_json(r: &Replay, step: &str) -> Value {
+    let mut v = match step_state(r, step) {
+        StepState::Done(d) => json!({
+            "state": done_word(d.status), "at": d.at, "attempts": d.attempts,
+        }),
+        StepState::Waiting { what, polls } => {
+            json!({"state": "waiting", "waiting_for": what, "polls": polls})
+        }
+        StepState::Failed { error, polls } => {
+            json!({"state": "failed", "error": error, "polls": polls})
+        }
+        StepState::Polling { polls, seen } => {
+            json!({"state": "polling", "polls": polls, "last_seen": seen})
+        }
+        StepState::Started => json!({"state": "started"}),
+    };
+    v["step"] = json!(step);
+    if let Some(i) = r.intents.get(step) {
+        v["unanswered_request"] = json!({"attempt": i.attempt, "at": i.at});
+    }
+    if let Some(resp) = r.responses.get(step) {
+        v["answer_recorded_at"] = json!(resp.at);
+        v["request_id"] = json!(request_id(&resp.response));
+    }
+    if let Some(a) = r.artifacts.get(step) {
+        v["artifacts"] = json!(a);
+    }
+    v
 }

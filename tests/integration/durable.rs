@@ -341,6 +341,39 @@ async fn detach_with_exit_75_then_resume_to_completion() {
     assert!(show.status.success(), "{e}");
     assert!(s.contains("sent once, answer recorded"), "{s}");
     assert!(s.contains("waiting after"), "{s}");
+    // The same, for scripts.
+    let list = auditflow(
+        &h,
+        &["runs", "list", "--json", "--state-dir", &state],
+        &[],
+        d.path(),
+    )
+    .await;
+    let runs: serde_json::Value = serde_json::from_slice(&list.stdout).expect("runs list --json");
+    assert_eq!(runs[0]["run_id"], serde_json::json!(id), "{runs}");
+    assert_eq!(runs[0]["status"], "pending", "{runs}");
+    assert_eq!(runs[0]["unfinished"], true, "{runs}");
+    let show = auditflow(
+        &h,
+        &["runs", "show", &id[..8], "--json", "--state-dir", &state],
+        &[],
+        d.path(),
+    )
+    .await;
+    let run: serde_json::Value = serde_json::from_slice(&show.stdout).expect("runs show --json");
+    let steps = run["steps"].as_array().expect("steps");
+    let create = steps
+        .iter()
+        .find(|s| s["step"] == "create")
+        .expect("create step");
+    assert!(create["answer_recorded_at"].is_string(), "{run}");
+    assert!(create["request_id"].is_string(), "{run}");
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["state"] == "waiting" && s["polls"].as_u64() > Some(0)),
+        "{run}"
+    );
     // Scheduled runs later: each continues polling; the last one finishes.
     let mut code = Some(75);
     for _ in 0..20 {
@@ -712,4 +745,45 @@ async fn a_non_idempotent_call_without_a_lookup_stops_instead_of_repeating() {
         1,
         "sent once, not five times"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_show_says_a_poll_ended_in_error_not_what_it_saw_before() {
+    let h = sim::start(SimConfig {
+        google_error_user: Some("broken".into()),
+        ..sim_config(2)
+    })
+    .await
+    .expect("simulator");
+    let d = Dir::new();
+    let o = export(&h, "broken", d.path(), &[], &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let state = d.path().join("state").display().to_string();
+    let list = auditflow(
+        &h,
+        &["runs", "list", "--json", "--state-dir", &state],
+        &[],
+        d.path(),
+    )
+    .await;
+    let runs: serde_json::Value = serde_json::from_slice(&list.stdout).expect("runs list --json");
+    let id = runs[0]["run_id"].as_str().expect("run id").to_string();
+    assert_eq!(runs[0]["status"], "failed", "{runs}");
+    let show = auditflow(
+        &h,
+        &["runs", "show", &id, "--state-dir", &state],
+        &[],
+        d.path(),
+    )
+    .await;
+    let (s, _) = text(&show);
+    let poll = s
+        .lines()
+        .find(|l| l.contains("polls"))
+        .unwrap_or_else(|| panic!("no poll line: {s}"));
+    assert!(
+        poll.contains("failed after") && poll.contains("ERROR"),
+        "{s}"
+    );
+    assert!(!poll.contains("last saw"), "{s}");
 }
