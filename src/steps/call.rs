@@ -19,6 +19,8 @@ pub struct RenderedCall {
     pub expect_status: Vec<u16>,
     /// `expect.condition`, rendered against each response.
     pub expect_condition: Option<String>,
+    /// `expect.message`: the user's words for a failed expectation (a template over `response`).
+    pub expect_message: Option<String>,
     /// `save_to`: where the parsed body is written as pretty JSON.
     pub save_to: Option<PathBuf>,
     /// Page size and limit when `paginate` is on.
@@ -155,6 +157,7 @@ pub fn render_call(
         },
         expect_status: expect.status,
         expect_condition: expect.condition,
+        expect_message: expect.message,
         idempotent: spec.idempotent,
         save_to,
         paginate,
@@ -199,47 +202,91 @@ impl CallOutcome {
 }
 
 /// Checks `expect`: statuses (default: any 2xx) and the condition over `response`.
+/// A failure says what was expected (the user's `message` first, when given) and shows the
+/// values the condition read, like a test runner's expected/actual.
 pub fn check_expect(rc: &RenderedCall, resp: &Response, ctx: &Value) -> Result<(), StepError> {
     let ok_status = if rc.expect_status.is_empty() {
         (200..300).contains(&resp.status)
     } else {
         rc.expect_status.contains(&resp.status)
     };
+    let full = || with_response(ctx, resp);
     if !ok_status {
+        let expected = if rc.expect_status.is_empty() {
+            "2xx".to_string()
+        } else {
+            let list: Vec<String> = rc.expect_status.iter().map(u16::to_string).collect();
+            list.join(", ")
+        };
+        let base = format!(
+            "HTTP {} is not an expected status ({expected})",
+            resp.status
+        );
         return Err(StepError::Expect {
-            message: format!(
-                "HTTP {} is not an expected status ({})",
-                resp.status,
-                if rc.expect_status.is_empty() {
-                    "2xx".to_string()
-                } else {
-                    rc.expect_status
-                        .iter()
-                        .map(u16::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            ),
+            message: with_user_message(rc, &full(), base),
         });
     }
     if let Some(cond) = &rc.expect_condition {
-        let holds = Template::compile(cond)
-            .and_then(|t| t.render_bool(&with_response(ctx, resp)))
+        let ctx = full();
+        let t = Template::compile(cond).map_err(|e| StepError::template("expect.condition", e))?;
+        let holds = t
+            .render_bool(&ctx)
             .map_err(|e| StepError::template("expect.condition", e))?;
         if !holds {
-            return Err(StepError::Expect {
-                message: format!(
-                    "expectation `{}` does not hold (HTTP {}{})",
-                    cond.trim(),
-                    resp.status,
-                    observed_status(&resp.body)
-                        .map(|s| format!(", status {s}"))
-                        .unwrap_or_default()
-                ),
-            });
+            let base = format!(
+                "expectation `{}` does not hold (HTTP {}{})",
+                cond.trim(),
+                resp.status,
+                observed_status(&resp.body)
+                    .map(|s| format!(", status {s}"))
+                    .unwrap_or_default()
+            );
+            let mut message = with_user_message(rc, &ctx, base);
+            for (path, value) in compared_values(&t, &ctx) {
+                message.push_str(&format!("\n  {path} = {value}"));
+            }
+            return Err(StepError::Expect { message });
         }
     }
     Ok(())
+}
+
+/// `message: base`, or `base` alone without `expect.message` (or when it cannot be rendered:
+/// the failure is reported either way).
+fn with_user_message(rc: &RenderedCall, ctx: &Value, base: String) -> String {
+    let rendered = rc
+        .expect_message
+        .as_deref()
+        .and_then(|m| Template::compile(m).ok()?.render_string(ctx).ok())
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty());
+    match rendered {
+        Some(m) => format!("{m}: {base}"),
+        None => base,
+    }
+}
+
+/// Each distinct value a condition reads, as `path = JSON` (long values cut, as vendor error
+/// excerpts are; a path the answer lacks shows `undefined`).
+fn compared_values(t: &Template, ctx: &Value) -> Vec<(String, String)> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for var in t.variables() {
+        let path = var.path.join(".");
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let value = var
+            .path
+            .iter()
+            .try_fold(ctx, |v, seg| match v {
+                Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+                _ => v.get(seg),
+            })
+            .map_or_else(|| "undefined".to_string(), Value::to_string);
+        out.push((path, crate::vendors::http::excerpt(&value)));
+    }
+    out
 }
 
 /// The render context plus `response`.

@@ -311,6 +311,10 @@ pub struct Expect {
     /// A condition over `response` that must hold (template).
     #[serde(default)]
     pub condition: Option<String>,
+    /// What a failure means, in the user's words (template over `response`), shown before the
+    /// values the condition compared.
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 /// Pagination options.

@@ -587,6 +587,13 @@ impl Validator<'_> {
                 };
                 self.template(&format!("{p}.expect.condition"), cond, &rs);
             }
+            if let Some(msg) = &e.message {
+                let rs = Scope {
+                    response: true,
+                    ..scope.clone()
+                };
+                self.template(&format!("{p}.expect.message"), msg, &rs);
+            }
         }
         if let Some(s) = &c.save_to {
             self.template(&format!("{p}.save_to"), s, scope);
@@ -766,7 +773,7 @@ impl Validator<'_> {
             )),
             "response" if scope.response => Ok(()),
             "response" => Err((
-                "`response` is only defined in `poll.until`, `poll.fail_if` and `expect.condition`"
+                "`response` is only defined in `poll.until`, `poll.fail_if`, `expect.condition` and `expect.message`"
                     .to_string(),
                 None,
             )),
