@@ -10,6 +10,7 @@ use super::for_each::Shard;
 use crate::events::{Emitter, Event, Sink, StepStatus};
 use crate::state::{self, DoneStatus, Journal, Record, Replay};
 use crate::steps::at_most_once::Ledger;
+use crate::template::Template;
 use crate::vendors::{Connection, ConnectionCache};
 use crate::workflow::plan::{PlannedStep, PlannedWorkflow};
 use crate::workflow::Loaded;
@@ -39,15 +40,23 @@ impl ActiveRun {
     }
 
     /// Replays a step an earlier process finished: emits its events, returns its outputs.
-    pub(super) fn replayed(&self, path: &str, step: &PlannedStep) -> Option<Value> {
+    pub(super) fn replayed(&self, path: &str, step: &PlannedStep, name: &str) -> Option<Value> {
         let done = self.replayable(path)?;
         let status = match done.status {
             DoneStatus::Succeeded => StepStatus::Recorded,
             DoneStatus::Skipped => StepStatus::Skipped,
             DoneStatus::FailedContinued => StepStatus::FailedContinued,
         };
-        self.step_started(path, step);
-        self.step_finished(path, step, status, 0, Instant::now(), None, &done.outputs);
+        self.step_started(path, step, name);
+        self.step_finished(
+            path,
+            (step, name),
+            status,
+            0,
+            Instant::now(),
+            None,
+            &done.outputs,
+        );
         Some(done.outputs.clone())
     }
 
@@ -121,10 +130,10 @@ impl ActiveRun {
             .get(file, name, ctx, secrets, |w| self.emitter.warn(w))?)
     }
 
-    pub(super) fn step_started(&self, path: &str, step: &PlannedStep) {
+    pub(super) fn step_started(&self, path: &str, step: &PlannedStep, name: &str) {
         self.emitter.emit(Event::StepStarted {
             step: path.to_string(),
-            name: step.display_name().into(),
+            name: name.into(),
             kind: step.kind(),
         });
     }
@@ -133,7 +142,7 @@ impl ActiveRun {
     pub(super) fn step_finished(
         &self,
         path: &str,
-        step: &PlannedStep,
+        (step, name): (&PlannedStep, &str),
         status: StepStatus,
         attempts: u32,
         started: Instant,
@@ -142,7 +151,7 @@ impl ActiveRun {
     ) {
         self.emitter.emit(Event::StepFinished {
             step: path.to_string(),
-            name: step.display_name().to_string(),
+            name: name.to_string(),
             kind: step.kind(),
             status,
             attempts,
@@ -150,6 +159,19 @@ impl ActiveRun {
             error,
             outputs: summarize(outputs),
         });
+    }
+}
+
+/// The name reporters show: `name:` rendered in the step's scope (it may read inputs, the
+/// loop's item, earlier steps), else the id. Validation checked the template; should it still
+/// fail to render, the text as written is shown rather than stopping the run over a label.
+pub(super) fn step_name(run: &ActiveRun, step: &PlannedStep, scope: &Scope) -> String {
+    match &step.name {
+        Some(n) if n.contains("{{") => Template::compile(n)
+            .and_then(|t| t.render_string(&scope.ctx(run)))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| n.clone()),
+        _ => step.display_name().to_string(),
     }
 }
 

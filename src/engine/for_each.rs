@@ -69,7 +69,9 @@ pub(super) async fn for_each(
             })
         }
     };
-    let (concurrency, fail_fast) = (spec.concurrency, spec.fail_fast);
+    let concurrency =
+        crate::steps::render_count("for_each.concurrency", spec.concurrency.as_ref(), 1, ctx)?;
+    let fail_fast = spec.fail_fast;
     let stop = Arc::new(AtomicBool::new(false));
     let total = items.len();
     // `--shard I/N` splits the outermost loops; indices stay those of the whole list.

@@ -299,7 +299,8 @@ async fn run_step(
     scope: &Scope,
 ) -> Result<Value, StopReason> {
     let path = format!("{}{}", scope.prefix, step.id);
-    if let Some(outputs) = run.replayed(&path, step) {
+    let name = active_run::step_name(run, step, scope);
+    if let Some(outputs) = run.replayed(&path, step, &name) {
         return Ok(outputs);
     }
     let kind = step.kind();
@@ -309,7 +310,15 @@ async fn run_step(
                   started: Instant,
                   error: Option<String>,
                   outputs: &Value| {
-        run.step_finished(&path, step, status, attempts, started, error, outputs);
+        run.step_finished(
+            &path,
+            (step, &name),
+            status,
+            attempts,
+            started,
+            error,
+            outputs,
+        );
     };
     let started = Instant::now();
     if let Some(cond) = &step.when {
@@ -322,14 +331,14 @@ async fn run_step(
                 })
             })?;
         if !go {
-            run.step_started(&path, step);
+            run.step_started(&path, step, &name);
             let out = json!({"skipped": true});
             run.record_done(&path, DoneStatus::Skipped, 0, &out);
             finish(StepStatus::Skipped, 0, started, None, &Value::Null);
             return Ok(out);
         }
     }
-    run.step_started(&path, step);
+    run.step_started(&path, step, &name);
     // Polls measure their overall deadline from their first start, in whichever process.
     let before = if kind == StepKind::Poll {
         run.started_before(&path)

@@ -65,8 +65,9 @@ pub(super) async fn run_pipelined(
         format!("{}{}", scope.prefix, dl.id),
         format!("{}{}", scope.prefix, dec.id),
     ];
-    for (s, p) in [dl, dec].iter().zip(&paths) {
-        run.step_started(p, s);
+    let names = [dl, dec].map(|s| super::active_run::step_name(run, s, scope));
+    for ((s, p), n) in [dl, dec].iter().zip(&paths).zip(&names) {
+        run.step_started(p, s, n);
     }
     let started = Instant::now();
     let defaults = scope.workflow.defaults();
@@ -151,7 +152,15 @@ pub(super) async fn run_pipelined(
             }
             _ => {}
         }
-        run.step_finished(&paths[i], [dl, dec][i], status, 1, started, error, outputs);
+        run.step_finished(
+            &paths[i],
+            ([dl, dec][i], &names[i]),
+            status,
+            1,
+            started,
+            error,
+            outputs,
+        );
     };
     match result {
         Ok((a, b)) => {

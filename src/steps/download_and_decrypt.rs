@@ -138,7 +138,12 @@ pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, S
         files,
         to,
         request_id,
-        concurrency: spec.concurrency.unwrap_or(4).max(1) as usize,
+        concurrency: super::render_count(
+            "download.concurrency",
+            spec.concurrency.as_ref(),
+            4,
+            ctx,
+        )?,
     })
 }
 
@@ -342,11 +347,12 @@ pub fn plan_decrypt(
         key_path,
         passphrase,
         to,
-        concurrency: spec
-            .concurrency
-            .map(|c| c as usize)
-            .unwrap_or(default_conc)
-            .max(1),
+        concurrency: super::render_count(
+            "decrypt.concurrency",
+            spec.concurrency.as_ref(),
+            default_conc,
+            ctx,
+        )?,
     })
 }
 

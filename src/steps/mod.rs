@@ -8,6 +8,7 @@ use crate::events::{Emitter, Event};
 use crate::retry::RetryPolicy;
 use crate::template::TemplateError;
 use crate::vendors::{Connection, Request, Response, VendorError};
+use crate::workflow::model::Count;
 
 pub mod at_most_once;
 pub mod call;
@@ -351,6 +352,29 @@ pub fn render_str(field: &str, src: &str, ctx: &serde_json::Value) -> Result<Str
     crate::template::Template::compile(src)
         .and_then(|t| t.render_string(ctx))
         .map_err(|e| StepError::template(field, e))
+}
+
+/// A `concurrency`-like count: the number written, or its template rendered; `default` when
+/// absent. Anything but a whole number of at least 1 fails, naming `field`.
+pub fn render_count(
+    field: &'static str,
+    count: Option<&Count>,
+    default: usize,
+    ctx: &serde_json::Value,
+) -> Result<usize, StepError> {
+    let text = match count {
+        None => return Ok(default),
+        Some(Count::Number(n)) => n.to_string(),
+        Some(Count::Template(t)) => render_str(field, t, ctx)?,
+    };
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(StepError::WrongType {
+            field,
+            expected: "a whole number of at least 1",
+            found: format!("`{}`", text.trim()),
+        }),
+    }
 }
 
 /// [`crate::template::render_optional`], with an error naming `field`.

@@ -180,8 +180,37 @@ fn serde_error(path: &Path, source: &str, e: &serde_yaml_ng::Error) -> Diagnosti
             };
             Diagnostic::at(path, source, line, col, short.to_string()).with_help(help)
         }
-        None => Diagnostic::at(path, source, line, col, message),
+        None => {
+            let d = Diagnostic::at(path, source, line, col, message.clone());
+            match literal_only_help(&message) {
+                Some(help) => d.with_help(help),
+                None => d,
+            }
+        }
     }
+}
+
+/// A template (or text) where the field takes a literal value: say that the field cannot be
+/// templated, rather than leaving only serde's "invalid type".
+fn literal_only_help(message: &str) -> Option<String> {
+    if message.contains("invalid type: string \"") && message.contains("{{") {
+        let expected = match message.rsplit(", expected ").next() {
+            Some("u8" | "u16" | "u32" | "u64" | "usize") => "a whole number",
+            Some("a boolean") => "true or false",
+            Some(other) => other,
+            None => "a literal value",
+        };
+        return Some(format!(
+            "this field cannot be a template; write {expected} itself (fields that take templates: \
+             values in call/poll/download/decrypt, `if`, `name`, `for_each.items`, `concurrency`)"
+        ));
+    }
+    if message.contains("did not match any variant of untagged enum Count") {
+        return Some(
+            "write a whole number of at least 1 (e.g. 4) or a template rendering to one".into(),
+        );
+    }
+    None
 }
 
 /// For "unknown field `x`, expected one of `a`, `b`": suggest the closest expected field.

@@ -393,9 +393,9 @@ pub struct DownloadSpec {
     pub names: Option<Value>,
     /// Target directory (template).
     pub to: String,
-    /// Files downloaded at once (default 4).
+    /// Files downloaded at once (default 4): a number, or a template rendering to one.
     #[serde(default)]
-    pub concurrency: Option<u32>,
+    pub concurrency: Option<Count>,
     /// Expected SHA-256 per file (templates), checked before the file is made final.
     #[serde(default)]
     pub sha256: Option<Value>,
@@ -417,9 +417,19 @@ pub struct DecryptSpec {
     pub passphrase: Option<String>,
     /// Target directory (template).
     pub to: String,
-    /// Files decrypted at once (default: number of CPUs).
+    /// Files decrypted at once (default: number of CPUs): a number, or a template rendering to one.
     #[serde(default)]
-    pub concurrency: Option<u32>,
+    pub concurrency: Option<Count>,
+}
+
+/// A positive whole number written literally, or as a template rendered when the step starts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Count {
+    /// `concurrency: 4`.
+    Number(u32),
+    /// `concurrency: "{{ inputs.concurrency }}"`.
+    Template(String),
 }
 
 /// Run nested steps once per item of a list.
@@ -428,9 +438,10 @@ pub struct DecryptSpec {
 pub struct ForEachSpec {
     /// The list (template yielding a list, or a literal list).
     pub items: Value,
-    /// Iterations run at once (default 1).
+    /// Iterations run at once (default 1): a number, or a template rendering to one
+    /// (e.g. `{{ inputs.concurrency }}`).
     #[serde(default)]
-    pub concurrency: Option<u32>,
+    pub concurrency: Option<Count>,
     /// Stop starting new iterations after the first failure (default true). With false, all
     /// iterations run and the step fails afterwards naming each failed item.
     #[serde(default)]

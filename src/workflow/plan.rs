@@ -10,7 +10,9 @@ use serde_json::Value;
 
 use super::duration::Dur;
 use super::load::Loaded;
-use super::model::{CallSpec, DecryptSpec, Defaults, DownloadSpec, PollSpec, RetrySpec, Step};
+use super::model::{
+    CallSpec, Count, DecryptSpec, Defaults, DownloadSpec, PollSpec, RetrySpec, Step,
+};
 
 /// A validated workflow and every file it reaches through `uses`.
 #[derive(Debug, Clone)]
@@ -106,8 +108,8 @@ impl Action {
 pub struct ForEachPlan {
     /// The list (template yielding a list, or a literal list).
     pub items: Value,
-    /// Iterations run at once (at least 1).
-    pub concurrency: usize,
+    /// Iterations run at once (default 1), rendered when the loop starts.
+    pub concurrency: Option<Count>,
     /// Stop starting new iterations after the first failure.
     pub fail_fast: bool,
     /// Steps run for each item.
@@ -240,7 +242,7 @@ fn plan_action(
         (None, None, None, Some(d), None, None) => Ok(Action::Decrypt(d.clone())),
         (None, None, None, None, Some(fe), None) => Ok(Action::ForEach(ForEachPlan {
             items: fe.items.clone(),
-            concurrency: fe.concurrency.unwrap_or(1).max(1) as usize,
+            concurrency: fe.concurrency.clone(),
             fail_fast: fe.fail_fast.unwrap_or(true),
             steps: plan_steps(&fe.steps, &format!("{path}.for_each.steps"), callees)?,
         })),
@@ -278,7 +280,7 @@ mod tests {
         let Action::ForEach(fe) = &steps[0].action else {
             panic!("expected a loop, got {:?}", steps[0].kind());
         };
-        assert_eq!((fe.concurrency, fe.fail_fast), (1, true));
+        assert_eq!((&fe.concurrency, fe.fail_fast), (&None, true));
         let Action::Uses(uses) = &fe.steps[0].action else {
             panic!("expected uses, got {:?}", fe.steps[0].kind());
         };

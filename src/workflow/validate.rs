@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::diag::{did_you_mean, Diagnostic};
 use super::load::{load_file, Loaded};
-use super::model::{CallSpec, ConnectionKind, InputType, RetrySpec, Step, Workflow};
+use super::model::{CallSpec, ConnectionKind, Count, InputType, RetrySpec, Step, Workflow};
 use super::plan::{declared_kinds, plan_steps, Plan, PlannedWorkflow, StepKind};
 use crate::template::{compile_deep, Template, TemplateError};
 
@@ -388,6 +388,9 @@ impl Validator<'_> {
         if let Some(w) = &s.when {
             self.template(&format!("{p}.if"), w, scope);
         }
+        if let Some(n) = &s.name {
+            self.template(&format!("{p}.name"), n, scope);
+        }
         if let Some(r) = &s.retry {
             self.retry(&format!("{p}.retry"), r);
         }
@@ -444,11 +447,8 @@ impl Validator<'_> {
             if let Some(r) = &d.request_id {
                 self.template(&format!("{dp}.request_id"), r, scope);
             }
-            if d.concurrency == Some(0) {
-                self.err(
-                    &format!("{dp}.concurrency"),
-                    "`concurrency` must be at least 1".into(),
-                );
+            if let Some(c) = &d.concurrency {
+                self.count(&format!("{dp}.concurrency"), c, scope);
             }
         }
         if let Some(d) = &s.decrypt {
@@ -459,21 +459,15 @@ impl Validator<'_> {
                 self.template(&format!("{dp}.passphrase"), pw, scope);
             }
             self.template(&format!("{dp}.to"), &d.to, scope);
-            if d.concurrency == Some(0) {
-                self.err(
-                    &format!("{dp}.concurrency"),
-                    "`concurrency` must be at least 1".into(),
-                );
+            if let Some(c) = &d.concurrency {
+                self.count(&format!("{dp}.concurrency"), c, scope);
             }
         }
         if let Some(fe) = &s.for_each {
             let fp = format!("{p}.for_each");
             self.deep(&format!("{fp}.items"), &fe.items, scope);
-            if fe.concurrency == Some(0) {
-                self.err(
-                    &format!("{fp}.concurrency"),
-                    "`concurrency` must be at least 1".into(),
-                );
+            if let Some(c) = &fe.concurrency {
+                self.count(&format!("{fp}.concurrency"), c, scope);
             }
             if fe.steps.is_empty() {
                 self.err(
@@ -597,6 +591,20 @@ impl Validator<'_> {
         }
         if let Some(s) = &c.save_to {
             self.template(&format!("{p}.save_to"), s, scope);
+        }
+    }
+
+    /// A count is at least 1; a templated one is checked like every template (its value is
+    /// checked when the step starts).
+    fn count(&mut self, p: &str, c: &Count, scope: &Scope) {
+        match c {
+            Count::Number(0) => self.err(p, "`concurrency` must be at least 1".into()),
+            Count::Number(_) => {}
+            Count::Template(t) if !t.contains("{{") => self.err(
+                p,
+                format!("`{t}` is not a whole number; write one (e.g. 4) or a template rendering to one (e.g. \"{{{{ inputs.concurrency }}}}\")"),
+            ),
+            Count::Template(t) => self.template(p, t, scope),
         }
     }
 

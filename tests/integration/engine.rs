@@ -382,3 +382,68 @@ async fn missing_required_input_is_reported_before_any_request() {
     .await;
     assert!(script.all().is_empty());
 }
+
+#[tokio::test]
+async fn step_names_and_loop_concurrency_take_templates() {
+    let (url, script) = serve(vec![("/u", vec![Reply::json(200, json!({}))])]).await;
+    let ran = Case::yaml(
+        r"
+        name: templated
+        inputs:
+          stores: {type: list, default: [alpha, beta, gamma, delta]}
+          concurrency: {type: integer, default: 2}
+        steps:
+          - id: each
+            name: 'Verify {{ len inputs.stores }} stores'
+            for_each:
+              items: '{{ inputs.stores }}'
+              concurrency: '{{ inputs.concurrency }}'
+              steps:
+                - id: get
+                  name: 'VerifyStore {{ item }}'
+                  call: {url: '{{ env.API_URL }}/u', query: {store: '{{ item }}'}}
+        ",
+    )
+    .env("API_URL", &url)
+    .report()
+    .stdout_has("Verify 4 stores")
+    .stdout_has("VerifyStore gamma")
+    .run()
+    .await;
+    let max = script
+        .max_in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2).contains(&max), "concurrency 2 expected, saw {max}");
+    let names: Vec<&str> = ran.report()["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(names.contains(&"VerifyStore alpha"), "{names:?}");
+}
+
+#[tokio::test]
+async fn a_templated_concurrency_that_is_not_a_number_fails_naming_the_field() {
+    let (url, _script) = serve(vec![("/u", vec![Reply::json(200, json!({}))])]).await;
+    Case::yaml(
+        r"
+        name: templated
+        inputs:
+          concurrency: {default: lots}
+        steps:
+          - id: each
+            for_each:
+              items: [a]
+              concurrency: '{{ inputs.concurrency }}'
+              steps:
+                - id: get
+                  call: {url: '{{ env.API_URL }}/u'}
+        ",
+    )
+    .env("API_URL", &url)
+    .code(1)
+    .stderr_has("`for_each.concurrency` must be a whole number of at least 1; found `lots`")
+    .run()
+    .await;
+}
