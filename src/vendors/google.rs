@@ -460,3 +460,47 @@ pub(super) fn count(resp: &Response) -> ItemCount {
         reported_total: None,
     }
 }
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    fn raw(status: u16, content_type: Option<&str>, body: &str) -> RawResponse {
+        RawResponse {
+            status,
+            headers: content_type
+                .map(|c| ("content-type".to_string(), c.to_string()))
+                .into_iter()
+                .collect(),
+            bytes: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn only_atom_with_the_apps_namespace_is_an_answer() {
+        let entry = "<entry xmlns='http://www.w3.org/2005/Atom' \
+                     xmlns:apps='http://schemas.google.com/apps/2006'>\
+                     <apps:property name='status' value='PENDING'/></entry>";
+        let atom = Some("application/atom+xml; charset=UTF-8");
+        let get = ::http::Method::GET;
+        let r = finish(raw(201, atom, entry), &get).unwrap();
+        assert_eq!(r.body["properties"]["status"], "PENDING");
+        assert_eq!(count(&r).items, 1);
+        for (ct, body) in [
+            (Some("text/html"), "<html><title>Sign in</title></html>"),
+            (atom, "<html><title>Sign in</title></html>"),
+            (atom, "<entry><id>x</id></entry>"),
+            (Some("application/json"), "{}"),
+            (atom, "sign in"),
+            (None, ""),
+        ] {
+            let err = finish(raw(200, ct, body), &get).unwrap_err();
+            assert!(
+                matches!(err, VendorError::Unexpected { status: 200, .. }),
+                "{body}: {err}"
+            );
+        }
+        assert!(finish(raw(200, None, ""), &::http::Method::DELETE).is_ok());
+        assert!(finish(raw(204, None, ""), &get).is_ok());
+    }
+}

@@ -737,6 +737,44 @@ mod tests {
         assert_eq!(parse_body(None, b"[1]").unwrap(), json!([1]));
     }
 
+    fn raw(content_type: &str, body: &str) -> RawResponse {
+        RawResponse {
+            status: 200,
+            headers: [("content-type".to_string(), content_type.to_string())].into(),
+            bytes: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_body_must_parse_as_its_declared_type() {
+        let v = VendorKind::Http;
+        assert_eq!(
+            raw("application/json", "[1]").parse_declared(v).unwrap(),
+            json!([1])
+        );
+        assert_eq!(
+            raw("text/html", "<p>").parse_declared(v).unwrap(),
+            json!("<p>")
+        );
+        for (ct, body) in [
+            ("application/json", "\n <!DOCTYPE html>\n<html>"),
+            ("application/xml", "{}"),
+        ] {
+            match raw(ct, body).parse_declared(v).unwrap_err() {
+                VendorError::Unexpected {
+                    first_line,
+                    content_type,
+                    ..
+                } => assert_eq!(
+                    (first_line.as_str(), content_type.as_deref()),
+                    (body.trim().lines().next().unwrap(), Some(ct))
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(first_line(&"y".repeat(500)).chars().count(), 121);
+    }
+
     #[test]
     fn xml_is_parsed_as_atom() {
         let v = parse_body(

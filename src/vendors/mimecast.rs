@@ -660,6 +660,74 @@ mod tests {
         }
     }
 
+    fn raw(content_type: &str, body: &str) -> RawResponse {
+        RawResponse {
+            status: 200,
+            headers: [("content-type".to_string(), content_type.to_string())].into(),
+            bytes: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn only_the_envelope_is_an_answer() {
+        let api = Url::parse("https://x.example/api/audit/get-audit-events").unwrap();
+        let ok = raw(
+            "application/json",
+            r#"{"meta":{"status":200},"data":[],"fail":[]}"#,
+        );
+        assert!(finish(ok, None, true, &api).is_ok());
+        for (ct, body) in [
+            ("text/html", "<html><title>Sign in</title></html>"),
+            ("application/json", r#"{"result":"ok"}"#),
+            ("application/json", r#"{"meta":{},"data":{},"fail":[]}"#),
+            ("application/json", "[]"),
+            ("application/json", ""),
+            ("application/json", "<html>"),
+        ] {
+            match finish(raw(ct, body), None, true, &api) {
+                Err(VendorError::Unexpected {
+                    status: 200,
+                    content_type: Some(c),
+                    first_line,
+                    ..
+                }) => assert_eq!((c.as_str(), first_line.as_str()), (ct, body)),
+                other => panic!("{ct} {body}: {other:?}"),
+            }
+        }
+        // API 2.0 paths outside /api/ answer other JSON objects, but never HTML.
+        let siem = Url::parse("https://x.example/siem/v1/batch/events/cg").unwrap();
+        assert!(finish(
+            raw("application/json", r#"{"value":[]}"#),
+            None,
+            false,
+            &siem
+        )
+        .is_ok());
+        assert!(finish(raw("text/html", "<html>"), None, false, &siem).is_err());
+    }
+
+    #[test]
+    fn records_are_counted_through_wrappers() {
+        let flat = resp(
+            json!({"meta": {"pagination": {"totalCount": 3}}, "data": [{"a": 1}, {"b": 2}, {"c": 3}]}),
+        );
+        assert_eq!(
+            count(&flat),
+            ItemCount {
+                items: 3,
+                reported_total: Some(3)
+            }
+        );
+        let wrapped = resp(json!({"meta": {}, "data": [{"messages": [1, 2]}, {"messages": [3]}]}));
+        assert_eq!(
+            count(&wrapped),
+            ItemCount {
+                items: 3,
+                reported_total: None
+            }
+        );
+    }
+
     #[test]
     fn paging_round_trip() {
         let p = Pagination {
