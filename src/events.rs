@@ -222,6 +222,20 @@ pub enum Event {
         /// The file.
         artifact: Artifact,
     },
+    /// What a `call` step fetched: pages, records, the vendor's total, and whether the
+    /// result stops short of what the vendor announced, on purpose (for the manifest).
+    Paged {
+        /// The step's path: `id`, `loop[3].id` or `caller.uses/id`.
+        step: String,
+        /// Pages fetched.
+        pages: u32,
+        /// Records in the (merged) result, counted the vendor's way.
+        items: u64,
+        /// The total the vendor reported (Mimecast `totalCount`), when it did.
+        reported_total: Option<u64>,
+        /// More pages were announced than fetched (`paginate: false` or `truncate: true`).
+        truncated: bool,
+    },
     /// Something the user should know that does not stop the run (e.g. `insecure_tls`).
     Warning {
         /// The warning, masked.
@@ -416,6 +430,19 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
         },
         Event::Warning { message } => Event::Warning {
             message: m(message),
+        },
+        Event::Paged {
+            step,
+            pages,
+            items,
+            reported_total,
+            truncated,
+        } => Event::Paged {
+            step: m(step),
+            pages,
+            items,
+            reported_total,
+            truncated,
         },
         Event::StepFinished {
             step,

@@ -317,6 +317,9 @@ impl Sink for Human {
             } => self.dry_run(step, method, url, headers, body.as_deref()),
             Event::Artifact { step, artifact } => self.artifact(step, artifact),
             Event::Warning { message } => self.println(&format!("  ⚠ warning: {message}")),
+            Event::Paged {
+                step, pages, items, ..
+            } => self.log(&st, step, &format!("{pages} page(s), {items} record(s)")),
             Event::StepFinished {
                 step,
                 status,

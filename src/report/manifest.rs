@@ -34,6 +34,24 @@ pub(crate) struct Entry {
     pub step: String,
     pub run_id: String,
     pub finished_at: String,
+    /// The file holds fewer records than the vendor announced, on purpose
+    /// (`paginate: false`, or `paginate.truncate` at `max_pages`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// What one `call` step fetched, by step path in [`RunRecord::calls`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct CallRecord {
+    /// Pages fetched.
+    pub pages: u32,
+    /// Records in the merged result (the saved file, when the step saves one).
+    pub items: u64,
+    /// The vendor's own total (Mimecast `totalCount`), checked equal to `items` unless truncated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_total: Option<u64>,
+    /// The vendor announced more pages than were fetched, on purpose.
+    pub truncated: bool,
 }
 
 /// A run that wrote into the directory.
@@ -49,6 +67,9 @@ pub(crate) struct RunRecord {
     pub finished_at: Option<String>,
     #[serde(default)]
     pub status: Option<RunStatus>,
+    /// Per `call` step: pages fetched and records saved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub calls: BTreeMap<String, CallRecord>,
 }
 
 /// The manifest document.
@@ -89,7 +110,7 @@ impl ManifestSink {
                 (g.0.clone(), g.1.clone())
             }
         };
-        let run = run.ok_or("no run was recorded")?;
+        let mut run = run.ok_or("no run was recorded")?;
         let path = dir.join(FILE_NAME);
         let mut manifest = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice::<Manifest>(&bytes).map_err(|e| {
@@ -106,6 +127,12 @@ impl ManifestSink {
             },
         };
         manifest.version = env!("CARGO_PKG_VERSION").into();
+        // A resumed run keeps what its earlier processes recorded of steps not run again.
+        for earlier in manifest.runs.iter().filter(|r| r.run_id == run.run_id) {
+            for (step, c) in &earlier.calls {
+                run.calls.entry(step.clone()).or_insert_with(|| c.clone());
+            }
+        }
         manifest.runs.retain(|r| r.run_id != run.run_id);
         for (step, a) in artifacts {
             let rel = relative(dir, Path::new(&a.path));
@@ -126,6 +153,7 @@ impl ManifestSink {
                     }),
                     source_sha256: a.source_sha256,
                     request_id: a.request_id,
+                    truncated: run.calls.get(&step).is_some_and(|c| c.truncated),
                     step,
                     run_id: run.run_id.clone(),
                     finished_at: a.finished_at,
@@ -183,9 +211,29 @@ impl Sink for ManifestSink {
                     started_at: started_at.clone(),
                     finished_at: None,
                     status: None,
+                    calls: BTreeMap::new(),
                 });
             }
             Event::Artifact { step, artifact } => g.1.push((step.clone(), artifact.clone())),
+            Event::Paged {
+                step,
+                pages,
+                items,
+                reported_total,
+                truncated,
+            } => {
+                if let Some(r) = g.0.as_mut() {
+                    r.calls.insert(
+                        step.clone(),
+                        CallRecord {
+                            pages: *pages,
+                            items: *items,
+                            reported_total: *reported_total,
+                            truncated: *truncated,
+                        },
+                    );
+                }
+            }
             Event::RunFinished { status, .. } => {
                 if let Some(r) = g.0.as_mut() {
                     r.finished_at = Some(chrono::Utc::now().to_rfc3339());

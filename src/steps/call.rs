@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use super::{render_str, response_value, send_with_retry, StepEnv, StepError};
 use crate::events::{Artifact, ArtifactKind, Event};
 use crate::template::{render_deep, Template};
-use crate::vendors::http::redact_url;
-use crate::vendors::{Body, Connection, Pagination, Request, Response, VendorKind};
+use crate::vendors::http::{mime_of, redact_url};
+use crate::vendors::{Body, Connection, ItemCount, Pagination, Request, Response, VendorKind};
 use crate::workflow::model::{CallSpec, Paginate};
 
 /// A call with every template rendered.
@@ -21,12 +21,103 @@ pub struct RenderedCall {
     pub expect_condition: Option<String>,
     /// `expect.message`: the user's words for a failed expectation (a template over `response`).
     pub expect_message: Option<String>,
+    /// `expect.content_type`: the MIME type the answer must have.
+    pub expect_content_type: Option<String>,
     /// `save_to`: where the parsed body is written as pretty JSON.
     pub save_to: Option<PathBuf>,
-    /// Page size and limit when `paginate` is on.
-    pub paginate: Option<Pagination>,
+    /// How the call pages (`paginate` as written).
+    pub paginate: PageMode,
     /// `call.idempotent` as written (None: the vendor adapter decides).
     pub idempotent: Option<bool>,
+}
+
+/// Default page limit of `paginate: true` (a safety limit, not a wish to stop).
+const DEFAULT_MAX_PAGES: u32 = 10_000;
+
+/// How a call pages, as the step wrote it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PageMode {
+    /// No `paginate`: one request; an answer announcing more pages fails the step.
+    Unset,
+    /// `paginate: false`: one page on purpose; pages left are recorded as truncated.
+    OnePage,
+    /// `paginate: true` or options: follow the vendor's pages up to `max_pages`.
+    Follow {
+        /// Page size and page limit (`max_pages` always set).
+        pagination: Pagination,
+        /// `paginate.truncate`: stopping at `max_pages` with pages left is intended.
+        truncate: bool,
+    },
+}
+
+impl PageMode {
+    /// The mode of a `paginate` field.
+    fn of(spec: Option<&Paginate>) -> Self {
+        match spec {
+            None => PageMode::Unset,
+            Some(Paginate::Enabled(false)) => PageMode::OnePage,
+            Some(Paginate::Enabled(true)) => PageMode::Follow {
+                pagination: Pagination {
+                    page_size: None,
+                    max_pages: Some(DEFAULT_MAX_PAGES),
+                },
+                truncate: false,
+            },
+            Some(Paginate::Options(o)) => PageMode::Follow {
+                pagination: Pagination {
+                    page_size: o.page_size,
+                    max_pages: Some(o.max_pages.unwrap_or(DEFAULT_MAX_PAGES).max(1)),
+                },
+                truncate: o.truncate,
+            },
+        }
+    }
+}
+
+/// Why a call's result is incomplete. The engine prefixes the step.
+#[derive(Debug, thiserror::Error)]
+pub enum PagingError {
+    /// The answer announced more pages and the step does not paginate.
+    #[error(
+        "the {vendor} answer announces more pages ({signal}) but the call does not paginate, \
+         so the result would be incomplete: add `paginate: true` to the call (at the level of \
+         `path:`, not inside `json:`) to fetch every page, or `paginate: false` if the first \
+         page is all you want"
+    )]
+    NotPaginated {
+        /// The connection's vendor.
+        vendor: VendorKind,
+        /// How the vendor announced it, e.g. Mimecast `meta.pagination.next`.
+        signal: &'static str,
+    },
+    /// `max_pages` pages were fetched and the vendor still announces more.
+    #[error(
+        "the {vendor} answer still announces more pages after paginate.max_pages = {max}: \
+         raise `max_pages`, or set `paginate.truncate: true` if the first {max} pages are all \
+         you want (the result is then recorded as truncated)"
+    )]
+    MaxPages {
+        /// The connection's vendor.
+        vendor: VendorKind,
+        /// The limit reached.
+        max: u32,
+    },
+    /// The records fetched are not the total the vendor reported.
+    #[error(
+        "{vendor} reports {reported} records in all (totalCount) but the {pages} page(s) \
+         fetched hold {items}: the result is incomplete or changed while it was read; run the \
+         step again"
+    )]
+    TotalMismatch {
+        /// The connection's vendor.
+        vendor: VendorKind,
+        /// The vendor's total.
+        reported: u64,
+        /// Records in the merged result.
+        items: u64,
+        /// Pages fetched.
+        pages: u32,
+    },
 }
 
 /// Renders a value to a form/atom string: strings as they are, other JSON as JSON text.
@@ -136,17 +227,7 @@ pub fn render_call(
         Some(s) => Some(PathBuf::from(render_str("save_to", s, ctx)?)),
         None => None,
     };
-    let paginate = match &spec.paginate {
-        None | Some(Paginate::Enabled(false)) => None,
-        Some(Paginate::Enabled(true)) => Some(Pagination {
-            page_size: None,
-            max_pages: Some(10_000),
-        }),
-        Some(Paginate::Options(o)) => Some(Pagination {
-            page_size: o.page_size,
-            max_pages: Some(o.max_pages.unwrap_or(10_000)),
-        }),
-    };
+    let paginate = PageMode::of(spec.paginate.as_ref());
     let expect = spec.expect.clone().unwrap_or_default();
     Ok(RenderedCall {
         request: Request {
@@ -158,6 +239,7 @@ pub fn render_call(
         expect_status: expect.status,
         expect_condition: expect.condition,
         expect_message: expect.message,
+        expect_content_type: expect.content_type,
         idempotent: spec.idempotent,
         save_to,
         paginate,
@@ -188,14 +270,22 @@ pub struct CallOutcome {
     pub attempts: u32,
     /// Pages fetched (1 without pagination).
     pub pages: u32,
+    /// Records in the result and the vendor's total.
+    pub count: ItemCount,
+    /// The vendor announced more pages than were fetched, on purpose
+    /// (`paginate: false` or `paginate.truncate`).
+    pub truncated: bool,
 }
 
 impl CallOutcome {
-    /// The step's outputs: `status`, `headers`, `body`, `pages`, `request_id`.
+    /// The step's outputs: `status`, `headers`, `body`, `pages`, `items`, `truncated`,
+    /// `request_id`.
     pub fn outputs(&self) -> Value {
         let mut v = response_value(&self.response);
         if let Some(o) = v.as_object_mut() {
             o.insert("pages".into(), json!(self.pages));
+            o.insert("items".into(), json!(self.count.items));
+            o.insert("truncated".into(), json!(self.truncated));
         }
         v
     }
@@ -226,6 +316,7 @@ pub fn check_expect(rc: &RenderedCall, resp: &Response, ctx: &Value) -> Result<(
             message: with_user_message(rc, &full(), base),
         });
     }
+    check_content_type(rc, resp)?;
     if let Some(cond) = &rc.expect_condition {
         let ctx = full();
         let t = Template::compile(cond).map_err(|e| StepError::template("expect.condition", e))?;
@@ -289,6 +380,24 @@ fn compared_values(t: &Template, ctx: &Value) -> Vec<(String, String)> {
     out
 }
 
+/// Checks `expect.content_type` against the answer's `Content-Type` (parameters ignored).
+fn check_content_type(rc: &RenderedCall, resp: &Response) -> Result<(), StepError> {
+    let Some(want) = &rc.expect_content_type else {
+        return Ok(());
+    };
+    let got = resp.headers.get("content-type").map(String::as_str);
+    if mime_of(got) == mime_of(Some(want)) {
+        return Ok(());
+    }
+    Err(StepError::Expect {
+        message: format!(
+            "HTTP {} answer has content type {}, not the expected {want} (expect.content_type)",
+            resp.status,
+            got.unwrap_or("none")
+        ),
+    })
+}
+
 /// The render context plus `response`.
 pub fn with_response(ctx: &Value, resp: &Response) -> Value {
     let mut c = ctx.clone();
@@ -324,8 +433,8 @@ pub async fn execute(
 ) -> Result<CallOutcome, StepError> {
     if env.dry_run {
         let mut req = rc.request.clone();
-        if let Some(p) = &rc.paginate {
-            req = conn.first_page(&req, p);
+        if let PageMode::Follow { pagination, .. } = &rc.paginate {
+            req = conn.first_page(&req, pagination);
         }
         let prepared = conn.prepare(&req).map_err(|e| StepError::Vendor {
             source: Box::new(e),
@@ -342,55 +451,31 @@ pub async fn execute(
             response: Response::empty(0),
             attempts: 0,
             pages: 0,
+            count: ItemCount::default(),
+            truncated: false,
         });
     }
-    let (response, attempts, pages) = match &rc.paginate {
-        None => {
-            let once = !rc
-                .idempotent
-                .unwrap_or_else(|| conn.idempotent(&rc.request));
-            let (r, a) = match (once, env.ledger) {
-                (true, Some(ledger)) => {
-                    super::at_most_once::send(conn, &rc.request, env, ledger).await?
-                }
-                _ => send_with_retry(conn, &rc.request, env).await?,
-            };
-            (r, a, 1)
-        }
-        Some(p) => {
-            let mut req = conn.first_page(&rc.request, p);
-            let mut all = Vec::new();
-            let mut attempts = 0;
-            loop {
-                let (r, a) = send_with_retry(conn, &req, env).await?;
-                attempts += a;
-                check_expect(rc, &r, ctx)?;
-                let next = conn.next_page(&req, &r, p);
-                all.push(r);
-                if let Some(max) = p.max_pages {
-                    if all.len() as u32 >= max {
-                        env.emitter.warn(format!(
-                            "step `{}`: stopped after {max} pages (paginate.max_pages)",
-                            env.step
-                        ));
-                        break;
-                    }
-                }
-                match next {
-                    Some(n) => {
-                        env.emitter.log(
-                            env.step,
-                            format!("page {} done, fetching the next", all.len()),
-                        );
-                        req = n;
-                    }
-                    None => break,
-                }
-            }
-            let pages = all.len() as u32;
-            (conn.aggregate(all), attempts, pages)
-        }
+    let fetched = match &rc.paginate {
+        PageMode::Follow {
+            pagination,
+            truncate,
+        } => fetch_pages(conn, rc, env, ctx, pagination, *truncate).await?,
+        mode => fetch_one(conn, rc, env, mode).await?,
     };
+    let Fetched {
+        response,
+        attempts,
+        pages,
+        truncated,
+    } = fetched;
+    let count = checked_count(conn, &response, pages, truncated)?;
+    env.emitter.emit(Event::Paged {
+        step: env.step.to_string(),
+        pages,
+        items: count.items,
+        reported_total: count.reported_total,
+        truncated,
+    });
     check_expect(rc, &response, ctx)?;
     if let Some(path) = &rc.save_to {
         let text =
@@ -417,7 +502,137 @@ pub async fn execute(
         response,
         attempts,
         pages,
+        count,
+        truncated,
     })
+}
+
+/// The answer(s) of a call before `expect` and `save_to`.
+struct Fetched {
+    /// The response (every page merged).
+    response: Response,
+    /// HTTP attempts, retries and pages included.
+    attempts: u32,
+    /// Pages fetched.
+    pages: u32,
+    /// The vendor announced more pages than were fetched, on purpose.
+    truncated: bool,
+}
+
+/// One request (at most once when it is not idempotent). An answer announcing more pages
+/// fails the step unless `paginate: false` said one page is wanted.
+async fn fetch_one(
+    conn: &Connection,
+    rc: &RenderedCall,
+    env: &StepEnv<'_>,
+    mode: &PageMode,
+) -> Result<Fetched, StepError> {
+    let once = !rc
+        .idempotent
+        .unwrap_or_else(|| conn.idempotent(&rc.request));
+    let (response, attempts) = match (once, env.ledger) {
+        (true, Some(ledger)) => super::at_most_once::send(conn, &rc.request, env, ledger).await?,
+        _ => send_with_retry(conn, &rc.request, env).await?,
+    };
+    let more = conn
+        .next_page(&rc.request, &response, &Pagination::default())
+        .is_some();
+    if more && *mode == PageMode::Unset {
+        let vendor = conn.settings().kind;
+        return Err(PagingError::NotPaginated {
+            vendor,
+            signal: vendor.next_page_signal(),
+        }
+        .into());
+    }
+    if more {
+        env.emitter.warn(format!(
+            "step `{}`: one page saved on purpose (paginate: false); the vendor announces more, \
+             the result is recorded as truncated",
+            env.step
+        ));
+    }
+    Ok(Fetched {
+        response,
+        attempts,
+        pages: 1,
+        truncated: more,
+    })
+}
+
+/// Every page up to `p.max_pages`, merged. Reaching the limit with pages left fails the
+/// step unless `truncate` (then it warns and the result is recorded as truncated).
+async fn fetch_pages(
+    conn: &Connection,
+    rc: &RenderedCall,
+    env: &StepEnv<'_>,
+    ctx: &Value,
+    p: &Pagination,
+    truncate: bool,
+) -> Result<Fetched, StepError> {
+    let max = p.max_pages.unwrap_or(DEFAULT_MAX_PAGES);
+    let mut req = conn.first_page(&rc.request, p);
+    let mut all = Vec::new();
+    let mut attempts = 0;
+    let mut truncated = false;
+    loop {
+        let (r, a) = send_with_retry(conn, &req, env).await?;
+        attempts += a;
+        check_expect(rc, &r, ctx)?;
+        let next = conn.next_page(&req, &r, p);
+        all.push(r);
+        let Some(n) = next else { break };
+        if all.len() as u32 >= max {
+            if !truncate {
+                return Err(PagingError::MaxPages {
+                    vendor: conn.settings().kind,
+                    max,
+                }
+                .into());
+            }
+            env.emitter.warn(format!(
+                "step `{}`: stopped after {max} pages (paginate.max_pages, truncate: true); \
+                 the vendor announces more, the result is recorded as truncated",
+                env.step
+            ));
+            truncated = true;
+            break;
+        }
+        env.emitter.log(
+            env.step,
+            format!("page {} done, fetching the next", all.len()),
+        );
+        req = n;
+    }
+    let pages = all.len() as u32;
+    Ok(Fetched {
+        response: conn.aggregate(all),
+        attempts,
+        pages,
+        truncated,
+    })
+}
+
+/// The records of a complete result, checked against the total the vendor reports.
+fn checked_count(
+    conn: &Connection,
+    response: &Response,
+    pages: u32,
+    truncated: bool,
+) -> Result<ItemCount, StepError> {
+    let count = conn.count(response);
+    match count.reported_total {
+        Some(reported) if !truncated && reported != count.items => {
+            Err(PagingError::TotalMismatch {
+                vendor: conn.settings().kind,
+                reported,
+                items: count.items,
+                pages,
+            }
+            .into())
+        }
+        _ => Ok(count),
+    }
 }
 
 #[cfg(test)]

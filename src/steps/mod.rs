@@ -58,6 +58,9 @@ pub enum StepError {
         /// Attempts made in all.
         attempts: u32,
     },
+    /// The result would be incomplete: pages left behind, or not the vendor's total.
+    #[error(transparent)]
+    Paging(#[from] call::PagingError),
     /// The answer did not meet `expect` (status or condition).
     #[error("{message}")]
     Expect {

@@ -42,6 +42,18 @@ impl ConnectionSettings {
     }
 }
 
+impl VendorKind {
+    /// How this vendor's answers announce another page, for messages.
+    pub fn next_page_signal(self) -> &'static str {
+        match self {
+            VendorKind::Mimecast => "Mimecast `meta.pagination.next`",
+            VendorKind::Google => "Google Atom `<link rel='next'>`",
+            VendorKind::Http => "HTTP `Link: <...>; rel=\"next\"`",
+            VendorKind::MailStore => "none",
+        }
+    }
+}
+
 /// How to page through results (`call.paginate`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Pagination {
@@ -49,6 +61,16 @@ pub struct Pagination {
     pub page_size: Option<u32>,
     /// Stop after this many pages (None: follow until the vendor says there is no next page).
     pub max_pages: Option<u32>,
+}
+
+/// How many records a (merged) response holds, counted the vendor's way, and the total the
+/// vendor reports for the whole result, when it reports one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ItemCount {
+    /// Records in the body (Mimecast `data` items, Google feed entries, JSON array items).
+    pub items: u64,
+    /// Mimecast `meta.pagination.totalCount`; None when the vendor gives no total.
+    pub reported_total: Option<u64>,
 }
 
 /// A connection built from rendered settings. Cheap to clone; clones share token caches.
@@ -208,6 +230,16 @@ impl Connection {
         }
     }
 
+    /// The records of a response (one page, or all pages after [`Connection::aggregate`]) and
+    /// the total the vendor reports, for the completeness check and the manifest.
+    pub fn count(&self, resp: &Response) -> ItemCount {
+        match self.inner.settings.kind {
+            VendorKind::Mimecast => mimecast::count(resp),
+            VendorKind::Google => google::count(resp),
+            VendorKind::Http | VendorKind::MailStore => plain::count(resp),
+        }
+    }
+
     /// Headers that authorize a plain GET of a file (Google bearer token), fetching or
     /// refreshing the token as needed.
     pub async fn download_headers(&self) -> Result<reqwest::header::HeaderMap, VendorError> {
@@ -291,6 +323,19 @@ fn mask_error(err: VendorError, secrets: &Secrets) -> VendorError {
             status,
             message: secrets.mask(&message),
             retryable,
+        },
+        VendorError::Unexpected {
+            vendor,
+            status,
+            content_type,
+            first_line,
+            expected,
+        } => VendorError::Unexpected {
+            vendor,
+            status,
+            content_type: content_type.map(|c| secrets.mask(&c)),
+            first_line: secrets.mask(&first_line),
+            expected,
         },
         VendorError::Parse { vendor, message } => VendorError::Parse {
             vendor,

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::connection::ConnectionParts;
+use super::connection::{ConnectionParts, ItemCount};
 use super::http::{encode_body, execute, Outgoing, RawResponse};
 use super::token::{request_token, TokenCache};
 use super::{
@@ -352,17 +352,44 @@ pub(super) async fn send(
         let fresh = authorization_observed(ctx, auth, Some(&authz), observer, cancel).await?;
         raw = execute(ctx.client, VENDOR, &outgoing(ctx, req, &fresh)?, cancel).await?;
     }
-    finish(raw)
+    finish(raw, &req.method)
 }
 
-fn finish(raw: RawResponse) -> Result<Response, VendorError> {
+/// The namespace of `apps:property`, declared by every Email Audit API entry and feed.
+const APPS_NS: &str = "http://schemas.google.com/apps/2006";
+
+/// What a 2xx answer must be.
+const ATOM_EXPECTED: &str =
+    "a Google Atom entry or feed (XML content type, declaring the apps namespace)";
+
+/// Checks that a 2xx answer is the Email Audit API's: an Atom `entry` or `feed` with an XML
+/// content type that declares the apps namespace. An empty body is accepted only for a
+/// `DELETE` or a 204 (the vendor page documents no body for the delete call).
+fn check_atom(raw: &RawResponse, body: &Value, method: &::http::Method) -> Result<(), VendorError> {
+    if body.is_null() {
+        return if *method == ::http::Method::DELETE || raw.status == 204 {
+            Ok(())
+        } else {
+            Err(raw.unexpected(VENDOR, ATOM_EXPECTED))
+        };
+    }
+    let kind = body.get("kind").and_then(Value::as_str);
+    let atom = super::http::is_xml_mime(&raw.mime())
+        && matches!(kind, Some("entry" | "feed"))
+        && raw.text().contains(APPS_NS);
+    if atom {
+        Ok(())
+    } else {
+        Err(raw.unexpected(VENDOR, ATOM_EXPECTED))
+    }
+}
+
+fn finish(raw: RawResponse, method: &::http::Method) -> Result<Response, VendorError> {
     if !raw.is_success() {
         return Err(raw.http_error(VENDOR));
     }
-    let body = raw.parse().map_err(|message| VendorError::Parse {
-        vendor: VENDOR,
-        message,
-    })?;
+    let body = raw.parse_declared(VENDOR)?;
+    check_atom(&raw, &body, method)?;
     let request_id = body
         .pointer("/properties/requestId")
         .and_then(Value::as_str)
@@ -415,4 +442,65 @@ pub(super) fn aggregate(pages: Vec<Response>) -> Response {
     body["warnings"] = Value::Array(warnings);
     body["next"] = Value::Null;
     Response { body, ..last }
+}
+
+/// Entries of a feed (1 for an entry, 0 for no body); the API reports no total.
+pub(super) fn count(resp: &Response) -> ItemCount {
+    let items = match resp.body.get("kind").and_then(Value::as_str) {
+        Some("feed") => resp
+            .body
+            .get("entries")
+            .and_then(Value::as_array)
+            .map_or(0, |e| e.len() as u64),
+        Some(_) => 1,
+        None => 0,
+    };
+    ItemCount {
+        items,
+        reported_total: None,
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    fn raw(status: u16, content_type: Option<&str>, body: &str) -> RawResponse {
+        RawResponse {
+            status,
+            headers: content_type
+                .map(|c| ("content-type".to_string(), c.to_string()))
+                .into_iter()
+                .collect(),
+            bytes: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn only_atom_with_the_apps_namespace_is_an_answer() {
+        let entry = "<entry xmlns='http://www.w3.org/2005/Atom' \
+                     xmlns:apps='http://schemas.google.com/apps/2006'>\
+                     <apps:property name='status' value='PENDING'/></entry>";
+        let atom = Some("application/atom+xml; charset=UTF-8");
+        let get = ::http::Method::GET;
+        let r = finish(raw(201, atom, entry), &get).unwrap();
+        assert_eq!(r.body["properties"]["status"], "PENDING");
+        assert_eq!(count(&r).items, 1);
+        for (ct, body) in [
+            (Some("text/html"), "<html><title>Sign in</title></html>"),
+            (atom, "<html><title>Sign in</title></html>"),
+            (atom, "<entry><id>x</id></entry>"),
+            (Some("application/json"), "{}"),
+            (atom, "sign in"),
+            (None, ""),
+        ] {
+            let err = finish(raw(200, ct, body), &get).unwrap_err();
+            assert!(
+                matches!(err, VendorError::Unexpected { status: 200, .. }),
+                "{body}: {err}"
+            );
+        }
+        assert!(finish(raw(200, None, ""), &::http::Method::DELETE).is_ok());
+        assert!(finish(raw(204, None, ""), &get).is_ok());
+    }
 }

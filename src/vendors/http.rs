@@ -256,6 +256,39 @@ impl RawResponse {
         self.parse().unwrap_or_else(|_| Value::String(self.text()))
     }
 
+    /// The body parsed as the content type the server declared; a JSON body that is not
+    /// JSON, or an XML body that is not markup, is an [`VendorError::Unexpected`].
+    pub fn parse_declared(&self, vendor: VendorKind) -> Result<Value, VendorError> {
+        let mime = mime_of(self.content_type());
+        let body = self.parse().map_err(|_| {
+            self.unexpected(vendor, format!("the JSON its content type {mime} declares"))
+        })?;
+        let markup = self.text().trim_start().starts_with('<');
+        if is_xml_mime(&mime) && !body.is_null() && !markup {
+            return Err(
+                self.unexpected(vendor, format!("the XML its content type {mime} declares"))
+            );
+        }
+        Ok(body)
+    }
+
+    /// The MIME type of the answer: lower case, no parameters, "" when there is none.
+    pub fn mime(&self) -> String {
+        mime_of(self.content_type())
+    }
+
+    /// The error of a 2xx answer that is not what `expected` describes: status, content type
+    /// and the first line of the body.
+    pub fn unexpected(&self, vendor: VendorKind, expected: impl Into<String>) -> VendorError {
+        VendorError::Unexpected {
+            vendor,
+            status: self.status,
+            content_type: self.content_type().map(str::to_string),
+            first_line: first_line(&self.text()),
+            expected: expected.into(),
+        }
+    }
+
     /// `Retry-After` (seconds or HTTP date), if present and valid.
     pub fn retry_after(&self) -> Option<Duration> {
         self.header("retry-after")
@@ -280,7 +313,8 @@ pub fn strip_bom(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
 }
 
-fn mime_of(content_type: Option<&str>) -> String {
+/// The MIME type of a `Content-Type` value: lower case, no parameters, "" when absent.
+pub fn mime_of(content_type: Option<&str>) -> String {
     content_type
         .unwrap_or("")
         .split(';')
@@ -290,11 +324,13 @@ fn mime_of(content_type: Option<&str>) -> String {
         .to_ascii_lowercase()
 }
 
-fn is_json_mime(mime: &str) -> bool {
+/// Whether a MIME type (as [`mime_of`] gives it) is JSON.
+pub fn is_json_mime(mime: &str) -> bool {
     mime == "application/json" || mime.ends_with("+json") || mime.ends_with("/json")
 }
 
-fn is_xml_mime(mime: &str) -> bool {
+/// Whether a MIME type (as [`mime_of`] gives it) is XML (Atom included).
+pub fn is_xml_mime(mime: &str) -> bool {
     mime == "application/atom+xml" || mime.ends_with("/xml") || mime.ends_with("+xml")
 }
 
@@ -482,6 +518,23 @@ pub fn excerpt(text: &str) -> String {
         s
     } else {
         collapsed
+    }
+}
+
+/// The first non-blank line of a text, trimmed and shortened ("" for an empty body).
+pub fn first_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    const MAX: usize = 120;
+    if line.chars().count() > MAX {
+        let mut s: String = line.chars().take(MAX).collect();
+        s.push('…');
+        s
+    } else {
+        line.to_string()
     }
 }
 
@@ -682,6 +735,44 @@ mod tests {
         );
         assert!(parse_body(Some("application/json"), b"{nope").is_err());
         assert_eq!(parse_body(None, b"[1]").unwrap(), json!([1]));
+    }
+
+    fn raw(content_type: &str, body: &str) -> RawResponse {
+        RawResponse {
+            status: 200,
+            headers: [("content-type".to_string(), content_type.to_string())].into(),
+            bytes: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_body_must_parse_as_its_declared_type() {
+        let v = VendorKind::Http;
+        assert_eq!(
+            raw("application/json", "[1]").parse_declared(v).unwrap(),
+            json!([1])
+        );
+        assert_eq!(
+            raw("text/html", "<p>").parse_declared(v).unwrap(),
+            json!("<p>")
+        );
+        for (ct, body) in [
+            ("application/json", "\n <!DOCTYPE html>\n<html>"),
+            ("application/xml", "{}"),
+        ] {
+            match raw(ct, body).parse_declared(v).unwrap_err() {
+                VendorError::Unexpected {
+                    first_line,
+                    content_type,
+                    ..
+                } => assert_eq!(
+                    (first_line.as_str(), content_type.as_deref()),
+                    (body.trim().lines().next().unwrap(), Some(ct))
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(first_line(&"y".repeat(500)).chars().count(), 121);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use sha1::Sha1;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::connection::{ConnectionParts, Pagination};
+use super::connection::{ConnectionParts, ItemCount, Pagination};
 use super::http::{execute, mimecast_fail, Encoded, Outgoing, RawResponse};
 use super::token::{request_token, TokenCache};
 use super::{
@@ -260,7 +260,7 @@ pub(super) async fn send(
                 v1_headers(keys, authorization, date, request_id.clone()),
             )?;
             let raw = execute(ctx.client, VENDOR, &out, cancel).await?;
-            finish(raw, Some(request_id), true)
+            finish(raw, Some(request_id), true, &req.url)
         }
         Version::V2 {
             client_id,
@@ -296,7 +296,7 @@ pub(super) async fn send(
                 raw = v2_call(ctx, req, &fresh, cancel).await?;
             }
             let request_id = raw.header("x-mc-req-id").map(str::to_string);
-            finish(raw, request_id, false)
+            finish(raw, request_id, false, &req.url)
         }
     }
 }
@@ -421,9 +421,35 @@ fn rate_limit_reset(raw: &RawResponse) -> Option<Duration> {
     ))
 }
 
+/// What a 2xx answer of an `/api/` endpoint must be (API 1.0, and API 2.0 on the same paths).
+const ENVELOPE: &str =
+    "a Mimecast JSON envelope with `meta` (object), `data` (array) and `fail` (array)";
+
+/// Checks that a 2xx body is Mimecast's: a JSON object, and on the `/api/` endpoints (every
+/// API 1.0 endpoint, and the API 2.0 gateway endpoints of the same paths) the `{meta, data,
+/// fail}` envelope. Other API 2.0 paths (e.g. `/siem/v1/...`) answer other JSON objects.
+fn check_envelope(raw: &RawResponse, body: &Value, url: &Url) -> Result<(), VendorError> {
+    let Some(obj) = body.as_object() else {
+        return Err(raw.unexpected(VENDOR, "a Mimecast JSON object"));
+    };
+    let enveloped = obj.get("meta").is_some_and(Value::is_object)
+        && obj.get("data").is_some_and(Value::is_array)
+        && obj.get("fail").is_some_and(Value::is_array);
+    if url.path().contains("/api/") && !enveloped {
+        return Err(raw.unexpected(VENDOR, ENVELOPE));
+    }
+    Ok(())
+}
+
 /// Maps an answer: non-2xx to `Http` (message from `fail`), a 2xx with `fail` entries to
-/// `Vendor` (codes, joined messages, retryable when any entry says so).
-fn finish(raw: RawResponse, request_id: Option<String>, v1: bool) -> Result<Response, VendorError> {
+/// `Vendor` (codes, joined messages, retryable when any entry says so), a 2xx that is not
+/// Mimecast's JSON (see [`check_envelope`]) to `Unexpected`.
+fn finish(
+    raw: RawResponse,
+    request_id: Option<String>,
+    v1: bool,
+    url: &Url,
+) -> Result<Response, VendorError> {
     if !raw.is_success() {
         let mut err = raw.http_error(VENDOR);
         if raw.status == 429 {
@@ -438,10 +464,7 @@ fn finish(raw: RawResponse, request_id: Option<String>, v1: bool) -> Result<Resp
         }
         return Err(err);
     }
-    let body = raw.parse().map_err(|message| VendorError::Parse {
-        vendor: VENDOR,
-        message,
-    })?;
+    let body = raw.parse_declared(VENDOR)?;
     if let Some((codes, message, retryable)) = mimecast_fail(&body) {
         return Err(VendorError::Vendor {
             vendor: VENDOR,
@@ -453,6 +476,7 @@ fn finish(raw: RawResponse, request_id: Option<String>, v1: bool) -> Result<Resp
             body: Some(body),
         });
     }
+    check_envelope(&raw, &body, url)?;
     Ok(Response {
         status: raw.status,
         headers: raw.headers,
@@ -548,6 +572,35 @@ pub(super) fn aggregate(pages: Vec<Response>) -> Response {
     }
 }
 
+/// Records of a `data` item: the items of its one array field when it is a wrapper such as
+/// find-processing-messages' `{"messages": [...]}`, else the item itself.
+fn records_in(item: &Value) -> u64 {
+    match item.as_object() {
+        Some(o) if o.len() == 1 => match o.values().next() {
+            Some(Value::Array(a)) => a.len() as u64,
+            _ => 1,
+        },
+        _ => 1,
+    }
+}
+
+/// Records across `data` and `meta.pagination.totalCount`.
+pub(super) fn count(resp: &Response) -> ItemCount {
+    let items = resp
+        .body
+        .get("data")
+        .and_then(Value::as_array)
+        .map_or(0, |d| d.iter().map(records_in).sum());
+    let reported_total = resp
+        .body
+        .pointer("/meta/pagination/totalCount")
+        .and_then(Value::as_u64);
+    ItemCount {
+        items,
+        reported_total,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,6 +658,74 @@ mod tests {
             body,
             request_id: None,
         }
+    }
+
+    fn raw(content_type: &str, body: &str) -> RawResponse {
+        RawResponse {
+            status: 200,
+            headers: [("content-type".to_string(), content_type.to_string())].into(),
+            bytes: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn only_the_envelope_is_an_answer() {
+        let api = Url::parse("https://x.example/api/audit/get-audit-events").unwrap();
+        let ok = raw(
+            "application/json",
+            r#"{"meta":{"status":200},"data":[],"fail":[]}"#,
+        );
+        assert!(finish(ok, None, true, &api).is_ok());
+        for (ct, body) in [
+            ("text/html", "<html><title>Sign in</title></html>"),
+            ("application/json", r#"{"result":"ok"}"#),
+            ("application/json", r#"{"meta":{},"data":{},"fail":[]}"#),
+            ("application/json", "[]"),
+            ("application/json", ""),
+            ("application/json", "<html>"),
+        ] {
+            match finish(raw(ct, body), None, true, &api) {
+                Err(VendorError::Unexpected {
+                    status: 200,
+                    content_type: Some(c),
+                    first_line,
+                    ..
+                }) => assert_eq!((c.as_str(), first_line.as_str()), (ct, body)),
+                other => panic!("{ct} {body}: {other:?}"),
+            }
+        }
+        // API 2.0 paths outside /api/ answer other JSON objects, but never HTML.
+        let siem = Url::parse("https://x.example/siem/v1/batch/events/cg").unwrap();
+        assert!(finish(
+            raw("application/json", r#"{"value":[]}"#),
+            None,
+            false,
+            &siem
+        )
+        .is_ok());
+        assert!(finish(raw("text/html", "<html>"), None, false, &siem).is_err());
+    }
+
+    #[test]
+    fn records_are_counted_through_wrappers() {
+        let flat = resp(
+            json!({"meta": {"pagination": {"totalCount": 3}}, "data": [{"a": 1}, {"b": 2}, {"c": 3}]}),
+        );
+        assert_eq!(
+            count(&flat),
+            ItemCount {
+                items: 3,
+                reported_total: Some(3)
+            }
+        );
+        let wrapped = resp(json!({"meta": {}, "data": [{"messages": [1, 2]}, {"messages": [3]}]}));
+        assert_eq!(
+            count(&wrapped),
+            ItemCount {
+                items: 3,
+                reported_total: None
+            }
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod plain;
 mod token;
 
 pub use build::{BuildError, ConnectionCache};
-pub use connection::{Connection, Pagination};
+pub use connection::{Connection, ItemCount, Pagination};
 
 /// Which vendor a connection talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,6 +305,26 @@ pub enum VendorError {
         /// The token endpoint was unreachable or answered 5xx/429.
         retryable: bool,
     },
+    /// A 2xx answer that is not what the vendor sends (an HTML sign-in page from a proxy, a
+    /// JSON object without the vendor's envelope, a body that does not parse as its declared
+    /// content type). Never "no data": the step fails.
+    #[error(
+        "{vendor}: HTTP {status} answer is not {expected} (content type {}, body starts {first_line:?}); \
+         check the connection's base URL and any proxy or sign-in page in front of it",
+        content_type.as_deref().unwrap_or("none")
+    )]
+    Unexpected {
+        /// The vendor of the connection.
+        vendor: VendorKind,
+        /// The HTTP status of the answer.
+        status: u16,
+        /// The answer's `Content-Type`, when it had one.
+        content_type: Option<String>,
+        /// The first non-blank line of the body, shortened (masked like every message).
+        first_line: String,
+        /// What the adapter expected, e.g. "a Mimecast JSON envelope {meta, data, fail}".
+        expected: String,
+    },
     /// The answer could not be understood.
     #[error("{vendor}: could not parse the response: {message}")]
     Parse {
@@ -338,6 +358,7 @@ impl VendorError {
             VendorError::Vendor { retryable, .. } => *retryable,
             VendorError::Auth { retryable, .. } => *retryable,
             VendorError::Parse { .. }
+            | VendorError::Unexpected { .. }
             | VendorError::Config { .. }
             | VendorError::Cancelled { .. } => false,
         }
@@ -356,6 +377,7 @@ impl VendorError {
         match self {
             VendorError::Http { status, .. } => Some(*status),
             VendorError::Vendor { status, .. } | VendorError::Auth { status, .. } => *status,
+            VendorError::Unexpected { status, .. } => Some(*status),
             _ => None,
         }
     }

@@ -5,7 +5,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::ConnectionParts;
+use super::connection::{ConnectionParts, ItemCount};
 use super::http::{encode_body, execute, link_next, Outgoing};
 use super::{
     ConnectionSettings, Credentials, PreparedRequest, Request, Response, VendorError, VendorKind,
@@ -101,10 +101,7 @@ pub(super) async fn send(
     if !raw.is_success() {
         return Err(raw.http_error(VENDOR));
     }
-    let body = raw.parse().map_err(|message| VendorError::Parse {
-        vendor: VENDOR,
-        message,
-    })?;
+    let body = raw.parse_declared(VENDOR)?;
     Ok(Response {
         status: raw.status,
         request_id: raw.header("x-request-id").map(str::to_string),
@@ -154,5 +151,18 @@ pub(super) fn aggregate(pages: Vec<Response>) -> Response {
     Response {
         body: Value::Array(items),
         ..last
+    }
+}
+
+/// Items of a JSON array body, 0 for no body, else 1; no total is known.
+pub(super) fn count(resp: &Response) -> ItemCount {
+    let items = match &resp.body {
+        Value::Array(a) => a.len() as u64,
+        Value::Null => 0,
+        _ => 1,
+    };
+    ItemCount {
+        items,
+        reported_total: None,
     }
 }

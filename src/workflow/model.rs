@@ -290,7 +290,8 @@ pub struct CallSpec {
     /// Write the parsed body to this file (pretty JSON), template.
     #[serde(default)]
     pub save_to: Option<String>,
-    /// Follow the vendor's pagination and aggregate all pages.
+    /// Follow the vendor's pagination and aggregate all pages. Without it, an answer that
+    /// announces more pages fails the step; `paginate: false` says one page is wanted.
     #[serde(default)]
     pub paginate: Option<Paginate>,
     /// Whether sending this request twice is harmless. Default: yes, except the calls the
@@ -315,13 +316,20 @@ pub struct Expect {
     /// values the condition compared.
     #[serde(default)]
     pub message: Option<String>,
+    /// The MIME type the answer must have, e.g. `application/json` (parameters such as
+    /// `charset` are ignored). Default: whatever the vendor adapter accepts.
+    #[serde(default)]
+    pub content_type: Option<String>,
 }
 
-/// Pagination options.
+/// Pagination options. Absent `paginate` means one request, and an answer announcing more
+/// pages fails the step.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Paginate {
-    /// `paginate: true` follows every page with the vendor's default page size.
+    /// `paginate: true` follows every page with the vendor's default page size;
+    /// `paginate: false` fetches one page on purpose (the result is recorded as truncated
+    /// when the vendor announces more).
     Enabled(bool),
     /// Follow every page with the given page size and page limit.
     Options(PaginateOptions),
@@ -334,9 +342,14 @@ pub struct PaginateOptions {
     /// Items per page asked of the vendor (default: the vendor's own page size).
     #[serde(default)]
     pub page_size: Option<u32>,
-    /// Safety limit (default 10000).
+    /// Most pages to fetch (default 10000). Reaching it while the vendor announces more
+    /// pages fails the step, unless `truncate: true`.
     #[serde(default)]
     pub max_pages: Option<u32>,
+    /// Stopping at `max_pages` with pages left is intended: the step succeeds with a
+    /// warning, and its outputs and the evidence manifest say the result is truncated.
+    #[serde(default)]
+    pub truncate: bool,
 }
 
 /// Repeat a call until a condition holds.

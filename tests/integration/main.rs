@@ -17,6 +17,7 @@ mod download_http;
 mod durable;
 mod durations;
 mod engine;
+mod evidence;
 mod interrupt;
 mod runtime_cases;
 mod schema;
