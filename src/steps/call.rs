@@ -297,6 +297,8 @@ pub async fn execute(
             pages: 0,
         });
     }
+    // Before the request: a call whose answer cannot be saved is not sent.
+    super::overwrite::check(env, rc.save_to.as_deref())?;
     let (response, attempts, pages) = match &rc.paginate {
         None => {
             let once = !rc

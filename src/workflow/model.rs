@@ -224,6 +224,10 @@ pub struct Step {
     /// A failure of this step is reported but does not fail the run.
     #[serde(default)]
     pub continue_on_error: bool,
+    /// Replace files this step writes even when they exist and are not the run's own or
+    /// recorded unchanged in the evidence manifest (like `--overwrite`, for this step only).
+    #[serde(default)]
+    pub overwrite: bool,
     /// Send one HTTP request.
     #[serde(default)]
     pub call: Option<CallSpec>,
