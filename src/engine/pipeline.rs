@@ -132,9 +132,7 @@ pub(super) async fn run_pipelined(
         };
         r.map_err(|e| match e {
             PipelineError::Download(e) => (0, ActionError::Step(e), None),
-            PipelineError::Decrypt { error, downloads } => {
-                (1, ActionError::Step(error), Some(downloads))
-            }
+            PipelineError::Decrypt { error, downloads } => (1, ActionError::Step(error), downloads),
         })
     }
     .await;
@@ -202,8 +200,8 @@ pub(super) async fn run_pipelined(
                     ),
                     None => finish(
                         0,
-                        StepStatus::Failed,
-                        Some(format!("stopped because `{}` failed", dec.id)),
+                        StepStatus::Skipped,
+                        Some(format!("not started: `{}` failed first", dec.id)),
                         &Value::Null,
                     ),
                 }

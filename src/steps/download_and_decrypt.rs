@@ -472,8 +472,8 @@ pub enum PipelineError {
     Decrypt {
         /// Why the decrypt step failed.
         error: StepError,
-        /// How far the download step got.
-        downloads: DownloadProgress,
+        /// How far the download step got (None: it had not started).
+        downloads: Option<DownloadProgress>,
     },
 }
 
@@ -507,8 +507,7 @@ pub async fn download_then_decrypt(
     ctx: &Value,
 ) -> Result<(Value, Value), PipelineError> {
     let plan = plan_download(dl, ctx).map_err(PipelineError::Download)?;
-    let dplan =
-        plan_decrypt(dec, env_dec, ctx).map_err(|e| decrypt_failed(e, &[], plan.files.len()))?;
+    let dplan = plan_decrypt(dec, env_dec, ctx).map_err(decrypt_failed_first)?;
     if env_dl.dry_run {
         let out = dry_run_downloads(&plan, env_dl);
         env_dec.emitter.log(
@@ -530,9 +529,9 @@ pub async fn download_then_decrypt(
         .map(|f| dplan.to.join(decrypt::output_name(&f.dest)))
         .collect();
     super::overwrite::check(env_dec, outputs.iter().map(PathBuf::as_path))
-        .map_err(|e| decrypt_failed(e, &[], n))?;
+        .map_err(decrypt_failed_first)?;
     create_dir(&plan.to).map_err(PipelineError::Download)?;
-    create_dir(&dplan.to).map_err(|e| decrypt_failed(e, &[], n))?;
+    create_dir(&dplan.to).map_err(decrypt_failed_first)?;
     let headers = header_fn(conn, authorize);
     let client = conn.client().clone();
     // The downloads finished so far: when the decrypt stage fails, the others are dropped
@@ -617,10 +616,18 @@ enum Stage {
 fn decrypt_failed(error: StepError, complete: &[download::Downloaded], of: usize) -> PipelineError {
     PipelineError::Decrypt {
         error,
-        downloads: DownloadProgress {
+        downloads: Some(DownloadProgress {
             complete: complete.len(),
             of,
-        },
+        }),
+    }
+}
+
+/// The decrypt step's failure before any download started.
+fn decrypt_failed_first(error: StepError) -> PipelineError {
+    PipelineError::Decrypt {
+        error,
+        downloads: None,
     }
 }
 
