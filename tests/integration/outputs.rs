@@ -137,6 +137,44 @@ async fn run_never_replaces_a_file_the_user_had_unless_told() {
 }
 
 #[tokio::test]
+async fn a_resumed_run_rewrites_its_own_files_without_the_flag() {
+    let (base, script) = serve(vec![
+        ("/a.asc", vec![armored()]),
+        ("/b.asc", vec![armored()]),
+    ])
+    .await;
+    let dir = common::Dir::new();
+    let wf = dir.write(
+        "wf.yaml",
+        &format!(
+            "name: resume\nsteps:\n  - id: fetch\n    download: {{urls: [\"{base}/a.asc\", \"{base}/b.asc\"], to: out, concurrency: 1}}\n"
+        ),
+    );
+    // The first process dies (like kill -9: no manifest) right after `a` is recorded.
+    let args = vec!["run".to_string(), wf.display().to_string()];
+    let crash = vec![(
+        "AUDITFLOW_FAILPOINT".to_string(),
+        "after-download:1".to_string(),
+    )];
+    let o = common::auditflow_async(args.clone(), crash, dir.path().to_path_buf()).await;
+    assert!(!o.status.success(), "{:?}", common::text(&o));
+    assert!(dir.path().join("out/a.asc").exists());
+    assert!(
+        !dir.path().join("out/manifest.json").exists()
+            && !dir.path().join("manifest.json").exists()
+    );
+    // The next one resumes: `a` is its own (the journal says so), no --overwrite needed.
+    let o = common::auditflow_async(args, vec![], dir.path().to_path_buf()).await;
+    assert_eq!(o.status.code(), Some(0), "{:?}", common::text(&o));
+    assert_eq!(
+        script.requests("/a.asc").len(),
+        1,
+        "a was kept, not fetched again"
+    );
+    assert_eq!(script.requests("/b.asc").len(), 1);
+}
+
+#[tokio::test]
 async fn a_step_may_allow_overwriting_its_own_files() {
     let (base, script) = serve(vec![(
         "/data",
