@@ -187,24 +187,8 @@ pub(super) async fn run_pipelined(
                     &Value::Null,
                 );
             } else {
-                // The download step is "ok" only when every one of its files is complete.
-                match downloads {
-                    Some(d) if d.is_complete() => {
-                        finish(0, StepStatus::Succeeded, None, &Value::Null);
-                    }
-                    Some(d) => finish(
-                        0,
-                        StepStatus::Failed,
-                        Some(incomplete(&d, &dec.id)),
-                        &Value::Null,
-                    ),
-                    None => finish(
-                        0,
-                        StepStatus::Skipped,
-                        Some(format!("not started: `{}` failed first", dec.id)),
-                        &Value::Null,
-                    ),
-                }
+                let (status, why) = download_status(downloads.as_ref(), &dec.id);
+                finish(0, status, why, &Value::Null);
                 finish(1, StepStatus::Failed, Some(msg.clone()), &Value::Null);
             }
             Err(StopReason::Failed(WorkflowFailure::Step {
@@ -215,11 +199,23 @@ pub(super) async fn run_pipelined(
     }
 }
 
-/// Why a download step whose decrypt failed first is not complete.
-fn incomplete(d: &DownloadProgress, decrypt: &str) -> String {
-    format!(
-        "incomplete: {} of {} files downloaded and verified when `{decrypt}` failed; the others \
-         were stopped (their .part files are kept and resumed by the next run)",
-        d.complete, d.of
-    )
+/// The download step's status when its pipelined decrypt failed: "ok" only when every one
+/// of its files was complete; failed ("incomplete") when some were stopped mid-transfer;
+/// skipped when the decrypt failed before any download started.
+fn download_status(d: Option<&DownloadProgress>, decrypt: &str) -> (StepStatus, Option<String>) {
+    match d {
+        Some(d) if d.is_complete() => (StepStatus::Succeeded, None),
+        Some(d) => (
+            StepStatus::Failed,
+            Some(format!(
+                "incomplete: {} of {} files downloaded and verified when `{decrypt}` failed; the \
+                 others were stopped (their .part files are kept and resumed by the next run)",
+                d.complete, d.of
+            )),
+        ),
+        None => (
+            StepStatus::Skipped,
+            Some(format!("not started: `{decrypt}` failed first")),
+        ),
+    }
 }
