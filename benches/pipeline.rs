@@ -364,6 +364,7 @@ fn bench() -> Res<()> {
                 deadline: None,
                 max_wait: None,
                 ledger: None,
+                overwrite: None,
             };
             let env_dec = StepEnv {
                 step: "decrypt",

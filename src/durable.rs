@@ -21,7 +21,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&dir)?;
+    create_private_dir(&dir)?;
     let mut tmp = private_temp_file(&dir, ".auditflow-", ".tmp")?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
@@ -75,6 +75,28 @@ pub fn create_private_dir(p: &Path) -> std::io::Result<()> {
         b.mode(0o700);
     }
     b.create(p)
+}
+
+/// Takes away the permission bits of `path` beyond `most` (0o600 for a file, 0o700 for a
+/// directory): for files and directories the tool owns that an earlier version or the user
+/// made with looser modes. Returns the mode found when it was changed. Elsewhere than Unix,
+/// nothing.
+pub fn restrict_mode(path: &Path, most: u32) -> std::io::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+        if mode & !most == 0 {
+            return Ok(None);
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & most))?;
+        Ok(Some(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, most);
+        Ok(None)
+    }
 }
 
 /// Makes a rename or a new file's directory entry durable; best effort (not every platform or

@@ -118,6 +118,11 @@ pub struct RunArgs {
         env = "AUDITFLOW_STATE_DIR"
     )]
     pub state_dir: Option<PathBuf>,
+    /// Replace existing files the run would write even when they are not its own or
+    /// recorded unchanged in the output directory's manifest.json (by default such a file
+    /// fails its step before anything is written).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Abandon an unfinished run of this workflow and inputs and start over (requests
     /// that must not be repeated, such as export creations, are sent again).
     #[arg(long)]
@@ -163,6 +168,10 @@ pub struct DecryptArgs {
     /// Output directory (created if needed; files are written 0600).
     #[arg(short = 'o', long = "out", value_name = "DIR")]
     pub out: PathBuf,
+    /// Replace existing output files even when they are not recorded unchanged in the
+    /// output directory's manifest.json (by default nothing is decrypted then).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Encrypted files.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,

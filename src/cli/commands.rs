@@ -8,6 +8,7 @@ use super::args::{DecryptArgs, RunsCommand, SimArgs};
 use super::error::CliError;
 use crate::events::RunStatus;
 use crate::report::decrypt::DecryptReport;
+use crate::report::manifest::Recorded;
 use crate::state::StateDir;
 use crate::steps::decrypt::{decrypt_file, output_name, DecryptionKey};
 use crate::workflow::duration::parse_duration;
@@ -128,6 +129,24 @@ pub(super) fn verify(dir: &Path) -> Result<(), CliError> {
     })
 }
 
+/// Fails, before anything is decrypted, when an output file exists that `out/manifest.json`
+/// does not record unchanged (a file the user had there is never replaced silently).
+fn refuse_overwrite(out: &Path, files: &[PathBuf]) -> Result<(), CliError> {
+    let recorded = Recorded::load(out);
+    for f in files {
+        let output = out.join(output_name(f));
+        if std::fs::symlink_metadata(&output).is_ok() && !recorded.owns(&output) {
+            return Err(CliError::Failed(format!(
+                "{} already exists and is not recorded unchanged in {}; nothing was decrypted. \
+                 Move the file away, or pass --overwrite to replace it",
+                output.display(),
+                out.join(crate::report::manifest::FILE_NAME).display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `auditflow decrypt`: unlocks the key once, decrypts each file (in parallel), writes a
 /// manifest of what it produced.
 pub(super) async fn decrypt(a: DecryptArgs) -> Result<(), CliError> {
@@ -139,7 +158,10 @@ pub(super) async fn decrypt(a: DecryptArgs) -> Result<(), CliError> {
         })?),
         None => None,
     };
-    std::fs::create_dir_all(&a.out)
+    if !a.overwrite {
+        refuse_overwrite(&a.out, &a.files)?;
+    }
+    crate::durable::create_private_dir(&a.out)
         .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", a.out.display())))?;
     let key = load_key(a.key.clone(), passphrase).await?;
     let report = DecryptReport::start(key.key_ids(), &a.files);

@@ -1,7 +1,8 @@
 //! `auditflow run`: validate, resolve the flags, run the engine with the reporters, and turn
 //! the run's end into an exit code.
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -10,9 +11,11 @@ use super::args::{LogFormat, RunArgs};
 use super::error::{conclude, CliError};
 use crate::engine::{self, RunOptions, RunResult, Shard};
 use crate::events::{Emitter, RunStatus};
+use crate::report::manifest::Recorded;
 use crate::report::{out_dir, Console, ReportArgs, Reporters};
 use crate::secrets::Secrets;
 use crate::state::StateDir;
+use crate::steps::overwrite::OverwriteGuard;
 use crate::workflow::duration::parse_duration;
 use crate::workflow::validate::validate_file;
 
@@ -44,6 +47,8 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         }
         _ => None,
     };
+    let manifest_dir = out_dir(&plan.root.workflow, &inputs);
+    let overwrite = (!args.overwrite).then(|| overwrite_guard(manifest_dir.as_deref()));
     let reporters = Reporters::from_args(ReportArgs {
         console: match args.log_format {
             LogFormat::Json => Console::JsonLines,
@@ -53,11 +58,15 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         },
         report_json: args.report_json.clone(),
         junit: args.junit.clone(),
-        manifest_dir: out_dir(&plan.root.workflow, &inputs),
+        manifest_dir,
         dry_run: args.dry_run,
     });
     let secrets = Secrets::new();
-    let emitter = Emitter::new(reporters.sinks(), secrets.clone());
+    let mut sinks = reporters.sinks();
+    if let Some(g) = &overwrite {
+        sinks.push(g.clone());
+    }
+    let emitter = Emitter::new(sinks, secrets.clone());
     let opts = RunOptions {
         inputs,
         env: args.env.clone(),
@@ -67,6 +76,7 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         state,
         fresh: args.fresh,
         shard,
+        overwrite,
     };
     let result = engine::run(plan, opts, emitter)
         .await
@@ -84,6 +94,15 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         .collect();
     errors.extend(ended(result, args.state_dir));
     CliError::all(errors)
+}
+
+/// The guard against replacing files that are not the run's: it accepts what the manifest
+/// of the run's output directory (`manifest_dir`, else the current one) records unchanged.
+fn overwrite_guard(manifest_dir: Option<&Path>) -> Arc<OverwriteGuard> {
+    let recorded = Recorded::load(manifest_dir.unwrap_or(Path::new(".")));
+    Arc::new(OverwriteGuard::new(Arc::new(move |p: &Path| {
+        recorded.owns(p)
+    })))
 }
 
 /// How the run ended, when it did not succeed.

@@ -10,6 +10,7 @@ use super::for_each::Shard;
 use crate::events::{Emitter, Event, Sink, StepStatus};
 use crate::state::{self, DoneStatus, Journal, Record, Replay};
 use crate::steps::at_most_once::Ledger;
+use crate::steps::overwrite::OverwriteGuard;
 use crate::template::Template;
 use crate::vendors::{Connection, ConnectionCache};
 use crate::workflow::plan::{PlannedStep, PlannedWorkflow};
@@ -30,9 +31,16 @@ pub(super) struct ActiveRun {
     pub(super) shard: Option<Shard>,
     /// Connections, built on first use.
     pub(super) connections: ConnectionCache,
+    /// Which existing files steps may replace (None: any, `--overwrite`).
+    pub(super) overwrite: Option<Arc<OverwriteGuard>>,
 }
 
 impl ActiveRun {
+    /// The guard of `step`'s writes: none when the step says `overwrite: true`.
+    pub(super) fn overwrite_guard(&self, step: &PlannedStep) -> Option<&OverwriteGuard> {
+        self.overwrite.as_deref().filter(|_| !step.overwrite)
+    }
+
     pub(super) fn record(&self, rec: Record) {
         if let Some(j) = &self.journal {
             j.append(&rec);

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::{Emitter, Event, RunStatus, StepStatus};
 use crate::retry::RetryPolicy;
 use crate::state::{self, Begin, DoneStatus, Record, StateDir, StateError};
+use crate::steps::overwrite::OverwriteGuard;
 use crate::steps::{self, call, poll, StepEnv, StepError};
 use crate::template::{render_deep, Template};
 use crate::vendors::ConnectionCache;
@@ -51,6 +52,9 @@ pub(crate) struct RunOptions {
     pub fresh: bool,
     /// Run only this shard of the outermost `for_each` loops' items.
     pub shard: Option<Shard>,
+    /// Which existing files steps may replace; it must also be a sink of the run's emitter
+    /// (None: any file, `--overwrite`).
+    pub overwrite: Option<Arc<OverwriteGuard>>,
 }
 
 /// Why a run could not start (exit 2): bad inputs, or state that cannot be used.
@@ -127,6 +131,9 @@ pub(crate) async fn run(
             started_at,
             auditflow: env!("CARGO_PKG_VERSION").into(),
         };
+        if let Some(n) = dir.permission_note() {
+            emitter.warn(n);
+        }
         let (st, begin, note) = dir.begin(header, opts.fresh).await?;
         if let Some(n) = note {
             emitter.warn(n);
@@ -194,6 +201,7 @@ pub(crate) async fn run(
         replay,
         shard: opts.shard,
         connections: ConnectionCache::default(),
+        overwrite: opts.overwrite.clone(),
     });
     let scope = Scope {
         workflow: plan.workflow.clone(),
@@ -366,6 +374,7 @@ async fn run_step(
         deadline,
         max_wait: poll_max_wait(step, run.detach_at),
         ledger: ledger.as_ref(),
+        overwrite: run.overwrite_guard(step),
     };
     let fut = execute(run, step, scope, &ctx, &env);
     tokio::pin!(fut);
@@ -650,6 +659,7 @@ mod tests {
             state: None,
             fresh: false,
             shard: None,
+            overwrite: None,
         };
         let emitter = Emitter::new(vec![], crate::secrets::Secrets::default());
         run(plan, opts, emitter).await.expect("run starts")

@@ -9,6 +9,7 @@ use super::failure::{ActionError, StopReason, WorkflowFailure};
 use super::merge_retry;
 use crate::events::StepStatus;
 use crate::state::{DoneStatus, Record};
+use crate::steps::download_and_decrypt::{DownloadProgress, PipelineError};
 use crate::steps::{self, StepEnv, StepError};
 use crate::workflow::model::{DecryptSpec, DownloadSpec};
 use crate::workflow::plan::{Action, PlannedStep};
@@ -97,18 +98,20 @@ pub(super) async fn run_pipelined(
         deadline,
         max_wait: None,
         ledger: ledgers[0].as_ref(),
+        overwrite: run.overwrite_guard(dl),
     };
     let env_dec = StepEnv {
         step: &paths[1],
         retry: merge_retry(defaults.retry.as_ref(), dec.retry.as_ref()),
         ledger: ledgers[1].as_ref(),
+        overwrite: run.overwrite_guard(dec),
         ..env_dl
     };
     let result = async {
         // No connection: a plain one, and no auth headers on the downloads.
         let conn = run
             .connection(&scope.workflow.file, spec.connection.as_deref(), &ctx)
-            .map_err(|e| (0, e))?;
+            .map_err(|e| (0, e, None))?;
         let fut = steps::download_and_decrypt::download_then_decrypt(
             spec,
             &conn,
@@ -124,15 +127,13 @@ pub(super) async fn run_pipelined(
                 Ok(r) => r,
                 Err(_) => {
                     cancel.cancel();
-                    Err(steps::download_and_decrypt::PipelineError::Download(
-                        StepError::Timeout { after: limit },
-                    ))
+                    Err(PipelineError::Download(StepError::Timeout { after: limit }))
                 }
             },
         };
         r.map_err(|e| match e {
-            steps::download_and_decrypt::PipelineError::Download(e) => (0, ActionError::Step(e)),
-            steps::download_and_decrypt::PipelineError::Decrypt(e) => (1, ActionError::Step(e)),
+            PipelineError::Download(e) => (0, ActionError::Step(e), None),
+            PipelineError::Decrypt { error, downloads } => (1, ActionError::Step(error), downloads),
         })
     }
     .await;
@@ -184,8 +185,7 @@ pub(super) async fn run_pipelined(
             );
             Err(StopReason::Cancelled)
         }
-        Err((i, e)) => {
-            let other = 1 - i;
+        Err((i, e, downloads)) => {
             let msg = e.to_string();
             if i == 0 {
                 finish(0, StepStatus::Failed, Some(msg.clone()), &Value::Null);
@@ -196,7 +196,8 @@ pub(super) async fn run_pipelined(
                     &Value::Null,
                 );
             } else {
-                finish(other, StepStatus::Succeeded, None, &Value::Null);
+                let (status, why) = download_status(downloads.as_ref(), &dec.id);
+                finish(0, status, why, &Value::Null);
                 finish(1, StepStatus::Failed, Some(msg.clone()), &Value::Null);
             }
             Err(StopReason::Failed(WorkflowFailure::Step {
@@ -204,5 +205,26 @@ pub(super) async fn run_pipelined(
                 source: e,
             }))
         }
+    }
+}
+
+/// The download step's status when its pipelined decrypt failed: "ok" only when every one
+/// of its files was complete; failed ("incomplete") when some were stopped mid-transfer;
+/// skipped when the decrypt failed before any download started.
+fn download_status(d: Option<&DownloadProgress>, decrypt: &str) -> (StepStatus, Option<String>) {
+    match d {
+        Some(d) if d.is_complete() => (StepStatus::Succeeded, None),
+        Some(d) => (
+            StepStatus::Failed,
+            Some(format!(
+                "incomplete: {} of {} files downloaded and verified when `{decrypt}` failed; the \
+                 others were stopped (their .part files are kept and resumed by the next run)",
+                d.complete, d.of
+            )),
+        ),
+        None => (
+            StepStatus::Skipped,
+            Some(format!("not started: `{decrypt}` failed first")),
+        ),
     }
 }

@@ -245,6 +245,38 @@ impl Sink for ManifestSink {
     }
 }
 
+/// The artifacts a directory's manifest records: a file there that still has its recorded
+/// size and SHA-256 is an earlier run's output, which a re-run of the job may replace. A
+/// missing or unreadable manifest records nothing.
+pub(crate) struct Recorded {
+    dir: PathBuf,
+    artifacts: BTreeMap<String, Entry>,
+}
+
+impl Recorded {
+    /// Reads `dir/manifest.json`.
+    pub(crate) fn load(dir: &Path) -> Recorded {
+        let artifacts = std::fs::read(dir.join(FILE_NAME))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+            .map(|m| m.artifacts)
+            .unwrap_or_default();
+        Recorded {
+            dir: dir.to_path_buf(),
+            artifacts,
+        }
+    }
+
+    /// True when `path` is recorded and unchanged since (same size, same SHA-256).
+    pub(crate) fn owns(&self, path: &Path) -> bool {
+        let Some(e) = self.artifacts.get(&relative(&self.dir, path)) else {
+            return false;
+        };
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == e.bytes)
+            && sha256_file(path).is_ok_and(|h| h == e.sha256)
+    }
+}
+
 /// One difference found by [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Problem {

@@ -93,6 +93,8 @@ struct Pointer {
 #[derive(Debug, Clone)]
 pub(crate) struct StateDir {
     root: PathBuf,
+    /// What opening did about a directory others could read (see [`StateDir::open`]).
+    permission_note: Option<String>,
 }
 
 /// The key of "this workflow with these inputs": SHA-256 of the canonical root path, the
@@ -172,6 +174,21 @@ fn create_private_dir(p: &Path) -> Result<(), StateError> {
     crate::durable::create_private_dir(p).map_err(|e| StateError::io(p, e))
 }
 
+/// Makes the state directory `root` private (0700) when it is not; says what was done.
+fn make_private(root: &Path) -> Option<String> {
+    match crate::durable::restrict_mode(root, 0o700) {
+        Ok(None) => None,
+        Ok(Some(mode)) => Some(format!(
+            "state directory {} was mode {mode:o}, open to other users; made it 0700 (it holds the runs' journals)",
+            root.display()
+        )),
+        Err(e) => Some(format!(
+            "state directory {} may be open to other users and could not be made private ({e}); run `chmod 700` on it",
+            root.display()
+        )),
+    }
+}
+
 /// Writes a small file atomically (temp + fsync + rename), mode 0600.
 fn write_small(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     crate::durable::write_atomic(path, bytes).map_err(|e| StateError::io(path, e))
@@ -237,7 +254,14 @@ impl StateDir {
         }
         Ok(StateDir {
             root: root.to_path_buf(),
+            permission_note: make_private(root),
         })
+    }
+
+    /// A warning for the run when the directory was open to other users: it was made 0700
+    /// (it is the tool's: journals, run records), or could not be.
+    pub(crate) fn permission_note(&self) -> Option<&str> {
+        self.permission_note.as_deref()
     }
 
     fn run_dir(&self, id: &str) -> PathBuf {

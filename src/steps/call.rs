@@ -455,6 +455,8 @@ pub async fn execute(
             truncated: false,
         });
     }
+    // Before the request: a call whose answer cannot be saved is not sent.
+    super::overwrite::check(env, rc.save_to.as_deref())?;
     let fetched = match &rc.paginate {
         PageMode::Follow {
             pagination,

@@ -255,8 +255,10 @@ pub async fn download_with_options(
         _ => PathBuf::from("."),
     };
     let part = safe_join(&dir, &format!("{file_name}.part"))?;
-    tokio::fs::create_dir_all(&dir)
+    let mk = dir.clone();
+    tokio::task::spawn_blocking(move || crate::durable::create_private_dir(&mk))
         .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
         .map_err(|source| DownloadError::Io {
             path: dir.clone(),
             source,

@@ -273,8 +273,10 @@ fn download_outputs(done: &[download::Downloaded]) -> Value {
     })
 }
 
+/// Creates the output directory: new directories are 0700 (they will hold mail); an
+/// existing one keeps its mode.
 fn create_dir(dir: &Path) -> Result<(), StepError> {
-    std::fs::create_dir_all(dir).map_err(|source| StepError::Io {
+    crate::durable::create_private_dir(dir).map_err(|source| StepError::Io {
         path: dir.to_path_buf(),
         source,
     })
@@ -305,6 +307,7 @@ pub async fn download_step(
     if env.dry_run {
         return Ok(dry_run_downloads(&plan, env));
     }
+    super::overwrite::check(env, plan.files.iter().map(|f| f.dest.as_path()))?;
     create_dir(&plan.to)?;
     let headers = header_fn(conn, authorize);
     let client = conn.client().clone();
@@ -451,6 +454,11 @@ pub async fn decrypt_step(
         }
         return Ok(decrypt_outputs(&[]));
     }
+    let outputs: Vec<PathBuf> = files
+        .iter()
+        .map(|f| plan.to.join(decrypt::output_name(Path::new(f))))
+        .collect();
+    super::overwrite::check(env, outputs.iter().map(PathBuf::as_path))?;
     create_dir(&plan.to)?;
     let key = load_key(&plan).await?;
     let done: Vec<decrypt::DecryptedFile> = futures::stream::iter(files)
@@ -466,8 +474,30 @@ pub async fn decrypt_step(
 pub enum PipelineError {
     /// The download step failed (nothing of it is reported as decrypted).
     Download(StepError),
-    /// The decrypt step failed after its downloads succeeded.
-    Decrypt(StepError),
+    /// The decrypt step failed, with the downloads stopped where they were.
+    Decrypt {
+        /// Why the decrypt step failed.
+        error: StepError,
+        /// How far the download step got (None: it had not started).
+        downloads: Option<DownloadProgress>,
+    },
+}
+
+/// How far the download step of a pipelined pair got when its decrypt step failed: a
+/// download step is complete only when every one of its files is downloaded and verified.
+#[derive(Debug)]
+pub struct DownloadProgress {
+    /// Files downloaded and verified (at their final names).
+    pub complete: usize,
+    /// Files the step downloads in all.
+    pub of: usize,
+}
+
+impl DownloadProgress {
+    /// True when every file of the download step is complete.
+    pub fn is_complete(&self) -> bool {
+        self.complete == self.of
+    }
 }
 
 /// A `download` followed by a `decrypt` of its files, pipelined: each file is decrypted as
@@ -483,7 +513,7 @@ pub async fn download_then_decrypt(
     ctx: &Value,
 ) -> Result<(Value, Value), PipelineError> {
     let plan = plan_download(dl, ctx).map_err(PipelineError::Download)?;
-    let dplan = plan_decrypt(dec, env_dec, ctx).map_err(PipelineError::Decrypt)?;
+    let dplan = plan_decrypt(dec, env_dec, ctx).map_err(decrypt_failed_first)?;
     if env_dl.dry_run {
         let out = dry_run_downloads(&plan, env_dl);
         env_dec.emitter.log(
@@ -495,11 +525,24 @@ pub async fn download_then_decrypt(
         );
         return Ok((out, decrypt_outputs(&[])));
     }
+    let n = plan.files.len();
+    // Every file either step would write is checked before anything is fetched.
+    let dests = plan.files.iter().map(|f| f.dest.as_path());
+    super::overwrite::check(env_dl, dests).map_err(PipelineError::Download)?;
+    let outputs: Vec<PathBuf> = plan
+        .files
+        .iter()
+        .map(|f| dplan.to.join(decrypt::output_name(&f.dest)))
+        .collect();
+    super::overwrite::check(env_dec, outputs.iter().map(PathBuf::as_path))
+        .map_err(decrypt_failed_first)?;
     create_dir(&plan.to).map_err(PipelineError::Download)?;
-    create_dir(&dplan.to).map_err(PipelineError::Decrypt)?;
+    create_dir(&dplan.to).map_err(decrypt_failed_first)?;
     let headers = header_fn(conn, authorize);
     let client = conn.client().clone();
-    let n = plan.files.len();
+    // The downloads finished so far: when the decrypt stage fails, the others are dropped
+    // mid-transfer and the download step is only as complete as this list.
+    let finished = std::sync::Mutex::new(Vec::with_capacity(n));
     // Two stages joined by a channel: downloads (`concurrency` at a time) hand each finished
     // file to the decrypt stage at once, which runs `dplan.concurrency` decrypts at a time.
     // A decrypt never holds a download slot, and the key is unlocked while the first files
@@ -517,18 +560,20 @@ pub async fn download_then_decrypt(
                 }
             })
             .buffer_unordered(plan.concurrency);
-        let mut done = Vec::with_capacity(n);
         while let Some(r) = stream.next().await {
-            let (i, d) = r.map_err(PipelineError::Download)?;
+            let (i, d) = r?;
+            finished
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((i, d.clone()));
             // The decrypt stage only goes away on its own error, which try_join reports.
-            let _ = tx.send((i, d.clone())).await;
-            done.push((i, d));
+            let _ = tx.send((i, d)).await;
         }
         drop(tx);
-        Ok::<_, PipelineError>(done)
+        Ok::<_, StepError>(())
     };
     let decrypts = async {
-        let key = load_key(&dplan).await.map_err(PipelineError::Decrypt)?;
+        let key = load_key(&dplan).await?;
         let mut running = futures::stream::FuturesUnordered::new();
         let mut done = Vec::with_capacity(n);
         let mut open = true;
@@ -544,19 +589,52 @@ pub async fn download_then_decrypt(
                     }
                     None => open = false,
                 },
-                Some(r) = running.next(), if !running.is_empty() => {
-                    done.push(r.map_err(PipelineError::Decrypt)?);
-                }
+                Some(r) = running.next(), if !running.is_empty() => done.push(r?),
             }
         }
-        Ok::<_, PipelineError>(done)
+        Ok::<_, StepError>(done)
     };
-    let (mut downloaded, mut decrypted) = futures::future::try_join(downloads, decrypts).await?;
+    let decrypts = async { decrypts.await.map_err(Stage::Decrypt) };
+    let downloads = async { downloads.await.map_err(Stage::Download) };
+    let joined = futures::future::try_join(downloads, decrypts).await;
+    let mut downloaded = finished
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     downloaded.sort_by_key(|(i, _)| *i);
-    decrypted.sort_by_key(|(i, _)| *i);
     let downloaded: Vec<download::Downloaded> = downloaded.into_iter().map(|(_, d)| d).collect();
+    let mut decrypted = match joined {
+        Ok(((), decrypted)) => decrypted,
+        Err(Stage::Download(e)) => return Err(PipelineError::Download(e)),
+        Err(Stage::Decrypt(e)) => return Err(decrypt_failed(e, &downloaded, n)),
+    };
+    decrypted.sort_by_key(|(i, _)| *i);
     let decrypted: Vec<decrypt::DecryptedFile> = decrypted.into_iter().map(|(_, m)| m).collect();
     Ok((download_outputs(&downloaded), decrypt_outputs(&decrypted)))
+}
+
+/// The stage of a pipelined pair that stopped it.
+enum Stage {
+    Download(StepError),
+    Decrypt(StepError),
+}
+
+/// The decrypt step's failure, with the `complete` downloads of the `of` files.
+fn decrypt_failed(error: StepError, complete: &[download::Downloaded], of: usize) -> PipelineError {
+    PipelineError::Decrypt {
+        error,
+        downloads: Some(DownloadProgress {
+            complete: complete.len(),
+            of,
+        }),
+    }
+}
+
+/// The decrypt step's failure before any download started.
+fn decrypt_failed_first(error: StepError) -> PipelineError {
+    PipelineError::Decrypt {
+        error,
+        downloads: None,
+    }
 }
 
 fn emit_decrypted(env: &StepEnv<'_>, d: &decrypt::DecryptedFile) {

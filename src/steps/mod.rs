@@ -15,6 +15,7 @@ pub mod call;
 pub mod decrypt;
 pub mod download;
 pub mod download_and_decrypt;
+pub mod overwrite;
 pub mod poll;
 
 /// What a running step needs from the engine.
@@ -37,6 +38,9 @@ pub struct StepEnv<'a> {
     pub max_wait: Option<Duration>,
     /// The run's journal and what earlier processes recorded for this step (None: no state).
     pub ledger: Option<&'a at_most_once::Ledger>,
+    /// Which existing files the step may replace (None: any, with `--overwrite` or the
+    /// step's `overwrite: true`).
+    pub overwrite: Option<&'a overwrite::OverwriteGuard>,
 }
 
 /// Why a step failed.
@@ -94,6 +98,12 @@ pub enum StepError {
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// A file the step would write exists and is not the run's (see [`overwrite`]).
+    #[error("{} already exists and was not written by this run or recorded unchanged in the evidence manifest; nothing was written for this step. Move the file away, or pass --overwrite (or set `overwrite: true` on the step) to replace it", path.display())]
+    WouldOverwrite {
+        /// The existing file.
+        path: PathBuf,
     },
     /// A rendered URL field does not parse.
     #[error("`{field}` renders to `{value}`, which is not a URL: {source}")]

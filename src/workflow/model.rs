@@ -224,6 +224,11 @@ pub struct Step {
     /// A failure of this step is reported but does not fail the run.
     #[serde(default)]
     pub continue_on_error: bool,
+    /// Replace files this step writes (`save_to`, downloads, decrypted files) even when they
+    /// exist and are neither the run's own nor recorded unchanged in the evidence manifest
+    /// (like `--overwrite`, for this step only; steps inside a loop or `uses` set their own).
+    #[serde(default)]
+    pub overwrite: bool,
     /// Send one HTTP request.
     #[serde(default)]
     pub call: Option<CallSpec>,

@@ -56,6 +56,8 @@ pub struct PlannedStep {
     pub timeout: Option<Dur>,
     /// A failure is reported but does not fail the run.
     pub continue_on_error: bool,
+    /// The step may replace existing files that are not the run's (`overwrite: true`).
+    pub overwrite: bool,
     /// What the step does.
     pub action: Action,
 }
@@ -215,6 +217,7 @@ pub(super) fn plan_steps(
                 retry: s.retry.clone(),
                 timeout: s.timeout,
                 continue_on_error: s.continue_on_error,
+                overwrite: s.overwrite,
                 action,
             })
         })

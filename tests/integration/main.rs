@@ -19,6 +19,7 @@ mod durations;
 mod engine;
 mod evidence;
 mod interrupt;
+mod outputs;
 mod runtime_cases;
 mod schema;
 mod shipped_workflows;

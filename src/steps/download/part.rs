@@ -7,7 +7,7 @@
 //! batch is never made larger than what is still to come (a 16 KiB file takes 16 KiB, not 256).
 //! The SHA-256 state always covers exactly the bytes in the file: a resumed `.part` whose
 //! prefix was never hashed in this process is re-hashed from disk before the new bytes.
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -202,12 +202,16 @@ fn open_part(path: &std::path::Path) -> io::Result<File> {
         }
         _ => {}
     }
-    OpenOptions::new()
+    // Mail in transit is as private as the finished file (which is this file renamed): 0600,
+    // also for a `.part` an earlier version left with a looser mode.
+    let file = crate::durable::private_options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(path)
+        .open(path)?;
+    crate::durable::restrict_mode(path, 0o600)?;
+    Ok(file)
 }
 
 fn hash_prefix(file: &mut File, len: u64) -> io::Result<Sha256> {
