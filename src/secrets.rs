@@ -40,17 +40,33 @@ impl Secrets {
         }
     }
 
-    /// True when `value` is, or contains, a registered secret.
-    pub fn contains_secret(&self, value: &str) -> bool {
-        self.mask(value) != value
+    /// True when `text` is, or contains, a registered secret (as [`Secrets::mask`] would
+    /// replace it), without building the masked copy.
+    pub fn contains_secret(&self, text: &str) -> bool {
+        self.read()
+            .iter()
+            .any(|s| text == s || (s.len() >= MIN_SUBSTRING_LEN && text.contains(s.as_str())))
+    }
+
+    /// True when nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    /// Whether `other` is a clone of this set (they share additions).
+    pub fn same_set(&self, other: &Secrets) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<String>> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Replaces every registered secret inside `text` by `***`.
     pub fn mask(&self, text: &str) -> String {
-        let guard = match self.inner.read() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let guard = self.read();
         let mut out = text.to_string();
         for secret in guard.iter() {
             if out == *secret {

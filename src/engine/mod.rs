@@ -85,6 +85,7 @@ pub(crate) async fn run(
     let wf = &plan.root.workflow;
     let inputs = resolve_inputs(wf, &opts.inputs)?;
     register_secret_inputs(wf, &inputs, emitter.secrets());
+    let _derived = crate::template::derive_secrets_into(emitter.secrets());
     let mut run_id = uuid::Uuid::new_v4().to_string();
     let mut started_at = chrono::Utc::now();
     let started = Instant::now();
@@ -184,6 +185,9 @@ pub(crate) async fn run(
         replay,
         shard: opts.shard,
         connections: ConnectionCache::default(),
+        referenced: Arc::new(state::keep::Referenced::of_files(
+            plan.files.values().map(AsRef::as_ref),
+        )),
     });
     let scope = Scope {
         workflow: plan.workflow.clone(),

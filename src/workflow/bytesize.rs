@@ -60,8 +60,7 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     if n == 0 {
         return Err(bad("a size must be more than 0".into()));
     }
-    n.checked_mul(*scale)
-        .ok_or_else(|| bad("too large".into()))
+    n.checked_mul(*scale).ok_or_else(|| bad("too large".into()))
 }
 
 /// Formats a size compactly in a syntax the parser reads (`64MiB`, `1500B`).
@@ -146,8 +145,18 @@ mod tests {
     #[test]
     fn refuses_everything_else_listing_the_accepted_forms() {
         for bad in [
-            "64", "64M", "64mb", "64 megs", "1.5GiB", "0MiB", "MiB", "-1KiB", "64  MiB", "1e3B",
-            "99999999999999999999B", "20000000000GiB",
+            "64",
+            "64M",
+            "64mb",
+            "64 megs",
+            "1.5GiB",
+            "0MiB",
+            "MiB",
+            "-1KiB",
+            "64  MiB",
+            "1e3B",
+            "99999999999999999999B",
+            "20000000000GiB",
         ] {
             let e = parse_byte_size(bad).expect_err(bad);
             assert!(e.contains("KiB, MiB, GiB"), "{bad}: {e}");
