@@ -20,6 +20,7 @@ mod engine;
 mod interrupt;
 mod runtime_cases;
 mod schema;
+mod secrecy;
 mod shipped_workflows;
 mod validate_cases;
 mod vendors_google;
