@@ -40,6 +40,15 @@ impl Secrets {
         }
     }
 
+    /// Registers a value derived from a secret (an encoding, a header built from one). Values
+    /// too short to mask inside other text are left out: a derived `3` or `true` would mask
+    /// every other `3` or `true`.
+    pub fn add_derived(&self, value: &str) {
+        if value.len() >= MIN_SUBSTRING_LEN {
+            self.add(value);
+        }
+    }
+
     /// True when `text` is, or contains, a registered secret (as [`Secrets::mask`] would
     /// replace it), without building the masked copy.
     pub fn contains_secret(&self, text: &str) -> bool {

@@ -93,11 +93,29 @@ impl Referenced {
         match path {
             [root] if root == "steps" => self.all = true,
             [root, id, rest @ ..] if root == "steps" => {
+                self.add_loop_results(rest);
                 self.by_step
                     .entry(id.clone())
                     .or_default()
                     .push(rest.to_vec());
             }
+            _ => {}
+        }
+    }
+
+    /// A loop's `results` hold its iterations' step outputs, which resume rebuilds from those
+    /// steps' own records: `results.N.<inner>.rest` is a read of `<inner>`'s `rest`, and
+    /// `results` read whole (`{{#each}}`) needs every step's outputs.
+    fn add_loop_results(&mut self, rest: &[String]) {
+        match rest {
+            [results, _, inner, deeper @ ..] if results == "results" => {
+                self.add_loop_results(deeper);
+                self.by_step
+                    .entry(inner.clone())
+                    .or_default()
+                    .push(deeper.to_vec());
+            }
+            [results, ..] if results == "results" => self.all = true,
             _ => {}
         }
     }
@@ -268,6 +286,18 @@ mod tests {
         assert_eq!(k.value["body"]["big"].as_str().map(str::len), Some(1000));
         let k = r.keep("other", &out, &Secrets::new());
         assert_eq!(k.value, json!({"status": 200, "pages": 1}));
+    }
+
+    #[test]
+    fn reads_through_loop_results_keep_the_inner_steps_outputs() {
+        let out = json!({"status": 200, "body": {"id": "x1", "other": 1}});
+        let r = referenced(&["steps.loop.results.0.create.body.id"]);
+        assert_eq!(
+            r.keep("loop[4].create", &out, &Secrets::new()).value["body"]["id"],
+            "x1"
+        );
+        let r = referenced(&["steps.loop.results"]);
+        assert_eq!(r.keep("loop[4].create", &out, &Secrets::new()).value, out);
     }
 
     #[test]

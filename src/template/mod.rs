@@ -271,7 +271,9 @@ impl Template {
         if result.is_value_missing() {
             return Err(missing(result.relative_path().cloned(), Some(offset)));
         }
-        taint::rendered(&self.vars, ctx.value(), &value_to_text(result.value()));
+        if let Value::String(text) = result.value() {
+            taint::rendered(&self.vars, ctx.value(), text);
+        }
         Ok(result.value().clone())
     }
 }

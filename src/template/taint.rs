@@ -60,21 +60,17 @@ fn holds_secret(sinks: &[Secrets], v: &Value) -> bool {
     sinks.iter().any(|s| s.contains_secret(&text))
 }
 
-fn register(sinks: &[Secrets], output: &Value) {
-    let text = value_to_text(output);
-    for s in sinks {
-        s.add(text.as_ref());
-    }
-}
-
-/// A helper computed `output` from `args`: when an argument holds a secret, so does the output.
+/// A helper computed `output` from `args`: when an argument holds a secret, so does the
+/// output. Only text counts: a length, a count or a comparison reveals nothing to mask.
 pub(super) fn helper_result<'a>(args: impl IntoIterator<Item = &'a Value>, output: &Value) {
-    let sinks = sinks();
-    if sinks.is_empty() || matches!(output, Value::Null | Value::Bool(_)) {
+    let Value::String(text) = output else {
         return;
-    }
-    if args.into_iter().any(|a| holds_secret(&sinks, a)) {
-        register(&sinks, output);
+    };
+    let sinks = sinks();
+    if !sinks.is_empty() && args.into_iter().any(|a| holds_secret(&sinks, a)) {
+        for s in &sinks {
+            s.add_derived(text);
+        }
     }
 }
 
@@ -93,7 +89,7 @@ pub(super) fn rendered(vars: &[VarRef], ctx: &Value, output: &str) {
         .any(|v| navigate(ctx, &v.path).is_some_and(|value| holds_secret(&sinks, value)));
     if read_secret {
         for s in &sinks {
-            s.add(output);
+            s.add_derived(output);
         }
     }
 }
@@ -136,6 +132,13 @@ mod tests {
             render("x-{{ upper inputs.pw }}", &ctx)
         };
         assert_eq!(secrets.mask(&upper), "x-***");
+        // A length or a comparison reveals nothing: `21` or `true` is not masked everywhere.
+        {
+            let _g = derive_secrets_into(&secrets);
+            render("{{ len inputs.pw }}", &ctx);
+            render("{{ eq inputs.pw \"x\" }}", &ctx);
+        }
+        assert_eq!(secrets.mask("13 false true"), "13 false true");
         // Not derived from a secret: left alone; and nothing registers after the guard.
         let _g = derive_secrets_into(&secrets);
         assert_eq!(

@@ -82,8 +82,14 @@ async fn a_secret_transformed_by_a_template_is_masked_in_output_report_and_journ
         ("journal", &journal),
         ("report", &report),
     ] {
-        assert!(!text.contains(&encoded), "{what} shows the derived secret:\n{text}");
-        assert!(!text.contains(PASSWORD), "{what} shows the password:\n{text}");
+        assert!(
+            !text.contains(&encoded),
+            "{what} shows the derived secret:\n{text}"
+        );
+        assert!(
+            !text.contains(PASSWORD),
+            "{what} shows the password:\n{text}"
+        );
     }
 }
 
@@ -124,8 +130,14 @@ async fn the_journal_keeps_what_later_steps_read_and_no_credential_query_paramet
         .collect();
     let signed = "https://storage.example/export/f1?alt=media&access_token=ya29.SIGNED-TOKEN-77";
     let (base, script) = serve(vec![
-        ("/big", vec![Reply::json(200, json!({"id": "b-1", "items": big}))]),
-        ("/status", vec![Reply::json(200, json!({"fileUrl": signed}))]),
+        (
+            "/big",
+            vec![Reply::json(200, json!({"id": "b-1", "items": big}))],
+        ),
+        (
+            "/status",
+            vec![Reply::json(200, json!({"fileUrl": signed}))],
+        ),
         (
             "/next",
             vec![
@@ -161,7 +173,10 @@ async fn the_journal_keeps_what_later_steps_read_and_no_credential_query_paramet
     );
     assert!(!journal.contains("SIGNED-TOKEN"), "{journal}");
     assert!(!journal.contains("query-token-1234"), "{journal}");
-    assert!(journal.contains("\"b-1\""), "what `next` reads is kept:\n{journal}");
+    assert!(
+        journal.contains("\"b-1\""),
+        "what `next` reads is kept:\n{journal}"
+    );
 
     // Resume: `big` is replayed from the journal (not fetched again), `next` gets its id.
     first.again().env("BASE", &base).run().await;
