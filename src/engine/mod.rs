@@ -530,7 +530,9 @@ async fn execute(
         Action::Poll(spec) => {
             let conn = run.connection(file, spec.call.connection.as_deref(), ctx)?;
             let rc = call::render_call(&spec.call, &conn, ctx)?;
-            let out = poll::execute(&conn, spec, &rc, env, ctx).await?;
+            let limit = rc.max_response;
+            let polled = poll::execute(&conn, spec, &rc, env, ctx);
+            let out = crate::vendors::http::with_max_response(limit, polled).await?;
             let mut v = steps::response_value(&out.response);
             if let Some(o) = v.as_object_mut() {
                 o.insert("polls".into(), json!(out.polls));

@@ -8,6 +8,7 @@ use crate::events::{Artifact, ArtifactKind, Event};
 use crate::template::{render_deep, Template};
 use crate::vendors::http::redact_url;
 use crate::vendors::{Body, Connection, Pagination, Request, Response, VendorKind};
+use crate::workflow::bytesize::ByteSize;
 use crate::workflow::model::{CallSpec, Paginate};
 
 /// A call with every template rendered.
@@ -162,7 +163,7 @@ pub fn render_call(
         paginate,
         max_response: spec
             .max_response_size
-            .map_or(crate::vendors::http::DEFAULT_MAX_RESPONSE, |b| b.get()),
+            .map_or(crate::vendors::http::DEFAULT_MAX_RESPONSE, ByteSize::get),
     })
 }
 

@@ -436,7 +436,10 @@ impl HelperDef for FnHelper {
         }
         match (self.f)(&args) {
             Ok(v) => {
-                super::taint::helper_result(h.params().iter().map(|p| p.value()), &v);
+                super::taint::helper_result(
+                    h.params().iter().map(handlebars::PathAndJson::value),
+                    &v,
+                );
                 Ok(ScopedJson::Derived(v))
             }
             Err(Fail::Missing(path)) => Err(missing(path.as_ref())),

@@ -66,7 +66,7 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
 /// Formats a size compactly in a syntax the parser reads (`64MiB`, `1500B`).
 pub fn format_byte_size(bytes: u64) -> String {
     for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= scale && bytes % scale == 0 {
+        if bytes >= scale && bytes.is_multiple_of(scale) {
             return format!("{}{unit}", bytes / scale);
         }
     }
