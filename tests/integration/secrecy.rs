@@ -274,3 +274,39 @@ async fn a_streamed_answer_without_length_stops_at_the_limit() {
         "the server produced {sent} of {total} bytes: the answer was read past the limit"
     );
 }
+
+#[tokio::test]
+async fn save_to_writes_a_large_answer_as_pretty_json_with_its_digest() {
+    let items: Vec<serde_json::Value> = (0..20_000)
+        .map(|i| json!({"id": i, "subject": format!("message {i}")}))
+        .collect();
+    let body = json!({"data": items});
+    let (base, _) = serve(vec![("/list", vec![Reply::json(200, body.clone())])]).await;
+    let ran = Case::yaml(
+        r#"
+        name: save
+        steps:
+          - id: list
+            call: {url: "{{ env.BASE }}/list", save_to: out/list.json}
+        "#,
+    )
+    .env("BASE", &base)
+    .report()
+    .run()
+    .await;
+    let saved = std::fs::read(ran.path().join("out/list.json")).expect("saved file");
+    assert_eq!(saved, serde_json::to_vec_pretty(&body).unwrap());
+    let artifact = &ran.report()["artifacts"][0];
+    assert_eq!(artifact["bytes"], saved.len() as u64);
+    let digest = auditflow::durable::sha256_hex(&saved);
+    assert_eq!(artifact["sha256"], digest.as_str());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(ran.path().join("out/list.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
