@@ -310,3 +310,44 @@ async fn save_to_writes_a_large_answer_as_pretty_json_with_its_digest() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+#[tokio::test]
+async fn a_secret_encoded_by_vendor_code_and_echoed_back_is_masked() {
+    let password = "s3cret.pass@word!";
+    let form_encoded = "s3cret.pass%40word%21";
+    let (base, script) = serve(vec![(
+        "/login",
+        vec![Reply::json(
+            400,
+            json!({"error": format!("bad form: password={form_encoded}")}),
+        )],
+    )])
+    .await;
+    let ran = Case::yaml(
+        r#"
+        name: encoded
+        inputs:
+          password: {type: string, secret: true}
+        steps:
+          - id: login
+            retry: {max_attempts: 1}
+            call:
+              url: "{{ env.BASE }}/login"
+              form: {password: "{{ inputs.password }}"}
+        "#,
+    )
+    .env("BASE", &base)
+    .input("password", password)
+    .code(1)
+    .stderr_has("bad form: password=***")
+    .run()
+    .await;
+    assert_eq!(
+        script.requests("/login")[0].body,
+        format!("password={form_encoded}")
+    );
+    let journal = journals(ran.path());
+    for text in [&ran.stdout, &ran.stderr, &journal] {
+        assert!(!text.contains(form_encoded), "{text}");
+    }
+}
