@@ -23,9 +23,29 @@ impl Secrets {
         Self::default()
     }
 
-    /// Registers a secret value. Empty values are ignored.
+    /// Registers a secret value with its common encodings (base64, URL-safe base64,
+    /// percent-encoded, upper and lower case), which vendor code or a server may show it in.
+    /// Empty values are ignored.
     pub fn add(&self, value: impl AsRef<str>) {
         let value = value.as_ref();
+        self.insert(value);
+        if value.len() >= MIN_SUBSTRING_LEN {
+            for encoded in encodings(value) {
+                self.insert(&encoded);
+            }
+        }
+    }
+
+    /// Registers a value derived from a secret (an encoding, a header built from one). Values
+    /// too short to mask inside other text are left out: a derived `3` or `true` would mask
+    /// every other `3` or `true`.
+    pub fn add_derived(&self, value: &str) {
+        if value.len() >= MIN_SUBSTRING_LEN {
+            self.insert(value);
+        }
+    }
+
+    fn insert(&self, value: &str) {
         if value.is_empty() {
             return;
         }
@@ -40,17 +60,33 @@ impl Secrets {
         }
     }
 
-    /// True when `value` is, or contains, a registered secret.
-    pub fn contains_secret(&self, value: &str) -> bool {
-        self.mask(value) != value
+    /// True when `text` is, or contains, a registered secret (as [`Secrets::mask`] would
+    /// replace it), without building the masked copy.
+    pub fn contains_secret(&self, text: &str) -> bool {
+        self.read()
+            .iter()
+            .any(|s| text == s || (s.len() >= MIN_SUBSTRING_LEN && text.contains(s.as_str())))
+    }
+
+    /// True when nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    /// Whether `other` is a clone of this set (they share additions).
+    pub fn same_set(&self, other: &Secrets) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<String>> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Replaces every registered secret inside `text` by `***`.
     pub fn mask(&self, text: &str) -> String {
-        let guard = match self.inner.read() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let guard = self.read();
         let mut out = text.to_string();
         for secret in guard.iter() {
             if out == *secret {
@@ -79,6 +115,22 @@ impl Secrets {
     }
 }
 
+/// The forms a secret commonly travels in, other than itself.
+fn encodings(value: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let b = value.as_bytes();
+    let forms = [
+        base64::engine::general_purpose::STANDARD.encode(b),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b),
+        percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+            .to_string(),
+        url::form_urlencoded::byte_serialize(b).collect(),
+        value.to_uppercase(),
+        value.to_lowercase(),
+    ];
+    forms.into_iter().filter(|f| f != value).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +144,22 @@ mod tests {
         assert_eq!(s.mask("abc"), "***");
         // short secrets are not masked inside unrelated words
         assert_eq!(s.mask("abcdef"), "abcdef");
+    }
+
+    #[test]
+    fn common_encodings_of_a_secret_are_masked_too() {
+        let s = Secrets::new();
+        s.add("p@ss word+1");
+        for shown in [
+            "cEBzcyB3b3JkKzE=",
+            "cEBzcyB3b3JkKzE",
+            "p%40ss%20word%2B1",
+            "P@SS WORD+1",
+        ] {
+            assert_eq!(s.mask(&format!("got {shown}")), "got ***", "{shown}");
+        }
+        s.add_derived("abc");
+        assert_eq!(s.mask("abc"), "abc");
     }
 
     #[test]

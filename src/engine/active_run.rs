@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::failure::ActionError;
 use super::for_each::Shard;
 use crate::events::{Emitter, Event, Sink, StepStatus};
+use crate::state::keep::Referenced;
 use crate::state::{self, DoneStatus, Journal, Record, Replay};
 use crate::steps::at_most_once::Ledger;
 use crate::steps::overwrite::OverwriteGuard;
@@ -33,6 +34,8 @@ pub(super) struct ActiveRun {
     pub(super) connections: ConnectionCache,
     /// Which existing files steps may replace (None: any, `--overwrite`).
     pub(super) overwrite: Option<Arc<OverwriteGuard>>,
+    /// The step outputs later templates read: what the journal keeps.
+    pub(super) referenced: Arc<Referenced>,
 }
 
 impl ActiveRun {
@@ -68,8 +71,9 @@ impl ActiveRun {
         Some(done.outputs.clone())
     }
 
-    /// Records a step's end for good; outputs are masked, and not replayed if masking
-    /// changed them (the step runs again instead).
+    /// Records a step's end for good; outputs are kept as [`Referenced::keep`] says (masked,
+    /// only what later steps read, bounded), and not replayed if cleaning changed what later
+    /// steps read (the step runs again instead).
     pub(super) fn record_done(
         &self,
         path: &str,
@@ -80,15 +84,17 @@ impl ActiveRun {
         if self.journal.is_none() || self.dry_run {
             return;
         }
-        let masked = self.emitter.secrets().mask_json(outputs);
-        let replayable = &masked == outputs;
+        let kept = self.referenced.keep(path, outputs, self.emitter.secrets());
+        if let Some(note) = &kept.note {
+            self.emitter.warn(format!("step `{path}`: {note}"));
+        }
         self.record(Record::Done {
             step: path.to_string(),
             at: chrono::Utc::now(),
             status,
             attempts,
-            outputs: masked,
-            replayable,
+            outputs: kept.value,
+            replayable: kept.replayable,
         });
     }
 
@@ -98,6 +104,7 @@ impl ActiveRun {
         let r = self.replay.as_ref();
         Some(Ledger {
             journal,
+            referenced: self.referenced.clone(),
             intent: r.and_then(|r| r.intents.get(path).cloned()),
             response: r.and_then(|r| r.responses.get(path).cloned()),
             artifacts: r

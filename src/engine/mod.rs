@@ -99,6 +99,7 @@ pub(crate) async fn run(
     let wf = &plan.root.workflow;
     let inputs = resolve_inputs(wf, &opts.inputs)?;
     register_secret_inputs(wf, &inputs, emitter.secrets());
+    let _derived = crate::template::derive_secrets_into(emitter.secrets());
     let mut run_id = uuid::Uuid::new_v4().to_string();
     let mut started_at = chrono::Utc::now();
     let started = Instant::now();
@@ -202,6 +203,9 @@ pub(crate) async fn run(
         shard: opts.shard,
         connections: ConnectionCache::default(),
         overwrite: opts.overwrite.clone(),
+        referenced: Arc::new(state::keep::Referenced::of_files(
+            plan.files.values().map(AsRef::as_ref),
+        )),
     });
     let scope = Scope {
         workflow: plan.workflow.clone(),
@@ -554,7 +558,9 @@ async fn execute(
         Action::Poll(spec) => {
             let conn = run.connection(file, spec.call.connection.as_deref(), ctx)?;
             let rc = call::render_call(&spec.call, &conn, ctx)?;
-            let out = poll::execute(&conn, spec, &rc, env, ctx).await?;
+            let limit = rc.max_response;
+            let polled = poll::execute(&conn, spec, &rc, env, ctx);
+            let out = crate::vendors::http::with_max_response(limit, polled).await?;
             let mut v = steps::response_value(&out.response);
             if let Some(o) = v.as_object_mut() {
                 o.insert("polls".into(), json!(out.polls));

@@ -21,6 +21,7 @@ use crate::durable::{private_options, sync_dir};
 use crate::events::RunStatus;
 
 pub(crate) mod journal;
+pub(crate) mod keep;
 
 pub(crate) use journal::{
     DoneStatus, EndStatus, FileDigest, Journal, Record, RecordedStatus, Replay, RunHeader,

@@ -21,6 +21,8 @@ const MAX_LOOKUP_PAGES: u32 = 200;
 pub struct Ledger {
     /// The run's journal, where intents and outcomes are recorded durably.
     pub journal: Journal,
+    /// What later steps read of each step's outputs (bounds what an answer keeps).
+    pub(crate) referenced: std::sync::Arc<crate::state::keep::Referenced>,
     /// An intent of an earlier process with no recorded outcome.
     pub intent: Option<PendingIntent>,
     /// An answer recorded by an earlier process.
@@ -68,7 +70,11 @@ async fn record_response(
             step: env.step.to_string(),
             at: Utc::now(),
             fingerprint: fp.to_string(),
-            response: env.emitter.secrets().mask_json(&response_value(resp)),
+            response: ledger.referenced.keep_response(
+                env.step,
+                &response_value(resp),
+                env.emitter.secrets(),
+            ),
         })
         .await
         .map_err(StepError::from)

@@ -8,6 +8,7 @@ use crate::events::{Artifact, ArtifactKind, Event};
 use crate::template::{render_deep, Template};
 use crate::vendors::http::{mime_of, redact_url};
 use crate::vendors::{Body, Connection, ItemCount, Pagination, Request, Response, VendorKind};
+use crate::workflow::bytesize::ByteSize;
 use crate::workflow::model::{CallSpec, Paginate};
 
 /// A call with every template rendered.
@@ -29,6 +30,8 @@ pub struct RenderedCall {
     pub paginate: PageMode,
     /// `call.idempotent` as written (None: the vendor adapter decides).
     pub idempotent: Option<bool>,
+    /// Largest answer held in memory, in bytes (`max_response_size`, default 64 MiB).
+    pub max_response: u64,
 }
 
 /// Default page limit of `paginate: true` (a safety limit, not a wish to stop).
@@ -243,6 +246,9 @@ pub fn render_call(
         idempotent: spec.idempotent,
         save_to,
         paginate,
+        max_response: spec
+            .max_response_size
+            .map_or(crate::vendors::http::DEFAULT_MAX_RESPONSE, ByteSize::get),
     })
 }
 
@@ -424,8 +430,19 @@ pub fn observed_status(body: &Value) -> Option<String> {
     })
 }
 
-/// Runs a rendered call: one request (or every page), expectations, `save_to`.
+/// Runs a rendered call: one request (or every page), expectations, `save_to`. Every answer
+/// is read up to the call's `max_response_size`.
 pub async fn execute(
+    conn: &Connection,
+    rc: &RenderedCall,
+    env: &StepEnv<'_>,
+    ctx: &Value,
+) -> Result<CallOutcome, StepError> {
+    crate::vendors::http::with_max_response(rc.max_response, execute_limited(conn, rc, env, ctx))
+        .await
+}
+
+async fn execute_limited(
     conn: &Connection,
     rc: &RenderedCall,
     env: &StepEnv<'_>,
@@ -480,19 +497,14 @@ pub async fn execute(
     });
     check_expect(rc, &response, ctx)?;
     if let Some(path) = &rc.save_to {
-        let text =
-            serde_json::to_vec_pretty(&response.body).map_err(|source| StepError::Serialize {
-                what: "response",
-                source,
-            })?;
-        crate::durable::write_private(path, &text)?;
+        let (bytes, sha256) = save_json(path, &response.body)?;
         env.emitter.emit(Event::Artifact {
             step: env.step.to_string(),
             artifact: Artifact {
                 kind: ArtifactKind::Saved,
                 path: path.display().to_string(),
-                bytes: text.len() as u64,
-                sha256: crate::durable::sha256_hex(&text),
+                bytes,
+                sha256,
                 source: Some(redact_url(&rc.request.url)),
                 source_sha256: None,
                 request_id: response.request_id.clone(),
@@ -634,6 +646,72 @@ fn checked_count(
             .into())
         }
         _ => Ok(count),
+    }
+}
+
+/// Writes `body` as pretty JSON to `path`, streamed through a private temporary file beside
+/// it (fsync'd, then renamed): no second in-memory copy of a large answer. Returns the bytes
+/// written and their SHA-256.
+fn save_json(path: &std::path::Path, body: &Value) -> Result<(u64, String), StepError> {
+    let io = |source: std::io::Error| StepError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    crate::durable::create_private_dir(&dir).map_err(io)?;
+    let tmp = crate::durable::private_temp_file(&dir, ".auditflow-", ".tmp").map_err(io)?;
+    let mut w = HashingWriter::new(std::io::BufWriter::new(tmp));
+    serde_json::to_writer_pretty(&mut w, body).map_err(|source| StepError::Serialize {
+        what: "response",
+        source,
+    })?;
+    let (bytes, sha256, buffered) = w.finish();
+    let tmp = buffered.into_inner().map_err(|e| io(e.into_error()))?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    crate::durable::sync_dir(&dir);
+    Ok((bytes, sha256))
+}
+
+/// Counts and hashes what passes through to the inner writer.
+struct HashingWriter<W> {
+    inner: W,
+    bytes: u64,
+    hash: sha2::Sha256,
+}
+
+impl<W: std::io::Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        use sha2::Digest;
+        HashingWriter {
+            inner,
+            bytes: 0,
+            hash: sha2::Sha256::new(),
+        }
+    }
+
+    /// Bytes written, their SHA-256 (hex) and the inner writer.
+    fn finish(self) -> (u64, String, W) {
+        use sha2::Digest;
+        let digest = crate::durable::to_hex(&self.hash.finalize());
+        (self.bytes, digest, self.inner)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -435,7 +435,13 @@ impl HelperDef for FnHelper {
                 .map_err(|message| helper_failure(self.name, message))?;
         }
         match (self.f)(&args) {
-            Ok(v) => Ok(ScopedJson::Derived(v)),
+            Ok(v) => {
+                super::taint::helper_result(
+                    h.params().iter().map(handlebars::PathAndJson::value),
+                    &v,
+                );
+                Ok(ScopedJson::Derived(v))
+            }
             Err(Fail::Missing(path)) => Err(missing(path.as_ref())),
             Err(Fail::Msg(message)) => Err(helper_failure(self.name, message)),
         }

@@ -16,8 +16,11 @@
 
 mod compile;
 mod helpers;
+mod taint;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use taint::derive_secrets_into;
 
 use handlebars::template::{Parameter, Template as HbTemplate, TemplateElement};
 use handlebars::{RenderContext, RenderError, RenderErrorReason, Renderable, StringOutput};
@@ -248,9 +251,11 @@ impl Template {
         let mut out = StringOutput::new();
         t.render(&REGISTRY, &ctx.0, &mut rc, &mut out)
             .map_err(|e| render_error(&e, &self.source, None))?;
-        out.into_string().map_err(|e| TemplateError::Render {
+        let text = out.into_string().map_err(|e| TemplateError::Render {
             message: e.to_string(),
-        })
+        })?;
+        taint::rendered(&self.vars, ctx.value(), &text);
+        Ok(text)
     }
 
     fn evaluate(
@@ -265,6 +270,9 @@ impl Template {
             .map_err(|e| render_error(&e, &self.source, Some(offset)))?;
         if result.is_value_missing() {
             return Err(missing(result.relative_path().cloned(), Some(offset)));
+        }
+        if let Value::String(text) = result.value() {
+            taint::rendered(&self.vars, ctx.value(), text);
         }
         Ok(result.value().clone())
     }

@@ -184,32 +184,28 @@ fn env_names(spec: &ConnectionSpec) -> Vec<String> {
     names
 }
 
-/// Registers the secret parts of credentials, so they are masked everywhere.
+/// Registers everything in a connection's credentials block, so none of it is shown
+/// anywhere (dry-run included): an application id or a user name is credential material too.
+/// Only the key file's path, scopes and token endpoint are not secrets.
 fn register_credentials(secrets: &Secrets, c: &Credentials) {
-    match c {
-        Credentials::None | Credentials::GoogleServiceAccount { .. } => {}
+    let values: Vec<&String> = match c {
+        Credentials::None => vec![],
+        Credentials::GoogleServiceAccount { subject, .. } => vec![subject],
         Credentials::Mimecast1 {
             access_key,
             secret_key,
-            app_id: _,
+            app_id,
             app_key,
-        } => {
-            secrets.add(access_key);
-            secrets.add(secret_key);
-            secrets.add(app_key);
-        }
+        } => vec![access_key, secret_key, app_id, app_key],
         Credentials::Mimecast2 {
             client_id,
             client_secret,
-        } => {
-            secrets.add(client_id);
-            secrets.add(client_secret);
-        }
-        Credentials::Basic {
-            username: _,
-            password,
-        } => secrets.add(password),
-        Credentials::Bearer { token } => secrets.add(token),
+        } => vec![client_id, client_secret],
+        Credentials::Basic { username, password } => vec![username, password],
+        Credentials::Bearer { token } => vec![token],
+    };
+    for v in values {
+        secrets.add(v);
     }
 }
 

@@ -617,14 +617,11 @@ pub async fn execute(
             .map_err(|e| transport_error(vendor, &out.method, &out.url, out.timeout, e))?;
         let status = resp.status().as_u16();
         let headers = header_map_to_btree(resp.headers());
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| transport_error(vendor, &out.method, &out.url, out.timeout, e))?;
+        let bytes = read_body_limited(resp, vendor, out).await?;
         Ok(RawResponse {
             status,
             headers,
-            bytes: bytes.to_vec(),
+            bytes,
         })
     };
     tokio::select! {
@@ -636,6 +633,70 @@ pub async fn execute(
             }
             r
         }
+    }
+}
+
+/// The largest answer held in memory when the step sets no `max_response_size`.
+pub const DEFAULT_MAX_RESPONSE: u64 = 64 << 20;
+
+tokio::task_local! {
+    /// The largest answer the running step may hold in memory (see [`with_max_response`]).
+    static MAX_RESPONSE: u64;
+}
+
+/// Runs `fut` (a step's requests) with answers limited to `limit` bytes; outside of it,
+/// [`DEFAULT_MAX_RESPONSE`] applies. A task-local, so that every adapter's requests obey the
+/// step's limit without each of them carrying it.
+pub async fn with_max_response<F: std::future::Future>(limit: u64, fut: F) -> F::Output {
+    MAX_RESPONSE.scope(limit, fut).await
+}
+
+fn max_response() -> u64 {
+    MAX_RESPONSE
+        .try_with(|l| *l)
+        .unwrap_or(DEFAULT_MAX_RESPONSE)
+}
+
+/// Reads an answer's body chunk by chunk, failing as soon as it exceeds the step's limit
+/// (at once when `Content-Length` already says so), so a huge answer never sits in memory.
+async fn read_body_limited(
+    mut resp: reqwest::Response,
+    vendor: VendorKind,
+    out: &Outgoing,
+) -> Result<Vec<u8>, VendorError> {
+    let limit = max_response();
+    if let Some(len) = resp.content_length().filter(|l| *l > limit) {
+        return Err(too_large(vendor, out, limit, Some(len)));
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| transport_error(vendor, &out.method, &out.url, out.timeout, e))?
+    {
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Err(too_large(vendor, out, limit, None));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// The answer is bigger than the step may hold: not retryable, says what to do instead.
+fn too_large(vendor: VendorKind, out: &Outgoing, limit: u64, length: Option<u64>) -> VendorError {
+    use crate::workflow::bytesize::format_byte_size;
+    let size = match length {
+        Some(n) => format!("its Content-Length is {n} bytes"),
+        None => "it went on past that".to_string(),
+    };
+    VendorError::Config {
+        vendor,
+        message: format!(
+            "{} {}: the answer is larger than the step's limit of {} ({size}); a `call` holds its answer in memory: fetch large content with a `download` step (it streams to disk), or raise `max_response_size` on the step",
+            out.method,
+            redact_url(&out.url),
+            format_byte_size(limit)
+        ),
     }
 }
 

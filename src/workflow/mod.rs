@@ -1,4 +1,5 @@
 //! Workflow files: the model, loading with source spans, and validation before anything is sent.
+pub mod bytesize;
 pub mod diag;
 pub mod duration;
 pub mod load;

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::bytesize::ByteSize;
 use super::duration::Dur;
 use crate::retry::Jitter;
 
@@ -305,6 +306,10 @@ pub struct CallSpec {
     /// step, even across crashes (a request whose answer was lost is looked up first).
     #[serde(default)]
     pub idempotent: Option<bool>,
+    /// Largest answer held in memory (default 64MiB), e.g. `256MiB`. A bigger answer fails
+    /// the step: large content belongs in a `download` step, which streams to disk.
+    #[serde(default)]
+    pub max_response_size: Option<ByteSize>,
 }
 
 /// Acceptable answers of a call.

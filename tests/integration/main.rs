@@ -22,6 +22,7 @@ mod interrupt;
 mod outputs;
 mod runtime_cases;
 mod schema;
+mod secrecy;
 mod shipped_workflows;
 mod validate_cases;
 mod vendors_google;
