@@ -42,14 +42,13 @@ pub(super) fn client_config(
     // Roots the platform verifier would refuse to load (it fails on the first bad one) are
     // left to the exact-certificate match below.
     extra_roots.extend(env_certs.iter().filter(|c| is_loadable_root(c)).cloned());
+    // A machine without CA certificates can still reach a pinned or `ca_file` server.
     let platform =
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
-            .map_err(|e| VendorError::Config {
-                vendor,
-                message: format!("cannot load the trusted TLS certificates: {e}"),
-            })?;
+            .map(Arc::new)
+            .map_err(|e| format!("no trusted certificates could be loaded ({e})"));
     let verifier = Verifier {
-        platform: Arc::new(platform),
+        platform,
         own_certificates: ca_certs.into_iter().chain(env_certs).collect(),
         pins: settings.tls_pins.clone(),
         insecure: settings.insecure_tls,
@@ -140,7 +139,8 @@ pub fn fingerprint(der: &[u8]) -> String {
 /// The handshake signature is always checked against the presented certificate's key.
 #[derive(Debug)]
 struct Verifier {
-    platform: Arc<rustls_platform_verifier::Verifier>,
+    /// The system's trust (with `ca_file` and `SSL_CERT_*` as extra roots), or why not.
+    platform: Result<Arc<rustls_platform_verifier::Verifier>, String>,
     own_certificates: Vec<CertificateDer<'static>>,
     pins: Vec<[u8; 32]>,
     insecure: bool,
@@ -160,7 +160,8 @@ impl Verifier {
     }
 
     /// The server's own certificate, trusted as exactly this certificate: only its name is
-    /// checked (a self-signed certificate carries no chain to check).
+    /// checked (a self-signed certificate carries no chain to check, and webpki refuses a CA
+    /// certificate as a server's own). None when `end_entity` is not one of them.
     fn own_certificate(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -205,18 +206,14 @@ impl ServerCertVerifier for Verifier {
                 ))
             };
         }
-        match self.platform.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
-            Ok(v) => Ok(v),
-            Err(e) => match self.own_certificate(end_entity, server_name) {
-                Some(result) => result,
-                None => Err(self.reject(end_entity, describe(&e))),
-            },
+        if let Some(result) = self.own_certificate(end_entity, server_name) {
+            return result;
+        }
+        match &self.platform {
+            Ok(platform) => platform
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                .map_err(|e| self.reject(end_entity, describe(&e))),
+            Err(why) => Err(self.reject(end_entity, why.clone())),
         }
     }
 
@@ -264,17 +261,21 @@ fn describe(e: &rustls::Error) -> String {
 pub fn rejection(err: &(dyn std::error::Error + 'static)) -> Option<CertificateRejected> {
     let mut current = Some(err);
     while let Some(e) = current {
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(std::io::Error::get_ref)
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) = tls {
+        if let Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) =
+            e.downcast_ref::<rustls::Error>()
+        {
             if let Some(r) = other.0.downcast_ref::<CertificateRejected>() {
                 return Some(r.clone());
             }
         }
-        current = e.source();
+        // `io::Error::source` skips the error it wraps (it gives that error's source).
+        current = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }

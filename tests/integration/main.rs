@@ -18,6 +18,7 @@ mod durable;
 mod durations;
 mod engine;
 mod interrupt;
+mod origins;
 mod runtime_cases;
 mod schema;
 mod shipped_workflows;
