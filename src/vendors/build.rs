@@ -275,6 +275,14 @@ pub fn connection_settings(
         ConnectionKind::Google => VendorKind::Google,
         ConnectionKind::Http => VendorKind::Http,
     };
+    if base_url.is_none()
+        && credential_origins.is_empty()
+        && !matches!(credentials, Credentials::None)
+    {
+        return Err(missing(
+            "base_url (or credential_origins): credentials are sent only to those origins",
+        ));
+    }
     let mut settings = ConnectionSettings::new(name, kind);
     settings.base_url = base_url;
     settings.credentials = credentials;

@@ -560,3 +560,43 @@ impl<'de> Deserialize<'de> for PollInterval {
         d.deserialize_any(V)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_in_the_forms_people_copy() {
+        let hex = "ab".repeat(32);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(parse_sha256_pins(&hex).unwrap(), vec![[0xab; 32]]);
+        assert_eq!(parse_sha256_pins(&colons).unwrap(), vec![[0xab; 32]]);
+        assert_eq!(
+            parse_sha256_pins(&format!("sha256:{hex}, {colons}")).unwrap().len(),
+            2
+        );
+        assert!(parse_sha256_pins("  ").unwrap().is_empty());
+        let e = parse_sha256_pins("AB:CD").unwrap_err();
+        assert!(e.contains("64 hex digits"), "{e}");
+        assert!(parse_sha256_pins(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        let o = parse_origins("https://storage.example.com, http://127.0.0.1:8080").unwrap();
+        assert_eq!(o.len(), 2);
+        assert_eq!(
+            o[0],
+            url::Url::parse("https://storage.example.com:443/x").unwrap().origin()
+        );
+        for bad in [
+            "storage.example.com",
+            "ftp://h",
+            "https://h/path",
+            "https://u:p@h",
+            "https://h/?q=1",
+        ] {
+            assert!(parse_origins(bad).is_err(), "{bad}");
+        }
+    }
+}
