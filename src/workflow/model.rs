@@ -572,7 +572,9 @@ mod tests {
         assert_eq!(parse_sha256_pins(&hex).unwrap(), vec![[0xab; 32]]);
         assert_eq!(parse_sha256_pins(&colons).unwrap(), vec![[0xab; 32]]);
         assert_eq!(
-            parse_sha256_pins(&format!("sha256:{hex}, {colons}")).unwrap().len(),
+            parse_sha256_pins(&format!("sha256:{hex}, {colons}"))
+                .unwrap()
+                .len(),
             2
         );
         assert!(parse_sha256_pins("  ").unwrap().is_empty());
@@ -587,7 +589,9 @@ mod tests {
         assert_eq!(o.len(), 2);
         assert_eq!(
             o[0],
-            url::Url::parse("https://storage.example.com:443/x").unwrap().origin()
+            url::Url::parse("https://storage.example.com:443/x")
+                .unwrap()
+                .origin()
         );
         for bad in [
             "storage.example.com",

@@ -283,6 +283,86 @@ async fn same_origin_redirects_keep_credentials_and_no_referer_is_ever_sent() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_download_redirected_to_another_origin_loses_the_token() {
+    let (storage, storage_seen) = serve(vec![("/signed/f0", vec![file("zero")])]).await;
+    let (api, api_seen) = serve(vec![]).await;
+    let location = format!("{storage}/signed/f0?X-Goog-Signature=abc");
+    api_seen.replies.lock().unwrap().extend([
+        (
+            "/a/feeds/compliance/audit/mail/export/example.com/quinn/7".to_string(),
+            vec![atom_export(&[format!("{api}/a/data/compliance/audit/f0")])],
+        ),
+        (
+            "/a/data/compliance/audit/f0".to_string(),
+            vec![redirect(302, &location)],
+        ),
+    ]);
+    let ran = Case::yaml(GOOGLE_FETCH)
+        .env("GOOGLE_AUDIT_BASE_URL", &api)
+        .env("GOOGLE_ACCESS_TOKEN", "ya29.secret-token")
+        .env("STORAGE_ORIGINS", "")
+        .run()
+        .await;
+    let asked = api_seen.requests("/a/data/compliance/audit/f0");
+    assert_eq!(
+        asked[0].headers.get("authorization").map(String::as_str),
+        Some("Bearer ya29.secret-token")
+    );
+    assert_anonymous(&storage_seen.requests("/signed/f0"));
+    let saved = std::fs::read_to_string(ran.path().join("enc/f0")).unwrap();
+    assert_eq!(saved, "zero");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_next_page_on_another_origin_is_fetched_without_the_connections_credentials() {
+    let (other, other_seen) = serve(vec![(
+        "/page2",
+        vec![Reply::json(200, serde_json::json!([2]))],
+    )])
+    .await;
+    let first = Reply::json(200, serde_json::json!([1])).header(
+        "link",
+        &format!("<{other}/page2?access_token=q>; rel=\"next\""),
+    );
+    let (api, api_seen) = serve(vec![("/items", vec![first])]).await;
+    Case::yaml(
+        r#"
+        name: http-other-origin
+        connections:
+          api:
+            kind: http
+            base_url: "{{ env.API }}"
+            credentials: {bearer_token: "{{ env.TOKEN }}"}
+        steps:
+          - id: get
+            call:
+              connection: api
+              path: /items
+              paginate: true
+              headers: {X-Api-Key: "{{ env.TOKEN }}", Cookie: "s=1", Accept: application/json}
+        outputs:
+          items: "{{ json steps.get.body }}"
+        "#,
+    )
+    .env("API", &api)
+    .env("TOKEN", "bearer-secret")
+    .stdout_has("is not the origin of connection `api`: sent without its credentials")
+    .run()
+    .await;
+    let first = api_seen.requests("/items");
+    assert_eq!(
+        first[0].headers.get("authorization").map(String::as_str),
+        Some("Bearer bearer-secret")
+    );
+    let seen = other_seen.requests("/page2");
+    assert_anonymous(&seen);
+    assert_eq!(
+        seen[0].headers.get("accept").map(String::as_str),
+        Some("application/json")
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // TLS
 
@@ -467,4 +547,31 @@ async fn ssl_cert_file_is_honoured() {
         .run()
         .await
         .saved_server_info();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_download_from_a_self_signed_server_fails_once_with_its_fingerprint() {
+    let (_, der, key) = self_signed_ca(&["localhost", "127.0.0.1"]);
+    let (base, connections) = mailstore_tls(der.clone(), key).await;
+    Case::yaml(
+        r#"
+        name: tls-download
+        defaults:
+          retry: {max_attempts: 4, initial_interval: 10ms}
+        steps:
+          - id: get
+            download: {urls: ["{{ env.BASE }}/file.bin"], to: out}
+        "#,
+    )
+    .env("BASE", &base)
+    .code(1)
+    .stderr_has("TLS certificate was refused")
+    .stderr_has(&fingerprint(&der))
+    .run()
+    .await;
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "certificate errors are not retried"
+    );
 }
