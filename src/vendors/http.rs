@@ -73,10 +73,15 @@ const PORTABLE_HEADERS: [reqwest::header::HeaderName; 4] = [
 
 /// One request as [`send_guarded`] sends it.
 pub struct Hop {
+    /// The method (a 303 and a 301/302 after a POST turn it into GET at another origin).
     pub method: Method,
+    /// Where it goes.
     pub url: Url,
+    /// Every header, credentials included (only [`PORTABLE_HEADERS`] leave the origin).
     pub headers: HeaderMap,
+    /// The body (may be signed; never replayed to another origin).
     pub body: Option<Vec<u8>>,
+    /// Time limit of each hop; None: the caller bounds the whole exchange.
     pub timeout: Option<Duration>,
 }
 

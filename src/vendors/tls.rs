@@ -95,6 +95,16 @@ fn read_ca_file(
             ),
         });
     }
+    if let Some(i) = certs.iter().position(|c| !is_loadable_root(c)) {
+        return Err(VendorError::Config {
+            vendor,
+            message: format!(
+                "certificate {} of CA file {} is not a valid X.509 certificate",
+                i + 1,
+                path.display()
+            ),
+        });
+    }
     Ok(certs)
 }
 
