@@ -147,9 +147,10 @@ impl Connection {
         if self.inner.settings.withholds_credentials_from(&req.url) {
             let anonymous = self.anonymous(req);
             observer.log(&withheld_note(&self.inner.settings, &req.url));
+            let note = withheld_note(&self.inner.settings, &req.url);
             return plain::send(&ctx, &plain::Auth::anonymous(), &anonymous, cancel)
                 .await
-                .map_err(|e| mask_error(e, &self.inner.secrets));
+                .map_err(|e| mask_error(explain_denial(e, &note), &self.inner.secrets));
         }
         let result = match &self.inner.adapter {
             Adapter::Http(a) => plain::send(&ctx, a, req, cancel).await,
@@ -295,6 +296,26 @@ pub fn withheld_note(settings: &ConnectionSettings, url: &url::Url) -> String {
         super::http::origin_text(url),
         settings.name
     )
+}
+
+/// A 401/403 of a request sent without credentials says why they were left out.
+fn explain_denial(err: VendorError, note: &str) -> VendorError {
+    match err {
+        VendorError::Http {
+            vendor,
+            status: status @ (401 | 403),
+            message,
+            retry_after,
+            body,
+        } => VendorError::Http {
+            vendor,
+            status,
+            message: format!("{message} ({note})"),
+            retry_after,
+            body,
+        },
+        other => other,
+    }
 }
 
 /// Masks every registered secret in the texts of an error (defence in depth: adapters never

@@ -357,10 +357,40 @@ async fn a_next_page_on_another_origin_is_fetched_without_the_connections_creden
     );
     let seen = other_seen.requests("/page2");
     assert_anonymous(&seen);
+    assert_eq!(seen.len(), 1);
     assert_eq!(
         seen[0].headers.get("accept").map(String::as_str),
         Some("application/json")
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_by_another_origin_says_the_credentials_were_withheld() {
+    let denied = Reply::json(401, serde_json::json!({"message": "login required"}));
+    let (other, _) = serve(vec![("/page2", vec![denied])]).await;
+    let first = Reply::json(200, serde_json::json!([1]))
+        .header("link", &format!("<{other}/page2>; rel=\"next\""));
+    let (api, _) = serve(vec![("/items", vec![first])]).await;
+    Case::yaml(
+        r#"
+        name: http-other-origin-denied
+        connections:
+          api:
+            kind: http
+            base_url: "{{ env.API }}"
+            credentials: {bearer_token: "{{ env.TOKEN }}"}
+        steps:
+          - id: get
+            call: {connection: api, path: /items, paginate: true}
+        "#,
+    )
+    .env("API", &api)
+    .env("TOKEN", "bearer-secret")
+    .code(1)
+    .stderr_has("HTTP 401: login required")
+    .stderr_has("is not the origin of connection `api`: sent without its credentials")
+    .run()
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
