@@ -323,7 +323,7 @@ fn child(arg: &str) {
             expected_sha256: None,
             expected_size: None,
         };
-        let headers: HeaderFn = Arc::new(|| {
+        let headers: HeaderFn = Arc::new(|_| {
             async {
                 let mut h = reqwest::header::HeaderMap::new();
                 h.insert(

@@ -257,7 +257,7 @@ fn bench() -> Res<()> {
         let emitter = Emitter::new(vec![], secrets);
         let cancel = CancellationToken::new();
         let no_headers: HeaderFn =
-            Arc::new(|| Box::pin(async { Ok(reqwest::header::HeaderMap::new()) }));
+            Arc::new(|_| Box::pin(async { Ok(reqwest::header::HeaderMap::new()) }));
         let retry = RetryPolicy::default();
         let decrypt_conc = std::thread::available_parallelism()
             .map(std::num::NonZero::get)

@@ -43,7 +43,11 @@ fn parse_and_dispatch(runtime: &mut Option<Runtime>) -> Result<(), CliError> {
 /// `tracing`, filtered by `RUST_LOG` (default: warnings); JSON lines with `--log-format json`.
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // The platform verifier logs every refused certificate as an error; the step's own
+        // message says more (fingerprint, how to pin), so that line is left out by default.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,rustls_platform_verifier=off")
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -13,7 +13,7 @@ mod headers;
 mod names;
 mod part;
 
-use crate::vendors::http::redact_url;
+use crate::vendors::http::{redact_url, send_guarded, Hop, SendError};
 pub use names::{file_name_from_url, safe_join};
 
 use std::collections::HashSet;
@@ -58,8 +58,9 @@ impl std::fmt::Debug for FileToFetch {
 /// Returns the request headers (auth) for one attempt; called again before every attempt, so
 /// tokens may be refreshed between attempts. An `Err` fails the download with
 /// [`DownloadError::Auth`].
-pub type HeaderFn =
-    std::sync::Arc<dyn Fn() -> BoxFuture<'static, Result<HeaderMap, String>> + Send + Sync>;
+pub type HeaderFn = std::sync::Arc<
+    dyn Fn(&url::Url) -> BoxFuture<'static, Result<HeaderMap, String>> + Send + Sync,
+>;
 
 /// Progress of one download. Called from the downloading task: keep it cheap.
 pub trait DownloadObserver: Send + Sync {
@@ -456,7 +457,7 @@ async fn attempt(
     let auth = tokio::select! {
         biased;
         _ = ctx.cancel.cancelled() => return Err(AttemptFailure::fail(cancelled(ctx))),
-        h = (ctx.headers)() => h,
+        h = (ctx.headers)(&ctx.spec.url) => h,
     };
     let mut request_headers = auth.map_err(|message| {
         AttemptFailure::fail(DownloadError::Auth {
@@ -483,11 +484,16 @@ async fn attempt(
     }
     tracing::debug!(url = %ctx.url, attempt = n, from = st.offset, "requesting");
 
-    let send = ctx
-        .client
-        .get(ctx.spec.url.clone())
-        .headers(request_headers)
-        .send();
+    let send = send_guarded(
+        ctx.client,
+        Hop {
+            method: reqwest::Method::GET,
+            url: ctx.spec.url.clone(),
+            headers: request_headers,
+            body: None,
+            timeout: None,
+        },
+    );
     let response = tokio::select! {
         biased;
         _ = ctx.cancel.cancelled() => return Err(AttemptFailure::fail(cancelled(ctx))),
@@ -495,9 +501,16 @@ async fn attempt(
             Err(_) => return Err(AttemptFailure::retry(transport(format!(
                 "no response within {} s", ctx.options.stall_timeout.as_secs_f64()
             )))),
-            Ok(Err(e)) => {
-                let fatal = e.is_builder() || e.is_redirect();
-                let error = transport(describe_reqwest(e));
+            Ok(Err(SendError::Redirect(message))) => {
+                return Err(AttemptFailure::fail(transport(message)));
+            }
+            Ok(Err(SendError::Client(e))) => {
+                let rejected = crate::vendors::tls::rejection(&e);
+                let fatal = e.is_builder() || e.is_redirect() || rejected.is_some();
+                let error = transport(match rejected {
+                    Some(r) => crate::vendors::tls::rejection_message(&r),
+                    None => describe_reqwest(e),
+                });
                 return Err(if fatal { AttemptFailure::fail(error) } else { AttemptFailure::retry(error) });
             }
             Ok(Ok(r)) => r,

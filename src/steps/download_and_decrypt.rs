@@ -150,12 +150,28 @@ pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, S
 fn header_fn(conn: &Connection, authorize: bool) -> HeaderFn {
     if authorize {
         let c = conn.clone();
-        Arc::new(move || {
-            let c = c.clone();
-            Box::pin(async move { c.download_headers().await.map_err(|e| e.to_string()) })
+        Arc::new(move |url| {
+            let (c, url) = (c.clone(), url.clone());
+            Box::pin(async move { c.download_headers(&url).await.map_err(|e| e.to_string()) })
         })
     } else {
-        Arc::new(|| Box::pin(async { Ok(reqwest::header::HeaderMap::new()) }))
+        Arc::new(|_| Box::pin(async { Ok(reqwest::header::HeaderMap::new()) }))
+    }
+}
+
+/// Says which files are fetched without the connection's credentials (their URL is on an
+/// origin the credentials may not go to), once per origin.
+fn note_withheld(plan: &DownloadPlan, conn: &Connection, authorize: bool, env: &StepEnv<'_>) {
+    if !authorize {
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in &plan.files {
+        let settings = conn.settings();
+        if settings.withholds_credentials_from(&f.url) && seen.insert(f.url.origin()) {
+            env.emitter
+                .log(env.step, crate::vendors::withheld_note(settings, &f.url));
+        }
     }
 }
 
@@ -309,6 +325,7 @@ pub async fn download_step(
     }
     super::overwrite::check(env, plan.files.iter().map(|f| f.dest.as_path()))?;
     create_dir(&plan.to)?;
+    note_withheld(&plan, conn, authorize, env);
     let headers = header_fn(conn, authorize);
     let client = conn.client().clone();
     let done: Vec<download::Downloaded> = futures::stream::iter(0..plan.files.len())
@@ -538,6 +555,7 @@ pub async fn download_then_decrypt(
         .map_err(decrypt_failed_first)?;
     create_dir(&plan.to).map_err(PipelineError::Download)?;
     create_dir(&dplan.to).map_err(decrypt_failed_first)?;
+    note_withheld(&plan, conn, authorize, env_dl);
     let headers = header_fn(conn, authorize);
     let client = conn.client().clone();
     // The downloads finished so far: when the decrypt stage fails, the others are dropped

@@ -1,6 +1,6 @@
 //! Building connections: a workflow's `connections:` entry rendered into settings, once per run.
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use serde_json::{json, Value};
@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::{Connection, ConnectionSettings, Credentials, VendorError, VendorKind};
 use crate::secrets::Secrets;
 use crate::template::{Template, TemplateError};
-use crate::workflow::model::{ConnectionKind, ConnectionSpec};
+use crate::workflow::model::{parse_origins, parse_sha256_pins, ConnectionKind, ConnectionSpec};
 use crate::workflow::Loaded;
 
 /// Google Email Audit API scope.
@@ -44,6 +44,16 @@ pub enum BuildError {
         url: String,
         /// The URL parser's complaint.
         source: url::ParseError,
+    },
+    /// A setting rendered to something unusable.
+    #[error("connection `{name}`: `{field}`: {message}")]
+    Invalid {
+        /// The connection's name.
+        name: String,
+        /// The field, e.g. `tls_pin_sha256`.
+        field: &'static str,
+        /// What is wrong and what to write instead.
+        message: String,
     },
     /// A step names a connection the file does not declare.
     #[error("no connection named `{name}`")]
@@ -120,7 +130,7 @@ impl ConnectionCache {
             "env": ctx.get("env").cloned().unwrap_or(Value::Null),
             "run": ctx.get("run").cloned().unwrap_or(Value::Null),
         });
-        let settings = connection_settings(name, spec, &conn_ctx, &file.dir())?;
+        let settings = connection_settings(name, spec, &conn_ctx)?;
         register_credentials(secrets, &settings.credentials);
         if settings.insecure_tls {
             warn(format!(
@@ -209,12 +219,12 @@ fn register_credentials(secrets: &Secrets, c: &Credentials) {
     }
 }
 
-/// Renders a connection's settings and chooses its credentials.
+/// Renders a connection's settings and chooses its credentials. Relative paths (`ca_file`,
+/// a service account key) are relative to the working directory, like every path.
 pub fn connection_settings(
     name: &str,
     spec: &ConnectionSpec,
     ctx: &Value,
-    dir: &Path,
 ) -> Result<ConnectionSettings, BuildError> {
     let missing = |what: &'static str| BuildError::Missing {
         name: name.to_string(),
@@ -234,22 +244,48 @@ pub fn connection_settings(
             ))
         }
     };
-    let credentials = credentials(spec, ctx, dir).map_err(|e| match e {
+    let credentials = credentials(spec, ctx).map_err(|e| match e {
         CredentialsError::Missing(what) => missing(what),
         CredentialsError::Build(e) => e,
     })?;
-    let ca_file = cred(&spec.ca_file, ctx, "ca_file")?.map(|f| dir.join(f));
+    let ca_file = cred(&spec.ca_file, ctx, "ca_file")?.map(PathBuf::from);
+    let invalid = |field: &'static str, message: String| BuildError::Invalid {
+        name: name.to_string(),
+        field,
+        message,
+    };
+    let tls_pins = match cred(&spec.tls_pin_sha256, ctx, "tls_pin_sha256")? {
+        Some(p) => parse_sha256_pins(&p).map_err(|m| invalid("tls_pin_sha256", m))?,
+        None => Vec::new(),
+    };
+    let mut credential_origins = Vec::new();
+    for (i, o) in spec.credential_origins.iter().enumerate() {
+        if let Some(text) = cred(&Some(o.clone()), ctx, &format!("credential_origins[{i}]"))? {
+            credential_origins
+                .extend(parse_origins(&text).map_err(|m| invalid("credential_origins", m))?);
+        }
+    }
     let kind = match spec.kind {
         ConnectionKind::Mimecast => VendorKind::Mimecast,
         ConnectionKind::Mailstore => VendorKind::MailStore,
         ConnectionKind::Google => VendorKind::Google,
         ConnectionKind::Http => VendorKind::Http,
     };
+    if base_url.is_none()
+        && credential_origins.is_empty()
+        && !matches!(credentials, Credentials::None)
+    {
+        return Err(missing(
+            "base_url (or credential_origins): credentials are sent only to those origins",
+        ));
+    }
     let mut settings = ConnectionSettings::new(name, kind);
     settings.base_url = base_url;
     settings.credentials = credentials;
     settings.ca_file = ca_file;
+    settings.tls_pins = tls_pins;
     settings.insecure_tls = spec.insecure_tls;
+    settings.credential_origins = credential_origins;
     if let Some(d) = &spec.request_timeout {
         settings.request_timeout = d.get();
     }
@@ -270,11 +306,7 @@ impl From<BuildError> for CredentialsError {
 }
 
 /// Renders the credential fields that apply to the connection's kind and chooses among them.
-fn credentials(
-    spec: &ConnectionSpec,
-    ctx: &Value,
-    dir: &Path,
-) -> Result<Credentials, CredentialsError> {
+fn credentials(spec: &ConnectionSpec, ctx: &Value) -> Result<Credentials, CredentialsError> {
     let c = spec.credentials.clone().unwrap_or_default();
     let get = |f: &Option<String>, n: &str| cred(f, ctx, &format!("credentials.{n}"));
     let credentials = match spec.kind {
@@ -326,7 +358,7 @@ fn credentials(
         ) {
             (Some(token), _, _) => Credentials::Bearer { token },
             (None, Some(file), Some(subject)) => Credentials::GoogleServiceAccount {
-                key_file: dir.join(file),
+                key_file: PathBuf::from(file),
                 subject,
                 scopes: vec![GOOGLE_AUDIT_SCOPE.to_string()],
                 token_url: get(&c.token_url, "token_url")?,

@@ -30,7 +30,9 @@ impl ConnectionSettings {
             base_url: None,
             credentials: Credentials::None,
             ca_file: None,
+            tls_pins: Vec::new(),
             insecure_tls: false,
+            credential_origins: Vec::new(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             status_poll_timeout: STATUS_POLL_TIMEOUT,
         }
@@ -39,6 +41,20 @@ impl ConnectionSettings {
     /// The connection of steps that name none: plain HTTP to absolute URLs.
     pub fn plain() -> Self {
         Self::new("url", VendorKind::Http)
+    }
+
+    /// Whether a request to `url` may carry this connection's credentials: only when `url`
+    /// has the scheme, host and port of `base_url` or of one of `credential_origins`.
+    pub fn sends_credentials_to(&self, url: &url::Url) -> bool {
+        let origin = url.origin();
+        origin.is_tuple()
+            && (self.base_url.as_ref().is_some_and(|b| b.origin() == origin)
+                || self.credential_origins.contains(&origin))
+    }
+
+    /// True when the connection has credentials and `url` may not receive them.
+    pub fn withholds_credentials_from(&self, url: &url::Url) -> bool {
+        !matches!(self.credentials, Credentials::None) && !self.sends_credentials_to(url)
     }
 }
 
@@ -150,6 +166,14 @@ impl Connection {
                 vendor: self.inner.settings.kind,
             });
         }
+        if self.inner.settings.withholds_credentials_from(&req.url) {
+            let anonymous = self.anonymous(req);
+            observer.log(&withheld_note(&self.inner.settings, &req.url));
+            let note = withheld_note(&self.inner.settings, &req.url);
+            return plain::send(&ctx, &plain::Auth::anonymous(), &anonymous, cancel)
+                .await
+                .map_err(|e| mask_error(explain_denial(e, &note), &self.inner.secrets));
+        }
         let result = match &self.inner.adapter {
             Adapter::Http(a) => plain::send(&ctx, a, req, cancel).await,
             Adapter::Mimecast(a) => mimecast::send(&ctx, a, req, observer, cancel).await,
@@ -163,6 +187,9 @@ impl Connection {
     /// headers show a placeholder). The caller masks secrets.
     pub fn prepare(&self, req: &Request) -> Result<PreparedRequest, VendorError> {
         let ctx = self.ctx();
+        if self.inner.settings.withholds_credentials_from(&req.url) {
+            return plain::prepare(&ctx, &plain::Auth::anonymous(), &self.anonymous(req));
+        }
         match &self.inner.adapter {
             Adapter::Http(a) => plain::prepare(&ctx, a, req),
             Adapter::Mimecast(a) => mimecast::prepare(&ctx, a, req),
@@ -240,9 +267,32 @@ impl Connection {
         }
     }
 
-    /// Headers that authorize a plain GET of a file (Google bearer token), fetching or
-    /// refreshing the token as needed.
-    pub async fn download_headers(&self) -> Result<reqwest::header::HeaderMap, VendorError> {
+    /// `req` as it goes to an origin that may not receive the credentials: the workflow's
+    /// headers without those that carry credentials (auth and cookie headers, any value
+    /// holding a secret).
+    fn anonymous(&self, req: &Request) -> Request {
+        let mut anonymous = req.clone();
+        anonymous.headers.retain(|(name, value)| {
+            let n = name.to_ascii_lowercase();
+            !matches!(
+                n.as_str(),
+                "authorization" | "proxy-authorization" | "cookie"
+            ) && !n.starts_with("x-mc-")
+                && !self.inner.secrets.contains_secret(value)
+        });
+        anonymous
+    }
+
+    /// Headers that authorize a plain GET of `url` (Google bearer token), fetching or
+    /// refreshing the token as needed; none when `url` is not on an origin the credentials
+    /// may go to (see [`ConnectionSettings::sends_credentials_to`]).
+    pub async fn download_headers(
+        &self,
+        url: &url::Url,
+    ) -> Result<reqwest::header::HeaderMap, VendorError> {
+        if self.inner.settings.withholds_credentials_from(url) {
+            return Ok(reqwest::header::HeaderMap::new());
+        }
         let ctx = self.ctx();
         let cancel = CancellationToken::new();
         let value = match &self.inner.adapter {
@@ -267,6 +317,36 @@ impl Connection {
     /// The HTTP client of this connection (for downloads).
     pub fn client(&self) -> &reqwest::Client {
         &self.inner.client
+    }
+}
+
+/// The log line of a request sent without the connection's credentials.
+pub fn withheld_note(settings: &ConnectionSettings, url: &url::Url) -> String {
+    format!(
+        "{} is not the origin of connection `{}`: sent without its credentials (add it to \
+         `credential_origins` if the vendor documents that host)",
+        super::http::origin_text(url),
+        settings.name
+    )
+}
+
+/// A 401/403 of a request sent without credentials says why they were left out.
+fn explain_denial(err: VendorError, note: &str) -> VendorError {
+    match err {
+        VendorError::Http {
+            vendor,
+            status: status @ (401 | 403),
+            message,
+            retry_after,
+            body,
+        } => VendorError::Http {
+            vendor,
+            status,
+            message: format!("{message} ({note})"),
+            retry_after,
+            body,
+        },
+        other => other,
     }
 }
 

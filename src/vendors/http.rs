@@ -4,7 +4,6 @@
 // `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
 #![allow(clippy::result_large_err)]
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use ::http::Method;
@@ -18,46 +17,166 @@ use super::{atom, Body, ConnectionSettings, PreparedRequest, VendorError, Vendor
 /// Longest excerpt of a response body quoted in an error message.
 const EXCERPT_CHARS: usize = 200;
 
-/// Builds the HTTP client of a connection: ring provider, system roots through the platform
-/// verifier, an extra PEM CA (`ca_file`) and `insecure_tls` when asked for.
+/// Builds the HTTP client of a connection: TLS through [`super::tls`] (platform roots,
+/// `SSL_CERT_FILE`, `ca_file`, pins, `insecure_tls`), no `Referer`, and redirects followed
+/// automatically only within one origin (see [`send_guarded`] for the others).
 ///
 /// No overall timeout is set on the client (downloads may take long); every adapter request
 /// carries its own timeout.
 pub fn build_client(settings: &ConnectionSettings) -> Result<reqwest::Client, VendorError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let vendor = settings.kind;
-    let mut builder = reqwest::Client::builder()
+    let tls = super::tls::client_config(settings)?;
+    reqwest::Client::builder()
         .connect_timeout(settings.request_timeout)
-        .user_agent(concat!("auditflow/", env!("CARGO_PKG_VERSION")));
-    if let Some(ca_file) = &settings.ca_file {
-        let certs = read_ca_file(vendor, ca_file)?;
-        builder = builder.tls_certs_merge(certs);
-    }
-    if settings.insecure_tls {
-        builder = builder.danger_accept_invalid_certs(true);
-    }
-    builder.build().map_err(|e| VendorError::Config {
-        vendor,
-        message: format!("cannot build the HTTP client: {}", error_chain(&e)),
+        .user_agent(concat!("auditflow/", env!("CARGO_PKG_VERSION")))
+        .referer(false)
+        .redirect(same_origin_redirects())
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| VendorError::Config {
+            vendor,
+            message: format!("cannot build the HTTP client: {}", error_chain(&e)),
+        })
+}
+
+/// The most redirects one request follows, automatic and [`send_guarded`] hops together.
+const MAX_REDIRECTS: usize = 10;
+
+/// reqwest follows a redirect by itself only when it stays on the same origin (every header
+/// and a 307/308 body may go along); at an origin change it stops and hands the 3xx back.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        let same = attempt
+            .previous()
+            .last()
+            .is_some_and(|prev| prev.origin() == attempt.url().origin());
+        if same {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
     })
 }
 
-fn read_ca_file(vendor: VendorKind, path: &Path) -> Result<Vec<reqwest::Certificate>, VendorError> {
-    let pem = std::fs::read(path).map_err(|e| VendorError::Config {
-        vendor,
-        message: format!("cannot read CA file {}: {e}", path.display()),
-    })?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| VendorError::Config {
-        vendor,
-        message: format!("CA file {} holds no valid PEM certificate", path.display()),
-    })?;
-    if certs.is_empty() {
-        return Err(VendorError::Config {
-            vendor,
-            message: format!("CA file {} holds no PEM certificate", path.display()),
-        });
+/// Headers that may follow a request to another origin: content negotiation and ranges.
+/// Everything else (Authorization, vendor signatures, cookies, workflow headers) stays behind.
+const PORTABLE_HEADERS: [reqwest::header::HeaderName; 4] = [
+    reqwest::header::ACCEPT,
+    reqwest::header::ACCEPT_ENCODING,
+    reqwest::header::RANGE,
+    reqwest::header::IF_RANGE,
+];
+
+/// One request as [`send_guarded`] sends it.
+pub struct Hop {
+    /// The method (a 303 and a 301/302 after a POST turn it into GET at another origin).
+    pub method: Method,
+    /// Where it goes.
+    pub url: Url,
+    /// Every header, credentials included (only [`PORTABLE_HEADERS`] leave the origin).
+    pub headers: HeaderMap,
+    /// The body (may be signed; never replayed to another origin).
+    pub body: Option<Vec<u8>>,
+    /// Time limit of each hop; None: the caller bounds the whole exchange.
+    pub timeout: Option<Duration>,
+}
+
+/// Why [`send_guarded`] got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// The HTTP client failed (connect, TLS, timeout...).
+    Client(reqwest::Error),
+    /// A redirect that is not followed; the text says why and what to do.
+    Redirect(String),
+}
+
+/// Sends a request, following redirects: within an origin reqwest does it; to another
+/// origin this function does, with only [`PORTABLE_HEADERS`] and no body (303, and 301/302
+/// after a POST, turn into a GET). A 307/308 that would replay a body to another origin is
+/// an error: the body may be signed or hold credentials.
+pub async fn send_guarded(
+    client: &reqwest::Client,
+    mut hop: Hop,
+) -> Result<reqwest::Response, SendError> {
+    for _ in 0..=MAX_REDIRECTS {
+        let mut rb = client
+            .request(hop.method.clone(), hop.url.clone())
+            .headers(hop.headers.clone());
+        if let Some(t) = hop.timeout {
+            rb = rb.timeout(t);
+        }
+        if let Some(body) = &hop.body {
+            rb = rb.body(body.clone());
+        }
+        let resp = rb.send().await.map_err(SendError::Client)?;
+        let Some(target) = cross_origin_location(&resp) else {
+            return Ok(resp);
+        };
+        hop = cross_origin_hop(hop, resp.status().as_u16(), resp.url(), target)?;
     }
-    Ok(certs)
+    Err(SendError::Redirect(format!(
+        "{} {}: more than {MAX_REDIRECTS} redirects",
+        hop.method,
+        redact_url(&hop.url)
+    )))
+}
+
+/// The target of a redirect answer that leaves the origin of the URL it answered.
+fn cross_origin_location(resp: &reqwest::Response) -> Option<Url> {
+    if !matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)?
+        .to_str()
+        .ok()?;
+    let target = resp.url().join(location).ok()?;
+    (target.origin() != resp.url().origin()).then_some(target)
+}
+
+/// The request that follows a redirect to another origin, stripped of credentials.
+fn cross_origin_hop(hop: Hop, status: u16, from: &Url, target: Url) -> Result<Hop, SendError> {
+    let becomes_get = status == 303 || (matches!(status, 301 | 302) && hop.method == Method::POST);
+    let keeps_body = !becomes_get && hop.body.as_ref().is_some_and(|b| !b.is_empty());
+    if keeps_body || (!becomes_get && !matches!(hop.method, Method::GET | Method::HEAD)) {
+        return Err(SendError::Redirect(format!(
+            "{} {} answered HTTP {status} redirecting to {}, another origin; the request \
+             (its body and credentials) is not replayed there. Set base_url to the origin the \
+             vendor redirects to if that is the right server",
+            hop.method,
+            redact_url(from),
+            origin_text(&target)
+        )));
+    }
+    let mut headers = HeaderMap::new();
+    for name in PORTABLE_HEADERS {
+        for v in hop.headers.get_all(&name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    tracing::debug!(
+        from = %redact_url(from),
+        to = %redact_url(&target),
+        status,
+        "redirect to another origin: followed without credentials"
+    );
+    Ok(Hop {
+        method: if becomes_get { Method::GET } else { hop.method },
+        url: target,
+        headers,
+        body: None,
+        timeout: hop.timeout,
+    })
+}
+
+/// `scheme://host:port` of a URL, for messages.
+pub fn origin_text(url: &Url) -> String {
+    url.origin().ascii_serialization()
 }
 
 /// An encoded request body.
@@ -568,7 +687,22 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     message
 }
 
-/// Maps a transport failure.
+/// Maps a failure of [`send_guarded`].
+pub fn send_error(
+    vendor: VendorKind,
+    method: &Method,
+    url: &Url,
+    timeout: Duration,
+    err: SendError,
+) -> VendorError {
+    match err {
+        SendError::Client(e) => transport_error(vendor, method, url, timeout, e),
+        SendError::Redirect(message) => VendorError::Config { vendor, message },
+    }
+}
+
+/// Maps a transport failure; a refused server certificate is a configuration error (not
+/// retried) whose message gives the certificate's fingerprint and how to trust it.
 pub fn transport_error(
     vendor: VendorKind,
     method: &Method,
@@ -578,6 +712,16 @@ pub fn transport_error(
 ) -> VendorError {
     let is_timeout = err.is_timeout();
     let err = err.without_url();
+    if let Some(rejected) = super::tls::rejection(&err) {
+        return VendorError::Config {
+            vendor,
+            message: format!(
+                "{method} {}: {}",
+                redact_url(url),
+                super::tls::rejection_message(&rejected)
+            ),
+        };
+    }
     let message = if is_timeout {
         format!(
             "{method} {}: timed out after {}",
@@ -601,20 +745,18 @@ pub async fn execute(
     out: &Outgoing,
     cancel: &CancellationToken,
 ) -> Result<RawResponse, VendorError> {
-    let headers = out.header_map(vendor)?;
-    let mut rb = client
-        .request(out.method.clone(), out.url.clone())
-        .headers(headers)
-        .timeout(out.timeout);
-    if let Some(body) = &out.body {
-        rb = rb.body(body.bytes.clone());
-    }
+    let hop = Hop {
+        method: out.method.clone(),
+        url: out.url.clone(),
+        headers: out.header_map(vendor)?,
+        body: out.body.as_ref().map(|b| b.bytes.clone()),
+        timeout: Some(out.timeout),
+    };
     tracing::debug!(vendor = %vendor, method = %out.method, url = %redact_url(&out.url), "request");
     let fut = async {
-        let resp = rb
-            .send()
+        let resp = send_guarded(client, hop)
             .await
-            .map_err(|e| transport_error(vendor, &out.method, &out.url, out.timeout, e))?;
+            .map_err(|e| send_error(vendor, &out.method, &out.url, out.timeout, e))?;
         let status = resp.status().as_u16();
         let headers = header_map_to_btree(resp.headers());
         let bytes = read_body_limited(resp, vendor, out).await?;

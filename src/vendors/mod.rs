@@ -17,10 +17,11 @@ pub mod http;
 pub mod mailstore;
 pub mod mimecast;
 mod plain;
+pub mod tls;
 mod token;
 
 pub use build::{BuildError, ConnectionCache};
-pub use connection::{Connection, ItemCount, Pagination};
+pub use connection::{withheld_note, Connection, ItemCount, Pagination};
 
 /// Which vendor a connection talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,10 +129,15 @@ pub struct ConnectionSettings {
     pub base_url: Option<url::Url>,
     /// The rendered credentials (all secret).
     pub credentials: Credentials,
-    /// Extra PEM CA certificate to trust (MailStore's self-signed certificate).
+    /// Extra PEM certificates to trust: a CA, or the server's own (self-signed) certificate.
     pub ca_file: Option<PathBuf>,
+    /// SHA-256 digests of the certificates accepted (any name, no chain); empty: no pinning.
+    pub tls_pins: Vec<[u8; 32]>,
     /// Accept any certificate. Only when written explicitly; the engine warns on every run.
     pub insecure_tls: bool,
+    /// Origins besides the base URL's that may receive the credentials (URLs a vendor's
+    /// answer names on another host, e.g. a storage service).
+    pub credential_origins: Vec<url::Origin>,
     /// Time limit of one HTTP attempt.
     pub request_timeout: Duration,
     /// MailStore: `millisecondsTimeout` sent with each `get-status` long poll.

@@ -56,6 +56,14 @@ impl Auth {
         }
     }
 
+    /// No credentials: a request to an origin the connection's credentials may not go to.
+    pub(super) fn anonymous() -> Self {
+        Auth {
+            header: None,
+            placeholder: None,
+        }
+    }
+
     pub(super) fn header(&self) -> Option<&str> {
         self.header.as_deref()
     }

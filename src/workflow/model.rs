@@ -114,15 +114,91 @@ pub struct ConnectionSpec {
     /// Credentials, each a template; which ones apply depends on `kind` (see the README).
     #[serde(default)]
     pub credentials: Option<Credentials>,
-    /// PEM file of an extra CA certificate to trust (MailStore's own certificate).
+    /// PEM file of certificates to trust (template; relative to the working directory): a CA,
+    /// or the server's own self-signed certificate (MailStore Server's default), which is then
+    /// trusted as exactly that certificate for the host names it carries.
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// SHA-256 fingerprint of the server's certificate (template; `AB:CD:...` as
+    /// `openssl x509 -noout -fingerprint -sha256` prints it, colons optional; several
+    /// separated by commas). When set, only a certificate with one of these fingerprints is
+    /// accepted, whatever its issuer and host names; an empty rendering means no pin.
+    #[serde(default)]
+    pub tls_pin_sha256: Option<String>,
     /// Accept any TLS certificate. Dangerous; warned about on every run.
     #[serde(default)]
     pub insecure_tls: bool,
     /// Time limit of one HTTP attempt on this connection (default 60s).
     #[serde(default)]
     pub request_timeout: Option<Dur>,
+    /// Origins besides `base_url`'s (`https://host[:port]`, templates; an entry may render to
+    /// several, separated by commas or spaces) that may receive the credentials, for URLs a
+    /// vendor's answer names on another host. Any other origin gets no credentials.
+    #[serde(default)]
+    pub credential_origins: Vec<String>,
+}
+
+/// Parses a `tls_pin_sha256` value: SHA-256 digests in hex (colons and spaces ignored, an
+/// optional `sha256:` prefix), separated by commas. Blank gives no pin.
+pub fn parse_sha256_pins(text: &str) -> Result<Vec<[u8; 32]>, String> {
+    let mut pins = Vec::new();
+    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let t = part.trim();
+        let t = ["sha256:", "sha-256:", "SHA256:", "SHA-256:"]
+            .iter()
+            .find_map(|p| t.strip_prefix(p))
+            .unwrap_or(t);
+        let hex: String = t
+            .chars()
+            .filter(|c| *c != ':' && !c.is_whitespace())
+            .collect();
+        let digest = hex_32(&hex).ok_or_else(|| {
+            format!(
+                "`{}` is not a SHA-256 fingerprint: expected 64 hex digits, e.g. AB:CD:...:EF as \
+                 `openssl x509 -noout -fingerprint -sha256` prints it",
+                part.trim()
+            )
+        })?;
+        pins.push(digest);
+    }
+    Ok(pins)
+}
+
+fn hex_32(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Parses a `credential_origins` value: origins (`scheme://host[:port]`, http or https, no
+/// path, query or user info) separated by commas or whitespace.
+pub fn parse_origins(text: &str) -> Result<Vec<url::Origin>, String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .map(parse_origin)
+        .collect()
+}
+
+fn parse_origin(text: &str) -> Result<url::Origin, String> {
+    let bad = |why: &str| {
+        format!("`{text}` is not an origin ({why}); write https://host or https://host:port")
+    };
+    let u = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(bad("it holds user info"));
+    }
+    if u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
+        return Err(bad("it has a path, query or fragment"));
+    }
+    Ok(u.origin())
 }
 
 /// Credential fields (templates). Empty renders count as absent, so one file can offer
@@ -520,5 +596,49 @@ impl<'de> Deserialize<'de> for PollInterval {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_in_the_forms_people_copy() {
+        let hex = "ab".repeat(32);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(parse_sha256_pins(&hex).unwrap(), vec![[0xab; 32]]);
+        assert_eq!(parse_sha256_pins(&colons).unwrap(), vec![[0xab; 32]]);
+        assert_eq!(
+            parse_sha256_pins(&format!("sha256:{hex}, {colons}"))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(parse_sha256_pins("  ").unwrap().is_empty());
+        let e = parse_sha256_pins("AB:CD").unwrap_err();
+        assert!(e.contains("64 hex digits"), "{e}");
+        assert!(parse_sha256_pins(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        let o = parse_origins("https://storage.example.com, http://127.0.0.1:8080").unwrap();
+        assert_eq!(o.len(), 2);
+        assert_eq!(
+            o[0],
+            url::Url::parse("https://storage.example.com:443/x")
+                .unwrap()
+                .origin()
+        );
+        for bad in [
+            "storage.example.com",
+            "ftp://h",
+            "https://h/path",
+            "https://u:p@h",
+            "https://h/?q=1",
+        ] {
+            assert!(parse_origins(bad).is_err(), "{bad}");
+        }
     }
 }

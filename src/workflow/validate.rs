@@ -255,6 +255,7 @@ impl Validator<'_> {
             if let Some(f) = &c.ca_file {
                 self.template(&format!("{p}.ca_file"), f, &base_scope);
             }
+            self.trust_fields(&p, c, &base_scope);
             if let Some(cr) = &c.credentials {
                 let fields: Vec<(&str, &Option<String>)> = vec![
                     ("access_key", &cr.access_key),
@@ -335,6 +336,28 @@ impl Validator<'_> {
         };
         for (k, v) in outputs {
             self.deep(&format!("outputs.{k}"), &v, &out_scope);
+        }
+    }
+
+    /// `tls_pin_sha256` and `credential_origins`: templates, and literal values parsed now.
+    fn trust_fields(&mut self, p: &str, c: &super::model::ConnectionSpec, scope: &Scope) {
+        if let Some(pin) = &c.tls_pin_sha256 {
+            let path = format!("{p}.tls_pin_sha256");
+            self.template(&path, pin, scope);
+            if !pin.contains("{{") {
+                if let Err(e) = super::model::parse_sha256_pins(pin) {
+                    self.err(&path, e);
+                }
+            }
+        }
+        for (i, o) in c.credential_origins.iter().enumerate() {
+            let path = format!("{p}.credential_origins[{i}]");
+            self.template(&path, o, scope);
+            if !o.contains("{{") {
+                if let Err(e) = super::model::parse_origins(o) {
+                    self.err(&path, e);
+                }
+            }
         }
     }
 

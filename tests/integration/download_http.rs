@@ -225,7 +225,7 @@ fn fast_policy() -> RetryPolicy {
 fn counting_headers() -> (HeaderFn, Arc<AtomicU32>) {
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
-    let f: HeaderFn = Arc::new(move || {
+    let f: HeaderFn = Arc::new(move |_| {
         let n = c.fetch_add(1, Ordering::SeqCst) + 1;
         async move {
             let mut h = HeaderMap::new();
@@ -642,7 +642,7 @@ async fn auth_failure_is_reported_without_a_request() {
     let (srv, url) = serve(test_data(10), Behaviour::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let headers: HeaderFn =
-        Arc::new(|| async { Err("token endpoint said invalid_grant".to_string()) }.boxed());
+        Arc::new(|_| async { Err("token endpoint said invalid_grant".to_string()) }.boxed());
     let r = download(
         &client(),
         &spec(&url, dir.path()),

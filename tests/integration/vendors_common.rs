@@ -21,14 +21,11 @@ pub(crate) fn settings(
     credentials: Credentials,
 ) -> ConnectionSettings {
     ConnectionSettings {
-        name: format!("test-{kind}"),
-        kind,
         base_url: Some(url::Url::parse(base).unwrap()),
         credentials,
-        ca_file: None,
-        insecure_tls: false,
         request_timeout: Duration::from_secs(10),
         status_poll_timeout: Duration::from_millis(200),
+        ..ConnectionSettings::new(format!("test-{kind}"), kind)
     }
 }
 

@@ -481,7 +481,10 @@ async fn an_export_is_created_with_an_escaped_atom_entry() {
         "application/atom+xml".to_string()
     )));
     // Download headers carry the token.
-    let h = conn.download_headers().await.unwrap();
+    let h = conn
+        .download_headers(&url(&base, "/a/data/f"))
+        .await
+        .unwrap();
     assert_eq!(
         h.get("authorization").unwrap().to_str().unwrap(),
         format!("Bearer {STATIC_TOKEN}")
@@ -628,7 +631,10 @@ async fn service_account_jwt_is_verified_token_cached_and_refreshed_after_401() 
         .await
         .unwrap();
     assert_eq!(s.issued.load(Ordering::SeqCst), 2);
-    let h = conn.download_headers().await.unwrap();
+    let h = conn
+        .download_headers(&url(&base, "/a/data/f"))
+        .await
+        .unwrap();
     assert_eq!(
         h.get("authorization").unwrap().to_str().unwrap(),
         "Bearer ya29.sa-token-2"
