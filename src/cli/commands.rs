@@ -3,10 +3,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::args::{DecryptArgs, RunsCommand, SimArgs};
+use super::args::{DecryptArgs, RunsCommand, SimArgs, SimTiming};
 use super::error::CliError;
 use crate::events::RunStatus;
 use crate::report::decrypt::DecryptReport;
+use crate::sim::timing::Timing;
 use crate::state::StateDir;
 use crate::steps::decrypt::{decrypt_file, output_name, DecryptionKey};
 use crate::workflow::duration::parse_duration;
@@ -181,7 +182,18 @@ pub(super) async fn sim(a: SimArgs) -> Result<(), CliError> {
             return Err(CliError::Usage(format!("{name} must be between 0 and 1")));
         }
     }
-    let cfg = crate::sim::SimConfig {
+    if let Some(scale) = a.time_scale {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(CliError::Usage(format!(
+                "--time-scale {scale}: give a positive factor, e.g. 3600 for one simulated hour per real second"
+            )));
+        }
+    }
+    let timing = match a.timing {
+        SimTiming::Fast => Timing::Fast,
+        SimTiming::Realistic => Timing::Realistic,
+    };
+    let mut cfg = crate::sim::SimConfig {
         mimecast_port: a.mimecast_port,
         mailstore_port: a.mailstore_port,
         google_port: a.google_port,
@@ -199,8 +211,13 @@ pub(super) async fn sim(a: SimArgs) -> Result<(), CliError> {
         mailstore_keep_final_token: a.mailstore_keep_final_token,
         mimecast_rate_limit: a.mimecast_rate_limit,
         mimecast_rate_window,
+        mailstore_tls: !a.plain_http,
+        work_dir: a.work_dir,
+        time_scale: timing.scale(a.time_scale),
         ..Default::default()
     };
+    timing.apply(&mut cfg);
+    let cfg_scale = cfg.time_scale;
     let handle = crate::sim::start(cfg)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
@@ -216,6 +233,15 @@ pub(super) async fn sim(a: SimArgs) -> Result<(), CliError> {
         "  google service-account key file: {}",
         handle.google.service_account_key_file().display()
     );
+    match &handle.mailstore_cert {
+        Some(c) => crate::outln!(
+            "  mailstore certificate: {}\n    SHA-256 fingerprint {}",
+            c.pem_file.display(),
+            c.sha256
+        ),
+        None => crate::outln!("  mailstore: plain HTTP (--plain-http)"),
+    }
+    crate::outln!("  timing: {:?}, time scale {}", a.timing, cfg_scale);
     crate::outln!(
         "\nPoint the shipped workflows at it (these are throwaway simulator credentials):"
     );
