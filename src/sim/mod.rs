@@ -487,7 +487,7 @@ async fn serve(
 }
 
 /// Serves `router` on `addr`, over TLS with `cert` when given; returns the base URL.
-async fn serve_maybe_tls(
+pub(crate) async fn serve_maybe_tls(
     addr: SocketAddr,
     router: axum::Router,
     shutdown: tokio_util::sync::CancellationToken,
