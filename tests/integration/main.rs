@@ -21,6 +21,7 @@ mod interrupt;
 mod runtime_cases;
 mod schema;
 mod shipped_workflows;
+mod sim_tls;
 mod validate_cases;
 mod vendors_google;
 mod vendors_http;
