@@ -155,8 +155,9 @@ pub struct SimConfig {
     pub google_delete_marked_times: u32,
     /// Google: lifetime of access tokens issued by the simulated token endpoint (real: 1 hour).
     pub google_token_ttl: Duration,
-    /// Google: where generated service-account key files are written, and where the encrypted
-    /// export files live (in a temp dir inside it, removed with the simulator). None: a temp dir.
+    /// Where the MailStore certificate (PEM) and the Google service-account key file are
+    /// written, and where the encrypted export files live (in a temp dir inside it, removed with
+    /// the simulator). None: temp dirs.
     pub work_dir: Option<PathBuf>,
 }
 

@@ -141,8 +141,13 @@ async fn sim_serves_mailstore_over_https_with_the_certificate_it_prints() {
     // The shipped workflows go through TLS with that certificate as their ca_file.
     let out = d.path().join("out");
     let o = format!("out_dir={}", out.display());
-    let (code, log) =
-        run_workflow(&sim, "mailstore/server-info.yaml", &[o.clone()], d.path()).await;
+    let (code, log) = run_workflow(
+        &sim,
+        "mailstore/server-info.yaml",
+        std::slice::from_ref(&o),
+        d.path(),
+    )
+    .await;
     assert_eq!(code, 0, "{log}");
     let (code, log) = run_workflow(
         &sim,
