@@ -163,6 +163,25 @@ async fn load_key(
 
 /// `auditflow sim`: serves the simulator until Ctrl-C, then prints what it saw.
 pub(super) async fn sim(a: SimArgs) -> Result<(), CliError> {
+    let timing = a.timing;
+    let cfg = sim_config(a)?;
+    let scale = cfg.time_scale;
+    let handle = crate::sim::start(cfg)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    print_sim_banner(&handle, timing, scale);
+    let _ = tokio::signal::ctrl_c().await;
+    let stats = handle.stats.snapshot();
+    handle.shutdown().await;
+    crate::outln!(
+        "{}",
+        serde_json::to_string_pretty(&stats).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Checks the flags of `auditflow sim` and builds the simulator's configuration.
+fn sim_config(a: SimArgs) -> Result<crate::sim::SimConfig, CliError> {
     let latency = a
         .latency
         .as_deref()
@@ -217,10 +236,11 @@ pub(super) async fn sim(a: SimArgs) -> Result<(), CliError> {
         ..Default::default()
     };
     timing.apply(&mut cfg);
-    let cfg_scale = cfg.time_scale;
-    let handle = crate::sim::start(cfg)
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    Ok(cfg)
+}
+
+/// The addresses, files, timing and `export` block of a started simulator.
+fn print_sim_banner(handle: &crate::sim::SimHandle, timing: SimTiming, scale: f64) {
     crate::outln!("auditflow simulator listening (Ctrl-C to stop)");
     crate::outln!("  mimecast   {}", handle.mimecast_url);
     crate::outln!("  mailstore  {}", handle.mailstore_url);
@@ -241,19 +261,15 @@ pub(super) async fn sim(a: SimArgs) -> Result<(), CliError> {
         ),
         None => crate::outln!("  mailstore: plain HTTP (--plain-http)"),
     }
-    crate::outln!("  timing: {:?}, time scale {}", a.timing, cfg_scale);
+    let timing = match timing {
+        SimTiming::Fast => "fast",
+        SimTiming::Realistic => "realistic",
+    };
+    crate::outln!("  timing: {timing}, time scale {scale} (simulated seconds per real second)");
     crate::outln!(
         "\nPoint the shipped workflows at it (these are throwaway simulator credentials):"
     );
     for (k, v) in handle.env() {
         crate::outln!("export {k}='{v}'");
     }
-    let _ = tokio::signal::ctrl_c().await;
-    let stats = handle.stats.snapshot();
-    handle.shutdown().await;
-    crate::outln!(
-        "{}",
-        serde_json::to_string_pretty(&stats).unwrap_or_default()
-    );
-    Ok(())
 }
