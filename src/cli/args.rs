@@ -246,7 +246,8 @@ pub struct SimArgs {
     pub work_dir: Option<PathBuf>,
     /// Durations of the simulated processes: `fast` (exports done after a few polls, MailStore
     /// processes in under a second) or `realistic` (exports take 6 h, MailStore 40 min, in
-    /// simulated time; time scale 600 unless --time-scale is given).
+    /// simulated time, however often polled, so --google-pending-polls does not apply; time
+    /// scale 600 unless --time-scale is given).
     #[arg(long, value_enum, default_value = "fast")]
     pub timing: SimTiming,
     /// Simulated seconds per real second (3600: one simulated hour per real second). Google's

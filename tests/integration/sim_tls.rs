@@ -317,3 +317,28 @@ fn a_time_scale_that_is_not_positive_is_a_usage_error() {
         assert!(err.contains("--time-scale"), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_runs_mailstore_over_tls_with_the_certificate_pinned() {
+    let d = Dir::new();
+    let out_dir = d.path().join("demo-out");
+    let out = auditflow_async(
+        vec!["demo".into(), "--out".into(), out_dir.display().to_string()],
+        vec![],
+        d.path().to_path_buf(),
+    )
+    .await;
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}\n{e}");
+    assert!(o.contains("mailstore https://127.0.0.1:"), "{o}");
+    let cert = out_dir.join(".sim").join("mailstore-sim-cert.pem");
+    let pin = openssl_style_sha256(&pem_der(&cert.display().to_string()));
+    assert!(
+        o.contains(&format!("ca_file: {} (SHA-256 {pin})", cert.display())),
+        "{o}"
+    );
+    assert!(out_dir
+        .join("mailstore")
+        .join("verify-store-3.json")
+        .is_file());
+}
