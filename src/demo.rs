@@ -116,6 +116,13 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
         handle.mailstore_url,
         handle.google_url
     );
+    if let Some(c) = &handle.mailstore_cert {
+        crate::outln!(
+            "MailStore over HTTPS, its self-signed certificate pinned as the connection's ca_file: {} (SHA-256 {})",
+            c.pem_file.display(),
+            c.sha256
+        );
+    }
     let key = match tokio::task::spawn_blocking({
         let dir = out.join("keys");
         move || generate_key(&dir, 3072)

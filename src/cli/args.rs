@@ -263,4 +263,31 @@ pub struct SimArgs {
     /// Length of the Mimecast rate-limit window, e.g. 1h.
     #[arg(long, value_name = "DURATION", default_value = "1h")]
     pub mimecast_rate_window: String,
+    /// Serve MailStore over plain HTTP instead of HTTPS with a certificate generated at start.
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Where the MailStore certificate and the Google service-account key file are written
+    /// (default: a temp dir removed on exit).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Durations of the simulated processes: `fast` (exports done after a few polls, MailStore
+    /// processes in under a second) or `realistic` (exports take 6 h, MailStore 40 min, in
+    /// simulated time, however often polled, so --google-pending-polls does not apply; time
+    /// scale 600 unless --time-scale is given).
+    #[arg(long, value_enum, default_value = "fast")]
+    pub timing: SimTiming,
+    /// Simulated seconds per real second (3600: one simulated hour per real second). Google's
+    /// export ages, 3-week expiry and 24 h MARKED_DELETE cleanup, and MailStore's process
+    /// durations follow it.
+    #[arg(long, value_name = "FACTOR")]
+    pub time_scale: Option<f64>,
+}
+
+/// `auditflow sim --timing`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SimTiming {
+    /// Quick: for tests and the demo.
+    Fast,
+    /// Vendor-like durations in simulated time.
+    Realistic,
 }

@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::args::{DecryptArgs, RunsCommand, SimArgs};
+use super::args::{DecryptArgs, RunsCommand, SimArgs, SimTiming};
 use super::error::CliError;
 use crate::events::RunStatus;
 use crate::report::decrypt::DecryptReport;
 use crate::report::manifest::Recorded;
+use crate::sim::timing::Timing;
 use crate::state::StateDir;
 use crate::steps::decrypt::{decrypt_file, output_name, DecryptionKey};
 use crate::workflow::duration::parse_duration;
@@ -218,6 +219,25 @@ async fn load_key(
 
 /// `auditflow sim`: serves the simulator until Ctrl-C, then prints what it saw.
 pub(super) async fn sim(a: SimArgs) -> Result<(), CliError> {
+    let timing = a.timing;
+    let cfg = sim_config(a)?;
+    let scale = cfg.time_scale;
+    let handle = crate::sim::start(cfg)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    print_sim_banner(&handle, timing, scale);
+    let _ = tokio::signal::ctrl_c().await;
+    let stats = handle.stats.snapshot();
+    handle.shutdown().await;
+    crate::outln!(
+        "{}",
+        serde_json::to_string_pretty(&stats).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Checks the flags of `auditflow sim` and builds the simulator's configuration.
+fn sim_config(a: SimArgs) -> Result<crate::sim::SimConfig, CliError> {
     let latency = a
         .latency
         .as_deref()
@@ -237,7 +257,18 @@ pub(super) async fn sim(a: SimArgs) -> Result<(), CliError> {
             return Err(CliError::Usage(format!("{name} must be between 0 and 1")));
         }
     }
-    let cfg = crate::sim::SimConfig {
+    if let Some(scale) = a.time_scale {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(CliError::Usage(format!(
+                "--time-scale {scale}: give a positive factor, e.g. 3600 for one simulated hour per real second"
+            )));
+        }
+    }
+    let timing = match a.timing {
+        SimTiming::Fast => Timing::Fast,
+        SimTiming::Realistic => Timing::Realistic,
+    };
+    let mut cfg = crate::sim::SimConfig {
         mimecast_port: a.mimecast_port,
         mailstore_port: a.mailstore_port,
         google_port: a.google_port,
@@ -255,11 +286,17 @@ pub(super) async fn sim(a: SimArgs) -> Result<(), CliError> {
         mailstore_keep_final_token: a.mailstore_keep_final_token,
         mimecast_rate_limit: a.mimecast_rate_limit,
         mimecast_rate_window,
+        mailstore_tls: !a.plain_http,
+        work_dir: a.work_dir,
+        time_scale: timing.scale(a.time_scale),
         ..Default::default()
     };
-    let handle = crate::sim::start(cfg)
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    timing.apply(&mut cfg);
+    Ok(cfg)
+}
+
+/// The addresses, files, timing and `export` block of a started simulator.
+fn print_sim_banner(handle: &crate::sim::SimHandle, timing: SimTiming, scale: f64) {
     crate::outln!("auditflow simulator listening (Ctrl-C to stop)");
     crate::outln!("  mimecast   {}", handle.mimecast_url);
     crate::outln!("  mailstore  {}", handle.mailstore_url);
@@ -272,18 +309,23 @@ pub(super) async fn sim(a: SimArgs) -> Result<(), CliError> {
         "  google service-account key file: {}",
         handle.google.service_account_key_file().display()
     );
+    match &handle.mailstore_cert {
+        Some(c) => crate::outln!(
+            "  mailstore certificate: {}\n    SHA-256 fingerprint {}",
+            c.pem_file.display(),
+            c.sha256
+        ),
+        None => crate::outln!("  mailstore: plain HTTP (--plain-http)"),
+    }
+    let timing = match timing {
+        SimTiming::Fast => "fast",
+        SimTiming::Realistic => "realistic",
+    };
+    crate::outln!("  timing: {timing}, time scale {scale} (simulated seconds per real second)");
     crate::outln!(
         "\nPoint the shipped workflows at it (these are throwaway simulator credentials):"
     );
     for (k, v) in handle.env() {
         crate::outln!("export {k}='{v}'");
     }
-    let _ = tokio::signal::ctrl_c().await;
-    let stats = handle.stats.snapshot();
-    handle.shutdown().await;
-    crate::outln!(
-        "{}",
-        serde_json::to_string_pretty(&stats).unwrap_or_default()
-    );
-    Ok(())
 }

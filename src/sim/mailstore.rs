@@ -180,7 +180,11 @@ impl MailStoreSim {
             stores: cfg.mailstore_stores.clone(),
             failing_stores: cfg.mailstore_failing_stores.clone(),
             steps: cfg.mailstore_steps.max(1),
-            step_interval: cfg.mailstore_step_interval,
+            // Simulated time between updates, taken in real time at the configured scale.
+            step_interval: crate::sim::timing::real_duration(
+                cfg.mailstore_step_interval,
+                cfg.time_scale,
+            ),
             faults,
             processes: Mutex::new(HashMap::new()),
             keep_final_token: cfg.mailstore_keep_final_token,

@@ -15,6 +15,8 @@ use serde::Serialize;
 pub mod google;
 pub mod mailstore;
 pub mod mimecast;
+pub mod timing;
+pub mod tls;
 
 /// Credentials the simulator accepts. The defaults are throwaway demo values.
 #[derive(Debug, Clone)]
@@ -88,6 +90,9 @@ pub struct SimConfig {
     pub mailstore_port: u16,
     /// Google service port (also serves the OAuth token endpoint); 0 picks a free port.
     pub google_port: u16,
+    /// MailStore over HTTPS with a certificate generated at start (the default, as the real
+    /// Administration API); false serves plain HTTP (`auditflow sim --plain-http`).
+    pub mailstore_tls: bool,
     /// Credentials the services accept.
     pub credentials: SimCredentials,
     /// Faults to inject.
@@ -107,9 +112,13 @@ pub struct SimConfig {
     pub mimecast_rate_limit: u32,
     /// Mimecast: length of one rate-limit window.
     pub mimecast_rate_window: Duration,
+    /// Simulated seconds per real second (see `timing.rs`): the Google clock (export ages,
+    /// retention, cleanup, the daily quota's day) runs this much faster than the real one, and
+    /// the simulated durations below take `duration / time_scale` of real time. Default 1.
+    pub time_scale: f64,
     /// MailStore: how many status updates a VerifyStore runs through, and the time between them.
     pub mailstore_steps: u32,
-    /// MailStore: time between two status updates of a long-running process.
+    /// MailStore: simulated time between two status updates of a long-running process.
     pub mailstore_step_interval: Duration,
     /// MailStore store ids that exist; ids listed in `mailstore_failing_stores` fail verification.
     pub mailstore_stores: Vec<i64>,
@@ -122,6 +131,12 @@ pub struct SimConfig {
     pub mailstore_keep_final_token: bool,
     /// Google: how many status polls an export stays PENDING before COMPLETED.
     pub google_pending_polls: u32,
+    /// Google: simulated time an export stays PENDING at least (with `google_pending_polls`:
+    /// both must pass). Default 0; `--timing realistic`: hours.
+    pub google_export_duration: Duration,
+    /// Google: simulated time after which Google's cleanup job turns a MARKED_DELETE export
+    /// DELETED (the vendor page: "within 24 hours"; default 24 h).
+    pub google_cleanup_after: Duration,
     /// Google: exports for this user end in ERROR.
     pub google_error_user: Option<String>,
     /// Google: export requests allowed per domain per day.
@@ -140,8 +155,9 @@ pub struct SimConfig {
     pub google_delete_marked_times: u32,
     /// Google: lifetime of access tokens issued by the simulated token endpoint (real: 1 hour).
     pub google_token_ttl: Duration,
-    /// Google: where generated service-account key files are written, and where the encrypted
-    /// export files live (in a temp dir inside it, removed with the simulator). None: a temp dir.
+    /// Where the MailStore certificate (PEM) and the Google service-account key file are
+    /// written, and where the encrypted export files live (in a temp dir inside it, removed with
+    /// the simulator). None: temp dirs.
     pub work_dir: Option<PathBuf>,
 }
 
@@ -152,6 +168,7 @@ impl Default for SimConfig {
             mimecast_port: 0,
             mailstore_port: 0,
             google_port: 0,
+            mailstore_tls: true,
             credentials: SimCredentials::default(),
             faults: FaultConfig::default(),
             mimecast_queue_size: 120,
@@ -161,12 +178,15 @@ impl Default for SimConfig {
             mimecast_token_ttl: Duration::from_secs(30 * 60),
             mimecast_rate_limit: 100_000,
             mimecast_rate_window: Duration::from_secs(3600),
+            time_scale: 1.0,
             mailstore_steps: 6,
             mailstore_step_interval: Duration::from_millis(100),
             mailstore_stores: vec![1, 2, 3],
             mailstore_failing_stores: vec![],
             mailstore_keep_final_token: false,
             google_pending_polls: 3,
+            google_export_duration: Duration::ZERO,
+            google_cleanup_after: Duration::from_secs(24 * 3600),
             google_error_user: None,
             google_daily_limit: 100,
             google_files_per_export: 2,
@@ -371,8 +391,10 @@ pub(crate) fn server_error(status: u16) -> Response {
 pub struct SimHandle {
     /// Base URL of the Mimecast service (`http://host:port`).
     pub mimecast_url: String,
-    /// Base URL of the MailStore Administration API service.
+    /// Base URL of the MailStore Administration API service (`https://` unless plain HTTP).
     pub mailstore_url: String,
+    /// The MailStore certificate generated at start (None with plain HTTP).
+    pub mailstore_cert: Option<tls::SimCertificate>,
     /// Base URL of the Google Email Audit API service.
     pub google_url: String,
     /// Google OAuth token endpoint (service-account JWT bearer grant).
@@ -385,6 +407,8 @@ pub struct SimHandle {
     pub credentials: SimCredentials,
     shutdown: tokio_util::sync::CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Holds the certificate file when no `work_dir` was given; removed with the handle.
+    _cert_dir: Option<tempfile::TempDir>,
 }
 
 impl SimHandle {
@@ -406,6 +430,13 @@ impl SimHandle {
             ("GOOGLE_ADMIN_EMAIL".into(), c.google_admin_email.clone()),
             ("GOOGLE_TOKEN_URL".into(), self.google_token_url.clone()),
         ];
+        if let Some(cert) = &self.mailstore_cert {
+            v.push((
+                "MAILSTORE_CA_FILE".into(),
+                cert.pem_file.display().to_string(),
+            ));
+            v.push(("MAILSTORE_TLS_PIN".into(), cert.sha256.clone()));
+        }
         v.sort();
         v
     }
@@ -453,18 +484,59 @@ async fn serve(
     router: axum::Router,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(String, tokio::task::JoinHandle<()>), SimError> {
+    serve_maybe_tls(addr, router, shutdown, None).await
+}
+
+/// Serves `router` on `addr`, over TLS with `cert` when given; returns the base URL.
+pub(crate) async fn serve_maybe_tls(
+    addr: SocketAddr,
+    router: axum::Router,
+    shutdown: tokio_util::sync::CancellationToken,
+    cert: Option<&tls::SimCertificate>,
+) -> Result<(String, tokio::task::JoinHandle<()>), SimError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| SimError::Bind { addr, source })?;
     let local = listener
         .local_addr()
         .map_err(|source| SimError::Bind { addr, source })?;
+    let stop = async move { shutdown.cancelled().await };
+    let Some(cert) = cert else {
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await;
+        });
+        return Ok((format!("http://{local}"), task));
+    };
+    let listener = tls::TlsListener::new(listener, cert)?;
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .with_graceful_shutdown(stop)
             .await;
     });
-    Ok((format!("http://{local}"), task))
+    Ok((format!("https://{local}"), task))
+}
+
+/// Generates the MailStore certificate into `work_dir` (or a temp dir, returned to be kept).
+fn mailstore_certificate(
+    cfg: &SimConfig,
+) -> Result<(Option<tls::SimCertificate>, Option<tempfile::TempDir>), SimError> {
+    if !cfg.mailstore_tls {
+        return Ok((None, None));
+    }
+    let (dir, temp) = match &cfg.work_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("auditflow-mailstore-sim-")
+                .tempdir()
+                .map_err(|e| SimError::Setup(format!("cannot create a temp directory: {e}")))?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let cert = tls::SimCertificate::generate(&dir, cfg.host)?;
+    Ok((Some(cert), temp))
 }
 
 /// Starts the three simulated services.
@@ -483,10 +555,12 @@ pub async fn start(cfg: SimConfig) -> Result<SimHandle, SimError> {
         shutdown.clone(),
     )
     .await?;
-    let (mailstore_url, t2) = serve(
+    let (mailstore_cert, cert_dir) = mailstore_certificate(&cfg)?;
+    let (mailstore_url, t2) = serve_maybe_tls(
         SocketAddr::new(cfg.host, cfg.mailstore_port),
         mailstore.router(),
         shutdown.clone(),
+        mailstore_cert.as_ref(),
     )
     .await?;
     let (google_url, t3) = serve(
@@ -501,6 +575,7 @@ pub async fn start(cfg: SimConfig) -> Result<SimHandle, SimError> {
     Ok(SimHandle {
         mimecast_url,
         mailstore_url,
+        mailstore_cert,
         google_url,
         google_token_url,
         stats,
@@ -508,5 +583,6 @@ pub async fn start(cfg: SimConfig) -> Result<SimHandle, SimError> {
         credentials: cfg.credentials.clone(),
         shutdown,
         tasks: vec![t1, t2, t3],
+        _cert_dir: cert_dir,
     })
 }

@@ -25,6 +25,7 @@ mod runtime_cases;
 mod schema;
 mod secrecy;
 mod shipped_workflows;
+mod sim_tls;
 mod validate_cases;
 mod vendors_google;
 mod vendors_http;

@@ -155,6 +155,8 @@ pub(super) struct Export {
     pub(super) options: ExportOptions,
     pub(super) polls: u32,
     pub(super) phase: Phase,
+    /// When a DELETE first left it MARKED_DELETE (simulated time), for the cleanup job.
+    pub(super) marked: Option<DateTime<Utc>>,
     pub(super) deletes: u32,
     pub(super) files: Vec<FileInfo>,
 }
@@ -237,14 +239,22 @@ impl GoogleSim {
     }
 }
 
-/// Marks an export `EXPIRED` once past retention; returns the files to remove.
-pub(super) fn expire(e: &mut Export, now: DateTime<Utc>) -> Vec<PathBuf> {
+/// Ages an export to `now` (simulated): `EXPIRED` once past the 3-week retention, `DELETED`
+/// once Google's cleanup job has run on a `MARKED_DELETE` one (`cleanup` after the first
+/// DELETE marked it; the page: "within 24 hours"). Returns the files to remove.
+pub(super) fn expire(e: &mut Export, now: DateTime<Utc>, cleanup: TimeDelta) -> Vec<PathBuf> {
     let live = matches!(
         e.phase,
         Phase::Pending | Phase::Completed | Phase::MarkedDelete
     );
     if live && now - e.requested >= retention() {
         e.phase = Phase::Expired;
+        e.updated = now;
+        return e.files.iter().map(|f| f.path.clone()).collect();
+    }
+    let cleaned = e.marked.is_some_and(|m| now - m >= cleanup);
+    if matches!(e.phase, Phase::MarkedDelete) && cleaned {
+        e.phase = Phase::Deleted;
         e.updated = now;
         return e.files.iter().map(|f| f.path.clone()).collect();
     }

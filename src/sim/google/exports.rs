@@ -118,6 +118,7 @@ pub(super) async fn create_export(
             options,
             polls: 0,
             phase: Phase::Pending,
+            marked: None,
             deletes: 0,
             files: Vec::new(),
         };
@@ -156,10 +157,10 @@ pub(super) async fn export_status(
         let Some(e) = find_export(&mut st, rid, &domain, &user) else {
             return export_not_found(&id);
         };
-        let removed = expire(e, now);
+        let removed = expire(e, now, sim.cleanup_after());
         if matches!(e.phase, Phase::Pending) {
             e.polls += 1;
-            if e.polls > sim.cfg.google_pending_polls {
+            if e.polls > sim.cfg.google_pending_polls && sim.processed(e, now) {
                 let error_user = sim
                     .cfg
                     .google_error_user
@@ -239,7 +240,7 @@ pub(super) async fn delete_export(
         let Some(e) = find_export(&mut st, rid, &domain, &user) else {
             return export_not_found(&id);
         };
-        let mut removed = expire(e, now);
+        let mut removed = expire(e, now, sim.cleanup_after());
         let result = match e.phase {
             Phase::Completed | Phase::MarkedDelete => {
                 e.deletes += 1;
@@ -247,8 +248,9 @@ pub(super) async fn delete_export(
                 if e.deletes > sim.cfg.google_delete_marked_times {
                     e.phase = Phase::Deleted;
                     removed.extend(e.files.iter().map(|f| f.path.clone()));
-                } else {
+                } else if !matches!(e.phase, Phase::MarkedDelete) {
                     e.phase = Phase::MarkedDelete;
+                    e.marked = Some(now);
                 }
                 Ok(atom::render_entry(&sim.entry_view(&base, e)))
             }
@@ -268,6 +270,13 @@ pub(super) async fn delete_export(
 }
 
 impl GoogleSim {
+    /// Whether an export has been processing for `google_export_duration` (simulated time).
+    fn processed(&self, e: &Export, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let needed = chrono::TimeDelta::from_std(self.cfg.google_export_duration)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        now - e.requested >= needed
+    }
+
     /// The checks before a call on a domain's exports, in the vendor's order: the caller's
     /// credentials (and injected faults), a well-formed domain (400), one the admin manages
     /// (403). Key uploads check only the first two (see [`Self::forbid_foreign_domain`]).

@@ -106,7 +106,7 @@ pub(super) async fn download(
         let Some(e) = st.exports.get_mut(&id) else {
             return not_found_response();
         };
-        let removed = expire(e, now);
+        let removed = expire(e, now, sim.cleanup_after());
         match e.phase {
             Phase::Completed | Phase::MarkedDelete => {}
             Phase::Expired => {

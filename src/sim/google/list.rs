@@ -90,7 +90,7 @@ pub(super) async fn list_exports(
                 more = true;
                 break;
             }
-            removed.extend(expire(e, now));
+            removed.extend(expire(e, now, sim.cleanup_after()));
             page.push(sim.entry_view(&base, e));
             last_id = Some(e.id);
         }

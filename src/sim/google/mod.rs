@@ -8,8 +8,9 @@
 //! - `GET /a/feeds/compliance/audit/mail/export/{domain}?fromDate=...`: the paged list;
 //! - `GET /a/data/compliance/audit/{file}`: the encrypted files (`fileUrlN`), with ranges.
 //!
-//! Clocks: export ages (retention, daily quota, dates) follow a simulated clock that tests can
-//! advance; JWT assertions and access tokens follow the real clock, as clients sign with it.
+//! Clocks: export ages (processing, retention, cleanup, daily quota, dates) follow a simulated
+//! clock that runs `time_scale` times faster than the real one and that tests can advance; JWT
+//! assertions and access tokens follow the real clock, as clients sign with it.
 mod answers;
 mod atom;
 mod auth;
@@ -50,6 +51,7 @@ use self::files::download;
 use self::keys::upload_key;
 use self::list::list_exports;
 use self::mbox::MboxReader;
+use super::timing::SimClock;
 use super::{Faults, SimConfig, SimError, Stats};
 
 const EXPORT_PATH: &str = "/a/feeds/compliance/audit/mail/export";
@@ -97,7 +99,7 @@ pub struct GoogleSim {
     files_dir: tempfile::TempDir,
     state: Mutex<Db>,
     tokens_issued: AtomicU64,
-    clock_offset: Mutex<TimeDelta>,
+    clock: SimClock,
 }
 
 impl Drop for GoogleSim {
@@ -166,7 +168,7 @@ impl GoogleSim {
             files_dir,
             state: Mutex::new(state),
             tokens_issued: AtomicU64::new(0),
-            clock_offset: Mutex::new(TimeDelta::zero()),
+            clock: SimClock::new(cfg.time_scale),
         }))
     }
 
@@ -232,7 +234,7 @@ impl GoogleSim {
         let (status, removed) = {
             let mut st = lock(&self.state);
             let e = st.exports.get_mut(&id)?;
-            let removed = expire(e, now);
+            let removed = expire(e, now, self.cleanup_after());
             (e.phase.name().to_string(), removed)
         };
         remove_files(removed);
@@ -241,9 +243,7 @@ impl GoogleSim {
 
     /// Moves the simulated clock forward (export ages, retention, the daily quota's day).
     pub fn advance_clock(&self, by: Duration) {
-        let by = TimeDelta::from_std(by).unwrap_or(TimeDelta::MAX);
-        let mut off = lock(&self.clock_offset);
-        *off = off.checked_add(&by).unwrap_or(TimeDelta::MAX);
+        self.clock.advance(by);
     }
 
     /// The plaintext (mbox) of file `n` of a completed export, regenerated deterministically.
@@ -271,7 +271,12 @@ impl GoogleSim {
     }
 
     fn now(&self) -> DateTime<Utc> {
-        Utc::now() + *lock(&self.clock_offset)
+        self.clock.now()
+    }
+
+    /// How long Google's cleanup job leaves an export MARKED_DELETE (simulated time).
+    fn cleanup_after(&self) -> TimeDelta {
+        TimeDelta::from_std(self.cfg.google_cleanup_after).unwrap_or(TimeDelta::MAX)
     }
 
     fn base(&self) -> String {

@@ -60,6 +60,7 @@ pub(super) fn history(
                     done + TimeDelta::days(1)
                 },
                 completed: Some(done),
+                marked: None,
                 options: ExportOptions {
                     begin: Some((requested - TimeDelta::days(365)).naive_utc()),
                     end: Some(requested.naive_utc()),

@@ -1525,3 +1525,125 @@ async fn seeded_history_pages_past_rel_next_and_keeps_the_daily_limit() {
     };
     assert_eq!(strip(&again), strip(&entries));
 }
+
+// ---------- time scale (issue 12 item 4) ----------
+
+/// `YYYY-MM-DD HH:MM` property of an entry, as a time.
+fn prop_time(doc: &str, name: &str) -> chrono::NaiveDateTime {
+    let v = prop(doc, name).unwrap_or_else(|| panic!("no {name} in {doc}"));
+    chrono::NaiveDateTime::parse_from_str(&v, "%Y-%m-%d %H:%M").expect("date")
+}
+
+#[tokio::test]
+async fn at_a_high_time_scale_exports_take_hours_of_simulated_time_and_little_real_time() {
+    // 36000 simulated seconds per real second: a 6-hour export takes 0.6 s.
+    let mut c = SimConfig {
+        google_files_per_export: 1,
+        google_file_size: 2_000,
+        time_scale: 36_000.0,
+        ..cfg()
+    };
+    crate::sim::timing::Timing::Realistic.apply(&mut c);
+    let s = start(c).await;
+    assert_eq!(
+        s.upload_key(&encoded_rsa_key()).await.0,
+        StatusCode::CREATED
+    );
+    let real = std::time::Instant::now();
+    let id = s.create("rita").await;
+    // Polls do not hurry it: PENDING until 6 simulated hours have passed.
+    for _ in 0..3 {
+        let (_, doc) = s.status("rita", &id).await;
+        assert_eq!(prop(&doc, "status").as_deref(), Some("PENDING"), "{doc}");
+    }
+    let doc = loop {
+        let (_, doc) = s.status("rita", &id).await;
+        if prop(&doc, "status").as_deref() != Some("PENDING") {
+            break doc;
+        }
+        assert!(real.elapsed() < Duration::from_secs(20), "never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(prop(&doc, "status").as_deref(), Some("COMPLETED"), "{doc}");
+    let took = prop_time(&doc, "completedDate") - prop_time(&doc, "requestDate");
+    assert!(took >= chrono::TimeDelta::hours(6), "simulated {took}");
+    assert!(
+        real.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        real.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn at_a_high_time_scale_marked_delete_is_cleaned_up_and_exports_expire() {
+    // 1e6 simulated seconds per real second: the 24 h cleanup takes 86 ms, the 3-week
+    // retention 1.8 s.
+    let c = SimConfig {
+        google_pending_polls: 0,
+        google_files_per_export: 1,
+        google_file_size: 2_000,
+        time_scale: 1_000_000.0,
+        ..cfg()
+    };
+    let s = start(c).await;
+    assert_eq!(
+        s.upload_key(&encoded_rsa_key()).await.0,
+        StatusCode::CREATED
+    );
+    let marked = s.create("quinn").await;
+    let kept = s.create("rita").await;
+    let doc = s.poll_done("quinn", &marked).await;
+    let marked_url = prop(&doc, "fileUrl0").expect("url");
+    let doc = s.poll_done("rita", &kept).await;
+    let kept_url = prop(&doc, "fileUrl0").expect("url");
+
+    // One DELETE leaves it MARKED_DELETE; Google's cleanup job finishes it within 24 h
+    // without another call.
+    let (status, doc) = s.delete("quinn", &marked).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(prop(&doc, "status").as_deref(), Some("MARKED_DELETE"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, doc) = s.status("quinn", &marked).await;
+    assert_eq!(prop(&doc, "status").as_deref(), Some("DELETED"), "{doc}");
+    assert_eq!(
+        s.get_file(&marked_url, None).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // The other one stays COMPLETED (downloadable) until the 3-week retention ends.
+    assert_eq!(s.get_file(&kept_url, None).await.status(), StatusCode::OK);
+    let real = std::time::Instant::now();
+    let doc = loop {
+        let (_, doc) = s.status("rita", &kept).await;
+        if prop(&doc, "status").as_deref() != Some("COMPLETED") {
+            break doc;
+        }
+        assert!(real.elapsed() < Duration::from_secs(30), "never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(prop(&doc, "status").as_deref(), Some("EXPIRED"), "{doc}");
+    assert_eq!(s.get_file(&kept_url, None).await.status(), StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn marked_delete_waits_for_the_cleanup_at_real_speed() {
+    // Time scale 1 (the default): a MARKED_DELETE export stays so until a day passes.
+    let c = SimConfig {
+        google_pending_polls: 0,
+        google_files_per_export: 1,
+        google_file_size: 2_000,
+        ..cfg()
+    };
+    let s = start(c).await;
+    assert_eq!(
+        s.upload_key(&encoded_rsa_key()).await.0,
+        StatusCode::CREATED
+    );
+    let id = s.create("quinn").await;
+    s.poll_done("quinn", &id).await;
+    assert_eq!(s.delete("quinn", &id).await.0, StatusCode::OK);
+    s.sim.advance_clock(Duration::from_secs(23 * 3600));
+    assert_eq!(s.sim.export_status(&id).as_deref(), Some("MARKED_DELETE"));
+    s.sim.advance_clock(Duration::from_secs(3600));
+    assert_eq!(s.sim.export_status(&id).as_deref(), Some("DELETED"));
+}

@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::{parse_form, MailStoreSim};
+use crate::sim::tls::{fingerprint, SimCertificate};
 use crate::sim::{FaultConfig, Faults, SimConfig, Stats};
 
 struct Harness {
@@ -36,6 +37,38 @@ async fn start(cfg: SimConfig) -> Harness {
         cfg,
         http: reqwest::Client::builder().build().expect("http client"),
     }
+}
+
+/// The service over HTTPS with a freshly generated certificate, and a client that trusts
+/// only that certificate (the PEM file the simulator wrote).
+async fn start_tls(cfg: SimConfig, dir: &std::path::Path) -> (Harness, SimCertificate) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stats = Arc::new(Stats::default());
+    let faults = Arc::new(Faults::new(cfg.faults.clone(), stats.clone()));
+    let sim = MailStoreSim::new(&cfg, faults);
+    let cert = SimCertificate::generate(dir, cfg.host).expect("certificate");
+    let (base, _task) = crate::sim::serve_maybe_tls(
+        ([127, 0, 0, 1], 0).into(),
+        sim.clone().router(),
+        tokio_util::sync::CancellationToken::new(),
+        Some(&cert),
+    )
+    .await
+    .expect("serve on loopback");
+    let pem = std::fs::read(&cert.pem_file).expect("PEM written");
+    let trusted = reqwest::Certificate::from_pem(&pem).expect("a PEM certificate");
+    let http = reqwest::Client::builder()
+        .tls_certs_only([trusted])
+        .build()
+        .expect("http client");
+    let h = Harness {
+        base,
+        sim,
+        stats,
+        cfg,
+        http,
+    };
+    (h, cert)
 }
 
 /// A JSON answer: checks and strips the BOM.
@@ -614,4 +647,107 @@ async fn tutorial_functions_are_listed_and_served() {
         .contains("Verifying file group #3..."));
     let answers = poll_to_end(&h, &first).await;
     assert_eq!(answers.last().expect("final")["statusCode"], "succeeded");
+}
+
+// ---------- HTTPS (issue 12 item 1) ----------
+
+/// The DER of the one certificate in a PEM file, decoded here without the simulator's code.
+fn pem_der(path: &std::path::Path) -> Vec<u8> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(path).expect("PEM");
+    assert!(!text.contains("PRIVATE KEY"), "the key must not be written");
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("base64")
+}
+
+#[tokio::test]
+async fn https_with_the_generated_certificate_trusted_as_the_only_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, cert) = start_tls(fast(3, 20), dir.path()).await;
+    assert!(h.base.starts_with("https://127.0.0.1:"), "{}", h.base);
+    // The fingerprint printed is SHA-256 over the DER of the certificate in the file.
+    let der = pem_der(&cert.pem_file);
+    assert_eq!(cert.sha256, fingerprint(&der));
+    assert_eq!(cert.sha256.len(), 32 * 3 - 1);
+    assert!(cert
+        .sha256
+        .split(':')
+        .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit())));
+
+    // webpki accepts the self-signed end-entity certificate as its own trust anchor, for the
+    // IP address and for `localhost`.
+    let v = h.call("/api/invoke/GetServerInfo", &[]).await;
+    assert_eq!(v["statusCode"], "succeeded");
+    let first = h.call("/api/invoke/VerifyStore", &[("id", "1")]).await;
+    let answers = poll_to_end(&h, &first).await;
+    assert_eq!(answers.last().expect("end")["statusCode"], "succeeded");
+    let port = h.base.rsplit(':').next().expect("port");
+    let c = &h.cfg.credentials;
+    let by_name = h
+        .http
+        .post(format!("https://localhost:{port}/api/invoke/GetServerInfo"))
+        .basic_auth(&c.mailstore_username, Some(&c.mailstore_password))
+        .send()
+        .await
+        .expect("localhost is in the certificate");
+    assert_eq!(by_name.status(), StatusCode::OK);
+
+    // A client that does not trust it, or speaks plain HTTP, gets nothing.
+    let stranger = reqwest::Client::builder()
+        .tls_certs_only([])
+        .build()
+        .expect("client");
+    let url = format!("{}/api/invoke/GetServerInfo", h.base);
+    let err = stranger.post(&url).send().await.expect_err("untrusted");
+    assert!(err.is_connect(), "{err:?}");
+    let plain = url.replacen("https://", "http://", 1);
+    assert!(reqwest::Client::new().post(&plain).send().await.is_err());
+}
+
+#[tokio::test]
+async fn a_second_start_makes_a_new_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = SimConfig::default().host;
+    let a = SimCertificate::generate(dir.path(), host).expect("cert");
+    let b = SimCertificate::generate(dir.path(), host).expect("cert");
+    assert_ne!(a.sha256, b.sha256);
+    assert_eq!(
+        fingerprint(&pem_der(&b.pem_file)),
+        b.sha256,
+        "the file is the newest"
+    );
+}
+
+// ---------- time scale (issue 12 item 4) ----------
+
+/// Real time a VerifyStore of `steps` x 60 simulated seconds takes at `scale`.
+async fn verify_takes(steps: u32, scale: f64) -> Duration {
+    let h = start(SimConfig {
+        mailstore_steps: steps,
+        mailstore_step_interval: Duration::from_secs(60),
+        time_scale: scale,
+        ..SimConfig::default()
+    })
+    .await;
+    let t = Instant::now();
+    let first = h.call("/api/invoke/VerifyStore", &[("id", "1")]).await;
+    let answers = poll_to_end(&h, &first).await;
+    assert_eq!(answers.last().expect("end")["statusCode"], "succeeded");
+    t.elapsed()
+}
+
+#[tokio::test]
+async fn long_running_processes_take_simulated_minutes_at_the_time_scale() {
+    // 5 steps of a simulated minute: 0.5 s at 600x, 5 ms at 60000x.
+    let slow = verify_takes(5, 600.0).await;
+    assert!(slow >= Duration::from_millis(450), "{slow:?}");
+    let quick = verify_takes(5, 60_000.0).await;
+    assert!(quick < slow / 2, "{quick:?} vs {slow:?}");
 }
