@@ -111,6 +111,9 @@ impl ActiveRun {
                 .and_then(|r| r.artifacts.get(path).cloned())
                 .unwrap_or_default(),
             polls: r.and_then(|r| r.polls.get(path).map(|p| p.0)).unwrap_or(0),
+            claimed: r
+                .and_then(|r| r.claimed.get(path).cloned())
+                .unwrap_or_default(),
         })
     }
 

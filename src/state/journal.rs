@@ -190,6 +190,13 @@ pub enum Record {
         waiting_for: String,
         polls: u32,
     },
+    /// Files a step is about to write, once it checked that none of them is the user's. On
+    /// resume they are the run's own even when a crash came between a file's rename and its
+    /// `Artifact` record.
+    Claimed {
+        step: String,
+        paths: Vec<String>,
+    },
     /// A file finished and verified (download or decrypt).
     Artifact {
         step: String,
@@ -244,6 +251,8 @@ pub(crate) struct Replay {
     pub waiting: HashMap<String, (String, u32)>,
     /// Polls made so far and the last state seen, by poll step.
     pub polls: HashMap<String, (u32, String)>,
+    /// Files each step claimed before writing them (see [`Record::Claimed`]).
+    pub claimed: HashMap<String, Vec<String>>,
     /// Artifacts by step path, in the order recorded.
     pub artifacts: HashMap<String, Vec<Artifact>>,
     /// Steps in the order they were first seen (for `runs show`).
@@ -343,6 +352,7 @@ impl Replay {
             waiting: HashMap::new(),
             polls: HashMap::new(),
             artifacts: HashMap::new(),
+            claimed: HashMap::new(),
             order: Vec::new(),
             finished: None,
             resumes: Vec::new(),
@@ -459,6 +469,9 @@ impl Replay {
             }
             Record::Artifact { step, artifact } => {
                 self.artifacts.entry(step).or_default().push(artifact);
+            }
+            Record::Claimed { step, paths } => {
+                self.claimed.entry(step).or_default().extend(paths);
             }
             Record::Finished { at, status, error } => {
                 self.finished = Some((at, status, error));

@@ -29,6 +29,8 @@ pub struct Ledger {
     pub response: Option<RecordedResponse>,
     /// Files this step finished in earlier processes.
     pub artifacts: Vec<crate::events::Artifact>,
+    /// Files this step claimed in earlier processes before writing them.
+    pub claimed: Vec<String>,
     /// Polls made by earlier processes (the interval policy continues from there).
     pub polls: u32,
 }

@@ -435,6 +435,8 @@ async fn decrypt_one(
             task: "decrypt",
             source,
         })??;
+    // The plaintext is in place, its artifact record not yet written.
+    crate::failpoint::hit("decrypted-unrecorded");
     emit_decrypted(env, &d);
     durable_record(env).await;
     crate::failpoint::hit("after-decrypt");

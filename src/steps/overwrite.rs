@@ -35,12 +35,22 @@ impl OverwriteGuard {
         paths: impl IntoIterator<Item = &'p Path>,
         env: &StepEnv<'_>,
     ) -> Result<(), StepError> {
+        let mut claim = Vec::new();
         for path in paths {
+            claim.push(key(path).to_string_lossy().into_owned());
             if std::fs::symlink_metadata(path).is_err() || self.owns(path, env) {
                 continue;
             }
             return Err(StepError::WouldOverwrite {
                 path: path.to_path_buf(),
+            });
+        }
+        // Written before any of these files is: a crash between a file's rename and its
+        // artifact record must not make the resumed run refuse its own file.
+        if let (Some(ledger), false) = (env.ledger, claim.is_empty()) {
+            ledger.journal.append(&crate::state::Record::Claimed {
+                step: env.step.to_string(),
+                paths: claim,
             });
         }
         Ok(())
@@ -53,9 +63,10 @@ impl OverwriteGuard {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .contains(&k);
-        let journaled = env
-            .ledger
-            .is_some_and(|l| l.artifacts.iter().any(|a| key(Path::new(&a.path)) == k));
+        let journaled = env.ledger.is_some_and(|l| {
+            l.artifacts.iter().any(|a| key(Path::new(&a.path)) == k)
+                || l.claimed.iter().any(|c| Path::new(c) == k)
+        });
         written || journaled || (self.recorded)(path)
     }
 }

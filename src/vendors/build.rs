@@ -289,6 +289,10 @@ pub fn connection_settings(
     if let Some(d) = &spec.request_timeout {
         settings.request_timeout = d.get();
     }
+    if let Some(text) = cred(&spec.status_wait, ctx, "status_wait")? {
+        settings.status_poll_timeout = crate::workflow::duration::parse_duration(&text)
+            .map_err(|e| invalid("status_wait", e))?;
+    }
     Ok(settings)
 }
 

@@ -131,6 +131,10 @@ pub struct ConnectionSpec {
     /// Time limit of one HTTP attempt on this connection (default 60s).
     #[serde(default)]
     pub request_timeout: Option<Dur>,
+    /// MailStore: how long each `get-status` long poll of a running process may wait for news
+    /// (its `millisecondsTimeout`; a duration or a template rendering to one, default 5s).
+    #[serde(default)]
+    pub status_wait: Option<String>,
     /// Origins besides `base_url`'s (`https://host[:port]`, templates; an entry may render to
     /// several, separated by commas or spaces) that may receive the credentials, for URLs a
     /// vendor's answer names on another host. Any other origin gets no credentials.

@@ -255,6 +255,13 @@ impl Validator<'_> {
             if let Some(f) = &c.ca_file {
                 self.template(&format!("{p}.ca_file"), f, &base_scope);
             }
+            if let Some(w) = &c.status_wait {
+                if w.contains("{{") {
+                    self.template(&format!("{p}.status_wait"), w, &base_scope);
+                } else if let Err(e) = super::duration::parse_duration(w) {
+                    self.err(&format!("{p}.status_wait"), format!("status_wait: {e}"));
+                }
+            }
             self.trust_fields(&p, c, &base_scope);
             if let Some(cr) = &c.credentials {
                 let fields: Vec<(&str, &Option<String>)> = vec![

@@ -201,6 +201,11 @@ async fn crash_anywhere_then_resume_gives_the_same_files_and_one_export() {
             "partial plaintext file(s) left by an earlier process",
         ),
         (
+            "decrypted-unrecorded:1",
+            "one plaintext renamed into place, its record not written (the claim covers it)",
+            "decrypt",
+        ),
+        (
             "after-decrypt:1",
             "one file decrypted, the other not",
             "was decrypted by an earlier process",
