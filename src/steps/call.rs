@@ -281,16 +281,19 @@ pub struct CallOutcome {
     /// The vendor announced more pages than were fetched, on purpose
     /// (`paginate: false` or `paginate.truncate`).
     pub truncated: bool,
+    /// Every record of every page as one flat list ([`Connection::records`]).
+    pub records: Vec<Value>,
 }
 
 impl CallOutcome {
-    /// The step's outputs: `status`, `headers`, `body`, `pages`, `items`, `truncated`,
-    /// `request_id`.
+    /// The step's outputs: `status`, `headers`, `body`, `pages`, `items`, `records`,
+    /// `truncated`, `request_id`.
     pub fn outputs(&self) -> Value {
         let mut v = response_value(&self.response);
         if let Some(o) = v.as_object_mut() {
             o.insert("pages".into(), json!(self.pages));
             o.insert("items".into(), json!(self.count.items));
+            o.insert("records".into(), Value::Array(self.records.clone()));
             o.insert("truncated".into(), json!(self.truncated));
         }
         v
@@ -470,6 +473,7 @@ async fn execute_limited(
             pages: 0,
             count: ItemCount::default(),
             truncated: false,
+            records: Vec::new(),
         });
     }
     // Before the request: a call whose answer cannot be saved is not sent.
@@ -512,12 +516,14 @@ async fn execute_limited(
             },
         });
     }
+    let records = conn.records(&response).into_iter().cloned().collect();
     Ok(CallOutcome {
         response,
         attempts,
         pages,
         count,
         truncated,
+        records,
     })
 }
 

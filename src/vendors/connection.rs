@@ -267,6 +267,17 @@ impl Connection {
         }
     }
 
+    /// The records of a response as one flat list (Mimecast `data` items, through wrappers
+    /// such as `{"messages": [...]}`; Google feed entries; JSON array items): what
+    /// [`Connection::count`] counts, offered to workflows as a call's `records` output.
+    pub fn records<'r>(&self, resp: &'r Response) -> Vec<&'r serde_json::Value> {
+        match self.inner.settings.kind {
+            VendorKind::Mimecast => mimecast::records(resp),
+            VendorKind::Google => google::records(resp),
+            VendorKind::Http | VendorKind::MailStore => plain::records(resp),
+        }
+    }
+
     /// `req` as it goes to an origin that may not receive the credentials: the workflow's
     /// headers without those that carry credentials (auth and cookie headers, any value
     /// holding a secret).

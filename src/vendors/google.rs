@@ -446,18 +446,22 @@ pub(super) fn aggregate(pages: Vec<Response>) -> Response {
 
 /// Entries of a feed (1 for an entry, 0 for no body); the API reports no total.
 pub(super) fn count(resp: &Response) -> ItemCount {
-    let items = match resp.body.get("kind").and_then(Value::as_str) {
+    ItemCount {
+        items: records(resp).len() as u64,
+        reported_total: None,
+    }
+}
+
+/// The records of an answer: a feed's entries (every page merged), or the one entry.
+pub(super) fn records(resp: &Response) -> Vec<&Value> {
+    match resp.body.get("kind").and_then(Value::as_str) {
         Some("feed") => resp
             .body
             .get("entries")
             .and_then(Value::as_array)
-            .map_or(0, |e| e.len() as u64),
-        Some(_) => 1,
-        None => 0,
-    };
-    ItemCount {
-        items,
-        reported_total: None,
+            .map_or_else(Vec::new, |e| e.iter().collect()),
+        Some(_) => vec![&resp.body],
+        None => Vec::new(),
     }
 }
 

@@ -572,31 +572,34 @@ pub(super) fn aggregate(pages: Vec<Response>) -> Response {
     }
 }
 
-/// Records of a `data` item: the items of its one array field when it is a wrapper such as
-/// find-processing-messages' `{"messages": [...]}`, else the item itself.
-fn records_in(item: &Value) -> u64 {
-    match item.as_object() {
-        Some(o) if o.len() == 1 => match o.values().next() {
-            Some(Value::Array(a)) => a.len() as u64,
-            _ => 1,
-        },
-        _ => 1,
+/// The records of an answer (every page merged): each `data` item, or the items of its one
+/// array field when it is a wrapper such as find-processing-messages' `{"messages": [...]}`.
+pub(super) fn records(resp: &Response) -> Vec<&Value> {
+    let Some(data) = resp.body.get("data").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in data {
+        match item
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .and_then(|o| o.values().next())
+        {
+            Some(Value::Array(inner)) => out.extend(inner),
+            _ => out.push(item),
+        }
     }
+    out
 }
 
 /// Records across `data` and `meta.pagination.totalCount`.
 pub(super) fn count(resp: &Response) -> ItemCount {
-    let items = resp
-        .body
-        .get("data")
-        .and_then(Value::as_array)
-        .map_or(0, |d| d.iter().map(records_in).sum());
     let reported_total = resp
         .body
         .pointer("/meta/pagination/totalCount")
         .and_then(Value::as_u64);
     ItemCount {
-        items,
+        items: records(resp).len() as u64,
         reported_total,
     }
 }

@@ -164,13 +164,17 @@ pub(super) fn aggregate(pages: Vec<Response>) -> Response {
 
 /// Items of a JSON array body, 0 for no body, else 1; no total is known.
 pub(super) fn count(resp: &Response) -> ItemCount {
-    let items = match &resp.body {
-        Value::Array(a) => a.len() as u64,
-        Value::Null => 0,
-        _ => 1,
-    };
     ItemCount {
-        items,
+        items: records(resp).len() as u64,
         reported_total: None,
+    }
+}
+
+/// The records of an answer: a JSON array's items (every page merged), else the body itself.
+pub(super) fn records(resp: &Response) -> Vec<&Value> {
+    match &resp.body {
+        Value::Array(a) => a.iter().collect(),
+        Value::Null => Vec::new(),
+        other => vec![other],
     }
 }

@@ -164,7 +164,16 @@ impl StepKind {
     /// The outputs a step of this kind exposes as `steps.<id>.<name>`.
     pub fn outputs(self) -> &'static [&'static str] {
         match self {
-            StepKind::Call => &["status", "headers", "body", "pages", "request_id"],
+            StepKind::Call => &[
+                "status",
+                "headers",
+                "body",
+                "pages",
+                "items",
+                "records",
+                "truncated",
+                "request_id",
+            ],
             StepKind::Poll => &["status", "headers", "body", "polls", "request_id"],
             StepKind::Download => &["files", "bytes", "sha256", "sizes", "urls"],
             StepKind::Decrypt => &["files", "bytes", "sha256", "sizes"],

@@ -426,3 +426,25 @@ async fn max_pages_with_pages_left_fails_unless_truncate() {
         120
     );
 }
+
+#[tokio::test]
+async fn records_are_the_flat_list_across_pages_and_wrappers() {
+    let h = simulator().await;
+    // 3 pages of `data: [{"messages": [...]}]`: `records` holds the 120 messages themselves.
+    let text = find_messages("      paginate: {page_size: 50}\n");
+    let text = format!(
+        "{text}\n  records: '{{{{ len steps.find.records }}}}'\n  data_items: '{{{{ len steps.find.body.data }}}}'\n  first_id: '{{{{ steps.find.records.[0].id }}}}'\n"
+    );
+    let ran = Case::yaml(&text).envs(&h.env()).report().run().await;
+    let outputs = &ran.report()["outputs"];
+    assert_eq!(outputs["records"], json!(120), "{outputs:#}");
+    assert_eq!(
+        outputs["data_items"],
+        json!(3),
+        "one wrapper per page: {outputs:#}"
+    );
+    assert!(
+        outputs["first_id"].as_str().is_some_and(|s| !s.is_empty()),
+        "{outputs:#}"
+    );
+}
