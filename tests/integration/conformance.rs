@@ -278,6 +278,16 @@ async fn mimecast_rejects_what_the_authorization_guide_forbids() {
         (a.status, a.mc_code().as_str()),
         (401, "err_xdk_date_out_of_range")
     );
+    // A date not in the page's format.
+    let odd = McSigned {
+        date: chrono::Utc::now().to_rfc3339(),
+        ..McSigned::now()
+    };
+    let a = mc_post(base, CHANNEL, &odd.headers(&env, CHANNEL), channel_body()).await;
+    assert_eq!(
+        (a.status, a.mc_code().as_str()),
+        (401, "err_xdk_invalid_date")
+    );
     // Each required header left out in turn.
     for missing in ["x-mc-date", "x-mc-req-id", "x-mc-app-id"] {
         let headers: Vec<_> = McSigned::now()
@@ -314,7 +324,52 @@ async fn mimecast_rejects_what_the_authorization_guide_forbids() {
     let stats = h.stats.snapshot();
     assert_eq!(stats.bad_signatures, 2);
     assert_eq!(stats.reused_request_ids, 1);
-    assert!(stats.bad_dates >= 2, "{stats:?}");
+    assert_eq!(stats.bad_dates, 3, "{stats:?}");
+    h.shutdown().await;
+}
+
+/// `POST /oauth/token` with client credentials, as an RFC 6749 client sends it.
+async fn mc_token(base: &str, id: &str, secret: &str) -> Answer {
+    let body = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}",
+        urlencode(id),
+        urlencode(secret)
+    );
+    let resp = plain_client()
+        .post(format!("{base}/oauth/token"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("the token endpoint answers");
+    answer(resp).await
+}
+
+#[tokio::test]
+async fn mimecast_api_2_bearer_tokens() {
+    let (h, _) = start(SimConfig::default()).await;
+    let env: HashMap<String, String> = h.env_mimecast2().into_iter().collect();
+    let base = &h.mimecast_url;
+    let bad = mc_token(base, &env["MIMECAST_CLIENT_ID"], "wrong").await;
+    assert_eq!(bad.status, 401);
+    assert_eq!(bad.json()["error"], "invalid_client");
+    let ok = mc_token(
+        base,
+        &env["MIMECAST_CLIENT_ID"],
+        &env["MIMECAST_CLIENT_SECRET"],
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let token = ok.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string();
+    let bearer = |t: &str| vec![("Authorization".to_string(), format!("Bearer {t}"))];
+    let a = mc_post(base, CHANNEL, &bearer(&token), channel_body()).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert!(a.header("x-ratelimit-limit").is_some());
+    let a = mc_post(base, CHANNEL, &bearer("not-issued"), channel_body()).await;
+    assert_eq!(a.status, 401, "{}", a.text);
     h.shutdown().await;
 }
 
@@ -537,6 +592,12 @@ async fn mailstore_over_https_functions_metadata_and_long_running_process() {
     assert_eq!(runs["statusCode"], "succeeded", "{runs}");
     assert!(runs["result"].as_array().is_some_and(|r| !r.is_empty()));
 
+    let stores = ms
+        .post("/api/invoke/GetStores", &[("includeSize", "true")])
+        .await
+        .json();
+    assert!(stores["result"][0]["id"].is_number(), "{stores}");
+
     // The page's long-running process: VerifyStore, then get-status until not running.
     let first = ms
         .post("/api/invoke/VerifyStore", &[("id", "1")])
@@ -649,6 +710,25 @@ async fn mailstore_rejections_and_wrong_status_version() {
     assert!(t.elapsed() < Duration::from_secs(2));
     assert!(old["statusVersion"].as_i64() > Some(0), "{old}");
     assert_eq!(h.stats.snapshot().wrong_status_versions, 2);
+    // cancel-async ends the process as cancelled.
+    let c = ms
+        .post("/api/cancel-async", &[("token", &token)])
+        .await
+        .json();
+    assert!(c["error"].is_null(), "{c}");
+    let end = ms
+        .post(
+            "/api/get-status",
+            &[
+                ("token", &token),
+                ("lastKnownStatusVersion", "0"),
+                ("millisecondsTimeout", "10"),
+            ],
+        )
+        .await
+        .json();
+    assert_eq!(end["statusCode"], "cancelled", "{end}");
+    assert_eq!(h.stats.snapshot().mailstore_cancelled, 1);
     // An unknown token fails.
     let bad = ms
         .post(
@@ -887,6 +967,29 @@ async fn google_export_flow_list_and_ranged_download() {
         .await;
     assert_eq!(feed.status, 200);
     assert!(feed.text.contains(&id), "{}", feed.text);
+
+    // Delete until DELETED (MARKED_DELETE first, as the page warns); the files are gone.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let d = g.send(plain_client().delete(&status_url)).await;
+        assert!((200..300).contains(&d.status), "{}", d.text);
+        let polled = g.send(plain_client().get(&status_url)).await;
+        let st = property(&polled.text, "status").expect("a status");
+        statuses.push(st.clone());
+        if st == "DELETED" {
+            break;
+        }
+    }
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("DELETED"),
+        "{statuses:?}"
+    );
+    assert!(statuses
+        .iter()
+        .all(|s| s == "MARKED_DELETE" || s == "DELETED"));
+    let gone = g.send(plain_client().get(&file)).await;
+    assert_eq!(gone.status, 404);
     h.shutdown().await;
 }
 

@@ -114,6 +114,42 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vendors::NoObserver;
+
+    #[tokio::test]
+    async fn a_cancelled_wait_ends_at_once() {
+        let p = Pacer::default();
+        p.lock().not_before = Some(Instant::now() + Duration::from_secs(30));
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let t = Instant::now();
+        let r = p.wait_turn(&NoObserver, &cancel).await;
+        assert!(matches!(r, Err(VendorError::Cancelled { .. })), "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_take_successive_slots() {
+        let p = Pacer::default();
+        {
+            let mut pace = p.lock();
+            pace.not_before = Some(Instant::now());
+            pace.spacing = Duration::from_millis(150);
+        }
+        let cancel = CancellationToken::new();
+        let t = Instant::now();
+        let (a, b, c) = tokio::join!(
+            p.wait_turn(&NoObserver, &cancel),
+            p.wait_turn(&NoObserver, &cancel),
+            p.wait_turn(&NoObserver, &cancel)
+        );
+        assert!(a.is_ok() && b.is_ok() && c.is_ok());
+        assert!(
+            t.elapsed() >= Duration::from_millis(290),
+            "{:?}",
+            t.elapsed()
+        );
+    }
 
     #[test]
     fn spacing_starts_at_the_low_mark_and_is_capped() {
