@@ -24,6 +24,9 @@ use super::{
 };
 use crate::secrets::Secrets;
 
+mod pacing;
+use pacing::Pacer;
+
 const VENDOR: VendorKind = VendorKind::Mimecast;
 
 /// Lifetime assumed when the token answer has no `expires_in` (the service says 30 minutes).
@@ -98,6 +101,8 @@ struct Keys {
 /// Auth state of a Mimecast connection.
 pub struct Auth {
     version: Version,
+    /// Spacing of requests when `X-RateLimit-Remaining` runs low.
+    pacer: Pacer,
 }
 
 enum Version {
@@ -154,7 +159,10 @@ impl Auth {
                 })
             }
         };
-        Ok(Auth { version })
+        Ok(Auth {
+            version,
+            pacer: Pacer::default(),
+        })
     }
 }
 
@@ -238,6 +246,8 @@ pub(super) async fn send(
 ) -> Result<Response, VendorError> {
     match &auth.version {
         Version::V1(keys) => {
+            // Wait before signing, so the date is that of the send.
+            auth.pacer.wait_turn(observer, cancel).await?;
             let date = mc_date(chrono::Utc::now());
             let request_id = uuid::Uuid::new_v4().to_string();
             let signature = sign_with_key(
@@ -260,6 +270,7 @@ pub(super) async fn send(
                 v1_headers(keys, authorization, date, request_id.clone()),
             )?;
             let raw = execute(ctx.client, VENDOR, &out, cancel).await?;
+            auth.pacer.record(&raw);
             finish(raw, Some(request_id), true, &req.url)
         }
         Version::V2 {
@@ -279,7 +290,7 @@ pub(super) async fn send(
                 cancel,
             )
             .await?;
-            let mut raw = v2_call(ctx, req, &token, cancel).await?;
+            let mut raw = v2_call(ctx, auth, req, &token, observer, cancel).await?;
             if raw.status == 401 {
                 observer.log("mimecast: access token rejected (401), fetching a new one");
                 let fresh = v2_token(
@@ -293,7 +304,7 @@ pub(super) async fn send(
                     cancel,
                 )
                 .await?;
-                raw = v2_call(ctx, req, &fresh, cancel).await?;
+                raw = v2_call(ctx, auth, req, &fresh, observer, cancel).await?;
             }
             let request_id = raw.header("x-mc-req-id").map(str::to_string);
             finish(raw, request_id, false, &req.url)
@@ -303,12 +314,29 @@ pub(super) async fn send(
 
 async fn v2_call(
     ctx: &ConnectionParts<'_>,
+    auth: &Auth,
     req: &Request,
     token: &str,
+    observer: &dyn Observer,
     cancel: &CancellationToken,
 ) -> Result<RawResponse, VendorError> {
     let out = outgoing(ctx, req, vec![("Authorization", format!("Bearer {token}"))])?;
-    execute(ctx.client, VENDOR, &out, cancel).await
+    paced(ctx, &auth.pacer, &out, observer, cancel).await
+}
+
+/// Sends one request when the pacer allows it, and lets the pacer read the answer's
+/// `X-RateLimit-*` headers (sent on every answer) for the next one.
+async fn paced(
+    ctx: &ConnectionParts<'_>,
+    pacer: &Pacer,
+    out: &Outgoing,
+    observer: &dyn Observer,
+    cancel: &CancellationToken,
+) -> Result<RawResponse, VendorError> {
+    pacer.wait_turn(observer, cancel).await?;
+    let raw = execute(ctx.client, VENDOR, out, cancel).await?;
+    pacer.record(&raw);
+    Ok(raw)
 }
 
 /// The API base: the connection's base URL, else the request's origin.

@@ -9,6 +9,7 @@ mod vendors_common;
 mod cli_decrypt;
 mod cli_help;
 mod closed_pipe;
+mod conformance;
 mod decrypt_fixtures;
 mod decrypt_gpg_live;
 mod decrypt_mutations;

@@ -656,3 +656,70 @@ async fn wrong_credentials_kind_and_bad_secret_key_are_config_errors() {
     assert!(err.to_string().contains("not valid base64"));
     assert_no_secret(&err.to_string(), &["%%%not-base64-secret%%%"]);
 }
+
+/// Records the adapter's log lines.
+#[derive(Default)]
+struct LogLines(Mutex<Vec<String>>);
+
+impl auditflow::vendors::Observer for LogLines {
+    fn log(&self, line: &str) {
+        self.0.lock().unwrap().push(line.to_string());
+    }
+    fn progress(&self, _percent: f64) {}
+}
+
+#[tokio::test]
+async fn low_x_ratelimit_remaining_spaces_the_next_requests() {
+    // Issue 12 item 5: Mimecast sends X-RateLimit-* on every answer. Answers 1-3 say 2 of 100
+    // left with 900 ms to the reset (spread: 300 ms per request); answer 4 says 80 left.
+    let arrivals: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
+    let seen = arrivals.clone();
+    let app = Router::new().route(
+        "/api/a",
+        post(move || {
+            let seen = seen.clone();
+            async move {
+                let n = {
+                    let mut s = seen.lock().unwrap();
+                    s.push(std::time::Instant::now());
+                    s.len()
+                };
+                let remaining = if n <= 3 { "2" } else { "80" };
+                (
+                    [
+                        ("x-ratelimit-limit", "100"),
+                        ("x-ratelimit-remaining", remaining),
+                        ("x-ratelimit-reset", "900"),
+                    ],
+                    axum::Json(json!({"meta": {"status": 200}, "data": [], "fail": []})),
+                )
+            }
+        }),
+    );
+    let base = serve(app).await;
+    let conn = Connection::new(
+        settings(VendorKind::Mimecast, &base, v1_credentials()),
+        Secrets::new(),
+    )
+    .unwrap();
+    let log = LogLines::default();
+    let cancel = CancellationToken::new();
+    for _ in 0..5 {
+        conn.send(&post_req(&base, "/api/a", Body::Empty), &log, &cancel)
+            .await
+            .unwrap();
+    }
+    let at = arrivals.lock().unwrap().clone();
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    for (i, gap) in gaps.iter().take(3).enumerate() {
+        assert!(*gap >= Duration::from_millis(250), "gap {i}: {gaps:?}");
+        assert!(*gap < Duration::from_secs(2), "gap {i}: {gaps:?}");
+    }
+    assert!(gaps[3] < Duration::from_millis(200), "not paced: {gaps:?}");
+    let lines = log.0.lock().unwrap().clone();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].contains("X-RateLimit-Remaining is low"),
+        "{lines:?}"
+    );
+}
