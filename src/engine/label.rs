@@ -40,11 +40,12 @@ pub(crate) fn item_label(item: &Value, secrets: &Secrets) -> Option<String> {
     Some(shorten(&clean, MAX_LABEL))
 }
 
-/// The label of one iteration of the loop at `path`: `path[index: label]` or `path[index]`.
-pub(crate) fn iteration(path: &str, index: usize, label: Option<&str>) -> String {
-    match label {
-        Some(l) => format!("{path}[{index}: {l}]"),
-        None => format!("{path}[{index}]"),
+/// The label prefix of one iteration of the loop shown as `shown` (its label, else its path):
+/// `shown[index: label].`, or `shown[index].` when nothing names the item.
+pub(crate) fn prefix(shown: &str, index: usize, item: &Value, secrets: &Secrets) -> String {
+    match item_label(item, secrets) {
+        Some(l) => format!("{shown}[{index}: {l}]."),
+        None => format!("{shown}[{index}]."),
     }
 }
 
@@ -73,7 +74,10 @@ mod tests {
     fn scalars_objects_and_secrets() {
         let s = Secrets::new();
         s.add("hunter2-very-secret");
-        assert_eq!(item_label(&json!("store-a"), &s).as_deref(), Some("store-a"));
+        assert_eq!(
+            item_label(&json!("store-a"), &s).as_deref(),
+            Some("store-a")
+        );
         assert_eq!(item_label(&json!(7), &s).as_deref(), Some("7"));
         let user = json!({"email": "ann@example.com", "x": 1});
         assert_eq!(item_label(&user, &s).as_deref(), Some("ann@example.com"));
@@ -86,7 +90,7 @@ mod tests {
         let long = item_label(&json!("a]b\nc".repeat(20)), &s).unwrap();
         assert_eq!(long.chars().count(), MAX_LABEL);
         assert!(long.ends_with('…') && !long.contains(']') && !long.contains('\n'));
-        assert_eq!(iteration("v", 0, Some("a")), "v[0: a]");
-        assert_eq!(iteration("v", 2, None), "v[2]");
+        assert_eq!(prefix("v", 0, &json!("a"), &s), "v[0: a].");
+        assert_eq!(prefix("v[1: b].w", 2, &json!(null), &s), "v[1: b].w[2].");
     }
 }

@@ -326,15 +326,7 @@ async fn run_step(
                   started: Instant,
                   error: Option<String>,
                   outputs: &Value| {
-        run.step_finished(
-            at,
-            (step, &name),
-            status,
-            attempts,
-            started,
-            error,
-            outputs,
-        );
+        run.step_finished(at, (step, &name), status, attempts, started, error, outputs);
     };
     let started = Instant::now();
     if let Some(cond) = &step.when {

@@ -30,7 +30,10 @@ fn start_sim(dir: &Dir) -> (Child, String) {
     std::thread::spawn(move || {
         let _ = lines.read_to_end(&mut Vec::new());
     });
-    (child, mimecast.expect("the banner names the Mimecast address"))
+    (
+        child,
+        mimecast.expect("the banner names the Mimecast address"),
+    )
 }
 
 /// Sends `signal` to the simulator while a client holds an idle connection open, and
@@ -80,7 +83,10 @@ fn the_simulator_stops_promptly_on_ctrl_c() {
 async fn loop_over_stores() -> (Dir, std::process::Output) {
     let (url, _script) = crate::common::serve(vec![(
         "/verify",
-        vec![crate::common::Reply::json(200, serde_json::json!({"ok": true}))],
+        vec![crate::common::Reply::json(
+            200,
+            serde_json::json!({"ok": true}),
+        )],
     )])
     .await;
     let dir = Dir::new();
@@ -172,7 +178,7 @@ async fn verify_stores(extra: &[&str]) -> (String, String, Option<i32>) {
         "-i".into(),
         format!("out_dir={}", dir.path().join("out").display()),
     ];
-    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(extra.iter().map(ToString::to_string));
     let out = crate::common::auditflow_async(args, h.env(), dir.path().to_path_buf()).await;
     h.shutdown().await;
     let (stdout, stderr) = crate::common::text(&out);
@@ -190,9 +196,15 @@ async fn mailstore_process_log_shows_only_with_verbose() {
         2,
         "{quiet}"
     );
-    assert!(quiet.contains("verify[0: 1].run (VerifyStore): ok"), "{quiet}");
+    assert!(
+        quiet.contains("verify[0: 1].run (VerifyStore): ok"),
+        "{quiet}"
+    );
     // Piped output: no progress bar or cursor escapes.
-    assert!(!quiet.contains('\u{1b}') && !err.contains('\u{1b}'), "{quiet}{err}");
+    assert!(
+        !quiet.contains('\u{1b}') && !err.contains('\u{1b}'),
+        "{quiet}{err}"
+    );
 
     let (verbose, err, code) = verify_stores(&["-v"]).await;
     assert_eq!(code, Some(0), "{verbose}\n{err}");

@@ -255,5 +255,8 @@ fn loop_labels_and_vendor_process_logs() {
     };
     let quiet = render(false, &events("quiet"));
     let verbose = render(true, &events("verbose"));
-    check("loop_labels_vendor_log", &format!("{quiet}--- verbose ---\n{verbose}"));
+    check(
+        "loop_labels_vendor_log",
+        &format!("{quiet}--- verbose ---\n{verbose}"),
+    );
 }
