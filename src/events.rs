@@ -159,6 +159,10 @@ pub enum Event {
         name: String,
         /// What the step does (serialized as `call`, `poll`, `for_each`, ...).
         kind: StepKind,
+        /// Inside loops, the path with each iteration's item (`verify[0: store-a].one`), for
+        /// people; `step` stays the stable key of the journal.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
     },
     /// An attempt failed and another one follows after `wait`.
     Retry {
@@ -190,6 +194,9 @@ pub enum Event {
         step: String,
         /// The text, masked.
         line: String,
+        /// A vendor process's own log output (MailStore `logOutput`): shown with `--verbose`.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        vendor_log: bool,
     },
     /// How far a long step (download, decrypt, vendor process) has got.
     Progress {
@@ -260,6 +267,10 @@ pub enum Event {
         error: Option<String>,
         /// A short summary of the outputs (sizes of bodies, counts), masked.
         outputs: Value,
+        /// Inside loops, the path with each iteration's item (`verify[0: store-a].one`), for
+        /// people; `step` stays the stable key of the journal.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
     },
     /// The run ended (or this process of it).
     RunFinished {
@@ -323,6 +334,7 @@ impl Emitter {
         self.emit(Event::Log {
             step: step.to_string(),
             line: line.into(),
+            vendor_log: false,
         });
     }
 
@@ -365,10 +377,16 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
             dry_run,
             resumed: mo(resumed),
         },
-        Event::StepStarted { step, name, kind } => Event::StepStarted {
+        Event::StepStarted {
+            step,
+            name,
+            kind,
+            label,
+        } => Event::StepStarted {
             step: m(step),
             name: m(name),
             kind,
+            label: mo(label),
         },
         Event::Retry {
             step,
@@ -392,9 +410,14 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
             observed: m(observed),
             next_in,
         },
-        Event::Log { step, line } => Event::Log {
+        Event::Log {
+            step,
+            line,
+            vendor_log,
+        } => Event::Log {
             step: m(step),
             line: m(line),
+            vendor_log,
         },
         Event::Progress {
             step,
@@ -453,6 +476,7 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
             duration,
             error,
             outputs,
+            label,
         } => Event::StepFinished {
             step: m(step),
             name: m(name),
@@ -462,6 +486,7 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
             duration,
             error: mo(error),
             outputs: s.mask_json(&outputs),
+            label: mo(label),
         },
         Event::RunFinished {
             status,
@@ -585,6 +610,7 @@ mod tests {
                 step: "s".into(),
                 name: "s".into(),
                 kind,
+                label: None,
             };
             let json = serde_json::to_value(&e).unwrap();
             assert_eq!(json["kind"], kind.as_str(), "{kind:?}");
@@ -593,6 +619,7 @@ mod tests {
             step: "s".into(),
             name: "s".into(),
             kind: StepKind::ForEach,
+            label: None,
         })
         .unwrap();
         assert_eq!(e["kind"], "for_each");

@@ -226,14 +226,36 @@ pub(super) async fn sim(a: SimArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     print_sim_banner(&handle, timing, scale);
-    let _ = tokio::signal::ctrl_c().await;
+    stop_signal().await;
     let stats = handle.stats.snapshot();
-    handle.shutdown().await;
+    // Open connections (a client's idle keep-alive) would hold a graceful shutdown for
+    // seconds or for ever; give them a moment, then stop anyway.
+    let _ = tokio::time::timeout(SIM_SHUTDOWN_GRACE, handle.shutdown()).await;
     crate::outln!(
         "{}",
         serde_json::to_string_pretty(&stats).unwrap_or_default()
     );
     Ok(())
+}
+
+/// How long `auditflow sim` lets open connections finish once asked to stop.
+const SIM_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM (`kill`, `docker stop`, CI cancelling a
+/// job): both stop the simulator cleanly.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Checks the flags of `auditflow sim` and builds the simulator's configuration.

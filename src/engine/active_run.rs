@@ -51,16 +51,21 @@ impl ActiveRun {
     }
 
     /// Replays a step an earlier process finished: emits its events, returns its outputs.
-    pub(super) fn replayed(&self, path: &str, step: &PlannedStep, name: &str) -> Option<Value> {
+    pub(super) fn replayed(
+        &self,
+        (path, label): (&str, Option<&str>),
+        step: &PlannedStep,
+        name: &str,
+    ) -> Option<Value> {
         let done = self.replayable(path)?;
         let status = match done.status {
             DoneStatus::Succeeded => StepStatus::Recorded,
             DoneStatus::Skipped => StepStatus::Skipped,
             DoneStatus::FailedContinued => StepStatus::FailedContinued,
         };
-        self.step_started(path, step, name);
+        self.step_started((path, label), step, name);
         self.step_finished(
-            path,
+            (path, label),
             (step, name),
             status,
             0,
@@ -148,18 +153,25 @@ impl ActiveRun {
             .get(file, name, ctx, secrets, |w| self.emitter.warn(w))?)
     }
 
-    pub(super) fn step_started(&self, path: &str, step: &PlannedStep, name: &str) {
+    /// `label`: the path with loop items, inside loops ([`Scope::label`]).
+    pub(super) fn step_started(
+        &self,
+        (path, label): (&str, Option<&str>),
+        step: &PlannedStep,
+        name: &str,
+    ) {
         self.emitter.emit(Event::StepStarted {
             step: path.to_string(),
             name: name.into(),
             kind: step.kind(),
+            label: label.map(str::to_string),
         });
     }
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn step_finished(
         &self,
-        path: &str,
+        (path, label): (&str, Option<&str>),
         (step, name): (&PlannedStep, &str),
         status: StepStatus,
         attempts: u32,
@@ -176,6 +188,7 @@ impl ActiveRun {
             duration: started.elapsed(),
             error,
             outputs: summarize(outputs),
+            label: label.map(str::to_string),
         });
     }
 }
@@ -204,11 +217,18 @@ pub(super) struct Scope {
     pub(super) steps: Map<String, Value>,
     /// Event path prefix (`loop[2].`, `caller/`).
     pub(super) prefix: String,
+    /// The prefix as people read it inside loops (`loop[2: store-a].`); empty outside.
+    pub(super) label_prefix: String,
     /// Inside a `for_each` (only the outermost loops are sharded).
     pub(super) in_loop: bool,
 }
 
 impl Scope {
+    /// Inside loops, the path of step `id` with each loop's item (`loop[2: store-a].id`).
+    pub(super) fn label(&self, id: &str) -> Option<String> {
+        (!self.label_prefix.is_empty()).then(|| format!("{}{id}", self.label_prefix))
+    }
+
     pub(super) fn ctx(&self, run: &ActiveRun) -> Value {
         let mut m = Map::new();
         m.insert("inputs".into(), self.inputs.clone());

@@ -93,6 +93,9 @@ pub(super) async fn for_each(
             let mut sub = scope.clone();
             sub.item = Some((item.clone(), index));
             sub.prefix = format!("{}[{index}].", env.step);
+            let shown = scope.label(&step.id);
+            let shown = shown.as_deref().unwrap_or(env.step);
+            sub.label_prefix = super::label::prefix(shown, index, &item, run.emitter.secrets());
             sub.in_loop = true;
             let steps = &spec.steps;
             async move {

@@ -7,6 +7,7 @@ mod active_run;
 mod failure;
 mod for_each;
 mod inputs;
+mod label;
 mod pipeline;
 
 use std::collections::BTreeMap;
@@ -213,6 +214,7 @@ pub(crate) async fn run(
         item: None,
         steps: Map::new(),
         prefix: String::new(),
+        label_prefix: String::new(),
         in_loop: false,
     };
     let result = run_workflow(&run, scope).await;
@@ -311,8 +313,10 @@ async fn run_step(
     scope: &Scope,
 ) -> Result<Value, StopReason> {
     let path = format!("{}{}", scope.prefix, step.id);
+    let label = scope.label(&step.id);
+    let at = (path.as_str(), label.as_deref());
     let name = active_run::step_name(run, step, scope);
-    if let Some(outputs) = run.replayed(&path, step, &name) {
+    if let Some(outputs) = run.replayed(at, step, &name) {
         return Ok(outputs);
     }
     let kind = step.kind();
@@ -322,15 +326,7 @@ async fn run_step(
                   started: Instant,
                   error: Option<String>,
                   outputs: &Value| {
-        run.step_finished(
-            &path,
-            (step, &name),
-            status,
-            attempts,
-            started,
-            error,
-            outputs,
-        );
+        run.step_finished(at, (step, &name), status, attempts, started, error, outputs);
     };
     let started = Instant::now();
     if let Some(cond) = &step.when {
@@ -343,14 +339,14 @@ async fn run_step(
                 })
             })?;
         if !go {
-            run.step_started(&path, step, &name);
+            run.step_started(at, step, &name);
             let out = json!({"skipped": true});
             run.record_done(&path, DoneStatus::Skipped, 0, &out);
             finish(StepStatus::Skipped, 0, started, None, &Value::Null);
             return Ok(out);
         }
     }
-    run.step_started(&path, step, &name);
+    run.step_started(at, step, &name);
     // Polls measure their overall deadline from their first start, in whichever process.
     let before = if kind == StepKind::Poll {
         run.started_before(&path)
@@ -361,6 +357,7 @@ async fn run_step(
         run.record(Record::Started {
             step: path.clone(),
             at: chrono::Utc::now(),
+            label: label.clone(),
         });
     }
     let defaults = scope.workflow.defaults();
@@ -610,6 +607,10 @@ async fn run_uses(
         item: None,
         steps: Map::new(),
         prefix: format!("{}/", env.step),
+        label_prefix: match scope.label(env.step.strip_prefix(&scope.prefix).unwrap_or(env.step)) {
+            Some(l) => format!("{l}/"),
+            None => String::new(),
+        },
         in_loop: scope.in_loop,
     };
     match run_workflow(run, sub).await {

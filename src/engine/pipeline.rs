@@ -66,9 +66,10 @@ pub(super) async fn run_pipelined(
         format!("{}{}", scope.prefix, dl.id),
         format!("{}{}", scope.prefix, dec.id),
     ];
+    let labels = [dl, dec].map(|s| scope.label(&s.id));
     let names = [dl, dec].map(|s| super::active_run::step_name(run, s, scope));
-    for ((s, p), n) in [dl, dec].iter().zip(&paths).zip(&names) {
-        run.step_started(p, s, n);
+    for (i, (s, n)) in [dl, dec].iter().zip(&names).enumerate() {
+        run.step_started((&paths[i], labels[i].as_deref()), s, n);
     }
     let started = Instant::now();
     let defaults = scope.workflow.defaults();
@@ -82,10 +83,11 @@ pub(super) async fn run_pipelined(
         .max();
     let cancel = run.cancel.child_token();
     let ledgers = [run.ledger(&paths[0]), run.ledger(&paths[1])];
-    for p in &paths {
+    for (p, label) in paths.iter().zip(&labels) {
         run.record(Record::Started {
             step: p.clone(),
             at: chrono::Utc::now(),
+            label: label.clone(),
         });
     }
     let env_dl = StepEnv {
@@ -154,7 +156,7 @@ pub(super) async fn run_pipelined(
             _ => {}
         }
         run.step_finished(
-            &paths[i],
+            (&paths[i], labels[i].as_deref()),
             ([dl, dec][i], &names[i]),
             status,
             1,

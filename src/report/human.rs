@@ -2,7 +2,7 @@
 //!
 //! In a terminal (and `CI` unset) long steps get a spinner or progress bar (indicatif);
 //! otherwise every line is plain text, suitable for CI logs.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -38,6 +38,19 @@ enum Output {
 struct State {
     running: HashMap<String, ProgressBar>,
     counts: HashMap<&'static str, u32>,
+    /// Labels of running steps inside loops (`verify[0: store-a].one`), by path.
+    labels: HashMap<String, String>,
+    /// Steps whose vendor process was announced (plain output, not verbose).
+    announced: HashSet<String>,
+    /// Running steps whose spinner became a byte bar (a download, a decrypt).
+    byte_bars: HashSet<String>,
+}
+
+impl State {
+    /// How people read the step at `path`: its label inside loops, else the path.
+    fn shown<'a>(&'a self, path: &'a str) -> &'a str {
+        self.labels.get(path).map_or(path, String::as_str)
+    }
 }
 
 /// A finished step as [`Human::step_finished`] prints it.
@@ -115,23 +128,37 @@ impl Human {
     }
 
     /// A spinner in a terminal; a line only when verbose otherwise.
-    fn step_started(&self, st: &mut State, step: &str, name: &str, kind: StepKind) {
+    fn step_started(
+        &self,
+        st: &mut State,
+        step: &str,
+        label: Option<&str>,
+        name: &str,
+        kind: StepKind,
+    ) {
+        if let Some(l) = label {
+            st.labels.insert(step.to_string(), l.to_string());
+        }
+        let shown = st.shown(step).to_string();
+        let step = step.to_string();
+        let step = step.as_str();
         if let Some(m) = self.bars() {
             let pb = m.add(ProgressBar::new_spinner());
             pb.set_style(
                 ProgressStyle::with_template("  {spinner} {prefix} {wide_msg} {elapsed}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
-            pb.set_prefix(format!("{step} [{kind}]"));
+            pb.set_prefix(format!("{shown} [{kind}]"));
             pb.set_message(name.to_string());
             pb.enable_steady_tick(Duration::from_millis(120));
             st.running.insert(step.to_string(), pb);
         } else if self.verbose {
-            self.println(&format!("  … {step} [{kind}] {name}"));
+            self.println(&format!("  … {shown} [{kind}] {name}"));
         }
     }
 
-    fn retry(&self, step: &str, attempt: u32, error: &str, wait: Duration) {
+    fn retry(&self, st: &State, step: &str, attempt: u32, error: &str, wait: Duration) {
+        let step = st.shown(step);
         self.println(&format!(
             "  ↻ {step}: attempt {attempt} failed: {error}; retrying in {}",
             format_duration(wait)
@@ -140,6 +167,8 @@ impl Human {
 
     /// On the step's spinner when it has one, else a line.
     fn poll(&self, st: &State, step: &str, poll: u32, observed: &str, next_in: Duration) {
+        let path = step;
+        let step = st.shown(path);
         let line = if next_in.is_zero() {
             format!("  ⧗ {step}: poll {poll}: {observed}")
         } else {
@@ -148,7 +177,7 @@ impl Human {
                 format_duration(next_in)
             )
         };
-        match st.running.get(step) {
+        match st.running.get(path) {
             Some(pb) => pb.set_message(line.trim().to_string()),
             None => self.println(&line),
         }
@@ -156,21 +185,45 @@ impl Human {
 
     fn log(&self, st: &State, step: &str, line: &str) {
         if self.verbose || !st.running.contains_key(step) {
-            self.println(&format!("    {step}: {line}"));
+            self.println(&format!("    {}: {line}", st.shown(step)));
         } else if let Some(pb) = st.running.get(step) {
             pb.set_message(line.to_string());
         }
     }
 
+    /// A vendor process's own log (MailStore): every line with `--verbose`; otherwise on the
+    /// step's spinner in a terminal, or one line saying the process runs.
+    fn vendor_log(&self, st: &mut State, step: &str, line: &str) {
+        if self.verbose {
+            self.println(&format!("    {}: {line}", st.shown(step)));
+        } else if let Some(pb) = st.running.get(step) {
+            pb.set_message(line.to_string());
+        } else {
+            self.announce(st, step);
+        }
+    }
+
+    /// Once per step in plain output: its vendor process is running (the step's end line
+    /// follows when it is done).
+    fn announce(&self, st: &mut State, step: &str) {
+        if st.announced.insert(step.to_string()) {
+            self.println(&format!(
+                "  … {}: vendor process running (-v shows its log)",
+                st.shown(step)
+            ));
+        }
+    }
+
     fn dry_run(
         &self,
+        st: &State,
         step: &str,
         method: &str,
         url: &str,
         headers: &[(String, String)],
         body: Option<&str>,
     ) {
-        let mut s = format!("  ⇢ {step}: {method} {url}");
+        let mut s = format!("  ⇢ {}: {method} {url}", st.shown(step));
         for (k, v) in headers {
             s.push_str(&format!("\n      {k}: {v}"));
         }
@@ -180,28 +233,33 @@ impl Human {
         self.println(&s);
     }
 
-    fn artifact(&self, step: &str, a: &Artifact) {
+    fn artifact(&self, st: &State, step: &str, a: &Artifact) {
         self.println(&format!(
-            "    {step}: wrote {} ({}, sha256 {})",
+            "    {}: wrote {} ({}, sha256 {})",
+            st.shown(step),
             a.path,
             HumanBytes(a.bytes),
             &a.sha256[..a.sha256.len().min(16)]
         ));
     }
 
-    fn step_finished(&self, st: &mut State, f: Finished<'_>) {
+    fn step_finished(&self, st: &mut State, f: Finished<'_>, label: Option<&str>) {
         if let Some(pb) = st.running.remove(f.step) {
             pb.finish_and_clear();
         }
+        st.announced.remove(f.step);
+        st.byte_bars.remove(f.step);
+        let path = st.labels.remove(f.step);
+        let shown = label.or(path.as_deref()).unwrap_or(f.step);
         let tries = if f.attempts > 1 {
             format!(", {} attempts", f.attempts)
         } else {
             String::new()
         };
         let label = if f.name == f.step {
-            f.step.to_string()
+            shown.to_string()
         } else {
-            format!("{} ({})", f.step, f.name)
+            format!("{shown} ({})", f.name)
         };
         let mut line = format!(
             "  {} {label}: {} in {}{tries}",
@@ -258,17 +316,44 @@ fn verdict(status: RunStatus) -> &'static str {
     }
 }
 
-/// A running step's progress on its bar (nothing without one).
-fn progress(st: &State, step: &str, percent: Option<f64>, bytes: Option<u64>, total: Option<u64>) {
+/// A running step's progress on its bar: a percentage on the spinner, bytes turn it into a
+/// byte bar with rate and ETA (indicatif measures both). Nothing without a bar.
+fn progress(
+    st: &mut State,
+    step: &str,
+    percent: Option<f64>,
+    bytes: Option<u64>,
+    total: Option<u64>,
+) {
     let Some(pb) = st.running.get(step) else {
         return;
     };
-    match (percent, bytes, total) {
-        (Some(p), _, _) => pb.set_message(format!("{p:.0}%")),
-        (_, Some(b), Some(t)) => pb.set_message(format!("{} / {}", HumanBytes(b), HumanBytes(t))),
-        (_, Some(b), None) => pb.set_message(HumanBytes(b).to_string()),
+    match (percent, bytes) {
+        (Some(p), None) => pb.set_message(format!("{p:.0}%")),
+        (_, Some(b)) => {
+            if st.byte_bars.insert(step.to_string()) {
+                pb.set_style(byte_style(total.is_some()));
+                pb.reset_eta();
+            }
+            if let Some(t) = total {
+                pb.set_length(t);
+            }
+            pb.set_position(b);
+        }
         _ => {}
     }
+}
+
+/// The look of a download or decrypt: bytes, rate and (with a known size) a bar and ETA.
+fn byte_style(sized: bool) -> ProgressStyle {
+    let template = if sized {
+        "  {spinner} {prefix} [{bar:24}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"
+    } else {
+        "  {spinner} {prefix} {bytes} {bytes_per_sec} {elapsed}"
+    };
+    ProgressStyle::with_template(template)
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
 impl Sink for Human {
@@ -286,36 +371,52 @@ impl Sink for Human {
                 resumed,
                 ..
             } => self.run_started(workflow, file, run_id, *dry_run, resumed.as_deref()),
-            Event::StepStarted { step, name, kind } => {
-                self.step_started(&mut st, step, name, *kind);
+            Event::StepStarted {
+                step,
+                name,
+                kind,
+                label,
+            } => {
+                self.step_started(&mut st, step, label.as_deref(), name, *kind);
             }
             Event::Retry {
                 step,
                 attempt,
                 error,
                 wait,
-            } => self.retry(step, *attempt, error, *wait),
+            } => self.retry(&st, step, *attempt, error, *wait),
             Event::Poll {
                 step,
                 poll,
                 observed,
                 next_in,
             } => self.poll(&st, step, *poll, observed, *next_in),
-            Event::Log { step, line } => self.log(&st, step, line),
+            Event::Log {
+                step,
+                line,
+                vendor_log: true,
+            } => self.vendor_log(&mut st, step, line),
+            Event::Log { step, line, .. } => self.log(&st, step, line),
+            Event::Progress {
+                step,
+                percent: Some(_),
+                bytes: None,
+                ..
+            } if self.bars().is_none() && !self.verbose => self.announce(&mut st, step),
             Event::Progress {
                 step,
                 percent,
                 bytes,
                 total,
-            } => progress(&st, step, *percent, *bytes, *total),
+            } => progress(&mut st, step, *percent, *bytes, *total),
             Event::DryRun {
                 step,
                 method,
                 url,
                 headers,
                 body,
-            } => self.dry_run(step, method, url, headers, body.as_deref()),
-            Event::Artifact { step, artifact } => self.artifact(step, artifact),
+            } => self.dry_run(&st, step, method, url, headers, body.as_deref()),
+            Event::Artifact { step, artifact } => self.artifact(&st, step, artifact),
             Event::Warning { message } => self.println(&format!("  ⚠ warning: {message}")),
             Event::Paged {
                 step, pages, items, ..
@@ -327,6 +428,7 @@ impl Sink for Human {
                 duration,
                 error,
                 name,
+                label,
                 ..
             } => self.step_finished(
                 &mut st,
@@ -338,6 +440,7 @@ impl Sink for Human {
                     duration: *duration,
                     error: error.as_deref(),
                 },
+                label.as_deref(),
             ),
             Event::RunFinished {
                 status,

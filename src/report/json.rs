@@ -79,15 +79,18 @@ impl Sink for JsonReport {
                 duration,
                 error,
                 outputs,
-            } => push(
-                &mut doc,
-                "steps",
-                json!({
+                label,
+            } => {
+                let mut s = json!({
                     "id": step, "name": name, "kind": kind, "status": status,
                     "attempts": attempts, "duration_ms": duration.as_millis() as u64,
                     "error": error, "outputs": outputs,
-                }),
-            ),
+                });
+                if let Some(l) = label {
+                    s["label"] = json!(l);
+                }
+                push(&mut doc, "steps", s);
+            }
             Event::Artifact { step, artifact } => {
                 let mut a = serde_json::to_value(artifact).unwrap_or(Value::Null);
                 if let Some(o) = a.as_object_mut() {

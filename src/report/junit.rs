@@ -123,9 +123,11 @@ impl Sink for JUnit {
                 status,
                 duration,
                 error,
+                label,
                 ..
             } => g.1.push(Case {
-                name: step.clone(),
+                // Inside loops, the item names the iteration (`verify[0: store-a].one`).
+                name: label.clone().unwrap_or_else(|| step.clone()),
                 kind: *kind,
                 status: *status,
                 seconds: duration.as_secs_f64(),
@@ -172,12 +174,17 @@ mod tests {
                 duration: Duration::from_millis(1500),
                 error,
                 outputs: serde_json::Value::Null,
+                label: (step == "c").then(|| "loop[0: ann@example.com].c".to_string()),
             });
         }
         let x = j.render();
         assert!(x.contains(r#"<testsuite name="wf &lt;&amp;&gt;" tests="3" failures="1" errors="0" skipped="1""#), "{x}");
         assert!(
             x.contains(r#"<testcase name="a" classname="wf &lt;&amp;&gt;.call" time="1.500"/>"#),
+            "{x}"
+        );
+        assert!(
+            x.contains(r#"<testcase name="loop[0: ann@example.com].c" "#),
             "{x}"
         );
         assert!(

@@ -65,8 +65,10 @@ impl Reporters {
         let console: Arc<dyn Sink> = match args.console {
             Console::JsonLines => Arc::new(JsonLines),
             Console::Human { verbose } => {
-                let interactive =
-                    std::io::stdout().is_terminal() && std::env::var_os("CI").is_none();
+                // Bars draw on stderr and lines go above them: both must be a terminal.
+                let interactive = std::io::stdout().is_terminal()
+                    && std::io::stderr().is_terminal()
+                    && std::env::var_os("CI").is_none();
                 Arc::new(Human::new(interactive, verbose))
             }
         };

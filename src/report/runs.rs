@@ -125,7 +125,8 @@ pub(crate) fn show(r: &Replay, active: bool) -> String {
             }
             StepState::Started => "started, not finished".to_string(),
         };
-        let _ = writeln!(out, "  {step:<40} {state}");
+        let shown = r.labels.get(step).unwrap_or(step);
+        let _ = writeln!(out, "  {shown:<40} {state}");
         if let Some(i) = r.intents.get(step) {
             let _ = writeln!(
                 out,
@@ -285,6 +286,9 @@ fn step_json(r: &Replay, step: &str) -> Value {
         StepState::Started => json!({"state": "started"}),
     };
     v["step"] = json!(step);
+    if let Some(l) = r.labels.get(step) {
+        v["label"] = json!(l);
+    }
     if let Some(i) = r.intents.get(step) {
         v["unanswered_request"] = json!({"attempt": i.attempt, "at": i.at});
     }

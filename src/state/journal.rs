@@ -138,6 +138,9 @@ pub enum Record {
     Started {
         step: String,
         at: DateTime<Utc>,
+        /// Inside loops, the path with each iteration's item, for `runs show`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
     },
     /// A non-idempotent request is about to be sent (durable before it is).
     Intent {
@@ -245,6 +248,8 @@ pub(crate) struct Replay {
     pub done: HashMap<String, DoneStep>,
     pub intents: HashMap<String, PendingIntent>,
     pub responses: HashMap<String, RecordedResponse>,
+    /// Inside loops, the label of a step path (`verify[0: store-a].one`), for people.
+    pub labels: HashMap<String, String>,
     /// First recorded start of each step.
     pub first_started: HashMap<String, DateTime<Utc>>,
     pub failed: HashMap<String, String>,
@@ -347,6 +352,7 @@ impl Replay {
             done: HashMap::new(),
             intents: HashMap::new(),
             responses: HashMap::new(),
+            labels: HashMap::new(),
             first_started: HashMap::new(),
             failed: HashMap::new(),
             waiting: HashMap::new(),
@@ -376,8 +382,11 @@ impl Replay {
                 self.finished = None;
                 self.last_at = at;
             }
-            Record::Started { step, at } => {
+            Record::Started { step, at, label } => {
                 self.see(&step);
+                if let Some(l) = label {
+                    self.labels.insert(step.clone(), l);
+                }
                 self.first_started.entry(step).or_insert(at);
                 self.last_at = at;
             }
@@ -715,6 +724,7 @@ mod tests {
             j.append(&Record::Started {
                 step: format!("s{i}"),
                 at: Utc::now(),
+                label: None,
             });
         }
         j.append_durable(&Record::Finished {

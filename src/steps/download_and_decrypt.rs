@@ -43,10 +43,16 @@ fn string_list(field: &'static str, v: &Value, ctx: &Value) -> Result<Vec<String
 struct Progress<'a> {
     step: &'a str,
     emitter: &'a Emitter,
+    /// The file's size from the last `started` (`u64::MAX`: not known), for byte bars.
+    total: std::sync::atomic::AtomicU64,
 }
 
 impl DownloadObserver for Progress<'_> {
     fn started(&self, url: &str, total: Option<u64>, resumed_from: u64) {
+        self.total.store(
+            total.unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let size = total.map(|t| format!(" ({t} bytes)")).unwrap_or_default();
         let resume = if resumed_from > 0 {
             format!(", resuming at byte {resumed_from}")
@@ -61,7 +67,8 @@ impl DownloadObserver for Progress<'_> {
             step: self.step.to_string(),
             percent: None,
             bytes: Some(bytes_so_far),
-            total: None,
+            total: Some(self.total.load(std::sync::atomic::Ordering::Relaxed))
+                .filter(|t| *t != u64::MAX),
         });
     }
     fn retrying(&self, attempt: u32, wait: std::time::Duration, reason: &str) {
@@ -197,6 +204,7 @@ async fn fetch_one(
     let observer = Progress {
         step: env.step,
         emitter: env.emitter,
+        total: std::sync::atomic::AtomicU64::new(u64::MAX),
     };
     let d = download::download(client, f, headers, &env.retry, &observer, env.cancel).await?;
     emit_downloaded(&d, request_id, env);

@@ -278,6 +278,13 @@ impl crate::vendors::Observer for StepObserver<'_> {
     fn log(&self, line: &str) {
         self.emitter.log(self.step, line);
     }
+    fn process_log(&self, line: &str) {
+        self.emitter.emit(Event::Log {
+            step: self.step.to_string(),
+            line: line.to_string(),
+            vendor_log: true,
+        });
+    }
     fn progress(&self, percent: f64) {
         self.emitter.emit(Event::Progress {
             step: self.step.to_string(),

@@ -199,7 +199,7 @@ impl Progress<'_> {
                 let line: String = self.partial_line.drain(..=i).collect();
                 let line = line.trim_end_matches(['\r', '\n']);
                 if !line.trim().is_empty() {
-                    self.observer.log(line);
+                    self.observer.process_log(line);
                 }
             }
         }
@@ -213,7 +213,7 @@ impl Progress<'_> {
         let rest = std::mem::take(&mut self.partial_line);
         let rest = rest.trim_end_matches(['\r', '\n']);
         if !rest.trim().is_empty() {
-            self.observer.log(rest);
+            self.observer.process_log(rest);
         }
     }
 }

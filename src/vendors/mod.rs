@@ -244,6 +244,11 @@ pub trait Observer: Send + Sync {
     fn log(&self, line: &str);
     /// Progress of a long-running process, 0..=100.
     fn progress(&self, percent: f64);
+    /// A line of a long-running process's own log (MailStore `logOutput`): detail people
+    /// see with `--verbose`.
+    fn process_log(&self, line: &str) {
+        self.log(line);
+    }
 }
 
 /// An observer that drops everything.

@@ -22,6 +22,7 @@ mod evidence;
 mod interrupt;
 mod origins;
 mod outputs;
+mod progress;
 mod runtime_cases;
 mod schema;
 mod secrecy;

@@ -53,6 +53,7 @@ fn step_started(step: &str, kind: StepKind) -> Event {
         step: step.into(),
         name: step.into(),
         kind,
+        label: None,
     }
 }
 
@@ -66,6 +67,7 @@ fn step_finished(step: &str, name: &str, status: StepStatus, attempts: u32, ms: 
         duration: Duration::from_millis(ms),
         error: None,
         outputs: Value::Null,
+        label: None,
     }
 }
 
@@ -129,6 +131,7 @@ fn a_resumed_run_that_detaches_while_polling() {
         Event::Log {
             step: "users[0].download".into(),
             line: "resuming at byte 1024".into(),
+            vendor_log: false,
         },
         Event::Progress {
             step: "users[0].download".into(),
@@ -197,4 +200,63 @@ fn summaries_name_how_the_run_ended() {
         run_finished(RunStatus::Cancelled, 3, Some("cancelled")),
     ];
     check("summaries", &render(false, &events));
+}
+
+/// A loop's iterations named by their items, and a MailStore process whose log shows only
+/// with `--verbose` (plain output: one line when it starts, then the step's end line).
+#[test]
+fn loop_labels_and_vendor_process_logs() {
+    let label = |s: &str| Some(s.to_string());
+    let one = "verify[0].one";
+    let events = |verbose_case: &str| {
+        vec![
+            started(None, false),
+            Event::StepStarted {
+                step: one.into(),
+                name: one.into(),
+                kind: StepKind::Call,
+                label: label("verify[0: store-a].one"),
+            },
+            Event::Log {
+                step: one.into(),
+                line: format!("VerifyStore: checking folder 1 ({verbose_case})"),
+                vendor_log: true,
+            },
+            Event::Progress {
+                step: one.into(),
+                percent: Some(40.0),
+                bytes: None,
+                total: None,
+            },
+            Event::Log {
+                step: one.into(),
+                line: "VerifyStore: checking folder 2".into(),
+                vendor_log: true,
+            },
+            Event::Retry {
+                step: one.into(),
+                attempt: 1,
+                error: "HTTP 503 from mailstore".into(),
+                wait: Duration::from_secs(1),
+            },
+            Event::StepFinished {
+                step: one.into(),
+                name: one.into(),
+                kind: StepKind::Call,
+                status: StepStatus::Succeeded,
+                attempts: 2,
+                duration: Duration::from_millis(3_200),
+                error: None,
+                outputs: Value::Null,
+                label: label("verify[0: store-a].one"),
+            },
+            run_finished(RunStatus::Succeeded, 4, None),
+        ]
+    };
+    let quiet = render(false, &events("quiet"));
+    let verbose = render(true, &events("verbose"));
+    check(
+        "loop_labels_vendor_log",
+        &format!("{quiet}--- verbose ---\n{verbose}"),
+    );
 }
