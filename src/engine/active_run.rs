@@ -220,6 +220,12 @@ impl Scope {
             );
         }
         m.insert("run".into(), info);
+        if run.dry_run {
+            m.insert(
+                crate::template::placeholder::DRY_RUN.into(),
+                Value::Bool(true),
+            );
+        }
         if let Some((item, index)) = &self.item {
             m.insert("item".into(), item.clone());
             m.insert("index".into(), json!(index));

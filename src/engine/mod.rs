@@ -4,6 +4,7 @@
 //! `for_each` (loops and shards), `active_run` (the run's shared state), `failure` (why
 //! steps stop). Vendor connections are built by `vendors::build`.
 mod active_run;
+mod dry_run;
 mod failure;
 mod for_each;
 mod inputs;
@@ -265,6 +266,7 @@ async fn run_workflow(run: &Arc<ActiveRun>, mut scope: Scope) -> Result<Value, S
         })?;
         out.insert(k.clone(), r);
     }
+    dry_run::show_outputs(run, &scope.prefix, &out);
     Ok(Value::Object(out))
 }
 
@@ -287,7 +289,8 @@ fn run_steps<'a>(
             let dl_recorded = run
                 .replayable(&format!("{}{}", scope.prefix, step.id))
                 .is_some();
-            if let Some(pair) = pair.filter(|_| !dl_recorded) {
+            // A dry run shows the download and the decrypt as two steps.
+            if let Some(pair) = pair.filter(|_| !dl_recorded && !run.dry_run) {
                 let (dl_id, dec_id) = (pair.dl.id.clone(), pair.dec.id.clone());
                 let (a, b) = run_pipelined(run, pair, scope).await?;
                 scope.steps.insert(dl_id, a);
@@ -296,6 +299,7 @@ fn run_steps<'a>(
                 continue;
             }
             let outputs = run_step(run, step, scope).await?;
+            let outputs = dry_run::outputs(run, step, outputs);
             scope.steps.insert(step.id.clone(), outputs);
             i += 1;
         }
@@ -342,7 +346,7 @@ async fn run_step(
                     source,
                 })
             })?;
-        if !go {
+        if !go && !dry_run::undecided_condition(run, &path, cond, &ctx) {
             run.step_started(&path, step, &name);
             let out = json!({"skipped": true});
             run.record_done(&path, DoneStatus::Skipped, 0, &out);
