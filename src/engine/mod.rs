@@ -207,6 +207,7 @@ pub(crate) async fn run(
         referenced: Arc::new(state::keep::Referenced::of_files(
             plan.files.values().map(AsRef::as_ref),
         )),
+        terminal: Default::default(),
     });
     let scope = Scope {
         workflow: plan.workflow.clone(),
@@ -235,6 +236,8 @@ pub(crate) async fn run(
         if let Err(e) = st.finish(status, masked).await {
             status = RunStatus::Failed;
             error = Some(e.to_string());
+        } else if let Err(e) = end_terminal(&run, st, status) {
+            error = Some(e.to_string());
         }
     }
     emitter.emit(Event::RunFinished {
@@ -249,6 +252,27 @@ pub(crate) async fn run(
         error: error.map(|e| emitter.secrets().mask(&e)),
         state_dir: state.map(|s| s.dir),
     })
+}
+
+/// A failed run whose cause is a vendor's terminal state is not resumed: the next run starts
+/// new (see [`state::RunState::end_terminal`]); says so now.
+fn end_terminal(
+    run: &ActiveRun,
+    st: &state::RunState,
+    status: RunStatus,
+) -> Result<(), StateError> {
+    let Some(reason) = run
+        .terminal_failure()
+        .filter(|_| status == RunStatus::Failed)
+    else {
+        return Ok(());
+    };
+    st.end_terminal(&reason)?;
+    run.emitter.warn(format!(
+        "run {} ended in a terminal vendor failure ({reason}); it will not be resumed: the next `auditflow run` of this workflow with these inputs starts a new run",
+        st.run_id
+    ));
+    Ok(())
 }
 
 /// Runs a file's steps, then renders its `outputs`.
@@ -467,6 +491,7 @@ async fn run_step(
                 );
                 Ok(out)
             } else {
+                run.note_terminal(&path, &e);
                 failed(&e.to_string());
                 finish(
                     StepStatus::Failed,
