@@ -43,7 +43,7 @@ pub(super) struct ActiveRun {
 impl ActiveRun {
     /// Notes that `error` of the step at `path` is a vendor's terminal state, if it is one.
     pub(super) fn note_terminal(&self, path: &str, error: &ActionError) {
-        if let ActionError::Step(crate::steps::StepError::PollFailed { message }) = error {
+        if let ActionError::Step(crate::steps::StepError::PollFailed { message, .. }) = error {
             if let Ok(mut t) = self.terminal.lock() {
                 t.get_or_insert_with(|| {
                     format!("step `{path}`: {}", self.emitter.secrets().mask(message))

@@ -144,11 +144,10 @@ pub async fn execute(
                         f.trim()
                     ),
                 };
-                let message = match conn.terminal_explanation(&resp) {
-                    Some(why) => format!("{message}: {why}"),
-                    None => message,
-                };
-                return Err(StepError::PollFailed { message });
+                return Err(StepError::PollFailed {
+                    message,
+                    explanation: conn.terminal_explanation(&resp),
+                });
             }
         }
         if holds("poll.until", &spec.until, &rctx)? {

@@ -253,3 +253,72 @@ async fn a_loop_over_a_response_shows_a_placeholder_item_and_a_real_error_still_
     assert!(out.contains("must be a list"), "{out}");
     assert_eq!(connections.load(Ordering::SeqCst), 0);
 }
+
+/// A Google export that ends ERROR: the run explains why and is not resumed into the same dead
+/// request; the next invocation says so and creates a new export.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_ended_by_a_terminal_vendor_failure_is_not_resumed() {
+    use auditflow::sim::{self, SimConfig};
+    let h = sim::start(SimConfig {
+        google_error_user: Some("broken".into()),
+        google_pending_polls: 1,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = Dir::new();
+    let (_, public, _) = crate::common::key();
+    let env = h.env();
+    let upload = [
+        "run".to_string(),
+        wf("google/upload-public-key.yaml"),
+        "-i".into(),
+        "domain=example.com".into(),
+        "-i".into(),
+        format!("public_key_file={}", public.display()),
+    ];
+    let o = auditflow_async(upload.to_vec(), env.clone(), dir.path().to_path_buf()).await;
+    assert!(o.status.success(), "{:?}", text(&o));
+    let args: Vec<String> = [
+        "run",
+        &wf("google/mailbox-export.yaml"),
+        "-i",
+        "domain=example.com",
+        "-i",
+        "user=broken",
+        "-i",
+        "poll_interval=50ms",
+        "--state-dir",
+        &dir.path().join("state").display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+
+    let first = auditflow_async(args.clone(), env.clone(), dir.path().to_path_buf()).await;
+    let (out, err) = text(&first);
+    assert_eq!(first.status.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("ended ERROR"), "{err}");
+    assert!(
+        err.contains("no public key was uploaded"),
+        "the cause: {err}"
+    );
+    assert!(err.contains("upload-public-key.yaml"), "what to do: {err}");
+    assert!(out.contains("will not be resumed"), "{out}");
+    assert_eq!(h.google.exports_created("example.com"), 1);
+
+    let second = auditflow_async(args, env, dir.path().to_path_buf()).await;
+    let (out, err) = text(&second);
+    assert_eq!(second.status.code(), Some(1), "{out}\n{err}");
+    assert!(
+        out.contains("ended in a terminal vendor failure") && out.contains("starting a new run"),
+        "the new run says why (a warning of the run): {out}"
+    );
+    assert!(!out.contains("resuming:"), "not resumed: {out}");
+    assert_eq!(
+        h.google.exports_created("example.com"),
+        2,
+        "a new export request, not the dead one polled again"
+    );
+    h.shutdown().await;
+}
