@@ -57,7 +57,7 @@ fn shipped(dir: &Dir) -> Vec<(&'static str, Vec<String>, Option<&'static str>)> 
     let key = dir.write("public.asc", "-----BEGIN PGP PUBLIC KEY BLOCK-----\n");
     let g = |more: &[&str]| {
         let mut v = vec!["domain=example.com".to_string()];
-        v.extend(more.iter().map(|s| s.to_string()));
+        v.extend(more.iter().map(std::string::ToString::to_string));
         v
     };
     vec![
@@ -292,7 +292,7 @@ async fn a_run_ended_by_a_terminal_vendor_failure_is_not_resumed() {
         &dir.path().join("state").display().to_string(),
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
 
     let first = auditflow_async(args.clone(), env.clone(), dir.path().to_path_buf()).await;
