@@ -36,9 +36,27 @@ pub(super) struct ActiveRun {
     pub(super) overwrite: Option<Arc<OverwriteGuard>>,
     /// The step outputs later templates read: what the journal keeps.
     pub(super) referenced: Arc<Referenced>,
+    /// Set when a step failed on a vendor's terminal state (a poll's `fail_if`): the reason.
+    pub(super) terminal: std::sync::Mutex<Option<String>>,
 }
 
 impl ActiveRun {
+    /// Notes that `error` of the step at `path` is a vendor's terminal state, if it is one.
+    pub(super) fn note_terminal(&self, path: &str, error: &ActionError) {
+        if let ActionError::Step(crate::steps::StepError::PollFailed { message, .. }) = error {
+            if let Ok(mut t) = self.terminal.lock() {
+                t.get_or_insert_with(|| {
+                    format!("step `{path}`: {}", self.emitter.secrets().mask(message))
+                });
+            }
+        }
+    }
+
+    /// The vendor's terminal failure the run ended in, if a step noted one.
+    pub(super) fn terminal_failure(&self) -> Option<String> {
+        self.terminal.lock().ok().and_then(|t| t.clone())
+    }
+
     /// The guard of `step`'s writes: none when the step says `overwrite: true`.
     pub(super) fn overwrite_guard(&self, step: &PlannedStep) -> Option<&OverwriteGuard> {
         self.overwrite.as_deref().filter(|_| !step.overwrite)
@@ -243,6 +261,12 @@ impl Scope {
             );
         }
         m.insert("run".into(), info);
+        if run.dry_run {
+            m.insert(
+                crate::template::placeholder::DRY_RUN.into(),
+                Value::Bool(true),
+            );
+        }
         if let Some((item, index)) = &self.item {
             m.insert("item".into(), item.clone());
             m.insert("index".into(), json!(index));

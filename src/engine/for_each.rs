@@ -58,9 +58,9 @@ pub(super) async fn for_each(
     ctx: &Value,
     env: &StepEnv<'_>,
 ) -> Result<Value, StepError> {
-    let items = match render_deep(&spec.items, ctx)
-        .map_err(|e| StepError::template("for_each.items", e))?
-    {
+    let items =
+        render_deep(&spec.items, ctx).map_err(|e| StepError::template("for_each.items", e))?;
+    let items = match super::dry_run::representative_items(run, env.step, items) {
         Value::Array(a) => a,
         Value::Null => vec![],
         other => {

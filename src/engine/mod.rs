@@ -4,6 +4,7 @@
 //! `for_each` (loops and shards), `active_run` (the run's shared state), `failure` (why
 //! steps stop). Vendor connections are built by `vendors::build`.
 mod active_run;
+mod dry_run;
 mod failure;
 mod for_each;
 mod inputs;
@@ -207,6 +208,7 @@ pub(crate) async fn run(
         referenced: Arc::new(state::keep::Referenced::of_files(
             plan.files.values().map(AsRef::as_ref),
         )),
+        terminal: Default::default(),
     });
     let scope = Scope {
         workflow: plan.workflow.clone(),
@@ -236,6 +238,8 @@ pub(crate) async fn run(
         if let Err(e) = st.finish(status, masked).await {
             status = RunStatus::Failed;
             error = Some(e.to_string());
+        } else if let Err(e) = end_terminal(&run, st, status) {
+            error = Some(e.to_string());
         }
     }
     emitter.emit(Event::RunFinished {
@@ -250,6 +254,27 @@ pub(crate) async fn run(
         error: error.map(|e| emitter.secrets().mask(&e)),
         state_dir: state.map(|s| s.dir),
     })
+}
+
+/// A failed run whose cause is a vendor's terminal state is not resumed: the next run starts
+/// new (see [`state::RunState::end_terminal`]); says so now.
+fn end_terminal(
+    run: &ActiveRun,
+    st: &state::RunState,
+    status: RunStatus,
+) -> Result<(), StateError> {
+    let Some(reason) = run
+        .terminal_failure()
+        .filter(|_| status == RunStatus::Failed)
+    else {
+        return Ok(());
+    };
+    st.end_terminal(&reason)?;
+    run.emitter.warn(format!(
+        "run {} ended in a terminal vendor failure ({reason}); it will not be resumed: the next `auditflow run` of this workflow with these inputs starts a new run",
+        st.run_id
+    ));
+    Ok(())
 }
 
 /// Runs a file's steps, then renders its `outputs`.
@@ -267,6 +292,7 @@ async fn run_workflow(run: &Arc<ActiveRun>, mut scope: Scope) -> Result<Value, S
         })?;
         out.insert(k.clone(), r);
     }
+    dry_run::show_outputs(run, &scope.prefix, &out);
     Ok(Value::Object(out))
 }
 
@@ -289,7 +315,8 @@ fn run_steps<'a>(
             let dl_recorded = run
                 .replayable(&format!("{}{}", scope.prefix, step.id))
                 .is_some();
-            if let Some(pair) = pair.filter(|_| !dl_recorded) {
+            // A dry run shows the download and the decrypt as two steps.
+            if let Some(pair) = pair.filter(|_| !dl_recorded && !run.dry_run) {
                 let (dl_id, dec_id) = (pair.dl.id.clone(), pair.dec.id.clone());
                 let (a, b) = run_pipelined(run, pair, scope).await?;
                 scope.steps.insert(dl_id, a);
@@ -298,6 +325,7 @@ fn run_steps<'a>(
                 continue;
             }
             let outputs = run_step(run, step, scope).await?;
+            let outputs = dry_run::outputs(run, step, outputs);
             scope.steps.insert(step.id.clone(), outputs);
             i += 1;
         }
@@ -338,7 +366,7 @@ async fn run_step(
                     source,
                 })
             })?;
-        if !go {
+        if !go && !dry_run::undecided_condition(run, &path, cond, &ctx) {
             run.step_started(at, step, &name);
             let out = json!({"skipped": true});
             run.record_done(&path, DoneStatus::Skipped, 0, &out);
@@ -460,6 +488,7 @@ async fn run_step(
                 );
                 Ok(out)
             } else {
+                run.note_terminal(&path, &e);
                 failed(&e.to_string());
                 finish(
                     StepStatus::Failed,

@@ -8,8 +8,11 @@
 //! <state-dir>/active/<key>.json         the unfinished run of a workflow + inputs
 //! <state-dir>/active/<key>.lock         held (flock) by the process running it
 //! ```
+//! <state-dir>/active/<key>.terminal     why the last run ended in a vendor's terminal failure
 //! A run stays active until it succeeds; `auditflow run` with the same workflow and inputs
-//! resumes it. `--fresh` abandons it and starts a new one.
+//! resumes it. `--fresh` abandons it and starts a new one. A run that ended in a vendor's
+//! terminal failure (an export ERROR) is not active either: resuming it would only poll the
+//! same dead request again, so the next run starts new and says why.
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -120,7 +123,6 @@ pub(crate) enum Begin {
 /// The state of the run this process is running: its journal and lock.
 pub(crate) struct RunState {
     /// The run's id (its directory name under `runs/`); the CLI reads it from the events.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub run_id: String,
     pub dir: PathBuf,
     pub journal: Journal,
@@ -153,6 +155,44 @@ impl RunState {
         }
         Ok(())
     }
+}
+
+/// The record of a run that ended in a vendor's terminal failure (`active/<key>.terminal`).
+#[derive(Serialize, Deserialize)]
+struct TerminalEnd {
+    run_id: String,
+    reason: String,
+}
+
+impl RunState {
+    /// After [`RunState::finish`] recorded a failure that is a vendor's terminal state (an
+    /// export ended ERROR): the run is no longer active, and the next run of this workflow
+    /// and inputs starts new with a note naming `reason` (masked by the caller).
+    pub(crate) fn end_terminal(&self, reason: &str) -> Result<(), StateError> {
+        let end = TerminalEnd {
+            run_id: self.run_id.clone(),
+            reason: reason.to_string(),
+        };
+        let text = serde_json::to_vec(&end).unwrap_or_default();
+        write_small(&self.pointer.with_extension("terminal"), &text)?;
+        match std::fs::remove_file(&self.pointer) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StateError::io(&self.pointer, e)),
+        }
+    }
+}
+
+/// Takes the note left by [`RunState::end_terminal`] next to `pointer`, if any.
+fn take_terminal_note(pointer: &Path) -> Option<String> {
+    let path = pointer.with_extension("terminal");
+    let bytes = std::fs::read(&path).ok()?;
+    let _ = std::fs::remove_file(&path);
+    let end: TerminalEnd = serde_json::from_slice(&bytes).ok()?;
+    Some(format!(
+        "the last run of this workflow with these inputs (run {}) ended in a terminal vendor failure ({}); starting a new run",
+        end.run_id, end.reason
+    ))
 }
 
 /// A run as listed, or the id of a run whose journal cannot be read and why.
@@ -309,7 +349,7 @@ impl StateDir {
         }
         // Read under the lock: no other process changes it now.
         let existing = self.read_pointer(&pointer)?;
-        let mut note = None;
+        let mut note = take_terminal_note(&pointer);
         if let Some(old_id) = existing {
             let path = self.journal_path(&old_id);
             if fresh {

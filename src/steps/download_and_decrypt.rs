@@ -319,6 +319,25 @@ fn dry_run_downloads(plan: &DownloadPlan, env: &StepEnv<'_>) -> Value {
     json!({"files": [], "bytes": 0, "sizes": [], "sha256": [], "urls": []})
 }
 
+/// A dry run's `download`: the requests it would send, or, when the URLs come from a
+/// response the dry run does not have (placeholders), what it would fetch into where.
+fn dry_run_download(
+    spec: &DownloadSpec,
+    env: &StepEnv<'_>,
+    ctx: &Value,
+) -> Result<Value, StepError> {
+    let urls = string_list("download.urls", &spec.urls, ctx)?;
+    if urls.iter().all(|u| url::Url::parse(u).is_ok()) {
+        return Ok(dry_run_downloads(&plan_download(spec, ctx)?, env));
+    }
+    let to = render_str("download.to", &spec.to, ctx)?;
+    for u in &urls {
+        env.emitter
+            .log(env.step, format!("would download {u} into {to}"));
+    }
+    Ok(json!({"files": [], "bytes": 0, "sizes": [], "sha256": [], "urls": []}))
+}
+
 /// Runs a `download` step.
 pub async fn download_step(
     spec: &DownloadSpec,
@@ -327,10 +346,10 @@ pub async fn download_step(
     env: &StepEnv<'_>,
     ctx: &Value,
 ) -> Result<Value, StepError> {
-    let plan = plan_download(spec, ctx)?;
     if env.dry_run {
-        return Ok(dry_run_downloads(&plan, env));
+        return dry_run_download(spec, env, ctx);
     }
+    let plan = plan_download(spec, ctx)?;
     super::overwrite::check(env, plan.files.iter().map(|f| f.dest.as_path()))?;
     create_dir(&plan.to)?;
     note_withheld(&plan, conn, authorize, env);

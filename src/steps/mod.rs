@@ -72,10 +72,12 @@ pub enum StepError {
         message: String,
     },
     /// A poll's `fail_when` condition held (a terminal vendor state).
-    #[error("{message}")]
+    #[error("{message}{}", explanation.map(|e| format!(": {e}")).unwrap_or_default())]
     PollFailed {
         /// The condition and the state observed.
         message: String,
+        /// What commonly causes this vendor state and what to do, when the adapter knows.
+        explanation: Option<&'static str>,
     },
     /// The step's `timeout` ran out.
     #[error("timed out after {}", crate::workflow::duration::format_duration(*after))]

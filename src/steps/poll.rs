@@ -99,11 +99,18 @@ pub async fn execute(
         env.emitter.log(
             env.step,
             format!(
-                "would poll every {} (x{}, up to {}) until `{}`",
+                "would poll every {} (x{}, up to {}) until `{}`{}",
                 format_duration(interval.initial),
                 interval.factor,
                 format_duration(interval.max),
-                spec.until.trim()
+                spec.until.trim(),
+                spec.fail_if
+                    .as_deref()
+                    .map(|f| format!(
+                        "; fails at once if `{}`",
+                        f.split_whitespace().collect::<Vec<_>>().join(" ")
+                    ))
+                    .unwrap_or_default()
             ),
         );
         return Ok(PollOutcome {
@@ -137,7 +144,10 @@ pub async fn execute(
                         f.trim()
                     ),
                 };
-                return Err(StepError::PollFailed { message });
+                return Err(StepError::PollFailed {
+                    message,
+                    explanation: conn.terminal_explanation(&resp),
+                });
             }
         }
         if holds("poll.until", &spec.until, &rctx)? {

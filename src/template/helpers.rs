@@ -15,6 +15,8 @@ use handlebars::{
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
+use super::placeholder;
+
 /// Internal helper wrapping every output expression: renders values as data (JSON for
 /// arrays/objects) and turns a missing value into an undefined-variable error.
 pub(super) const OUT: &str = "__out";
@@ -298,6 +300,14 @@ pub(super) static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
     for (name, f) in CUSTOM {
         hb.register_helper(name, Box::new(FnHelper { name, f: *f }));
     }
+    // The built-in `len`, placeholder-aware (a dry run's `len` of a body it never got).
+    hb.register_helper(
+        "len",
+        Box::new(FnHelper {
+            name: "len",
+            f: h_len,
+        }),
+    );
     hb
 });
 
@@ -356,17 +366,28 @@ impl HelperDef for OutHelper {
         &self,
         h: &Helper<'rc>,
         _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
+        ctx: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
         out: &mut dyn Output,
     ) -> HelperResult {
         let p = h
             .param(0)
             .ok_or(RenderErrorReason::ParamNotFoundForIndex(OUT, 0))?;
+        let dry = placeholder::is_dry_run(ctx.data());
         if p.is_value_missing() {
-            return Err(missing(p.relative_path()));
+            let ph = p
+                .relative_path()
+                .and_then(|raw| placeholder::for_missing(ctx.data(), raw));
+            let Some(path) = ph.as_ref().and_then(placeholder::path_of) else {
+                return Err(missing(p.relative_path()));
+            };
+            out.write(&placeholder::text(path))?;
+            return Ok(());
         }
-        out.write(&value_to_text(p.value()))?;
+        match placeholder::path_of(p.value()).filter(|_| dry) {
+            Some(path) => out.write(&placeholder::text(path))?,
+            None => out.write(&value_to_text(p.value()))?,
+        }
         Ok(())
     }
 }
@@ -385,7 +406,11 @@ impl HelperDef for RequireHelper {
             .param(0)
             .ok_or(RenderErrorReason::ParamNotFoundForIndex(REQ, 0))?;
         if p.is_value_missing() {
-            return Err(missing(p.relative_path()));
+            return p
+                .relative_path()
+                .and_then(|raw| placeholder::for_missing(ctx.data(), raw))
+                .map(ScopedJson::Derived)
+                .ok_or_else(|| missing(p.relative_path()));
         }
         // Values from the context are handed on by reference (no clone), keeping their path.
         if let Some(path) = p.context_path() {
@@ -430,6 +455,10 @@ impl HelperDef for FnHelper {
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
         let args = Args { h, ctx };
+        let values = h.params().iter().map(handlebars::PathAndJson::value);
+        if let Some(ph) = placeholder::for_call(ctx.data(), self.name, values) {
+            return Ok(ScopedJson::Derived(ph));
+        }
         if let Some(sig) = signature(self.name) {
             sig.check_shape(h.params().len(), h.hash().keys().copied())
                 .map_err(|message| helper_failure(self.name, message))?;
@@ -524,6 +553,17 @@ fn h_json(a: &Args<'_, '_>) -> Result<Value, Fail> {
         v.to_string()
     };
     Ok(Value::String(text))
+}
+
+/// Handlebars' `len`: items of an array, keys of an object, bytes of a string, else 0.
+fn h_len(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    let n = match a.value(0)? {
+        Value::Array(v) => v.len(),
+        Value::Object(m) => m.len(),
+        Value::String(s) => s.len(),
+        _ => 0,
+    };
+    Ok(Value::from(n))
 }
 
 fn h_default(a: &Args<'_, '_>) -> Result<Value, Fail> {

@@ -16,11 +16,14 @@
 
 mod compile;
 mod helpers;
+pub(crate) mod placeholder;
 mod taint;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use taint::derive_secrets_into;
+
+use std::borrow::Cow;
 
 use handlebars::template::{Parameter, Template as HbTemplate, TemplateElement};
 use handlebars::{RenderContext, RenderError, RenderErrorReason, Renderable, StringOutput};
@@ -197,7 +200,7 @@ impl Template {
                 root_path: Some((segs, raw)),
                 offset,
                 ..
-            } => Ok(value_to_text(lookup(ctx, segs, raw, *offset)?).into_owned()),
+            } => Ok(value_to_text(&*lookup_shown(ctx, segs, raw, *offset)?).into_owned()),
             _ => self.render_string_in(&TemplateContext::new(ctx.clone())),
         }
     }
@@ -209,7 +212,7 @@ impl Template {
                 root_path: Some((segs, raw)),
                 offset,
                 ..
-            } => lookup(ctx, segs, raw, *offset).cloned(),
+            } => lookup_shown(ctx, segs, raw, *offset).map(Cow::into_owned),
             _ => self.render_value_in(&TemplateContext::new(ctx.clone())),
         }
     }
@@ -235,8 +238,10 @@ impl Template {
                 root_path: Some((segs, raw)),
                 offset,
                 ..
-            } => lookup(ctx.value(), segs, raw, *offset).cloned(),
-            Kind::Single { value, offset, .. } => self.evaluate(value, *offset, ctx),
+            } => lookup_shown(ctx.value(), segs, raw, *offset).map(Cow::into_owned),
+            Kind::Single { value, offset, .. } => self
+                .evaluate(value, *offset, ctx)
+                .map(|v| placeholder::shown(ctx.value(), v)),
             Kind::Mixed(t) => self.render_text(t, ctx).map(Value::String),
         }
     }
@@ -269,7 +274,10 @@ impl Template {
             .expand(&REGISTRY, &ctx.0, &mut rc)
             .map_err(|e| render_error(&e, &self.source, Some(offset)))?;
         if result.is_value_missing() {
-            return Err(missing(result.relative_path().cloned(), Some(offset)));
+            let raw = result.relative_path();
+            return raw
+                .and_then(|raw| placeholder::for_missing(ctx.value(), raw))
+                .ok_or_else(|| missing(raw.cloned(), Some(offset)));
         }
         if let Value::String(text) = result.value() {
             taint::rendered(&self.vars, ctx.value(), text);
@@ -296,6 +304,26 @@ fn truthy(v: &Value) -> bool {
         }
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// [`lookup`] as callers see it: in a dry run, a path through a placeholder is its `<path>`
+/// text (see [`placeholder`]).
+fn lookup_shown<'a>(
+    ctx: &'a Value,
+    segs: &[String],
+    raw: &str,
+    offset: usize,
+) -> Result<Cow<'a, Value>, TemplateError> {
+    match lookup(ctx, segs, raw, offset) {
+        Ok(v) if placeholder::path_of(v).is_some() && placeholder::is_dry_run(ctx) => {
+            Ok(Cow::Owned(placeholder::shown(ctx, v.clone())))
+        }
+        Ok(v) => Ok(Cow::Borrowed(v)),
+        Err(e @ TemplateError::UndefinedVariable { .. }) => placeholder::for_missing(ctx, raw)
+            .map(|v| Cow::Owned(placeholder::shown(ctx, v)))
+            .ok_or(e),
+        Err(e) => Err(e),
     }
 }
 

@@ -257,6 +257,16 @@ impl Connection {
         }
     }
 
+    /// For a response showing a vendor's terminal state (a Google export ended `ERROR`): what
+    /// commonly causes it and what to do, when the adapter knows.
+    pub fn terminal_explanation(&self, resp: &Response) -> Option<&'static str> {
+        if self.inner.settings.kind == VendorKind::Google {
+            google::terminal_explanation(resp)
+        } else {
+            None
+        }
+    }
+
     /// The records of a response (one page, or all pages after [`Connection::aggregate`]) and
     /// the total the vendor reports, for the completeness check and the manifest.
     pub fn count(&self, resp: &Response) -> ItemCount {

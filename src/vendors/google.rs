@@ -419,6 +419,67 @@ pub(super) fn next_page(req: &Request, resp: &Response) -> Option<Request> {
     Some(next)
 }
 
+/// The `status` of a mailbox export (`properties.status` of its entry), as the vendor page
+/// lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportStatus {
+    /// Still being processed.
+    Pending,
+    /// Failed; no files were made.
+    Error,
+    /// Done; `fileUrl0..N-1` hold the encrypted files.
+    Completed,
+    /// Will be deleted by Google's next cleanup job.
+    MarkedDelete,
+    /// Deleted through the delete call.
+    Deleted,
+    /// Deleted by Google after the 3-week retention.
+    Expired,
+}
+
+impl ExportStatus {
+    /// The status of an export entry as parsed by this adapter (None: not an export entry).
+    pub fn of(body: &Value) -> Option<ExportStatus> {
+        let s = body.get("properties")?.get("status")?.as_str()?;
+        Some(match s.trim() {
+            "PENDING" => ExportStatus::Pending,
+            "ERROR" => ExportStatus::Error,
+            "COMPLETED" => ExportStatus::Completed,
+            "MARKED_DELETE" => ExportStatus::MarkedDelete,
+            "DELETED" => ExportStatus::Deleted,
+            "EXPIRED" => ExportStatus::Expired,
+            _ => return None,
+        })
+    }
+
+    /// For a terminal status: what commonly causes it and what to do.
+    pub fn explanation(self) -> Option<&'static str> {
+        match self {
+            ExportStatus::Pending | ExportStatus::Completed => None,
+            ExportStatus::Error => Some(
+                "Google could not make the export. Common causes: no public key was uploaded for \
+                 the domain, or Google rejected the key (it must be an ASCII-armored OpenPGP RSA \
+                 public key able to encrypt). Upload it with workflows/google/upload-public-key.yaml \
+                 (-i domain=... -i public_key_file=...), then run the export again: a new export \
+                 request is created",
+            ),
+            ExportStatus::Expired => Some(
+                "Google deletes the encrypted files 3 weeks after the export is ready; run the \
+                 export again to create a new request, and download within 3 weeks",
+            ),
+            ExportStatus::MarkedDelete | ExportStatus::Deleted => Some(
+                "the export's files were deleted (a delete call, e.g. \
+                 workflows/google/delete-export.yaml); run the export again to create a new request",
+            ),
+        }
+    }
+}
+
+/// What commonly causes the terminal state of the export in `resp`, and what to do.
+pub(super) fn terminal_explanation(resp: &Response) -> Option<&'static str> {
+    ExportStatus::of(&resp.body)?.explanation()
+}
+
 /// Concatenates the feed entries (and warnings) of all pages; the rest is the last page's.
 pub(super) fn aggregate(pages: Vec<Response>) -> Response {
     let mut entries = Vec::new();

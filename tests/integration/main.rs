@@ -15,6 +15,7 @@ mod decrypt_gpg_live;
 mod decrypt_mutations;
 mod decrypt_rpgp_formats;
 mod download_http;
+mod dry_run;
 mod durable;
 mod durations;
 mod engine;
