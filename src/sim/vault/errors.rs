@@ -46,6 +46,28 @@ impl ApiStatus {
     }
 }
 
+/// A refusal not yet turned into an answer (what request checks return).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ApiError {
+    status: ApiStatus,
+    message: String,
+}
+
+impl ApiError {
+    pub(super) fn new(status: ApiStatus, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        api_error(self.status, self.message)
+    }
+}
+
 /// A Google JSON error answer.
 pub(super) fn api_error(status: ApiStatus, message: impl Into<String>) -> Response {
     let message = message.into();

@@ -10,7 +10,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Map, Value};
 
 use super::archive::{account_archive, StoredObject};
-use super::errors::{api_error, json_ok, ApiStatus};
+use axum::response::IntoResponse as _;
+
+use super::errors::{api_error, json_ok, ApiError, ApiStatus};
 use super::matters::matter_not_found;
 use super::{
     json_body, lock, query_params, remove_export, rfc3339, sweep, unknown_field, Db, Page, Service,
@@ -151,12 +153,12 @@ const QUERY_FIELDS: &[&str] = &[
     "calendarOptions",
 ];
 
-fn invalid(message: impl Into<String>) -> Response {
-    api_error(ApiStatus::InvalidArgument, message)
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ApiStatus::InvalidArgument, message)
 }
 
 /// Checks `corpus`, `dataScope` and `searchMethod` (or the deprecated `method`).
-fn check_enums(q: &Map<String, Value>) -> Result<(), Response> {
+fn check_enums(q: &Map<String, Value>) -> Result<(), ApiError> {
     match q.get("corpus").and_then(Value::as_str) {
         Some("MAIL") => {}
         Some(c @ ("DRIVE" | "GROUPS" | "HANGOUTS_CHAT" | "VOICE" | "CALENDAR")) => {
@@ -197,7 +199,7 @@ fn check_enums(q: &Map<String, Value>) -> Result<(), Response> {
 }
 
 /// `accountInfo.emails`: at least one address, each in the admin's domain.
-fn check_accounts(q: &Map<String, Value>, domain: &str) -> Result<Vec<String>, Response> {
+fn check_accounts(q: &Map<String, Value>, domain: &str) -> Result<Vec<String>, ApiError> {
     let Some(emails) = q
         .get("accountInfo")
         .and_then(|a| a.get("emails"))
@@ -215,7 +217,7 @@ fn check_accounts(q: &Map<String, Value>, domain: &str) -> Result<Vec<String>, R
         match addr.rsplit_once('@') {
             Some((local, d)) if !local.is_empty() && d == domain => {}
             Some((local, _)) if !local.is_empty() => {
-                return Err(api_error(
+                return Err(ApiError::new(
                     ApiStatus::InvalidArgument,
                     format!("Account {addr} is not in the domain {domain} of this organization."),
                 ))
@@ -233,8 +235,8 @@ fn check_accounts(q: &Map<String, Value>, domain: &str) -> Result<Vec<String>, R
 }
 
 /// `startTime`/`endTime` (RFC 3339, start before end); default: the year before `now`.
-fn check_window(q: &Map<String, Value>, now: DateTime<Utc>) -> Result<(i64, i64), Response> {
-    let time = |k: &str| -> Result<Option<i64>, Response> {
+fn check_window(q: &Map<String, Value>, now: DateTime<Utc>) -> Result<(i64, i64), ApiError> {
+    let time = |k: &str| -> Result<Option<i64>, ApiError> {
         match q.get(k) {
             None => Ok(None),
             Some(v) => v
@@ -262,7 +264,7 @@ fn check_window(q: &Map<String, Value>, now: DateTime<Utc>) -> Result<(i64, i64)
 }
 
 /// `exportOptions.mailOptions.exportFormat`: MBOX (the default); PST is not produced here.
-fn check_options(options: Option<&Value>) -> Result<Value, Response> {
+fn check_options(options: Option<&Value>) -> Result<Value, ApiError> {
     let Some(options) = options else {
         return Ok(json!({ "mailOptions": { "exportFormat": "MBOX" } }));
     };
@@ -281,7 +283,7 @@ fn check_options(options: Option<&Value>) -> Result<Value, Response> {
     }
 }
 
-fn read_request(body: &[u8], domain: &str, now: DateTime<Utc>) -> Result<ExportRequest, Response> {
+fn read_request(body: &[u8], domain: &str, now: DateTime<Utc>) -> Result<ExportRequest, ApiError> {
     let obj = json_body(body)?;
     if let Some(r) = unknown_field(&obj, EXPORT_FIELDS, "export") {
         return Err(r);
@@ -408,7 +410,7 @@ pub(super) async fn create_export(
     }
     let req = match read_request(&body, &sim.domain(), now) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut st = lock(&sim.state);
     sweep(&mut st, now, sim.retention());
@@ -479,7 +481,7 @@ pub(super) async fn list_exports(
     let scope = format!("exports/{matter}");
     let page = match Page::read(&params, &scope, MAX_EXPORTS_PAGE) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let now = sim.now();
     let mut st = lock(&sim.state);
@@ -523,10 +525,10 @@ pub(super) async fn delete_export(
         return matter_not_found(&matter);
     }
     sweep(&mut st, now, sim.retention());
-    if !st
+    if st
         .exports
         .get(&export)
-        .is_some_and(|e| e.matter_id == matter)
+        .is_none_or(|e| e.matter_id != matter)
     {
         return export_not_found(&export);
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use serde_json::{json, Value};
 
 use super::errors::{api_error, json_ok, ApiStatus};
@@ -61,7 +61,7 @@ pub(super) async fn create_matter(
     }
     let obj = match json_body(&body) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let known = [
         "name",
@@ -72,7 +72,7 @@ pub(super) async fn create_matter(
         "matterRegion",
     ];
     if let Some(r) = unknown_field(&obj, &known, "matter") {
-        return r;
+        return r.into_response();
     }
     let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::trim);
     let Some(name) = text("name").filter(|n| !n.is_empty()) else {
@@ -110,7 +110,7 @@ pub(super) async fn list_matters(
     }
     let page = match Page::read(&params, "matters", MAX_MATTERS_PAGE) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let st = lock(&sim.state);
     let all: Vec<Value> = st.matters.values().map(Matter::json).collect();

@@ -31,7 +31,7 @@ use base64::Engine as _;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use self::archive::StoredObject;
-use self::errors::{api_error, no_route, rate_limited, ApiStatus};
+use self::errors::{no_route, rate_limited, ApiError, ApiStatus};
 use self::exports::VaultExport;
 use self::matters::Matter;
 use super::google::GoogleSim;
@@ -234,13 +234,13 @@ struct Page {
 }
 
 impl Page {
-    fn read(params: &HashMap<String, String>, scope: &str, max: usize) -> Result<Page, Response> {
+    fn read(params: &HashMap<String, String>, scope: &str, max: usize) -> Result<Page, ApiError> {
         let size = match params.get("pageSize").map(|s| s.trim()) {
             None | Some("") | Some("0") => max,
             Some(s) => match s.parse::<usize>() {
                 Ok(n) => n.min(max),
                 Err(_) => {
-                    return Err(api_error(
+                    return Err(ApiError::new(
                         ApiStatus::InvalidArgument,
                         format!("Invalid value at 'page_size' (TYPE_INT32), \"{s}\""),
                     ))
@@ -250,7 +250,7 @@ impl Page {
         let start = match params.get("pageToken").filter(|t| !t.is_empty()) {
             None => 0,
             Some(t) => decode_token(t, scope)
-                .ok_or_else(|| api_error(ApiStatus::InvalidArgument, "Invalid page token."))?,
+                .ok_or_else(|| ApiError::new(ApiStatus::InvalidArgument, "Invalid page token."))?,
         };
         Ok(Page { start, size })
     }
@@ -270,14 +270,14 @@ fn decode_token(token: &str, scope: &str) -> Option<usize> {
 }
 
 /// Reads a JSON object body; 400 INVALID_ARGUMENT as Google words it otherwise.
-fn json_body(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, Response> {
+fn json_body(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(m)) => Ok(m),
-        Ok(_) => Err(api_error(
+        Ok(_) => Err(ApiError::new(
             ApiStatus::InvalidArgument,
             "Invalid JSON payload received. Expected an object.",
         )),
-        Err(e) => Err(api_error(
+        Err(e) => Err(ApiError::new(
             ApiStatus::InvalidArgument,
             format!("Invalid JSON payload received. {e}"),
         )),
@@ -289,9 +289,9 @@ fn unknown_field(
     obj: &serde_json::Map<String, serde_json::Value>,
     known: &[&str],
     at: &str,
-) -> Option<Response> {
+) -> Option<ApiError> {
     let name = obj.keys().find(|k| !known.contains(&k.as_str()))?;
-    Some(api_error(
+    Some(ApiError::new(
         ApiStatus::InvalidArgument,
         format!(
             "Invalid JSON payload received. Unknown name \"{name}\" at '{at}': Cannot find field."
