@@ -1,4 +1,5 @@
-//! The vendor simulator: Mimecast, MailStore and Google Email Audit served on loopback.
+//! The vendor simulator: Mimecast, MailStore, Google Email Audit, Google Vault and Cloud
+//! Storage served on loopback.
 //!
 //! Written from the vendor pages alone: it shares no signing, encoding or parsing code with
 //! `crate::vendors`, so that a bug cannot hide on both sides of a test.
@@ -17,6 +18,7 @@ pub mod mailstore;
 pub mod mimecast;
 pub mod timing;
 pub mod tls;
+pub mod vault;
 
 /// Credentials the simulator accepts. The defaults are throwaway demo values.
 #[derive(Debug, Clone)]
@@ -90,6 +92,10 @@ pub struct SimConfig {
     pub mailstore_port: u16,
     /// Google service port (also serves the OAuth token endpoint); 0 picks a free port.
     pub google_port: u16,
+    /// Google Vault API port (its own origin, as `vault.googleapis.com`); 0 picks a free port.
+    pub vault_port: u16,
+    /// Cloud Storage JSON API port (its own origin, as `storage.googleapis.com`); 0: free port.
+    pub storage_port: u16,
     /// MailStore over HTTPS with a certificate generated at start (the default, as the real
     /// Administration API); false serves plain HTTP (`auditflow sim --plain-http`).
     pub mailstore_tls: bool,
@@ -155,6 +161,21 @@ pub struct SimConfig {
     pub google_delete_marked_times: u32,
     /// Google: lifetime of access tokens issued by the simulated token endpoint (real: 1 hour).
     pub google_token_ttl: Duration,
+    /// Vault: exports in progress allowed across the organization (the limits page: 20); one
+    /// more is answered 429 `RESOURCE_EXHAUSTED`.
+    pub vault_max_in_progress: u32,
+    /// Vault: `matters.exports.get` calls an export stays `IN_PROGRESS` for.
+    pub vault_pending_polls: u32,
+    /// Vault: simulated time an export stays `IN_PROGRESS` at least (with
+    /// `vault_pending_polls`: both must pass). Default 0; `--timing realistic`: hours.
+    pub vault_export_duration: Duration,
+    /// Vault: how long an export and its files stay available (the help center: 15 days);
+    /// afterwards the export and its objects answer 404.
+    pub vault_retention: Duration,
+    /// Vault: exports that include this account end `FAILED`.
+    pub vault_failing_account: Option<String>,
+    /// Vault: bytes of generated mbox per account (at least one message).
+    pub vault_mbox_size: usize,
     /// Where the MailStore certificate (PEM) and the Google service-account key file are
     /// written, and where the encrypted export files live (in a temp dir inside it, removed with
     /// the simulator). None: temp dirs.
@@ -168,6 +189,8 @@ impl Default for SimConfig {
             mimecast_port: 0,
             mailstore_port: 0,
             google_port: 0,
+            vault_port: 0,
+            storage_port: 0,
             mailstore_tls: true,
             credentials: SimCredentials::default(),
             faults: FaultConfig::default(),
@@ -195,6 +218,12 @@ impl Default for SimConfig {
             google_seed_history: false,
             google_delete_marked_times: 1,
             google_token_ttl: Duration::from_secs(3600),
+            vault_max_in_progress: 20,
+            vault_pending_polls: 3,
+            vault_export_duration: Duration::ZERO,
+            vault_retention: Duration::from_secs(15 * 86_400),
+            vault_failing_account: None,
+            vault_mbox_size: 16 * 1024,
             work_dir: None,
         }
     }
@@ -226,6 +255,8 @@ pub struct Stats {
     pub google_token_requests: AtomicU64,
     /// Google export files served (started, whether cut or not).
     pub google_downloads: AtomicU64,
+    /// Cloud Storage `alt=media` downloads served (started, whether cut or not).
+    pub storage_downloads: AtomicU64,
     /// 429 answers injected by `FaultConfig`.
     pub injected_429: AtomicU64,
     /// 500/502/503 answers injected by `FaultConfig`.
@@ -259,6 +290,8 @@ pub struct StatsSnapshot {
     pub google_token_requests: u64,
     /// The value of [`Stats::google_downloads`] when the snapshot was taken.
     pub google_downloads: u64,
+    /// The value of [`Stats::storage_downloads`] when the snapshot was taken.
+    pub storage_downloads: u64,
     /// The value of [`Stats::injected_429`] when the snapshot was taken.
     pub injected_429: u64,
     /// The value of [`Stats::injected_5xx`] when the snapshot was taken.
@@ -283,6 +316,7 @@ impl Stats {
             google_status_requests: g(&self.google_status_requests),
             google_token_requests: g(&self.google_token_requests),
             google_downloads: g(&self.google_downloads),
+            storage_downloads: g(&self.storage_downloads),
             injected_429: g(&self.injected_429),
             injected_5xx: g(&self.injected_5xx),
             injected_cuts: g(&self.injected_cuts),
@@ -403,6 +437,12 @@ pub struct SimHandle {
     pub stats: Arc<Stats>,
     /// The Google service itself, for inspecting exports and tokens (the fan-out bench).
     pub google: Arc<google::GoogleSim>,
+    /// Base URL of the Google Vault API service.
+    pub vault_url: String,
+    /// Base URL of the Cloud Storage JSON API service (another origin than Vault's).
+    pub storage_url: String,
+    /// The Vault and Storage services, for their clock and counters.
+    pub vault: Arc<vault::VaultSim>,
     /// The credentials the services accept.
     pub credentials: SimCredentials,
     shutdown: tokio_util::sync::CancellationToken,
@@ -429,6 +469,8 @@ impl SimHandle {
             ("GOOGLE_ACCESS_TOKEN".into(), c.google_access_token.clone()),
             ("GOOGLE_ADMIN_EMAIL".into(), c.google_admin_email.clone()),
             ("GOOGLE_TOKEN_URL".into(), self.google_token_url.clone()),
+            ("GOOGLE_VAULT_BASE_URL".into(), self.vault_url.clone()),
+            ("GOOGLE_STORAGE_BASE_URL".into(), self.storage_url.clone()),
         ];
         if let Some(cert) = &self.mailstore_cert {
             v.push((
@@ -539,7 +581,7 @@ fn mailstore_certificate(
     Ok((Some(cert), temp))
 }
 
-/// Starts the three simulated services.
+/// Starts the simulated services.
 pub async fn start(cfg: SimConfig) -> Result<SimHandle, SimError> {
     let stats = Arc::new(Stats::default());
     let faults = Arc::new(Faults::new(cfg.faults.clone(), stats.clone()));
@@ -571,6 +613,19 @@ pub async fn start(cfg: SimConfig) -> Result<SimHandle, SimError> {
     .await?;
     google.set_base_url(&google_url);
     let google_token_url = format!("{google_url}/token");
+    let vault = vault::VaultSim::new(&cfg, faults.clone(), google.clone());
+    let (vault_url, t4) = serve(
+        SocketAddr::new(cfg.host, cfg.vault_port),
+        vault.clone().vault_router(),
+        shutdown.clone(),
+    )
+    .await?;
+    let (storage_url, t5) = serve(
+        SocketAddr::new(cfg.host, cfg.storage_port),
+        vault.clone().storage_router(),
+        shutdown.clone(),
+    )
+    .await?;
 
     Ok(SimHandle {
         mimecast_url,
@@ -580,9 +635,12 @@ pub async fn start(cfg: SimConfig) -> Result<SimHandle, SimError> {
         google_token_url,
         stats,
         google,
+        vault_url,
+        storage_url,
+        vault,
         credentials: cfg.credentials.clone(),
         shutdown,
-        tasks: vec![t1, t2, t3],
+        tasks: vec![t1, t2, t3, t4, t5],
         _cert_dir: cert_dir,
     })
 }

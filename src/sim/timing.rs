@@ -92,6 +92,8 @@ pub enum Timing {
 
 /// Realistic: simulated time a Google export stays PENDING (the page: hours to days).
 pub const REALISTIC_EXPORT: Duration = Duration::from_secs(6 * 3600);
+/// Realistic: simulated time a Vault mail export stays IN_PROGRESS (small exports: hours).
+pub const REALISTIC_VAULT_EXPORT: Duration = Duration::from_secs(2 * 3600);
 /// Realistic: status updates of a MailStore long-running process (VerifyStore).
 pub const REALISTIC_MAILSTORE_STEPS: u32 = 40;
 /// Realistic: simulated time between two of them (40 minutes in all).
@@ -107,6 +109,8 @@ impl Timing {
             Timing::Realistic => {
                 cfg.google_pending_polls = 0;
                 cfg.google_export_duration = REALISTIC_EXPORT;
+                cfg.vault_pending_polls = 0;
+                cfg.vault_export_duration = REALISTIC_VAULT_EXPORT;
                 cfg.mailstore_steps = REALISTIC_MAILSTORE_STEPS;
                 cfg.mailstore_step_interval = REALISTIC_MAILSTORE_STEP;
             }

@@ -13,7 +13,7 @@ use crate::sim::{bump, Injected};
 
 use super::answers::google_error;
 use super::token;
-use super::{lock, GoogleSim, JWT_BEARER};
+use super::{lock, GoogleSim, IssuedToken, JWT_BEARER};
 
 impl GoogleSim {
     /// Fault injection, then bearer authentication.
@@ -35,7 +35,19 @@ impl GoogleSim {
         self.authenticate(headers)
     }
 
+    /// Bearer authentication for the audit API (its scope).
     pub(super) fn authenticate(&self, headers: &HeaderMap) -> Option<Response> {
+        self.authenticate_for(headers, &[token::AUDIT_SCOPE])
+    }
+
+    /// Bearer authentication: the static token (whose scopes are unknown, so it passes), or an
+    /// issued, unexpired token carrying one of `scopes` (403 `insufficient_scope` otherwise, as
+    /// Google answers a token without the API's scope). None when the request may proceed.
+    pub(in crate::sim) fn authenticate_for(
+        &self,
+        headers: &HeaderMap,
+        scopes: &[&str],
+    ) -> Option<Response> {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -46,16 +58,19 @@ impl GoogleSim {
                     .then(|| rest.trim().to_string())
             })
             .filter(|t| !t.is_empty());
-        let valid = match &presented {
-            Some(t) if *t == self.cfg.credentials.google_access_token => true,
+        let scoped = match &presented {
+            Some(t) if *t == self.cfg.credentials.google_access_token => Some(true),
             Some(t) => lock(&self.state)
                 .tokens
                 .get(t)
-                .is_some_and(|until| *until > Instant::now()),
-            None => false,
+                .filter(|issued| issued.until > Instant::now())
+                .map(|issued| issued.scopes.iter().any(|s| scopes.contains(&s.as_str()))),
+            None => None,
         };
-        if valid {
-            return None;
+        match scoped {
+            Some(true) => return None,
+            Some(false) => return Some(insufficient_scope(scopes)),
+            None => {}
         }
         bump(&self.stats().unauthenticated);
         let mut r = google_error(
@@ -75,6 +90,23 @@ impl GoogleSim {
         );
         Some(r)
     }
+}
+
+/// 403 for a valid token without the API's scope, with the RFC 6750 challenge.
+fn insufficient_scope(scopes: &[&str]) -> Response {
+    let mut r = google_error(
+        StatusCode::FORBIDDEN,
+        "insufficientPermissions",
+        "Request had insufficient authentication scopes.",
+    );
+    let challenge = format!(
+        "Bearer realm=\"https://accounts.google.com/\", error=\"insufficient_scope\", scope=\"{}\"",
+        scopes.join(" ")
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
 }
 
 /// Google's standard OAuth token endpoint.
@@ -135,16 +167,19 @@ pub(super) async fn token_endpoint(State(sim): State<Arc<GoogleSim>>, body: Byte
         subject: &sim.cfg.credentials.google_admin_email,
     };
     let now = Utc::now().timestamp();
-    if let Err(e) = sim.account.verify_assertion(&assertion, &expected, now) {
-        return oauth_error(e.error, e.description);
-    }
+    let scopes = match sim.account.verify_assertion(&assertion, &expected, now) {
+        Ok(scopes) => scopes,
+        Err(e) => return oauth_error(e.error, e.description),
+    };
     let access_token = token::new_access_token();
     let ttl = sim.cfg.google_token_ttl;
     {
         let mut st = lock(&sim.state);
         let now = Instant::now();
-        st.tokens.retain(|_, until| *until > now);
-        st.tokens.insert(access_token.clone(), now + ttl);
+        st.tokens.retain(|_, issued| issued.until > now);
+        let until = now + ttl;
+        st.tokens
+            .insert(access_token.clone(), IssuedToken { until, scopes });
     }
     sim.tokens_issued.fetch_add(1, Ordering::Relaxed);
     (

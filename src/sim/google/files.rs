@@ -16,7 +16,7 @@ use super::export::{expire, remove_files, Phase};
 use super::{lock, GoogleSim};
 
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum RangeReq {
+pub(in crate::sim) enum RangeReq {
     Full,
     Partial(u64, u64),
     Unsatisfiable,
@@ -24,7 +24,7 @@ pub(super) enum RangeReq {
 
 /// One `bytes=` range as RFC 9110 reads it; what we do not serve (other units, several ranges,
 /// invalid syntax) is ignored and the whole file is sent.
-pub(super) fn parse_range(value: Option<&HeaderValue>, len: u64) -> RangeReq {
+pub(in crate::sim) fn parse_range(value: Option<&HeaderValue>, len: u64) -> RangeReq {
     let Some(spec) = value
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().strip_prefix("bytes="))

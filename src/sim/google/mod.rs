@@ -17,11 +17,11 @@ mod auth;
 mod crypto;
 mod export;
 mod exports;
-mod files;
+pub(in crate::sim) mod files;
 mod generate;
 mod keys;
 mod list;
-mod mbox;
+pub(in crate::sim) mod mbox;
 mod seed;
 mod token;
 
@@ -81,9 +81,17 @@ struct Db {
     /// Exports created per (domain, UTC day of the sim clock).
     daily: HashMap<(String, NaiveDate), u32>,
     created: HashMap<String, u32>,
-    /// Issued access tokens and when they stop working (real clock).
-    tokens: HashMap<String, Instant>,
+    /// Issued access tokens: when they stop working (real clock) and their scopes.
+    tokens: HashMap<String, IssuedToken>,
     next_id: u64,
+}
+
+/// An access token issued by `POST /token`.
+struct IssuedToken {
+    /// When it stops working (real clock).
+    until: Instant,
+    /// The scopes granted with it.
+    scopes: Vec<String>,
 }
 
 /// The simulated Google service.

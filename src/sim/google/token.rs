@@ -12,7 +12,20 @@ use sha2::Sha256;
 /// The `client_email` of the simulated service account.
 pub(super) const CLIENT_EMAIL: &str = "auditflow-sim@sim-project.iam.gserviceaccount.com";
 /// The scope the audit API needs.
-pub(super) const AUDIT_SCOPE: &str = "https://apps-apis.google.com/a/feeds/compliance/audit/";
+pub(in crate::sim) const AUDIT_SCOPE: &str =
+    "https://apps-apis.google.com/a/feeds/compliance/audit/";
+/// Scopes the simulated service account is authorized for (domain-wide delegation): the audit
+/// API's, and those of the Vault API and Cloud Storage (served by `crate::sim::vault`).
+pub(super) const GRANTABLE_SCOPES: &[&str] = &[
+    AUDIT_SCOPE,
+    "https://www.googleapis.com/auth/ediscovery",
+    "https://www.googleapis.com/auth/ediscovery.readonly",
+    "https://www.googleapis.com/auth/devstorage.read_only",
+    "https://www.googleapis.com/auth/devstorage.read_write",
+    "https://www.googleapis.com/auth/devstorage.full_control",
+    "https://www.googleapis.com/auth/cloud-platform",
+    "https://www.googleapis.com/auth/cloud-platform.read-only",
+];
 /// Longest assertion lifetime Google accepts (`exp - iat`).
 const MAX_ASSERTION_LIFETIME: i64 = 3600;
 /// Allowed clock skew for `iat` in the future.
@@ -98,13 +111,14 @@ impl ServiceAccount {
         serde_json::to_string_pretty(&json).map_err(|e| e.to_string())
     }
 
-    /// Checks an RS256 JWT-bearer assertion as Google's token endpoint does, at `now` (Unix s).
+    /// Checks an RS256 JWT-bearer assertion as Google's token endpoint does, at `now` (Unix s);
+    /// returns the scopes granted (those requested that the account is authorized for).
     pub(super) fn verify_assertion(
         &self,
         jwt: &str,
         expected: &Expected<'_>,
         now: i64,
-    ) -> Result<(), GrantError> {
+    ) -> Result<Vec<String>, GrantError> {
         let mut parts = jwt.trim().split('.');
         let (Some(h64), Some(c64), Some(s64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -177,16 +191,21 @@ impl ServiceAccount {
                 description: "Invalid OAuth scope or ID token audience provided.".into(),
             });
         }
-        if !scopes.split_whitespace().any(|s| s == AUDIT_SCOPE) {
+        let granted: Vec<String> = scopes
+            .split_whitespace()
+            .filter(|s| GRANTABLE_SCOPES.contains(s))
+            .map(str::to_string)
+            .collect();
+        if granted.is_empty() {
             return Err(GrantError {
                 error: "invalid_scope",
                 description: format!(
-                    "The requested scopes do not include {AUDIT_SCOPE}, the only scope this \
-                     client is authorized for"
+                    "The requested scopes include none this client is authorized for ({})",
+                    GRANTABLE_SCOPES.join(" ")
                 ),
             });
         }
-        Ok(())
+        Ok(granted)
     }
 }
 
