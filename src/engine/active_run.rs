@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::failure::ActionError;
 use super::for_each::Shard;
+use super::loop_reads::LoopReadsCache;
 use crate::events::{Emitter, Event, Sink, StepStatus};
 use crate::state::keep::Referenced;
 use crate::state::{self, DoneStatus, Journal, Record, Replay};
@@ -36,6 +37,8 @@ pub(super) struct ActiveRun {
     pub(super) overwrite: Option<Arc<OverwriteGuard>>,
     /// The step outputs later templates read: what the journal keeps.
     pub(super) referenced: Arc<Referenced>,
+    /// What each loop's iterations read of the scope around them.
+    pub(super) loop_reads: LoopReadsCache,
 }
 
 impl ActiveRun {

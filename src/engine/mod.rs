@@ -7,6 +7,7 @@ mod active_run;
 mod failure;
 mod for_each;
 mod inputs;
+mod loop_reads;
 mod pipeline;
 
 use std::collections::BTreeMap;
@@ -206,6 +207,7 @@ pub(crate) async fn run(
         referenced: Arc::new(state::keep::Referenced::of_files(
             plan.files.values().map(AsRef::as_ref),
         )),
+        loop_reads: Default::default(),
     });
     let scope = Scope {
         workflow: plan.workflow.clone(),

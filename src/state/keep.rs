@@ -158,6 +158,32 @@ impl Referenced {
         }
     }
 
+    /// One iteration's outputs as the loop `loop_id` keeps them in its `results`: each inner
+    /// step's outputs pruned like the journal's (what later templates read, small scalars),
+    /// unless a template reads the loop's results whole.
+    pub(crate) fn iteration(
+        &self,
+        loop_id: &str,
+        outputs: Map<String, Value>,
+    ) -> Map<String, Value> {
+        let whole = self.all
+            || self.by_step.get(loop_id).is_some_and(|paths| {
+                paths
+                    .iter()
+                    .any(|p| p.len() < 3 && p.first().is_none_or(|f| f == "results"))
+            });
+        if whole {
+            return outputs;
+        }
+        outputs
+            .into_iter()
+            .map(|(k, v)| {
+                let kept = self.prune(&k, &v);
+                (k, kept)
+            })
+            .collect()
+    }
+
     fn prune(&self, id: &str, outputs: &Value) -> Value {
         if self.all {
             return outputs.clone();
@@ -189,8 +215,15 @@ fn step_id(path: &str) -> &str {
 
 /// Copies the subtree of `src` at `path` into `dst` (an object at the same level). A path
 /// through an array keeps the whole array.
-fn copy_path(src: &Value, path: &[String], dst: &mut Map<String, Value>) {
-    let (Some(first), Value::Object(m)) = (path.first(), src) else {
+pub(crate) fn copy_path(src: &Value, path: &[String], dst: &mut Map<String, Value>) {
+    if let Value::Object(m) = src {
+        copy_path_in(m, path, dst);
+    }
+}
+
+/// [`copy_path`] from an object's map.
+pub(crate) fn copy_path_in(m: &Map<String, Value>, path: &[String], dst: &mut Map<String, Value>) {
+    let Some(first) = path.first() else {
         return;
     };
     let Some(child) = m.get(first) else {
