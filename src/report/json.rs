@@ -1,11 +1,11 @@
 //! The JSON run report (`--report-json`): run, inputs (masked), steps, artifacts.
-use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
+use super::spool::{write_report, Spool};
 use crate::events::{Event, Sink};
 
 /// Collects events and writes one JSON document at the end of the run. Steps and artifacts
@@ -19,63 +19,31 @@ pub(crate) struct JsonReport {
 struct Doc {
     /// Everything but the spooled arrays.
     head: Value,
-    steps: Spool,
-    artifacts: Spool,
+    steps: Spooled,
+    artifacts: Spooled,
 }
 
-/// Compact JSON lines in an anonymous temporary file (or in memory when none can be made).
-struct Spool {
-    out: Option<BufWriter<File>>,
-    mem: Vec<u8>,
-    count: usize,
-}
+/// Compact JSON values as the elements of an array, one per line.
+struct Spooled(Spool);
 
-impl Spool {
-    fn new() -> Spool {
-        Spool {
-            out: tempfile::tempfile().ok().map(|f| BufWriter::new(f)),
-            mem: Vec::new(),
-            count: 0,
-        }
-    }
-
+impl Spooled {
     fn push(&mut self, v: &Value) {
-        let mut line = serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec());
-        line.push(b'\n');
-        let spilled = self.out.as_mut().map(|w| w.write_all(&line));
-        if !matches!(spilled, Some(Ok(()))) {
-            self.out = None;
-            self.mem.extend_from_slice(&line);
+        let mut entry = if self.0.count() == 0 {
+            b"\n    ".to_vec()
+        } else {
+            b",\n    ".to_vec()
+        };
+        if serde_json::to_writer(&mut entry, v).is_err() {
+            entry.extend_from_slice(b"null");
         }
-        self.count += 1;
+        self.0.push(&entry);
     }
 
-    /// Writes the lines as the elements of a JSON array (`[` ... `]`), each on its own line.
-    fn copy_array(&mut self, to: &mut impl Write) -> std::io::Result<()> {
-        if self.count == 0 {
-            return to.write_all(b"[]");
-        }
+    /// `[` ... `]`
+    fn copy_array(&mut self, to: &mut dyn Write) -> std::io::Result<()> {
         to.write_all(b"[")?;
-        let mut first = true;
-        let mut each = |line: &[u8], to: &mut dyn Write| -> std::io::Result<()> {
-            to.write_all(if first { b"\n    " } else { b",\n    " })?;
-            first = false;
-            to.write_all(line)
-        };
-        if let Some(w) = self.out.as_mut() {
-            w.flush()?;
-            let mut f = w.get_ref().try_clone()?;
-            f.seek(SeekFrom::Start(0))?;
-            for line in BufReader::new(f).split(b'\n') {
-                each(&line?, to)?;
-            }
-            // The clone shares the file offset: back to the end for later appends.
-            w.get_mut().seek(SeekFrom::End(0))?;
-        }
-        for line in self.mem.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            each(line, to)?;
-        }
-        to.write_all(b"\n  ]")
+        self.0.copy_to(to)?;
+        to.write_all(if self.0.count() == 0 { b"]" } else { b"\n  ]" })
     }
 }
 
@@ -93,8 +61,8 @@ impl JsonReport {
                     "tool": {"name": "auditflow", "version": env!("CARGO_PKG_VERSION")},
                     "warnings": [],
                 }),
-                steps: Spool::new(),
-                artifacts: Spool::new(),
+                steps: Spooled(Spool::new()),
+                artifacts: Spooled(Spool::new()),
             }),
         }
     }
@@ -102,31 +70,16 @@ impl JsonReport {
     /// Writes the report (pretty JSON; steps and artifacts one per line) through a
     /// temporary file.
     pub(crate) fn write(&self, path: &Path) -> Result<(), crate::steps::StepError> {
-        let failed = |source| crate::durable::WriteError {
-            path: path.to_path_buf(),
-            source,
-        };
         let mut doc = match self.doc.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        crate::durable::create_private_dir(&dir).map_err(failed)?;
-        let tmp = crate::durable::private_temp_file(&dir, ".auditflow-", ".tmp").map_err(failed)?;
-        let mut out = BufWriter::new(tmp);
-        write_doc(&mut doc, &mut out).map_err(failed)?;
-        let tmp = out.into_inner().map_err(|e| failed(e.into_error()))?;
-        tmp.as_file().sync_all().map_err(failed)?;
-        tmp.persist(path).map_err(|e| failed(e.error))?;
-        Ok(())
+        Ok(write_report(path, |out| write_doc(&mut doc, out))?)
     }
 }
 
 /// The head object pretty, with the spooled arrays spliced in before its closing brace.
-fn write_doc(doc: &mut Doc, out: &mut impl Write) -> std::io::Result<()> {
+fn write_doc(doc: &mut Doc, out: &mut dyn Write) -> std::io::Result<()> {
     let head = serde_json::to_vec_pretty(&doc.head).map_err(std::io::Error::other)?;
     // `{ ... \n}`: everything up to the closing brace.
     let body = head.strip_suffix(b"\n}").unwrap_or(b"{");
