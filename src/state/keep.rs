@@ -334,6 +334,22 @@ mod tests {
     }
 
     #[test]
+    fn an_iteration_keeps_what_later_templates_read_unless_the_results_are_read_whole() {
+        let own = |v: Value| v.as_object().cloned().expect("object");
+        let out =
+            own(json!({"get": {"status": 200, "headers": {"a": "b"}, "body": {"id": 1, "x": 2}}}));
+        let r = referenced(&["steps.each.results.0.get.body.id", "steps.each.count"]);
+        assert_eq!(
+            Value::Object(r.iteration("each", out.clone())),
+            json!({"get": {"status": 200, "body": {"id": 1}}})
+        );
+        for whole in ["steps.each", "steps.each.results.3", "steps.each.results"] {
+            let r = referenced(&[whole]);
+            assert_eq!(r.iteration("each", out.clone()), out, "{whole}");
+        }
+    }
+
+    #[test]
     fn over_the_limit_leaves_a_note_and_is_not_replayed() {
         let r = referenced(&["steps"]);
         let out = json!({"body": "z".repeat(MAX_KEPT_BYTES + 1)});

@@ -19,6 +19,7 @@ mod durations;
 mod engine;
 mod evidence;
 mod interrupt;
+mod loop_scale;
 mod origins;
 mod outputs;
 mod runtime_cases;
