@@ -234,36 +234,6 @@ impl Scope {
     }
 }
 
-/// Counts the JSON values copied into template contexts on this thread (tests: the per-item
-/// cost of a loop must not grow with its item count).
-#[cfg(test)]
-pub(super) mod ctx_count {
-    use std::cell::Cell;
-
-    use serde_json::Value;
-
-    thread_local! {
-        static NODES: Cell<u64> = const { Cell::new(0) };
-    }
-
-    fn nodes(v: &Value) -> u64 {
-        1 + match v {
-            Value::Array(a) => a.iter().map(nodes).sum(),
-            Value::Object(m) => m.values().map(nodes).sum(),
-            _ => 0,
-        }
-    }
-
-    pub(in crate::engine) fn add(ctx: &Value) {
-        NODES.with(|n| n.set(n.get() + nodes(ctx)));
-    }
-
-    /// Values counted since the last call.
-    pub(in crate::engine) fn take() -> u64 {
-        NODES.with(|n| n.replace(0))
-    }
-}
-
 /// Forwards finished files to the run's journal (a resumed step skips them).
 pub(super) struct JournalArtifacts(pub(super) Journal);
 
@@ -295,4 +265,34 @@ pub(super) fn summarize(outputs: &Value) -> Value {
         m.insert(k.clone(), s);
     }
     Value::Object(m)
+}
+
+/// Counts the JSON values copied into template contexts on this thread (tests: the per-item
+/// cost of a loop must not grow with its item count).
+#[cfg(test)]
+pub(super) mod ctx_count {
+    use std::cell::Cell;
+
+    use serde_json::Value;
+
+    thread_local! {
+        static NODES: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn nodes(v: &Value) -> u64 {
+        1 + match v {
+            Value::Array(a) => a.iter().map(nodes).sum(),
+            Value::Object(m) => m.values().map(nodes).sum(),
+            _ => 0,
+        }
+    }
+
+    pub(in crate::engine) fn add(ctx: &Value) {
+        NODES.with(|n| n.set(n.get() + nodes(ctx)));
+    }
+
+    /// Values counted since the last call.
+    pub(in crate::engine) fn take() -> u64 {
+        NODES.with(|n| n.replace(0))
+    }
 }

@@ -119,7 +119,7 @@ pub(super) async fn for_each(
         match r {
             Ok(v) => out[pos] = v,
             Err((index, item, StopReason::Failed(f))) => {
-                failed.push(json!({"index": index, "item": item, "error": f.to_string()}))
+                failed.push(json!({"index": index, "item": item, "error": f.to_string()}));
             }
             Err((_, _, StopReason::Pending(w))) => pending = Some(w),
             Err((_, _, StopReason::Cancelled)) => cancelled = true,
