@@ -182,7 +182,10 @@ async fn iteration(
                 .into_iter()
                 .filter(|(k, _)| steps.iter().any(|s| &s.id == k))
                 .collect();
-            Ok(Value::Object(run.referenced.iteration(loop_id, own)))
+            Ok(run
+                .referenced
+                .iteration(loop_id, own)
+                .map_or(Value::Null, Value::Object))
         }
         Err(e) => {
             if fail_fast {

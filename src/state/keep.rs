@@ -158,14 +158,28 @@ impl Referenced {
         }
     }
 
-    /// One iteration's outputs as the loop `loop_id` keeps them in its `results`: each inner
-    /// step's outputs pruned like the journal's (what later templates read, small scalars),
-    /// unless a template reads the loop's results whole.
+    /// One iteration's outputs as the loop `loop_id` keeps them in its `results`: nothing when
+    /// no template reads its `results`; else each inner step's outputs pruned like the
+    /// journal's (what later templates read, small scalars), unless a template reads the
+    /// loop's results whole.
     pub(crate) fn iteration(
         &self,
         loop_id: &str,
         outputs: Map<String, Value>,
-    ) -> Map<String, Value> {
+    ) -> Option<Map<String, Value>> {
+        let read = self.all
+            || self.by_step.get(loop_id).is_some_and(|paths| {
+                paths
+                    .iter()
+                    .any(|p| p.first().is_none_or(|f| f == "results"))
+            });
+        if !read {
+            return None;
+        }
+        Some(self.iteration_read(loop_id, outputs))
+    }
+
+    fn iteration_read(&self, loop_id: &str, outputs: Map<String, Value>) -> Map<String, Value> {
         let whole = self.all
             || self.by_step.get(loop_id).is_some_and(|paths| {
                 paths
@@ -340,13 +354,19 @@ mod tests {
             own(json!({"get": {"status": 200, "headers": {"a": "b"}, "body": {"id": 1, "x": 2}}}));
         let r = referenced(&["steps.each.results.0.get.body.id", "steps.each.count"]);
         assert_eq!(
-            Value::Object(r.iteration("each", out.clone())),
-            json!({"get": {"status": 200, "body": {"id": 1}}})
+            r.iteration("each", out.clone()).map(Value::Object),
+            Some(json!({"get": {"status": 200, "body": {"id": 1}}}))
         );
         for whole in ["steps.each", "steps.each.results.3", "steps.each.results"] {
             let r = referenced(&[whole]);
-            assert_eq!(r.iteration("each", out.clone()), out, "{whole}");
+            assert_eq!(
+                r.iteration("each", out.clone()),
+                Some(out.clone()),
+                "{whole}"
+            );
         }
+        let r = referenced(&["steps.each.count", "steps.get.body.id"]);
+        assert_eq!(r.iteration("each", out), None);
     }
 
     #[test]
