@@ -14,7 +14,52 @@ const MIN_SUBSTRING_LEN: usize = 4;
 /// are added by whoever derives them, so they are masked too.
 #[derive(Clone, Default, Debug)]
 pub struct Secrets {
-    inner: Arc<RwLock<Vec<String>>>,
+    inner: Arc<RwLock<Set>>,
+}
+
+/// Per-request values (a request signature) remembered at most: the newest this many are
+/// masked. Without a bound a 100,000-request sweep would mask every line against millions of
+/// old signatures (quadratic time, growing memory).
+const EPHEMERAL_KEPT: usize = 1024;
+
+/// The registered values, longest first, so that a secret containing another is masked
+/// whole; per-request values carry their sequence number and the oldest are dropped.
+#[derive(Default, Debug)]
+struct Set {
+    values: Vec<(String, Option<u64>)>,
+    ephemeral: usize,
+    next: u64,
+}
+
+impl Set {
+    fn iter(&self) -> impl Iterator<Item = &String> {
+        self.values.iter().map(|(v, _)| v)
+    }
+
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn insert(&mut self, value: &str, ephemeral: bool) {
+        // Values of the same length sit together: look for a duplicate among them only.
+        let start = self.values.partition_point(|(v, _)| v.len() > value.len());
+        let end = self.values.partition_point(|(v, _)| v.len() >= value.len());
+        if self.values[start..end].iter().any(|(v, _)| v == value) {
+            return;
+        }
+        let seq = ephemeral.then(|| {
+            self.next += 1;
+            self.ephemeral += 1;
+            self.next
+        });
+        self.values.insert(end, (value.to_string(), seq));
+        if self.ephemeral > EPHEMERAL_KEPT * 2 {
+            // Drop the older half in one pass (amortized O(1) per insert).
+            let keep_from = self.next - EPHEMERAL_KEPT as u64;
+            self.values.retain(|(_, s)| s.is_none_or(|s| s > keep_from));
+            self.ephemeral = EPHEMERAL_KEPT;
+        }
+    }
 }
 
 impl Secrets {
@@ -36,6 +81,20 @@ impl Secrets {
         }
     }
 
+    /// Registers a value derived from a secret that is used for one request only (a request
+    /// signature, the header carrying it), with its encodings: the newest
+    /// [`EPHEMERAL_KEPT`] such values are masked, older ones forgotten.
+    pub fn add_per_request(&self, value: &str) {
+        if value.len() < MIN_SUBSTRING_LEN {
+            return self.add(value);
+        }
+        let mut guard = self.write();
+        guard.insert(value, true);
+        for encoded in encodings(value) {
+            guard.insert(&encoded, true);
+        }
+    }
+
     /// Registers a value derived from a secret (an encoding, a header built from one). Values
     /// too short to mask inside other text are left out: a derived `3` or `true` would mask
     /// every other `3` or `true`.
@@ -49,15 +108,13 @@ impl Secrets {
         if value.is_empty() {
             return;
         }
-        let mut guard = match self.inner.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if !guard.iter().any(|v| v == value) {
-            guard.push(value.to_string());
-            // Longest first, so that a secret containing another is masked whole.
-            guard.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        }
+        self.write().insert(value, false);
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Set> {
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// True when `text` is, or contains, a registered secret (as [`Secrets::mask`] would
@@ -70,7 +127,7 @@ impl Secrets {
 
     /// True when nothing is registered.
     pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
+        self.read().len() == 0
     }
 
     /// Whether `other` is a clone of this set (they share additions).
@@ -78,7 +135,7 @@ impl Secrets {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<String>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Set> {
         self.inner
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -160,6 +217,25 @@ mod tests {
         }
         s.add_derived("abc");
         assert_eq!(s.mask("abc"), "abc");
+    }
+
+    #[test]
+    fn per_request_values_are_masked_and_the_oldest_forgotten() {
+        let s = Secrets::new();
+        s.add("long-lived-key");
+        for i in 0..EPHEMERAL_KEPT * 5 {
+            s.add_per_request(&format!("signature-{i:06}"));
+        }
+        let newest = format!("signature-{:06}", EPHEMERAL_KEPT * 5 - 1);
+        assert_eq!(s.mask(&format!("a {newest} b")), "a *** b");
+        assert_eq!(s.mask("x long-lived-key y"), "x *** y");
+        assert_eq!(s.mask("signature-000000"), "signature-000000");
+        // Seven forms per value, the newest EPHEMERAL_KEPT..2x of them kept.
+        assert!(
+            s.read().len() <= 2 * EPHEMERAL_KEPT + 8,
+            "{}",
+            s.read().len()
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::failure::ActionError;
 use super::for_each::Shard;
+use super::loop_reads::LoopReadsCache;
 use crate::events::{Emitter, Event, Sink, StepStatus};
 use crate::state::keep::Referenced;
 use crate::state::{self, DoneStatus, Journal, Record, Replay};
@@ -38,6 +39,8 @@ pub(super) struct ActiveRun {
     pub(super) referenced: Arc<Referenced>,
     /// Set when a step failed on a vendor's terminal state (a poll's `fail_if`): the reason.
     pub(super) terminal: std::sync::Mutex<Option<String>>,
+    /// What each loop's iterations read of the scope around them.
+    pub(super) loop_reads: LoopReadsCache,
 }
 
 impl ActiveRun {
@@ -271,7 +274,10 @@ impl Scope {
             m.insert("item".into(), item.clone());
             m.insert("index".into(), json!(index));
         }
-        Value::Object(m)
+        let ctx = Value::Object(m);
+        #[cfg(test)]
+        ctx_count::add(&ctx);
+        ctx
     }
 }
 
@@ -306,4 +312,34 @@ pub(super) fn summarize(outputs: &Value) -> Value {
         m.insert(k.clone(), s);
     }
     Value::Object(m)
+}
+
+/// Counts the JSON values copied into template contexts on this thread (tests: the per-item
+/// cost of a loop must not grow with its item count).
+#[cfg(test)]
+pub(super) mod ctx_count {
+    use std::cell::Cell;
+
+    use serde_json::Value;
+
+    thread_local! {
+        static NODES: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn nodes(v: &Value) -> u64 {
+        1 + match v {
+            Value::Array(a) => a.iter().map(nodes).sum(),
+            Value::Object(m) => m.values().map(nodes).sum(),
+            _ => 0,
+        }
+    }
+
+    pub(in crate::engine) fn add(ctx: &Value) {
+        NODES.with(|n| n.set(n.get() + nodes(ctx)));
+    }
+
+    /// Values counted since the last call.
+    pub(in crate::engine) fn take() -> u64 {
+        NODES.with(|n| n.replace(0))
+    }
 }

@@ -2,7 +2,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{json, Map, Value};
 
 use super::active_run::{ActiveRun, Scope};
@@ -86,64 +86,52 @@ pub(super) async fn for_each(
         run.emitter
             .log(env.step, format!("shard {s}: {count} of {total} items"));
     }
-    let results: Vec<(usize, Value, Result<Value, StopReason>)> = futures::stream::iter(items)
-        .map(|(index, item)| {
-            let run = run.clone();
-            let stop = stop.clone();
-            let mut sub = scope.clone();
-            sub.item = Some((item.clone(), index));
+    // Iterations see only what the loop's body reads of the scope around it: cloning the
+    // scope per item then costs the same for 100 items as for 100,000.
+    let reads = run.loop_reads.get(&scope.workflow.file, &step.id);
+    let base = Scope {
+        inputs: reads.inputs(&scope.inputs),
+        steps: reads.steps(&scope.steps),
+        prefix: String::new(),
+        in_loop: true,
+        ..scope.clone()
+    };
+    let mut out = vec![Value::Null; count];
+    let mut failed = Vec::new();
+    let mut pending = None;
+    let mut cancelled = false;
+    let mut iterations = futures::stream::iter(items.into_iter().enumerate())
+        .map(|(pos, (index, item))| {
+            let mut sub = base.clone();
             sub.prefix = format!("{}[{index}].", env.step);
             let shown = scope.label(&step.id);
             let shown = shown.as_deref().unwrap_or(env.step);
             sub.label_prefix = super::label::prefix(shown, index, &item, run.emitter.secrets());
-            sub.in_loop = true;
-            let steps = &spec.steps;
-            async move {
-                if stop.load(Ordering::SeqCst) {
-                    return (
-                        index,
-                        item,
-                        Err(StopReason::Failed(WorkflowFailure::NotStarted)),
-                    );
-                }
-                // Each iteration's result holds the outputs of the loop's own steps.
-                let r = run_steps(&run, steps, &mut sub).await.map(|_| {
-                    let own: Map<String, Value> = sub
-                        .steps
-                        .into_iter()
-                        .filter(|(k, _)| steps.iter().any(|s| &s.id == k))
-                        .collect();
-                    Value::Object(own)
-                });
-                if r.is_err() && fail_fast {
-                    stop.store(true, Ordering::SeqCst);
-                }
-                (index, item, r)
-            }
+            iteration(
+                run,
+                &spec.steps,
+                (&step.id, &stop, fail_fast),
+                sub,
+                (index, item),
+            )
+            .map(move |r| (pos, r))
         })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let mut results = results;
-    results.sort_by_key(|(i, _, _)| *i);
-    let mut out = Vec::with_capacity(count);
-    let mut failed = Vec::new();
-    let mut pending = None;
-    for (index, item, r) in results {
+        .buffer_unordered(concurrency);
+    // Results are folded in as iterations end: the loop keeps one pruned value per item.
+    while let Some((pos, r)) = iterations.next().await {
         match r {
-            Ok(v) => out.push(v),
-            Err(f) => {
-                out.push(Value::Null);
-                match f {
-                    StopReason::Failed(f) => {
-                        failed.push(json!({"index": index, "item": item, "error": f.to_string()}));
-                    }
-                    StopReason::Pending(w) => pending = Some(w),
-                    StopReason::Cancelled => return Err(StepError::Cancelled),
-                }
+            Ok(v) => out[pos] = v,
+            Err((index, item, StopReason::Failed(f))) => {
+                failed.push(json!({"index": index, "item": item, "error": f.to_string()}));
             }
+            Err((_, _, StopReason::Pending(w))) => pending = Some(w),
+            Err((_, _, StopReason::Cancelled)) => cancelled = true,
         }
     }
+    if cancelled {
+        return Err(StepError::Cancelled);
+    }
+    failed.sort_by_key(|f| f["index"].as_u64());
     if let Some(w) = pending {
         return Err(StepError::Pending {
             waiting_for: w,
@@ -174,6 +162,42 @@ pub(super) async fn for_each(
         outputs["total"] = json!(total);
     }
     Ok(outputs)
+}
+
+/// One iteration: the loop's steps with `item` and `index` in scope; its result holds the
+/// outputs of the loop's own steps (as [`crate::state::keep::Referenced::iteration`] keeps
+/// them), or the item and why it stopped.
+async fn iteration(
+    run: &Arc<ActiveRun>,
+    steps: &[PlannedStep],
+    (loop_id, stop, fail_fast): (&str, &AtomicBool, bool),
+    mut sub: Scope,
+    (index, item): (usize, Value),
+) -> Result<Value, (usize, Value, StopReason)> {
+    if stop.load(Ordering::SeqCst) {
+        return Err((index, item, StopReason::Failed(WorkflowFailure::NotStarted)));
+    }
+    sub.item = Some((item, index));
+    match run_steps(run, steps, &mut sub).await {
+        Ok(()) => {
+            let own: Map<String, Value> = sub
+                .steps
+                .into_iter()
+                .filter(|(k, _)| steps.iter().any(|s| &s.id == k))
+                .collect();
+            Ok(run
+                .referenced
+                .iteration(loop_id, own)
+                .map_or(Value::Null, Value::Object))
+        }
+        Err(e) => {
+            if fail_fast {
+                stop.store(true, Ordering::SeqCst);
+            }
+            let item = sub.item.map(|(i, _)| i).unwrap_or(Value::Null);
+            Err((index, item, e))
+        }
+    }
 }
 
 fn item_label(v: &Value) -> String {

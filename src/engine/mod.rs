@@ -9,6 +9,7 @@ mod failure;
 mod for_each;
 mod inputs;
 mod label;
+mod loop_reads;
 mod pipeline;
 
 use std::collections::BTreeMap;
@@ -209,6 +210,7 @@ pub(crate) async fn run(
             plan.files.values().map(AsRef::as_ref),
         )),
         terminal: Default::default(),
+        loop_reads: Default::default(),
     });
     let scope = Scope {
         workflow: plan.workflow.clone(),
@@ -718,6 +720,33 @@ mod tests {
         assert_eq!(
             r.error.as_deref(),
             Some("step `outer` failed: step `outer/inner` failed: `for_each.items` must be a list, got 3")
+        );
+    }
+
+    /// Template-context values copied per item of a loop over `n` items whose step is skipped
+    /// (its condition still renders in the item's context).
+    async fn ctx_values_per_item(n: usize) -> f64 {
+        let items: Vec<String> = (0..n).map(|i| format!("user{i}@example.com")).collect();
+        let src = format!(
+            "name: top\ninputs:\n  items: {{type: list, default: {}}}\n  go: {{type: boolean, default: false}}\nsteps:\n  - id: each\n    for_each:\n      items: '{{{{ inputs.items }}}}'\n      concurrency: 8\n      steps:\n        - id: get\n          if: '{{{{ inputs.go }}}}'\n          call: {{url: 'http://127.0.0.1:9/{{{{ item }}}}'}}\noutputs:\n  n: '{{{{ steps.each.count }}}}'\n",
+            serde_json::to_string(&items).expect("json")
+        );
+        active_run::ctx_count::take();
+        let r = run_files(&[("top.yaml", &src)]).await;
+        assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+        active_run::ctx_count::take() as f64 / n as f64
+    }
+
+    #[tokio::test]
+    async fn a_loops_context_copies_per_item_do_not_grow_with_its_items() {
+        let small = ctx_values_per_item(200).await;
+        let large = ctx_values_per_item(2000).await;
+        // Before iterations shared only what they read, each copied the whole item list:
+        // ~200 values per item at 200 items, ~2,000 at 2,000.
+        assert!(small < 50.0, "{small} values per item at 200 items");
+        assert!(
+            large <= small * 1.05,
+            "{large} values per item at 2,000 items vs {small} at 200"
         );
     }
 

@@ -1,56 +1,110 @@
 //! The JSON run report (`--report-json`): run, inputs (masked), steps, artifacts.
+use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
+use super::spool::{write_report, Spool};
 use crate::events::{Event, Sink};
 
-/// Collects events and writes one JSON document at the end of the run.
-#[derive(Default)]
+/// Collects events and writes one JSON document at the end of the run. Steps and artifacts
+/// (one per loop item and file: 100,000s in a long run) go to an unlinked temporary file as
+/// they come, one compact line each, and are copied into the document when it is written:
+/// memory stays flat whatever the number of steps.
 pub(crate) struct JsonReport {
-    doc: Mutex<Value>,
+    doc: Mutex<Doc>,
+}
+
+struct Doc {
+    /// Everything but the spooled arrays.
+    head: Value,
+    steps: Spooled,
+    artifacts: Spooled,
+}
+
+/// Compact JSON values as the elements of an array, one per line.
+struct Spooled(Spool);
+
+impl Spooled {
+    fn push(&mut self, v: &Value) {
+        let mut entry = if self.0.count() == 0 {
+            b"\n    ".to_vec()
+        } else {
+            b",\n    ".to_vec()
+        };
+        if serde_json::to_writer(&mut entry, v).is_err() {
+            entry.extend_from_slice(b"null");
+        }
+        self.0.push(&entry);
+    }
+
+    /// `[` ... `]`
+    fn copy_array(&mut self, to: &mut dyn Write) -> std::io::Result<()> {
+        to.write_all(b"[")?;
+        self.0.copy_to(to)?;
+        to.write_all(if self.0.count() == 0 { b"]" } else { b"\n  ]" })
+    }
+}
+
+impl Default for JsonReport {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl JsonReport {
     pub(crate) fn new() -> Self {
         JsonReport {
-            doc: Mutex::new(json!({
-                "tool": {"name": "auditflow", "version": env!("CARGO_PKG_VERSION")},
-                "steps": [],
-                "artifacts": [],
-                "warnings": [],
-            })),
+            doc: Mutex::new(Doc {
+                head: json!({
+                    "tool": {"name": "auditflow", "version": env!("CARGO_PKG_VERSION")},
+                    "warnings": [],
+                }),
+                steps: Spooled(Spool::new()),
+                artifacts: Spooled(Spool::new()),
+            }),
         }
     }
 
-    /// The report so far.
-    pub(crate) fn value(&self) -> Value {
-        self.doc.lock().map(|d| d.clone()).unwrap_or(Value::Null)
-    }
-
-    /// Writes the report (pretty JSON) through a temporary file.
+    /// Writes the report (pretty JSON; steps and artifacts one per line) through a
+    /// temporary file.
     pub(crate) fn write(&self, path: &Path) -> Result<(), crate::steps::StepError> {
-        let text = serde_json::to_vec_pretty(&self.value()).map_err(|e| {
-            crate::steps::StepError::Serialize {
-                what: "report",
-                source: e,
-            }
-        })?;
-        Ok(crate::durable::write_private(path, &text)?)
+        let mut doc = match self.doc.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        Ok(write_report(path, |out| write_doc(&mut doc, out))?)
     }
+}
+
+/// The head object pretty, with the spooled arrays spliced in before its closing brace.
+fn write_doc(doc: &mut Doc, out: &mut dyn Write) -> std::io::Result<()> {
+    let head = serde_json::to_vec_pretty(&doc.head).map_err(std::io::Error::other)?;
+    // `{ ... \n}`: everything up to the closing brace.
+    let body = head.strip_suffix(b"\n}").unwrap_or(b"{");
+    out.write_all(body)?;
+    out.write_all(if body.len() > 1 {
+        b",\n  \"steps\": "
+    } else {
+        b"\n  \"steps\": "
+    })?;
+    doc.steps.copy_array(out)?;
+    out.write_all(b",\n  \"artifacts\": ")?;
+    doc.artifacts.copy_array(out)?;
+    out.write_all(b"\n}\n")
 }
 
 impl Sink for JsonReport {
     fn event(&self, e: &Event) {
-        let Ok(mut doc) = self.doc.lock() else {
+        let Ok(mut guard) = self.doc.lock() else {
             return;
         };
-        let push = |doc: &mut Value, key: &str, v: Value| {
-            if let Some(a) = doc.get_mut(key).and_then(Value::as_array_mut) {
-                a.push(v);
-            }
-        };
+        let Doc {
+            head: doc,
+            steps,
+            artifacts,
+        } = &mut *guard;
         match e {
             Event::RunStarted {
                 run_id,
@@ -89,16 +143,20 @@ impl Sink for JsonReport {
                 if let Some(l) = label {
                     s["label"] = json!(l);
                 }
-                push(&mut doc, "steps", s);
+                steps.push(&s);
             }
             Event::Artifact { step, artifact } => {
                 let mut a = serde_json::to_value(artifact).unwrap_or(Value::Null);
                 if let Some(o) = a.as_object_mut() {
                     o.insert("step".into(), json!(step));
                 }
-                push(&mut doc, "artifacts", a);
+                artifacts.push(&a);
             }
-            Event::Warning { message } => push(&mut doc, "warnings", json!(message)),
+            Event::Warning { message } => {
+                if let Some(w) = doc.get_mut("warnings").and_then(Value::as_array_mut) {
+                    w.push(json!(message));
+                }
+            }
             Event::RunFinished {
                 status,
                 duration,
@@ -113,5 +171,57 @@ impl Sink for JsonReport {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::StepStatus;
+    use crate::workflow::plan::StepKind;
+    use std::time::Duration;
+
+    fn finished(step: &str) -> Event {
+        Event::StepFinished {
+            step: step.into(),
+            name: step.into(),
+            kind: StepKind::Call,
+            status: StepStatus::Succeeded,
+            attempts: 1,
+            duration: Duration::from_millis(3),
+            error: None,
+            outputs: json!({"status": 200}),
+            label: None,
+        }
+    }
+
+    #[test]
+    fn spooled_steps_come_back_in_order_in_a_valid_document() {
+        let r = JsonReport::new();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("r.json");
+        r.write(&path).expect("write empty");
+        let empty: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        assert_eq!(empty["steps"], json!([]));
+        for i in 0..1000 {
+            r.event(&finished(&format!("loop[{i}].get")));
+        }
+        r.event(&Event::Warning {
+            message: "w".into(),
+        });
+        r.write(&path).expect("write");
+        // Written twice (state directory and --report-json): the same both times.
+        r.event(&finished("after"));
+        r.write(&path).expect("write again");
+        let doc: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        let steps = doc["steps"].as_array().expect("steps");
+        assert_eq!(steps.len(), 1001);
+        assert_eq!(steps[7]["id"], "loop[7].get");
+        assert_eq!(steps[1000]["id"], "after");
+        assert_eq!(doc["warnings"], json!(["w"]));
+        assert_eq!(doc["artifacts"], json!([]));
+        assert_eq!(doc["tool"]["name"], "auditflow");
     }
 }

@@ -5,23 +5,44 @@ use std::sync::Mutex;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event as X};
 use quick_xml::Writer;
 
+use super::spool::{write_report, Spool};
 use crate::events::{Event, Sink, StepStatus};
 use crate::workflow::plan::StepKind;
 
-#[derive(Debug, Clone)]
-struct Case {
-    name: String,
-    kind: StepKind,
-    status: StepStatus,
-    seconds: f64,
-    error: Option<String>,
+/// Collects finished steps and writes a JUnit document. Each test case is rendered when its
+/// step ends and spooled to a temporary file (a loop of 100,000 items has 100,000 cases);
+/// only the counts stay in memory.
+pub(crate) struct JUnit {
+    suite: Mutex<Suite>,
 }
 
-/// Collects finished steps and writes a JUnit document.
-#[derive(Default)]
-pub(crate) struct JUnit {
-    suite: Mutex<(String, Vec<Case>, f64)>,
+struct Suite {
+    name: String,
+    tests: usize,
+    failures: usize,
+    skipped: usize,
+    seconds: f64,
+    /// The `<testcase>` elements so far, indented for their place in the document.
+    cases: Spool,
 }
+
+impl Default for JUnit {
+    fn default() -> Self {
+        JUnit {
+            suite: Mutex::new(Suite {
+                name: String::new(),
+                tests: 0,
+                failures: 0,
+                skipped: 0,
+                seconds: 0.0,
+                cases: Spool::new(),
+            }),
+        }
+    }
+}
+
+/// What an element is written inside, for the indentation of a case rendered on its own.
+const PREFIX: &[u8] = b"<testsuites>\n  <testsuite>";
 
 impl JUnit {
     pub(crate) fn new() -> Self {
@@ -29,85 +50,93 @@ impl JUnit {
     }
 
     /// The JUnit XML text.
+    #[cfg(test)]
     pub(crate) fn render(&self) -> String {
-        let (suite, cases, total) = match self.suite.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
+        let mut out = Vec::new();
+        let _ = self.render_to(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn render_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let mut g = match self.suite.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
         };
-        let failures = cases
-            .iter()
-            .filter(|c| matches!(c.status, StepStatus::Failed | StepStatus::FailedContinued))
-            .count();
-        let skipped = cases
-            .iter()
-            .filter(|c| matches!(c.status, StepStatus::Skipped | StepStatus::Pending))
-            .count();
-        let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
-        let _ = w.write_event(X::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)));
-        let tests = cases.len().to_string();
-        let failures_s = failures.to_string();
-        let skipped_s = skipped.to_string();
-        let time = format!("{total:.3}");
+        let mut w = Writer::new_with_indent(out, b' ', 2);
+        w.write_event(X::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+        let tests = g.tests.to_string();
+        let failures = g.failures.to_string();
+        let skipped = g.skipped.to_string();
+        let time = format!("{:.3}", g.seconds);
         let mut root = BytesStart::new("testsuites");
         root.push_attribute(("name", "auditflow"));
         root.push_attribute(("tests", tests.as_str()));
-        root.push_attribute(("failures", failures_s.as_str()));
+        root.push_attribute(("failures", failures.as_str()));
         root.push_attribute(("time", time.as_str()));
-        let _ = w.write_event(X::Start(root));
+        w.write_event(X::Start(root))?;
         let mut s = BytesStart::new("testsuite");
-        s.push_attribute(("name", suite.as_str()));
+        s.push_attribute(("name", g.name.as_str()));
         s.push_attribute(("tests", tests.as_str()));
-        s.push_attribute(("failures", failures_s.as_str()));
+        s.push_attribute(("failures", failures.as_str()));
         s.push_attribute(("errors", "0"));
-        s.push_attribute(("skipped", skipped_s.as_str()));
+        s.push_attribute(("skipped", skipped.as_str()));
         s.push_attribute(("time", time.as_str()));
-        let _ = w.write_event(X::Start(s));
-        for c in &cases {
-            let t = format!("{:.3}", c.seconds);
-            let classname = format!("{}.{}", suite, c.kind);
-            let mut tc = BytesStart::new("testcase");
-            tc.push_attribute(("name", c.name.as_str()));
-            tc.push_attribute(("classname", classname.as_str()));
-            tc.push_attribute(("time", t.as_str()));
-            match (&c.status, &c.error) {
-                (StepStatus::Failed | StepStatus::FailedContinued, err) => {
-                    let _ = w.write_event(X::Start(tc));
-                    let msg = err.clone().unwrap_or_else(|| "failed".into());
-                    let first = msg.lines().next().unwrap_or("failed").to_string();
-                    let mut f = BytesStart::new("failure");
-                    f.push_attribute(("message", first.as_str()));
-                    f.push_attribute(("type", "StepFailed"));
-                    let _ = w.write_event(X::Start(f));
-                    let _ = w.write_event(X::Text(BytesText::new(&msg)));
-                    let _ = w.write_event(X::End(BytesEnd::new("failure")));
-                    let _ = w.write_event(X::End(BytesEnd::new("testcase")));
-                }
-                (StepStatus::Skipped | StepStatus::Pending, err) => {
-                    let _ = w.write_event(X::Start(tc));
-                    let mut sk = BytesStart::new("skipped");
-                    let m = err.clone().unwrap_or_else(|| "condition false".into());
-                    sk.push_attribute(("message", m.as_str()));
-                    let _ = w.write_event(X::Empty(sk));
-                    let _ = w.write_event(X::End(BytesEnd::new("testcase")));
-                }
-                _ => {
-                    let _ = w.write_event(X::Empty(tc));
-                }
-            }
-        }
-        let _ = w.write_event(X::End(BytesEnd::new("testsuite")));
-        let _ = w.write_event(X::End(BytesEnd::new("testsuites")));
-        let mut text = String::from_utf8_lossy(&w.into_inner()).into_owned();
-        text.push('\n');
-        text
+        w.write_event(X::Start(s))?;
+        g.cases.copy_to(w.get_mut())?;
+        w.write_event(X::End(BytesEnd::new("testsuite")))?;
+        w.write_event(X::End(BytesEnd::new("testsuites")))?;
+        w.into_inner().write_all(b"\n")
     }
 
     pub(crate) fn write(&self, path: &Path) -> Result<(), crate::steps::StepError> {
-        Ok(crate::durable::write_private(
-            path,
-            self.render().as_bytes(),
-        )?)
+        Ok(write_report(path, |out| self.render_to(out))?)
     }
+}
+
+/// One `<testcase>` element, indented as inside `<testsuites><testsuite>`.
+fn case_xml(
+    suite: &str,
+    (step, kind): (&str, StepKind),
+    status: StepStatus,
+    seconds: f64,
+    error: Option<&str>,
+) -> Vec<u8> {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    let _ = w.write_event(X::Start(BytesStart::new("testsuites")));
+    let _ = w.write_event(X::Start(BytesStart::new("testsuite")));
+    let t = format!("{seconds:.3}");
+    let classname = format!("{suite}.{kind}");
+    let mut tc = BytesStart::new("testcase");
+    tc.push_attribute(("name", step));
+    tc.push_attribute(("classname", classname.as_str()));
+    tc.push_attribute(("time", t.as_str()));
+    match status {
+        StepStatus::Failed | StepStatus::FailedContinued => {
+            let _ = w.write_event(X::Start(tc));
+            let msg = error.unwrap_or("failed");
+            let first = msg.lines().next().unwrap_or("failed");
+            let mut f = BytesStart::new("failure");
+            f.push_attribute(("message", first));
+            f.push_attribute(("type", "StepFailed"));
+            let _ = w.write_event(X::Start(f));
+            let _ = w.write_event(X::Text(BytesText::new(msg)));
+            let _ = w.write_event(X::End(BytesEnd::new("failure")));
+            let _ = w.write_event(X::End(BytesEnd::new("testcase")));
+        }
+        StepStatus::Skipped | StepStatus::Pending => {
+            let _ = w.write_event(X::Start(tc));
+            let mut sk = BytesStart::new("skipped");
+            sk.push_attribute(("message", error.unwrap_or("condition false")));
+            let _ = w.write_event(X::Empty(sk));
+            let _ = w.write_event(X::End(BytesEnd::new("testcase")));
+        }
+        _ => {
+            let _ = w.write_event(X::Empty(tc));
+        }
+    }
+    let mut bytes = w.into_inner();
+    bytes.drain(..PREFIX.len().min(bytes.len()));
+    bytes
 }
 
 impl Sink for JUnit {
@@ -116,7 +145,7 @@ impl Sink for JUnit {
             return;
         };
         match e {
-            Event::RunStarted { workflow, .. } => g.0 = workflow.clone(),
+            Event::RunStarted { workflow, .. } => g.name = workflow.clone(),
             Event::StepFinished {
                 step,
                 kind,
@@ -125,15 +154,24 @@ impl Sink for JUnit {
                 error,
                 label,
                 ..
-            } => g.1.push(Case {
-                // Inside loops, the item names the iteration (`verify[0: store-a].one`).
-                name: label.clone().unwrap_or_else(|| step.clone()),
-                kind: *kind,
-                status: *status,
-                seconds: duration.as_secs_f64(),
-                error: error.clone(),
-            }),
-            Event::RunFinished { duration, .. } => g.2 = duration.as_secs_f64(),
+            } => {
+                let xml = case_xml(
+                    &g.name,
+                    // Inside loops, the item names the iteration (`verify[0: store-a].one`).
+                    (label.as_deref().unwrap_or(step), *kind),
+                    *status,
+                    duration.as_secs_f64(),
+                    error.as_deref(),
+                );
+                g.cases.push(&xml);
+                g.tests += 1;
+                match status {
+                    StepStatus::Failed | StepStatus::FailedContinued => g.failures += 1,
+                    StepStatus::Skipped | StepStatus::Pending => g.skipped += 1,
+                    _ => {}
+                }
+            }
+            Event::RunFinished { duration, .. } => g.seconds = duration.as_secs_f64(),
             _ => {}
         }
     }

@@ -7,5 +7,6 @@ pub(crate) mod junit;
 pub(crate) mod manifest;
 pub(crate) mod reporters;
 pub(crate) mod runs;
+pub(crate) mod spool;
 
 pub(crate) use reporters::{out_dir, Console, ReportArgs, ReportError, Reporters};

@@ -158,6 +158,46 @@ impl Referenced {
         }
     }
 
+    /// One iteration's outputs as the loop `loop_id` keeps them in its `results`: nothing when
+    /// no template reads its `results`; else each inner step's outputs pruned like the
+    /// journal's (what later templates read, small scalars), unless a template reads the
+    /// loop's results whole.
+    pub(crate) fn iteration(
+        &self,
+        loop_id: &str,
+        outputs: Map<String, Value>,
+    ) -> Option<Map<String, Value>> {
+        let read = self.all
+            || self.by_step.get(loop_id).is_some_and(|paths| {
+                paths
+                    .iter()
+                    .any(|p| p.first().is_none_or(|f| f == "results"))
+            });
+        if !read {
+            return None;
+        }
+        Some(self.iteration_read(loop_id, outputs))
+    }
+
+    fn iteration_read(&self, loop_id: &str, outputs: Map<String, Value>) -> Map<String, Value> {
+        let whole = self.all
+            || self.by_step.get(loop_id).is_some_and(|paths| {
+                paths
+                    .iter()
+                    .any(|p| p.len() < 3 && p.first().is_none_or(|f| f == "results"))
+            });
+        if whole {
+            return outputs;
+        }
+        outputs
+            .into_iter()
+            .map(|(k, v)| {
+                let kept = self.prune(&k, &v);
+                (k, kept)
+            })
+            .collect()
+    }
+
     fn prune(&self, id: &str, outputs: &Value) -> Value {
         if self.all {
             return outputs.clone();
@@ -189,8 +229,15 @@ fn step_id(path: &str) -> &str {
 
 /// Copies the subtree of `src` at `path` into `dst` (an object at the same level). A path
 /// through an array keeps the whole array.
-fn copy_path(src: &Value, path: &[String], dst: &mut Map<String, Value>) {
-    let (Some(first), Value::Object(m)) = (path.first(), src) else {
+pub(crate) fn copy_path(src: &Value, path: &[String], dst: &mut Map<String, Value>) {
+    if let Value::Object(m) = src {
+        copy_path_in(m, path, dst);
+    }
+}
+
+/// [`copy_path`] from an object's map.
+pub(crate) fn copy_path_in(m: &Map<String, Value>, path: &[String], dst: &mut Map<String, Value>) {
+    let Some(first) = path.first() else {
         return;
     };
     let Some(child) = m.get(first) else {
@@ -298,6 +345,28 @@ mod tests {
         );
         let r = referenced(&["steps.loop.results"]);
         assert_eq!(r.keep("loop[4].create", &out, &Secrets::new()).value, out);
+    }
+
+    #[test]
+    fn an_iteration_keeps_what_later_templates_read_unless_the_results_are_read_whole() {
+        let own = |v: Value| v.as_object().cloned().expect("object");
+        let out =
+            own(json!({"get": {"status": 200, "headers": {"a": "b"}, "body": {"id": 1, "x": 2}}}));
+        let r = referenced(&["steps.each.results.0.get.body.id", "steps.each.count"]);
+        assert_eq!(
+            r.iteration("each", out.clone()).map(Value::Object),
+            Some(json!({"get": {"status": 200, "body": {"id": 1}}}))
+        );
+        for whole in ["steps.each", "steps.each.results.3", "steps.each.results"] {
+            let r = referenced(&[whole]);
+            assert_eq!(
+                r.iteration("each", out.clone()),
+                Some(out.clone()),
+                "{whole}"
+            );
+        }
+        let r = referenced(&["steps.each.count", "steps.get.body.id"]);
+        assert_eq!(r.iteration("each", out), None);
     }
 
     #[test]

@@ -262,8 +262,8 @@ pub(super) async fn send(
                 message: e.to_string(),
             })?;
             let authorization = format!("MC {}:{}", keys.access_key, signature);
-            ctx.secrets.add(&signature);
-            ctx.secrets.add(&authorization);
+            ctx.secrets.add_per_request(&signature);
+            ctx.secrets.add_per_request(&authorization);
             let out = outgoing(
                 ctx,
                 req,

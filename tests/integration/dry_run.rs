@@ -203,7 +203,7 @@ async fn a_loop_shows_one_item_and_uses_children_render_every_step() {
         "mailbox/fetch/decrypt",
     ] {
         assert!(
-            out.contains(&format!("✓ export[0].{step}")),
+            out.contains(&format!("✓ export[0: al].{step}")),
             "{step} not rendered:\n{out}"
         );
     }

@@ -21,6 +21,7 @@ mod durations;
 mod engine;
 mod evidence;
 mod interrupt;
+mod loop_scale;
 mod origins;
 mod outputs;
 mod progress;

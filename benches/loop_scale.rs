@@ -1,0 +1,363 @@
+//! Benchmark: a `for_each` of N items grows linearly in time and stays flat in memory.
+//!
+//! Run with `cargo bench --bench loop_scale` (release). The project's issue 14: a `for_each`
+//! of N items (`concurrency: 32`), each one `GET` to a local server answering `{"ok":true}`
+//! at once, from 2,000 to 100,000 items: wall time ratio within 1.3× of the item ratio, peak
+//! RSS at 100,000 items ≤ 128 MiB whatever the reporters, state directory linear in items.
+//!
+//! The server runs in this process (axum on 127.0.0.1, its own runtime). Each size runs the
+//! release binary as a child (`auditflow run`, JSON log lines to a file, `--state-dir` in a
+//! temp dir), once plain and once with `--report-json` and `--junit`, reaped with `wait4`,
+//! whose `ru_maxrss` is the child's exact peak RSS. Printed per run: wall time, time per
+//! item, peak RSS, state directory size and bytes per item, with ratios to the smallest size.
+//!
+//! Env: `LOOP_SIZES` (comma-separated item counts, default `2000,20000,100000`; e.g.
+//! `LOOP_SIZES=200,2000` for a quick run), `LOOP_REPORTS` (`both` (default), `plain`, `reports`),
+//! `LOOP_CONCURRENCY` (32), `LOOP_DIR` (parent of the temp dir), `LOOP_KEEP=1` (keep it),
+//! `LOOP_WRAPPER` (a profiler to run the runner under, e.g. `perf record -g -o FILE`).
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::Res;
+
+/// The runner, built by cargo for this bench (release profile).
+const AUDITFLOW: &str = env!("CARGO_BIN_EXE_auditflow");
+/// The issue's targets.
+const RSS_LIMIT_MIB: f64 = 128.0;
+const LINEARITY: f64 = 1.3;
+
+const WORKFLOW: &str = r"name: loop-scale
+inputs:
+  items: {type: list}
+  concurrency: {type: integer, default: 32}
+steps:
+  - id: each
+    for_each:
+      items: '{{ inputs.items }}'
+      concurrency: '{{ inputs.concurrency }}'
+      steps:
+        - id: get
+          call: {url: '{{ env.LOOP_API_URL }}/ok', query: {mailbox: '{{ item }}'}}
+outputs:
+  count: '{{ steps.each.count }}'
+";
+
+fn main() {
+    match bench() {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("loop_scale bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// One measured run of the binary.
+struct Measured {
+    items: usize,
+    reports: bool,
+    code: Option<i32>,
+    wall: Duration,
+    maxrss_kib: u64,
+    cpu_s: f64,
+    state_bytes: u64,
+}
+
+impl Measured {
+    fn per_item_ms(&self) -> f64 {
+        self.wall.as_secs_f64() * 1000.0 / self.items as f64
+    }
+    fn rss_mib(&self) -> f64 {
+        self.maxrss_kib as f64 / 1024.0
+    }
+    fn state_per_item(&self) -> f64 {
+        self.state_bytes as f64 / self.items as f64
+    }
+}
+
+fn sizes() -> Res<Vec<usize>> {
+    let text = std::env::var("LOOP_SIZES").unwrap_or_else(|_| "2000,20000,100000".into());
+    let sizes: Vec<usize> = text
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .map_err(|e| format!("LOOP_SIZES `{s}`: {e}"))
+        })
+        .collect::<Res<_>>()?;
+    if sizes.is_empty() || sizes.contains(&0) {
+        return Err("LOOP_SIZES: give item counts of at least 1, e.g. 200,2000".into());
+    }
+    Ok(sizes)
+}
+
+fn report_modes() -> Res<Vec<bool>> {
+    match std::env::var("LOOP_REPORTS").as_deref() {
+        Err(_) | Ok("both") => Ok(vec![false, true]),
+        Ok("plain") => Ok(vec![false]),
+        Ok("reports") => Ok(vec![true]),
+        Ok(other) => Err(format!(
+            "LOOP_REPORTS `{other}`: write both, plain or reports"
+        )),
+    }
+}
+
+/// Serves `{"ok":true}` on every path from its own runtime thread; returns the base URL.
+fn start_server() -> Res<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listener: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| format!("address: {e}"))?;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let app = axum::Router::new().fallback(|| async {
+                (
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    r#"{"ok":true}"#,
+                )
+            });
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    Ok(format!("http://{addr}"))
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let Ok(rd) = fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn tv_s(tv: libc::timeval) -> f64 {
+    tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6
+}
+
+/// Runs `cmd` to its end; returns exit code, wall time, peak RSS (KiB) and CPU seconds.
+fn run_wait4(cmd: &mut Command) -> Res<(Option<i32>, Duration, u64, f64)> {
+    let started = Instant::now();
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {AUDITFLOW}: {e}"))?;
+    let pid = libc::pid_t::try_from(child.id()).map_err(|e| format!("pid: {e}"))?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is a plain C struct; zeroed is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: wait4 on our own child with valid out-pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if r == -1 && err.kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        return Err(format!("wait4({pid}): {err}"));
+    }
+    let wall = started.elapsed();
+    // Reaped above; dropping a std Child neither waits nor kills.
+    drop(child);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let cpu = tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
+    Ok((code, wall, u64::try_from(ru.ru_maxrss).unwrap_or(0), cpu))
+}
+
+fn run_one(work: &Path, url: &str, items: usize, reports: bool) -> Res<Measured> {
+    let name = format!("n{items}{}", if reports { "-reports" } else { "" });
+    let dir = work.join(&name);
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let width = items.to_string().len();
+    let list: Vec<String> = (0..items)
+        .map(|i| format!("user{i:0width$}@example.com"))
+        .collect();
+    let concurrency: u32 = std::env::var("LOOP_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let inputs = serde_json::json!({"items": list, "concurrency": concurrency});
+    let inputs_file = dir.join("inputs.json");
+    fs::write(&inputs_file, inputs.to_string()).map_err(|e| format!("inputs file: {e}"))?;
+    let wf = work.join("loop.yaml");
+    let stdout = fs::File::create(dir.join("log.jsonl")).map_err(|e| format!("log: {e}"))?;
+    let stderr = fs::File::create(dir.join("stderr")).map_err(|e| format!("stderr: {e}"))?;
+    let wrapper: Vec<String> = std::env::var("LOOP_WRAPPER")
+        .map(|w| w.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    let mut cmd = match wrapper.split_first() {
+        Some((tool, args)) => {
+            let mut c = Command::new(tool);
+            c.args(args).arg(AUDITFLOW);
+            c
+        }
+        None => Command::new(AUDITFLOW),
+    };
+    cmd.arg("run")
+        .arg(&wf)
+        .args(["--log-format", "json", "--inputs-file"])
+        .arg(&inputs_file)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .env_clear()
+        .env("LOOP_API_URL", url)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    for (k, v) in std::env::vars_os() {
+        let k_s = k.to_string_lossy();
+        if k_s == "PATH" || k_s == "TMPDIR" || k_s.starts_with("MALLOC_") {
+            cmd.env(&k, v);
+        }
+    }
+    if reports {
+        cmd.arg("--report-json")
+            .arg(dir.join("report.json"))
+            .arg("--junit")
+            .arg(dir.join("junit.xml"));
+    }
+    eprintln!(
+        "running {items} items{} ...",
+        if reports { " with reports" } else { "" }
+    );
+    let (code, wall, maxrss_kib, cpu_s) = run_wait4(&mut cmd)?;
+    if code != Some(0) {
+        let err = fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+        eprintln!("run of {items} items exited {code:?}:\n{err}");
+    }
+    Ok(Measured {
+        items,
+        reports,
+        code,
+        wall,
+        maxrss_kib,
+        cpu_s,
+        state_bytes: dir_size(&dir.join("state")),
+    })
+}
+
+fn bench() -> Res<bool> {
+    let sizes = sizes()?;
+    let modes = report_modes()?;
+    let parent = std::env::var_os("LOOP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new()
+        .prefix("afbench-loop-")
+        .tempdir_in(&parent)
+        .map_err(|e| format!("temp dir in {}: {e}", parent.display()))?;
+    let work = tmp.path().to_path_buf();
+    fs::write(work.join("loop.yaml"), WORKFLOW).map_err(|e| format!("workflow: {e}"))?;
+    let url = start_server()?;
+    let mut ok = true;
+    for reports in modes {
+        let mut runs = Vec::new();
+        for &n in &sizes {
+            runs.push(run_one(&work, &url, n, reports)?);
+        }
+        ok &= print_table(&runs);
+    }
+    if std::env::var("LOOP_KEEP").is_ok_and(|v| !v.is_empty() && v != "0") {
+        eprintln!("kept {}", tmp.keep().display());
+    }
+    Ok(ok)
+}
+
+/// Prints one table (one reporter mode) with ratios to its first row; returns whether the
+/// targets were met.
+fn print_table(runs: &[Measured]) -> bool {
+    let Some(base) = runs.first() else {
+        return true;
+    };
+    println!();
+    println!(
+        "loop_scale: for_each of N items, one GET each{}",
+        if base.reports {
+            ", with --report-json and --junit"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:>8} {:>9} {:>9} {:>9} {:>10} {:>11} {:>9} {:>11} {:>11} {:>5}",
+        "items",
+        "wall s",
+        "ms/item",
+        "CPU s",
+        "RSS MiB",
+        "state MiB",
+        "B/item",
+        "item ratio",
+        "wall ratio",
+        "exit"
+    );
+    let mut ok = true;
+    for r in runs {
+        let item_ratio = r.items as f64 / base.items as f64;
+        let wall_ratio = r.wall.as_secs_f64() / base.wall.as_secs_f64();
+        println!(
+            "{:>8} {:>9.2} {:>9.3} {:>9.1} {:>10.1} {:>11.2} {:>9.0} {:>11.1} {:>11.1} {:>5}",
+            r.items,
+            r.wall.as_secs_f64(),
+            r.per_item_ms(),
+            r.cpu_s,
+            r.rss_mib(),
+            r.state_bytes as f64 / (1 << 20) as f64,
+            r.state_per_item(),
+            item_ratio,
+            wall_ratio,
+            r.code.map_or("sig".into(), |c| c.to_string())
+        );
+        ok &= r.code == Some(0);
+    }
+    let last = &runs[runs.len() - 1];
+    let item_ratio = last.items as f64 / base.items as f64;
+    let wall_ratio = last.wall.as_secs_f64() / base.wall.as_secs_f64();
+    let checks = [
+        (
+            format!(
+                "wall ratio {wall_ratio:.1} within {LINEARITY}× of the item ratio {item_ratio:.1}"
+            ),
+            wall_ratio <= item_ratio * LINEARITY,
+        ),
+        (
+            format!(
+                "peak RSS at {} items {:.1} MiB ≤ {RSS_LIMIT_MIB} MiB",
+                last.items,
+                last.rss_mib()
+            ),
+            last.rss_mib() <= RSS_LIMIT_MIB,
+        ),
+        (
+            format!(
+                "state bytes per item {:.0} at {} vs {:.0} at {} (within 1.3×)",
+                last.state_per_item(),
+                last.items,
+                base.state_per_item(),
+                base.items
+            ),
+            last.state_per_item() <= base.state_per_item() * LINEARITY,
+        ),
+    ];
+    for (what, pass) in checks {
+        println!("{} {what}", if pass { "PASS" } else { "FAIL" });
+        ok &= pass;
+    }
+    ok
+}
