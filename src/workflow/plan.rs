@@ -166,7 +166,16 @@ impl StepKind {
         match self {
             StepKind::Call => &["status", "headers", "body", "pages", "request_id"],
             StepKind::Poll => &["status", "headers", "body", "polls", "request_id"],
-            StepKind::Download => &["files", "bytes", "sha256", "sizes", "urls"],
+            StepKind::Download => &[
+                "files",
+                "bytes",
+                "sha256",
+                "md5",
+                "sizes",
+                "urls",
+                "extracted",
+                "extracted_sha256",
+            ],
             StepKind::Decrypt => &["files", "bytes", "sha256", "sizes"],
             StepKind::ForEach => &["results", "failed", "count"],
             StepKind::Uses => &["outputs"],
