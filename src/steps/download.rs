@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use base64::Engine as _;
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio_util::sync::CancellationToken;

@@ -7,8 +7,8 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
 use super::decrypt::{self, DecryptionKey};
-use super::extract;
 use super::download::{self, DownloadObserver, FileToFetch, HeaderFn};
+use super::extract;
 use super::{render_optional, render_str, StepEnv, StepError};
 use crate::events::{Artifact, ArtifactKind, Emitter, Event};
 use crate::template::render_deep;
@@ -362,7 +362,8 @@ async fn extract_all(
         super::overwrite::check(env, planned.iter().map(|p| p.dest.as_path()))?;
         for p in planned {
             let source = display(&d.path);
-            let x = match recorded_file(env, ArtifactKind::Extracted, &p.dest, Some(&source)).await {
+            let x = match recorded_file(env, ArtifactKind::Extracted, &p.dest, Some(&source)).await
+            {
                 Some(a) => extract::Extracted {
                     path: p.dest.clone(),
                     bytes: a.bytes,
@@ -371,10 +372,15 @@ async fn extract_all(
                 },
                 None => {
                     let archive = d.path.clone();
-                    let x = blocking("extraction", move || extract::extract_one(&archive, &p)).await??;
+                    let x = blocking("extraction", move || extract::extract_one(&archive, &p))
+                        .await??;
                     env.emitter.log(
                         env.step,
-                        format!("extracted {} ({} bytes) from {source}", x.path.display(), x.bytes),
+                        format!(
+                            "extracted {} ({} bytes) from {source}",
+                            x.path.display(),
+                            x.bytes
+                        ),
                     );
                     x
                 }

@@ -235,7 +235,11 @@ pub fn extract_one(archive: &Path, p: &Planned) -> Result<Extracted, ExtractErro
             Copy::Write(e) => io_err(e),
         })?;
         w.flush().map_err(io_err)?;
-        (w.bytes, w.sha256.clone().finalize(), w.md5.clone().finalize())
+        (
+            w.bytes,
+            w.sha256.clone().finalize(),
+            w.md5.clone().finalize(),
+        )
     };
     tmp.as_file().sync_all().map_err(io_err)?;
     tmp.persist(&p.dest).map_err(|e| io_err(e.error))?;
@@ -304,7 +308,11 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["alice@example.com.mbox", "alice@example.com-2.MBOX", "hidden.mbox"]
+            [
+                "alice@example.com.mbox",
+                "alice@example.com-2.MBOX",
+                "hidden.mbox"
+            ]
         );
         let e = extract_one(&a, &p[0]).unwrap();
         assert_eq!(std::fs::read(&e.path).unwrap(), b"From a\n");
@@ -313,7 +321,13 @@ mod tests {
 
     #[test]
     fn refuses_entries_that_leave_the_directory() {
-        for bad in ["../evil.mbox", "a/../../evil.mbox", "/etc/evil.mbox", "C:\\evil.mbox", "x\\..\\..\\e.mbox"] {
+        for bad in [
+            "../evil.mbox",
+            "a/../../evil.mbox",
+            "/etc/evil.mbox",
+            "C:\\evil.mbox",
+            "x\\..\\..\\e.mbox",
+        ] {
             let d = tempfile::tempdir().unwrap();
             let a = zip_with(d.path(), &[("ok.mbox", b"x"), (bad, b"y")]);
             let err = plan(&a, d.path(), ExtractFormat::Mbox, &mut HashSet::new()).unwrap_err();

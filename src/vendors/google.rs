@@ -434,7 +434,10 @@ pub(super) fn next_page(req: &Request, resp: &Response) -> Option<Request> {
 
 /// Concatenates the feed entries (and warnings) of all pages; the rest is the last page's.
 pub(super) fn aggregate(pages: Vec<Response>) -> Response {
-    if pages.iter().any(|p| !is_atom(&p.body) && p.body.is_object()) {
+    if pages
+        .iter()
+        .any(|p| !is_atom(&p.body) && p.body.is_object())
+    {
         return json::aggregate(pages);
     }
     let mut entries = Vec::new();

@@ -333,7 +333,8 @@ mod tests {
             std::fs::read(&path).expect("read").len() as u64,
             written.len
         );
-        let unknown = PartWriter::start(dir.path().join("g.part"), 0, Some(FileHasher::new()), None);
+        let unknown =
+            PartWriter::start(dir.path().join("g.part"), 0, Some(FileHasher::new()), None);
         assert_eq!(unknown.batch.capacity(), BATCH_BYTES);
         assert!(unknown.finish().await.is_ok());
     }

@@ -19,7 +19,10 @@ const LIST_FIELDS: [&str; 3] = ["exports", "matters", "items"];
 /// Whether `url` is on Vault (`.../v1/matters...`) or the Cloud Storage JSON API
 /// (`.../storage/v1/...`) rather than the Email Audit API.
 pub fn is_json_api(url: &url::Url) -> bool {
-    let segments: Vec<&str> = url.path_segments().map(Iterator::collect).unwrap_or_default();
+    let segments: Vec<&str> = url
+        .path_segments()
+        .map(Iterator::collect)
+        .unwrap_or_default();
     segments
         .windows(2)
         .any(|w| matches!(w, ["v1", "matters"] | ["storage", "v1"]))
@@ -175,7 +178,10 @@ mod tests {
             ("https://vault.googleapis.com/v1/matters/m/exports", true),
             ("https://vault.googleapis.com/v1/matters", true),
             ("https://storage.googleapis.com/storage/v1/b/b/o/x", true),
-            ("https://apps.example/a/feeds/compliance/audit/mail/export/d", false),
+            (
+                "https://apps.example/a/feeds/compliance/audit/mail/export/d",
+                false,
+            ),
         ] {
             assert_eq!(is_json_api(&url::Url::parse(u).unwrap()), json, "{u}");
         }
@@ -184,10 +190,20 @@ mod tests {
     #[test]
     fn json_answers_and_google_errors() {
         let get = ::http::Method::GET;
-        let r = finish(raw(200, "application/json; charset=UTF-8", r#"{"id":"e1","status":"IN_PROGRESS"}"#), &get)
-            .unwrap();
+        let r = finish(
+            raw(
+                200,
+                "application/json; charset=UTF-8",
+                r#"{"id":"e1","status":"IN_PROGRESS"}"#,
+            ),
+            &get,
+        )
+        .unwrap();
         assert_eq!(r.request_id.as_deref(), Some("e1"));
-        for (ct, body) in [("text/html", "<html>sign in</html>"), ("application/json", "[1]")] {
+        for (ct, body) in [
+            ("text/html", "<html>sign in</html>"),
+            ("application/json", "[1]"),
+        ] {
             let e = finish(raw(200, ct, body), &get).unwrap_err();
             assert!(matches!(e, VendorError::Unexpected { .. }), "{body}: {e}");
         }
@@ -197,7 +213,11 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.status(), Some(429));
-        assert!(e.to_string().contains("RESOURCE_EXHAUSTED: Quota exceeded for exports"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("RESOURCE_EXHAUSTED: Quota exceeded for exports"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -216,7 +236,10 @@ mod tests {
         };
         let first = page(serde_json::json!([{"id": "a"}, {"id": "b"}]), Some("t2"));
         let next = next_page(&req, &first).unwrap();
-        assert_eq!(next.url.as_str(), "https://v.example/v1/matters/m/exports?pageSize=2&pageToken=t2");
+        assert_eq!(
+            next.url.as_str(),
+            "https://v.example/v1/matters/m/exports?pageSize=2&pageToken=t2"
+        );
         let last = page(serde_json::json!([{"id": "c"}]), None);
         assert!(next_page(&next, &last).is_none());
         let all = aggregate(vec![first, last]);

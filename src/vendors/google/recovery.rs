@@ -374,9 +374,14 @@ mod tests {
         let Recovery::Lookup(l) = recovery(&req, since) else {
             panic!("an export create is looked up")
         };
-        assert_eq!(l.request.url.as_str(), "https://vault.example/v1/matters/m1/exports");
-        let q = |emails: Vec<&str>| json!({"corpus": "MAIL", "dataScope": "ALL_DATA",
-            "searchMethod": "ACCOUNT", "accountInfo": {"emails": emails}});
+        assert_eq!(
+            l.request.url.as_str(),
+            "https://vault.example/v1/matters/m1/exports"
+        );
+        let q = |emails: Vec<&str>| {
+            json!({"corpus": "MAIL", "dataScope": "ALL_DATA",
+            "searchMethod": "ACCOUNT", "accountInfo": {"emails": emails}})
+        };
         let page = Response {
             status: 200,
             headers: Default::default(),
@@ -402,7 +407,10 @@ mod tests {
         let Recovery::Lookup(l) = recovery(&matter, since) else {
             panic!("a matter create is looked up")
         };
-        assert_eq!(l.request.url.as_str(), "https://vault.example/v1/matters?state=OPEN");
+        assert_eq!(
+            l.request.url.as_str(),
+            "https://vault.example/v1/matters?state=OPEN"
+        );
         let mut get = req;
         get.method = ::http::Method::GET;
         assert!(idempotent(&get));
