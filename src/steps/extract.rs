@@ -174,7 +174,9 @@ pub fn plan(
         }
         let mut file_name = base.clone();
         let mut n = 1;
-        while !taken.insert(file_name.clone()) {
+        // Compared without case: two names that differ only in case are one file on
+        // case-insensitive file systems.
+        while !taken.insert(file_name.to_lowercase()) {
             n += 1;
             file_name = numbered(&base, n);
         }
