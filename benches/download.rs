@@ -322,6 +322,7 @@ fn child(arg: &str) {
             dest: PathBuf::from(dest),
             expected_sha256: None,
             expected_size: None,
+            expected_md5: None,
         };
         let headers: HeaderFn = Arc::new(|_| {
             async {

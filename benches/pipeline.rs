@@ -280,6 +280,7 @@ fn bench() -> Res<()> {
                         dest: dl_dir.join(n),
                         expected_sha256: None,
                         expected_size: None,
+                        expected_md5: None,
                     })
                 })
                 .collect::<Res<_>>()?;

@@ -86,6 +86,8 @@ pub enum ArtifactKind {
     Decrypt,
     /// A response body a `call` step saved with `save_to`.
     Saved,
+    /// A file taken out of a downloaded archive (`download.extract`).
+    Extracted,
 }
 
 impl ArtifactKind {
@@ -95,6 +97,7 @@ impl ArtifactKind {
             ArtifactKind::Download => "download",
             ArtifactKind::Decrypt => "decrypt",
             ArtifactKind::Saved => "saved",
+            ArtifactKind::Extracted => "extracted",
         }
     }
 }
@@ -119,6 +122,9 @@ pub struct Artifact {
     /// Where it came from (URL without credentials, or the encrypted file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Base64 MD5 of the file's contents, when the vendor lists one (Cloud Storage `md5Hash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
     /// SHA-256 of the encrypted file a decrypted artifact came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_sha256: Option<String>,

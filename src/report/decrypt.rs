@@ -57,6 +57,7 @@ impl DecryptReport {
                 sha256: d.sha256.clone(),
                 source: Some(d.input.display().to_string()),
                 source_sha256: Some(d.input_sha256.clone()),
+                md5: None,
                 request_id: None,
                 finished_at: chrono::Utc::now().to_rfc3339(),
             },

@@ -29,6 +29,9 @@ pub(crate) struct Entry {
     /// For a decrypted file: the encrypted file it came from, and that file's SHA-256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_sha256: Option<String>,
+    /// Base64 MD5 when the vendor listed one (Cloud Storage `md5Hash`), checked on download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     pub step: String,
@@ -152,6 +155,7 @@ impl ManifestSink {
                         }
                     }),
                     source_sha256: a.source_sha256,
+                    md5: a.md5,
                     request_id: a.request_id,
                     truncated: run.calls.get(&step).is_some_and(|c| c.truncated),
                     step,
@@ -395,6 +399,7 @@ mod tests {
             sha256: crate::durable::sha256_hex(bytes),
             source: Some("https://example.com/f".into()),
             source_sha256: None,
+            md5: None,
             request_id: Some("42".into()),
             finished_at: "t".into(),
         }

@@ -234,9 +234,11 @@ async fn find(
         );
         return Ok(None);
     };
+    // Email Audit `properties.requestId`, Vault `id` (export) or `matterId`.
     let id = |v: &Value| {
-        v.pointer("/properties/requestId")
-            .and_then(Value::as_str)
+        ["/properties/requestId", "/id", "/matterId"]
+            .iter()
+            .find_map(|p| v.pointer(p).and_then(Value::as_str))
             .map(str::to_string)
     };
     if found.len() > 1 {

@@ -511,6 +511,7 @@ async fn execute_limited(
                 sha256,
                 source: Some(redact_url(&rc.request.url)),
                 source_sha256: None,
+                md5: None,
                 request_id: response.request_id.clone(),
                 finished_at: chrono::Utc::now().to_rfc3339(),
             },

@@ -5,7 +5,8 @@
 //!   and appends it, whatever the file size;
 //! - the final name appears only after the length (Content-Length / Content-Range total /
 //!   the caller's expected size) and every known SHA-256 (server digest headers, the caller's
-//!   expected value) match, and after the data is synced to disk;
+//!   expected value) and the caller's expected MD5 (Cloud Storage `md5Hash`) match, and
+//!   after the data is synced to disk;
 //! - an interrupted transfer resumes with `Range: bytes=N-` from the `.part`, in the same run
 //!   or a later one, and the SHA-256 always covers the whole file;
 //! - URLs in messages, logs and results are redacted (no query, no userinfo).
@@ -21,15 +22,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use reqwest::header::{self, HeaderMap, HeaderValue};
-use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::retry::{is_retryable_status, parse_retry_after, RetryPolicy};
 use headers::{ContentRange, ServerDigest};
-use part::PartWriter;
+use part::{FileHasher, PartWriter};
 
 /// One file to fetch.
 #[derive(Clone)]
@@ -42,6 +43,8 @@ pub struct FileToFetch {
     pub expected_sha256: Option<String>,
     /// Size in bytes the file must have.
     pub expected_size: Option<u64>,
+    /// MD5 the file must have, base64 as Cloud Storage's `md5Hash` gives it.
+    pub expected_md5: Option<String>,
 }
 
 impl std::fmt::Debug for FileToFetch {
@@ -51,6 +54,7 @@ impl std::fmt::Debug for FileToFetch {
             .field("dest", &self.dest)
             .field("expected_sha256", &self.expected_sha256)
             .field("expected_size", &self.expected_size)
+            .field("expected_md5", &self.expected_md5)
             .finish()
     }
 }
@@ -91,6 +95,9 @@ pub struct Downloaded {
     pub bytes: u64,
     /// Lower-case hex SHA-256 of the whole file.
     pub sha256: String,
+    /// Base64 MD5 of the whole file (Cloud Storage's `md5Hash` form); empty when the file
+    /// was verified by an earlier process and not re-hashed.
+    pub md5: String,
     /// The URL without query and userinfo.
     pub url: String,
     /// HTTP requests made (1 when the first one succeeded).
@@ -155,6 +162,16 @@ pub enum DownloadError {
         /// The expected digest, lowercase hex.
         expected: String,
         /// The digest of the bytes received, lowercase hex.
+        got: String,
+    },
+    /// The file's MD5 differs from the expected one (Cloud Storage `md5Hash`).
+    #[error("download of {url} failed verification: expected MD5 {expected} (base64), got {got}; the file was not kept; run again, and if it persists the stored object is damaged or the listed md5Hash is wrong")]
+    Md5 {
+        /// The URL, without query and credentials.
+        url: String,
+        /// The expected digest as given (base64).
+        expected: String,
+        /// The digest of the bytes received (base64).
         got: String,
     },
     /// A destination name would escape the output directory or is not a plain name.
@@ -347,8 +364,8 @@ struct FetchState<'a> {
 struct PartState {
     /// Bytes in the `.part` that are kept.
     offset: u64,
-    /// SHA-256 of those bytes; `None` (with `offset > 0`) means re-hash them from disk.
-    hasher: Option<Sha256>,
+    /// Digests of those bytes; `None` (with `offset > 0`) means re-hash them from disk.
+    hasher: Option<FileHasher>,
     /// The whole file's size as the server last announced it.
     total: Option<u64>,
     /// A strong ETag, sent as `If-Range` so a changed file comes back whole.
@@ -384,7 +401,7 @@ impl PartState {
         let mut st = PartState {
             offset,
             hasher: if offset == 0 {
-                Some(Sha256::new())
+                Some(FileHasher::new())
             } else {
                 None
             },
@@ -409,7 +426,7 @@ impl PartState {
     /// Forget the `.part` content: the next writer truncates it.
     fn restart(&mut self) {
         self.offset = 0;
-        self.hasher = Some(Sha256::new());
+        self.hasher = Some(FileHasher::new());
         self.total = None;
         self.etag = None;
         self.digests.clear();
@@ -753,8 +770,26 @@ async fn attempt(
             }));
         }
     }
-    let digest: [u8; 32] = written.hasher.finalize().into();
+    let digests = written.hasher.finalize();
+    let digest = digests.sha256;
     let got = crate::durable::to_hex(&digest);
+    let md5 = base64::engine::general_purpose::STANDARD.encode(digests.md5);
+    if let Some(want) = &ctx.spec.expected_md5 {
+        if want.trim() != md5 {
+            let error = DownloadError::Md5 {
+                url: ctx.url.clone(),
+                expected: want.trim().to_string(),
+                got: md5,
+            };
+            st.restart();
+            // The object's bytes do not change between attempts: one more try, then fail.
+            return Err(if n > 1 {
+                AttemptFailure::fail(error)
+            } else {
+                AttemptFailure::retry(error)
+            });
+        }
+    }
     if let Some(bad) = st.digests.iter().find(|d| d.sha256 != digest) {
         let expected = crate::durable::to_hex(&bad.sha256);
         tracing::warn!(url = %ctx.url, header = bad.header, %expected, %got, "checksum mismatch; starting over");
@@ -808,6 +843,7 @@ async fn attempt(
         path: ctx.spec.dest.clone(),
         bytes: written.len,
         sha256: got,
+        md5,
         url: ctx.url.clone(),
         attempts: n,
         resumed: st.resumed,

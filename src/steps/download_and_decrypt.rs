@@ -8,11 +8,12 @@ use serde_json::{json, Value};
 
 use super::decrypt::{self, DecryptionKey};
 use super::download::{self, DownloadObserver, FileToFetch, HeaderFn};
+use super::extract;
 use super::{render_optional, render_str, StepEnv, StepError};
 use crate::events::{Artifact, ArtifactKind, Emitter, Event};
 use crate::template::render_deep;
 use crate::vendors::Connection;
-use crate::workflow::model::{DecryptSpec, DownloadSpec};
+use crate::workflow::model::{DecryptSpec, DownloadSpec, ExtractSpec};
 
 /// A value rendered into a list of strings (a single string is a list of one).
 fn string_list(field: &'static str, v: &Value, ctx: &Value) -> Result<Vec<String>, StepError> {
@@ -37,6 +38,32 @@ fn string_list(field: &'static str, v: &Value, ctx: &Value) -> Result<Vec<String
             found: other.to_string(),
         }),
     }
+}
+
+/// `download.size` rendered: a list of sizes, each a number or a string of digits (Vault
+/// and Cloud Storage write int64 values as strings).
+fn size_list(v: &Value, ctx: &Value) -> Result<Vec<u64>, StepError> {
+    let field = "download.size";
+    let items = match render_deep(v, ctx).map_err(|e| StepError::template(field, e))? {
+        Value::Null => vec![],
+        Value::Array(items) => items,
+        one => vec![one],
+    };
+    items
+        .into_iter()
+        .map(|i| {
+            let n = match &i {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            n.ok_or_else(|| StepError::WrongType {
+                field,
+                expected: "a list of sizes in bytes (numbers or digit strings)",
+                found: i.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Download progress as events: a line per file, bytes as progress.
@@ -117,6 +144,14 @@ pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, S
         Some(h) => Some(string_list("download.sha256", h, ctx)?),
         None => None,
     };
+    let md5s = match &spec.md5 {
+        Some(h) => Some(string_list("download.md5", h, ctx)?),
+        None => None,
+    };
+    let sizes = match &spec.size {
+        Some(v) => Some(size_list(v, ctx)?),
+        None => None,
+    };
     let to = PathBuf::from(render_str("download.to", &spec.to, ctx)?);
     let request_id = match &spec.request_id {
         Some(r) => Some(render_str("download.request_id", r, ctx)?).filter(|s| !s.is_empty()),
@@ -138,7 +173,8 @@ pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, S
             url,
             dest,
             expected_sha256: hashes.as_ref().and_then(|h| h.get(i).cloned()),
-            expected_size: None,
+            expected_size: sizes.as_ref().and_then(|s| s.get(i).copied()),
+            expected_md5: md5s.as_ref().and_then(|h| h.get(i).cloned()),
         });
     }
     Ok(DownloadPlan {
@@ -224,7 +260,7 @@ async fn durable_record(env: &StepEnv<'_>) {
 }
 
 /// The recorded artifact of `path` when the file on disk still has its size and SHA-256.
-async fn recorded_file(
+pub(super) async fn recorded_file(
     env: &StepEnv<'_>,
     kind: ArtifactKind,
     path: &Path,
@@ -261,10 +297,17 @@ async fn already_downloaded(f: &FileToFetch, env: &StepEnv<'_>) -> Option<downlo
     {
         return None;
     }
+    if f.expected_md5
+        .as_ref()
+        .is_some_and(|h| a.md5.as_deref() != Some(h.trim()))
+    {
+        return None;
+    }
     Some(download::Downloaded {
         path: f.dest.clone(),
         bytes: a.bytes,
         sha256: a.sha256,
+        md5: a.md5.unwrap_or_default(),
         url: crate::vendors::http::redact_url(&f.url),
         attempts: 0,
         resumed: false,
@@ -281,6 +324,7 @@ fn emit_downloaded(d: &download::Downloaded, request_id: &Option<String>, env: &
             sha256: d.sha256.clone(),
             source: Some(d.url.clone()),
             source_sha256: None,
+            md5: Some(d.md5.clone()).filter(|m| !m.is_empty()),
             request_id: request_id.clone(),
             finished_at: now(),
         },
@@ -293,8 +337,91 @@ fn download_outputs(done: &[download::Downloaded]) -> Value {
         "bytes": done.iter().map(|d| d.bytes).sum::<u64>(),
         "sizes": done.iter().map(|d| d.bytes).collect::<Vec<_>>(),
         "sha256": done.iter().map(|d| d.sha256.clone()).collect::<Vec<_>>(),
+        "md5": done.iter().map(|d| d.md5.clone()).collect::<Vec<_>>(),
         "urls": done.iter().map(|d| d.url.clone()).collect::<Vec<_>>(),
+        "extracted": [],
+        "extracted_sha256": [],
     })
+}
+
+/// Takes the wanted entries out of every downloaded archive into `spec.to` (see
+/// [`extract`]); files an earlier process of the run extracted and that are unchanged are
+/// kept. Returns the extracted files in archive order.
+async fn extract_all(
+    spec: &ExtractSpec,
+    done: &[download::Downloaded],
+    request_id: &Option<String>,
+    env: &StepEnv<'_>,
+    ctx: &Value,
+) -> Result<Vec<extract::Extracted>, StepError> {
+    let to = PathBuf::from(render_str("download.extract.to", &spec.to, ctx)?);
+    create_dir(&to)?;
+    let mut taken = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for d in done {
+        let (archive, dir, format) = (d.path.clone(), to.clone(), spec.format);
+        let (planned, t) = blocking("archive listing", move || {
+            let p = extract::plan(&archive, &dir, format, &mut taken);
+            (p, taken)
+        })
+        .await?;
+        taken = t;
+        let planned = planned?;
+        super::overwrite::check(env, planned.iter().map(|p| p.dest.as_path()))?;
+        for p in planned {
+            let source = display(&d.path);
+            let x = match recorded_file(env, ArtifactKind::Extracted, &p.dest, Some(&source)).await
+            {
+                Some(a) => extract::Extracted {
+                    path: p.dest.clone(),
+                    bytes: a.bytes,
+                    sha256: a.sha256,
+                    md5: a.md5.unwrap_or_default(),
+                },
+                None => {
+                    let archive = d.path.clone();
+                    let x = blocking("extraction", move || extract::extract_one(&archive, &p))
+                        .await??;
+                    env.emitter.log(
+                        env.step,
+                        format!(
+                            "extracted {} ({} bytes) from {source}",
+                            x.path.display(),
+                            x.bytes
+                        ),
+                    );
+                    x
+                }
+            };
+            env.emitter.emit(Event::Artifact {
+                step: env.step.to_string(),
+                artifact: Artifact {
+                    kind: ArtifactKind::Extracted,
+                    path: display(&x.path),
+                    bytes: x.bytes,
+                    sha256: x.sha256.clone(),
+                    source: Some(source),
+                    source_sha256: Some(d.sha256.clone()),
+                    md5: Some(x.md5.clone()).filter(|m| !m.is_empty()),
+                    request_id: request_id.clone(),
+                    finished_at: now(),
+                },
+            });
+            out.push(x);
+        }
+        durable_record(env).await;
+    }
+    Ok(out)
+}
+
+/// Runs `f` on the blocking pool; a panic in it is a [`StepError::TaskFailed`] naming `task`.
+async fn blocking<T: Send + 'static>(
+    task: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StepError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| StepError::TaskFailed { task, source })
 }
 
 /// Creates the output directory: new directories are 0700 (they will hold mail); an
@@ -316,7 +443,7 @@ fn dry_run_downloads(plan: &DownloadPlan, env: &StepEnv<'_>) -> Value {
             body: None,
         });
     }
-    json!({"files": [], "bytes": 0, "sizes": [], "sha256": [], "urls": []})
+    json!({"files": [], "bytes": 0, "sizes": [], "sha256": [], "md5": [], "urls": [], "extracted": [], "extracted_sha256": []})
 }
 
 /// A dry run's `download`: the requests it would send, or, when the URLs come from a
@@ -360,7 +487,19 @@ pub async fn download_step(
         .buffered(plan.concurrency)
         .try_collect()
         .await?;
-    Ok(download_outputs(&done))
+    let mut outputs = download_outputs(&done);
+    if let Some(x) = &spec.extract {
+        let extracted = extract_all(x, &done, &plan.request_id, env, ctx).await?;
+        outputs["extracted"] = json!(extracted
+            .iter()
+            .map(|x| display(&x.path))
+            .collect::<Vec<_>>());
+        outputs["extracted_sha256"] = json!(extracted
+            .iter()
+            .map(|x| x.sha256.clone())
+            .collect::<Vec<_>>());
+    }
+    Ok(outputs)
 }
 
 /// A rendered decrypt step (files aside).
@@ -694,6 +833,7 @@ fn emit_decrypted(env: &StepEnv<'_>, d: &decrypt::DecryptedFile) {
             sha256: d.sha256.clone(),
             source: Some(display(&d.input)),
             source_sha256: Some(d.input_sha256.clone()),
+            md5: None,
             request_id: None,
             finished_at: now(),
         },

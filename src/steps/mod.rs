@@ -1,4 +1,4 @@
-//! Step implementations: call, poll, download, decrypt (loops and `uses` live in the engine).
+//! Step implementations: call, poll, download (with extraction), decrypt (loops and `uses` live in the engine).
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ pub mod call;
 pub mod decrypt;
 pub mod download;
 pub mod download_and_decrypt;
+pub mod extract;
 pub mod overwrite;
 pub mod poll;
 
@@ -245,6 +246,9 @@ pub enum StepError {
     /// A decryption failed.
     #[error(transparent)]
     Decrypt(#[from] decrypt::DecryptError),
+    /// Taking files out of a downloaded archive failed.
+    #[error(transparent)]
+    Extract(#[from] extract::ExtractError),
     /// Ctrl-C or SIGTERM stopped the step; the run resumes it next time.
     #[error("cancelled")]
     Cancelled,

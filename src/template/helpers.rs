@@ -71,6 +71,9 @@ const CUSTOM: &[(&str, HelperFn)] = &[
     ("format_date", h_format_date),
     ("duration_ms", h_duration_ms),
     ("numbered", h_numbered),
+    ("pluck", h_pluck),
+    ("basename", h_basename),
+    ("gcs_media_urls", h_gcs_media_urls),
 ];
 
 /// What a helper parameter accepts. Checked at compile time when the argument is a literal,
@@ -170,6 +173,9 @@ pub(super) fn signature(name: &str) -> Option<Signature> {
         "date_add" => fixed(const { &[p("DATE", Date), p("DURATION", Duration)] }),
         "format_date" => fixed(const { &[p("DATE", Date), p("FORMAT", DateFormat)] }),
         "numbered" => fixed(const { &[p("OBJECT", Object), p("PREFIX", Text)] }),
+        "pluck" => fixed(const { &[p("LIST", List), p("KEY", Text)] }),
+        "basename" => fixed(const { &[p("PATH", Any)] }),
+        "gcs_media_urls" => fixed(const { &[p("BASE", Text), p("FILES", List)] }),
         _ => return None,
     })
 }
@@ -663,6 +669,70 @@ fn h_numbered(a: &Args<'_, '_>) -> Result<Value, Fail> {
         .collect();
     items.sort_by_key(|(n, _)| *n);
     Ok(Value::Array(items.into_iter().map(|(_, v)| v).collect()))
+}
+
+fn list_param<'v>(a: &'v Args<'_, '_>, i: usize) -> Result<&'v Vec<Value>, Fail> {
+    match a.value(i)? {
+        Value::Array(items) => Ok(items),
+        other => fail(format!(
+            "parameter {} must be an array, got {}",
+            i + 1,
+            type_name(other)
+        )),
+    }
+}
+
+/// `pluck LIST "size"`: the `size` of each object in the list, in order (null when absent).
+fn h_pluck(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    let key = a.string(1)?;
+    let items = list_param(a, 0)?;
+    Ok(Value::Array(
+        items
+            .iter()
+            .map(|i| i.get(key.as_ref()).cloned().unwrap_or(Value::Null))
+            .collect(),
+    ))
+}
+
+/// `basename PATH`: the part after the last `/` of a text, or of each text of a list
+/// (Cloud Storage object names as local file names).
+fn h_basename(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    fn last(v: &Value) -> Value {
+        let text = value_to_text(v);
+        Value::String(text.rsplit('/').next().unwrap_or_default().to_string())
+    }
+    Ok(match a.value(0)? {
+        Value::Array(items) => Value::Array(items.iter().map(last).collect()),
+        one => last(one),
+    })
+}
+
+/// `gcs_media_urls BASE FILES`: for each `{bucketName, objectName}` (a Vault export's
+/// `cloudStorageSink.files`), the Cloud Storage JSON API download URL
+/// `BASE/storage/v1/b/BUCKET/o/OBJECT?alt=media`, both names percent-encoded whole.
+fn h_gcs_media_urls(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    let base = a.string(0)?;
+    let base = base.trim_end_matches('/');
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, COMPONENT).to_string();
+    let mut urls = Vec::new();
+    for (i, f) in list_param(a, 1)?.iter().enumerate() {
+        let field = |k: &str| {
+            f.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("file {i} has no `{k}`"))
+        };
+        let (bucket, object) = match (field("bucketName"), field("objectName")) {
+            (Ok(b), Ok(o)) => (b, o),
+            (Err(e), _) | (_, Err(e)) => return fail(e),
+        };
+        urls.push(Value::String(format!(
+            "{base}/storage/v1/b/{}/o/{}?alt=media",
+            enc(bucket),
+            enc(object)
+        )));
+    }
+    Ok(Value::Array(urls))
 }
 
 fn h_split(a: &Args<'_, '_>) -> Result<Value, Fail> {

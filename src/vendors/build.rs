@@ -364,7 +364,14 @@ fn credentials(spec: &ConnectionSpec, ctx: &Value) -> Result<Credentials, Creden
             (None, Some(file), Some(subject)) => Credentials::GoogleServiceAccount {
                 key_file: PathBuf::from(file),
                 subject,
-                scopes: vec![GOOGLE_AUDIT_SCOPE.to_string()],
+                scopes: match get(&c.scopes, "scopes")? {
+                    Some(list) => list
+                        .split(|ch: char| ch == ',' || ch.is_whitespace())
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    None => vec![GOOGLE_AUDIT_SCOPE.to_string()],
+                },
                 token_url: get(&c.token_url, "token_url")?,
             },
             _ => {

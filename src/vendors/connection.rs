@@ -219,7 +219,7 @@ impl Connection {
     /// The entries of a lookup page that are the request looked for.
     pub fn lookup_matches(&self, lookup: &Lookup, page: &Response) -> Vec<serde_json::Value> {
         match self.inner.settings.kind {
-            VendorKind::Google => google::recovery::matches(&lookup.original, page),
+            VendorKind::Google => google::recovery::matches(&lookup.original, page, lookup.since),
             _ => vec![],
         }
     }

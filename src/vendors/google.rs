@@ -8,6 +8,7 @@
 // TODO(#9): document
 // `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
 #![allow(clippy::result_large_err)]
+pub mod json;
 pub mod recovery;
 
 use std::path::{Path, PathBuf};
@@ -322,7 +323,12 @@ fn outgoing(
         ctx.settings.request_timeout,
     );
     out.extra_headers = req.headers.clone();
-    out.body = encode_body(VENDOR, &req.body)?;
+    out.body = match &req.body {
+        Body::Json(v) if json::is_json_api(&req.url) => {
+            encode_body(VENDOR, &Body::Json(json::prune_empty(v)))?
+        }
+        other => encode_body(VENDOR, other)?,
+    };
     if matches!(req.body, Body::Atom(_)) {
         out.set_header("Content-Type", "application/atom+xml");
     }
@@ -352,7 +358,11 @@ pub(super) async fn send(
         let fresh = authorization_observed(ctx, auth, Some(&authz), observer, cancel).await?;
         raw = execute(ctx.client, VENDOR, &outgoing(ctx, req, &fresh)?, cancel).await?;
     }
-    finish(raw, &req.method)
+    if json::is_json_api(&req.url) {
+        json::finish(raw, &req.method)
+    } else {
+        finish(raw, &req.method)
+    }
 }
 
 /// The namespace of `apps:property`, declared by every Email Audit API entry and feed.
@@ -404,6 +414,9 @@ fn finish(raw: RawResponse, method: &::http::Method) -> Result<Response, VendorE
 
 /// Follows the feed's `rel='next'` link (absolute, or relative to the request URL).
 pub(super) fn next_page(req: &Request, resp: &Response) -> Option<Request> {
+    if json::is_json_api(&req.url) {
+        return json::next_page(req, resp);
+    }
     let href = resp
         .body
         .get("next")
@@ -482,6 +495,12 @@ pub(super) fn terminal_explanation(resp: &Response) -> Option<&'static str> {
 
 /// Concatenates the feed entries (and warnings) of all pages; the rest is the last page's.
 pub(super) fn aggregate(pages: Vec<Response>) -> Response {
+    if pages
+        .iter()
+        .any(|p| !is_atom(&p.body) && p.body.is_object())
+    {
+        return json::aggregate(pages);
+    }
     let mut entries = Vec::new();
     let mut warnings = Vec::new();
     let mut last: Option<Response> = None;
@@ -505,7 +524,15 @@ pub(super) fn aggregate(pages: Vec<Response>) -> Response {
     Response { body, ..last }
 }
 
-/// Entries of a feed (1 for an entry, 0 for no body); the API reports no total.
+/// Whether a parsed body came from Atom XML (its `kind` is the root element's name; Google
+/// JSON bodies have no `kind`, or one such as `storage#object`).
+fn is_atom(body: &Value) -> bool {
+    body.get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| !k.contains('#'))
+}
+
+/// Records of an answer (see [`records`]); the API reports no total.
 pub(super) fn count(resp: &Response) -> ItemCount {
     ItemCount {
         items: records(resp).len() as u64,
@@ -513,9 +540,11 @@ pub(super) fn count(resp: &Response) -> ItemCount {
     }
 }
 
-/// The records of an answer: a feed's entries (every page merged), or the one entry.
+/// The records of an answer: a feed's entries (every page merged), or the one entry; for
+/// Vault and Storage JSON, the items of its list field, or the object itself.
 pub(super) fn records(resp: &Response) -> Vec<&Value> {
     match resp.body.get("kind").and_then(Value::as_str) {
+        _ if !is_atom(&resp.body) && resp.body.is_object() => json::records(resp),
         Some("feed") => resp
             .body
             .get("entries")

@@ -223,6 +223,8 @@ pub struct Lookup {
     pub request: Request,
     /// The request whose outcome is unknown, to match against the listing.
     pub original: Request,
+    /// When the intent to send `original` was recorded (what it created is not older).
+    pub since: chrono::DateTime<chrono::Utc>,
 }
 
 /// What a request looks like on the wire, for `--dry-run` (secrets are masked by the caller).

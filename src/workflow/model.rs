@@ -246,6 +246,11 @@ pub struct Credentials {
     /// Google: token endpoint override (tests point it at the simulator).
     #[serde(default)]
     pub token_url: Option<String>,
+    /// Google: OAuth scopes the service account asks for, separated by spaces or commas
+    /// (default: the Email Audit API's; Vault needs `.../auth/ediscovery` and
+    /// `.../auth/devstorage.read_only`). Not a secret.
+    #[serde(default)]
+    pub scopes: Option<String>,
 }
 
 /// Step defaults.
@@ -505,6 +510,47 @@ pub struct DownloadSpec {
     /// The vendor request these files belong to (template), recorded in the evidence manifest.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// Expected MD5 per file, base64 as Cloud Storage's `md5Hash` gives it (templates),
+    /// computed while the file streams in and checked before it is made final.
+    #[serde(default)]
+    pub md5: Option<Value>,
+    /// Expected size in bytes per file (templates; numbers or digit strings, as Vault's
+    /// `cloudStorageSink.files[].size`), checked before the file is made final.
+    #[serde(default)]
+    pub size: Option<Value>,
+    /// Take files out of each downloaded ZIP archive (Vault exports) once it is verified.
+    #[serde(default)]
+    pub extract: Option<ExtractSpec>,
+}
+
+/// Which files `download.extract` takes out of the archives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExtractFormat {
+    /// The `.mbox` entries (a Vault mail export in MBOX format).
+    #[default]
+    Mbox,
+}
+
+impl ExtractFormat {
+    /// The file name ending (lower case) of the entries kept.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            ExtractFormat::Mbox => ".mbox",
+        }
+    }
+}
+
+/// Extraction of downloaded ZIP archives: streamed entry by entry, names reduced to one safe
+/// file name (an entry whose path would leave the directory fails the step).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractSpec {
+    /// Directory the extracted files go to (template).
+    pub to: String,
+    /// Which entries to keep (default `mbox`).
+    #[serde(default)]
+    pub format: ExtractFormat,
 }
 
 /// OpenPGP-decrypt files.

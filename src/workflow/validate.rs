@@ -277,6 +277,7 @@ impl Validator<'_> {
                     ("service_account_file", &cr.service_account_file),
                     ("subject", &cr.subject),
                     ("token_url", &cr.token_url),
+                    ("scopes", &cr.scopes),
                 ];
                 let allowed: &[&str] = match c.kind {
                     ConnectionKind::Mimecast => &[
@@ -293,6 +294,7 @@ impl Validator<'_> {
                         "service_account_file",
                         "subject",
                         "token_url",
+                        "scopes",
                     ],
                     ConnectionKind::Http => &["username", "password", "bearer_token"],
                 };
@@ -472,6 +474,15 @@ impl Validator<'_> {
             }
             if let Some(h) = &d.sha256 {
                 self.deep(&format!("{dp}.sha256"), h, scope);
+            }
+            if let Some(h) = &d.md5 {
+                self.deep(&format!("{dp}.md5"), h, scope);
+            }
+            if let Some(n) = &d.size {
+                self.deep(&format!("{dp}.size"), n, scope);
+            }
+            if let Some(x) = &d.extract {
+                self.template(&format!("{dp}.extract.to"), &x.to, scope);
             }
             self.template(&format!("{dp}.to"), &d.to, scope);
             if let Some(r) = &d.request_id {

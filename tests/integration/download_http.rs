@@ -269,6 +269,7 @@ fn spec(url: &url::Url, dir: &Path) -> FileToFetch {
         dest: dir.join("export-1.mbox.gpg"),
         expected_sha256: None,
         expected_size: None,
+        expected_md5: None,
     }
 }
 

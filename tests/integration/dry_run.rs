@@ -37,6 +37,8 @@ fn env(addr: &str, dir: &Dir) -> Vec<(String, String)> {
         ("MAILSTORE_PASSWORD", PASSWORD),
         ("MAILSTORE_TLS_PIN", &"AB".repeat(32)),
         ("GOOGLE_AUDIT_BASE_URL", http.as_str()),
+        ("GOOGLE_VAULT_BASE_URL", http.as_str()),
+        ("GOOGLE_STORAGE_BASE_URL", http.as_str()),
         ("GOOGLE_ACCESS_TOKEN", "google-token-never-shown"),
         ("GOOGLE_ADMIN_EMAIL", "admin@example.com"),
         ("GOOGLE_TOKEN_URL", &format!("{http}/token")),
@@ -85,6 +87,14 @@ fn shipped(dir: &Dir) -> Vec<(&'static str, Vec<String>, Option<&'static str>)> 
             "google/upload-public-key.yaml",
             g(&[&format!("public_key_file={}", key.display())]),
             None,
+        ),
+        (
+            "google/vault-mail-export.yaml",
+            vec![
+                "accounts=al@example.com,bob@example.com".into(),
+                "export_name=dry".into(),
+            ],
+            Some("<steps."),
         ),
         (
             "mailstore/server-info.yaml",

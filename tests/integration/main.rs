@@ -31,6 +31,7 @@ mod secrecy;
 mod shipped_workflows;
 mod sim_tls;
 mod validate_cases;
+mod vault;
 mod vendors_google;
 mod vendors_http;
 mod vendors_mailstore;

@@ -98,6 +98,7 @@ fn artifact(step: &str, path: &str, bytes: u64) -> Event {
             sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
             source: Some("https://vendor.example/files/1".into()),
             source_sha256: None,
+            md5: None,
             request_id: None,
             finished_at: "2024-05-01T10:01:00+00:00".into(),
         },

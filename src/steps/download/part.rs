@@ -5,7 +5,7 @@
 //! chunks are copied into recycled 256 KiB batches, so the threads are woken, and `write`
 //! called, once per batch, and the steady state allocates nothing. When the length is known, a
 //! batch is never made larger than what is still to come (a 16 KiB file takes 16 KiB, not 256).
-//! The SHA-256 state always covers exactly the bytes in the file: a resumed `.part` whose
+//! The SHA-256 and MD5 states always cover exactly the bytes in the file: a resumed `.part` whose
 //! prefix was never hashed in this process is re-hashed from disk before the new bytes.
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -14,6 +14,42 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
+
+/// The digests of a download kept while it streams: SHA-256 (always checked and recorded)
+/// and MD5 (Cloud Storage's `md5Hash`), both over exactly the bytes in the `.part`.
+#[derive(Clone, Default)]
+pub(super) struct FileHasher {
+    sha256: Sha256,
+    md5: md5::Md5,
+}
+
+/// A finished [`FileHasher`].
+pub(super) struct FileDigest {
+    /// SHA-256 of the file.
+    pub sha256: [u8; 32],
+    /// MD5 of the file.
+    pub md5: [u8; 16],
+}
+
+impl FileHasher {
+    /// Hashes of nothing yet.
+    pub(super) fn new() -> Self {
+        Self::default()
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha256.update(bytes);
+        self.md5.update(bytes);
+    }
+
+    /// Both digests of the bytes seen.
+    pub(super) fn finalize(self) -> FileDigest {
+        FileDigest {
+            sha256: self.sha256.finalize().into(),
+            md5: self.md5.finalize().into(),
+        }
+    }
+}
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -30,7 +66,7 @@ const READ_BUFFER: usize = 1024 * 1024;
 /// What the writer leaves behind: the open file, the hash of all of it, and its length.
 pub(super) struct Written {
     pub file: File,
-    pub hasher: Sha256,
+    pub hasher: FileHasher,
     pub len: u64,
 }
 
@@ -41,7 +77,7 @@ pub(super) struct PartWriter {
     to_disk: mpsc::Sender<Batch>,
     to_hash: mpsc::Sender<Batch>,
     disk: JoinHandle<io::Result<(File, u64)>>,
-    hash: JoinHandle<io::Result<Sha256>>,
+    hash: JoinHandle<io::Result<FileHasher>>,
     batch: Vec<u8>,
     pool: Pool,
     /// Bytes still expected after those already queued, when the length is known.
@@ -66,7 +102,7 @@ impl PartWriter {
     pub(super) fn start(
         path: PathBuf,
         offset: u64,
-        hasher: Option<Sha256>,
+        hasher: Option<FileHasher>,
         total: Option<u64>,
     ) -> Self {
         let left = total.map(|t| t.saturating_sub(offset));
@@ -214,8 +250,8 @@ fn open_part(path: &std::path::Path) -> io::Result<File> {
     Ok(file)
 }
 
-fn hash_prefix(file: &mut File, len: u64) -> io::Result<Sha256> {
-    let mut hasher = Sha256::new();
+fn hash_prefix(file: &mut File, len: u64) -> io::Result<FileHasher> {
+    let mut hasher = FileHasher::new();
     file.seek(SeekFrom::Start(0))?;
     let mut reader = file.take(len);
     let mut buf = vec![0u8; READ_BUFFER];
@@ -253,7 +289,7 @@ mod tests {
         assert_eq!(written.len, 12);
         assert_eq!(std::fs::read(&path).expect("read"), b"hello, world");
         let want: [u8; 32] = Sha256::digest(b"hello, world").into();
-        let got: [u8; 32] = written.hasher.finalize().into();
+        let got: [u8; 32] = written.hasher.finalize().sha256;
         assert_eq!(got, want);
     }
 
@@ -265,7 +301,7 @@ mod tests {
         let mut w = PartWriter::start(
             path.clone(),
             0,
-            Some(Sha256::new()),
+            Some(FileHasher::new()),
             Some(data.len() as u64),
         );
         for chunk in data.chunks(10_007) {
@@ -275,7 +311,7 @@ mod tests {
         assert_eq!(written.len, data.len() as u64);
         assert!(std::fs::read(&path).expect("read") == data);
         let want: [u8; 32] = Sha256::digest(&data).into();
-        let got: [u8; 32] = written.hasher.finalize().into();
+        let got: [u8; 32] = written.hasher.finalize().sha256;
         assert_eq!(got, want);
     }
 
@@ -297,7 +333,8 @@ mod tests {
             std::fs::read(&path).expect("read").len() as u64,
             written.len
         );
-        let unknown = PartWriter::start(dir.path().join("g.part"), 0, Some(Sha256::new()), None);
+        let unknown =
+            PartWriter::start(dir.path().join("g.part"), 0, Some(FileHasher::new()), None);
         assert_eq!(unknown.batch.capacity(), BATCH_BYTES);
         assert!(unknown.finish().await.is_ok());
     }

@@ -5,6 +5,9 @@
 //! whether it arrived, the export list (`GET .../mail/export/DOMAIN?fromDate=...`) is read
 //! and the request is recognised by its user and the properties that were sent.
 //! Uploading the public key replaces the key with itself when repeated: it is resent.
+//! Vault's `matters.exports.create` and `matters.create` are looked up the same way: the
+//! matter's export list (`GET /v1/matters/{matterId}/exports`) by export name, query and
+//! creation time, and the open matters (`GET /v1/matters?state=OPEN`) by name.
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 
@@ -63,15 +66,59 @@ fn key_upload(req: &Request) -> bool {
         .any(|w| w[0] == "compliance" && w[1] == "audit" && w[2] == "publickey")
 }
 
+/// What a Vault create call creates.
+enum VaultCreate {
+    /// `POST .../v1/matters/{matterId}/exports`.
+    Export,
+    /// `POST .../v1/matters`.
+    Matter,
+}
+
+fn vault_create(req: &Request) -> Option<VaultCreate> {
+    if req.method != ::http::Method::POST {
+        return None;
+    }
+    let s = segments(req);
+    match s.as_slice() {
+        [.., v, m, id, e] if v == "v1" && m == "matters" && !id.is_empty() && e == "exports" => {
+            Some(VaultCreate::Export)
+        }
+        [.., v, m] if v == "v1" && m == "matters" => Some(VaultCreate::Matter),
+        _ => None,
+    }
+}
+
 /// False for the calls that change something at Google when repeated.
 pub fn idempotent(req: &Request) -> bool {
-    export_create(req).is_none() && !key_upload(req)
+    export_create(req).is_none() && !key_upload(req) && vault_create(req).is_none()
+}
+
+/// The Vault listing that shows whether `req` (a create) was carried out.
+fn vault_lookup(req: &Request, what: &VaultCreate, since: DateTime<Utc>) -> Recovery {
+    let mut url = req.url.clone();
+    url.set_query(None);
+    if matches!(what, VaultCreate::Matter) {
+        url.query_pairs_mut().append_pair("state", "OPEN");
+    }
+    Recovery::Lookup(Box::new(Lookup {
+        request: Request {
+            method: ::http::Method::GET,
+            url,
+            headers: req.headers.clone(),
+            body: Body::Empty,
+        },
+        original: req.clone(),
+        since,
+    }))
 }
 
 /// How to tell whether `req`, possibly sent at `since`, was carried out.
 pub fn recovery(req: &Request, since: DateTime<Utc>) -> Recovery {
     if key_upload(req) {
         return Recovery::Resend;
+    }
+    if let Some(what) = vault_create(req) {
+        return vault_lookup(req, &what, since);
     }
     let Some((export_at, domain, _)) = export_create(req) else {
         return Recovery::Unknown;
@@ -97,6 +144,7 @@ pub fn recovery(req: &Request, since: DateTime<Utc>) -> Recovery {
             body: Body::Empty,
         },
         original: req.clone(),
+        since,
     }))
 }
 
@@ -111,8 +159,12 @@ fn norm(v: &str) -> String {
     v.trim().to_ascii_lowercase()
 }
 
-/// The entries of one list page that are the export `original` asked for.
-pub fn matches(original: &Request, page: &Response) -> Vec<Value> {
+/// The entries of one list page that are the export (or matter) `original` asked for;
+/// a Vault export must also have been created after `since` (less the clock skew).
+pub fn matches(original: &Request, page: &Response, since: DateTime<Utc>) -> Vec<Value> {
+    if let Some(what) = vault_create(original) {
+        return vault_matches(original, &what, page, since);
+    }
     let Some((_, domain, user)) = export_create(original) else {
         return vec![];
     };
@@ -150,6 +202,76 @@ pub fn matches(original: &Request, page: &Response) -> Vec<Value> {
                     Some(have) => norm(have) == *v,
                     None => true,
                 })
+        })
+        .cloned()
+        .collect()
+}
+
+/// The name and (for an export) the mail query a Vault create request sent.
+fn sent_json(original: &Request) -> Option<&Value> {
+    match &original.body {
+        Body::Json(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// The sorted, lower-cased accounts of a Vault query.
+fn accounts(query: &Value) -> Vec<String> {
+    let mut a: Vec<String> = query
+        .pointer("/accountInfo/emails")
+        .and_then(Value::as_array)
+        .map(|e| e.iter().filter_map(Value::as_str).map(norm).collect())
+        .unwrap_or_default();
+    a.sort();
+    a
+}
+
+/// Whether the listed export's query is the one sent: corpus, accounts, and every other
+/// scalar field that was sent and is listed (`dataScope`, `startTime`, `terms`...).
+fn same_query(sent: &Value, listed: &Value) -> bool {
+    if accounts(sent) != accounts(listed) {
+        return false;
+    }
+    let Some(fields) = sent.as_object() else {
+        return true;
+    };
+    fields.iter().all(|(k, v)| match (v, listed.get(k)) {
+        (Value::String(a), Some(Value::String(b))) => norm(a) == norm(b),
+        _ => true,
+    })
+}
+
+fn vault_matches(
+    original: &Request,
+    what: &VaultCreate,
+    page: &Response,
+    since: DateTime<Utc>,
+) -> Vec<Value> {
+    let Some(sent) = sent_json(original) else {
+        return vec![];
+    };
+    let name = sent.get("name").and_then(Value::as_str).unwrap_or_default();
+    let field = match what {
+        VaultCreate::Export => "exports",
+        VaultCreate::Matter => "matters",
+    };
+    let not_before = since - TimeDelta::minutes(SKEW_MINUTES);
+    let Some(items) = page.body.get(field).and_then(Value::as_array) else {
+        return vec![];
+    };
+    items
+        .iter()
+        .filter(|e| e.get("name").and_then(Value::as_str) == Some(name))
+        .filter(|e| match what {
+            VaultCreate::Matter => true,
+            VaultCreate::Export => {
+                let recent = e
+                    .get("createTime")
+                    .and_then(Value::as_str)
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .is_none_or(|t| t >= not_before);
+                recent && same_query(&sent["query"], &e["query"])
+            }
         })
         .cloned()
         .collect()
@@ -225,9 +347,72 @@ mod tests {
             ]}),
             request_id: None,
         };
-        let m = matches(&create("alice"), &page);
+        let m = matches(&create("alice"), &page, Utc::now());
         assert_eq!(m.len(), 1);
         assert_eq!(m[0]["properties"]["requestId"], "1");
-        assert!(matches(&create("carol"), &page).is_empty());
+        assert!(matches(&create("carol"), &page, Utc::now()).is_empty());
+    }
+
+    fn vault_export(name: &str, emails: &[&str]) -> Request {
+        Request {
+            method: ::http::Method::POST,
+            url: url::Url::parse("https://vault.example/v1/matters/m1/exports").unwrap(),
+            headers: vec![],
+            body: Body::Json(json!({"name": name, "query": {"corpus": "MAIL",
+                "dataScope": "ALL_DATA", "searchMethod": "ACCOUNT",
+                "accountInfo": {"emails": emails}}})),
+        }
+    }
+
+    #[test]
+    fn vault_creates_are_looked_up_by_name_query_and_time() {
+        let req = vault_export("x", &["b@example.com", "a@example.com"]);
+        assert!(!idempotent(&req));
+        let since = DateTime::parse_from_rfc3339("2026-11-23T10:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let Recovery::Lookup(l) = recovery(&req, since) else {
+            panic!("an export create is looked up")
+        };
+        assert_eq!(
+            l.request.url.as_str(),
+            "https://vault.example/v1/matters/m1/exports"
+        );
+        let q = |emails: Vec<&str>| {
+            json!({"corpus": "MAIL", "dataScope": "ALL_DATA",
+            "searchMethod": "ACCOUNT", "accountInfo": {"emails": emails}})
+        };
+        let page = Response {
+            status: 200,
+            headers: Default::default(),
+            body: json!({"exports": [
+                {"id": "old", "name": "x", "createTime": "2026-11-01T00:00:00Z",
+                 "query": q(vec!["a@example.com", "b@example.com"])},
+                {"id": "other", "name": "x", "createTime": "2026-11-23T10:31:00Z",
+                 "query": q(vec!["a@example.com"])},
+                {"id": "it", "name": "x", "createTime": "2026-11-23T10:31:00Z",
+                 "query": q(vec!["A@example.com", "b@example.com"])},
+                {"id": "named", "name": "y", "createTime": "2026-11-23T10:31:00Z",
+                 "query": q(vec!["a@example.com", "b@example.com"])}
+            ]}),
+            request_id: None,
+        };
+        let m = matches(&req, &page, since);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!(m[0]["id"], "it");
+        let mut matter = req.clone();
+        matter.url = url::Url::parse("https://vault.example/v1/matters").unwrap();
+        matter.body = Body::Json(json!({"name": "case 7"}));
+        assert!(!idempotent(&matter));
+        let Recovery::Lookup(l) = recovery(&matter, since) else {
+            panic!("a matter create is looked up")
+        };
+        assert_eq!(
+            l.request.url.as_str(),
+            "https://vault.example/v1/matters?state=OPEN"
+        );
+        let mut get = req;
+        get.method = ::http::Method::GET;
+        assert!(idempotent(&get));
     }
 }

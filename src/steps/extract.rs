@@ -1,0 +1,340 @@
+//! Takes the wanted files (`.mbox`) out of downloaded ZIP archives (Vault exports): each entry
+//! is streamed to a private temporary file in the target directory, hashed on the way, synced
+//! and renamed; an entry whose path is absolute or climbs out with `..` fails the step before
+//! anything of that archive is written, and kept names are reduced to one safe file name.
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::workflow::model::ExtractFormat;
+
+/// Longest file name written, in bytes.
+const MAX_NAME_BYTES: usize = 255;
+
+/// Why an archive could not be extracted. Messages name the archive and the entry.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    /// The archive does not open or an entry does not read as ZIP.
+    #[error("{}: not a readable ZIP archive: {message}; the download may be damaged: remove it and run again", archive.display())]
+    Archive {
+        /// The archive.
+        archive: PathBuf,
+        /// What the ZIP reader said.
+        message: String,
+    },
+    /// An entry's path would be written outside the target directory (zip-slip).
+    #[error("{}: entry {entry:?} {reason}, which could write outside the output directory; nothing of this archive was extracted. Check where the archive came from", archive.display())]
+    Unsafe {
+        /// The archive.
+        archive: PathBuf,
+        /// The entry's name as stored.
+        entry: String,
+        /// What makes it unsafe.
+        reason: &'static str,
+    },
+    /// Writing an extracted file failed.
+    #[error("cannot write {}: {source}; check that the output directory is writable and has free space", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// One entry to take out of an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// Its index in the archive.
+    pub index: usize,
+    /// Its name as stored (for messages and the manifest).
+    pub entry: String,
+    /// Where it goes.
+    pub dest: PathBuf,
+}
+
+/// A file taken out of an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extracted {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Lower-case hex SHA-256.
+    pub sha256: String,
+    /// Base64 MD5.
+    pub md5: String,
+}
+
+fn open(archive: &Path) -> Result<zip::ZipArchive<File>, ExtractError> {
+    let bad = |message: String| ExtractError::Archive {
+        archive: archive.to_path_buf(),
+        message,
+    };
+    let file = File::open(archive).map_err(|e| bad(e.to_string()))?;
+    zip::ZipArchive::new(file).map_err(|e| bad(e.to_string()))
+}
+
+/// Why a stored entry name is unsafe: absolute, a drive or UNC path, or a `..` component.
+fn unsafe_reason(name: &str) -> Option<&'static str> {
+    if name.contains('\0') {
+        return Some("holds a NUL byte");
+    }
+    if name.starts_with(['/', '\\']) {
+        return Some("is an absolute path");
+    }
+    let b = name.as_bytes();
+    if b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic() {
+        return Some("names a drive");
+    }
+    if name.split(['/', '\\']).any(|c| c == "..") {
+        return Some("climbs out with `..`");
+    }
+    None
+}
+
+/// The entry's last path component made into one plain file name: control characters and
+/// characters Windows forbids become `_`, a leading dot is dropped, and it is cut to 255 bytes.
+pub fn sanitize(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let mut out: String = last
+        .chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    while out.starts_with('.') {
+        out.remove(0);
+    }
+    while out.len() > MAX_NAME_BYTES {
+        out.pop();
+    }
+    out
+}
+
+/// `name` with `-n` before its extension.
+fn numbered(name: &str, n: usize) -> String {
+    match name.rfind('.') {
+        Some(dot) if dot > 0 => format!("{}-{n}{}", &name[..dot], &name[dot..]),
+        _ => format!("{name}-{n}"),
+    }
+}
+
+/// The entries of `archive` that `format` keeps and where each goes in `to`; `taken` holds
+/// the names already given (by earlier archives of the step). Fails on the first unsafe
+/// entry name, whether it would be kept or not.
+pub fn plan(
+    archive: &Path,
+    to: &Path,
+    format: ExtractFormat,
+    taken: &mut HashSet<String>,
+) -> Result<Vec<Planned>, ExtractError> {
+    let mut zip = open(archive)?;
+    let mut out = Vec::new();
+    for index in 0..zip.len() {
+        let entry = zip.by_index(index).map_err(|e| ExtractError::Archive {
+            archive: archive.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let name = entry
+            .name()
+            .map_err(|e| ExtractError::Archive {
+                archive: archive.to_path_buf(),
+                message: e.to_string(),
+            })?
+            .into_owned();
+        if let Some(reason) = unsafe_reason(&name) {
+            return Err(ExtractError::Unsafe {
+                archive: archive.to_path_buf(),
+                entry: name,
+                reason,
+            });
+        }
+        let wanted = !entry.is_dir()
+            && !entry.is_symlink()
+            && name.to_ascii_lowercase().ends_with(format.suffix());
+        if !wanted {
+            continue;
+        }
+        let base = sanitize(&name);
+        if base.is_empty() {
+            return Err(ExtractError::Unsafe {
+                archive: archive.to_path_buf(),
+                entry: name,
+                reason: "has no usable file name",
+            });
+        }
+        let mut file_name = base.clone();
+        let mut n = 1;
+        // Compared without case: two names that differ only in case are one file on
+        // case-insensitive file systems.
+        while !taken.insert(file_name.to_lowercase()) {
+            n += 1;
+            file_name = numbered(&base, n);
+        }
+        out.push(Planned {
+            index,
+            entry: name,
+            dest: to.join(file_name),
+        });
+    }
+    Ok(out)
+}
+
+/// A writer that hashes what it writes.
+struct Hashing<W> {
+    inner: W,
+    sha256: Sha256,
+    md5: md5::Md5,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha256.update(&buf[..n]);
+        self.md5.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Streams entry `p` of `archive` to `p.dest` (0600, synced, then renamed into place).
+pub fn extract_one(archive: &Path, p: &Planned) -> Result<Extracted, ExtractError> {
+    let mut zip = open(archive)?;
+    let bad_zip = |e: String| ExtractError::Archive {
+        archive: archive.to_path_buf(),
+        message: format!("entry {:?}: {e}", p.entry),
+    };
+    let mut entry = zip.by_index(p.index).map_err(|e| bad_zip(e.to_string()))?;
+    let dir = p.dest.parent().unwrap_or(Path::new("."));
+    let io_err = |source: io::Error| ExtractError::Io {
+        path: p.dest.clone(),
+        source,
+    };
+    let tmp = crate::durable::private_temp_file(dir, ".extract-", ".part").map_err(io_err)?;
+    let (bytes, sha256, md5) = {
+        let mut w = Hashing {
+            inner: io::BufWriter::new(tmp.as_file()),
+            sha256: Sha256::new(),
+            md5: md5::Md5::new(),
+            bytes: 0,
+        };
+        // A CRC mismatch or a truncated stream shows up as a read error here.
+        copy(&mut entry, &mut w).map_err(|e| match e {
+            Copy::Read(e) => bad_zip(e.to_string()),
+            Copy::Write(e) => io_err(e),
+        })?;
+        w.flush().map_err(io_err)?;
+        (
+            w.bytes,
+            w.sha256.clone().finalize(),
+            w.md5.clone().finalize(),
+        )
+    };
+    tmp.as_file().sync_all().map_err(io_err)?;
+    tmp.persist(&p.dest).map_err(|e| io_err(e.error))?;
+    crate::durable::sync_dir(dir);
+    Ok(Extracted {
+        path: p.dest.clone(),
+        bytes,
+        sha256: crate::durable::to_hex(&sha256),
+        md5: base64::engine::general_purpose::STANDARD.encode(md5),
+    })
+}
+
+enum Copy {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+fn copy(from: &mut impl Read, to: &mut impl Write) -> Result<(), Copy> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Copy::Read(e)),
+        };
+        to.write_all(&buf[..n]).map_err(Copy::Write)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zip_with(dir: &Path, entries: &[(&str, &[u8])]) -> PathBuf {
+        let path = dir.join("a.zip");
+        let mut w = zip::ZipWriter::new(File::create(&path).unwrap());
+        for (name, data) in entries {
+            w.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn keeps_mbox_entries_under_safe_names() {
+        let d = tempfile::tempdir().unwrap();
+        let a = zip_with(
+            d.path(),
+            &[
+                ("exp/alice@example.com.mbox", b"From a\n"),
+                ("exp/metadata.xml", b"<x/>"),
+                ("other/alice@example.com.MBOX", b"From b\n"),
+                (".hidden.mbox", b"From c\n"),
+            ],
+        );
+        let out = d.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let mut taken = HashSet::new();
+        let p = plan(&a, &out, ExtractFormat::Mbox, &mut taken).unwrap();
+        let names: Vec<String> = p
+            .iter()
+            .map(|x| x.dest.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "alice@example.com.mbox",
+                "alice@example.com-2.MBOX",
+                "hidden.mbox"
+            ]
+        );
+        let e = extract_one(&a, &p[0]).unwrap();
+        assert_eq!(std::fs::read(&e.path).unwrap(), b"From a\n");
+        assert_eq!(e.sha256, crate::durable::sha256_hex(b"From a\n"));
+    }
+
+    #[test]
+    fn refuses_entries_that_leave_the_directory() {
+        for bad in [
+            "../evil.mbox",
+            "a/../../evil.mbox",
+            "/etc/evil.mbox",
+            "C:\\evil.mbox",
+            "x\\..\\..\\e.mbox",
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            let a = zip_with(d.path(), &[("ok.mbox", b"x"), (bad, b"y")]);
+            let err = plan(&a, d.path(), ExtractFormat::Mbox, &mut HashSet::new()).unwrap_err();
+            assert!(matches!(err, ExtractError::Unsafe { .. }), "{bad}: {err}");
+        }
+        assert_eq!(sanitize("a/b:c?.mbox"), "b_c_.mbox");
+    }
+}
