@@ -519,3 +519,27 @@ async fn detaches_with_75_while_in_progress_and_resumes() {
     );
     assert_exported(&d.path().join("out"), "m-3", "exp-1");
 }
+
+/// The shipped workflow against the built-in simulator's Vault and Cloud Storage: the
+/// client and the simulator were written apart from the reference pages, so this is the
+/// check that they agree.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_workflow_exports_two_accounts_from_the_simulator() {
+    let h = auditflow::sim::start(auditflow::sim::SimConfig::default())
+        .await
+        .expect("simulator");
+    let ran = crate::case::Case::file(Path::new(&wf("google/vault-mail-export.yaml")))
+        .envs(&h.env())
+        .input("accounts", "alice@example.com,bob@example.com")
+        .input("export_name", "sim-check")
+        .input("poll_interval", "100ms")
+        .run()
+        .await;
+    let out = ran.path().join("out");
+    for account in ["alice@example.com", "bob@example.com"] {
+        let mbox = std::fs::read(out.join(format!("{account}.mbox"))).expect("mbox");
+        assert!(mbox.starts_with(b"From "), "{account}: not an mbox");
+    }
+    let verify = auditflow(&["verify", "out"], &[], ran.path());
+    assert!(verify.status.success(), "{:?}", text(&verify));
+}
