@@ -77,6 +77,29 @@ fn workflows_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workflows")
 }
 
+/// Marks a directory as the demo's own, so a later demo may replace it.
+const MARKER: &str = ".auditflow-demo";
+
+/// Makes `out` an empty directory of the demo's: an earlier demo's output is replaced, but a
+/// directory with anything else in it is the user's and is left alone.
+fn clear_previous(out: &Path) -> Result<(), String> {
+    let ours = out.join(MARKER).exists();
+    let empty = std::fs::read_dir(out).map_or(true, |mut d| d.next().is_none());
+    if out.exists() && !ours && !empty {
+        return Err(format!(
+            "{} exists and is not an earlier demo's output; the demo replaces its output \
+             directory, so pick another with --out",
+            out.display()
+        ));
+    }
+    if ours {
+        std::fs::remove_dir_all(out).map_err(|e| format!("cannot clear {}: {e}", out.display()))?;
+    }
+    crate::durable::create_private_dir(out)
+        .and_then(|()| std::fs::write(out.join(MARKER), b"written by auditflow demo\n"))
+        .map_err(|e| format!("cannot create {}: {e}", out.display()))
+}
+
 /// Runs the demo; returns the exit code.
 pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
     crate::outln!(
@@ -85,7 +108,10 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
     crate::outln!(
         "Faults are injected on purpose (a 429 and a 503 per vendor, one cut download).\n"
     );
-    let _ = std::fs::remove_dir_all(out);
+    if let Err(e) = clear_previous(out) {
+        crate::errln!("error: {e}");
+        return exit::FAILED;
+    }
     let work = out.join(".sim");
     let cfg = SimConfig {
         faults: FaultConfig {

@@ -78,7 +78,8 @@ pub enum Command {
     },
     /// Run the shipped workflows against the built-in simulator with a throwaway key.
     Demo {
-        /// Where results go (replaced on every run).
+        /// Where results go: an earlier demo's output there is replaced, any other non-empty
+        /// directory is refused.
         #[arg(long, default_value = "demo-out")]
         out: PathBuf,
     },

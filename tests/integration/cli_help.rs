@@ -102,3 +102,19 @@ fn man_pages_are_written_per_subcommand() {
         "run page lacks its flags: {run}"
     );
 }
+
+#[test]
+fn the_demo_never_deletes_a_directory_it_did_not_make() {
+    let dir = Dir::new();
+    let mine = dir.path().join("precious");
+    std::fs::create_dir_all(&mine).expect("dir");
+    std::fs::write(mine.join("notes.txt"), "mine").expect("file");
+    let o = auditflow(&["demo", "--out", "precious"], &[], dir.path());
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(err.contains("is not an earlier demo's output"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(mine.join("notes.txt")).expect("still there"),
+        "mine"
+    );
+}
