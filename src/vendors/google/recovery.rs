@@ -100,6 +100,11 @@ fn vault_lookup(req: &Request, what: &VaultCreate, since: DateTime<Utc>) -> Reco
     if matches!(what, VaultCreate::Matter) {
         url.query_pairs_mut().append_pair("state", "OPEN");
     }
+    lookup_at(req, url, since)
+}
+
+/// A GET of `url` with `req`'s headers, to find whether `req` (sent at `since`) was carried out.
+fn lookup_at(req: &Request, url: url::Url, since: DateTime<Utc>) -> Recovery {
     Recovery::Lookup(Box::new(Lookup {
         request: Request {
             method: ::http::Method::GET,
@@ -136,16 +141,7 @@ pub fn recovery(req: &Request, since: DateTime<Utc>) -> Recovery {
         .format(DATE_FMT)
         .to_string();
     url.query_pairs_mut().clear().append_pair("fromDate", &from);
-    Recovery::Lookup(Box::new(Lookup {
-        request: Request {
-            method: ::http::Method::GET,
-            url,
-            headers: req.headers.clone(),
-            body: Body::Empty,
-        },
-        original: req.clone(),
-        since,
-    }))
+    lookup_at(req, url, since)
 }
 
 const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
