@@ -366,6 +366,7 @@ fn bench() -> Res<()> {
                 max_wait: None,
                 ledger: None,
                 overwrite: None,
+                budgets: None,
             };
             let env_dec = StepEnv {
                 step: "decrypt",

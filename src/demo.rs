@@ -263,6 +263,7 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
                 dry_run: false,
                 max_wait: max_wait.map(str::to_string),
                 fresh: false,
+                resume: None,
                 overwrite: false,
                 shard: None,
                 log_format: LogFormat::Human,

@@ -10,8 +10,8 @@ Exit codes:
   0    success
   1    a step failed (the message names the step, vendor, HTTP status and the vendor's words)
   2    invalid workflow, inputs, usage or state directory (nothing was sent)
-  75   pending: a poll reached max_wait / --max-wait; the state is saved, run the same command
-       again later to continue
+  75   pending: a poll reached max_wait / --max-wait, or items wait for a quota; the state is
+       saved, run the same command again later to continue
   130  interrupted (Ctrl-C)";
 
 /// The command line: one subcommand and its flags.
@@ -128,6 +128,11 @@ pub struct RunArgs {
     /// that must not be repeated, such as export creations, are sent again).
     #[arg(long)]
     pub fresh: bool,
+    /// Continue the unfinished run RUN (its id, or the first characters of it, as `runs
+    /// list` shows) with the inputs it was started with; give secret inputs again. For jobs
+    /// whose inputs move each night (date ranges), whose runs are not found by their inputs.
+    #[arg(long, value_name = "RUN", conflicts_with = "fresh")]
+    pub resume: Option<String>,
     /// Run shard I of N: the outermost for_each loops keep the items whose hash falls
     /// in this shard (for CI matrices and Kubernetes Indexed Jobs).
     #[arg(long, value_name = "I/N")]

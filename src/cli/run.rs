@@ -29,6 +29,10 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
 pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<(), CliError> {
     let plan = validate_file(&args.workflow).map_err(CliError::InvalidWorkflow)?;
     let inputs = parse_inputs(&args)?;
+    let inputs = match &args.resume {
+        Some(run) => resumed_inputs(&args, run, &plan.root, inputs)?,
+        None => inputs,
+    };
     let max_wait = args
         .max_wait
         .as_deref()
@@ -94,6 +98,65 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         .collect();
     errors.extend(ended(result, args.state_dir));
     CliError::all(errors)
+}
+
+/// The inputs run `prefix` was started with (secret ones are not kept: they come from
+/// `given` as always), after checking it is an unfinished run of this workflow. A given
+/// input that differs from the recorded one is refused: it would make another run.
+fn resumed_inputs(
+    args: &RunArgs,
+    prefix: &str,
+    root: &crate::workflow::Loaded,
+    mut given: BTreeMap<String, Value>,
+) -> Result<BTreeMap<String, Value>, CliError> {
+    let usage = |m: String| CliError::Usage(format!("--resume {prefix}: {m}"));
+    let dir = args.state_dir.as_ref().ok_or_else(|| {
+        usage("needs the state directory the run is kept in (--state-dir)".into())
+    })?;
+    let state = StateDir::open(dir).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let (replay, active) = state.show(prefix).map_err(|e| usage(e.to_string()))?;
+    let h = &replay.header;
+    if !active {
+        return Err(usage(format!(
+            "run {} is not unfinished (it ended {}); nothing to resume. `auditflow runs list` shows the unfinished ones",
+            h.run_id,
+            replay.status()
+        )));
+    }
+    let same = |a: &Path, b: &Path| {
+        std::fs::canonicalize(a)
+            .ok()
+            .zip(std::fs::canonicalize(b).ok())
+            .is_some_and(|(a, b)| a == b)
+    };
+    if !same(Path::new(&h.workflow), &root.path) {
+        return Err(usage(format!(
+            "run {} is a run of {}, not of {}",
+            h.run_id,
+            h.workflow,
+            args.workflow.display()
+        )));
+    }
+    let recorded = h.inputs.as_object().cloned().unwrap_or_default();
+    for (k, v) in recorded {
+        let spec = root.workflow.inputs.get(&k);
+        if spec.is_some_and(|s| s.secret) {
+            continue;
+        }
+        let Some(g) = given.get(&k) else {
+            given.insert(k, v);
+            continue;
+        };
+        let kind = spec.map(|s| s.kind).unwrap_or_default();
+        let coerced = crate::workflow::validate::coerce_input(kind, g).unwrap_or(g.clone());
+        if coerced != v {
+            return Err(usage(format!(
+                "input `{k}` was {v} in run {}; leave `-i {k}` out to continue that run, or run without --resume to start one with the new value",
+                h.run_id
+            )));
+        }
+    }
+    Ok(given)
 }
 
 /// The guard against replacing files that are not the run's: it accepts what the manifest

@@ -41,6 +41,8 @@ pub(super) struct ActiveRun {
     pub(super) terminal: std::sync::Mutex<Option<String>>,
     /// What each loop's iterations read of the scope around them.
     pub(super) loop_reads: LoopReadsCache,
+    /// The quota budgets calls spend from.
+    pub(super) budgets: crate::state::budget::Budgets,
 }
 
 impl ActiveRun {
@@ -58,6 +60,18 @@ impl ActiveRun {
     /// The vendor's terminal failure the run ended in, if a step noted one.
     pub(super) fn terminal_failure(&self) -> Option<String> {
         self.terminal.lock().ok().and_then(|t| t.clone())
+    }
+
+    /// Gives back the in-flight quota units held by steps under `prefix` (their workflow file
+    /// ended); a ledger that cannot be written is warned about (its units free when the run
+    /// ends).
+    pub(super) fn release_budgets(&self, prefix: &str) {
+        if self.dry_run {
+            return;
+        }
+        if let Err(e) = self.budgets.release(prefix) {
+            self.emitter.warn(e.to_string());
+        }
     }
 
     /// The guard of `step`'s writes: none when the step says `overwrite: true`.

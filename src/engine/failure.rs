@@ -9,9 +9,18 @@ use super::inputs::InputError;
 #[derive(Debug)]
 pub(super) enum StopReason {
     Failed(WorkflowFailure),
-    /// Still waiting (a poll detached); the text says for what.
-    Pending(String),
+    /// Still waiting (a poll detached, a quota spent).
+    Pending(Waiting),
     Cancelled,
+}
+
+/// What a pending step waits for.
+#[derive(Debug, Clone)]
+pub(super) struct Waiting {
+    /// For what, in words.
+    pub text: String,
+    /// A quota (it renews later), not a vendor state.
+    pub quota: bool,
 }
 
 /// What failed in a workflow's steps or outputs. The text of each is the run's error.

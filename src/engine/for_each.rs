@@ -6,7 +6,7 @@ use futures::{FutureExt, StreamExt};
 use serde_json::{json, Map, Value};
 
 use super::active_run::{ActiveRun, Scope};
-use super::failure::{StopReason, WorkflowFailure};
+use super::failure::{StopReason, Waiting, WorkflowFailure};
 use super::run_steps;
 use crate::steps::{StepEnv, StepError};
 use crate::template::render_deep;
@@ -98,7 +98,7 @@ pub(super) async fn for_each(
     };
     let mut out = vec![Value::Null; count];
     let mut failed = Vec::new();
-    let mut pending = None;
+    let mut pending = PendingItems::default();
     let mut cancelled = false;
     let mut iterations = futures::stream::iter(items.into_iter().enumerate())
         .map(|(pos, (index, item))| {
@@ -124,7 +124,7 @@ pub(super) async fn for_each(
             Err((index, item, StopReason::Failed(f))) => {
                 failed.push(json!({"index": index, "item": item, "error": f.to_string()}));
             }
-            Err((_, _, StopReason::Pending(w))) => pending = Some(w),
+            Err((_, _, StopReason::Pending(w))) => pending.add(w),
             Err((_, _, StopReason::Cancelled)) => cancelled = true,
         }
     }
@@ -132,10 +132,11 @@ pub(super) async fn for_each(
         return Err(StepError::Cancelled);
     }
     failed.sort_by_key(|f| f["index"].as_u64());
-    if let Some(w) = pending {
+    if let Some(w) = pending.summary(count) {
         return Err(StepError::Pending {
-            waiting_for: w,
+            waiting_for: w.text,
             polls: 0,
+            quota: w.quota,
         });
     }
     if !failed.is_empty() {
@@ -197,6 +198,52 @@ async fn iteration(
             let item = sub.item.map(|(i, _)| i).unwrap_or(Value::Null);
             Err((index, item, e))
         }
+    }
+}
+
+/// The items of a loop still waiting, counted by what for: the first of each kind speaks
+/// for the others ("150 of 250 items wait for a quota: ...").
+#[derive(Default)]
+struct PendingItems {
+    quota: Option<(usize, String)>,
+    other: Option<(usize, String)>,
+}
+
+impl PendingItems {
+    fn add(&mut self, w: Waiting) {
+        let slot = if w.quota {
+            &mut self.quota
+        } else {
+            &mut self.other
+        };
+        match slot {
+            Some((n, _)) => *n += 1,
+            None => *slot = Some((1, w.text)),
+        }
+    }
+
+    fn summary(self, count: usize) -> Option<Waiting> {
+        let items = |n: usize| {
+            if n == 1 {
+                format!("1 of {count} items waits")
+            } else {
+                format!("{n} of {count} items wait")
+            }
+        };
+        let quota = self
+            .quota
+            .map(|(n, t)| format!("{} for a quota: {t}", items(n)));
+        let other = self.other.map(|(n, t)| format!("{}: {t}", items(n)));
+        let is_quota = quota.is_some();
+        let text = match (quota, other) {
+            (Some(q), Some(o)) => format!("{q}; {o}"),
+            (Some(t), None) | (None, Some(t)) => t,
+            (None, None) => return None,
+        };
+        Some(Waiting {
+            text,
+            quota: is_quota,
+        })
     }
 }
 

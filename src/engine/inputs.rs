@@ -142,6 +142,33 @@ fn register_secret_value(secrets: &Secrets, v: &Value) {
     }
 }
 
+/// The warning about `other`, an unfinished run of the same workflow with other inputs than
+/// `inputs` (both masked): which inputs differ, and how to continue it.
+pub(super) fn other_run_note(other: &crate::state::RunHeader, inputs: &Value) -> String {
+    let empty = Map::new();
+    let theirs = other.inputs.as_object().unwrap_or(&empty);
+    let ours = inputs.as_object().unwrap_or(&empty);
+    let differ: Vec<String> = theirs
+        .iter()
+        .filter(|(k, v)| ours.get(*k) != Some(*v))
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    let short: String = other.run_id.chars().take(8).collect();
+    format!(
+        "run {short} of this workflow (started {}, with {}) is unfinished and is not part of this run, which has other inputs; continue it with `auditflow run {} --resume {short}`, or start it over with those inputs and --fresh",
+        other.started_at.format("%Y-%m-%d %H:%M UTC"),
+        if differ.is_empty() {
+            "other inputs".to_string()
+        } else {
+            differ.join(", ")
+        },
+        other.workflow
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

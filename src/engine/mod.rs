@@ -32,7 +32,7 @@ use crate::workflow::model::RetrySpec;
 use crate::workflow::plan::{Action, Plan, PlannedStep, StepKind, UsesPlan};
 
 use active_run::{ActiveRun, JournalArtifacts, Scope};
-use failure::{ActionError, StopReason, WorkflowFailure};
+use failure::{ActionError, StopReason, Waiting, WorkflowFailure};
 use for_each::for_each;
 pub(crate) use for_each::Shard;
 use inputs::{key_inputs, register_secret_inputs};
@@ -138,9 +138,15 @@ pub(crate) async fn run(
         if let Some(n) = dir.permission_note() {
             emitter.warn(n);
         }
+        let (workflow, shard) = (header.workflow.clone(), header.shard.clone());
         let (st, begin, note) = dir.begin(header, opts.fresh).await?;
         if let Some(n) = note {
             emitter.warn(n);
+        }
+        if let Begin::New = begin {
+            for other in dir.unfinished_of(&workflow, shard.as_deref(), &st.run_id) {
+                emitter.warn(inputs::other_run_note(&other, &masked_inputs));
+            }
         }
         if let Begin::Resumed(r) = begin {
             run_id = r.header.run_id.clone();
@@ -189,6 +195,16 @@ pub(crate) async fn run(
             }
         }
     }
+    let budgets = match (&opts.state, &state) {
+        (Some(dir), Some(_)) => dir.budgets(&run_id),
+        _ => state::budget::Budgets::new(None, &run_id, vec![]),
+    };
+    if let Some(at) = state::budget::rehearsal_clock().filter(|_| !opts.dry_run) {
+        emitter.warn(format!(
+            "AUDITFLOW_NOW is set: quota windows are counted as if it were {} (a rehearsal clock; unset it for real runs)",
+            at.to_rfc3339()
+        ));
+    }
     let env: Map<String, Value> = opts
         .env
         .iter()
@@ -211,6 +227,7 @@ pub(crate) async fn run(
         )),
         terminal: Default::default(),
         loop_reads: Default::default(),
+        budgets,
     });
     let scope = Scope {
         workflow: plan.workflow.clone(),
@@ -222,9 +239,12 @@ pub(crate) async fn run(
         in_loop: false,
     };
     let result = run_workflow(&run, scope).await;
+    if !matches!(result, Err(StopReason::Pending(_))) {
+        run.release_budgets("");
+    }
     let (status, outputs, mut error) = match result {
         Ok(out) => (RunStatus::Succeeded, out, None),
-        Err(StopReason::Pending(w)) => (RunStatus::Pending, Value::Null, Some(w)),
+        Err(StopReason::Pending(w)) => (RunStatus::Pending, Value::Null, Some(w.text)),
         Err(StopReason::Cancelled) => (RunStatus::Cancelled, Value::Null, Some("cancelled".into())),
         Err(StopReason::Failed(f)) => (RunStatus::Failed, Value::Null, Some(f.to_string())),
     };
@@ -406,6 +426,7 @@ async fn run_step(
         max_wait: poll_max_wait(step, run.detach_at),
         ledger: ledger.as_ref(),
         overwrite: run.overwrite_guard(step),
+        budgets: Some(&run.budgets).filter(|_| !run.dry_run),
     };
     let fut = execute(run, step, scope, &ctx, &env);
     tokio::pin!(fut);
@@ -445,7 +466,11 @@ async fn run_step(
             finish(StepStatus::Succeeded, attempts, started, None, &outputs);
             Ok(outputs)
         }
-        Err(ActionError::Step(StepError::Pending { waiting_for, polls })) => {
+        Err(ActionError::Step(StepError::Pending {
+            waiting_for,
+            polls,
+            quota,
+        })) => {
             if kind == StepKind::Poll {
                 run.record(Record::Waiting {
                     step: path.clone(),
@@ -461,7 +486,10 @@ async fn run_step(
                 Some(waiting_for.clone()),
                 &Value::Null,
             );
-            Err(StopReason::Pending(waiting_for))
+            Err(StopReason::Pending(Waiting {
+                text: waiting_for,
+                quota,
+            }))
         }
         // Once the run is cancelled (Ctrl-C), whatever stopped the step (a download's own
         // "cancelled", a connection torn down) is the cancellation: exit 130, resumable.
@@ -644,15 +672,20 @@ async fn run_uses(
         },
         in_loop: scope.in_loop,
     };
-    match run_workflow(run, sub).await {
+    let result = run_workflow(run, sub).await;
+    if !matches!(result, Err(StopReason::Pending(_))) {
+        run.release_budgets(&format!("{}/", env.step));
+    }
+    match result {
         Ok(outputs) => Ok(json!({ "outputs": outputs })),
         Err(StopReason::Failed(failure)) => Err(ActionError::SubWorkflow {
             target: uses.target.clone(),
             source: Box::new(failure),
         }),
-        Err(StopReason::Pending(waiting_for)) => Err(StepError::Pending {
-            waiting_for,
+        Err(StopReason::Pending(w)) => Err(StepError::Pending {
+            waiting_for: w.text,
             polls: 0,
+            quota: w.quota,
         }
         .into()),
         Err(StopReason::Cancelled) => Err(StepError::Cancelled.into()),

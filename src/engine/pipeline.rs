@@ -101,6 +101,7 @@ pub(super) async fn run_pipelined(
         max_wait: None,
         ledger: ledgers[0].as_ref(),
         overwrite: run.overwrite_guard(dl),
+        budgets: None,
     };
     let env_dec = StepEnv {
         step: &paths[1],

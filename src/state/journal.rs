@@ -49,6 +49,20 @@ pub struct RunHeader {
     pub auditflow: String,
 }
 
+impl RunHeader {
+    /// The header of the journal at `path` (its first line), without reading the rest.
+    pub(crate) fn read(path: &std::path::Path) -> Option<RunHeader> {
+        use std::io::BufRead as _;
+        let f = std::fs::File::open(path).ok()?;
+        let mut line = String::new();
+        std::io::BufReader::new(f).read_line(&mut line).ok()?;
+        match serde_json::from_str(&line).ok()? {
+            Record::Run(h) => Some(h),
+            _ => None,
+        }
+    }
+}
+
 /// How a step ended, when it ended for good.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

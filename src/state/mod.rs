@@ -9,6 +9,7 @@
 //! <state-dir>/active/<key>.lock         held (flock) by the process running it
 //! ```
 //! <state-dir>/active/<key>.terminal     why the last run ended in a vendor's terminal failure
+//! <state-dir>/budgets/<name>/<key>.json  quota spent per window, units in flight ([`budget`])
 //! A run stays active until it succeeds; `auditflow run` with the same workflow and inputs
 //! resumes it. `--fresh` abandons it and starts a new one. A run that ended in a vendor's
 //! terminal failure (an export ERROR) is not active either: resuming it would only poll the
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::durable::{private_options, sync_dir};
 use crate::events::RunStatus;
 
+pub(crate) mod budget;
 pub(crate) mod journal;
 pub(crate) mod keep;
 
@@ -481,6 +483,30 @@ impl StateDir {
             pointer,
             _lock: lock,
         })
+    }
+
+    /// The unfinished runs of `workflow` (and `shard`) other than `run_id`: runs of the same
+    /// file with other inputs, which this run does not resume (nightly moving date ranges).
+    pub(crate) fn unfinished_of(
+        &self,
+        workflow: &str,
+        shard: Option<&str>,
+        run_id: &str,
+    ) -> Vec<RunHeader> {
+        let mut out: Vec<RunHeader> = self
+            .active_ids()
+            .into_iter()
+            .filter(|id| id != run_id)
+            .filter_map(|id| RunHeader::read(&self.journal_path(&id)))
+            .filter(|h| h.workflow == workflow && h.shard.as_deref() == shard)
+            .collect();
+        out.sort_by_key(|h| h.started_at);
+        out
+    }
+
+    /// The quota budgets of run `run_id`, kept in `<state-dir>/budgets`.
+    pub(crate) fn budgets(&self, run_id: &str) -> budget::Budgets {
+        budget::Budgets::new(Some(&self.root), run_id, self.active_ids())
     }
 
     fn active_ids(&self) -> Vec<String> {

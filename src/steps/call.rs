@@ -32,6 +32,8 @@ pub struct RenderedCall {
     pub idempotent: Option<bool>,
     /// Largest answer held in memory, in bytes (`max_response_size`, default 64 MiB).
     pub max_response: u64,
+    /// The quota the call spends from (its key rendered when the step starts).
+    pub budget: Option<crate::workflow::model::BudgetSpec>,
 }
 
 /// Default page limit of `paginate: true` (a safety limit, not a wish to stop).
@@ -249,6 +251,7 @@ pub fn render_call(
         max_response: spec
             .max_response_size
             .map_or(crate::vendors::http::DEFAULT_MAX_RESPONSE, ByteSize::get),
+        budget: spec.budget.clone(),
     })
 }
 
@@ -476,15 +479,24 @@ async fn execute_limited(
             records: Vec::new(),
         });
     }
-    // Before the request: a call whose answer cannot be saved is not sent.
+    // Before the request: a call whose answer cannot be saved is not sent, nor one over
+    // its quota.
     super::overwrite::check(env, rc.save_to.as_deref())?;
+    let quota = match &rc.budget {
+        Some(b) => Some(super::quota::render(b, ctx, env)?),
+        None => None,
+    };
+    if let Some(q) = &quota {
+        super::quota::take(env, q)?;
+    }
     let fetched = match &rc.paginate {
         PageMode::Follow {
             pagination,
             truncate,
-        } => fetch_pages(conn, rc, env, ctx, pagination, *truncate).await?,
-        mode => fetch_one(conn, rc, env, mode).await?,
-    };
+        } => fetch_pages(conn, rc, env, ctx, pagination, *truncate).await,
+        mode => fetch_one(conn, rc, env, mode).await,
+    }
+    .map_err(|e| super::quota::vendor_answer(env, quota.as_ref(), e))?;
     let Fetched {
         response,
         attempts,

@@ -18,6 +18,9 @@ pub mod download_and_decrypt;
 pub mod extract;
 pub mod overwrite;
 pub mod poll;
+pub(crate) mod quota;
+
+pub use crate::state::budget::Budgets;
 
 /// What a running step needs from the engine.
 pub struct StepEnv<'a> {
@@ -42,6 +45,8 @@ pub struct StepEnv<'a> {
     /// Which existing files the step may replace (None: any, with `--overwrite` or the
     /// step's `overwrite: true`).
     pub overwrite: Option<&'a overwrite::OverwriteGuard>,
+    /// The quota budgets calls spend from (None: a dry run).
+    pub budgets: Option<&'a Budgets>,
 }
 
 /// Why a step failed.
@@ -86,13 +91,22 @@ pub enum StepError {
         /// The timeout that ran out.
         after: Duration,
     },
-    /// A poll detached after `max_wait`; the run is pending (exit 75) and resumes later.
+    /// A poll detached after `max_wait`, or a call waits for a quota; the run is pending
+    /// (exit 75) and resumes later.
     #[error("still waiting: {waiting_for}")]
     Pending {
-        /// What the poll was waiting for (the `until` condition and the last state).
+        /// What the step waits for (the `until` condition and the last state, or the quota).
         waiting_for: String,
         /// Polls made in this process.
         polls: u32,
+        /// It waits for a quota (a budget or the vendor's answer), not for a vendor state.
+        quota: bool,
+    },
+    /// The quota ledger in the state directory could not be read or written.
+    #[error("{message}")]
+    Quota {
+        /// Which ledger and what to do.
+        message: String,
     },
     /// Writing a file the step produces failed.
     #[error("cannot write {}: {source}", path.display())]

@@ -190,6 +190,7 @@ pub async fn execute(
         if let Some(max_wait) = env.max_wait {
             if waited_since.elapsed() + wait > max_wait {
                 return Err(StepError::Pending {
+                    quota: false,
                     waiting_for: format!(
                         "step `{}` last saw `{observed}` after {polls} polls",
                         env.step

@@ -385,6 +385,38 @@ impl VendorError {
         }
     }
 
+    /// The vendor's words when this answer says a quota is spent for longer than a retry
+    /// waits (not a short rate limit): Google's 403/429 with reason `dailyLimitExceeded` or
+    /// `quotaExceeded`, and a 429 `RESOURCE_EXHAUSTED` (Vault: too many exports in progress).
+    pub fn quota_spent(&self) -> Option<String> {
+        let VendorError::Http {
+            vendor,
+            status,
+            message,
+            body,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let err = body.as_ref()?.get("error")?;
+        let reasons = err.get("errors").and_then(Value::as_array);
+        let reason = reasons
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("reason").and_then(Value::as_str))
+            .find(|r| matches!(*r, "dailyLimitExceeded" | "quotaExceeded"));
+        match (status, reason) {
+            (403 | 429, Some(r)) => Some(format!("{vendor}: HTTP {status} {r}: {message}")),
+            (429, None)
+                if err.get("status").and_then(Value::as_str) == Some("RESOURCE_EXHAUSTED") =>
+            {
+                Some(format!("{vendor}: HTTP 429 RESOURCE_EXHAUSTED: {message}"))
+            }
+            _ => None,
+        }
+    }
+
     /// The HTTP status behind the error, if any.
     pub fn status(&self) -> Option<u16> {
         match self {

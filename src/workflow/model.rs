@@ -395,6 +395,39 @@ pub struct CallSpec {
     /// the step: large content belongs in a `download` step, which streams to disk.
     #[serde(default)]
     pub max_response_size: Option<ByteSize>,
+    /// A vendor quota this call spends from (e.g. Google's 100 export requests per domain per
+    /// day), kept in the state directory across runs. When it is spent the step waits: the
+    /// run ends pending (exit 75) and the next run continues, instead of failing.
+    #[serde(default)]
+    pub budget: Option<BudgetSpec>,
+}
+
+/// A quota a call spends from: `limit` requests per `per` window and/or at most `in_flight`
+/// held at once, for each value of `key`. Calls that name the same budget share it, across
+/// workflows and runs that use the same state directory.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    /// The budget's name, e.g. `google-export-requests`.
+    pub name: String,
+    /// Requests allowed in each window (with `per`).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// The window's length, e.g. `1d`. Windows are fixed, not sliding: they start at
+    /// `resets_at` (UTC) and follow each other, as vendors' daily quotas do.
+    #[serde(default)]
+    pub per: Option<Dur>,
+    /// UTC time of day (`HH:MM`) a window starts at (default `00:00`).
+    #[serde(default)]
+    pub resets_at: Option<String>,
+    /// Whose quota this is (template), e.g. `{{ inputs.domain }}`; default: one for all.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// At most this many calls held at once: a call holds its unit until the workflow file
+    /// it is in has finished (succeeded or failed; a pending run keeps holding), e.g. Vault's
+    /// 20 exports in progress per organization.
+    #[serde(default)]
+    pub in_flight: Option<u32>,
 }
 
 /// Acceptable answers of a call.

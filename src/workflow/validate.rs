@@ -633,6 +633,9 @@ impl Validator<'_> {
         if let Some(s) = &c.save_to {
             self.template(&format!("{p}.save_to"), s, scope);
         }
+        if let Some(b) = &c.budget {
+            self.budget(&format!("{p}.budget"), b, scope);
+        }
     }
 
     /// A count is at least 1; a templated one is checked like every template (its value is
@@ -959,5 +962,6 @@ pub fn coerce_input(kind: InputType, v: &Value) -> Result<Value, String> {
     }
 }
 
+pub mod budget;
 #[cfg(test)]
 mod tests;

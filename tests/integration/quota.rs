@@ -1,0 +1,169 @@
+//! Quota budgets through the binary and the shipped `export-users.yaml` against the
+//! simulator: a schedule of runs (a rehearsal clock, `AUDITFLOW_NOW`, moved a day at a time
+//! with the simulator's) spends Google's 100 export requests per domain per day exactly,
+//! never meets the vendor's quota error, and exports every mailbox once. A vendor's quota
+//! answer ends the run pending too, and the budget then stops asking.
+use std::path::Path;
+use std::time::Duration;
+
+use auditflow::sim::{self, SimConfig, SimHandle};
+use chrono::Utc;
+
+use crate::common::*;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn quick() -> SimConfig {
+    SimConfig {
+        google_pending_polls: 1,
+        google_files_per_export: 1,
+        google_file_size: 2048,
+        ..SimConfig::default()
+    }
+}
+
+/// Runs `workflow` against the simulator with the test key and `extra` environment.
+async fn run(
+    h: &SimHandle,
+    workflow: &str,
+    inputs: &[String],
+    extra: &[(String, String)],
+    cwd: &Path,
+) -> (Option<i32>, String, String) {
+    let mut args = vec!["run".to_string(), wf(workflow)];
+    for i in inputs {
+        args.push("-i".into());
+        args.push(i.clone());
+    }
+    args.extend([
+        "--state-dir".into(),
+        cwd.join("state").display().to_string(),
+    ]);
+    let mut env = h.env();
+    let (sk, _, pass) = key();
+    env.push(("AUDIT_PGP_SECRET_KEY".into(), sk.display().to_string()));
+    env.push(("AUDIT_PGP_PASSPHRASE".into(), pass.clone()));
+    env.extend(extra.iter().cloned());
+    let out = auditflow_async(args, env, cwd.to_path_buf()).await;
+    let (o, e) = text(&out);
+    (out.status.code(), o, e)
+}
+
+async fn upload_key(h: &SimHandle, d: &Path) {
+    let (_, public, _) = key();
+    let (code, o, e) = run(
+        h,
+        "google/upload-public-key.yaml",
+        &[
+            "domain=example.com".into(),
+            format!("public_key_file={}", public.display()),
+            format!("out_dir={}", d.join("key").display()),
+        ],
+        &[],
+        d,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{o}\n{e}");
+}
+
+fn mbox_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "mbox"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_scheduled_runs_export_250_users_within_100_a_day() {
+    let h = sim::start(quick()).await.unwrap();
+    let d = tempfile::tempdir().unwrap();
+    upload_key(&h, d.path()).await;
+    let out = d.path().join("out");
+    let users: Vec<String> = (0..250).map(|i| format!("u{i:03}")).collect();
+    let inputs = [
+        "domain=example.com".to_string(),
+        format!("users={}", users.join(",")),
+        "poll_interval=50ms".into(),
+        format!("out_dir={}", out.display()),
+    ];
+    let t0 = Utc::now();
+    let mut created = vec![];
+    let mut codes = vec![];
+    for day in 0..3u32 {
+        let now = t0 + chrono::Duration::days(i64::from(day));
+        let clock = [("AUDITFLOW_NOW".to_string(), now.to_rfc3339())];
+        let (code, o, e) = run(&h, "google/export-users.yaml", &inputs, &clock, d.path()).await;
+        assert!(
+            !e.contains("dailyLimitExceeded") && !o.contains("dailyLimitExceeded"),
+            "the vendor's quota error was met on day {day}:\n{e}"
+        );
+        match day {
+            0 => assert!(
+                e.contains("150 of 250 items wait for a quota")
+                    && e.contains("`google-audit-export-requests` quota for example.com is spent (100 per 1d)"),
+                "{e}"
+            ),
+            1 => assert!(e.contains("50 of 250 items wait for a quota"), "{e}"),
+            _ => {}
+        }
+        codes.push(code);
+        created.push(h.google.exports_created("example.com"));
+        h.google.advance_clock(DAY);
+    }
+    assert_eq!(codes, [Some(75), Some(75), Some(0)]);
+    // One export for the key check is not counted: upload-public-key creates none.
+    assert_eq!(created, [100, 200, 250], "exports created after each run");
+    for u in &users {
+        assert_eq!(mbox_count(&out.join(u)), 1, "{u} exported once");
+    }
+    let v = auditflow(&["verify", out.to_str().unwrap()], &[], d.path());
+    assert_eq!(v.status.code(), Some(0), "{:?}", text(&v));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_vendors_quota_answer_ends_the_run_pending_and_stops_further_requests() {
+    // Someone else spent most of the day's quota: the vendor allows 3, the budget says 100.
+    let h = sim::start(SimConfig {
+        google_daily_limit: 3,
+        ..quick()
+    })
+    .await
+    .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    upload_key(&h, d.path()).await;
+    let out = d.path().join("out");
+    let inputs = [
+        "domain=example.com".to_string(),
+        "users=a,b,c,d,e,f,g,h".into(),
+        "poll_interval=50ms".into(),
+        format!("out_dir={}", out.display()),
+    ];
+    let (code, _, e) = run(&h, "google/export-users.yaml", &inputs, &[], d.path()).await;
+    assert_eq!(code, Some(75), "{e}");
+    assert!(
+        e.contains("5 of 8 items wait for a quota")
+            && e.contains("`google-audit-export-requests` quota for example.com is spent")
+            && e.contains("vendor sa"),
+        "{e}"
+    );
+    assert_eq!(h.google.exports_created("example.com"), 3);
+    let done = ["a", "b", "c", "d", "e", "f", "g", "h"]
+        .iter()
+        .filter(|u| mbox_count(&out.join(u)) == 1)
+        .count();
+    assert_eq!(done, 3);
+    // The same day again: the budget remembers the vendor's answer and sends nothing.
+    let before = h.stats.snapshot();
+    let (code, _, e) = run(&h, "google/export-users.yaml", &inputs, &[], d.path()).await;
+    assert_eq!(code, Some(75), "{e}");
+    assert!(e.contains("not used again before"), "{e}");
+    assert_eq!(
+        h.stats.snapshot().google_exports_created,
+        before.google_exports_created
+    );
+    h.shutdown().await;
+}
