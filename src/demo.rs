@@ -103,7 +103,7 @@ fn clear_previous(out: &Path) -> Result<(), String> {
 /// Runs the demo; returns the exit code.
 pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
     crate::outln!(
-        "auditflow demo: simulated Mimecast, MailStore and Google Email Audit on loopback."
+        "auditflow demo: simulated Mimecast, MailStore, Google Email Audit and Google Vault on loopback."
     );
     crate::outln!(
         "Faults are injected on purpose (a 429 and a 503 per vendor, one cut download).\n"
@@ -137,10 +137,12 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
         }
     };
     crate::outln!(
-        "simulator: mimecast {}  mailstore {}  google {}",
+        "simulator: mimecast {}  mailstore {}  google {}  vault {}  storage {}",
         handle.mimecast_url,
         handle.mailstore_url,
-        handle.google_url
+        handle.google_url,
+        handle.vault_url,
+        handle.storage_url
     );
     if let Some(c) = &handle.mailstore_cert {
         crate::outln!(
@@ -237,6 +239,19 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
             None,
             exit::OK,
         ),
+        (
+            "Google Vault (the Audit API's successor): a matter, a mail export of two accounts, Cloud Storage downloads checked by size and MD5, mbox extracted",
+            wf.join("google/vault-mail-export.yaml"),
+            vec![
+                "accounts=alice@example.com,bob@example.com".into(),
+                "export_name=demo-vault-export".into(),
+                "matter_name=auditflow demo".into(),
+                "poll_interval=200ms".into(),
+                format!("out_dir={}", o("vault")),
+            ],
+            None,
+            exit::OK,
+        ),
     ];
     let mut failed = 0;
     for (title, file, inputs, max_wait, expected) in plays {
@@ -291,7 +306,8 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
         stats.unauthenticated
     );
     handle.shutdown().await;
-    let mboxes = list_files(&out.join("google"), "mbox");
+    let mut mboxes = list_files(&out.join("google"), "mbox");
+    mboxes.extend(list_files(&out.join("vault"), "mbox"));
     if failed == 0 && !mboxes.is_empty() {
         crate::outln!("\ndemo succeeded; results in {}:", out.display());
         for m in mboxes {
