@@ -1,0 +1,1 @@
+//! Tests of the simulated Mimecast SIEM endpoints over real HTTP.
