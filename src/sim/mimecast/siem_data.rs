@@ -369,7 +369,7 @@ impl BatchFile {
                     "accountId": "C0A0",
                     "timestamp": at.timestamp_millis(),
                     "type": self.kind.as_str(),
-                    "subtype": if h % 2 == 0 { "Acc" } else { "Hld" },
+                    "subtype": if h.is_multiple_of(2) { "Acc" } else { "Hld" },
                     "senderEnvelope": format!("sender{}@example.org", h % 17),
                     "messageId": format!("<{:016x}@mail.example.net>", mix(h ^ 5)),
                 })
