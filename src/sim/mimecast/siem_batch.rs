@@ -229,7 +229,7 @@ impl MimecastSim {
         };
         let start = day("dateRangeStartsAt")?.unwrap_or_else(|| now.date_naive());
         let end = day("dateRangeEndsAt")?;
-        let oldest = self.batch_oldest_day(now);
+        let oldest = self.batch_schedule.oldest_day(now);
         if start < oldest {
             return Err(Rejection::invalid(format!(
                 "dateRangeStartsAt must not be before {oldest}: logs are kept 7 days."
@@ -247,12 +247,6 @@ impl MimecastSim {
             after: 0,
             continued: false,
         })
-    }
-
-    /// The first day a list may start on (retention).
-    fn batch_oldest_day(&self, now: DateTime<Utc>) -> NaiveDate {
-        let first = self.batch_schedule.first_kept(now);
-        self.batch_schedule.slot_start(first).date_naive()
     }
 
     /// One page of the window, with the token that continues after it.

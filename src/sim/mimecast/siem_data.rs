@@ -82,6 +82,12 @@ impl Schedule {
         self.slots_until(cutoff).saturating_sub(1)
     }
 
+    /// The oldest UTC day still within retention at `now`.
+    pub(super) fn oldest_day(&self, now: DateTime<Utc>) -> NaiveDate {
+        let t = now.timestamp().saturating_sub(self.retention);
+        DateTime::from_timestamp(t, 0).unwrap_or(now).date_naive()
+    }
+
     /// The first slot that starts on or after `day` (UTC).
     pub(super) fn first_on(&self, day: NaiveDate) -> u64 {
         self.slots_until(day.and_time(chrono::NaiveTime::MIN).and_utc())
