@@ -118,6 +118,17 @@ pub struct SimConfig {
     pub mimecast_rate_limit: u32,
     /// Mimecast: length of one rate-limit window.
     pub mimecast_rate_window: Duration,
+    /// Mimecast API 1.0 `get-siem-logs`: one MTA log file per stage (receipt, process,
+    /// delivery) appears every interval of the simulated clock (the page: log data "is made
+    /// available for you every 30 minutes"; default 30 minutes).
+    pub mimecast_siem_interval: Duration,
+    /// Mimecast API 2.0 SIEM batch: one file per type appears every interval (default 15
+    /// minutes, the batch cadence collectors such as Sekoia's state).
+    pub mimecast_siem_batch_interval: Duration,
+    /// Mimecast SIEM: files already available when the simulator starts (default 1 hour).
+    pub mimecast_siem_history: Duration,
+    /// Mimecast SIEM: how long a file stays available (the page: 7 days).
+    pub mimecast_siem_retention: Duration,
     /// Simulated seconds per real second (see `timing.rs`): the Google clock (export ages,
     /// retention, cleanup, the daily quota's day) runs this much faster than the real one, and
     /// the simulated durations below take `duration / time_scale` of real time. Default 1.
@@ -201,6 +212,10 @@ impl Default for SimConfig {
             mimecast_token_ttl: Duration::from_secs(30 * 60),
             mimecast_rate_limit: 100_000,
             mimecast_rate_window: Duration::from_secs(3600),
+            mimecast_siem_interval: Duration::from_secs(30 * 60),
+            mimecast_siem_batch_interval: Duration::from_secs(15 * 60),
+            mimecast_siem_history: Duration::from_secs(3600),
+            mimecast_siem_retention: Duration::from_secs(7 * 86_400),
             time_scale: 1.0,
             mailstore_steps: 6,
             mailstore_step_interval: Duration::from_millis(100),
@@ -443,6 +458,8 @@ pub struct SimHandle {
     pub storage_url: String,
     /// The Vault and Storage services, for their clock and counters.
     pub vault: Arc<vault::VaultSim>,
+    /// The Mimecast service, for its clock and the SIEM files it produced.
+    pub mimecast: Arc<mimecast::MimecastSim>,
     /// The credentials the services accept.
     pub credentials: SimCredentials,
     shutdown: tokio_util::sync::CancellationToken,
@@ -593,7 +610,7 @@ pub async fn start(cfg: SimConfig) -> Result<SimHandle, SimError> {
 
     let (mimecast_url, t1) = serve(
         SocketAddr::new(cfg.host, cfg.mimecast_port),
-        mimecast.router(),
+        mimecast.clone().router(),
         shutdown.clone(),
     )
     .await?;
@@ -638,6 +655,7 @@ pub async fn start(cfg: SimConfig) -> Result<SimHandle, SimError> {
         vault_url,
         storage_url,
         vault,
+        mimecast,
         credentials: cfg.credentials.clone(),
         shutdown,
         tasks: vec![t1, t2, t3, t4, t5],

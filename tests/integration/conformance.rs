@@ -448,6 +448,147 @@ async fn mimecast_accepts_the_python_sample_str_dict_body() {
     h.shutdown().await;
 }
 
+const SIEM: &str = "/api/audit/get-siem-logs";
+
+/// One get-siem-logs call as the page describes it: a file (`application/octet-stream`, its name
+/// in `Content-Disposition`, the next token in `mc-siem-token`) or JSON.
+async fn siem_call(
+    base: &str,
+    env: &HashMap<String, String>,
+    token: Option<&str>,
+) -> Result<(String, Vec<u8>, String), Value> {
+    let mut item = json!({"type": "MTA", "fileFormat": "json", "compress": true});
+    if let Some(t) = token {
+        item["token"] = json!(t);
+    }
+    let mut rb = plain_client()
+        .post(format!("{base}{SIEM}"))
+        .header("Content-Type", "application/json")
+        .body(json!({ "data": [item] }).to_string());
+    for (k, v) in McSigned::now().headers(env, SIEM) {
+        rb = rb.header(k, v);
+    }
+    let resp = rb.send().await.expect("mimecast answers");
+    assert_eq!(resp.status(), 200);
+    let header = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    if header("content-type").as_deref() != Some("application/octet-stream") {
+        return Err(resp.json().await.expect("JSON"));
+    }
+    let name = header("content-disposition")
+        .and_then(|cd| {
+            cd.split("filename=\"")
+                .nth(1)
+                .map(|n| n.trim_end_matches('"').to_string())
+        })
+        .expect("a file name in Content-Disposition");
+    let next = header("mc-siem-token").expect("mc-siem-token");
+    Ok((name, resp.bytes().await.expect("body").to_vec(), next))
+}
+
+#[tokio::test]
+async fn mimecast_get_siem_logs_token_chain_from_the_page() {
+    let (h, env) = start(SimConfig::default()).await;
+    let base = &h.mimecast_url;
+    let mut token: Option<String> = None;
+    let mut names = Vec::new();
+    let mut rounds = 0;
+    while rounds < 2 {
+        match siem_call(base, &env, token.as_deref()).await {
+            Ok((name, zip, next)) => {
+                assert!(name.ends_with(".zip"), "{name}");
+                let mut a = zip::ZipArchive::new(std::io::Cursor::new(zip)).expect("a ZIP");
+                let mut inner = String::new();
+                std::io::Read::read_to_string(&mut a.by_index(0).expect("an entry"), &mut inner)
+                    .expect("text");
+                let doc: Value = serde_json::from_str(&inner).expect("the JSON log file");
+                assert_eq!(doc["type"], "MTA");
+                names.push(name);
+                token = Some(next);
+            }
+            Err(body) => {
+                assert_eq!(body["meta"]["isLastToken"], true, "{body}");
+                assert_eq!(body["fail"], json!([]));
+                rounds += 1;
+                if rounds < 2 {
+                    // The next scheduled run, 30 simulated minutes later, continues from the token.
+                    h.mimecast.advance_clock(Duration::from_secs(30 * 60));
+                }
+            }
+        }
+    }
+    let produced: Vec<String> = h
+        .mimecast
+        .siem_log_files()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, produced, "every file once, in order");
+    assert_eq!(names.len(), 9);
+    let bad = siem_call(base, &env, Some("not-a-token"))
+        .await
+        .expect_err("JSON");
+    assert_eq!(
+        bad["fail"][0]["errors"][0]["code"],
+        "err_siem_token_invalid"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn mimecast_siem_batch_lists_gzip_files_fetched_without_credentials() {
+    let (h, _) = start(SimConfig::default()).await;
+    let env: HashMap<String, String> = h.env_mimecast2().into_iter().collect();
+    let base = &h.mimecast_url;
+    let ok = mc_token(
+        base,
+        &env["MIMECAST_CLIENT_ID"],
+        &env["MIMECAST_CLIENT_SECRET"],
+    )
+    .await;
+    let token = ok.json()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let day = h.mimecast.now().date_naive() - chrono::TimeDelta::days(1);
+    let url =
+        format!("{base}/siem/v1/batch/events/cg?type=receipt&dateRangeStartsAt={day}&pageSize=100");
+    let list = answer(
+        plain_client()
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("answers"),
+    )
+    .await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let body = list.json();
+    assert_eq!(body["isCaughtUp"], true);
+    assert!(body["@nextPage"].is_string());
+    let files = body["value"].as_array().expect("value").clone();
+    assert!(!files.is_empty());
+    for f in &files {
+        let resp = plain_client()
+            .get(f["url"].as_str().expect("url"))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(resp.status(), 200);
+        let gz = resp.bytes().await.expect("body");
+        assert_eq!(f["size"], json!(gz.len()));
+        // gzip magic, then a deflate stream.
+        assert_eq!(&gz[..3], &[0x1f, 0x8b, 8]);
+    }
+    let unsigned = answer(plain_client().get(&url).send().await.expect("answers")).await;
+    assert_eq!(unsigned.status, 401);
+    h.shutdown().await;
+}
+
 // ---------------------------------------------------------------- MailStore (Administration API)
 
 /// RFC 2617 Basic credentials, built by hand.

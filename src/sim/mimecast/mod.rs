@@ -19,6 +19,7 @@ use base64::Engine;
 use chrono::Utc;
 use hmac::Hmac;
 
+use super::timing::SimClock;
 use super::{Faults, Injected, SimConfig};
 
 mod audit;
@@ -30,13 +31,21 @@ mod oauth;
 mod pyrepr;
 mod queue;
 mod ratelimit;
+mod siem;
+mod siem_batch;
+mod siem_data;
+#[cfg(test)]
+mod siem_tests;
 #[cfg(test)]
 mod tests;
+
+pub use siem_data::{SiemBatchType, SiemFile};
 
 use auth::{header_str, strip_scheme};
 use data::{AuditEvent, QueueMessage};
 use envelope::{bad_request, error_envelope, quota_exceeded, rate_limited, ApiRequest};
 use ratelimit::Limiter;
+use siem_data::{Schedule, TokenKey};
 
 type HmacSha1 = Hmac<sha1::Sha1>;
 
@@ -49,6 +58,7 @@ const FIND_PROCESSING: &str = "/api/gateway/find-processing-messages";
 const CHANNEL_TOKEN: &str = "/api/ess/get-latest-channel-token";
 const AUDIT_EVENTS: &str = "/api/audit/get-audit-events";
 const TOKEN_PATH: &str = "/oauth/token";
+const SIEM_LOGS: &str = "/api/audit/get-siem-logs";
 
 /// The simulated Mimecast service.
 pub struct MimecastSim {
@@ -71,6 +81,14 @@ pub struct MimecastSim {
     tokens: Mutex<HashMap<String, Instant>>,
     tokens_issued: AtomicU64,
     limiter: Limiter,
+    /// The simulated clock SIEM log files appear and expire by.
+    clock: SimClock,
+    /// When API 1.0 MTA log files appear (three per slot: receipt, process, delivery).
+    mta_schedule: Schedule,
+    /// When API 2.0 batch files appear (one per type and slot).
+    batch_schedule: Schedule,
+    /// Signs `mc-siem-token`, `@nextPage` and batch file URLs.
+    siem_key: TokenKey,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,6 +107,16 @@ impl MimecastSim {
                 c.mimecast_secret_key.as_bytes().to_vec()
             });
         let anchor = Utc::now();
+        let clock = SimClock::new(cfg.time_scale);
+        let start = clock.now();
+        let schedule = |interval| {
+            Schedule::new(
+                start,
+                cfg.mimecast_siem_history,
+                interval,
+                cfg.mimecast_siem_retention,
+            )
+        };
         Arc::new(MimecastSim {
             access_key: c.mimecast_access_key.clone(),
             secret_key,
@@ -106,6 +134,10 @@ impl MimecastSim {
             tokens: Mutex::new(HashMap::new()),
             tokens_issued: AtomicU64::new(0),
             limiter: Limiter::new(cfg.mimecast_rate_limit, cfg.mimecast_rate_window),
+            mta_schedule: schedule(cfg.mimecast_siem_interval),
+            batch_schedule: schedule(cfg.mimecast_siem_batch_interval),
+            siem_key: TokenKey::random(),
+            clock,
         })
     }
 
@@ -122,6 +154,16 @@ impl MimecastSim {
         }
     }
 
+    /// Moves the simulated clock forward: new SIEM log files appear, old ones leave retention.
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// The simulated now.
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// How many API 2.0 tokens `/oauth/token` has issued.
     pub fn tokens_issued(&self) -> u64 {
         self.tokens_issued.load(Ordering::Relaxed)
@@ -134,7 +176,11 @@ async fn dispatch(State(sim): State<Arc<MimecastSim>>, req: Request) -> Response
     if path == TOKEN_PATH {
         return sim.issue_token(req).await;
     }
-    if !path.starts_with("/api/") {
+    if path.starts_with(siem_batch::FILES_PREFIX) {
+        return sim.siem_batch_file(req);
+    }
+    let siem = path.starts_with("/siem/");
+    if !path.starts_with("/api/") && !siem {
         return error_envelope(
             StatusCode::NOT_FOUND,
             "err_xdk_not_found",
@@ -145,7 +191,9 @@ async fn dispatch(State(sim): State<Arc<MimecastSim>>, req: Request) -> Response
     let bearer = header_str(req.headers(), header::AUTHORIZATION.as_str())
         .is_some_and(|a| strip_scheme(a, "Bearer").is_some());
     let quota = sim.limiter.take();
-    let mut resp = if quota.allowed {
+    let mut resp = if quota.allowed && siem {
+        sim.siem_batch_call(req, &path).await
+    } else if quota.allowed {
         api_call(&sim, req, &path, bearer).await
     } else {
         let ms = u64::try_from(quota.reset.as_millis()).unwrap_or(u64::MAX);
@@ -170,7 +218,10 @@ async fn api_call(sim: &MimecastSim, req: Request, path: &str, bearer: bool) -> 
         failure.count(&sim.faults.stats);
         return failure.response();
     }
-    if !matches!(path, FIND_PROCESSING | CHANNEL_TOKEN | AUDIT_EVENTS) {
+    if !matches!(
+        path,
+        FIND_PROCESSING | CHANNEL_TOKEN | AUDIT_EVENTS | SIEM_LOGS
+    ) {
         return error_envelope(
             StatusCode::NOT_FOUND,
             "err_xdk_not_found",
@@ -196,6 +247,7 @@ async fn api_call(sim: &MimecastSim, req: Request, path: &str, bearer: bool) -> 
     match path {
         FIND_PROCESSING => sim.find_processing(&api),
         CHANNEL_TOKEN => sim.latest_channel_token(&api),
+        SIEM_LOGS => sim.siem_logs(&api),
         _ => sim.audit_events(&api),
     }
 }

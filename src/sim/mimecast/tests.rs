@@ -14,22 +14,22 @@ use serde_json::{json, Value};
 use super::MimecastSim;
 use crate::sim::{FaultConfig, Faults, SimConfig, Stats};
 
-struct Harness {
-    base: String,
-    sim: Arc<MimecastSim>,
+pub(super) struct Harness {
+    pub(super) base: String,
+    pub(super) sim: Arc<MimecastSim>,
     stats: Arc<Stats>,
     cfg: SimConfig,
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
 }
 
 /// Changes to an otherwise correct API 1.0 request.
 #[derive(Default)]
-struct Tweak {
-    date: Option<String>,
-    req_id: Option<String>,
-    access_key: Option<String>,
-    app_id: Option<String>,
-    corrupt_signature: bool,
+pub(super) struct Tweak {
+    pub(super) date: Option<String>,
+    pub(super) req_id: Option<String>,
+    pub(super) access_key: Option<String>,
+    pub(super) app_id: Option<String>,
+    pub(super) corrupt_signature: bool,
 }
 
 /// `Tue, 24 Nov 2015 12:50:11 UTC`, as the Python sample builds it.
@@ -45,7 +45,7 @@ fn signature(secret_b64: &str, date: &str, req_id: &str, uri: &str, app_key: &st
     STANDARD.encode(mac.finalize().into_bytes())
 }
 
-async fn start(cfg: SimConfig) -> Harness {
+pub(super) async fn start(cfg: SimConfig) -> Harness {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let stats = Arc::new(Stats::default());
     let faults = Arc::new(Faults::new(cfg.faults.clone(), stats.clone()));
@@ -71,7 +71,7 @@ impl Harness {
         f(&self.stats).load(Ordering::Relaxed)
     }
 
-    async fn raw_v1(&self, path: &str, body: &str, tweak: Tweak) -> reqwest::Response {
+    pub(super) async fn raw_v1(&self, path: &str, body: &str, tweak: Tweak) -> reqwest::Response {
         let c = &self.cfg.credentials;
         let date = tweak.date.unwrap_or_else(|| mc_date(Utc::now()));
         let req_id = tweak
@@ -130,7 +130,7 @@ impl Harness {
         (status, resp.json().await.expect("JSON body"))
     }
 
-    async fn good_token(&self) -> String {
+    pub(super) async fn good_token(&self) -> String {
         let c = &self.cfg.credentials;
         let (status, body) = self
             .token(&[
