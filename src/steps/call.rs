@@ -466,7 +466,7 @@ async fn execute_limited(
         env.emitter.emit(Event::DryRun {
             step: env.step.to_string(),
             method: prepared.method,
-            url: prepared.url,
+            url: crate::template::placeholder::readable_url(&prepared.url),
             headers: prepared.headers,
             body: prepared.body,
         });

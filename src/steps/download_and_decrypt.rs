@@ -438,7 +438,9 @@ fn dry_run_downloads(plan: &DownloadPlan, env: &StepEnv<'_>) -> Value {
         env.emitter.emit(Event::DryRun {
             step: env.step.to_string(),
             method: "GET".into(),
-            url: crate::vendors::http::redact_url(&f.url),
+            url: crate::template::placeholder::readable_url(&crate::vendors::http::redact_url(
+                &f.url,
+            )),
             headers: vec![],
             body: None,
         });

@@ -182,3 +182,40 @@ mod tests {
         );
     }
 }
+
+/// A dry run's URL for people: placeholders a template percent-encoded on the way into a
+/// path or query (`%3Csteps.create.body.id%3E`, by `urlencode`) shown as written,
+/// `<steps.create.body.id>`.
+pub(crate) fn readable_url(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(i) = rest.find("%3C") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + 3..];
+        let Some(j) = tail.find("%3E") else {
+            out.push_str("%3C");
+            rest = tail;
+            continue;
+        };
+        let inner = percent_encoding::percent_decode_str(&tail[..j]).decode_utf8_lossy();
+        out.push('<');
+        out.push_str(&inner);
+        out.push('>');
+        rest = &tail[j + 3..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod readable_url_tests {
+    #[test]
+    fn encoded_placeholders_read_as_written() {
+        assert_eq!(
+            super::readable_url(
+                "https://h/x/%3Csteps.create.body.properties.requestId%3E?q=%3Citem%3E&r=1%3C2"
+            ),
+            "https://h/x/<steps.create.body.properties.requestId>?q=<item>&r=1%3C2"
+        );
+    }
+}

@@ -71,7 +71,8 @@ fn shipped(dir: &Dir) -> Vec<(&'static str, Vec<String>, Option<&'static str>)> 
         (
             "google/export-users.yaml",
             g(&["users=al,bob"]),
-            Some("<steps.create.body.properties.requestId>"),
+            // In a URL path too, where `urlencode` would have escaped the brackets.
+            Some("export/example.com/al/<steps.create.body.properties.requestId>"),
         ),
         (
             "google/list-exports.yaml",
