@@ -24,6 +24,7 @@ mod interrupt;
 mod loop_scale;
 mod origins;
 mod outputs;
+mod preflight;
 mod progress;
 mod runtime_cases;
 mod schema;
