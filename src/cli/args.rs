@@ -200,9 +200,6 @@ pub struct KeygenArgs {
     /// exports).
     #[arg(long)]
     pub no_passphrase: bool,
-    /// Tests only: RSA-2048, fast in debug builds.
-    #[arg(long, hide = true)]
-    pub test_rsa_2048: bool,
 }
 
 /// `--state-dir` (of `runs`).

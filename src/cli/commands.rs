@@ -375,11 +375,7 @@ pub(super) fn keygen(a: &KeygenArgs) -> Result<(), CliError> {
         _ => CliError::Failed(e.to_string()),
     };
     refuse_existing(&a.out).map_err(fail)?;
-    let bits = if a.test_rsa_2048 {
-        2048
-    } else {
-        a.bits.parse().unwrap_or(3072)
-    };
+    let bits = a.bits.parse().unwrap_or(3072);
     crate::errln!("generating an RSA-{bits} key (this takes a few seconds)...");
     let key = rsa_key(&a.user_id, bits, passphrase.as_deref()).map_err(fail)?;
     let files = write_key_files(&key, &a.out).map_err(fail)?;

@@ -228,8 +228,7 @@ fn encryption_component(key: &SignedPublicKey, now: SystemTime) -> Result<Usable
     for (component, sigs) in candidates {
         let is_rsa = matches!(component.public_params(), PublicParams::RSA(_));
         rsa_seen |= is_rsa;
-        let owned: Vec<Signature> = sigs.iter().map(|s| (*s).clone()).collect();
-        if !for_encryption(&owned) {
+        if !for_encryption(sigs.iter().copied()) {
             continue;
         }
         let problem = component_problem(component, &sigs, now);

@@ -83,8 +83,10 @@ pub fn parse_secret_keys(bytes: &[u8]) -> Result<Vec<SignedSecretKey>, String> {
 }
 
 /// Whether one of these self-signatures marks its component for encryption (key flags).
-pub fn for_encryption(signatures: &[pgp::packet::Signature]) -> bool {
-    signatures.iter().any(|sig| {
+pub fn for_encryption<'a>(
+    signatures: impl IntoIterator<Item = &'a pgp::packet::Signature>,
+) -> bool {
+    signatures.into_iter().any(|sig| {
         let flags = sig.key_flags();
         flags.encrypt_comms() || flags.encrypt_storage()
     })

@@ -33,7 +33,7 @@ async fn run(
 ) -> (Option<i32>, String, String) {
     let mut e = h.env();
     e.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let args = args.iter().map(|a| a.to_string()).collect();
+    let args = args.iter().map(std::string::ToString::to_string).collect();
     let o = auditflow_async(args, e, cwd.to_path_buf()).await;
     let (out, err) = text(&o);
     (o.status.code(), out, err)
@@ -405,5 +405,53 @@ async fn mailstore_known_function_runs_after_one_get_metadata() {
         h.stats.requests.load(Ordering::SeqCst),
         3,
         "get-metadata once, then the two invokes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mailstore_without_get_metadata_warns_once_and_goes_on() {
+    // An older server: no get-metadata (404), two invokes that succeed.
+    let ok = serde_json::json!({"error": null, "token": null, "statusVersion": 2,
+        "statusCode": "succeeded", "percentProgress": null, "statusText": null,
+        "result": {"version": "old"}, "logOutput": null});
+    let (base, script) = crate::common::serve(vec![
+        (
+            "/api/invoke/GetServerInfo",
+            vec![crate::common::Reply::json(200, ok.clone())],
+        ),
+        (
+            "/api/invoke/GetStores",
+            vec![crate::common::Reply::json(200, ok)],
+        ),
+    ])
+    .await;
+    let d = Dir::new();
+    let file = d.write(
+        "ms.yaml",
+        "name: ms\nconnections:\n  ms:\n    kind: mailstore\n    base_url: \"{{ env.MAILSTORE_BASE_URL }}\"\n    credentials:\n      username: \"{{ env.MAILSTORE_USERNAME }}\"\n      password: \"{{ env.MAILSTORE_PASSWORD }}\"\nsteps:\n  - id: a\n    call: {connection: ms, path: /api/invoke/GetServerInfo}\n  - id: b\n    call: {connection: ms, path: /api/invoke/GetStores, form: {anything: \"1\"}}\n",
+    );
+    let env = vec![
+        ("MAILSTORE_BASE_URL".to_string(), base),
+        ("MAILSTORE_USERNAME".into(), "admin".into()),
+        ("MAILSTORE_PASSWORD".into(), "pw".into()),
+    ];
+    let o = auditflow_async(
+        vec!["run".into(), file.display().to_string()],
+        env,
+        d.path().to_path_buf(),
+    )
+    .await;
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert_eq!(
+        err.matches("get-metadata is not available").count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(script.requests("/api/get-metadata").len(), 1);
+    assert_eq!(
+        script.requests("/api/invoke/GetStores").len(),
+        1,
+        "sent unchecked"
     );
 }

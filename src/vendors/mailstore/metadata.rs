@@ -4,8 +4,10 @@
 //! list of all available functions"): a JSON array of `{name, args: [{name, type,
 //! nullable}]}`. An invoke of a function the server does not have, or with an argument it
 //! does not take, is refused here with a "did you mean", before anything is sent. When the
-//! server has no `get-metadata` (older servers) or it fails, a warning is logged once and
-//! invokes go out unchecked.
+//! server has no `get-metadata` (older servers: an error status, or an answer that is not a
+//! function list), a warning is logged once and invokes go out unchecked. Failures the invoke
+//! would meet as well (connection, TLS, 401/403, 429/5xx) fail the attempt like the invoke
+//! would, and are not cached.
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +60,8 @@ impl FunctionCheck {
     }
 }
 
-/// Reads `get-metadata`; `Ok(None)` (after one warning) when it is not available.
+/// Reads `get-metadata`; `Ok(None)` (after one warning) when the server does not have it
+/// (another HTTP error status, or an answer that is not a function list).
 async fn fetch(
     ctx: &ConnectionParts<'_>,
     authorization: &str,
@@ -81,11 +84,12 @@ async fn fetch(
         authorization,
         ctx.settings.request_timeout,
     )?;
-    let raw = match execute(ctx.client, VENDOR, &out, cancel).await {
-        Ok(raw) => raw,
-        Err(e @ VendorError::Cancelled { .. }) => return Err(e),
-        Err(e) => return unavailable(e.to_string()),
-    };
+    // Errors the invoke would meet too (connection, TLS, credentials, overload) fail the
+    // attempt as the invoke would, not cached: the step's retry policy applies.
+    let raw = execute(ctx.client, VENDOR, &out, cancel).await?;
+    if matches!(raw.status, 401 | 403) || crate::retry::is_retryable_status(raw.status) {
+        return Err(raw.http_error(VENDOR));
+    }
     if !raw.is_success() {
         return unavailable(format!("HTTP {}", raw.status));
     }
