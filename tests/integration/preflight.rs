@@ -9,9 +9,9 @@ use pgp::composed::{
     ArmorOptions, Deserializable, EncryptionCaps, KeyType, MessageBuilder, SecretKeyParamsBuilder,
     SignedPublicKey, SignedSecretKey, SubkeyParamsBuilder,
 };
-use pgp::packet::{Subpacket, SubpacketData};
+use pgp::packet::{SignatureConfig, SignatureType, Subpacket, SubpacketData};
 use pgp::ser::Serialize as _;
-use pgp::types::{Password, Timestamp};
+use pgp::types::{KeyDetails as _, Password, Timestamp};
 
 use crate::common::{auditflow_async, text, wf, Dir};
 
@@ -108,6 +108,33 @@ fn expired() -> SignedSecretKey {
     key
 }
 
+/// An RSA key whose only encryption subkey was revoked.
+fn revoked() -> SignedSecretKey {
+    let mut key = rsa();
+    let primary = key.primary_key.clone();
+    let sub = &mut key.secret_subkeys[0];
+    let mut config = SignatureConfig::from_key(
+        rand::thread_rng(),
+        &primary,
+        SignatureType::SubkeyRevocation,
+    )
+    .unwrap();
+    config.hashed_subpackets = vec![
+        Subpacket::regular(SubpacketData::SignatureCreationTime(Timestamp::now())).unwrap(),
+        Subpacket::regular(SubpacketData::IssuerFingerprint(primary.fingerprint())).unwrap(),
+    ];
+    let sig = config
+        .sign_subkey_binding(
+            &primary,
+            primary.public_key(),
+            &Password::empty(),
+            sub.key.public_key(),
+        )
+        .unwrap();
+    sub.signatures.push(sig);
+    key
+}
+
 /// Runs the shipped upload workflow; returns (exit code, stderr, whether the upload answer
 /// was saved).
 async fn upload(
@@ -199,6 +226,16 @@ async fn expired_key_is_refused() {
         armored_public(&expired()).as_bytes(),
         None,
         &["encryption subkey", "expired on", "gpg --quick-set-expire"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_encryption_subkey_is_refused() {
+    refused(
+        armored_public(&revoked()).as_bytes(),
+        None,
+        &["encryption subkey", "was revoked", "auditflow keygen"],
     )
     .await;
 }
