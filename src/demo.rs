@@ -2,7 +2,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use pgp::composed::{EncryptionCaps, KeyType, SecretKeyParamsBuilder, SubkeyParamsBuilder};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{exit, LogFormat, RunArgs};
@@ -26,24 +25,12 @@ pub struct DemoKey {
 pub fn generate_key(dir: &Path, bits: u32) -> Result<DemoKey, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let passphrase = uuid::Uuid::new_v4().simple().to_string();
-    let sub = SubkeyParamsBuilder::default()
-        .key_type(KeyType::Rsa(bits))
-        .passphrase(Some(passphrase.clone()))
-        .can_encrypt(EncryptionCaps::All)
-        .build()
-        .map_err(|e| format!("key parameters: {e}"))?;
-    let params = SecretKeyParamsBuilder::default()
-        .key_type(KeyType::Rsa(bits))
-        .can_certify(true)
-        .can_sign(true)
-        .passphrase(Some(passphrase.clone()))
-        .primary_user_id("auditflow demo <admin@example.com>".into())
-        .subkey(sub)
-        .build()
-        .map_err(|e| format!("key parameters: {e}"))?;
-    let secret = params
-        .generate(rand::thread_rng())
-        .map_err(|e| format!("key generation failed: {e}"))?;
+    let secret = crate::openpgp::generate::rsa_key(
+        "auditflow demo <admin@example.com>",
+        bits,
+        Some(&passphrase),
+    )
+    .map_err(|e| e.to_string())?;
     let public = pgp::composed::SignedPublicKey::from(secret.clone());
     let sec_text = secret
         .to_armored_string(Default::default())

@@ -3,6 +3,7 @@
 //! Layout (dependencies point one way, top to bottom):
 //! - [`workflow`]: the model, loading with source spans, validation (no I/O but reading files);
 //! - [`durable`]: atomic private file writes and hashing;
+//! - [`openpgp`]: OpenPGP key files: reading, checking (the upload preflight), generating;
 //! - `template` (crate-internal): handlebars configured for data;
 //! - [`retry`]: retry policy as data, backoff as an iterator;
 //! - [`secrets`]: masking of secret values;
@@ -22,6 +23,7 @@ pub mod durable;
 pub(crate) mod engine;
 pub mod events;
 pub mod failpoint;
+pub mod openpgp;
 pub(crate) mod report;
 pub mod retry;
 pub mod secrets;

@@ -60,6 +60,8 @@ pub enum Command {
     Sim(SimArgs),
     /// OpenPGP-decrypt files (e.g. Google exports downloaded otherwise) into a directory.
     Decrypt(DecryptArgs),
+    /// Make an RSA OpenPGP key for Google exports: NAME.pub.asc (upload it) and NAME.sec.asc (mode 0600, decrypts them).
+    Keygen(KeygenArgs),
     /// Re-hash the artifacts of an output directory against its manifest.json (exit 1 on any difference).
     Verify {
         /// The output directory of a run (holding manifest.json).
@@ -181,6 +183,28 @@ pub struct DecryptArgs {
     /// Encrypted files.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+/// Arguments of `keygen`.
+#[derive(clap::Args, Debug)]
+pub struct KeygenArgs {
+    /// The key's user id, e.g. "Audit exports <admin@example.com>".
+    #[arg(long, value_name = "USER_ID")]
+    pub user_id: String,
+    /// Where the key goes: NAME.pub.asc and NAME.sec.asc (existing files are never replaced).
+    #[arg(long, value_name = "NAME")]
+    pub out: PathBuf,
+    /// RSA key size (Google needs RSA).
+    #[arg(long, default_value = "3072", value_parser = ["3072", "4096"])]
+    pub bits: String,
+    /// Name of the environment variable holding the passphrase that protects the secret key
+    /// (never the passphrase itself).
+    #[arg(long, value_name = "VAR", default_value = "AUDIT_PGP_PASSPHRASE")]
+    pub passphrase_env: String,
+    /// Leave the secret key without a passphrase (anyone who reads the file can decrypt the
+    /// exports).
+    #[arg(long)]
+    pub no_passphrase: bool,
 }
 
 /// `--state-dir` (of `runs`).

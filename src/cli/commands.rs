@@ -1,10 +1,10 @@
-//! The subcommands other than `run`: `validate`, `schema`, `runs`, `verify`, `decrypt`, `sim`,
+//! The subcommands other than `run`: `validate`, `schema`, `runs`, `verify`, `decrypt`, `keygen`, `sim`,
 //! `completions`, `man`.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::args::{DecryptArgs, RunsCommand, SimArgs, SimTiming};
+use super::args::{DecryptArgs, KeygenArgs, RunsCommand, SimArgs, SimTiming};
 use super::error::CliError;
 use crate::events::RunStatus;
 use crate::report::decrypt::DecryptReport;
@@ -350,4 +350,45 @@ fn print_sim_banner(handle: &crate::sim::SimHandle, timing: SimTiming, scale: f6
     for (k, v) in handle.env() {
         crate::outln!("export {k}='{v}'");
     }
+}
+
+/// `auditflow keygen`: an RSA key pair for Google exports, the fingerprint, and what to run next.
+pub(super) fn keygen(a: &KeygenArgs) -> Result<(), CliError> {
+    use crate::openpgp::generate::{refuse_existing, rsa_key, write_key_files, KeygenError};
+    let passphrase = if a.no_passphrase {
+        None
+    } else {
+        match std::env::var(&a.passphrase_env) {
+            Ok(p) if !p.is_empty() => Some(p),
+            _ => {
+                return Err(CliError::Invalid(format!(
+                    "the environment variable {} is empty or not set: set it to the passphrase \
+                     that will protect the secret key (or pass --no-passphrase to leave the key \
+                     unprotected)",
+                    a.passphrase_env
+                )))
+            }
+        }
+    };
+    let fail = |e: KeygenError| match e {
+        KeygenError::Exists { .. } => CliError::Invalid(e.to_string()),
+        _ => CliError::Failed(e.to_string()),
+    };
+    refuse_existing(&a.out).map_err(fail)?;
+    let bits = a.bits.parse().unwrap_or(3072);
+    crate::errln!("generating an RSA-{bits} key (this takes a few seconds)...");
+    let key = rsa_key(&a.user_id, bits, passphrase.as_deref()).map_err(fail)?;
+    let files = write_key_files(&key, &a.out).map_err(fail)?;
+    crate::outln!("fingerprint: {}", files.fingerprint);
+    crate::outln!("public key:  {} (upload this one)", files.public.display());
+    crate::outln!(
+        "secret key:  {} (mode 0600; keep it safe, it decrypts the exports)",
+        files.secret.display()
+    );
+    crate::outln!(
+        "next: auditflow run workflows/google/upload-public-key.yaml -i domain=YOUR_DOMAIN -i public_key_file={} -i private_key_file={}",
+        files.public.display(),
+        files.secret.display()
+    );
+    Ok(())
 }

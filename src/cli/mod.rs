@@ -1,4 +1,4 @@
-//! The command line: `run`, `validate`, `schema`, `runs`, `sim`, `decrypt`, `verify`, `demo`.
+//! The command line: `run`, `validate`, `schema`, `runs`, `sim`, `decrypt`, `keygen`, `verify`, `demo`.
 //!
 //! Every command returns `Result<(), CliError>`; [`main`] prints the outcome once
 //! ([`conclude`]) and exits once with [`CliError::exit_code`].
@@ -13,7 +13,9 @@ mod commands;
 mod error;
 mod run;
 
-pub use args::{Cli, Command, DecryptArgs, LogFormat, RunArgs, RunsCommand, SimArgs, StateDirArg};
+pub use args::{
+    Cli, Command, DecryptArgs, KeygenArgs, LogFormat, RunArgs, RunsCommand, SimArgs, StateDirArg,
+};
 pub use commands::schema_json;
 pub use error::{conclude, exit, CliError};
 pub use run::{run, run_workflow};
@@ -45,8 +47,12 @@ fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // The platform verifier logs every refused certificate as an error; the step's own
         // message says more (fingerprint, how to pin), so that line is left out by default.
+        // rPGP warns that a key it has just generated and passphrase-protected re-encodes
+        // with a different packet length (it writes the right one): noise for `keygen`.
         .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("warn,rustls_platform_verifier=off")
+            tracing_subscriber::EnvFilter::new(
+                "warn,rustls_platform_verifier=off,pgp::packet::packet_sum=error",
+            )
         });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -76,6 +82,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         }
         Command::Man { dir } => commands::man(&dir),
         Command::Decrypt(a) => commands::decrypt(a).await,
+        Command::Keygen(a) => commands::keygen(&a),
         Command::Demo { out } => match crate::demo::run(&out, ctrl_c_token()).await {
             exit::OK => Ok(()),
             // The demo printed what failed.

@@ -74,6 +74,7 @@ const CUSTOM: &[(&str, HelperFn)] = &[
     ("pluck", h_pluck),
     ("basename", h_basename),
     ("gcs_media_urls", h_gcs_media_urls),
+    ("openpgp_public_key", h_openpgp_public_key),
 ];
 
 /// What a helper parameter accepts. Checked at compile time when the argument is a literal,
@@ -176,6 +177,10 @@ pub(super) fn signature(name: &str) -> Option<Signature> {
         "pluck" => fixed(const { &[p("LIST", List), p("KEY", Text)] }),
         "basename" => fixed(const { &[p("PATH", Any)] }),
         "gcs_media_urls" => fixed(const { &[p("BASE", Text), p("FILES", List)] }),
+        "openpgp_public_key" => Signature {
+            hash: const { &[p("private_key", Text), p("passphrase", Text)] },
+            ..fixed(const { &[p("PATH", Text)] })
+        },
         _ => return None,
     })
 }
@@ -526,6 +531,19 @@ impl Args<'_, '_> {
         }
     }
 
+    /// A text hash option; absent or empty is `None`.
+    fn hash_text(&self, key: &str) -> Result<Option<String>, Fail> {
+        match self.h.hash_get(key).map(handlebars::PathAndJson::value) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => fail(format!(
+                "option `{key}` must be a string, got {}",
+                type_name(other)
+            )),
+        }
+    }
+
     fn hash_bool(&self, key: &str) -> Result<bool, Fail> {
         match self.h.hash_get(key) {
             None => Ok(false),
@@ -776,6 +794,23 @@ fn h_file(a: &Args<'_, '_>) -> Result<Value, Fail> {
     let name = a.string(0)?;
     let path = resolve_file(a.ctx.data(), &name);
     read_limited(&path).map(Value::String).map_err(Fail::Msg)
+}
+
+/// The upload-key preflight: the armored public key at PATH, after checking it is one Google
+/// takes (RSA, encryption-capable, not expired or revoked) and, with `private_key=`, that
+/// the private key matches it and `passphrase=` unlocks it (see [`crate::openpgp::check`]).
+fn h_openpgp_public_key(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    use crate::openpgp::check::{check_public_key, PrivateKey};
+    let path = resolve_file(a.ctx.data(), &a.string(0)?);
+    let private = a.hash_text("private_key")?.map(PathBuf::from);
+    let passphrase = a.hash_text("passphrase")?;
+    let private = private.as_deref().map(|p| PrivateKey {
+        path: p,
+        passphrase: passphrase.as_deref(),
+    });
+    check_public_key(&path, private, std::time::SystemTime::now())
+        .map(|key| Value::String(key.armored))
+        .map_err(|e| Fail::Msg(e.to_string()))
 }
 
 /// Relative paths resolve against the working directory, like every path auditflow reads

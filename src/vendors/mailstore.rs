@@ -6,6 +6,9 @@
 //! until the code changes. Log chunks go line by line to [`Observer::log`], `percentProgress`
 //! to [`Observer::progress`]; the final answer carries the whole log in `logOutput`.
 //!
+//! Before the first invoke on a connection, `get-metadata` is read once and every invoke's
+//! function and argument names are checked against it (see [`metadata`]).
+//!
 //! A failing `get-status` is retried here (a few times, short backoff, `Retry-After` honoured),
 //! never by invoking the function again: functions are not idempotent.
 #![allow(missing_docs)]
@@ -27,6 +30,8 @@ use super::{
 };
 use crate::secrets::Secrets;
 
+mod metadata;
+
 const VENDOR: VendorKind = VendorKind::MailStore;
 
 /// Tries of one `get-status` poll before giving up on following the process.
@@ -44,6 +49,8 @@ const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Basic auth of a MailStore connection.
 pub struct Auth {
     header: String,
+    /// The server's functions, read at the first invoke of the run on this connection.
+    functions: metadata::FunctionCheck,
 }
 
 impl Auth {
@@ -51,6 +58,7 @@ impl Auth {
         match &settings.credentials {
             Credentials::Basic { username, password } => Ok(Auth {
                 header: basic_header(username, password, secrets),
+                functions: metadata::FunctionCheck::default(),
             }),
             other => Err(VendorError::Config {
                 vendor: VENDOR,
@@ -252,6 +260,15 @@ pub(super) async fn send(
         .and_then(|mut s| s.next_back())
         .unwrap_or("")
         .to_string();
+    if req.url.path().contains("/api/invoke/") {
+        let args: Vec<&str> = match &req.body {
+            Body::Form(pairs) => pairs.iter().map(|(k, _)| k.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        auth.functions
+            .check(ctx, &auth.header, &req.url, &function, &args, cancel)
+            .await?;
+    }
     let out = outgoing(
         req.url.clone(),
         &req.headers,

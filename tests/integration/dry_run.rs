@@ -56,7 +56,9 @@ fn env(addr: &str, dir: &Dir) -> Vec<(String, String)> {
 /// Each shipped workflow with the inputs it requires, and a placeholder its dry run must show
 /// (None: nothing it renders comes from a response).
 fn shipped(dir: &Dir) -> Vec<(&'static str, Vec<String>, Option<&'static str>)> {
-    let key = dir.write("public.asc", "-----BEGIN PGP PUBLIC KEY BLOCK-----\n");
+    // A real public key: the upload workflow checks it even in a dry run.
+    let public = std::fs::read_to_string(&crate::common::key().1).unwrap();
+    let key = dir.write("public.asc", &public);
     let g = |more: &[&str]| {
         let mut v = vec!["domain=example.com".to_string()];
         v.extend(more.iter().map(std::string::ToString::to_string));

@@ -114,9 +114,8 @@ async fn sign_in_page_fails_google_list_exports() {
 
 #[tokio::test]
 async fn sign_in_page_fails_google_upload_public_key() {
-    let key = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(key.path(), "-----BEGIN PGP PUBLIC KEY BLOCK-----\n").unwrap();
-    let key_path = key.path().display().to_string();
+    // A real public key: the upload preflight refuses anything else before sending.
+    let key_path = crate::common::key().1.display().to_string();
     sign_in_case(
         "google/upload-public-key.yaml",
         "/a/feeds/compliance/audit/publickey/example.com",

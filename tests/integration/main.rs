@@ -25,6 +25,7 @@ mod loop_scale;
 mod nightly;
 mod origins;
 mod outputs;
+mod preflight;
 mod progress;
 mod quota;
 mod runtime_cases;

@@ -1,5 +1,9 @@
 //! Loading a secret key file: parsing, unlocking with the passphrase, matching recipients.
 use super::*;
+use crate::openpgp::{
+    hex_upper, key_id_hex, parse_secret_keys, primary_for_encryption, read_key_file,
+    subkey_for_encryption, unlock_state, Lock, ReadKeyError,
+};
 
 /// The secret key(s) of a key file, with passphrase protection removed in memory, ready to
 /// decrypt. A file may hold several transferable secret keys (`gpg --export-secret-keys`
@@ -36,22 +40,16 @@ impl DecryptionKey {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io_err)?;
-        let mut bytes = Vec::new();
-        file.take(MAX_KEY_FILE + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io_err)?;
-        let parsed = if bytes.len() as u64 > MAX_KEY_FILE {
-            Err(key_file(
+        let mut bytes = read_key_file(path).map_err(|e| match e {
+            ReadKeyError::Io(source) => io_err(source),
+            ReadKeyError::TooLarge => key_file(
                 "the file is larger than 4 MiB, which no secret key is; is this the right file?",
-            ))
-        } else if bytes.iter().all(u8::is_ascii_whitespace) {
-            Err(key_file(
+            ),
+            ReadKeyError::Empty => key_file(
                 "the file is empty; export the key with `gpg --export-secret-keys --armor`",
-            ))
-        } else {
-            parse_secret_keys(&bytes).map_err(|message| key_file(&message))
-        };
+            ),
+        })?;
+        let parsed = parse_secret_keys(&bytes).map_err(|message| key_file(&message));
         // Best effort: do not leave an unprotected key's bytes in freed memory.
         bytes.fill(0);
         std::hint::black_box(&bytes);
@@ -189,49 +187,6 @@ impl DecryptionKey {
     }
 }
 
-pub(super) fn for_encryption(signatures: &[pgp::packet::Signature]) -> bool {
-    signatures.iter().any(|sig| {
-        let flags = sig.key_flags();
-        flags.encrypt_comms() || flags.encrypt_storage()
-    })
-}
-
-pub(super) fn primary_for_encryption(key: &SignedSecretKey) -> bool {
-    for_encryption(&key.details.direct_signatures)
-        || key
-            .details
-            .users
-            .iter()
-            .any(|user| for_encryption(&user.signatures))
-}
-
-pub(super) fn subkey_for_encryption(sub: &pgp::composed::SignedSecretSubKey) -> bool {
-    for_encryption(&sub.signatures)
-}
-
-/// Whether a secret (sub)key's material is usable as is, locked by a passphrase, or absent.
-pub(super) enum Lock {
-    Plain,
-    Locked,
-    Stub,
-}
-
-pub(super) fn unlock_state(params: &SecretParams) -> Lock {
-    match params {
-        SecretParams::Plain(_) => Lock::Plain,
-        SecretParams::Encrypted(enc) => match enc.string_to_key_params() {
-            S2kParams::Cfb { s2k, .. }
-            | S2kParams::MalleableCfb { s2k, .. }
-            | S2kParams::Aead { s2k, .. }
-                if matches!(s2k, StringToKey::Private { .. }) =>
-            {
-                Lock::Stub
-            }
-            _ => Lock::Locked,
-        },
-    }
-}
-
 /// Removes the passphrase protection of components, keeping count.
 pub(super) struct Unlocker<'a> {
     pub(super) path: &'a Path,
@@ -278,51 +233,6 @@ impl Unlocker<'_> {
         }
         Ok(())
     }
-}
-
-/// Parses the transferable secret keys in a file, armored or binary; the error text never
-/// quotes the file.
-pub(super) fn parse_secret_keys(bytes: &[u8]) -> Result<Vec<SignedSecretKey>, String> {
-    let mut keys = Vec::new();
-    let mut failed = false;
-    match SignedSecretKey::from_reader_many_buf(bytes) {
-        Ok((iter, _headers)) => {
-            for key in iter {
-                match key {
-                    Ok(key) => keys.push(key),
-                    Err(_) => failed = true,
-                }
-            }
-        }
-        Err(_) => failed = true,
-    }
-    if !keys.is_empty() {
-        if failed {
-            tracing::warn!("some keys in the secret key file could not be parsed and are ignored");
-        }
-        return Ok(keys);
-    }
-    if SignedPublicKey::from_reader_single_buf(bytes).is_ok() {
-        Err(
-            "it holds a public key only; decryption needs the secret key (export it with \
-             `gpg --export-secret-keys --armor KEYID`)"
-                .to_string(),
-        )
-    } else {
-        Err(
-            "it is not an OpenPGP secret key (expected an armored \"PGP PRIVATE KEY BLOCK\" or \
-             the binary output of `gpg --export-secret-keys`)"
-                .to_string(),
-        )
-    }
-}
-
-pub(super) fn hex_upper(bytes: &[u8]) -> String {
-    crate::durable::to_hex(bytes).to_ascii_uppercase()
-}
-
-pub(super) fn key_id_hex(key: &dyn KeyDetails) -> String {
-    hex_upper(key.legacy_key_id().as_ref())
 }
 
 pub(super) fn recipient_hex(pkesk: &PublicKeyEncryptedSessionKey) -> String {

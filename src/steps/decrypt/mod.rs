@@ -71,19 +71,13 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 
 use pgp::armor::{BlockType, Dearmor, DearmorOptions};
-use pgp::composed::{
-    DecryptionOptions, Deserializable, Edata, Esk, Message, PlainSessionKey, SignedPublicKey,
-    SignedSecretKey,
-};
+use pgp::composed::{DecryptionOptions, Edata, Esk, Message, PlainSessionKey, SignedSecretKey};
 use pgp::packet::PublicKeyEncryptedSessionKey;
 use pgp::types::{
-    DecryptionKey as PgpDecryptionKey, EskType, KeyDetails, Password, PkeskVersion, S2kParams,
-    SecretParams, Seipdv1ReadMode, StringToKey,
+    DecryptionKey as PgpDecryptionKey, EskType, Password, PkeskVersion, Seipdv1ReadMode,
 };
 use sha2::{Digest, Sha256};
 
-/// Largest secret key file we are willing to read (a transferable secret key is a few KB).
-const MAX_KEY_FILE: u64 = 4 * 1024 * 1024;
 /// Read buffer for the encrypted input.
 const INPUT_BUFFER: usize = 64 * 1024;
 /// Plaintext is handed to the helper thread in chunks of this size.
