@@ -4,6 +4,7 @@
 //! `for_each` (loops and shards), `active_run` (the run's shared state), `failure` (why
 //! steps stop). Vendor connections are built by `vendors::build`.
 mod active_run;
+mod cursors;
 mod dry_run;
 mod failure;
 mod for_each;
@@ -11,6 +12,7 @@ mod inputs;
 mod label;
 mod loop_reads;
 mod pipeline;
+mod repeat;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -211,6 +213,8 @@ pub(crate) async fn run(
         )),
         terminal: Default::default(),
         loop_reads: Default::default(),
+        state_dir: opts.state.clone().filter(|_| !opts.dry_run),
+        more_data: Default::default(),
     });
     let scope = Scope {
         workflow: plan.workflow.clone(),
@@ -220,6 +224,7 @@ pub(crate) async fn run(
         prefix: String::new(),
         label_prefix: String::new(),
         in_loop: false,
+        cursors: Default::default(),
     };
     let result = run_workflow(&run, scope).await;
     let (status, outputs, mut error) = match result {
@@ -241,6 +246,8 @@ pub(crate) async fn run(
             status = RunStatus::Failed;
             error = Some(e.to_string());
         } else if let Err(e) = end_terminal(&run, st, status) {
+            error = Some(e.to_string());
+        } else if let Err(e) = release_more_data(&run, st, status) {
             error = Some(e.to_string());
         }
     }
@@ -279,9 +286,23 @@ fn end_terminal(
     Ok(())
 }
 
+/// A run that stopped at a `repeat`'s `max_iterations` is not resumed: the next run starts
+/// new from the cursors (replaying this run's iterations would only cost time).
+fn release_more_data(
+    run: &ActiveRun,
+    st: &state::RunState,
+    status: RunStatus,
+) -> Result<(), StateError> {
+    if status == RunStatus::Pending && run.more_data.load(std::sync::atomic::Ordering::SeqCst) {
+        st.release()?;
+    }
+    Ok(())
+}
+
 /// Runs a file's steps, then renders its `outputs`.
 async fn run_workflow(run: &Arc<ActiveRun>, mut scope: Scope) -> Result<Value, StopReason> {
     let workflow = scope.workflow.clone();
+    scope.cursors = cursors::load(run, &scope).map_err(|e| StopReason::Failed(e.into()))?;
     run_steps(run, &workflow.steps, &mut scope).await?;
     let ctx = scope.ctx(run);
     let mut out = Map::new();
@@ -519,7 +540,9 @@ fn step_deadline(step: &PlannedStep, default: Option<Dur>, before: Duration) -> 
                 .unwrap_or(poll::DEFAULT_POLL_TIMEOUT)
                 .saturating_sub(before),
         ),
-        StepKind::ForEach | StepKind::Uses => step.timeout.map(super::workflow::duration::Dur::get),
+        StepKind::ForEach | StepKind::Uses | StepKind::Repeat | StepKind::SetCursor => {
+            step.timeout.map(super::workflow::duration::Dur::get)
+        }
         StepKind::Call | StepKind::Download | StepKind::Decrypt => step
             .timeout
             .or(default)
@@ -609,6 +632,8 @@ async fn execute(
         )),
         Action::ForEach(spec) => Ok((for_each(run, step, spec, scope, ctx, env).await?, 1)),
         Action::Uses(uses) => Ok((run_uses(run, uses, scope, ctx, env).await?, 1)),
+        Action::SetCursor(spec) => Ok((cursors::set_cursor(run, spec, scope, ctx, env).await?, 1)),
+        Action::Repeat(spec) => Ok((repeat::repeat(run, step, spec, scope, env).await?, 1)),
     }
 }
 
@@ -643,6 +668,7 @@ async fn run_uses(
             None => String::new(),
         },
         in_loop: scope.in_loop,
+        cursors: Default::default(),
     };
     match run_workflow(run, sub).await {
         Ok(outputs) => Ok(json!({ "outputs": outputs })),

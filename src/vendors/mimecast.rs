@@ -492,6 +492,14 @@ fn finish(
         }
         return Err(err);
     }
+    if let Some(body) = file_answer(&raw)? {
+        return Ok(Response {
+            status: raw.status,
+            headers: raw.headers,
+            body,
+            request_id,
+        });
+    }
     let body = raw.parse_declared(VENDOR)?;
     if let Some((codes, message, retryable)) = mimecast_fail(&body) {
         return Err(VendorError::Vendor {
@@ -511,6 +519,27 @@ fn finish(
         body,
         request_id,
     })
+}
+
+/// A file answer (`Content-Disposition: attachment`, as `get-siem-logs` sends each log
+/// file): its text, which a `call` step saves as it came. Only text files are accepted
+/// (a call holds its answer as text); a compressed one is refused with what to ask for.
+fn file_answer(raw: &RawResponse) -> Result<Option<Value>, VendorError> {
+    let attachment = raw.header("content-disposition").is_some_and(|cd| {
+        cd.trim_start()
+            .get(..10)
+            .is_some_and(|d| d.eq_ignore_ascii_case("attachment"))
+    });
+    if !attachment {
+        return Ok(None);
+    }
+    match std::str::from_utf8(&raw.bytes) {
+        Ok(text) => Ok(Some(Value::String(text.to_string()))),
+        Err(_) => Err(raw.unexpected(
+            VENDOR,
+            "a text file (this answer is binary, e.g. compressed: ask for `compress: false`)",
+        )),
+    }
 }
 
 /// The JSON object of a request body for paging (`{"data":[]}` for an empty body), or None

@@ -1,0 +1,83 @@
+//! `repeat` loops: the body runs again until `until` holds, at most `max_iterations` times in
+//! one process. Iterations are journaled like `for_each` ones (`loop[3].get`); a resumed run
+//! replays the iterations an earlier process finished without counting them. Only the last
+//! iteration's outputs are held, so a chain of thousands of files costs the memory of one.
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::active_run::{ActiveRun, Scope};
+use super::failure::{ActionError, StopReason};
+use super::run_steps;
+use crate::steps::{StepEnv, StepError};
+use crate::template::Template;
+use crate::workflow::plan::{PlannedStep, RepeatPlan};
+
+/// Runs the body until `until` holds. Reaching `max_iterations` first ends the run pending
+/// (exit 75): more data remains, and the next run continues from the cursors.
+pub(super) async fn repeat(
+    run: &Arc<ActiveRun>,
+    step: &PlannedStep,
+    spec: &RepeatPlan,
+    scope: &Scope,
+    env: &StepEnv<'_>,
+) -> Result<Value, ActionError> {
+    let until = Template::compile(&spec.until).map_err(|e| StepError::template("repeat.until", e))?;
+    let shown = scope.label(&step.id);
+    let shown = shown.as_deref().unwrap_or(env.step).to_string();
+    let mut fresh = 0u32;
+    let mut index = 0usize;
+    loop {
+        let mut sub = scope.clone();
+        sub.prefix = format!("{}[{index}].", env.step);
+        sub.label_prefix = format!("{shown}[{index}].");
+        let replayed = recorded(run, &spec.steps, &sub.prefix);
+        if !replayed {
+            fresh += 1;
+        }
+        run_steps(run, &spec.steps, &mut sub)
+            .await
+            .map_err(stopped)?;
+        let done = until
+            .render_bool(&sub.ctx(run))
+            .map_err(|e| StepError::template("repeat.until", e))?;
+        // A dry run shows one iteration: its answers are placeholders.
+        if done || run.dry_run {
+            return Ok(json!({"iterations": index + 1, "done": done}));
+        }
+        if fresh >= spec.max_iterations {
+            run.more_data.store(true, Ordering::SeqCst);
+            return Err(StepError::Pending {
+                waiting_for: format!(
+                    "more data remains: `{}` ran max_iterations ({}) iterations and `until` does not hold yet; the next run continues from the cursors",
+                    env.step, spec.max_iterations
+                ),
+                polls: 0,
+            }
+            .into());
+        }
+        index += 1;
+    }
+}
+
+/// Whether an earlier process of this run finished every step of the iteration at `prefix`
+/// (it is replayed, and does not count against `max_iterations`).
+fn recorded(run: &ActiveRun, steps: &[PlannedStep], prefix: &str) -> bool {
+    steps
+        .iter()
+        .all(|s| run.replayable(&format!("{prefix}{}", s.id)).is_some())
+}
+
+/// An iteration's stop as the loop step's error.
+fn stopped(reason: StopReason) -> ActionError {
+    match reason {
+        StopReason::Failed(f) => ActionError::Iteration(Box::new(f)),
+        StopReason::Pending(waiting_for) => StepError::Pending {
+            waiting_for,
+            polls: 0,
+        }
+        .into(),
+        StopReason::Cancelled => StepError::Cancelled.into(),
+    }
+}
