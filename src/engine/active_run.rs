@@ -249,6 +249,9 @@ pub(super) struct Scope {
     pub(super) in_loop: bool,
     /// The cursors of the file (shared by its loops' iterations).
     pub(super) cursors: Arc<super::cursors::CursorSet>,
+    /// Steps an earlier process finished are replayed from the journal (false inside a
+    /// `repeat` iteration that runs again from the cursors).
+    pub(super) replay: bool,
 }
 
 impl Scope {

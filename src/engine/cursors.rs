@@ -90,20 +90,24 @@ pub(super) fn load(run: &ActiveRun, scope: &Scope) -> Result<Arc<CursorSet>, Cur
         return Ok(Arc::default());
     }
     let ctx = scope.ctx(run);
-    let render = |name: &str, field: &'static str, src: &Option<String>| match src {
-        None => Ok(String::new()),
-        Some(s) => Template::compile(s)
-            .and_then(|t| t.render_string(&ctx))
-            .map(|v| v.trim().to_string())
-            .map_err(|source| CursorError::Template {
-                name: name.to_string(),
-                field,
-                source,
-            }),
+    let failed = |name: &str, field: &'static str| {
+        let name = name.to_string();
+        move |source| CursorError::Template {
+            name,
+            field,
+            source,
+        }
     };
     let mut entries = BTreeMap::new();
     for (name, spec) in &wf.cursors {
-        let key = render(name, "key", &spec.key)?;
+        let key = match &spec.key {
+            None => String::new(),
+            Some(k) => Template::compile(k)
+                .and_then(|t| t.render_string(&ctx))
+                .map_err(failed(name, "key"))?
+                .trim()
+                .to_string(),
+        };
         let stored = match &run.state_dir {
             Some(dir) => dir
                 .read_cursor(CursorId {
@@ -117,9 +121,10 @@ pub(super) fn load(run: &ActiveRun, scope: &Scope) -> Result<Arc<CursorSet>, Cur
                 })?,
             None => None,
         };
-        let value = match stored {
-            Some(s) => s.value,
-            None => Value::String(render(name, "initial", &spec.initial)?),
+        let value = match (stored, &spec.initial) {
+            (Some(s), _) => s.value,
+            (None, Some(initial)) => render_deep(initial, &ctx).map_err(failed(name, "initial"))?,
+            (None, None) => Value::String(String::new()),
         };
         entries.insert(name.clone(), Entry { key, value });
     }

@@ -225,6 +225,7 @@ pub(crate) async fn run(
         label_prefix: String::new(),
         in_loop: false,
         cursors: Default::default(),
+        replay: true,
     };
     let result = run_workflow(&run, scope).await;
     let (status, outputs, mut error) = match result {
@@ -335,9 +336,10 @@ fn run_steps<'a>(
             let step = &steps[i];
             let pair = steps.get(i + 1).and_then(|next| pipelined(step, next));
             // A download an earlier process finished is replayed; its decrypt then runs alone.
-            let dl_recorded = run
-                .replayable(&format!("{}{}", scope.prefix, step.id))
-                .is_some();
+            let dl_recorded = scope.replay
+                && run
+                    .replayable(&format!("{}{}", scope.prefix, step.id))
+                    .is_some();
             // A dry run shows the download and the decrypt as two steps.
             if let Some(pair) = pair.filter(|_| !dl_recorded && !run.dry_run) {
                 let (dl_id, dec_id) = (pair.dl.id.clone(), pair.dec.id.clone());
@@ -367,7 +369,11 @@ async fn run_step(
     let label = scope.label(&step.id);
     let at = (path.as_str(), label.as_deref());
     let name = active_run::step_name(run, step, scope);
-    if let Some(outputs) = run.replayed(at, step, &name) {
+    if let Some(outputs) = scope
+        .replay
+        .then(|| run.replayed(at, step, &name))
+        .flatten()
+    {
         return Ok(outputs);
     }
     let kind = step.kind();
@@ -669,6 +675,7 @@ async fn run_uses(
         },
         in_loop: scope.in_loop,
         cursors: Default::default(),
+        replay: scope.replay,
     };
     match run_workflow(run, sub).await {
         Ok(outputs) => Ok(json!({ "outputs": outputs })),

@@ -1,6 +1,8 @@
 //! `repeat` loops: the body runs again until `until` holds, at most `max_iterations` times in
 //! one process. Iterations are journaled like `for_each` ones (`loop[3].get`); a resumed run
-//! replays the iterations an earlier process finished without counting them. Only the last
+//! replays what an earlier process finished without counting it, up to the first step that
+//! must run again; from there on everything runs again from the cursors (files already saved
+//! are kept, not fetched again). Only the last
 //! iteration's outputs are held, so a chain of thousands of files costs the memory of one.
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,22 +25,23 @@ pub(super) async fn repeat(
     scope: &Scope,
     env: &StepEnv<'_>,
 ) -> Result<Value, ActionError> {
-    let until = Template::compile(&spec.until).map_err(|e| StepError::template("repeat.until", e))?;
+    let until =
+        Template::compile(&spec.until).map_err(|e| StepError::template("repeat.until", e))?;
     let shown = scope.label(&step.id);
     let shown = shown.as_deref().unwrap_or(env.step).to_string();
     let mut fresh = 0u32;
     let mut index = 0usize;
+    let mut replaying = scope.replay;
     loop {
         let mut sub = scope.clone();
         sub.prefix = format!("{}[{index}].", env.step);
         sub.label_prefix = format!("{shown}[{index}].");
-        let replayed = recorded(run, &spec.steps, &sub.prefix);
-        if !replayed {
+        sub.replay = replaying;
+        iteration(run, &spec.steps, &mut sub).await?;
+        if !sub.replay {
             fresh += 1;
         }
-        run_steps(run, &spec.steps, &mut sub)
-            .await
-            .map_err(stopped)?;
+        replaying = sub.replay;
         let done = until
             .render_bool(&sub.ctx(run))
             .map_err(|e| StepError::template("repeat.until", e))?;
@@ -61,12 +64,28 @@ pub(super) async fn repeat(
     }
 }
 
-/// Whether an earlier process of this run finished every step of the iteration at `prefix`
-/// (it is replayed, and does not count against `max_iterations`).
-fn recorded(run: &ActiveRun, steps: &[PlannedStep], prefix: &str) -> bool {
-    steps
-        .iter()
-        .all(|s| run.replayable(&format!("{prefix}{}", s.id)).is_some())
+/// Runs one iteration's steps in order. Steps an earlier process finished are replayed up to
+/// the first one that runs again; from there on nothing is replayed (`sub.replay` turns
+/// false), as a request sent again may get another answer than the one recorded, and what
+/// follows must be built on the new one. Files already saved are still kept, not fetched again.
+async fn iteration(
+    run: &Arc<ActiveRun>,
+    steps: &[PlannedStep],
+    sub: &mut Scope,
+) -> Result<(), ActionError> {
+    for step in steps {
+        let recorded = sub.replay
+            && run
+                .replayable(&format!("{}{}", sub.prefix, step.id))
+                .is_some();
+        run_steps(run, std::slice::from_ref(step), sub)
+            .await
+            .map_err(stopped)?;
+        if !recorded {
+            sub.replay = false;
+        }
+    }
+    Ok(())
 }
 
 /// An iteration's stop as the loop step's error.

@@ -153,7 +153,10 @@ mod tests {
         dir.write_cursor(id("MTA"), &serde_json::json!("abc"), "run-1")
             .unwrap();
         let got = dir.read_cursor(id("MTA")).unwrap().unwrap();
-        assert_eq!((got.value, got.run_id.as_str()), (serde_json::json!("abc"), "run-1"));
+        assert_eq!(
+            (got.value, got.run_id.as_str()),
+            (serde_json::json!("abc"), "run-1")
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

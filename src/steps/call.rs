@@ -612,14 +612,21 @@ fn disposition_filename(value: &str) -> Option<String> {
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim()))
         .collect();
-    let extended = params.iter().find(|(k, _)| k == "filename*").and_then(|(_, v)| {
-        let (charset, rest) = v.split_once('\'')?;
-        let (_, encoded) = rest.split_once('\'')?;
-        charset
-            .eq_ignore_ascii_case("utf-8")
-            .then(|| percent_encoding::percent_decode_str(encoded).decode_utf8().ok())?
-            .map(|c| c.into_owned())
-    });
+    let extended = params
+        .iter()
+        .find(|(k, _)| k == "filename*")
+        .and_then(|(_, v)| {
+            let (charset, rest) = v.split_once('\'')?;
+            let (_, encoded) = rest.split_once('\'')?;
+            charset
+                .eq_ignore_ascii_case("utf-8")
+                .then(|| {
+                    percent_encoding::percent_decode_str(encoded)
+                        .decode_utf8()
+                        .ok()
+                })?
+                .map(|c| c.into_owned())
+        });
     extended.or_else(|| {
         params
             .iter()

@@ -49,10 +49,11 @@ pub struct CursorSpec {
     /// What the position means (shown by `auditflow validate`).
     #[serde(default)]
     pub description: Option<String>,
-    /// The value before any run advanced it (template over `inputs`, `env` and `run`;
-    /// default empty), e.g. `{{ format_date (ago "6d") "%Y-%m-%d" }}`.
+    /// The value before any run advanced it (default empty): any YAML value whose strings
+    /// are templates over `inputs`, `env` and `run` (a whole-expression template keeps its
+    /// type), e.g. `{{ format_date (ago "6d") "%Y-%m-%d" }}` or `{type: MTA}`.
     #[serde(default)]
-    pub initial: Option<String>,
+    pub initial: Option<Value>,
     /// Keeps one position per rendered key (template over `inputs`, `env` and `run`), e.g.
     /// `{{ inputs.type }}`: runs for different event types do not share a position.
     #[serde(default)]

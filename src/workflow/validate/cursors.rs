@@ -1,5 +1,7 @@
 //! Validation of cursors: the `cursors:` map, `{{ cursors.NAME }}` reads, `set_cursor` and
 //! `repeat` steps (kept apart from `validate.rs`, which holds the other step kinds).
+use serde_json::Value;
+
 use super::super::diag::did_you_mean;
 use super::super::model::{RepeatSpec, SetCursorSpec};
 use super::{valid_ident, Scope, Validator};
@@ -22,21 +24,28 @@ impl Validator<'_> {
                 );
                 self.diags.push(d);
             }
-            for (field, value) in [("initial", &c.initial), ("key", &c.key)] {
-                if let Some(v) = value {
-                    self.template(&format!("{p}.{field}"), v, base);
-                    self.no_cursor_reads(&format!("{p}.{field}"), v);
-                }
+            if let Some(v) = &c.initial {
+                self.deep(&format!("{p}.initial"), v, base);
+                self.no_cursor_reads(&format!("{p}.initial"), v);
+            }
+            if let Some(k) = &c.key {
+                self.template(&format!("{p}.key"), k, base);
+                self.no_cursor_reads(&format!("{p}.key"), &Value::String(k.clone()));
             }
         }
     }
 
     /// `initial` and `key` are rendered before any cursor is read.
-    fn no_cursor_reads(&mut self, p: &str, src: &str) {
-        let Ok(t) = crate::template::Template::compile(src) else {
+    fn no_cursor_reads(&mut self, p: &str, v: &Value) {
+        let Ok(list) = crate::template::compile_deep(v) else {
             return;
         };
-        if t.variables().iter().any(|v| v.path[0] == "cursors") {
+        let reads = list.iter().any(|(_, t)| {
+            t.variables()
+                .iter()
+                .any(|var| var.path.first().is_some_and(|r| r == "cursors"))
+        });
+        if reads {
             self.err(
                 p,
                 "a cursor's `initial` and `key` cannot read `cursors` (they decide which value is read)"
