@@ -182,26 +182,33 @@ fn encode(body: &Body) -> Result<Vec<u8>, VendorError> {
     }
 }
 
-/// The request as sent (always POST), with the given auth headers.
+/// The request as sent, with the given auth headers: a POST with a JSON body, except an
+/// explicit GET (API 2.0 endpoints such as `/siem/v1/batch/events/cg`), sent without one.
 fn outgoing(
     ctx: &ConnectionParts<'_>,
     req: &Request,
     auth_headers: Vec<(&str, String)>,
 ) -> Result<Outgoing, VendorError> {
-    let mut out = Outgoing::new(
-        ::http::Method::POST,
-        req.url.clone(),
-        ctx.settings.request_timeout,
-    );
+    let get = req.method == ::http::Method::GET;
+    let method = if get {
+        ::http::Method::GET
+    } else {
+        ::http::Method::POST
+    };
+    let mut out = Outgoing::new(method, req.url.clone(), ctx.settings.request_timeout);
     out.extra_headers = req.headers.clone();
-    out.body = Some(Encoded {
-        content_type: Some("application/json".into()),
-        bytes: encode(&req.body)?,
-    });
+    if !get {
+        out.body = Some(Encoded {
+            content_type: Some("application/json".into()),
+            bytes: encode(&req.body)?,
+        });
+    }
     for (name, value) in auth_headers {
         out.set_header(name, value);
     }
-    out.set_header("Content-Type", "application/json");
+    if !get {
+        out.set_header("Content-Type", "application/json");
+    }
     out.set_header("Accept", "application/json");
     Ok(out)
 }

@@ -300,6 +300,10 @@ async fn batch_events_three_scheduled_runs_collect_every_file_once() {
         .unwrap()
         .contains("dateRangeStartsAt"));
     assert_eq!(saved(d.path(), "receipt"), ["a.gz", "b.gz", "c.gz", "d.gz"]);
+    assert!(api_script
+        .requests(listing)
+        .iter()
+        .all(|r| r.method == "GET" && r.body.is_empty()));
     // The bearer token went to the API host only, never to the pre-signed file host.
     assert!(api_script.requests(listing)[0].headers["authorization"].starts_with("Bearer "));
     for s in file_script.all() {
