@@ -625,7 +625,7 @@ fn disposition_filename(value: &str) -> Option<String> {
                         .decode_utf8()
                         .ok()
                 })?
-                .map(|c| c.into_owned())
+                .map(std::borrow::Cow::into_owned)
         });
     extended.or_else(|| {
         params
