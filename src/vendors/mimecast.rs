@@ -736,6 +736,23 @@ mod tests {
     }
 
     #[test]
+    fn a_text_file_answer_is_kept_as_text_and_a_binary_one_refused() {
+        let api = Url::parse("https://x.example/api/audit/get-siem-logs").unwrap();
+        let mut file = raw("application/octet-stream", "{\"data\":[]}\n");
+        file.headers.insert(
+            "content-disposition".into(),
+            "attachment; filename=\"a.json\"".into(),
+        );
+        let r = finish(file.clone(), None, true, &api).unwrap();
+        assert_eq!(r.body, Value::String("{\"data\":[]}\n".into()));
+        file.bytes = vec![0x50, 0x4b, 0x03, 0x04, 0xff, 0xfe];
+        let e = finish(file, None, true, &api).unwrap_err().to_string();
+        assert!(e.contains("compress: false"), "{e}");
+        // Without the attachment header an octet stream is not a Mimecast answer.
+        assert!(finish(raw("application/octet-stream", "x"), None, true, &api).is_err());
+    }
+
+    #[test]
     fn only_the_envelope_is_an_answer() {
         let api = Url::parse("https://x.example/api/audit/get-audit-events").unwrap();
         let ok = raw(

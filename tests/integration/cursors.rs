@@ -250,8 +250,11 @@ fn next_pages_sent(script: &Script) -> Vec<String> {
         .collect()
 }
 
+/// The files fetched, sorted (a page's files download concurrently).
 fn file_requests(file_script: &Script) -> Vec<String> {
-    file_script.all().iter().map(|s| s.path.clone()).collect()
+    let mut paths: Vec<String> = file_script.all().iter().map(|s| s.path.clone()).collect();
+    paths.sort();
+    paths
 }
 
 fn batch_env(api: &str) -> Vec<(&'static str, String)> {
@@ -418,5 +421,35 @@ steps:
     assert_eq!(
         froms,
         ["from=p0", "from=p1", "from=p2", "from=p3", "from=p4", "from=p4"]
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_value_holding_a_secret_is_refused_and_not_stored() {
+    let (base, _script) = serve(vec![("/x", vec![Reply::json(200, json!({"ok": true}))])]).await;
+    let d = Dir::new();
+    let src = format!(
+        r#"name: leaky
+inputs:
+  out_dir: {{default: out}}
+  password: {{secret: true, default: hunter2-very-secret}}
+cursors:
+  position: {{}}
+steps:
+  - id: get
+    call: {{url: "{base}/x"}}
+  - id: advance
+    set_cursor: {{name: position, value: "after-{{{{ inputs.password }}}}"}}
+"#
+    );
+    let path = d.write("leaky.yaml", &src).display().to_string();
+    let o = run(&path, d.path(), &[], &[]).await;
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("holds a secret"), "{err}");
+    assert!(!format!("{out}{err}").contains("hunter2"), "{out}\n{err}");
+    assert!(
+        !d.path().join("state/cursors").exists(),
+        "no cursor written"
     );
 }
