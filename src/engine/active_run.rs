@@ -43,6 +43,11 @@ pub(super) struct ActiveRun {
     pub(super) loop_reads: LoopReadsCache,
     /// The quota budgets calls spend from.
     pub(super) budgets: crate::state::budget::Budgets,
+    /// The state directory, where cursors are kept (None: nowhere, or a dry run).
+    pub(super) state_dir: Option<crate::state::StateDir>,
+    /// Set when a `repeat` stopped at `max_iterations` with data left: the run ends pending
+    /// but is not resumed (its cursors say where the next run continues).
+    pub(super) more_data: std::sync::atomic::AtomicBool,
 }
 
 impl ActiveRun {
@@ -256,6 +261,11 @@ pub(super) struct Scope {
     pub(super) label_prefix: String,
     /// Inside a `for_each` (only the outermost loops are sharded).
     pub(super) in_loop: bool,
+    /// The cursors of the file (shared by its loops' iterations).
+    pub(super) cursors: Arc<super::cursors::CursorSet>,
+    /// Steps an earlier process finished are replayed from the journal (false inside a
+    /// `repeat` iteration that runs again from the cursors).
+    pub(super) replay: bool,
 }
 
 impl Scope {
@@ -283,6 +293,9 @@ impl Scope {
                 crate::template::placeholder::DRY_RUN.into(),
                 Value::Bool(true),
             );
+        }
+        if let Some(c) = self.cursors.values() {
+            m.insert("cursors".into(), c);
         }
         if let Some((item, index)) = &self.item {
             m.insert("item".into(), item.clone());

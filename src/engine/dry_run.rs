@@ -14,12 +14,13 @@ pub(super) fn outputs(run: &ActiveRun, step: &PlannedStep, outputs: Value) -> Va
         return outputs;
     }
     match step.kind() {
-        StepKind::Uses => outputs,
+        StepKind::Uses | StepKind::SetCursor => outputs,
         StepKind::Call
         | StepKind::Poll
         | StepKind::Download
         | StepKind::Decrypt
-        | StepKind::ForEach => placeholder(&format!("steps.{}", step.id)),
+        | StepKind::ForEach
+        | StepKind::Repeat => placeholder(&format!("steps.{}", step.id)),
     }
 }
 

@@ -35,6 +35,9 @@ pub(super) enum WorkflowFailure {
     /// An entry of the workflow's `outputs` does not render.
     #[error("output `{name}`: {source}")]
     Output { name: String, source: TemplateError },
+    /// The file's cursors could not be read when it started.
+    #[error(transparent)]
+    Cursors(#[from] super::cursors::CursorError),
     /// A loop iteration not started because an earlier one failed.
     #[error("not started after an earlier failure (fail_fast)")]
     NotStarted,
@@ -51,6 +54,12 @@ pub(super) enum ActionError {
     /// A `uses` step's `with:` does not fit the callee's inputs.
     #[error("`uses: {target}`: {source}")]
     UsesInputs { target: String, source: InputError },
+    /// A `set_cursor` step could not write its cursor.
+    #[error(transparent)]
+    SetCursor(#[from] super::cursors::SetCursorError),
+    /// A step inside a `repeat` iteration failed; the text is that step's own.
+    #[error("{0}")]
+    Iteration(Box<WorkflowFailure>),
     /// The workflow a `uses` step runs failed; the text is the callee's own.
     #[error("{source}")]
     SubWorkflow {

@@ -4,6 +4,7 @@
 //! `for_each` (loops and shards), `active_run` (the run's shared state), `failure` (why
 //! steps stop). Vendor connections are built by `vendors::build`.
 mod active_run;
+mod cursors;
 mod dry_run;
 mod failure;
 mod for_each;
@@ -11,6 +12,7 @@ mod inputs;
 mod label;
 mod loop_reads;
 mod pipeline;
+mod repeat;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -228,6 +230,8 @@ pub(crate) async fn run(
         terminal: Default::default(),
         loop_reads: Default::default(),
         budgets,
+        state_dir: opts.state.clone().filter(|_| !opts.dry_run),
+        more_data: Default::default(),
     });
     let scope = Scope {
         workflow: plan.workflow.clone(),
@@ -237,6 +241,8 @@ pub(crate) async fn run(
         prefix: String::new(),
         label_prefix: String::new(),
         in_loop: false,
+        cursors: Default::default(),
+        replay: true,
     };
     let result = run_workflow(&run, scope).await;
     if !matches!(result, Err(StopReason::Pending(_))) {
@@ -261,6 +267,8 @@ pub(crate) async fn run(
             status = RunStatus::Failed;
             error = Some(e.to_string());
         } else if let Err(e) = end_terminal(&run, st, status) {
+            error = Some(e.to_string());
+        } else if let Err(e) = release_more_data(&run, st, status) {
             error = Some(e.to_string());
         }
     }
@@ -299,9 +307,23 @@ fn end_terminal(
     Ok(())
 }
 
+/// A run that stopped at a `repeat`'s `max_iterations` is not resumed: the next run starts
+/// new from the cursors (replaying this run's iterations would only cost time).
+fn release_more_data(
+    run: &ActiveRun,
+    st: &state::RunState,
+    status: RunStatus,
+) -> Result<(), StateError> {
+    if status == RunStatus::Pending && run.more_data.load(std::sync::atomic::Ordering::SeqCst) {
+        st.release()?;
+    }
+    Ok(())
+}
+
 /// Runs a file's steps, then renders its `outputs`.
 async fn run_workflow(run: &Arc<ActiveRun>, mut scope: Scope) -> Result<Value, StopReason> {
     let workflow = scope.workflow.clone();
+    scope.cursors = cursors::load(run, &scope).map_err(|e| StopReason::Failed(e.into()))?;
     run_steps(run, &workflow.steps, &mut scope).await?;
     let ctx = scope.ctx(run);
     let mut out = Map::new();
@@ -334,9 +356,10 @@ fn run_steps<'a>(
             let step = &steps[i];
             let pair = steps.get(i + 1).and_then(|next| pipelined(step, next));
             // A download an earlier process finished is replayed; its decrypt then runs alone.
-            let dl_recorded = run
-                .replayable(&format!("{}{}", scope.prefix, step.id))
-                .is_some();
+            let dl_recorded = scope.replay
+                && run
+                    .replayable(&format!("{}{}", scope.prefix, step.id))
+                    .is_some();
             // A dry run shows the download and the decrypt as two steps.
             if let Some(pair) = pair.filter(|_| !dl_recorded && !run.dry_run) {
                 let (dl_id, dec_id) = (pair.dl.id.clone(), pair.dec.id.clone());
@@ -366,7 +389,11 @@ async fn run_step(
     let label = scope.label(&step.id);
     let at = (path.as_str(), label.as_deref());
     let name = active_run::step_name(run, step, scope);
-    if let Some(outputs) = run.replayed(at, step, &name) {
+    if let Some(outputs) = scope
+        .replay
+        .then(|| run.replayed(at, step, &name))
+        .flatten()
+    {
         return Ok(outputs);
     }
     let kind = step.kind();
@@ -547,7 +574,9 @@ fn step_deadline(step: &PlannedStep, default: Option<Dur>, before: Duration) -> 
                 .unwrap_or(poll::DEFAULT_POLL_TIMEOUT)
                 .saturating_sub(before),
         ),
-        StepKind::ForEach | StepKind::Uses => step.timeout.map(super::workflow::duration::Dur::get),
+        StepKind::ForEach | StepKind::Uses | StepKind::Repeat | StepKind::SetCursor => {
+            step.timeout.map(super::workflow::duration::Dur::get)
+        }
         StepKind::Call | StepKind::Download | StepKind::Decrypt => step
             .timeout
             .or(default)
@@ -637,6 +666,8 @@ async fn execute(
         )),
         Action::ForEach(spec) => Ok((for_each(run, step, spec, scope, ctx, env).await?, 1)),
         Action::Uses(uses) => Ok((run_uses(run, uses, scope, ctx, env).await?, 1)),
+        Action::SetCursor(spec) => Ok((cursors::set_cursor(run, spec, scope, ctx, env).await?, 1)),
+        Action::Repeat(spec) => Ok((repeat::repeat(run, step, spec, scope, env).await?, 1)),
     }
 }
 
@@ -671,6 +702,8 @@ async fn run_uses(
             None => String::new(),
         },
         in_loop: scope.in_loop,
+        cursors: Default::default(),
+        replay: scope.replay,
     };
     let result = run_workflow(run, sub).await;
     if !matches!(result, Err(StopReason::Pending(_))) {

@@ -10,6 +10,7 @@
 //! ```
 //! <state-dir>/active/<key>.terminal     why the last run ended in a vendor's terminal failure
 //! <state-dir>/budgets/<name>/<key>.json  quota spent per window, units in flight ([`budget`])
+//! <state-dir>/cursors/...               positions kept between runs (see [`cursors`])
 //! A run stays active until it succeeds; `auditflow run` with the same workflow and inputs
 //! resumes it. `--fresh` abandons it and starts a new one. A run that ended in a vendor's
 //! terminal failure (an export ERROR) is not active either: resuming it would only poll the
@@ -25,6 +26,7 @@ use crate::durable::{private_options, sync_dir};
 use crate::events::RunStatus;
 
 pub(crate) mod budget;
+pub(crate) mod cursors;
 pub(crate) mod journal;
 pub(crate) mod keep;
 

@@ -26,6 +26,8 @@ pub struct RenderedCall {
     pub expect_content_type: Option<String>,
     /// `save_to`: where the parsed body is written as pretty JSON.
     pub save_to: Option<PathBuf>,
+    /// `save_to` when it reads `response`: rendered once the answer is in.
+    pub save_after: Option<String>,
     /// How the call pages (`paginate` as written).
     pub paginate: PageMode,
     /// `call.idempotent` as written (None: the vendor adapter decides).
@@ -228,9 +230,10 @@ pub fn render_call(
     } else {
         Body::Empty
     };
-    let save_to = match &spec.save_to {
-        Some(s) => Some(PathBuf::from(render_str("save_to", s, ctx)?)),
-        None => None,
+    let (save_to, save_after) = match &spec.save_to {
+        Some(s) if reads_response(s) => (None, Some(s.clone())),
+        Some(s) => (Some(PathBuf::from(render_str("save_to", s, ctx)?)), None),
+        None => (None, None),
     };
     let paginate = PageMode::of(spec.paginate.as_ref());
     let expect = spec.expect.clone().unwrap_or_default();
@@ -247,11 +250,21 @@ pub fn render_call(
         expect_content_type: expect.content_type,
         idempotent: spec.idempotent,
         save_to,
+        save_after,
         paginate,
         max_response: spec
             .max_response_size
             .map_or(crate::vendors::http::DEFAULT_MAX_RESPONSE, ByteSize::get),
         budget: spec.budget.clone(),
+    })
+}
+
+/// Whether a template reads `response` (it can only be rendered once the answer is in).
+fn reads_response(src: &str) -> bool {
+    Template::compile(src).is_ok_and(|t| {
+        t.variables()
+            .iter()
+            .any(|v| v.path.first().is_some_and(|r| r == "response"))
     })
 }
 
@@ -286,6 +299,8 @@ pub struct CallOutcome {
     pub truncated: bool,
     /// Every record of every page as one flat list ([`Connection::records`]).
     pub records: Vec<Value>,
+    /// The file name of a file answer (`Content-Disposition`), made safe.
+    pub filename: Option<String>,
 }
 
 impl CallOutcome {
@@ -298,6 +313,7 @@ impl CallOutcome {
             o.insert("items".into(), json!(self.count.items));
             o.insert("records".into(), Value::Array(self.records.clone()));
             o.insert("truncated".into(), json!(self.truncated));
+            o.insert("filename".into(), json!(self.filename));
         }
         v
     }
@@ -477,6 +493,7 @@ async fn execute_limited(
             count: ItemCount::default(),
             truncated: false,
             records: Vec::new(),
+            filename: None,
         });
     }
     // Before the request: a call whose answer cannot be saved is not sent, nor one over
@@ -512,8 +529,18 @@ async fn execute_limited(
         truncated,
     });
     check_expect(rc, &response, ctx)?;
-    if let Some(path) = &rc.save_to {
-        let (bytes, sha256) = save_json(path, &response.body)?;
+    let filename = attachment_name(&response)?;
+    let mut response = response;
+    if let Some(path) = save_path(rc, &response, filename.as_deref(), ctx, env)? {
+        let (bytes, sha256) = match (&filename, &response.body) {
+            // A file answer is saved as it came, and not kept in the outputs (or the journal).
+            (Some(_), Value::String(text)) => {
+                let saved = save_bytes(&path, text.as_bytes())?;
+                response.body = Value::Null;
+                saved
+            }
+            _ => save_json(&path, &response.body)?,
+        };
         env.emitter.emit(Event::Artifact {
             step: env.step.to_string(),
             artifact: Artifact {
@@ -528,6 +555,12 @@ async fn execute_limited(
                 finished_at: chrono::Utc::now().to_rfc3339(),
             },
         });
+        // The file is the run's own from here: a resumed run does not refuse to replace it.
+        if let Some(l) = env.ledger {
+            if let Err(e) = l.journal.flush().await {
+                env.emitter.warn(format!("step `{}`: {e}", env.step));
+            }
+        }
     }
     let records = conn.records(&response).into_iter().cloned().collect();
     Ok(CallOutcome {
@@ -537,6 +570,80 @@ async fn execute_limited(
         count,
         truncated,
         records,
+        filename,
+    })
+}
+
+/// Where the answer is saved: `save_to` as rendered before the request, or rendered now
+/// over `response` (then checked against the overwrite guard here). Empty: not saved.
+fn save_path(
+    rc: &RenderedCall,
+    response: &Response,
+    filename: Option<&str>,
+    ctx: &Value,
+    env: &StepEnv<'_>,
+) -> Result<Option<PathBuf>, StepError> {
+    if let Some(p) = &rc.save_to {
+        return Ok(Some(p.clone()));
+    }
+    let Some(src) = &rc.save_after else {
+        return Ok(None);
+    };
+    let mut full = with_response(ctx, response);
+    if let Some(r) = full.get_mut("response").and_then(Value::as_object_mut) {
+        r.insert("filename".into(), json!(filename));
+    }
+    let text = render_str("save_to", src, &full)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let path = PathBuf::from(text.trim());
+    super::overwrite::check(env, Some(path.as_path()))?;
+    Ok(Some(path))
+}
+
+/// The file name of a file answer (`Content-Disposition: attachment; filename="..."`, or
+/// `filename*=UTF-8''...`): its last path part, checked to be one plain file name.
+pub fn attachment_name(response: &Response) -> Result<Option<String>, StepError> {
+    let Some(cd) = response.headers.get("content-disposition") else {
+        return Ok(None);
+    };
+    let Some(raw) = disposition_filename(cd) else {
+        return Ok(None);
+    };
+    let last = raw.rsplit(['/', '\\']).next().unwrap_or_default().trim();
+    super::download::safe_join(std::path::Path::new(""), last)?;
+    Ok(Some(last.to_string()))
+}
+
+/// The `filename*` (RFC 5987, UTF-8) or `filename` parameter of a `Content-Disposition`.
+fn disposition_filename(value: &str) -> Option<String> {
+    let params: Vec<(String, &str)> = value
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim()))
+        .collect();
+    let extended = params
+        .iter()
+        .find(|(k, _)| k == "filename*")
+        .and_then(|(_, v)| {
+            let (charset, rest) = v.split_once('\'')?;
+            let (_, encoded) = rest.split_once('\'')?;
+            charset
+                .eq_ignore_ascii_case("utf-8")
+                .then(|| {
+                    percent_encoding::percent_decode_str(encoded)
+                        .decode_utf8()
+                        .ok()
+                })?
+                .map(std::borrow::Cow::into_owned)
+        });
+    extended.or_else(|| {
+        params
+            .iter()
+            .find(|(k, _)| k == "filename")
+            .map(|(_, v)| v.trim_matches('"').to_string())
     })
 }
 
@@ -695,6 +802,15 @@ fn save_json(path: &std::path::Path, body: &Value) -> Result<(u64, String), Step
     Ok((bytes, sha256))
 }
 
+/// Writes `bytes` to `path` durably (temp file, fsync, rename); returns their size and SHA-256.
+fn save_bytes(path: &std::path::Path, bytes: &[u8]) -> Result<(u64, String), StepError> {
+    crate::durable::write_private(path, bytes)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::durable::sync_dir(dir);
+    }
+    Ok((bytes.len() as u64, crate::durable::sha256_hex(bytes)))
+}
+
 /// Counts and hashes what passes through to the inner writer.
 struct HashingWriter<W> {
     inner: W,
@@ -748,6 +864,32 @@ mod tests {
         assert_eq!(join_url(&b, "x").unwrap().as_str(), "http://h:1/a/feeds/x");
         let b = url::Url::parse("http://h:1").unwrap();
         assert_eq!(join_url(&b, "/api/x").unwrap().as_str(), "http://h:1/api/x");
+    }
+
+    #[test]
+    fn file_names_come_from_content_disposition_and_stay_plain() {
+        let answer = |cd: &str| {
+            let mut r = Response::empty(200);
+            r.headers.insert("content-disposition".into(), cd.into());
+            attachment_name(&r)
+        };
+        let name = |cd: &str| answer(cd).unwrap();
+        assert_eq!(
+            name(r#"attachment; filename="20240101-MTA.json""#).as_deref(),
+            Some("20240101-MTA.json")
+        );
+        assert_eq!(
+            name("attachment; filename*=UTF-8''caf%C3%A9.json; filename=\"cafe.json\"").as_deref(),
+            Some("café.json")
+        );
+        assert_eq!(
+            name(r#"attachment; filename="../../etc/passwd""#).as_deref(),
+            Some("passwd")
+        );
+        assert_eq!(name("inline").as_deref(), None);
+        assert!(answer(r#"attachment; filename="..""#).is_err());
+        assert!(answer("attachment; filename=\"a\u{7}b\"").is_err());
+        assert_eq!(attachment_name(&Response::empty(200)).unwrap(), None);
     }
 
     #[test]

@@ -182,26 +182,33 @@ fn encode(body: &Body) -> Result<Vec<u8>, VendorError> {
     }
 }
 
-/// The request as sent (always POST), with the given auth headers.
+/// The request as sent, with the given auth headers: a POST with a JSON body, except an
+/// explicit GET (API 2.0 endpoints such as `/siem/v1/batch/events/cg`), sent without one.
 fn outgoing(
     ctx: &ConnectionParts<'_>,
     req: &Request,
     auth_headers: Vec<(&str, String)>,
 ) -> Result<Outgoing, VendorError> {
-    let mut out = Outgoing::new(
-        ::http::Method::POST,
-        req.url.clone(),
-        ctx.settings.request_timeout,
-    );
+    let get = req.method == ::http::Method::GET;
+    let method = if get {
+        ::http::Method::GET
+    } else {
+        ::http::Method::POST
+    };
+    let mut out = Outgoing::new(method, req.url.clone(), ctx.settings.request_timeout);
     out.extra_headers = req.headers.clone();
-    out.body = Some(Encoded {
-        content_type: Some("application/json".into()),
-        bytes: encode(&req.body)?,
-    });
+    if !get {
+        out.body = Some(Encoded {
+            content_type: Some("application/json".into()),
+            bytes: encode(&req.body)?,
+        });
+    }
     for (name, value) in auth_headers {
         out.set_header(name, value);
     }
-    out.set_header("Content-Type", "application/json");
+    if !get {
+        out.set_header("Content-Type", "application/json");
+    }
     out.set_header("Accept", "application/json");
     Ok(out)
 }
@@ -492,6 +499,14 @@ fn finish(
         }
         return Err(err);
     }
+    if let Some(body) = file_answer(&raw)? {
+        return Ok(Response {
+            status: raw.status,
+            headers: raw.headers,
+            body,
+            request_id,
+        });
+    }
     let body = raw.parse_declared(VENDOR)?;
     if let Some((codes, message, retryable)) = mimecast_fail(&body) {
         return Err(VendorError::Vendor {
@@ -511,6 +526,27 @@ fn finish(
         body,
         request_id,
     })
+}
+
+/// A file answer (`Content-Disposition: attachment`, as `get-siem-logs` sends each log
+/// file): its text, which a `call` step saves as it came. Only text files are accepted
+/// (a call holds its answer as text); a compressed one is refused with what to ask for.
+fn file_answer(raw: &RawResponse) -> Result<Option<Value>, VendorError> {
+    let attachment = raw.header("content-disposition").is_some_and(|cd| {
+        cd.trim_start()
+            .get(..10)
+            .is_some_and(|d| d.eq_ignore_ascii_case("attachment"))
+    });
+    if !attachment {
+        return Ok(None);
+    }
+    match std::str::from_utf8(&raw.bytes) {
+        Ok(text) => Ok(Some(Value::String(text.to_string()))),
+        Err(_) => Err(raw.unexpected(
+            VENDOR,
+            "a text file (this answer is binary, e.g. compressed: ask for `compress: false`)",
+        )),
+    }
 }
 
 /// The JSON object of a request body for paging (`{"data":[]}` for an empty body), or None
@@ -697,6 +733,23 @@ mod tests {
             headers: [("content-type".to_string(), content_type.to_string())].into(),
             bytes: body.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn a_text_file_answer_is_kept_as_text_and_a_binary_one_refused() {
+        let api = Url::parse("https://x.example/api/audit/get-siem-logs").unwrap();
+        let mut file = raw("application/octet-stream", "{\"data\":[]}\n");
+        file.headers.insert(
+            "content-disposition".into(),
+            "attachment; filename=\"a.json\"".into(),
+        );
+        let r = finish(file.clone(), None, true, &api).unwrap();
+        assert_eq!(r.body, Value::String("{\"data\":[]}\n".into()));
+        file.bytes = vec![0x50, 0x4b, 0x03, 0x04, 0xff, 0xfe];
+        let e = finish(file, None, true, &api).unwrap_err().to_string();
+        assert!(e.contains("compress: false"), "{e}");
+        // Without the attachment header an octet stream is not a Mimecast answer.
+        assert!(finish(raw("application/octet-stream", "x"), None, true, &api).is_err());
     }
 
     #[test]

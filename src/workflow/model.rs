@@ -35,6 +35,29 @@ pub struct Workflow {
     /// Values returned to a caller that runs this file with `uses:` (templates).
     #[serde(default)]
     pub outputs: BTreeMap<String, Value>,
+    /// Named positions kept in the state directory between runs (a vendor's next-page or
+    /// next-file token, the last day collected), read as `{{ cursors.NAME }}` and advanced by
+    /// `set_cursor` steps once the data they cover is saved.
+    #[serde(default)]
+    pub cursors: BTreeMap<String, CursorSpec>,
+}
+
+/// A cursor: a value kept in the state directory per workflow name, cursor name and key.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CursorSpec {
+    /// What the position means (shown by `auditflow validate`).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The value before any run advanced it (default empty): any YAML value whose strings
+    /// are templates over `inputs`, `env` and `run` (a whole-expression template keeps its
+    /// type), e.g. `{{ format_date (ago "6d") "%Y-%m-%d" }}` or `{type: MTA}`.
+    #[serde(default)]
+    pub initial: Option<Value>,
+    /// Keeps one position per rendered key (template over `inputs`, `env` and `run`), e.g.
+    /// `{{ inputs.type }}`: runs for different event types do not share a position.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// The type of an input value.
@@ -289,7 +312,8 @@ pub struct RetrySpec {
     pub jitter: Option<Jitter>,
 }
 
-/// One step. Exactly one of `call`, `poll`, `download`, `decrypt`, `for_each`, `uses`.
+/// One step. Exactly one of `call`, `poll`, `download`, `decrypt`, `for_each`, `uses`,
+/// `set_cursor`, `repeat`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
@@ -336,6 +360,37 @@ pub struct Step {
     /// Inputs for the `uses` workflow (templates).
     #[serde(default)]
     pub with: Option<BTreeMap<String, Value>>,
+    /// Advance a cursor of this file (after the steps before it have completed).
+    #[serde(default)]
+    pub set_cursor: Option<SetCursorSpec>,
+    /// Run nested steps again and again until a condition holds (a token chain).
+    #[serde(default)]
+    pub repeat: Option<RepeatSpec>,
+}
+
+/// Writes a new value of a cursor to the state directory (atomically, fsync'd); later
+/// templates of the run read the new value.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetCursorSpec {
+    /// The cursor's name, declared under `cursors:`.
+    pub name: String,
+    /// The new value (template; a whole-expression template keeps its type).
+    pub value: Value,
+}
+
+/// A loop that runs its steps until `until` holds: each iteration sees its own steps'
+/// outputs; what carries over between iterations (and runs) is a cursor.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatSpec {
+    /// Steps run in each iteration.
+    pub steps: Vec<Step>,
+    /// Condition checked after each iteration (template; may read the iteration's steps).
+    pub until: String,
+    /// Most iterations in one process. Reaching it with `until` still false ends the run
+    /// with exit 75 ("more data remains"): the next run continues from the cursors.
+    pub max_iterations: u32,
 }
 
 /// An HTTP request, signed and encoded by the connection's vendor adapter.
@@ -378,7 +433,10 @@ pub struct CallSpec {
     /// What counts as success.
     #[serde(default)]
     pub expect: Option<Expect>,
-    /// Write the parsed body to this file (pretty JSON), template.
+    /// Write the parsed body to this file (pretty JSON), template. It may read `response`
+    /// (rendered once the answer is in): `response.filename` is the file name the vendor's
+    /// `Content-Disposition` gives, reduced to one safe name, and a file answer is saved as
+    /// its bytes. A rendering that is empty saves nothing.
     #[serde(default)]
     pub save_to: Option<String>,
     /// Follow the vendor's pagination and aggregate all pages. Without it, an answer that

@@ -1,6 +1,6 @@
 //! The validated plan: each step typed by the one action it does, `uses` targets resolved.
 //!
-//! `model` is the YAML as written (six optional action fields per step); validation turns it
+//! `model` is the YAML as written (eight optional action fields per step); validation turns it
 //! into these types, so the engine never meets a step with no action or several.
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::duration::Dur;
 use super::load::Loaded;
 use super::model::{
-    CallSpec, Count, DecryptSpec, Defaults, DownloadSpec, PollSpec, RetrySpec, Step,
+    CallSpec, Count, DecryptSpec, Defaults, DownloadSpec, PollSpec, RetrySpec, SetCursorSpec, Step,
 };
 
 /// A validated workflow and every file it reaches through `uses`.
@@ -89,6 +89,10 @@ pub enum Action {
     ForEach(ForEachPlan),
     /// Run another workflow file as one step.
     Uses(UsesPlan),
+    /// Write a cursor's new value to the state directory.
+    SetCursor(SetCursorSpec),
+    /// Run nested steps until a condition holds.
+    Repeat(RepeatPlan),
 }
 
 impl Action {
@@ -101,6 +105,8 @@ impl Action {
             Action::Decrypt(_) => StepKind::Decrypt,
             Action::ForEach(_) => StepKind::ForEach,
             Action::Uses(_) => StepKind::Uses,
+            Action::SetCursor(_) => StepKind::SetCursor,
+            Action::Repeat(_) => StepKind::Repeat,
         }
     }
 }
@@ -118,6 +124,17 @@ pub struct ForEachPlan {
     pub steps: Vec<PlannedStep>,
 }
 
+/// A `repeat` loop.
+#[derive(Debug, Clone)]
+pub struct RepeatPlan {
+    /// Steps run in each iteration.
+    pub steps: Vec<PlannedStep>,
+    /// Condition checked after each iteration (template).
+    pub until: String,
+    /// Most iterations in one process (at least 1).
+    pub max_iterations: u32,
+}
+
 /// A `uses` step: the validated workflow it runs and the inputs it gives it.
 #[derive(Debug, Clone)]
 pub struct UsesPlan {
@@ -130,7 +147,8 @@ pub struct UsesPlan {
 }
 
 /// The kind of a step's action, as named in the file and in events (serialized as the key
-/// that declares it: `call`, `poll`, `download`, `decrypt`, `for_each`, `uses`).
+/// that declares it: `call`, `poll`, `download`, `decrypt`, `for_each`, `uses`, `set_cursor`,
+/// `repeat`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
@@ -146,6 +164,10 @@ pub enum StepKind {
     ForEach,
     /// `uses:`
     Uses,
+    /// `set_cursor:`
+    SetCursor,
+    /// `repeat:`
+    Repeat,
 }
 
 impl StepKind {
@@ -158,6 +180,8 @@ impl StepKind {
             StepKind::Decrypt => "decrypt",
             StepKind::ForEach => "for_each",
             StepKind::Uses => "uses",
+            StepKind::SetCursor => "set_cursor",
+            StepKind::Repeat => "repeat",
         }
     }
 
@@ -173,6 +197,7 @@ impl StepKind {
                 "records",
                 "truncated",
                 "request_id",
+                "filename",
             ],
             StepKind::Poll => &["status", "headers", "body", "polls", "request_id"],
             StepKind::Download => &[
@@ -188,6 +213,8 @@ impl StepKind {
             StepKind::Decrypt => &["files", "bytes", "sha256", "sizes"],
             StepKind::ForEach => &["results", "failed", "count"],
             StepKind::Uses => &["outputs"],
+            StepKind::SetCursor => &["name", "key", "value", "previous"],
+            StepKind::Repeat => &["iterations", "done"],
         }
     }
 }
@@ -207,6 +234,8 @@ pub(super) fn declared_kinds(s: &Step) -> Vec<StepKind> {
         (s.decrypt.is_some(), StepKind::Decrypt),
         (s.for_each.is_some(), StepKind::ForEach),
         (s.uses.is_some(), StepKind::Uses),
+        (s.set_cursor.is_some(), StepKind::SetCursor),
+        (s.repeat.is_some(), StepKind::Repeat),
     ]
     .into_iter()
     .filter_map(|(declared, kind)| declared.then_some(kind))
@@ -249,31 +278,43 @@ fn plan_action(
     callees: &HashMap<String, Arc<PlannedWorkflow>>,
 ) -> Result<Action, String> {
     let unplanned = || path.to_string();
-    match (
-        &s.call,
-        &s.poll,
-        &s.download,
-        &s.decrypt,
-        &s.for_each,
-        &s.uses,
-    ) {
-        (Some(c), None, None, None, None, None) => Ok(Action::Call(c.clone())),
-        (None, Some(p), None, None, None, None) => Ok(Action::Poll(p.clone())),
-        (None, None, Some(d), None, None, None) => Ok(Action::Download(d.clone())),
-        (None, None, None, Some(d), None, None) => Ok(Action::Decrypt(d.clone())),
-        (None, None, None, None, Some(fe), None) => Ok(Action::ForEach(ForEachPlan {
-            items: fe.items.clone(),
-            concurrency: fe.concurrency.clone(),
-            fail_fast: fe.fail_fast.unwrap_or(true),
-            steps: plan_steps(&fe.steps, &format!("{path}.for_each.steps"), callees)?,
-        })),
-        (None, None, None, None, None, Some(target)) => Ok(Action::Uses(UsesPlan {
-            target: target.clone(),
-            workflow: callees.get(target).cloned().ok_or_else(unplanned)?,
-            with: s.with.clone().unwrap_or_default(),
-        })),
-        _ => Err(unplanned()),
-    }
+    let kinds = declared_kinds(s);
+    let [kind] = kinds.as_slice() else {
+        return Err(unplanned());
+    };
+    let action = match kind {
+        StepKind::Call => s.call.clone().map(Action::Call),
+        StepKind::Poll => s.poll.clone().map(Action::Poll),
+        StepKind::Download => s.download.clone().map(Action::Download),
+        StepKind::Decrypt => s.decrypt.clone().map(Action::Decrypt),
+        StepKind::SetCursor => s.set_cursor.clone().map(Action::SetCursor),
+        StepKind::ForEach => match &s.for_each {
+            Some(fe) => Some(Action::ForEach(ForEachPlan {
+                items: fe.items.clone(),
+                concurrency: fe.concurrency.clone(),
+                fail_fast: fe.fail_fast.unwrap_or(true),
+                steps: plan_steps(&fe.steps, &format!("{path}.for_each.steps"), callees)?,
+            })),
+            None => None,
+        },
+        StepKind::Repeat => match &s.repeat {
+            Some(r) => Some(Action::Repeat(RepeatPlan {
+                steps: plan_steps(&r.steps, &format!("{path}.repeat.steps"), callees)?,
+                until: r.until.clone(),
+                max_iterations: r.max_iterations.max(1),
+            })),
+            None => None,
+        },
+        StepKind::Uses => match &s.uses {
+            Some(target) => Some(Action::Uses(UsesPlan {
+                target: target.clone(),
+                workflow: callees.get(target).cloned().ok_or_else(unplanned)?,
+                with: s.with.clone().unwrap_or_default(),
+            })),
+            None => None,
+        },
+    };
+    action.ok_or_else(unplanned)
 }
 
 #[cfg(test)]

@@ -130,6 +130,9 @@ fn collect_uses(steps: &[Step], base: &str, out: &mut Vec<UsesRef>) {
         if let Some(fe) = &s.for_each {
             collect_uses(&fe.steps, &format!("{p}.for_each.steps"), out);
         }
+        if let Some(r) = &s.repeat {
+            collect_uses(&r.steps, &format!("{p}.repeat.steps"), out);
+        }
     }
 }
 
@@ -190,7 +193,9 @@ struct Validator<'a> {
     ids: HashMap<String, String>,
 }
 
-const ROOTS: &[&str] = &["inputs", "env", "steps", "run", "item", "index", "response"];
+const ROOTS: &[&str] = &[
+    "inputs", "env", "steps", "run", "item", "index", "response", "cursors",
+];
 const RUN_FIELDS: &[&str] = &["id", "started_at", "workflow", "workflow_dir"];
 
 impl Validator<'_> {
@@ -328,6 +333,7 @@ impl Validator<'_> {
                 self.retry("defaults.retry", r);
             }
         }
+        self.cursors(&base_scope);
         let steps = self.wf().steps.clone();
         if steps.is_empty() {
             self.err("steps", "a workflow needs at least one step".into());
@@ -401,7 +407,7 @@ impl Validator<'_> {
         if kinds.len() != 1 {
             let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
             let msg = if kinds.is_empty() {
-                format!("step `{}` does nothing: give it one of call, poll, download, decrypt, for_each, uses", s.id)
+                format!("step `{}` does nothing: give it one of call, poll, download, decrypt, for_each, uses, set_cursor, repeat", s.id)
             } else {
                 format!(
                     "step `{}` has several kinds ({}); a step does exactly one thing",
@@ -527,6 +533,12 @@ impl Validator<'_> {
                 self.deep(&format!("{p}.with.{k}"), v, scope);
             }
         }
+        if let Some(c) = &s.set_cursor {
+            self.set_cursor(&format!("{p}.set_cursor"), c, scope);
+        }
+        if let Some(r) = &s.repeat {
+            self.repeat(&format!("{p}.repeat"), r, scope);
+        }
     }
 
     fn connection_ref(&mut self, path: &str, name: &str) {
@@ -631,7 +643,11 @@ impl Validator<'_> {
             }
         }
         if let Some(s) = &c.save_to {
-            self.template(&format!("{p}.save_to"), s, scope);
+            let rs = Scope {
+                response: true,
+                ..scope.clone()
+            };
+            self.template(&format!("{p}.save_to"), s, &rs);
         }
         if let Some(b) = &c.budget {
             self.budget(&format!("{p}.budget"), b, scope);
@@ -823,14 +839,18 @@ impl Validator<'_> {
                 format!("`{root}` is only defined inside `for_each` steps"),
                 None,
             )),
+            "cursors" => self.check_cursor_var(path),
             "response" if scope.response => Ok(()),
             "response" => Err((
-                "`response` is only defined in `poll.until`, `poll.fail_if`, `expect.condition` and `expect.message`"
+                "`response` is only defined in `poll.until`, `poll.fail_if`, `expect.condition`, `expect.message` and `call.save_to`"
                     .to_string(),
                 None,
             )),
             other => {
                 let mut avail: Vec<&str> = vec!["inputs", "env", "steps", "run"];
+                if !self.wf().cursors.is_empty() {
+                    avail.push("cursors");
+                }
                 if scope.in_loop {
                     avail.extend(["item", "index"]);
                 }
@@ -850,9 +870,11 @@ impl Validator<'_> {
     /// True when `id` is a step of this file (so a reference to it is "too early", not unknown).
     fn later_step(&self, id: &str) -> bool {
         fn walk(steps: &[Step], id: &str) -> bool {
-            steps
-                .iter()
-                .any(|s| s.id == id || s.for_each.as_ref().is_some_and(|f| walk(&f.steps, id)))
+            steps.iter().any(|s| {
+                s.id == id
+                    || s.for_each.as_ref().is_some_and(|f| walk(&f.steps, id))
+                    || s.repeat.as_ref().is_some_and(|r| walk(&r.steps, id))
+            })
         }
         walk(&self.wf().steps, id)
     }
@@ -963,5 +985,6 @@ pub fn coerce_input(kind: InputType, v: &Value) -> Result<Value, String> {
 }
 
 pub mod budget;
+mod cursors;
 #[cfg(test)]
 mod tests;

@@ -116,6 +116,16 @@ fn shipped(dir: &Dir) -> Vec<(&'static str, Vec<String>, Option<&'static str>)> 
         ),
         ("mimecast/find-processing-messages.yaml", vec![], None),
         (
+            "mimecast/siem-logs.yaml",
+            vec![],
+            Some("would output files = <steps.files.iterations>"),
+        ),
+        (
+            "mimecast/siem-batch-events.yaml",
+            vec![],
+            Some("would download <pluck steps.list.body.value \"url\">"),
+        ),
+        (
             "mimecast/latest-channel-token.yaml",
             vec!["channel_id=c1".into()],
             Some("<steps.token.body.data[0]"),
@@ -159,6 +169,12 @@ async fn every_shipped_workflow_dry_runs_to_the_end_with_placeholders_and_sends_
         "a shipped workflow has no case: {on_disk:?}"
     );
     for (file, inputs, placeholder) in cases {
+        // The API 2.0 batch endpoint takes OAuth credentials only.
+        let mut env = env.clone();
+        if file == "mimecast/siem-batch-events.yaml" {
+            env.push(("MIMECAST_CLIENT_ID".into(), "client-id".into()));
+            env.push(("MIMECAST_CLIENT_SECRET".into(), PASSWORD.into()));
+        }
         let (code, out) = dry_run(&wf(file), &inputs, &env, &dir).await;
         assert_eq!(code, 0, "{file}:\n{out}");
         assert!(out.contains("dry run: nothing is sent"), "{file}:\n{out}");

@@ -10,6 +10,7 @@ mod cli_decrypt;
 mod cli_help;
 mod closed_pipe;
 mod conformance;
+mod cursors;
 mod decrypt_fixtures;
 mod decrypt_gpg_live;
 mod decrypt_mutations;

@@ -1,0 +1,190 @@
+//! The cursors of a workflow file in a run: read from the state directory when the file
+//! starts, shown to templates as `cursors`, advanced by `set_cursor` steps.
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde_json::{json, Map, Value};
+
+use super::active_run::{ActiveRun, Scope};
+use super::failure::ActionError;
+use crate::state::cursors::CursorId;
+use crate::state::StateError;
+use crate::steps::{StepEnv, StepError};
+use crate::template::{render_deep, Template, TemplateError};
+use crate::workflow::model::SetCursorSpec;
+
+/// Why a file's cursors could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CursorError {
+    /// `initial` or `key` does not render.
+    #[error("cursor `{name}`: `{field}`: {source}")]
+    Template {
+        name: String,
+        field: &'static str,
+        source: TemplateError,
+    },
+    /// The stored value cannot be read.
+    #[error("cursor `{name}`: {source}")]
+    State { name: String, source: StateError },
+}
+
+/// Why a `set_cursor` step failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SetCursorError {
+    /// Validation checks names; a file whose cursors were not read has none.
+    #[error("no cursor `{name}` in this file")]
+    Unknown { name: String },
+    /// Cursors are stored in the clear.
+    #[error("the new value of cursor `{name}` holds a secret; cursors are kept in the state directory in the clear, so store a position (a token, a date), not a credential")]
+    Secret { name: String },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// One cursor: its rendered key and its value now.
+#[derive(Debug, Clone)]
+struct Entry {
+    key: String,
+    value: Value,
+}
+
+/// The cursors of one workflow file in this run, shared by its loops' iterations.
+#[derive(Debug, Default)]
+pub(super) struct CursorSet {
+    workflow: String,
+    entries: Mutex<BTreeMap<String, Entry>>,
+}
+
+impl CursorSet {
+    /// The values as templates read them (`cursors.NAME`); None when the file has none.
+    pub(super) fn values(&self) -> Option<Value> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.is_empty() {
+            return None;
+        }
+        let m: Map<String, Value> = entries
+            .iter()
+            .map(|(k, e)| (k.clone(), e.value.clone()))
+            .collect();
+        Some(Value::Object(m))
+    }
+
+    fn entry(&self, name: &str) -> Option<Entry> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.get(name).cloned()
+    }
+
+    fn update(&self, name: &str, value: Value) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = entries.get_mut(name) {
+            e.value = value;
+        }
+    }
+}
+
+/// Reads the cursors `scope`'s file declares: each key and initial value rendered over the
+/// file's inputs, then the stored value when a run wrote one.
+pub(super) fn load(run: &ActiveRun, scope: &Scope) -> Result<Arc<CursorSet>, CursorError> {
+    let wf = &scope.workflow.file.workflow;
+    if wf.cursors.is_empty() {
+        return Ok(Arc::default());
+    }
+    let ctx = scope.ctx(run);
+    let failed = |name: &str, field: &'static str| {
+        let name = name.to_string();
+        move |source| CursorError::Template {
+            name,
+            field,
+            source,
+        }
+    };
+    let mut entries = BTreeMap::new();
+    for (name, spec) in &wf.cursors {
+        let key = match &spec.key {
+            None => String::new(),
+            Some(k) => Template::compile(k)
+                .and_then(|t| t.render_string(&ctx))
+                .map_err(failed(name, "key"))?
+                .trim()
+                .to_string(),
+        };
+        let stored = match &run.state_dir {
+            Some(dir) => dir
+                .read_cursor(CursorId {
+                    workflow: &wf.name,
+                    name,
+                    key: &key,
+                })
+                .map_err(|source| CursorError::State {
+                    name: name.clone(),
+                    source,
+                })?,
+            None => None,
+        };
+        let value = match (stored, &spec.initial) {
+            (Some(s), _) => s.value,
+            (None, Some(initial)) => render_deep(initial, &ctx).map_err(failed(name, "initial"))?,
+            (None, None) => Value::String(String::new()),
+        };
+        entries.insert(name.clone(), Entry { key, value });
+    }
+    if run.state_dir.is_none() && !run.dry_run {
+        run.emitter.warn(format!(
+            "workflow `{}` keeps cursors but the run has no state directory: every run starts from their initial values",
+            wf.name
+        ));
+    }
+    Ok(Arc::new(CursorSet {
+        workflow: wf.name.clone(),
+        entries: Mutex::new(entries),
+    }))
+}
+
+/// The `set_cursor` step: the preceding steps' records made durable, then the new value
+/// written (atomically, fsync'd) and shown to later templates.
+pub(super) async fn set_cursor(
+    run: &ActiveRun,
+    spec: &SetCursorSpec,
+    scope: &Scope,
+    ctx: &Value,
+    env: &StepEnv<'_>,
+) -> Result<Value, ActionError> {
+    let value =
+        render_deep(&spec.value, ctx).map_err(|e| StepError::template("set_cursor.value", e))?;
+    let set = &scope.cursors;
+    let name = || spec.name.clone();
+    let entry = set
+        .entry(&spec.name)
+        .ok_or_else(|| SetCursorError::Unknown { name: name() })?;
+    let text = value.to_string();
+    if run.emitter.secrets().mask(&text) != text {
+        return Err(SetCursorError::Secret { name: name() }.into());
+    }
+    let outputs = json!({
+        "name": spec.name,
+        "key": entry.key,
+        "value": value,
+        "previous": entry.value,
+    });
+    if env.dry_run {
+        set.update(&spec.name, value);
+        return Ok(outputs);
+    }
+    // What the earlier steps recorded (files, answers) is on disk before the cursor moves.
+    if let Some(j) = &run.journal {
+        j.flush().await.map_err(SetCursorError::State)?;
+    }
+    crate::failpoint::hit("cursor-unwritten");
+    if let Some(dir) = &run.state_dir {
+        let id = CursorId {
+            workflow: &set.workflow,
+            name: &spec.name,
+            key: &entry.key,
+        };
+        let run_id = run.run_info["id"].as_str().unwrap_or_default();
+        dir.write_cursor(id, &value, run_id)
+            .map_err(SetCursorError::State)?;
+    }
+    set.update(&spec.name, value);
+    Ok(outputs)
+}
