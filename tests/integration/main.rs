@@ -33,6 +33,7 @@ mod runtime_cases;
 mod schema;
 mod secrecy;
 mod shipped_workflows;
+mod siem_sim;
 mod sim_tls;
 mod validate_cases;
 mod vault;
