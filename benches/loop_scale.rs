@@ -14,10 +14,16 @@
 //! Env: `LOOP_SIZES` (comma-separated item counts, default `2000,20000,100000`; e.g.
 //! `LOOP_SIZES=200,2000` for a quick run), `LOOP_REPORTS` (`both` (default), `plain`, `reports`),
 //! `LOOP_CONCURRENCY` (32), `LOOP_DIR` (parent of the temp dir), `LOOP_KEEP=1` (keep it),
-//! `LOOP_WRAPPER` (a profiler to run the runner under, e.g. `perf record -g -o FILE`).
+//! `LOOP_WRAPPER` (a profiler to run the runner under, e.g. `perf record -g -o FILE`),
+//! `LOOP_SHARDS` (e.g. `4`: afterwards, `LOOP_SHARD_ITEMS` items (20000) run whole and then as
+//! `--shard I/N` one shard after another, as N machines of a CI matrix would: the server counts
+//! every item's requests, so the check is that together the shards sent each item once, and
+//! each shard's time is printed next to a quarter of the whole's).
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -106,8 +112,14 @@ fn report_modes() -> Res<Vec<bool>> {
     }
 }
 
-/// Serves `{"ok":true}` on every path from its own runtime thread; returns the base URL.
-fn start_server() -> Res<String> {
+/// Requests seen per `mailbox` query value.
+type Seen = Arc<Mutex<HashMap<String, u32>>>;
+
+/// Serves `{"ok":true}` on every path from its own runtime thread, counting the `mailbox`
+/// query values; returns the base URL and the counts.
+fn start_server() -> Res<(String, Seen)> {
+    let seen: Seen = Arc::default();
+    let counts = seen.clone();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     listener
         .set_nonblocking(true)
@@ -120,16 +132,28 @@ fn start_server() -> Res<String> {
             .expect("server runtime");
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let app = axum::Router::new().fallback(|| async {
-                (
-                    [(http::header::CONTENT_TYPE, "application/json")],
-                    r#"{"ok":true}"#,
-                )
+            let app = axum::Router::new().fallback(move |uri: http::Uri| {
+                let counts = counts.clone();
+                async move {
+                    if let Some(m) = uri
+                        .query()
+                        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("mailbox=")))
+                    {
+                        let mut c = counts
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        *c.entry(m.to_string()).or_insert(0) += 1;
+                    }
+                    (
+                        [(http::header::CONTENT_TYPE, "application/json")],
+                        r#"{"ok":true}"#,
+                    )
+                }
             });
             let _ = axum::serve(listener, app).await;
         });
     });
-    Ok(format!("http://{addr}"))
+    Ok((format!("http://{addr}"), seen))
 }
 
 fn dir_size(p: &Path) -> u64 {
@@ -179,8 +203,17 @@ fn run_wait4(cmd: &mut Command) -> Res<(Option<i32>, Duration, u64, f64)> {
     Ok((code, wall, u64::try_from(ru.ru_maxrss).unwrap_or(0), cpu))
 }
 
-fn run_one(work: &Path, url: &str, items: usize, reports: bool) -> Res<Measured> {
-    let name = format!("n{items}{}", if reports { "-reports" } else { "" });
+fn run_one(
+    work: &Path,
+    url: &str,
+    items: usize,
+    reports: bool,
+    shard: Option<(u32, u32)>,
+) -> Res<Measured> {
+    let name = match shard {
+        Some((i, n)) => format!("n{items}-shard{i}of{n}"),
+        None => format!("n{items}{}", if reports { "-reports" } else { "" }),
+    };
     let dir = work.join(&name);
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let width = items.to_string().len();
@@ -226,6 +259,9 @@ fn run_one(work: &Path, url: &str, items: usize, reports: bool) -> Res<Measured>
             cmd.env(&k, v);
         }
     }
+    if let Some((i, n)) = shard {
+        cmd.arg("--shard").arg(format!("{i}/{n}"));
+    }
     if reports {
         cmd.arg("--report-json")
             .arg(dir.join("report.json"))
@@ -264,14 +300,20 @@ fn bench() -> Res<bool> {
         .map_err(|e| format!("temp dir in {}: {e}", parent.display()))?;
     let work = tmp.path().to_path_buf();
     fs::write(work.join("loop.yaml"), WORKFLOW).map_err(|e| format!("workflow: {e}"))?;
-    let url = start_server()?;
+    let (url, seen) = start_server()?;
     let mut ok = true;
     for reports in modes {
         let mut runs = Vec::new();
         for &n in &sizes {
-            runs.push(run_one(&work, &url, n, reports)?);
+            runs.push(run_one(&work, &url, n, reports, None)?);
         }
         ok &= print_table(&runs);
+    }
+    if let Some(shards) = std::env::var("LOOP_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        ok &= shards_table(&work, &url, &seen, shards)?;
     }
     if std::env::var("LOOP_KEEP").is_ok_and(|v| !v.is_empty() && v != "0") {
         eprintln!("kept {}", tmp.keep().display());
@@ -355,9 +397,75 @@ fn print_table(runs: &[Measured]) -> bool {
             last.state_per_item() <= base.state_per_item() * LINEARITY,
         ),
     ];
+    if !ok {
+        println!("FAIL a run did not exit 0: its figures say nothing");
+        return false;
+    }
     for (what, pass) in checks {
         println!("{} {what}", if pass { "PASS" } else { "FAIL" });
         ok &= pass;
     }
     ok
+}
+
+/// Runs `LOOP_SHARD_ITEMS` items whole, then as `shards` shards one after another; prints each
+/// shard's time against the whole's share and checks every item was sent exactly once.
+fn shards_table(work: &Path, url: &str, seen: &Seen, shards: u32) -> Res<bool> {
+    let items: usize = std::env::var("LOOP_SHARD_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    if shards == 0 {
+        return Err("LOOP_SHARDS: give a shard count of at least 1".into());
+    }
+    let whole = run_one(work, url, items, false, None)?;
+    seen.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clear();
+    let mut parts = Vec::new();
+    for i in 1..=shards {
+        parts.push(run_one(work, url, items, false, Some((i, shards)))?);
+    }
+    let counts = seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let once = counts.len() == items && counts.values().all(|c| *c == 1);
+    let share = whole.wall.as_secs_f64() / f64::from(shards);
+    println!();
+    println!("loop_scale: {items} items whole, then as {shards} shards run one after another");
+    println!(
+        "{:>10} {:>9} {:>10} {:>14} {:>5}",
+        "run", "wall s", "RSS MiB", "wall / share", "exit"
+    );
+    println!(
+        "{:>10} {:>9.2} {:>10.1} {:>14} {:>5}",
+        "whole",
+        whole.wall.as_secs_f64(),
+        whole.rss_mib(),
+        "",
+        code(whole.code)
+    );
+    let mut ok = whole.code == Some(0);
+    for (i, p) in parts.iter().enumerate() {
+        println!(
+            "{:>10} {:>9.2} {:>10.1} {:>14.2} {:>5}",
+            format!("{}/{shards}", i + 1),
+            p.wall.as_secs_f64(),
+            p.rss_mib(),
+            p.wall.as_secs_f64() / share,
+            code(p.code)
+        );
+        ok &= p.code == Some(0);
+    }
+    println!(
+        "{} the shards sent {} distinct items (of {items}), each exactly once: {}",
+        if once { "PASS" } else { "FAIL" },
+        counts.len(),
+        counts.values().all(|c| *c == 1)
+    );
+    Ok(ok && once)
+}
+
+fn code(c: Option<i32>) -> String {
+    c.map_or("sig".into(), |c| c.to_string())
 }
