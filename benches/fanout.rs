@@ -493,6 +493,8 @@ fn bench_in(cfg: &Config, users: &[String], work: &Path) -> Res<bool> {
         "users": users,
         "poll_interval": cfg.poll_interval,
         "out_dir": path_str(&out)?,
+        // The simulator's quota is raised to fit the users; the workflow's budget too.
+        "daily_export_limit": cfg.users,
     });
     let inputs_file = work.join("inputs.json");
     fs::write(&inputs_file, inputs.to_string()).map_err(|e| format!("inputs file: {e}"))?;

@@ -21,18 +21,22 @@ pub(crate) fn render(
             .mask(&render_str("budget.key", k, ctx)?),
         None => String::new(),
     };
+    let number = |field: &'static str, c: Option<&crate::workflow::model::Count>| {
+        c.map(|c| super::render_count(field, Some(c), 1, ctx))
+            .transpose()
+            .map(|n| n.map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
+    };
+    let limit = number("budget.limit", spec.limit.as_ref())?;
     Ok(Quota {
         name: spec.name.clone(),
         key,
-        window: spec
-            .limit
-            .zip(spec.per.map(crate::workflow::duration::Dur::get)),
+        window: limit.zip(spec.per.map(crate::workflow::duration::Dur::get)),
         resets_at: spec
             .resets_at
             .as_deref()
             .and_then(|r| parse_resets_at(r).ok())
             .unwrap_or(0),
-        in_flight: spec.in_flight,
+        in_flight: number("budget.in_flight", spec.in_flight.as_ref())?,
     })
 }
 

@@ -468,9 +468,10 @@ pub struct CallSpec {
 pub struct BudgetSpec {
     /// The budget's name, e.g. `google-export-requests`.
     pub name: String,
-    /// Requests allowed in each window (with `per`).
+    /// Requests allowed in each window (with `per`): a number, or a template rendering to one
+    /// (a vendor may raise a quota for some customers).
     #[serde(default)]
-    pub limit: Option<u32>,
+    pub limit: Option<Count>,
     /// The window's length, e.g. `1d`. Windows are fixed, not sliding: they start at
     /// `resets_at` (UTC) and follow each other, as vendors' daily quotas do.
     #[serde(default)]
@@ -485,7 +486,7 @@ pub struct BudgetSpec {
     /// it is in has finished (succeeded or failed; a pending run keeps holding), e.g. Vault's
     /// 20 exports in progress per organization.
     #[serde(default)]
-    pub in_flight: Option<u32>,
+    pub in_flight: Option<Count>,
 }
 
 /// Acceptable answers of a call.

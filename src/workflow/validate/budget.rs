@@ -1,7 +1,7 @@
 //! Checks of a call's `budget`: a quota needs a window or an in-flight limit, and literal
 //! numbers that make sense, so a typo never silently means "no quota".
 use super::{Scope, Validator};
-use crate::workflow::model::BudgetSpec;
+use crate::workflow::model::{BudgetSpec, Count};
 
 /// Parses `resets_at` (`HH:MM`, UTC) into seconds after midnight.
 pub fn parse_resets_at(text: &str) -> Result<u32, String> {
@@ -30,8 +30,7 @@ impl Validator<'_> {
                 ),
             );
         }
-        match (b.limit, b.per) {
-            (Some(0), _) => self.err(&format!("{p}.limit"), "`limit` must be at least 1".into()),
+        match (&b.limit, b.per) {
             (Some(_), None) => self.err(
                 p,
                 "`limit` needs `per`, the window it applies to (e.g. `per: 1d`)".into(),
@@ -52,11 +51,10 @@ impl Validator<'_> {
                 self.err(&format!("{p}.per"), "`per` must be at least 1s".into());
             }
         }
-        if b.in_flight == Some(0) {
-            self.err(
-                &format!("{p}.in_flight"),
-                "`in_flight` must be at least 1".into(),
-            );
+        for (field, c) in [("limit", &b.limit), ("in_flight", &b.in_flight)] {
+            if let Some(c) = c {
+                self.budget_count(&format!("{p}.{field}"), field, c, scope);
+            }
         }
         if let Some(r) = &b.resets_at {
             if let Err(e) = parse_resets_at(r) {
@@ -65,6 +63,19 @@ impl Validator<'_> {
         }
         if let Some(k) = &b.key {
             self.template(&format!("{p}.key"), k, scope);
+        }
+    }
+
+    /// A budget's number: at least 1, or a template (checked when the call starts).
+    fn budget_count(&mut self, p: &str, field: &str, c: &Count, scope: &Scope) {
+        match c {
+            Count::Number(0) => self.err(p, format!("`{field}` must be at least 1")),
+            Count::Number(_) => {}
+            Count::Template(t) if !t.contains("{{") => self.err(
+                p,
+                format!("`{t}` is not a whole number; write one (e.g. 100) or a template rendering to one"),
+            ),
+            Count::Template(t) => self.template(p, t, scope),
         }
     }
 }
