@@ -158,56 +158,41 @@ impl Corpus {
 }
 
 /// Common words, most frequent first; [`Words::pick`] favours the start of the list.
-const WORDS: &[&str] = &[
-    "the", "to", "and", "of", "a", "in", "for", "is", "on", "that", "by", "this", "with", "you",
-    "it", "not", "or", "be", "are", "from", "at", "as", "your", "all", "have", "new", "more", "an",
-    "was", "we", "will", "can", "us", "about", "if", "my", "has", "but", "our", "one", "other",
-    "do", "no", "information", "time", "they", "he", "up", "may", "what", "which", "their",
-    "news", "out", "use", "any", "there", "see", "only", "so", "his", "when", "contact", "here",
-    "business", "who", "also", "now", "help", "get", "view", "online", "first", "been", "would",
-    "how", "were", "me", "services", "some", "these", "click", "its", "like", "service", "than",
-    "find", "price", "date", "back", "top", "people", "had", "list", "name", "just", "over",
-    "state", "year", "day", "into", "email", "two", "health", "world", "next", "used", "go",
-    "work", "last", "most", "products", "music", "buy", "data", "make", "them", "should",
-    "product", "system", "post", "her", "city", "add", "policy", "number", "such", "please",
-    "available", "copyright", "support", "message", "after", "best", "software", "then", "jan",
-    "good", "video", "well", "where", "info", "rights", "public", "books", "high", "school",
-    "through", "each", "links", "she", "review", "years", "order", "very", "privacy", "book",
-    "items", "company", "read", "group", "need", "many", "user", "said", "does", "set", "under",
-    "general", "research", "university", "january", "mail", "full", "map", "reviews", "program",
-    "life", "know", "games", "way", "days", "management", "part", "could", "great", "united",
-    "hotel", "real", "item", "international", "center", "ebay", "must", "store", "travel",
-    "comments", "made", "development", "report", "off", "member", "details", "line", "terms",
-    "before", "hotels", "did", "send", "right", "type", "because", "local", "those", "using",
-    "results", "office", "education", "national", "car", "design", "take", "posted", "internet",
-    "address", "community", "within", "states", "area", "want", "phone", "shipping", "reserved",
-    "subject", "between", "forum", "family", "long", "based", "code", "show", "even", "black",
-    "check", "special", "prices", "website", "index", "being", "women", "much", "sign", "file",
-    "link", "open", "today", "technology", "south", "case", "project", "same", "pages", "version",
-    "section", "own", "found", "sports", "house", "related", "security", "both", "county",
-    "american", "photo", "game", "members", "power", "while", "care", "network", "down",
-    "computer", "systems", "three", "total", "place", "end", "following", "download", "him",
-    "without", "per", "access", "think", "north", "resources", "current", "posts", "big",
-    "media", "law", "control", "water", "history", "pictures", "size", "art", "personal",
-    "since", "including", "guide", "shop", "directory", "board", "location", "change", "white",
-    "text", "small", "rating", "rate", "government", "children", "during", "usa", "return",
-    "students", "shopping", "account", "times", "sites", "level", "digital", "profile",
-    "previous", "form", "events", "love", "old", "john", "main", "call", "hours", "image",
-    "department", "title", "description", "non", "insurance", "another", "why", "shall",
-    "property", "class", "still", "money", "quality", "every", "listing", "content", "country",
-    "private", "little", "visit", "save", "tools", "low", "reply", "customer", "december",
-    "compare", "movies", "include", "college", "value", "article", "york", "man", "card", "jobs",
-    "provide", "food", "source", "author", "different", "press", "learn", "sale", "around",
-    "print", "course", "job", "canada", "process", "teen", "room", "stock", "training", "too",
-    "credit", "point", "join", "science", "men", "categories", "advanced", "west", "sales",
-    "look", "english", "left", "team", "estate", "box", "conditions", "select", "windows",
-    "photos", "gay", "thread", "week", "category", "note", "live", "large", "gallery", "table",
-    "register", "however", "june", "october", "november", "market", "library", "really",
-    "action", "start", "series", "model", "features", "air", "industry", "plan", "human",
-    "provided", "yes", "required", "second", "hot", "accessories", "cost", "movie", "forums",
-    "march", "la", "september", "better", "say", "questions", "july", "yahoo", "going",
-    "medical", "test", "friend", "come", "dec", "server", "study", "application", "cart",
-];
+const WORDS: &str =
+    "the to and of a in for is on that by this with you it not or be are from at as your all \
+have new more an was we will can us about if my has but our one other do no information \
+time they he up may what which their news out use any there see only so his when \
+contact here business who also now help get view online first been would how were me \
+services some these click its like service than find price date back top people had \
+list name just over state year day into email two health world next used go work last \
+most products music buy data make them should product system post her city add policy \
+number such please available copyright support message after best software then jan \
+good video well where info rights public books high school through each links she \
+review years order very privacy book items company read group need many user said does \
+set under general research university january mail full map reviews program life know \
+games way days management part could great united hotel real item international center \
+must store travel comments made development report off member details line terms before \
+hotels did send right type because local those using results office education national \
+car design take posted internet address community within states area want phone \
+shipping reserved subject between forum family long based code show even black check \
+special prices website index being women much sign file link open today technology \
+south case project same pages version section own found sports house related security \
+both county american photo game members power while care network down computer systems \
+three total place end following download him without per access think north resources \
+current posts big media law control water history pictures size art personal since \
+including guide shop directory board location change white text small rating rate \
+government children during return students shopping account times sites level digital \
+profile previous form events love old john main call hours image department title \
+description non insurance another why shall property class still money quality every \
+listing content country private little visit save tools low reply customer december \
+compare movies include college value article york man card jobs provide food source \
+author different press learn sale around print course job canada process room stock \
+training too credit point join science men categories advanced west sales look english \
+left team estate box conditions select windows photos thread week category note live \
+large gallery table register however june october november market library really action \
+start series model features air industry plan human provided yes required second hot \
+accessories cost movie forums march september better say questions july going medical \
+test friend come dec server study application cart";
 
 /// The signature and disclaimer every message of the corpus ends with.
 const FOOTER: &[u8] = b"\n-- \nUser, Example Corp, 1 Example Street, Springfield\n\n\
@@ -218,20 +203,30 @@ intended recipient, please contact the sender by reply e-mail and destroy all co
 original message.\n\n";
 
 /// A xorshift word source with a skewed (roughly Zipf-like) choice, like natural text.
-struct Words(u64);
+struct Words {
+    state: u64,
+    list: Vec<&'static str>,
+}
 
 impl Words {
+    fn new(seed: u64) -> Words {
+        Words {
+            state: seed,
+            list: WORDS.split_whitespace().collect(),
+        }
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state
     }
 
     fn pick(&mut self) -> &'static str {
         let (a, b) = (self.next() % 1000, self.next() % 1000);
-        let i = (a * b / 1000 * a / 1000) as usize * WORDS.len() / 1000;
-        WORDS[i.min(WORDS.len() - 1)]
+        let i = (a * b / 1000 * a / 1000) as usize * self.list.len() / 1000;
+        self.list[i.min(self.list.len() - 1)]
     }
 
     /// A body line of about `width` characters.
@@ -251,7 +246,7 @@ impl Words {
 fn write_text_mbox(path: &Path, len: u64) -> Res<()> {
     let file = File::create(path).map_err(|e| e.to_string())?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    let mut words = Words(0x9e37_79b9_7f4a_7c15);
+    let mut words = Words::new(0x9e37_79b9_7f4a_7c15);
     let mut written = 0u64;
     let mut msg = Vec::with_capacity(64 * 1024);
     let mut quoted: Vec<Vec<u8>> = Vec::new();

@@ -1,6 +1,6 @@
 //! Loading a secret key file: parsing, unlocking with the passphrase, matching recipients.
-use super::*;
 use super::s2k;
+use super::*;
 use crate::openpgp::{
     hex_upper, key_id_hex, parse_secret_keys, primary_for_encryption, read_key_file,
     subkey_for_encryption, unlock_state, Lock, ReadKeyError,
@@ -73,7 +73,9 @@ impl DecryptionKey {
         for key in &mut keys {
             let now = !any_for_encryption || primary_for_encryption(key);
             let lock = unlock_state(key.primary_key.secret_params());
-            unlocker.apply(lock, now, |pw| s2k::unlock_primary(&mut key.primary_key, pw))?;
+            unlocker.apply(lock, now, |pw| {
+                s2k::unlock_primary(&mut key.primary_key, pw)
+            })?;
             for sub in &mut key.secret_subkeys {
                 let now = !any_for_encryption || subkey_for_encryption(sub);
                 let lock = unlock_state(sub.key.secret_params());

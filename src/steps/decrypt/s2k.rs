@@ -105,7 +105,12 @@ pub(super) fn derive_key(
     }
 }
 
-fn derive<D: Digest>(salt: &[u8; 8], coded_count: u8, passphrase: &[u8], key_size: usize) -> Vec<u8> {
+fn derive<D: Digest>(
+    salt: &[u8; 8],
+    coded_count: u8,
+    passphrase: &[u8],
+    key_size: usize,
+) -> Vec<u8> {
     let mut unit = Vec::with_capacity(salt.len() + passphrase.len());
     unit.extend_from_slice(salt);
     unit.extend_from_slice(passphrase);
@@ -142,17 +147,30 @@ mod tests {
     #[test]
     fn derive_key_matches_rpgp() {
         let salt = [1, 2, 3, 4, 5, 6, 7, 8];
-        for hash_alg in [HashAlgorithm::Sha1, HashAlgorithm::Sha256, HashAlgorithm::Sha512] {
+        for hash_alg in [
+            HashAlgorithm::Sha1,
+            HashAlgorithm::Sha256,
+            HashAlgorithm::Sha512,
+        ] {
             for count in [0u8, 1, 96, 0x60 + 7, 200] {
                 for passphrase in ["", "x", "bench passphrase", &"long".repeat(40)] {
                     for key_size in [16, 24, 32] {
-                        let ours = derive_key(hash_alg, &salt, count, passphrase.as_bytes(), key_size)
-                            .expect("supported hash");
-                        let s2k = StringToKey::IteratedAndSalted { hash_alg, salt, count };
+                        let ours =
+                            derive_key(hash_alg, &salt, count, passphrase.as_bytes(), key_size)
+                                .expect("supported hash");
+                        let s2k = StringToKey::IteratedAndSalted {
+                            hash_alg,
+                            salt,
+                            count,
+                        };
                         let theirs = s2k
                             .derive_key(passphrase.as_bytes(), key_size)
                             .expect("rPGP derives");
-                        assert_eq!(ours, theirs.as_ref(), "{hash_alg:?} {count} {passphrase:?} {key_size}");
+                        assert_eq!(
+                            ours,
+                            theirs.as_ref(),
+                            "{hash_alg:?} {count} {passphrase:?} {key_size}"
+                        );
                     }
                 }
             }
