@@ -256,7 +256,7 @@ fn write_text_mbox(path: &Path, len: u64) -> Res<()> {
         msg.clear();
         let (from, to) = (words.next() % 5000, words.next() % 5000);
         let id = words.next();
-        let qp = n % 3 == 0;
+        let qp = n.is_multiple_of(3);
         write!(
             msg,
             "From user{from}@example.com Mon Jan {day:2} {h:02}:{m:02}:{s:02} 2024\n\
@@ -284,7 +284,7 @@ fn write_text_mbox(path: &Path, len: u64) -> Res<()> {
             let start = msg.len();
             let width = 60 + (words.next() % 14) as usize;
             words.line(&mut msg, width);
-            if qp && words.next() % 4 == 0 {
+            if qp && words.next().is_multiple_of(4) {
                 msg.extend_from_slice(b" =E2=80=99s=");
             }
             msg.push(b'\n');
@@ -297,7 +297,7 @@ fn write_text_mbox(path: &Path, len: u64) -> Res<()> {
             msg.extend_from_slice(b"> ");
             msg.extend_from_slice(line);
         }
-        if n % 100 == 0 {
+        if n.is_multiple_of(100) {
             quoted.clear();
         }
         msg.extend_from_slice(FOOTER);
