@@ -1,4 +1,5 @@
 //! Loading a secret key file: parsing, unlocking with the passphrase, matching recipients.
+use super::s2k;
 use super::*;
 use crate::openpgp::{
     hex_upper, key_id_hex, parse_secret_keys, primary_for_encryption, read_key_file,
@@ -72,11 +73,13 @@ impl DecryptionKey {
         for key in &mut keys {
             let now = !any_for_encryption || primary_for_encryption(key);
             let lock = unlock_state(key.primary_key.secret_params());
-            unlocker.apply(lock, now, |pw| key.primary_key.remove_password(pw))?;
+            unlocker.apply(lock, now, |pw| {
+                s2k::unlock_primary(&mut key.primary_key, pw)
+            })?;
             for sub in &mut key.secret_subkeys {
                 let now = !any_for_encryption || subkey_for_encryption(sub);
                 let lock = unlock_state(sub.key.secret_params());
-                unlocker.apply(lock, now, |pw| sub.key.remove_password(pw))?;
+                unlocker.apply(lock, now, |pw| s2k::unlock_subkey(&mut sub.key, pw))?;
             }
         }
         if unlocker.usable == 0 {

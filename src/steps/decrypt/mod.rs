@@ -55,12 +55,14 @@
 //! packet parser (never a final file); their errors are therefore reported without their text,
 //! and a panic inside rPGP is caught and reported as a malformed file.
 //!
-//! Three threads share the work, connected by bounded channels: the calling thread reads the file
-//! and decrypts (armor, AES, MDC) and is the one that learns the integrity verdict; a second one
-//! decompresses and unwraps the literal data; a helper hashes the input (SHA-256, a copy of each
-//! read) and the plaintext, writes the plaintext and syncs it. Memory stays constant: rPGP's
-//! readers buffer 8 KiB per layer (4 MiB chunks for GnuPG's AEAD), and at most 8 chunks of
-//! 64 KiB (decrypted) and 8 of 256 KiB (plaintext) are queued.
+//! Three threads share the work, connected by bounded channels: the calling thread reads the file,
+//! hashes it (SHA-256) and decrypts (armor, AES, MDC), and is the one that learns the integrity
+//! verdict; a second one decompresses and unwraps the literal data; a helper hashes the plaintext,
+//! writes it and syncs it. A fourth starts the plaintext's writeback every 16 MiB (`sync_data`),
+//! so that the final sync has only the tail to wait for. Memory stays constant: rPGP's readers
+//! buffer 8 KiB per layer (4 MiB chunks for GnuPG's AEAD), and at most 8 chunks of 64 KiB
+//! (decrypted) and 8 of 256 KiB (plaintext) are queued. Passphrase-protected keys are unlocked
+//! with a block-wise S2K (`s2k.rs`) in the GnuPG case.
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -78,6 +80,8 @@ use pgp::types::{
 };
 use sha2::{Digest, Sha256};
 
+/// Plaintext written between two early flushes (see [`threads::Flusher`]).
+const FLUSH_EVERY: usize = 16 * 1024 * 1024;
 /// Read buffer for the encrypted input.
 const INPUT_BUFFER: usize = 64 * 1024;
 /// Plaintext is handed to the helper thread in chunks of this size.
@@ -190,6 +194,7 @@ fn list(items: &[String]) -> String {
 
 mod guard;
 mod key;
+mod s2k;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -295,12 +300,14 @@ fn decrypt_file_inner(
         path: input.to_path_buf(),
         source,
     })?;
-    // Hashing both streams and writing the output happen on a helper thread, so that the
-    // decrypting thread only decrypts and decompresses.
+    // Hashing and writing the plaintext happen on a helper thread, so that the decompressing
+    // thread only decompresses.
+    let writer_stopped = Arc::new(AtomicBool::new(false));
     let (temp, hashed) = std::thread::scope(|scope| {
         let (jobs, queue) = mpsc::sync_channel::<Job>(HELPER_QUEUE);
-        let helper = scope.spawn(move || helper_main(queue));
-        let decrypted = decrypt_stream(key, input, output, file, jobs);
+        let stopped = Arc::clone(&writer_stopped);
+        let helper = scope.spawn(move || helper_main(queue, &stopped));
+        let decrypted = decrypt_stream(key, (input, output), file, jobs, writer_stopped);
         // `jobs` and every clone of it are gone once `decrypt_stream` returns.
         let hashed = helper.join();
         (decrypted, hashed)
@@ -317,7 +324,7 @@ fn decrypt_file_inner(
             source,
         });
     }
-    let temp = temp?;
+    let (temp, (input_bytes, input_sha256)) = temp?;
     temp.persist(output).map_err(|e| DecryptError::Io {
         path: output.to_path_buf(),
         source: e.error,
@@ -330,7 +337,7 @@ fn decrypt_file_inner(
         input = %input.display(),
         output = %output.display(),
         bytes = hashed.output_bytes,
-        input_bytes = hashed.input_bytes,
+        input_bytes,
         "decrypted"
     );
     Ok(DecryptedFile {
@@ -338,7 +345,7 @@ fn decrypt_file_inner(
         path: output.to_path_buf(),
         bytes: hashed.output_bytes,
         sha256: hashed.output_sha256,
-        input_bytes: hashed.input_bytes,
-        input_sha256: hashed.input_sha256,
+        input_bytes,
+        input_sha256,
     })
 }

@@ -1,15 +1,16 @@
 //! Streaming decryption of one opened file: session key, encryption layer, integrity verdict.
 use super::*;
 
-/// Decrypts the opened `file`, sending input and output bytes to the helper through `jobs`.
-/// Returns the temp file holding the plaintext, once it has passed the integrity check.
+/// Decrypts the opened `file`, sending the plaintext to the helper through `jobs`, and hashes
+/// the input. Returns the temp file holding the plaintext, once it has passed the integrity
+/// check, with the input's size and SHA-256.
 pub(super) fn decrypt_stream(
     key: &DecryptionKey,
-    input: &Path,
-    output: &Path,
+    (input, output): (&Path, &Path),
     file: File,
     jobs: SyncSender<Job>,
-) -> Result<tempfile::NamedTempFile, DecryptError> {
+    writer_stopped: Arc<AtomicBool>,
+) -> Result<(tempfile::NamedTempFile, (u64, String)), DecryptError> {
     let input_io = |source| DecryptError::Io {
         path: input.to_path_buf(),
         source,
@@ -19,8 +20,10 @@ pub(super) fn decrypt_stream(
         INPUT_BUFFER,
         HashingReader {
             inner: file,
-            jobs: jobs.clone(),
+            sha256: Sha256::new(),
+            bytes: 0,
             eof: Arc::clone(&eof),
+            writer_stopped,
         },
     );
     let ctx = Decryption {
@@ -64,7 +67,7 @@ pub(super) fn decrypt_stream(
     };
     // Hash whatever follows the message (e.g. text after an armor footer).
     io::copy(&mut raw, &mut io::sink()).map_err(input_io)?;
-    Ok(temp)
+    Ok((temp, raw.into_inner().digest()))
 }
 
 /// One file being decrypted: the key, its paths, and the channel to the helper thread.
