@@ -18,8 +18,8 @@
 //! opted into with `allow-experimental-crypto` and `allow-variable-time-crypto`, which its own
 //! README says is not recommended for general use; it is also LGPL-2.0-or-later and a much larger
 //! build. rPGP decrypts GnuPG's output faster than `gpg` in a few MB of memory, which is what
-//! this step needs (`cargo bench --bench decrypt`, 2-core machine: 256 MiB in 0.80 s against
-//! gpg's 1.26 s, 1 GiB in 2.9 s against 4.0 s, peak RSS under 8 MiB). rPGP's RSA is the
+//! this step needs (`cargo bench --bench decrypt`, 2-core machine, 256 MiB of mbox text: 0.79 s against
+//! gpg's 1.47 s; near-incompressible: 0.84x gpg; peak RSS under 12 MiB; see the README). rPGP's RSA is the
 //! RustCrypto `rsa` crate, whose decryption is not constant-time (the "Marvin" advisory); that
 //! matters to an oracle an attacker can time many times over, not to an auditor decrypting
 //! files locally.
