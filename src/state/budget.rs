@@ -222,6 +222,10 @@ impl Budgets {
             }
             return Ok(());
         };
+        // No budget was ever used with this state directory: nothing is held.
+        if !dir.is_dir() {
+            return Ok(());
+        }
         let _guard = lock(&self.memory);
         let _flock = file_lock(dir)?;
         for path in ledger_files(dir) {
