@@ -245,9 +245,6 @@ pub(crate) async fn run(
         replay: true,
     };
     let result = run_workflow(&run, scope).await;
-    if !matches!(result, Err(StopReason::Pending(_))) {
-        run.release_budgets("");
-    }
     let (status, outputs, mut error) = match result {
         Ok(out) => (RunStatus::Succeeded, out, None),
         Err(StopReason::Pending(w)) => (RunStatus::Pending, Value::Null, Some(w.text)),
@@ -320,8 +317,19 @@ fn release_more_data(
     Ok(())
 }
 
-/// Runs a file's steps, then renders its `outputs`.
-async fn run_workflow(run: &Arc<ActiveRun>, mut scope: Scope) -> Result<Value, StopReason> {
+/// Runs a file's steps, then renders its `outputs`. Once the file has ended (not pending),
+/// the in-flight quota units its steps hold are given back.
+async fn run_workflow(run: &Arc<ActiveRun>, scope: Scope) -> Result<Value, StopReason> {
+    let prefix = scope.prefix.clone();
+    let result = run_file(run, scope).await;
+    if !matches!(result, Err(StopReason::Pending(_))) {
+        run.release_budgets(&prefix);
+    }
+    result
+}
+
+/// [`run_workflow`]'s work: the steps, then the `outputs`.
+async fn run_file(run: &Arc<ActiveRun>, mut scope: Scope) -> Result<Value, StopReason> {
     let workflow = scope.workflow.clone();
     scope.cursors = cursors::load(run, &scope).map_err(|e| StopReason::Failed(e.into()))?;
     run_steps(run, &workflow.steps, &mut scope).await?;
@@ -705,11 +713,7 @@ async fn run_uses(
         cursors: Default::default(),
         replay: scope.replay,
     };
-    let result = run_workflow(run, sub).await;
-    if !matches!(result, Err(StopReason::Pending(_))) {
-        run.release_budgets(&format!("{}/", env.step));
-    }
-    match result {
+    match run_workflow(run, sub).await {
         Ok(outputs) => Ok(json!({ "outputs": outputs })),
         Err(StopReason::Failed(failure)) => Err(ActionError::SubWorkflow {
             target: uses.target.clone(),
