@@ -7,7 +7,7 @@ use std::io::Read as _;
 use std::path::Path;
 use std::time::Duration;
 
-use auditflow::sim::mimecast::SiemBatchType;
+use auditflow::sim::mimecast::{SiemBatchType, SiemFile};
 use auditflow::sim::{self, SimConfig, SimHandle};
 
 use crate::common::*;
@@ -55,58 +55,62 @@ fn contents(dir: &Path, gz: bool) -> BTreeSet<String> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn siem_logs_token_chain_collects_every_file_once_over_three_runs() {
+/// What one collector is: its workflow, how it signs in, its inputs, where its files land
+/// (gzip or not), and the simulator's files it must have collected.
+struct Collector {
+    workflow: &'static str,
+    oauth: bool,
+    inputs: &'static [&'static str],
+    dir: &'static str,
+    gz: bool,
+    made: fn(&SimHandle) -> Vec<SiemFile>,
+}
+
+/// Three scheduled runs of `c`, the simulated clock moved an hour after each: after every
+/// run the files on disk are exactly the ones the simulator made and still keeps.
+async fn three_runs(c: Collector) {
     let h = sim::start(SimConfig::default()).await.unwrap();
     let d = tempfile::tempdir().unwrap();
     for round in 0..3 {
-        let (code, out) = run(&h, false, "mimecast/siem-logs.yaml", &[], d.path());
+        let (code, out) = run(&h, c.oauth, c.workflow, c.inputs, d.path());
         assert_eq!(code, 0, "run {round}: {out}");
-        let want: BTreeSet<String> = h
-            .mimecast
-            .siem_log_files()
+        let want: BTreeSet<String> = (c.made)(&h)
             .into_iter()
             .filter(|f| f.kept)
             .map(|f| f.content_sha256)
             .collect();
         assert!(!want.is_empty());
-        assert_eq!(
-            contents(&d.path().join("out/MTA"), false),
-            want,
-            "run {round}"
-        );
+        assert_eq!(contents(&d.path().join(c.dir), c.gz), want, "run {round}");
         h.mimecast.advance_clock(Duration::from_secs(3600));
     }
     h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn siem_logs_token_chain_collects_every_file_once_over_three_runs() {
+    three_runs(Collector {
+        workflow: "mimecast/siem-logs.yaml",
+        oauth: false,
+        inputs: &[],
+        dir: "out/MTA",
+        gz: false,
+        made: |h| h.mimecast.siem_log_files(),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn siem_batch_events_collects_every_listed_file_once_over_three_runs() {
-    let h = sim::start(SimConfig::default()).await.unwrap();
-    let d = tempfile::tempdir().unwrap();
-    for round in 0..3 {
-        let (code, out) = run(
-            &h,
-            true,
-            "mimecast/siem-batch-events.yaml",
-            &["type=receipt"],
-            d.path(),
-        );
-        assert_eq!(code, 0, "run {round}: {out}");
-        let want: BTreeSet<String> = h
-            .mimecast
-            .siem_batch_files(SiemBatchType::parse("receipt").unwrap())
-            .into_iter()
-            .filter(|f| f.kept)
-            .map(|f| f.content_sha256)
-            .collect();
-        assert!(!want.is_empty());
-        assert_eq!(
-            contents(&d.path().join("out/receipt"), true),
-            want,
-            "run {round}"
-        );
-        h.mimecast.advance_clock(Duration::from_secs(3600));
-    }
-    h.shutdown().await;
+    three_runs(Collector {
+        workflow: "mimecast/siem-batch-events.yaml",
+        oauth: true,
+        inputs: &["type=receipt"],
+        dir: "out/receipt",
+        gz: true,
+        made: |h| {
+            h.mimecast
+                .siem_batch_files(SiemBatchType::parse("receipt").expect("a batch type"))
+        },
+    })
+    .await;
 }
