@@ -448,15 +448,10 @@ pub(super) async fn get_export(
     Path((matter, export)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = sim.guard(Service::VaultRead, &headers).await {
-        return r;
-    }
-    let now = sim.now();
-    let mut st = lock(&sim.state);
-    if !st.matters.contains_key(&matter) {
-        return matter_not_found(&matter);
-    }
-    sweep(&mut st, now, sim.retention());
+    let (mut st, now) = match open_matter(&sim, &headers, Service::VaultRead, &matter).await {
+        Ok(open) => open,
+        Err(r) => return r,
+    };
     match st.exports.get_mut(&export) {
         Some(e) if e.matter_id == matter => e.polls = e.polls.saturating_add(1),
         _ => return export_not_found(&export),
@@ -516,15 +511,10 @@ pub(super) async fn delete_export(
     Path((matter, export)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = sim.guard(Service::VaultWrite, &headers).await {
-        return r;
-    }
-    let now = sim.now();
-    let mut st = lock(&sim.state);
-    if !st.matters.contains_key(&matter) {
-        return matter_not_found(&matter);
-    }
-    sweep(&mut st, now, sim.retention());
+    let (mut st, _) = match open_matter(&sim, &headers, Service::VaultWrite, &matter).await {
+        Ok(open) => open,
+        Err(r) => return r,
+    };
     if st
         .exports
         .get(&export)
@@ -534,6 +524,26 @@ pub(super) async fn delete_export(
     }
     remove_export(&mut st, &export);
     json_ok(&json!({}))
+}
+
+/// The database, expired exports swept, once the caller may use `service` and `matter`
+/// exists (the checks every export handler makes first, in this order); else the answer.
+async fn open_matter<'a>(
+    sim: &'a VaultSim,
+    headers: &HeaderMap,
+    service: Service,
+    matter: &str,
+) -> Result<(std::sync::MutexGuard<'a, Db>, DateTime<Utc>), Response> {
+    if let Some(r) = sim.guard(service, headers).await {
+        return Err(r);
+    }
+    let now = sim.now();
+    let mut st = lock(&sim.state);
+    if !st.matters.contains_key(matter) {
+        return Err(matter_not_found(matter));
+    }
+    sweep(&mut st, now, sim.retention());
+    Ok((st, now))
 }
 
 fn export_not_found(id: &str) -> Response {
