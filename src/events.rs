@@ -135,6 +135,15 @@ pub struct Artifact {
     pub finished_at: String,
 }
 
+/// The file a byte count in [`Event::Progress`] is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileProgress {
+    /// What is being made: a download, or the plaintext of a decrypt.
+    pub kind: ArtifactKind,
+    /// The file being written (its final path).
+    pub path: String,
+}
+
 /// One event. `step` is the step's path: `id`, or `loop[3].id`, or `caller.uses/id`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -214,6 +223,9 @@ pub enum Event {
         bytes: Option<u64>,
         /// Bytes expected in all, when the server said.
         total: Option<u64>,
+        /// The file the bytes are about (downloads and decrypts; several run at once).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<FileProgress>,
     },
     /// A request that `--dry-run` would have sent.
     DryRun {
@@ -430,11 +442,16 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
             percent,
             bytes,
             total,
+            file,
         } => Event::Progress {
             step: m(step),
             percent,
             bytes,
             total,
+            file: file.map(|f| FileProgress {
+                kind: f.kind,
+                path: m(f.path),
+            }),
         },
         Event::DryRun {
             step,

@@ -7,11 +7,11 @@ use std::time::Duration;
 use super::args::{DecryptArgs, KeygenArgs, RunsCommand, SimArgs, SimTiming};
 use super::error::CliError;
 use crate::events::RunStatus;
-use crate::report::decrypt::DecryptReport;
+use crate::report::decrypt::{show_progress, DecryptReport};
 use crate::report::manifest::Recorded;
 use crate::sim::timing::Timing;
 use crate::state::StateDir;
-use crate::steps::decrypt::{decrypt_file, output_name, DecryptionKey};
+use crate::steps::decrypt::{decrypt_file_reporting, output_name, DecryptionKey};
 use crate::workflow::duration::parse_duration;
 use crate::workflow::validate::validate_file;
 
@@ -171,12 +171,20 @@ pub(super) async fn decrypt(a: DecryptArgs) -> Result<(), CliError> {
         .iter()
         .map(|f| {
             let (key, input, output) = (key.clone(), f.clone(), a.out.join(output_name(f)));
-            tokio::task::spawn_blocking(move || decrypt_file(&key, &input, &output))
+            let bar = report.bar(f);
+            let progress = bar.clone();
+            let task = tokio::task::spawn_blocking(move || {
+                let progress = |read, size| show_progress(&progress, read, size);
+                decrypt_file_reporting(&key, &input, &output, &progress)
+            });
+            (bar, task)
         })
         .collect();
     let mut errors = Vec::new();
-    for (f, t) in a.files.iter().zip(tasks) {
-        match t.await {
+    for (f, (bar, t)) in a.files.iter().zip(tasks) {
+        let done = t.await;
+        bar.finish_and_clear();
+        match done {
             Ok(Ok(d)) => report.decrypted(f, &d),
             Ok(Err(e)) => errors.push(CliError::Failed(e.to_string())),
             Err(e) => errors.push(CliError::Failed(format!(

@@ -1,9 +1,11 @@
-//! What `auditflow decrypt` reports: a line per decrypted file and the evidence manifest,
-//! fed with the run events a one-step workflow would have emitted.
+//! What `auditflow decrypt` reports: a byte bar per file in a terminal, a line per decrypted
+//! file and the evidence manifest, fed with the run events a one-step workflow would have
+//! emitted.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use indicatif::{MultiProgress, ProgressBar};
 use serde_json::Value;
 
 use super::manifest::ManifestSink;
@@ -19,6 +21,8 @@ const STEP: &str = "decrypt";
 pub(crate) struct DecryptReport {
     emitter: Emitter,
     manifest: Arc<ManifestSink>,
+    /// In a terminal: a byte bar per file being decrypted, lines printed above them.
+    bars: Option<MultiProgress>,
 }
 
 impl DecryptReport {
@@ -36,18 +40,44 @@ impl DecryptReport {
             dry_run: false,
             resumed: None,
         });
-        DecryptReport { emitter, manifest }
+        DecryptReport {
+            emitter,
+            manifest,
+            bars: super::reporters::draws_bars().then(MultiProgress::new),
+        }
+    }
+
+    /// A byte bar for decrypting `input` (hidden outside a terminal): feed it the decrypt's
+    /// progress with [`show_progress`], clear it when the file is done.
+    pub(crate) fn bar(&self, input: &Path) -> ProgressBar {
+        let Some(m) = &self.bars else {
+            return ProgressBar::hidden();
+        };
+        let size = std::fs::metadata(input).map_or(0, |m| m.len());
+        let pb = m.add(ProgressBar::new(size));
+        pb.set_style(super::human::byte_style(true));
+        pb.set_prefix(format!("decrypt {}", input.display()));
+        pb
+    }
+
+    fn println(&self, line: &str) {
+        match &self.bars {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => crate::outln!("{line}"),
+        }
     }
 
     /// Prints `input -> output (bytes, sha256)` and records the plaintext as an artifact.
     pub(crate) fn decrypted(&self, input: &Path, d: &DecryptedFile) {
-        crate::outln!(
+        self.println(&format!(
             "{} -> {} ({} bytes, sha256 {})",
             input.display(),
             d.path.display(),
             d.bytes,
             d.sha256
-        );
+        ));
         self.emitter.emit(Event::Artifact {
             step: STEP.into(),
             artifact: Artifact {
@@ -77,4 +107,10 @@ impl DecryptReport {
         }
         Ok(())
     }
+}
+
+/// Shows a decrypt's `(bytes read, input size)` on its bar.
+pub(crate) fn show_progress(bar: &ProgressBar, read: u64, size: u64) {
+    bar.set_length(size);
+    bar.set_position(read);
 }

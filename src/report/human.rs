@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::events::{Artifact, Event, RunStatus, Sink, StepStatus};
+use crate::events::{Artifact, ArtifactKind, Event, FileProgress, RunStatus, Sink, StepStatus};
 use crate::workflow::duration::format_duration;
 use crate::workflow::plan::StepKind;
 
@@ -42,8 +42,9 @@ struct State {
     labels: HashMap<String, String>,
     /// Steps whose vendor process was announced (plain output, not verbose).
     announced: HashSet<String>,
-    /// Running steps whose spinner became a byte bar (a download, a decrypt).
-    byte_bars: HashSet<String>,
+    /// Byte bars of the files running steps download or decrypt (several at once), under
+    /// their step's spinner, by step path and file.
+    file_bars: HashMap<(String, String), ProgressBar>,
 }
 
 impl State {
@@ -248,7 +249,13 @@ impl Human {
             pb.finish_and_clear();
         }
         st.announced.remove(f.step);
-        st.byte_bars.remove(f.step);
+        st.file_bars.retain(|(step, _), pb| {
+            let mine = step == f.step;
+            if mine {
+                pb.finish_and_clear();
+            }
+            !mine
+        });
         let path = st.labels.remove(f.step);
         let shown = label.or(path.as_deref()).unwrap_or(f.step);
         let tries = if f.attempts > 1 {
@@ -316,36 +323,64 @@ fn verdict(status: RunStatus) -> &'static str {
     }
 }
 
-/// A running step's progress on its bar: a percentage on the spinner, bytes turn it into a
-/// byte bar with rate and ETA (indicatif measures both). Nothing without a bar.
-fn progress(
-    st: &mut State,
-    step: &str,
-    percent: Option<f64>,
-    bytes: Option<u64>,
-    total: Option<u64>,
-) {
-    let Some(pb) = st.running.get(step) else {
-        return;
-    };
-    match (percent, bytes) {
-        (Some(p), None) => pb.set_message(format!("{p:.0}%")),
-        (_, Some(b)) => {
-            if st.byte_bars.insert(step.to_string()) {
-                pb.set_style(byte_style(total.is_some()));
-                pb.reset_eta();
-            }
-            if let Some(t) = total {
-                pb.set_length(t);
-            }
-            pb.set_position(b);
-        }
-        _ => {}
+/// A vendor process's percentage, on its step's spinner. Nothing without a bar.
+fn percent(st: &State, step: &str, percent: f64) {
+    if let Some(pb) = st.running.get(step) {
+        pb.set_message(format!("{percent:.0}%"));
     }
 }
 
+/// Bytes of a file a step downloads or decrypts, on a byte bar of its own under the step's
+/// spinner (rate and ETA measured by indicatif). The bar goes once the file is complete, or
+/// with its step. Nothing without bars (plain output has a line per file instead).
+fn file_progress(
+    m: &MultiProgress,
+    st: &mut State,
+    step: &str,
+    file: Option<&FileProgress>,
+    (bytes, total): (u64, Option<u64>),
+) {
+    let Some(spinner) = st.running.get(step) else {
+        return;
+    };
+    let path = file.map_or("", |f| f.path.as_str());
+    let key = (step.to_string(), path.to_string());
+    let pb = match st.file_bars.get(&key) {
+        Some(pb) => pb,
+        None => {
+            let pb = m.insert_after(spinner, ProgressBar::new(total.unwrap_or(0)));
+            pb.set_style(byte_style(total.is_some()));
+            pb.set_prefix(file_prefix(st.shown(step), file));
+            st.file_bars.entry(key.clone()).or_insert(pb)
+        }
+    };
+    if let Some(t) = total {
+        pb.set_length(t);
+    }
+    pb.set_position(bytes);
+    if total.is_some_and(|t| bytes >= t) {
+        pb.finish_and_clear();
+        st.file_bars.remove(&key);
+    }
+}
+
+/// `step download export-1.mbox.gpg`: the step, what happens to the file, the file's name.
+fn file_prefix(step: &str, file: Option<&FileProgress>) -> String {
+    let Some(f) = file else {
+        return step.to_string();
+    };
+    let name = std::path::Path::new(&f.path)
+        .file_name()
+        .map_or_else(|| f.path.clone(), |n| n.to_string_lossy().into_owned());
+    let what = match f.kind {
+        ArtifactKind::Decrypt => "decrypt",
+        _ => "download",
+    };
+    format!("{step} {what} {name}")
+}
+
 /// The look of a download or decrypt: bytes, rate and (with a known size) a bar and ETA.
-fn byte_style(sized: bool) -> ProgressStyle {
+pub(super) fn byte_style(sized: bool) -> ProgressStyle {
     let template = if sized {
         "  {spinner} {prefix} [{bar:24}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"
     } else {
@@ -405,10 +440,21 @@ impl Sink for Human {
             } if self.bars().is_none() && !self.verbose => self.announce(&mut st, step),
             Event::Progress {
                 step,
-                percent,
-                bytes,
+                bytes: Some(b),
                 total,
-            } => progress(&mut st, step, *percent, *bytes, *total),
+                file,
+                ..
+            } => {
+                if let Some(m) = self.bars() {
+                    file_progress(m, &mut st, step, file.as_ref(), (*b, *total));
+                }
+            }
+            Event::Progress {
+                step,
+                percent: Some(p),
+                ..
+            } => percent(&st, step, *p),
+            Event::Progress { .. } => {}
             Event::DryRun {
                 step,
                 method,

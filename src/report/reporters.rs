@@ -64,13 +64,7 @@ impl Reporters {
     pub(crate) fn from_args(args: ReportArgs) -> Reporters {
         let console: Arc<dyn Sink> = match args.console {
             Console::JsonLines => Arc::new(JsonLines),
-            Console::Human { verbose } => {
-                // Bars draw on stderr and lines go above them: both must be a terminal.
-                let interactive = std::io::stdout().is_terminal()
-                    && std::io::stderr().is_terminal()
-                    && std::env::var_os("CI").is_none();
-                Arc::new(Human::new(interactive, verbose))
-            }
+            Console::Human { verbose } => Arc::new(Human::new(draws_bars(), verbose)),
         };
         Reporters {
             json: args
@@ -150,6 +144,14 @@ pub(crate) fn out_dir(wf: &Workflow, given: &BTreeMap<String, Value>) -> Option<
         .get("out_dir")
         .or_else(|| wf.inputs.get("out_dir").and_then(|i| i.default.as_ref()))?;
     v.as_str().filter(|s| !s.is_empty()).map(PathBuf::from)
+}
+
+/// Whether progress bars are drawn: bars draw on stderr and lines go above them, so both
+/// must be a terminal, and a CI job's log (`CI` set) gets plain lines instead.
+pub(crate) fn draws_bars() -> bool {
+    std::io::stdout().is_terminal()
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("CI").is_none()
 }
 
 /// JSON lines on stdout, one per event (`--log-format json`), each stamped with the time it

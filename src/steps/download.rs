@@ -724,7 +724,7 @@ async fn attempt(
                         break; // the writer failed: its error comes from finish()
                     }
                     held += len;
-                    if last_report.elapsed() >= PROGRESS_EVERY {
+                    if last_report.elapsed() >= super::PROGRESS_EVERY {
                         ctx.observer.progress(held);
                         last_report = Instant::now();
                     }
@@ -856,8 +856,6 @@ fn new_backoff(policy: &RetryPolicy) -> crate::retry::Backoff<rand::rngs::StdRng
     use rand::SeedableRng as _;
     policy.backoff_with(rand::rngs::StdRng::from_entropy())
 }
-
-const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 fn cancelled(ctx: &FetchState<'_>) -> DownloadError {
     DownloadError::Cancelled {

@@ -10,7 +10,7 @@ use super::decrypt::{self, DecryptionKey};
 use super::download::{self, DownloadObserver, FileToFetch, HeaderFn};
 use super::extract;
 use super::{render_optional, render_str, StepEnv, StepError};
-use crate::events::{Artifact, ArtifactKind, Emitter, Event};
+use crate::events::{Artifact, ArtifactKind, Emitter, Event, FileProgress};
 use crate::template::render_deep;
 use crate::vendors::Connection;
 use crate::workflow::model::{DecryptSpec, DownloadSpec, ExtractSpec};
@@ -70,6 +70,8 @@ fn size_list(v: &Value, ctx: &Value) -> Result<Vec<u64>, StepError> {
 struct Progress<'a> {
     step: &'a str,
     emitter: &'a Emitter,
+    /// The file being downloaded (its final path, as events show paths).
+    file: String,
     /// The file's size from the last `started` (`u64::MAX`: not known), for byte bars.
     total: std::sync::atomic::AtomicU64,
 }
@@ -96,6 +98,10 @@ impl DownloadObserver for Progress<'_> {
             bytes: Some(bytes_so_far),
             total: Some(self.total.load(std::sync::atomic::Ordering::Relaxed))
                 .filter(|t| *t != u64::MAX),
+            file: Some(FileProgress {
+                kind: ArtifactKind::Download,
+                path: self.file.clone(),
+            }),
         });
     }
     fn retrying(&self, attempt: u32, wait: std::time::Duration, reason: &str) {
@@ -240,6 +246,7 @@ async fn fetch_one(
     let observer = Progress {
         step: env.step,
         emitter: env.emitter,
+        file: display(&f.dest),
         total: std::sync::atomic::AtomicU64::new(u64::MAX),
     };
     let d = download::download(client, f, headers, &env.retry, &observer, env.cancel).await?;
@@ -597,12 +604,27 @@ async fn decrypt_one(
     }
     env.emitter
         .log(env.step, format!("decrypting {}", input.display()));
-    let d = tokio::task::spawn_blocking(move || decrypt::decrypt_file(&key, &input, &output))
-        .await
-        .map_err(|source| StepError::TaskFailed {
-            task: "decrypt",
-            source,
-        })??;
+    let (emitter, step, file) = (env.emitter.clone(), env.step.to_string(), display(&output));
+    let progress = move |read, size| {
+        emitter.emit(Event::Progress {
+            step: step.clone(),
+            percent: None,
+            bytes: Some(read),
+            total: Some(size),
+            file: Some(FileProgress {
+                kind: ArtifactKind::Decrypt,
+                path: file.clone(),
+            }),
+        });
+    };
+    let d = tokio::task::spawn_blocking(move || {
+        decrypt::decrypt_file_reporting(&key, &input, &output, &progress)
+    })
+    .await
+    .map_err(|source| StepError::TaskFailed {
+        task: "decrypt",
+        source,
+    })??;
     // The plaintext is in place, its artifact record not yet written.
     crate::failpoint::hit("decrypted-unrecorded");
     emit_decrypted(env, &d);

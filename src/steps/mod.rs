@@ -10,6 +10,9 @@ use crate::template::TemplateError;
 use crate::vendors::{Connection, Request, Response, VendorError};
 use crate::workflow::model::Count;
 
+/// How often a download or decrypt reports its byte count (a bar redraws no faster anyway).
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
 pub mod at_most_once;
 pub mod call;
 pub mod decrypt;
@@ -311,6 +314,7 @@ impl crate::vendors::Observer for StepObserver<'_> {
             percent: Some(percent),
             bytes: None,
             total: None,
+            file: None,
         });
     }
 }

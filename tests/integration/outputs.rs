@@ -50,7 +50,7 @@ fn mode(p: &Path) -> u32 {
 
 /// Downloads `{base}/mailbox-0.asc` into `out_dir` and decrypts it there (pipelined), and
 /// saves a call's answer beside them.
-fn export_case(base: &str) -> Case {
+pub(crate) fn export_case(base: &str) -> Case {
     Case::yaml(&format!(
         r#"
         name: export
@@ -73,7 +73,7 @@ fn export_case(base: &str) -> Case {
     .env("PGP_PASSPHRASE", PASSPHRASE)
 }
 
-async fn export_server() -> (String, std::sync::Arc<common::Script>) {
+pub(crate) async fn export_server() -> (String, std::sync::Arc<common::Script>) {
     serve(vec![
         ("/list", vec![Reply::json(200, serde_json::json!({"n": 1}))]),
         ("/mailbox-0.asc", vec![armored()]),

@@ -1,5 +1,6 @@
-//! Operator output (issue 11): loops labelled by item, MailStore progress only with `-v`, no
-//! progress bars outside a terminal, and a simulator that stops promptly on SIGTERM / Ctrl-C.
+//! Operator output (issue 11): loops labelled by item, MailStore progress only with `-v`, byte
+//! progress per downloaded and decrypted file, no progress bars outside a terminal, and a
+//! simulator that stops promptly on SIGTERM / Ctrl-C.
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -209,4 +210,47 @@ async fn mailstore_process_log_shows_only_with_verbose() {
     let (verbose, err, code) = verify_stores(&["-v"]).await;
     assert_eq!(code, Some(0), "{verbose}\n{err}");
     assert!(verbose.contains("Verifying file group"), "{verbose}");
+}
+
+/// The byte progress events of one file, as `--log-format json` prints them: (bytes, total).
+fn file_progress(stdout: &str, kind: &str, file: &str) -> Vec<(u64, Option<u64>)> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "progress" && e["file"]["kind"] == kind)
+        .filter(|e| {
+            e["file"]["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with(file))
+        })
+        .map(|e| (e["bytes"].as_u64().expect("bytes"), e["total"].as_u64()))
+        .collect()
+}
+
+/// Downloads and decrypts report their bytes per file (what the terminal's byte bars and a
+/// JSON log show), ending at the file's full size.
+#[tokio::test]
+async fn downloads_and_decrypts_report_bytes_per_file() {
+    let (base, _script) = crate::outputs::export_server().await;
+    let ran = crate::outputs::export_case(&base)
+        .arg("--log-format")
+        .arg("json")
+        .run()
+        .await;
+    let encrypted = std::fs::metadata(ran.path().join("out/mailbox-0.asc"))
+        .expect("the download is kept")
+        .len();
+    for (kind, file) in [("download", "mailbox-0.asc"), ("decrypt", "mailbox-0.mbox")] {
+        let seen = file_progress(&ran.stdout, kind, file);
+        assert_eq!(
+            seen.last(),
+            Some(&(encrypted, Some(encrypted))),
+            "{kind} of {file}: the last progress is the whole encrypted file: {seen:?}\n{}",
+            ran.stdout
+        );
+        assert!(
+            seen.windows(2).all(|w| w[0].0 <= w[1].0),
+            "{kind} progress only grows: {seen:?}"
+        );
+    }
 }

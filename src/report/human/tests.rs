@@ -139,6 +139,7 @@ fn a_resumed_run_that_detaches_while_polling() {
             percent: Some(50.0),
             bytes: None,
             total: None,
+            file: None,
         },
         artifact("users[0].download", "out/ann/export-1.mbox.gpg", 3 * 1024 * 1024),
         step_finished("users[0].download", "users[0].download", StepStatus::Succeeded, 1, 65_000),
@@ -228,6 +229,7 @@ fn loop_labels_and_vendor_process_logs() {
                 percent: Some(40.0),
                 bytes: None,
                 total: None,
+                file: None,
             },
             Event::Log {
                 step: one.into(),
@@ -260,4 +262,80 @@ fn loop_labels_and_vendor_process_logs() {
         "loop_labels_vendor_log",
         &format!("{quiet}--- verbose ---\n{verbose}"),
     );
+}
+
+/// In a terminal, each file a step downloads or decrypts has a byte bar of its own (several
+/// run at once); a complete file's bar goes, and the step's end takes the rest with it.
+#[test]
+fn each_file_in_flight_has_its_own_byte_bar() {
+    let hidden = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
+    let h = Human::with_output(Output::Bars(hidden), false);
+    let step = "users[0].download";
+    let bytes = |kind, path: &str, done, total| Event::Progress {
+        step: step.into(),
+        percent: None,
+        bytes: Some(done),
+        total,
+        file: Some(FileProgress {
+            kind,
+            path: path.into(),
+        }),
+    };
+    let bars = |h: &Human| {
+        let st = h.state.lock().unwrap();
+        let mut shown: Vec<(String, u64, Option<u64>)> = st
+            .file_bars
+            .values()
+            .map(|pb| (pb.prefix(), pb.position(), pb.length()))
+            .collect();
+        shown.sort();
+        shown
+    };
+    h.event(&step_started(step, StepKind::Download));
+    h.event(&bytes(
+        ArtifactKind::Download,
+        "out/a/export-1.gpg",
+        10,
+        Some(100),
+    ));
+    h.event(&bytes(
+        ArtifactKind::Decrypt,
+        "out/a/export-0.mbox",
+        5,
+        Some(50),
+    ));
+    h.event(&bytes(
+        ArtifactKind::Download,
+        "out/a/export-1.gpg",
+        40,
+        Some(100),
+    ));
+    assert_eq!(
+        bars(&h),
+        vec![
+            (format!("{step} decrypt export-0.mbox"), 5, Some(50)),
+            (format!("{step} download export-1.gpg"), 40, Some(100)),
+        ]
+    );
+    h.event(&bytes(
+        ArtifactKind::Decrypt,
+        "out/a/export-0.mbox",
+        50,
+        Some(50),
+    ));
+    assert_eq!(
+        bars(&h),
+        vec![(format!("{step} download export-1.gpg"), 40, Some(100))]
+    );
+    // Progress of a step that is not running draws nothing.
+    h.event(&Event::Progress {
+        step: "other".into(),
+        percent: None,
+        bytes: Some(1),
+        total: None,
+        file: None,
+    });
+    assert_eq!(bars(&h).len(), 1);
+    h.event(&step_finished(step, step, StepStatus::Failed, 1, 10));
+    assert!(bars(&h).is_empty(), "the step's end clears its file bars");
 }

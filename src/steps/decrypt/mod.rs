@@ -270,6 +270,11 @@ pub fn remove_stale_temps(output: &Path) -> usize {
         .count()
 }
 
+/// Told how far a decrypt has got: `(bytes of the encrypted input read, its size)`. Called
+/// on the decrypting thread about every [`crate::steps::PROGRESS_EVERY`] and once at the
+/// end of the input: keep it cheap.
+pub type OnProgress<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
 /// Decrypts `input` into `output` (final path) through a temp file beside it; synchronous
 /// (callers use `spawn_blocking`). An existing `output` is replaced atomically, and only once
 /// the whole message has decrypted and passed its integrity check.
@@ -278,9 +283,21 @@ pub fn decrypt_file(
     input: &Path,
     output: &Path,
 ) -> Result<DecryptedFile, DecryptError> {
+    decrypt_file_reporting(key, input, output, &|_, _| {})
+}
+
+/// [`decrypt_file`], telling `progress` how much of the input has been read (for a byte bar:
+/// the input is read at the pace the plaintext is written).
+pub fn decrypt_file_reporting(
+    key: &DecryptionKey,
+    input: &Path,
+    output: &Path,
+    progress: OnProgress<'_>,
+) -> Result<DecryptedFile, DecryptError> {
     // rPGP's readers panic on some states they consider impossible; never let that (or any
     // other panic) escape as a crash. The temp file is removed by its destructor on unwind.
-    match catch_unwind(AssertUnwindSafe(|| decrypt_file_inner(key, input, output))) {
+    let inner = || decrypt_file_inner(key, (input, output), progress);
+    match catch_unwind(AssertUnwindSafe(inner)) {
         Ok(result) => result,
         Err(_) => Err(DecryptError::Malformed {
             input: input.to_path_buf(),
@@ -293,13 +310,16 @@ pub fn decrypt_file(
 
 fn decrypt_file_inner(
     key: &DecryptionKey,
-    input: &Path,
-    output: &Path,
+    (input, output): (&Path, &Path),
+    progress: OnProgress<'_>,
 ) -> Result<DecryptedFile, DecryptError> {
-    let file = File::open(input).map_err(|source| DecryptError::Io {
+    let input_io = |source| DecryptError::Io {
         path: input.to_path_buf(),
         source,
-    })?;
+    };
+    let file = File::open(input).map_err(input_io)?;
+    let size = file.metadata().map_err(input_io)?.len();
+    let progress = InputProgress::new(progress, size);
     // Hashing and writing the plaintext happen on a helper thread, so that the decompressing
     // thread only decompresses.
     let writer_stopped = Arc::new(AtomicBool::new(false));
@@ -307,7 +327,8 @@ fn decrypt_file_inner(
         let (jobs, queue) = mpsc::sync_channel::<Job>(HELPER_QUEUE);
         let stopped = Arc::clone(&writer_stopped);
         let helper = scope.spawn(move || helper_main(queue, &stopped));
-        let decrypted = decrypt_stream(key, (input, output), file, jobs, writer_stopped);
+        let decrypted =
+            decrypt_stream(key, (input, output), (file, progress), jobs, writer_stopped);
         // `jobs` and every clone of it are gone once `decrypt_stream` returns.
         let hashed = helper.join();
         (decrypted, hashed)

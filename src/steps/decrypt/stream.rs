@@ -7,7 +7,7 @@ use super::*;
 pub(super) fn decrypt_stream(
     key: &DecryptionKey,
     (input, output): (&Path, &Path),
-    file: File,
+    (file, progress): (File, InputProgress<'_>),
     jobs: SyncSender<Job>,
     writer_stopped: Arc<AtomicBool>,
 ) -> Result<(tempfile::NamedTempFile, (u64, String)), DecryptError> {
@@ -24,6 +24,7 @@ pub(super) fn decrypt_stream(
             bytes: 0,
             eof: Arc::clone(&eof),
             writer_stopped,
+            progress,
         },
     );
     let ctx = Decryption {

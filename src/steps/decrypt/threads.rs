@@ -293,31 +293,58 @@ impl Read for ChannelReader {
     }
 }
 
+/// Reports the bytes of the input read, at most every [`crate::steps::PROGRESS_EVERY`].
+pub(super) struct InputProgress<'p> {
+    on: OnProgress<'p>,
+    size: u64,
+    last: std::time::Instant,
+}
+
+impl<'p> InputProgress<'p> {
+    pub(super) fn new(on: OnProgress<'p>, size: u64) -> Self {
+        InputProgress {
+            on,
+            size,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// `read` bytes read so far; `done`: the end of the input (always reported).
+    fn update(&mut self, read: u64, done: bool) {
+        if done || self.last.elapsed() >= crate::steps::PROGRESS_EVERY {
+            // A file that grew while it was read: the bar's end moves with it.
+            (self.on)(read, self.size.max(read));
+            self.last = std::time::Instant::now();
+        }
+    }
+}
+
 /// Reads the input file, hashing every byte on the way (on the thread that reads it, while
-/// it is in cache), and noting when it has reached EOF.
-pub(super) struct HashingReader {
+/// it is in cache), noting when it has reached EOF, and reporting how far it has got.
+pub(super) struct HashingReader<'p> {
     pub(super) inner: File,
     pub(super) sha256: Sha256,
     pub(super) bytes: u64,
     pub(super) eof: Arc<AtomicBool>,
     /// Set by the helper thread when it stopped on a write error: stop reading at once.
     pub(super) writer_stopped: Arc<AtomicBool>,
+    pub(super) progress: InputProgress<'p>,
 }
 
-impl HashingReader {
+impl HashingReader<'_> {
     /// Size and SHA-256 (hex) of what has been read.
     pub(super) fn digest(self) -> (u64, String) {
         (self.bytes, crate::durable::to_hex(&self.sha256.finalize()))
     }
 }
 
-impl fmt::Debug for HashingReader {
+impl fmt::Debug for HashingReader<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HashingReader").finish_non_exhaustive()
     }
 }
 
-impl Read for HashingReader {
+impl Read for HashingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.writer_stopped.load(Ordering::Relaxed) {
             // The output error is reported instead.
@@ -325,13 +352,14 @@ impl Read for HashingReader {
         }
         let n = self.inner.read(buf)?;
         if n == 0 {
-            if !buf.is_empty() {
-                self.eof.store(true, Ordering::Relaxed);
+            if !buf.is_empty() && !self.eof.swap(true, Ordering::Relaxed) {
+                self.progress.update(self.bytes, true);
             }
             return Ok(0);
         }
         self.sha256.update(buf.get(..n).unwrap_or_default());
         self.bytes += n as u64;
+        self.progress.update(self.bytes, false);
         Ok(n)
     }
 }
