@@ -109,6 +109,18 @@ pub enum PagingError {
         /// The limit reached.
         max: u32,
     },
+    /// The next page asked for is one already fetched: the vendor's pages loop.
+    #[error(
+        "the {vendor} answer on page {page} points back to a page already fetched (its next-page \
+         link or token repeats), so following the pages would never end and the result could \
+         not be complete; run the step again later, and report it to the vendor if it persists"
+    )]
+    Loop {
+        /// The connection's vendor.
+        vendor: VendorKind,
+        /// The page whose answer pointed back.
+        page: u32,
+    },
     /// The records fetched are not the total the vendor reported.
     #[error(
         "{vendor} reports {reported} records in all (totalCount) but the {pages} page(s) \
@@ -715,6 +727,7 @@ async fn fetch_pages(
     let mut all = Vec::new();
     let mut attempts = 0;
     let mut truncated = false;
+    let mut asked = std::collections::HashSet::from([page_identity(&req)]);
     loop {
         let (r, a) = send_with_retry(conn, &req, env).await?;
         attempts += a;
@@ -722,6 +735,13 @@ async fn fetch_pages(
         let next = conn.next_page(&req, &r, p);
         all.push(r);
         let Some(n) = next else { break };
+        if !asked.insert(page_identity(&n)) {
+            return Err(PagingError::Loop {
+                vendor: conn.settings().kind,
+                page: all.len() as u32,
+            }
+            .into());
+        }
         if all.len() as u32 >= max {
             if !truncate {
                 return Err(PagingError::MaxPages {
@@ -751,6 +771,17 @@ async fn fetch_pages(
         pages,
         truncated,
     })
+}
+
+/// What makes a page request that page: method, URL (with its query) and body. Kept only
+/// in memory, hashed: two requests alike ask for the same page.
+fn page_identity(req: &Request) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    req.method.hash(&mut h);
+    req.url.as_str().hash(&mut h);
+    format!("{:?}", req.body).hash(&mut h);
+    h.finish()
 }
 
 /// The records of a complete result, checked against the total the vendor reports.

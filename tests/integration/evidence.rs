@@ -250,6 +250,27 @@ async fn http_link_next_without_paginate_fails() {
     assert!(all.contains("`paginate: true`"), "{all}");
 }
 
+/// A vendor whose next page points back to a page already fetched fails at once, naming the
+/// loop (not after 10,000 pages with advice to raise `max_pages`), and saves nothing.
+#[tokio::test]
+async fn pages_that_loop_back_fail_at_once() {
+    let page =
+        |n: u32| Reply::json(200, json!([n])).header("link", "</items?page=2>; rel=\"next\"");
+    let (base, script) = serve(vec![("/items", vec![page(1), page(2), page(3)])]).await;
+    let ran = http_case(&base, "/items", "paginate: true")
+        .code(1)
+        .run()
+        .await;
+    let all = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(all.contains("step `get`"), "{all}");
+    assert!(
+        all.contains("answer on page 2 points back to a page already fetched"),
+        "{all}"
+    );
+    assert_eq!(script.requests("/items").len(), 2, "{all}");
+    assert!(!ran.path().join("out/got.json").exists());
+}
+
 #[tokio::test]
 async fn google_rel_next_without_paginate_fails() {
     let feed = |next: &str| {
