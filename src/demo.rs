@@ -50,6 +50,29 @@ pub fn generate_key(dir: &Path, bits: u32) -> Result<DemoKey, String> {
     })
 }
 
+/// The environment a workflow sees against the simulator: `env` without any vendor or key
+/// variable of the user's (real credentials never meet the simulator, and none is left for
+/// a workflow to pick up), then the simulator's addresses and credentials and `key`.
+pub fn simulator_env(
+    mut env: BTreeMap<String, String>,
+    handle: &sim::SimHandle,
+    key: &DemoKey,
+) -> BTreeMap<String, String> {
+    env.retain(|k, _| {
+        !(k.starts_with("MIMECAST_")
+            || k.starts_with("MAILSTORE_")
+            || k.starts_with("GOOGLE_")
+            || k.starts_with("AUDIT_PGP_"))
+    });
+    env.extend(handle.env());
+    env.insert(
+        "AUDIT_PGP_SECRET_KEY".into(),
+        key.secret_key.display().to_string(),
+    );
+    env.insert("AUDIT_PGP_PASSPHRASE".into(), key.passphrase.clone());
+    env
+}
+
 /// Writes a file readable by its owner only (mode 0600 from creation, renamed when complete).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     crate::durable::write_private(path, bytes).map_err(|e| e.to_string())
@@ -159,20 +182,7 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
         key.public_key.display()
     );
 
-    let mut env: BTreeMap<String, String> = std::env::vars().collect();
-    // Never let a user's real credentials leak into the demo.
-    env.retain(|k, _| {
-        !(k.starts_with("MIMECAST_")
-            || k.starts_with("MAILSTORE_")
-            || k.starts_with("GOOGLE_")
-            || k.starts_with("AUDIT_PGP_"))
-    });
-    env.extend(handle.env());
-    env.insert(
-        "AUDIT_PGP_SECRET_KEY".into(),
-        key.secret_key.display().to_string(),
-    );
-    env.insert("AUDIT_PGP_PASSPHRASE".into(), key.passphrase.clone());
+    let env = simulator_env(std::env::vars().collect(), &handle, &key);
 
     let wf = workflows_dir();
     let o = |s: &str| out.join(s).display().to_string();
@@ -262,7 +272,7 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
                 inputs_file: None,
                 report_json: None,
                 junit: None,
-                dry_run: false,
+                dry_run: None,
                 max_wait: max_wait.map(str::to_string),
                 fresh: false,
                 resume: None,
@@ -271,6 +281,7 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
                 log_format: LogFormat::Human,
                 verbose: false,
                 env: env.clone(),
+                loopback_only: true,
             },
             cancel.clone(),
         )

@@ -24,6 +24,7 @@ pub(crate) mod engine;
 pub mod events;
 pub mod failpoint;
 pub mod openpgp;
+pub mod rehearse;
 pub(crate) mod report;
 pub mod retry;
 pub mod secrets;

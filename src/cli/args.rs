@@ -37,6 +37,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// What `run --dry-run` does.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DryRunMode {
+    /// Render every request and send nothing (`--dry-run` alone).
+    Plan,
+    /// Rehearse: run against the built-in simulator, in a scratch directory, with a
+    /// throwaway key; no request leaves the machine.
+    Sim,
+}
+
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -145,9 +155,18 @@ pub struct RunArgs {
     /// Write a JUnit XML report (one test case per step).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Render every request (secrets masked) and send nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    /// Render every request (secrets masked) and send nothing; `--dry-run=sim` rehearses
+    /// the workflow against the built-in simulator instead (scratch directory, throwaway
+    /// key, nothing leaves the machine).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "plan"
+    )]
+    pub dry_run: Option<DryRunMode>,
     /// Detach when polling is still waiting this long after the run started: save state
     /// and exit 75 (run the same command again later to continue).
     #[arg(long, value_name = "DURATION")]
@@ -162,6 +181,16 @@ pub struct RunArgs {
     /// demo its simulator's).
     #[arg(skip)]
     pub env: BTreeMap<String, String>,
+    /// Requests may go to loopback addresses only (not a flag: set for a rehearsal).
+    #[arg(skip)]
+    pub loopback_only: bool,
+}
+
+impl RunArgs {
+    /// `--dry-run` (plan): render and send nothing.
+    pub fn renders_only(&self) -> bool {
+        self.dry_run == Some(DryRunMode::Plan)
+    }
 }
 
 /// Arguments of `decrypt`.

@@ -14,7 +14,8 @@ mod error;
 mod run;
 
 pub use args::{
-    Cli, Command, DecryptArgs, KeygenArgs, LogFormat, RunArgs, RunsCommand, SimArgs, StateDirArg,
+    Cli, Command, DecryptArgs, DryRunMode, KeygenArgs, LogFormat, RunArgs, RunsCommand, SimArgs,
+    StateDirArg,
 };
 pub use commands::schema_json;
 pub use error::{conclude, exit, CliError};
@@ -90,7 +91,11 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         },
         Command::Run(mut args) => {
             args.env = std::env::vars().collect();
-            run_workflow(args, ctrl_c_token()).await
+            if args.dry_run == Some(DryRunMode::Sim) {
+                crate::rehearse::run(args, ctrl_c_token()).await
+            } else {
+                run_workflow(args, ctrl_c_token()).await
+            }
         }
     }
 }

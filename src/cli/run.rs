@@ -45,7 +45,7 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         .map(Shard::parse)
         .transpose()
         .map_err(|e| CliError::Usage(format!("--shard {e}")))?;
-    let state = match (&args.state_dir, args.dry_run) {
+    let state = match (&args.state_dir, args.renders_only()) {
         (Some(dir), false) => {
             Some(StateDir::open(dir).map_err(|e| CliError::Invalid(e.to_string()))?)
         }
@@ -63,7 +63,7 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         report_json: args.report_json.clone(),
         junit: args.junit.clone(),
         manifest_dir,
-        dry_run: args.dry_run,
+        dry_run: args.renders_only(),
     });
     let secrets = Secrets::new();
     let mut sinks = reporters.sinks();
@@ -74,7 +74,8 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
     let opts = RunOptions {
         inputs,
         env: args.env.clone(),
-        dry_run: args.dry_run,
+        dry_run: args.renders_only(),
+        loopback_only: args.loopback_only,
         max_wait,
         cancel,
         state,

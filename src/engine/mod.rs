@@ -48,6 +48,8 @@ pub(crate) struct RunOptions {
     /// The environment templates see as `env`.
     pub env: BTreeMap<String, String>,
     pub dry_run: bool,
+    /// Connections reach loopback addresses only (a rehearsal against the simulator).
+    pub loopback_only: bool,
     /// Detach (exit 75) when polling is still waiting this long after the run started.
     pub max_wait: Option<Duration>,
     pub cancel: CancellationToken,
@@ -222,7 +224,11 @@ pub(crate) async fn run(
         journal: state.as_ref().map(|s| s.journal.clone()),
         replay,
         shard: opts.shard,
-        connections: ConnectionCache::default(),
+        connections: if opts.loopback_only {
+            ConnectionCache::loopback_only()
+        } else {
+            ConnectionCache::default()
+        },
         overwrite: opts.overwrite.clone(),
         referenced: Arc::new(state::keep::Referenced::of_files(
             plan.files.values().map(AsRef::as_ref),
@@ -762,6 +768,7 @@ mod tests {
             inputs: BTreeMap::new(),
             env: BTreeMap::new(),
             dry_run: false,
+            loopback_only: true,
             max_wait: None,
             cancel: CancellationToken::new(),
             state: None,

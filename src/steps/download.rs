@@ -523,10 +523,13 @@ async fn attempt(
             }
             Ok(Err(SendError::Client(e))) => {
                 let rejected = crate::vendors::tls::rejection(&e);
-                let fatal = e.is_builder() || e.is_redirect() || rejected.is_some();
-                let error = transport(match rejected {
-                    Some(r) => crate::vendors::tls::rejection_message(&r),
-                    None => describe_reqwest(e),
+                let refused = crate::vendors::http::rehearsal_refusal(&e);
+                let fatal =
+                    e.is_builder() || e.is_redirect() || rejected.is_some() || refused.is_some();
+                let error = transport(match (rejected, refused) {
+                    (Some(r), _) => crate::vendors::tls::rejection_message(&r),
+                    (None, Some(refused)) => refused.to_string(),
+                    (None, None) => describe_reqwest(e),
                 });
                 return Err(if fatal { AttemptFailure::fail(error) } else { AttemptFailure::retry(error) });
             }

@@ -36,6 +36,19 @@ pub enum ExtractError {
         /// What makes it unsafe.
         reason: &'static str,
     },
+    /// An entry's data ends before its declared size (the zip reader itself refuses one
+    /// that goes past it, as soon as it does).
+    #[error("{}: entry {entry:?} ends after {found} bytes while the archive declares {declared}: it is damaged; nothing of this entry was kept. Download it again", archive.display())]
+    ShortEntry {
+        /// The archive.
+        archive: PathBuf,
+        /// The entry's name as stored.
+        entry: String,
+        /// Its uncompressed size as declared.
+        declared: u64,
+        /// The bytes it held.
+        found: u64,
+    },
     /// Writing an extracted file failed.
     #[error("cannot write {}: {source}; check that the output directory is writable and has free space", path.display())]
     Io {
@@ -231,11 +244,21 @@ pub fn extract_one(archive: &Path, p: &Planned) -> Result<Extracted, ExtractErro
             md5: md5::Md5::new(),
             bytes: 0,
         };
-        // A CRC mismatch or a truncated stream shows up as a read error here.
+        // A CRC mismatch, a truncated stream or data past the declared size (what a zip bomb
+        // that lies about its size would give) shows up as a read error here.
+        let declared = entry.size();
         copy(&mut entry, &mut w).map_err(|e| match e {
             Copy::Read(e) => bad_zip(e.to_string()),
             Copy::Write(e) => io_err(e),
         })?;
+        if w.bytes != declared {
+            return Err(ExtractError::ShortEntry {
+                archive: archive.to_path_buf(),
+                entry: p.entry.clone(),
+                declared,
+                found: w.bytes,
+            });
+        }
         w.flush().map_err(io_err)?;
         (
             w.bytes,
@@ -319,6 +342,53 @@ mod tests {
         let e = extract_one(&a, &p[0]).unwrap();
         assert_eq!(std::fs::read(&e.path).unwrap(), b"From a\n");
         assert_eq!(e.sha256, crate::durable::sha256_hex(b"From a\n"));
+    }
+
+    /// Sets every uncompressed-size field of `name` (local header and central directory) to
+    /// `size`, as a hostile or damaged archive would declare it.
+    fn declare_size(zip: &Path, name: &str, size: u32) {
+        let mut bytes = std::fs::read(zip).unwrap();
+        let mut patched = 0;
+        for (sig, field) in [(b"PK\x03\x04", 22), (b"PK\x01\x02", 24)] {
+            let name_at = if sig == b"PK\x03\x04" { 30 } else { 46 };
+            let mut i = 0;
+            while let Some(at) = bytes[i..].windows(4).position(|w| w == sig).map(|p| p + i) {
+                if bytes[at + name_at..].starts_with(name.as_bytes()) {
+                    bytes[at + field..at + field + 4].copy_from_slice(&size.to_le_bytes());
+                    patched += 1;
+                }
+                i = at + 4;
+            }
+        }
+        assert_eq!(patched, 2, "both headers of {name} patched");
+        std::fs::write(zip, bytes).unwrap();
+    }
+
+    #[test]
+    fn an_entry_longer_or_shorter_than_declared_is_refused_and_not_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let mail = vec![b'x'; 200_000];
+        for (declared, says) in [
+            (1_000, "larger than its declared uncompressed size"),
+            (
+                300_000,
+                "ends after 200000 bytes while the archive declares 300000",
+            ),
+        ] {
+            let a = zip_with(d.path(), &[("big.mbox", &mail)]);
+            declare_size(&a, "big.mbox", declared);
+            let out = d.path().join(format!("out-{declared}"));
+            std::fs::create_dir(&out).unwrap();
+            let p = plan(&a, &out, ExtractFormat::Mbox, &mut HashSet::new()).unwrap();
+            let err = extract_one(&a, &p[0]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(says), "{text}");
+            assert_eq!(
+                std::fs::read_dir(&out).unwrap().count(),
+                0,
+                "nothing kept: {text}"
+            );
+        }
     }
 
     #[test]

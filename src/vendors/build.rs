@@ -81,9 +81,20 @@ pub struct ConnectionCache {
     named: Mutex<HashMap<(PathBuf, String), Connection>>,
     /// The one unauthenticated connection for `url:` calls.
     plain: Mutex<Option<Connection>>,
+    /// Every connection reaches loopback addresses only (a rehearsal).
+    loopback_only: bool,
 }
 
 impl ConnectionCache {
+    /// A cache whose connections reach loopback addresses only: a rehearsal against the
+    /// built-in simulator, where no request may leave the machine.
+    pub fn loopback_only() -> Self {
+        ConnectionCache {
+            loopback_only: true,
+            ..ConnectionCache::default()
+        }
+    }
+
     /// The connection `name` of `file` (rendered over `ctx`'s inputs, env and run), or the
     /// plain one when `name` is None. Credentials are registered with `secrets` before use;
     /// `warn` hears about `insecure_tls`.
@@ -103,7 +114,11 @@ impl ConnectionCache {
             if let Some(c) = plain.as_ref() {
                 return Ok(c.clone());
             }
-            let c = Connection::new(ConnectionSettings::plain(), secrets.clone())
+            let settings = ConnectionSettings {
+                loopback_only: self.loopback_only,
+                ..ConnectionSettings::plain()
+            };
+            let c = Connection::new(settings, secrets.clone())
                 .map_err(|e| BuildError::Vendor(Box::new(e)))?;
             *plain = Some(c.clone());
             return Ok(c);
@@ -130,7 +145,8 @@ impl ConnectionCache {
             "env": ctx.get("env").cloned().unwrap_or(Value::Null),
             "run": ctx.get("run").cloned().unwrap_or(Value::Null),
         });
-        let settings = connection_settings(name, spec, &conn_ctx)?;
+        let mut settings = connection_settings(name, spec, &conn_ctx)?;
+        settings.loopback_only = self.loopback_only;
         register_credentials(secrets, &settings.credentials);
         if settings.insecure_tls {
             warn(format!(

@@ -35,6 +35,7 @@ impl ConnectionSettings {
             credential_origins: Vec::new(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             status_poll_timeout: STATUS_POLL_TIMEOUT,
+            loopback_only: false,
         }
     }
 

@@ -142,6 +142,9 @@ pub struct ConnectionSettings {
     pub request_timeout: Duration,
     /// MailStore: `millisecondsTimeout` sent with each `get-status` long poll.
     pub status_poll_timeout: Duration,
+    /// A rehearsal against the built-in simulator: requests go to loopback addresses only,
+    /// any other host is refused before a connection is made.
+    pub loopback_only: bool,
 }
 
 /// A request body, before vendor encoding.

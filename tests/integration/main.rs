@@ -29,6 +29,7 @@ mod outputs;
 mod preflight;
 mod progress;
 mod quota;
+mod rehearse;
 mod runtime_cases;
 mod schema;
 mod secrecy;

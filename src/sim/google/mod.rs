@@ -249,6 +249,17 @@ impl GoogleSim {
         Some(status)
     }
 
+    /// Takes `armored` (an ASCII-armored public key) as `domain`'s uploaded key, as if the
+    /// key upload had been sent: a rehearsal starts where production stands after it.
+    pub fn accept_public_key(&self, domain: &str, armored: &str) -> Result<(), String> {
+        use base64::Engine as _;
+        let domain = exports::check_domain(domain)?;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(armored);
+        let key = crypto::parse_uploaded_key(&encoded)?;
+        lock(&self.state).keys.insert(domain, Arc::new(key));
+        Ok(())
+    }
+
     /// Moves the simulated clock forward (export ages, retention, the daily quota's day).
     pub fn advance_clock(&self, by: Duration) {
         self.clock.advance(by);
