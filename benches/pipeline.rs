@@ -364,6 +364,7 @@ fn bench() -> Res<()> {
                 started: Instant::now(),
                 deadline: None,
                 max_wait: None,
+                poll_wait_cap: None,
                 ledger: None,
                 overwrite: None,
                 budgets: None,

@@ -281,7 +281,7 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
                 log_format: LogFormat::Human,
                 verbose: false,
                 env: env.clone(),
-                loopback_only: true,
+                rehearsal: true,
             },
             cancel.clone(),
         )

@@ -3,14 +3,16 @@
 //! A dry run sends nothing, so it cannot show what answers make of a workflow: pages, vendor
 //! processes, exports that take several polls, downloads and their decryption. The demo runs
 //! the shipped workflows with fixed inputs. A rehearsal runs the user's own workflow and
-//! inputs through the real engine against the simulator's vendor-faithful servers. Three
-//! things keep it apart from a real run:
+//! inputs through the real engine against the simulator's vendor-faithful servers. Four
+//! things set it apart from a real run:
 //!
 //! - every connection reaches loopback addresses only, so a workflow that names a vendor URL
 //!   directly gets an error, never an answer from production;
 //! - none of the user's vendor or key variables is passed on: the simulator's credentials
 //!   and a throwaway OpenPGP key (taken by the simulator as its Google domain's uploaded key)
 //!   stand in for them;
+//! - poll waits are cut to a second (the simulator's fast timing ends a vendor process in a
+//!   few polls, whatever the interval);
 //! - state and outputs go to a new scratch directory: `--state-dir` is replaced, and an
 //!   `out_dir` input (the shipped workflows' convention) is pointed into it. Paths named by
 //!   other inputs are used as given (the overwrite guard still protects files found there).
@@ -47,7 +49,7 @@ pub async fn run(mut args: RunArgs, cancel: CancellationToken) -> Result<(), Cli
     args.env = simulator_env(std::mem::take(&mut args.env), &handle, &key);
     args.state_dir = Some(scratch.join("state"));
     args.dry_run = None;
-    args.loopback_only = true;
+    args.rehearsal = true;
     let out = plan
         .root
         .workflow
@@ -99,7 +101,9 @@ fn google_domain(handle: &SimHandle) -> String {
 fn announce(scratch: &Path, out: Option<&Path>, handle: &SimHandle) {
     crate::errln!(
         "rehearsal against the built-in simulator (--dry-run=sim): requests go to loopback \
-         addresses only, your vendor and key variables are not used, state is kept in {}",
+         addresses only, your vendor and key variables are not used, polls wait {} at most, \
+         state is kept in {}",
+        crate::workflow::duration::format_duration(crate::engine::REHEARSAL_POLL_WAIT),
         scratch.join("state").display()
     );
     if let Some(out) = out {

@@ -181,9 +181,10 @@ pub struct RunArgs {
     /// demo its simulator's).
     #[arg(skip)]
     pub env: BTreeMap<String, String>,
-    /// Requests may go to loopback addresses only (not a flag: set for a rehearsal).
+    /// A rehearsal against the built-in simulator (not a flag: `--dry-run=sim` and the demo
+    /// set it): connections reach loopback addresses only, and poll waits are cut short.
     #[arg(skip)]
-    pub loopback_only: bool,
+    pub rehearsal: bool,
 }
 
 impl RunArgs {

@@ -75,7 +75,7 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         inputs,
         env: args.env.clone(),
         dry_run: args.renders_only(),
-        loopback_only: args.loopback_only,
+        rehearsal: args.rehearsal,
         max_wait,
         cancel,
         state,

@@ -24,6 +24,8 @@ pub(super) struct ActiveRun {
     pub(super) env: Value,
     pub(super) run_info: Value,
     pub(super) dry_run: bool,
+    /// A rehearsal: no poll waits longer than this between two polls.
+    pub(super) poll_wait_cap: Option<Duration>,
     /// `--max-wait`: polls still waiting at this instant detach.
     pub(super) detach_at: Option<Instant>,
     pub(super) cancel: CancellationToken,

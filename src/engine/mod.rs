@@ -48,8 +48,9 @@ pub(crate) struct RunOptions {
     /// The environment templates see as `env`.
     pub env: BTreeMap<String, String>,
     pub dry_run: bool,
-    /// Connections reach loopback addresses only (a rehearsal against the simulator).
-    pub loopback_only: bool,
+    /// A rehearsal against the built-in simulator: connections reach loopback addresses
+    /// only, and no poll waits longer than [`REHEARSAL_POLL_WAIT`] between two polls.
+    pub rehearsal: bool,
     /// Detach (exit 75) when polling is still waiting this long after the run started.
     pub max_wait: Option<Duration>,
     pub cancel: CancellationToken,
@@ -63,6 +64,10 @@ pub(crate) struct RunOptions {
     /// (None: any file, `--overwrite`).
     pub overwrite: Option<Arc<OverwriteGuard>>,
 }
+
+/// The longest wait between two polls in a rehearsal: the simulator's fast timing finishes a
+/// vendor process in a few polls, whatever the workflow's interval says.
+pub(crate) const REHEARSAL_POLL_WAIT: Duration = Duration::from_secs(1);
 
 /// Why a run could not start (exit 2): bad inputs, or state that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -224,11 +229,12 @@ pub(crate) async fn run(
         journal: state.as_ref().map(|s| s.journal.clone()),
         replay,
         shard: opts.shard,
-        connections: if opts.loopback_only {
+        connections: if opts.rehearsal {
             ConnectionCache::loopback_only()
         } else {
             ConnectionCache::default()
         },
+        poll_wait_cap: opts.rehearsal.then_some(REHEARSAL_POLL_WAIT),
         overwrite: opts.overwrite.clone(),
         referenced: Arc::new(state::keep::Referenced::of_files(
             plan.files.values().map(AsRef::as_ref),
@@ -465,6 +471,7 @@ async fn run_step(
         started,
         deadline,
         max_wait: poll_max_wait(step, run.detach_at),
+        poll_wait_cap: run.poll_wait_cap,
         ledger: ledger.as_ref(),
         overwrite: run.overwrite_guard(step),
         budgets: Some(&run.budgets).filter(|_| !run.dry_run),
@@ -768,7 +775,7 @@ mod tests {
             inputs: BTreeMap::new(),
             env: BTreeMap::new(),
             dry_run: false,
-            loopback_only: true,
+            rehearsal: false,
             max_wait: None,
             cancel: CancellationToken::new(),
             state: None,

@@ -99,6 +99,7 @@ pub(super) async fn run_pipelined(
         started,
         deadline,
         max_wait: None,
+        poll_wait_cap: run.poll_wait_cap,
         ledger: ledgers[0].as_ref(),
         overwrite: run.overwrite_guard(dl),
         budgets: None,

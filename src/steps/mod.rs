@@ -43,6 +43,8 @@ pub struct StepEnv<'a> {
     pub deadline: Option<Duration>,
     /// Detach (exit 75) once polling has waited this long.
     pub max_wait: Option<Duration>,
+    /// A rehearsal: no wait between two polls is longer than this.
+    pub poll_wait_cap: Option<Duration>,
     /// The run's journal and what earlier processes recorded for this step (None: no state).
     pub ledger: Option<&'a at_most_once::Ledger>,
     /// Which existing files the step may replace (None: any, with `--overwrite` or the

@@ -165,6 +165,7 @@ pub async fn execute(
             });
         }
         let wait = interval.wait(polls, &mut rand::thread_rng());
+        let wait = env.poll_wait_cap.map_or(wait, |cap| wait.min(cap));
         env.emitter.emit(Event::Poll {
             step: env.step.to_string(),
             poll: polls,

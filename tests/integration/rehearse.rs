@@ -65,14 +65,14 @@ async fn a_shipped_export_is_rehearsed_end_to_end_away_from_the_users_files() {
             "-i",
             "user=alice",
             "-i",
-            "poll_interval=200ms",
-            "-i",
             &format!("out_dir={}", evidence.display()),
         ],
     )
     .await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stderr.contains("--dry-run=sim"), "{stderr}");
+    // The workflow polls every 10m by default; a rehearsal waits 1s at most between polls.
+    assert!(stdout.contains("next in 1s"), "{stdout}");
     let scratch = scratch(&stderr);
     assert!(scratch.starts_with(dir.path()), "{}", scratch.display());
     // Created, polled, downloaded and decrypted, into the scratch directory.
