@@ -401,19 +401,7 @@ impl Setup<'_> {
         let encrypted = self.work.join("export.gpg");
         let _ = fs::remove_file(&encrypted);
         run(
-            &mut common::gpg(
-                self.home,
-                &[
-                    "--trust-model",
-                    "always",
-                    "-r",
-                    "bench@bench.invalid",
-                    "--output",
-                    path_str(&encrypted)?,
-                    "--encrypt",
-                    path_str(&plain)?,
-                ],
-            ),
+            &mut common::gpg_encrypt(self.home, &plain, &encrypted)?,
             "gpg --encrypt",
         )?;
         fs::remove_file(&plain).map_err(|e| e.to_string())?;

@@ -86,7 +86,6 @@ struct Fixture {
 }
 
 fn setup(work: &Path, home: &Path, n_files: u64, mib: u64) -> Res<Fixture> {
-    let gpg = |args: &[&str]| common::gpg(home, args);
     let key_path = make_key(work, home)?;
 
     eprintln!("writing {n_files} x {mib} MiB of plaintext and encrypting it (gpg defaults) ...");
@@ -100,20 +99,11 @@ fn setup(work: &Path, home: &Path, n_files: u64, mib: u64) -> Res<Fixture> {
         let sha = sha256_file(&plain)?;
         let name = format!("export{i}.mbox.gpg");
         let encrypted = src.join(&name);
-        let child = gpg(&[
-            "--trust-model",
-            "always",
-            "-r",
-            "bench@bench.invalid",
-            "--output",
-            path_str(&encrypted)?,
-            "--encrypt",
-            path_str(&plain)?,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("gpg --encrypt: {e}"))?;
+        let child = common::gpg_encrypt(home, &plain, &encrypted)?
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("gpg --encrypt: {e}"))?;
         children.push((child, plain));
         files.push((name, encrypted, sha));
     }

@@ -87,6 +87,24 @@ pub(crate) fn gpg(home: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// `gpg --encrypt` of `plain` into `encrypted` to the key [`make_key`] made, with gpg's
+/// defaults (what a user's own gpg would write).
+pub(crate) fn gpg_encrypt(home: &Path, plain: &Path, encrypted: &Path) -> Res<Command> {
+    Ok(gpg(
+        home,
+        &[
+            "--trust-model",
+            "always",
+            "-r",
+            "bench@bench.invalid",
+            "--output",
+            path_str(encrypted)?,
+            "--encrypt",
+            path_str(plain)?,
+        ],
+    ))
+}
+
 /// Makes an RSA-3072 key (encryption subkey, passphrase [`PASSPHRASE`], user
 /// `bench@bench.invalid`) in `home` and exports the armored secret key to `work/key.asc`.
 pub(crate) fn make_key(work: &Path, home: &Path) -> Res<PathBuf> {

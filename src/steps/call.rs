@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
+use super::at_most_once::fingerprint;
 use super::{render_str, response_value, send_with_retry, StepEnv, StepError};
 use crate::events::{Artifact, ArtifactKind, Event};
 use crate::template::{render_deep, Template};
@@ -727,7 +728,7 @@ async fn fetch_pages(
     let mut all = Vec::new();
     let mut attempts = 0;
     let mut truncated = false;
-    let mut asked = std::collections::HashSet::from([page_identity(&req)]);
+    let mut asked = std::collections::HashSet::from([fingerprint(&req, env)]);
     loop {
         let (r, a) = send_with_retry(conn, &req, env).await?;
         attempts += a;
@@ -735,7 +736,7 @@ async fn fetch_pages(
         let next = conn.next_page(&req, &r, p);
         all.push(r);
         let Some(n) = next else { break };
-        if !asked.insert(page_identity(&n)) {
+        if !asked.insert(fingerprint(&n, env)) {
             return Err(PagingError::Loop {
                 vendor: conn.settings().kind,
                 page: all.len() as u32,
@@ -771,17 +772,6 @@ async fn fetch_pages(
         pages,
         truncated,
     })
-}
-
-/// What makes a page request that page: method, URL (with its query) and body. Kept only
-/// in memory, hashed: two requests alike ask for the same page.
-fn page_identity(req: &Request) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    req.method.hash(&mut h);
-    req.url.as_str().hash(&mut h);
-    format!("{:?}", req.body).hash(&mut h);
-    h.finish()
 }
 
 /// The records of a complete result, checked against the total the vendor reports.
