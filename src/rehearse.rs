@@ -36,14 +36,26 @@ pub async fn run(mut args: RunArgs, cancel: CancellationToken) -> Result<(), Cli
     let scratch = tempfile::Builder::new()
         .prefix("auditflow-rehearsal-")
         .tempdir()
-        .map_err(|e| CliError::Failed(format!("cannot create a scratch directory: {e}")))?
+        .map_err(|e| {
+            CliError::Failed(format!(
+                "cannot create the rehearsal's scratch directory in {}: {e}; set TMPDIR to a \
+                 writable directory",
+                std::env::temp_dir().display()
+            ))
+        })?
         .keep();
     let handle = sim::start(SimConfig {
         work_dir: Some(scratch.join("sim")),
         ..SimConfig::default()
     })
     .await
-    .map_err(|e| CliError::Failed(format!("cannot start the simulator: {e}")))?;
+    .map_err(|e| {
+        CliError::Failed(format!(
+            "cannot start the built-in simulator for the rehearsal: {e}; check that this \
+             machine lets a process listen on 127.0.0.1, or rehearse against `auditflow sim` \
+             started in another shell"
+        ))
+    })?;
     let key = throwaway_key(&scratch.join("key"), &handle).await?;
 
     args.env = simulator_env(std::mem::take(&mut args.env), &handle, &key);
@@ -79,7 +91,13 @@ async fn throwaway_key(dir: &Path, handle: &SimHandle) -> Result<DemoKey, CliErr
     let key = tokio::task::spawn_blocking(move || generate_key(&at, 3072))
         .await
         .map_err(|e| CliError::Failed(format!("key generation failed: {e}")))?
-        .map_err(|e| CliError::Failed(format!("cannot make a throwaway key: {e}")))?;
+        .map_err(|e| {
+            CliError::Failed(format!(
+                "cannot make the rehearsal's throwaway key in {}: {e}; check that the \
+                 directory is writable and has free space",
+                dir.display()
+            ))
+        })?;
     let armored = std::fs::read_to_string(&key.public_key)
         .map_err(|e| CliError::Failed(format!("{}: {e}", key.public_key.display())))?;
     handle

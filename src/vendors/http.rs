@@ -53,7 +53,9 @@ mod loopback {
 
     /// What a refused request's error says.
     pub(super) const REFUSED: &str = "a rehearsal (--dry-run=sim) sends requests to the built-in \
-                           simulator only: this one names another host and was not sent";
+        simulator only: this one names another host and was not sent. Name the vendor through \
+        a connection whose base_url comes from its environment variable (as the shipped \
+        workflows do), which the rehearsal points at the simulator";
 
     /// Host names resolve to nothing but `localhost`; a URL with an address that is not a
     /// loopback one goes through a proxy whose name does not resolve. Either way the request
