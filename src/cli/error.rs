@@ -15,7 +15,7 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Pending: a poll reached `max_wait`; run again later to continue (EX_TEMPFAIL).
     pub const PENDING: u8 = 75;
-    /// Interrupted (Ctrl-C).
+    /// Interrupted by SIGINT (Ctrl-C); SIGTERM gives 143 (128 + the signal).
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -49,6 +49,14 @@ pub enum CliError {
         /// The workflow file given.
         workflow: PathBuf,
         /// Why (missing input, bad connection, state directory busy...).
+        message: String,
+    },
+    /// Another runner holds this run: not yet, like a pending export (exit 75).
+    #[error("{}: {message}", .workflow.display())]
+    Held {
+        /// The workflow file given.
+        workflow: PathBuf,
+        /// Who holds the run, and what to do.
         message: String,
     },
     /// Something else failed: a key, a file, the simulator, the runtime (exit 1).
@@ -121,8 +129,8 @@ impl CliError {
             | CliError::StepFailed(_)
             | CliError::DecryptFailed { .. }
             | CliError::Differs { .. } => exit::FAILED,
-            CliError::Pending { .. } => exit::PENDING,
-            CliError::Interrupted => exit::INTERRUPTED,
+            CliError::Pending { .. } | CliError::Held { .. } => exit::PENDING,
+            CliError::Interrupted => super::interrupted_exit_code(),
             CliError::Several(all) => all
                 .iter()
                 .map(CliError::exit_code)

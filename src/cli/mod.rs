@@ -84,7 +84,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         Command::Man { dir } => commands::man(&dir),
         Command::Decrypt(a) => commands::decrypt(a).await,
         Command::Keygen(a) => commands::keygen(&a),
-        Command::Demo { out } => match crate::demo::run(&out, ctrl_c_token()).await {
+        Command::Demo { out } => match crate::demo::run(&out, interrupt_token()).await {
             exit::OK => Ok(()),
             // The demo printed what failed.
             _ => Err(CliError::StepFailed(None)),
@@ -92,27 +92,79 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         Command::Run(mut args) => {
             args.env = std::env::vars().collect();
             if args.dry_run == Some(DryRunMode::Sim) {
-                crate::rehearse::run(args, ctrl_c_token()).await
+                crate::rehearse::run(args, interrupt_token()).await
             } else {
-                run_workflow(args, ctrl_c_token()).await
+                run_workflow(args, interrupt_token()).await
             }
         }
     }
 }
 
-/// A token cancelled on Ctrl-C. The notice is printed when it arrives; a second Ctrl-C
-/// quits at once (the one exit that does not go through [`main`]).
-fn ctrl_c_token() -> CancellationToken {
+/// The signal that interrupted the run, 0 when none did (read by [`CliError::exit_code`]).
+static INTERRUPTED_BY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The exit code of an interrupted process: 128 + the signal (130 for SIGINT, Ctrl-C; 143
+/// for SIGTERM, what CI runners send to cancel a job).
+pub(crate) fn interrupted_exit_code() -> u8 {
+    match INTERRUPTED_BY.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => exit::INTERRUPTED,
+        sig => 128u8.saturating_add(sig),
+    }
+}
+
+/// A token cancelled on SIGINT (Ctrl-C) or SIGTERM (a CI job cancelled or timed out): the
+/// running steps stop, the journal is written, `.part` files are kept for a ranged resume.
+/// The notice is printed when the signal arrives; a second signal quits at once (the one
+/// exit that does not go through [`main`]: whatever the journal holds is consistent, as
+/// every record is one appended line).
+fn interrupt_token() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            crate::errln!("\ninterrupted: cancelling running steps (Ctrl-C again to quit at once)");
-            t.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(exit::INTERRUPTED as i32);
-            }
+        let Some(first) = next_signal().await else {
+            return;
+        };
+        INTERRUPTED_BY.store(first.number, std::sync::atomic::Ordering::SeqCst);
+        crate::errln!(
+            "\ninterrupted by {}: cancelling running steps, keeping partial downloads for the next run ({} again to quit at once)",
+            first.name,
+            first.again
+        );
+        t.cancel();
+        if next_signal().await.is_some() {
+            std::process::exit(i32::from(interrupted_exit_code()));
         }
     });
     token
+}
+
+/// A stop signal as received.
+struct StopSignal {
+    name: &'static str,
+    number: u8,
+    again: &'static str,
+}
+
+/// Waits for SIGINT or SIGTERM (on other platforms, Ctrl-C); None when signals cannot be
+/// listened to.
+async fn next_signal() -> Option<StopSignal> {
+    let int = StopSignal {
+        name: "SIGINT",
+        number: 2,
+        again: "Ctrl-C",
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).ok()?;
+        let mut intr = signal(SignalKind::interrupt()).ok()?;
+        tokio::select! {
+            r = intr.recv() => r.map(|_| int),
+            r = term.recv() => r.map(|_| StopSignal { name: "SIGTERM", number: 15, again: "a second signal" }),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.ok().map(|_| int)
+    }
 }

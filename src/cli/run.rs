@@ -29,9 +29,12 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
 pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<(), CliError> {
     let plan = validate_file(&args.workflow).map_err(CliError::InvalidWorkflow)?;
     let inputs = parse_inputs(&args)?;
-    let inputs = match &args.resume {
-        Some(run) => resumed_inputs(&args, run, &plan.root, inputs)?,
-        None => inputs,
+    let (inputs, resume) = match &args.resume {
+        Some(run) => {
+            let (inputs, id) = resumed_inputs(&args, run, &plan.root, inputs)?;
+            (inputs, Some(id))
+        }
+        None => (inputs, None),
     };
     let max_wait = args
         .max_wait
@@ -80,18 +83,13 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         cancel,
         state,
         fresh: args.fresh,
+        resume,
         shard,
         overwrite,
     };
     let result = engine::run(plan, opts, emitter)
         .await
-        .map_err(|e| CliError::RunRefused {
-            workflow: args.workflow.clone(),
-            message: secrets.mask(&match e.hint() {
-                Some(help) => format!("{e}\n  = help: {help}"),
-                None => e.to_string(),
-            }),
-        })?;
+        .map_err(|e| refused(&args.workflow, &e, &secrets))?;
     let mut errors: Vec<CliError> = reporters
         .finish(result.state_dir.as_deref(), &secrets)
         .into_iter()
@@ -101,15 +99,35 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
     CliError::all(errors)
 }
 
+/// Why a run did not start: exit 75 when another runner holds it (not yet: run again
+/// later), exit 2 otherwise.
+fn refused(workflow: &Path, e: &engine::RunError, secrets: &Secrets) -> CliError {
+    let message = secrets.mask(&match e.hint() {
+        Some(help) => format!("{e}\n  = help: {help}"),
+        None => e.to_string(),
+    });
+    if e.is_busy() {
+        return CliError::Held {
+            workflow: workflow.to_path_buf(),
+            message,
+        };
+    }
+    CliError::RunRefused {
+        workflow: workflow.to_path_buf(),
+        message,
+    }
+}
+
 /// The inputs run `prefix` was started with (secret ones are not kept: they come from
-/// `given` as always), after checking it is an unfinished run of this workflow. A given
-/// input that differs from the recorded one is refused: it would make another run.
+/// `given` as always) and its full id, after checking it is unfinished. A given input that
+/// differs from the recorded one is refused: it would make another run. Whether it is a run
+/// of this workflow is the state's to say (by identity, whatever the directory).
 fn resumed_inputs(
     args: &RunArgs,
     prefix: &str,
     root: &crate::workflow::Loaded,
     mut given: BTreeMap<String, Value>,
-) -> Result<BTreeMap<String, Value>, CliError> {
+) -> Result<(BTreeMap<String, Value>, String), CliError> {
     let usage = |m: String| CliError::Usage(format!("--resume {prefix}: {m}"));
     let dir = args.state_dir.as_ref().ok_or_else(|| {
         usage("needs the state directory the run is kept in (--state-dir)".into())
@@ -122,20 +140,6 @@ fn resumed_inputs(
             "run {} is not unfinished (it ended {}); nothing to resume. `auditflow runs list` shows the unfinished ones",
             h.run_id,
             replay.status()
-        )));
-    }
-    let same = |a: &Path, b: &Path| {
-        std::fs::canonicalize(a)
-            .ok()
-            .zip(std::fs::canonicalize(b).ok())
-            .is_some_and(|(a, b)| a == b)
-    };
-    if !same(Path::new(&h.workflow), &root.path) {
-        return Err(usage(format!(
-            "run {} is a run of {}, not of {}",
-            h.run_id,
-            h.workflow,
-            args.workflow.display()
         )));
     }
     let recorded = h.inputs.as_object().cloned().unwrap_or_default();
@@ -157,7 +161,7 @@ fn resumed_inputs(
             )));
         }
     }
-    Ok(given)
+    Ok((given, h.run_id.clone()))
 }
 
 /// The guard against replacing files that are not the run's: it accepts what the manifest

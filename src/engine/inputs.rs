@@ -142,31 +142,45 @@ fn register_secret_value(secrets: &Secrets, v: &Value) {
     }
 }
 
-/// The warning about `other`, an unfinished run of the same workflow with other inputs than
-/// `inputs` (both masked): which inputs differ, and how to continue it.
-pub(super) fn other_run_note(other: &crate::state::RunHeader, inputs: &Value) -> String {
-    let empty = Map::new();
-    let theirs = other.inputs.as_object().unwrap_or(&empty);
-    let ours = inputs.as_object().unwrap_or(&empty);
-    let differ: Vec<String> = theirs
-        .iter()
-        .filter(|(k, v)| ours.get(*k) != Some(*v))
-        .map(|(k, v)| match v {
-            Value::String(s) => format!("{k}={s}"),
-            other => format!("{k}={other}"),
-        })
-        .collect();
-    let short: String = other.run_id.chars().take(8).collect();
-    format!(
-        "run {short} of this workflow (started {}, with {}) is unfinished and is not part of this run, which has other inputs; continue it with `auditflow run {} --resume {short}`, or start it over with those inputs and --fresh",
-        other.started_at.format("%Y-%m-%d %H:%M UTC"),
-        if differ.is_empty() {
-            "other inputs".to_string()
-        } else {
-            differ.join(", ")
-        },
-        other.workflow
-    )
+/// One warning about `others`, the unfinished runs of the same workflow that this run
+/// (`ours`) does not continue: what sets a single one apart and how to continue or give it
+/// up; for several, their count and the commands that list and prune them.
+pub(super) fn other_runs_note(
+    others: &[crate::state::RunHeader],
+    ours: &crate::state::RunHeader,
+) -> Option<String> {
+    let short = |h: &crate::state::RunHeader| h.run_id.chars().take(8).collect::<String>();
+    match others {
+        [] => None,
+        [one] => Some(format!(
+            "run {} of this workflow (started {}) is unfinished and is not this run ({}); continue it with `auditflow run {} --resume {}`, give it up with `auditflow runs abandon {}`, or start it over with its inputs and --fresh",
+            short(one),
+            one.started_at.format("%Y-%m-%d %H:%M UTC"),
+            crate::state::differences(one, ours).join("; "),
+            ours.workflow,
+            short(one),
+            short(one),
+        )),
+        many => {
+            let mut inputs: Vec<String> = many
+                .iter()
+                .flat_map(|h| crate::state::differences(h, ours))
+                .filter_map(|d| d.split('`').nth(1).map(str::to_string))
+                .collect();
+            inputs.sort();
+            inputs.dedup();
+            Some(format!(
+                "{} unfinished runs of this workflow are not this run (the oldest started {}; they differ in {}); `auditflow runs list` shows them, `auditflow runs abandon RUN` or `auditflow runs prune --older-than 7d` gives them up",
+                many.len(),
+                many[0].started_at.format("%Y-%m-%d %H:%M UTC"),
+                if inputs.is_empty() {
+                    "their shard".to_string()
+                } else {
+                    format!("inputs {}", inputs.join(", "))
+                },
+            ))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use crate::steps::{self, call, poll, StepEnv, StepError};
 use crate::template::{render_deep, Template};
 use crate::vendors::ConnectionCache;
 use crate::workflow::duration::Dur;
-use crate::workflow::model::RetrySpec;
+use crate::workflow::model::{Lifecycle, RetrySpec};
 use crate::workflow::plan::{Action, Plan, PlannedStep, StepKind, UsesPlan};
 
 use active_run::{ActiveRun, JournalArtifacts, Scope};
@@ -58,6 +58,8 @@ pub(crate) struct RunOptions {
     pub state: Option<StateDir>,
     /// Abandon an unfinished run of the same workflow and inputs instead of resuming it.
     pub fresh: bool,
+    /// Continue this run (its full id) or refuse (`--resume`).
+    pub resume: Option<String>,
     /// Run only this shard of the outermost `for_each` loops' items.
     pub shard: Option<Shard>,
     /// Which existing files steps may replace; it must also be a sink of the run's emitter
@@ -79,6 +81,11 @@ pub(crate) enum RunError {
 }
 
 impl RunError {
+    /// Whether another process holds the run (not yet: run again later).
+    pub(crate) fn is_busy(&self) -> bool {
+        matches!(self, RunError::State(StateError::Busy { .. }))
+    }
+
     /// What to do about it on the command line, when that is more than the message says.
     pub(crate) fn hint(&self) -> Option<String> {
         match self {
@@ -122,56 +129,44 @@ pub(crate) async fn run(
     let base_emitter = emitter.clone();
     let mut emitter = emitter;
     if let (Some(dir), false) = (&opts.state, opts.dry_run) {
-        let mut files: Vec<state::FileDigest> = plan
-            .files
-            .values()
-            .map(|f| state::FileDigest {
-                path: f.path.display().to_string(),
-                sha256: crate::durable::sha256_hex(f.source.as_bytes()),
-            })
-            .collect();
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        let shard = opts.shard.map(|s| s.to_string());
-        let header = state::RunHeader {
-            version: state::JOURNAL_VERSION,
-            run_id: run_id.clone(),
-            key: state::run_key(&plan.root.path, &key_inputs(wf, &inputs), shard.as_deref()),
-            workflow: plan.root.path.display().to_string(),
-            workflow_name: wf.name.clone(),
-            files,
-            inputs: masked_inputs.clone(),
-            shard,
-            started_at,
-            auditflow: env!("CARGO_PKG_VERSION").into(),
-        };
+        let header = run_header(&plan, &opts, &inputs, &masked_inputs, &run_id, started_at);
         if let Some(n) = dir.permission_note() {
             emitter.warn(n);
         }
-        let (workflow, shard) = (header.workflow.clone(), header.shard.clone());
-        let (st, begin, note) = dir.begin(header, opts.fresh).await?;
-        if let Some(n) = note {
+        let request = state::StartRequest {
+            legacy_key: state::legacy_run_key(
+                &plan.root.path,
+                &key_inputs(wf, &inputs),
+                header.shard.as_deref(),
+            ),
+            header: header.clone(),
+            fresh: opts.fresh,
+            resume: opts.resume.clone(),
+            one_shot: wf.lifecycle == Lifecycle::OneShot,
+        };
+        let (st, begin, notes) = match dir.begin(request).await? {
+            state::Started::Run {
+                state,
+                begin,
+                notes,
+            } => (state, begin, notes),
+            state::Started::AlreadyDone(done) => {
+                return Ok(report_already_done(&plan, &emitter, done, masked_inputs));
+            }
+        };
+        for n in notes {
             emitter.warn(n);
         }
         if let Begin::New = begin {
-            for other in dir.unfinished_of(&workflow, shard.as_deref(), &st.run_id) {
-                emitter.warn(inputs::other_run_note(&other, &masked_inputs));
+            let others = dir.unfinished_like(&header, &st.run_id);
+            if let Some(note) = inputs::other_runs_note(&others, &header) {
+                emitter.warn(note);
             }
         }
         if let Begin::Resumed(r) = begin {
             run_id = r.header.run_id.clone();
             started_at = r.header.started_at;
-            resumed = Some(format!(
-                "run started {}; {} step{} recorded; last process ended {}{}",
-                r.header.started_at.to_rfc3339(),
-                r.done.len(),
-                if r.done.len() == 1 { "" } else { "s" },
-                r.status(),
-                if r.torn_tail {
-                    " (its last record was cut off by the crash and is ignored)"
-                } else {
-                    ""
-                }
-            ));
+            resumed = Some(resumed_note(&r));
             replay = Some(*r);
         }
         emitter = emitter.with_sink(Arc::new(JournalArtifacts(st.journal.clone())));
@@ -272,7 +267,8 @@ pub(crate) async fn run(
     crate::failpoint::hit("run-end");
     if let Some(st) = &state {
         let masked = error.as_ref().map(|e| emitter.secrets().mask(e));
-        if let Err(e) = st.finish(status, masked).await {
+        let kept_outputs = emitter.secrets().mask_json(&outputs);
+        if let Err(e) = st.finish(status, masked, &kept_outputs).await {
             status = RunStatus::Failed;
             error = Some(e.to_string());
         } else if let Err(e) = end_terminal(&run, st, status) {
@@ -293,6 +289,102 @@ pub(crate) async fn run(
         error: error.map(|e| emitter.secrets().mask(&e)),
         state_dir: state.map(|s| s.dir),
     })
+}
+
+/// The header of a new run of `plan`: its identity (the root file's place in its tree, see
+/// [`state::identity`]), key, files (recorded relative to the identity's anchor) and inputs.
+fn run_header(
+    plan: &Plan,
+    opts: &RunOptions,
+    inputs: &Map<String, Value>,
+    masked_inputs: &Value,
+    run_id: &str,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> state::RunHeader {
+    let wf = &plan.root.workflow;
+    let cwd = std::env::current_dir().ok();
+    let identity = state::WorkflowIdentity::of(&plan.root.path, cwd.as_deref());
+    let anchor = identity.anchor_dir(&plan.root.path, cwd.as_deref());
+    let mut files: Vec<state::FileDigest> = plan
+        .files
+        .values()
+        .map(|f| state::FileDigest {
+            path: state::recorded_path(&f.path, anchor.as_deref()),
+            sha256: crate::durable::sha256_hex(f.source.as_bytes()),
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let shard = opts.shard.map(|s| s.to_string());
+    state::RunHeader {
+        version: state::JOURNAL_VERSION,
+        run_id: run_id.to_string(),
+        key: state::run_key(&identity, &key_inputs(wf, inputs), shard.as_deref()),
+        workflow: plan.root.path.display().to_string(),
+        workflow_name: wf.name.clone(),
+        identity: Some(identity),
+        files,
+        inputs: masked_inputs.clone(),
+        shard,
+        started_at,
+        auditflow: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+/// What the run start says about a resumed run.
+fn resumed_note(r: &state::Replay) -> String {
+    format!(
+        "run started {}; {} step{} recorded; last process ended {}{}",
+        r.header.started_at.to_rfc3339(),
+        r.done.len(),
+        if r.done.len() == 1 { "" } else { "s" },
+        r.status(),
+        if r.torn_tail {
+            " (its last record was cut off by the crash and is ignored)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// A one-shot workflow that already succeeded with this identity: the run reports that run
+/// and its outputs, sends nothing, and succeeds.
+fn report_already_done(
+    plan: &Plan,
+    emitter: &Emitter,
+    done: state::Completion,
+    masked_inputs: Value,
+) -> RunResult {
+    emitter.emit(Event::RunStarted {
+        run_id: done.run_id.clone(),
+        workflow: plan.root.workflow.name.clone(),
+        file: plan.root.path.display().to_string(),
+        inputs: masked_inputs,
+        started_at: done.finished_at.to_rfc3339(),
+        dry_run: false,
+        resumed: Some(format!(
+            "one-shot workflow already done: run {} succeeded on {}",
+            done.run_id,
+            done.finished_at.to_rfc3339()
+        )),
+    });
+    emitter.warn(format!(
+        "this one-shot workflow already succeeded with these inputs (run {}, {}); nothing was sent. Its evidence is where that run wrote it (`auditflow runs show {}`); pass --fresh to run it again",
+        done.run_id,
+        done.finished_at.format("%Y-%m-%d %H:%M UTC"),
+        done.run_id
+    ));
+    emitter.emit(Event::RunFinished {
+        status: RunStatus::Succeeded,
+        duration: Duration::ZERO,
+        outputs: done.outputs,
+        error: None,
+    });
+    RunResult {
+        run_id: done.run_id,
+        status: RunStatus::Succeeded,
+        error: None,
+        state_dir: None,
+    }
 }
 
 /// A failed run whose cause is a vendor's terminal state is not resumed: the next run starts
@@ -780,6 +872,7 @@ mod tests {
             cancel: CancellationToken::new(),
             state: None,
             fresh: false,
+            resume: None,
             shard: None,
             overwrite: None,
         };

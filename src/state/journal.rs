@@ -34,10 +34,15 @@ pub struct FileDigest {
 pub struct RunHeader {
     pub version: u32,
     pub run_id: String,
-    /// Identifies "the same workflow with the same inputs" (see [`super::run_key`]).
+    /// Identifies "the same workflow with the same inputs" (see [`super::identity::run_key`]).
     pub key: String,
     /// The root workflow file as given, and its name.
     pub workflow: String,
+    /// The root file's place in its tree, which identifies the run across checkouts (absent
+    /// in journals of releases before run identities: see [`super::identity`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<super::identity::WorkflowIdentity>,
+
     pub workflow_name: String,
     /// Every file of the plan (the root and its `uses`), to notice edits before resuming.
     pub files: Vec<FileDigest>,
@@ -652,6 +657,7 @@ mod tests {
             key: "k".into(),
             workflow: "w.yaml".into(),
             workflow_name: "w".into(),
+            identity: None,
             files: vec![],
             inputs: Value::Null,
             shard: None,

@@ -27,8 +27,13 @@ use crate::events::RunStatus;
 
 pub(crate) mod budget;
 pub(crate) mod cursors;
+pub(crate) mod identity;
 pub(crate) mod journal;
 pub(crate) mod keep;
+mod lifecycle;
+
+pub(crate) use identity::{legacy_run_key, recorded_path, run_key, WorkflowIdentity};
+pub(crate) use lifecycle::{differences, Completion};
 
 pub(crate) use journal::{
     DoneStatus, EndStatus, FileDigest, Journal, Record, RecordedStatus, Replay, RunHeader,
@@ -58,8 +63,14 @@ pub enum StateError {
         found: u32,
         supported: u32,
     },
-    #[error("another auditflow process is running this workflow with these inputs (run {run_id}, lock {}); wait for it to end", lock.display())]
-    Busy { run_id: String, lock: PathBuf },
+    #[error("another auditflow process holds run {run_id} of this workflow with these inputs ({holder}; lock {}); it is not finished yet: run again later (this one sent nothing)", lock.display())]
+    Busy {
+        run_id: String,
+        holder: String,
+        lock: PathBuf,
+    },
+    #[error("--resume {run_id}: {why}")]
+    ResumeRefused { run_id: String, why: String },
     #[error("cannot record run state in {}: {message}; the run stops here so that nothing is sent that a crash could make it send again", path.display())]
     Write { path: PathBuf, message: String },
     #[error("the workflow changed since run {run_id} began on {started} ({changed}); that run already sent a request that must not be repeated (an export creation or similar). Restore the file to finish that run, or pass --fresh to abandon it and start over")]
@@ -105,16 +116,18 @@ pub(crate) struct StateDir {
     permission_note: Option<String>,
 }
 
-/// The key of "this workflow with these inputs": SHA-256 of the canonical root path, the
-/// non-secret inputs and the shard. Secret inputs stay out (not even hashed).
-pub(crate) fn run_key(workflow: &Path, inputs: &serde_json::Value, shard: Option<&str>) -> String {
-    let canonical = std::fs::canonicalize(workflow).unwrap_or_else(|_| workflow.to_path_buf());
-    let doc = serde_json::json!({
-        "workflow": canonical.display().to_string(),
-        "inputs": inputs,
-        "shard": shard,
-    });
-    crate::durable::sha256_hex(doc.to_string().as_bytes())
+/// What the engine asks [`StateDir::begin`] for.
+pub(crate) struct StartRequest {
+    /// The new run's header (its key is the run's identity key).
+    pub header: RunHeader,
+    /// `--fresh`: abandon an unfinished run, run a finished one-shot workflow again.
+    pub fresh: bool,
+    /// `--resume RUN`: the full id of the run to continue (or a refusal).
+    pub resume: Option<String>,
+    /// The key a release before run identities gave this run (its runs are migrated).
+    pub legacy_key: String,
+    /// The workflow is `lifecycle: one-shot`.
+    pub one_shot: bool,
 }
 
 /// What [`StateDir::begin`] found.
@@ -124,6 +137,18 @@ pub(crate) enum Begin {
     Resumed(Box<Replay>),
 }
 
+/// How [`StateDir::begin`] ended.
+pub(crate) enum Started {
+    /// A run to carry out (new or resumed), with notes for the user.
+    Run {
+        state: RunState,
+        begin: Begin,
+        notes: Vec<String>,
+    },
+    /// A one-shot workflow already succeeded with this identity: nothing to do.
+    AlreadyDone(Completion),
+}
+
 /// The state of the run this process is running: its journal and lock.
 pub(crate) struct RunState {
     /// The run's id (its directory name under `runs/`); the CLI reads it from the events.
@@ -131,18 +156,25 @@ pub(crate) struct RunState {
     pub dir: PathBuf,
     pub journal: Journal,
     pointer: PathBuf,
+    /// The workflow is one-shot: its success is remembered (see [`Completion`]).
+    one_shot: bool,
     /// Held until the process ends (flock is released by the kernel even on kill -9).
     _lock: File,
 }
 
 impl RunState {
     /// Ends the process's part of the run: records the status; a succeeded run is no longer
-    /// active, so the next `auditflow run` starts a new one.
+    /// active, so the next `auditflow run` starts a new one (a one-shot workflow's is
+    /// remembered first with its masked `outputs`, so the next one reports it instead).
     pub(crate) async fn finish(
         &self,
         status: RunStatus,
         error: Option<String>,
+        outputs: &serde_json::Value,
     ) -> Result<(), StateError> {
+        if status == RunStatus::Succeeded && self.one_shot {
+            Completion::write(&self.pointer, &self.run_id, outputs)?;
+        }
         self.journal
             .append_durable(&Record::Finished {
                 at: Utc::now(),
@@ -318,60 +350,65 @@ impl StateDir {
         self.run_dir(id).join("journal.jsonl")
     }
 
-    /// Takes the lock of `key`, then resumes its active run or starts `header` as a new one.
-    /// `fresh` abandons an active run first. A changed workflow resumes nothing: when the
-    /// active run sent no non-idempotent request it is abandoned (nothing costly repeats),
-    /// otherwise this is an error.
-    pub(crate) async fn begin(
-        &self,
-        header: RunHeader,
-        fresh: bool,
-    ) -> Result<(RunState, Begin, Option<String>), StateError> {
+    /// Takes the lock of the run's key, then resumes its active run (found under this key,
+    /// under the key of a release before run identities, or named by `--resume`) or starts
+    /// `req.header` as a new one. `fresh` abandons an active run first. A changed workflow
+    /// resumes nothing: when the active run sent no non-idempotent request it is abandoned
+    /// (nothing costly repeats), otherwise this is an error. A one-shot workflow whose run
+    /// with this identity succeeded is not run again (unless `fresh`).
+    pub(crate) async fn begin(&self, req: StartRequest) -> Result<Started, StateError> {
         let active = self.root.join("active");
         create_private_dir(&active)?;
-        let lock_path = active.join(format!("{}.lock", header.key));
-        let lock = private_options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| StateError::io(&lock_path, e))?;
-        let pointer = active.join(format!("{}.json", header.key));
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StateError::Busy {
-                    run_id: self
-                        .read_pointer(&pointer)
-                        .ok()
-                        .flatten()
-                        .unwrap_or_else(|| "starting".into()),
-                    lock: lock_path,
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(StateError::io(&lock_path, e)),
-        }
+        let key = req.header.key.clone();
+        let lock = self.lock(&active, &key)?;
+        let pointer = active.join(format!("{key}.json"));
         // Read under the lock: no other process changes it now.
-        let existing = self.read_pointer(&pointer)?;
-        let mut note = take_terminal_note(&pointer);
+        let mut notes = Vec::new();
+        let mut existing = self.read_pointer(&pointer)?;
+        if existing.is_none() && req.resume.is_none() {
+            existing = self.migrate_legacy(&req, &pointer, &mut notes)?;
+        }
+        if let Some(id) = &req.resume {
+            existing = Some(self.claim_for_resume(id, existing, &req, &pointer)?);
+        }
+        notes.extend(take_terminal_note(&pointer));
+        if existing.is_none() && req.one_shot {
+            match (Completion::read(&pointer), req.fresh) {
+                (Some(done), false) => return Ok(Started::AlreadyDone(done)),
+                (Some(done), true) => {
+                    Completion::remove(&pointer)?;
+                    notes.push(format!(
+                        "run {} of this one-shot workflow succeeded on {}; running it again (--fresh)",
+                        done.run_id,
+                        done.finished_at.to_rfc3339()
+                    ));
+                }
+                (None, _) => {}
+            }
+        }
+        let mut header = req.header;
         if let Some(old_id) = existing {
             let path = self.journal_path(&old_id);
-            if fresh {
+            if req.fresh {
                 // Record the abandon when the old journal is readable; a damaged one is left.
                 if let Ok(r) = Replay::read(&path) {
                     self.abandon(&r).await?;
                 }
-                note = Some(format!("abandoned unfinished run {old_id} (--fresh)"));
+                notes.push(format!("abandoned unfinished run {old_id} (--fresh)"));
             } else {
                 let replay = Replay::read(&path)?;
-                let changed = changed_files(&replay.header.files, &header.files);
+                let changed = changed_files(&replay.header, &header.files);
                 if changed.is_empty() {
-                    let state = self.reopen(&replay, lock, pointer)?;
+                    let state = self.reopen(&replay, lock, pointer, req.one_shot)?;
                     state.journal.append(&Record::Resumed {
                         at: Utc::now(),
                         pid: std::process::id(),
                     });
-                    return Ok((state, Begin::Resumed(Box::new(replay)), None));
+                    return Ok(Started::Run {
+                        state,
+                        begin: Begin::Resumed(Box::new(replay)),
+                        notes,
+                    });
                 }
                 if replay.has_non_idempotent() {
                     return Err(StateError::Changed {
@@ -381,14 +418,173 @@ impl StateDir {
                     });
                 }
                 self.abandon(&replay).await?;
-                note = Some(format!(
+                notes.push(format!(
                     "the workflow changed since unfinished run {old_id} ({}); it sent nothing that must not be repeated, so a new run starts",
                     changed.join(", ")
                 ));
             }
         }
-        let state = self.create(header, lock, pointer).await?;
-        Ok((state, Begin::New, note))
+        header.key = key;
+        let state = self.create(header, lock, pointer, req.one_shot).await?;
+        Ok(Started::Run {
+            state,
+            begin: Begin::New,
+            notes,
+        })
+    }
+
+    /// Takes the lock `active/<key>.lock` and writes who holds it into it; a lock held by
+    /// another process is [`StateError::Busy`], naming that process.
+    fn lock(&self, active: &Path, key: &str) -> Result<File, StateError> {
+        let lock_path = active.join(format!("{key}.lock"));
+        let mut lock = private_options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StateError::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pointer = active.join(format!("{key}.json"));
+                return Err(StateError::Busy {
+                    run_id: self
+                        .read_pointer(&pointer)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| "starting".into()),
+                    holder: lifecycle::read_holder(&mut lock),
+                    lock: lock_path,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StateError::io(&lock_path, e)),
+        }
+        lifecycle::write_holder(&mut lock).map_err(|e| StateError::io(&lock_path, e))?;
+        Ok(lock)
+    }
+
+    /// Moves the pointer at `from` (another key's, under its lock) to `to`: the run it names
+    /// is from now on found under this run's key.
+    fn move_pointer(&self, from: &Path, to: &Path, run_id: &str) -> Result<(), StateError> {
+        let text = serde_json::to_vec(&Pointer {
+            run_id: run_id.to_string(),
+        })
+        .unwrap_or_default();
+        write_small(to, &text)?;
+        match std::fs::remove_file(from) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StateError::io(from, e)),
+        }
+        if let Some(parent) = to.parent() {
+            sync_dir(parent);
+        }
+        Ok(())
+    }
+
+    /// An unfinished run of this workflow and inputs recorded by a release before run
+    /// identities (under its absolute-path key, or from another checkout): moved under this
+    /// run's key and returned.
+    fn migrate_legacy(
+        &self,
+        req: &StartRequest,
+        pointer: &Path,
+        notes: &mut Vec<String>,
+    ) -> Result<Option<String>, StateError> {
+        let Some(identity) = &req.header.identity else {
+            return Ok(None);
+        };
+        let active = self.root.join("active");
+        let by_old_key = active.join(format!("{}.json", req.legacy_key));
+        let mut found = self
+            .read_pointer(&by_old_key)
+            .ok()
+            .flatten()
+            .map(|id| (by_old_key, id));
+        if found.is_none() {
+            found = self.legacy_run_like(identity, &req.header);
+        }
+        let Some((old_pointer, id)) = found else {
+            return Ok(None);
+        };
+        let old_key = old_pointer
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _old_lock = self.lock(&active, &old_key)?;
+        self.move_pointer(&old_pointer, pointer, &id)?;
+        notes.push(format!(
+            "continuing run {id}, begun by an earlier auditflow that identified runs by absolute path; it is now found by {}",
+            identity.describe()
+        ));
+        Ok(Some(id))
+    }
+
+    /// The newest unfinished legacy run (no identity recorded) whose workflow path ends with
+    /// `identity`'s path and whose inputs and shard are `header`'s: its pointer and id.
+    fn legacy_run_like(
+        &self,
+        identity: &WorkflowIdentity,
+        header: &RunHeader,
+    ) -> Option<(PathBuf, String)> {
+        self.active_pointers()
+            .into_iter()
+            .filter_map(|(p, id)| RunHeader::read(&self.journal_path(&id)).map(|h| (p, id, h)))
+            .filter(|(_, _, h)| {
+                h.identity.is_none()
+                    && identity.matches_legacy_path(&h.workflow)
+                    && h.inputs == header.inputs
+                    && h.shard == header.shard
+            })
+            .max_by_key(|(_, _, h)| h.started_at)
+            .map(|(p, id, _)| (p, id))
+    }
+
+    /// `--resume id`: the run's pointer moved under this run's key when it is unfinished and
+    /// is this workflow with these inputs; otherwise why not.
+    fn claim_for_resume(
+        &self,
+        id: &str,
+        existing: Option<String>,
+        req: &StartRequest,
+        pointer: &Path,
+    ) -> Result<String, StateError> {
+        let refuse = |why: String| StateError::ResumeRefused {
+            run_id: id.to_string(),
+            why,
+        };
+        match existing {
+            Some(e) if e == id => return Ok(e),
+            Some(e) => {
+                return Err(refuse(format!(
+                    "this workflow with these inputs has another unfinished run, {e}; resume that one (`--resume {e}`), or give it up with `auditflow runs abandon {e}`"
+                )))
+            }
+            None => {}
+        }
+        let Some((theirs, _)) = self.active_pointers().into_iter().find(|(_, r)| r == id) else {
+            return Err(refuse(
+                "it is not unfinished (`auditflow runs show` tells how it ended); nothing to resume"
+                    .into(),
+            ));
+        };
+        let header = RunHeader::read(&self.journal_path(id))
+            .ok_or_else(|| refuse("its journal has no readable header".into()))?;
+        let differ = differences(&header, &req.header);
+        if !differ.is_empty() {
+            return Err(refuse(format!(
+                "it is not this command's run: {}",
+                differ.join("; ")
+            )));
+        }
+        let their_key = theirs
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _their_lock = self.lock(&self.root.join("active"), &their_key)?;
+        self.move_pointer(&theirs, pointer, id)?;
+        Ok(id.to_string())
     }
 
     fn read_pointer(&self, pointer: &Path) -> Result<Option<String>, StateError> {
@@ -442,6 +638,7 @@ impl StateDir {
         replay: &Replay,
         lock: File,
         pointer: PathBuf,
+        one_shot: bool,
     ) -> Result<RunState, StateError> {
         let id = replay.header.run_id.clone();
         Ok(RunState {
@@ -449,6 +646,7 @@ impl StateDir {
             run_id: id,
             journal: append_to(replay)?,
             pointer,
+            one_shot,
             _lock: lock,
         })
     }
@@ -458,6 +656,7 @@ impl StateDir {
         header: RunHeader,
         lock: File,
         pointer: PathBuf,
+        one_shot: bool,
     ) -> Result<RunState, StateError> {
         let id = header.run_id.clone();
         let dir = self.run_dir(&id);
@@ -483,24 +682,21 @@ impl StateDir {
             dir,
             journal,
             pointer,
+            one_shot,
             _lock: lock,
         })
     }
 
-    /// The unfinished runs of `workflow` (and `shard`) other than `run_id`: runs of the same
-    /// file with other inputs, which this run does not resume (nightly moving date ranges).
-    pub(crate) fn unfinished_of(
-        &self,
-        workflow: &str,
-        shard: Option<&str>,
-        run_id: &str,
-    ) -> Vec<RunHeader> {
+    /// The unfinished runs of the same workflow as `header` (its identity, or for runs of
+    /// releases before identities its path) and shard, other than `header`'s run: runs with
+    /// other inputs, which this run does not resume (nightly moving date ranges).
+    pub(crate) fn unfinished_like(&self, header: &RunHeader, run_id: &str) -> Vec<RunHeader> {
         let mut out: Vec<RunHeader> = self
             .active_ids()
             .into_iter()
             .filter(|id| id != run_id)
             .filter_map(|id| RunHeader::read(&self.journal_path(&id)))
-            .filter(|h| h.workflow == workflow && h.shard.as_deref() == shard)
+            .filter(|h| lifecycle::same_workflow(h, header) && h.shard == header.shard)
             .collect();
         out.sort_by_key(|h| h.started_at);
         out
@@ -512,18 +708,26 @@ impl StateDir {
     }
 
     fn active_ids(&self) -> Vec<String> {
-        let mut ids = Vec::new();
+        self.active_pointers()
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect()
+    }
+
+    /// Every readable pointer under `active/` and the run it names.
+    fn active_pointers(&self) -> Vec<(PathBuf, String)> {
+        let mut out = Vec::new();
         if let Ok(rd) = std::fs::read_dir(self.root.join("active")) {
             for e in rd.flatten() {
                 let p = e.path();
                 if p.extension().and_then(|x| x.to_str()) == Some("json") {
                     if let Ok(Some(id)) = self.read_pointer(&p) {
-                        ids.push(id);
+                        out.push((p, id));
                     }
                 }
             }
         }
-        ids
+        out
     }
 
     /// Every run recorded, newest first. Damaged journals are listed with their error.
@@ -599,7 +803,23 @@ fn summary(r: &Replay, active: bool) -> RunSummary {
     }
 }
 
-fn changed_files(old: &[FileDigest], new: &[FileDigest]) -> Vec<String> {
+/// What differs between the files `old` began with and `new` (the files now). Runs of
+/// releases before run identities recorded absolute paths: their files are compared by
+/// content alone.
+fn changed_files(old: &RunHeader, new: &[FileDigest]) -> Vec<String> {
+    if old.identity.is_none() {
+        let digests = |f: &[FileDigest]| {
+            let mut d: Vec<String> = f.iter().map(|x| x.sha256.clone()).collect();
+            d.sort();
+            d
+        };
+        return if digests(&old.files) == digests(new) {
+            vec![]
+        } else {
+            vec!["the workflow's files are not those it began with".into()]
+        };
+    }
+    let old = &old.files;
     let mut changed = Vec::new();
     for n in new {
         match old.iter().find(|o| o.path == n.path) {
@@ -627,6 +847,10 @@ mod tests {
             key: key.into(),
             workflow: "w.yaml".into(),
             workflow_name: "w".into(),
+            identity: Some(WorkflowIdentity {
+                path: "w.yaml".into(),
+                anchor: identity::Anchor::Repository,
+            }),
             files: vec![FileDigest {
                 path: "w.yaml".into(),
                 sha256: "aa".into(),
@@ -635,6 +859,32 @@ mod tests {
             shard: None,
             started_at: Utc::now(),
             auditflow: "test".into(),
+        }
+    }
+
+    fn start(header: RunHeader, fresh: bool) -> StartRequest {
+        StartRequest {
+            legacy_key: format!("legacy-{}", header.key),
+            header,
+            fresh,
+            resume: None,
+            one_shot: false,
+        }
+    }
+
+    /// Begins a run that is not [`Started::AlreadyDone`].
+    async fn begin(
+        sd: &StateDir,
+        header: RunHeader,
+        fresh: bool,
+    ) -> Result<(RunState, Begin, Vec<String>), StateError> {
+        match sd.begin(start(header, fresh)).await? {
+            Started::Run {
+                state,
+                begin,
+                notes,
+            } => Ok((state, begin, notes)),
+            Started::AlreadyDone(d) => panic!("not a one-shot run: {}", d.run_id),
         }
     }
 
@@ -660,7 +910,7 @@ mod tests {
     async fn resumes_the_active_run_until_it_succeeds() {
         let d = tempfile::tempdir().unwrap();
         let sd = StateDir::open(&d.path().join("st")).unwrap();
-        let (s, b, _) = sd.begin(header("k1", "run-a"), false).await.unwrap();
+        let (s, b, _) = begin(&sd, header("k1", "run-a"), false).await.unwrap();
         assert!(matches!(b, Begin::New));
         s.journal.append(&Record::Done {
             step: "x".into(),
@@ -670,24 +920,24 @@ mod tests {
             outputs: serde_json::json!(1),
             replayable: true,
         });
-        s.finish(RunStatus::Failed, Some("boom".into()))
+        s.finish(RunStatus::Failed, Some("boom".into()), &serde_json::Value::Null)
             .await
             .unwrap();
         drop(s);
-        let (s, b, _) = sd.begin(header("k1", "run-b"), false).await.unwrap();
+        let (s, b, _) = begin(&sd, header("k1", "run-b"), false).await.unwrap();
         let Begin::Resumed(r) = b else {
             panic!("expected a resume")
         };
         assert_eq!(r.header.run_id, "run-a");
         assert!(r.done.contains_key("x"));
         // Held lock: a second process is refused.
-        let Err(e) = sd.begin(header("k1", "run-c"), false).await else {
+        let Err(e) = begin(&sd, header("k1", "run-c"), false).await else {
             panic!("a second begin must fail while the lock is held");
         };
         assert!(matches!(e, StateError::Busy { .. }), "{e}");
-        s.finish(RunStatus::Succeeded, None).await.unwrap();
+        s.finish(RunStatus::Succeeded, None, &serde_json::Value::Null).await.unwrap();
         drop(s);
-        let (_, b, _) = sd.begin(header("k1", "run-d"), false).await.unwrap();
+        let (_, b, _) = begin(&sd, header("k1", "run-d"), false).await.unwrap();
         assert!(matches!(b, Begin::New));
         let list = sd.list().unwrap();
         assert_eq!(list.len(), 2);
@@ -697,7 +947,7 @@ mod tests {
     async fn a_changed_workflow_never_repeats_a_create() {
         let d = tempfile::tempdir().unwrap();
         let sd = StateDir::open(d.path()).unwrap();
-        let (s, _, _) = sd.begin(header("k", "r1"), false).await.unwrap();
+        let (s, _, _) = begin(&sd, header("k", "r1"), false).await.unwrap();
         s.journal
             .append_durable(&Record::Intent {
                 step: "create".into(),
@@ -712,13 +962,137 @@ mod tests {
         drop(s);
         let mut h = header("k", "r2");
         h.files[0].sha256 = "bb".into();
-        let Err(e) = sd.begin(h.clone(), false).await else {
+        let Err(e) = begin(&sd, h.clone(), false).await else {
             panic!("must refuse");
         };
         assert!(matches!(e, StateError::Changed { .. }), "{e}");
-        let (s, b, note) = sd.begin(h, true).await.unwrap();
+        let (s, b, note) = begin(&sd, h, true).await.unwrap();
         assert!(matches!(b, Begin::New));
-        assert!(note.unwrap_or_default().contains("abandoned"));
+        assert!(note.join(" ").contains("abandoned"));
         assert_eq!(s.run_id, "r2");
+    }
+
+    /// A journal as a release before run identities wrote it: no identity, absolute paths,
+    /// the pointer under the absolute-path key.
+    async fn legacy_run(sd: &StateDir, key: &str, id: &str, workflow: &str) {
+        let mut h = header(key, id);
+        h.identity = None;
+        h.workflow = workflow.into();
+        h.files[0].path = workflow.into();
+        let (s, _, _) = begin(sd, h, false).await.expect("legacy run");
+        s.finish(RunStatus::Pending, None, &serde_json::Value::Null)
+            .await
+            .expect("finish");
+    }
+
+    fn new_style(key: &str, id: &str, path: &str) -> RunHeader {
+        let mut h = header(key, id);
+        h.identity = Some(WorkflowIdentity {
+            path: path.into(),
+            anchor: identity::Anchor::Repository,
+        });
+        h.files[0].path = path.into();
+        h
+    }
+
+    #[tokio::test]
+    async fn a_legacy_run_from_another_checkout_is_continued_under_the_new_key() {
+        let d = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(d.path()).unwrap();
+        legacy_run(&sd, "oldkey", "run-old", "/builds/job1/wf/x.yaml").await;
+        let (s, b, notes) = begin(&sd, new_style("newkey", "run-new", "wf/x.yaml"), false)
+            .await
+            .unwrap();
+        let Begin::Resumed(r) = b else {
+            panic!("the legacy run is resumed: {notes:?}")
+        };
+        assert_eq!(r.header.run_id, "run-old");
+        assert!(notes.join(" ").contains("continuing run run-old"), "{notes:?}");
+        assert!(d.path().join("active/newkey.json").exists());
+        assert!(!d.path().join("active/oldkey.json").exists());
+        drop(s);
+        // Another workflow's legacy run is not taken.
+        legacy_run(&sd, "other", "run-other", "/builds/job1/wf/y.yaml").await;
+        let (_, b, _) = begin(&sd, new_style("k3", "run-3", "wf/x2.yaml"), false)
+            .await
+            .unwrap();
+        assert!(matches!(b, Begin::New));
+    }
+
+    #[tokio::test]
+    async fn resume_continues_the_named_run_or_refuses() {
+        let d = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(d.path()).unwrap();
+        let (s, _, _) = begin(&sd, new_style("k-a", "run-a", "wf/x.yaml"), false)
+            .await
+            .unwrap();
+        drop(s);
+        let mut req = start(new_style("k-b", "run-b", "wf/x.yaml"), false);
+        req.resume = Some("run-a".into());
+        let Started::Run { begin: b, .. } = sd.begin(req).await.unwrap() else {
+            panic!("a run")
+        };
+        let Begin::Resumed(r) = b else {
+            panic!("--resume continues the named run")
+        };
+        assert_eq!(r.header.run_id, "run-a");
+        let mut other = start(new_style("k-c", "run-c", "wf/other.yaml"), false);
+        other.resume = Some("run-a".into());
+        let Err(e) = sd.begin(other).await else {
+            panic!("another workflow's run is refused")
+        };
+        assert!(e.to_string().contains("it is a run of wf/x.yaml"), "{e}");
+        let mut gone = start(new_style("k-d", "run-d", "wf/x.yaml"), false);
+        gone.resume = Some("run-zzz".into());
+        let Err(e) = sd.begin(gone).await else {
+            panic!("an unknown run is refused")
+        };
+        assert!(matches!(e, StateError::ResumeRefused { .. }), "{e}");
+        assert_eq!(sd.list().unwrap().len(), 1, "no run was started");
+    }
+
+    #[tokio::test]
+    async fn a_one_shot_success_is_remembered_until_fresh() {
+        let d = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(d.path()).unwrap();
+        let mut req = start(header("k", "r1"), false);
+        req.one_shot = true;
+        let Started::Run { state, .. } = sd.begin(req).await.unwrap() else {
+            panic!("a first run")
+        };
+        state
+            .finish(RunStatus::Succeeded, None, &serde_json::json!({"id": "7"}))
+            .await
+            .unwrap();
+        drop(state);
+        let mut again = start(header("k", "r2"), false);
+        again.one_shot = true;
+        let Started::AlreadyDone(done) = sd.begin(again).await.unwrap() else {
+            panic!("the success is remembered")
+        };
+        assert_eq!(done.run_id, "r1");
+        assert_eq!(done.outputs["id"], "7");
+        let mut fresh = start(header("k", "r3"), true);
+        fresh.one_shot = true;
+        let Started::Run { state, notes, .. } = sd.begin(fresh).await.unwrap() else {
+            panic!("--fresh runs it again")
+        };
+        assert_eq!(state.run_id, "r3");
+        assert!(notes.join(" ").contains("running it again"), "{notes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_held_run_names_its_holder() {
+        let d = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(d.path()).unwrap();
+        let _held = begin(&sd, header("k", "r1"), false).await.unwrap();
+        let Err(e) = begin(&sd, header("k", "r2"), false).await else {
+            panic!("busy")
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())) && text.contains("run r1"),
+            "{text}"
+        );
     }
 }

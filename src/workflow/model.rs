@@ -40,6 +40,23 @@ pub struct Workflow {
     /// `set_cursor` steps once the data they cover is saved.
     #[serde(default)]
     pub cursors: BTreeMap<String, CursorSpec>,
+    /// What a later run of this file with the same inputs does once a run succeeded:
+    /// `recurring` (the default) starts a new run every time (collections that move with
+    /// cursors, checks); `one-shot` (an export with fixed inputs) reports the earlier success
+    /// and sends nothing, unless `--fresh`. Read from the file `auditflow run` is given.
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
+}
+
+/// What a succeeded run means for the next run with the same identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lifecycle {
+    /// Every run is new once the last one succeeded (a schedule collects each time).
+    #[default]
+    Recurring,
+    /// Done once: a later run reports the earlier success, exit 0, and sends nothing.
+    OneShot,
 }
 
 /// A cursor: a value kept in the state directory per workflow name, cursor name and key.
