@@ -261,6 +261,19 @@ pub enum Event {
         /// More pages were announced than fetched (`paginate: false` or `truncate: true`).
         truncated: bool,
     },
+    /// A step that must not send its request twice found it already carried out at the
+    /// vendor (an earlier run whose state was lost made it) and continues with it instead
+    /// of creating another (for the log and the manifest).
+    Adopted {
+        /// The step's path: `id`, `loop[3].id` or `caller.uses/id`.
+        step: String,
+        /// The vendor, as its connection kind is written (`google`).
+        vendor: String,
+        /// The vendor's id of what was adopted (Email Audit request id, Vault export id).
+        request_id: Option<String>,
+        /// What was found: its status and creation time as the vendor lists them.
+        detail: String,
+    },
     /// Something the user should know that does not stop the run (e.g. `insecure_tls`).
     Warning {
         /// The warning, masked.
@@ -476,6 +489,17 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
         },
         Event::Warning { message } => Event::Warning {
             message: m(message),
+        },
+        Event::Adopted {
+            step,
+            vendor,
+            request_id,
+            detail,
+        } => Event::Adopted {
+            step: m(step),
+            vendor,
+            request_id: mo(request_id),
+            detail: m(detail),
         },
         Event::Paged {
             step,

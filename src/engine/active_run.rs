@@ -45,6 +45,8 @@ pub(super) struct ActiveRun {
     pub(super) loop_reads: LoopReadsCache,
     /// The quota budgets calls spend from.
     pub(super) budgets: crate::state::budget::Budgets,
+    /// Creates adopt a usable request the vendor already holds (not with `--fresh`).
+    pub(super) adopt_existing: bool,
     /// The state directory, where cursors are kept (None: nowhere, or a dry run).
     pub(super) state_dir: Option<crate::state::StateDir>,
     /// Set when a `repeat` stopped at `max_iterations` with data left: the run ends pending
@@ -161,6 +163,7 @@ impl ActiveRun {
             claimed: r
                 .and_then(|r| r.claimed.get(path).cloned())
                 .unwrap_or_default(),
+            adopt: self.adopt_existing,
         })
     }
 

@@ -467,6 +467,8 @@ impl Sink for Human {
             Event::Paged {
                 step, pages, items, ..
             } => self.log(&st, step, &format!("{pages} page(s), {items} record(s)")),
+            // The step's own log line says what was adopted.
+            Event::Adopted { .. } => {}
             Event::StepFinished {
                 step,
                 status,

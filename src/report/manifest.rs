@@ -73,6 +73,22 @@ pub(crate) struct RunRecord {
     /// Per `call` step: pages fetched and records saved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub calls: BTreeMap<String, CallRecord>,
+    /// Per step that adopted a request already made at the vendor instead of creating one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub adopted: BTreeMap<String, AdoptedRecord>,
+}
+
+/// A request found at the vendor and continued instead of created again, by step path in
+/// [`RunRecord::adopted`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct AdoptedRecord {
+    /// The vendor (`google`).
+    pub vendor: String,
+    /// The vendor's id of the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Its status and creation time as the vendor listed them.
+    pub detail: String,
 }
 
 /// The manifest document.
@@ -134,6 +150,9 @@ impl ManifestSink {
         for earlier in manifest.runs.iter().filter(|r| r.run_id == run.run_id) {
             for (step, c) in &earlier.calls {
                 run.calls.entry(step.clone()).or_insert_with(|| c.clone());
+            }
+            for (step, a) in &earlier.adopted {
+                run.adopted.entry(step.clone()).or_insert_with(|| a.clone());
             }
         }
         manifest.runs.retain(|r| r.run_id != run.run_id);
@@ -216,7 +235,25 @@ impl Sink for ManifestSink {
                     finished_at: None,
                     status: None,
                     calls: BTreeMap::new(),
+                    adopted: BTreeMap::new(),
                 });
+            }
+            Event::Adopted {
+                step,
+                vendor,
+                request_id,
+                detail,
+            } => {
+                if let Some(r) = g.0.as_mut() {
+                    r.adopted.insert(
+                        step.clone(),
+                        AdoptedRecord {
+                            vendor: vendor.clone(),
+                            request_id: request_id.clone(),
+                            detail: detail.clone(),
+                        },
+                    );
+                }
             }
             Event::Artifact { step, artifact } => g.1.push((step.clone(), artifact.clone())),
             Event::Paged {

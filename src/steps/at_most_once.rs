@@ -33,6 +33,9 @@ pub struct Ledger {
     pub claimed: Vec<String>,
     /// Polls made by earlier processes (the interval policy continues from there).
     pub polls: u32,
+    /// Before a first send, continue a usable request of the same parameters that the vendor
+    /// already holds (false with `--fresh`: create anew on purpose).
+    pub adopt: bool,
 }
 
 /// Identifies a request across processes without keeping it: SHA-256 of the method, URL and
@@ -178,6 +181,122 @@ pub async fn send(
     }
 }
 
+/// Before a request that must not be repeated is sent for the first time by this run: a
+/// usable request with the same parameters that the vendor already holds (Email Audit: a
+/// `PENDING` or `COMPLETED` export of the last three weeks; Vault: an export in progress or
+/// completed, an open matter of the same name) is adopted instead of creating another. The
+/// state that would have said "already sent" may be lost: an evicted CI cache, a job killed
+/// before it saved it, a new runner. Not done with `--fresh` (the ledger's `adopt`), nor
+/// for requests the workflow marks idempotent. No quota is spent on an adopted request.
+pub async fn adopt_existing(
+    conn: &Connection,
+    req: &Request,
+    idempotent: Option<bool>,
+    env: &StepEnv<'_>,
+) -> Result<Option<Response>, StepError> {
+    let Some(ledger) = env.ledger else {
+        return Ok(None);
+    };
+    if !ledger.adopt || ledger.intent.is_some() || ledger.response.is_some() {
+        return Ok(None);
+    }
+    if idempotent.unwrap_or_else(|| conn.idempotent(req)) {
+        return Ok(None);
+    }
+    let Some(lookup) = conn.adoption(req) else {
+        return Ok(None);
+    };
+    let vendor = conn.settings().kind;
+    let found = scan(conn, &lookup, env, |e| conn.usable(req, e)).await?;
+    let Some(first) = found.first().cloned() else {
+        return Ok(None);
+    };
+    warn_if_several(&found, env, vendor);
+    let detail = conn.describe_entry(&first);
+    let resp = listed_response(first);
+    let id = resp.request_id.clone().unwrap_or_else(|| "?".into());
+    env.emitter.log(
+        env.step,
+        format!(
+            "{vendor} already holds this request ({id}, {detail}), made by an earlier run whose state is not here; adopting it instead of creating another (--fresh creates a new one)"
+        ),
+    );
+    env.emitter.emit(crate::events::Event::Adopted {
+        step: env.step.to_string(),
+        vendor: vendor.to_string(),
+        request_id: resp.request_id.clone(),
+        detail,
+    });
+    record_response(ledger, env, &fingerprint(req, env), &resp).await?;
+    Ok(Some(resp))
+}
+
+/// Every entry of `lookup`'s listing (all its pages) that is the request looked for and
+/// passes `keep`.
+async fn scan(
+    conn: &Connection,
+    lookup: &crate::vendors::Lookup,
+    env: &StepEnv<'_>,
+    keep: impl Fn(&Value) -> bool,
+) -> Result<Vec<Value>, StepError> {
+    let vendor = conn.settings().kind;
+    let mut page_req = lookup.request.clone();
+    let mut found = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (page, _) = send_with_retry(conn, &page_req, env).await?;
+        pages += 1;
+        found.extend(
+            conn.lookup_matches(lookup, &page)
+                .into_iter()
+                .filter(|e| keep(e)),
+        );
+        match conn.next_page(&page_req, &page, &Pagination::default()) {
+            Some(next) if pages < MAX_LOOKUP_PAGES => page_req = next,
+            Some(_) => {
+                return Err(StepError::LookupTooLong {
+                    vendor,
+                    step: env.step.to_string(),
+                    pages,
+                })
+            }
+            None => return Ok(found),
+        }
+    }
+}
+
+/// The vendor's id of a listed entry: Email Audit `properties.requestId`, Vault `id`
+/// (export) or `matterId`.
+fn listed_id(v: &Value) -> Option<String> {
+    ["/properties/requestId", "/id", "/matterId"]
+        .iter()
+        .find_map(|p| v.pointer(p).and_then(Value::as_str))
+        .map(str::to_string)
+}
+
+/// A listed entry as the answer its create would have given.
+fn listed_response(entry: Value) -> Response {
+    Response {
+        status: 201,
+        headers: Default::default(),
+        request_id: listed_id(&entry),
+        body: entry,
+    }
+}
+
+/// Several entries match: the first is used, the user is told which others exist.
+fn warn_if_several(found: &[Value], env: &StepEnv<'_>, vendor: crate::vendors::VendorKind) {
+    if found.len() > 1 {
+        let ids: Vec<String> = found.iter().filter_map(listed_id).collect();
+        env.emitter.warn(format!(
+            "step `{}`: {} matching requests at {vendor} ({}); using the first. Check whether the others are someone else's",
+            env.step,
+            found.len(),
+            ids.join(", ")
+        ));
+    }
+}
+
 fn changed(env: &StepEnv<'_>, at: DateTime<Utc>) -> StepError {
     StepError::RequestChanged {
         step: env.step.to_string(),
@@ -208,25 +327,7 @@ async fn find(
         }
         Recovery::Lookup(l) => l,
     };
-    let mut page_req = lookup.request.clone();
-    let mut found = Vec::new();
-    let mut pages = 0;
-    loop {
-        let (page, _) = send_with_retry(conn, &page_req, env).await?;
-        pages += 1;
-        found.extend(conn.lookup_matches(&lookup, &page));
-        match conn.next_page(&page_req, &page, &Pagination::default()) {
-            Some(next) if pages < MAX_LOOKUP_PAGES => page_req = next,
-            Some(_) => {
-                return Err(StepError::LookupTooLong {
-                    vendor,
-                    step: env.step.to_string(),
-                    pages,
-                })
-            }
-            None => break,
-        }
-    }
+    let found = scan(conn, &lookup, env, |_| true).await?;
     let Some(first) = found.first().cloned() else {
         env.emitter.log(
             env.step,
@@ -234,28 +335,8 @@ async fn find(
         );
         return Ok(None);
     };
-    // Email Audit `properties.requestId`, Vault `id` (export) or `matterId`.
-    let id = |v: &Value| {
-        ["/properties/requestId", "/id", "/matterId"]
-            .iter()
-            .find_map(|p| v.pointer(p).and_then(Value::as_str))
-            .map(str::to_string)
-    };
-    if found.len() > 1 {
-        let ids: Vec<String> = found.iter().filter_map(id).collect();
-        env.emitter.warn(format!(
-            "step `{}`: {} matching requests at {vendor} ({}); using the first. Check whether the others are someone else's",
-            env.step,
-            found.len(),
-            ids.join(", ")
-        ));
-    }
-    let resp = Response {
-        status: 201,
-        headers: Default::default(),
-        request_id: id(&first),
-        body: first,
-    };
+    warn_if_several(&found, env, vendor);
+    let resp = listed_response(first);
     env.emitter.log(
         env.step,
         format!(

@@ -512,21 +512,18 @@ async fn execute_limited(
     // Before the request: a call whose answer cannot be saved is not sent, nor one over
     // its quota.
     super::overwrite::check(env, rc.save_to.as_deref())?;
-    let quota = match &rc.budget {
-        Some(b) => Some(super::quota::render(b, ctx, env)?),
-        None => None,
+    let fetched = match super::at_most_once::adopt_existing(conn, &rc.request, rc.idempotent, env)
+        .await?
+    {
+        // Found at the vendor: nothing is sent, no quota is spent.
+        Some(response) => Fetched {
+            response,
+            attempts: 0,
+            pages: 1,
+            truncated: false,
+        },
+        None => send_within_quota(conn, rc, env, ctx).await?,
     };
-    if let Some(q) = &quota {
-        super::quota::take(env, q)?;
-    }
-    let fetched = match &rc.paginate {
-        PageMode::Follow {
-            pagination,
-            truncate,
-        } => fetch_pages(conn, rc, env, ctx, pagination, *truncate).await,
-        mode => fetch_one(conn, rc, env, mode).await,
-    }
-    .map_err(|e| super::quota::vendor_answer(env, quota.as_ref(), e))?;
     let Fetched {
         response,
         attempts,
@@ -658,6 +655,30 @@ fn disposition_filename(value: &str) -> Option<String> {
             .find(|(k, _)| k == "filename")
             .map(|(_, v)| v.trim_matches('"').to_string())
     })
+}
+
+/// Spends the call's quota unit (if it has a `budget`), then sends it (every page).
+async fn send_within_quota(
+    conn: &Connection,
+    rc: &RenderedCall,
+    env: &StepEnv<'_>,
+    ctx: &Value,
+) -> Result<Fetched, StepError> {
+    let quota = match &rc.budget {
+        Some(b) => Some(super::quota::render(b, ctx, env)?),
+        None => None,
+    };
+    if let Some(q) = &quota {
+        super::quota::take(env, q)?;
+    }
+    match &rc.paginate {
+        PageMode::Follow {
+            pagination,
+            truncate,
+        } => fetch_pages(conn, rc, env, ctx, pagination, *truncate).await,
+        mode => fetch_one(conn, rc, env, mode).await,
+    }
+    .map_err(|e| super::quota::vendor_answer(env, quota.as_ref(), e))
 }
 
 /// The answer(s) of a call before `expect` and `save_to`.

@@ -217,6 +217,29 @@ impl Connection {
         }
     }
 
+    /// Where to look for a request like `req` made by an earlier run whose state was lost
+    /// (None: the vendor offers no way, or repeating it is harmless).
+    pub fn adoption(&self, req: &Request) -> Option<Lookup> {
+        match self.inner.settings.kind {
+            VendorKind::Google => google::recovery::adoption(req, chrono::Utc::now()),
+            _ => None,
+        }
+    }
+
+    /// Whether a listed entry found for `original` can still be continued (not failed,
+    /// expired or deleted).
+    pub fn usable(&self, original: &Request, entry: &serde_json::Value) -> bool {
+        match self.inner.settings.kind {
+            VendorKind::Google => google::recovery::usable(original, entry),
+            _ => false,
+        }
+    }
+
+    /// A listed entry's status and creation time, for the log and the manifest.
+    pub fn describe_entry(&self, entry: &serde_json::Value) -> String {
+        google::recovery::describe(entry)
+    }
+
     /// The entries of a lookup page that are the request looked for.
     pub fn lookup_matches(&self, lookup: &Lookup, page: &Response) -> Vec<serde_json::Value> {
         match self.inner.settings.kind {

@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use crate::vendors::{Body, Lookup, Recovery, Request, Response};
 
+/// How long Google keeps an Email Audit export's files (then the request is `EXPIRED`): no
+/// older request can be adopted.
+const RETENTION_DAYS: i64 = 21;
 const EXPORT: [&str; 5] = ["compliance", "audit", "mail", "export", ""];
 const DATE_FMT: &str = "%Y-%m-%d %H:%M";
 /// Properties of a create request that identify it in the list.
@@ -142,6 +145,57 @@ pub fn recovery(req: &Request, since: DateTime<Utc>) -> Recovery {
         .to_string();
     url.query_pairs_mut().clear().append_pair("fromDate", &from);
     lookup_at(req, url, since)
+}
+
+/// Where to look for a request like `req` (a create that must not be repeated) made by an
+/// earlier run whose state was lost, before sending it: the domain's Email Audit requests of
+/// the last three weeks (the files' retention), the matter's Vault exports, the open matters.
+/// None for requests that are harmless to repeat (the key upload) or not creates.
+pub fn adoption(req: &Request, now: DateTime<Utc>) -> Option<Lookup> {
+    let since = if vault_create(req).is_some() {
+        DateTime::<Utc>::UNIX_EPOCH
+    } else {
+        now - TimeDelta::days(RETENTION_DAYS) + TimeDelta::minutes(SKEW_MINUTES)
+    };
+    match recovery(req, since) {
+        Recovery::Lookup(l) => Some(*l),
+        Recovery::Resend | Recovery::Unknown => None,
+    }
+}
+
+/// Whether a listed entry that matches `original` can still be continued: an Email Audit
+/// request `PENDING` or `COMPLETED` (not `ERROR`, `EXPIRED`, `MARKED_DELETE`, `DELETED`), a
+/// Vault export `IN_PROGRESS` or `COMPLETED` (not `FAILED`), an open matter.
+pub fn usable(original: &Request, entry: &Value) -> bool {
+    let status = |p: &str| entry.pointer(p).and_then(Value::as_str).map(norm);
+    match vault_create(original) {
+        Some(VaultCreate::Export) => matches!(
+            status("/status").as_deref(),
+            Some("in_progress" | "completed")
+        ),
+        Some(VaultCreate::Matter) => status("/state").as_deref() == Some("open"),
+        None => matches!(
+            status("/properties/status").as_deref(),
+            Some("pending" | "completed")
+        ),
+    }
+}
+
+/// What the vendor says of an entry found: its status and creation time.
+pub fn describe(entry: &Value) -> String {
+    let field = |ps: &[&str]| {
+        ps.iter()
+            .find_map(|p| entry.pointer(p).and_then(Value::as_str))
+            .map(str::to_string)
+    };
+    let status = field(&["/properties/status", "/status", "/state"]);
+    let created = field(&["/properties/requestDate", "/createTime"]);
+    match (status, created) {
+        (Some(s), Some(c)) => format!("{s}, created {c}"),
+        (Some(s), None) => s,
+        (None, Some(c)) => format!("created {c}"),
+        (None, None) => "listed".into(),
+    }
 }
 
 const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -410,5 +464,36 @@ mod tests {
         let mut get = req;
         get.method = ::http::Method::GET;
         assert!(idempotent(&get));
+    }
+
+    #[test]
+    fn adoption_looks_three_weeks_back_and_takes_only_live_requests() {
+        let now = DateTime::parse_from_rfc3339("2026-12-06T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let l = adoption(&create("alice"), now).expect("a create can be adopted");
+        assert_eq!(
+            l.request.url.as_str(),
+            "https://g.example/a/feeds/compliance/audit/mail/export/example.com?fromDate=2026-11-15+12%3A00"
+        );
+        let entry = |status: &str| json!({"properties": {"status": status}});
+        assert!(usable(&create("alice"), &entry("PENDING")));
+        assert!(usable(&create("alice"), &entry("COMPLETED")));
+        for dead in ["ERROR", "EXPIRED", "MARKED_DELETE", "DELETED"] {
+            assert!(!usable(&create("alice"), &entry(dead)), "{dead}");
+        }
+        let v = vault_export("x", &["a@example.com"]);
+        assert!(adoption(&v, now).is_some());
+        assert!(usable(&v, &json!({"status": "IN_PROGRESS"})));
+        assert!(!usable(&v, &json!({"status": "FAILED"})));
+        let mut key = create("x");
+        key.url =
+            url::Url::parse("https://g.example/a/feeds/compliance/audit/publickey/example.com")
+                .unwrap();
+        assert!(adoption(&key, now).is_none(), "a key upload is resent");
+        assert_eq!(
+            describe(&json!({"properties": {"status": "PENDING", "requestDate": "2026-12-01 10:00"}})),
+            "PENDING, created 2026-12-01 10:00"
+        );
     }
 }
