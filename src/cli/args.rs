@@ -60,11 +60,17 @@ pub enum Command {
     },
     /// Print the JSON Schema of workflow files.
     Schema,
-    /// Show the runs recorded in a state directory.
+    /// Show the runs recorded in a state directory, give up unfinished ones.
     Runs {
-        /// `list` or `show`.
+        /// `list`, `show`, `abandon` or `prune`.
         #[command(subcommand)]
         command: RunsCommand,
+    },
+    /// Show and set the positions (cursors) workflows keep between runs.
+    Cursors {
+        /// `list`, `show` or `set`.
+        #[command(subcommand)]
+        command: CursorsCommand,
     },
     /// Serve the vendor simulator (Mimecast, MailStore, Google) on loopback until Ctrl-C.
     Sim(SimArgs),
@@ -274,6 +280,70 @@ pub enum RunsCommand {
         /// A JSON object instead of the text (for scripts and CI).
         #[arg(long)]
         json: bool,
+    },
+    /// Give up an unfinished run: no later `run` resumes it (its journal is kept, and
+    /// what it created at a vendor stays there).
+    Abandon {
+        /// The run id (or its first characters).
+        run: String,
+        /// Where the run is recorded.
+        #[command(flatten)]
+        state: StateDirArg,
+    },
+    /// Give up the unfinished runs that recorded nothing for a while: lists them, and with
+    /// --apply abandons them.
+    Prune {
+        /// How long a run must have been idle, e.g. 7d or 12h.
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+        /// Abandon them (without it, only lists what would be abandoned).
+        #[arg(long)]
+        apply: bool,
+        /// Where the runs are recorded.
+        #[command(flatten)]
+        state: StateDirArg,
+    },
+}
+
+/// `auditflow cursors ...`
+#[derive(Subcommand, Debug)]
+pub enum CursorsCommand {
+    /// Every stored cursor: workflow, cursor, key, value, when and by which run it was written.
+    List {
+        /// Where the cursors are kept.
+        #[command(flatten)]
+        state: StateDirArg,
+        /// A JSON array instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One cursor's stored value (exit 1 when none is stored).
+    Show {
+        /// The workflow's `name:`.
+        workflow: String,
+        /// The cursor's name.
+        cursor: String,
+        /// The cursor's rendered key (its `key:` template's value, e.g. MTA); empty when it has none.
+        #[arg(long, default_value = "")]
+        key: String,
+        /// Where the cursors are kept.
+        #[command(flatten)]
+        state: StateDirArg,
+    },
+    /// Set a cursor's position (e.g. after a lost cache): the next run starts there.
+    Set {
+        /// The workflow file that declares the cursor.
+        workflow: PathBuf,
+        /// The cursor's name.
+        cursor: String,
+        /// The value: JSON (`{"type":"MTA","token":"..."}`, `"2026-01-01"`) or plain text.
+        value: String,
+        /// The cursor's rendered key (its `key:` template's value, e.g. MTA); empty when it has none.
+        #[arg(long, default_value = "")]
+        key: String,
+        /// Where the cursors are kept.
+        #[command(flatten)]
+        state: StateDirArg,
     },
 }
 

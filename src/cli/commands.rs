@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::args::{DecryptArgs, KeygenArgs, RunsCommand, SimArgs, SimTiming};
+use super::args::{CursorsCommand, DecryptArgs, KeygenArgs, RunsCommand, SimArgs, SimTiming};
+use crate::state::cursors::CursorId;
 use super::error::CliError;
 use crate::events::RunStatus;
 use crate::report::decrypt::{show_progress, DecryptReport};
@@ -75,21 +76,11 @@ pub(super) fn validate(files: &[PathBuf]) -> Result<(), CliError> {
 }
 
 /// `auditflow runs list|show`.
-pub(super) fn runs(cmd: RunsCommand) -> Result<(), CliError> {
-    let (dir, id, json) = match &cmd {
-        RunsCommand::List { state, json } => (&state.state_dir, None, *json),
-        RunsCommand::Show { run, state, json } => (&state.state_dir, Some(run), *json),
-    };
-    if !dir.join("auditflow-state.json").exists() {
-        return Err(CliError::Invalid(format!(
-            "{} is not an auditflow state directory (no runs recorded there); pass --state-dir",
-            dir.display()
-        )));
-    }
-    let sd = StateDir::open(dir).map_err(|e| CliError::Invalid(e.to_string()))?;
+pub(super) async fn runs(cmd: RunsCommand) -> Result<(), CliError> {
     let pretty = |v: serde_json::Value| serde_json::to_string_pretty(&v).unwrap_or_default();
-    match id {
-        None => {
+    match cmd {
+        RunsCommand::List { state, json } => {
+            let sd = existing_state(&state.state_dir)?;
             let list = sd.list().map_err(|e| CliError::Failed(e.to_string()))?;
             if json {
                 crate::outln!("{}", pretty(crate::report::runs::list_json(&list)));
@@ -97,15 +88,220 @@ pub(super) fn runs(cmd: RunsCommand) -> Result<(), CliError> {
                 crate::out!("{}", crate::report::runs::list(&list));
             }
         }
-        Some(id) => {
-            let (r, active) = sd.show(id).map_err(|e| CliError::Invalid(e.to_string()))?;
+        RunsCommand::Show { run, state, json } => {
+            let sd = existing_state(&state.state_dir)?;
+            let (r, active) = sd.show(&run).map_err(|e| CliError::Invalid(e.to_string()))?;
             if json {
                 crate::outln!("{}", pretty(crate::report::runs::show_json(&r, active)));
             } else {
                 crate::out!("{}", crate::report::runs::show(&r, active));
             }
         }
+        RunsCommand::Abandon { run, state } => {
+            let sd = existing_state(&state.state_dir)?;
+            let id = sd
+                .abandon_run(&run)
+                .await
+                .map_err(|e| CliError::Invalid(e.to_string()))?;
+            crate::outln!("abandoned run {id}: no later run resumes it (its journal is kept)");
+        }
+        RunsCommand::Prune {
+            older_than,
+            apply,
+            state,
+        } => prune(&existing_state(&state.state_dir)?, &older_than, apply).await?,
     }
+    Ok(())
+}
+
+/// The state directory `dir`, which must exist (a command that only reads it does not
+/// create one).
+fn existing_state(dir: &Path) -> Result<StateDir, CliError> {
+    if !dir.join("auditflow-state.json").exists() {
+        return Err(CliError::Invalid(format!(
+            "{} is not an auditflow state directory (no runs recorded there); pass --state-dir",
+            dir.display()
+        )));
+    }
+    StateDir::open(dir).map_err(|e| CliError::Invalid(e.to_string()))
+}
+
+/// `auditflow runs prune`: lists the unfinished runs idle for `older_than`, and abandons
+/// them with `apply`.
+async fn prune(sd: &StateDir, older_than: &str, apply: bool) -> Result<(), CliError> {
+    let idle = parse_duration(older_than)
+        .map_err(|e| CliError::Usage(format!("--older-than: {e}")))?;
+    let cutoff = chrono::Utc::now()
+        - chrono::TimeDelta::from_std(idle).unwrap_or(chrono::TimeDelta::MAX);
+    let stale = sd
+        .unfinished_before(cutoff)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    if stale.is_empty() {
+        crate::outln!("no unfinished run has been idle for {older_than}");
+        return Ok(());
+    }
+    let mut failed = Vec::new();
+    for r in &stale {
+        let line = format!(
+            "{} {} (started {}, last record {})",
+            r.run_id,
+            r.workflow,
+            r.started_at.format("%Y-%m-%d %H:%M UTC"),
+            r.last_at.format("%Y-%m-%d %H:%M UTC")
+        );
+        if !apply {
+            crate::outln!("would abandon {line}");
+            continue;
+        }
+        match sd.abandon_run(&r.run_id).await {
+            Ok(_) => crate::outln!("abandoned {line}"),
+            Err(e) => failed.push(format!("{}: {e}", r.run_id)),
+        }
+    }
+    if !apply {
+        crate::outln!("{} run(s); pass --apply to abandon them", stale.len());
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(format!(
+            "not abandoned: {}",
+            failed.join("; ")
+        )))
+    }
+}
+
+/// `auditflow cursors list|show|set`.
+pub(super) fn cursors(cmd: CursorsCommand) -> Result<(), CliError> {
+    match cmd {
+        CursorsCommand::List { state, json } => {
+            let sd = existing_state(&state.state_dir)?;
+            let all = sd.list_cursors();
+            if json {
+                let v: Vec<serde_json::Value> = all
+                    .iter()
+                    .filter_map(|c| serde_json::to_value(c).ok())
+                    .collect();
+                crate::outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                );
+            } else if all.is_empty() {
+                crate::outln!("no cursor is stored in {}", state.state_dir.display());
+            } else {
+                for c in &all {
+                    crate::outln!("{}", cursor_line(c));
+                }
+            }
+            Ok(())
+        }
+        CursorsCommand::Show {
+            workflow,
+            cursor,
+            key,
+            state,
+        } => {
+            let sd = existing_state(&state.state_dir)?;
+            let id = CursorId {
+                workflow: &workflow,
+                name: &cursor,
+                key: &key,
+            };
+            match sd.read_cursor(id).map_err(|e| CliError::Failed(e.to_string()))? {
+                Some(c) => {
+                    crate::outln!("{}", cursor_line(&c));
+                    Ok(())
+                }
+                None => Err(CliError::Failed(format!(
+                    "no position is stored for cursor `{cursor}` of workflow `{workflow}`{} in {}: its next run starts from the cursor's initial value",
+                    if key.is_empty() { String::new() } else { format!(" (key {key})") },
+                    state.state_dir.display()
+                ))),
+            }
+        }
+        CursorsCommand::Set {
+            workflow,
+            cursor,
+            value,
+            key,
+            state,
+        } => set_cursor(&workflow, &cursor, &value, &key, &state.state_dir),
+    }
+}
+
+/// Whether `value` holds a key block or the value of an environment variable that names a
+/// credential (`*SECRET*`, `*PASSWORD*`, `*PASSPHRASE*`, `*TOKEN*`, `*KEY*`).
+fn looks_like_credential(value: &str) -> bool {
+    if value.contains("-----BEGIN") || value.contains("PRIVATE KEY") {
+        return true;
+    }
+    std::env::vars().any(|(name, v)| {
+        let name = name.to_ascii_uppercase();
+        ["SECRET", "PASSWORD", "PASSPHRASE", "TOKEN", "KEY"]
+            .iter()
+            .any(|w| name.contains(w))
+            && v.len() >= 8
+            && value.contains(v.as_str())
+    })
+}
+
+/// One stored cursor as a line.
+fn cursor_line(c: &crate::state::cursors::StoredCursor) -> String {
+    format!(
+        "{} {}{} = {} (written {} by run {})",
+        c.workflow,
+        c.name,
+        if c.key.is_empty() {
+            String::new()
+        } else {
+            format!("[{}]", c.key)
+        },
+        c.value,
+        c.written_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        c.run_id
+    )
+}
+
+/// `auditflow cursors set`: the cursor must be declared by the workflow file; a value that
+/// holds a credential of the environment (or a key block) is refused, as cursors are kept in
+/// the clear.
+fn set_cursor(
+    workflow: &Path,
+    cursor: &str,
+    value: &str,
+    key: &str,
+    state_dir: &Path,
+) -> Result<(), CliError> {
+    let plan = validate_file(workflow).map_err(CliError::InvalidWorkflow)?;
+    let wf = &plan.root.workflow;
+    if !wf.cursors.contains_key(cursor) {
+        let known: Vec<&str> = wf.cursors.keys().map(String::as_str).collect();
+        return Err(CliError::Invalid(format!(
+            "{} declares no cursor `{cursor}` (it has: {})",
+            workflow.display(),
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        )));
+    }
+    if looks_like_credential(value) {
+        return Err(CliError::Invalid(format!(
+            "the value for cursor `{cursor}` holds a credential (a key block, or the value of a secret environment variable); cursors are kept in the clear: give a position (a token, a date)"
+        )));
+    }
+    let parsed: serde_json::Value = serde_json::from_str(value)
+        .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+    let sd = StateDir::open(state_dir).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let id = CursorId {
+        workflow: &wf.name,
+        name: cursor,
+        key,
+    };
+    sd.write_cursor(id, &parsed, "set-by-hand")
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    crate::outln!(
+        "cursor `{cursor}` of workflow `{}`{} set to {parsed}: the next run starts there",
+        wf.name,
+        if key.is_empty() { String::new() } else { format!(" (key {key})") }
+    );
     Ok(())
 }
 
@@ -309,6 +505,7 @@ fn sim_config(a: SimArgs) -> Result<crate::sim::SimConfig, CliError> {
             cut_downloads: a.cut_downloads,
             force_each_once: false,
             seed: a.seed,
+            download_rate: None,
         },
         google_error_user: a.google_error_user,
         google_pending_polls: a.google_pending_polls,

@@ -14,7 +14,7 @@ mod error;
 mod run;
 
 pub use args::{
-    Cli, Command, DecryptArgs, DryRunMode, KeygenArgs, LogFormat, RunArgs, RunsCommand, SimArgs,
+    Cli, Command, CursorsCommand, DecryptArgs, DryRunMode, KeygenArgs, LogFormat, RunArgs, RunsCommand, SimArgs,
     StateDirArg,
 };
 pub use commands::schema_json;
@@ -75,7 +75,8 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Sim(a) => commands::sim(a).await,
-        Command::Runs { command } => commands::runs(command),
+        Command::Runs { command } => commands::runs(command).await,
+        Command::Cursors { command } => commands::cursors(command),
         Command::Verify { dir } => commands::verify(&dir),
         Command::Completions { shell } => {
             commands::completions(shell);

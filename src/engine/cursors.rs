@@ -121,11 +121,16 @@ pub(super) fn load(run: &ActiveRun, scope: &Scope) -> Result<Arc<CursorSet>, Cur
                 })?,
             None => None,
         };
+        let found = stored.is_some();
         let value = match (stored, &spec.initial) {
             (Some(s), _) => s.value,
             (None, Some(initial)) => render_deep(initial, &ctx).map_err(failed(name, "initial"))?,
             (None, None) => Value::String(String::new()),
         };
+        if !found && run.state_dir.is_some() && !run.dry_run {
+            run.emitter
+                .warn(missing_cursor_note(scope, &wf.name, name, &key, &value, spec));
+        }
         entries.insert(name.clone(), Entry { key, value });
     }
     if run.state_dir.is_none() && !run.dry_run {
@@ -138,6 +143,37 @@ pub(super) fn load(run: &ActiveRun, scope: &Scope) -> Result<Arc<CursorSet>, Cur
         workflow: wf.name.clone(),
         entries: Mutex::new(entries),
     }))
+}
+
+/// The loud note of a cursor with no stored position: a first run, or a lost state (an
+/// evicted CI cache), after which data already collected is collected again.
+fn missing_cursor_note(
+    scope: &Scope,
+    workflow: &str,
+    name: &str,
+    key: &str,
+    start: &Value,
+    spec: &crate::workflow::model::CursorSpec,
+) -> String {
+    let keyed = if key.is_empty() {
+        String::new()
+    } else {
+        format!(" (key {key})")
+    };
+    let meaning = spec
+        .description
+        .as_deref()
+        .map(|d| format!(" [{}]", d.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .unwrap_or_default();
+    format!(
+        "cursor `{name}` of workflow `{workflow}`{keyed} has no stored position in the state directory: this run starts from its initial value {start}{meaning}. On a first run that is expected; if earlier runs kept their state elsewhere (a lost CI cache, another runner), what they collected is collected again: set the position first with `auditflow cursors set {} {name} VALUE{}`",
+        scope.workflow.file.path.display(),
+        if key.is_empty() {
+            String::new()
+        } else {
+            format!(" --key {key}")
+        }
+    )
 }
 
 /// The `set_cursor` step: the preceding steps' records made durable, then the new value

@@ -79,6 +79,9 @@ pub struct FaultConfig {
     pub force_each_once: bool,
     /// Seed of the generator that draws the fault rates (same seed, same faults).
     pub seed: u64,
+    /// Serve Email Audit export files at most this many bytes per second (a slow network:
+    /// lets a test interrupt a download half way). None: as fast as the machine goes.
+    pub download_rate: Option<u64>,
 }
 
 /// Behaviour knobs of the simulated services.
@@ -354,7 +357,7 @@ pub(crate) enum Injected {
 
 /// Fault injection shared by the three vendor sides.
 pub(crate) struct Faults {
-    cfg: FaultConfig,
+    pub(crate) cfg: FaultConfig,
     rng: Mutex<rand::rngs::StdRng>,
     /// Per vendor: how many non-auth requests have been seen (for `force_each_once`).
     seen: Mutex<std::collections::HashMap<&'static str, u64>>,

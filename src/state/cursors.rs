@@ -113,6 +113,37 @@ impl StateDir {
     }
 }
 
+impl StateDir {
+    /// Every stored cursor, sorted by workflow, name and key (unreadable files are skipped:
+    /// `cursors show` names the problem of one).
+    pub(crate) fn list_cursors(&self) -> Vec<StoredCursor> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.join("cursors")];
+        while let Some(dir) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => stack.push(p),
+                    Ok(t) if t.is_file() && p.extension().is_some_and(|x| x == "json") => {
+                        if let Some(c) = std::fs::read(&p)
+                            .ok()
+                            .and_then(|b| serde_json::from_slice::<StoredCursor>(&b).ok())
+                        {
+                            out.push(c);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.workflow, &a.name, &a.key).cmp(&(&b.workflow, &b.name, &b.key)));
+        out
+    }
+}
+
 impl RunState {
     /// Ends the run's active state without success: the next `auditflow run` of this
     /// workflow and inputs starts a new run instead of resuming this one. For a run that

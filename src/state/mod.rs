@@ -69,6 +69,8 @@ pub enum StateError {
         holder: String,
         lock: PathBuf,
     },
+    #[error("run {run_id} is not unfinished (it ended {status}); nothing to give up")]
+    NotUnfinished { run_id: String, status: String },
     #[error("--resume {run_id}: {why}")]
     ResumeRefused { run_id: String, why: String },
     #[error("cannot record run state in {}: {message}; the run stops here so that nothing is sent that a crash could make it send again", path.display())]
@@ -728,6 +730,51 @@ impl StateDir {
             }
         }
         out
+    }
+
+    /// Gives up the unfinished run whose id starts with `prefix` (`auditflow runs
+    /// abandon`): its journal records the abandon and its workflow and inputs no longer
+    /// resume it. Refused while a process holds it. Returns its full id.
+    pub(crate) async fn abandon_run(&self, prefix: &str) -> Result<String, StateError> {
+        let (replay, active) = self.show(prefix)?;
+        let id = replay.header.run_id.clone();
+        let pointer = self
+            .active_pointers()
+            .into_iter()
+            .find(|(_, r)| *r == id)
+            .map(|(p, _)| p)
+            .filter(|_| active)
+            .ok_or_else(|| StateError::NotUnfinished {
+                run_id: id.clone(),
+                status: replay.status().to_string(),
+            })?;
+        let key = pointer
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _lock = self.lock(&self.root.join("active"), &key)?;
+        // Read again under the lock: the holder that just ended may have written more.
+        let replay = Replay::read(&self.journal_path(&id))?;
+        self.abandon(&replay).await?;
+        match std::fs::remove_file(&pointer) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StateError::io(&pointer, e)),
+        }
+        if let Some(parent) = pointer.parent() {
+            sync_dir(parent);
+        }
+        Ok(id)
+    }
+
+    /// The unfinished runs whose last record is older than `cutoff` (`runs prune`).
+    pub(crate) fn unfinished_before(&self, cutoff: DateTime<Utc>) -> Result<Vec<RunSummary>, StateError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|s| s.active && s.last_at < cutoff)
+            .collect())
     }
 
     /// Every run recorded, newest first. Damaged journals are listed with their error.

@@ -595,7 +595,14 @@ fn h_default(a: &Args<'_, '_>) -> Result<Value, Fail> {
     for i in 0..last {
         if let Some(p) = a.h.param(i) {
             if p.is_value_missing() {
-                continue;
+                // A dry run's value from an answer never received stands for a value.
+                let ph = p
+                    .relative_path()
+                    .and_then(|raw| placeholder::for_missing(a.ctx.data(), raw));
+                match ph {
+                    Some(ph) => return Ok(ph),
+                    None => continue,
+                }
             }
             match p.value() {
                 Value::Null => {}

@@ -664,9 +664,10 @@ const LIST: &str = "/a/feeds/compliance/audit/mail/export/example.com";
 
 #[tokio::test]
 async fn a_5xx_after_the_vendor_created_the_export_is_looked_up_not_repeated() {
+    // The first listing is the check for an existing request before the first send.
     let (url, script) = serve(vec![
         (CREATE, vec![atom(503, "busy")]),
-        (LIST, vec![atom(200, FEED_WITH_ALICE)]),
+        (LIST, vec![atom(200, EMPTY_FEED), atom(200, FEED_WITH_ALICE)]),
     ])
     .await;
     let d = Dir::new();
@@ -675,9 +676,9 @@ async fn a_5xx_after_the_vendor_created_the_export_is_looked_up_not_repeated() {
     assert_eq!(id, "777", "the export found in the list is adopted: {out}");
     assert_eq!(script.requests(CREATE).len(), 1, "never sent twice");
     let lists = script.requests(LIST);
-    assert_eq!(lists.len(), 1);
+    assert_eq!(lists.len(), 2);
     assert!(
-        lists[0]
+        lists[1]
             .query
             .as_deref()
             .unwrap_or_default()
@@ -692,7 +693,7 @@ async fn a_5xx_after_the_vendor_created_the_export_is_looked_up_not_repeated() {
 async fn a_5xx_before_the_vendor_acted_is_looked_up_then_sent_again() {
     let (url, script) = serve(vec![
         (CREATE, vec![atom(503, "busy"), atom(201, CREATED_778)]),
-        (LIST, vec![atom(200, EMPTY_FEED)]),
+        (LIST, vec![atom(200, EMPTY_FEED), atom(200, EMPTY_FEED)]),
     ])
     .await;
     let d = Dir::new();
@@ -700,7 +701,7 @@ async fn a_5xx_before_the_vendor_acted_is_looked_up_then_sent_again() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(id, "778");
     assert_eq!(script.requests(CREATE).len(), 2);
-    assert_eq!(script.requests(LIST).len(), 1);
+    assert_eq!(script.requests(LIST).len(), 2, "the check before, the lookup after");
 }
 
 #[tokio::test]
@@ -713,7 +714,7 @@ async fn a_4xx_is_not_looked_up_and_a_429_is_simply_retried() {
                 atom(400, "bad date"),
             ],
         ),
-        (LIST, vec![atom(200, FEED_WITH_ALICE)]),
+        (LIST, vec![atom(200, EMPTY_FEED), atom(200, FEED_WITH_ALICE)]),
     ])
     .await;
     let d = Dir::new();
@@ -721,7 +722,54 @@ async fn a_4xx_is_not_looked_up_and_a_429_is_simply_retried() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("HTTP 400"), "{out}");
     assert_eq!(script.requests(CREATE).len(), 2);
-    assert_eq!(script.requests(LIST).len(), 0, "a refusal needs no lookup");
+    assert_eq!(
+        script.requests(LIST).len(),
+        1,
+        "the check before the first send; a refusal needs no lookup"
+    );
+}
+
+const FEED_WITH_ALICE_FAILED: &str = "<?xml version='1.0' encoding='UTF-8'?>\
+<feed xmlns='http://www.w3.org/2005/Atom' xmlns:apps='http://schemas.google.com/apps/2006'><id>f</id>\
+<entry><id>e1</id>\
+<apps:property name='requestId' value='776'/>\
+<apps:property name='userEmailAddress' value='alice@example.com'/>\
+<apps:property name='beginDate' value='2024-01-01 00:00'/>\
+<apps:property name='packageContent' value='FULL_MESSAGE'/>\
+<apps:property name='status' value='ERROR'/></entry></feed>";
+
+#[tokio::test]
+async fn a_usable_request_the_vendor_holds_is_adopted_instead_of_created() {
+    // A new state directory (a lost CI cache): the vendor already holds alice's export.
+    let (url, script) = serve(vec![
+        (CREATE, vec![atom(201, CREATED_778)]),
+        (LIST, vec![atom(200, FEED_WITH_ALICE)]),
+    ])
+    .await;
+    let d = Dir::new();
+    let (code, id, out) = create_once(&url, &d).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(id, "777", "{out}");
+    assert!(out.contains("adopting it instead of creating another"), "{out}");
+    assert!(script.requests(CREATE).is_empty(), "nothing was created");
+    let lists = script.requests(LIST);
+    assert_eq!(lists.len(), 1);
+    let query = lists[0].query.clone().unwrap_or_default();
+    assert!(query.starts_with("fromDate="), "three weeks back: {query}");
+}
+
+#[tokio::test]
+async fn a_failed_request_at_the_vendor_is_not_adopted() {
+    let (url, script) = serve(vec![
+        (CREATE, vec![atom(201, CREATED_778)]),
+        (LIST, vec![atom(200, FEED_WITH_ALICE_FAILED)]),
+    ])
+    .await;
+    let d = Dir::new();
+    let (code, id, out) = create_once(&url, &d).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(id, "778", "an ERROR export is not continued: {out}");
+    assert_eq!(script.requests(CREATE).len(), 1);
 }
 
 #[tokio::test]

@@ -59,7 +59,7 @@ async fn a_new_night_warns_about_the_pending_one_and_resume_continues_it() {
     assert_eq!(code, Some(0), "{e}");
     assert!(
         e.contains(&format!("run {} of this workflow", &id[..8]))
-            && e.contains("with day=2026-11-30")
+            && e.contains("input `day`: \"2026-11-30\" there, \"2026-12-01\" here")
             && e.contains(&format!("--resume {}", &id[..8])),
         "{e}"
     );

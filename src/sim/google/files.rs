@@ -196,8 +196,23 @@ pub(super) async fn download(
             ))
         });
         Body::from_stream(head.chain(cut))
+    } else if let Some(rate) = sim.faults.cfg.download_rate.filter(|r| *r > 0) {
+        Body::from_stream(throttled(f.take(count), rate))
     } else {
         Body::from_stream(tokio_util::io::ReaderStream::new(f.take(count)))
     };
     (status, hdrs, body).into_response()
+}
+
+/// `reader` as a stream of at most `rate` bytes per second (chunks of a tenth of a second).
+fn throttled(
+    reader: impl tokio::io::AsyncRead + Send + 'static,
+    rate: u64,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    use futures::StreamExt as _;
+    let chunk = usize::try_from((rate / 10).max(1)).unwrap_or(usize::MAX).min(1 << 20);
+    tokio_util::io::ReaderStream::with_capacity(reader, chunk).then(|c| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c
+    })
 }
