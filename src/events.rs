@@ -387,6 +387,29 @@ impl Emitter {
     }
 }
 
+/// A request found at the vendor and continued instead of created again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Adoption {
+    /// The vendor (`google`).
+    pub vendor: String,
+    /// The vendor's id of the request.
+    pub request_id: Option<String>,
+    /// Its status and creation time as the vendor listed them.
+    pub detail: String,
+}
+
+impl Event {
+    /// The [`Event::Adopted`] of the step at `step`.
+    pub(crate) fn adopted(step: &str, a: Adoption) -> Event {
+        Event::Adopted {
+            step: step.to_string(),
+            vendor: a.vendor,
+            request_id: a.request_id,
+            detail: a.detail,
+        }
+    }
+}
+
 fn mask_event(e: Event, s: &Secrets) -> Event {
     let m = |x: String| s.mask(&x);
     let mo = |x: Option<String>| x.map(|v| s.mask(&v));

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::args::{CursorsCommand, DecryptArgs, KeygenArgs, RunsCommand, SimArgs, SimTiming};
-use crate::state::cursors::CursorId;
 use super::error::CliError;
 use crate::events::RunStatus;
 use crate::report::decrypt::{show_progress, DecryptReport};
 use crate::report::manifest::Recorded;
 use crate::sim::timing::Timing;
+use crate::state::cursors::CursorId;
 use crate::state::StateDir;
 use crate::steps::decrypt::{decrypt_file_reporting, output_name, DecryptionKey};
 use crate::workflow::duration::parse_duration;
@@ -90,7 +90,9 @@ pub(super) async fn runs(cmd: RunsCommand) -> Result<(), CliError> {
         }
         RunsCommand::Show { run, state, json } => {
             let sd = existing_state(&state.state_dir)?;
-            let (r, active) = sd.show(&run).map_err(|e| CliError::Invalid(e.to_string()))?;
+            let (r, active) = sd
+                .show(&run)
+                .map_err(|e| CliError::Invalid(e.to_string()))?;
             if json {
                 crate::outln!("{}", pretty(crate::report::runs::show_json(&r, active)));
             } else {
@@ -129,10 +131,10 @@ fn existing_state(dir: &Path) -> Result<StateDir, CliError> {
 /// `auditflow runs prune`: lists the unfinished runs idle for `older_than`, and abandons
 /// them with `apply`.
 async fn prune(sd: &StateDir, older_than: &str, apply: bool) -> Result<(), CliError> {
-    let idle = parse_duration(older_than)
-        .map_err(|e| CliError::Usage(format!("--older-than: {e}")))?;
-    let cutoff = chrono::Utc::now()
-        - chrono::TimeDelta::from_std(idle).unwrap_or(chrono::TimeDelta::MAX);
+    let idle =
+        parse_duration(older_than).map_err(|e| CliError::Usage(format!("--older-than: {e}")))?;
+    let cutoff =
+        chrono::Utc::now() - chrono::TimeDelta::from_std(idle).unwrap_or(chrono::TimeDelta::MAX);
     let stale = sd
         .unfinished_before(cutoff)
         .map_err(|e| CliError::Failed(e.to_string()))?;
@@ -182,10 +184,7 @@ pub(super) fn cursors(cmd: CursorsCommand) -> Result<(), CliError> {
                     .iter()
                     .filter_map(|c| serde_json::to_value(c).ok())
                     .collect();
-                crate::outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).unwrap_or_default()
-                );
+                crate::outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else if all.is_empty() {
                 crate::outln!("no cursor is stored in {}", state.state_dir.display());
             } else {
@@ -279,7 +278,11 @@ fn set_cursor(
         return Err(CliError::Invalid(format!(
             "{} declares no cursor `{cursor}` (it has: {})",
             workflow.display(),
-            if known.is_empty() { "none".into() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
         )));
     }
     if looks_like_credential(value) {
@@ -300,7 +303,11 @@ fn set_cursor(
     crate::outln!(
         "cursor `{cursor}` of workflow `{}`{} set to {parsed}: the next run starts there",
         wf.name,
-        if key.is_empty() { String::new() } else { format!(" (key {key})") }
+        if key.is_empty() {
+            String::new()
+        } else {
+            format!(" (key {key})")
+        }
     );
     Ok(())
 }

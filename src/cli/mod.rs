@@ -14,8 +14,8 @@ mod error;
 mod run;
 
 pub use args::{
-    Cli, Command, CursorsCommand, DecryptArgs, DryRunMode, KeygenArgs, LogFormat, RunArgs, RunsCommand, SimArgs,
-    StateDirArg,
+    Cli, Command, CursorsCommand, DecryptArgs, DryRunMode, KeygenArgs, LogFormat, RunArgs,
+    RunsCommand, SimArgs, StateDirArg,
 };
 pub use commands::schema_json;
 pub use error::{conclude, exit, CliError};

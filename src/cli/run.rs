@@ -142,6 +142,22 @@ fn resumed_inputs(
             replay.status()
         )));
     }
+    let cwd = std::env::current_dir().ok();
+    let ours = crate::state::WorkflowIdentity::of(&root.path, cwd.as_deref());
+    let same = match &h.identity {
+        Some(theirs) => theirs.path == ours.path,
+        None => ours.matches_legacy_path(&h.workflow),
+    };
+    if !same {
+        return Err(usage(format!(
+            "it is a run of {}, this command runs {}",
+            h.identity.as_ref().map_or_else(
+                || h.workflow.clone(),
+                crate::state::WorkflowIdentity::describe
+            ),
+            ours.describe()
+        )));
+    }
     let recorded = h.inputs.as_object().cloned().unwrap_or_default();
     for (k, v) in recorded {
         let spec = root.workflow.inputs.get(&k);

@@ -128,8 +128,9 @@ pub(super) fn load(run: &ActiveRun, scope: &Scope) -> Result<Arc<CursorSet>, Cur
             (None, None) => Value::String(String::new()),
         };
         if !found && run.state_dir.is_some() && !run.dry_run {
-            run.emitter
-                .warn(missing_cursor_note(scope, &wf.name, name, &key, &value, spec));
+            run.emitter.warn(missing_cursor_note(
+                scope, &wf.name, name, &key, &value, spec,
+            ));
         }
         entries.insert(name.clone(), Entry { key, value });
     }

@@ -181,6 +181,14 @@ pub(crate) async fn run(
         dry_run: opts.dry_run,
         resumed,
     });
+    // Requests adopted at the vendor by earlier processes are in this process's manifest too.
+    if let Some(r) = &replay {
+        for (step, resp) in &r.responses {
+            if let Some(a) = &resp.adopted {
+                base_emitter.emit(Event::adopted(step, a.clone()));
+            }
+        }
+    }
     // Files of steps finished by earlier processes go to this process's reports and
     // manifest too (not to the journal again); unfinished steps report theirs as they go.
     if let Some(r) = &replay {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::StateError;
-use crate::events::{Artifact, RunStatus};
+use crate::events::{Adoption, Artifact, RunStatus};
 
 /// Version of the record format written in every run header.
 pub(crate) const JOURNAL_VERSION: u32 = 1;
@@ -176,6 +176,10 @@ pub enum Record {
         at: DateTime<Utc>,
         fingerprint: String,
         response: Value,
+        /// Set when the answer is a request the vendor already held, adopted instead of
+        /// created (what the vendor listed of it); the manifest of every later process says so.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adopted: Option<Adoption>,
     },
     /// The vendor refused the request: it was not carried out.
     Rejected {
@@ -247,6 +251,8 @@ pub struct RecordedResponse {
     pub at: DateTime<Utc>,
     pub fingerprint: String,
     pub response: Value,
+    /// The answer is a request the vendor already held, adopted instead of created.
+    pub adopted: Option<Adoption>,
 }
 
 /// A step that ended for good.
@@ -431,6 +437,7 @@ impl Replay {
                 at,
                 fingerprint,
                 response,
+                adopted,
             } => {
                 self.intents.remove(&step);
                 self.responses.insert(
@@ -439,6 +446,7 @@ impl Replay {
                         at,
                         fingerprint,
                         response,
+                        adopted,
                     },
                 );
                 self.last_at = at;

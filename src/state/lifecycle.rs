@@ -82,8 +82,8 @@ pub(super) fn write_holder(lock: &mut File) -> std::io::Result<()> {
 /// What the holder of a lock wrote about itself ([`write_holder`]).
 pub(super) fn read_holder(lock: &mut File) -> String {
     let mut text = String::new();
-    let read = lock.seek(SeekFrom::Start(0)).is_ok()
-        && lock.take(512).read_to_string(&mut text).is_ok();
+    let read =
+        lock.seek(SeekFrom::Start(0)).is_ok() && lock.take(512).read_to_string(&mut text).is_ok();
     let text = text.trim();
     if read && !text.is_empty() {
         text.chars().filter(|c| !c.is_control()).collect()
@@ -141,7 +141,7 @@ pub(crate) fn differences(theirs: &RunHeader, ours: &RunHeader) -> Vec<String> {
         let name = |h: &RunHeader| {
             h.identity
                 .as_ref()
-                .map(|i| i.describe())
+                .map(super::identity::WorkflowIdentity::describe)
                 .unwrap_or_else(|| h.workflow.clone())
         };
         out.push(format!(
@@ -229,7 +229,10 @@ mod tests {
         );
         let mut legacy = a.clone();
         legacy.identity = None;
-        assert!(differences(&legacy, &a).is_empty(), "a legacy run of the same file");
+        assert!(
+            differences(&legacy, &a).is_empty(),
+            "a legacy run of the same file"
+        );
     }
 
     #[test]

@@ -768,7 +768,10 @@ impl StateDir {
     }
 
     /// The unfinished runs whose last record is older than `cutoff` (`runs prune`).
-    pub(crate) fn unfinished_before(&self, cutoff: DateTime<Utc>) -> Result<Vec<RunSummary>, StateError> {
+    pub(crate) fn unfinished_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<RunSummary>, StateError> {
         Ok(self
             .list()?
             .into_iter()
@@ -967,9 +970,13 @@ mod tests {
             outputs: serde_json::json!(1),
             replayable: true,
         });
-        s.finish(RunStatus::Failed, Some("boom".into()), &serde_json::Value::Null)
-            .await
-            .unwrap();
+        s.finish(
+            RunStatus::Failed,
+            Some("boom".into()),
+            &serde_json::Value::Null,
+        )
+        .await
+        .unwrap();
         drop(s);
         let (s, b, _) = begin(&sd, header("k1", "run-b"), false).await.unwrap();
         let Begin::Resumed(r) = b else {
@@ -982,7 +989,9 @@ mod tests {
             panic!("a second begin must fail while the lock is held");
         };
         assert!(matches!(e, StateError::Busy { .. }), "{e}");
-        s.finish(RunStatus::Succeeded, None, &serde_json::Value::Null).await.unwrap();
+        s.finish(RunStatus::Succeeded, None, &serde_json::Value::Null)
+            .await
+            .unwrap();
         drop(s);
         let (_, b, _) = begin(&sd, header("k1", "run-d"), false).await.unwrap();
         assert!(matches!(b, Begin::New));
@@ -1054,7 +1063,10 @@ mod tests {
             panic!("the legacy run is resumed: {notes:?}")
         };
         assert_eq!(r.header.run_id, "run-old");
-        assert!(notes.join(" ").contains("continuing run run-old"), "{notes:?}");
+        assert!(
+            notes.join(" ").contains("continuing run run-old"),
+            "{notes:?}"
+        );
         assert!(d.path().join("active/newkey.json").exists());
         assert!(!d.path().join("active/oldkey.json").exists());
         drop(s);

@@ -68,6 +68,7 @@ async fn record_response(
     env: &StepEnv<'_>,
     fp: &str,
     resp: &Response,
+    adopted: Option<crate::events::Adoption>,
 ) -> Result<(), StepError> {
     ledger
         .journal
@@ -80,6 +81,7 @@ async fn record_response(
                 &response_value(resp),
                 env.emitter.secrets(),
             ),
+            adopted,
         })
         .await
         .map_err(StepError::from)
@@ -150,7 +152,7 @@ pub async fn send(
         let err = match conn.send(req, &observer, env.cancel).await {
             Ok(resp) => {
                 crate::failpoint::hit("once-before-response");
-                record_response(ledger, env, &fp, &resp).await?;
+                record_response(ledger, env, &fp, &resp, None).await?;
                 return Ok((resp, attempt));
             }
             // The intent stays open: the next run looks the request up.
@@ -221,13 +223,21 @@ pub async fn adopt_existing(
             "{vendor} already holds this request ({id}, {detail}), made by an earlier run whose state is not here; adopting it instead of creating another (--fresh creates a new one)"
         ),
     );
-    env.emitter.emit(crate::events::Event::Adopted {
-        step: env.step.to_string(),
+    let adoption = crate::events::Adoption {
         vendor: vendor.to_string(),
         request_id: resp.request_id.clone(),
         detail,
-    });
-    record_response(ledger, env, &fingerprint(req, env), &resp).await?;
+    };
+    record_response(
+        ledger,
+        env,
+        &fingerprint(req, env),
+        &resp,
+        Some(adoption.clone()),
+    )
+    .await?;
+    env.emitter
+        .emit(crate::events::Event::adopted(env.step, adoption));
     Ok(Some(resp))
 }
 
@@ -344,6 +354,6 @@ async fn find(
             resp.request_id.as_deref().unwrap_or("?")
         ),
     );
-    record_response(ledger, env, fp, &resp).await?;
+    record_response(ledger, env, fp, &resp, None).await?;
     Ok(Some(resp))
 }

@@ -512,18 +512,17 @@ async fn execute_limited(
     // Before the request: a call whose answer cannot be saved is not sent, nor one over
     // its quota.
     super::overwrite::check(env, rc.save_to.as_deref())?;
-    let fetched = match super::at_most_once::adopt_existing(conn, &rc.request, rc.idempotent, env)
-        .await?
-    {
-        // Found at the vendor: nothing is sent, no quota is spent.
-        Some(response) => Fetched {
-            response,
-            attempts: 0,
-            pages: 1,
-            truncated: false,
-        },
-        None => send_within_quota(conn, rc, env, ctx).await?,
-    };
+    let fetched =
+        match super::at_most_once::adopt_existing(conn, &rc.request, rc.idempotent, env).await? {
+            // Found at the vendor: nothing is sent, no quota is spent.
+            Some(response) => Fetched {
+                response,
+                attempts: 0,
+                pages: 1,
+                truncated: false,
+            },
+            None => send_within_quota(conn, rc, env, ctx).await?,
+        };
     let Fetched {
         response,
         attempts,

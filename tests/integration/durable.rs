@@ -12,9 +12,9 @@ use std::time::Duration;
 use crate::common::{auditflow_async, key, root, serve, text, wf, Dir, Reply};
 use auditflow::sim::{self, SimConfig, SimHandle};
 
-const DOMAIN: &str = "example.com";
+pub(crate) const DOMAIN: &str = "example.com";
 
-fn sim_config(pending_polls: u32) -> SimConfig {
+pub(crate) fn sim_config(pending_polls: u32) -> SimConfig {
     SimConfig {
         google_pending_polls: pending_polls,
         google_files_per_export: 2,
@@ -25,9 +25,12 @@ fn sim_config(pending_polls: u32) -> SimConfig {
 
 /// A simulator with the domain's public key uploaded.
 async fn start_sim(pending_polls: u32) -> SimHandle {
-    let h = sim::start(sim_config(pending_polls))
-        .await
-        .expect("simulator");
+    start_sim_with(sim_config(pending_polls)).await
+}
+
+/// A simulator configured as `cfg`, with the domain's public key uploaded.
+pub(crate) async fn start_sim_with(cfg: SimConfig) -> SimHandle {
+    let h = sim::start(cfg).await.expect("simulator");
     let d = Dir::new();
     let (_, public, _) = key();
     let o = auditflow(
@@ -48,7 +51,7 @@ async fn start_sim(pending_polls: u32) -> SimHandle {
     h
 }
 
-fn env_for(h: &SimHandle, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn env_for(h: &SimHandle, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = h.env();
     let (sk, _, pass) = key();
     env.push(("AUDIT_PGP_SECRET_KEY".into(), sk.display().to_string()));
@@ -117,7 +120,7 @@ fn request_id_of(out: &Path) -> String {
 
 /// Every mbox is byte-identical to a plaintext the simulator encrypted, each exactly once;
 /// no `.part` or temporary file is left anywhere under `out`.
-fn assert_artifacts(h: &SimHandle, out: &Path) {
+pub(crate) fn assert_artifacts(h: &SimHandle, out: &Path) {
     let request_id = request_id_of(out);
     let mut mboxes: Vec<Vec<u8>> = std::fs::read_dir(out)
         .expect("out dir")
@@ -667,7 +670,10 @@ async fn a_5xx_after_the_vendor_created_the_export_is_looked_up_not_repeated() {
     // The first listing is the check for an existing request before the first send.
     let (url, script) = serve(vec![
         (CREATE, vec![atom(503, "busy")]),
-        (LIST, vec![atom(200, EMPTY_FEED), atom(200, FEED_WITH_ALICE)]),
+        (
+            LIST,
+            vec![atom(200, EMPTY_FEED), atom(200, FEED_WITH_ALICE)],
+        ),
     ])
     .await;
     let d = Dir::new();
@@ -701,7 +707,11 @@ async fn a_5xx_before_the_vendor_acted_is_looked_up_then_sent_again() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(id, "778");
     assert_eq!(script.requests(CREATE).len(), 2);
-    assert_eq!(script.requests(LIST).len(), 2, "the check before, the lookup after");
+    assert_eq!(
+        script.requests(LIST).len(),
+        2,
+        "the check before, the lookup after"
+    );
 }
 
 #[tokio::test]
@@ -714,7 +724,10 @@ async fn a_4xx_is_not_looked_up_and_a_429_is_simply_retried() {
                 atom(400, "bad date"),
             ],
         ),
-        (LIST, vec![atom(200, EMPTY_FEED), atom(200, FEED_WITH_ALICE)]),
+        (
+            LIST,
+            vec![atom(200, EMPTY_FEED), atom(200, FEED_WITH_ALICE)],
+        ),
     ])
     .await;
     let d = Dir::new();
@@ -750,7 +763,10 @@ async fn a_usable_request_the_vendor_holds_is_adopted_instead_of_created() {
     let (code, id, out) = create_once(&url, &d).await;
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(id, "777", "{out}");
-    assert!(out.contains("adopting it instead of creating another"), "{out}");
+    assert!(
+        out.contains("adopting it instead of creating another"),
+        "{out}"
+    );
     assert!(script.requests(CREATE).is_empty(), "nothing was created");
     let lists = script.requests(LIST);
     assert_eq!(lists.len(), 1);

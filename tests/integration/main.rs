@@ -6,6 +6,7 @@ mod case;
 mod common;
 mod vendors_common;
 
+mod ci_ground;
 mod cli_decrypt;
 mod cli_help;
 mod closed_pipe;

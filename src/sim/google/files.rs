@@ -210,7 +210,9 @@ fn throttled(
     rate: u64,
 ) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
     use futures::StreamExt as _;
-    let chunk = usize::try_from((rate / 10).max(1)).unwrap_or(usize::MAX).min(1 << 20);
+    let chunk = usize::try_from((rate / 10).max(1))
+        .unwrap_or(usize::MAX)
+        .min(1 << 20);
     tokio_util::io::ReaderStream::with_capacity(reader, chunk).then(|c| async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
         c

@@ -492,7 +492,9 @@ mod tests {
                 .unwrap();
         assert!(adoption(&key, now).is_none(), "a key upload is resent");
         assert_eq!(
-            describe(&json!({"properties": {"status": "PENDING", "requestDate": "2026-12-01 10:00"}})),
+            describe(
+                &json!({"properties": {"status": "PENDING", "requestDate": "2026-12-01 10:00"}})
+            ),
             "PENDING, created 2026-12-01 10:00"
         );
     }
