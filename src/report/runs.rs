@@ -231,6 +231,7 @@ pub(crate) fn list_json(runs: &[Listed]) -> Value {
         Ok(s) => json!({
             "run_id": s.run_id,
             "workflow": s.workflow,
+            "identity": s.identity,
             "status": s.status.as_str(),
             "unfinished": unfinished(s.active, s.status.succeeded()),
             "started_at": s.started_at,
@@ -253,6 +254,7 @@ pub(crate) fn show_json(r: &Replay, active: bool) -> Value {
     json!({
         "run_id": h.run_id,
         "workflow": h.workflow,
+        "identity": h.identity.as_ref().map(|i| &i.path),
         "workflow_name": h.workflow_name,
         "journal": r.path,
         "started_at": h.started_at,

@@ -241,6 +241,8 @@ pub(crate) type Listed = Result<RunSummary, (String, StateError)>;
 pub(crate) struct RunSummary {
     pub run_id: String,
     pub workflow: String,
+    /// The workflow's path in its tree (what identifies its runs), when recorded.
+    pub identity: Option<String>,
     pub status: RecordedStatus,
     pub active: bool,
     pub started_at: DateTime<Utc>,
@@ -844,6 +846,7 @@ fn summary(r: &Replay, active: bool) -> RunSummary {
     RunSummary {
         run_id: r.header.run_id.clone(),
         workflow: r.header.workflow.clone(),
+        identity: r.header.identity.as_ref().map(|i| i.path.clone()),
         status: r.status(),
         active,
         started_at: r.header.started_at,
