@@ -272,6 +272,8 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
                 inputs_file: None,
                 report_json: None,
                 junit: None,
+                sign_key: None,
+                sign_passphrase_env: "AUDIT_SIGN_PASSPHRASE".into(),
                 dry_run: None,
                 max_wait: max_wait.map(str::to_string),
                 fresh: false,

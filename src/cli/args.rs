@@ -78,10 +78,22 @@ pub enum Command {
     Decrypt(DecryptArgs),
     /// Make an RSA OpenPGP key for Google exports: NAME.pub.asc (upload it) and NAME.sec.asc (mode 0600, decrypts them).
     Keygen(KeygenArgs),
-    /// Re-hash the artifacts of an output directory against its manifest.json (exit 1 on any difference).
+    /// Re-hash the artifacts of an output directory against its manifest.json (exit 1 on any
+    /// difference); check the manifest's signature; list files the manifest does not know.
     Verify {
         /// The output directory of a run (holding manifest.json).
         dir: PathBuf,
+        /// The signer's OpenPGP key (public, or a secret key file): manifest.json.asc must
+        /// be a valid signature of manifest.json by it.
+        #[arg(long, value_name = "KEY")]
+        signer: Option<PathBuf>,
+        /// Fail on files in the directory that the manifest does not list (by default they
+        /// are reported only).
+        #[arg(long)]
+        strict: bool,
+        /// A JSON object instead of the text (for scripts and CI).
+        #[arg(long)]
+        json: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions {
@@ -161,6 +173,15 @@ pub struct RunArgs {
     /// Write a JUnit XML report (one test case per step).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Sign the evidence manifest with this OpenPGP secret key: a detached armored
+    /// signature `manifest.json.asc` beside it (`gpg --verify` and `auditflow verify
+    /// --signer` check it). The key is unlocked before anything is sent.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// Name of the environment variable holding the signing key's passphrase (never the
+    /// passphrase itself; unset or empty: the key has none).
+    #[arg(long, value_name = "VAR", default_value = "AUDIT_SIGN_PASSPHRASE")]
+    pub sign_passphrase_env: String,
     /// Render every request (secrets masked) and send nothing; `--dry-run=sim` rehearses
     /// the workflow against the built-in simulator instead (scratch directory, throwaway
     /// key, nothing leaves the machine).
@@ -234,9 +255,14 @@ pub struct KeygenArgs {
     #[arg(long, default_value = "3072", value_parser = ["3072", "4096"])]
     pub bits: String,
     /// Name of the environment variable holding the passphrase that protects the secret key
-    /// (never the passphrase itself).
-    #[arg(long, value_name = "VAR", default_value = "AUDIT_PGP_PASSPHRASE")]
-    pub passphrase_env: String,
+    /// (never the passphrase itself). Default: AUDIT_PGP_PASSPHRASE, or AUDIT_SIGN_PASSPHRASE
+    /// with --sign.
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+    /// Make an Ed25519 key that signs evidence manifests (`run --sign-key`) instead of the
+    /// RSA key Google encrypts exports to.
+    #[arg(long, conflicts_with = "bits")]
+    pub sign: bool,
     /// Leave the secret key without a passphrase (anyone who reads the file can decrypt the
     /// exports).
     #[arg(long)]

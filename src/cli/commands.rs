@@ -15,6 +15,7 @@ use crate::state::StateDir;
 use crate::steps::decrypt::{decrypt_file_reporting, output_name, DecryptionKey};
 use crate::workflow::duration::parse_duration;
 use crate::workflow::validate::validate_file;
+use serde_json::json;
 
 /// The JSON Schema of workflow files, as checked in under `schemas/`.
 pub fn schema_json() -> String {
@@ -312,23 +313,119 @@ fn set_cursor(
     Ok(())
 }
 
-/// `auditflow verify`: re-hashes the artifacts of `dir` against its manifest.
-pub(super) fn verify(dir: &Path) -> Result<(), CliError> {
-    let v = crate::report::manifest::verify(dir).map_err(CliError::Invalid)?;
-    if v.problems.is_empty() {
-        crate::outln!(
-            "{}: {} artifact(s) verified, all sizes and SHA-256 match",
-            dir.display(),
-            v.checked
-        );
-        return Ok(());
+/// What `verify` found of the manifest's signature.
+enum SignatureCheck {
+    /// `--signer` given and the signature holds: the signing key's fingerprint.
+    Verified(String),
+    /// `--signer` given and the signature is missing, foreign or does not hold.
+    Failed(String),
+    /// A signature exists but no `--signer` was given.
+    NotChecked,
+    /// No signature and none asked for.
+    Unsigned,
+}
+
+impl SignatureCheck {
+    fn of(manifest: &Path, signer: Option<&Path>) -> SignatureCheck {
+        use crate::openpgp::sign::{signature_path, verify_file};
+        let sig = signature_path(manifest);
+        match (signer, sig.exists()) {
+            (Some(key), true) => match verify_file(manifest, &sig, key) {
+                Ok(fp) => SignatureCheck::Verified(fp),
+                Err(e) => SignatureCheck::Failed(e.to_string()),
+            },
+            (Some(_), false) => SignatureCheck::Failed(format!(
+                "{} is missing: the manifest is not signed",
+                sig.display()
+            )),
+            (None, true) => SignatureCheck::NotChecked,
+            (None, false) => SignatureCheck::Unsigned,
+        }
     }
-    for p in &v.problems {
-        crate::outln!("{p}");
+
+    fn json(&self) -> serde_json::Value {
+        match self {
+            SignatureCheck::Verified(fp) => json!({"status": "verified", "fingerprint": fp}),
+            SignatureCheck::Failed(e) => json!({"status": "failed", "error": e}),
+            SignatureCheck::NotChecked => json!({"status": "not_checked"}),
+            SignatureCheck::Unsigned => json!({"status": "unsigned"}),
+        }
+    }
+
+    fn line(&self) -> String {
+        match self {
+            SignatureCheck::Verified(fp) => {
+                format!("SIGNED   manifest.json, signature verified (key {fp})")
+            }
+            SignatureCheck::Failed(e) => format!("BAD SIGNATURE {e}"),
+            SignatureCheck::NotChecked => {
+                "signed   manifest.json.asc present, not checked: pass --signer KEY to check it"
+                    .into()
+            }
+            SignatureCheck::Unsigned => {
+                "unsigned manifest.json has no signature (run with --sign-key to sign the evidence)"
+                    .into()
+            }
+        }
+    }
+}
+
+/// `auditflow verify`: re-hashes the artifacts of `dir` against its manifest, checks the
+/// manifest's signature with `signer`, and lists files the manifest does not know (failing
+/// on them with `strict`).
+pub(super) fn verify(
+    dir: &Path,
+    signer: Option<&Path>,
+    strict: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    let v = crate::report::manifest::verify(dir).map_err(CliError::Invalid)?;
+    let sig = SignatureCheck::of(&dir.join(crate::report::manifest::FILE_NAME), signer);
+    let bad_sig = matches!(sig, SignatureCheck::Failed(_));
+    let failing_unlisted = if strict { v.unlisted.len() } else { 0 };
+    let ok = v.problems.is_empty() && !bad_sig && failing_unlisted == 0;
+    if json {
+        crate::outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "dir": dir.display().to_string(),
+                "ok": ok,
+                "checked": v.checked,
+                "problems": v.problems,
+                "unlisted": v.unlisted,
+                "strict": strict,
+                "signature": sig.json(),
+            }))
+            .unwrap_or_default()
+        );
+    } else {
+        for p in &v.problems {
+            crate::outln!("{p}");
+        }
+        for u in &v.unlisted {
+            crate::outln!("UNLISTED {u}: not in the manifest (not evidence this tool wrote)");
+        }
+        crate::outln!("{}", sig.line());
+        if v.problems.is_empty() {
+            crate::outln!(
+                "{}: {} artifact(s) verified, all sizes and SHA-256 match{}",
+                dir.display(),
+                v.checked,
+                match (v.unlisted.len(), strict) {
+                    (0, _) => String::new(),
+                    (n, false) =>
+                        format!("; {n} file(s) not in the manifest (--strict fails on them)"),
+                    (n, true) => format!("; {n} file(s) not in the manifest"),
+                }
+            );
+        }
+    }
+    if ok {
+        return Ok(());
     }
     Err(CliError::Differs {
         dir: dir.to_path_buf(),
-        differ: v.problems.len(),
+        differ: v.problems.len() + usize::from(bad_sig) + failing_unlisted,
         checked: v.checked,
     })
 }
@@ -566,18 +663,27 @@ fn print_sim_banner(handle: &crate::sim::SimHandle, timing: SimTiming, scale: f6
 
 /// `auditflow keygen`: an RSA key pair for Google exports, the fingerprint, and what to run next.
 pub(super) fn keygen(a: &KeygenArgs) -> Result<(), CliError> {
-    use crate::openpgp::generate::{refuse_existing, rsa_key, write_key_files, KeygenError};
+    use crate::openpgp::generate::{
+        refuse_existing, rsa_key, signing_key, write_key_files, KeygenError,
+    };
+    let var = a.passphrase_env.clone().unwrap_or_else(|| {
+        if a.sign {
+            "AUDIT_SIGN_PASSPHRASE".into()
+        } else {
+            "AUDIT_PGP_PASSPHRASE".into()
+        }
+    });
     let passphrase = if a.no_passphrase {
         None
     } else {
-        match std::env::var(&a.passphrase_env) {
+        match std::env::var(&var) {
             Ok(p) if !p.is_empty() => Some(p),
             _ => {
                 return Err(CliError::Invalid(format!(
                     "the environment variable {} is empty or not set: set it to the passphrase \
                      that will protect the secret key (or pass --no-passphrase to leave the key \
                      unprotected)",
-                    a.passphrase_env
+                    var
                 )))
             }
         }
@@ -587,6 +693,22 @@ pub(super) fn keygen(a: &KeygenArgs) -> Result<(), CliError> {
         _ => CliError::Failed(e.to_string()),
     };
     refuse_existing(&a.out).map_err(fail)?;
+    if a.sign {
+        let key = signing_key(&a.user_id, passphrase.as_deref()).map_err(fail)?;
+        let files = write_key_files(&key, &a.out).map_err(fail)?;
+        crate::outln!("fingerprint: {}", files.fingerprint);
+        crate::outln!(
+            "public key:  {} (give it to whoever checks the evidence: `auditflow verify DIR --signer {}` or `gpg --import`)",
+            files.public.display(),
+            files.public.display()
+        );
+        crate::outln!(
+            "secret key:  {} (mode 0600; it signs manifests: `auditflow run ... --sign-key {}`)",
+            files.secret.display(),
+            files.secret.display()
+        );
+        return Ok(());
+    }
     let bits = a.bits.parse().unwrap_or(3072);
     crate::errln!("generating an RSA-{bits} key (this takes a few seconds)...");
     let key = rsa_key(&a.user_id, bits, passphrase.as_deref()).map_err(fail)?;

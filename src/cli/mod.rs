@@ -77,7 +77,12 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         Command::Sim(a) => commands::sim(a).await,
         Command::Runs { command } => commands::runs(command).await,
         Command::Cursors { command } => commands::cursors(command),
-        Command::Verify { dir } => commands::verify(&dir),
+        Command::Verify {
+            dir,
+            signer,
+            strict,
+            json,
+        } => commands::verify(&dir, signer.as_deref(), strict, json),
         Command::Completions { shell } => {
             commands::completions(shell);
             Ok(())

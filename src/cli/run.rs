@@ -67,6 +67,7 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         junit: args.junit.clone(),
         manifest_dir,
         dry_run: args.renders_only(),
+        signer: evidence_signer(&args)?,
     });
     let secrets = Secrets::new();
     let mut sinks = reporters.sinks();
@@ -97,6 +98,25 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         .collect();
     errors.extend(ended(result, args.state_dir));
     CliError::all(errors)
+}
+
+/// `--sign-key`'s key, unlocked now: a key that cannot sign fails the run before anything
+/// is sent (exit 2), not after days of export.
+fn evidence_signer(args: &RunArgs) -> Result<Option<Arc<crate::openpgp::sign::Signer>>, CliError> {
+    let Some(path) = &args.sign_key else {
+        return Ok(None);
+    };
+    let passphrase = args
+        .env
+        .get(&args.sign_passphrase_env)
+        .filter(|p| !p.is_empty());
+    crate::openpgp::sign::Signer::load(
+        path,
+        passphrase.map(String::as_str),
+        &args.sign_passphrase_env,
+    )
+    .map(|s| Some(Arc::new(s)))
+    .map_err(|e| CliError::Usage(format!("--sign-key: {e}")))
 }
 
 /// Why a run did not start: exit 75 when another runner holds it (not yet: run again

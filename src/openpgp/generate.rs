@@ -64,6 +64,26 @@ pub fn rsa_key(
         .map_err(|e| gen(&e))
 }
 
+/// Generates an Ed25519 key that only certifies and signs (`keygen --sign`): for signing
+/// evidence manifests, kept apart from the key Google encrypts exports to. Version 4
+/// EdDSA, which every GnuPG 2.2 and later verifies.
+pub fn signing_key(
+    user_id: &str,
+    passphrase: Option<&str>,
+) -> Result<SignedSecretKey, KeygenError> {
+    let gen = |e: &dyn std::fmt::Display| KeygenError::Generate(e.to_string());
+    SecretKeyParamsBuilder::default()
+        .key_type(KeyType::Ed25519Legacy)
+        .can_certify(true)
+        .can_sign(true)
+        .passphrase(passphrase.map(str::to_string))
+        .primary_user_id(user_id.to_string())
+        .build()
+        .map_err(|e| gen(&e))?
+        .generate(rand::thread_rng())
+        .map_err(|e| gen(&e))
+}
+
 /// The files `keygen` wrote.
 #[derive(Debug, Clone)]
 pub struct KeyFiles {

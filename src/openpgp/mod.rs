@@ -12,6 +12,7 @@ use pgp::types::{KeyDetails, S2kParams, SecretParams, StringToKey};
 
 pub mod check;
 pub mod generate;
+pub mod sign;
 
 /// Largest key file we are willing to read (a transferable key is a few KB).
 pub const MAX_KEY_FILE: u64 = 4 * 1024 * 1024;

@@ -319,7 +319,8 @@ impl Recorded {
 }
 
 /// One difference found by [`verify`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub(crate) enum Problem {
     Missing {
         path: String,
@@ -370,6 +371,43 @@ impl std::fmt::Display for Problem {
 pub(crate) struct Verification {
     pub checked: usize,
     pub problems: Vec<Problem>,
+    /// Files in the directory (relative paths) that the manifest does not list: not this
+    /// tool's evidence (a file put there later, a report written into it).
+    pub unlisted: Vec<String>,
+}
+
+/// The files under `dir` (relative, `/`-separated; symlinks are not followed) that are
+/// neither listed in `m` nor the manifest and its signature.
+fn unlisted(dir: &Path, m: &Manifest) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let Ok(rel) = p.strip_prefix(dir) else {
+                continue;
+            };
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            let own = rel == FILE_NAME || rel == format!("{FILE_NAME}.asc");
+            if !own && !m.artifacts.contains_key(&rel) {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Re-hashes every artifact of `dir/manifest.json`.
@@ -420,6 +458,7 @@ pub(crate) fn verify(dir: &Path) -> Result<Verification, String> {
     Ok(Verification {
         checked: m.artifacts.len(),
         problems,
+        unlisted: unlisted(dir, &m),
     })
 }
 

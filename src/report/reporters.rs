@@ -33,6 +33,8 @@ pub(crate) struct ReportArgs {
     pub manifest_dir: Option<PathBuf>,
     /// A dry run writes no manifest (it produced no files).
     pub dry_run: bool,
+    /// `--sign-key`: signs the manifest each time it is written (`manifest.json.asc`).
+    pub signer: Option<Arc<crate::openpgp::sign::Signer>>,
 }
 
 /// A report file that could not be written (the run's exit code becomes at least 1).
@@ -40,6 +42,8 @@ pub(crate) struct ReportArgs {
 pub enum ReportError {
     #[error("manifest: {0}")]
     Manifest(String),
+    #[error("manifest signature: {0}")]
+    Signature(String),
     #[error("run record in the state directory: {0}")]
     StateRecord(String),
     #[error("report: {0}")]
@@ -97,9 +101,14 @@ impl Reporters {
     pub(crate) fn finish(&self, run_dir: Option<&Path>, secrets: &Secrets) -> Vec<ReportError> {
         let mut errors = Vec::new();
         if self.manifest.has_artifacts() && !self.args.dry_run {
-            if let Err(e) = self.write_manifest() {
-                errors.push(ReportError::Manifest(secrets.mask(&e)));
+            match self.write_manifest() {
+                Ok(path) => errors.extend(self.sign_manifest(&path)),
+                Err(e) => errors.push(ReportError::Manifest(secrets.mask(&e))),
             }
+        } else if self.args.signer.is_some() && !self.args.dry_run {
+            crate::errln!(
+                "  --sign-key: this run wrote no file, so no manifest.json was written or signed"
+            );
         }
         if let (Some(r), Some(dir)) = (&self.json, run_dir) {
             if let Err(e) = r.write(&dir.join("report.json")) {
@@ -119,8 +128,28 @@ impl Reporters {
         errors
     }
 
+    /// Signs the manifest at `path` with `--sign-key`'s key, when one was given.
+    fn sign_manifest(&self, path: &Path) -> Option<ReportError> {
+        let signer = self.args.signer.as_ref()?;
+        match signer.sign_file(path) {
+            Ok(sig) => {
+                if matches!(self.args.console, Console::Human { .. }) {
+                    crate::outln!(
+                        "  signed: {} (key {}; check with `gpg --verify {} {}`)",
+                        sig.display(),
+                        signer.fingerprint,
+                        sig.display(),
+                        path.display()
+                    );
+                }
+                None
+            }
+            Err(e) => Some(ReportError::Signature(e.to_string())),
+        }
+    }
+
     /// Merges the run into the manifest of its output directory; tells people where it is.
-    fn write_manifest(&self) -> Result<(), String> {
+    fn write_manifest(&self) -> Result<PathBuf, String> {
         let dir = self
             .args
             .manifest_dir
@@ -134,7 +163,7 @@ impl Reporters {
                 dir.display()
             );
         }
-        Ok(())
+        Ok(path)
     }
 }
 

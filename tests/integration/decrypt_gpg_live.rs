@@ -11,7 +11,7 @@ const PASSPHRASE: &str = "live test passphrase";
 
 /// Whether `gpg` can run. Without it the test is skipped with a note, except on CI (`CI` set),
 /// where a missing gpg is a failure: CI must install gnupg.
-fn gpg_or_skip() -> bool {
+pub(crate) fn gpg_or_skip() -> bool {
     let ok = Command::new("gpg")
         .arg("--version")
         .stdout(Stdio::null())
@@ -29,12 +29,12 @@ fn gpg_or_skip() -> bool {
 }
 
 /// A throwaway GnuPG home; stops its agent when dropped.
-struct GnupgHome {
+pub(crate) struct GnupgHome {
     dir: tempfile::TempDir,
 }
 
 impl GnupgHome {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         // Short path: gpg-agent's socket path must fit in sun_path.
         let dir = tempfile::Builder::new()
             .prefix("afgpg")
@@ -43,7 +43,7 @@ impl GnupgHome {
         GnupgHome { dir }
     }
 
-    fn gpg(&self) -> Command {
+    pub(crate) fn gpg(&self) -> Command {
         let mut cmd = Command::new("gpg");
         cmd.env("GNUPGHOME", self.dir.path())
             .args([

@@ -36,6 +36,7 @@ mod schema;
 mod secrecy;
 mod shipped_workflows;
 mod siem_sim;
+mod signed_evidence;
 mod sim_tls;
 mod validate_cases;
 mod vault;
