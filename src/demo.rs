@@ -273,6 +273,8 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
                 report_json: None,
                 junit: None,
                 sign_key: None,
+                report_html: None,
+                report_md: None,
                 sign_passphrase_env: "AUDIT_SIGN_PASSPHRASE".into(),
                 dry_run: None,
                 max_wait: max_wait.map(str::to_string),

@@ -95,6 +95,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// An evidence report for people (HTML or Markdown) of an output directory: what ran,
+    /// a timeline, every file re-hashed now, the signature, one summary sentence on top.
+    Report {
+        /// The output directory of a run (holding manifest.json).
+        dir: PathBuf,
+        /// `html` (one self-contained page) or `md` (for tickets and CI summaries).
+        #[arg(long, value_enum, default_value = "html")]
+        format: ReportFormat,
+        /// Write it here (default: stdout).
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// The state directory holding the runs' journals (steps, attempts, jobs).
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = ".auditflow",
+            env = "AUDITFLOW_STATE_DIR"
+        )]
+        state_dir: PathBuf,
+        /// The signer's OpenPGP key: the report says whether manifest.json.asc verifies.
+        #[arg(long, value_name = "KEY")]
+        signer: Option<PathBuf>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions {
         /// The shell to complete for.
@@ -126,6 +149,15 @@ impl Command {
             })
         )
     }
+}
+
+/// The evidence report's format.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// One self-contained HTML page.
+    Html,
+    /// Markdown.
+    Md,
 }
 
 /// Arguments of `run` (also built by `demo`).
@@ -173,6 +205,14 @@ pub struct RunArgs {
     /// Write a JUnit XML report (one test case per step).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Write the evidence report for people (HTML) here when the run ends (see `auditflow
+    /// report`).
+    #[arg(long, value_name = "FILE")]
+    pub report_html: Option<PathBuf>,
+    /// Write the evidence report as Markdown here when the run ends (e.g.
+    /// $GITHUB_STEP_SUMMARY).
+    #[arg(long, value_name = "FILE")]
+    pub report_md: Option<PathBuf>,
     /// Sign the evidence manifest with this OpenPGP secret key: a detached armored
     /// signature `manifest.json.asc` beside it (`gpg --verify` and `auditflow verify
     /// --signer` check it). The key is unlocked before anything is sent.

@@ -313,6 +313,43 @@ fn set_cursor(
     Ok(())
 }
 
+/// `auditflow report`: the evidence report of `dir` in `format`, to `output` or stdout.
+pub(super) fn report(
+    dir: &Path,
+    format: super::args::ReportFormat,
+    output: Option<&Path>,
+    state_dir: &Path,
+    signer: Option<&Path>,
+) -> Result<(), CliError> {
+    let text = evidence_report(dir, format, state_dir, signer)?;
+    match output {
+        Some(path) => {
+            crate::report::evidence::write(path, &text).map_err(CliError::Failed)?;
+            crate::errln!("evidence report: {}", path.display());
+        }
+        None => crate::out!("{text}"),
+    }
+    Ok(())
+}
+
+/// The evidence report of `dir` rendered in `format` (the journals read from `state_dir`
+/// when it is a state directory).
+pub(super) fn evidence_report(
+    dir: &Path,
+    format: super::args::ReportFormat,
+    state_dir: &Path,
+    signer: Option<&Path>,
+) -> Result<String, CliError> {
+    use crate::report::evidence;
+    let state = existing_state(state_dir).ok();
+    let r = evidence::build(dir, state.as_ref(), signer)
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    Ok(match format {
+        super::args::ReportFormat::Html => evidence::render_html(&r),
+        super::args::ReportFormat::Md => evidence::render_markdown(&r),
+    })
+}
+
 /// What `verify` found of the manifest's signature.
 enum SignatureCheck {
     /// `--signer` given and the signature holds: the signing key's fingerprint.

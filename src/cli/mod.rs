@@ -14,8 +14,8 @@ mod error;
 mod run;
 
 pub use args::{
-    Cli, Command, CursorsCommand, DecryptArgs, DryRunMode, KeygenArgs, LogFormat, RunArgs,
-    RunsCommand, SimArgs, StateDirArg,
+    Cli, Command, CursorsCommand, DecryptArgs, DryRunMode, KeygenArgs, LogFormat, ReportFormat,
+    RunArgs, RunsCommand, SimArgs, StateDirArg,
 };
 pub use commands::schema_json;
 pub use error::{conclude, exit, CliError};
@@ -83,6 +83,19 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             strict,
             json,
         } => commands::verify(&dir, signer.as_deref(), strict, json),
+        Command::Report {
+            dir,
+            format,
+            output,
+            state_dir,
+            signer,
+        } => commands::report(
+            &dir,
+            format,
+            output.as_deref(),
+            &state_dir,
+            signer.as_deref(),
+        ),
         Command::Completions { shell } => {
             commands::completions(shell);
             Ok(())

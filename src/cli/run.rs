@@ -55,6 +55,7 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         _ => None,
     };
     let manifest_dir = out_dir(&plan.root.workflow, &inputs);
+    let manifest_for_reports = manifest_dir.clone();
     let overwrite = (!args.overwrite).then(|| overwrite_guard(manifest_dir.as_deref()));
     let reporters = Reporters::from_args(ReportArgs {
         console: match args.log_format {
@@ -96,8 +97,46 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         .into_iter()
         .map(CliError::Report)
         .collect();
+    errors.extend(people_reports(&args, manifest_for_reports.as_deref()));
     errors.extend(ended(result, args.state_dir));
     CliError::all(errors)
+}
+
+/// `--report-html` / `--report-md`: the evidence report of the run's output directory, once
+/// its manifest is written (a run that wrote no file yet has none: said, not an error).
+fn people_reports(args: &RunArgs, manifest_dir: Option<&Path>) -> Vec<CliError> {
+    use super::args::ReportFormat;
+    if args.renders_only() {
+        return vec![];
+    }
+    let dir = manifest_dir.unwrap_or(Path::new("."));
+    let wanted = [
+        (args.report_html.as_ref(), ReportFormat::Html),
+        (args.report_md.as_ref(), ReportFormat::Md),
+    ];
+    let mut errors = Vec::new();
+    for (path, format) in wanted {
+        let Some(path) = path else { continue };
+        if !dir.join(crate::report::manifest::FILE_NAME).exists() {
+            crate::errln!(
+                "  {}: no evidence report yet: {} holds no manifest.json (the run wrote no file)",
+                path.display(),
+                dir.display()
+            );
+            continue;
+        }
+        let state = args.state_dir.clone().unwrap_or_default();
+        let written =
+            super::commands::evidence_report(dir, format, &state, args.sign_key.as_deref())
+                .and_then(|text| {
+                    crate::report::evidence::write(path, &text).map_err(CliError::Failed)
+                });
+        match written {
+            Ok(p) => crate::errln!("  evidence report: {}", p.display()),
+            Err(e) => errors.push(e),
+        }
+    }
+    errors
 }
 
 /// `--sign-key`'s key, unlocked now: a key that cannot sign fails the run before anything

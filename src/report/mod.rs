@@ -1,6 +1,7 @@
 //! Reporters: render the engine's events for people (terminal), machines (JSON) and CI (JUnit).
 pub(crate) mod console;
 pub(crate) mod decrypt;
+pub(crate) mod evidence;
 pub(crate) mod human;
 pub(crate) mod json;
 pub(crate) mod junit;

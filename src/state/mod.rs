@@ -33,7 +33,7 @@ pub(crate) mod keep;
 mod lifecycle;
 
 pub(crate) use identity::{legacy_run_key, recorded_path, run_key, WorkflowIdentity};
-pub(crate) use lifecycle::{differences, Completion};
+pub(crate) use lifecycle::{ci_job, differences, host_name, Completion};
 
 pub(crate) use journal::{
     DoneStatus, EndStatus, FileDigest, Journal, Record, RecordedStatus, Replay, RunHeader,

@@ -22,6 +22,7 @@ mod durable;
 mod durations;
 mod engine;
 mod evidence;
+mod evidence_report;
 mod interrupt;
 mod loop_scale;
 mod nightly;
