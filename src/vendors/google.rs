@@ -352,11 +352,25 @@ pub(super) async fn send(
     cancel: &CancellationToken,
 ) -> Result<Response, VendorError> {
     let authz = authorization_observed(ctx, auth, None, observer, cancel).await?;
-    let mut raw = execute(ctx.client, VENDOR, &outgoing(ctx, req, &authz)?, cancel).await?;
+    let mut raw = execute(
+        ctx.client,
+        VENDOR,
+        &outgoing(ctx, req, &authz)?,
+        ctx.secrets,
+        cancel,
+    )
+    .await?;
     if raw.status == 401 && matches!(auth.kind, AuthKind::ServiceAccount { .. }) {
         observer.log("google: access token rejected (401), fetching a new one");
         let fresh = authorization_observed(ctx, auth, Some(&authz), observer, cancel).await?;
-        raw = execute(ctx.client, VENDOR, &outgoing(ctx, req, &fresh)?, cancel).await?;
+        raw = execute(
+            ctx.client,
+            VENDOR,
+            &outgoing(ctx, req, &fresh)?,
+            ctx.secrets,
+            cancel,
+        )
+        .await?;
     }
     if json::is_json_api(&req.url) {
         json::finish(raw, &req.method)
@@ -567,6 +581,7 @@ mod answer_tests {
                 .into_iter()
                 .collect(),
             bytes: body.as_bytes().to_vec(),
+            secrets: Default::default(),
         }
     }
 

@@ -23,6 +23,7 @@ mod engine;
 mod evidence;
 mod interrupt;
 mod loop_scale;
+mod misbehaving;
 mod nightly;
 mod origins;
 mod outputs;

@@ -171,6 +171,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             bytes: body.as_bytes().to_vec(),
+            secrets: Default::default(),
         }
     }
 
