@@ -212,7 +212,8 @@ async fn fetch_sa_token(
         .map_err(|e| VendorError::Config {
             vendor: VENDOR,
             message: format!(
-                "cannot read service-account key file {}: {e}",
+                "cannot read the service-account key file that credentials.service_account_file \
+                 names ({}): {e}",
                 sa.key_file.display()
             ),
         })?;

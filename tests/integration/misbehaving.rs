@@ -120,3 +120,66 @@ async fn a_secret_echoed_across_the_excerpt_cut_or_with_blanks_is_never_shown() 
     assert_nowhere(&written, SPACED, false);
     assert_nowhere(&written, "open sesame 42", false);
 }
+
+/// A service-account key as a CI variable of type "Variable" gives it: the JSON itself.
+fn inline_key_json() -> String {
+    serde_json::json!({
+        "type": "service_account",
+        "client_email": "auditor@project.iam.gserviceaccount.com",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n",
+        "token_uri": "http://127.0.0.1:9/token",
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_key_given_where_its_path_belongs_is_refused_and_never_shown() {
+    let (base, script) = serve(vec![]).await;
+    let pem_only =
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----";
+    for (form, value) in [
+        ("JSON", inline_key_json()),
+        ("a PEM block", pem_only.to_string()),
+    ] {
+        let ran = Case::file(&crate::common::root().join("workflows/google/list-exports.yaml"))
+            .env("GOOGLE_AUDIT_BASE_URL", &base)
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &value)
+            .env("GOOGLE_ADMIN_EMAIL", "admin@example.com")
+            .input("domain", "example.com")
+            .report()
+            .arg("--junit")
+            .arg("junit.xml")
+            .code(1)
+            .stderr_has("this variable must name a file; it holds the key itself")
+            .stderr_has(&format!("({form}, not shown)"))
+            .stderr_has("GOOGLE_APPLICATION_CREDENTIALS")
+            .run()
+            .await;
+        let written = everything_written(&ran);
+        assert_nowhere(&written, "PRIVATE KEY", false);
+        assert_nowhere(&written, "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", false);
+        assert_nowhere(&written, "auditor@project", false);
+    }
+    assert!(script.all().is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_credential_variable_is_masked_even_where_it_is_not_a_secret_field() {
+    // The key file's path is credential material too: an unreadable one is reported by the
+    // field that names it, the path itself masked.
+    let (base, _script) = serve(vec![]).await;
+    let ran = Case::file(&crate::common::root().join("workflows/google/list-exports.yaml"))
+        .env("GOOGLE_AUDIT_BASE_URL", &base)
+        .env(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "/nonexistent/ci-secret-sa.json",
+        )
+        .env("GOOGLE_ADMIN_EMAIL", "admin@example.com")
+        .input("domain", "example.com")
+        .report()
+        .code(1)
+        .stderr_has("credentials.service_account_file names (***)")
+        .run()
+        .await;
+    assert_nowhere(&everything_written(&ran), "ci-secret-sa", false);
+}
