@@ -183,3 +183,97 @@ async fn a_credential_variable_is_masked_even_where_it_is_not_a_secret_field() {
         .await;
     assert_nowhere(&everything_written(&ran), "ci-secret-sa", false);
 }
+
+const CREDS: &str = "robert:s3cret-pass-99";
+const PASS: &str = "s3cret-pass-99";
+
+/// A workflow that splits a secret and sends, keeps and outputs its parts.
+const SPLITS_A_SECRET: &str = r#"
+    name: parts
+    inputs:
+      creds: {type: string, secret: true}
+    cursors:
+      last: {initial: ""}
+    steps:
+      - id: echo
+        call:
+          url: "{{ env.BASE }}/echo"
+          method: POST
+          json: {parts: '{{ split inputs.creds ":" }}'}
+      - id: keep
+        set_cursor: {name: last, value: "{{ steps.echo.body.got }}"}
+    outputs:
+      parts: '{{ split inputs.creds ":" }}'
+      echoed: "{{ steps.echo.body.got }}"
+    "#;
+
+#[tokio::test]
+async fn the_parts_of_a_split_secret_are_secrets_in_requests_shown_records_and_cursors() {
+    let (base, script) = serve(vec![(
+        "/echo",
+        vec![Reply::json(
+            200,
+            serde_json::json!({"got": ["robert", PASS]}),
+        )],
+    )])
+    .await;
+    let ran = Case::yaml(SPLITS_A_SECRET)
+        .env("BASE", &base)
+        .input("creds", CREDS)
+        .report()
+        .arg("--junit")
+        .arg("junit.xml")
+        .code(1)
+        .stderr_has("cursor")
+        .run()
+        .await;
+    // The server got the clear parts; nothing written shows them.
+    let sent: serde_json::Value = serde_json::from_str(&script.requests("/echo")[0].body).unwrap();
+    assert_eq!(sent["parts"], serde_json::json!(["robert", PASS]));
+    let written = everything_written(&ran);
+    assert!(
+        written
+            .iter()
+            .any(|(what, t)| what.contains("journal") && t.contains("***")),
+        "{written:#?}"
+    );
+    assert_nowhere(&written, PASS, false);
+    assert_nowhere(&written, "robert", false);
+    // No cursor holds it.
+    let cursors = ran.path().join(".auditflow/cursors");
+    for f in walk(&cursors) {
+        let t = std::fs::read_to_string(&f).unwrap();
+        assert!(!t.contains(PASS), "{}: {t}", f.display());
+    }
+    let dry = ran
+        .again()
+        .env("BASE", &base)
+        .input("creds", CREDS)
+        .arg("--dry-run")
+        .run()
+        .await;
+    assert!(dry.stdout.contains("\"parts\""), "{}", dry.stdout);
+    assert_nowhere(
+        &[
+            ("dry-run stdout".into(), dry.stdout),
+            ("dry-run stderr".into(), dry.stderr),
+        ],
+        PASS,
+        false,
+    );
+    assert_eq!(script.requests("/echo").len(), 1, "a dry run sends nothing");
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
