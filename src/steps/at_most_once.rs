@@ -211,12 +211,15 @@ async fn find(
     let mut page_req = lookup.request.clone();
     let mut found = Vec::new();
     let mut pages = 0;
+    let mut asked = std::collections::HashSet::from([fingerprint(&page_req, env)]);
     loop {
         let (page, _) = send_with_retry(conn, &page_req, env).await?;
         pages += 1;
         found.extend(conn.lookup_matches(&lookup, &page));
         match conn.next_page(&page_req, &page, &Pagination::default()) {
-            Some(next) if pages < MAX_LOOKUP_PAGES => page_req = next,
+            Some(next) if pages < MAX_LOOKUP_PAGES && asked.insert(fingerprint(&next, env)) => {
+                page_req = next
+            }
             Some(_) => {
                 return Err(StepError::LookupTooLong {
                     vendor,

@@ -438,10 +438,9 @@ pub(super) fn next_page(req: &Request, resp: &Response) -> Option<Request> {
         .and_then(Value::as_str)
         .filter(|s| !s.trim().is_empty())?;
     let url = req.url.join(href.trim()).ok()?;
-    if url == req.url {
-        // A next link pointing at the page just read would loop forever.
-        return None;
-    }
+    // A next link pointing at the page just read is a next page all the same: the paging
+    // loop check refuses it (it is not the last page, and taking it as one would hide the
+    // rest of the feed).
     let mut next = req.clone();
     next.url = url;
     Some(next)

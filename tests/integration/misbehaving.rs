@@ -277,3 +277,44 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A Google Atom answer.
+fn atom(body: String) -> Reply {
+    Reply {
+        status: 200,
+        headers: vec![("content-type".into(), "application/atom+xml".into())],
+        body,
+        delay: std::time::Duration::ZERO,
+    }
+}
+
+#[tokio::test]
+async fn a_google_feed_whose_next_link_is_itself_is_a_loop_not_the_last_page() {
+    const PATH: &str = "/a/feeds/compliance/audit/mail/export/example.com";
+    let (base, script) = serve(vec![]).await;
+    // The next link names the very URL the workflow asks for (an empty fromDate is left out).
+    let feed = format!(
+        "<?xml version='1.0'?>\n<feed xmlns='http://www.w3.org/2005/Atom' \
+         xmlns:apps='http://schemas.google.com/apps/2006'><id>f</id>\
+         <link rel='next' href='{base}{PATH}'/>\
+         <entry><id>e</id><apps:property name='requestId' value='1'/></entry></feed>"
+    );
+    script
+        .replies
+        .lock()
+        .unwrap()
+        .insert(PATH.to_string(), vec![atom(feed)]);
+    let ran = Case::file(&crate::common::root().join("workflows/google/list-exports.yaml"))
+        .env("GOOGLE_AUDIT_BASE_URL", &base)
+        .env("GOOGLE_ACCESS_TOKEN", "ya29.test-token")
+        .input("domain", "example.com")
+        .code(1)
+        .stderr_has("step `list`")
+        .stderr_has("answer on page 1 points back to a page already fetched")
+        .run()
+        .await;
+    let asked = script.requests(PATH);
+    assert_eq!(asked.len(), 1, "{:?}", asked);
+    assert_eq!(asked[0].query, None);
+    assert!(!ran.path().join("out/exports.json").exists());
+}
