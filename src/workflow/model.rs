@@ -613,6 +613,10 @@ pub struct DownloadSpec {
     /// Take files out of each downloaded ZIP archive (Vault exports) once it is verified.
     #[serde(default)]
     pub extract: Option<ExtractSpec>,
+    /// An attempt that gets no answer, or less than 16 KiB of the file, for this long is
+    /// stalled: it fails and is retried, resuming from the bytes already held (default 2m).
+    #[serde(default)]
+    pub stall_timeout: Option<Dur>,
 }
 
 /// Which files `download.extract` takes out of the archives.

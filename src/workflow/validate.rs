@@ -497,6 +497,12 @@ impl Validator<'_> {
             if let Some(c) = &d.concurrency {
                 self.count(&format!("{dp}.concurrency"), c, scope);
             }
+            if d.stall_timeout.is_some_and(|t| t.get().is_zero()) {
+                self.err(
+                    &format!("{dp}.stall_timeout"),
+                    "`stall_timeout` must be longer than 0 (default 2m)".into(),
+                );
+            }
         }
         if let Some(d) = &s.decrypt {
             let dp = format!("{p}.decrypt");

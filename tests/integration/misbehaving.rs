@@ -318,3 +318,121 @@ async fn a_google_feed_whose_next_link_is_itself_is_a_loop_not_the_last_page() {
     assert_eq!(asked[0].query, None);
     assert!(!ran.path().join("out/exports.json").exists());
 }
+
+/// What the trickling server saw: the `Range` header of each request.
+type Ranges = std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>;
+
+/// A server for one file of `data`: the first answer sends 20 KiB at once, then one byte
+/// every 300 ms for ever; later answers serve the `Range` asked for at once.
+async fn trickling_server(data: Vec<u8>) -> (String, Ranges) {
+    use axum::body::Body;
+    use axum::http::{header, HeaderMap, StatusCode};
+    use futures::StreamExt as _;
+    let ranges: Ranges = Default::default();
+    let seen = ranges.clone();
+    let data = std::sync::Arc::new(data);
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let data = data.clone();
+        let seen = seen.clone();
+        async move {
+            let range = headers
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let first = {
+                let mut s = seen.lock().unwrap();
+                s.push(range.clone());
+                s.len() == 1
+            };
+            let total = data.len();
+            if first {
+                let head = data[..20 << 10].to_vec();
+                let rest = data[20 << 10..].to_vec();
+                let stream = futures::stream::iter(std::iter::once(head))
+                    .chain(futures::stream::unfold(rest, |rest| async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                        let (one, more) = rest.split_at(1);
+                        Some((one.to_vec(), more.to_vec()))
+                    }))
+                    .map(Ok::<_, std::io::Error>);
+                return axum::response::Response::builder()
+                    .header(header::CONTENT_LENGTH, total)
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .body(Body::from_stream(stream))
+                    .unwrap();
+            }
+            let from: usize = range
+                .as_deref()
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.trim_end_matches('-').parse().ok())
+                .unwrap_or(0);
+            axum::response::Response::builder()
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {from}-{}/{total}", total - 1),
+                )
+                .header(header::CONTENT_LENGTH, total - from)
+                .body(Body::from(data[from..].to_vec()))
+                .unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{addr}"), ranges)
+}
+
+#[tokio::test]
+async fn a_trickling_download_stalls_and_resumes_from_its_part_file() {
+    let data: Vec<u8> = (0..64u32 << 10).map(|i| (i * 7 % 251) as u8).collect();
+    let sha = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let (base, ranges) = trickling_server(data.clone()).await;
+    let started = std::time::Instant::now();
+    let ran = Case::yaml(
+        r#"
+        name: trickle
+        steps:
+          - id: fetch
+            retry: {max_attempts: 3, initial_interval: 50ms, jitter: none}
+            download:
+              urls: "{{ env.BASE }}/export.bin"
+              to: out
+              sha256: "{{ env.SHA }}"
+              stall_timeout: 1s
+        "#,
+    )
+    .env("BASE", &base)
+    .env("SHA", &sha)
+    .run()
+    .await;
+    let took = started.elapsed();
+    assert_eq!(
+        std::fs::read(ran.path().join("out/export.bin")).unwrap(),
+        data
+    );
+    let ranges = ranges.lock().unwrap().clone();
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert_eq!(ranges[0], None);
+    let from: u64 = ranges[1]
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.trim_end_matches('-').parse().ok())
+        .expect("a ranged resume");
+    assert!(from > 20 << 10, "resumed from {from}");
+    assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
+    assert!(
+        ran.stdout.contains("stalled") || ran.stderr.contains("stalled"),
+        "the retry says why:\n{}\n{}",
+        ran.stdout,
+        ran.stderr
+    );
+}
