@@ -374,6 +374,13 @@ async fn extract_all(
 ) -> Result<Vec<extract::Extracted>, StepError> {
     let to = PathBuf::from(render_str("download.extract.to", &spec.to, ctx)?);
     create_dir(&to)?;
+    let limits = extract::Limits {
+        max_ratio: spec.max_ratio.map_or(extract::DEFAULT_MAX_RATIO, u64::from),
+        max_total: spec
+            .max_total
+            .map_or(extract::DEFAULT_MAX_TOTAL, |b| b.get()),
+    };
+    let mut used: u64 = 0;
     let mut taken = std::collections::HashSet::new();
     let mut out = Vec::new();
     for d in done {
@@ -385,6 +392,7 @@ async fn extract_all(
         .await?;
         taken = t;
         let planned = planned?;
+        limits.check_declared(&d.path, &planned, used)?;
         super::overwrite::check(env, planned.iter().map(|p| p.dest.as_path()))?;
         for p in planned {
             let source = display(&d.path);
@@ -398,8 +406,10 @@ async fn extract_all(
                 },
                 None => {
                     let archive = d.path.clone();
-                    let x = blocking("extraction", move || extract::extract_one(&archive, &p))
-                        .await??;
+                    let x = blocking("extraction", move || {
+                        extract::extract_one(&archive, &p, &limits, used)
+                    })
+                    .await??;
                     env.emitter.log(
                         env.step,
                         format!(
@@ -425,6 +435,7 @@ async fn extract_all(
                     finished_at: now(),
                 },
             });
+            used = used.saturating_add(x.bytes);
             out.push(x);
         }
         durable_record(env).await;

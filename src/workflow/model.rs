@@ -647,6 +647,13 @@ pub struct ExtractSpec {
     /// Which entries to keep (default `mbox`).
     #[serde(default)]
     pub format: ExtractFormat,
+    /// Largest ratio of an entry's size to its compressed size (default 100); beyond it the
+    /// entry is taken for an archive bomb (entries of at most 1 MiB are not held to it).
+    #[serde(default)]
+    pub max_ratio: Option<u32>,
+    /// Largest total size of the files the step extracts (default `1TiB`).
+    #[serde(default)]
+    pub max_total: Option<ByteSize>,
 }
 
 /// OpenPGP-decrypt files.

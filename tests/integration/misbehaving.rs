@@ -436,3 +436,131 @@ async fn a_trickling_download_stalls_and_resumes_from_its_part_file() {
         ran.stderr
     );
 }
+
+/// Serves `data` to every GET, whole.
+async fn file_server(data: Vec<u8>) -> String {
+    let data = std::sync::Arc::new(data);
+    let app = axum::Router::new().fallback(move || {
+        let data = data.clone();
+        async move { axum::body::Bytes::from(data.as_ref().clone()) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    format!("http://{addr}")
+}
+
+/// A ZIP archive of `entries`, deflated.
+fn zip_of(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in entries {
+        w.start_file(
+            *name,
+            zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated),
+        )
+        .unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// Runs a download step with `extract` (and `limits` inside it) on `archive`.
+async fn extract_case(archive: Vec<u8>, limits: &str, code: i32) -> Ran {
+    let base = file_server(archive).await;
+    Case::yaml(&format!(
+        r#"
+        name: bomb
+        steps:
+          - id: fetch
+            retry: {{max_attempts: 1}}
+            download:
+              urls: "{{{{ env.BASE }}}}/export-1.zip"
+              to: archives
+              extract: {{to: mail{limits}}}
+        "#
+    ))
+    .env("BASE", &base)
+    .code(code)
+    .run()
+    .await
+}
+
+/// The names in `dir` (none when it does not exist).
+fn names_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_archive_bomb_is_refused_with_its_figures_and_leaves_nothing() {
+    // 8 MiB of one byte deflates to about 8 KiB: a ratio near 1000.
+    let bomb = zip_of(&[("bomb@example.com.mbox", vec![b'A'; 8 << 20])]);
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    let ran = extract_case(bomb, "", 1).await;
+    let all = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(all.contains("step `fetch`"), "{all}");
+    assert!(
+        all.contains("entry \"bomb@example.com.mbox\" expands"),
+        "{all}"
+    );
+    assert!(
+        all.contains(
+            "to 8388608 bytes or more, over 100 times its size (download.extract.max_ratio)"
+        ),
+        "{all}"
+    );
+    assert!(
+        names_in(&ran.path().join("mail")).is_empty(),
+        "{:?}",
+        names_in(&ran.path().join("mail"))
+    );
+    // Genuine mail compresses a few times: with a ratio allowed per step it is extracted.
+    let ok = extract_case(
+        zip_of(&[("bomb@example.com.mbox", vec![b'A'; 8 << 20])]),
+        ", max_ratio: 2000",
+        0,
+    )
+    .await;
+    assert_eq!(
+        std::fs::metadata(ok.path().join("mail/bomb@example.com.mbox"))
+            .unwrap()
+            .len(),
+        8 << 20
+    );
+}
+
+#[tokio::test]
+async fn extraction_stops_at_the_total_the_step_allows() {
+    // Two entries of 600 KiB that do not compress much; together over a 1 MiB total.
+    let noise = |seed: u32| -> Vec<u8> {
+        let mut x = seed;
+        (0..600 << 10)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    };
+    let archive = zip_of(&[("a.mbox", noise(1)), ("b.mbox", noise(2))]);
+    let ran = extract_case(archive, ", max_total: 1MiB", 1).await;
+    let all = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(
+        all.contains("entry \"b.mbox\" brings the files this step extracts to 1228800 bytes or more, over download.extract.max_total (1048576 bytes)"),
+        "{all}"
+    );
+    assert!(
+        names_in(&ran.path().join("mail")).is_empty(),
+        "{:?}",
+        names_in(&ran.path().join("mail"))
+    );
+}
