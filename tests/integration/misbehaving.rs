@@ -564,3 +564,75 @@ async fn extraction_stops_at_the_total_the_step_allows() {
         names_in(&ran.path().join("mail"))
     );
 }
+
+/// A one-step workflow whose one request is refused at once (nothing listens on port 9).
+const NOTHING_SENT: &str = r#"
+    name: local
+    steps:
+      - id: one
+        retry: {max_attempts: 1}
+        call: {url: "http://127.0.0.1:9/x"}
+    "#;
+
+#[tokio::test]
+async fn a_symlink_inside_the_state_directory_is_never_followed() {
+    for link in ["active", "runs", "active/0123.lock"] {
+        let first = Case::yaml(NOTHING_SENT).code(1).run().await;
+        let state = first.path().join(".auditflow");
+        assert!(
+            state.join("active").is_dir(),
+            "the first run made the state"
+        );
+        // Another place the link points at: nothing may be written there.
+        let elsewhere = first.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let at = state.join(link);
+        if at.is_dir() {
+            std::fs::rename(&at, first.path().join("moved")).unwrap();
+        }
+        std::os::unix::fs::symlink(&elsewhere, &at).unwrap();
+        let again = first
+            .again()
+            .code(2)
+            .stderr_has("in the state directory is a symbolic link")
+            .stderr_has(link)
+            .run()
+            .await;
+        assert!(
+            names_in(&elsewhere).is_empty(),
+            "{link}: {:?}",
+            names_in(&elsewhere)
+        );
+        let (shown, err) = text(&auditflow(&["runs", "list"], &[], again.path()));
+        assert!(err.contains("symbolic link"), "{link}: {shown}{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_state_directory_of_another_user_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::fs::metadata(dir.path()).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    });
+    // As root, a directory given to `nobody`; otherwise one root owns.
+    let theirs = if me.unwrap() == 0 {
+        let p = dir.path().join("theirs");
+        std::fs::create_dir(&p).unwrap();
+        std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+        p
+    } else {
+        PathBuf::from("/")
+    };
+    let state = theirs.display().to_string();
+    let ran = Case::yaml(NOTHING_SENT)
+        .arg("--state-dir")
+        .arg(&state)
+        .code(2)
+        .stderr_has("belongs to user id")
+        .stderr_has("Pass a --state-dir of your own")
+        .run()
+        .await;
+    assert!(!ran.stderr.contains("made it 0700"), "{}", ran.stderr);
+    assert!(!Path::new(&state).join("auditflow-state.json").exists());
+}
