@@ -218,7 +218,7 @@ async fn find(
         found.extend(conn.lookup_matches(&lookup, &page));
         match conn.next_page(&page_req, &page, &Pagination::default()) {
             Some(next) if pages < MAX_LOOKUP_PAGES && asked.insert(fingerprint(&next, env)) => {
-                page_req = next
+                page_req = next;
             }
             Some(_) => {
                 return Err(StepError::LookupTooLong {

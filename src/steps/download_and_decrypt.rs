@@ -196,9 +196,10 @@ pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, S
             ctx,
         )?,
         options: download::DownloadOptions {
-            stall_timeout: spec
-                .stall_timeout
-                .map_or(download::DEFAULT_STALL_TIMEOUT, |d| d.get()),
+            stall_timeout: spec.stall_timeout.map_or(
+                download::DEFAULT_STALL_TIMEOUT,
+                crate::workflow::duration::Dur::get,
+            ),
         },
     })
 }
@@ -376,9 +377,10 @@ async fn extract_all(
     create_dir(&to)?;
     let limits = extract::Limits {
         max_ratio: spec.max_ratio.map_or(extract::DEFAULT_MAX_RATIO, u64::from),
-        max_total: spec
-            .max_total
-            .map_or(extract::DEFAULT_MAX_TOTAL, |b| b.get()),
+        max_total: spec.max_total.map_or(
+            extract::DEFAULT_MAX_TOTAL,
+            crate::workflow::bytesize::ByteSize::get,
+        ),
     };
     let mut used: u64 = 0;
     let mut taken = std::collections::HashSet::new();

@@ -149,7 +149,7 @@ fn an_excerpt_masks_before_it_cuts_and_collapses() {
     };
     match unexpected.parse_declared(VendorKind::Http).unwrap_err() {
         VendorError::Unexpected { first_line, .. } => {
-            assert!(first_line.starts_with("<p>*** yyy"), "{first_line}")
+            assert!(first_line.starts_with("<p>*** yyy"), "{first_line}");
         }
         other => panic!("{other:?}"),
     }
