@@ -230,6 +230,28 @@ fn register_credential_env(secrets: &Secrets, spec: &ConnectionSpec, ctx: &Value
     }
 }
 
+/// The error of a `service_account_file` that holds the key itself (`form`), naming the
+/// variables it reads and never the value.
+fn key_instead_of_path(name: &str, spec: &ConnectionSpec, form: &str) -> BuildError {
+    let vars = spec
+        .credentials
+        .as_ref()
+        .and_then(|c| c.service_account_file.as_deref())
+        .map(env_vars_read)
+        .unwrap_or_default();
+    BuildError::Invalid {
+        name: name.to_string(),
+        field: "credentials.service_account_file",
+        message: format!(
+            "this variable must name a file; it holds the key itself ({form}, not shown){}. \
+             Write the key to a file only you can read and give its path (in GitLab CI, make \
+             the variable of type \"File\"; in GitHub Actions, write the secret to a file in \
+             a step first)",
+            env_note(&vars)
+        ),
+    }
+}
+
 /// The path of a service-account key file, refused when the value is the key itself.
 fn key_file_path(value: String) -> Result<PathBuf, CredentialsError> {
     match key_material_instead_of_path(&value) {
@@ -309,27 +331,11 @@ pub fn connection_settings(
             ))
         }
     };
-    let credentials =
-        credentials(spec, ctx).map_err(|e| match e {
-            CredentialsError::Missing(what) => missing(what),
-            CredentialsError::KeyInsteadOfPath(form) => BuildError::Invalid {
-                name: name.to_string(),
-                field: "credentials.service_account_file",
-                message: format!(
-                "this variable must name a file; it holds the key itself ({form}, not shown){}. \
-                 Write the key to a file only you can read and give its path (in GitLab CI, \
-                 make the variable of type \"File\"; in GitHub Actions, write the secret to a \
-                 file in a step first)",
-                env_note(&spec
-                    .credentials
-                    .as_ref()
-                    .and_then(|c| c.service_account_file.as_deref())
-                    .map(env_vars_read)
-                    .unwrap_or_default())
-            ),
-            },
-            CredentialsError::Build(e) => e,
-        })?;
+    let credentials = credentials(spec, ctx).map_err(|e| match e {
+        CredentialsError::Missing(what) => missing(what),
+        CredentialsError::KeyInsteadOfPath(form) => key_instead_of_path(name, spec, form),
+        CredentialsError::Build(e) => e,
+    })?;
     let ca_file = cred(&spec.ca_file, ctx, "ca_file")?.map(PathBuf::from);
     let invalid = |field: &'static str, message: String| BuildError::Invalid {
         name: name.to_string(),

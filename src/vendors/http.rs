@@ -709,9 +709,10 @@ pub fn excerpt(text: &str, secrets: &Secrets) -> String {
     cut_chars(&collapsed, EXCERPT_CHARS)
 }
 
-/// How much of a text an excerpt or first line looks at: enough for any readable message,
-/// and a bound on the work of masking an error body that may be 64 MiB.
-const EXCERPT_SCAN_BYTES: usize = 64 << 10;
+/// How much of a text an excerpt or first line looks at: twenty times the excerpt, enough
+/// for any readable message, and a bound on the work of masking (every registered secret is
+/// looked for in it) an error body that may be 64 MiB.
+const EXCERPT_SCAN_BYTES: usize = 4 << 10;
 
 /// `text` cut to `max` characters, `…` marking a cut.
 fn cut_chars(text: &str, max: usize) -> String {
