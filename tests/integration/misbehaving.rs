@@ -636,3 +636,31 @@ async fn a_state_directory_of_another_user_is_refused() {
     assert!(!ran.stderr.contains("made it 0700"), "{}", ran.stderr);
     assert!(!Path::new(&state).join("auditflow-state.json").exists());
 }
+
+#[tokio::test]
+async fn a_long_secret_item_of_a_failed_loop_is_masked_before_it_is_cut() {
+    // A loop item (a part of a secret) longer than the 60 characters a failure line shows.
+    let part = format!("tenant-key-{}", "q7".repeat(40));
+    let ran = Case::yaml(
+        r#"
+        name: loop
+        inputs:
+          keys: {type: string, secret: true}
+        steps:
+          - id: each
+            for_each:
+              items: '{{ split inputs.keys "," }}'
+              steps:
+                - id: one
+                  retry: {max_attempts: 1}
+                  call: {url: "http://127.0.0.1:9/x", headers: {x-key: "{{ item }}"}}
+        "#,
+    )
+    .input("keys", &format!("{part},other-key-0001"))
+    .report()
+    .code(1)
+    .stderr_has("item 0 (***)")
+    .run()
+    .await;
+    assert_nowhere(&everything_written(&ran), &part, true);
+}
