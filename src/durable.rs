@@ -65,6 +65,67 @@ pub fn private_options() -> OpenOptions {
     o
 }
 
+/// [`private_options`] that never follow a symbolic link in the last component of the path
+/// (`O_NOFOLLOW`): opening a link fails instead. For files in directories the tool owns (the
+/// state directory), where a link could only have been planted to redirect a write.
+pub fn private_options_nofollow() -> OpenOptions {
+    let mut o = private_options();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    o
+}
+
+/// Reads a whole file without following a symbolic link in the last component.
+pub fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = private_options_nofollow().read(true).open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The first symbolic link at or under `dir` (which itself may be one: only what is inside
+/// is looked at), walking at most `depth` directories down without following any link.
+pub fn first_symlink_under(dir: &Path, depth: usize) -> std::io::Result<Option<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(it) => it,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            return Ok(Some(entry.path()));
+        }
+        if kind.is_dir() && depth > 0 {
+            if let Some(found) = first_symlink_under(&entry.path(), depth - 1)? {
+                return Ok(Some(found));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The user id owning `path` when it is not the user running this process (the effective
+/// user id), else None. Elsewhere than Unix, always None.
+pub fn foreign_owner(path: &Path) -> std::io::Result<Option<(u32, u32)>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(path)?.uid();
+        let me = rustix::process::geteuid().as_raw();
+        Ok((owner != me).then_some((owner, me)))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(None)
+    }
+}
+
 /// Creates a directory and its parents, new ones readable by their owner only (mode 0700).
 pub fn create_private_dir(p: &Path) -> std::io::Result<()> {
     let mut b = std::fs::DirBuilder::new();

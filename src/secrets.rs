@@ -156,6 +156,41 @@ impl Secrets {
         out
     }
 
+    /// Masks the first `max_bytes` of `text` (the rest is dropped). When the text is longer,
+    /// a secret the bound cuts through is masked too: what is left of it at the end of the
+    /// window is replaced by `***`, so a cut never shows part of a secret.
+    pub fn mask_window(&self, text: &str, max_bytes: usize) -> String {
+        if text.len() <= max_bytes {
+            return self.mask(text);
+        }
+        let mut end = max_bytes;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.mask_cut_tail(self.mask(&text[..end]))
+    }
+
+    /// Replaces the longest end of `text` that is the start of a registered secret (what a
+    /// cut leaves of it) by `***`.
+    fn mask_cut_tail(&self, mut text: String) -> String {
+        let guard = self.read();
+        let start = guard
+            .iter()
+            .filter(|s| s.len() >= MIN_SUBSTRING_LEN)
+            .filter_map(|secret| {
+                let from = text.len().saturating_sub(secret.len() - 1);
+                (from..text.len())
+                    .filter(|&i| text.is_char_boundary(i))
+                    .find(|&i| secret.starts_with(&text[i..]))
+            })
+            .min();
+        if let Some(start) = start {
+            text.truncate(start);
+            text.push_str(MASK);
+        }
+        text
+    }
+
     /// Masks every string inside a JSON value (keys are left alone).
     pub fn mask_json(&self, value: &serde_json::Value) -> serde_json::Value {
         use serde_json::Value;
@@ -236,6 +271,17 @@ mod tests {
             "{}",
             s.read().len()
         );
+    }
+
+    #[test]
+    fn a_window_masks_the_secret_its_bound_cuts() {
+        let s = Secrets::new();
+        s.add("abcdefghijklmnopqrstuvwxyz");
+        let text = format!("{}abcdefghijklmnopqrstuvwxyz", "x".repeat(10));
+        assert_eq!(s.mask_window(&text, 35), format!("{}***", "x".repeat(10)));
+        assert_eq!(s.mask_window(&text, 100), format!("{}***", "x".repeat(10)));
+        // a cut that leaves no part of it changes nothing
+        assert_eq!(s.mask_window(&text, 10), "x".repeat(10));
     }
 
     #[test]

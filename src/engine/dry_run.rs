@@ -36,7 +36,7 @@ pub(super) fn representative_items(run: &ActiveRun, step: &str, items: Value) ->
             let note = format!(
                 "dry run: showing the first of {n} item{} ({})",
                 if n == 1 { "" } else { "s" },
-                label(&first)
+                label(&run.emitter.secrets().mask_json(&first))
             );
             (first, note)
         }

@@ -65,7 +65,7 @@ pub(super) async fn for_each(
         Value::Null => vec![],
         other => {
             return Err(StepError::ItemsNotList {
-                found: short(&other.to_string(), 80),
+                found: short(&run.emitter.secrets().mask(&other.to_string()), 80),
             })
         }
     };
@@ -146,7 +146,7 @@ pub(super) async fn for_each(
                 format!(
                     "item {} ({}): {}",
                     f["index"],
-                    short(&item_label(&f["item"]), 60),
+                    short(&run.emitter.secrets().mask(&item_label(&f["item"])), 60),
                     f["error"].as_str().unwrap_or_default()
                 )
             })
@@ -254,6 +254,7 @@ fn item_label(v: &Value) -> String {
     }
 }
 
+/// `s` cut to `n` characters; callers mask secrets first, so a cut never shows part of one.
 fn short(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()

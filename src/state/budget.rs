@@ -316,7 +316,7 @@ fn file_lock(dir: &Path) -> Result<std::fs::File, LedgerError> {
     };
     crate::durable::create_private_dir(dir).map_err(io)?;
     let path = dir.join(".lock");
-    let f = crate::durable::private_options()
+    let f = crate::durable::private_options_nofollow()
         .create(true)
         .truncate(false)
         .write(true)

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{private_options, sync_dir};
+use crate::durable::{private_options_nofollow, sync_dir};
 use crate::events::RunStatus;
 
 pub(crate) mod budget;
@@ -88,6 +88,10 @@ pub enum StateError {
         prefix: String,
         candidates: Vec<String>,
     },
+    #[error("state directory {} belongs to user id {owner}, not to you (user id {me}): its owner could read or change the runs' journals and locks. Pass a --state-dir of your own (a new one is created 0700)", path.display())]
+    NotOwned { path: PathBuf, owner: u32, me: u32 },
+    #[error("{} in the state directory is a symbolic link: auditflow never follows one there (it could send its writes to another user's files). Remove the link, or pass another --state-dir", path.display())]
+    Symlink { path: PathBuf },
 }
 
 impl StateError {
@@ -270,6 +274,32 @@ fn make_private(root: &Path) -> Option<String> {
     }
 }
 
+/// How deep the state directory's layout goes below its root (`cursors/<workflow>/<cursor>/`).
+const LAYOUT_DEPTH: usize = 4;
+
+/// Refuses an existing state directory that another user owns, or that holds a symbolic
+/// link anywhere in it (`runs/`, `active/`, a lock or a journal): nothing in it is followed.
+/// The directory itself may be a link the user made; what it names is checked.
+fn refuse_unsafe(root: &Path) -> Result<(), StateError> {
+    match crate::durable::foreign_owner(root) {
+        Ok(Some((owner, me))) => {
+            return Err(StateError::NotOwned {
+                path: root.to_path_buf(),
+                owner,
+                me,
+            })
+        }
+        Ok(None) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StateError::io(root, e)),
+    }
+    match crate::durable::first_symlink_under(root, LAYOUT_DEPTH) {
+        Ok(Some(path)) => Err(StateError::Symlink { path }),
+        Ok(None) => Ok(()),
+        Err(e) => Err(StateError::io(root, e)),
+    }
+}
+
 /// Writes a small file atomically (temp + fsync + rename), mode 0600.
 fn write_small(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     crate::durable::write_atomic(path, bytes).map_err(|e| StateError::io(path, e))
@@ -279,7 +309,10 @@ fn write_small(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 fn append_to(replay: &Replay) -> Result<Journal, StateError> {
     let path = &replay.path;
     let io = |e| StateError::io(path, e);
-    let mut file = private_options().write(true).open(path).map_err(io)?;
+    let mut file = private_options_nofollow()
+        .write(true)
+        .open(path)
+        .map_err(io)?;
     file.set_len(replay.valid_len).map_err(io)?;
     file.seek(SeekFrom::End(0)).map_err(io)?;
     Ok(Journal::start(path.clone(), file))
@@ -289,8 +322,9 @@ impl StateDir {
     /// Opens `root`, creating it (and its marker) when missing or empty. A non-empty
     /// directory without the marker is refused: it is someone else's.
     pub(crate) fn open(root: &Path) -> Result<StateDir, StateError> {
+        refuse_unsafe(root)?;
         let marker = root.join(MARKER);
-        match std::fs::read(&marker) {
+        match crate::durable::read_nofollow(&marker) {
             Ok(bytes) => {
                 let m: Marker =
                     serde_json::from_slice(&bytes).map_err(|e| StateError::Foreign {
@@ -441,7 +475,7 @@ impl StateDir {
     /// another process is [`StateError::Busy`], naming that process.
     fn lock(&self, active: &Path, key: &str) -> Result<File, StateError> {
         let lock_path = active.join(format!("{key}.lock"));
-        let mut lock = private_options()
+        let mut lock = private_options_nofollow()
             .create(true)
             .truncate(false)
             .read(true)
@@ -666,7 +700,7 @@ impl StateDir {
         let dir = self.run_dir(&id);
         create_private_dir(&dir)?;
         let path = self.journal_path(&id);
-        let file = private_options()
+        let file = private_options_nofollow()
             .create_new(true)
             .write(true)
             .open(&path)

@@ -253,6 +253,8 @@ async fn scan(
     let mut page_req = lookup.request.clone();
     let mut found = Vec::new();
     let mut pages = 0;
+    // A next page naming one already read is a loop: refused like too many pages.
+    let mut asked = std::collections::HashSet::from([fingerprint(&page_req, env)]);
     loop {
         let (page, _) = send_with_retry(conn, &page_req, env).await?;
         pages += 1;
@@ -262,7 +264,9 @@ async fn scan(
                 .filter(|e| keep(e)),
         );
         match conn.next_page(&page_req, &page, &Pagination::default()) {
-            Some(next) if pages < MAX_LOOKUP_PAGES => page_req = next,
+            Some(next) if pages < MAX_LOOKUP_PAGES && asked.insert(fingerprint(&next, env)) => {
+                page_req = next;
+            }
             Some(_) => {
                 return Err(StepError::LookupTooLong {
                     vendor,

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use super::at_most_once::fingerprint;
 use super::{render_str, response_value, send_with_retry, StepEnv, StepError};
 use crate::events::{Artifact, ArtifactKind, Event};
+use crate::secrets::Secrets;
 use crate::template::{render_deep, Template};
 use crate::vendors::http::{mime_of, redact_url};
 use crate::vendors::{Body, Connection, ItemCount, Pagination, Request, Response, VendorKind};
@@ -335,7 +336,13 @@ impl CallOutcome {
 /// Checks `expect`: statuses (default: any 2xx) and the condition over `response`.
 /// A failure says what was expected (the user's `message` first, when given) and shows the
 /// values the condition read, like a test runner's expected/actual.
-pub fn check_expect(rc: &RenderedCall, resp: &Response, ctx: &Value) -> Result<(), StepError> {
+/// The values shown are excerpts with `secrets` masked before they are cut.
+pub fn check_expect(
+    rc: &RenderedCall,
+    resp: &Response,
+    ctx: &Value,
+    secrets: &Secrets,
+) -> Result<(), StepError> {
     let ok_status = if rc.expect_status.is_empty() {
         (200..300).contains(&resp.status)
     } else {
@@ -374,7 +381,7 @@ pub fn check_expect(rc: &RenderedCall, resp: &Response, ctx: &Value) -> Result<(
                     .unwrap_or_default()
             );
             let mut message = with_user_message(rc, &ctx, base);
-            for (path, value) in compared_values(&t, &ctx) {
+            for (path, value) in compared_values(&t, &ctx, secrets) {
                 message.push_str(&format!("\n  {path} = {value}"));
             }
             return Err(StepError::Expect { message });
@@ -400,7 +407,7 @@ fn with_user_message(rc: &RenderedCall, ctx: &Value, base: String) -> String {
 
 /// Each distinct value a condition reads, as `path = JSON` (long values cut, as vendor error
 /// excerpts are; a path the answer lacks shows `undefined`).
-fn compared_values(t: &Template, ctx: &Value) -> Vec<(String, String)> {
+fn compared_values(t: &Template, ctx: &Value, secrets: &Secrets) -> Vec<(String, String)> {
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for var in t.variables() {
@@ -416,7 +423,7 @@ fn compared_values(t: &Template, ctx: &Value) -> Vec<(String, String)> {
                 _ => v.get(seg),
             })
             .map_or_else(|| "undefined".to_string(), Value::to_string);
-        out.push((path, crate::vendors::http::excerpt(&value)));
+        out.push((path, crate::vendors::http::excerpt(&value, secrets)));
     }
     out
 }
@@ -537,7 +544,7 @@ async fn execute_limited(
         reported_total: count.reported_total,
         truncated,
     });
-    check_expect(rc, &response, ctx)?;
+    check_expect(rc, &response, ctx, env.emitter.secrets())?;
     let filename = attachment_name(&response)?;
     let mut response = response;
     if let Some(path) = save_path(rc, &response, filename.as_deref(), ctx, env)? {
@@ -752,7 +759,7 @@ async fn fetch_pages(
     loop {
         let (r, a) = send_with_retry(conn, &req, env).await?;
         attempts += a;
-        check_expect(rc, &r, ctx)?;
+        check_expect(rc, &r, ctx, env.emitter.secrets())?;
         let next = conn.next_page(&req, &r, p);
         all.push(r);
         let Some(n) = next else { break };

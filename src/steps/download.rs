@@ -110,15 +110,56 @@ pub struct Downloaded {
 /// Tunables beyond the retry policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownloadOptions {
-    /// An attempt fails (and is retried) when no response or no body data arrives for this long.
+    /// An attempt is stalled, fails and is retried (resuming from the bytes held) when no
+    /// response comes for this long, or the body brings less than [`STALL_PROGRESS_BYTES`] in
+    /// this long: a server trickling a byte a minute does not keep an attempt alive.
     pub stall_timeout: Duration,
 }
+
+/// The default [`DownloadOptions::stall_timeout`] (a step's `download.stall_timeout`).
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The least a body must bring per `stall_timeout` to count as progress (16 KiB: 136 bytes
+/// a second at the default 2 minutes).
+pub const STALL_PROGRESS_BYTES: u64 = 16 << 10;
 
 impl Default for DownloadOptions {
     fn default() -> Self {
         DownloadOptions {
-            stall_timeout: Duration::from_secs(120),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         }
+    }
+}
+
+/// Progress of a body against the stall rule: a window of `stall_timeout` that restarts
+/// whenever [`STALL_PROGRESS_BYTES`] have come in it.
+struct StallWindow {
+    limit: Duration,
+    started: Instant,
+    bytes: u64,
+}
+
+impl StallWindow {
+    fn new(limit: Duration) -> Self {
+        StallWindow {
+            limit,
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts bytes received; enough of them start a new window.
+    fn received(&mut self, len: u64) {
+        self.bytes += len;
+        if self.bytes >= STALL_PROGRESS_BYTES {
+            self.started = Instant::now();
+            self.bytes = 0;
+        }
+    }
+
+    /// How long the next chunk may take before the window ends.
+    fn remaining(&self) -> Duration {
+        self.limit.saturating_sub(self.started.elapsed())
     }
 }
 
@@ -681,6 +722,7 @@ async fn attempt(
     if let Some(response) = body {
         let mut stream = response.bytes_stream();
         let mut last_report = Instant::now();
+        let mut window = StallWindow::new(ctx.options.stall_timeout);
         loop {
             let next = tokio::select! {
                 biased;
@@ -688,13 +730,17 @@ async fn attempt(
                     body_error = Some(AttemptFailure::fail(cancelled(ctx)));
                     break;
                 }
-                next = tokio::time::timeout(ctx.options.stall_timeout, stream.next()) => next,
+                next = tokio::time::timeout(window.remaining(), stream.next()) => next,
             };
             match next {
                 Err(_) => {
                     body_error = Some(AttemptFailure::retry(transport(format!(
-                        "no data for {} s after byte {held}",
-                        ctx.options.stall_timeout.as_secs_f64()
+                        "stalled: {} byte(s) in the last {} at byte {held}, less than the {} KiB \
+                         that count as progress (download.stall_timeout); resuming from the \
+                         bytes held",
+                        window.bytes,
+                        crate::workflow::duration::format_duration(ctx.options.stall_timeout),
+                        STALL_PROGRESS_BYTES >> 10
                     ))));
                     break;
                 }
@@ -727,6 +773,7 @@ async fn attempt(
                         break; // the writer failed: its error comes from finish()
                     }
                     held += len;
+                    window.received(len);
                     if last_report.elapsed() >= super::PROGRESS_EVERY {
                         ctx.observer.progress(held);
                         last_report = Instant::now();

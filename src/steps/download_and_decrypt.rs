@@ -129,6 +129,8 @@ pub struct DownloadPlan {
     pub request_id: Option<String>,
     /// Files fetched at once (at least 1).
     pub concurrency: usize,
+    /// The stall rule of every file's attempts (`download.stall_timeout`).
+    pub options: download::DownloadOptions,
 }
 
 /// Renders a `download` step into its list of files.
@@ -193,6 +195,12 @@ pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, S
             4,
             ctx,
         )?,
+        options: download::DownloadOptions {
+            stall_timeout: spec.stall_timeout.map_or(
+                download::DEFAULT_STALL_TIMEOUT,
+                crate::workflow::duration::Dur::get,
+            ),
+        },
     })
 }
 
@@ -230,6 +238,7 @@ async fn fetch_one(
     f: &FileToFetch,
     headers: &HeaderFn,
     request_id: &Option<String>,
+    options: &download::DownloadOptions,
     env: &StepEnv<'_>,
 ) -> Result<download::Downloaded, StepError> {
     if let Some(d) = already_downloaded(f, env).await {
@@ -249,7 +258,10 @@ async fn fetch_one(
         file: display(&f.dest),
         total: std::sync::atomic::AtomicU64::new(u64::MAX),
     };
-    let d = download::download(client, f, headers, &env.retry, &observer, env.cancel).await?;
+    let d = download::download_with_options(
+        client, f, headers, &env.retry, &observer, env.cancel, options,
+    )
+    .await?;
     emit_downloaded(&d, request_id, env);
     durable_record(env).await;
     crate::failpoint::hit("after-download");
@@ -363,6 +375,14 @@ async fn extract_all(
 ) -> Result<Vec<extract::Extracted>, StepError> {
     let to = PathBuf::from(render_str("download.extract.to", &spec.to, ctx)?);
     create_dir(&to)?;
+    let limits = extract::Limits {
+        max_ratio: spec.max_ratio.map_or(extract::DEFAULT_MAX_RATIO, u64::from),
+        max_total: spec.max_total.map_or(
+            extract::DEFAULT_MAX_TOTAL,
+            crate::workflow::bytesize::ByteSize::get,
+        ),
+    };
+    let mut used: u64 = 0;
     let mut taken = std::collections::HashSet::new();
     let mut out = Vec::new();
     for d in done {
@@ -374,6 +394,7 @@ async fn extract_all(
         .await?;
         taken = t;
         let planned = planned?;
+        limits.check_declared(&d.path, &planned, used)?;
         super::overwrite::check(env, planned.iter().map(|p| p.dest.as_path()))?;
         for p in planned {
             let source = display(&d.path);
@@ -387,8 +408,10 @@ async fn extract_all(
                 },
                 None => {
                     let archive = d.path.clone();
-                    let x = blocking("extraction", move || extract::extract_one(&archive, &p))
-                        .await??;
+                    let x = blocking("extraction", move || {
+                        extract::extract_one(&archive, &p, &limits, used)
+                    })
+                    .await??;
                     env.emitter.log(
                         env.step,
                         format!(
@@ -414,6 +437,7 @@ async fn extract_all(
                     finished_at: now(),
                 },
             });
+            used = used.saturating_add(x.bytes);
             out.push(x);
         }
         durable_record(env).await;
@@ -492,7 +516,16 @@ pub async fn download_step(
     let headers = header_fn(conn, authorize);
     let client = conn.client().clone();
     let done: Vec<download::Downloaded> = futures::stream::iter(0..plan.files.len())
-        .map(|i| fetch_one(&client, &plan.files[i], &headers, &plan.request_id, env))
+        .map(|i| {
+            fetch_one(
+                &client,
+                &plan.files[i],
+                &headers,
+                &plan.request_id,
+                &plan.options,
+                env,
+            )
+        })
         .buffered(plan.concurrency)
         .try_collect()
         .await?;
@@ -764,9 +797,16 @@ pub async fn download_then_decrypt(
             .map(|i| {
                 let (client, headers, plan) = (&client, &headers, &plan);
                 async move {
-                    fetch_one(client, &plan.files[i], headers, &plan.request_id, env_dl)
-                        .await
-                        .map(|d| (i, d))
+                    fetch_one(
+                        client,
+                        &plan.files[i],
+                        headers,
+                        &plan.request_id,
+                        &plan.options,
+                        env_dl,
+                    )
+                    .await
+                    .map(|d| (i, d))
                 }
             })
             .buffer_unordered(plan.concurrency);

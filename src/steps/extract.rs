@@ -2,6 +2,10 @@
 //! is streamed to a private temporary file in the target directory, hashed on the way, synced
 //! and renamed; an entry whose path is absolute or climbs out with `..` fails the step before
 //! anything of that archive is written, and kept names are reduced to one safe file name.
+//! Archive bombs are refused: an entry may expand at most [`Limits::max_ratio`] times its
+//! compressed size, and a step's extracted files may total at most [`Limits::max_total`],
+//! checked on the sizes the archive declares before anything is written and again on the
+//! bytes as they stream; a refused entry leaves no file.
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -14,6 +18,101 @@ use crate::workflow::model::ExtractFormat;
 
 /// Longest file name written, in bytes.
 const MAX_NAME_BYTES: usize = 255;
+
+/// Bounds of one step's extraction (`download.extract.max_ratio` and `max_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest ratio of an entry's size to its compressed size.
+    pub max_ratio: u64,
+    /// Largest total of the files extracted, in bytes.
+    pub max_total: u64,
+}
+
+/// The default [`Limits::max_ratio`]: mail compresses a few times, a bomb a thousand.
+pub const DEFAULT_MAX_RATIO: u64 = 100;
+
+/// The default [`Limits::max_total`]: 1 TiB.
+pub const DEFAULT_MAX_TOTAL: u64 = 1 << 40;
+
+/// Entries up to this size are not held to the ratio (a small, repetitive file is no bomb).
+const RATIO_FREE_BYTES: u64 = 1 << 20;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_ratio: DEFAULT_MAX_RATIO,
+            max_total: DEFAULT_MAX_TOTAL,
+        }
+    }
+}
+
+impl Limits {
+    /// The most bytes entry `p` may expand to, `used` bytes having been extracted before it,
+    /// and which bound that is.
+    fn allowance(&self, p: &Planned, used: u64) -> (u64, Bound) {
+        let by_ratio = p
+            .compressed
+            .saturating_mul(self.max_ratio)
+            .max(RATIO_FREE_BYTES);
+        let by_total = self.max_total.saturating_sub(used);
+        if by_ratio <= by_total {
+            (by_ratio, Bound::Ratio)
+        } else {
+            (by_total, Bound::Total)
+        }
+    }
+
+    /// The error of entry `p` reaching `size` bytes past the allowance `bound`.
+    fn exceeded(
+        &self,
+        archive: &Path,
+        p: &Planned,
+        size: u64,
+        used: u64,
+        bound: Bound,
+    ) -> ExtractError {
+        match bound {
+            Bound::Ratio => ExtractError::Ratio {
+                archive: archive.to_path_buf(),
+                entry: p.entry.clone(),
+                compressed: p.compressed,
+                size,
+                max_ratio: self.max_ratio,
+            },
+            Bound::Total => ExtractError::Total {
+                archive: archive.to_path_buf(),
+                entry: p.entry.clone(),
+                total: used.saturating_add(size),
+                max_total: self.max_total,
+            },
+        }
+    }
+
+    /// Checks the sizes the archive declares for `planned`, `used` bytes having been
+    /// extracted by the step before: nothing is written when one is over a bound.
+    pub fn check_declared(
+        &self,
+        archive: &Path,
+        planned: &[Planned],
+        mut used: u64,
+    ) -> Result<(), ExtractError> {
+        for p in planned {
+            let (allowed, bound) = self.allowance(p, used);
+            if p.declared > allowed {
+                return Err(self.exceeded(archive, p, p.declared, used, bound));
+            }
+            used = used.saturating_add(p.declared);
+        }
+        Ok(())
+    }
+}
+
+/// Which bound an entry's allowance comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Ratio,
+    Total,
+}
 
 /// Why an archive could not be extracted. Messages name the archive and the entry.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +148,32 @@ pub enum ExtractError {
         /// The bytes it held.
         found: u64,
     },
+    /// An entry expands too many times its compressed size (an archive bomb).
+    #[error("{}: entry {entry:?} expands {compressed} compressed bytes to {size} bytes or more, over {max_ratio} times its size (download.extract.max_ratio): it looks like an archive bomb and nothing of it was kept. Check where the archive came from; raise max_ratio only if the entry is genuine", archive.display())]
+    Ratio {
+        /// The archive.
+        archive: PathBuf,
+        /// The entry's name as stored.
+        entry: String,
+        /// Its compressed size.
+        compressed: u64,
+        /// Its size as declared, or as far as it was read.
+        size: u64,
+        /// The bound.
+        max_ratio: u64,
+    },
+    /// The step's extracted files would pass their total bound.
+    #[error("{}: entry {entry:?} brings the files this step extracts to {total} bytes or more, over download.extract.max_total ({max_total} bytes): nothing of it was kept. Free the space and raise max_total if the export is genuinely that large", archive.display())]
+    Total {
+        /// The archive.
+        archive: PathBuf,
+        /// The entry's name as stored.
+        entry: String,
+        /// The step's total with this entry (as declared, or as far as it was read).
+        total: u64,
+        /// The bound.
+        max_total: u64,
+    },
     /// Writing an extracted file failed.
     #[error("cannot write {}: {source}; check that the output directory is writable and has free space", path.display())]
     Io {
@@ -68,6 +193,10 @@ pub struct Planned {
     pub entry: String,
     /// Where it goes.
     pub dest: PathBuf,
+    /// Its uncompressed size as the archive declares it.
+    pub declared: u64,
+    /// Its compressed size.
+    pub compressed: u64,
 }
 
 /// A file taken out of an archive.
@@ -197,6 +326,8 @@ pub fn plan(
             index,
             entry: name,
             dest: to.join(file_name),
+            declared: entry.size(),
+            compressed: entry.compressed_size(),
         });
     }
     Ok(out)
@@ -223,8 +354,14 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Streams entry `p` of `archive` to `p.dest` (0600, synced, then renamed into place).
-pub fn extract_one(archive: &Path, p: &Planned) -> Result<Extracted, ExtractError> {
+/// Streams entry `p` of `archive` to `p.dest` (0600, synced, then renamed into place),
+/// within `limits`, `used` bytes having been extracted by the step before it.
+pub fn extract_one(
+    archive: &Path,
+    p: &Planned,
+    limits: &Limits,
+    used: u64,
+) -> Result<Extracted, ExtractError> {
     let mut zip = open(archive)?;
     let bad_zip = |e: String| ExtractError::Archive {
         archive: archive.to_path_buf(),
@@ -247,9 +384,11 @@ pub fn extract_one(archive: &Path, p: &Planned) -> Result<Extracted, ExtractErro
         // A CRC mismatch, a truncated stream or data past the declared size (what a zip bomb
         // that lies about its size would give) shows up as a read error here.
         let declared = entry.size();
-        copy(&mut entry, &mut w).map_err(|e| match e {
+        let (allowed, bound) = limits.allowance(p, used);
+        copy(&mut entry, &mut w, allowed).map_err(|e| match e {
             Copy::Read(e) => bad_zip(e.to_string()),
             Copy::Write(e) => io_err(e),
+            Copy::Over(size) => limits.exceeded(archive, p, size, used, bound),
         })?;
         if w.bytes != declared {
             return Err(ExtractError::ShortEntry {
@@ -280,10 +419,14 @@ pub fn extract_one(archive: &Path, p: &Planned) -> Result<Extracted, ExtractErro
 enum Copy {
     Read(io::Error),
     Write(io::Error),
+    /// More than the allowance came: the bytes read so far.
+    Over(u64),
 }
 
-fn copy(from: &mut impl Read, to: &mut impl Write) -> Result<(), Copy> {
+/// Copies at most `allowed` bytes; one more is [`Copy::Over`].
+fn copy(from: &mut impl Read, to: &mut impl Write, allowed: u64) -> Result<(), Copy> {
     let mut buf = vec![0u8; 256 * 1024];
+    let mut copied: u64 = 0;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -291,6 +434,10 @@ fn copy(from: &mut impl Read, to: &mut impl Write) -> Result<(), Copy> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Copy::Read(e)),
         };
+        copied += n as u64;
+        if copied > allowed {
+            return Err(Copy::Over(copied));
+        }
         to.write_all(&buf[..n]).map_err(Copy::Write)?;
     }
 }
@@ -339,7 +486,7 @@ mod tests {
                 "hidden.mbox"
             ]
         );
-        let e = extract_one(&a, &p[0]).unwrap();
+        let e = extract_one(&a, &p[0], &Limits::default(), 0).unwrap();
         assert_eq!(std::fs::read(&e.path).unwrap(), b"From a\n");
         assert_eq!(e.sha256, crate::durable::sha256_hex(b"From a\n"));
     }
@@ -380,7 +527,7 @@ mod tests {
             let out = d.path().join(format!("out-{declared}"));
             std::fs::create_dir(&out).unwrap();
             let p = plan(&a, &out, ExtractFormat::Mbox, &mut HashSet::new()).unwrap();
-            let err = extract_one(&a, &p[0]).unwrap_err();
+            let err = extract_one(&a, &p[0], &Limits::default(), 0).unwrap_err();
             let text = err.to_string();
             assert!(text.contains(says), "{text}");
             assert_eq!(
@@ -389,6 +536,42 @@ mod tests {
                 "nothing kept: {text}"
             );
         }
+    }
+
+    #[test]
+    fn a_bomb_is_refused_by_its_ratio_or_the_total_declared_or_streamed() {
+        let d = tempfile::tempdir().unwrap();
+        let zeros = vec![0u8; 4 << 20];
+        let a = zip_with(d.path(), &[("bomb.mbox", &zeros)]);
+        let p = plan(&a, d.path(), ExtractFormat::Mbox, &mut HashSet::new()).unwrap();
+        let limits = Limits::default();
+        let err = limits.check_declared(&a, &p, 0).unwrap_err();
+        assert!(
+            matches!(err, ExtractError::Ratio { size, .. } if size == 4 << 20),
+            "{err}"
+        );
+        // Past the declared check (an archive understating its size), the stream is stopped.
+        let err = extract_one(&a, &p[0], &limits, 0).unwrap_err();
+        assert!(matches!(err, ExtractError::Ratio { .. }), "{err}");
+        let small = Limits {
+            max_ratio: 10_000,
+            max_total: 5 << 20,
+        };
+        let err = small.check_declared(&a, &p, 2 << 20).unwrap_err();
+        assert!(
+            matches!(err, ExtractError::Total { total, .. } if total == 6 << 20),
+            "{err}"
+        );
+        assert!(matches!(
+            extract_one(&a, &p[0], &small, 2 << 20).unwrap_err(),
+            ExtractError::Total { .. }
+        ));
+        let kept: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(kept, [std::ffi::OsString::from("a.zip")], "nothing left");
     }
 
     #[test]

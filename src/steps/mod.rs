@@ -233,7 +233,7 @@ pub enum StepError {
         since: chrono::DateTime<chrono::Utc>,
     },
     /// Looking up a lost answer did not reach the end of the vendor's list.
-    #[error("looking up whether {vendor} carried out step `{step}` read {pages} pages without reaching the end; check at {vendor}, then run again")]
+    #[error("looking up whether {vendor} carried out step `{step}` read {pages} pages without reaching the end (or its pages point back to one already read); check at {vendor}, then run again")]
     LookupTooLong {
         /// The vendor looked up.
         vendor: crate::vendors::VendorKind,

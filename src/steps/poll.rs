@@ -151,7 +151,7 @@ pub async fn execute(
             }
         }
         if holds("poll.until", &spec.until, &rctx)? {
-            check_expect(rc, &resp, ctx)?;
+            check_expect(rc, &resp, ctx, env.emitter.secrets())?;
             env.emitter.emit(Event::Poll {
                 step: env.step.to_string(),
                 poll: polls,

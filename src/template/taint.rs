@@ -60,17 +60,29 @@ fn holds_secret(sinks: &[Secrets], v: &Value) -> bool {
     sinks.iter().any(|s| s.contains_secret(&text))
 }
 
-/// A helper computed `output` from `args`: when an argument holds a secret, so does the
-/// output. Only text counts: a length, a count or a comparison reveals nothing to mask.
+/// A helper computed `output` from `args`: when an argument holds a secret, so does every
+/// text in the output, the parts of a list or an object included (`split` of `user:password`
+/// yields a secret password). Only text counts: a length, a count or a comparison reveals
+/// nothing to mask.
 pub(super) fn helper_result<'a>(args: impl IntoIterator<Item = &'a Value>, output: &Value) {
-    let Value::String(text) = output else {
+    if matches!(output, Value::Null | Value::Bool(_) | Value::Number(_)) {
         return;
-    };
+    }
     let sinks = sinks();
     if !sinks.is_empty() && args.into_iter().any(|a| holds_secret(&sinks, a)) {
         for s in &sinks {
-            s.add_derived(text);
+            add_texts(s, output);
         }
+    }
+}
+
+/// Registers every text inside `value` (the values of objects, the items of lists).
+fn add_texts(secrets: &Secrets, value: &Value) {
+    match value {
+        Value::String(text) => secrets.add_derived(text),
+        Value::Array(items) => items.iter().for_each(|v| add_texts(secrets, v)),
+        Value::Object(map) => map.values().for_each(|v| add_texts(secrets, v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
@@ -110,6 +122,23 @@ mod tests {
 
     fn render(src: &str, ctx: &Value) -> String {
         Template::compile(src).unwrap().render_string(ctx).unwrap()
+    }
+
+    #[test]
+    fn every_part_a_helper_makes_of_a_secret_is_a_secret() {
+        let secrets = Secrets::new();
+        secrets.add("robert:hunter-99-zz");
+        let ctx = json!({"inputs": {"creds": "robert:hunter-99-zz"}});
+        let parts = {
+            let _g = derive_secrets_into(&secrets);
+            Template::compile("{{ split inputs.creds \":\" }}")
+                .unwrap()
+                .render_value(&ctx)
+                .unwrap()
+        };
+        assert_eq!(parts, json!(["robert", "hunter-99-zz"]));
+        assert_eq!(secrets.mask("password hunter-99-zz"), "password ***");
+        assert_eq!(secrets.mask_json(&parts), json!(["***", "***"]));
     }
 
     #[test]

@@ -145,6 +145,7 @@ impl ConnectionCache {
             "env": ctx.get("env").cloned().unwrap_or(Value::Null),
             "run": ctx.get("run").cloned().unwrap_or(Value::Null),
         });
+        register_credential_env(secrets, spec, &conn_ctx);
         let mut settings = connection_settings(name, spec, &conn_ctx)?;
         settings.loopback_only = self.loopback_only;
         register_credentials(secrets, &settings.credentials);
@@ -177,7 +178,8 @@ fn cred(field: &Option<String>, ctx: &Value, name: &str) -> Result<Option<String
         .filter(|s| !s.is_empty()))
 }
 
-/// The environment variables a connection's credential templates read (for messages).
+/// The environment variables a connection's credential templates read (for messages), the
+/// settings `scopes` and `token_url` left out.
 fn env_names(spec: &ConnectionSpec) -> Vec<String> {
     let mut names = Vec::new();
     if let Some(c) = &spec.credentials {
@@ -197,26 +199,95 @@ fn env_names(spec: &ConnectionSpec) -> Vec<String> {
         .into_iter()
         .flatten()
         {
-            if let Ok(t) = Template::compile(f) {
-                for v in t.variables() {
-                    if v.path.first().map(String::as_str) == Some("env") && v.path.len() > 1 {
-                        names.push(v.path[1].clone());
-                    }
-                }
-            }
+            names.extend(env_vars_read(f));
         }
     }
     names.dedup();
     names
 }
 
+/// The environment variables one template reads.
+fn env_vars_read(template: &str) -> Vec<String> {
+    let Ok(t) = Template::compile(template) else {
+        return Vec::new();
+    };
+    t.variables()
+        .into_iter()
+        .filter(|v| v.path.first().map(String::as_str) == Some("env") && v.path.len() > 1)
+        .map(|v| v.path[1].clone())
+        .collect()
+}
+
+/// Registers the value of every environment variable a credential template reads (the key
+/// file's variable included), before anything is rendered from it: whatever form it comes in,
+/// no message, report or journal record shows it.
+fn register_credential_env(secrets: &Secrets, spec: &ConnectionSpec, ctx: &Value) {
+    for name in env_names(spec) {
+        if let Some(value) = ctx.pointer(&format!("/env/{name}")).and_then(Value::as_str) {
+            secrets.add(value);
+            secrets.add(value.trim());
+        }
+    }
+}
+
+/// The error of a `service_account_file` that holds the key itself (`form`), naming the
+/// variables it reads and never the value.
+fn key_instead_of_path(name: &str, spec: &ConnectionSpec, form: &str) -> BuildError {
+    let vars = spec
+        .credentials
+        .as_ref()
+        .and_then(|c| c.service_account_file.as_deref())
+        .map(env_vars_read)
+        .unwrap_or_default();
+    BuildError::Invalid {
+        name: name.to_string(),
+        field: "credentials.service_account_file",
+        message: format!(
+            "this variable must name a file; it holds the key itself ({form}, not shown){}. \
+             Write the key to a file only you can read and give its path (in GitLab CI, make \
+             the variable of type \"File\"; in GitHub Actions, write the secret to a file in \
+             a step first)",
+            env_note(&vars)
+        ),
+    }
+}
+
+/// The path of a service-account key file, refused when the value is the key itself.
+fn key_file_path(value: String) -> Result<PathBuf, CredentialsError> {
+    match key_material_instead_of_path(&value) {
+        Some(form) => Err(CredentialsError::KeyInsteadOfPath(form)),
+        None => Ok(PathBuf::from(value)),
+    }
+}
+
+/// Why a rendered `service_account_file` is the key itself rather than a file's path: JSON,
+/// a PEM block or several lines where a path is expected (a CI variable of type "Variable"
+/// where one of type "File" was meant).
+fn key_material_instead_of_path(value: &str) -> Option<&'static str> {
+    if value.trim_start().starts_with('{') {
+        Some("JSON")
+    } else if value.contains("-----BEGIN") {
+        Some("a PEM block")
+    } else if value.contains('\n') {
+        Some("several lines")
+    } else {
+        None
+    }
+}
+
 /// Registers everything in a connection's credentials block, so none of it is shown
 /// anywhere (dry-run included): an application id or a user name is credential material too.
-/// Only the key file's path, scopes and token endpoint are not secrets.
+/// The key file's path is registered too (see [`register_credential_env`]); scopes and the
+/// token endpoint are settings, not secrets.
 fn register_credentials(secrets: &Secrets, c: &Credentials) {
     let values: Vec<&String> = match c {
         Credentials::None => vec![],
-        Credentials::GoogleServiceAccount { subject, .. } => vec![subject],
+        Credentials::GoogleServiceAccount {
+            subject, key_file, ..
+        } => {
+            secrets.add(key_file.to_string_lossy());
+            vec![subject]
+        }
         Credentials::Mimecast1 {
             access_key,
             secret_key,
@@ -262,6 +333,7 @@ pub fn connection_settings(
     };
     let credentials = credentials(spec, ctx).map_err(|e| match e {
         CredentialsError::Missing(what) => missing(what),
+        CredentialsError::KeyInsteadOfPath(form) => key_instead_of_path(name, spec, form),
         CredentialsError::Build(e) => e,
     })?;
     let ca_file = cred(&spec.ca_file, ctx, "ca_file")?.map(PathBuf::from);
@@ -316,6 +388,8 @@ pub fn connection_settings(
 enum CredentialsError {
     /// What is missing, for [`BuildError::Missing`].
     Missing(&'static str),
+    /// `service_account_file` holds key material (its form) instead of a path.
+    KeyInsteadOfPath(&'static str),
     Build(BuildError),
 }
 
@@ -378,7 +452,7 @@ fn credentials(spec: &ConnectionSpec, ctx: &Value) -> Result<Credentials, Creden
         ) {
             (Some(token), _, _) => Credentials::Bearer { token },
             (None, Some(file), Some(subject)) => Credentials::GoogleServiceAccount {
-                key_file: PathBuf::from(file),
+                key_file: key_file_path(file)?,
                 subject,
                 scopes: match get(&c.scopes, "scopes")? {
                     Some(list) => list

@@ -212,7 +212,8 @@ async fn fetch_sa_token(
         .map_err(|e| VendorError::Config {
             vendor: VENDOR,
             message: format!(
-                "cannot read service-account key file {}: {e}",
+                "cannot read the service-account key file that credentials.service_account_file \
+                 names ({}): {e}",
                 sa.key_file.display()
             ),
         })?;
@@ -352,11 +353,25 @@ pub(super) async fn send(
     cancel: &CancellationToken,
 ) -> Result<Response, VendorError> {
     let authz = authorization_observed(ctx, auth, None, observer, cancel).await?;
-    let mut raw = execute(ctx.client, VENDOR, &outgoing(ctx, req, &authz)?, cancel).await?;
+    let mut raw = execute(
+        ctx.client,
+        VENDOR,
+        &outgoing(ctx, req, &authz)?,
+        ctx.secrets,
+        cancel,
+    )
+    .await?;
     if raw.status == 401 && matches!(auth.kind, AuthKind::ServiceAccount { .. }) {
         observer.log("google: access token rejected (401), fetching a new one");
         let fresh = authorization_observed(ctx, auth, Some(&authz), observer, cancel).await?;
-        raw = execute(ctx.client, VENDOR, &outgoing(ctx, req, &fresh)?, cancel).await?;
+        raw = execute(
+            ctx.client,
+            VENDOR,
+            &outgoing(ctx, req, &fresh)?,
+            ctx.secrets,
+            cancel,
+        )
+        .await?;
     }
     if json::is_json_api(&req.url) {
         json::finish(raw, &req.method)
@@ -423,10 +438,9 @@ pub(super) fn next_page(req: &Request, resp: &Response) -> Option<Request> {
         .and_then(Value::as_str)
         .filter(|s| !s.trim().is_empty())?;
     let url = req.url.join(href.trim()).ok()?;
-    if url == req.url {
-        // A next link pointing at the page just read would loop forever.
-        return None;
-    }
+    // A next link pointing at the page just read is a next page all the same: the paging
+    // loop check refuses it (it is not the last page, and taking it as one would hide the
+    // rest of the feed).
     let mut next = req.clone();
     next.url = url;
     Some(next)
@@ -567,6 +581,7 @@ mod answer_tests {
                 .into_iter()
                 .collect(),
             bytes: body.as_bytes().to_vec(),
+            secrets: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::{atom, Body, ConnectionSettings, PreparedRequest, VendorError, VendorKind};
+use crate::secrets::Secrets;
 
 /// Longest excerpt of a response body quoted in an error message.
 const EXCERPT_CHARS: usize = 200;
@@ -399,12 +400,15 @@ impl Outgoing {
     }
 }
 
-/// A raw answer: status, headers (lower-case names, repeats joined with ", ") and body bytes.
+/// A raw answer: status, headers (lower-case names, repeats joined with ", ") and body bytes,
+/// with the secrets of the connection it came on, masked in every excerpt of it an error quotes
+/// before that excerpt is cut.
 #[derive(Debug, Clone)]
 pub struct RawResponse {
     pub status: u16,
     pub headers: BTreeMap<String, String>,
     pub bytes: Vec<u8>,
+    pub secrets: Secrets,
 }
 
 impl RawResponse {
@@ -465,7 +469,7 @@ impl RawResponse {
             vendor,
             status: self.status,
             content_type: self.content_type().map(str::to_string),
-            first_line: first_line(&self.text()),
+            first_line: first_line(&self.text(), &self.secrets),
             expected: expected.into(),
         }
     }
@@ -482,7 +486,7 @@ impl RawResponse {
         VendorError::Http {
             vendor,
             status: self.status,
-            message: error_message(&body, &self.text(), self.content_type()),
+            message: error_message(&body, &self.text(), self.content_type(), &self.secrets),
             retry_after: self.retry_after(),
             body: Some(body),
         }
@@ -541,9 +545,15 @@ pub fn parse_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, Str
     Ok(Value::String(text.into_owned()))
 }
 
-/// The vendor's own error message in an error answer, else a short excerpt of the body.
-pub fn error_message(body: &Value, text: &str, content_type: Option<&str>) -> String {
-    if let Some(m) = json_error_message(body) {
+/// The vendor's own error message in an error answer, else a short excerpt of the body
+/// (`secrets` masked before it is cut).
+pub fn error_message(
+    body: &Value,
+    text: &str,
+    content_type: Option<&str>,
+    secrets: &Secrets,
+) -> String {
+    if let Some(m) = json_error_message(body, secrets) {
         return m;
     }
     // JSON sent with another content type.
@@ -551,7 +561,7 @@ pub fn error_message(body: &Value, text: &str, content_type: Option<&str>) -> St
         if let Some(m) = serde_json::from_str::<Value>(text.trim())
             .ok()
             .as_ref()
-            .and_then(json_error_message)
+            .and_then(|v| json_error_message(v, secrets))
         {
             return m;
         }
@@ -559,11 +569,11 @@ pub fn error_message(body: &Value, text: &str, content_type: Option<&str>) -> St
     let mime = mime_of(content_type);
     let t = text.trim_start();
     if is_xml_mime(&mime) || mime == "text/html" || t.starts_with('<') {
-        if let Some(m) = xml_error_message(text) {
+        if let Some(m) = xml_error_message(text, secrets) {
             return m;
         }
     }
-    let ex = excerpt(text);
+    let ex = excerpt(text, secrets);
     if ex.is_empty() {
         "(empty body)".to_string()
     } else {
@@ -573,9 +583,9 @@ pub fn error_message(body: &Value, text: &str, content_type: Option<&str>) -> St
 
 /// Mimecast `fail[].errors[]`, MailStore `error.message`, OAuth `error_description`, or a
 /// plain `message`/`error` string.
-pub fn json_error_message(body: &Value) -> Option<String> {
+pub fn json_error_message(body: &Value, secrets: &Secrets) -> Option<String> {
     let obj = body.as_object()?;
-    if let Some((codes, message, _)) = mimecast_fail(body) {
+    if let Some((codes, message, _)) = mimecast_fail(body, secrets) {
         if !codes.is_empty() || !message.is_empty() {
             return Some(message);
         }
@@ -603,8 +613,8 @@ pub fn json_error_message(body: &Value) -> Option<String> {
 }
 
 /// Reads a Mimecast `fail` array: (codes, joined message, any retryable). None when `fail`
-/// is absent or empty.
-pub fn mimecast_fail(body: &Value) -> Option<(Vec<String>, String, bool)> {
+/// is absent or empty. An entry without errors is quoted as an excerpt, `secrets` masked.
+pub fn mimecast_fail(body: &Value, secrets: &Secrets) -> Option<(Vec<String>, String, bool)> {
     let fails = body.get("fail")?.as_array()?;
     if fails.is_empty() {
         return None;
@@ -633,14 +643,14 @@ pub fn mimecast_fail(body: &Value) -> Option<(Vec<String>, String, bool)> {
                     });
                 }
             }
-            _ => parts.push(format!("failed: {}", excerpt(&f.to_string()))),
+            _ => parts.push(format!("failed: {}", excerpt(&f.to_string(), secrets))),
         }
     }
     Some((codes, parts.join("; "), retryable))
 }
 
 /// Google-style XML errors: a `reason` attribute or element, `internalReason`, else the text.
-pub fn xml_error_message(text: &str) -> Option<String> {
+pub fn xml_error_message(text: &str, secrets: &Secrets) -> Option<String> {
     for attr in ["reason=\"", "reason='"] {
         if let Some(i) = text.find(attr) {
             let rest = &text[i + attr.len()..];
@@ -659,7 +669,7 @@ pub fn xml_error_message(text: &str) -> Option<String> {
         }
     }
     let stripped = strip_tags(text);
-    let ex = excerpt(&stripped);
+    let ex = excerpt(&stripped, secrets);
     (!ex.is_empty()).then_some(ex)
 }
 
@@ -690,33 +700,42 @@ fn strip_tags(text: &str) -> String {
     out
 }
 
-/// The first characters of a text, whitespace collapsed.
-pub fn excerpt(text: &str) -> String {
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if collapsed.chars().count() > EXCERPT_CHARS {
-        let mut s: String = collapsed.chars().take(EXCERPT_CHARS).collect();
+/// The first characters of a text, whitespace collapsed: `secrets` are masked first (a secret
+/// crossing the cut or holding runs of blanks is never shown in part), then the text is
+/// collapsed and cut.
+pub fn excerpt(text: &str, secrets: &Secrets) -> String {
+    let masked = secrets.mask_window(text, EXCERPT_SCAN_BYTES);
+    let collapsed = masked.split_whitespace().collect::<Vec<_>>().join(" ");
+    cut_chars(&collapsed, EXCERPT_CHARS)
+}
+
+/// How much of a text an excerpt or first line looks at: twenty times the excerpt, enough
+/// for any readable message, and a bound on the work of masking (every registered secret is
+/// looked for in it) an error body that may be 64 MiB.
+const EXCERPT_SCAN_BYTES: usize = 4 << 10;
+
+/// `text` cut to `max` characters, `…` marking a cut.
+fn cut_chars(text: &str, max: usize) -> String {
+    if text.chars().count() > max {
+        let mut s: String = text.chars().take(max).collect();
         s.push('…');
         s
     } else {
-        collapsed
+        text.to_string()
     }
 }
 
-/// The first non-blank line of a text, trimmed and shortened ("" for an empty body).
-pub fn first_line(text: &str) -> String {
-    let line = text
+/// The first non-blank line of a text, trimmed and shortened ("" for an empty body);
+/// `secrets` are masked before the line is taken and cut.
+pub fn first_line(text: &str, secrets: &Secrets) -> String {
+    let masked = secrets.mask_window(text, EXCERPT_SCAN_BYTES);
+    let line = masked
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or("");
     const MAX: usize = 120;
-    if line.chars().count() > MAX {
-        let mut s: String = line.chars().take(MAX).collect();
-        s.push('…');
-        s
-    } else {
-        line.to_string()
-    }
+    cut_chars(line, MAX)
 }
 
 /// A URL for messages: scheme, host, port and path; no user info, query or fragment.
@@ -811,6 +830,7 @@ pub async fn execute(
     client: &reqwest::Client,
     vendor: VendorKind,
     out: &Outgoing,
+    secrets: &Secrets,
     cancel: &CancellationToken,
 ) -> Result<RawResponse, VendorError> {
     let hop = Hop {
@@ -832,6 +852,7 @@ pub async fn execute(
             status,
             headers,
             bytes,
+            secrets: secrets.clone(),
         })
     };
     tokio::select! {

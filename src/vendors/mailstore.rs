@@ -276,7 +276,7 @@ pub(super) async fn send(
         &auth.header,
         ctx.settings.request_timeout,
     )?;
-    let mut raw = execute(ctx.client, VENDOR, &out, cancel).await?;
+    let mut raw = execute(ctx.client, VENDOR, &out, ctx.secrets, cancel).await?;
     if !raw.is_success() {
         return Err(raw.http_error(VENDOR));
     }
@@ -395,29 +395,30 @@ async fn get_status(
     let mut last_problem = String::new();
     let mut last_status = None;
     for attempt in 1..=STATUS_TRIES {
-        let (problem, retry_after) = match execute(ctx.client, VENDOR, &out, cancel).await {
-            Ok(raw) if raw.is_success() => {
-                let status = parse_status(&raw)?;
-                return Ok((raw, status));
-            }
-            Ok(raw) if crate::retry::is_retryable_status(raw.status) => {
-                last_status = Some(raw.status);
-                let ra = raw.retry_after();
-                let problem = match raw.http_error(VENDOR) {
-                    VendorError::Http { message, .. } => {
-                        format!("HTTP {}: {message}", raw.status)
-                    }
-                    other => other.to_string(),
-                };
-                (problem, ra)
-            }
-            Ok(raw) => return Err(raw.http_error(VENDOR)),
-            Err(VendorError::Transport { message, .. }) => {
-                last_status = None;
-                (message, None)
-            }
-            Err(e) => return Err(e),
-        };
+        let (problem, retry_after) =
+            match execute(ctx.client, VENDOR, &out, ctx.secrets, cancel).await {
+                Ok(raw) if raw.is_success() => {
+                    let status = parse_status(&raw)?;
+                    return Ok((raw, status));
+                }
+                Ok(raw) if crate::retry::is_retryable_status(raw.status) => {
+                    last_status = Some(raw.status);
+                    let ra = raw.retry_after();
+                    let problem = match raw.http_error(VENDOR) {
+                        VendorError::Http { message, .. } => {
+                            format!("HTTP {}: {message}", raw.status)
+                        }
+                        other => other.to_string(),
+                    };
+                    (problem, ra)
+                }
+                Ok(raw) => return Err(raw.http_error(VENDOR)),
+                Err(VendorError::Transport { message, .. }) => {
+                    last_status = None;
+                    (message, None)
+                }
+                Err(e) => return Err(e),
+            };
         last_problem = problem;
         if attempt == STATUS_TRIES {
             break;
@@ -475,7 +476,15 @@ async fn cancel_async(ctx: &ConnectionParts<'_>, auth: &Auth, req_url: &Url, tok
             return;
         }
     };
-    match execute(ctx.client, VENDOR, &out, &CancellationToken::new()).await {
+    match execute(
+        ctx.client,
+        VENDOR,
+        &out,
+        ctx.secrets,
+        &CancellationToken::new(),
+    )
+    .await
+    {
         Ok(raw) if raw.is_success() => {
             tracing::info!(vendor = %VENDOR, "CancelAsync sent for the running process");
         }

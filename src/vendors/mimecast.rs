@@ -276,7 +276,7 @@ pub(super) async fn send(
                 req,
                 v1_headers(keys, authorization, date, request_id.clone()),
             )?;
-            let raw = execute(ctx.client, VENDOR, &out, cancel).await?;
+            let raw = execute(ctx.client, VENDOR, &out, ctx.secrets, cancel).await?;
             auth.pacer.record(&raw);
             finish(raw, Some(request_id), true, &req.url)
         }
@@ -341,7 +341,7 @@ async fn paced(
     cancel: &CancellationToken,
 ) -> Result<RawResponse, VendorError> {
     pacer.wait_turn(observer, cancel).await?;
-    let raw = execute(ctx.client, VENDOR, out, cancel).await?;
+    let raw = execute(ctx.client, VENDOR, out, ctx.secrets, cancel).await?;
     pacer.record(&raw);
     Ok(raw)
 }
@@ -508,7 +508,7 @@ fn finish(
         });
     }
     let body = raw.parse_declared(VENDOR)?;
-    if let Some((codes, message, retryable)) = mimecast_fail(&body) {
+    if let Some((codes, message, retryable)) = mimecast_fail(&body, &raw.secrets) {
         return Err(VendorError::Vendor {
             vendor: VENDOR,
             status: Some(raw.status),
@@ -732,6 +732,7 @@ mod tests {
             status: 200,
             headers: [("content-type".to_string(), content_type.to_string())].into(),
             bytes: body.as_bytes().to_vec(),
+            secrets: Default::default(),
         }
     }
 

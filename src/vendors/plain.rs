@@ -105,7 +105,7 @@ pub(super) async fn send(
     cancel: &CancellationToken,
 ) -> Result<Response, VendorError> {
     let out = outgoing(ctx, req, auth.header.as_deref())?;
-    let raw = execute(ctx.client, VENDOR, &out, cancel).await?;
+    let raw = execute(ctx.client, VENDOR, &out, ctx.secrets, cancel).await?;
     if !raw.is_success() {
         return Err(raw.http_error(VENDOR));
     }

@@ -97,7 +97,7 @@ pub(super) async fn request_token(
         bytes: form_encode(form).into_bytes(),
     });
     out.set_header("Accept", "application/json");
-    let raw = match execute(client, vendor, &out, cancel).await {
+    let raw = match execute(client, vendor, &out, secrets, cancel).await {
         Ok(raw) => raw,
         Err(VendorError::Transport { message, .. }) => {
             return Err(VendorError::Auth {
@@ -118,7 +118,7 @@ pub(super) async fn request_token(
                 "token endpoint {} answered HTTP {}: {}",
                 redact_url(url),
                 raw.status,
-                error_message(&body, &raw.text(), raw.content_type())
+                error_message(&body, &raw.text(), raw.content_type(), secrets)
             ),
             retryable: crate::retry::is_retryable_status(raw.status),
         });

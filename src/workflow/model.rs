@@ -630,6 +630,10 @@ pub struct DownloadSpec {
     /// Take files out of each downloaded ZIP archive (Vault exports) once it is verified.
     #[serde(default)]
     pub extract: Option<ExtractSpec>,
+    /// An attempt that gets no answer, or less than 16 KiB of the file, for this long is
+    /// stalled: it fails and is retried, resuming from the bytes already held (default 2m).
+    #[serde(default)]
+    pub stall_timeout: Option<Dur>,
 }
 
 /// Which files `download.extract` takes out of the archives.
@@ -660,6 +664,13 @@ pub struct ExtractSpec {
     /// Which entries to keep (default `mbox`).
     #[serde(default)]
     pub format: ExtractFormat,
+    /// Largest ratio of an entry's size to its compressed size (default 100); beyond it the
+    /// entry is taken for an archive bomb (entries of at most 1 MiB are not held to it).
+    #[serde(default)]
+    pub max_ratio: Option<u32>,
+    /// Largest total size of the files the step extracts (default `1TiB`).
+    #[serde(default)]
+    pub max_total: Option<ByteSize>,
 }
 
 /// OpenPGP-decrypt files.

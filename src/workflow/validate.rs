@@ -489,6 +489,12 @@ impl Validator<'_> {
             }
             if let Some(x) = &d.extract {
                 self.template(&format!("{dp}.extract.to"), &x.to, scope);
+                if x.max_ratio == Some(0) {
+                    self.err(
+                        &format!("{dp}.extract.max_ratio"),
+                        "`max_ratio` must be at least 1 (default 100)".into(),
+                    );
+                }
             }
             self.template(&format!("{dp}.to"), &d.to, scope);
             if let Some(r) = &d.request_id {
@@ -496,6 +502,12 @@ impl Validator<'_> {
             }
             if let Some(c) = &d.concurrency {
                 self.count(&format!("{dp}.concurrency"), c, scope);
+            }
+            if d.stall_timeout.is_some_and(|t| t.get().is_zero()) {
+                self.err(
+                    &format!("{dp}.stall_timeout"),
+                    "`stall_timeout` must be longer than 0 (default 2m)".into(),
+                );
             }
         }
         if let Some(d) = &s.decrypt {

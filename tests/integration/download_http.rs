@@ -728,7 +728,7 @@ async fn cancel_mid_body_keeps_the_part_and_a_stall_is_retried() {
     let done = r.expect("download");
     assert_identical(&done, &data);
     assert!(done.resumed);
-    assert!(rec.retrying.lock().expect("lock")[0].2.contains("no data"));
+    assert!(rec.retrying.lock().expect("lock")[0].2.contains("stalled"));
 }
 
 #[tokio::test]

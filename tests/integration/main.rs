@@ -25,6 +25,7 @@ mod evidence;
 mod evidence_report;
 mod interrupt;
 mod loop_scale;
+mod misbehaving;
 mod nightly;
 mod origins;
 mod outputs;

@@ -28,6 +28,7 @@ fn raw(content_type: &str, body: &str) -> RawResponse {
         status: 200,
         headers: [("content-type".to_string(), content_type.to_string())].into(),
         bytes: body.as_bytes().to_vec(),
+        secrets: Secrets::new(),
     }
 }
 
@@ -58,7 +59,12 @@ fn a_body_must_parse_as_its_declared_type() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(first_line(&"y".repeat(500)).chars().count(), 121);
+    assert_eq!(
+        first_line(&"y".repeat(500), &Secrets::new())
+            .chars()
+            .count(),
+        121
+    );
 }
 
 #[test]
@@ -74,38 +80,79 @@ fn xml_is_parsed_as_atom() {
 
 #[test]
 fn error_messages_per_vendor() {
+    let none = Secrets::new();
     let mc = json!({"fail":[{"errors":[{"code":"err_a","message":"A","retryable":false},
         {"code":"err_b","message":"B","retryable":true}]}]});
-    assert_eq!(json_error_message(&mc).unwrap(), "err_a: A; err_b: B");
-    let (codes, _, retryable) = mimecast_fail(&mc).unwrap();
+    assert_eq!(
+        json_error_message(&mc, &none).unwrap(),
+        "err_a: A; err_b: B"
+    );
+    let (codes, _, retryable) = mimecast_fail(&mc, &none).unwrap();
     assert_eq!(codes, vec!["err_a", "err_b"]);
     assert!(retryable);
     let ms = json!({"error":{"message":"Store not found","details":"x"}});
-    assert_eq!(json_error_message(&ms).unwrap(), "Store not found");
+    assert_eq!(json_error_message(&ms, &none).unwrap(), "Store not found");
     let oauth = json!({"error":"invalid_client","error_description":"bad client"});
     assert_eq!(
-        json_error_message(&oauth).unwrap(),
+        json_error_message(&oauth, &none).unwrap(),
         "invalid_client: bad client"
     );
     let g = "<?xml version='1.0'?><AppsForYourDomainErrors><error errorCode=\"1301\" \
              invalidInput=\"x\" reason=\"EntityDoesNotExist\" /></AppsForYourDomainErrors>";
     assert_eq!(
-        error_message(&Value::Null, g, Some("application/xml")),
+        error_message(&Value::Null, g, Some("application/xml"), &none),
         "EntityDoesNotExist"
     );
     let g2 = "<errors><error><domain>GData</domain><code>x</code>\
               <internalReason>Quota exceeded</internalReason></error></errors>";
     assert_eq!(
-        error_message(&Value::Null, g2, Some("application/xml")),
+        error_message(&Value::Null, g2, Some("application/xml"), &none),
         "Quota exceeded"
     );
     let html = "<html><body><h1>Bad   Gateway</h1></body></html>";
     assert_eq!(
-        error_message(&Value::Null, html, Some("text/html")),
+        error_message(&Value::Null, html, Some("text/html"), &none),
         "Bad Gateway"
     );
     let long = "x".repeat(1000);
-    assert!(error_message(&Value::Null, &long, None).chars().count() <= EXCERPT_CHARS + 1);
+    assert!(
+        error_message(&Value::Null, &long, None, &none)
+            .chars()
+            .count()
+            <= EXCERPT_CHARS + 1
+    );
+}
+
+#[test]
+fn an_excerpt_masks_before_it_cuts_and_collapses() {
+    let secrets = Secrets::new();
+    let cut = "k".repeat(20) + "CUT-SECRET-0123456789";
+    let spaced = "two  spaces  secret";
+    secrets.add(&cut);
+    secrets.add(spaced);
+    // The cut secret starts at character 190 of 200: before the fix 10 of its characters showed.
+    let body = format!("{} {cut} and {spaced} tail", "e".repeat(169));
+    let text = error_message(&Value::Null, &body, Some("text/plain"), &secrets);
+    assert!(text.starts_with(&"e".repeat(169)), "{text}");
+    assert!(!text.contains("kkkk") && !text.contains("CUT-"), "{text}");
+    let spaced_body = format!("denied: {spaced}");
+    assert_eq!(
+        error_message(&Value::Null, &spaced_body, None, &secrets),
+        "denied: ***"
+    );
+    let unexpected = RawResponse {
+        secrets: secrets.clone(),
+        ..raw(
+            "application/json",
+            &format!("<p>{spaced} {}", "y".repeat(300)),
+        )
+    };
+    match unexpected.parse_declared(VendorKind::Http).unwrap_err() {
+        VendorError::Unexpected { first_line, .. } => {
+            assert!(first_line.starts_with("<p>*** yyy"), "{first_line}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

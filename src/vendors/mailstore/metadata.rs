@@ -86,7 +86,7 @@ async fn fetch(
     )?;
     // Errors the invoke would meet too (connection, TLS, credentials, overload) fail the
     // attempt as the invoke would, not cached: the step's retry policy applies.
-    let raw = execute(ctx.client, VENDOR, &out, cancel).await?;
+    let raw = execute(ctx.client, VENDOR, &out, ctx.secrets, cancel).await?;
     if matches!(raw.status, 401 | 403) || crate::retry::is_retryable_status(raw.status) {
         return Err(raw.http_error(VENDOR));
     }
