@@ -64,6 +64,10 @@ pub(crate) struct RunRecord {
     pub workflow: String,
     pub workflow_file: String,
     pub workflow_sha256: String,
+    /// The git commit of the repository holding the workflow file when the run began, with
+    /// ` (modified)` when the file differs from that commit; absent outside a repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_commit: Option<String>,
     pub inputs: Value,
     pub started_at: String,
     #[serde(default)]
@@ -140,12 +144,12 @@ impl ManifestSink {
             })?,
             Err(_) => Manifest {
                 tool: "auditflow".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
+                version: env!("AUDITFLOW_VERSION").into(),
                 runs: vec![],
                 artifacts: BTreeMap::new(),
             },
         };
-        manifest.version = env!("CARGO_PKG_VERSION").into();
+        manifest.version = env!("AUDITFLOW_VERSION").into();
         // A resumed run keeps what its earlier processes recorded of steps not run again.
         for earlier in manifest.runs.iter().filter(|r| r.run_id == run.run_id) {
             for (step, c) in &earlier.calls {
@@ -201,6 +205,34 @@ impl ManifestSink {
     }
 }
 
+/// The commit `git` says the repository holding `file` is at, with ` (modified)` when the
+/// file has changes not committed; None outside a repository or without `git`.
+fn git_commit_of(file: &Path) -> Option<String> {
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "HEAD"]).filter(|c| !c.is_empty())?;
+    let name = file.file_name()?.to_string_lossy().into_owned();
+    let dirty = git(&["status", "--porcelain", "--", &name]).is_some_and(|s| !s.is_empty());
+    Some(if dirty {
+        format!("{commit} (modified)")
+    } else {
+        commit
+    })
+}
+
 /// `path` relative to `dir` when inside it (both made absolute first), else as given.
 fn relative(dir: &Path, path: &Path) -> String {
     let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
@@ -230,6 +262,7 @@ impl Sink for ManifestSink {
                     workflow: workflow.clone(),
                     workflow_file: file.clone(),
                     workflow_sha256: sha256_file(Path::new(file)).unwrap_or_default(),
+                    workflow_commit: git_commit_of(Path::new(file)),
                     inputs: inputs.clone(),
                     started_at: started_at.clone(),
                     finished_at: None,

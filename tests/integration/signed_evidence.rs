@@ -153,6 +153,17 @@ async fn a_signed_manifest_verifies_with_gnupg_and_any_change_is_caught() {
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("BAD SIGNATURE"), "{log}");
     assert!(!log.contains("CHANGED"), "the forged hashes match: {log}");
+    // The report for people says the same on top.
+    let o = auditflow(
+        &["report", "out", "--format", "md", "--signer", &public],
+        &[],
+        d.path(),
+    );
+    let (md, _) = text(&o);
+    assert!(
+        md.contains("Not complete: the manifest's signature does not verify"),
+        "{md}"
+    );
 
     // A missing signature fails when a signer is expected.
     std::fs::remove_file(&sig).expect("rm sig");

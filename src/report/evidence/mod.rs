@@ -89,6 +89,8 @@ pub(crate) struct RunFacts {
     pub workflow: String,
     pub workflow_file: String,
     pub workflow_sha256: String,
+    /// The git commit of the workflow's repository, when it sat in one.
+    pub workflow_commit: Option<String>,
     pub inputs: Value,
     pub started_at: String,
     pub finished_at: Option<String>,
@@ -252,6 +254,7 @@ fn run_facts(r: &manifest::RunRecord, state: Option<&StateDir>) -> RunFacts {
         workflow: r.workflow.clone(),
         workflow_file: r.workflow_file.clone(),
         workflow_sha256: r.workflow_sha256.clone(),
+        workflow_commit: r.workflow_commit.clone(),
         inputs: r.inputs.clone(),
         started_at: r.started_at.clone(),
         finished_at: r.finished_at.clone(),
