@@ -10,9 +10,10 @@ Exit codes:
   0    success
   1    a step failed (the message names the step, vendor, HTTP status and the vendor's words)
   2    invalid workflow, inputs, usage or state directory (nothing was sent)
-  75   pending: a poll reached max_wait / --max-wait, or items wait for a quota; the state is
-       saved, run the same command again later to continue
-  130  interrupted (Ctrl-C)";
+  75   pending: a poll reached max_wait / --max-wait, items wait for a quota, or another
+       runner holds this run; the state is saved, run the same command again later to continue
+  130  interrupted by SIGINT (Ctrl-C)
+  143  interrupted by SIGTERM (a cancelled CI job); partial downloads are kept for the next run";
 
 /// The command line: one subcommand and its flags.
 #[derive(Parser, Debug)]
@@ -60,6 +61,15 @@ pub enum Command {
     },
     /// Print the JSON Schema of workflow files.
     Schema,
+    /// What a workflow takes and uses: its inputs (types, defaults, descriptions), the
+    /// environment variables it reads, its quota budgets, cursors and lifecycle.
+    Inputs {
+        /// The workflow file.
+        workflow: PathBuf,
+        /// A JSON object instead of the text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the runs recorded in a state directory, give up unfinished ones.
     Runs {
         /// `list`, `show`, `abandon` or `prune`.

@@ -313,6 +313,60 @@ fn set_cursor(
     Ok(())
 }
 
+/// `auditflow inputs WF`: what the workflow takes and uses.
+pub(super) fn describe(workflow: &Path, json: bool) -> Result<(), CliError> {
+    let plan = validate_file(workflow).map_err(CliError::InvalidWorkflow)?;
+    let d = crate::workflow::describe::Description::of(&plan);
+    if json {
+        crate::outln!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+        return Ok(());
+    }
+    crate::outln!("{} ({})", d.name, workflow.display());
+    if let Some(text) = &d.description {
+        crate::outln!(
+            "  {}",
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+    crate::outln!(
+        "lifecycle: {}",
+        serde_json::to_value(d.lifecycle)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    );
+    crate::outln!("inputs (-i NAME=VALUE):");
+    for i in &d.inputs {
+        let default = match (&i.default, i.required) {
+            (_, true) => "required".to_string(),
+            (Some(v), _) => format!("default {v}"),
+            (None, false) => "optional".to_string(),
+        };
+        crate::outln!(
+            "  {:<20} {:<9} {}{}{}",
+            i.name,
+            i.kind,
+            default,
+            if i.secret { ", secret" } else { "" },
+            i.description
+                .as_deref()
+                .map(|t| format!(": {t}"))
+                .unwrap_or_default()
+        );
+    }
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    crate::outln!("environment: {}", list(&d.environment));
+    crate::outln!("quota budgets: {}", list(&d.budgets));
+    crate::outln!("cursors: {}", list(&d.cursors));
+    Ok(())
+}
+
 /// `auditflow report`: the evidence report of `dir` in `format`, to `output` or stdout.
 pub(super) fn report(
     dir: &Path,

@@ -75,6 +75,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Sim(a) => commands::sim(a).await,
+        Command::Inputs { workflow, json } => commands::describe(&workflow, json),
         Command::Runs { command } => commands::runs(command).await,
         Command::Cursors { command } => commands::cursors(command),
         Command::Verify {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::state::journal::DoneStep;
-use crate::state::{DoneStatus, Listed, Replay};
+use crate::state::{DoneStatus, EndStatus, Listed, Replay};
 
 fn when(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
@@ -88,8 +88,14 @@ pub(crate) fn show(r: &Replay, active: bool) -> String {
             ""
         }
     );
-    if let Some((_, _, Some(e))) = &r.finished {
-        let _ = writeln!(out, "error     {e}");
+    if let Some((_, end, Some(e))) = &r.finished {
+        // A pending run's note is what it waits for, not an error.
+        let label = if *end == EndStatus::Pending {
+            "waiting "
+        } else {
+            "error   "
+        };
+        let _ = writeln!(out, "{label}  {e}");
     }
     if let Some(s) = &h.shard {
         let _ = writeln!(out, "shard     {s}");
@@ -109,10 +115,11 @@ pub(crate) fn show(r: &Replay, active: bool) -> String {
     for step in &r.order {
         let state = match step_state(r, step) {
             StepState::Done(d) => format!(
-                "{} {} ({} attempts)",
+                "{} {} ({} attempt{})",
                 done_word(d.status),
                 when(d.at),
-                d.attempts
+                d.attempts,
+                if d.attempts == 1 { "" } else { "s" }
             ),
             StepState::Waiting { what, polls } => format!("waiting after {polls} polls: {what}"),
             StepState::Failed {
@@ -247,9 +254,10 @@ pub(crate) fn list_json(runs: &[Listed]) -> Value {
 /// `runs show --json`: the run and its steps in the order first seen.
 pub(crate) fn show_json(r: &Replay, active: bool) -> Value {
     let h = &r.header;
-    let (ended_at, error) = match &r.finished {
-        Some((at, _, e)) => (Some(*at), e.clone()),
-        None => (None, None),
+    let (ended_at, error, waiting_for) = match &r.finished {
+        Some((at, EndStatus::Pending, e)) => (Some(*at), None, e.clone()),
+        Some((at, _, e)) => (Some(*at), e.clone(), None),
+        None => (None, None, None),
     };
     json!({
         "run_id": h.run_id,
@@ -263,6 +271,7 @@ pub(crate) fn show_json(r: &Replay, active: bool) -> Value {
         "ended_at": ended_at,
         "last_at": r.last_at,
         "error": error,
+        "waiting_for": waiting_for,
         "unfinished": unfinished(active, r.status().succeeded()),
         "shard": h.shard,
         "inputs": h.inputs,

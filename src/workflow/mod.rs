@@ -1,5 +1,6 @@
 //! Workflow files: the model, loading with source spans, and validation before anything is sent.
 pub mod bytesize;
+pub mod describe;
 pub mod diag;
 pub mod duration;
 pub mod load;

@@ -8,7 +8,7 @@ fn help_lists_the_exit_codes() {
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "stderr: {err}");
     assert!(out.contains("Exit codes:"), "help: {out}");
-    for code in ["  0 ", "  1 ", "  2 ", "  75 ", "  130 "] {
+    for code in ["  0 ", "  1 ", "  2 ", "  75 ", "  130 ", "  143 "] {
         assert!(out.contains(code), "help lacks exit code {code:?}: {out}");
     }
 }
@@ -117,4 +117,44 @@ fn the_demo_never_deletes_a_directory_it_did_not_make() {
         std::fs::read_to_string(mine.join("notes.txt")).expect("still there"),
         "mine"
     );
+}
+
+#[test]
+fn inputs_describes_what_a_shipped_workflow_takes_and_keeps() {
+    let describe = |wf: &str| {
+        let o = auditflow(
+            &["inputs", &crate::common::wf(wf), "--json"],
+            &[],
+            crate::common::root(),
+        );
+        assert!(o.status.success(), "{:?}", crate::common::text(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json")
+    };
+    let d = describe("google/mailbox-export.yaml");
+    assert_eq!(d["lifecycle"], "one-shot");
+    let user = d["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .find(|i| i["name"] == "user")
+        .expect("user input");
+    assert_eq!(user["required"], true);
+    assert_eq!(user["type"], "string");
+    let env: Vec<&str> = d["environment"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    for var in [
+        "GOOGLE_AUDIT_BASE_URL",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "AUDIT_PGP_SECRET_KEY",
+    ] {
+        assert!(env.contains(&var), "{var} in {env:?}");
+    }
+    assert_eq!(d["budgets"][0], "google-audit-export-requests");
+    let siem = describe("mimecast/siem-logs.yaml");
+    assert_eq!(siem["lifecycle"], "recurring");
+    assert_eq!(siem["cursors"][0], "mimecast-siem-logs/request");
 }
