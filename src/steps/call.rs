@@ -544,40 +544,12 @@ async fn execute_limited(
         reported_total: count.reported_total,
         truncated,
     });
-    check_expect(rc, &response, ctx, env.emitter.secrets())?;
+    // The answer is saved before its check: a failed `expect` keeps its evidence.
+    let checked = check_expect(rc, &response, ctx, env.emitter.secrets());
     let filename = attachment_name(&response)?;
     let mut response = response;
-    if let Some(path) = save_path(rc, &response, filename.as_deref(), ctx, env)? {
-        let (bytes, sha256) = match (&filename, &response.body) {
-            // A file answer is saved as it came, and not kept in the outputs (or the journal).
-            (Some(_), Value::String(text)) => {
-                let saved = save_bytes(&path, text.as_bytes())?;
-                response.body = Value::Null;
-                saved
-            }
-            _ => save_json(&path, &response.body)?,
-        };
-        env.emitter.emit(Event::Artifact {
-            step: env.step.to_string(),
-            artifact: Artifact {
-                kind: ArtifactKind::Saved,
-                path: path.display().to_string(),
-                bytes,
-                sha256,
-                source: Some(redact_url(&rc.request.url)),
-                source_sha256: None,
-                md5: None,
-                request_id: response.request_id.clone(),
-                finished_at: chrono::Utc::now().to_rfc3339(),
-            },
-        });
-        // The file is the run's own from here: a resumed run does not refuse to replace it.
-        if let Some(l) = env.ledger {
-            if let Err(e) = l.journal.flush().await {
-                env.emitter.warn(format!("step `{}`: {e}", env.step));
-            }
-        }
-    }
+    save_answer(rc, &mut response, filename.as_deref(), ctx, env).await?;
+    checked?;
     let records = conn.records(&response).into_iter().cloned().collect();
     Ok(CallOutcome {
         response,
@@ -588,6 +560,50 @@ async fn execute_limited(
         records,
         filename,
     })
+}
+
+/// Saves the answer where `save_to` says (a file answer as it came, its body then dropped
+/// from the outputs; JSON otherwise), reports the artifact and makes it the run's own.
+pub(super) async fn save_answer(
+    rc: &RenderedCall,
+    response: &mut Response,
+    filename: Option<&str>,
+    ctx: &Value,
+    env: &StepEnv<'_>,
+) -> Result<(), StepError> {
+    let Some(path) = save_path(rc, response, filename, ctx, env)? else {
+        return Ok(());
+    };
+    let (bytes, sha256) = match (&filename, &response.body) {
+        // A file answer is saved as it came, and not kept in the outputs (or the journal).
+        (Some(_), Value::String(text)) => {
+            let saved = save_bytes(&path, text.as_bytes())?;
+            response.body = Value::Null;
+            saved
+        }
+        _ => save_json(&path, &response.body)?,
+    };
+    env.emitter.emit(Event::Artifact {
+        step: env.step.to_string(),
+        artifact: Artifact {
+            kind: ArtifactKind::Saved,
+            path: path.display().to_string(),
+            bytes,
+            sha256,
+            source: Some(redact_url(&rc.request.url)),
+            source_sha256: None,
+            md5: None,
+            request_id: response.request_id.clone(),
+            finished_at: chrono::Utc::now().to_rfc3339(),
+        },
+    });
+    // The file is the run's own from here: a resumed run does not refuse to replace it.
+    if let Some(l) = env.ledger {
+        if let Err(e) = l.journal.flush().await {
+            env.emitter.warn(format!("step `{}`: {e}", env.step));
+        }
+    }
+    Ok(())
 }
 
 /// Where the answer is saved: `save_to` as rendered before the request, or rendered now

@@ -119,6 +119,8 @@ pub async fn execute(
             attempts: 0,
         });
     }
+    // The last answer is saved (`save_to`): not polled at all when it could not be.
+    super::overwrite::check(env, rc.save_to.as_deref())?;
     let deadline = env.deadline.unwrap_or(DEFAULT_POLL_TIMEOUT);
     let waited_since = Instant::now();
     // A resumed poll continues the interval policy where the earlier process left it.
@@ -134,6 +136,9 @@ pub async fn execute(
             observed_status(&resp.body).unwrap_or_else(|| format!("HTTP {}", resp.status));
         if let Some(f) = &spec.fail_if {
             if holds("poll.fail_if", f, &rctx)? {
+                // The terminal answer is evidence too.
+                let mut last = resp.clone();
+                super::call::save_answer(rc, &mut last, None, ctx, env).await?;
                 let message = match &spec.fail_message {
                     Some(m) => Template::compile(m)
                         .and_then(|t| t.render_string(&rctx))
@@ -151,7 +156,10 @@ pub async fn execute(
             }
         }
         if holds("poll.until", &spec.until, &rctx)? {
-            check_expect(rc, &resp, ctx, env.emitter.secrets())?;
+            let checked = check_expect(rc, &resp, ctx, env.emitter.secrets());
+            let mut resp = resp;
+            super::call::save_answer(rc, &mut resp, None, ctx, env).await?;
+            checked?;
             env.emitter.emit(Event::Poll {
                 step: env.step.to_string(),
                 poll: polls,

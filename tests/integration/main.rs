@@ -34,6 +34,7 @@ mod progress;
 mod quota;
 mod rehearse;
 mod runtime_cases;
+mod saved_answers;
 mod schema;
 mod secrecy;
 mod shipped_workflows;
