@@ -25,6 +25,8 @@ pub(crate) enum InputError {
     },
     #[error("input `{name}`: {message}")]
     Invalid { name: String, message: String },
+    #[error("environment variable {name}: {message}; fix or unset it")]
+    Environment { name: String, message: String },
 }
 
 /// A required input nobody gave: what the user needs to give it.

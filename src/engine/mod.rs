@@ -237,7 +237,7 @@ pub(crate) async fn run(
         } else {
             ConnectionCache::default()
         },
-        poll_wait_cap: opts.rehearsal.then_some(REHEARSAL_POLL_WAIT),
+        poll_wait_cap: poll_wait_cap(&opts, &emitter)?,
         overwrite: opts.overwrite.clone(),
         referenced: Arc::new(state::keep::Referenced::of_files(
             plan.files.values().map(AsRef::as_ref),
@@ -298,6 +298,35 @@ pub(crate) async fn run(
         error: error.map(|e| emitter.secrets().mask(&e)),
         state_dir: state.map(|s| s.dir),
     })
+}
+
+/// The longest wait between two polls: [`REHEARSAL_POLL_WAIT`] in a rehearsal, or
+/// `AUDITFLOW_MAX_POLL_INTERVAL` (a duration; `auditflow sim` prints it for its fast
+/// timing, so workflows rehearsed against it run at its pace), said in a warning.
+fn poll_wait_cap(opts: &RunOptions, emitter: &Emitter) -> Result<Option<Duration>, RunError> {
+    use crate::steps::poll::MAX_POLL_INTERVAL_VAR;
+    if opts.rehearsal {
+        return Ok(Some(REHEARSAL_POLL_WAIT));
+    }
+    let Some(text) = opts
+        .env
+        .get(MAX_POLL_INTERVAL_VAR)
+        .filter(|t| !t.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let cap = crate::workflow::duration::parse_duration(text).map_err(|e| {
+        RunError::Input(InputError::Environment {
+            name: MAX_POLL_INTERVAL_VAR.into(),
+            message: e.to_string(),
+        })
+    })?;
+    if !opts.dry_run {
+        emitter.warn(format!(
+            "{MAX_POLL_INTERVAL_VAR}={text}: no poll waits longer than that between two polls (a setting for rehearsals against a simulator; unset it for real runs)"
+        ));
+    }
+    Ok(Some(cap))
 }
 
 /// The header of a new run of `plan`: its identity (the root file's place in its tree, see

@@ -85,6 +85,13 @@ fn holds(field: &str, src: &str, ctx: &Value) -> Result<bool, StepError> {
         .map_err(|e| StepError::template(field, e))
 }
 
+/// The environment variable that caps the wait between two polls (a duration), for
+/// rehearsals against a simulator whose vendor processes finish in seconds.
+pub const MAX_POLL_INTERVAL_VAR: &str = "AUDITFLOW_MAX_POLL_INTERVAL";
+
+/// A wait after which the first poll of a process says how to shorten it.
+const LONG_WAIT: Duration = Duration::from_secs(60);
+
 /// Polls until `until` holds; `fail_if` ends it at once with the vendor's status.
 pub async fn execute(
     conn: &Connection,
@@ -174,6 +181,15 @@ pub async fn execute(
         }
         let wait = interval.wait(polls, &mut rand::thread_rng());
         let wait = env.poll_wait_cap.map_or(wait, |cap| wait.min(cap));
+        if polls == prior_polls + 1 && wait > LONG_WAIT {
+            env.emitter.log(
+                env.step,
+                format!(
+                    "the next poll is in {}: against a simulator, {MAX_POLL_INTERVAL_VAR}=1s (which `auditflow sim` prints) polls at its pace, or give the workflow a shorter interval input (e.g. -i poll_interval=1s)",
+                    format_duration(wait)
+                ),
+            );
+        }
         env.emitter.emit(Event::Poll {
             step: env.step.to_string(),
             poll: polls,

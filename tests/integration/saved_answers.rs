@@ -71,3 +71,46 @@ async fn a_failed_expect_keeps_the_answer_that_broke_it() {
     let saved = read_json(&d.path().join("out/events.json"));
     assert_eq!(saved["records"][0]["severity"], "high", "{saved}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_poll_says_how_to_shorten_it_and_the_simulator_setting_caps_it() {
+    let (url, _) = serve(vec![(
+        "/slow",
+        vec![status("PENDING"), status("PENDING"), status("DONE")],
+    )])
+    .await;
+    let d = Dir::new();
+    let wf = d
+        .write(
+            "slow.yaml",
+            &format!(
+                "name: slow\nsteps:\n  - id: wait\n    poll:\n      call: {{url: '{url}/slow'}}\n      until: '{{{{ eq response.body.state \"DONE\" }}}}'\n      interval: {{initial: 15m}}\n"
+            ),
+        )
+        .display()
+        .to_string();
+    let o = auditflow(&["run", &wf, "--max-wait", "300ms"], &[], d.path());
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(75), "{out}\n{err}");
+    assert!(
+        out.contains("the next poll is in 15m") && out.contains("AUDITFLOW_MAX_POLL_INTERVAL=1s"),
+        "{out}"
+    );
+    let o = auditflow(
+        &["run", &wf, "--fresh"],
+        &[("AUDITFLOW_MAX_POLL_INTERVAL", "50ms")],
+        d.path(),
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        format!("{out}{err}").contains("AUDITFLOW_MAX_POLL_INTERVAL=50ms: no poll waits longer"),
+        "{out}\n{err}"
+    );
+    let o = auditflow(
+        &["run", &wf, "--fresh"],
+        &[("AUDITFLOW_MAX_POLL_INTERVAL", "soon")],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+}
