@@ -318,7 +318,7 @@ fn poll_wait_cap(opts: &RunOptions, emitter: &Emitter) -> Result<Option<Duration
     let cap = crate::workflow::duration::parse_duration(text).map_err(|e| {
         RunError::Input(InputError::Environment {
             name: MAX_POLL_INTERVAL_VAR.into(),
-            message: e.to_string(),
+            message: e,
         })
     })?;
     if !opts.dry_run {
