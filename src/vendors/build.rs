@@ -36,12 +36,14 @@ pub enum BuildError {
         env_vars: Vec<String>,
     },
     /// `base_url` renders to something that is not a URL.
-    #[error("connection `{name}`: base_url `{url}` is not a URL: {source}")]
+    #[error("connection `{name}`: base_url `{url}`{} is not a URL: {source}{}", from_vars(.vars), scheme_hint(.url, .source))]
     BaseUrl {
         /// The connection's name.
         name: String,
         /// What it rendered to.
         url: String,
+        /// The environment variables its template reads.
+        vars: Vec<String>,
         /// The URL parser's complaint.
         source: url::ParseError,
     },
@@ -180,6 +182,49 @@ fn cred(field: &Option<String>, ctx: &Value, name: &str) -> Result<Option<String
 
 /// The environment variables a connection's credential templates read (for messages), the
 /// settings `scopes` and `token_url` left out.
+/// ` (from MIMECAST_BASE_URL)` when the base URL comes from the environment.
+fn from_vars(vars: &[String]) -> String {
+    if vars.is_empty() {
+        String::new()
+    } else {
+        format!(" (from {})", vars.join(", "))
+    }
+}
+
+/// For a URL written without its scheme (`127.0.0.1:8080`): the likely fix.
+fn scheme_hint(url: &str, source: &url::ParseError) -> String {
+    let bare = matches!(source, url::ParseError::RelativeUrlWithoutBase)
+        || (!url.contains("://") && url.contains(':'));
+    if bare {
+        format!("; write it with its scheme, e.g. `https://{url}` (or `http://{url}` for a plain-HTTP test server)")
+    } else {
+        String::new()
+    }
+}
+
+/// A base URL: absolute, with a scheme and a host (`127.0.0.1:8080` parses as the scheme
+/// `127.0.0.1`: refused as a URL without a base).
+fn parse_base_url(text: &str) -> Result<url::Url, url::ParseError> {
+    let u = url::Url::parse(text)?;
+    if u.cannot_be_a_base() || u.host().is_none() {
+        return Err(url::ParseError::RelativeUrlWithoutBase);
+    }
+    Ok(u)
+}
+
+/// The environment variables a connection reads: its base URL's, then its credentials'.
+fn connection_vars(spec: &ConnectionSpec) -> Vec<String> {
+    let mut names: Vec<String> = spec
+        .base_url
+        .iter()
+        .flat_map(|u| env_vars_read(u))
+        .collect();
+    names.extend(env_names(spec));
+    names.dedup();
+    names
+}
+
+/// The environment variables the credential templates read (their values are secrets).
 fn env_names(spec: &ConnectionSpec) -> Vec<String> {
     let mut names = Vec::new();
     if let Some(c) = &spec.credentials {
@@ -316,13 +361,20 @@ pub fn connection_settings(
     let missing = |what: &'static str| BuildError::Missing {
         name: name.to_string(),
         what,
-        env_vars: env_names(spec),
+        env_vars: connection_vars(spec),
     };
     let base_url = match cred(&spec.base_url, ctx, "base_url")? {
-        Some(u) => Some(url::Url::parse(&u).map_err(|source| BuildError::BaseUrl {
-            name: name.to_string(),
-            url: u.clone(),
-            source,
+        Some(u) => Some(parse_base_url(&u).map_err(|source| {
+            BuildError::BaseUrl {
+                name: name.to_string(),
+                url: u.clone(),
+                vars: spec
+                    .base_url
+                    .iter()
+                    .flat_map(|t| env_vars_read(t))
+                    .collect(),
+                source,
+            }
         })?),
         None if spec.kind == ConnectionKind::Http => None,
         None => {

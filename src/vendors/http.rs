@@ -809,6 +809,17 @@ pub fn transport_error(
             ),
         };
     }
+    let chain = error_chain(&err);
+    if url.scheme() == "https" && not_tls(&chain) {
+        // Retrying cannot help: the port speaks plain HTTP (or something else).
+        return VendorError::Config {
+            vendor,
+            message: format!(
+                "{method} {}: the server did not answer in TLS ({chain}); if it serves plain HTTP, write the base URL with `http://`",
+                redact_url(url)
+            ),
+        };
+    }
     let message = if is_timeout {
         format!(
             "{method} {}: timed out after {}",
@@ -816,13 +827,19 @@ pub fn transport_error(
             crate::workflow::duration::format_duration(timeout)
         )
     } else {
-        format!("{method} {}: {}", redact_url(url), error_chain(&err))
+        format!("{method} {}: {chain}", redact_url(url))
     };
     VendorError::Transport {
         vendor,
         message,
         timeout: is_timeout,
     }
+}
+
+/// Whether a transport error says the peer did not speak TLS (rustls: a plain-HTTP answer to
+/// a ClientHello is a record of an invalid content type).
+fn not_tls(chain: &str) -> bool {
+    chain.contains("InvalidContentType") || chain.contains("corrupt message")
 }
 
 /// Sends one request and reads the whole answer; `Cancelled` as soon as `cancel` fires.

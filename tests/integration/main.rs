@@ -27,6 +27,7 @@ mod interrupt;
 mod loop_scale;
 mod misbehaving;
 mod nightly;
+mod operator_errors;
 mod origins;
 mod outputs;
 mod preflight;

@@ -1,0 +1,60 @@
+//! Errors a new user trips over name the URL, the variable and the likely fix, and are not
+//! retried when retrying cannot help.
+use crate::common::{auditflow, serve, text, Dir, Reply};
+
+fn workflow(d: &Dir) -> String {
+    d.write(
+        "wf.yaml",
+        "name: errs\nconnections:\n  api: {kind: http, base_url: '{{ env.API_BASE_URL }}'}\ndefaults: {retry: {max_attempts: 5, initial_interval: 10ms}}\nsteps:\n  - id: get\n    call: {connection: api, path: /x}\n",
+    )
+    .display()
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_against_a_plain_http_port_is_named_and_not_retried() {
+    let (url, _) = serve(vec![("/x", vec![Reply::json(200, serde_json::json!({}))])]).await;
+    let d = Dir::new();
+    let wf = workflow(&d);
+    let https = url.replacen("http://", "https://", 1);
+    let o = auditflow(&["run", &wf], &[("API_BASE_URL", https.as_str())], d.path());
+    let (out, err) = text(&o);
+    let all = format!("{out}{err}");
+    assert_eq!(o.status.code(), Some(1), "{all}");
+    assert!(all.contains("did not answer in TLS"), "{all}");
+    assert!(all.contains("`http://`"), "{all}");
+    assert!(!all.contains("attempts"), "not retried: {all}");
+}
+
+#[test]
+fn a_base_url_without_its_scheme_says_how_to_write_it() {
+    let d = Dir::new();
+    let wf = workflow(&d);
+    let o = auditflow(
+        &["run", &wf],
+        &[("API_BASE_URL", "127.0.0.1:39289")],
+        d.path(),
+    );
+    let (out, err) = text(&o);
+    let all = format!("{out}{err}");
+    assert_ne!(o.status.code(), Some(0), "{all}");
+    assert!(all.contains("(from API_BASE_URL)"), "{all}");
+    assert!(all.contains("`http://127.0.0.1:39289`"), "{all}");
+}
+
+#[test]
+fn an_unset_base_url_names_its_variable() {
+    let d = Dir::new();
+    let wf = d
+        .write(
+            "m.yaml",
+            "name: m\nconnections:\n  mc: {kind: mimecast, base_url: '{{ env.MIMECAST_BASE_URL }}', credentials: {access_key: '{{ env.MIMECAST_ACCESS_KEY }}', secret_key: '{{ env.MIMECAST_SECRET_KEY }}', app_id: '{{ env.MIMECAST_APP_ID }}', app_key: '{{ env.MIMECAST_APP_KEY }}'}}\nsteps:\n  - id: get\n    call: {connection: mc, path: /api/account/get-account, json: {data: []}}\n",
+        )
+        .display()
+        .to_string();
+    let o = auditflow(&["run", &wf], &[], d.path());
+    let (out, err) = text(&o);
+    let all = format!("{out}{err}");
+    assert_ne!(o.status.code(), Some(0), "{all}");
+    assert!(all.contains("MIMECAST_BASE_URL"), "{all}");
+}
