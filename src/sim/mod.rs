@@ -272,6 +272,8 @@ pub struct Stats {
     pub google_downloads: AtomicU64,
     /// Cloud Storage `alt=media` downloads served (started, whether cut or not).
     pub storage_downloads: AtomicU64,
+    /// Mimecast API 2.0 batch files served (`/siem-batch-files/...`, 200 answers).
+    pub siem_batch_downloads: AtomicU64,
     /// 429 answers injected by `FaultConfig`.
     pub injected_429: AtomicU64,
     /// 500/502/503 answers injected by `FaultConfig`.
@@ -307,6 +309,8 @@ pub struct StatsSnapshot {
     pub google_downloads: u64,
     /// The value of [`Stats::storage_downloads`] when the snapshot was taken.
     pub storage_downloads: u64,
+    /// The value of [`Stats::siem_batch_downloads`] when the snapshot was taken.
+    pub siem_batch_downloads: u64,
     /// The value of [`Stats::injected_429`] when the snapshot was taken.
     pub injected_429: u64,
     /// The value of [`Stats::injected_5xx`] when the snapshot was taken.
@@ -332,6 +336,7 @@ impl Stats {
             google_token_requests: g(&self.google_token_requests),
             google_downloads: g(&self.google_downloads),
             storage_downloads: g(&self.storage_downloads),
+            siem_batch_downloads: g(&self.siem_batch_downloads),
             injected_429: g(&self.injected_429),
             injected_5xx: g(&self.injected_5xx),
             injected_cuts: g(&self.injected_cuts),

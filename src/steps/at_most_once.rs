@@ -29,10 +29,37 @@ pub struct Ledger {
     pub response: Option<RecordedResponse>,
     /// Files this step finished in earlier processes.
     pub artifacts: Vec<crate::events::Artifact>,
-    /// Files this step claimed in earlier processes before writing them.
-    pub claimed: Vec<String>,
+    /// Files any step of the run recorded or claimed in earlier processes.
+    pub earlier: std::sync::Arc<EarlierFiles>,
     /// Polls made by earlier processes (the interval policy continues from there).
     pub polls: u32,
+}
+
+/// The files every step of the run recorded (verified artifacts) or claimed (about to be
+/// written) in earlier processes. A resumed `repeat` lists a page again from its stored
+/// cursor under another iteration index than the process that saved its files, so a step
+/// looks its files up here, not only under its own path.
+#[derive(Debug, Default)]
+pub struct EarlierFiles {
+    /// Artifacts of every step, in the order recorded.
+    pub artifacts: Vec<crate::events::Artifact>,
+    /// Paths every step claimed before writing them.
+    pub claimed: Vec<String>,
+}
+
+impl EarlierFiles {
+    /// What `replay` recorded, all steps together.
+    pub(crate) fn of(replay: &crate::state::journal::Replay) -> Self {
+        let mut steps: Vec<&String> = replay.artifacts.keys().collect();
+        steps.sort();
+        EarlierFiles {
+            artifacts: steps
+                .into_iter()
+                .flat_map(|s| replay.artifacts[s].iter().cloned())
+                .collect(),
+            claimed: replay.claimed.values().flatten().cloned().collect(),
+        }
+    }
 }
 
 /// Identifies a request across processes without keeping it: SHA-256 of the method, URL and

@@ -295,9 +295,47 @@ pub(super) async fn recorded_file(
     (sha == a.sha256).then_some(a)
 }
 
-/// A file an earlier process of the run downloaded, still intact (then it is not fetched).
+/// The download an earlier process recorded for `f` under another step path: same
+/// destination and same object (the URL without its query, which for pre-signed links
+/// changes with each listing), when the file on disk still has its size and SHA-256.
+async fn recorded_elsewhere(f: &FileToFetch, env: &StepEnv<'_>) -> Option<Artifact> {
+    let ledger = env.ledger?;
+    let shown = display(&f.dest);
+    let same_object = |source: &str| {
+        url::Url::parse(source).is_ok_and(|u| {
+            u.origin() == f.url.origin() && u.path() == f.url.path()
+        })
+    };
+    let a = ledger
+        .earlier
+        .artifacts
+        .iter()
+        .rev()
+        .find(|a| {
+            a.kind == ArtifactKind::Download
+                && a.path == shown
+                && a.source.as_deref().is_some_and(same_object)
+        })?
+        .clone();
+    let meta = tokio::fs::metadata(&f.dest).await.ok()?;
+    if meta.len() != a.bytes {
+        return None;
+    }
+    let p = f.dest.clone();
+    let sha = tokio::task::spawn_blocking(move || crate::durable::sha256_file(&p))
+        .await
+        .ok()?
+        .ok()?;
+    (sha == a.sha256).then_some(a)
+}
+
+/// A file an earlier process of the run downloaded, still intact (then it is not fetched):
+/// recorded by this step, or by the step at another iteration of a resumed `repeat`.
 async fn already_downloaded(f: &FileToFetch, env: &StepEnv<'_>) -> Option<download::Downloaded> {
-    let a = recorded_file(env, ArtifactKind::Download, &f.dest, None).await?;
+    let a = match recorded_file(env, ArtifactKind::Download, &f.dest, None).await {
+        Some(a) => a,
+        None => recorded_elsewhere(f, env).await?,
+    };
     if f.expected_sha256
         .as_ref()
         .is_some_and(|h| !h.eq_ignore_ascii_case(&a.sha256))

@@ -63,9 +63,13 @@ impl OverwriteGuard {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .contains(&k);
+        // Any step's: a resumed `repeat` may save a page under another iteration's path.
         let journaled = env.ledger.is_some_and(|l| {
-            l.artifacts.iter().any(|a| key(Path::new(&a.path)) == k)
-                || l.claimed.iter().any(|c| Path::new(c) == k)
+            l.earlier
+                .artifacts
+                .iter()
+                .any(|a| key(Path::new(&a.path)) == k)
+                || l.earlier.claimed.iter().any(|c| Path::new(c) == k)
         });
         written || journaled || (self.recorded)(path)
     }
