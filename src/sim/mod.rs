@@ -158,6 +158,8 @@ pub struct SimConfig {
     pub google_error_user: Option<String>,
     /// Google: export requests allowed per domain per day.
     pub google_daily_limit: u32,
+    /// Google: how an export request past `google_daily_limit` is answered.
+    pub google_quota_answer: GoogleQuotaAnswer,
     /// Google: number of encrypted files per completed export, and plaintext bytes per file.
     pub google_files_per_export: u32,
     /// Google: plaintext bytes per export file (before encryption).
@@ -227,6 +229,7 @@ impl Default for SimConfig {
             google_cleanup_after: Duration::from_secs(24 * 3600),
             google_error_user: None,
             google_daily_limit: 100,
+            google_quota_answer: GoogleQuotaAnswer::Unavailable503,
             google_files_per_export: 2,
             google_file_size: 64 * 1024,
             google_feed_page_size: 100,
@@ -242,6 +245,18 @@ impl Default for SimConfig {
             work_dir: None,
         }
     }
+}
+
+/// How the simulated Email Audit API refuses an export request past the daily limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GoogleQuotaAnswer {
+    /// HTTP 503, as the API's "Usage limits and quotas" page documents (the body is a guess:
+    /// the page shows none).
+    #[default]
+    Unavailable503,
+    /// HTTP 403 with reason `dailyLimitExceeded`, the Admin SDK's usual quota answer (what
+    /// the simulator gave before; kept so clients that know it stay tested).
+    Forbidden403,
 }
 
 /// Counters the simulator keeps; tests assert on them.

@@ -526,7 +526,10 @@ async fn execute_limited(
         } => fetch_pages(conn, rc, env, ctx, pagination, *truncate).await,
         mode => fetch_one(conn, rc, env, mode).await,
     }
-    .map_err(|e| super::quota::vendor_answer(env, quota.as_ref(), e))?;
+    .map_err(|e| {
+        let spent = rc.budget.as_ref().map_or(&[][..], |b| &b.spent_status[..]);
+        super::quota::vendor_answer(env, quota.as_ref(), spent, e)
+    })?;
     let Fetched {
         response,
         attempts,

@@ -487,6 +487,12 @@ pub struct BudgetSpec {
     /// 20 exports in progress per organization.
     #[serde(default)]
     pub in_flight: Option<Count>,
+    /// HTTP statuses the vendor documents as its "quota spent" answer to this call, e.g.
+    /// `[503]` for the Email Audit API ("Usage limits and quotas"). Such an answer that
+    /// persists through the call's retries ends the item pending (exit 75), as Google's
+    /// 403/429 `dailyLimitExceeded` do; the budget then stops asking until its window renews.
+    #[serde(default)]
+    pub spent_status: Vec<u16>,
 }
 
 /// Acceptable answers of a call.
