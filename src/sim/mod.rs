@@ -189,6 +189,13 @@ pub struct SimConfig {
     pub vault_failing_account: Option<String>,
     /// Vault: bytes of generated mbox per account (at least one message).
     pub vault_mbox_size: usize,
+    /// Vault: the organization's accounts. An export account not among them gets what Vault
+    /// gives (a row in `error.csv` and `<export>-account-exceptions.csv`, no mail). None:
+    /// every address of the admin's domain is an account.
+    pub vault_directory: Option<Vec<String>>,
+    /// Vault: the mbox of this account lacks its last message while the results-count file
+    /// keeps the full figure (an export that came out short).
+    pub vault_short_account: Option<String>,
     /// Where the MailStore certificate (PEM) and the Google service-account key file are
     /// written, and where the encrypted export files live (in a temp dir inside it, removed with
     /// the simulator). None: temp dirs.
@@ -242,6 +249,8 @@ impl Default for SimConfig {
             vault_retention: Duration::from_secs(15 * 86_400),
             vault_failing_account: None,
             vault_mbox_size: 16 * 1024,
+            vault_directory: None,
+            vault_short_account: None,
             work_dir: None,
         }
     }

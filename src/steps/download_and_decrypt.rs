@@ -302,9 +302,8 @@ async fn recorded_elsewhere(f: &FileToFetch, env: &StepEnv<'_>) -> Option<Artifa
     let ledger = env.ledger?;
     let shown = display(&f.dest);
     let same_object = |source: &str| {
-        url::Url::parse(source).is_ok_and(|u| {
-            u.origin() == f.url.origin() && u.path() == f.url.path()
-        })
+        url::Url::parse(source)
+            .is_ok_and(|u| u.origin() == f.url.origin() && u.path() == f.url.path())
     };
     let a = ledger
         .earlier

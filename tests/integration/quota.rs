@@ -196,7 +196,9 @@ async fn the_documented_503_quota_answer_makes_the_items_wait() {
     assert!(
         e.contains("2 of 3 items wait for a quota")
             && e.contains("`google-audit-export-requests` quota for example.com is spent")
-            && e.contains("HTTP 503 after 6 attempt(s), which the vendor documents as its quota answer"),
+            && e.contains(
+                "HTTP 503 after 6 attempt(s), which the vendor documents as its quota answer"
+            ),
         "{e}"
     );
     assert_eq!(h.google.exports_created("example.com"), 1);
@@ -210,13 +212,21 @@ async fn the_documented_503_quota_answer_makes_the_items_wait() {
     let (code, _, e) = run(&h, "google/export-users.yaml", &inputs, &[], d.path()).await;
     assert_eq!(code, Some(75), "{e}");
     assert!(e.contains("not used again before"), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}\n{e}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}\n{e}",
+        started.elapsed()
+    );
     // The next UTC day the quota is back and the waiting items are exported.
     h.google.advance_clock(DAY);
     let now = Utc::now() + chrono::Duration::days(1);
     let clock = [("AUDITFLOW_NOW".to_string(), now.to_rfc3339())];
     let (code, _, e) = run(&h, "google/export-users.yaml", &inputs, &clock, d.path()).await;
-    assert_eq!(code, Some(75), "one more waits (the vendor allows 1 a day): {e}");
+    assert_eq!(
+        code,
+        Some(75),
+        "one more waits (the vendor allows 1 a day): {e}"
+    );
     assert_eq!(h.google.exports_created("example.com"), 2);
     h.shutdown().await;
 }

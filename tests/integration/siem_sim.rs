@@ -152,10 +152,18 @@ async fn crash_in_batch_page(point: &str, nth: u32) {
     let mut crashing = e.clone();
     crashing.push(("AUDITFLOW_FAILPOINT", point));
     let out = auditflow(&args, &crashing, d.path());
-    assert_ne!(out.status.code(), Some(0), "the failpoint aborts: {:?}", text(&out));
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "the failpoint aborts: {:?}",
+        text(&out)
+    );
     let before = h.stats.snapshot().siem_batch_downloads;
     // Downloads run 4 at a time: others of the page may have been served, not yet saved.
-    assert!(before >= u64::from(nth), "downloads before the crash: {before}");
+    assert!(
+        before >= u64::from(nth),
+        "downloads before the crash: {before}"
+    );
     e.retain(|(k, _)| *k != "AUDITFLOW_FAILPOINT");
     let out = auditflow(&args, &e, d.path());
     let (o, err) = text(&out);

@@ -995,8 +995,16 @@ async fn error_user_and_missing_key_end_in_error() {
 #[tokio::test]
 async fn daily_limit_per_domain() {
     // The "Usage limits and quotas" page: an exceeded quota is answered 503.
-    daily_limit_answered(crate::sim::GoogleQuotaAnswer::Unavailable503, StatusCode::SERVICE_UNAVAILABLE).await;
-    daily_limit_answered(crate::sim::GoogleQuotaAnswer::Forbidden403, StatusCode::FORBIDDEN).await;
+    daily_limit_answered(
+        crate::sim::GoogleQuotaAnswer::Unavailable503,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    daily_limit_answered(
+        crate::sim::GoogleQuotaAnswer::Forbidden403,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
 }
 
 async fn daily_limit_answered(answer: crate::sim::GoogleQuotaAnswer, expected: StatusCode) {

@@ -58,7 +58,7 @@ pub(super) async fn get_object(
     };
     match alt {
         Alt::Json => json_ok(&metadata(&bucket, &object, &o)),
-        Alt::Media => media(&sim, &o, &headers),
+        Alt::Media => media(&sim, &object, &o, &headers),
     }
 }
 
@@ -78,7 +78,7 @@ fn metadata(bucket: &str, object: &str, o: &StoredObject) -> serde_json::Value {
         "bucket": bucket,
         "generation": o.generation.to_string(),
         "metageneration": "1",
-        "contentType": "application/zip",
+        "contentType": content_type(object),
         "storageClass": "STANDARD",
         "size": o.bytes.len().to_string(),
         "md5Hash": o.md5_b64,
@@ -94,7 +94,21 @@ fn etag(o: &StoredObject) -> String {
     format!("C{}EAE=", o.generation)
 }
 
-fn header_pairs(o: &StoredObject) -> HeaderMap {
+/// The object's content type, by its name (the export's ZIPs, CSVs and XML).
+fn content_type(object: &str) -> &'static str {
+    let lower = object.to_ascii_lowercase();
+    if lower.ends_with(".zip") {
+        "application/zip"
+    } else if lower.ends_with(".csv") {
+        "text/csv"
+    } else if lower.ends_with(".xml") {
+        "application/xml"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+fn header_pairs(object: &str, o: &StoredObject) -> HeaderMap {
     let mut h = HeaderMap::new();
     let mut put = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -111,12 +125,12 @@ fn header_pairs(o: &StoredObject) -> HeaderMap {
     put("x-goog-stored-content-encoding", "identity".into());
     put("x-goog-storage-class", "STANDARD".into());
     put("etag", format!("\"{}\"", etag(o)));
-    put("content-type", "application/zip".into());
+    put("content-type", content_type(object).into());
     put("accept-ranges", "bytes".into());
     h
 }
 
-fn media(sim: &VaultSim, o: &Arc<StoredObject>, headers: &HeaderMap) -> Response {
+fn media(sim: &VaultSim, object: &str, o: &Arc<StoredObject>, headers: &HeaderMap) -> Response {
     let len = o.bytes.len() as u64;
     let (status, start, count) = match parse_range(headers.get(header::RANGE), len) {
         RangeReq::Full => (StatusCode::OK, 0, len),
@@ -132,7 +146,7 @@ fn media(sim: &VaultSim, o: &Arc<StoredObject>, headers: &HeaderMap) -> Response
             return r;
         }
     };
-    let mut h = header_pairs(o);
+    let mut h = header_pairs(object, o);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     if status == StatusCode::PARTIAL_CONTENT {
         let range = format!("bytes {start}-{}/{len}", start + count - 1);
