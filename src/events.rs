@@ -261,6 +261,15 @@ pub enum Event {
         /// More pages were announced than fetched (`paginate: false` or `truncate: true`).
         truncated: bool,
     },
+    /// A step accepted an incomplete vendor result the workflow allows (a Vault export with
+    /// error reports or message counts that differ, under `accept_partial`): the run may
+    /// succeed, and the report and the evidence manifest say what is missing.
+    Partial {
+        /// The step's path.
+        step: String,
+        /// What is missing, one line each (masked).
+        problems: Vec<String>,
+    },
     /// Something the user should know that does not stop the run (e.g. `insecure_tls`).
     Warning {
         /// The warning, masked.
@@ -476,6 +485,10 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
         },
         Event::Warning { message } => Event::Warning {
             message: m(message),
+        },
+        Event::Partial { step, problems } => Event::Partial {
+            step: m(step),
+            problems: problems.into_iter().map(m).collect(),
         },
         Event::Paged {
             step,

@@ -73,6 +73,9 @@ pub(crate) struct RunRecord {
     /// Per `call` step: pages fetched and records saved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub calls: BTreeMap<String, CallRecord>,
+    /// Per step that accepted an incomplete vendor result (`accept_partial`): what is missing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub partial: BTreeMap<String, Vec<String>>,
 }
 
 /// The manifest document.
@@ -134,6 +137,9 @@ impl ManifestSink {
         for earlier in manifest.runs.iter().filter(|r| r.run_id == run.run_id) {
             for (step, c) in &earlier.calls {
                 run.calls.entry(step.clone()).or_insert_with(|| c.clone());
+            }
+            for (step, p) in &earlier.partial {
+                run.partial.entry(step.clone()).or_insert_with(|| p.clone());
             }
         }
         manifest.runs.retain(|r| r.run_id != run.run_id);
@@ -216,9 +222,15 @@ impl Sink for ManifestSink {
                     finished_at: None,
                     status: None,
                     calls: BTreeMap::new(),
+                    partial: BTreeMap::new(),
                 });
             }
             Event::Artifact { step, artifact } => g.1.push((step.clone(), artifact.clone())),
+            Event::Partial { step, problems } => {
+                if let Some(r) = g.0.as_mut() {
+                    r.partial.insert(step.clone(), problems.clone());
+                }
+            }
             Event::Paged {
                 step,
                 pages,

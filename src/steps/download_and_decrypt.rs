@@ -385,19 +385,24 @@ fn download_outputs(done: &[download::Downloaded]) -> Value {
         "urls": done.iter().map(|d| d.url.clone()).collect::<Vec<_>>(),
         "extracted": [],
         "extracted_sha256": [],
+        "evidence": [],
+        "partial": false,
+        "problems": [],
+        "results_count": {},
+        "messages": {},
     })
 }
 
 /// Takes the wanted entries out of every downloaded archive into `spec.to` (see
 /// [`extract`]); files an earlier process of the run extracted and that are unchanged are
-/// kept. Returns the extracted files in archive order.
+/// kept. Returns each extracted file with its archive entry's name, in archive order.
 async fn extract_all(
     spec: &ExtractSpec,
-    done: &[download::Downloaded],
+    done: &[&download::Downloaded],
     request_id: &Option<String>,
     env: &StepEnv<'_>,
     ctx: &Value,
-) -> Result<Vec<extract::Extracted>, StepError> {
+) -> Result<Vec<(String, extract::Extracted)>, StepError> {
     let to = PathBuf::from(render_str("download.extract.to", &spec.to, ctx)?);
     create_dir(&to)?;
     let mut taken = std::collections::HashSet::new();
@@ -413,6 +418,7 @@ async fn extract_all(
         let planned = planned?;
         super::overwrite::check(env, planned.iter().map(|p| p.dest.as_path()))?;
         for p in planned {
+            let entry = p.entry.clone();
             let source = display(&d.path);
             let x = match recorded_file(env, ArtifactKind::Extracted, &p.dest, Some(&source)).await
             {
@@ -451,7 +457,7 @@ async fn extract_all(
                     finished_at: now(),
                 },
             });
-            out.push(x);
+            out.push((entry, x));
         }
         durable_record(env).await;
     }
@@ -489,7 +495,7 @@ fn dry_run_downloads(plan: &DownloadPlan, env: &StepEnv<'_>) -> Value {
             body: None,
         });
     }
-    json!({"files": [], "bytes": 0, "sizes": [], "sha256": [], "md5": [], "urls": [], "extracted": [], "extracted_sha256": []})
+    json!({"files": [], "bytes": 0, "sizes": [], "sha256": [], "md5": [], "urls": [], "extracted": [], "extracted_sha256": [], "evidence": [], "partial": false, "problems": [], "results_count": {}, "messages": {}})
 }
 
 /// A dry run's `download`: the requests it would send, or, when the URLs come from a
@@ -535,17 +541,106 @@ pub async fn download_step(
         .await?;
     let mut outputs = download_outputs(&done);
     if let Some(x) = &spec.extract {
-        let extracted = extract_all(x, &done, &plan.request_id, env, ctx).await?;
-        outputs["extracted"] = json!(extracted
-            .iter()
-            .map(|x| display(&x.path))
-            .collect::<Vec<_>>());
-        outputs["extracted_sha256"] = json!(extracted
-            .iter()
-            .map(|x| x.sha256.clone())
-            .collect::<Vec<_>>());
+        extract_step(x, &done, &plan.request_id, env, ctx, &mut outputs).await?;
     }
     Ok(outputs)
+}
+
+/// `download.extract`: takes the mbox files out of the ZIP archives among `done` (the other
+/// files of an export stay where they were downloaded, as evidence), then checks the export
+/// when `verify` asks. Sets `extracted`, `extracted_sha256`, `evidence` and, with `verify`,
+/// `partial`, `problems`, `results_count` and `messages` in `outputs`.
+async fn extract_step(
+    spec: &ExtractSpec,
+    done: &[download::Downloaded],
+    request_id: &Option<String>,
+    env: &StepEnv<'_>,
+    ctx: &Value,
+    outputs: &mut Value,
+) -> Result<(), StepError> {
+    use super::vault_export::{self, FileRole};
+    let (archives, others): (Vec<&download::Downloaded>, Vec<&download::Downloaded>) = done
+        .iter()
+        .partition(|d| vault_export::role(&d.path) == FileRole::Archive);
+    for d in &others {
+        env.emitter.log(
+            env.step,
+            format!("{} is not an archive: kept as evidence", d.path.display()),
+        );
+    }
+    let extracted = extract_all(spec, &archives, request_id, env, ctx).await?;
+    outputs["extracted"] = json!(extracted
+        .iter()
+        .map(|(_, x)| display(&x.path))
+        .collect::<Vec<_>>());
+    outputs["extracted_sha256"] = json!(extracted
+        .iter()
+        .map(|(_, x)| x.sha256.clone())
+        .collect::<Vec<_>>());
+    outputs["evidence"] = json!(others.iter().map(|d| display(&d.path)).collect::<Vec<_>>());
+    let Some(crate::workflow::model::ExportVerify::Vault) = spec.verify else {
+        return Ok(());
+    };
+    let files: Vec<vault_export::Downloaded> = done
+        .iter()
+        .map(|d| vault_export::Downloaded {
+            path: d.path.clone(),
+            md5: d.md5.clone(),
+        })
+        .collect();
+    let mboxes: Vec<vault_export::Mbox> = extracted
+        .into_iter()
+        .map(|(entry, x)| vault_export::Mbox {
+            entry,
+            path: x.path,
+        })
+        .collect();
+    let verdict = blocking("export check", move || vault_export::check(&files, &mboxes)).await??;
+    let accept = match &spec.accept_partial {
+        Some(t) => render_bool("download.extract.accept_partial", t, ctx)?,
+        None => false,
+    };
+    let problems: Vec<String> = verdict
+        .problems
+        .iter()
+        .map(|p| env.emitter.secrets().mask(p))
+        .collect();
+    if !problems.is_empty() && !accept {
+        return Err(vault_export::CheckError::Incomplete { problems }.into());
+    }
+    if problems.is_empty() {
+        env.emitter.log(
+            env.step,
+            format!(
+                "checked against the export's results-count and checksums files: {} account(s), {} message(s)",
+                verdict.expected.len(),
+                verdict.extracted.values().sum::<u64>()
+            ),
+        );
+    } else {
+        env.emitter.emit(Event::Partial {
+            step: env.step.to_string(),
+            problems: problems.clone(),
+        });
+    }
+    outputs["partial"] = json!(!problems.is_empty());
+    outputs["problems"] = json!(problems);
+    outputs["results_count"] = json!(verdict.expected);
+    outputs["messages"] = json!(verdict.extracted);
+    Ok(())
+}
+
+/// A template that must render to `true` or `false`.
+fn render_bool(field: &'static str, src: &str, ctx: &Value) -> Result<bool, StepError> {
+    match render_str(field, src, ctx)?.trim() {
+        "true" => Ok(true),
+        "false" | "" => Ok(false),
+        other => Err(StepError::WrongType {
+            field,
+            expected: "true or false",
+            found: other.to_string(),
+        }),
+    }
 }
 
 /// A rendered decrypt step (files aside).

@@ -649,6 +649,26 @@ pub struct ExtractSpec {
     /// Which entries to keep (default `mbox`).
     #[serde(default)]
     pub format: ExtractFormat,
+    /// Check the export against the files it lists beside its archives: `vault` reads a
+    /// Google Vault export's results-count file (messages per account), its checksums file
+    /// and its error reports. Default: no check.
+    #[serde(default)]
+    pub verify: Option<ExportVerify>,
+    /// With `verify`: accept an export the vendor reports as incomplete (error reports,
+    /// an account whose messages differ from its count) as a partial result: the step
+    /// succeeds with `partial: true` and the report and the manifest say what is missing.
+    /// A template rendering to true or false; default false (the step fails).
+    #[serde(default)]
+    pub accept_partial: Option<String>,
+}
+
+/// What `download.extract.verify` checks the extracted files against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportVerify {
+    /// A Google Vault export: `<export>-results-count.csv`, the checksums file, `error.csv`
+    /// and `<export>-account-exceptions.csv`.
+    Vault,
 }
 
 /// OpenPGP-decrypt files.

@@ -489,6 +489,9 @@ impl Validator<'_> {
             }
             if let Some(x) = &d.extract {
                 self.template(&format!("{dp}.extract.to"), &x.to, scope);
+                if let Some(a) = &x.accept_partial {
+                    self.template(&format!("{dp}.extract.accept_partial"), a, scope);
+                }
             }
             self.template(&format!("{dp}.to"), &d.to, scope);
             if let Some(r) = &d.request_id {
