@@ -38,6 +38,7 @@ mod siem_sim;
 mod sim_tls;
 mod validate_cases;
 mod vault;
+mod vault_sim;
 mod vendors_google;
 mod vendors_http;
 mod vendors_mailstore;
