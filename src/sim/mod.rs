@@ -518,6 +518,10 @@ impl SimHandle {
             ("GOOGLE_VAULT_BASE_URL".into(), self.vault_url.clone()),
             ("GOOGLE_STORAGE_BASE_URL".into(), self.storage_url.clone()),
         ];
+        v.push((
+            "GOOGLE_APPLICATION_CREDENTIALS".into(),
+            self.google.service_account_key_file().display().to_string(),
+        ));
         if let Some(cert) = &self.mailstore_cert {
             v.push((
                 "MAILSTORE_CA_FILE".into(),

@@ -6,6 +6,8 @@
 use std::path::Path;
 
 use auditflow::sim::{self, SimConfig, SimHandle};
+use base64::Engine as _;
+use md5::Digest as _;
 use serde_json::Value;
 
 use crate::common::*;
@@ -175,5 +177,224 @@ async fn an_unknown_account_fails_with_the_error_reports_or_is_kept_as_partial()
         "{m:#}"
     );
     assert!(d.path().join("out/alice@example.com.mbox").is_file());
+    h.shutdown().await;
+}
+
+/// A small client written from Google's references (Vault v1 REST, Cloud Storage JSON API,
+/// the error format), not from `auditflow::vendors`, as google-api-python-client and
+/// google-cloud-storage call them: one reqwest client, one connection per origin.
+struct GoogleClient {
+    http: reqwest::Client,
+    token: String,
+    vault: String,
+    storage: String,
+}
+
+impl GoogleClient {
+    fn new(h: &SimHandle) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        GoogleClient {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("client"),
+            token: h.credentials.google_access_token.clone(),
+            vault: h.vault_url.clone(),
+            storage: h.storage_url.clone(),
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Vec<u8>) {
+        let r = req.bearer_auth(&self.token).send().await.expect("answer");
+        let status = r.status().as_u16();
+        (status, r.bytes().await.expect("body").to_vec())
+    }
+
+    async fn json(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let (status, body) = self.send(req).await;
+        let v = serde_json::from_slice(&body).unwrap_or_else(|e| {
+            panic!(
+                "{status}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&body)
+            )
+        });
+        (status, v)
+    }
+}
+
+/// Google's error format: `{"error": {"code", "message", "status"}}` with `code` the HTTP status.
+fn assert_google_error(status: u16, v: &Value, want: u16, state: &str) {
+    assert_eq!(status, want, "{v}");
+    assert_eq!(v["error"]["code"], want, "{v}");
+    assert_eq!(v["error"]["status"], state, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn googles_own_client_paths_are_served_and_never_lead_off_the_simulator() {
+    let h = sim::start(quick(None, None)).await.unwrap();
+    let c = GoogleClient::new(&h);
+    let (st, matter) = c
+        .json(
+            c.http
+                .post(format!("{}/v1/matters", c.vault))
+                .json(&serde_json::json!({
+                    "name": "client paths", "description": "reference client"
+                })),
+        )
+        .await;
+    assert_eq!(st, 200, "{matter}");
+    let id = matter["matterId"].as_str().expect("matterId").to_string();
+    // Methods the simulator does not serve: Google's JSON error, and the connection is kept.
+    for (method, path) in [
+        (reqwest::Method::POST, format!("/v1/matters/{id}:close")),
+        (reqwest::Method::PUT, format!("/v1/matters/{id}")),
+        (reqwest::Method::DELETE, format!("/v1/matters/{id}")),
+    ] {
+        let (st, v) = c
+            .json(
+                c.http
+                    .request(method, format!("{}{path}", c.vault))
+                    .json(&serde_json::json!({"name": "x"})),
+            )
+            .await;
+        assert_google_error(st, &v, 501, "UNIMPLEMENTED");
+    }
+    let (st, v) = c.json(c.http.get(format!("{}/v1/nowhere", c.vault))).await;
+    assert_google_error(st, &v, 404, "NOT_FOUND");
+    let (st, export) = c
+        .json(
+            c.http
+                .post(format!("{}/v1/matters/{id}/exports", c.vault))
+                .json(&serde_json::json!({
+                    "name": "client-paths",
+                    "query": {"corpus": "MAIL", "dataScope": "ALL_DATA", "searchMethod": "ACCOUNT",
+                              "accountInfo": {"emails": ["alice@example.com"]}},
+                    "exportOptions": {"mailOptions": {"exportFormat": "MBOX"}}
+                })),
+        )
+        .await;
+    assert_eq!(st, 200, "{export}");
+    let eid = export["id"].as_str().expect("id").to_string();
+    let mut done = Value::Null;
+    for _ in 0..10 {
+        let (_, e) = c
+            .json(
+                c.http
+                    .get(format!("{}/v1/matters/{id}/exports/{eid}", c.vault)),
+            )
+            .await;
+        if e["status"] == "COMPLETED" {
+            done = e;
+            break;
+        }
+    }
+    let files = done["cloudStorageSink"]["files"]
+        .as_array()
+        .expect("files")
+        .clone();
+    assert_eq!(files.len(), 4, "{done}");
+    for f in &files {
+        let (bucket, object) = (
+            f["bucketName"].as_str().expect("bucket"),
+            f["objectName"].as_str().expect("object"),
+        );
+        let encoded: String = url::form_urlencoded::byte_serialize(object.as_bytes())
+            .collect::<String>()
+            .replace('+', "%20");
+        let (st, meta) = c
+            .json(
+                c.http
+                    .get(format!("{}/storage/v1/b/{bucket}/o/{encoded}", c.storage)),
+            )
+            .await;
+        assert_eq!(st, 200, "{meta}");
+        for link in ["selfLink", "mediaLink"] {
+            let l = meta[link].as_str().expect("link");
+            assert!(
+                l.starts_with(&c.storage),
+                "{link} {l} is not the simulator's"
+            );
+        }
+        // What google-cloud-storage downloads from, then the mediaLink as given.
+        let download = format!(
+            "{}/download/storage/v1/b/{bucket}/o/{encoded}?alt=media",
+            c.storage
+        );
+        let media = meta["mediaLink"].as_str().expect("mediaLink").to_string();
+        for url in [download, media] {
+            let (st, bytes) = c.send(c.http.get(&url)).await;
+            assert_eq!(st, 200, "{url}");
+            assert_eq!(bytes.len().to_string(), f["size"].as_str().expect("size"));
+            let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&bytes));
+            assert_eq!(f["md5Hash"], md5.as_str(), "{url}");
+        }
+        let (st, v) = c
+            .json(
+                c.http
+                    .post(format!("{}/storage/v1/b/{bucket}/o/{encoded}", c.storage))
+                    .body("x"),
+            )
+            .await;
+        assert_google_error(st, &v, 501, "UNIMPLEMENTED");
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unserved_post_keeps_the_connection_open() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let h = sim::start(quick(None, None)).await.unwrap();
+    let addr = h.vault_url.trim_start_matches("http://").to_string();
+    let token = h.credentials.google_access_token.clone();
+    let mut s = tokio::io::BufReader::new(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    let body = r#"{"name": "x"}"#;
+    let requests = [
+        format!("POST /v1/matters/m1:close HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+        format!("GET /v1/matters HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"),
+    ];
+    let mut statuses = Vec::new();
+    let exchange = async {
+        for req in requests {
+            s.get_mut().write_all(req.as_bytes()).await.unwrap();
+            let mut status = String::new();
+            s.read_line(&mut status).await.unwrap();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                s.read_line(&mut line).await.unwrap();
+                let l = line.trim().to_ascii_lowercase();
+                if l.is_empty() {
+                    break;
+                }
+                assert_ne!(l, "connection: close", "{status}");
+                if let Some(n) = l.strip_prefix("content-length:") {
+                    length = n.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            s.read_exact(&mut body).await.unwrap();
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            statuses.push((
+                status.split_whitespace().nth(1).unwrap_or("").to_string(),
+                v,
+            ));
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), exchange)
+        .await
+        .expect("both answers within 30 s on one connection");
+    assert_eq!(statuses[0].0, "501", "{:?}", statuses[0].1);
+    assert_eq!(statuses[0].1["error"]["status"], "UNIMPLEMENTED");
+    assert_eq!(
+        statuses[1].0, "200",
+        "the same connection answers: {:?}",
+        statuses[1].1
+    );
     h.shutdown().await;
 }
