@@ -283,6 +283,11 @@ pub(super) async fn recorded_file(
             a.kind == kind && a.path == shown && (source.is_none() || a.source.as_deref() == source)
         })?
         .clone();
+    intact(path, a).await
+}
+
+/// `a` when the file at `path` still has the recorded size and SHA-256.
+async fn intact(path: &Path, a: Artifact) -> Option<Artifact> {
     let meta = tokio::fs::metadata(path).await.ok()?;
     if meta.len() != a.bytes {
         return None;
@@ -316,16 +321,7 @@ async fn recorded_elsewhere(f: &FileToFetch, env: &StepEnv<'_>) -> Option<Artifa
                 && a.source.as_deref().is_some_and(same_object)
         })?
         .clone();
-    let meta = tokio::fs::metadata(&f.dest).await.ok()?;
-    if meta.len() != a.bytes {
-        return None;
-    }
-    let p = f.dest.clone();
-    let sha = tokio::task::spawn_blocking(move || crate::durable::sha256_file(&p))
-        .await
-        .ok()?
-        .ok()?;
-    (sha == a.sha256).then_some(a)
+    intact(&f.dest, a).await
 }
 
 /// A file an earlier process of the run downloaded, still intact (then it is not fetched):

@@ -137,7 +137,7 @@ pub enum CheckError {
         count: usize,
     },
     /// The export is incomplete and the workflow does not accept partial exports.
-    #[error("the Vault export is incomplete:\n  {}\nNothing is wrong with the download: the export itself came out short. Check the accounts in the Vault console and export again, or set `download.extract.accept_partial` to keep it as a partial result", problems.join("\n  "))]
+    #[error("the Vault export is incomplete:\n  {}\nThe files downloaded intact: the export itself is incomplete. Check the accounts in the Vault console and export again, or keep it as a partial result (`download.extract.accept_partial`; with vault-mail-export.yaml, `-i accept_partial=true`)", problems.join("\n  "))]
     Incomplete {
         /// One line (or block) per problem.
         problems: Vec<String>,
