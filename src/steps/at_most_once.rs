@@ -38,28 +38,53 @@ pub struct Ledger {
 /// The files every step of the run recorded (verified artifacts) or claimed (about to be
 /// written) in earlier processes. A resumed `repeat` lists a page again from its stored
 /// cursor under another iteration index than the process that saved its files, so a step
-/// looks its files up here, not only under its own path.
+/// looks its files up here, not only under its own path. Indexed: a long resumed chain
+/// looks thousands of files up.
 #[derive(Debug, Default)]
 pub struct EarlierFiles {
-    /// Artifacts of every step, in the order recorded.
-    pub artifacts: Vec<crate::events::Artifact>,
-    /// Paths every step claimed before writing them.
-    pub claimed: Vec<String>,
+    /// Download artifacts of every step, by path as recorded.
+    downloads: std::collections::HashMap<String, Vec<crate::events::Artifact>>,
+    /// Every recorded or claimed path, made absolute.
+    written: std::collections::HashSet<std::path::PathBuf>,
 }
 
 impl EarlierFiles {
     /// What `replay` recorded, all steps together.
     pub(crate) fn of(replay: &crate::state::journal::Replay) -> Self {
-        let mut steps: Vec<&String> = replay.artifacts.keys().collect();
-        steps.sort();
-        EarlierFiles {
-            artifacts: steps
-                .into_iter()
-                .flat_map(|s| replay.artifacts[s].iter().cloned())
-                .collect(),
-            claimed: replay.claimed.values().flatten().cloned().collect(),
+        let mut out = EarlierFiles::default();
+        for a in replay.artifacts.values().flatten() {
+            out.written.insert(absolute(std::path::Path::new(&a.path)));
+            if a.kind == crate::events::ArtifactKind::Download {
+                out.downloads
+                    .entry(a.path.clone())
+                    .or_default()
+                    .push(a.clone());
+            }
         }
+        out.written.extend(
+            replay
+                .claimed
+                .values()
+                .flatten()
+                .map(std::path::PathBuf::from),
+        );
+        out
     }
+
+    /// The downloads recorded at `path` (as recorded, not made absolute).
+    pub fn downloads_at(&self, path: &str) -> &[crate::events::Artifact] {
+        self.downloads.get(path).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether a step recorded or claimed `path` (absolute).
+    pub fn wrote(&self, path: &std::path::Path) -> bool {
+        self.written.contains(path)
+    }
+}
+
+/// `path` made absolute lexically (the file may not exist), to compare paths.
+pub(crate) fn absolute(path: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Identifies a request across processes without keeping it: SHA-256 of the method, URL and

@@ -312,14 +312,10 @@ async fn recorded_elsewhere(f: &FileToFetch, env: &StepEnv<'_>) -> Option<Artifa
     };
     let a = ledger
         .earlier
-        .artifacts
+        .downloads_at(&shown)
         .iter()
         .rev()
-        .find(|a| {
-            a.kind == ArtifactKind::Download
-                && a.path == shown
-                && a.source.as_deref().is_some_and(same_object)
-        })?
+        .find(|a| a.source.as_deref().is_some_and(same_object))?
         .clone();
     intact(&f.dest, a).await
 }

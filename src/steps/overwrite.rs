@@ -64,13 +64,7 @@ impl OverwriteGuard {
             .unwrap_or_else(PoisonError::into_inner)
             .contains(&k);
         // Any step's: a resumed `repeat` may save a page under another iteration's path.
-        let journaled = env.ledger.is_some_and(|l| {
-            l.earlier
-                .artifacts
-                .iter()
-                .any(|a| key(Path::new(&a.path)) == k)
-                || l.earlier.claimed.iter().any(|c| Path::new(c) == k)
-        });
+        let journaled = env.ledger.is_some_and(|l| l.earlier.wrote(&k));
         written || journaled || (self.recorded)(path)
     }
 }
@@ -88,7 +82,7 @@ impl Sink for OverwriteGuard {
 
 /// A path made absolute (lexically: the file may not exist yet), to compare paths.
 fn key(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+    super::at_most_once::absolute(path)
 }
 
 /// Checks `paths` with the step's guard; none (`--overwrite`, `overwrite: true`) allows all.

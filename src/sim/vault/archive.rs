@@ -91,7 +91,7 @@ fn count_messages(mbox: &[u8]) -> u64 {
     starts.count() as u64
 }
 
-/// Cuts the mbox before its last `From ` line (keeps at least nothing: one message goes).
+/// Cuts the mbox before its last `From ` line: its last message goes (all of it when it has one).
 fn drop_last_message(mbox: &mut Vec<u8>) {
     let last = mbox
         .windows(6)
