@@ -238,6 +238,20 @@ fn assert_google_error(status: u16, v: &Value, want: u16, state: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn googles_own_client_paths_are_served_and_never_lead_off_the_simulator() {
     let h = sim::start(quick(None, None)).await.unwrap();
+    // The printed environment names the service-account key file Google's libraries read.
+    let env: std::collections::HashMap<String, String> = h.env().into_iter().collect();
+    let key_file = env
+        .get("GOOGLE_APPLICATION_CREDENTIALS")
+        .expect("GOOGLE_APPLICATION_CREDENTIALS in the printed environment");
+    let key = read_json(Path::new(key_file));
+    assert_eq!(key["type"], "service_account", "{key_file}");
+    assert!(
+        key["token_uri"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http://127.0.0.1")),
+        "token_uri {}",
+        key["token_uri"]
+    );
     let c = GoogleClient::new(&h);
     let (st, matter) = c
         .json(
