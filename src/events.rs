@@ -274,6 +274,15 @@ pub enum Event {
         /// What was found: its status and creation time as the vendor lists them.
         detail: String,
     },
+    /// A step accepted an incomplete vendor result the workflow allows (a Vault export with
+    /// error reports or message counts that differ, under `accept_partial`): the run may
+    /// succeed, and the report and the evidence manifest say what is missing.
+    Partial {
+        /// The step's path.
+        step: String,
+        /// What is missing, one line each (masked).
+        problems: Vec<String>,
+    },
     /// Something the user should know that does not stop the run (e.g. `insecure_tls`).
     Warning {
         /// The warning, masked.
@@ -523,6 +532,10 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
             vendor,
             request_id: mo(request_id),
             detail: m(detail),
+        },
+        Event::Partial { step, problems } => Event::Partial {
+            step: m(step),
+            problems: problems.into_iter().map(m).collect(),
         },
         Event::Paged {
             step,

@@ -32,6 +32,8 @@ pub(super) struct ActiveRun {
     /// The journal this process appends to, and what earlier processes recorded.
     pub(super) journal: Option<Journal>,
     pub(super) replay: Option<Replay>,
+    /// Files every step recorded or claimed in earlier processes (built from `replay`).
+    pub(super) earlier_files: Arc<crate::steps::at_most_once::EarlierFiles>,
     pub(super) shard: Option<Shard>,
     /// Connections, built on first use.
     pub(super) connections: ConnectionCache,
@@ -160,9 +162,7 @@ impl ActiveRun {
                 .and_then(|r| r.artifacts.get(path).cloned())
                 .unwrap_or_default(),
             polls: r.and_then(|r| r.polls.get(path).map(|p| p.0)).unwrap_or(0),
-            claimed: r
-                .and_then(|r| r.claimed.get(path).cloned())
-                .unwrap_or_default(),
+            earlier: self.earlier_files.clone(),
             adopt: self.adopt_existing,
         })
     }

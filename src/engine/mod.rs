@@ -230,6 +230,12 @@ pub(crate) async fn run(
         detach_at: opts.max_wait.map(|d| started + d),
         cancel: opts.cancel.clone(),
         journal: state.as_ref().map(|s| s.journal.clone()),
+        earlier_files: Arc::new(
+            replay
+                .as_ref()
+                .map(crate::steps::at_most_once::EarlierFiles::of)
+                .unwrap_or_default(),
+        ),
         replay,
         shard: opts.shard,
         connections: if opts.rehearsal {

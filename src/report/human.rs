@@ -464,6 +464,10 @@ impl Sink for Human {
             } => self.dry_run(&st, step, method, url, headers, body.as_deref()),
             Event::Artifact { step, artifact } => self.artifact(&st, step, artifact),
             Event::Warning { message } => self.println(&format!("  ⚠ warning: {message}")),
+            Event::Partial { step, problems } => self.println(&format!(
+                "  ⚠ PARTIAL result of `{step}` (accepted by the workflow):\n      {}",
+                problems.join("\n      ")
+            )),
             Event::Paged {
                 step, pages, items, ..
             } => self.log(&st, step, &format!("{pages} page(s), {items} record(s)")),

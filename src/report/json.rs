@@ -157,6 +157,9 @@ impl Sink for JsonReport {
                     w.push(json!(message));
                 }
             }
+            Event::Partial { step, problems } => {
+                doc["partial"][step.as_str()] = json!(problems);
+            }
             Event::RunFinished {
                 status,
                 duration,

@@ -77,6 +77,9 @@ pub(crate) struct RunRecord {
     /// Per `call` step: pages fetched and records saved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub calls: BTreeMap<String, CallRecord>,
+    /// Per step that accepted an incomplete vendor result (`accept_partial`): what is missing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub partial: BTreeMap<String, Vec<String>>,
     /// Per step that adopted a request already made at the vendor instead of creating one.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub adopted: BTreeMap<String, AdoptedRecord>,
@@ -157,6 +160,9 @@ impl ManifestSink {
             }
             for (step, a) in &earlier.adopted {
                 run.adopted.entry(step.clone()).or_insert_with(|| a.clone());
+            }
+            for (step, p) in &earlier.partial {
+                run.partial.entry(step.clone()).or_insert_with(|| p.clone());
             }
         }
         manifest.runs.retain(|r| r.run_id != run.run_id);
@@ -269,6 +275,7 @@ impl Sink for ManifestSink {
                     status: None,
                     calls: BTreeMap::new(),
                     adopted: BTreeMap::new(),
+                    partial: BTreeMap::new(),
                 });
             }
             Event::Adopted {
@@ -289,6 +296,11 @@ impl Sink for ManifestSink {
                 }
             }
             Event::Artifact { step, artifact } => g.1.push((step.clone(), artifact.clone())),
+            Event::Partial { step, problems } => {
+                if let Some(r) = g.0.as_mut() {
+                    r.partial.insert(step.clone(), problems.clone());
+                }
+            }
             Event::Paged {
                 step,
                 pages,

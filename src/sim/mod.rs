@@ -161,6 +161,8 @@ pub struct SimConfig {
     pub google_error_user: Option<String>,
     /// Google: export requests allowed per domain per day.
     pub google_daily_limit: u32,
+    /// Google: how an export request past `google_daily_limit` is answered.
+    pub google_quota_answer: GoogleQuotaAnswer,
     /// Google: number of encrypted files per completed export, and plaintext bytes per file.
     pub google_files_per_export: u32,
     /// Google: plaintext bytes per export file (before encryption).
@@ -190,6 +192,13 @@ pub struct SimConfig {
     pub vault_failing_account: Option<String>,
     /// Vault: bytes of generated mbox per account (at least one message).
     pub vault_mbox_size: usize,
+    /// Vault: the organization's accounts. An export account not among them gets what Vault
+    /// gives (a row in `error.csv` and `<export>-account-exceptions.csv`, no mail). None:
+    /// every address of the admin's domain is an account.
+    pub vault_directory: Option<Vec<String>>,
+    /// Vault: the mbox of this account lacks its last message while the results-count file
+    /// keeps the full figure (an export that came out short).
+    pub vault_short_account: Option<String>,
     /// Where the MailStore certificate (PEM) and the Google service-account key file are
     /// written, and where the encrypted export files live (in a temp dir inside it, removed with
     /// the simulator). None: temp dirs.
@@ -230,6 +239,7 @@ impl Default for SimConfig {
             google_cleanup_after: Duration::from_secs(24 * 3600),
             google_error_user: None,
             google_daily_limit: 100,
+            google_quota_answer: GoogleQuotaAnswer::Unavailable503,
             google_files_per_export: 2,
             google_file_size: 64 * 1024,
             google_feed_page_size: 100,
@@ -242,9 +252,23 @@ impl Default for SimConfig {
             vault_retention: Duration::from_secs(15 * 86_400),
             vault_failing_account: None,
             vault_mbox_size: 16 * 1024,
+            vault_directory: None,
+            vault_short_account: None,
             work_dir: None,
         }
     }
+}
+
+/// How the simulated Email Audit API refuses an export request past the daily limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GoogleQuotaAnswer {
+    /// HTTP 503, as the API's "Usage limits and quotas" page documents (the body is a guess:
+    /// the page shows none).
+    #[default]
+    Unavailable503,
+    /// HTTP 403 with reason `dailyLimitExceeded`, the Admin SDK's usual quota answer (what
+    /// the simulator gave before; kept so clients that know it stay tested).
+    Forbidden403,
 }
 
 /// Counters the simulator keeps; tests assert on them.
@@ -275,6 +299,8 @@ pub struct Stats {
     pub google_downloads: AtomicU64,
     /// Cloud Storage `alt=media` downloads served (started, whether cut or not).
     pub storage_downloads: AtomicU64,
+    /// Mimecast API 2.0 batch files served (`/siem-batch-files/...`, 200 answers).
+    pub siem_batch_downloads: AtomicU64,
     /// 429 answers injected by `FaultConfig`.
     pub injected_429: AtomicU64,
     /// 500/502/503 answers injected by `FaultConfig`.
@@ -310,6 +336,8 @@ pub struct StatsSnapshot {
     pub google_downloads: u64,
     /// The value of [`Stats::storage_downloads`] when the snapshot was taken.
     pub storage_downloads: u64,
+    /// The value of [`Stats::siem_batch_downloads`] when the snapshot was taken.
+    pub siem_batch_downloads: u64,
     /// The value of [`Stats::injected_429`] when the snapshot was taken.
     pub injected_429: u64,
     /// The value of [`Stats::injected_5xx`] when the snapshot was taken.
@@ -335,6 +363,7 @@ impl Stats {
             google_token_requests: g(&self.google_token_requests),
             google_downloads: g(&self.google_downloads),
             storage_downloads: g(&self.storage_downloads),
+            siem_batch_downloads: g(&self.siem_batch_downloads),
             injected_429: g(&self.injected_429),
             injected_5xx: g(&self.injected_5xx),
             injected_cuts: g(&self.injected_cuts),
@@ -492,6 +521,10 @@ impl SimHandle {
             ("GOOGLE_VAULT_BASE_URL".into(), self.vault_url.clone()),
             ("GOOGLE_STORAGE_BASE_URL".into(), self.storage_url.clone()),
         ];
+        v.push((
+            "GOOGLE_APPLICATION_CREDENTIALS".into(),
+            self.google.service_account_key_file().display().to_string(),
+        ));
         if let Some(cert) = &self.mailstore_cert {
             v.push((
                 "MAILSTORE_CA_FILE".into(),

@@ -180,6 +180,28 @@ impl Budgets {
         }, now)
     }
 
+    /// The wait, when the vendor said `q` is spent and its block still holds at `now`.
+    pub(crate) fn vendor_block(
+        &self,
+        q: &Quota,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Wait>, LedgerError> {
+        self.change(
+            q,
+            |l| {
+                let wait = l.blocked_until.filter(|u| *u > now).map(|until| Wait {
+                    message: format!(
+                        "the vendor said the {} is spent; it is not used again before {}",
+                        q.label(),
+                        when(until)
+                    ),
+                });
+                (false, wait)
+            },
+            now,
+        )
+    }
+
     /// The vendor answered that `q` is spent: nothing more is sent in this window (or, for a
     /// budget without one, for an hour). Returns the wait to report.
     pub(crate) fn vendor_spent(

@@ -29,13 +29,65 @@ pub struct Ledger {
     pub response: Option<RecordedResponse>,
     /// Files this step finished in earlier processes.
     pub artifacts: Vec<crate::events::Artifact>,
-    /// Files this step claimed in earlier processes before writing them.
-    pub claimed: Vec<String>,
+    /// Files any step of the run recorded or claimed in earlier processes.
+    pub earlier: std::sync::Arc<EarlierFiles>,
     /// Polls made by earlier processes (the interval policy continues from there).
     pub polls: u32,
     /// Before a first send, continue a usable request of the same parameters that the vendor
     /// already holds (false with `--fresh`: create anew on purpose).
     pub adopt: bool,
+}
+
+/// The files every step of the run recorded (verified artifacts) or claimed (about to be
+/// written) in earlier processes. A resumed `repeat` lists a page again from its stored
+/// cursor under another iteration index than the process that saved its files, so a step
+/// looks its files up here, not only under its own path. Indexed: a long resumed chain
+/// looks thousands of files up.
+#[derive(Debug, Default)]
+pub struct EarlierFiles {
+    /// Download artifacts of every step, by path as recorded.
+    downloads: std::collections::HashMap<String, Vec<crate::events::Artifact>>,
+    /// Every recorded or claimed path, made absolute.
+    written: std::collections::HashSet<std::path::PathBuf>,
+}
+
+impl EarlierFiles {
+    /// What `replay` recorded, all steps together.
+    pub(crate) fn of(replay: &crate::state::journal::Replay) -> Self {
+        let mut out = EarlierFiles::default();
+        for a in replay.artifacts.values().flatten() {
+            out.written.insert(absolute(std::path::Path::new(&a.path)));
+            if a.kind == crate::events::ArtifactKind::Download {
+                out.downloads
+                    .entry(a.path.clone())
+                    .or_default()
+                    .push(a.clone());
+            }
+        }
+        out.written.extend(
+            replay
+                .claimed
+                .values()
+                .flatten()
+                .map(std::path::PathBuf::from),
+        );
+        out
+    }
+
+    /// The downloads recorded at `path` (as recorded, not made absolute).
+    pub fn downloads_at(&self, path: &str) -> &[crate::events::Artifact] {
+        self.downloads.get(path).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether a step recorded or claimed `path` (absolute).
+    pub fn wrote(&self, path: &std::path::Path) -> bool {
+        self.written.contains(path)
+    }
+}
+
+/// `path` made absolute lexically (the file may not exist), to compare paths.
+pub(crate) fn absolute(path: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Identifies a request across processes without keeping it: SHA-256 of the method, URL and

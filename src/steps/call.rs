@@ -700,7 +700,10 @@ async fn send_within_quota(
         } => fetch_pages(conn, rc, env, ctx, pagination, *truncate).await,
         mode => fetch_one(conn, rc, env, mode).await,
     }
-    .map_err(|e| super::quota::vendor_answer(env, quota.as_ref(), e))
+    .map_err(|e| {
+        let spent = rc.budget.as_ref().map_or(&[][..], |b| &b.spent_status[..]);
+        super::quota::vendor_answer(env, quota.as_ref(), spent, e)
+    })
 }
 
 /// The answer(s) of a call before `expect` and `save_to`.

@@ -295,6 +295,11 @@ pub(super) async fn recorded_file(
             a.kind == kind && a.path == shown && (source.is_none() || a.source.as_deref() == source)
         })?
         .clone();
+    intact(path, a).await
+}
+
+/// `a` when the file at `path` still has the recorded size and SHA-256.
+async fn intact(path: &Path, a: Artifact) -> Option<Artifact> {
     let meta = tokio::fs::metadata(path).await.ok()?;
     if meta.len() != a.bytes {
         return None;
@@ -307,9 +312,33 @@ pub(super) async fn recorded_file(
     (sha == a.sha256).then_some(a)
 }
 
-/// A file an earlier process of the run downloaded, still intact (then it is not fetched).
+/// The download an earlier process recorded for `f` under another step path: same
+/// destination and same object (the URL without its query, which for pre-signed links
+/// changes with each listing), when the file on disk still has its size and SHA-256.
+async fn recorded_elsewhere(f: &FileToFetch, env: &StepEnv<'_>) -> Option<Artifact> {
+    let ledger = env.ledger?;
+    let shown = display(&f.dest);
+    let same_object = |source: &str| {
+        url::Url::parse(source)
+            .is_ok_and(|u| u.origin() == f.url.origin() && u.path() == f.url.path())
+    };
+    let a = ledger
+        .earlier
+        .downloads_at(&shown)
+        .iter()
+        .rev()
+        .find(|a| a.source.as_deref().is_some_and(same_object))?
+        .clone();
+    intact(&f.dest, a).await
+}
+
+/// A file an earlier process of the run downloaded, still intact (then it is not fetched):
+/// recorded by this step, or by the step at another iteration of a resumed `repeat`.
 async fn already_downloaded(f: &FileToFetch, env: &StepEnv<'_>) -> Option<download::Downloaded> {
-    let a = recorded_file(env, ArtifactKind::Download, &f.dest, None).await?;
+    let a = match recorded_file(env, ArtifactKind::Download, &f.dest, None).await {
+        Some(a) => a,
+        None => recorded_elsewhere(f, env).await?,
+    };
     if f.expected_sha256
         .as_ref()
         .is_some_and(|h| !h.eq_ignore_ascii_case(&a.sha256))
@@ -360,19 +389,24 @@ fn download_outputs(done: &[download::Downloaded]) -> Value {
         "urls": done.iter().map(|d| d.url.clone()).collect::<Vec<_>>(),
         "extracted": [],
         "extracted_sha256": [],
+        "evidence": [],
+        "partial": false,
+        "problems": [],
+        "results_count": {},
+        "messages": {},
     })
 }
 
 /// Takes the wanted entries out of every downloaded archive into `spec.to` (see
 /// [`extract`]); files an earlier process of the run extracted and that are unchanged are
-/// kept. Returns the extracted files in archive order.
+/// kept. Returns each extracted file with its archive entry's name, in archive order.
 async fn extract_all(
     spec: &ExtractSpec,
-    done: &[download::Downloaded],
+    done: &[&download::Downloaded],
     request_id: &Option<String>,
     env: &StepEnv<'_>,
     ctx: &Value,
-) -> Result<Vec<extract::Extracted>, StepError> {
+) -> Result<Vec<(String, extract::Extracted)>, StepError> {
     let to = PathBuf::from(render_str("download.extract.to", &spec.to, ctx)?);
     create_dir(&to)?;
     let limits = extract::Limits {
@@ -397,6 +431,7 @@ async fn extract_all(
         limits.check_declared(&d.path, &planned, used)?;
         super::overwrite::check(env, planned.iter().map(|p| p.dest.as_path()))?;
         for p in planned {
+            let entry = p.entry.clone();
             let source = display(&d.path);
             let x = match recorded_file(env, ArtifactKind::Extracted, &p.dest, Some(&source)).await
             {
@@ -438,7 +473,7 @@ async fn extract_all(
                 },
             });
             used = used.saturating_add(x.bytes);
-            out.push(x);
+            out.push((entry, x));
         }
         durable_record(env).await;
     }
@@ -476,7 +511,7 @@ fn dry_run_downloads(plan: &DownloadPlan, env: &StepEnv<'_>) -> Value {
             body: None,
         });
     }
-    json!({"files": [], "bytes": 0, "sizes": [], "sha256": [], "md5": [], "urls": [], "extracted": [], "extracted_sha256": []})
+    json!({"files": [], "bytes": 0, "sizes": [], "sha256": [], "md5": [], "urls": [], "extracted": [], "extracted_sha256": [], "evidence": [], "partial": false, "problems": [], "results_count": {}, "messages": {}})
 }
 
 /// A dry run's `download`: the requests it would send, or, when the URLs come from a
@@ -531,17 +566,106 @@ pub async fn download_step(
         .await?;
     let mut outputs = download_outputs(&done);
     if let Some(x) = &spec.extract {
-        let extracted = extract_all(x, &done, &plan.request_id, env, ctx).await?;
-        outputs["extracted"] = json!(extracted
-            .iter()
-            .map(|x| display(&x.path))
-            .collect::<Vec<_>>());
-        outputs["extracted_sha256"] = json!(extracted
-            .iter()
-            .map(|x| x.sha256.clone())
-            .collect::<Vec<_>>());
+        extract_step(x, &done, &plan.request_id, env, ctx, &mut outputs).await?;
     }
     Ok(outputs)
+}
+
+/// `download.extract`: takes the mbox files out of the ZIP archives among `done` (the other
+/// files of an export stay where they were downloaded, as evidence), then checks the export
+/// when `verify` asks. Sets `extracted`, `extracted_sha256`, `evidence` and, with `verify`,
+/// `partial`, `problems`, `results_count` and `messages` in `outputs`.
+async fn extract_step(
+    spec: &ExtractSpec,
+    done: &[download::Downloaded],
+    request_id: &Option<String>,
+    env: &StepEnv<'_>,
+    ctx: &Value,
+    outputs: &mut Value,
+) -> Result<(), StepError> {
+    use super::vault_export::{self, FileRole};
+    let (archives, others): (Vec<&download::Downloaded>, Vec<&download::Downloaded>) = done
+        .iter()
+        .partition(|d| vault_export::role(&d.path) == FileRole::Archive);
+    for d in &others {
+        env.emitter.log(
+            env.step,
+            format!("{} is not an archive: kept as evidence", d.path.display()),
+        );
+    }
+    let extracted = extract_all(spec, &archives, request_id, env, ctx).await?;
+    outputs["extracted"] = json!(extracted
+        .iter()
+        .map(|(_, x)| display(&x.path))
+        .collect::<Vec<_>>());
+    outputs["extracted_sha256"] = json!(extracted
+        .iter()
+        .map(|(_, x)| x.sha256.clone())
+        .collect::<Vec<_>>());
+    outputs["evidence"] = json!(others.iter().map(|d| display(&d.path)).collect::<Vec<_>>());
+    let Some(crate::workflow::model::ExportVerify::Vault) = spec.verify else {
+        return Ok(());
+    };
+    let files: Vec<vault_export::Downloaded> = done
+        .iter()
+        .map(|d| vault_export::Downloaded {
+            path: d.path.clone(),
+            md5: d.md5.clone(),
+        })
+        .collect();
+    let mboxes: Vec<vault_export::Mbox> = extracted
+        .into_iter()
+        .map(|(entry, x)| vault_export::Mbox {
+            entry,
+            path: x.path,
+        })
+        .collect();
+    let verdict = blocking("export check", move || vault_export::check(&files, &mboxes)).await??;
+    let accept = match &spec.accept_partial {
+        Some(t) => render_bool("download.extract.accept_partial", t, ctx)?,
+        None => false,
+    };
+    let problems: Vec<String> = verdict
+        .problems
+        .iter()
+        .map(|p| env.emitter.secrets().mask(p))
+        .collect();
+    if !problems.is_empty() && !accept {
+        return Err(vault_export::CheckError::Incomplete { problems }.into());
+    }
+    if problems.is_empty() {
+        env.emitter.log(
+            env.step,
+            format!(
+                "checked against the export's results-count and checksums files: {} account(s), {} message(s)",
+                verdict.expected.len(),
+                verdict.extracted.values().sum::<u64>()
+            ),
+        );
+    } else {
+        env.emitter.emit(Event::Partial {
+            step: env.step.to_string(),
+            problems: problems.clone(),
+        });
+    }
+    outputs["partial"] = json!(!problems.is_empty());
+    outputs["problems"] = json!(problems);
+    outputs["results_count"] = json!(verdict.expected);
+    outputs["messages"] = json!(verdict.extracted);
+    Ok(())
+}
+
+/// A template that must render to `true` or `false`.
+fn render_bool(field: &'static str, src: &str, ctx: &Value) -> Result<bool, StepError> {
+    match render_str(field, src, ctx)?.trim() {
+        "true" => Ok(true),
+        "false" | "" => Ok(false),
+        other => Err(StepError::WrongType {
+            field,
+            expected: "true or false",
+            found: other.to_string(),
+        }),
+    }
 }
 
 /// A rendered decrypt step (files aside).

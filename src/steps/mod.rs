@@ -22,6 +22,7 @@ pub mod extract;
 pub mod overwrite;
 pub mod poll;
 pub(crate) mod quota;
+pub mod vault_export;
 
 pub use crate::state::budget::Budgets;
 
@@ -268,6 +269,9 @@ pub enum StepError {
     /// Taking files out of a downloaded archive failed.
     #[error(transparent)]
     Extract(#[from] extract::ExtractError),
+    /// An export's own accounts (results count, checksums, error reports) do not check out.
+    #[error(transparent)]
+    ExportCheck(#[from] vault_export::CheckError),
     /// Ctrl-C or SIGTERM stopped the step; the run resumes it next time.
     #[error("cancelled")]
     Cancelled,

@@ -63,10 +63,8 @@ impl OverwriteGuard {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .contains(&k);
-        let journaled = env.ledger.is_some_and(|l| {
-            l.artifacts.iter().any(|a| key(Path::new(&a.path)) == k)
-                || l.claimed.iter().any(|c| Path::new(c) == k)
-        });
+        // Any step's: a resumed `repeat` may save a page under another iteration's path.
+        let journaled = env.ledger.is_some_and(|l| l.earlier.wrote(&k));
         written || journaled || (self.recorded)(path)
     }
 }
@@ -84,7 +82,7 @@ impl Sink for OverwriteGuard {
 
 /// A path made absolute (lexically: the file may not exist yet), to compare paths.
 fn key(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+    super::at_most_once::absolute(path)
 }
 
 /// Checks `paths` with the step's guard; none (`--overwrite`, `overwrite: true`) allows all.

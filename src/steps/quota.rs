@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::{render_str, StepEnv, StepError};
 use crate::state::budget::{self, Quota};
+use crate::vendors::VendorError;
 use crate::workflow::model::BudgetSpec;
 use crate::workflow::validate::budget::parse_resets_at;
 
@@ -50,7 +51,16 @@ pub(crate) fn take(env: &StepEnv<'_>, quota: &Quota) -> Result<(), StepError> {
         .ledger
         .is_some_and(|l| l.intent.is_some() || l.response.is_some());
     if paid && quota.in_flight.is_none() {
-        return Ok(());
+        // It paid, but the vendor has since said the quota is spent (most likely to that very
+        // request, its refusal not being an answer the journal records): sending it again
+        // before the quota renews would only be refused again.
+        return match budgets.vendor_block(quota, budget::now()) {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => Err(pending(wait.message)),
+            Err(e) => Err(StepError::Quota {
+                message: e.to_string(),
+            }),
+        };
     }
     match budgets.acquire(quota, env.step, budget::now()) {
         Ok(Ok(())) => Ok(()),
@@ -61,13 +71,29 @@ pub(crate) fn take(env: &StepEnv<'_>, quota: &Quota) -> Result<(), StepError> {
     }
 }
 
-/// `err` as a wait when it is the vendor saying a quota is spent; the budget, if any,
-/// remembers it so the rest of the run does not ask again.
-pub(crate) fn vendor_answer(env: &StepEnv<'_>, quota: Option<&Quota>, err: StepError) -> StepError {
-    let StepError::Vendor { source, .. } = &err else {
+/// `err` as a wait when it is the vendor saying a quota is spent: an answer the vendor
+/// adapter recognises (Google's reasons), or one of the budget's `spent_status` statuses
+/// still given after every retry (a vendor that documents a bare status, such as the Email
+/// Audit API's 503: a daily quota does not come back within the retries, an outage usually
+/// does). The budget, if any, remembers it so the rest of the run does not ask again.
+pub(crate) fn vendor_answer(
+    env: &StepEnv<'_>,
+    quota: Option<&Quota>,
+    spent_status: &[u16],
+    err: StepError,
+) -> StepError {
+    let StepError::Vendor { source, attempts } = &err else {
         return err;
     };
-    let Some(words) = source.quota_spent() else {
+    let documented = source
+        .status()
+        .filter(|s| spent_status.contains(s) && matches!(**source, VendorError::Http { .. }))
+        .map(|status| {
+            format!(
+                "HTTP {status} after {attempts} attempt(s), which the vendor documents as its quota answer ({source})"
+            )
+        });
+    let Some(words) = source.quota_spent().or(documented) else {
         return err;
     };
     let words = env.emitter.secrets().mask(&words);

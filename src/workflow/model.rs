@@ -504,6 +504,12 @@ pub struct BudgetSpec {
     /// 20 exports in progress per organization.
     #[serde(default)]
     pub in_flight: Option<Count>,
+    /// HTTP statuses the vendor documents as its "quota spent" answer to this call, e.g.
+    /// `[503]` for the Email Audit API ("Usage limits and quotas"). Such an answer that
+    /// persists through the call's retries ends the item pending (exit 75), as Google's
+    /// 403/429 `dailyLimitExceeded` do; the budget then stops asking until its window renews.
+    #[serde(default)]
+    pub spent_status: Vec<u16>,
 }
 
 /// Acceptable answers of a call.
@@ -671,6 +677,26 @@ pub struct ExtractSpec {
     /// Largest total size of the files the step extracts (default `1TiB`).
     #[serde(default)]
     pub max_total: Option<ByteSize>,
+    /// Check the export against the files it lists beside its archives: `vault` reads a
+    /// Google Vault export's results-count file (messages per account), its checksums file
+    /// and its error reports. Default: no check.
+    #[serde(default)]
+    pub verify: Option<ExportVerify>,
+    /// With `verify`: accept an export the vendor reports as incomplete (error reports,
+    /// an account whose messages differ from its count) as a partial result: the step
+    /// succeeds with `partial: true` and the report and the manifest say what is missing.
+    /// A template rendering to true or false; default false (the step fails).
+    #[serde(default)]
+    pub accept_partial: Option<String>,
+}
+
+/// What `download.extract.verify` checks the extracted files against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportVerify {
+    /// A Google Vault export: `<export>-results-count.csv`, the checksums file, `error.csv`
+    /// and `<export>-account-exceptions.csv`.
+    Vault,
 }
 
 /// OpenPGP-decrypt files.

@@ -495,6 +495,9 @@ impl Validator<'_> {
                         "`max_ratio` must be at least 1 (default 100)".into(),
                     );
                 }
+                if let Some(a) = &x.accept_partial {
+                    self.template(&format!("{dp}.extract.accept_partial"), a, scope);
+                }
             }
             self.template(&format!("{dp}.to"), &d.to, scope);
             if let Some(r) = &d.request_id {

@@ -44,6 +44,7 @@ mod signed_evidence;
 mod sim_tls;
 mod validate_cases;
 mod vault;
+mod vault_sim;
 mod vendors_google;
 mod vendors_http;
 mod vendors_mailstore;

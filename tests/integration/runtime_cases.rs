@@ -49,7 +49,14 @@ async fn runtime_failures_print_their_expected_text() {
         ),
     ])
     .await;
-    let sim = sim::start(SimConfig::default()).await.unwrap();
+    // Vault knows two accounts: `vault-unknown-account.yaml` exports a third.
+    let sim = sim::start(SimConfig {
+        vault_pending_polls: 1,
+        vault_directory: Some(vec!["alice@example.com".into(), "bob@example.com".into()]),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
     let dir = root().join("tests/cases/runtime");
     let cases = cases(&dir);
     assert!(

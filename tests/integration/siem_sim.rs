@@ -114,3 +114,86 @@ async fn siem_batch_events_collects_every_listed_file_once_over_three_runs() {
     })
     .await;
 }
+
+/// A crash inside a 2.0 batch page (after its `nth` saved file, before the page's cursor
+/// write) and the run that resumes it: every file the simulator made is on disk once, and
+/// the two runs together fetched each file once (the resumed run lists the page again, with
+/// new pre-signed URLs, and skips the files of it already saved and verified).
+async fn crash_in_batch_page(point: &str, nth: u32) {
+    // 12 files of each type: four pages of 3.
+    let h = sim::start(SimConfig {
+        mimecast_siem_history: Duration::from_secs(3 * 3600),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let made: BTreeSet<String> = h
+        .mimecast
+        .siem_batch_files(SiemBatchType::parse("receipt").expect("a batch type"))
+        .into_iter()
+        .filter(|f| f.kept)
+        .map(|f| f.content_sha256)
+        .collect();
+    assert!(made.len() >= 9, "at least three pages of 3: {}", made.len());
+    let workflow = wf("mimecast/siem-batch-events.yaml");
+    let args = [
+        "run",
+        workflow.as_str(),
+        "--state-dir",
+        "st",
+        "-i",
+        "type=receipt",
+        "-i",
+        "page_size=3",
+    ];
+    let env = h.env_mimecast2();
+    let mut e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut crashing = e.clone();
+    crashing.push(("AUDITFLOW_FAILPOINT", point));
+    let out = auditflow(&args, &crashing, d.path());
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "the failpoint aborts: {:?}",
+        text(&out)
+    );
+    let before = h.stats.snapshot().siem_batch_downloads;
+    // Downloads run 4 at a time: others of the page may have been served, not yet saved.
+    assert!(
+        before >= u64::from(nth),
+        "downloads before the crash: {before}"
+    );
+    e.retain(|(k, _)| *k != "AUDITFLOW_FAILPOINT");
+    let out = auditflow(&args, &e, d.path());
+    let (o, err) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}\n{err}");
+    let fetched_again = h.stats.snapshot().siem_batch_downloads - before;
+    assert!(
+        fetched_again <= made.len() as u64 - u64::from(nth),
+        "the resumed run fetched {fetched_again} of {} files though {nth} were saved:\n{err}",
+        made.len()
+    );
+    assert_eq!(contents(&d.path().join("out/receipt"), true), made);
+    let v = auditflow(&["verify", "out"], &[], d.path());
+    assert_eq!(v.status.code(), Some(0), "{:?}", text(&v));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_files_of_a_batch_page_refetches_none_of_the_saved_ones() {
+    crash_in_batch_page("after-download:2", 2).await;
+    // In the second page: the first page's cursor is written.
+    crash_in_batch_page("after-download:5", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_before_the_batch_cursor_write_refetches_nothing_of_the_page() {
+    crash_in_batch_page("after-download:3", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_at_the_batch_cursor_write_refetches_nothing_of_the_page() {
+    crash_in_batch_page("cursor-unwritten:1", 3).await;
+    crash_in_batch_page("cursor-unwritten:2", 6).await;
+}

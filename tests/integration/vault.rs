@@ -80,9 +80,47 @@ fn mbox_of(account: &str) -> Vec<u8> {
     format!("From MAILER-DAEMON Thu Jan  1 00:00:00 2026\nFrom: {account}\nSubject: hello\n\nmail of {account}\n\n").into_bytes()
 }
 
+/// The storage entry of one object, stored in the fake.
+fn sink_file(f: &mut Fake, object: String, bytes: Vec<u8>) -> Value {
+    let mut md5 = md5::Md5::digest(&bytes).to_vec();
+    if f.mode == Mode::BadMd5 && object.ends_with(".zip") {
+        md5[0] ^= 0xff;
+    }
+    let file = json!({
+        "bucketName": BUCKET,
+        "objectName": object,
+        "size": bytes.len().to_string(),
+        "md5Hash": base64::engine::general_purpose::STANDARD.encode(md5),
+    });
+    f.objects.insert(object, bytes);
+    file
+}
+
 /// One archive per account, as Vault splits large exports: `<account>.mbox` and a metadata
-/// file that is not extracted.
+/// file that is not extracted; beside them the results count (one message per account) and
+/// the checksums file, as the "Vault export contents" page lists them (headers of this
+/// test's own choosing: the page gives none).
 fn sink_files(f: &mut Fake, matter: &str, export: &str, emails: &[String]) -> Vec<Value> {
+    let mut files = archives(f, matter, export, emails);
+    let mut counts = String::from("Email,Messages\n");
+    for e in emails {
+        counts.push_str(&format!("{e},1\n"));
+    }
+    let counts_name = format!("{matter}/{export}/mail-export-results-count.csv");
+    files.push(sink_file(f, counts_name, counts.into_bytes()));
+    let mut sums = String::new();
+    for file in &files {
+        let object = file["objectName"].as_str().unwrap();
+        let md5 = md5::Md5::digest(&f.objects[object]);
+        let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+        sums.push_str(&format!("{hex}  {}\n", object.rsplit('/').next().unwrap()));
+    }
+    let sums_name = format!("{matter}/{export}/mail-export-checksums.txt");
+    files.push(sink_file(f, sums_name, sums.into_bytes()));
+    files
+}
+
+fn archives(f: &mut Fake, matter: &str, export: &str, emails: &[String]) -> Vec<Value> {
     emails
         .iter()
         .enumerate()
@@ -98,19 +136,8 @@ fn sink_files(f: &mut Fake, matter: &str, export: &str, emails: &[String]) -> Ve
                 entries.push(("../evil.mbox".to_string(), b"owned".to_vec()));
             }
             let bytes = zip_of(&entries);
-            let mut md5 = md5::Md5::digest(&bytes).to_vec();
-            if f.mode == Mode::BadMd5 {
-                md5[0] ^= 0xff;
-            }
             let object = format!("{matter}/{export}/mail-export_{}.zip", i + 1);
-            let file = json!({
-                "bucketName": BUCKET,
-                "objectName": object,
-                "size": bytes.len().to_string(),
-                "md5Hash": base64::engine::general_purpose::STANDARD.encode(md5),
-            });
-            f.objects.insert(object, bytes);
-            file
+            sink_file(f, object, bytes)
         })
         .collect()
 }
@@ -332,7 +359,16 @@ fn assert_exported(out: &Path, matter: &str, export: &str) {
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     let arts = m["artifacts"].as_object().expect("artifacts");
     let resource = format!("matters/{matter}/exports/{export}");
-    let archives: Vec<&Value> = arts.values().filter(|a| a["kind"] == "download").collect();
+    let downloads: Vec<&Value> = arts.values().filter(|a| a["kind"] == "download").collect();
+    assert_eq!(
+        downloads.len(),
+        4,
+        "2 archives, results count, checksums: {m:#}"
+    );
+    let archives: Vec<&Value> = downloads
+        .into_iter()
+        .filter(|a| a["path"].as_str().unwrap().ends_with(".zip"))
+        .collect();
     assert_eq!(archives.len(), 2, "{m:#}");
     for a in &archives {
         assert_eq!(a["request_id"], resource.as_str());

@@ -20,6 +20,7 @@ pub(super) fn google_error(
         404 | 410 => "NOT_FOUND",
         416 => "OUT_OF_RANGE",
         429 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
         _ => "UNKNOWN",
     };
     let body = serde_json::json!({

@@ -94,14 +94,7 @@ pub(super) async fn create_export(
             .entry((domain.clone(), now.date_naive()))
             .or_insert(0);
         if *used >= limit {
-            return google_error(
-                StatusCode::FORBIDDEN,
-                "dailyLimitExceeded",
-                format!(
-                    "Quota exceeded: at most {limit} mailbox export requests per day for domain \
-                     {domain}; try again tomorrow (UTC)"
-                ),
-            );
+            return quota_exceeded(sim.cfg.google_quota_answer, limit, &domain);
         }
         *used += 1;
         *st.created.entry(domain.clone()).or_insert(0) += 1;
@@ -310,5 +303,22 @@ impl GoogleSim {
             "forbidden",
             "Not Authorized to access this resource/api",
         ))
+    }
+}
+
+/// The answer to an export request past the daily limit: 503 as the "Usage limits and
+/// quotas" page says (its body is a guess), or the Admin SDK's 403 `dailyLimitExceeded`.
+fn quota_exceeded(answer: crate::sim::GoogleQuotaAnswer, limit: u32, domain: &str) -> Response {
+    let message = format!(
+        "Quota exceeded: at most {limit} mailbox export requests per day for domain {domain}; \
+         try again tomorrow (UTC)"
+    );
+    match answer {
+        crate::sim::GoogleQuotaAnswer::Unavailable503 => {
+            google_error(StatusCode::SERVICE_UNAVAILABLE, "backendError", message)
+        }
+        crate::sim::GoogleQuotaAnswer::Forbidden403 => {
+            google_error(StatusCode::FORBIDDEN, "dailyLimitExceeded", message)
+        }
     }
 }

@@ -994,8 +994,23 @@ async fn error_user_and_missing_key_end_in_error() {
 
 #[tokio::test]
 async fn daily_limit_per_domain() {
+    // The "Usage limits and quotas" page: an exceeded quota is answered 503.
+    daily_limit_answered(
+        crate::sim::GoogleQuotaAnswer::Unavailable503,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    daily_limit_answered(
+        crate::sim::GoogleQuotaAnswer::Forbidden403,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+}
+
+async fn daily_limit_answered(answer: crate::sim::GoogleQuotaAnswer, expected: StatusCode) {
     let c = SimConfig {
         google_daily_limit: 2,
+        google_quota_answer: answer,
         ..cfg()
     };
     let s = start(c).await;
@@ -1007,7 +1022,7 @@ async fn daily_limit_per_domain() {
             &create_body("2022-07-01 04:30", "2022-08-30 20:00", "FULL_MESSAGE"),
         )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(status, expected, "{body}");
     assert!(body.to_lowercase().contains("quota") || body.contains("limit"));
     assert_eq!(s.sim.exports_created(DOMAIN), 2);
     assert_eq!(snap(&s).google_exports_created, 2);
@@ -1514,7 +1529,7 @@ async fn seeded_history_pages_past_rel_next_and_keeps_the_daily_limit() {
             &create_body("2022-07-01 04:30", "2022-08-30 20:00", "FULL_MESSAGE"),
         )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     // Deterministic: another simulator seeds the same users, dates and outcomes.
     let other = start(c).await;
     let (again, _) = list_all(&other).await;

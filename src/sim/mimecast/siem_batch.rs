@@ -384,6 +384,7 @@ impl MimecastSim {
         };
         match gzip(&file.ndjson()) {
             Ok(bytes) => {
+                crate::sim::bump(&self.faults.stats.siem_batch_downloads);
                 let mut resp = bytes.into_response();
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,

@@ -14,6 +14,8 @@ pub(super) enum ApiStatus {
     OutOfRange,
     /// 429: a quota or a product limit (20 exports in progress) is spent.
     ResourceExhausted,
+    /// 501: a method the simulator does not serve (matters close, update, delete, ...).
+    Unimplemented,
 }
 
 impl ApiStatus {
@@ -23,6 +25,7 @@ impl ApiStatus {
             ApiStatus::NotFound => StatusCode::NOT_FOUND,
             ApiStatus::OutOfRange => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiStatus::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            ApiStatus::Unimplemented => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -32,6 +35,7 @@ impl ApiStatus {
             ApiStatus::NotFound => "NOT_FOUND",
             ApiStatus::OutOfRange => "OUT_OF_RANGE",
             ApiStatus::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            ApiStatus::Unimplemented => "UNIMPLEMENTED",
         }
     }
 
@@ -42,6 +46,7 @@ impl ApiStatus {
             ApiStatus::NotFound => "notFound",
             ApiStatus::OutOfRange => "requestedRangeNotSatisfiable",
             ApiStatus::ResourceExhausted => "rateLimitExceeded",
+            ApiStatus::Unimplemented => "notImplemented",
         }
     }
 }
@@ -110,10 +115,28 @@ pub(super) fn json_ok(value: &serde_json::Value) -> Response {
         .into_response()
 }
 
-/// 404 for a path neither service serves.
-pub(super) async fn no_route() -> Response {
+/// 404 for a path neither service serves. The request body is read first, so the
+/// connection stays usable for the client's next request (keep-alive).
+pub(super) async fn no_route(_body: axum::body::Bytes) -> Response {
     api_error(
         ApiStatus::NotFound,
         "The requested URL was not found on this server.",
+    )
+}
+
+/// 501 `UNIMPLEMENTED` in Google's JSON error format for a method the simulator does not
+/// serve on a path it knows (e.g. `POST /v1/matters/{id}:close`, `PUT`/`DELETE` of a matter),
+/// instead of a bare 405. The body is read first, so the connection stays open.
+pub(super) async fn unserved_method(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    _body: axum::body::Bytes,
+) -> Response {
+    api_error(
+        ApiStatus::Unimplemented,
+        format!(
+            "{method} {}: this method is not implemented by the auditflow simulator",
+            uri.path()
+        ),
     )
 }

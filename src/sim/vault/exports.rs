@@ -1,5 +1,6 @@
 //! `matters.exports.create`, `get`, `list` and `delete`: mail exports that stay `IN_PROGRESS`
-//! for a while, then end `COMPLETED` (one ZIP per account in Cloud Storage) or `FAILED`.
+//! for a while, then end `COMPLETED` (the documented file set in Cloud Storage: a ZIP per
+//! account, metadata, results count, error reports, checksums) or `FAILED`.
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -9,7 +10,10 @@ use axum::response::Response;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Map, Value};
 
-use super::archive::{account_archive, StoredObject};
+use super::archive::{
+    account_archive, account_exceptions_csv, checksums_csv, error_csv, metadata_xml,
+    results_count_csv, StoredObject,
+};
 use axum::response::IntoResponse as _;
 
 use super::errors::{api_error, json_ok, ApiError, ApiStatus};
@@ -355,6 +359,18 @@ impl VaultSim {
         }
     }
 
+    /// Whether the organization has `account` (see `vault_directory`).
+    fn knows(&self, account: &str) -> bool {
+        self.cfg
+            .vault_directory
+            .as_ref()
+            .is_none_or(|d| d.iter().any(|a| a.eq_ignore_ascii_case(account)))
+    }
+
+    /// Writes the documented file set of a completed export: `{name}-N.zip` per account with
+    /// mail, `{name}-metadata.xml`, `{name}-results-count.csv`, `error.csv` and
+    /// `{name}-account-exceptions.csv` when an account is unknown (it gets no mail), and the
+    /// checksums file listing the MD5 of all of them.
     fn write_archives(
         &self,
         st: &mut Db,
@@ -362,12 +378,14 @@ impl VaultSim {
         now: DateTime<Utc>,
     ) -> Result<Completed, String> {
         let e = st.exports.get(id).ok_or("export vanished")?.clone();
-        let mut done = Completed {
-            files: Vec::new(),
-            messages: 0,
-            bytes: 0,
-        };
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut counts: Vec<(String, u64)> = Vec::new();
+        let mut unknown: Vec<String> = Vec::new();
         for (n, account) in e.accounts.iter().enumerate() {
+            if !self.knows(account) {
+                unknown.push(account.clone());
+                continue;
+            }
             let spec = MboxSpec {
                 request_id: e.seq,
                 user_email: account.clone(),
@@ -377,16 +395,46 @@ impl VaultSim {
                 begin: e.window.0,
                 end: e.window.1,
             };
-            let a = account_archive(spec, &e.name)?;
-            let object = format!("{}/{}/{}-{}.zip", e.matter_id, e.id, e.name, n + 1);
+            let short = self
+                .cfg
+                .vault_short_account
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case(account));
+            let a = account_archive(spec, short)?;
+            files.push((format!("{}-{}.zip", e.name, counts.len() + 1), a.zip));
+            counts.push((account.clone(), a.messages));
+        }
+        files.push((
+            format!("{}-metadata.xml", e.name),
+            metadata_xml(&e.name, &counts).into_bytes(),
+        ));
+        files.push((
+            format!("{}-results-count.csv", e.name),
+            results_count_csv(&counts).into_bytes(),
+        ));
+        if !unknown.is_empty() {
+            files.push(("error.csv".into(), error_csv(&unknown).into_bytes()));
+            files.push((
+                format!("{}-account-exceptions.csv", e.name),
+                account_exceptions_csv(&unknown).into_bytes(),
+            ));
+        }
+        let checksums = checksums_csv(&files).into_bytes();
+        files.push((format!("{}-checksums.csv", e.name), checksums));
+        let mut done = Completed {
+            files: Vec::new(),
+            messages: counts.iter().map(|(_, n)| n).sum(),
+            bytes: 0,
+        };
+        for (n, (name, bytes)) in files.into_iter().enumerate() {
+            let object = format!("{}/{}/{name}", e.matter_id, e.id);
             let generation = now.timestamp_micros() + n as i64;
-            let stored = StoredObject::new(a.zip, &e.id, generation, rfc3339(now));
+            let stored = StoredObject::new(bytes, &e.id, generation, rfc3339(now));
             done.files.push((
                 object.clone(),
                 stored.bytes.len() as u64,
                 stored.md5_b64.clone(),
             ));
-            done.messages += a.messages;
             done.bytes += stored.bytes.len() as u64;
             st.objects
                 .insert((self.bucket.clone(), object), Arc::new(stored));

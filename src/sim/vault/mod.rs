@@ -5,7 +5,11 @@
 //! `storage.googleapis.com`):
 //! - Vault: `POST|GET /v1/matters`, `GET /v1/matters/{matterId}`,
 //!   `POST|GET /v1/matters/{matterId}/exports`, `GET|DELETE /v1/matters/{matterId}/exports/{exportId}`;
-//! - Storage: `GET /storage/v1/b/{bucket}/o/{object}` (metadata, or `alt=media` with ranges).
+//! - Storage: `GET /storage/v1/b/{bucket}/o/{object}` (metadata, or `alt=media` with ranges)
+//!   and `GET /download/storage/v1/b/{bucket}/o/{object}` (the `mediaLink` path).
+//!
+//! Other methods on these paths answer 501 `UNIMPLEMENTED`, unknown paths 404, both in
+//! Google's JSON error format and without closing the connection.
 //!
 //! Bearer tokens are those of the simulated Google service (`GOOGLE_ACCESS_TOKEN`, or issued by
 //! its `POST /token` with the Vault and Storage scopes). Export ages, processing and the 15-day
@@ -31,7 +35,7 @@ use base64::Engine as _;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use self::archive::StoredObject;
-use self::errors::{no_route, rate_limited, ApiError, ApiStatus};
+use self::errors::{no_route, rate_limited, unserved_method, ApiError, ApiStatus};
 use self::exports::VaultExport;
 use self::matters::Matter;
 use super::google::GoogleSim;
@@ -138,17 +142,24 @@ impl VaultSim {
                 "/v1/matters/{matter}/exports/{export}",
                 get(exports::get_export).delete(exports::delete_export),
             )
+            .method_not_allowed_fallback(unserved_method)
             .fallback(no_route)
             .with_state(self)
     }
 
-    /// The Cloud Storage JSON API routes (objects.get only).
+    /// The Cloud Storage JSON API routes: `objects.get` (metadata, or `alt=media`) and the
+    /// download path Google's client libraries use (`/download/storage/v1/...`, `mediaLink`).
     pub fn storage_router(self: Arc<Self>) -> Router {
         Router::new()
             .route(
                 "/storage/v1/b/{bucket}/o/{object}",
                 get(storage::get_object),
             )
+            .route(
+                "/download/storage/v1/b/{bucket}/o/{object}",
+                get(storage::download_object),
+            )
+            .method_not_allowed_fallback(unserved_method)
             .fallback(no_route)
             .with_state(self)
     }

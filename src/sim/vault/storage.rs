@@ -1,5 +1,6 @@
-//! Cloud Storage JSON API `objects.get`: the object's metadata, or with `alt=media` its bytes
-//! (one byte range → 206), with the whole object's hashes in `x-goog-hash`.
+//! Cloud Storage JSON API `objects.get`: the object's metadata, or with `alt=media` (and on the
+//! `/download/` path Google's clients use) its bytes (one byte range → 206), with the whole
+//! object's hashes in `x-goog-hash`; `selfLink` and `mediaLink` name this listener.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,17 +23,41 @@ enum Alt {
     Media,
 }
 
+/// `GET /storage/v1/b/{bucket}/o/{object}`: metadata unless `alt=media`.
 pub(super) async fn get_object(
     State(sim): State<Arc<VaultSim>>,
     Path((bucket, object)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = sim.guard(Service::Storage, &headers).await {
+    serve_object(&sim, bucket, object, raw, &headers, Alt::Json).await
+}
+
+/// `GET /download/storage/v1/b/{bucket}/o/{object}` (what `mediaLink` names and Google's
+/// client libraries download from): the bytes unless `alt=json`.
+pub(super) async fn download_object(
+    State(sim): State<Arc<VaultSim>>,
+    Path((bucket, object)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    serve_object(&sim, bucket, object, raw, &headers, Alt::Media).await
+}
+
+async fn serve_object(
+    sim: &VaultSim,
+    bucket: String,
+    object: String,
+    raw: Option<String>,
+    headers: &HeaderMap,
+    default: Alt,
+) -> Response {
+    if let Some(r) = sim.guard(Service::Storage, headers).await {
         return r;
     }
     let alt = match query_params(raw.as_deref()).get("alt").map(String::as_str) {
-        None | Some("json") => Alt::Json,
+        None => default,
+        Some("json") => Alt::Json,
         Some("media") => Alt::Media,
         Some(other) => {
             return api_error(
@@ -57,28 +82,39 @@ pub(super) async fn get_object(
         );
     };
     match alt {
-        Alt::Json => json_ok(&metadata(&bucket, &object, &o)),
-        Alt::Media => media(&sim, &o, &headers),
+        Alt::Json => json_ok(&metadata(&own_origin(headers), &bucket, &object, &o)),
+        Alt::Media => media(sim, &object, &o, headers),
     }
 }
 
-fn metadata(bucket: &str, object: &str, o: &StoredObject) -> serde_json::Value {
+/// This listener's origin as the client reached it (its `Host`), so `selfLink` and
+/// `mediaLink` lead back here and never to the production host.
+fn own_origin(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+fn metadata(origin: &str, bucket: &str, object: &str, o: &StoredObject) -> serde_json::Value {
     let encoded: String =
         url::form_urlencoded::byte_serialize(object.as_bytes()).collect::<String>();
     let encoded = encoded.replace('+', "%20");
     json!({
         "kind": "storage#object",
         "id": format!("{bucket}/{object}/{}", o.generation),
-        "selfLink": format!("https://www.googleapis.com/storage/v1/b/{bucket}/o/{encoded}"),
+        "selfLink": format!("{origin}/storage/v1/b/{bucket}/o/{encoded}"),
         "mediaLink": format!(
-            "https://storage.googleapis.com/download/storage/v1/b/{bucket}/o/{encoded}?generation={}&alt=media",
+            "{origin}/download/storage/v1/b/{bucket}/o/{encoded}?generation={}&alt=media",
             o.generation
         ),
         "name": object,
         "bucket": bucket,
         "generation": o.generation.to_string(),
         "metageneration": "1",
-        "contentType": "application/zip",
+        "contentType": content_type(object),
         "storageClass": "STANDARD",
         "size": o.bytes.len().to_string(),
         "md5Hash": o.md5_b64,
@@ -94,7 +130,21 @@ fn etag(o: &StoredObject) -> String {
     format!("C{}EAE=", o.generation)
 }
 
-fn header_pairs(o: &StoredObject) -> HeaderMap {
+/// The object's content type, by its name (the export's ZIPs, CSVs and XML).
+fn content_type(object: &str) -> &'static str {
+    let lower = object.to_ascii_lowercase();
+    if lower.ends_with(".zip") {
+        "application/zip"
+    } else if lower.ends_with(".csv") {
+        "text/csv"
+    } else if lower.ends_with(".xml") {
+        "application/xml"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+fn header_pairs(object: &str, o: &StoredObject) -> HeaderMap {
     let mut h = HeaderMap::new();
     let mut put = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -111,12 +161,12 @@ fn header_pairs(o: &StoredObject) -> HeaderMap {
     put("x-goog-stored-content-encoding", "identity".into());
     put("x-goog-storage-class", "STANDARD".into());
     put("etag", format!("\"{}\"", etag(o)));
-    put("content-type", "application/zip".into());
+    put("content-type", content_type(object).into());
     put("accept-ranges", "bytes".into());
     h
 }
 
-fn media(sim: &VaultSim, o: &Arc<StoredObject>, headers: &HeaderMap) -> Response {
+fn media(sim: &VaultSim, object: &str, o: &Arc<StoredObject>, headers: &HeaderMap) -> Response {
     let len = o.bytes.len() as u64;
     let (status, start, count) = match parse_range(headers.get(header::RANGE), len) {
         RangeReq::Full => (StatusCode::OK, 0, len),
@@ -132,7 +182,7 @@ fn media(sim: &VaultSim, o: &Arc<StoredObject>, headers: &HeaderMap) -> Response
             return r;
         }
     };
-    let mut h = header_pairs(o);
+    let mut h = header_pairs(object, o);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     if status == StatusCode::PARTIAL_CONTENT {
         let range = format!("bytes {start}-{}/{len}", start + count - 1);

@@ -86,6 +86,27 @@ impl Client {
         self.call(reqwest::Method::GET, &url, None).await
     }
 
+    /// The bytes of a `cloudStorageSink.files[]` entry (`alt=media`).
+    async fn media_bytes(&self, f: &Value) -> Vec<u8> {
+        let url = self.object_url(
+            f["bucketName"].as_str().expect("bucket"),
+            f["objectName"].as_str().expect("object"),
+        );
+        let r = self
+            .http
+            .get(format!("{url}?alt=media"))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("media");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.bytes().await.expect("bytes").to_vec()
+    }
+
+    async fn media_text(&self, f: &Value) -> String {
+        String::from_utf8(self.media_bytes(f).await).expect("utf-8")
+    }
+
     fn object_url(&self, bucket: &str, object: &str) -> String {
         let enc: String = url::form_urlencoded::byte_serialize(object.as_bytes()).collect();
         format!(
@@ -149,8 +170,37 @@ async fn an_export_completes_and_its_zips_download_with_ranges_and_md5() {
     let done = poll_to_end(&c, &matter, &id).await;
     assert_eq!(done["status"], "COMPLETED", "{done}");
     let files = done["cloudStorageSink"]["files"].as_array().expect("files");
-    assert_eq!(files.len(), 2);
-    let mut total = 0u64;
+    let names: Vec<&str> = files
+        .iter()
+        .map(|f| {
+            f["objectName"]
+                .as_str()
+                .expect("name")
+                .rsplit('/')
+                .next()
+                .expect("base")
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "mail export-1.zip",
+            "mail export-2.zip",
+            "mail export-metadata.xml",
+            "mail export-results-count.csv",
+            "mail export-checksums.csv"
+        ]
+    );
+    let mut total: u64 = files[2..]
+        .iter()
+        .map(|f| {
+            f["size"]
+                .as_str()
+                .expect("size")
+                .parse::<u64>()
+                .expect("int")
+        })
+        .sum();
     for (f, account) in files.iter().zip(["alice@example.com", "bob@example.com"]) {
         let bucket = f["bucketName"].as_str().expect("bucket");
         let object = f["objectName"].as_str().expect("object");
@@ -224,7 +274,28 @@ async fn an_export_completes_and_its_zips_download_with_ranges_and_md5() {
             .read_to_string(&mut mbox)
             .expect("utf-8 mbox");
         assert!(mbox.starts_with("From "), "{}", &mbox[..40]);
-        assert!(zip.by_name("mail export-metadata.xml").is_ok());
+    }
+    let counts = c.media_text(&files[3]).await;
+    assert!(
+        counts.starts_with("Account,Message Count\r\nalice@example.com,"),
+        "{counts}"
+    );
+    let sums = c.media_text(&files[4]).await;
+    for f in &files[..4] {
+        let name = f["objectName"]
+            .as_str()
+            .expect("name")
+            .rsplit('/')
+            .next()
+            .expect("base");
+        let md5 = STANDARD
+            .decode(f["md5Hash"].as_str().expect("md5"))
+            .expect("base64");
+        let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(
+            sums.contains(&format!("{name},{hex}\r\n")),
+            "{name}: {sums}"
+        );
     }
     assert_eq!(done["stats"]["sizeInBytes"], total.to_string().as_str());
     let n: u64 = done["stats"]["exportedArtifactCount"]
@@ -233,6 +304,67 @@ async fn an_export_completes_and_its_zips_download_with_ranges_and_md5() {
         .parse()
         .expect("int");
     assert!(n >= 2);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_account_gets_an_exception_and_no_mail_and_a_short_one_is_counted_in_full() {
+    let s = start(SimConfig {
+        vault_directory: Some(vec!["alice@example.com".into(), "bob@example.com".into()]),
+        vault_short_account: Some("bob@example.com".into()),
+        ..SimConfig::default()
+    })
+    .await;
+    let c = Client::new(&s);
+    let matter = c.matter("Typo").await;
+    let accounts = ["alice@example.com", "bob@example.com", "alcie@example.com"];
+    let (_, e) = c.export(&matter, "q4", &accounts).await;
+    let id = e["id"].as_str().expect("id").to_string();
+    let done = poll_to_end(&c, &matter, &id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let files = done["cloudStorageSink"]["files"].as_array().expect("files");
+    let by_name = |n: &str| {
+        files
+            .iter()
+            .find(|f| {
+                f["objectName"]
+                    .as_str()
+                    .is_some_and(|o| o.ends_with(&format!("/{n}")))
+            })
+            .unwrap_or_else(|| panic!("{n} in {files:?}"))
+    };
+    let zips = files
+        .iter()
+        .filter(|f| {
+            f["objectName"]
+                .as_str()
+                .is_some_and(|o| o.ends_with(".zip"))
+        })
+        .count();
+    assert_eq!(zips, 2, "no archive for the unknown account");
+    let exceptions = c.media_text(by_name("q4-account-exceptions.csv")).await;
+    assert!(exceptions.contains("alcie@example.com"), "{exceptions}");
+    let errors = c.media_text(by_name("error.csv")).await;
+    assert!(errors.contains("alcie@example.com"), "{errors}");
+    let counts = c.media_text(by_name("q4-results-count.csv")).await;
+    assert!(!counts.contains("alcie"), "{counts}");
+    // bob's mbox holds one message less than the results-count figure.
+    let bob_count: u64 = counts
+        .lines()
+        .find_map(|l| l.strip_prefix("bob@example.com,"))
+        .expect("bob's row")
+        .trim()
+        .parse()
+        .expect("a count");
+    let zip_bytes = c.media_bytes(by_name("q4-2.zip")).await;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)).expect("a zip");
+    let mut mbox = String::new();
+    zip.by_name("bob@example.com.mbox")
+        .expect("bob's mbox")
+        .read_to_string(&mut mbox)
+        .expect("utf-8");
+    let in_mbox = mbox.lines().filter(|l| l.starts_with("From ")).count() as u64;
+    assert_eq!(in_mbox + 1, bob_count);
     s.shutdown().await;
 }
 

@@ -64,6 +64,12 @@ impl Validator<'_> {
         if let Some(k) = &b.key {
             self.template(&format!("{p}.key"), k, scope);
         }
+        if let Some(s) = b.spent_status.iter().find(|s| !(400..=599).contains(*s)) {
+            self.err(
+                &format!("{p}.spent_status"),
+                format!("{s} is not an error status; list the 4xx/5xx statuses the vendor documents as its quota answer, e.g. [503]"),
+            );
+        }
     }
 
     /// A budget's number: at least 1, or a template (checked when the call starts).
