@@ -750,6 +750,11 @@ fn print_sim_banner(handle: &crate::sim::SimHandle, timing: SimTiming, scale: f6
     for (k, v) in handle.env() {
         crate::outln!("export {k}='{v}'");
     }
+    if timing == "fast" {
+        // Vendor processes end in seconds here: polls wait no longer than that, whatever the
+        // workflow's interval (a rehearsal setting; the run warns while it is set).
+        crate::outln!("export {}='1s'", crate::steps::poll::MAX_POLL_INTERVAL_VAR);
+    }
 }
 
 /// `auditflow keygen`: an RSA key pair for Google exports, the fingerprint, and what to run next.

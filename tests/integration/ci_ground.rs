@@ -301,3 +301,103 @@ async fn resume_names_its_run_or_refuses_and_a_held_run_is_not_yet() {
     );
     assert_eq!(h.google.exports_created(DOMAIN), 1);
 }
+
+/// The Vault export's job command line, run from the checkout.
+fn vault_args(extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "run",
+        "workflows/google/vault-mail-export.yaml",
+        "-i",
+        "accounts=alice@example.com,bob@example.com",
+        "-i",
+        "export_name=q4-audit",
+        "-i",
+        "poll_interval=50ms",
+        "-i",
+        "out_dir=out",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    a.extend(extra.iter().map(ToString::to_string));
+    a
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_vault_export_on_moving_runners_is_created_once() {
+    let mut cfg = sim_config(2);
+    cfg.vault_pending_polls = 8;
+    let h = start_sim_with(cfg).await;
+    let root = Dir::new();
+    let runner = |name: &str| checkout(&root.path().join(name));
+
+    // Job 1 (runner A): matter and export created; detaches.
+    let a = runner("a");
+    let (code, log) = job(&h, vault_args(&["--max-wait", "150ms"]), &a).await;
+    assert_eq!(code, Some(75), "job 1:\n{log}");
+    assert_eq!(h.vault.exports_created(), 1);
+
+    // Job 2 (runner B, the cache restored): the same run finishes.
+    let b = runner("b");
+    copy_state(&a, &b);
+    let (code, log) = job(&h, vault_args(&[]), &b).await;
+    assert_eq!(code, Some(0), "job 2:\n{log}");
+    assert!(log.contains("resuming"), "job 2:\n{log}");
+    let v = crate::common::auditflow(&["verify", "out"], &[], &b);
+    assert!(v.status.success(), "{:?}", text(&v));
+
+    // Job 3 (runner B): one-shot, done: nothing is sent.
+    let before = h.stats.snapshot().requests;
+    let (code, log) = job(&h, vault_args(&[]), &b).await;
+    assert_eq!(code, Some(0), "job 3:\n{log}");
+    assert!(log.contains("already succeeded"), "job 3:\n{log}");
+    assert_eq!(h.stats.snapshot().requests, before, "job 3 sent nothing");
+
+    // Job 4 (runner C, no state at all): the open matter and the completed export are
+    // adopted, nothing is created.
+    let c = runner("c");
+    let (code, log) = job(&h, vault_args(&[]), &c).await;
+    assert_eq!(code, Some(0), "job 4:\n{log}");
+    assert_eq!(
+        log.matches("adopting it instead of creating another")
+            .count(),
+        2,
+        "the matter and the export are adopted:\n{log}"
+    );
+    assert_eq!(h.vault.exports_created(), 1, "job 4 created nothing");
+    let v = crate::common::auditflow(&["verify", "out"], &[], &c);
+    assert!(v.status.success(), "{:?}", text(&v));
+
+    // Job 5 (runner D): continuing a known export by its ids creates nothing either.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("out/manifest.json")).expect("manifest"))
+            .expect("json");
+    let request = manifest["artifacts"]
+        .as_object()
+        .expect("artifacts")
+        .values()
+        .find_map(|a| a["request_id"].as_str().map(str::to_string))
+        .expect("the export's request id");
+    let (matter, export) = request
+        .strip_prefix("matters/")
+        .and_then(|r| r.split_once("/exports/"))
+        .expect("matters/M/exports/E");
+    let d = runner("d");
+    let (code, log) = job(
+        &h,
+        vault_args(&[
+            "-i",
+            &format!("matter_id={matter}"),
+            "-i",
+            &format!("export_id={export}"),
+        ]),
+        &d,
+    )
+    .await;
+    assert_eq!(code, Some(0), "job 5:\n{log}");
+    assert_eq!(
+        h.vault.exports_created(),
+        1,
+        "job 5 created nothing:\n{log}"
+    );
+}
