@@ -177,6 +177,14 @@ async fn an_unknown_account_fails_with_the_error_reports_or_is_kept_as_partial()
         "{m:#}"
     );
     assert!(d.path().join("out/alice@example.com.mbox").is_file());
+    // The report for people says the export is partial, on top and per problem.
+    let report = crate::common::auditflow(&["report", "out", "--format", "md"], &[], d.path());
+    let (md, _) = crate::common::text(&report);
+    assert!(
+        md.contains("Not complete: the vendor reported the export incomplete (2 problem(s)"),
+        "{md}"
+    );
+    assert!(md.contains("Partial result, missing: download:"), "{md}");
     h.shutdown().await;
 }
 

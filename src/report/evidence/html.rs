@@ -150,6 +150,13 @@ fn run_section(run: &RunFacts) -> String {
         }
         h.push_str("</table>\n");
     }
+    if !run.partial.is_empty() {
+        h.push_str("<h3 class=\"summary bad\">Partial result: what the vendor reported missing</h3>\n<ul>\n");
+        for p in &run.partial {
+            let _ = writeln!(h, "<li>{}</li>", esc(p));
+        }
+        h.push_str("</ul>\n");
+    }
     if !run.adopted.is_empty() {
         h.push_str("<h3>Requests adopted at the vendor (not created again)</h3>\n<ul>\n");
         for a in &run.adopted {

@@ -132,6 +132,9 @@ fn run_section(run: &RunFacts) -> String {
             );
         }
     }
+    for p in &run.partial {
+        let _ = writeln!(m, "\nPartial result, missing: {}", cell(p));
+    }
     for a in &run.adopted {
         let _ = writeln!(
             m,

@@ -104,6 +104,8 @@ pub(crate) struct RunFacts {
     pub calls: Vec<CallFacts>,
     /// Requests adopted at the vendor instead of created.
     pub adopted: Vec<String>,
+    /// What steps that accepted an incomplete vendor result (`accept_partial`) lack.
+    pub partial: Vec<String>,
     /// Whether the run's journal was read.
     pub journal: bool,
 }
@@ -286,6 +288,11 @@ fn run_facts(r: &manifest::RunRecord, state: Option<&StateDir>) -> RunFacts {
                 )
             })
             .collect(),
+        partial: r
+            .partial
+            .iter()
+            .flat_map(|(step, problems)| problems.iter().map(move |p| format!("{step}: {p}")))
+            .collect(),
         journal: replay.is_some(),
     }
 }
@@ -331,6 +338,12 @@ fn summarize(
     let unfinished = runs.iter().filter(|r| r.status != "succeeded").count();
     if unfinished > 0 {
         missing.push(format!("{unfinished} run(s) did not succeed"));
+    }
+    let partial: usize = runs.iter().map(|r| r.partial.len()).sum();
+    if partial > 0 {
+        missing.push(format!(
+            "the vendor reported the export incomplete ({partial} problem(s), kept as a partial result)"
+        ));
     }
     let bad = files.iter().filter(|f| !f.verified).count();
     if bad > 0 {
