@@ -121,13 +121,7 @@ impl Signer {
             path: path.to_path_buf(),
             message,
         };
-        let mut bytes = read_key_file(path).map_err(|e| {
-            key_file(match e {
-                ReadKeyError::Io(e) => e.to_string(),
-                ReadKeyError::TooLarge => "larger than any key file".into(),
-                ReadKeyError::Empty => "the file is empty".into(),
-            })
-        })?;
+        let mut bytes = read_signer_file(path)?;
         let keys = parse_secret_keys(&bytes);
         bytes.fill(0);
         let keys = keys.map_err(key_file)?;
@@ -202,6 +196,18 @@ impl Signer {
     }
 }
 
+/// The bytes of a key file (the caller zeroes them when they may hold secret material).
+fn read_signer_file(path: &Path) -> Result<Vec<u8>, SignError> {
+    read_key_file(path).map_err(|e| SignError::KeyFile {
+        path: path.to_path_buf(),
+        message: match e {
+            ReadKeyError::Io(e) => e.to_string(),
+            ReadKeyError::TooLarge => "larger than any key file".into(),
+            ReadKeyError::Empty => "the file is empty".into(),
+        },
+    })
+}
+
 /// Where the detached signature of `file` goes: `file` + `.asc`.
 pub fn signature_path(file: &Path) -> std::path::PathBuf {
     let mut name = file.as_os_str().to_owned();
@@ -216,13 +222,7 @@ fn signer_keys(path: &Path) -> Result<Vec<SignedPublicKey>, SignError> {
         path: path.to_path_buf(),
         message,
     };
-    let mut bytes = read_key_file(path).map_err(|e| {
-        key_file(match e {
-            ReadKeyError::Io(e) => e.to_string(),
-            ReadKeyError::TooLarge => "larger than any key file".into(),
-            ReadKeyError::Empty => "the file is empty".into(),
-        })
-    })?;
+    let mut bytes = read_signer_file(path)?;
     let public: Vec<SignedPublicKey> = SignedPublicKey::from_reader_many_buf(&bytes[..])
         .map(|(it, _)| it.filter_map(Result::ok).collect())
         .unwrap_or_default();

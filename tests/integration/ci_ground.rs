@@ -34,26 +34,26 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// The job's command line: the workflow by its path in the checkout, state and output in
-/// the checkout (as the README's recipes put them).
-fn job_args(user: &str, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "run",
-        "workflows/google/mailbox-export.yaml",
-        "-i",
-        &format!("domain={DOMAIN}"),
-        "-i",
-        &format!("user={user}"),
-        "-i",
-        "poll_interval=50ms",
-        "-i",
-        "out_dir=out",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+/// A job's command line: `workflow` by its path in the checkout, each of `inputs` as
+/// `-i`, then `extra`; state and output in the checkout (as the README's recipes put them).
+fn run_args(workflow: &str, inputs: &[String], extra: &[&str]) -> Vec<String> {
+    let mut a = vec!["run".to_string(), workflow.to_string()];
+    for i in inputs {
+        a.extend(["-i".to_string(), i.clone()]);
+    }
     a.extend(extra.iter().map(ToString::to_string));
     a
+}
+
+/// The mailbox export of `user`.
+fn job_args(user: &str, extra: &[&str]) -> Vec<String> {
+    let inputs = [
+        format!("domain={DOMAIN}"),
+        format!("user={user}"),
+        "poll_interval=50ms".into(),
+        "out_dir=out".into(),
+    ];
+    run_args("workflows/google/mailbox-export.yaml", &inputs, extra)
 }
 
 fn command(h: &SimHandle, args: &[String], cwd: &Path) -> std::process::Command {
@@ -245,17 +245,11 @@ async fn resume_names_its_run_or_refuses_and_a_held_run_is_not_yet() {
     assert_eq!(code, Some(2), "{log}");
     assert!(log.contains("input `user` was \"carol\""), "{log}");
     // Another workflow cannot either.
-    let other: Vec<String> = [
-        "run",
+    let other = run_args(
         "workflows/google/list-exports.yaml",
-        "-i",
-        "domain=example.com",
-        "--resume",
-        &run[..8],
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+        &["domain=example.com".into()],
+        &["--resume", &run[..8]],
+    );
     let (code, log) = job(&h, other, &a).await;
     assert_eq!(code, Some(2), "{log}");
     assert!(
@@ -302,25 +296,15 @@ async fn resume_names_its_run_or_refuses_and_a_held_run_is_not_yet() {
     assert_eq!(h.google.exports_created(DOMAIN), 1);
 }
 
-/// The Vault export's job command line, run from the checkout.
+/// The Vault export of two accounts.
 fn vault_args(extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "run",
-        "workflows/google/vault-mail-export.yaml",
-        "-i",
-        "accounts=alice@example.com,bob@example.com",
-        "-i",
-        "export_name=q4-audit",
-        "-i",
-        "poll_interval=50ms",
-        "-i",
-        "out_dir=out",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
-    a.extend(extra.iter().map(ToString::to_string));
-    a
+    let inputs = [
+        "accounts=alice@example.com,bob@example.com".to_string(),
+        "export_name=q4-audit".into(),
+        "poll_interval=50ms".into(),
+        "out_dir=out".into(),
+    ];
+    run_args("workflows/google/vault-mail-export.yaml", &inputs, extra)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -22,20 +22,9 @@ pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px;white-space:pr
 @page{size:A4;margin:14mm}
 ";
 
-/// Escapes text for HTML element content and attribute values.
+/// Escapes text for HTML element content and attribute values (`&`, `<`, `>`, `'`, `"`).
 pub(crate) fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    quick_xml::escape::escape(text).into_owned()
 }
 
 /// The whole page.
@@ -314,7 +303,7 @@ mod tests {
     fn escapes_markup_from_vendors_and_file_names() {
         assert_eq!(
             esc("<script>alert('x')</script> & \"q\""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+            "&lt;script&gt;alert(&apos;x&apos;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
     }
 
