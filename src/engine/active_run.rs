@@ -47,8 +47,9 @@ pub(super) struct ActiveRun {
     pub(super) loop_reads: LoopReadsCache,
     /// The quota budgets calls spend from.
     pub(super) budgets: crate::state::budget::Budgets,
-    /// Creates adopt a usable request the vendor already holds (not with `--fresh`).
-    pub(super) adopt_existing: bool,
+    /// Creates adopt a usable request the vendor already holds, from listings read once per
+    /// run (None with `--fresh`).
+    pub(super) adopt_existing: Option<Arc<crate::steps::at_most_once::Listings>>,
     /// The state directory, where cursors are kept (None: nowhere, or a dry run).
     pub(super) state_dir: Option<crate::state::StateDir>,
     /// Set when a `repeat` stopped at `max_iterations` with data left: the run ends pending
@@ -163,7 +164,7 @@ impl ActiveRun {
                 .unwrap_or_default(),
             polls: r.and_then(|r| r.polls.get(path).map(|p| p.0)).unwrap_or(0),
             earlier: self.earlier_files.clone(),
-            adopt: self.adopt_existing,
+            adopt: self.adopt_existing.clone(),
         })
     }
 

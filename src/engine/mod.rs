@@ -251,7 +251,7 @@ pub(crate) async fn run(
         terminal: Default::default(),
         loop_reads: Default::default(),
         budgets,
-        adopt_existing: !opts.fresh,
+        adopt_existing: (!opts.fresh).then(Default::default),
         state_dir: opts.state.clone().filter(|_| !opts.dry_run),
         more_data: Default::default(),
     });

@@ -34,8 +34,8 @@ pub struct Ledger {
     /// Polls made by earlier processes (the interval policy continues from there).
     pub polls: u32,
     /// Before a first send, continue a usable request of the same parameters that the vendor
-    /// already holds (false with `--fresh`: create anew on purpose).
-    pub adopt: bool,
+    /// already holds, from the run's listings (None with `--fresh`: create anew on purpose).
+    pub adopt: Option<std::sync::Arc<Listings>>,
 }
 
 /// The files every step of the run recorded (verified artifacts) or claimed (about to be
@@ -251,7 +251,10 @@ pub async fn adopt_existing(
     let Some(ledger) = env.ledger else {
         return Ok(None);
     };
-    if !ledger.adopt || ledger.intent.is_some() || ledger.response.is_some() {
+    let Some(listings) = ledger.adopt.as_ref() else {
+        return Ok(None);
+    };
+    if ledger.intent.is_some() || ledger.response.is_some() {
         return Ok(None);
     }
     if idempotent.unwrap_or_else(|| conn.idempotent(req)) {
@@ -261,7 +264,12 @@ pub async fn adopt_existing(
         return Ok(None);
     };
     let vendor = conn.settings().kind;
-    let found = scan(conn, &lookup, env, |e| conn.usable(req, e)).await?;
+    let pages = listings.pages(conn, &lookup, env).await?;
+    let found: Vec<Value> = pages
+        .iter()
+        .flat_map(|page| conn.lookup_matches(&lookup, page))
+        .filter(|e| conn.usable(req, e))
+        .collect();
     let Some(first) = found.first().cloned() else {
         return Ok(None);
     };
@@ -293,41 +301,100 @@ pub async fn adopt_existing(
     Ok(Some(resp))
 }
 
-/// Every entry of `lookup`'s listing (all its pages) that is the request looked for and
-/// passes `keep`.
+/// Every entry of `lookup`'s listing (all its pages) that is the request looked for.
 async fn scan(
     conn: &Connection,
     lookup: &crate::vendors::Lookup,
     env: &StepEnv<'_>,
-    keep: impl Fn(&Value) -> bool,
 ) -> Result<Vec<Value>, StepError> {
+    let pages = list_pages(conn, &lookup.request, env).await?;
+    Ok(pages
+        .iter()
+        .flat_map(|page| conn.lookup_matches(lookup, page))
+        .collect())
+}
+
+/// Every page of the listing `first` starts.
+async fn list_pages(
+    conn: &Connection,
+    first: &Request,
+    env: &StepEnv<'_>,
+) -> Result<Vec<Response>, StepError> {
     let vendor = conn.settings().kind;
-    let mut page_req = lookup.request.clone();
-    let mut found = Vec::new();
-    let mut pages = 0;
+    let mut page_req = first.clone();
+    let mut pages = Vec::new();
     // A next page naming one already read is a loop: refused like too many pages.
     let mut asked = std::collections::HashSet::from([fingerprint(&page_req, env)]);
     loop {
         let (page, _) = send_with_retry(conn, &page_req, env).await?;
-        pages += 1;
-        found.extend(
-            conn.lookup_matches(lookup, &page)
-                .into_iter()
-                .filter(|e| keep(e)),
-        );
-        match conn.next_page(&page_req, &page, &Pagination::default()) {
-            Some(next) if pages < MAX_LOOKUP_PAGES && asked.insert(fingerprint(&next, env)) => {
+        let next = conn.next_page(&page_req, &page, &Pagination::default());
+        pages.push(page);
+        match next {
+            Some(next)
+                if pages.len() < MAX_LOOKUP_PAGES as usize
+                    && asked.insert(fingerprint(&next, env)) =>
+            {
                 page_req = next;
             }
             Some(_) => {
                 return Err(StepError::LookupTooLong {
                     vendor,
                     step: env.step.to_string(),
-                    pages,
+                    pages: u32::try_from(pages.len()).unwrap_or(u32::MAX),
                 })
             }
-            None => return Ok(found),
+            None => return Ok(pages),
         }
+    }
+}
+
+/// What the vendor listed when this run first looked for requests to adopt, by listing
+/// (method and URL without its query): one scan per listing and process, however many items
+/// of a loop create (1,000 users of one domain read the domain's request list once, not
+/// 1,000 times). Requests this run creates afterwards are in its journal, not needed here.
+/// The lost-answer lookup never uses it: it must see what happened after its intent.
+#[derive(Default)]
+pub struct Listings {
+    scans: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<Vec<Response>>>>,
+        >,
+    >,
+}
+
+impl std::fmt::Debug for Listings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Listings")
+    }
+}
+
+impl Listings {
+    /// The pages of `lookup`'s listing, read on first use (concurrent first uses wait for
+    /// one read; a failed read is not kept).
+    async fn pages(
+        &self,
+        conn: &Connection,
+        lookup: &crate::vendors::Lookup,
+        env: &StepEnv<'_>,
+    ) -> Result<std::sync::Arc<Vec<Response>>, StepError> {
+        let mut key = lookup.request.url.clone();
+        key.set_query(None);
+        let key = format!("{} {key}", lookup.request.method);
+        let cell = {
+            let mut scans = self
+                .scans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            scans.entry(key).or_default().clone()
+        };
+        cell.get_or_try_init(|| async {
+            list_pages(conn, &lookup.request, env)
+                .await
+                .map(std::sync::Arc::new)
+        })
+        .await
+        .cloned()
     }
 }
 
@@ -393,7 +460,7 @@ async fn find(
         }
         Recovery::Lookup(l) => l,
     };
-    let found = scan(conn, &lookup, env, |_| true).await?;
+    let found = scan(conn, &lookup, env).await?;
     let Some(first) = found.first().cloned() else {
         env.emitter.log(
             env.step,

@@ -856,3 +856,37 @@ async fn runs_show_says_a_poll_ended_in_error_not_what_it_saw_before() {
     );
     assert!(!poll.contains("last saw"), "{s}");
 }
+
+#[tokio::test]
+async fn a_loop_of_creates_reads_the_vendors_list_once() {
+    let users = ["u1", "u2", "u3", "u4", "u5"];
+    let mut replies: Vec<(&str, Vec<Reply>)> = vec![(LIST, vec![atom(200, EMPTY_FEED)])];
+    let paths: Vec<String> = users.iter().map(|u| format!("{LIST}/{u}")).collect();
+    for p in &paths {
+        replies.push((p.as_str(), vec![atom(201, CREATED_778)]));
+    }
+    let (url, script) = serve(replies).await;
+    let d = Dir::new();
+    let wf = d.write(
+        "many.yaml",
+        "name: many\nconnections:\n  g: {kind: google, base_url: '{{ env.G_URL }}', credentials: {bearer_token: '{{ env.G_TOKEN }}'}}\nsteps:\n  - id: each\n    for_each:\n      items: [u1, u2, u3, u4, u5]\n      concurrency: 5\n      steps:\n        - id: create\n          call:\n            connection: g\n            method: POST\n            path: /a/feeds/compliance/audit/mail/export/example.com/{{ item }}\n            atom: {packageContent: FULL_MESSAGE}\n",
+    );
+    let o = auditflow_async(
+        vec!["run".into(), wf.display().to_string()],
+        vec![
+            ("G_URL".into(), url.clone()),
+            ("G_TOKEN".into(), "tok-123456789".into()),
+        ],
+        d.path().to_path_buf(),
+    )
+    .await;
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(
+        script.requests(LIST).len(),
+        1,
+        "one listing for the whole loop"
+    );
+    for p in &paths {
+        assert_eq!(script.requests(p).len(), 1, "{p} created once");
+    }
+}
