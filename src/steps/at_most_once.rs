@@ -355,13 +355,11 @@ async fn list_pages(
 /// The lost-answer lookup never uses it: it must see what happened after its intent.
 #[derive(Default)]
 pub struct Listings {
-    scans: std::sync::Mutex<
-        std::collections::HashMap<
-            String,
-            std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<Vec<Response>>>>,
-        >,
-    >,
+    scans: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Scan>>>,
 }
+
+/// One listing's pages, read once.
+type Scan = tokio::sync::OnceCell<std::sync::Arc<Vec<Response>>>;
 
 impl std::fmt::Debug for Listings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
