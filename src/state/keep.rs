@@ -120,6 +120,17 @@ impl Referenced {
         }
     }
 
+    /// Whether a later template reads step `id`'s `body` or `records`, or its outputs whole:
+    /// a paginated call then holds its pages in memory; else it only saves and counts them.
+    pub(crate) fn reads_records(&self, id: &str) -> bool {
+        self.all
+            || self.by_step.get(id).is_some_and(|paths| {
+                paths
+                    .iter()
+                    .any(|p| p.first().is_none_or(|f| f == "body" || f == "records"))
+            })
+    }
+
     /// The outputs of the step at event path `path` (`loop[2].fetch`, `caller/fetch`) as the
     /// journal keeps them: masked, only what later templates read (and small scalars),
     /// URLs without credential parameters, at most [`MAX_KEPT_BYTES`].

@@ -29,6 +29,7 @@ mod misbehaving;
 mod nightly;
 mod origins;
 mod outputs;
+mod paged_results;
 mod preflight;
 mod progress;
 mod quota;
