@@ -804,7 +804,7 @@ struct Fetched {
     /// The vendor announced more pages than were fetched, on purpose.
     truncated: bool,
     /// The pages were saved and counted as they arrived (`response` is then empty).
-    streamed: Option<StreamedPages>,
+    streamed: Option<Box<StreamedPages>>,
 }
 
 /// One request (at most once when it is not idempotent). An answer announcing more pages
@@ -924,7 +924,7 @@ enum Collect {
         why: HeldFor,
     },
     /// Each page's records saved to `save_to` (when set) and counted, then dropped.
-    Streamed(StreamedPages),
+    Streamed(Box<StreamedPages>),
 }
 
 impl Collect {
@@ -944,13 +944,13 @@ impl Collect {
                 bytes: 0,
                 why,
             },
-            None => Collect::Streamed(StreamedPages {
+            None => Collect::Streamed(Box::new(StreamedPages {
                 save_to: rc.save_to.clone(),
                 file: None,
                 items: 0,
                 whole_page: None,
                 last: None,
-            }),
+            })),
         }
     }
 

@@ -23,7 +23,7 @@ fn message(i: usize) -> Value {
         "fromEnv": {"emailAddress": format!("sender{i}@example.com")},
         "to": {"emailAddress": "auditor@example.com", "displayableName": "Audit \"Team\""},
         "subject": format!("Quarterly report {i}\nline two"),
-        "attachment": i % 2 == 0,
+        "attachment": i.is_multiple_of(2),
         "size": 1000 + i,
         "info": "Awaiting delivery",
     })
@@ -117,7 +117,7 @@ async fn a_total_the_streamed_pages_do_not_reach_fails_and_saves_nothing() {
         .run()
         .await;
     assert!(!ran.path().join("out/processing-messages.json").exists());
-    let left = std::fs::read_dir(ran.path().join("out")).map_or(0, |d| d.count());
+    let left = std::fs::read_dir(ran.path().join("out")).map_or(0, Iterator::count);
     assert_eq!(left, 0, "a temporary file was left behind");
 }
 
