@@ -347,6 +347,24 @@ mod tests {
     }
 
     #[test]
+    fn records_are_read_when_a_template_reads_body_records_or_the_step_whole() {
+        let r = referenced(&[
+            "steps.a.pages",
+            "steps.a.items",
+            "steps.b.records.0.id",
+            "steps.c.body.meta",
+            "steps.d",
+            "steps.loop.results.0.e.records",
+        ]);
+        assert!(!r.reads_records("a"));
+        assert!(!r.reads_records("unread"));
+        for id in ["b", "c", "d", "e"] {
+            assert!(r.reads_records(id), "{id}");
+        }
+        assert!(referenced(&["steps"]).reads_records("a"));
+    }
+
+    #[test]
     fn reads_through_loop_results_keep_the_inner_steps_outputs() {
         let out = json!({"status": 200, "body": {"id": "x1", "other": 1}});
         let r = referenced(&["steps.loop.results.0.create.body.id"]);

@@ -214,3 +214,36 @@ async fn pages_held_for_later_steps_over_the_limit_fail_with_the_figures() {
         .await;
     assert!(!ran.path().join("out/items.json").exists());
 }
+
+#[tokio::test]
+async fn link_pages_of_mixed_shapes_cannot_be_saved_page_by_page() {
+    let (base, script) = serve(vec![]).await;
+    let replies = vec![
+        Reply::json(200, json!([{"id": 1}])).header("link", "</items?page=2>; rel=\"next\""),
+        Reply::json(200, json!({"id": 2})),
+    ];
+    script
+        .replies
+        .lock()
+        .unwrap()
+        .insert("/items".to_string(), replies);
+    let ran = Case::yaml(
+        r#"
+        name: mixed
+        steps:
+          - id: list
+            call: {url: '{{ env.API_URL }}/items', paginate: true, save_to: out/items.json}
+        outputs:
+          items: '{{ steps.list.items }}'
+        "#,
+    )
+    .env("API_URL", &base)
+    .code(1)
+    .stderr_has("step `list`")
+    .stderr_has(
+        "page 2 of the http answer is not a JSON array while the pages before it were JSON arrays",
+    )
+    .run()
+    .await;
+    assert!(!ran.path().join("out/items.json").exists());
+}
