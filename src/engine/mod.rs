@@ -764,7 +764,8 @@ async fn execute(
                 rc.hold = call::Hold::Counts;
             }
             let out = call::execute(&conn, &rc, env, ctx).await?;
-            Ok((out.outputs(), out.attempts))
+            let attempts = out.attempts;
+            Ok((out.outputs(), attempts))
         }
         Action::Poll(spec) => {
             let conn = run.connection(file, spec.call.connection.as_deref(), ctx)?;

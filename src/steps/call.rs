@@ -402,18 +402,26 @@ pub struct CallOutcome {
 }
 
 impl CallOutcome {
-    /// The step's outputs: `status`, `headers`, `body`, `pages`, `items`, `records`,
-    /// `truncated`, `request_id`.
-    pub fn outputs(&self) -> Value {
-        let mut v = response_value(&self.response);
-        if let Some(o) = v.as_object_mut() {
-            o.insert("pages".into(), json!(self.pages));
-            o.insert("items".into(), json!(self.count.items));
-            o.insert("records".into(), Value::Array(self.records.clone()));
-            o.insert("truncated".into(), json!(self.truncated));
-            o.insert("filename".into(), json!(self.filename));
-        }
-        v
+    /// The step's outputs: `status`, `headers`, `body`, `request_id`, `pages`, `items`,
+    /// `records`, `truncated`, `filename` (the body and records moved, not copied).
+    pub fn outputs(self) -> Value {
+        let Response {
+            status,
+            headers,
+            body,
+            request_id,
+        } = self.response;
+        json!({
+            "status": status,
+            "headers": headers,
+            "body": body,
+            "request_id": request_id,
+            "pages": self.pages,
+            "items": self.count.items,
+            "records": Value::Array(self.records),
+            "truncated": self.truncated,
+            "filename": self.filename,
+        })
     }
 }
 
