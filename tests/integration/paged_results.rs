@@ -1,6 +1,7 @@
 //! Paginated results in bounded memory (issue 22, item 1): pages saved to `save_to` as they
 //! arrive (the same bytes as the merged answer), only what later steps read held, and the
-//! pages held for later steps bounded by `max_response_size` with a clear error.
+//! pages held for later steps (or merged by the vendor adapter: Google) bounded by
+//! `max_response_size` with a clear error.
 use serde_json::{json, Value};
 
 use crate::case::Case;
@@ -246,4 +247,105 @@ async fn link_pages_of_mixed_shapes_cannot_be_saved_page_by_page() {
     .run()
     .await;
     assert!(!ran.path().join("out/items.json").exists());
+}
+
+/// Three Google Atom feed pages of two ~600-byte entries each, linked by `next`.
+fn google_feed_pages(base: &str, path: &str) -> Vec<Reply> {
+    (0..3)
+        .map(|p| {
+            let next = if p < 2 {
+                format!("<link rel='next' href='{base}{path}?page={}'/>", p + 1)
+            } else {
+                String::new()
+            };
+            let entries: String = (0..2)
+                .map(|i| {
+                    format!(
+                        "<entry><id>e{p}-{i}</id><apps:property name='requestId' value='{p}{i}'/>\
+                         <apps:property name='note' value='{}'/></entry>",
+                        "n".repeat(600)
+                    )
+                })
+                .collect();
+            Reply {
+                status: 200,
+                headers: vec![("content-type".into(), "application/atom+xml".into())],
+                body: format!(
+                    "<?xml version='1.0'?>\n<feed xmlns='http://www.w3.org/2005/Atom' \
+                     xmlns:apps='http://schemas.google.com/apps/2006'><id>f</id>{next}{entries}</feed>"
+                ),
+                delay: std::time::Duration::ZERO,
+            }
+        })
+        .collect()
+}
+
+/// A Google feed call nobody reads the body of, with `max_response_size` `limit`.
+async fn google_case(limit: &str) -> Case {
+    const PATH: &str = "/a/feeds/compliance/audit/mail/export/example.com";
+    let (base, script) = serve(vec![]).await;
+    let pages = google_feed_pages(&base, PATH);
+    script.replies.lock().unwrap().insert(PATH.into(), pages);
+    let yaml = format!(
+        r#"
+        name: google-held
+        connections:
+          google:
+            kind: google
+            base_url: '{{{{ env.GOOGLE_AUDIT_BASE_URL }}}}'
+            credentials: {{bearer_token: '{{{{ env.GOOGLE_ACCESS_TOKEN }}}}'}}
+        steps:
+          - id: list
+            call:
+              connection: google
+              method: GET
+              path: {PATH}
+              paginate: true
+              max_response_size: {limit}
+              save_to: out/exports.json
+        outputs:
+          pages: '{{{{ steps.list.pages }}}}'
+          items: '{{{{ steps.list.items }}}}'
+        "#
+    );
+    Case::yaml(&yaml)
+        .env("GOOGLE_AUDIT_BASE_URL", &base)
+        .env("GOOGLE_ACCESS_TOKEN", "ya29.test-token")
+        .report()
+}
+
+#[tokio::test]
+async fn google_pages_are_merged_in_memory_within_the_limit() {
+    let ran = google_case("64KiB").await.run().await;
+    assert_eq!(ran.report()["outputs"]["pages"], 3);
+    assert_eq!(ran.report()["outputs"]["items"], 6);
+    let saved: Value = serde_json::from_str(
+        &std::fs::read_to_string(ran.path().join("out/exports.json")).unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<&str> = saved["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["e0-0", "e0-1", "e1-0", "e1-1", "e2-0", "e2-1"],
+        "{saved:#}"
+    );
+}
+
+#[tokio::test]
+async fn google_pages_over_the_limit_fail_naming_the_vendor_merge() {
+    let ran = google_case("2KiB")
+        .await
+        .code(1)
+        .stderr_has("step `list`")
+        .stderr_has("the google pages held in memory reach ")
+        .stderr_has("over the limit of 2048 bytes")
+        .stderr_has("this vendor's pages are merged in memory: narrow the request")
+        .run()
+        .await;
+    assert!(!ran.path().join("out/exports.json").exists());
 }
