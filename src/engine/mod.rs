@@ -793,9 +793,14 @@ async fn execute(
     match &step.action {
         Action::Call(spec) => {
             let conn = run.connection(file, spec.connection.as_deref(), ctx)?;
-            let rc = call::render_call(spec, &conn, ctx)?;
+            let mut rc = call::render_call(spec, &conn, ctx)?;
+            // Pages nobody reads later are saved as they arrive, not held.
+            if !run.referenced.reads_records(&step.id) {
+                rc.hold = call::Hold::Counts;
+            }
             let out = call::execute(&conn, &rc, env, ctx).await?;
-            Ok((out.outputs(), out.attempts))
+            let attempts = out.attempts;
+            Ok((out.outputs(), attempts))
         }
         Action::Poll(spec) => {
             let conn = run.connection(file, spec.call.connection.as_deref(), ctx)?;

@@ -120,6 +120,17 @@ impl Referenced {
         }
     }
 
+    /// Whether a later template reads step `id`'s `body` or `records`, or its outputs whole:
+    /// a paginated call then holds its pages in memory; else it only saves and counts them.
+    pub(crate) fn reads_records(&self, id: &str) -> bool {
+        self.all
+            || self.by_step.get(id).is_some_and(|paths| {
+                paths
+                    .iter()
+                    .any(|p| p.first().is_none_or(|f| f == "body" || f == "records"))
+            })
+    }
+
     /// The outputs of the step at event path `path` (`loop[2].fetch`, `caller/fetch`) as the
     /// journal keeps them: masked, only what later templates read (and small scalars),
     /// URLs without credential parameters, at most [`MAX_KEPT_BYTES`].
@@ -333,6 +344,24 @@ mod tests {
         assert_eq!(k.value["body"]["big"].as_str().map(str::len), Some(1000));
         let k = r.keep("other", &out, &Secrets::new());
         assert_eq!(k.value, json!({"status": 200, "pages": 1}));
+    }
+
+    #[test]
+    fn records_are_read_when_a_template_reads_body_records_or_the_step_whole() {
+        let r = referenced(&[
+            "steps.a.pages",
+            "steps.a.items",
+            "steps.b.records.0.id",
+            "steps.c.body.meta",
+            "steps.d",
+            "steps.loop.results.0.e.records",
+        ]);
+        assert!(!r.reads_records("a"));
+        assert!(!r.reads_records("unread"));
+        for id in ["b", "c", "d", "e"] {
+            assert!(r.reads_records(id), "{id}");
+        }
+        assert!(referenced(&["steps"]).reads_records("a"));
     }
 
     #[test]

@@ -4,12 +4,14 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use super::at_most_once::fingerprint;
-use super::{render_str, response_value, send_with_retry, StepEnv, StepError};
+use super::{call_save, render_str, response_value, send_with_retry, StepEnv, StepError};
 use crate::events::{Artifact, ArtifactKind, Event};
 use crate::secrets::Secrets;
 use crate::template::{render_deep, Template};
 use crate::vendors::http::{mime_of, redact_url};
-use crate::vendors::{Body, Connection, ItemCount, Pagination, Request, Response, VendorKind};
+use crate::vendors::{
+    Body, Connection, ItemCount, ItemSlot, PageItems, Pagination, Request, Response, VendorKind,
+};
 use crate::workflow::bytesize::ByteSize;
 use crate::workflow::model::{CallSpec, Paginate};
 
@@ -38,6 +40,20 @@ pub struct RenderedCall {
     pub max_response: u64,
     /// The quota the call spends from (its key rendered when the step starts).
     pub budget: Option<crate::workflow::model::BudgetSpec>,
+    /// What later steps read of the result, so what a paginated call holds in memory (the
+    /// engine sets it; [`Hold::Everything`] when rendered).
+    pub hold: Hold,
+}
+
+/// What later steps read of a call's result, so what a paginated call holds in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// A later template reads the step's `body` or `records` (or its outputs whole): every
+    /// page is held and merged, up to `max_response_size` bytes in all.
+    Everything,
+    /// Later templates read only scalars (`pages`, `items`, `status`...): each page's records
+    /// go to `save_to` as they arrive and are dropped; `body` and `records` stay empty.
+    Counts,
 }
 
 /// Default page limit of `paginate: true` (a safety limit, not a wish to stop).
@@ -123,6 +139,41 @@ pub enum PagingError {
         /// The page whose answer pointed back.
         page: u32,
     },
+    /// The pages held in memory for the merge are over the limit.
+    #[error(
+        "the {vendor} pages held in memory reach {bytes} bytes after {pages} page(s), over the \
+         limit of {limit} bytes (`max_response_size`, which bounds one answer and the pages \
+         held together); {why}"
+    )]
+    HeldTooLarge {
+        /// The connection's vendor.
+        vendor: VendorKind,
+        /// Pages held.
+        pages: u32,
+        /// Bytes of JSON held.
+        bytes: u64,
+        /// `max_response_size`.
+        limit: u64,
+        /// Why the pages are held rather than saved as they arrive.
+        why: HeldFor,
+    },
+    /// A `Link`-paged result mixes JSON array pages with other pages: the merged answer's
+    /// shape depends on all of them, so it cannot be saved page by page.
+    #[error(
+        "page {page} of the {vendor} answer is {this} while the pages before it were {before}; \
+         a result saved page by page needs every page to be a JSON array, or none: check the \
+         endpoint, or read the result in a later step (`steps.<id>.body`) to merge it in memory"
+    )]
+    MixedPages {
+        /// The connection's vendor.
+        vendor: VendorKind,
+        /// The page that differs.
+        page: u32,
+        /// What that page is.
+        this: &'static str,
+        /// What the pages before it were.
+        before: &'static str,
+    },
     /// The records fetched are not the total the vendor reported.
     #[error(
         "{vendor} reports {reported} records in all (totalCount) but the {pages} page(s) \
@@ -139,6 +190,38 @@ pub enum PagingError {
         /// Pages fetched.
         pages: u32,
     },
+}
+
+/// Why a paginated call holds its pages in memory instead of saving them as they arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldFor {
+    /// A later template reads the step's `body` or `records`.
+    LaterSteps,
+    /// `save_to` reads `response`, so the path is known only once the result is merged.
+    SavePath,
+    /// The vendor's pages are merged in memory (Google feeds and lists).
+    Vendor,
+}
+
+impl std::fmt::Display for HeldFor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HeldFor::LaterSteps => {
+                "they are held because a later template reads this step's `body` or `records`: \
+                 have later steps read the `save_to` file instead (the pages are then saved as \
+                 they arrive), or raise `max_response_size`"
+            }
+            HeldFor::SavePath => {
+                "they are held because `save_to` reads `response`: give `save_to` a path that \
+                 does not (the pages are then saved as they arrive), or raise \
+                 `max_response_size`"
+            }
+            HeldFor::Vendor => {
+                "this vendor's pages are merged in memory: narrow the request (a shorter date \
+                 range, a filter) so fewer pages come back, or raise `max_response_size`"
+            }
+        })
+    }
 }
 
 /// Renders a value to a form/atom string: strings as they are, other JSON as JSON text.
@@ -270,6 +353,7 @@ pub fn render_call(
             .max_response_size
             .map_or(crate::vendors::http::DEFAULT_MAX_RESPONSE, ByteSize::get),
         budget: spec.budget.clone(),
+        hold: Hold::Everything,
     })
 }
 
@@ -318,18 +402,26 @@ pub struct CallOutcome {
 }
 
 impl CallOutcome {
-    /// The step's outputs: `status`, `headers`, `body`, `pages`, `items`, `records`,
-    /// `truncated`, `request_id`.
-    pub fn outputs(&self) -> Value {
-        let mut v = response_value(&self.response);
-        if let Some(o) = v.as_object_mut() {
-            o.insert("pages".into(), json!(self.pages));
-            o.insert("items".into(), json!(self.count.items));
-            o.insert("records".into(), Value::Array(self.records.clone()));
-            o.insert("truncated".into(), json!(self.truncated));
-            o.insert("filename".into(), json!(self.filename));
-        }
-        v
+    /// The step's outputs: `status`, `headers`, `body`, `request_id`, `pages`, `items`,
+    /// `records`, `truncated`, `filename` (the body and records moved, not copied).
+    pub fn outputs(self) -> Value {
+        let Response {
+            status,
+            headers,
+            body,
+            request_id,
+        } = self.response;
+        json!({
+            "status": status,
+            "headers": headers,
+            "body": body,
+            "request_id": request_id,
+            "pages": self.pages,
+            "items": self.count.items,
+            "records": Value::Array(self.records),
+            "truncated": self.truncated,
+            "filename": self.filename,
+        })
     }
 }
 
@@ -527,6 +619,7 @@ async fn execute_limited(
                 attempts: 0,
                 pages: 1,
                 truncated: false,
+                streamed: None,
             },
             None => send_within_quota(conn, rc, env, ctx).await?,
         };
@@ -535,15 +628,14 @@ async fn execute_limited(
         attempts,
         pages,
         truncated,
+        streamed,
     } = fetched;
+    if let Some(streamed) = streamed {
+        let done = streamed.finish(conn, rc, env, pages, truncated).await?;
+        return Ok(CallOutcome { attempts, ..done });
+    }
     let count = checked_count(conn, &response, pages, truncated)?;
-    env.emitter.emit(Event::Paged {
-        step: env.step.to_string(),
-        pages,
-        items: count.items,
-        reported_total: count.reported_total,
-        truncated,
-    });
+    emit_paged(env, pages, count, truncated);
     // The answer is saved before its check: a failed `expect` keeps its evidence.
     let checked = check_expect(rc, &response, ctx, env.emitter.secrets());
     let filename = attachment_name(&response)?;
@@ -574,15 +666,39 @@ pub(super) async fn save_answer(
     let Some(path) = save_path(rc, response, filename, ctx, env)? else {
         return Ok(());
     };
-    let (bytes, sha256) = match (&filename, &response.body) {
+    let saved = match (&filename, &response.body) {
         // A file answer is saved as it came, and not kept in the outputs (or the journal).
         (Some(_), Value::String(text)) => {
             let saved = save_bytes(&path, text.as_bytes())?;
             response.body = Value::Null;
             saved
         }
-        _ => save_json(&path, &response.body)?,
+        _ => call_save::save_json(&path, &response.body)?,
     };
+    record_saved(rc, env, &path, saved, response).await;
+    Ok(())
+}
+
+/// Announces the pages and records of a result (the manifest's figures).
+fn emit_paged(env: &StepEnv<'_>, pages: u32, count: ItemCount, truncated: bool) {
+    env.emitter.emit(Event::Paged {
+        step: env.step.to_string(),
+        pages,
+        items: count.items,
+        reported_total: count.reported_total,
+        truncated,
+    });
+}
+
+/// Records a saved file (bytes, SHA-256) as the step's artifact and flushes the journal:
+/// the file is the run's own from here, so a resumed run does not refuse to replace it.
+async fn record_saved(
+    rc: &RenderedCall,
+    env: &StepEnv<'_>,
+    path: &std::path::Path,
+    (bytes, sha256): (u64, String),
+    response: &Response,
+) {
     env.emitter.emit(Event::Artifact {
         step: env.step.to_string(),
         artifact: Artifact {
@@ -597,13 +713,11 @@ pub(super) async fn save_answer(
             finished_at: chrono::Utc::now().to_rfc3339(),
         },
     });
-    // The file is the run's own from here: a resumed run does not refuse to replace it.
     if let Some(l) = env.ledger {
         if let Err(e) = l.journal.flush().await {
             env.emitter.warn(format!("step `{}`: {e}", env.step));
         }
     }
-    Ok(())
 }
 
 /// Where the answer is saved: `save_to` as rendered before the request, or rendered now
@@ -716,6 +830,8 @@ struct Fetched {
     pages: u32,
     /// The vendor announced more pages than were fetched, on purpose.
     truncated: bool,
+    /// The pages were saved and counted as they arrived (`response` is then empty).
+    streamed: Option<Box<StreamedPages>>,
 }
 
 /// One request (at most once when it is not idempotent). An answer announcing more pages
@@ -756,11 +872,13 @@ async fn fetch_one(
         attempts,
         pages: 1,
         truncated: more,
+        streamed: None,
     })
 }
 
-/// Every page up to `p.max_pages`, merged. Reaching the limit with pages left fails the
-/// step unless `truncate` (then it warns and the result is recorded as truncated).
+/// Every page up to `p.max_pages`, merged in memory or saved as they arrive ([`Collect`]).
+/// Reaching the limit with pages left fails the step unless `truncate` (then it warns and the
+/// result is recorded as truncated).
 async fn fetch_pages(
     conn: &Connection,
     rc: &RenderedCall,
@@ -771,7 +889,8 @@ async fn fetch_pages(
 ) -> Result<Fetched, StepError> {
     let max = p.max_pages.unwrap_or(DEFAULT_MAX_PAGES);
     let mut req = conn.first_page(&rc.request, p);
-    let mut all = Vec::new();
+    let mut collected = Collect::start(rc);
+    let mut pages = 0u32;
     let mut attempts = 0;
     let mut truncated = false;
     let mut asked = std::collections::HashSet::from([fingerprint(&req, env)]);
@@ -780,16 +899,17 @@ async fn fetch_pages(
         attempts += a;
         check_expect(rc, &r, ctx, env.emitter.secrets())?;
         let next = conn.next_page(&req, &r, p);
-        all.push(r);
+        pages += 1;
+        collected.add(conn, r, rc.max_response, pages)?;
         let Some(n) = next else { break };
         if !asked.insert(fingerprint(&n, env)) {
             return Err(PagingError::Loop {
                 vendor: conn.settings().kind,
-                page: all.len() as u32,
+                page: pages,
             }
             .into());
         }
-        if all.len() as u32 >= max {
+        if pages >= max {
             if !truncate {
                 return Err(PagingError::MaxPages {
                     vendor: conn.settings().kind,
@@ -805,19 +925,213 @@ async fn fetch_pages(
             truncated = true;
             break;
         }
-        env.emitter.log(
-            env.step,
-            format!("page {} done, fetching the next", all.len()),
-        );
+        env.emitter
+            .log(env.step, format!("page {pages} done, fetching the next"));
         req = n;
     }
-    let pages = all.len() as u32;
+    let (response, streamed) = match collected {
+        Collect::Held { pages, .. } => (conn.aggregate(pages), None),
+        Collect::Streamed(s) => (Response::empty(200), Some(s)),
+    };
     Ok(Fetched {
-        response: conn.aggregate(all),
+        response,
         attempts,
         pages,
         truncated,
+        streamed,
     })
+}
+
+/// What a paginated call keeps of its pages while they arrive.
+enum Collect {
+    /// Every page, merged once the last is in; at most `max_response_size` bytes of JSON.
+    Held {
+        pages: Vec<Response>,
+        bytes: u64,
+        why: HeldFor,
+    },
+    /// Each page's records saved to `save_to` (when set) and counted, then dropped.
+    Streamed(Box<StreamedPages>),
+}
+
+impl Collect {
+    /// Held when a later step reads the result or `save_to` reads `response`; else streamed
+    /// (held after all when the vendor's pages are merged in memory, see [`Collect::add`]).
+    fn start(rc: &RenderedCall) -> Collect {
+        let why = if rc.hold == Hold::Everything {
+            Some(HeldFor::LaterSteps)
+        } else if rc.save_after.is_some() {
+            Some(HeldFor::SavePath)
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Collect::Held {
+                pages: Vec::new(),
+                bytes: 0,
+                why,
+            },
+            None => Collect::Streamed(Box::new(StreamedPages {
+                save_to: rc.save_to.clone(),
+                file: None,
+                items: 0,
+                whole_page: None,
+                last: None,
+            })),
+        }
+    }
+
+    /// Takes page number `number`: held (failing over `limit` bytes held), or saved and counted.
+    fn add(
+        &mut self,
+        conn: &Connection,
+        mut page: Response,
+        limit: u64,
+        number: u32,
+    ) -> Result<(), StepError> {
+        match self {
+            Collect::Held { pages, bytes, why } => {
+                *bytes += call_save::json_len(&page.body);
+                pages.push(page);
+                if *bytes > limit {
+                    return Err(PagingError::HeldTooLarge {
+                        vendor: conn.settings().kind,
+                        pages: number,
+                        bytes: *bytes,
+                        limit,
+                        why: *why,
+                    }
+                    .into());
+                }
+                Ok(())
+            }
+            Collect::Streamed(s) => match conn.take_page_items(&mut page) {
+                Some(items) => s.add(conn, page, items, number),
+                None => {
+                    *self = Collect::Held {
+                        pages: Vec::new(),
+                        bytes: 0,
+                        why: HeldFor::Vendor,
+                    };
+                    self.add(conn, page, limit, number)
+                }
+            },
+        }
+    }
+}
+
+/// A paginated result saved and counted page by page: only the last page's envelope (the
+/// page without its records) is held.
+struct StreamedPages {
+    /// `save_to`, when the call has one.
+    save_to: Option<PathBuf>,
+    /// The file being written (opened with the first page).
+    file: Option<call_save::PagedFile>,
+    /// Records so far.
+    items: u64,
+    /// Whether the pages are each one record (`Link`-paged non-array bodies).
+    whole_page: Option<bool>,
+    /// The last page without its records.
+    last: Option<Response>,
+}
+
+impl StreamedPages {
+    /// Counts page `number`'s records and appends them to the file.
+    fn add(
+        &mut self,
+        conn: &Connection,
+        page: Response,
+        items: PageItems,
+        number: u32,
+    ) -> Result<(), StepError> {
+        let shape = |whole: bool| {
+            if whole {
+                "not a JSON array"
+            } else {
+                "JSON arrays"
+            }
+        };
+        match self.whole_page {
+            Some(before) if before != items.whole_page => {
+                return Err(PagingError::MixedPages {
+                    vendor: conn.settings().kind,
+                    page: number,
+                    this: shape(items.whole_page),
+                    before: shape(before),
+                }
+                .into())
+            }
+            _ => self.whole_page = Some(items.whole_page),
+        }
+        let (count, records) = count_records(conn, items.slot, items.items);
+        self.items += count;
+        if let Some(path) = &self.save_to {
+            if self.file.is_none() {
+                self.file = Some(call_save::PagedFile::create(path)?);
+            }
+            if let Some(f) = &mut self.file {
+                f.append(items.slot, &records)?;
+            }
+        }
+        self.last = Some(page);
+        Ok(())
+    }
+
+    /// Checks the count against the vendor's total, records the pages and the saved file;
+    /// the outcome's `body` and `records` are empty (no later template reads them).
+    async fn finish(
+        self,
+        conn: &Connection,
+        rc: &RenderedCall,
+        env: &StepEnv<'_>,
+        pages: u32,
+        truncated: bool,
+    ) -> Result<CallOutcome, StepError> {
+        let envelope = conn.aggregate(self.last.into_iter().collect());
+        let count = ItemCount {
+            items: self.items,
+            reported_total: conn.count(&envelope).reported_total,
+        };
+        check_total(conn, count, pages, truncated)?;
+        emit_paged(env, pages, count, truncated);
+        let filename = attachment_name(&envelope)?;
+        if let (Some(path), Some(file)) = (&self.save_to, self.file) {
+            let saved = file.finish(envelope.body.clone())?;
+            record_saved(rc, env, path, saved, &envelope).await;
+        }
+        Ok(CallOutcome {
+            response: Response {
+                body: Value::Null,
+                ..envelope
+            },
+            attempts: 0,
+            pages,
+            count,
+            truncated,
+            records: Vec::new(),
+            filename,
+        })
+    }
+}
+
+/// The records among one page's merged items ([`Connection::records`] over them in their
+/// slot), and the items back.
+fn count_records(conn: &Connection, slot: ItemSlot, items: Vec<Value>) -> (u64, Vec<Value>) {
+    let body = match slot {
+        ItemSlot::Root => Value::Array(items),
+        ItemSlot::Field(f) => json!({ f: items }),
+    };
+    let mut probe = Response::empty(200);
+    probe.body = body;
+    let count = conn.records(&probe).len() as u64;
+    let items = match slot {
+        ItemSlot::Root => probe.body,
+        ItemSlot::Field(f) => probe.body.get_mut(f).map(Value::take).unwrap_or_default(),
+    };
+    match items {
+        Value::Array(a) => (count, a),
+        _ => (count, Vec::new()),
+    }
 }
 
 /// The records of a complete result, checked against the total the vendor reports.
@@ -827,7 +1141,16 @@ fn checked_count(
     pages: u32,
     truncated: bool,
 ) -> Result<ItemCount, StepError> {
-    let count = conn.count(response);
+    check_total(conn, conn.count(response), pages, truncated)
+}
+
+/// `count` when it is the vendor's reported total (or the result is truncated on purpose).
+fn check_total(
+    conn: &Connection,
+    count: ItemCount,
+    pages: u32,
+    truncated: bool,
+) -> Result<ItemCount, StepError> {
     match count.reported_total {
         Some(reported) if !truncated && reported != count.items => {
             Err(PagingError::TotalMismatch {
@@ -842,33 +1165,6 @@ fn checked_count(
     }
 }
 
-/// Writes `body` as pretty JSON to `path`, streamed through a private temporary file beside
-/// it (fsync'd, then renamed): no second in-memory copy of a large answer. Returns the bytes
-/// written and their SHA-256.
-fn save_json(path: &std::path::Path, body: &Value) -> Result<(u64, String), StepError> {
-    let io = |source: std::io::Error| StepError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    crate::durable::create_private_dir(&dir).map_err(io)?;
-    let tmp = crate::durable::private_temp_file(&dir, ".auditflow-", ".tmp").map_err(io)?;
-    let mut w = HashingWriter::new(std::io::BufWriter::new(tmp));
-    serde_json::to_writer_pretty(&mut w, body).map_err(|source| StepError::Serialize {
-        what: "response",
-        source,
-    })?;
-    let (bytes, sha256, buffered) = w.finish();
-    let tmp = buffered.into_inner().map_err(|e| io(e.into_error()))?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    crate::durable::sync_dir(&dir);
-    Ok((bytes, sha256))
-}
-
 /// Writes `bytes` to `path` durably (temp file, fsync, rename); returns their size and SHA-256.
 fn save_bytes(path: &std::path::Path, bytes: &[u8]) -> Result<(u64, String), StepError> {
     crate::durable::write_private(path, bytes)?;
@@ -876,45 +1172,6 @@ fn save_bytes(path: &std::path::Path, bytes: &[u8]) -> Result<(u64, String), Ste
         crate::durable::sync_dir(dir);
     }
     Ok((bytes.len() as u64, crate::durable::sha256_hex(bytes)))
-}
-
-/// Counts and hashes what passes through to the inner writer.
-struct HashingWriter<W> {
-    inner: W,
-    bytes: u64,
-    hash: sha2::Sha256,
-}
-
-impl<W: std::io::Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        use sha2::Digest;
-        HashingWriter {
-            inner,
-            bytes: 0,
-            hash: sha2::Sha256::new(),
-        }
-    }
-
-    /// Bytes written, their SHA-256 (hex) and the inner writer.
-    fn finish(self) -> (u64, String, W) {
-        use sha2::Digest;
-        let digest = crate::durable::to_hex(&self.hash.finalize());
-        (self.bytes, digest, self.inner)
-    }
-}
-
-impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        use sha2::Digest;
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 #[cfg(test)]

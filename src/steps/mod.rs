@@ -15,6 +15,7 @@ pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 pub mod at_most_once;
 pub mod call;
+mod call_save;
 pub mod decrypt;
 pub mod download;
 pub mod download_and_decrypt;

@@ -90,6 +90,27 @@ pub struct ItemCount {
     pub reported_total: Option<u64>,
 }
 
+/// Where [`Connection::aggregate`] puts the concatenated items of all pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemSlot {
+    /// The merged body is the array of items (`Link`-paged JSON).
+    Root,
+    /// A top-level field of the merged body holds them (Mimecast `data`).
+    Field(&'static str),
+}
+
+/// The items one page contributes to the merged answer ([`Connection::take_page_items`]).
+#[derive(Debug)]
+pub struct PageItems {
+    /// Where the merged body holds them.
+    pub slot: ItemSlot,
+    /// The page body itself is the one item (a non-array `Link`-paged body): every page of
+    /// a result must agree, as the merge rule is chosen over all of them.
+    pub whole_page: bool,
+    /// The items, in order.
+    pub items: Vec<serde_json::Value>,
+}
+
 /// A connection built from rendered settings. Cheap to clone; clones share token caches.
 #[derive(Clone)]
 pub struct Connection {
@@ -278,6 +299,28 @@ impl Connection {
             VendorKind::Mimecast => mimecast::aggregate(pages),
             VendorKind::Google => google::aggregate(pages),
             VendorKind::Http | VendorKind::MailStore => plain::aggregate(pages),
+        }
+    }
+
+    /// Takes out of one page the items [`Connection::aggregate`] concatenates, so the pages
+    /// of a long result can be saved as they arrive instead of held. None: this vendor's
+    /// pages are merged in memory (Google, MailStore).
+    pub fn take_page_items(&self, page: &mut Response) -> Option<PageItems> {
+        match self.inner.settings.kind {
+            VendorKind::Mimecast => Some(PageItems {
+                slot: ItemSlot::Field("data"),
+                whole_page: false,
+                items: mimecast::take_page_items(page),
+            }),
+            VendorKind::Http => {
+                let (array, items) = plain::take_page_items(page);
+                Some(PageItems {
+                    slot: ItemSlot::Root,
+                    whole_page: !array,
+                    items,
+                })
+            }
+            VendorKind::Google | VendorKind::MailStore => None,
         }
     }
 

@@ -636,6 +636,15 @@ pub(super) fn aggregate(pages: Vec<Response>) -> Response {
     }
 }
 
+/// Takes one page's `data` items (what [`aggregate`] concatenates) out of it, leaving
+/// `data: []`, so pages can be saved as they arrive.
+pub(super) fn take_page_items(page: &mut Response) -> Vec<Value> {
+    match page.body.get_mut("data") {
+        Some(Value::Array(items)) => std::mem::take(items),
+        _ => Vec::new(),
+    }
+}
+
 /// The records of an answer (every page merged): each `data` item, or the items of its one
 /// array field when it is a wrapper such as find-processing-messages' `{"messages": [...]}`.
 pub(super) fn records(resp: &Response) -> Vec<&Value> {

@@ -21,7 +21,7 @@ pub mod tls;
 mod token;
 
 pub use build::{BuildError, ConnectionCache};
-pub use connection::{withheld_note, Connection, ItemCount, Pagination};
+pub use connection::{withheld_note, Connection, ItemCount, ItemSlot, PageItems, Pagination};
 
 /// Which vendor a connection talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

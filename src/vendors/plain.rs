@@ -162,6 +162,15 @@ pub(super) fn aggregate(pages: Vec<Response>) -> Response {
     }
 }
 
+/// Takes what [`aggregate`] concatenates out of one page, leaving `[]`: an array body's
+/// items (true), or the body itself (false: the merged answer is the array of page bodies).
+pub(super) fn take_page_items(page: &mut Response) -> (bool, Vec<Value>) {
+    match std::mem::replace(&mut page.body, Value::Array(Vec::new())) {
+        Value::Array(items) => (true, items),
+        other => (false, vec![other]),
+    }
+}
+
 /// Items of a JSON array body, 0 for no body, else 1; no total is known.
 pub(super) fn count(resp: &Response) -> ItemCount {
     ItemCount {

@@ -467,7 +467,9 @@ pub struct CallSpec {
     #[serde(default)]
     pub idempotent: Option<bool>,
     /// Largest answer held in memory (default 64MiB), e.g. `256MiB`. A bigger answer fails
-    /// the step: large content belongs in a `download` step, which streams to disk.
+    /// the step: large content belongs in a `download` step, which streams to disk. It also
+    /// bounds the pages of a paginated call held together when a later template reads its
+    /// `body` or `records` (pages nobody reads are saved to `save_to` as they arrive).
     #[serde(default)]
     pub max_response_size: Option<ByteSize>,
     /// A vendor quota this call spends from (e.g. Google's 100 export requests per domain per

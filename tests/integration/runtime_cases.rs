@@ -40,6 +40,7 @@ async fn runtime_failures_print_their_expected_text() {
             "/missing",
             vec![Reply::json(404, json!({"error": "no such item"}))],
         ),
+        ("/pages", link_pages(4)),
         (
             "/job",
             vec![Reply::json(
@@ -76,6 +77,23 @@ async fn runtime_failures_print_their_expected_text() {
     }
     sim.shutdown().await;
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+/// `n` `Link`-paged JSON arrays of three records of about 400 bytes each (relative links).
+fn link_pages(n: usize) -> Vec<Reply> {
+    (0..n)
+        .map(|p| {
+            let records: Vec<serde_json::Value> = (0..3)
+                .map(|i| json!({"id": p * 3 + i, "text": "x".repeat(400)}))
+                .collect();
+            let reply = Reply::json(200, serde_json::Value::Array(records));
+            if p + 1 < n {
+                reply.header("link", &format!("</pages?page={}>; rel=\"next\"", p + 1))
+            } else {
+                reply
+            }
+        })
+        .collect()
 }
 
 /// Replaces what differs between runs: the repository root, the run's temp dir, local ports,
