@@ -424,7 +424,7 @@ impl StateDir {
                 (None, _) => {}
             }
         }
-        let mut header = req.header;
+        let header = req.header;
         if let Some(old_id) = existing {
             let path = self.journal_path(&old_id);
             if req.fresh {
@@ -462,7 +462,6 @@ impl StateDir {
                 ));
             }
         }
-        header.key = key;
         let state = self.create(header, lock, pointer, req.one_shot).await?;
         Ok(Started::Run {
             state,
