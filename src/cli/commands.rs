@@ -744,6 +744,12 @@ fn print_sim_banner(handle: &crate::sim::SimHandle, timing: SimTiming, scale: f6
         SimTiming::Realistic => "realistic",
     };
     crate::outln!("  timing: {timing}, time scale {scale} (simulated seconds per real second)");
+    if let Some(accounts) = &handle.vault.accounts() {
+        crate::outln!(
+            "  vault accounts (others get an account exception and no mail): {}",
+            accounts.join(", ")
+        );
+    }
     crate::outln!(
         "\nPoint the shipped workflows at it (these are throwaway simulator credentials):"
     );

@@ -63,6 +63,17 @@ impl Default for SimCredentials {
     }
 }
 
+/// The accounts the simulated Vault organization has unless configured otherwise (printed by
+/// `auditflow sim`).
+pub const DEFAULT_VAULT_ACCOUNTS: [&str; 6] = [
+    "alice@example.com",
+    "bob@example.com",
+    "carol@example.com",
+    "dave@example.com",
+    "erin@example.com",
+    "frank@example.com",
+];
+
 /// Injected faults. Rates are probabilities per request, drawn from a seeded generator.
 #[derive(Debug, Clone, Default)]
 pub struct FaultConfig {
@@ -193,8 +204,9 @@ pub struct SimConfig {
     /// Vault: bytes of generated mbox per account (at least one message).
     pub vault_mbox_size: usize,
     /// Vault: the organization's accounts. An export account not among them gets what Vault
-    /// gives (a row in `error.csv` and `<export>-account-exceptions.csv`, no mail). None:
-    /// every address of the admin's domain is an account.
+    /// gives (a row in `error.csv` and `<export>-account-exceptions.csv`, no mail): a
+    /// custodian typo never produces an export that looks complete. Default:
+    /// [`DEFAULT_VAULT_ACCOUNTS`]. None: every address is an account.
     pub vault_directory: Option<Vec<String>>,
     /// Vault: the mbox of this account lacks its last message while the results-count file
     /// keeps the full figure (an export that came out short).
@@ -252,7 +264,12 @@ impl Default for SimConfig {
             vault_retention: Duration::from_secs(15 * 86_400),
             vault_failing_account: None,
             vault_mbox_size: 16 * 1024,
-            vault_directory: None,
+            vault_directory: Some(
+                DEFAULT_VAULT_ACCOUNTS
+                    .iter()
+                    .map(|a| (*a).to_string())
+                    .collect(),
+            ),
             vault_short_account: None,
             work_dir: None,
         }

@@ -169,6 +169,11 @@ impl VaultSim {
         self.clock.advance(by);
     }
 
+    /// The organization's accounts (`vault_directory`; None: every address is one).
+    pub fn accounts(&self) -> Option<Vec<String>> {
+        self.cfg.vault_directory.clone()
+    }
+
     /// Exports created so far (all matters, including deleted and expired ones).
     pub fn exports_created(&self) -> u64 {
         lock(&self.state).created
