@@ -621,10 +621,11 @@ pub(super) async fn sim(a: SimArgs) -> Result<(), CliError> {
     let timing = a.timing;
     let cfg = sim_config(a)?;
     let scale = cfg.time_scale;
+    let stores = cfg.mailstore_stores.clone();
     let handle = crate::sim::start(cfg)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    print_sim_banner(&handle, timing, scale);
+    print_sim_banner(&handle, timing, scale, &stores);
     stop_signal().await;
     let stats = handle.stats.snapshot();
     // Open connections (a client's idle keep-alive) would hold a graceful shutdown for
@@ -718,7 +719,16 @@ fn sim_config(a: SimArgs) -> Result<crate::sim::SimConfig, CliError> {
 }
 
 /// The addresses, files, timing and `export` block of a started simulator.
-fn print_sim_banner(handle: &crate::sim::SimHandle, timing: SimTiming, scale: f64) {
+/// What exists in the simulator, for writing inputs without a guess.
+fn print_sim_contents(handle: &crate::sim::SimHandle, stores: &[i64]) {
+    let admin = &handle.credentials.google_admin_email;
+    let domain = admin.rsplit_once('@').map_or(admin.as_str(), |(_, d)| d);
+    crate::outln!("  google domain {domain} (admin {admin}): -i domain={domain}");
+    let ids: Vec<String> = stores.iter().map(ToString::to_string).collect();
+    crate::outln!("  mailstore store ids: {}", ids.join(", "));
+}
+
+fn print_sim_banner(handle: &crate::sim::SimHandle, timing: SimTiming, scale: f64, stores: &[i64]) {
     crate::outln!("auditflow simulator listening (Ctrl-C to stop)");
     crate::outln!("  mimecast   {}", handle.mimecast_url);
     crate::outln!("  mailstore  {}", handle.mailstore_url);
@@ -750,6 +760,7 @@ fn print_sim_banner(handle: &crate::sim::SimHandle, timing: SimTiming, scale: f6
             accounts.join(", ")
         );
     }
+    print_sim_contents(handle, stores);
     crate::outln!(
         "\nPoint the shipped workflows at it (these are throwaway simulator credentials):"
     );
