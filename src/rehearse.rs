@@ -85,8 +85,9 @@ pub async fn run(mut args: RunArgs, cancel: CancellationToken) -> Result<(), Cli
     ended
 }
 
-/// A throwaway RSA key, which the simulator takes as its Google domain's uploaded key.
-async fn throwaway_key(dir: &Path, handle: &SimHandle) -> Result<DemoKey, CliError> {
+/// A throwaway RSA key, which the simulator takes as its Google domain's uploaded key (also
+/// made by `auditflow sim`, which prints it as `AUDIT_PGP_SECRET_KEY`).
+pub(crate) async fn throwaway_key(dir: &Path, handle: &SimHandle) -> Result<DemoKey, CliError> {
     let at = dir.to_path_buf();
     let key = tokio::task::spawn_blocking(move || generate_key(&at, 3072))
         .await

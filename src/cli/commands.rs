@@ -625,7 +625,8 @@ pub(super) async fn sim(a: SimArgs) -> Result<(), CliError> {
     let handle = crate::sim::start(cfg)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    print_sim_banner(&handle, timing, scale, &stores);
+    let key_env = sim_key_env(&handle).await?;
+    print_sim_banner(&handle, timing, scale, &stores, &key_env);
     stop_signal().await;
     let stats = handle.stats.snapshot();
     // Open connections (a client's idle keep-alive) would hold a graceful shutdown for
@@ -719,6 +720,26 @@ fn sim_config(a: SimArgs) -> Result<crate::sim::SimConfig, CliError> {
 }
 
 /// The addresses, files, timing and `export` block of a started simulator.
+/// A throwaway key the simulator holds as its Google domain's uploaded key, written beside its
+/// service-account key file: the Google exports decrypt with the printed environment alone
+/// (no `keygen` and upload first, as against the real service).
+async fn sim_key_env(handle: &crate::sim::SimHandle) -> Result<Vec<(String, String)>, CliError> {
+    let dir = handle
+        .google
+        .service_account_key_file()
+        .parent()
+        .map_or_else(std::env::temp_dir, Path::to_path_buf)
+        .join("pgp");
+    let key = crate::rehearse::throwaway_key(&dir, handle).await?;
+    Ok(vec![
+        (
+            "AUDIT_PGP_SECRET_KEY".into(),
+            key.secret_key.display().to_string(),
+        ),
+        ("AUDIT_PGP_PASSPHRASE".into(), key.passphrase),
+    ])
+}
+
 /// What exists in the simulator, for writing inputs without a guess.
 fn print_sim_contents(handle: &crate::sim::SimHandle, stores: &[i64]) {
     let admin = &handle.credentials.google_admin_email;
@@ -728,7 +749,13 @@ fn print_sim_contents(handle: &crate::sim::SimHandle, stores: &[i64]) {
     crate::outln!("  mailstore store ids: {}", ids.join(", "));
 }
 
-fn print_sim_banner(handle: &crate::sim::SimHandle, timing: SimTiming, scale: f64, stores: &[i64]) {
+fn print_sim_banner(
+    handle: &crate::sim::SimHandle,
+    timing: SimTiming,
+    scale: f64,
+    stores: &[i64],
+    extra_env: &[(String, String)],
+) {
     crate::outln!("auditflow simulator listening (Ctrl-C to stop)");
     crate::outln!("  mimecast   {}", handle.mimecast_url);
     crate::outln!("  mailstore  {}", handle.mailstore_url);
@@ -764,13 +791,19 @@ fn print_sim_banner(handle: &crate::sim::SimHandle, timing: SimTiming, scale: f6
     crate::outln!(
         "\nPoint the shipped workflows at it (these are throwaway simulator credentials):"
     );
-    for (k, v) in handle.env() {
-        crate::outln!("export {k}='{v}'");
-    }
+    let mut env = handle.env();
+    env.extend(extra_env.iter().cloned());
     if timing == "fast" {
         // Vendor processes end in seconds here: polls wait no longer than that, whatever the
         // workflow's interval (a rehearsal setting; the run warns while it is set).
-        crate::outln!("export {}='1s'", crate::steps::poll::MAX_POLL_INTERVAL_VAR);
+        env.push((
+            crate::steps::poll::MAX_POLL_INTERVAL_VAR.to_string(),
+            "1s".into(),
+        ));
+    }
+    env.sort();
+    for (k, v) in env {
+        crate::outln!("export {k}='{v}'");
     }
 }
 

@@ -342,3 +342,42 @@ async fn the_demo_runs_mailstore_over_tls_with_the_certificate_pinned() {
         .join("verify-store-3.json")
         .is_file());
 }
+
+/// The shipped Google export, rehearsed against `auditflow sim` with nothing but the
+/// environment it printed (its key, its poll-interval cap): no keygen, no upload, no input
+/// but the user, and the default 10-minute poll interval does not make it wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_google_export_runs_against_sim_with_the_printed_environment_alone() {
+    let d = crate::common::Dir::new();
+    let sim = start(&["--work-dir", &d.path().join("sim").display().to_string()], d.path()).await;
+    assert!(sim.printed.contains("export AUDIT_PGP_SECRET_KEY="), "{}", sim.printed);
+    assert!(
+        sim.printed.contains("export AUDITFLOW_MAX_POLL_INTERVAL='1s'"),
+        "{}",
+        sim.printed
+    );
+    let started = std::time::Instant::now();
+    let o = crate::common::auditflow_async(
+        vec![
+            "run".into(),
+            crate::common::wf("google/mailbox-export.yaml"),
+            "-i".into(),
+            "domain=example.com".into(),
+            "-i".into(),
+            "user=alice".into(),
+        ],
+        sim.env_pairs(),
+        d.path().to_path_buf(),
+    )
+    .await;
+    let (out, err) = crate::common::text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "{out}");
+    let mboxes = std::fs::read_dir(d.path().join("out"))
+        .expect("out")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "mbox"))
+        .count();
+    assert!(mboxes > 0, "{out}");
+    assert_eq!(sim.stop().await, Some(0));
+}
