@@ -178,9 +178,10 @@ fn refused(workflow: &Path, e: &engine::RunError, secrets: &Secrets) -> CliError
 }
 
 /// The inputs run `prefix` was started with (secret ones are not kept: they come from
-/// `given` as always) and its full id, after checking it is unfinished. A given input that
-/// differs from the recorded one is refused: it would make another run. Whether it is a run
-/// of this workflow is the state's to say (by identity, whatever the directory).
+/// `given` as always) and its full id, after checking it is unfinished and a run of this
+/// workflow (by identity, whatever the directory: its inputs are only merged into this
+/// workflow's). A given input that differs from the recorded one is refused: it would make
+/// another run. The state checks the rest when the run begins (see `StateDir::begin`).
 fn resumed_inputs(
     args: &RunArgs,
     prefix: &str,

@@ -349,10 +349,19 @@ async fn the_demo_runs_mailstore_over_tls_with_the_certificate_pinned() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_google_export_runs_against_sim_with_the_printed_environment_alone() {
     let d = crate::common::Dir::new();
-    let sim = start(&["--work-dir", &d.path().join("sim").display().to_string()], d.path()).await;
-    assert!(sim.printed.contains("export AUDIT_PGP_SECRET_KEY="), "{}", sim.printed);
+    let sim = start(
+        &["--work-dir", &d.path().join("sim").display().to_string()],
+        d.path(),
+    )
+    .await;
     assert!(
-        sim.printed.contains("export AUDITFLOW_MAX_POLL_INTERVAL='1s'"),
+        sim.printed.contains("export AUDIT_PGP_SECRET_KEY="),
+        "{}",
+        sim.printed
+    );
+    assert!(
+        sim.printed
+            .contains("export AUDITFLOW_MAX_POLL_INTERVAL='1s'"),
         "{}",
         sim.printed
     );
@@ -372,7 +381,10 @@ async fn the_google_export_runs_against_sim_with_the_printed_environment_alone()
     .await;
     let (out, err) = crate::common::text(&o);
     assert!(o.status.success(), "{out}\n{err}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(60), "{out}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{out}"
+    );
     let mboxes = std::fs::read_dir(d.path().join("out"))
         .expect("out")
         .flatten()

@@ -165,7 +165,8 @@ pub fn adoption(req: &Request, now: DateTime<Utc>) -> Option<Lookup> {
 
 /// Whether a listed entry that matches `original` can still be continued: an Email Audit
 /// request `PENDING` or `COMPLETED` (not `ERROR`, `EXPIRED`, `MARKED_DELETE`, `DELETED`), a
-/// Vault export `IN_PROGRESS` or `COMPLETED` (not `FAILED`), an open matter.
+/// Vault export `IN_PROGRESS` or `COMPLETED` (not `FAILED`), an open matter with the same
+/// description.
 pub fn usable(original: &Request, entry: &Value) -> bool {
     let status = |p: &str| entry.pointer(p).and_then(Value::as_str).map(norm);
     match vault_create(original) {
@@ -173,7 +174,17 @@ pub fn usable(original: &Request, entry: &Value) -> bool {
             status("/status").as_deref(),
             Some("in_progress" | "completed")
         ),
-        Some(VaultCreate::Matter) => status("/state").as_deref() == Some("open"),
+        // An open matter of the same name could be another case's: its description (which
+        // the shipped workflow writes, naming the export) must be the one sent too.
+        Some(VaultCreate::Matter) => {
+            let sent = sent_json(original)
+                .and_then(|v| v.get("description"))
+                .and_then(Value::as_str)
+                .map(norm);
+            let listed = entry.get("description").and_then(Value::as_str).map(norm);
+            status("/state").as_deref() == Some("open")
+                && (sent.is_none() || sent.as_deref() == Some("") || sent == listed)
+        }
         None => matches!(
             status("/properties/status").as_deref(),
             Some("pending" | "completed")
@@ -486,6 +497,24 @@ mod tests {
         assert!(adoption(&v, now).is_some());
         assert!(usable(&v, &json!({"status": "IN_PROGRESS"})));
         assert!(!usable(&v, &json!({"status": "FAILED"})));
+        let mut matter = v.clone();
+        matter.url = url::Url::parse("https://vault.example/v1/matters").unwrap();
+        matter.body = Body::Json(json!({"name": "m", "description": "for export x"}));
+        assert!(usable(
+            &matter,
+            &json!({"state": "OPEN", "description": "for export x"})
+        ));
+        assert!(
+            !usable(
+                &matter,
+                &json!({"state": "OPEN", "description": "another case"})
+            ),
+            "another case's matter of the same name is not adopted"
+        );
+        assert!(!usable(
+            &matter,
+            &json!({"state": "CLOSED", "description": "for export x"})
+        ));
         let mut key = create("x");
         key.url =
             url::Url::parse("https://g.example/a/feeds/compliance/audit/publickey/example.com")
