@@ -119,6 +119,10 @@ async fn a_real_runs_report_renders_in_a_browser_and_shows_tampering() {
     let md = std::fs::read_to_string(d.path().join("report.md")).expect("report.md");
     assert!(md.contains("Complete and verified"), "{md}");
     assert!(hashes.iter().all(|h| md.contains(h.as_str())), "{md}");
+    assert!(
+        md.contains("| Workflow commit | not in a git repository |"),
+        "a workflow outside a repository says so: {md}"
+    );
     assert!(!md.contains("<img"), "{md}");
 
     if let Some(browser) = chromium() {

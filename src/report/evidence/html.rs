@@ -92,6 +92,13 @@ fn run_section(run: &RunFacts) -> String {
             "Workflow SHA-256",
             format!("<code>{}</code>", esc(&run.workflow_sha256)),
         ),
+        (
+            "Workflow commit",
+            esc(run
+                .workflow_commit
+                .as_deref()
+                .unwrap_or("not in a git repository")),
+        ),
         ("Status", esc(&run.status)),
         ("Started", esc(&run.started_at)),
         (

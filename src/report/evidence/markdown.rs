@@ -95,6 +95,14 @@ fn run_section(run: &RunFacts) -> String {
             "Workflow SHA-256",
             format!("`{}`", cell(&run.workflow_sha256)),
         ),
+        (
+            "Workflow commit",
+            cell(
+                run.workflow_commit
+                    .as_deref()
+                    .unwrap_or("not in a git repository"),
+            ),
+        ),
         ("Status", cell(&run.status)),
         ("Started", cell(&run.started_at)),
         (
