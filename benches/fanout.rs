@@ -167,7 +167,6 @@ fn run_measured(cmd: &mut Command, stats: Option<Arc<Stats>>) -> Res<ChildRun> {
             samples
         }
     });
-    let pid_t = libc::pid_t::try_from(pid).map_err(|e| format!("pid {pid}: {e}"))?;
     // Wait for the exit without reaping, so the sampler never reads a reused PID.
     loop {
         // SAFETY: `info` is a plain C struct the kernel fills; zeroed is a valid value.
@@ -194,23 +193,7 @@ fn run_measured(cmd: &mut Command, stats: Option<Arc<Stats>>) -> Res<ChildRun> {
     let samples = sampler
         .join()
         .map_err(|_| "the sampler thread panicked".to_string())?;
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is a plain C struct; zeroed is a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: wait4 on our own (exited) child with valid out-pointers.
-        let r = unsafe { libc::wait4(pid_t, &mut status, 0, &mut ru) };
-        if r == pid_t {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if r == -1 && err.kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        return Err(format!("wait4({pid}): {err}"));
-    }
-    // Reaped above; dropping a std Child neither waits nor kills.
-    drop(child);
+    let (status, ru) = common::reap(child)?;
     let (code, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)
     } else if libc::WIFSIGNALED(status) {

@@ -179,25 +179,8 @@ fn run_wait4(cmd: &mut Command) -> Res<(Option<i32>, Duration, u64, f64)> {
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {AUDITFLOW}: {e}"))?;
-    let pid = libc::pid_t::try_from(child.id()).map_err(|e| format!("pid: {e}"))?;
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is a plain C struct; zeroed is a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: wait4 on our own child with valid out-pointers.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-        if r == pid {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if r == -1 && err.kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        return Err(format!("wait4({pid}): {err}"));
-    }
+    let (status, ru) = common::reap(child)?;
     let wall = started.elapsed();
-    // Reaped above; dropping a std Child neither waits nor kills.
-    drop(child);
     let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
     let cpu = tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
     Ok((code, wall, u64::try_from(ru.ru_maxrss).unwrap_or(0), cpu))

@@ -142,24 +142,7 @@ fn run_measured(cmd: &mut Command) -> Res<Measured> {
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the runner: {e}"))?;
-    let pid = libc::pid_t::try_from(child.id()).map_err(|e| e.to_string())?;
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is a plain C struct; zeroed is a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: wait4 on our own child with valid out-pointers.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-        if r == pid {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if r == -1 && err.kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        return Err(format!("wait4({pid}): {err}"));
-    }
-    // Reaped above; dropping a std Child neither waits nor kills.
-    drop(child);
+    let (status, ru) = common::reap(child)?;
     Ok(Measured {
         code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
         wall: started.elapsed(),

@@ -24,6 +24,30 @@ pub(crate) fn run(cmd: &mut Command, what: &str) -> Res<std::process::Output> {
     Ok(out)
 }
 
+/// Reaps `child` with `wait4`: its raw wait status and resource usage (peak RSS in KiB,
+/// CPU times), which `std::process` does not give.
+pub(crate) fn reap(child: std::process::Child) -> Res<(libc::c_int, libc::rusage)> {
+    let pid = libc::pid_t::try_from(child.id()).map_err(|e| format!("pid: {e}"))?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is a plain C struct; zeroed is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: wait4 on our own child with valid out-pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if r == -1 && err.kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        return Err(format!("wait4({pid}): {err}"));
+    }
+    // Reaped above; dropping a std Child neither waits nor kills.
+    drop(child);
+    Ok((status, ru))
+}
+
 /// Flushes dirty pages, so setup writeback does not land on a timed run.
 pub(crate) fn sync() -> Res<()> {
     run(&mut Command::new("sync"), "sync").map(|_| ())
