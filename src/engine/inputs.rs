@@ -166,8 +166,7 @@ pub(super) fn other_runs_note(
         many => {
             let mut inputs: Vec<String> = many
                 .iter()
-                .flat_map(|h| crate::state::differences(h, ours))
-                .filter_map(|d| d.split('`').nth(1).map(str::to_string))
+                .flat_map(|h| crate::state::differing_inputs(&h.inputs, &ours.inputs))
                 .collect();
             inputs.sort();
             inputs.dedup();

@@ -150,11 +150,7 @@ impl RunState {
     /// stopped with data left on purpose (`repeat.max_iterations`): its cursors say where
     /// the next run continues, and replaying this run's iterations would only cost time.
     pub(crate) fn release(&self) -> Result<(), StateError> {
-        match std::fs::remove_file(&self.pointer) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StateError::io(&self.pointer, e)),
-        }
+        super::remove_if_present(&self.pointer)
     }
 }
 

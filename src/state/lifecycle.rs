@@ -54,11 +54,7 @@ impl Completion {
     /// Forgets the completion (`--fresh`).
     pub(crate) fn remove(pointer: &Path) -> Result<(), StateError> {
         let path = done_path(pointer);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StateError::io(&path, e)),
-        }
+        super::remove_if_present(&path)
     }
 }
 
@@ -164,26 +160,35 @@ pub(crate) fn differences(theirs: &RunHeader, ours: &RunHeader) -> Vec<String> {
 
 /// Each input whose value differs between `theirs` and `ours`.
 fn input_differences(theirs: &Value, ours: &Value) -> Vec<String> {
+    let shown = |v: Option<&Value>| v.map(Value::to_string).unwrap_or_else(|| "unset".into());
+    differing_inputs(theirs, ours)
+        .into_iter()
+        .map(|k| {
+            format!(
+                "input `{k}`: {} there, {} here",
+                shown(theirs.get(&k)),
+                shown(ours.get(&k))
+            )
+        })
+        .collect()
+}
+
+/// The names of the inputs whose values differ between `theirs` and `ours`, sorted.
+pub(crate) fn differing_inputs(theirs: &Value, ours: &Value) -> Vec<String> {
     let empty = serde_json::Map::new();
     let (t, o) = (
         theirs.as_object().unwrap_or(&empty),
         ours.as_object().unwrap_or(&empty),
     );
-    let mut names: Vec<&String> = t.keys().chain(o.keys()).collect();
+    let mut names: Vec<String> = t
+        .keys()
+        .chain(o.keys())
+        .filter(|k| t.get(*k) != o.get(*k))
+        .cloned()
+        .collect();
     names.sort();
     names.dedup();
-    let shown = |v: Option<&Value>| v.map(Value::to_string).unwrap_or_else(|| "unset".into());
     names
-        .into_iter()
-        .filter(|k| t.get(*k) != o.get(*k))
-        .map(|k| {
-            format!(
-                "input `{k}`: {} there, {} here",
-                shown(t.get(k)),
-                shown(o.get(k))
-            )
-        })
-        .collect()
 }
 
 #[cfg(test)]

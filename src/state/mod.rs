@@ -33,7 +33,7 @@ pub(crate) mod keep;
 mod lifecycle;
 
 pub(crate) use identity::{legacy_run_key, recorded_path, run_key, WorkflowIdentity};
-pub(crate) use lifecycle::{ci_job, differences, host_name, Completion};
+pub(crate) use lifecycle::{ci_job, differences, differing_inputs, host_name, Completion};
 
 pub(crate) use journal::{
     DoneStatus, EndStatus, FileDigest, Journal, Record, RecordedStatus, Replay, RunHeader,
@@ -189,11 +189,7 @@ impl RunState {
             })
             .await?;
         if status == RunStatus::Succeeded {
-            match std::fs::remove_file(&self.pointer) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StateError::io(&self.pointer, e)),
-            }
+            remove_if_present(&self.pointer)?;
         }
         Ok(())
     }
@@ -217,11 +213,7 @@ impl RunState {
         };
         let text = serde_json::to_vec(&end).unwrap_or_default();
         write_small(&self.pointer.with_extension("terminal"), &text)?;
-        match std::fs::remove_file(&self.pointer) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StateError::io(&self.pointer, e)),
-        }
+        remove_if_present(&self.pointer)
     }
 }
 
@@ -297,6 +289,15 @@ fn refuse_unsafe(root: &Path) -> Result<(), StateError> {
         Ok(Some(path)) => Err(StateError::Symlink { path }),
         Ok(None) => Ok(()),
         Err(e) => Err(StateError::io(root, e)),
+    }
+}
+
+/// Removes `path`; one already gone is fine (a crash may have removed it first).
+fn remove_if_present(path: &Path) -> Result<(), StateError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StateError::io(path, e)),
     }
 }
 
@@ -509,11 +510,7 @@ impl StateDir {
         })
         .unwrap_or_default();
         write_small(to, &text)?;
-        match std::fs::remove_file(from) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StateError::io(from, e)),
-        }
+        remove_if_present(from)?;
         if let Some(parent) = to.parent() {
             sync_dir(parent);
         }
@@ -791,11 +788,7 @@ impl StateDir {
         // Read again under the lock: the holder that just ended may have written more.
         let replay = Replay::read(&self.journal_path(&id))?;
         self.abandon(&replay).await?;
-        match std::fs::remove_file(&pointer) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StateError::io(&pointer, e)),
-        }
+        remove_if_present(&pointer)?;
         if let Some(parent) = pointer.parent() {
             sync_dir(parent);
         }
