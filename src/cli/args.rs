@@ -116,14 +116,9 @@ pub enum Command {
         /// Write it here (default: stdout).
         #[arg(short = 'o', long, value_name = "FILE")]
         output: Option<PathBuf>,
-        /// The state directory holding the runs' journals (steps, attempts, jobs).
-        #[arg(
-            long,
-            value_name = "DIR",
-            default_value = ".auditflow",
-            env = "AUDITFLOW_STATE_DIR"
-        )]
-        state_dir: PathBuf,
+        /// Where the runs' journals are (steps, attempts, jobs).
+        #[command(flatten)]
+        state: StateDirArg,
         /// The signer's OpenPGP key: the report says whether manifest.json.asc verifies.
         #[arg(long, value_name = "KEY")]
         signer: Option<PathBuf>,

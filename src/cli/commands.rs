@@ -9,6 +9,7 @@ use super::error::CliError;
 use crate::events::RunStatus;
 use crate::report::decrypt::{show_progress, DecryptReport};
 use crate::report::manifest::Recorded;
+use crate::report::manifest::SignatureCheck;
 use crate::sim::timing::Timing;
 use crate::state::cursors::CursorId;
 use crate::state::StateDir;
@@ -402,63 +403,6 @@ pub(super) fn evidence_report(
         super::args::ReportFormat::Html => evidence::render_html(&r),
         super::args::ReportFormat::Md => evidence::render_markdown(&r),
     })
-}
-
-/// What `verify` found of the manifest's signature.
-enum SignatureCheck {
-    /// `--signer` given and the signature holds: the signing key's fingerprint.
-    Verified(String),
-    /// `--signer` given and the signature is missing, foreign or does not hold.
-    Failed(String),
-    /// A signature exists but no `--signer` was given.
-    NotChecked,
-    /// No signature and none asked for.
-    Unsigned,
-}
-
-impl SignatureCheck {
-    fn of(manifest: &Path, signer: Option<&Path>) -> SignatureCheck {
-        use crate::openpgp::sign::{signature_path, verify_file};
-        let sig = signature_path(manifest);
-        match (signer, sig.exists()) {
-            (Some(key), true) => match verify_file(manifest, &sig, key) {
-                Ok(fp) => SignatureCheck::Verified(fp),
-                Err(e) => SignatureCheck::Failed(e.to_string()),
-            },
-            (Some(_), false) => SignatureCheck::Failed(format!(
-                "{} is missing: the manifest is not signed",
-                sig.display()
-            )),
-            (None, true) => SignatureCheck::NotChecked,
-            (None, false) => SignatureCheck::Unsigned,
-        }
-    }
-
-    fn json(&self) -> serde_json::Value {
-        match self {
-            SignatureCheck::Verified(fp) => json!({"status": "verified", "fingerprint": fp}),
-            SignatureCheck::Failed(e) => json!({"status": "failed", "error": e}),
-            SignatureCheck::NotChecked => json!({"status": "not_checked"}),
-            SignatureCheck::Unsigned => json!({"status": "unsigned"}),
-        }
-    }
-
-    fn line(&self) -> String {
-        match self {
-            SignatureCheck::Verified(fp) => {
-                format!("SIGNED   manifest.json, signature verified (key {fp})")
-            }
-            SignatureCheck::Failed(e) => format!("BAD SIGNATURE {e}"),
-            SignatureCheck::NotChecked => {
-                "signed   manifest.json.asc present, not checked: pass --signer KEY to check it"
-                    .into()
-            }
-            SignatureCheck::Unsigned => {
-                "unsigned manifest.json has no signature (run with --sign-key to sign the evidence)"
-                    .into()
-            }
-        }
-    }
 }
 
 /// `auditflow verify`: re-hashes the artifacts of `dir` against its manifest, checks the

@@ -88,13 +88,13 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             dir,
             format,
             output,
-            state_dir,
+            state,
             signer,
         } => commands::report(
             &dir,
             format,
             output.as_deref(),
-            &state_dir,
+            &state.state_dir,
             signer.as_deref(),
         ),
         Command::Completions { shell } => {

@@ -455,6 +455,78 @@ fn unlisted(dir: &Path, m: &Manifest) -> Vec<String> {
     out
 }
 
+/// What `verify` and the evidence report find of the manifest's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SignatureCheck {
+    /// `--signer` given and the signature holds: the signing key's fingerprint.
+    Verified(String),
+    /// `--signer` given and the signature is missing, foreign or does not hold.
+    Failed(String),
+    /// A signature exists but no `--signer` was given.
+    NotChecked,
+    /// No signature and none asked for.
+    Unsigned,
+}
+
+impl SignatureCheck {
+    /// Checks `manifest`'s detached signature with the key file `signer`, when given.
+    pub(crate) fn of(manifest: &Path, signer: Option<&Path>) -> SignatureCheck {
+        use crate::openpgp::sign::{signature_path, verify_file};
+        let sig = signature_path(manifest);
+        match (signer, sig.exists()) {
+            (Some(key), true) => match verify_file(manifest, &sig, key) {
+                Ok(fp) => SignatureCheck::Verified(fp),
+                Err(e) => SignatureCheck::Failed(e.to_string()),
+            },
+            (Some(_), false) => SignatureCheck::Failed(format!(
+                "{} is missing: the manifest is not signed",
+                sig.display()
+            )),
+            (None, true) => SignatureCheck::NotChecked,
+            (None, false) => SignatureCheck::Unsigned,
+        }
+    }
+
+    /// `verified`, `failed`, `not_checked` or `unsigned`.
+    pub(crate) fn status(&self) -> &'static str {
+        match self {
+            SignatureCheck::Verified(_) => "verified",
+            SignatureCheck::Failed(_) => "failed",
+            SignatureCheck::NotChecked => "not_checked",
+            SignatureCheck::Unsigned => "unsigned",
+        }
+    }
+
+    /// As `verify --json` gives it.
+    pub(crate) fn json(&self) -> Value {
+        let mut v = serde_json::json!({"status": self.status()});
+        match self {
+            SignatureCheck::Verified(fp) => v["fingerprint"] = fp.as_str().into(),
+            SignatureCheck::Failed(e) => v["error"] = e.as_str().into(),
+            SignatureCheck::NotChecked | SignatureCheck::Unsigned => {}
+        }
+        v
+    }
+
+    /// As `verify` prints it.
+    pub(crate) fn line(&self) -> String {
+        match self {
+            SignatureCheck::Verified(fp) => {
+                format!("SIGNED   manifest.json, signature verified (key {fp})")
+            }
+            SignatureCheck::Failed(e) => format!("BAD SIGNATURE {e}"),
+            SignatureCheck::NotChecked => {
+                "signed   manifest.json.asc present, not checked: pass --signer KEY to check it"
+                    .into()
+            }
+            SignatureCheck::Unsigned => {
+                "unsigned manifest.json has no signature (run with --sign-key to sign the evidence)"
+                    .into()
+            }
+        }
+    }
+}
+
 /// Re-hashes every artifact of `dir/manifest.json`.
 pub(crate) fn verify(dir: &Path) -> Result<Verification, String> {
     let path = dir.join(FILE_NAME);

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::manifest::{self, Manifest, Problem};
+use super::manifest::{self, Manifest, Problem, SignatureCheck};
 use crate::state::{Replay, StateDir};
 
 mod html;
@@ -155,23 +155,15 @@ pub(crate) struct SignatureFacts {
     pub detail: Option<String>,
 }
 
-impl SignatureFacts {
-    fn check(manifest_path: &Path, signer: Option<&Path>) -> SignatureFacts {
-        use crate::openpgp::sign::{signature_path, verify_file};
-        let sig = signature_path(manifest_path);
-        let (status, detail) = match (signer, sig.exists()) {
-            (Some(key), true) => match verify_file(manifest_path, &sig, key) {
-                Ok(fp) => ("verified", Some(fp)),
-                Err(e) => ("failed", Some(e.to_string())),
-            },
-            (Some(_), false) => ("failed", Some("manifest.json.asc is missing".to_string())),
-            (None, true) => ("not_checked", None),
-            (None, false) => ("unsigned", None),
+impl From<SignatureCheck> for SignatureFacts {
+    fn from(check: SignatureCheck) -> Self {
+        let status = check.status().to_string();
+        let detail = match check {
+            SignatureCheck::Verified(fingerprint) => Some(fingerprint),
+            SignatureCheck::Failed(why) => Some(why),
+            SignatureCheck::NotChecked | SignatureCheck::Unsigned => None,
         };
-        SignatureFacts {
-            status: status.into(),
-            detail,
-        }
+        SignatureFacts { status, detail }
     }
 }
 
@@ -202,7 +194,7 @@ pub(crate) fn build(
     let check = manifest::verify(dir).map_err(EvidenceError::Manifest)?;
     let files = file_facts(&m, &check.problems);
     let runs: Vec<RunFacts> = m.runs.iter().map(|r| run_facts(r, state)).collect();
-    let signature = SignatureFacts::check(&manifest_path, signer);
+    let signature = SignatureCheck::of(&manifest_path, signer).into();
     let summary = summarize(&runs, &files, &check.unlisted, &signature);
     Ok(EvidenceReport {
         dir: dir.display().to_string(),
