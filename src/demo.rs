@@ -267,6 +267,7 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
         let code = crate::cli::run(
             RunArgs {
                 state_dir: Some(out.join(".auditflow")),
+                state: None,
                 workflow: file,
                 inputs,
                 inputs_file: None,

@@ -52,7 +52,7 @@ pub enum DryRunMode {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Validate, then run a workflow.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check workflow files without sending anything.
     Validate {
         /// Workflow files to check (each with the files it `uses`).
@@ -81,6 +81,12 @@ pub enum Command {
         /// `list`, `show` or `set`.
         #[command(subcommand)]
         command: CursorsCommand,
+    },
+    /// Move run state between a state directory and a shared PostgreSQL store.
+    State {
+        /// `copy`.
+        #[command(subcommand)]
+        command: StateCommand,
     },
     /// Serve the vendor simulator (Mimecast, MailStore, Google) on loopback until Ctrl-C.
     Sim(SimArgs),
@@ -146,13 +152,7 @@ pub enum Command {
 impl Command {
     /// Whether diagnostics go out as JSON lines (`run --log-format json`).
     pub fn logs_json(&self) -> bool {
-        matches!(
-            self,
-            Command::Run(RunArgs {
-                log_format: LogFormat::Json,
-                ..
-            })
-        )
+        matches!(self, Command::Run(a) if a.log_format == LogFormat::Json)
     }
 }
 
@@ -186,6 +186,12 @@ pub struct RunArgs {
         env = "AUDITFLOW_STATE_DIR"
     )]
     pub state_dir: Option<PathBuf>,
+    /// Where run state is kept: a directory, or a `postgres://` URL of a store that every
+    /// runner shares (runs, locks, quota budgets, cursors; see docs/guide/shared-state.md).
+    /// Wins over --state-dir. libpq's PGHOST, PGUSER, PGPASSWORD, PGSSLMODE, PGSSLROOTCERT
+    /// and ~/.pgpass complete the URL.
+    #[arg(long, value_name = "DIR|URL", env = "AUDITFLOW_STATE")]
+    pub state: Option<String>,
     /// Replace existing files the run would write even when they are not its own or
     /// recorded unchanged in the output directory's manifest.json (by default such a file
     /// fails its step before anything is written).
@@ -264,6 +270,15 @@ impl RunArgs {
     pub fn renders_only(&self) -> bool {
         self.dry_run == Some(DryRunMode::Plan)
     }
+
+    /// The store `--state` or `--state-dir` names (None: state is kept nowhere).
+    pub(crate) fn store_spec(&self) -> Option<crate::state::StoreSpec> {
+        match (&self.state, &self.state_dir) {
+            (Some(s), _) => Some(crate::state::StoreSpec::parse(s)),
+            (None, Some(d)) => Some(crate::state::StoreSpec::Dir(d.clone())),
+            (None, None) => None,
+        }
+    }
 }
 
 /// Arguments of `decrypt`.
@@ -327,6 +342,19 @@ pub struct StateDirArg {
         env = "AUDITFLOW_STATE_DIR"
     )]
     pub state_dir: PathBuf,
+    /// A directory or a `postgres://` URL of the shared store (wins over --state-dir).
+    #[arg(long, value_name = "DIR|URL", env = "AUDITFLOW_STATE")]
+    pub state: Option<String>,
+}
+
+impl StateDirArg {
+    /// The store these flags name.
+    pub(crate) fn spec(&self) -> crate::state::StoreSpec {
+        match &self.state {
+            Some(s) => crate::state::StoreSpec::parse(s),
+            None => crate::state::StoreSpec::Dir(self.state_dir.clone()),
+        }
+    }
 }
 
 /// `auditflow runs ...`
@@ -373,6 +401,24 @@ pub enum RunsCommand {
         /// Where the runs are recorded.
         #[command(flatten)]
         state: StateDirArg,
+    },
+}
+
+/// `auditflow state ...`
+#[derive(Subcommand, Debug)]
+pub enum StateCommand {
+    /// Copy every run (journals, unfinished runs), quota budget and cursor from one store
+    /// into another (a directory or a `postgres://` URL, either way), so pending runs
+    /// continue there without exporting anything again. What the target already has is
+    /// kept: its runs, its unfinished run of a key, the larger spend of a quota window and
+    /// the newer cursor. Refused while a runner holds a run of the source.
+    Copy {
+        /// The store to read: a state directory or a `postgres://` URL.
+        #[arg(long, value_name = "DIR|URL")]
+        from: String,
+        /// The store to add to (created when missing): a directory or a `postgres://` URL.
+        #[arg(long, value_name = "DIR|URL")]
+        to: String,
     },
 }
 

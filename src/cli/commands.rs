@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::args::{CursorsCommand, DecryptArgs, KeygenArgs, RunsCommand, SimArgs, SimTiming};
+use super::args::{
+    CursorsCommand, DecryptArgs, KeygenArgs, RunsCommand, SimArgs, SimTiming, StateCommand,
+    StateDirArg,
+};
 use super::error::CliError;
 use crate::events::RunStatus;
 use crate::report::decrypt::{show_progress, DecryptReport};
@@ -12,7 +15,7 @@ use crate::report::manifest::Recorded;
 use crate::report::manifest::SignatureCheck;
 use crate::sim::timing::Timing;
 use crate::state::cursors::CursorId;
-use crate::state::StateDir;
+use crate::state::{StateDir, Store, StoreSpec};
 use crate::steps::decrypt::{decrypt_file_reporting, output_name, DecryptionKey};
 use crate::workflow::duration::parse_duration;
 use crate::workflow::validate::validate_file;
@@ -82,8 +85,11 @@ pub(super) async fn runs(cmd: RunsCommand) -> Result<(), CliError> {
     let pretty = |v: serde_json::Value| serde_json::to_string_pretty(&v).unwrap_or_default();
     match cmd {
         RunsCommand::List { state, json } => {
-            let sd = existing_state(&state.state_dir)?;
-            let list = sd.list().map_err(|e| CliError::Failed(e.to_string()))?;
+            let sd = existing_store(&state).await?;
+            let list = sd
+                .list()
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
             if json {
                 crate::outln!("{}", pretty(crate::report::runs::list_json(&list)));
             } else {
@@ -91,9 +97,10 @@ pub(super) async fn runs(cmd: RunsCommand) -> Result<(), CliError> {
             }
         }
         RunsCommand::Show { run, state, json } => {
-            let sd = existing_state(&state.state_dir)?;
+            let sd = existing_store(&state).await?;
             let (r, active) = sd
                 .show(&run)
+                .await
                 .map_err(|e| CliError::Invalid(e.to_string()))?;
             if json {
                 crate::outln!("{}", pretty(crate::report::runs::show_json(&r, active)));
@@ -102,7 +109,7 @@ pub(super) async fn runs(cmd: RunsCommand) -> Result<(), CliError> {
             }
         }
         RunsCommand::Abandon { run, state } => {
-            let sd = existing_state(&state.state_dir)?;
+            let sd = existing_store(&state).await?;
             let id = sd
                 .abandon_run(&run)
                 .await
@@ -113,9 +120,20 @@ pub(super) async fn runs(cmd: RunsCommand) -> Result<(), CliError> {
             older_than,
             apply,
             state,
-        } => prune(&existing_state(&state.state_dir)?, &older_than, apply).await?,
+        } => prune(&existing_store(&state).await?, &older_than, apply).await?,
     }
     Ok(())
+}
+
+/// The store `--state`/`--state-dir` name; a directory must exist (a command that only
+/// reads it does not create one).
+pub(super) async fn existing_store(arg: &StateDirArg) -> Result<Store, CliError> {
+    match arg.spec() {
+        StoreSpec::Dir(dir) => existing_state(&dir).map(Store::Dir),
+        spec => Store::open(&spec)
+            .await
+            .map_err(|e| CliError::Invalid(e.to_string())),
+    }
 }
 
 /// The state directory `dir`, which must exist (a command that only reads it does not
@@ -132,13 +150,14 @@ fn existing_state(dir: &Path) -> Result<StateDir, CliError> {
 
 /// `auditflow runs prune`: lists the unfinished runs idle for `older_than`, and abandons
 /// them with `apply`.
-async fn prune(sd: &StateDir, older_than: &str, apply: bool) -> Result<(), CliError> {
+async fn prune(sd: &Store, older_than: &str, apply: bool) -> Result<(), CliError> {
     let idle =
         parse_duration(older_than).map_err(|e| CliError::Usage(format!("--older-than: {e}")))?;
     let cutoff =
         chrono::Utc::now() - chrono::TimeDelta::from_std(idle).unwrap_or(chrono::TimeDelta::MAX);
     let stale = sd
         .unfinished_before(cutoff)
+        .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     if stale.is_empty() {
         crate::outln!("no unfinished run has been idle for {older_than}");
@@ -175,12 +194,60 @@ async fn prune(sd: &StateDir, older_than: &str, apply: bool) -> Result<(), CliEr
     }
 }
 
+/// `auditflow state copy`.
+pub(super) async fn state(cmd: StateCommand) -> Result<(), CliError> {
+    let StateCommand::Copy { from, to } = cmd;
+    let (from, to) = (StoreSpec::parse(&from), StoreSpec::parse(&to));
+    if from == to {
+        return Err(CliError::Usage(
+            "--from and --to name the same store; nothing to copy".into(),
+        ));
+    }
+    let source = match &from {
+        StoreSpec::Dir(d) => Store::Dir(existing_state(d)?),
+        spec => Store::open(spec)
+            .await
+            .map_err(|e| CliError::Invalid(e.to_string()))?,
+    };
+    let target = Store::open(&to)
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    let counts = source
+        .copy_to(&target)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    crate::outln!(
+        "copied {} run(s) from {} to {} ({} already there), {} unfinished, {} quota ledger(s), {} cursor(s)",
+        counts.runs,
+        source.describe(),
+        target.describe(),
+        counts.runs_present,
+        counts.unfinished,
+        counts.ledgers,
+        counts.cursors
+    );
+    for key in &counts.conflicts {
+        crate::errln!(
+            "warning: run key {key} has another unfinished run in {}; that one is kept (see `auditflow runs list`)",
+            target.describe()
+        );
+    }
+    crate::outln!(
+        "run with --state {} from now on; the source is left as it was",
+        target.describe()
+    );
+    Ok(())
+}
+
 /// `auditflow cursors list|show|set`.
-pub(super) fn cursors(cmd: CursorsCommand) -> Result<(), CliError> {
+pub(super) async fn cursors(cmd: CursorsCommand) -> Result<(), CliError> {
     match cmd {
         CursorsCommand::List { state, json } => {
-            let sd = existing_state(&state.state_dir)?;
-            let all = sd.list_cursors();
+            let sd = existing_store(&state).await?;
+            let all = sd
+                .list_cursors()
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
             if json {
                 let v: Vec<serde_json::Value> = all
                     .iter()
@@ -188,7 +255,7 @@ pub(super) fn cursors(cmd: CursorsCommand) -> Result<(), CliError> {
                     .collect();
                 crate::outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else if all.is_empty() {
-                crate::outln!("no cursor is stored in {}", state.state_dir.display());
+                crate::outln!("no cursor is stored in {}", sd.describe());
             } else {
                 for c in &all {
                     crate::outln!("{}", cursor_line(c));
@@ -202,13 +269,17 @@ pub(super) fn cursors(cmd: CursorsCommand) -> Result<(), CliError> {
             key,
             state,
         } => {
-            let sd = existing_state(&state.state_dir)?;
+            let sd = existing_store(&state).await?;
             let id = CursorId {
                 workflow: &workflow,
                 name: &cursor,
                 key: &key,
             };
-            match sd.read_cursor(id).map_err(|e| CliError::Failed(e.to_string()))? {
+            match sd
+                .read_cursor(id)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?
+            {
                 Some(c) => {
                     crate::outln!("{}", cursor_line(&c));
                     Ok(())
@@ -216,7 +287,7 @@ pub(super) fn cursors(cmd: CursorsCommand) -> Result<(), CliError> {
                 None => Err(CliError::Failed(format!(
                     "no position is stored for cursor `{cursor}` of workflow `{workflow}`{} in {}: its next run starts from the cursor's initial value",
                     if key.is_empty() { String::new() } else { format!(" (key {key})") },
-                    state.state_dir.display()
+                    sd.describe()
                 ))),
             }
         }
@@ -226,7 +297,7 @@ pub(super) fn cursors(cmd: CursorsCommand) -> Result<(), CliError> {
             value,
             key,
             state,
-        } => set_cursor(&workflow, &cursor, &value, &key, &state.state_dir),
+        } => set_cursor(&workflow, &cursor, &value, &key, &state.spec()).await,
     }
 }
 
@@ -266,12 +337,12 @@ fn cursor_line(c: &crate::state::cursors::StoredCursor) -> String {
 /// `auditflow cursors set`: the cursor must be declared by the workflow file; a value that
 /// holds a credential of the environment (or a key block) is refused, as cursors are kept in
 /// the clear.
-fn set_cursor(
+async fn set_cursor(
     workflow: &Path,
     cursor: &str,
     value: &str,
     key: &str,
-    state_dir: &Path,
+    store: &StoreSpec,
 ) -> Result<(), CliError> {
     let plan = validate_file(workflow).map_err(CliError::InvalidWorkflow)?;
     let wf = &plan.root.workflow;
@@ -294,14 +365,21 @@ fn set_cursor(
     }
     let parsed: serde_json::Value = serde_json::from_str(value)
         .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
-    let sd = StateDir::open(state_dir).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let sd = Store::open(store)
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
     let id = CursorId {
         workflow: &wf.name,
         name: cursor,
         key,
     };
-    sd.write_cursor(id, &parsed, "set-by-hand")
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    sd.write_cursor(&crate::state::cursors::StoredCursor::new(
+        id,
+        &parsed,
+        "set-by-hand",
+    ))
+    .await
+    .map_err(|e| CliError::Failed(e.to_string()))?;
     crate::outln!(
         "cursor `{cursor}` of workflow `{}`{} set to {parsed}: the next run starts there",
         wf.name,

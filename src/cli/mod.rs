@@ -77,7 +77,8 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         Command::Sim(a) => commands::sim(a).await,
         Command::Inputs { workflow, json } => commands::describe(&workflow, json),
         Command::Runs { command } => commands::runs(command).await,
-        Command::Cursors { command } => commands::cursors(command),
+        Command::Cursors { command } => commands::cursors(command).await,
+        Command::State { command } => commands::state(command).await,
         Command::Verify {
             dir,
             signer,
@@ -109,7 +110,8 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             // The demo printed what failed.
             _ => Err(CliError::StepFailed(None)),
         },
-        Command::Run(mut args) => {
+        Command::Run(args) => {
+            let mut args = *args;
             args.env = std::env::vars().collect();
             if args.dry_run == Some(DryRunMode::Sim) {
                 crate::rehearse::run(args, interrupt_token()).await

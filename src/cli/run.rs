@@ -14,7 +14,7 @@ use crate::events::{Emitter, RunStatus};
 use crate::report::manifest::Recorded;
 use crate::report::{out_dir, Console, ReportArgs, Reporters};
 use crate::secrets::Secrets;
-use crate::state::StateDir;
+use crate::state::{Store, StoreSpec};
 use crate::steps::overwrite::OverwriteGuard;
 use crate::workflow::duration::parse_duration;
 use crate::workflow::validate::validate_file;
@@ -31,7 +31,7 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
     let inputs = parse_inputs(&args)?;
     let (inputs, resume) = match &args.resume {
         Some(run) => {
-            let (inputs, id) = resumed_inputs(&args, run, &plan.root, inputs)?;
+            let (inputs, id) = resumed_inputs(&args, run, &plan.root, inputs).await?;
             (inputs, Some(id))
         }
         None => (inputs, None),
@@ -48,10 +48,12 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         .map(Shard::parse)
         .transpose()
         .map_err(|e| CliError::Usage(format!("--shard {e}")))?;
-    let state = match (&args.state_dir, args.renders_only()) {
-        (Some(dir), false) => {
-            Some(StateDir::open(dir).map_err(|e| CliError::Invalid(e.to_string()))?)
-        }
+    let state = match (args.store_spec(), args.renders_only()) {
+        (Some(spec), false) => Some(
+            Store::open(&spec)
+                .await
+                .map_err(|e| CliError::Invalid(e.to_string()))?,
+        ),
         _ => None,
     };
     let manifest_dir = out_dir(&plan.root.workflow, &inputs);
@@ -98,7 +100,7 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         .map(CliError::Report)
         .collect();
     errors.extend(people_reports(&args, manifest_for_reports.as_deref()));
-    errors.extend(ended(result, args.state_dir));
+    errors.extend(ended(result, args.store_spec()));
     CliError::all(errors)
 }
 
@@ -182,18 +184,20 @@ fn refused(workflow: &Path, e: &engine::RunError, secrets: &Secrets) -> CliError
 /// workflow (by identity, whatever the directory: its inputs are only merged into this
 /// workflow's). A given input that differs from the recorded one is refused: it would make
 /// another run. The state checks the rest when the run begins (see `StateDir::begin`).
-fn resumed_inputs(
+async fn resumed_inputs(
     args: &RunArgs,
     prefix: &str,
     root: &crate::workflow::Loaded,
     mut given: BTreeMap<String, Value>,
 ) -> Result<(BTreeMap<String, Value>, String), CliError> {
     let usage = |m: String| CliError::Usage(format!("--resume {prefix}: {m}"));
-    let dir = args.state_dir.as_ref().ok_or_else(|| {
-        usage("needs the state directory the run is kept in (--state-dir)".into())
+    let spec = args.store_spec().ok_or_else(|| {
+        usage("needs the store the run is kept in (--state-dir or --state)".into())
     })?;
-    let state = StateDir::open(dir).map_err(|e| CliError::Invalid(e.to_string()))?;
-    let (replay, active) = state.show(prefix).map_err(|e| usage(e.to_string()))?;
+    let state = Store::open(&spec)
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    let (replay, active) = state.show(prefix).await.map_err(|e| usage(e.to_string()))?;
     let h = &replay.header;
     if !active {
         return Err(usage(format!(
@@ -250,13 +254,13 @@ fn overwrite_guard(manifest_dir: Option<&Path>) -> Arc<OverwriteGuard> {
 }
 
 /// How the run ended, when it did not succeed.
-fn ended(result: RunResult, state_dir: Option<PathBuf>) -> Option<CliError> {
+fn ended(result: RunResult, store: Option<StoreSpec>) -> Option<CliError> {
     match result.status {
         RunStatus::Succeeded => None,
         RunStatus::Failed => Some(CliError::StepFailed(result.error)),
         RunStatus::Pending => Some(CliError::Pending {
             waiting_for: result.error,
-            state_dir,
+            state_dir: store.map(|s| PathBuf::from(s.describe())),
             run_id: result.run_id,
         }),
         RunStatus::Cancelled => Some(CliError::Interrupted),

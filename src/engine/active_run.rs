@@ -50,8 +50,8 @@ pub(super) struct ActiveRun {
     /// Creates adopt a usable request the vendor already holds, from listings read once per
     /// run (None with `--fresh`).
     pub(super) adopt_existing: Option<Arc<crate::steps::at_most_once::Listings>>,
-    /// The state directory, where cursors are kept (None: nowhere, or a dry run).
-    pub(super) state_dir: Option<crate::state::StateDir>,
+    /// The state store, where cursors are kept (None: nowhere, or a dry run).
+    pub(super) store: Option<crate::state::Store>,
     /// Set when a `repeat` stopped at `max_iterations` with data left: the run ends pending
     /// but is not resumed (its cursors say where the next run continues).
     pub(super) more_data: std::sync::atomic::AtomicBool,
@@ -77,11 +77,11 @@ impl ActiveRun {
     /// Gives back the in-flight quota units held by steps under `prefix` (their workflow file
     /// ended); a ledger that cannot be written is warned about (its units free when the run
     /// ends).
-    pub(super) fn release_budgets(&self, prefix: &str) {
+    pub(super) async fn release_budgets(&self, prefix: &str) {
         if self.dry_run {
             return;
         }
-        if let Err(e) = self.budgets.release(prefix) {
+        if let Err(e) = self.budgets.release(prefix).await {
             self.emitter.warn(e.to_string());
         }
     }

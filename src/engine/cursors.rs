@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::active_run::{ActiveRun, Scope};
 use super::failure::ActionError;
-use crate::state::cursors::CursorId;
+use crate::state::cursors::{CursorId, StoredCursor};
 use crate::state::StateError;
 use crate::steps::{StepEnv, StepError};
 use crate::template::{render_deep, Template, TemplateError};
@@ -84,7 +84,7 @@ impl CursorSet {
 
 /// Reads the cursors `scope`'s file declares: each key and initial value rendered over the
 /// file's inputs, then the stored value when a run wrote one.
-pub(super) fn load(run: &ActiveRun, scope: &Scope) -> Result<Arc<CursorSet>, CursorError> {
+pub(super) async fn load(run: &ActiveRun, scope: &Scope) -> Result<Arc<CursorSet>, CursorError> {
     let wf = &scope.workflow.file.workflow;
     if wf.cursors.is_empty() {
         return Ok(Arc::default());
@@ -108,13 +108,14 @@ pub(super) fn load(run: &ActiveRun, scope: &Scope) -> Result<Arc<CursorSet>, Cur
                 .trim()
                 .to_string(),
         };
-        let stored = match &run.state_dir {
-            Some(dir) => dir
+        let stored = match &run.store {
+            Some(store) => store
                 .read_cursor(CursorId {
                     workflow: &wf.name,
                     name,
                     key: &key,
                 })
+                .await
                 .map_err(|source| CursorError::State {
                     name: name.clone(),
                     source,
@@ -127,14 +128,14 @@ pub(super) fn load(run: &ActiveRun, scope: &Scope) -> Result<Arc<CursorSet>, Cur
             (None, Some(initial)) => render_deep(initial, &ctx).map_err(failed(name, "initial"))?,
             (None, None) => Value::String(String::new()),
         };
-        if !found && run.state_dir.is_some() && !run.dry_run {
+        if !found && run.store.is_some() && !run.dry_run {
             run.emitter.warn(missing_cursor_note(
                 scope, &wf.name, name, &key, &value, spec,
             ));
         }
         entries.insert(name.clone(), Entry { key, value });
     }
-    if run.state_dir.is_none() && !run.dry_run {
+    if run.store.is_none() && !run.dry_run {
         run.emitter.warn(format!(
             "workflow `{}` keeps cursors but the run has no state directory: every run starts from their initial values",
             wf.name
@@ -207,19 +208,18 @@ pub(super) async fn set_cursor(
         set.update(&spec.name, value);
         return Ok(outputs);
     }
-    // What the earlier steps recorded (files, answers) is on disk before the cursor moves.
-    if let Some(j) = &run.journal {
-        j.flush().await.map_err(SetCursorError::State)?;
-    }
-    crate::failpoint::hit("cursor-unwritten");
-    if let Some(dir) = &run.state_dir {
+    // What the earlier steps recorded (files, answers) is durable before the cursor moves
+    // (in the shared store, in the same transaction).
+    if let Some(store) = &run.store {
         let id = CursorId {
             workflow: &set.workflow,
             name: &spec.name,
             key: &entry.key,
         };
         let run_id = run.run_info["id"].as_str().unwrap_or_default();
-        dir.write_cursor(id, &value, run_id)
+        store
+            .write_cursor_after(run.journal.as_ref(), StoredCursor::new(id, &value, run_id))
+            .await
             .map_err(SetCursorError::State)?;
     }
     set.update(&spec.name, value);

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{Emitter, Event, RunStatus, StepStatus};
 use crate::retry::RetryPolicy;
-use crate::state::{self, Begin, DoneStatus, Record, StateDir, StateError};
+use crate::state::{self, Begin, DoneStatus, Record, StateError, Store};
 use crate::steps::overwrite::OverwriteGuard;
 use crate::steps::{self, call, poll, StepEnv, StepError};
 use crate::template::{render_deep, Template};
@@ -55,7 +55,7 @@ pub(crate) struct RunOptions {
     pub max_wait: Option<Duration>,
     pub cancel: CancellationToken,
     /// Where the run's state is kept (None: nowhere; nothing can be resumed).
-    pub state: Option<StateDir>,
+    pub state: Option<Store>,
     /// Abandon an unfinished run of the same workflow and inputs instead of resuming it.
     pub fresh: bool,
     /// Continue this run (its full id) or refuse (`--resume`).
@@ -158,7 +158,7 @@ pub(crate) async fn run(
             emitter.warn(n);
         }
         if let Begin::New = begin {
-            let others = dir.unfinished_like(&header, &st.run_id);
+            let others = dir.unfinished_like(&header, &st.run_id).await?;
             if let Some(note) = inputs::other_runs_note(&others, &header) {
                 emitter.warn(note);
             }
@@ -208,7 +208,7 @@ pub(crate) async fn run(
         }
     }
     let budgets = match (&opts.state, &state) {
-        (Some(dir), Some(_)) => dir.budgets(&run_id),
+        (Some(store), Some(_)) => store.budgets(&run_id).await?,
         _ => state::budget::Budgets::new(None, &run_id, vec![]),
     };
     if let Some(at) = state::budget::rehearsal_clock().filter(|_| !opts.dry_run) {
@@ -252,7 +252,7 @@ pub(crate) async fn run(
         loop_reads: Default::default(),
         budgets,
         adopt_existing: (!opts.fresh).then(Default::default),
-        state_dir: opts.state.clone().filter(|_| !opts.dry_run),
+        store: opts.state.clone().filter(|_| !opts.dry_run),
         more_data: Default::default(),
     });
     let scope = Scope {
@@ -286,9 +286,9 @@ pub(crate) async fn run(
         if let Err(e) = st.finish(status, masked, &kept_outputs).await {
             status = RunStatus::Failed;
             error = Some(e.to_string());
-        } else if let Err(e) = end_terminal(&run, st, status) {
+        } else if let Err(e) = end_terminal(&run, st, status).await {
             error = Some(e.to_string());
-        } else if let Err(e) = release_more_data(&run, st, status) {
+        } else if let Err(e) = release_more_data(&run, st, status).await {
             error = Some(e.to_string());
         }
     }
@@ -302,7 +302,7 @@ pub(crate) async fn run(
         run_id,
         status,
         error: error.map(|e| emitter.secrets().mask(&e)),
-        state_dir: state.map(|s| s.dir),
+        state_dir: state.and_then(|s| s.dir),
     })
 }
 
@@ -433,7 +433,7 @@ fn report_already_done(
 
 /// A failed run whose cause is a vendor's terminal state is not resumed: the next run starts
 /// new (see [`state::RunState::end_terminal`]); says so now.
-fn end_terminal(
+async fn end_terminal(
     run: &ActiveRun,
     st: &state::RunState,
     status: RunStatus,
@@ -444,7 +444,7 @@ fn end_terminal(
     else {
         return Ok(());
     };
-    st.end_terminal(&reason)?;
+    st.end_terminal(&reason).await?;
     run.emitter.warn(format!(
         "run {} ended in a terminal vendor failure ({reason}); it will not be resumed: the next `auditflow run` of this workflow with these inputs starts a new run",
         st.run_id
@@ -454,13 +454,13 @@ fn end_terminal(
 
 /// A run that stopped at a `repeat`'s `max_iterations` is not resumed: the next run starts
 /// new from the cursors (replaying this run's iterations would only cost time).
-fn release_more_data(
+async fn release_more_data(
     run: &ActiveRun,
     st: &state::RunState,
     status: RunStatus,
 ) -> Result<(), StateError> {
     if status == RunStatus::Pending && run.more_data.load(std::sync::atomic::Ordering::SeqCst) {
-        st.release()?;
+        st.release().await?;
     }
     Ok(())
 }
@@ -471,7 +471,7 @@ async fn run_workflow(run: &Arc<ActiveRun>, scope: Scope) -> Result<Value, StopR
     let prefix = scope.prefix.clone();
     let result = run_file(run, scope).await;
     if !matches!(result, Err(StopReason::Pending(_))) {
-        run.release_budgets(&prefix);
+        run.release_budgets(&prefix).await;
     }
     result
 }
@@ -479,7 +479,9 @@ async fn run_workflow(run: &Arc<ActiveRun>, scope: Scope) -> Result<Value, StopR
 /// [`run_workflow`]'s work: the steps, then the `outputs`.
 async fn run_file(run: &Arc<ActiveRun>, mut scope: Scope) -> Result<Value, StopReason> {
     let workflow = scope.workflow.clone();
-    scope.cursors = cursors::load(run, &scope).map_err(|e| StopReason::Failed(e.into()))?;
+    scope.cursors = cursors::load(run, &scope)
+        .await
+        .map_err(|e| StopReason::Failed(e.into()))?;
     run_steps(run, &workflow.steps, &mut scope).await?;
     let ctx = scope.ctx(run);
     let mut out = Map::new();

@@ -46,6 +46,10 @@ pub(crate) fn list(runs: &[Listed]) -> String {
                 for w in &s.waiting {
                     let _ = writeln!(out, "    waiting: {w}");
                 }
+                if let Some(who) = &s.runner {
+                    let verb = if s.held { "held by" } else { "last run by" };
+                    let _ = writeln!(out, "    {verb} {who}");
+                }
             }
             Err((id, e)) => {
                 let _ = writeln!(out, "{id:<36}  unreadable: {e}");
@@ -245,6 +249,8 @@ pub(crate) fn list_json(runs: &[Listed]) -> Value {
             "last_at": s.last_at,
             "steps_done": s.steps_done,
             "waiting": s.waiting,
+            "runner": s.runner,
+            "held": s.held,
         }),
         Err((id, e)) => json!({"run_id": id, "error": e.to_string()}),
     };

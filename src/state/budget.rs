@@ -87,8 +87,11 @@ struct Ledger {
 
 /// The budgets of one run: where ledgers live and which runs may still hold units.
 pub struct Budgets {
-    /// `<state-dir>/budgets`; None without a state directory (then per process only).
+    /// `<state-dir>/budgets`; None without a state directory (then per process only, or in
+    /// the shared store).
     dir: Option<PathBuf>,
+    /// The shared store, whose `ledgers` table all runners spend from.
+    shared: Option<crate::state::postgres::PgStore>,
     run_id: String,
     /// Runs unfinished when this one began (their holds are kept; others are released).
     live_runs: HashSet<String>,
@@ -96,12 +99,16 @@ pub struct Budgets {
     memory: Mutex<HashMap<PathBuf, Ledger>>,
 }
 
-/// A failure reading or writing a ledger; the text says which file.
+/// A failure reading or writing a ledger; the text says which file or server.
 #[derive(Debug, thiserror::Error)]
-#[error("quota ledger {}: {source}; check the state directory (or delete the file to forget what was spent)", path.display())]
-pub(crate) struct LedgerError {
-    path: PathBuf,
-    source: std::io::Error,
+pub(crate) enum LedgerError {
+    #[error("quota ledger {}: {source}; check the state directory (or delete the file to forget what was spent)", path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("quota ledger: {0}")]
+    Shared(Box<crate::state::StateError>),
 }
 
 impl Budgets {
@@ -110,15 +117,27 @@ impl Budgets {
     pub(crate) fn new(state_root: Option<&Path>, run_id: &str, live_runs: Vec<String>) -> Self {
         Budgets {
             dir: state_root.map(|r| r.join("budgets")),
+            shared: None,
             run_id: run_id.to_string(),
             live_runs: live_runs.into_iter().collect(),
             memory: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Budgets in the shared store `store`: one ledger for every runner and shard.
+    pub(crate) fn shared(
+        store: crate::state::postgres::PgStore,
+        run_id: &str,
+        live_runs: Vec<String>,
+    ) -> Self {
+        let mut b = Budgets::new(None, run_id, live_runs);
+        b.shared = Some(store);
+        b
+    }
+
     /// Takes one unit of `q` for the step at `step` at `now`, or says why it must wait.
     /// A step that already holds a unit (a resumed run) keeps it without spending more.
-    pub(crate) fn acquire(
+    pub(crate) async fn acquire(
         &self,
         q: &Quota,
         step: &str,
@@ -171,17 +190,17 @@ impl Budgets {
                         }),
                     );
                 }
-                l.holds.push(hold);
+                l.holds.push(hold.clone());
             }
             if q.window.is_some() {
                 l.spent += 1;
             }
             (true, Ok(()))
-        }, now)
+        }, now).await
     }
 
     /// The wait, when the vendor said `q` is spent and its block still holds at `now`.
-    pub(crate) fn vendor_block(
+    pub(crate) async fn vendor_block(
         &self,
         q: &Quota,
         now: DateTime<Utc>,
@@ -200,11 +219,12 @@ impl Budgets {
             },
             now,
         )
+        .await
     }
 
     /// The vendor answered that `q` is spent: nothing more is sent in this window (or, for a
     /// budget without one, for an hour). Returns the wait to report.
-    pub(crate) fn vendor_spent(
+    pub(crate) async fn vendor_spent(
         &self,
         q: &Quota,
         now: DateTime<Utc>,
@@ -223,7 +243,8 @@ impl Budgets {
                 (true, ())
             },
             now,
-        )?;
+        )
+        .await?;
         Ok(Wait {
             message: format!(
                 "the vendor says the {} is spent ({words}); it is not used again before {}",
@@ -235,7 +256,10 @@ impl Budgets {
 
     /// Gives back the in-flight units this run's steps under `prefix` hold (their workflow
     /// file finished). Failures to write are reported to the caller to warn about.
-    pub(crate) fn release(&self, prefix: &str) -> Result<(), LedgerError> {
+    pub(crate) async fn release(&self, prefix: &str) -> Result<(), LedgerError> {
+        if let Some(store) = &self.shared {
+            return self.release_shared(store, prefix).await;
+        }
         let Some(dir) = &self.dir else {
             let mut mem = lock(&self.memory);
             for l in mem.values_mut() {
@@ -264,16 +288,16 @@ impl Budgets {
 
     /// Reads the ledger of `q`, brings it to `now`'s window, lets `f` change it, and writes
     /// it back when `f` says it changed.
-    fn change<T>(
+    async fn change<T>(
         &self,
         q: &Quota,
-        f: impl FnOnce(&mut Ledger) -> (bool, T),
+        f: impl Fn(&mut Ledger) -> (bool, T),
         now: DateTime<Utc>,
     ) -> Result<T, LedgerError> {
-        let rel = PathBuf::from(&q.name).join(format!(
-            "{}.json",
-            &crate::durable::sha256_hex(q.key.as_bytes())[..16]
-        ));
+        if let Some(store) = &self.shared {
+            return self.change_shared(store, q, &f, now).await;
+        }
+        let rel = PathBuf::from(&q.name).join(format!("{}.json", key_id(q)));
         let mut mem = lock(&self.memory);
         let _flock = match &self.dir {
             Some(dir) => Some(file_lock(dir)?),
@@ -295,6 +319,89 @@ impl Budgets {
             }
         }
         Ok(out)
+    }
+
+    /// [`Budgets::change`] in the shared store: one transaction holding the ledger's row, so
+    /// runners spending from the same quota at once are counted one after the other.
+    async fn change_shared<T>(
+        &self,
+        store: &crate::state::postgres::PgStore,
+        q: &Quota,
+        f: &impl Fn(&mut Ledger) -> (bool, T),
+        now: DateTime<Utc>,
+    ) -> Result<T, LedgerError> {
+        let id = key_id(q);
+        let fresh = serde_json::to_value(Ledger::default()).unwrap_or_default();
+        store
+            .with_client("spending from a quota", |mut c| {
+                let (id, fresh) = (id.clone(), fresh.clone());
+                async move {
+                    let tx = c.transaction().await?;
+                    tx.execute(
+                        "INSERT INTO ledgers (name, key_id, body) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        &[&q.name, &id, &fresh],
+                    )
+                    .await?;
+                    let body: serde_json::Value = tx
+                        .query_one(
+                            "SELECT body FROM ledgers WHERE name = $1 AND key_id = $2 FOR UPDATE",
+                            &[&q.name, &id],
+                        )
+                        .await?
+                        .get(0);
+                    let mut l: Ledger = serde_json::from_value(body).unwrap_or_default();
+                    let dirty = self.refresh(&mut l, q, now);
+                    let (changed, out) = f(&mut l);
+                    if dirty || changed {
+                        let body = serde_json::to_value(&l).unwrap_or_default();
+                        tx.execute(
+                            "UPDATE ledgers SET body = $3 WHERE name = $1 AND key_id = $2",
+                            &[&q.name, &id, &body],
+                        )
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(out)
+                }
+            })
+            .await
+            .map_err(|e| LedgerError::Shared(Box::new(e)))
+    }
+
+    /// [`Budgets::release`] in the shared store.
+    async fn release_shared(
+        &self,
+        store: &crate::state::postgres::PgStore,
+        prefix: &str,
+    ) -> Result<(), LedgerError> {
+        store
+            .with_client("giving back quota units", |mut c| async move {
+                let tx = c.transaction().await?;
+                let rows = tx
+                    .query(
+                        "SELECT name, key_id, body FROM ledgers
+                         WHERE body->'holds' @> jsonb_build_array(jsonb_build_object('run', $1::text))
+                         FOR UPDATE",
+                        &[&self.run_id],
+                    )
+                    .await?;
+                for row in rows {
+                    let (name, id): (String, String) = (row.get(0), row.get(1));
+                    let mut l: Ledger = serde_json::from_value(row.get(2)).unwrap_or_default();
+                    l.holds
+                        .retain(|h| !(h.run == self.run_id && h.step.starts_with(prefix)));
+                    let body = serde_json::to_value(&l).unwrap_or_default();
+                    tx.execute(
+                        "UPDATE ledgers SET body = $3 WHERE name = $1 AND key_id = $2",
+                        &[&name, &id, &body],
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| LedgerError::Shared(Box::new(e)))
     }
 
     /// Starts a new window when `now` left the recorded one; drops holds of runs that ended.
@@ -322,6 +429,11 @@ impl Budgets {
     }
 }
 
+/// The ledger of `q`'s key: the first 16 hex digits of its SHA-256 (keys may be addresses).
+fn key_id(q: &Quota) -> String {
+    crate::durable::sha256_hex(q.key.as_bytes())[..16].to_string()
+}
+
 fn when(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
@@ -332,7 +444,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Holds `<dir>/.lock` exclusively (other processes sharing the state directory wait).
 fn file_lock(dir: &Path) -> Result<std::fs::File, LedgerError> {
-    let io = |source| LedgerError {
+    let io = |source| LedgerError::File {
         path: dir.to_path_buf(),
         source,
     };
@@ -350,12 +462,12 @@ fn file_lock(dir: &Path) -> Result<std::fs::File, LedgerError> {
 
 fn read(path: &Path) -> Result<Ledger, LedgerError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LedgerError {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LedgerError::File {
             path: path.to_path_buf(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ledger::default()),
-        Err(source) => Err(LedgerError {
+        Err(source) => Err(LedgerError::File {
             path: path.to_path_buf(),
             source,
         }),
@@ -363,7 +475,7 @@ fn read(path: &Path) -> Result<Ledger, LedgerError> {
 }
 
 fn write(path: &Path, l: &Ledger) -> Result<(), LedgerError> {
-    let io = |source| LedgerError {
+    let io = |source| LedgerError::File {
         path: path.to_path_buf(),
         source,
     };
@@ -444,24 +556,41 @@ mod tests {
         assert_eq!(s, at("2026-11-30T08:00:00Z"));
     }
 
-    #[test]
-    fn spent_units_wait_for_the_next_window_and_survive_a_new_process() {
+    /// Budgets of run `run` (with `live` the unfinished runs) in one store.
+    type Open<'a> = &'a dyn Fn(&str, Vec<String>) -> Budgets;
+
+    async fn each_store(check: impl AsyncFn(Open<'_>)) {
         let dir = tempfile::tempdir().unwrap();
+        check(&|run, live| Budgets::new(Some(dir.path()), run, live)).await;
+        if let Some(pg) = crate::state::postgres::testing::schema().await {
+            let store = pg.store.clone();
+            check(&move |run, live| Budgets::shared(store.clone(), run, live)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn spent_units_wait_for_the_next_window_and_survive_a_new_process() {
+        each_store(spent_units_wait).await;
+    }
+
+    async fn spent_units_wait(open: Open<'_>) {
         let q = daily(2);
         let day1 = at("2026-12-01T10:00:00Z");
-        let b = Budgets::new(Some(dir.path()), "r1", vec![]);
-        assert_eq!(b.acquire(&q, "a", day1).unwrap(), Ok(()));
-        assert_eq!(b.acquire(&q, "b", day1).unwrap(), Ok(()));
-        let w = b.acquire(&q, "c", day1).unwrap().unwrap_err();
+        let b = open("r1", vec![]);
+        assert_eq!(b.acquire(&q, "a", day1).await.unwrap(), Ok(()));
+        assert_eq!(b.acquire(&q, "b", day1).await.unwrap(), Ok(()));
+        let w = b.acquire(&q, "c", day1).await.unwrap().unwrap_err();
         assert!(
             w.message.contains("renews at 2026-12-02 00:00 UTC"),
             "{w:?}"
         );
         // Another process, same day: still spent. Next day: renewed.
-        let b2 = Budgets::new(Some(dir.path()), "r2", vec![]);
-        assert!(b2.acquire(&q, "c", day1).unwrap().is_err());
+        let b2 = open("r2", vec![]);
+        assert!(b2.acquire(&q, "c", day1).await.unwrap().is_err());
         assert_eq!(
-            b2.acquire(&q, "c", at("2026-12-02T00:00:01Z")).unwrap(),
+            b2.acquire(&q, "c", at("2026-12-02T00:00:01Z"))
+                .await
+                .unwrap(),
             Ok(())
         );
         // Keys are separate budgets.
@@ -469,43 +598,53 @@ mod tests {
             key: "example.org".into(),
             ..daily(2)
         };
-        assert_eq!(b2.acquire(&other, "x", day1).unwrap(), Ok(()));
+        assert_eq!(b2.acquire(&other, "x", day1).await.unwrap(), Ok(()));
     }
 
-    #[test]
-    fn in_flight_units_are_held_until_released_or_their_run_ends() {
-        let dir = tempfile::tempdir().unwrap();
+    #[tokio::test]
+    async fn in_flight_units_are_held_until_released_or_their_run_ends() {
+        each_store(in_flight_units_are_held).await;
+    }
+
+    async fn in_flight_units_are_held(open: Open<'_>) {
         let q = Quota {
             window: None,
             in_flight: Some(1),
             ..daily(1)
         };
         let now = at("2026-12-01T10:00:00Z");
-        let b = Budgets::new(Some(dir.path()), "r1", vec![]);
-        assert_eq!(b.acquire(&q, "x[0]/create", now).unwrap(), Ok(()));
+        let b = open("r1", vec![]);
+        assert_eq!(b.acquire(&q, "x[0]/create", now).await.unwrap(), Ok(()));
         // The same step again (a resumed process) keeps its unit.
-        assert_eq!(b.acquire(&q, "x[0]/create", now).unwrap(), Ok(()));
-        assert!(b.acquire(&q, "x[1]/create", now).unwrap().is_err());
-        b.release("x[0]/").unwrap();
-        assert_eq!(b.acquire(&q, "x[1]/create", now).unwrap(), Ok(()));
+        assert_eq!(b.acquire(&q, "x[0]/create", now).await.unwrap(), Ok(()));
+        assert!(b.acquire(&q, "x[1]/create", now).await.unwrap().is_err());
+        b.release("x[0]/").await.unwrap();
+        assert_eq!(b.acquire(&q, "x[1]/create", now).await.unwrap(), Ok(()));
         // A run that r1 is not among the live runs of: its holds are dropped.
-        let b2 = Budgets::new(Some(dir.path()), "r2", vec![]);
-        assert_eq!(b2.acquire(&q, "y", now).unwrap(), Ok(()));
+        let b2 = open("r2", vec![]);
+        assert_eq!(b2.acquire(&q, "y", now).await.unwrap(), Ok(()));
         // A live run's holds are kept.
-        let b3 = Budgets::new(Some(dir.path()), "r3", vec!["r2".into()]);
-        assert!(b3.acquire(&q, "z", now).unwrap().is_err());
+        let b3 = open("r3", vec!["r2".into()]);
+        assert!(b3.acquire(&q, "z", now).await.unwrap().is_err());
     }
 
-    #[test]
-    fn a_vendor_answer_blocks_until_the_window_ends() {
+    #[tokio::test]
+    async fn a_vendor_answer_blocks_until_the_window_ends() {
         let b = Budgets::new(None, "r1", vec![]);
+        a_vendor_answer_blocks(&b).await;
+        each_store(async |open: Open<'_>| a_vendor_answer_blocks(&open("r1", vec![])).await).await;
+    }
+
+    async fn a_vendor_answer_blocks(b: &Budgets) {
         let q = daily(100);
         let now = at("2026-12-01T10:00:00Z");
-        let w = b.vendor_spent(&q, now, "dailyLimitExceeded").unwrap();
+        let w = b.vendor_spent(&q, now, "dailyLimitExceeded").await.unwrap();
         assert!(w.message.contains("dailyLimitExceeded"), "{w:?}");
-        assert!(b.acquire(&q, "a", now).unwrap().is_err());
+        assert!(b.acquire(&q, "a", now).await.unwrap().is_err());
         assert_eq!(
-            b.acquire(&q, "a", at("2026-12-02T00:00:00Z")).unwrap(),
+            b.acquire(&q, "a", at("2026-12-02T00:00:00Z"))
+                .await
+                .unwrap(),
             Ok(())
         );
     }

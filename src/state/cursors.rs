@@ -31,6 +31,20 @@ pub(crate) struct StoredCursor {
     pub key: String,
 }
 
+impl StoredCursor {
+    /// Cursor `id` at `value`, written now by run `run_id`.
+    pub(crate) fn new(id: CursorId<'_>, value: &Value, run_id: &str) -> StoredCursor {
+        StoredCursor {
+            value: value.clone(),
+            written_at: Utc::now(),
+            run_id: run_id.to_string(),
+            workflow: id.workflow.to_string(),
+            name: id.name.to_string(),
+            key: id.key.to_string(),
+        }
+    }
+}
+
 /// Which cursor: workflow name, cursor name, rendered key.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CursorId<'a> {
@@ -86,22 +100,24 @@ impl StateDir {
     }
 
     /// Writes cursor `id` durably: a crash leaves the old value or the new one, never a mix.
+    #[cfg(test)]
     pub(crate) fn write_cursor(
         &self,
         id: CursorId<'_>,
         value: &Value,
         run_id: &str,
     ) -> Result<(), StateError> {
-        let path = self.cursor_path(id);
-        let stored = StoredCursor {
-            value: value.clone(),
-            written_at: Utc::now(),
-            run_id: run_id.to_string(),
-            workflow: id.workflow.to_string(),
-            name: id.name.to_string(),
-            key: id.key.to_string(),
-        };
-        let text = serde_json::to_vec_pretty(&stored).unwrap_or_default();
+        self.store_cursor(&StoredCursor::new(id, value, run_id))
+    }
+
+    /// Writes `stored` durably: a crash leaves the old value or the new one, never a mix.
+    pub(crate) fn store_cursor(&self, stored: &StoredCursor) -> Result<(), StateError> {
+        let path = self.cursor_path(CursorId {
+            workflow: &stored.workflow,
+            name: &stored.name,
+            key: &stored.key,
+        });
+        let text = serde_json::to_vec_pretty(stored).unwrap_or_default();
         super::write_small(&path, &text).map_err(|e| match e {
             StateError::Io { path, message } => StateError::Write { path, message },
             other => other,
@@ -149,8 +165,11 @@ impl RunState {
     /// workflow and inputs starts a new run instead of resuming this one. For a run that
     /// stopped with data left on purpose (`repeat.max_iterations`): its cursors say where
     /// the next run continues, and replaying this run's iterations would only cost time.
-    pub(crate) fn release(&self) -> Result<(), StateError> {
-        super::remove_if_present(&self.pointer)
+    pub(crate) async fn release(&self) -> Result<(), StateError> {
+        match &self.hold {
+            super::Hold::Dir { pointer, .. } => super::remove_if_present(pointer),
+            super::Hold::Postgres(h) => h.leave_active(&self.run_id).await,
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use tokio::sync::mpsc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -302,6 +302,11 @@ impl Replay {
     /// an error naming the line.
     pub(crate) fn read(path: &Path) -> Result<Replay, StateError> {
         let bytes = std::fs::read(path).map_err(|e| StateError::io(path, e))?;
+        Self::parse(&bytes, path)
+    }
+
+    /// Folds the journal text `bytes` (JSON lines); `path` names it in messages.
+    pub(crate) fn parse(bytes: &[u8], path: &Path) -> Result<Replay, StateError> {
         let corrupt = |line: usize, message: String| StateError::Corrupt {
             path: path.to_path_buf(),
             line,
@@ -530,32 +535,57 @@ impl Replay {
     }
 }
 
-enum Cmd {
-    Append(
-        Vec<u8>,
-        Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
-    ),
-    Flush(tokio::sync::oneshot::Sender<Result<(), String>>),
+/// Tells the appender whether what it asked for is durable (or why not).
+pub(super) type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// What a journal's writer is asked to do.
+pub(super) enum Cmd {
+    /// Append a line (acknowledged once durable when an ack is given).
+    Append(Vec<u8>, Option<Ack>),
+    /// Acknowledge once everything before is durable.
+    Flush(Ack),
+    /// Store a cursor in the same transaction as the records before it (the PostgreSQL
+    /// store's writer; the directory's writer answers with an error: its cursors are files).
+    Cursor(Box<super::cursors::StoredCursor>, Ack),
 }
 
 /// Appends records from any task; one thread writes them in order and fsyncs each batch
 /// (group commit), so 32 iterations recording at once cost one fsync, not 32.
 #[derive(Clone)]
 pub struct Journal {
-    tx: mpsc::Sender<Cmd>,
+    tx: mpsc::UnboundedSender<Cmd>,
     path: PathBuf,
 }
 
 impl Journal {
     /// Starts the writer on an open file (positioned at its end).
     pub fn start(path: PathBuf, file: File) -> Journal {
-        let (tx, rx) = mpsc::channel::<Cmd>();
+        let (tx, rx) = mpsc::unbounded_channel::<Cmd>();
         std::thread::Builder::new()
             .name("auditflow-journal".into())
             .spawn(move || writer(file, rx))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!("cannot start the journal writer: {e}"));
         Journal { tx, path }
+    }
+
+    /// A journal whose writer (the PostgreSQL store's) receives from `tx`; `place` names it
+    /// in messages.
+    pub(super) fn with_writer(place: PathBuf, tx: mpsc::UnboundedSender<Cmd>) -> Journal {
+        Journal { tx, path: place }
+    }
+
+    /// Stores `cursor` once every record appended before it is durable, in the same
+    /// transaction as they are (PostgreSQL store).
+    pub(super) async fn commit_cursor(
+        &self,
+        cursor: super::cursors::StoredCursor,
+    ) -> Result<(), StateError> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Cmd::Cursor(Box::new(cursor), ack))
+            .map_err(|_| self.gone())?;
+        self.acknowledged(done).await
     }
 
     pub fn path(&self) -> &Path {
@@ -619,11 +649,11 @@ impl Journal {
     }
 }
 
-fn writer(mut file: File, rx: mpsc::Receiver<Cmd>) {
+fn writer(mut file: File, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     // Once a write fails, every later acknowledgement reports it: a journal with a gap
     // must not be trusted for what follows.
     let mut broken: Option<String> = None;
-    while let Ok(first) = rx.recv() {
+    while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
@@ -637,6 +667,9 @@ fn writer(mut file: File, rx: mpsc::Receiver<Cmd>) {
                     acks.extend(ack);
                 }
                 Cmd::Flush(ack) => acks.push(ack),
+                Cmd::Cursor(_, ack) => {
+                    let _ = ack.send(Err("a state directory keeps cursors in files".into()));
+                }
             }
         }
         if broken.is_none() && !buf.is_empty() {

@@ -60,7 +60,16 @@ impl Completion {
 
 /// Who holds a run lock: written into the lock file by its holder.
 pub(super) fn write_holder(lock: &mut File) -> std::io::Result<()> {
-    let text = format!(
+    let text = holder_text();
+    lock.set_len(0)?;
+    lock.seek(SeekFrom::Start(0))?;
+    lock.write_all(text.as_bytes())?;
+    lock.flush()
+}
+
+/// Who this process is, as a run's holder: pid, host, CI job, since when.
+pub(crate) fn holder_text() -> String {
+    format!(
         "pid {} on {}{} since {}",
         std::process::id(),
         host_name(),
@@ -68,15 +77,11 @@ pub(super) fn write_holder(lock: &mut File) -> std::io::Result<()> {
             .map(|url| format!(" (CI job {url})"))
             .unwrap_or_default(),
         Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
-    );
-    lock.set_len(0)?;
-    lock.seek(SeekFrom::Start(0))?;
-    lock.write_all(text.as_bytes())?;
-    lock.flush()
+    )
 }
 
 /// What the holder of a lock wrote about itself ([`write_holder`]).
-pub(super) fn read_holder(lock: &mut File) -> String {
+pub(crate) fn read_holder(lock: &mut File) -> String {
     let mut text = String::new();
     let read =
         lock.seek(SeekFrom::Start(0)).is_ok() && lock.take(512).read_to_string(&mut text).is_ok();
@@ -119,7 +124,7 @@ pub(crate) fn ci_job() -> Option<String> {
 
 /// Whether `a` and `b` are runs of the same workflow: the same identity, or (a run of a
 /// release before identities) a recorded path ending with the other's identity path.
-pub(super) fn same_workflow(a: &RunHeader, b: &RunHeader) -> bool {
+pub(crate) fn same_workflow(a: &RunHeader, b: &RunHeader) -> bool {
     match (&a.identity, &b.identity) {
         (Some(x), Some(y)) => x.path == y.path,
         (Some(x), None) => x.matches_legacy_path(&b.workflow),

@@ -30,7 +30,12 @@ pub(crate) mod cursors;
 pub(crate) mod identity;
 pub(crate) mod journal;
 pub(crate) mod keep;
-mod lifecycle;
+pub(crate) mod lifecycle;
+pub(crate) mod postgres;
+pub(crate) mod snapshot;
+mod store;
+
+pub(crate) use store::{Store, StoreSpec};
 
 pub(crate) use identity::{legacy_run_key, recorded_path, run_key, WorkflowIdentity};
 pub(crate) use lifecycle::{ci_job, differences, differing_inputs, host_name, Completion};
@@ -63,12 +68,17 @@ pub enum StateError {
         found: u32,
         supported: u32,
     },
-    #[error("another auditflow process holds run {run_id} of this workflow with these inputs ({holder}; lock {}); it is not finished yet: run again later (this one sent nothing)", lock.display())]
+    #[error("another auditflow process holds run {run_id} of this workflow with these inputs ({holder}; lock {lock}); it is not finished yet: run again later (this one sent nothing)")]
     Busy {
         run_id: String,
         holder: String,
-        lock: PathBuf,
+        /// The lock file, or the shared store's advisory lock.
+        lock: String,
     },
+    #[error("{0}")]
+    Settings(String),
+    #[error("state store {server}: {message}; check that the server is up and reachable and that the user may use it (the password comes from the URL, PGPASSWORD or ~/.pgpass), then run again: an unfinished run resumes where it stopped")]
+    Database { server: String, message: String },
     #[error("run {run_id} is not unfinished (it ended {status}); nothing to give up")]
     NotUnfinished { run_id: String, status: String },
     #[error("--resume {run_id}: {why}")]
@@ -159,13 +169,58 @@ pub(crate) enum Started {
 pub(crate) struct RunState {
     /// The run's id (its directory name under `runs/`); the CLI reads it from the events.
     pub run_id: String,
-    pub dir: PathBuf,
+    /// The run's directory in a state directory (None in the shared store).
+    pub dir: Option<PathBuf>,
     pub journal: Journal,
-    pointer: PathBuf,
     /// The workflow is one-shot: its success is remembered (see [`Completion`]).
     one_shot: bool,
-    /// Held until the process ends (flock is released by the kernel even on kill -9).
-    _lock: File,
+    hold: Hold,
+}
+
+/// Where the run is kept and how this process holds it.
+enum Hold {
+    /// In a state directory: its pointer `active/<key>.json`, and the lock file, held until
+    /// the process ends (flock is released by the kernel even on kill -9).
+    Dir { pointer: PathBuf, _lock: File },
+    /// In the shared store (the lock is the writer connection's).
+    Postgres(postgres::runs::PgHold),
+}
+
+impl RunState {
+    fn held_in_dir(
+        run_id: String,
+        dir: PathBuf,
+        journal: Journal,
+        pointer: PathBuf,
+        lock: File,
+        one_shot: bool,
+    ) -> RunState {
+        RunState {
+            run_id,
+            dir: Some(dir),
+            journal,
+            one_shot,
+            hold: Hold::Dir {
+                pointer,
+                _lock: lock,
+            },
+        }
+    }
+
+    pub(super) fn held_in_postgres(
+        run_id: String,
+        journal: Journal,
+        hold: postgres::runs::PgHold,
+        one_shot: bool,
+    ) -> RunState {
+        RunState {
+            run_id,
+            dir: None,
+            journal,
+            one_shot,
+            hold: Hold::Postgres(hold),
+        }
+    }
 }
 
 impl RunState {
@@ -178,8 +233,12 @@ impl RunState {
         error: Option<String>,
         outputs: &serde_json::Value,
     ) -> Result<(), StateError> {
+        let pointer = match &self.hold {
+            Hold::Postgres(h) => return h.finish(self, status, error, outputs).await,
+            Hold::Dir { pointer, .. } => pointer,
+        };
         if status == RunStatus::Succeeded && self.one_shot {
-            Completion::write(&self.pointer, &self.run_id, outputs)?;
+            Completion::write(pointer, &self.run_id, outputs)?;
         }
         self.journal
             .append_durable(&Record::Finished {
@@ -189,9 +248,14 @@ impl RunState {
             })
             .await?;
         if status == RunStatus::Succeeded {
-            remove_if_present(&self.pointer)?;
+            remove_if_present(pointer)?;
         }
         Ok(())
+    }
+
+    /// The one-shot flag, for the shared store's finish.
+    pub(super) fn one_shot(&self) -> bool {
+        self.one_shot
     }
 }
 
@@ -206,14 +270,18 @@ impl RunState {
     /// After [`RunState::finish`] recorded a failure that is a vendor's terminal state (an
     /// export ended ERROR): the run is no longer active, and the next run of this workflow
     /// and inputs starts new with a note naming `reason` (masked by the caller).
-    pub(crate) fn end_terminal(&self, reason: &str) -> Result<(), StateError> {
+    pub(crate) async fn end_terminal(&self, reason: &str) -> Result<(), StateError> {
+        let pointer = match &self.hold {
+            Hold::Postgres(h) => return h.end_terminal(&self.run_id, reason).await,
+            Hold::Dir { pointer, .. } => pointer,
+        };
         let end = TerminalEnd {
             run_id: self.run_id.clone(),
             reason: reason.to_string(),
         };
         let text = serde_json::to_vec(&end).unwrap_or_default();
-        write_small(&self.pointer.with_extension("terminal"), &text)?;
-        remove_if_present(&self.pointer)
+        write_small(&pointer.with_extension("terminal"), &text)?;
+        remove_if_present(pointer)
     }
 }
 
@@ -245,6 +313,10 @@ pub(crate) struct RunSummary {
     pub last_at: DateTime<Utc>,
     pub steps_done: usize,
     pub waiting: Vec<String>,
+    /// Who holds it now or last ran it (pid, host, CI job), when known.
+    pub runner: Option<String>,
+    /// A process holds it now.
+    pub held: bool,
 }
 
 fn create_private_dir(p: &Path) -> Result<(), StateError> {
@@ -493,7 +565,7 @@ impl StateDir {
                         .flatten()
                         .unwrap_or_else(|| "starting".into()),
                     holder: lifecycle::read_holder(&mut lock),
-                    lock: lock_path,
+                    lock: lock_path.display().to_string(),
                 });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(StateError::io(&lock_path, e)),
@@ -675,14 +747,14 @@ impl StateDir {
         one_shot: bool,
     ) -> Result<RunState, StateError> {
         let id = replay.header.run_id.clone();
-        Ok(RunState {
-            dir: self.run_dir(&id),
-            run_id: id,
-            journal: append_to(replay)?,
+        Ok(RunState::held_in_dir(
+            id.clone(),
+            self.run_dir(&id),
+            append_to(replay)?,
             pointer,
+            lock,
             one_shot,
-            _lock: lock,
-        })
+        ))
     }
 
     async fn create(
@@ -711,14 +783,9 @@ impl StateDir {
         if let Some(parent) = pointer.parent() {
             sync_dir(parent);
         }
-        Ok(RunState {
-            run_id: id,
-            dir,
-            journal,
-            pointer,
-            one_shot,
-            _lock: lock,
-        })
+        Ok(RunState::held_in_dir(
+            id, dir, journal, pointer, lock, one_shot,
+        ))
     }
 
     /// The unfinished runs of the same workflow as `header` (its identity, or for runs of
@@ -825,18 +892,24 @@ impl StateDir {
                 continue;
             }
             out.push(match Replay::read(&path) {
-                Ok(r) => Ok(summary(&r, active.contains(&id))),
+                Ok(r) => {
+                    let mut s = summary(&r, active.contains(&id));
+                    // The key's lock file names its last holder: this run's, while unfinished.
+                    s.runner = s.active.then(|| self.last_holder(&r.header.key)).flatten();
+                    Ok(s)
+                }
                 Err(err) => Err((id, err)),
             });
         }
-        out.sort_by(|a, b| {
-            let t = |x: &Listed| match x {
-                Ok(s) => Some(s.started_at),
-                Err(_) => None,
-            };
-            t(b).cmp(&t(a))
-        });
+        newest_first(&mut out);
         Ok(out)
+    }
+
+    /// Who holds run key `key`'s lock now or held it last, as its lock file says.
+    fn last_holder(&self, key: &str) -> Option<String> {
+        let path = self.root.join("active").join(format!("{key}.lock"));
+        let mut f = private_options_nofollow().read(true).open(path).ok()?;
+        Some(lifecycle::read_holder(&mut f))
     }
 
     /// The replay of the run whose id starts with `prefix`.
@@ -866,7 +939,18 @@ impl StateDir {
     }
 }
 
-fn summary(r: &Replay, active: bool) -> RunSummary {
+/// Sorts runs newest first (unreadable ones last).
+pub(crate) fn newest_first(runs: &mut [Listed]) {
+    runs.sort_by(|a, b| {
+        let t = |x: &Listed| match x {
+            Ok(s) => Some(s.started_at),
+            Err(_) => None,
+        };
+        t(b).cmp(&t(a))
+    });
+}
+
+pub(crate) fn summary(r: &Replay, active: bool) -> RunSummary {
     let mut waiting: Vec<String> = r.waiting.values().map(|(w, _)| w.clone()).collect();
     waiting.sort();
     RunSummary {
@@ -879,13 +963,15 @@ fn summary(r: &Replay, active: bool) -> RunSummary {
         last_at: r.last_at,
         steps_done: r.done.len(),
         waiting,
+        runner: None,
+        held: false,
     }
 }
 
 /// What differs between the files `old` began with and `new` (the files now). Runs of
 /// releases before run identities recorded absolute paths: their files are compared by
 /// content alone.
-fn changed_files(old: &RunHeader, new: &[FileDigest]) -> Vec<String> {
+pub(crate) fn changed_files(old: &RunHeader, new: &[FileDigest]) -> Vec<String> {
     if old.identity.is_none() {
         let digests = |f: &[FileDigest]| {
             let mut d: Vec<String> = f.iter().map(|x| x.sha256.clone()).collect();
@@ -916,10 +1002,11 @@ fn changed_files(old: &RunHeader, new: &[FileDigest]) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn header(key: &str, id: &str) -> RunHeader {
+    /// A run header of workflow `w.yaml` for key `key`.
+    pub(crate) fn header(key: &str, id: &str) -> RunHeader {
         RunHeader {
             version: JOURNAL_VERSION,
             run_id: id.into(),
@@ -941,7 +1028,8 @@ mod tests {
         }
     }
 
-    fn start(header: RunHeader, fresh: bool) -> StartRequest {
+    /// The start of `header`'s run (`--fresh` with `fresh`).
+    pub(crate) fn start(header: RunHeader, fresh: bool) -> StartRequest {
         StartRequest {
             legacy_key: format!("legacy-{}", header.key),
             header,

@@ -805,19 +805,22 @@ async fn send_within_quota(
         None => None,
     };
     if let Some(q) = &quota {
-        super::quota::take(env, q)?;
+        super::quota::take(env, q).await?;
     }
-    match &rc.paginate {
+    let fetched = match &rc.paginate {
         PageMode::Follow {
             pagination,
             truncate,
         } => fetch_pages(conn, rc, env, ctx, pagination, *truncate).await,
         mode => fetch_one(conn, rc, env, mode).await,
+    };
+    match fetched {
+        Ok(f) => Ok(f),
+        Err(e) => {
+            let spent = rc.budget.as_ref().map_or(&[][..], |b| &b.spent_status[..]);
+            Err(super::quota::vendor_answer(env, quota.as_ref(), spent, e).await)
+        }
     }
-    .map_err(|e| {
-        let spent = rc.budget.as_ref().map_or(&[][..], |b| &b.spent_status[..]);
-        super::quota::vendor_answer(env, quota.as_ref(), spent, e)
-    })
 }
 
 /// The answer(s) of a call before `expect` and `save_to`.

@@ -43,7 +43,7 @@ pub(crate) fn render(
 
 /// Takes a unit of `quota` for this step, or ends it pending. Nothing is taken when an
 /// earlier process of the run already sent (or was about to send) this request: it paid.
-pub(crate) fn take(env: &StepEnv<'_>, quota: &Quota) -> Result<(), StepError> {
+pub(crate) async fn take(env: &StepEnv<'_>, quota: &Quota) -> Result<(), StepError> {
     let Some(budgets) = env.budgets else {
         return Ok(());
     };
@@ -54,7 +54,7 @@ pub(crate) fn take(env: &StepEnv<'_>, quota: &Quota) -> Result<(), StepError> {
         // It paid, but the vendor has since said the quota is spent (most likely to that very
         // request, its refusal not being an answer the journal records): sending it again
         // before the quota renews would only be refused again.
-        return match budgets.vendor_block(quota, budget::now()) {
+        return match budgets.vendor_block(quota, budget::now()).await {
             Ok(None) => Ok(()),
             Ok(Some(wait)) => Err(pending(wait.message)),
             Err(e) => Err(StepError::Quota {
@@ -62,7 +62,7 @@ pub(crate) fn take(env: &StepEnv<'_>, quota: &Quota) -> Result<(), StepError> {
             }),
         };
     }
-    match budgets.acquire(quota, env.step, budget::now()) {
+    match budgets.acquire(quota, env.step, budget::now()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(wait)) => Err(pending(wait.message)),
         Err(e) => Err(StepError::Quota {
@@ -76,7 +76,7 @@ pub(crate) fn take(env: &StepEnv<'_>, quota: &Quota) -> Result<(), StepError> {
 /// still given after every retry (a vendor that documents a bare status, such as the Email
 /// Audit API's 503: a daily quota does not come back within the retries, an outage usually
 /// does). The budget, if any, remembers it so the rest of the run does not ask again.
-pub(crate) fn vendor_answer(
+pub(crate) async fn vendor_answer(
     env: &StepEnv<'_>,
     quota: Option<&Quota>,
     spent_status: &[u16],
@@ -98,7 +98,7 @@ pub(crate) fn vendor_answer(
     };
     let words = env.emitter.secrets().mask(&words);
     let message = match (env.budgets, quota) {
-        (Some(b), Some(q)) => match b.vendor_spent(q, budget::now(), &words) {
+        (Some(b), Some(q)) => match b.vendor_spent(q, budget::now(), &words).await {
             Ok(w) => w.message,
             Err(e) => format!("{words}; and {e}"),
         },

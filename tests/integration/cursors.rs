@@ -18,6 +18,17 @@ const APP_ENV: [(&str, &str); 3] = [
 
 /// `auditflow run <workflow> -i out_dir=<dir>/out --state-dir <dir>/state` with `env`.
 async fn run(workflow: &str, dir: &Path, inputs: &[&str], env: &[(&str, &str)]) -> Output {
+    run_with(workflow, dir, inputs, env, &[]).await
+}
+
+/// [`run`] with `extra` arguments.
+async fn run_with(
+    workflow: &str,
+    dir: &Path,
+    inputs: &[&str],
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> Output {
     let mut args: Vec<String> = vec![
         "run".into(),
         workflow.into(),
@@ -29,6 +40,7 @@ async fn run(workflow: &str, dir: &Path, inputs: &[&str], env: &[(&str, &str)]) 
     for i in inputs {
         args.extend(["-i".to_string(), i.to_string()]);
     }
+    args.extend(extra.iter().map(ToString::to_string));
     let env = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -452,4 +464,52 @@ steps:
         !d.path().join("state/cursors").exists(),
         "no cursor written"
     );
+}
+
+#[tokio::test]
+async fn a_cursor_in_the_shared_store_survives_the_loss_of_every_runners_disk() {
+    let Some(pg) = crate::shared_state::Pg::schema().await else {
+        return;
+    };
+    let (base, script) = serve(vec![(
+        "/api/audit/get-siem-logs",
+        vec![
+            siem_file("f1.json", "t1"),
+            siem_file("f2.json", "t2"),
+            caught_up(),
+        ],
+    )])
+    .await;
+    let env = siem_env(&base);
+    let env = as_refs(&env);
+    let workflow = wf("mimecast/siem-logs.yaml");
+    let store = ["--state", pg.url.as_str()];
+    let first = Dir::new();
+    let o = run_with(&workflow, first.path(), &[], &env, &store).await;
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    // Every runner's disk is gone: the next run, elsewhere, continues from the store.
+    drop(first);
+    set_replies(
+        &script,
+        "/api/audit/get-siem-logs",
+        vec![siem_file("f3.json", "t3"), caught_up()],
+    );
+    let second = Dir::new();
+    let o = run_with(&workflow, second.path(), &[], &env, &store).await;
+    let (_, e) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{e}");
+    assert!(
+        !e.contains("no stored position"),
+        "the cursor was found: {e}"
+    );
+    assert_eq!(
+        tokens_sent(&script),
+        ["", "t1", "t2", "t2", "t3"],
+        "the second runner went on from the first one's last file"
+    );
+    assert_eq!(saved(second.path(), "MTA"), ["f3.json"]);
+    let listed =
+        crate::common::auditflow(&["cursors", "list", "--state", &pg.url], &[], second.path());
+    let (o, _) = text(&listed);
+    assert!(o.contains("\"t3\""), "{o}");
 }

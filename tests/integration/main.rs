@@ -39,6 +39,7 @@ mod runtime_cases;
 mod saved_answers;
 mod schema;
 mod secrecy;
+mod shared_state;
 mod shipped_workflows;
 mod siem_sim;
 mod signed_evidence;
