@@ -19,6 +19,11 @@
 //! `--shard I/N` one shard after another, as N machines of a CI matrix would: the server counts
 //! every item's requests, so the check is that together the shards sent each item once, and
 //! each shard's time is printed next to a quarter of the whole's).
+//!
+//! The state stores: `LOOP_STORE_ITEMS` items (10000) run with the state directory, then with
+//! the shared PostgreSQL store at `LOOP_POSTGRES` (default the development machines'
+//! `postgres://postgres@127.0.0.1:5432/test`, in a schema of its own dropped afterwards;
+//! `LOOP_POSTGRES=off` skips it): the time ratio (target at most 2x) and both peak RSS.
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -186,6 +191,13 @@ fn run_wait4(cmd: &mut Command) -> Res<(Option<i32>, Duration, u64, f64)> {
     Ok((code, wall, u64::try_from(ru.ru_maxrss).unwrap_or(0), cpu))
 }
 
+/// Where a measured run keeps its state.
+#[derive(Clone, Copy)]
+enum StoreKind<'a> {
+    Dir,
+    Postgres(&'a str),
+}
+
 fn run_one(
     work: &Path,
     url: &str,
@@ -193,9 +205,21 @@ fn run_one(
     reports: bool,
     shard: Option<(u32, u32)>,
 ) -> Res<Measured> {
-    let name = match shard {
-        Some((i, n)) => format!("n{items}-shard{i}of{n}"),
-        None => format!("n{items}{}", if reports { "-reports" } else { "" }),
+    run_in(work, url, items, reports, shard, StoreKind::Dir)
+}
+
+fn run_in(
+    work: &Path,
+    url: &str,
+    items: usize,
+    reports: bool,
+    shard: Option<(u32, u32)>,
+    store: StoreKind<'_>,
+) -> Res<Measured> {
+    let name = match (shard, store) {
+        (_, StoreKind::Postgres(_)) => format!("n{items}-postgres"),
+        (Some((i, n)), _) => format!("n{items}-shard{i}of{n}"),
+        (None, _) => format!("n{items}{}", if reports { "-reports" } else { "" }),
     };
     let dir = work.join(&name);
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -228,8 +252,6 @@ fn run_one(
         .arg(&wf)
         .args(["--log-format", "json", "--inputs-file"])
         .arg(&inputs_file)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
         .env_clear()
         .env("LOOP_API_URL", url)
         .current_dir(&dir)
@@ -242,6 +264,10 @@ fn run_one(
             cmd.env(&k, v);
         }
     }
+    match store {
+        StoreKind::Dir => cmd.arg("--state-dir").arg(dir.join("state")),
+        StoreKind::Postgres(url) => cmd.arg("--state").arg(url),
+    };
     if let Some((i, n)) = shard {
         cmd.arg("--shard").arg(format!("{i}/{n}"));
     }
@@ -298,6 +324,7 @@ fn bench() -> Res<bool> {
     {
         ok &= shards_table(&work, &url, &seen, shards)?;
     }
+    ok &= stores_table(&work, &url)?;
     if std::env::var("LOOP_KEEP").is_ok_and(|v| !v.is_empty() && v != "0") {
         eprintln!("kept {}", tmp.keep().display());
     }
@@ -393,6 +420,72 @@ fn print_table(runs: &[Measured]) -> bool {
 
 /// Runs `LOOP_SHARD_ITEMS` items whole, then as `shards` shards one after another; prints each
 /// shard's time against the whole's share and checks every item was sent exactly once.
+/// The same loop with the state directory and with the shared PostgreSQL store.
+fn stores_table(work: &Path, url: &str) -> Res<bool> {
+    let server = std::env::var("LOOP_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    if server == "off" {
+        return Ok(true);
+    }
+    let items: usize = std::env::var("LOOP_STORE_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let schema = format!("afbench_{}", std::process::id());
+    let sep = if server.contains('?') { '&' } else { '?' };
+    let store = format!("{server}{sep}schema={schema}");
+    let dir = run_in(work, url, items, false, None, StoreKind::Dir)?;
+    let pg = run_in(work, url, items, false, None, StoreKind::Postgres(&store));
+    drop_schema(&server, &schema);
+    let pg = pg?;
+    let ratio = pg.wall.as_secs_f64() / dir.wall.as_secs_f64();
+    println!();
+    println!("loop_scale: {items} items, state directory vs shared PostgreSQL store");
+    println!(
+        "{:>10} {:>9} {:>9} {:>10} {:>5}",
+        "store", "wall s", "CPU s", "RSS MiB", "exit"
+    );
+    for (name, m) in [("directory", &dir), ("postgres", &pg)] {
+        println!(
+            "{:>10} {:>9.2} {:>9.2} {:>10.1} {:>5}",
+            name,
+            m.wall.as_secs_f64(),
+            m.cpu_s,
+            m.rss_mib(),
+            m.code.map_or("-".into(), |c| c.to_string())
+        );
+    }
+    let ok = dir.code == Some(0) && pg.code == Some(0) && ratio <= 2.0;
+    println!(
+        "postgres / directory wall time: {ratio:.2}x (target at most 2x): {}",
+        if ok { "met" } else { "NOT met" }
+    );
+    Ok(ok)
+}
+
+/// Drops the bench's schema on `server` (best effort: a leftover is named).
+fn drop_schema(server: &str, schema: &str) {
+    let dropped = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(server, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        });
+    if let Err(e) = dropped {
+        eprintln!("could not drop schema {schema} on {server}: {e}");
+    }
+}
+
 fn shards_table(work: &Path, url: &str, seen: &Seen, shards: u32) -> Res<bool> {
     let items: usize = std::env::var("LOOP_SHARD_ITEMS")
         .ok()

@@ -451,10 +451,10 @@ pub(super) fn report(
     dir: &Path,
     format: super::args::ReportFormat,
     output: Option<&Path>,
-    state_dir: &Path,
+    store: &StoreSpec,
     signer: Option<&Path>,
 ) -> Result<(), CliError> {
-    let text = evidence_report(dir, format, state_dir, signer)?;
+    let text = evidence_report(dir, format, store, signer)?;
     match output {
         Some(path) => {
             crate::report::evidence::write(path, &text).map_err(CliError::Failed)?;
@@ -465,18 +465,31 @@ pub(super) fn report(
     Ok(())
 }
 
-/// The evidence report of `dir` rendered in `format` (the journals read from `state_dir`
-/// when it is a state directory).
+/// Runs `f` to its end from synchronous code inside the CLI's multi-thread runtime (the
+/// evidence report is built synchronously; the shared store answers asynchronously).
+fn wait_for<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// The evidence report of `dir` rendered in `format` (the journals read from the store
+/// `store` names, when it can be opened).
 pub(super) fn evidence_report(
     dir: &Path,
     format: super::args::ReportFormat,
-    state_dir: &Path,
+    store: &StoreSpec,
     signer: Option<&Path>,
 ) -> Result<String, CliError> {
     use crate::report::evidence;
-    let state = existing_state(state_dir).ok();
-    let r = evidence::build(dir, state.as_ref(), signer)
-        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    let state = match store {
+        StoreSpec::Dir(d) => existing_state(d).ok().map(Store::Dir),
+        spec => wait_for(Store::open(spec)).ok(),
+    };
+    let journals = |id: &str| {
+        let s = state.as_ref()?;
+        wait_for(s.show(id)).ok().map(|(r, _)| r)
+    };
+    let r =
+        evidence::build(dir, &journals, signer).map_err(|e| CliError::Invalid(e.to_string()))?;
     Ok(match format {
         super::args::ReportFormat::Html => evidence::render_html(&r),
         super::args::ReportFormat::Md => evidence::render_markdown(&r),

@@ -95,7 +95,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             &dir,
             format,
             output.as_deref(),
-            &state.state_dir,
+            &state.spec(),
             signer.as_deref(),
         ),
         Command::Completions { shell } => {

@@ -127,7 +127,9 @@ fn people_reports(args: &RunArgs, manifest_dir: Option<&Path>) -> Vec<CliError> 
             );
             continue;
         }
-        let state = args.state_dir.clone().unwrap_or_default();
+        let state = args
+            .store_spec()
+            .unwrap_or_else(|| StoreSpec::Dir(PathBuf::from(".auditflow")));
         let written =
             super::commands::evidence_report(dir, format, &state, args.sign_key.as_deref())
                 .and_then(|text| {

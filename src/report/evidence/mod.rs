@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::manifest::{self, Manifest, Problem, SignatureCheck};
-use crate::state::{Replay, StateDir};
+use crate::state::Replay;
 
 mod html;
 mod markdown;
@@ -167,11 +167,14 @@ impl From<SignatureCheck> for SignatureFacts {
     }
 }
 
-/// Builds the report of the output directory `dir`, reading each run's journal from
-/// `state` when given, checking the signature with `signer` when given.
+/// A run's journal by run id, from wherever the state is kept (None: not found).
+pub(crate) type Journals<'a> = &'a dyn Fn(&str) -> Option<Replay>;
+
+/// Builds the report of the output directory `dir`, reading each run's journal through
+/// `journals`, checking the signature with `signer` when given.
 pub(crate) fn build(
     dir: &Path,
-    state: Option<&StateDir>,
+    journals: Journals<'_>,
     signer: Option<&Path>,
 ) -> Result<EvidenceReport, EvidenceError> {
     let manifest_path = dir.join(manifest::FILE_NAME);
@@ -193,7 +196,7 @@ pub(crate) fn build(
         .map_err(EvidenceError::Manifest)?;
     let check = manifest::verify(dir).map_err(EvidenceError::Manifest)?;
     let files = file_facts(&m, &check.problems);
-    let runs: Vec<RunFacts> = m.runs.iter().map(|r| run_facts(r, state)).collect();
+    let runs: Vec<RunFacts> = m.runs.iter().map(|r| run_facts(r, journals)).collect();
     let signature = SignatureCheck::of(&manifest_path, signer).into();
     let summary = summarize(&runs, &files, &check.unlisted, &signature);
     Ok(EvidenceReport {
@@ -241,8 +244,8 @@ fn problem_path(p: &Problem) -> &str {
     }
 }
 
-fn run_facts(r: &manifest::RunRecord, state: Option<&StateDir>) -> RunFacts {
-    let replay = state.and_then(|s| s.show(&r.run_id).ok()).map(|(rp, _)| rp);
+fn run_facts(r: &manifest::RunRecord, journals: Journals<'_>) -> RunFacts {
+    let replay = journals(&r.run_id);
     RunFacts {
         run_id: r.run_id.clone(),
         workflow: r.workflow.clone(),

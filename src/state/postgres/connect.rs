@@ -184,11 +184,7 @@ impl Target {
 
     /// The TLS maker tokio-postgres connects with (unused when TLS is off).
     pub(crate) fn tls(&self) -> tokio_postgres_rustls::MakeRustlsConnect {
-        let config = self
-            .tls
-            .as_deref()
-            .cloned()
-            .unwrap_or_else(plain_config);
+        let config = self.tls.as_deref().cloned().unwrap_or_else(plain_config);
         tokio_postgres_rustls::MakeRustlsConnect::new(config)
     }
 
