@@ -933,6 +933,7 @@ mod tests {
             files: vec![FileDigest {
                 path: "w.yaml".into(),
                 sha256: "aa".into(),
+                origin: None,
             }],
             inputs: serde_json::json!({}),
             shard: None,
