@@ -77,13 +77,20 @@ impl Loaded {
     /// A diagnostic at the value of `path`.
     pub fn diag(&self, path: &str, message: String) -> Diagnostic {
         let s = self.spans.find(path);
-        Diagnostic::at(&self.shown(), &self.source, s.line, s.col, message)
+        self.diag_at(s, message)
     }
 
     /// A diagnostic at the key of `path`.
     pub fn diag_key(&self, path: &str, message: String) -> Diagnostic {
         let s = self.spans.key(path);
+        self.diag_at(s, message)
+    }
+
+    /// A diagnostic at `s`; the quoted line shows URLs without their user info (a password
+    /// written into a URL, such as a pack's, is never shown).
+    fn diag_at(&self, s: Span, message: String) -> Diagnostic {
         Diagnostic::at(&self.shown(), &self.source, s.line, s.col, message)
+            .with_source_line(super::packs::redact)
     }
 
     /// The directory of the file (for relative `uses:` and `file` paths).
