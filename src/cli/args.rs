@@ -52,7 +52,7 @@ pub enum DryRunMode {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Validate, then run a workflow.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check workflow files without sending anything.
     Validate {
         /// Workflow files to check (each with the files it `uses`).
@@ -171,13 +171,7 @@ pub enum Command {
 impl Command {
     /// Whether diagnostics go out as JSON lines (`run --log-format json`).
     pub fn logs_json(&self) -> bool {
-        matches!(
-            self,
-            Command::Run(RunArgs {
-                log_format: LogFormat::Json,
-                ..
-            })
-        )
+        matches!(self, Command::Run(a) if a.log_format == LogFormat::Json)
     }
 }
 

@@ -125,9 +125,9 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         Command::Run(mut args) => {
             args.env = std::env::vars().collect();
             if args.dry_run == Some(DryRunMode::Sim) {
-                crate::rehearse::run(args, interrupt_token()).await
+                crate::rehearse::run(*args, interrupt_token()).await
             } else {
-                run_workflow(args, interrupt_token()).await
+                run_workflow(*args, interrupt_token()).await
             }
         }
     }

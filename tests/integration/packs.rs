@@ -59,9 +59,11 @@ impl GitDaemon {
             .stderr(Stdio::null())
             .spawn()
             .expect("start git daemon");
+        // Stopped by `drop` on every path, the panic below included.
+        let daemon = GitDaemon { child };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return GitDaemon { child };
+                return daemon;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
@@ -181,7 +183,7 @@ steps:
 /// `auditflow ARGS` in `cwd` with the pack cache and the call target set.
 async fn af(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
     let out = auditflow_async(
-        args.iter().map(|s| s.to_string()).collect(),
+        args.iter().map(ToString::to_string).collect(),
         env.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
