@@ -172,10 +172,14 @@ fn hex(b: &[u8]) -> String {
 fn team_workflow(pack_url: &str, rev: &str) -> String {
     format!(
         "name: nightly
+inputs:
+  out_dir: {{type: string, default: out}}
 steps:
   - id: fetch
     uses: {pack_url}//google/fetch.yaml@{rev}
     with: {{base: '{{{{ env.PACK_TEST_BASE }}}}'}}
+  - id: save
+    call: {{url: '{{{{ env.PACK_TEST_BASE }}}}/saved', save_to: '{{{{ inputs.out_dir }}}}/saved.json'}}
 "
     )
 }
@@ -206,6 +210,7 @@ async fn a_team_locks_runs_offline_updates_and_refuses_a_moved_tag() {
     let (api, seen) = serve(vec![
         ("/v1", vec![Reply::json(200, json!({"version": "one"}))]),
         ("/v2", vec![Reply::json(200, json!({"version": "two"}))]),
+        ("/saved", vec![Reply::json(200, json!({"saved": true}))]),
     ])
     .await;
     let team = d.path().join("team");
@@ -307,6 +312,13 @@ async fn a_team_locks_runs_offline_updates_and_refuses_a_moved_tag() {
             books.sha256_at("v1", "google/fetch.yaml")
         )),
         "{junit}"
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(team.join("out/manifest.json")).expect("manifest"))
+            .expect("json");
+    assert_eq!(
+        manifest["runs"][0]["workflow_files"],
+        report["workflow"]["files"]
     );
     let run_id = report["run_id"].as_str().expect("run id").to_string();
     let (code, out, err) = af(
@@ -566,10 +578,10 @@ async fn a_private_pack_over_http_uses_gits_credentials_and_never_shows_the_pass
     std::fs::create_dir_all(&served).expect("mkdir");
     let books = Playbooks::create(d.path(), &served, "private");
     let base = http_backend::serve(served.clone()).await;
-    let (api, seen) = serve(vec![(
-        "/v1",
-        vec![Reply::json(200, json!({"version": "one"}))],
-    )])
+    let (api, seen) = serve(vec![
+        ("/v1", vec![Reply::json(200, json!({"version": "one"}))]),
+        ("/saved", vec![Reply::json(200, json!({"saved": true}))]),
+    ])
     .await;
     let url = format!("git+{base}/private.git");
     let team = d.path().join("team");
@@ -649,7 +661,12 @@ async fn a_private_pack_over_http_uses_gits_credentials_and_never_shows_the_pass
         let body = std::fs::read_to_string(&f).expect("read");
         assert!(!body.contains(pw), "password in {}", f.display());
     }
-    let stored = [walk(&cache), walk(&cache2), walk(&team.join("state"))];
+    let stored = [
+        walk(&cache),
+        walk(&cache2),
+        walk(&team.join("state")),
+        walk(&team.join("out")),
+    ];
     for p in stored.into_iter().flatten() {
         assert!(
             !p.to_string_lossy().contains(pw),

@@ -84,6 +84,16 @@ impl LockFile {
                 "not a lock file ({e}); write it again with `auditflow lock`"
             ))
         })?;
+        if let Some(p) = lock
+            .packs
+            .iter()
+            .find(|p| !super::reference::is_commit_id(&p.commit))
+        {
+            return Err(bad(format!(
+                "the commit of {} at `{}` is `{}`, not a 40-hex commit id; delete the entry (or the file) and run `auditflow lock WORKFLOW...` again",
+                p.url, p.rev, p.commit
+            )));
+        }
         if lock.version != LOCK_VERSION {
             return Err(bad(format!(
                 "lock format version {} is not {LOCK_VERSION}, the one this auditflow reads; write it again with `auditflow lock`",
@@ -126,4 +136,39 @@ pub fn find_lock(dir: &Path) -> Option<PathBuf> {
         .ancestors()
         .map(|d| d.join(LOCK_FILE))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_lock_reads_back_and_bad_commits_are_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(LOCK_FILE);
+        let mut lock = LockFile::new();
+        lock.workflows = vec!["b.yaml".into(), "a.yaml".into(), "a.yaml".into()];
+        lock.entry_mut("git://h/p.git", "v1", &"a".repeat(40))
+            .files
+            .insert("x.yaml".into(), "ff".into());
+        lock.write(&path).expect("write");
+        let back = LockFile::read(&path).expect("read");
+        assert_eq!(back.workflows, ["a.yaml", "b.yaml"]);
+        assert_eq!(
+            back.entry("git://h/p.git", "v1"),
+            lock.entry("git://h/p.git", "v1")
+        );
+        assert_eq!(
+            find_lock(dir.path()),
+            Some(std::fs::canonicalize(&path).expect("abs"))
+        );
+        let text = std::fs::read_to_string(&path)
+            .expect("text")
+            .replace(&"a".repeat(40), "v1");
+        std::fs::write(&path, text).expect("write");
+        let err = LockFile::read(&path)
+            .expect_err("not a commit id")
+            .to_string();
+        assert!(err.contains("`v1`, not a 40-hex commit id"), "{err}");
+    }
 }
