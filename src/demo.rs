@@ -285,6 +285,7 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
                 shard: None,
                 log_format: LogFormat::Human,
                 verbose: false,
+                packs: Default::default(),
                 env: env.clone(),
                 rehearsal: true,
             },

@@ -165,6 +165,10 @@ pub enum Event {
         /// Set when this process continues an unfinished run (what was recorded).
         #[serde(skip_serializing_if = "Option::is_none")]
         resumed: Option<String>,
+        /// Every workflow file of the run (the root and what it `uses`) with its SHA-256
+        /// and, for pack files, where it came from.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<crate::state::FileDigest>,
     },
     /// A step began.
     StepStarted {
@@ -431,6 +435,7 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
             started_at,
             dry_run,
             resumed,
+            files,
         } => Event::RunStarted {
             run_id,
             workflow: m(workflow),
@@ -439,6 +444,7 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
             started_at,
             dry_run,
             resumed: mo(resumed),
+            files,
         },
         Event::StepStarted {
             step,

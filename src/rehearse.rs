@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{run_workflow, CliError, RunArgs};
 use crate::demo::{generate_key, simulator_env, DemoKey};
 use crate::sim::{self, SimConfig, SimHandle};
-use crate::workflow::validate::validate_file;
+use crate::workflow::validate::validate_with;
 
 /// The input the shipped workflows write their files under.
 const OUT_DIR_INPUT: &str = "out_dir";
@@ -32,7 +32,8 @@ const OUT_DIR_INPUT: &str = "out_dir";
 /// 75...), with the scratch directory named on stderr.
 pub async fn run(mut args: RunArgs, cancel: CancellationToken) -> Result<(), CliError> {
     // An invalid workflow fails before anything is started.
-    let plan = validate_file(&args.workflow).map_err(CliError::InvalidWorkflow)?;
+    let plan =
+        validate_with(&args.workflow, &args.packs.settings()).map_err(CliError::InvalidWorkflow)?;
     let scratch = tempfile::Builder::new()
         .prefix("auditflow-rehearsal-")
         .tempdir()

@@ -58,6 +58,31 @@ pub enum Command {
         /// Workflow files to check (each with the files it `uses`).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Where pack files are cached.
+        #[command(flatten)]
+        packs: PackCacheArg,
+    },
+    /// Pin the workflow packs (remote `uses:`) of workflows: write auditflow.lock beside
+    /// them with the commit and SHA-256 of every pack file used.
+    Lock {
+        /// Workflow files to lock (default: those the lock file already covers).
+        files: Vec<PathBuf>,
+        /// Resolve the tags and branches of this pack (its URL, as in the lock) again
+        /// (repeatable); other packs stay at their locked commits.
+        #[arg(long, value_name = "URL")]
+        update: Vec<String>,
+        /// Where pack files are cached.
+        #[command(flatten)]
+        packs: PackCacheArg,
+    },
+    /// Fill the pack cache with every pack of a lock file ahead of runs (then `run` and
+    /// `validate` need no network; the cache directory can be copied to air-gapped runners).
+    Fetch {
+        /// Workflow files whose lock to fetch (default: the lock of the current directory).
+        files: Vec<PathBuf>,
+        /// Where pack files are cached.
+        #[command(flatten)]
+        packs: PackCacheArg,
     },
     /// Print the JSON Schema of workflow files.
     Schema,
@@ -153,6 +178,22 @@ impl Command {
     /// Whether diagnostics go out as JSON lines (`run --log-format json`).
     pub fn logs_json(&self) -> bool {
         matches!(self, Command::Run(a) if a.log_format == LogFormat::Json)
+    }
+}
+
+/// `--pack-cache`: where workflow packs are cached.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PackCacheArg {
+    /// Where fetched workflow packs are kept (default: $XDG_CACHE_HOME/auditflow/packs or
+    /// ~/.cache/auditflow/packs).
+    #[arg(long, value_name = "DIR", env = "AUDITFLOW_PACK_CACHE")]
+    pub pack_cache: Option<PathBuf>,
+}
+
+impl PackCacheArg {
+    /// The pack settings these flags give.
+    pub fn settings(&self) -> crate::workflow::packs::PackSettings {
+        crate::workflow::packs::PackSettings::new(self.pack_cache.clone())
     }
 }
 
@@ -255,6 +296,9 @@ pub struct RunArgs {
     /// Show every log line (MailStore log output, step starts).
     #[arg(long, short)]
     pub verbose: bool,
+    /// Where pack files are cached.
+    #[command(flatten)]
+    pub packs: PackCacheArg,
     /// The environment the workflow sees (not a flag: `main` passes the process's, the
     /// demo its simulator's).
     #[arg(skip)]

@@ -18,7 +18,8 @@ use crate::state::cursors::CursorId;
 use crate::state::{StateDir, Store, StoreSpec};
 use crate::steps::decrypt::{decrypt_file_reporting, output_name, DecryptionKey};
 use crate::workflow::duration::parse_duration;
-use crate::workflow::validate::validate_file;
+use crate::workflow::packs::PackSettings;
+use crate::workflow::validate::{validate_file, validate_with};
 use serde_json::json;
 
 /// The JSON Schema of workflow files, as checked in under `schemas/`.
@@ -52,10 +53,10 @@ pub(super) fn man(dir: &Path) -> Result<(), CliError> {
 }
 
 /// `auditflow validate`: `ok` per good file on stdout, the diagnostics of the others.
-pub(super) fn validate(files: &[PathBuf]) -> Result<(), CliError> {
+pub(super) fn validate(files: &[PathBuf], packs: &PackSettings) -> Result<(), CliError> {
     let mut errors = Vec::new();
     for f in files {
-        match validate_file(f) {
+        match validate_with(f, packs) {
             Ok(plan) => {
                 let extra = plan.files.len().saturating_sub(1);
                 if extra > 0 {

@@ -1,4 +1,4 @@
-//! The command line: `run`, `validate`, `schema`, `runs`, `sim`, `decrypt`, `keygen`, `verify`, `demo`.
+//! The command line: `run`, `validate`, `lock`, `fetch`, `schema`, `runs`, `sim`, `decrypt`, `keygen`, `verify`, `demo`.
 //!
 //! Every command returns `Result<(), CliError>`; [`main`] prints the outcome once
 //! ([`conclude`]) and exits once with [`CliError::exit_code`].
@@ -11,11 +11,12 @@ use tokio_util::sync::CancellationToken;
 pub mod args;
 mod commands;
 mod error;
+mod packs;
 mod run;
 
 pub use args::{
-    Cli, Command, CursorsCommand, DecryptArgs, DryRunMode, KeygenArgs, LogFormat, ReportFormat,
-    RunArgs, RunsCommand, SimArgs, StateDirArg,
+    Cli, Command, CursorsCommand, DecryptArgs, DryRunMode, KeygenArgs, LogFormat, PackCacheArg,
+    ReportFormat, RunArgs, RunsCommand, SimArgs, StateDirArg,
 };
 pub use commands::schema_json;
 pub use error::{conclude, exit, CliError};
@@ -69,7 +70,19 @@ fn init_tracing(json: bool) {
 
 async fn dispatch(cmd: Command) -> Result<(), CliError> {
     match cmd {
-        Command::Validate { files } => commands::validate(&files),
+        Command::Validate {
+            files,
+            packs: cache,
+        } => commands::validate(&files, &cache.settings()),
+        Command::Lock {
+            files,
+            update,
+            packs: cache,
+        } => packs::lock(&files, &update, &cache.settings()),
+        Command::Fetch {
+            files,
+            packs: cache,
+        } => packs::fetch(&files, &cache.settings()),
         Command::Schema => {
             crate::outln!("{}", schema_json());
             Ok(())

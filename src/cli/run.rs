@@ -17,7 +17,7 @@ use crate::secrets::Secrets;
 use crate::state::{Store, StoreSpec};
 use crate::steps::overwrite::OverwriteGuard;
 use crate::workflow::duration::parse_duration;
-use crate::workflow::validate::validate_file;
+use crate::workflow::validate::validate_with;
 
 /// Validates and runs a workflow, prints how it ended, and returns the exit code (the demo
 /// runs workflows through this).
@@ -27,7 +27,8 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> u8 {
 
 /// Validates and runs a workflow.
 pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<(), CliError> {
-    let plan = validate_file(&args.workflow).map_err(CliError::InvalidWorkflow)?;
+    let plan =
+        validate_with(&args.workflow, &args.packs.settings()).map_err(CliError::InvalidWorkflow)?;
     let inputs = parse_inputs(&args)?;
     let (inputs, resume) = match &args.resume {
         Some(run) => {

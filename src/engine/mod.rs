@@ -180,6 +180,7 @@ pub(crate) async fn run(
         started_at: started_at.to_rfc3339(),
         dry_run: opts.dry_run,
         resumed,
+        files: workflow_files(&plan),
     });
     // Requests adopted at the vendor by earlier processes are in this process's manifest too.
     if let Some(r) = &replay {
@@ -348,16 +349,7 @@ fn run_header(
     let wf = &plan.root.workflow;
     let cwd = std::env::current_dir().ok();
     let identity = state::WorkflowIdentity::of(&plan.root.path, cwd.as_deref());
-    let anchor = identity.anchor_dir(&plan.root.path, cwd.as_deref());
-    let mut files: Vec<state::FileDigest> = plan
-        .files
-        .values()
-        .map(|f| state::FileDigest {
-            path: state::recorded_path(&f.path, anchor.as_deref()),
-            sha256: crate::durable::sha256_hex(f.source.as_bytes()),
-        })
-        .collect();
-    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let files = workflow_files(plan);
     let shard = opts.shard.map(|s| s.to_string());
     state::RunHeader {
         version: state::JOURNAL_VERSION,
@@ -372,6 +364,29 @@ fn run_header(
         started_at,
         auditflow: env!("CARGO_PKG_VERSION").into(),
     }
+}
+
+/// Every file of `plan` with its SHA-256, sorted: local files by their path relative to the
+/// run identity's anchor (see [`state::identity`]), pack files as `url//path@commit` with
+/// their origin.
+fn workflow_files(plan: &Plan) -> Vec<state::FileDigest> {
+    let cwd = std::env::current_dir().ok();
+    let identity = state::WorkflowIdentity::of(&plan.root.path, cwd.as_deref());
+    let anchor = identity.anchor_dir(&plan.root.path, cwd.as_deref());
+    let mut files: Vec<state::FileDigest> = plan
+        .files
+        .values()
+        .map(|f| state::FileDigest {
+            path: match &f.origin {
+                Some(o) => o.recorded(),
+                None => state::recorded_path(&f.path, anchor.as_deref()),
+            },
+            sha256: crate::durable::sha256_hex(f.source.as_bytes()),
+            origin: f.origin.clone(),
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files
 }
 
 /// What the run start says about a resumed run.
@@ -410,6 +425,7 @@ fn report_already_done(
             done.run_id,
             done.finished_at.to_rfc3339()
         )),
+        files: workflow_files(plan),
     });
     emitter.warn(format!(
         "this one-shot workflow already succeeded with these inputs (run {}, {}); nothing was sent. Its evidence is where that run wrote it (`auditflow runs show {}`); pass --fresh to run it again",

@@ -39,6 +39,7 @@ impl DecryptReport {
             started_at: chrono::Utc::now().to_rfc3339(),
             dry_run: false,
             resumed: None,
+            files: vec![],
         });
         DecryptReport {
             emitter,

@@ -114,12 +114,16 @@ impl Sink for JsonReport {
                 started_at,
                 dry_run,
                 resumed,
+                files,
             } => {
                 doc["run_id"] = json!(run_id);
                 if let Some(r) = resumed {
                     doc["resumed"] = json!(r);
                 }
                 doc["workflow"] = json!({"name": workflow, "file": file});
+                if !files.is_empty() {
+                    doc["workflow"]["files"] = json!(files);
+                }
                 doc["inputs"] = inputs.clone();
                 doc["started_at"] = json!(started_at);
                 doc["dry_run"] = json!(dry_run);

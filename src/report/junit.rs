@@ -18,6 +18,8 @@ pub(crate) struct JUnit {
 
 struct Suite {
     name: String,
+    /// The run's workflow files, written as `<properties>` of the suite.
+    files: Vec<crate::state::FileDigest>,
     tests: usize,
     failures: usize,
     skipped: usize,
@@ -31,6 +33,7 @@ impl Default for JUnit {
         JUnit {
             suite: Mutex::new(Suite {
                 name: String::new(),
+                files: Vec::new(),
                 tests: 0,
                 failures: 0,
                 skipped: 0,
@@ -82,6 +85,7 @@ impl JUnit {
         s.push_attribute(("skipped", skipped.as_str()));
         s.push_attribute(("time", time.as_str()));
         w.write_event(X::Start(s))?;
+        write_properties(&mut w, &g.files)?;
         g.cases.copy_to(w.get_mut())?;
         w.write_event(X::End(BytesEnd::new("testsuite")))?;
         w.write_event(X::End(BytesEnd::new("testsuites")))?;
@@ -91,6 +95,26 @@ impl JUnit {
     pub(crate) fn write(&self, path: &Path) -> Result<(), crate::steps::StepError> {
         Ok(write_report(path, |out| self.render_to(out))?)
     }
+}
+
+/// `<properties>` naming each workflow file of the run: `workflow_file` = its path (for a
+/// pack file `url//path@commit`) and its SHA-256.
+fn write_properties<W: std::io::Write>(
+    w: &mut Writer<W>,
+    files: &[crate::state::FileDigest],
+) -> std::io::Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    w.write_event(X::Start(BytesStart::new("properties")))?;
+    for f in files {
+        let value = format!("{} sha256:{}", f.path, f.sha256);
+        let mut p = BytesStart::new("property");
+        p.push_attribute(("name", "workflow_file"));
+        p.push_attribute(("value", value.as_str()));
+        w.write_event(X::Empty(p))?;
+    }
+    w.write_event(X::End(BytesEnd::new("properties")))
 }
 
 /// One `<testcase>` element, indented as inside `<testsuites><testsuite>`.
@@ -145,7 +169,12 @@ impl Sink for JUnit {
             return;
         };
         match e {
-            Event::RunStarted { workflow, .. } => g.name = workflow.clone(),
+            Event::RunStarted {
+                workflow, files, ..
+            } => {
+                g.name = workflow.clone();
+                g.files = files.clone();
+            }
             Event::StepFinished {
                 step,
                 kind,
@@ -193,6 +222,7 @@ mod tests {
             started_at: "t".into(),
             dry_run: false,
             resumed: None,
+            files: vec![],
         });
         for (step, status, error) in [
             ("a", StepStatus::Succeeded, None),

@@ -74,6 +74,10 @@ pub(crate) struct RunRecord {
     pub finished_at: Option<String>,
     #[serde(default)]
     pub status: Option<RunStatus>,
+    /// Every workflow file of the run with its SHA-256 and, for pack files, the pack
+    /// (URL without credentials, commit) it came from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workflow_files: Vec<crate::state::FileDigest>,
     /// Per `call` step: pages fetched and records saved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub calls: BTreeMap<String, CallRecord>,
@@ -261,9 +265,11 @@ impl Sink for ManifestSink {
                 file,
                 inputs,
                 started_at,
+                files,
                 ..
             } => {
                 g.0 = Some(RunRecord {
+                    workflow_files: files.clone(),
                     run_id: run_id.clone(),
                     workflow: workflow.clone(),
                     workflow_file: file.clone(),
@@ -612,6 +618,7 @@ mod tests {
             started_at: "t".into(),
             dry_run: false,
             resumed: None,
+            files: vec![],
         });
         let a = artifact(&d.path().join("a.gpg"), b"encrypted bytes");
         let b = artifact(&d.path().join("b.mbox"), b"From x\n");

@@ -104,6 +104,9 @@ pub(crate) fn show(r: &Replay, active: bool) -> String {
     if let Some(s) = &h.shard {
         let _ = writeln!(out, "shard     {s}");
     }
+    for f in &h.files {
+        let _ = writeln!(out, "file      {} sha256 {}", f.path, f.sha256);
+    }
     let _ = writeln!(
         out,
         "inputs    {}",
@@ -281,6 +284,7 @@ pub(crate) fn show_json(r: &Replay, active: bool) -> Value {
         "unfinished": unfinished(active, r.status().succeeded()),
         "shard": h.shard,
         "inputs": h.inputs,
+        "files": h.files,
         "torn_tail": r.torn_tail,
         "steps": r.order.iter().map(|step| step_json(r, step)).collect::<Vec<_>>(),
     })

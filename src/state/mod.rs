@@ -1020,6 +1020,7 @@ pub(crate) mod tests {
             files: vec![FileDigest {
                 path: "w.yaml".into(),
                 sha256: "aa".into(),
+                origin: None,
             }],
             inputs: serde_json::json!({}),
             shard: None,

@@ -60,6 +60,18 @@ impl Diagnostic {
         }
     }
 
+    /// The diagnostic with its quoted source line rewritten by `f` (the caret keeps its
+    /// column and covers the rewritten token): to leave out what must not be shown, such as
+    /// the password of a URL.
+    pub fn with_source_line(mut self, f: impl Fn(&str) -> String) -> Self {
+        if let Some(line) = self.source_line.take() {
+            let line = f(&line);
+            self.width = token_width(&line, self.col);
+            self.source_line = Some(line);
+        }
+        self
+    }
+
     /// Adds advice printed under the caret line.
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());

@@ -61,19 +61,36 @@ pub struct Loaded {
     pub workflow: Workflow,
     /// Line:column of every node, by model path.
     pub spans: SpanMap,
+    /// For a file of a workflow pack (then `path` is in the pack cache): where it came from.
+    pub origin: Option<super::packs::PackOrigin>,
 }
 
 impl Loaded {
+    /// How messages name the file: its path, or `pack@commit:path` for a pack file.
+    pub fn shown(&self) -> PathBuf {
+        match &self.origin {
+            Some(o) => PathBuf::from(o.shown()),
+            None => self.path.clone(),
+        }
+    }
+
     /// A diagnostic at the value of `path`.
     pub fn diag(&self, path: &str, message: String) -> Diagnostic {
         let s = self.spans.find(path);
-        Diagnostic::at(&self.path, &self.source, s.line, s.col, message)
+        self.diag_at(s, message)
     }
 
     /// A diagnostic at the key of `path`.
     pub fn diag_key(&self, path: &str, message: String) -> Diagnostic {
         let s = self.spans.key(path);
-        Diagnostic::at(&self.path, &self.source, s.line, s.col, message)
+        self.diag_at(s, message)
+    }
+
+    /// A diagnostic at `s`; the quoted line shows URLs without their user info (a password
+    /// written into a URL, such as a pack's, is never shown).
+    fn diag_at(&self, s: Span, message: String) -> Diagnostic {
+        Diagnostic::at(&self.shown(), &self.source, s.line, s.col, message)
+            .with_source_line(super::packs::redact)
     }
 
     /// The directory of the file (for relative `uses:` and `file` paths).
@@ -156,6 +173,7 @@ pub fn load_str(path: &Path, source: String) -> Result<Loaded, Vec<Diagnostic>> 
         source,
         workflow,
         spans,
+        origin: None,
     })
 }
 

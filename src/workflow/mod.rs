@@ -5,6 +5,7 @@ pub mod diag;
 pub mod duration;
 pub mod load;
 pub mod model;
+pub mod packs;
 pub mod plan;
 pub mod validate;
 

@@ -371,7 +371,9 @@ pub struct Step {
     /// Run nested steps once per item of a list.
     #[serde(default)]
     pub for_each: Option<ForEachSpec>,
-    /// Path of another workflow file to run (relative to this file).
+    /// Another workflow file to run: a path relative to this file (then to each
+    /// `AUDITFLOW_PATH` directory), or a file of a git repository at a tag, branch or commit
+    /// (`git+https://host/org/repo.git//path/file.yaml@v1.2.0`, pinned by `auditflow.lock`).
     #[serde(default)]
     pub uses: Option<String>,
     /// Inputs for the `uses` workflow (templates).

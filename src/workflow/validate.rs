@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::diag::{did_you_mean, Diagnostic};
 use super::load::{load_file, Loaded};
 use super::model::{CallSpec, ConnectionKind, Count, InputType, RetrySpec, Step, Workflow};
+use super::packs::{redact, PackSettings, Packs, Resolved};
 use super::plan::{declared_kinds, plan_steps, Plan, PlannedWorkflow, StepKind};
 use crate::template::{compile_deep, Template, TemplateError};
 
@@ -15,14 +16,36 @@ fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// Loads and validates a workflow file and everything it uses.
+/// Loads and validates a workflow file and everything it uses (packs pinned by the nearest
+/// `auditflow.lock`, cached in the default pack cache).
 pub fn validate_file(path: &Path) -> Result<Plan, Vec<Diagnostic>> {
-    let mut files = HashMap::new();
-    let mut stack = Vec::new();
-    let workflow = check_file(path, &mut files, &mut stack)?;
+    validate_with(path, &PackSettings::new(None))
+}
+
+/// [`validate_file`] with packs cached where `settings` says.
+pub fn validate_with(path: &Path, settings: &PackSettings) -> Result<Plan, Vec<Diagnostic>> {
+    let mut packs = Packs::for_workflow(settings.clone(), path)
+        .map_err(|e| vec![Diagnostic::file(path, e.to_string())])?;
+    validate_in(path, &mut packs)
+}
+
+/// [`validate_file`] with `uses:` targets found (and, for `auditflow lock`, recorded) by
+/// `packs`.
+pub fn validate_in(path: &Path, packs: &mut Packs) -> Result<Plan, Vec<Diagnostic>> {
+    let mut walk = Walk {
+        files: HashMap::new(),
+        stack: Vec::new(),
+        packs,
+    };
+    let root = Resolved {
+        path: path.to_path_buf(),
+        origin: None,
+    };
+    let workflow = walk.check_file(root)?;
     Ok(Plan {
         root: workflow.file.clone(),
-        files: files
+        files: walk
+            .files
             .into_iter()
             .map(|(path, planned)| (path, planned.file.clone()))
             .collect(),
@@ -33,85 +56,133 @@ pub fn validate_file(path: &Path) -> Result<Plan, Vec<Diagnostic>> {
 /// Validated files by canonical path.
 type Checked = HashMap<PathBuf, Arc<PlannedWorkflow>>;
 
-fn check_file(
-    path: &Path,
-    files: &mut Checked,
-    stack: &mut Vec<(PathBuf, PathBuf)>,
-) -> Result<Arc<PlannedWorkflow>, Vec<Diagnostic>> {
-    let key = canonical(path);
-    if let Some(done) = files.get(&key) {
-        return Ok(done.clone());
-    }
-    let loaded = Arc::new(load_file(path)?);
-    stack.push((key.clone(), path.to_path_buf()));
-    let mut v = Validator {
-        file: &loaded,
-        diags: Vec::new(),
-        ids: HashMap::new(),
+/// One validation's walk through the files a workflow uses.
+struct Walk<'p> {
+    files: Checked,
+    /// The files being checked, outermost first (canonical path, shown path): a cycle is a
+    /// target already on it.
+    stack: Vec<(PathBuf, PathBuf)>,
+    packs: &'p mut Packs,
+}
+
+/// Loads the file `r`; problems in a pack file name it `pack@commit:path`.
+fn load_resolved(r: &Resolved) -> Result<Loaded, Vec<Diagnostic>> {
+    let Some(origin) = &r.origin else {
+        return load_file(&r.path);
     };
-    v.check_workflow();
-    let mut diags = v.diags;
-    // `uses` targets, depth first, with cycle detection.
-    let mut uses = Vec::new();
-    let mut callees = HashMap::new();
-    collect_uses(&loaded.workflow.steps, "steps", &mut uses);
-    for (at, step_path, target, with) in uses {
-        let target_path = loaded.dir().join(&target);
-        let canon = canonical(&target_path);
-        if stack.iter().any(|(c, _)| *c == canon) {
-            let chain: Vec<String> = stack
-                .iter()
-                .map(|(_, shown)| shown.display().to_string())
-                .chain(std::iter::once(target_path.display().to_string()))
-                .collect();
-            diags.push(
-                loaded
-                    .diag(&at, format!("`uses` cycle: {}", chain.join(" -> ")))
-                    .with_help("a workflow cannot run itself, directly or through others"),
-            );
-            continue;
+    let shown = PathBuf::from(origin.shown());
+    match load_file(&r.path) {
+        Ok(mut loaded) => {
+            loaded.origin = Some(origin.clone());
+            Ok(loaded)
         }
-        if !target_path.is_file() {
-            diags.push(
-                loaded
-                    .diag(&at, format!("`uses` target `{target}` does not exist"))
-                    .with_help(format!(
-                        "the path is relative to this file; looked for {}",
-                        target_path.display()
-                    )),
-            );
-            continue;
-        }
-        match check_file(&target_path, files, stack) {
-            Ok(callee) => {
-                check_with(&loaded, &step_path, &callee.file, with.as_ref(), &mut diags);
-                callees.insert(target, callee);
-            }
-            Err(mut inner) => {
-                diags.push(loaded.diag(
-                    &at,
-                    format!("`uses` target `{target}` is not a valid workflow (see below)"),
-                ));
-                diags.append(&mut inner);
-            }
-        }
+        Err(diags) => Err(diags
+            .into_iter()
+            .map(|mut d| {
+                d.file = shown.clone();
+                d
+            })
+            .collect()),
     }
-    stack.pop();
-    if !diags.is_empty() {
-        return Err(diags);
+}
+
+impl Walk<'_> {
+    fn check_file(&mut self, target: Resolved) -> Result<Arc<PlannedWorkflow>, Vec<Diagnostic>> {
+        let key = canonical(&target.path);
+        if let Some(done) = self.files.get(&key) {
+            return Ok(done.clone());
+        }
+        let loaded = Arc::new(load_resolved(&target)?);
+        self.stack.push((key.clone(), loaded.shown()));
+        let mut v = Validator {
+            file: &loaded,
+            diags: Vec::new(),
+            ids: HashMap::new(),
+        };
+        v.check_workflow();
+        let mut diags = v.diags;
+        let callees = self.check_uses(&loaded, &mut diags);
+        self.stack.pop();
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        let steps = plan_steps(&loaded.workflow.steps, "steps", &callees).map_err(|at| {
+            vec![loaded.diag_key(
+                &format!("{at}.id"),
+                "internal error: this step passed validation but could not be planned".into(),
+            )]
+        })?;
+        let planned = Arc::new(PlannedWorkflow {
+            file: loaded,
+            steps,
+        });
+        self.files.insert(key, planned.clone());
+        Ok(planned)
     }
-    let steps = plan_steps(&loaded.workflow.steps, "steps", &callees).map_err(|at| {
-        vec![loaded.diag_key(
-            &format!("{at}.id"),
-            "internal error: this step passed validation but could not be planned".into(),
-        )]
-    })?;
-    let planned = Arc::new(PlannedWorkflow {
-        file: loaded,
-        steps,
-    });
-    files.insert(key, planned.clone());
-    Ok(planned)
+
+    /// `uses` targets of `loaded`, depth first, with cycle detection: the planned callee
+    /// of each target as written.
+    fn check_uses(
+        &mut self,
+        loaded: &Loaded,
+        diags: &mut Vec<Diagnostic>,
+    ) -> HashMap<String, Arc<PlannedWorkflow>> {
+        let mut uses = Vec::new();
+        let mut callees = HashMap::new();
+        collect_uses(&loaded.workflow.steps, "steps", &mut uses);
+        for (at, step_path, target, with) in uses {
+            let resolved = match self
+                .packs
+                .resolve(&loaded.dir(), loaded.origin.as_ref(), &target)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let d = loaded.diag(&at, e.to_string());
+                    diags.push(match e.help() {
+                        Some(h) => d.with_help(h),
+                        None => d,
+                    });
+                    continue;
+                }
+            };
+            let canon = canonical(&resolved.path);
+            if self.stack.iter().any(|(c, _)| *c == canon) {
+                let shown = resolved
+                    .origin
+                    .as_ref()
+                    .map_or_else(|| resolved.path.clone(), |o| PathBuf::from(o.shown()));
+                let chain: Vec<String> = self
+                    .stack
+                    .iter()
+                    .map(|(_, shown)| shown.display().to_string())
+                    .chain(std::iter::once(shown.display().to_string()))
+                    .collect();
+                diags.push(
+                    loaded
+                        .diag(&at, format!("`uses` cycle: {}", chain.join(" -> ")))
+                        .with_help("a workflow cannot run itself, directly or through others"),
+                );
+                continue;
+            }
+            match self.check_file(resolved) {
+                Ok(callee) => {
+                    check_with(loaded, &step_path, &callee.file, with.as_ref(), diags);
+                    callees.insert(target, callee);
+                }
+                Err(mut inner) => {
+                    diags.push(loaded.diag(
+                        &at,
+                        format!(
+                            "`uses` target `{}` is not a valid workflow (see below)",
+                            redact(&target)
+                        ),
+                    ));
+                    diags.append(&mut inner);
+                }
+            }
+        }
+        callees
+    }
 }
 
 type UsesRef = (String, String, String, Option<BTreeMap<String, Value>>);
@@ -151,7 +222,7 @@ fn check_with(
         if !declared.contains_key(key) {
             let mut d = caller.diag_key(
                 &format!("{step_path}.with.{key}"),
-                format!("`{}` has no input `{key}`", callee.path.display()),
+                format!("`{}` has no input `{key}`", callee.shown().display()),
             );
             if let Some(s) = did_you_mean(key, declared.keys().map(String::as_str)) {
                 d = d.with_help(format!("did you mean `{s}`?"));
@@ -167,7 +238,7 @@ fn check_with(
                         &format!("{step_path}.uses"),
                         format!(
                             "`{}` requires input `{name}`, which `with:` does not give",
-                            callee.path.display()
+                            callee.shown().display()
                         ),
                     )
                     .with_help(format!("add `{name}: ...` under `with:`")),
@@ -763,7 +834,7 @@ impl Validator<'_> {
             return fallback();
         }
         let col = span.col + usize::from(quoted) + before.chars().count();
-        let mut d = Diagnostic::at(&self.file.path, &self.file.source, span.line, col, msg);
+        let mut d = Diagnostic::at(&self.file.shown(), &self.file.source, span.line, col, msg);
         d.width = expr[..width.min(expr.len())].chars().count().max(1);
         d
     }

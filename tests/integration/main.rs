@@ -30,6 +30,7 @@ mod nightly;
 mod operator_errors;
 mod origins;
 mod outputs;
+mod packs;
 mod paged_results;
 mod preflight;
 mod progress;

@@ -45,6 +45,7 @@ fn started(resumed: Option<&str>, dry_run: bool) -> Event {
         started_at: "2024-05-01T10:00:00+00:00".into(),
         dry_run,
         resumed: resumed.map(str::to_string),
+        files: vec![],
     }
 }
 
