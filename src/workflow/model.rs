@@ -151,7 +151,7 @@ pub struct ConnectionSpec {
     /// Base URL (template), e.g. `{{ env.MIMECAST_BASE_URL }}`.
     #[serde(default)]
     pub base_url: Option<String>,
-    /// Credentials, each a template; which ones apply depends on `kind` (see the README).
+    /// Credentials, each a template; which ones apply depends on `kind` (see docs/guide/vendors.md).
     #[serde(default)]
     pub credentials: Option<Credentials>,
     /// PEM file of certificates to trust (template; relative to the working directory): a CA,

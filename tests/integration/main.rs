@@ -16,6 +16,7 @@ mod decrypt_fixtures;
 mod decrypt_gpg_live;
 mod decrypt_mutations;
 mod decrypt_rpgp_formats;
+mod docs;
 mod download_http;
 mod dry_run;
 mod durable;
