@@ -1,8 +1,6 @@
 //! TLS trust of a connection: the platform's roots (plus `SSL_CERT_FILE`/`SSL_CERT_DIR`), a
 //! `ca_file` that may be the server's own self-signed certificate, SHA-256 pins, and
 //! rejections that carry the presented certificate's fingerprint so the user can pin it.
-// `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
-#![allow(clippy::result_large_err)]
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

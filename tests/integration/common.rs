@@ -1,5 +1,5 @@
 //! Shared test helpers: a scripted in-process HTTP server and a runner for the real binary.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "shared by every suite; each uses a part of it")]
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
