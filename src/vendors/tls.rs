@@ -134,11 +134,8 @@ fn env_certs() -> Vec<CertificateDer<'static>> {
 /// `AB:CD:...`, the form `openssl x509 -fingerprint -sha256` prints.
 pub fn fingerprint(der: &[u8]) -> String {
     let digest: [u8; 32] = Sha256::digest(der).into();
-    digest
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    let pairs: Vec<String> = digest.iter().map(|b| hex::encode_upper([*b])).collect();
+    pairs.join(":")
 }
 
 /// Accepts the platform's (and `ca_file`'s) chains; a certificate the user trusts exactly

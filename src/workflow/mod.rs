@@ -6,6 +6,7 @@ pub mod duration;
 pub mod load;
 pub mod model;
 pub mod plan;
+mod unit_text;
 pub mod validate;
 
 pub use diag::Diagnostic;

@@ -4,6 +4,7 @@
 
 mod case;
 mod common;
+mod snapshot;
 mod vendors_common;
 
 mod ci_ground;
