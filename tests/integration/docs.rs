@@ -156,25 +156,24 @@ fn the_slug_rules_are_githubs() {
     assert_eq!(twice, want);
 }
 
-/// The first cell of every table row of a Markdown file, without its backticks, and the rest
-/// of the row; header and rule rows left out.
-fn table_rows(markdown: &str) -> Vec<(String, String)> {
-    prose_lines(markdown)
+/// The first cell of every table row of a reference page, without its backticks; header rows
+/// (whose first cell is `header`) and rule rows left out.
+fn first_cells(page: &str, header: &str) -> Vec<String> {
+    let markdown = read(&root().join(page));
+    prose_lines(&markdown)
         .into_iter()
         .filter_map(|(_, line)| line.strip_prefix('|'))
         .filter_map(|row| row.split_once('|'))
-        .map(|(first, rest)| (first.trim().to_string(), rest.to_string()))
-        .filter(|(first, _)| !first.starts_with("---"))
+        .map(|(first, _)| first.trim().trim_matches('`').to_string())
+        .filter(|first| first != header && !first.starts_with("---"))
         .collect()
 }
 
 #[test]
 fn the_exit_codes_page_lists_the_codes_the_tool_gives() {
-    let page = read(&root().join("docs/reference/exit-codes.md"));
-    let documented: Vec<u8> = table_rows(&page)
+    let documented: Vec<u8> = first_cells("docs/reference/exit-codes.md", "code")
         .into_iter()
-        .filter(|(code, _)| code != "code")
-        .map(|(code, _)| {
+        .map(|code| {
             code.parse()
                 .unwrap_or_else(|_| panic!("not a code: {code}"))
         })
@@ -199,11 +198,8 @@ fn the_exit_codes_page_lists_the_codes_the_tool_gives() {
 
 #[test]
 fn the_helpers_page_lists_every_registered_helper() {
-    let page = read(&root().join("docs/reference/helpers.md"));
-    let documented: BTreeSet<String> = table_rows(&page)
+    let documented: BTreeSet<String> = first_cells("docs/reference/helpers.md", "helper")
         .into_iter()
-        .filter(|(name, _)| name != "helper")
-        .map(|(name, _)| name.trim_matches('`').to_string())
         .collect();
     let registered: BTreeSet<String> = auditflow::helper_names()
         .into_iter()
