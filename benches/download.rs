@@ -68,10 +68,6 @@ fn pattern_sha256(block: &[u8], size: u64) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn parent() -> Result<(), String> {
     let size = env_u64("AUDITFLOW_BENCH_BYTES", 1 << 30);
     let rounds = env_u64("AUDITFLOW_BENCH_ROUNDS", 3).max(1);
@@ -177,8 +173,8 @@ fn parent() -> Result<(), String> {
             ),
             _ => return Err(format!("unexpected child output: {stdout}")),
         };
-        if got_sha != hex(&sha) {
-            return Err(format!("sha mismatch: {got_sha} vs {}", hex(&sha)));
+        if got_sha != hex::encode(sha) {
+            return Err(format!("sha mismatch: {got_sha} vs {}", hex::encode(sha)));
         }
         let _ = std::fs::remove_file(&dest);
 
@@ -196,7 +192,7 @@ fn parent() -> Result<(), String> {
             .output()
             .ok()
             .filter(|o| {
-                o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&hex(&sha))
+                o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&hex::encode(sha))
             })
             .map(|_| curl_sync + hash_started.elapsed());
         let _ = std::fs::remove_file(&curl_dest);

@@ -181,21 +181,11 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(to_hex(&h.finalize()))
+    Ok(hex::encode(h.finalize()))
 }
 
 /// Lower-case hex SHA-256 of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    to_hex(&sha2::Sha256::digest(bytes))
-}
-
-/// Lower-case hex of bytes (digests, key ids).
-pub fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    hex::encode(sha2::Sha256::digest(bytes))
 }

@@ -34,3 +34,5 @@ pub mod steps;
 pub(crate) mod template;
 pub mod vendors;
 pub mod workflow;
+
+pub use template::helper_names;

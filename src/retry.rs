@@ -134,7 +134,8 @@ pub fn is_retryable_status(status: u16) -> bool {
 /// Longest wait taken from a server header (`Retry-After`, a vendor's rate-limit reset).
 pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(24 * 3600);
 
-/// Parses a `Retry-After` header: delta seconds or an HTTP date (RFC 7231), relative to `now`,
+/// Parses a `Retry-After` header: delta seconds or an HTTP date in any of the three forms
+/// RFC 9110 says a recipient must accept (IMF-fixdate, RFC 850, asctime), relative to `now`,
 /// capped at [`MAX_SERVER_WAIT`]. Negative, NaN or unparsable values give `None`; huge
 /// numbers are capped, never overflow.
 pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
@@ -147,8 +148,8 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
             secs.min(MAX_SERVER_WAIT.as_secs_f64()),
         ));
     }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = when.with_timezone(&chrono::Utc) - now;
+    let when = chrono::DateTime::<chrono::Utc>::from(httpdate::parse_http_date(value).ok()?);
+    let delta = when - now;
     Some(
         delta
             .to_std()
@@ -245,6 +246,15 @@ mod tests {
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
             Some(Duration::ZERO)
+        );
+        // The obsolete forms a recipient must still accept: RFC 850 and asctime.
+        assert_eq!(
+            parse_retry_after("Wednesday, 21-Oct-15 07:28:10 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Wed Oct 21 07:28:30 2015", now),
+            Some(Duration::from_secs(30))
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(

@@ -1,5 +1,5 @@
 //! Shared setup of the benchmarks: running commands, test data, a GnuPG key made with `gpg`.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "shared by every bench; each uses a part of it")]
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};

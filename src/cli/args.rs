@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// The exit codes, shown under `auditflow --help` (the same table is in the README).
+/// The exit codes, shown under `auditflow --help` (the same table is in docs/reference/exit-codes.md).
 const EXIT_CODES: &str = "\
 Exit codes:
   0    success

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::report::ReportError;
 use crate::workflow::diag::Diagnostic;
 
-/// Exit codes (documented in the README).
+/// Exit codes (documented in docs/reference/exit-codes.md, checked there by a test).
 pub mod exit {
     /// Everything succeeded.
     pub const OK: u8 = 0;
@@ -15,8 +15,12 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Pending: a poll reached `max_wait`; run again later to continue (EX_TEMPFAIL).
     pub const PENDING: u8 = 75;
-    /// Interrupted by SIGINT (Ctrl-C); SIGTERM gives 143 (128 + the signal).
+    /// Interrupted by SIGINT (Ctrl-C): 128 + the signal.
     pub const INTERRUPTED: u8 = 130;
+    /// Interrupted by SIGTERM (a cancelled CI job): 128 + the signal.
+    pub const TERMINATED: u8 = 143;
+    /// Every exit code the tool gives, in ascending order.
+    pub const ALL: [u8; 6] = [OK, FAILED, USAGE, PENDING, INTERRUPTED, TERMINATED];
 }
 
 /// How a command ended when it did not succeed. Its `Display` is the exact text printed on

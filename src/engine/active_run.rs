@@ -214,7 +214,10 @@ impl ActiveRun {
         });
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the facts the StepFinished event carries, each from another place in the caller"
+    )]
     pub(super) fn step_finished(
         &self,
         (path, label): (&str, Option<&str>),

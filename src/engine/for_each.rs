@@ -37,8 +37,11 @@ impl Shard {
 
     /// Whether `item` belongs to this shard.
     pub(crate) fn owns(&self, item: &Value) -> bool {
-        let h = crate::durable::sha256_hex(item.to_string().as_bytes());
-        let n = u64::from_str_radix(&h[..16], 16).unwrap_or(0);
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(item.to_string().as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        let n = u64::from_be_bytes(first);
         n % u64::from(self.count) == u64::from(self.index - 1)
     }
 }

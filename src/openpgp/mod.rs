@@ -135,17 +135,12 @@ pub fn unlock_state(params: &SecretParams) -> Lock {
     }
 }
 
-/// Upper-case hex, as GnuPG prints ids and fingerprints.
-pub fn hex_upper(bytes: &[u8]) -> String {
-    crate::durable::to_hex(bytes).to_ascii_uppercase()
-}
-
 /// The long key id (16 upper-case hex digits).
 pub fn key_id_hex(key: &dyn KeyDetails) -> String {
-    hex_upper(key.legacy_key_id().as_ref())
+    hex::encode_upper(key.legacy_key_id())
 }
 
 /// The fingerprint (upper-case hex).
 pub fn fingerprint_hex(key: &dyn KeyDetails) -> String {
-    hex_upper(key.fingerprint().as_bytes())
+    hex::encode_upper(key.fingerprint().as_bytes())
 }

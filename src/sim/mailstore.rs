@@ -317,7 +317,7 @@ impl MailStoreSim {
         let id = ids.first().copied().unwrap_or(0);
         let mut raw = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut raw);
-        let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let token = hex::encode(raw);
         let v = FIRST_ASYNC_STATUS_VERSION;
         let state = ProcState {
             version: v,

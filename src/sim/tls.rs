@@ -53,11 +53,11 @@ impl std::fmt::Debug for SimCertificate {
 
 /// Colon-separated uppercase hex SHA-256 of `der` (`AB:CD:...`, 32 bytes).
 pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
+    let pairs: Vec<String> = Sha256::digest(der)
         .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+        .map(|b| hex::encode_upper([*b]))
+        .collect();
+    pairs.join(":")
 }
 
 impl SimCertificate {

@@ -234,7 +234,7 @@ impl<W: Write> HashingWriter<W> {
     /// Bytes written, their SHA-256 (hex) and the inner writer.
     fn finish(self) -> (u64, String, W) {
         use sha2::Digest;
-        let digest = crate::durable::to_hex(&self.hash.finalize());
+        let digest = hex::encode(self.hash.finalize());
         (self.bytes, digest, self.inner)
     }
 }

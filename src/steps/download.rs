@@ -822,7 +822,7 @@ async fn attempt(
     }
     let digests = written.hasher.finalize();
     let digest = digests.sha256;
-    let got = crate::durable::to_hex(&digest);
+    let got = hex::encode(digest);
     let md5 = base64::engine::general_purpose::STANDARD.encode(digests.md5);
     if let Some(want) = &ctx.spec.expected_md5 {
         if want.trim() != md5 {
@@ -841,7 +841,7 @@ async fn attempt(
         }
     }
     if let Some(bad) = st.digests.iter().find(|d| d.sha256 != digest) {
-        let expected = crate::durable::to_hex(&bad.sha256);
+        let expected = hex::encode(bad.sha256);
         tracing::warn!(url = %ctx.url, header = bad.header, %expected, %got, "checksum mismatch; starting over");
         st.restart();
         return Err(AttemptFailure::retry(DownloadError::Checksum {
@@ -854,7 +854,7 @@ async fn attempt(
         if want != digest {
             let error = DownloadError::Checksum {
                 url: ctx.url.clone(),
-                expected: crate::durable::to_hex(&want),
+                expected: hex::encode(want),
                 got,
             };
             // When the server vouched for what we hold, fetching it again cannot help.

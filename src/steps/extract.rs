@@ -411,7 +411,7 @@ pub fn extract_one(
     Ok(Extracted {
         path: p.dest.clone(),
         bytes,
-        sha256: crate::durable::to_hex(&sha256),
+        sha256: hex::encode(sha256),
         md5: base64::engine::general_purpose::STANDARD.encode(md5),
     })
 }

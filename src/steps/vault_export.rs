@@ -328,19 +328,13 @@ fn read_results_count(path: &Path) -> Result<BTreeMap<String, u64>, CheckError> 
 fn md5_of(field: &str) -> Option<[u8; 16]> {
     let f = field.trim();
     let bytes = if f.len() == 32 && f.bytes().all(|b| b.is_ascii_hexdigit()) {
-        (0..16)
-            .map(|i| u8::from_str_radix(&f[2 * i..2 * i + 2], 16).ok())
-            .collect::<Option<Vec<u8>>>()?
+        hex::decode(f).ok()?
     } else if f.len() == 24 && f.ends_with("==") {
         base64::engine::general_purpose::STANDARD.decode(f).ok()?
     } else {
         return None;
     };
     bytes.try_into().ok()
-}
-
-fn hex(md5: &[u8]) -> String {
-    md5.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The last path component of a listed name (Vault may list object names).
@@ -399,8 +393,8 @@ fn check_checksums(path: &Path, files: &[Downloaded]) -> Result<(), CheckError> 
             return Err(CheckError::ChecksumMismatch {
                 checksums: path.to_path_buf(),
                 name,
-                listed: hex(&h),
-                got: hex(&got),
+                listed: hex::encode(h),
+                got: hex::encode(got),
             });
         }
     }
@@ -502,7 +496,7 @@ mod tests {
             out.push_str(&format!(
                 "{},{}\n",
                 f.path.file_name().unwrap().to_string_lossy(),
-                hex(&md5)
+                hex::encode(md5)
             ));
         }
         out

@@ -572,8 +572,8 @@ fn compile_deep_at(
     Ok(())
 }
 
-/// Names of all helpers users may call, sorted.
-#[cfg(test)]
-pub(crate) fn helper_names() -> Vec<&'static str> {
+/// Names of all helpers users may call, sorted (docs/reference/helpers.md lists them; a test
+/// checks that list against this one).
+pub fn helper_names() -> Vec<&'static str> {
     helpers::names()
 }

@@ -11,8 +11,6 @@
 //! - feed: `{"kind":"feed","id":..,"entries":[{"id","properties","links"}],"links":[..],
 //!   "next": href of rel=next or null,"warnings":[..]}`
 //! - any other root element `X`: `{"kind":"X","id":..,"properties":{..},"links":[..],"warnings":[..]}`
-// `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
-#![allow(clippy::result_large_err)]
 use serde_json::{json, Map, Value};
 
 /// Longest piece of skipped text quoted in a warning.

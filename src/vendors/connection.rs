@@ -1,8 +1,4 @@
 //! A ready connection: one HTTP client, cached tokens, and dispatch to the vendor adapter.
-#![allow(missing_docs)]
-// TODO(#9): document
-// `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
-#![allow(clippy::result_large_err)]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,6 +156,7 @@ impl Connection {
         })
     }
 
+    /// The settings the connection was built from (name, vendor, base URL, credentials...).
     pub fn settings(&self) -> &ConnectionSettings {
         &self.inner.settings
     }
@@ -462,7 +459,7 @@ fn mask_error(err: VendorError, secrets: &Secrets) -> VendorError {
             status,
             message: secrets.mask(&message),
             retry_after,
-            body: body.map(|b| secrets.mask_json(&b)),
+            body: body.map(|b| Box::new(secrets.mask_json(&b))),
         },
         VendorError::Vendor {
             vendor,
@@ -479,7 +476,7 @@ fn mask_error(err: VendorError, secrets: &Secrets) -> VendorError {
             message: secrets.mask(&message),
             details: details.map(|d| secrets.mask(&d)),
             retryable,
-            body: body.map(|b| secrets.mask_json(&b)),
+            body: body.map(|b| Box::new(secrets.mask_json(&b))),
         },
         VendorError::Auth {
             vendor,

@@ -4,10 +4,6 @@
 //! domain-wide delegation: an RS256-signed JWT assertion exchanged at the token endpoint
 //! (`urn:ietf:params:oauth:grant-type:jwt-bearer`), cached and refreshed before expiry and
 //! once on a 401.
-#![allow(missing_docs)]
-// TODO(#9): document
-// `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
-#![allow(clippy::result_large_err)]
 pub mod json;
 pub mod recovery;
 
@@ -40,8 +36,10 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// Why a service-account assertion could not be built (never quotes the key).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwtError {
+    /// The key file's `private_key` does not read as an RSA key in PKCS#8 PEM.
     #[error("private_key is not a PKCS#8 PEM RSA private key")]
     BadPrivateKey,
+    /// The claims or the signature could not be encoded.
     #[error("cannot encode the JWT")]
     Encoding,
 }
@@ -49,8 +47,11 @@ pub enum JwtError {
 /// The parts of a service-account key file that are used.
 #[derive(Clone)]
 pub struct ServiceAccountKey {
+    /// The service account's address: the JWT's issuer.
     pub client_email: String,
+    /// The RSA private key (PKCS#8 PEM) that signs the assertion.
     pub private_key_pem: String,
+    /// The token endpoint the key file names (`token_uri`), if it names one.
     pub token_uri: Option<String>,
 }
 
@@ -161,6 +162,8 @@ enum AuthKind {
 }
 
 impl Auth {
+    /// The auth of a Google connection: its bearer token, or its service-account key read
+    /// and checked (a key file that cannot be used is a `Config` error naming the setting).
     pub fn new(settings: &ConnectionSettings, secrets: &Secrets) -> Result<Self, VendorError> {
         let kind = match &settings.credentials {
             Credentials::Bearer { token } => {

@@ -1,8 +1,4 @@
 //! Shared HTTP plumbing: client building, body encoding, sending one request, parsing and errors.
-#![allow(missing_docs)]
-// TODO(#9): document
-// `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
-#![allow(clippy::result_large_err)]
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -245,7 +241,9 @@ pub fn origin_text(url: &Url) -> String {
 /// An encoded request body.
 #[derive(Clone, PartialEq)]
 pub struct Encoded {
+    /// The `Content-Type` to send with it, if the body has one.
     pub content_type: Option<String>,
+    /// The body's bytes.
     pub bytes: Vec<u8>,
 }
 
@@ -298,11 +296,17 @@ pub fn form_encode(pairs: &[(String, String)]) -> String {
 /// (which replace workflow headers of the same name: auth and content type always win).
 #[derive(Clone)]
 pub struct Outgoing {
+    /// The HTTP method.
     pub method: Method,
+    /// The full URL, query included.
     pub url: Url,
+    /// The workflow's own headers (templates rendered), sent first.
     pub extra_headers: Vec<(String, String)>,
+    /// The adapter's headers (auth, content type...), replacing workflow headers of the same name.
     pub headers: Vec<(String, String)>,
+    /// The body, if the request has one.
     pub body: Option<Encoded>,
+    /// Time limit of this attempt.
     pub timeout: Duration,
 }
 
@@ -405,23 +409,30 @@ impl Outgoing {
 /// before that excerpt is cut.
 #[derive(Debug, Clone)]
 pub struct RawResponse {
+    /// The HTTP status code.
     pub status: u16,
+    /// The headers, names in lower case (a repeated header's values joined).
     pub headers: BTreeMap<String, String>,
+    /// The body as received.
     pub bytes: Vec<u8>,
+    /// The secrets of the connection it came on, masked in every excerpt an error quotes.
     pub secrets: Secrets,
 }
 
 impl RawResponse {
+    /// Whether the status is 2xx.
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
+    /// A header's value by name, in any case.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .get(&name.to_ascii_lowercase())
             .map(std::string::String::as_str)
     }
 
+    /// The `Content-Type` header, if any.
     pub fn content_type(&self) -> Option<&str> {
         self.header("content-type")
     }
@@ -488,7 +499,7 @@ impl RawResponse {
             status: self.status,
             message: error_message(&body, &self.text(), self.content_type(), &self.secrets),
             retry_after: self.retry_after(),
-            body: Some(body),
+            body: Some(Box::new(body)),
         }
     }
 }

@@ -11,10 +11,6 @@
 //!
 //! A failing `get-status` is retried here (a few times, short backoff, `Retry-After` honoured),
 //! never by invoking the function again: functions are not idempotent.
-#![allow(missing_docs)]
-// TODO(#9): document
-// `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
-#![allow(clippy::result_large_err)]
 use std::time::Duration;
 
 use serde_json::Value;
@@ -54,6 +50,8 @@ pub struct Auth {
 }
 
 impl Auth {
+    /// The auth of a MailStore connection: its Basic credentials (any other kind is a
+    /// `Config` error).
     pub fn new(settings: &ConnectionSettings, secrets: &Secrets) -> Result<Self, VendorError> {
         match &settings.credentials {
             Credentials::Basic { username, password } => Ok(Auth {
@@ -70,6 +68,7 @@ impl Auth {
         }
     }
 
+    /// The `Authorization` header value (`Basic ...`; a secret).
     pub fn header(&self) -> &str {
         &self.header
     }
@@ -359,7 +358,7 @@ pub(super) async fn send(
         message,
         details,
         retryable: false,
-        body: Some(status),
+        body: Some(Box::new(status)),
     })
 }
 

@@ -2,10 +2,6 @@
 //!
 //! Both versions use the same endpoints (always POST), the `{meta, data, fail}` envelope and
 //! `meta.pagination` paging; only the Authorization differs.
-#![allow(missing_docs)]
-// TODO(#9): document
-// `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
-#![allow(clippy::result_large_err)]
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -115,6 +111,9 @@ enum Version {
 }
 
 impl Auth {
+    /// The auth of a Mimecast connection from its resolved credentials: API 1.0's HMAC keys
+    /// (the secret key decoded) or API 2.0's client credentials (tokens fetched later); any
+    /// other kind, or a secret key that does not decode, is a `Config` error.
     pub fn new(settings: &ConnectionSettings, secrets: &Secrets) -> Result<Self, VendorError> {
         let version = match &settings.credentials {
             Credentials::Mimecast1 {
@@ -368,7 +367,10 @@ fn token_url(base: &Url) -> Result<Url, VendorError> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the inputs of one token fetch: the connection, its credentials and cache, the caller's observer and cancellation"
+)]
 async fn v2_token(
     ctx: &ConnectionParts<'_>,
     base: &Url,
@@ -516,7 +518,7 @@ fn finish(
             message,
             details: None,
             retryable,
-            body: Some(body),
+            body: Some(Box::new(body)),
         });
     }
     check_envelope(&raw, &body, url)?;

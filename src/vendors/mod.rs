@@ -287,8 +287,9 @@ pub enum VendorError {
         message: String,
         /// From `Retry-After` or the vendor's own rate-limit reset header.
         retry_after: Option<Duration>,
-        /// The parsed body, for `expect.condition` and messages.
-        body: Option<Value>,
+        /// The parsed body, for `expect.condition` and messages (boxed: it is large and
+        /// rarely there, and every `Result` of the adapters carries this error).
+        body: Option<Box<Value>>,
     },
     /// The vendor answered 2xx but reported a failure in its envelope
     /// (Mimecast `fail` entries, MailStore `error`, ...).
@@ -306,8 +307,8 @@ pub enum VendorError {
         details: Option<String>,
         /// Whether the vendor's code means "try again later" (e.g. Mimecast throttling).
         retryable: bool,
-        /// The parsed body.
-        body: Option<Value>,
+        /// The parsed body (boxed, as for `Http`).
+        body: Option<Box<Value>>,
     },
     /// Getting or refreshing a token failed.
     #[error("{vendor}: authentication failed: {message}")]

@@ -1,6 +1,4 @@
 //! The plain `http` adapter: no auth, Basic or Bearer; pagination through `Link: rel="next"`.
-// `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
-#![allow(clippy::result_large_err)]
 use base64::Engine as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;

@@ -1,8 +1,6 @@
 //! TLS trust of a connection: the platform's roots (plus `SSL_CERT_FILE`/`SSL_CERT_DIR`), a
 //! `ca_file` that may be the server's own self-signed certificate, SHA-256 pins, and
 //! rejections that carry the presented certificate's fingerprint so the user can pin it.
-// `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
-#![allow(clippy::result_large_err)]
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -136,11 +134,8 @@ fn env_certs() -> Vec<CertificateDer<'static>> {
 /// `AB:CD:...`, the form `openssl x509 -fingerprint -sha256` prints.
 pub fn fingerprint(der: &[u8]) -> String {
     let digest: [u8; 32] = Sha256::digest(der).into();
-    digest
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    let pairs: Vec<String> = digest.iter().map(|b| hex::encode_upper([*b])).collect();
+    pairs.join(":")
 }
 
 /// Accepts the platform's (and `ca_file`'s) chains; a certificate the user trusts exactly

@@ -1,6 +1,4 @@
 //! A cached OAuth access token shared by the clones of a connection and concurrent tasks.
-// `VendorError` (the shared error type of `mod.rs`) is large by design and returned by value.
-#![allow(clippy::result_large_err)]
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -80,7 +78,10 @@ pub(super) fn expires_in(body: &serde_json::Value, default: Duration) -> Duratio
 /// [`VendorError::Auth`] carrying the status and the server's error description; transport
 /// failures, 429 and 5xx are retryable, other statuses are not. Nothing of the form (client
 /// secret, assertion) ever appears in a message.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the inputs of one token request, shared by two auth schemes that hold them differently"
+)]
 pub(super) async fn request_token(
     client: &reqwest::Client,
     vendor: VendorKind,

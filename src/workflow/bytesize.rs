@@ -3,11 +3,7 @@
 //! One parser for every size auditflow reads (today `call.max_response_size`), strict like
 //! durations: a whole number and a unit, nothing else, so `64M` or `64 megs` is refused with
 //! the accepted forms instead of being guessed at.
-use std::borrow::Cow;
-use std::fmt;
-
-use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use super::unit_text::{unit_text_impls, UnitText};
 
 /// The accepted forms, quoted by every size error.
 pub const ACCEPTED_FORMS: &str = "a whole number followed by B, KB, MB, GB (powers of 1000) \
@@ -73,59 +69,22 @@ pub fn format_byte_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_byte_size(self.0))
+impl UnitText for ByteSize {
+    const WHAT: &'static str = "size";
+    const EXPECTING: &'static str = "a size such as 512KiB, 64MiB or 1GiB";
+    const ACCEPTED_FORMS: &'static str = ACCEPTED_FORMS;
+    const SCHEMA_NAME: &'static str = "ByteSize";
+    const SCHEMA_DESCRIPTION: &'static str = "A size: a whole number with a unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. 512KiB, 64MiB, 1GiB.";
+    const SCHEMA_PATTERN: &'static str = "^\\s*[0-9]+ ?(B|KB|MB|GB|KiB|MiB|GiB)\\s*$";
+    fn parse(text: &str) -> Result<Self, String> {
+        parse_byte_size(text).map(ByteSize)
+    }
+    fn format(&self) -> String {
+        format_byte_size(self.0)
     }
 }
 
-impl Serialize for ByteSize {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_byte_size(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = ByteSize;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a size such as 512KiB, 64MiB or 1GiB")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                parse_byte_size(v).map(ByteSize).map_err(E::custom)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
-                Err(E::custom(bare_number(&v.to_string())))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                Err(E::custom(bare_number(&v.to_string())))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ByteSize, E> {
-                Err(E::custom(bare_number(&v.to_string())))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-fn bare_number(n: &str) -> String {
-    format!("invalid size `{n}`: a number needs a unit; write {ACCEPTED_FORMS}")
-}
-
-impl JsonSchema for ByteSize {
-    fn schema_name() -> Cow<'static, str> {
-        "ByteSize".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "A size: a whole number with a unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. 512KiB, 64MiB, 1GiB.",
-            "type": "string",
-            "pattern": "^\\s*[0-9]+ ?(B|KB|MB|GB|KiB|MiB|GiB)\\s*$"
-        })
-    }
-}
+unit_text_impls!(ByteSize);
 
 #[cfg(test)]
 mod tests {

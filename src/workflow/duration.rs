@@ -2,12 +2,9 @@
 //!
 //! One parser for every duration auditflow reads (workflow fields, duration inputs, CLI flags,
 //! template helpers), so that `30M` or `30mins` is refused the same way everywhere.
-use std::borrow::Cow;
-use std::fmt;
 use std::time::Duration;
 
-use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use super::unit_text::{unit_text_impls, UnitText};
 
 /// The accepted forms, quoted by every duration error.
 pub const ACCEPTED_FORMS: &str = "a whole number followed by ms, s, m, h, d or w \
@@ -119,59 +116,22 @@ pub fn format_duration(d: Duration) -> String {
     parts.join(" ")
 }
 
-impl fmt::Display for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_duration(self.0))
+impl UnitText for Dur {
+    const WHAT: &'static str = "duration";
+    const EXPECTING: &'static str = "a duration such as 200ms, 30s, 5m, 2h or 7d";
+    const ACCEPTED_FORMS: &'static str = ACCEPTED_FORMS;
+    const SCHEMA_NAME: &'static str = "Duration";
+    const SCHEMA_DESCRIPTION: &'static str = "A duration: a whole number with a unit (ms, s, m, h, d, w), e.g. 200ms, 30s, 5m, 2h, 7d; parts combine largest first: 1h30m or 1h 30m.";
+    const SCHEMA_PATTERN: &'static str = "^\\s*([0-9]+(ms|s|m|h|d|w)\\s*)+$";
+    fn parse(text: &str) -> Result<Self, String> {
+        parse_duration(text).map(Dur)
+    }
+    fn format(&self) -> String {
+        format_duration(self.0)
     }
 }
 
-impl Serialize for Dur {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = Dur;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as 200ms, 30s, 5m, 2h or 7d")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
-                parse_duration(v).map(Dur).map_err(E::custom)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
-                Err(E::custom(bare_number(&v.to_string())))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-                Err(E::custom(bare_number(&v.to_string())))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dur, E> {
-                Err(E::custom(bare_number(&v.to_string())))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-fn bare_number(n: &str) -> String {
-    format!("invalid duration `{n}`: a number needs a unit; write {ACCEPTED_FORMS}")
-}
-
-impl JsonSchema for Dur {
-    fn schema_name() -> Cow<'static, str> {
-        "Duration".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "A duration: a whole number with a unit (ms, s, m, h, d, w), e.g. 200ms, 30s, 5m, 2h, 7d; parts combine largest first: 1h30m or 1h 30m.",
-            "type": "string",
-            "pattern": "^\\s*([0-9]+(ms|s|m|h|d|w)\\s*)+$"
-        })
-    }
-}
+unit_text_impls!(Dur);
 
 #[cfg(test)]
 mod tests {

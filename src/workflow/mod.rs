@@ -7,6 +7,7 @@ pub mod load;
 pub mod model;
 pub mod packs;
 pub mod plan;
+mod unit_text;
 pub mod validate;
 
 pub use diag::Diagnostic;

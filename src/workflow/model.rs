@@ -151,7 +151,7 @@ pub struct ConnectionSpec {
     /// Base URL (template), e.g. `{{ env.MIMECAST_BASE_URL }}`.
     #[serde(default)]
     pub base_url: Option<String>,
-    /// Credentials, each a template; which ones apply depends on `kind` (see the README).
+    /// Credentials, each a template; which ones apply depends on `kind` (see docs/guide/vendors.md).
     #[serde(default)]
     pub credentials: Option<Credentials>,
     /// PEM file of certificates to trust (template; relative to the working directory): a CA,
@@ -196,27 +196,18 @@ pub fn parse_sha256_pins(text: &str) -> Result<Vec<[u8; 32]>, String> {
             .chars()
             .filter(|c| *c != ':' && !c.is_whitespace())
             .collect();
-        let digest = hex_32(&hex).ok_or_else(|| {
-            format!(
+        let digest = <[u8; 32] as hex::FromHex>::from_hex(&hex)
+            .ok()
+            .ok_or_else(|| {
+                format!(
                 "`{}` is not a SHA-256 fingerprint: expected 64 hex digits, e.g. AB:CD:...:EF as \
                  `openssl x509 -noout -fingerprint -sha256` prints it",
                 part.trim()
             )
-        })?;
+            })?;
         pins.push(digest);
     }
     Ok(pins)
-}
-
-fn hex_32(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
 }
 
 /// Parses a `credential_origins` value: origins (`scheme://host[:port]`, http or https, no

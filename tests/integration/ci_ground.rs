@@ -1,4 +1,4 @@
-//! The README's scheduled-CI pattern played with real processes against the simulator, as CI
+//! The scheduled-CI pattern of docs/guide/ci-and-scheduling.md played with real processes against the simulator, as CI
 //! runners really behave: every job runs in a checkout at another path, state comes back
 //! from a cache copy (or not at all), a job is cancelled with SIGTERM mid-download. Across it
 //! all the vendor sees one create per mailbox, every mbox is the simulator's plaintext, and
@@ -35,7 +35,7 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// A job's command line: `workflow` by its path in the checkout, each of `inputs` as
-/// `-i`, then `extra`; state and output in the checkout (as the README's recipes put them).
+/// `-i`, then `extra`; state and output in the checkout (as the CI recipes put them).
 fn run_args(workflow: &str, inputs: &[String], extra: &[&str]) -> Vec<String> {
     let mut a = vec!["run".to_string(), workflow.to_string()];
     for i in inputs {

@@ -1,5 +1,5 @@
 //! Shared test helpers: a scripted in-process HTTP server and a runner for the real binary.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "shared by every suite; each uses a part of it")]
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -232,20 +232,8 @@ pub(crate) fn key() -> &'static (PathBuf, PathBuf, String) {
     })
 }
 
-/// Compares `got` with the expected text kept beside `case` as `<case>.err`, or rewrites that
-/// file when `AUDITFLOW_BLESS` is set. Returns a mismatch report (expected, then got), if any.
+/// Compares `got` with the expected text kept beside `case` as `<case>.err` (see
+/// [`crate::snapshot`]). Returns a mismatch report (expected, then got), if any.
 pub(crate) fn check_snapshot(case: &Path, got: &str) -> Option<String> {
-    let expected_path = case.with_extension("err");
-    if std::env::var_os("AUDITFLOW_BLESS").is_some() {
-        std::fs::write(&expected_path, got).unwrap();
-        return None;
-    }
-    let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
-        panic!(
-            "{} is missing; run with AUDITFLOW_BLESS=1",
-            expected_path.display()
-        )
-    });
-    let name = case.file_name().unwrap().to_string_lossy();
-    (got != expected).then(|| format!("--- {name}: expected\n{expected}--- got\n{got}"))
+    crate::snapshot::compare(&case.with_extension("err"), got).map(|m| m.to_string())
 }

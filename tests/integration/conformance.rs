@@ -46,7 +46,7 @@ fn hmac_sha1(key: &[u8], message: &[u8]) -> [u8; 20] {
 
 #[test]
 fn hand_written_hmac_sha1_matches_rfc_2202() {
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let hex = |b: &[u8]| hex::encode(b);
     assert_eq!(
         hex(&hmac_sha1(b"Jefe", b"what do ya want for nothing?")),
         "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use auditflow::steps::decrypt::{decrypt_file, output_name, DecryptError, DecryptionKey};
-use sha2::{Digest, Sha256};
 
 const PASSPHRASE: &str = "auditflow-fixture-passphrase";
 
@@ -21,13 +20,6 @@ fn protected_key() -> &'static DecryptionKey {
     KEY.get_or_init(|| {
         DecryptionKey::load(&fixture("protected.sec.asc"), Some(PASSPHRASE)).expect("load key")
     })
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Names of all entries in `dir`, so a test can assert that nothing (no temp file) is left.
@@ -53,9 +45,12 @@ fn assert_decrypts(key: &DecryptionKey, input: &Path, plaintext: &str) {
     assert_eq!(result.input, input);
     assert_eq!(result.path, output);
     assert_eq!(result.bytes, expected.len() as u64);
-    assert_eq!(result.sha256, sha256_hex(&expected));
+    assert_eq!(result.sha256, auditflow::durable::sha256_hex(&expected));
     assert_eq!(result.input_bytes, encrypted.len() as u64);
-    assert_eq!(result.input_sha256, sha256_hex(&encrypted));
+    assert_eq!(
+        result.input_sha256,
+        auditflow::durable::sha256_hex(&encrypted)
+    );
     let mode = fs::metadata(&output)
         .expect("metadata")
         .permissions()

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use auditflow::steps::decrypt::{decrypt_file, DecryptError, DecryptionKey};
-use sha2::{Digest, Sha256};
 
 const PASSPHRASE: &str = "live test passphrase";
 
@@ -117,18 +116,11 @@ fn plaintext(len: usize) -> Vec<u8> {
     out
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn decrypt_to(key: &DecryptionKey, input: &Path, dir: &Path) -> Result<Vec<u8>, DecryptError> {
     let output = dir.join("out.mbox");
     let result = decrypt_file(key, input, &output)?;
     let data = fs::read(&output).expect("read output");
-    assert_eq!(result.sha256, sha256_hex(&data));
+    assert_eq!(result.sha256, auditflow::durable::sha256_hex(&data));
     assert_eq!(result.bytes, data.len() as u64);
     fs::remove_file(&output).expect("remove output");
     Ok(data)

@@ -75,13 +75,6 @@ fn test_data(len: usize) -> Bytes {
     Bytes::from(v)
 }
 
-fn sha_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn repr_digest(data: &[u8]) -> String {
     format!(
         "sha-256=:{}:",
@@ -301,8 +294,11 @@ async fn run(
 fn assert_identical(done: &Downloaded, data: &[u8]) {
     let on_disk = std::fs::read(&done.path).expect("final file");
     assert_eq!(on_disk.len(), data.len());
-    assert_eq!(sha_hex(&on_disk), sha_hex(data));
-    assert_eq!(done.sha256, sha_hex(data));
+    assert_eq!(
+        auditflow::durable::sha256_hex(&on_disk),
+        auditflow::durable::sha256_hex(data)
+    );
+    assert_eq!(done.sha256, auditflow::durable::sha256_hex(data));
     assert_eq!(done.bytes, data.len() as u64);
     assert!(!part_of(&done.path).exists(), ".part left behind");
 }
@@ -461,8 +457,8 @@ async fn checksum_header_mismatch_fails_and_leaves_nothing() {
     let (r, _) = run(&url, &s, &Recorder::default()).await;
     match &r {
         Err(DownloadError::Checksum { expected, got, .. }) => {
-            assert_eq!(expected, &sha_hex(b"something else"));
-            assert_eq!(got, &sha_hex(&data));
+            assert_eq!(expected, &auditflow::durable::sha256_hex(b"something else"));
+            assert_eq!(got, &auditflow::durable::sha256_hex(&data));
         }
         other => panic!("expected a Checksum error, got {other:?}"),
     }
@@ -482,14 +478,17 @@ async fn caller_expected_sha256_is_checked() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     let mut good = spec(&url, dir.path());
-    good.expected_sha256 = Some(format!("sha256:{}", sha_hex(&data).to_uppercase()));
+    good.expected_sha256 = Some(format!(
+        "sha256:{}",
+        auditflow::durable::sha256_hex(&data).to_uppercase()
+    ));
     good.expected_size = Some(data.len() as u64);
     let (r, _) = run(&url, &good, &Recorder::default()).await;
     assert_identical(&r.expect("download"), &data);
 
     let mut bad = spec(&url, dir.path());
     bad.dest = dir.path().join("other.gpg");
-    bad.expected_sha256 = Some(sha_hex(b"nope"));
+    bad.expected_sha256 = Some(auditflow::durable::sha256_hex(b"nope"));
     let (r, _) = run(&url, &bad, &Recorder::default()).await;
     assert!(matches!(r, Err(DownloadError::Checksum { .. })), "{r:?}");
     assert!(!bad.dest.exists());

@@ -4,6 +4,7 @@
 
 mod case;
 mod common;
+mod snapshot;
 mod vendors_common;
 
 mod ci_ground;
@@ -16,6 +17,7 @@ mod decrypt_fixtures;
 mod decrypt_gpg_live;
 mod decrypt_mutations;
 mod decrypt_rpgp_formats;
+mod docs;
 mod download_http;
 mod dry_run;
 mod durable;

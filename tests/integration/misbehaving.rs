@@ -388,13 +388,7 @@ async fn trickling_server(data: Vec<u8>) -> (String, Ranges) {
 #[tokio::test]
 async fn a_trickling_download_stalls_and_resumes_from_its_part_file() {
     let data: Vec<u8> = (0..64u32 << 10).map(|i| (i * 7 % 251) as u8).collect();
-    let sha = {
-        use sha2::Digest;
-        sha2::Sha256::digest(&data)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let sha = auditflow::durable::sha256_hex(&data);
     let (base, ranges) = trickling_server(data.clone()).await;
     let started = std::time::Instant::now();
     let ran = Case::yaml(

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::case::Case;
@@ -408,12 +407,10 @@ fn self_signed_ca(names: &[&str]) -> (String, Vec<u8>, Vec<u8>) {
     (cert.pem(), cert.der().to_vec(), key.serialize_der())
 }
 
+/// The certificate's fingerprint as the simulator prints it (written apart from the adapters'
+/// own, which the tests check).
 fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    auditflow::sim::tls::fingerprint(der)
 }
 
 /// A one-answer MailStore over HTTPS: every request gets GetServerInfo's answer. Returns

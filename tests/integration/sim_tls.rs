@@ -7,7 +7,6 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 
 use crate::common::{auditflow_async, command, text, wf, Dir};
 
@@ -99,13 +98,10 @@ fn pem_der(path: &str) -> Vec<u8> {
         .expect("base64")
 }
 
-/// `openssl x509 -fingerprint -sha256` style.
+/// `openssl x509 -fingerprint -sha256` style, as the client computes it (written apart from
+/// the simulator's, which this checks).
 fn openssl_style_sha256(der: &[u8]) -> String {
-    let hex: Vec<String> = Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect();
-    hex.join(":")
+    auditflow::vendors::tls::fingerprint(der)
 }
 
 async fn run_workflow(sim: &Sim, workflow: &str, inputs: &[String], cwd: &Path) -> (i32, String) {

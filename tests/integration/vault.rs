@@ -112,7 +112,7 @@ fn sink_files(f: &mut Fake, matter: &str, export: &str, emails: &[String]) -> Ve
     for file in &files {
         let object = file["objectName"].as_str().unwrap();
         let md5 = md5::Md5::digest(&f.objects[object]);
-        let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex::encode(md5);
         sums.push_str(&format!("{hex}  {}\n", object.rsplit('/').next().unwrap()));
     }
     let sums_name = format!("{matter}/{export}/mail-export-checksums.txt");

@@ -1,5 +1,8 @@
 //! Shared helpers of the vendor adapter tests: in-process servers, settings, a recording observer.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "shared by every vendor suite; each uses a part of it"
+)]
 use std::sync::Mutex;
 use std::time::Duration;
 

@@ -22,18 +22,18 @@ fn render(verbose: bool, events: &[Event]) -> String {
     }
 }
 
+/// The snapshot harness the integration tests use too.
+#[path = "../../../tests/integration/snapshot.rs"]
+mod snapshot;
+
 /// Compares `got` with the snapshot file `human_NAME.txt` (or writes it when blessing).
 fn check(name: &str, got: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("src/report/snapshots")
         .join(format!("human_{name}.txt"));
-    if std::env::var_os("AUDITFLOW_BLESS").is_some() {
-        std::fs::write(&path, got).unwrap();
-        return;
+    if let Some(m) = snapshot::compare(&path, got) {
+        pretty_assertions::assert_eq!(m.got, m.expected, "output differs from {}", path.display());
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} is missing; run with AUDITFLOW_BLESS=1", path.display()));
-    pretty_assertions::assert_eq!(got, expected, "output differs from {}", path.display());
 }
 
 fn started(resumed: Option<&str>, dry_run: bool) -> Event {

@@ -260,10 +260,7 @@ impl<R: Read> HashingReader<R> {
     /// Lowercase hex SHA-256 of what was read, and its length.
     pub(super) fn finish(self) -> (String, u64) {
         let digest = self.hasher.finalize();
-        (
-            digest.iter().map(|b| format!("{b:02x}")).collect(),
-            self.len,
-        )
+        (hex::encode(digest), self.len)
     }
 }
 

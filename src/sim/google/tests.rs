@@ -312,10 +312,7 @@ fn packet_at(data: &[u8], at: usize) -> (u8, usize, Option<usize>) {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(data))
 }
 
 // ---------- auth and faults ----------

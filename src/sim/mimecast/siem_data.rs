@@ -419,10 +419,7 @@ pub struct SiemFile {
 }
 
 pub(super) fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Signs and checks the opaque tokens (`mc-siem-token`, `@nextPage`, file URLs).
@@ -441,10 +438,7 @@ impl TokenKey {
             return String::new();
         };
         mac.update(text.as_bytes());
-        mac.finalize().into_bytes()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(&mac.finalize().into_bytes()[..16])
     }
 
     /// `base64url(text "." tag)`.

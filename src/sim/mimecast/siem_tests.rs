@@ -6,7 +6,6 @@ use std::time::Duration;
 use chrono::DateTime;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use super::tests::{start, Harness, Tweak};
 use super::SiemBatchType;
@@ -17,10 +16,7 @@ const BATCH: &str = "/siem/v1/batch/events/cg";
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::siem_data::sha256_hex(bytes)
 }
 
 /// One get-siem-logs answer.

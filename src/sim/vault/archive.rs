@@ -172,10 +172,7 @@ pub(super) fn account_exceptions_csv(unknown: &[String]) -> String {
 pub(super) fn checksums_csv(files: &[(String, Vec<u8>)]) -> String {
     let mut out = String::from("File Name,MD5 Hash\r\n");
     for (name, bytes) in files {
-        let hex: String = Md5::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = hex::encode(Md5::digest(bytes));
         out.push_str(&format!("{},{hex}\r\n", csv_field(name)));
     }
     out

@@ -291,7 +291,7 @@ async fn an_export_completes_and_its_zips_download_with_ranges_and_md5() {
         let md5 = STANDARD
             .decode(f["md5Hash"].as_str().expect("md5"))
             .expect("base64");
-        let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex::encode(&md5);
         assert!(
             sums.contains(&format!("{name},{hex}\r\n")),
             "{name}: {sums}"

@@ -2,8 +2,8 @@
 use super::s2k;
 use super::*;
 use crate::openpgp::{
-    hex_upper, key_id_hex, parse_secret_keys, primary_for_encryption, read_key_file,
-    subkey_for_encryption, unlock_state, Lock, ReadKeyError,
+    key_id_hex, parse_secret_keys, primary_for_encryption, read_key_file, subkey_for_encryption,
+    unlock_state, Lock, ReadKeyError,
 };
 
 /// The secret key(s) of a key file, with passphrase protection removed in memory, ready to
@@ -243,10 +243,10 @@ pub(super) fn recipient_hex(pkesk: &PublicKeyEncryptedSessionKey) -> String {
         if id.is_wildcard() {
             return "anonymous recipient".to_string();
         }
-        return hex_upper(id.as_ref());
+        return hex::encode_upper(id);
     }
     match pkesk.fingerprint() {
-        Ok(Some(fp)) => hex_upper(fp.as_bytes()),
+        Ok(Some(fp)) => hex::encode_upper(fp.as_bytes()),
         Ok(None) => "anonymous recipient".to_string(),
         Err(_) => "unknown".to_string(),
     }

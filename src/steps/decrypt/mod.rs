@@ -19,7 +19,7 @@
 //! README says is not recommended for general use; it is also LGPL-2.0-or-later and a much larger
 //! build. rPGP decrypts GnuPG's output faster than `gpg` in a few MB of memory, which is what
 //! this step needs (`cargo bench --bench decrypt`, 2-core machine, 256 MiB of mbox text: 0.79 s against
-//! gpg's 1.47 s; near-incompressible: 0.84x gpg; peak RSS under 12 MiB; see the README). rPGP's RSA is the
+//! gpg's 1.47 s; near-incompressible: 0.84x gpg; peak RSS under 12 MiB; see docs/performance.md). rPGP's RSA is the
 //! RustCrypto `rsa` crate, whose decryption is not constant-time (the "Marvin" advisory); that
 //! matters to an oracle an attacker can time many times over, not to an auditor decrypting
 //! files locally.

@@ -63,7 +63,7 @@ pub(super) fn helper_main(queue: Receiver<Job>, stopped: &AtomicBool) -> Hashed 
     }
     Hashed {
         output_bytes,
-        output_sha256: crate::durable::to_hex(&plain.finalize()),
+        output_sha256: hex::encode(plain.finalize()),
         write_error,
     }
 }
@@ -334,7 +334,7 @@ pub(super) struct HashingReader<'p> {
 impl HashingReader<'_> {
     /// Size and SHA-256 (hex) of what has been read.
     pub(super) fn digest(self) -> (u64, String) {
-        (self.bytes, crate::durable::to_hex(&self.sha256.finalize()))
+        (self.bytes, hex::encode(self.sha256.finalize()))
     }
 }
 

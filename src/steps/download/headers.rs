@@ -122,17 +122,7 @@ pub(super) fn parse_expected_sha256(value: &str) -> Option<[u8; 32]> {
 }
 
 fn parse_hex_sha256(v: &str) -> Option<[u8; 32]> {
-    let bytes = v.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        out[i] = (hi * 16 + lo) as u8;
-    }
-    Some(out)
+    hex::FromHex::from_hex(v).ok()
 }
 
 fn decode_base64_sha256(v: &str) -> Option<[u8; 32]> {
@@ -151,7 +141,6 @@ fn decode_base64_sha256(v: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::durable::to_hex;
     use reqwest::header::HeaderValue;
     use sha2::{Digest as _, Sha256};
 
@@ -215,7 +204,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             "x-checksum-sha256",
-            HeaderValue::from_str(&to_hex(&d)).expect("hv"),
+            HeaderValue::from_str(&hex::encode(d)).expect("hv"),
         );
         assert_eq!(server_digests(&h, false)[0].sha256, d);
 
@@ -247,7 +236,7 @@ mod tests {
     #[test]
     fn expected_sha256_forms() {
         let d = sha(b"x");
-        let hex = to_hex(&d);
+        let hex = hex::encode(d);
         assert_eq!(parse_expected_sha256(&hex), Some(d));
         assert_eq!(parse_expected_sha256(&hex.to_uppercase()), Some(d));
         assert_eq!(parse_expected_sha256(&format!("sha256:{hex}")), Some(d));

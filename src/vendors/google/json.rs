@@ -2,7 +2,6 @@
 //! Storage JSON API (`/storage/v1/...`), which answer JSON, page with `nextPageToken` and
 //! report errors as `{"error": {"code", "message", "status"}}`, unlike the Atom feeds of the
 //! Email Audit API.
-#![allow(clippy::result_large_err)]
 use serde_json::Value;
 
 use crate::vendors::http::RawResponse;
