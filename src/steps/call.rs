@@ -610,7 +610,7 @@ async fn execute_limited(
     }
     // Before the request: a call whose answer cannot be saved is not sent, nor one over
     // its quota.
-    super::overwrite::check(env, rc.save_to.as_deref())?;
+    super::overwrite::check(env, rc.save_to.as_deref()).await?;
     let fetched =
         match super::at_most_once::adopt_existing(conn, &rc.request, rc.idempotent, env).await? {
             // Found at the vendor: nothing is sent, no quota is spent.
@@ -663,7 +663,7 @@ pub(super) async fn save_answer(
     ctx: &Value,
     env: &StepEnv<'_>,
 ) -> Result<(), StepError> {
-    let Some(path) = save_path(rc, response, filename, ctx, env)? else {
+    let Some(path) = save_path(rc, response, filename, ctx, env).await? else {
         return Ok(());
     };
     let saved = match (&filename, &response.body) {
@@ -722,7 +722,7 @@ async fn record_saved(
 
 /// Where the answer is saved: `save_to` as rendered before the request, or rendered now
 /// over `response` (then checked against the overwrite guard here). Empty: not saved.
-fn save_path(
+async fn save_path(
     rc: &RenderedCall,
     response: &Response,
     filename: Option<&str>,
@@ -744,7 +744,7 @@ fn save_path(
         return Ok(None);
     }
     let path = PathBuf::from(text.trim());
-    super::overwrite::check(env, Some(path.as_path()))?;
+    super::overwrite::check(env, Some(path.as_path())).await?;
     Ok(Some(path))
 }
 

@@ -429,7 +429,7 @@ async fn extract_all(
         taken = t;
         let planned = planned?;
         limits.check_declared(&d.path, &planned, used)?;
-        super::overwrite::check(env, planned.iter().map(|p| p.dest.as_path()))?;
+        super::overwrite::check(env, planned.iter().map(|p| p.dest.as_path())).await?;
         for p in planned {
             let entry = p.entry.clone();
             let source = display(&d.path);
@@ -545,7 +545,7 @@ pub async fn download_step(
         return dry_run_download(spec, env, ctx);
     }
     let plan = plan_download(spec, ctx)?;
-    super::overwrite::check(env, plan.files.iter().map(|f| f.dest.as_path()))?;
+    super::overwrite::check(env, plan.files.iter().map(|f| f.dest.as_path())).await?;
     create_dir(&plan.to)?;
     note_withheld(&plan, conn, authorize, env);
     let headers = header_fn(conn, authorize);
@@ -824,7 +824,7 @@ pub async fn decrypt_step(
         .iter()
         .map(|f| plan.to.join(decrypt::output_name(Path::new(f))))
         .collect();
-    super::overwrite::check(env, outputs.iter().map(PathBuf::as_path))?;
+    super::overwrite::check(env, outputs.iter().map(PathBuf::as_path)).await?;
     create_dir(&plan.to)?;
     let key = load_key(&plan).await?;
     let done: Vec<decrypt::DecryptedFile> = futures::stream::iter(files)
@@ -894,13 +894,16 @@ pub async fn download_then_decrypt(
     let n = plan.files.len();
     // Every file either step would write is checked before anything is fetched.
     let dests = plan.files.iter().map(|f| f.dest.as_path());
-    super::overwrite::check(env_dl, dests).map_err(PipelineError::Download)?;
+    super::overwrite::check(env_dl, dests)
+        .await
+        .map_err(PipelineError::Download)?;
     let outputs: Vec<PathBuf> = plan
         .files
         .iter()
         .map(|f| dplan.to.join(decrypt::output_name(&f.dest)))
         .collect();
     super::overwrite::check(env_dec, outputs.iter().map(PathBuf::as_path))
+        .await
         .map_err(decrypt_failed_first)?;
     create_dir(&plan.to).map_err(PipelineError::Download)?;
     create_dir(&dplan.to).map_err(decrypt_failed_first)?;

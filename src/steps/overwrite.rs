@@ -30,7 +30,7 @@ impl OverwriteGuard {
 
     /// Fails naming the first of `paths` that exists and is not the run's to replace. Call
     /// it before the step writes anything (or sends a request whose answer it saves).
-    pub fn check<'p>(
+    pub async fn check<'p>(
         &self,
         paths: impl IntoIterator<Item = &'p Path>,
         env: &StepEnv<'_>,
@@ -45,13 +45,16 @@ impl OverwriteGuard {
                 path: path.to_path_buf(),
             });
         }
-        // Written before any of these files is: a crash between a file's rename and its
-        // artifact record must not make the resumed run refuse its own file.
+        // Durable before any of these files is written: a crash (kill -9) between a file's
+        // rename and its artifact record must not make the resumed run refuse its own file.
         if let (Some(ledger), false) = (env.ledger, claim.is_empty()) {
-            ledger.journal.append(&crate::state::Record::Claimed {
-                step: env.step.to_string(),
-                paths: claim,
-            });
+            ledger
+                .journal
+                .append_durable(&crate::state::Record::Claimed {
+                    step: env.step.to_string(),
+                    paths: claim,
+                })
+                .await?;
         }
         Ok(())
     }
@@ -86,12 +89,12 @@ fn key(path: &Path) -> PathBuf {
 }
 
 /// Checks `paths` with the step's guard; none (`--overwrite`, `overwrite: true`) allows all.
-pub fn check<'p>(
+pub async fn check<'p>(
     env: &StepEnv<'_>,
     paths: impl IntoIterator<Item = &'p Path>,
 ) -> Result<(), StepError> {
     match env.overwrite {
-        Some(g) => g.check(paths, env),
+        Some(g) => g.check(paths, env).await,
         None => Ok(()),
     }
 }

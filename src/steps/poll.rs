@@ -127,7 +127,7 @@ pub async fn execute(
         });
     }
     // The last answer is saved (`save_to`): not polled at all when it could not be.
-    super::overwrite::check(env, rc.save_to.as_deref())?;
+    super::overwrite::check(env, rc.save_to.as_deref()).await?;
     let deadline = env.deadline.unwrap_or(DEFAULT_POLL_TIMEOUT);
     let waited_since = Instant::now();
     // A resumed poll continues the interval policy where the earlier process left it.
