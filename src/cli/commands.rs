@@ -103,10 +103,16 @@ pub(super) async fn runs(cmd: RunsCommand) -> Result<(), CliError> {
                 .show(&run)
                 .await
                 .map_err(|e| CliError::Invalid(e.to_string()))?;
+            let runner = sd.runner(&r.header.run_id, &r.header.key, active).await;
             if json {
-                crate::outln!("{}", pretty(crate::report::runs::show_json(&r, active)));
+                let mut v = crate::report::runs::show_json(&r, active);
+                v["runner"] = serde_json::json!(runner);
+                crate::outln!("{}", pretty(v));
             } else {
                 crate::out!("{}", crate::report::runs::show(&r, active));
+                if let Some(who) = runner {
+                    crate::outln!("runner: {who}");
+                }
             }
         }
         RunsCommand::Abandon { run, state } => {

@@ -906,7 +906,7 @@ impl StateDir {
     }
 
     /// Who holds run key `key`'s lock now or held it last, as its lock file says.
-    fn last_holder(&self, key: &str) -> Option<String> {
+    pub(crate) fn last_holder(&self, key: &str) -> Option<String> {
         let path = self.root.join("active").join(format!("{key}.lock"));
         let mut f = private_options_nofollow().read(true).open(path).ok()?;
         Some(lifecycle::read_holder(&mut f))

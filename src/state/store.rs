@@ -167,6 +167,16 @@ impl Store {
         }
     }
 
+    /// Who holds run `run_id` (of key `key`) now or ran it last, when known: the shared
+    /// store records it per run; a directory's lock file names the key's last holder, which
+    /// is this run's while it is unfinished.
+    pub(crate) async fn runner(&self, run_id: &str, key: &str, active: bool) -> Option<String> {
+        match self {
+            Store::Dir(d) => active.then(|| d.last_holder(key)).flatten(),
+            Store::Postgres(p) => p.runner(run_id).await,
+        }
+    }
+
     /// Gives up an unfinished run (`runs abandon`).
     pub(crate) async fn abandon_run(&self, prefix: &str) -> Result<String, StateError> {
         match self {

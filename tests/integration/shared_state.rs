@@ -340,6 +340,20 @@ async fn two_runners_starting_the_same_run_at_once_one_runs_the_other_is_told() 
             .is_some_and(|r| r.contains("pid ")),
         "{runs}"
     );
+    let id = runs[0]["run_id"].as_str().unwrap_or_default();
+    let o = crate::common::auditflow(
+        &["runs", "show", &id[..8], "--json", "--state", &pg.url],
+        &[],
+        &y,
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).expect("runs show --json");
+    assert_eq!(shown["runner"], runs[0]["runner"], "{shown}");
+    assert!(
+        shown["journal"]
+            .as_str()
+            .is_some_and(|j| j.starts_with("postgres://postgres@")),
+        "{shown}"
+    );
     h.shutdown().await;
 }
 

@@ -41,8 +41,8 @@ impl PgStore {
         }
         client
             .execute(
-                "INSERT INTO holders (key, holder) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder",
+                "INSERT INTO holders (key, holder, backend) VALUES ($1, $2, pg_backend_pid())
+                 ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, backend = EXCLUDED.backend",
                 &[&key, &holder_text()],
             )
             .await
@@ -50,22 +50,39 @@ impl PgStore {
         Ok(Holder { client, lock })
     }
 
+    /// [`StateError::Busy`] for key `key`, naming the process that holds its lock now (its
+    /// `holders` row is written just after it takes the lock: waited for briefly).
     async fn busy(&self, client: &Client, key: &str) -> StateError {
-        let one = |sql: &'static str| async move {
-            client
-                .query_opt(sql, &[&key])
+        let lock = self.lock_id(key);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        let holder = loop {
+            let row = client
+                .query_opt(
+                    "SELECT h.holder FROM holders h JOIN pg_locks l ON l.pid = h.backend
+                     WHERE h.key = $1 AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                       AND ((l.classid::bigint << 32) | l.objid::bigint) = $2",
+                    &[&key, &lock],
+                )
                 .await
                 .ok()
-                .flatten()
-                .map(|r| r.get::<_, String>(0))
+                .flatten();
+            match row {
+                Some(r) => break r.get::<_, String>(0),
+                None if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                None => break "a process that has not said who it is yet".into(),
+            }
         };
+        let run_id = client
+            .query_opt("SELECT run_id FROM active WHERE key = $1", &[&key])
+            .await
+            .ok()
+            .flatten()
+            .map_or_else(|| "starting".into(), |r| r.get::<_, String>(0));
         StateError::Busy {
-            run_id: one("SELECT run_id FROM active WHERE key = $1")
-                .await
-                .unwrap_or_else(|| "starting".into()),
-            holder: one("SELECT holder FROM holders WHERE key = $1")
-                .await
-                .unwrap_or_else(|| "a process that has not said who it is".into()),
+            run_id,
+            holder,
             lock: format!("advisory lock in {}", self.describe()),
         }
     }
@@ -579,6 +596,23 @@ impl PgStore {
         let replay = self.replay(&id).await?;
         self.append_end(&replay, EndStatus::Abandoned).await?;
         Ok(id)
+    }
+
+    /// Who holds run `id` now or ran it last.
+    pub(crate) async fn runner(&self, id: &str) -> Option<String> {
+        let run = id.to_string();
+        self.with_client("reading the run's runner", |c| {
+            let run = run.clone();
+            async move {
+                let row = c
+                    .query_opt("SELECT runner FROM runs WHERE run_id = $1", &[&run])
+                    .await?;
+                Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
+            }
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// The unfinished runs whose last record is older than `cutoff`.

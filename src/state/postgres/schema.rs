@@ -44,7 +44,8 @@ CREATE TABLE terminal_notes (
 );
 CREATE TABLE holders (
     key text PRIMARY KEY,
-    holder text NOT NULL
+    holder text NOT NULL,
+    backend integer NOT NULL
 );
 CREATE TABLE ledgers (
     name text NOT NULL,
