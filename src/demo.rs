@@ -2,13 +2,89 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tokio_util::sync::CancellationToken;
+use std::future::Future;
 
-use crate::cli::{exit, LogFormat, RunArgs};
-use crate::sim::{self, FaultConfig, SimConfig};
+use crate::sim::{self, FaultConfig, SimConfig, SimHandle};
 
-/// One demo run: title, workflow, inputs, `--max-wait`, expected exit code.
-type Play<'a> = (&'a str, PathBuf, Vec<String>, Option<&'a str>, u8);
+/// How one workflow run of the demo ended, as the command line that ran it reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlayEnd {
+    /// Every step succeeded (exit 0).
+    Succeeded,
+    /// A poll detached at `--max-wait` with the state saved (exit 75).
+    Pending,
+    /// The run failed (its error was printed by the command line).
+    Failed,
+}
+
+impl std::fmt::Display for PlayEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PlayEnd::Succeeded => "success",
+            PlayEnd::Pending => "pending (run again later)",
+            PlayEnd::Failed => "failure",
+        })
+    }
+}
+
+/// One workflow run of the demo, as `auditflow run` is given it: the command line turns it
+/// into its run arguments and runs it (the demo never calls back into the command line).
+#[derive(Debug, Clone)]
+pub struct PlayRun {
+    /// The shipped workflow file.
+    pub workflow: PathBuf,
+    /// `-i NAME=VALUE` inputs.
+    pub inputs: Vec<String>,
+    /// `--max-wait`, when the play detaches a poll on purpose.
+    pub max_wait: Option<String>,
+    /// `--state-dir`: shared by every play, so the pending export resumes.
+    pub state_dir: PathBuf,
+    /// The environment the workflow sees (the simulator's, see [`simulator_env`]).
+    pub env: BTreeMap<String, String>,
+}
+
+/// A play: its title, what to run, and how it should end.
+struct Play {
+    title: &'static str,
+    workflow: PathBuf,
+    inputs: Vec<String>,
+    max_wait: Option<&'static str>,
+    expect: PlayEnd,
+}
+
+/// Why the demo did not succeed. Every message names the file or part that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The output directory cannot be made the demo's.
+    #[error("{0}")]
+    Output(String),
+    /// A directory of the simulator cannot be created.
+    #[error("cannot create {}: {source}; check that the directory is writable", .path.display())]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The in-process simulator did not start.
+    #[error("cannot start the simulator: {0}; check that this machine lets a process listen on 127.0.0.1")]
+    Simulator(String),
+    /// The throwaway key could not be made.
+    #[error("{0}")]
+    Key(String),
+    /// Some plays did not end as expected (their errors were printed as they ran).
+    #[error("demo FAILED: {failed} workflow(s) failed")]
+    Plays {
+        /// Plays that ended otherwise than expected.
+        failed: usize,
+    },
+    /// The Google exports left no mbox file.
+    #[error("demo FAILED: the Google exports left no mbox file in {}", .out.display())]
+    NoMbox {
+        /// The demo's output directory.
+        out: PathBuf,
+    },
+}
 
 /// A generated key pair on disk.
 pub struct DemoKey {
@@ -110,18 +186,47 @@ fn clear_previous(out: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", out.display()))
 }
 
-/// Runs the demo; returns the exit code.
-pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
+/// Runs the demo: starts the simulator and a throwaway key, then hands each play to
+/// `run_play` (the command line, which prints how it ended) and compares how it ended.
+pub async fn run<F, Fut>(out: &Path, mut run_play: F) -> Result<(), DemoError>
+where
+    F: FnMut(PlayRun) -> Fut,
+    Fut: Future<Output = PlayEnd>,
+{
     crate::outln!(
         "auditflow demo: simulated Mimecast, MailStore, Google Email Audit and Google Vault on loopback."
     );
     crate::outln!(
         "Faults are injected on purpose (a 429 and a 503 per vendor, one cut download).\n"
     );
-    if let Err(e) = clear_previous(out) {
-        crate::errln!("error: {e}");
-        return exit::FAILED;
+    clear_previous(out).map_err(DemoError::Output)?;
+    let handle = start_simulator(out).await?;
+    let key = throwaway_key(out).await?;
+    let env = simulator_env(std::env::vars().collect(), &handle, &key);
+    let mut failed = 0;
+    for play in plays(&workflows_dir(), out, &key) {
+        announce(&play);
+        let ended = run_play(PlayRun {
+            workflow: play.workflow,
+            inputs: play.inputs,
+            max_wait: play.max_wait.map(str::to_string),
+            state_dir: out.join(".auditflow"),
+            env: env.clone(),
+        })
+        .await;
+        crate::outln!();
+        if ended != play.expect {
+            crate::errln!("   expected {}, got {ended}", play.expect);
+            failed += 1;
+        }
     }
+    print_stats(&handle);
+    handle.shutdown().await;
+    conclude(out, failed)
+}
+
+/// The simulator with the demo's faults, its files under `out/.sim`.
+async fn start_simulator(out: &Path) -> Result<SimHandle, DemoError> {
     let work = out.join(".sim");
     let cfg = SimConfig {
         faults: FaultConfig {
@@ -135,17 +240,10 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
         work_dir: Some(work.clone()),
         ..SimConfig::default()
     };
-    if let Err(e) = std::fs::create_dir_all(&work) {
-        crate::errln!("error: cannot create {}: {e}", work.display());
-        return exit::FAILED;
-    }
-    let handle = match sim::start(cfg).await {
-        Ok(h) => h,
-        Err(e) => {
-            crate::errln!("error: cannot start the simulator: {e}");
-            return exit::FAILED;
-        }
-    };
+    std::fs::create_dir_all(&work).map_err(|source| DemoError::Create { path: work, source })?;
+    let handle = sim::start(cfg)
+        .await
+        .map_err(|e| DemoError::Simulator(e.to_string()))?;
     crate::outln!(
         "simulator: mimecast {}  mailstore {}  google {}  vault {}  storage {}",
         handle.mimecast_url,
@@ -161,30 +259,25 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
             c.sha256
         );
     }
-    let key = match tokio::task::spawn_blocking({
-        let dir = out.join("keys");
-        move || generate_key(&dir, 3072)
-    })
-    .await
-    {
-        Ok(Ok(k)) => k,
-        Ok(Err(e)) => {
-            crate::errln!("error: {e}");
-            return exit::FAILED;
-        }
-        Err(e) => {
-            crate::errln!("error: key generation task failed: {e}");
-            return exit::FAILED;
-        }
-    };
+    Ok(handle)
+}
+
+/// A throwaway RSA-3072 key under `out/keys`.
+async fn throwaway_key(out: &Path) -> Result<DemoKey, DemoError> {
+    let dir = out.join("keys");
+    let key = tokio::task::spawn_blocking(move || generate_key(&dir, 3072))
+        .await
+        .map_err(|e| DemoError::Key(format!("key generation task failed: {e}")))?
+        .map_err(DemoError::Key)?;
     crate::outln!(
         "generated a throwaway RSA-3072 key: {}\n",
         key.public_key.display()
     );
+    Ok(key)
+}
 
-    let env = simulator_env(std::env::vars().collect(), &handle, &key);
-
-    let wf = workflows_dir();
+/// The shipped workflows the demo runs, in order, with their inputs.
+fn plays(wf: &Path, out: &Path, key: &DemoKey) -> Vec<Play> {
     let o = |s: &str| out.join(s).display().to_string();
     let export_inputs = vec![
         "domain=example.com".to_string(),
@@ -192,53 +285,60 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
         "poll_interval=200ms".into(),
         format!("out_dir={}", o("google")),
     ];
-    let plays: Vec<Play> = vec![
-        (
+    let play = |title, file: &str, inputs, max_wait, expect| Play {
+        title,
+        workflow: wf.join(file),
+        inputs,
+        max_wait,
+        expect,
+    };
+    vec![
+        play(
             "Mimecast: every page of the processing queue",
-            wf.join("mimecast/find-processing-messages.yaml"),
+            "mimecast/find-processing-messages.yaml",
             vec![format!("out_dir={}", o("mimecast"))],
             None,
-            exit::OK,
+            PlayEnd::Succeeded,
         ),
-        (
+        play(
             "MailStore: verify every store, following the long-running processes",
-            wf.join("mailstore/verify-stores.yaml"),
+            "mailstore/verify-stores.yaml",
             vec![
                 "store_ids=1,2,3".into(),
                 "poll_interval=200ms".into(),
                 format!("out_dir={}", o("mailstore")),
             ],
             None,
-            exit::OK,
+            PlayEnd::Succeeded,
         ),
-        (
+        play(
             "Google: upload the domain's public key",
-            wf.join("google/upload-public-key.yaml"),
+            "google/upload-public-key.yaml",
             vec![
                 "domain=example.com".into(),
                 format!("public_key_file={}", key.public_key.display()),
                 format!("out_dir={}", o("google")),
             ],
             None,
-            exit::OK,
+            PlayEnd::Succeeded,
         ),
-        (
+        play(
             "Google: mailbox export as a scheduled CI job would run it: create, poll until --max-wait, save state, exit 75",
-            wf.join("google/mailbox-export.yaml"),
+            "google/mailbox-export.yaml",
             export_inputs.clone(),
             Some("300ms"),
-            exit::PENDING,
+            PlayEnd::Pending,
         ),
-        (
+        play(
             "Google: the next scheduled job resumes the same run: polls on, downloads, decrypts to mbox",
-            wf.join("google/mailbox-export.yaml"),
+            "google/mailbox-export.yaml",
             export_inputs,
             None,
-            exit::OK,
+            PlayEnd::Succeeded,
         ),
-        (
+        play(
             "Google Vault (the Audit API's successor): a matter, a mail export of two accounts, Cloud Storage downloads checked by size and MD5, mbox extracted",
-            wf.join("google/vault-mail-export.yaml"),
+            "google/vault-mail-export.yaml",
             vec![
                 "accounts=alice@example.com,bob@example.com".into(),
                 "export_name=demo-vault-export".into(),
@@ -247,57 +347,29 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
                 format!("out_dir={}", o("vault")),
             ],
             None,
-            exit::OK,
+            PlayEnd::Succeeded,
         ),
-    ];
-    let mut failed = 0;
-    for (title, file, inputs, max_wait, expected) in plays {
-        crate::outln!(
-            "── {title}\n   auditflow run {} {}{}",
-            file.display(),
-            inputs
-                .iter()
-                .map(|i| format!("-i {i}"))
-                .collect::<Vec<_>>()
-                .join(" "),
-            max_wait
-                .map(|m| format!(" --max-wait {m}"))
-                .unwrap_or_default()
-        );
-        let code = crate::cli::run(
-            RunArgs {
-                state_dir: Some(out.join(".auditflow")),
-                state: None,
-                workflow: file,
-                inputs,
-                inputs_file: None,
-                report_json: None,
-                junit: None,
-                sign_key: None,
-                report_html: None,
-                report_md: None,
-                sign_passphrase_env: "AUDIT_SIGN_PASSPHRASE".into(),
-                dry_run: None,
-                max_wait: max_wait.map(str::to_string),
-                fresh: false,
-                resume: None,
-                overwrite: false,
-                shard: None,
-                log_format: LogFormat::Human,
-                verbose: false,
-                packs: Default::default(),
-                env: env.clone(),
-                rehearsal: true,
-            },
-            cancel.clone(),
-        )
-        .await;
-        crate::outln!();
-        if code != expected {
-            crate::errln!("   expected exit {expected}, got {code}");
-            failed += 1;
-        }
-    }
+    ]
+}
+
+/// The play's title and the command a user would type for it.
+fn announce(play: &Play) {
+    crate::outln!(
+        "── {}\n   auditflow run {} {}{}",
+        play.title,
+        play.workflow.display(),
+        play.inputs
+            .iter()
+            .map(|i| format!("-i {i}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        play.max_wait
+            .map(|m| format!(" --max-wait {m}"))
+            .unwrap_or_default()
+    );
+}
+
+fn print_stats(handle: &SimHandle) {
     let stats = handle.stats.snapshot();
     crate::outln!(
         "simulator saw {} requests: {} injected 429s, {} injected 5xx, {} cut downloads; {} bad signatures, {} wrong statusVersions, {} unauthenticated",
@@ -309,19 +381,25 @@ pub async fn run(out: &Path, cancel: CancellationToken) -> u8 {
         stats.wrong_status_versions,
         stats.unauthenticated
     );
-    handle.shutdown().await;
+}
+
+/// Success when every play ended as expected and the exports left mbox files (listed).
+fn conclude(out: &Path, failed: usize) -> Result<(), DemoError> {
+    if failed > 0 {
+        return Err(DemoError::Plays { failed });
+    }
     let mut mboxes = list_files(&out.join("google"), "mbox");
     mboxes.extend(list_files(&out.join("vault"), "mbox"));
-    if failed == 0 && !mboxes.is_empty() {
-        crate::outln!("\ndemo succeeded; results in {}:", out.display());
-        for m in mboxes {
-            crate::outln!("  {}", m.display());
-        }
-        exit::OK
-    } else {
-        crate::errln!("\ndemo FAILED: {failed} workflow(s) failed");
-        exit::FAILED
+    if mboxes.is_empty() {
+        return Err(DemoError::NoMbox {
+            out: out.to_path_buf(),
+        });
     }
+    crate::outln!("\ndemo succeeded; results in {}:", out.display());
+    for m in mboxes {
+        crate::outln!("  {}", m.display());
+    }
+    Ok(())
 }
 
 fn list_files(dir: &Path, ext: &str) -> Vec<PathBuf> {

@@ -10,6 +10,21 @@ use serde_json::Value;
 use crate::secrets::Secrets;
 use crate::workflow::plan::StepKind;
 
+/// A file of the workflow and the SHA-256 of its text when the run began (carried by
+/// [`Event::RunStarted`] and recorded in the run journal's header).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileDigest {
+    /// Relative to the run identity's anchor (local files), or `url//path@commit` (pack
+    /// files).
+    pub path: String,
+    /// The SHA-256 of the file's text, in hex.
+    pub sha256: String,
+    /// For a file of a workflow pack: the repository (without credentials), revision,
+    /// commit and path it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::workflow::packs::PackOrigin>,
+}
+
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -168,7 +183,7 @@ pub enum Event {
         /// Every workflow file of the run (the root and what it `uses`) with its SHA-256
         /// and, for pack files, where it came from.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        files: Vec<crate::state::FileDigest>,
+        files: Vec<FileDigest>,
     },
     /// A step began.
     StepStarted {

@@ -1,25 +1,29 @@
 //! auditflow: declarative YAML workflows against email-compliance vendor APIs.
 //!
-//! Layout (dependencies point one way, top to bottom):
-//! - [`workflow`]: the model, loading with source spans, validation (no I/O but reading files);
+//! Layout, bottom first: a module imports only those above it in this list (the order of
+//! docs/architecture.md, checked by the `layers` integration test):
+//! - [`failpoint`]: crash points for the crash-and-resume tests;
 //! - [`durable`]: atomic private file writes and hashing;
-//! - [`openpgp`]: OpenPGP key files: reading, checking (the upload preflight), generating;
-//! - `template` (crate-internal): handlebars configured for data;
+//! - [`duration`]: durations as users write them (one parser for fields, inputs, flags, helpers);
 //! - [`retry`]: retry policy as data, backoff as an iterator;
 //! - [`secrets`]: masking of secret values;
+//! - [`openpgp`]: OpenPGP key files: reading, checking (the upload preflight), generating;
+//! - [`sim`]: the vendor simulator (shares no code with `vendors`, which sits above it);
+//! - `template` (crate-internal): handlebars configured for data;
+//! - [`workflow`]: the model, loading with source spans, validation (no I/O but reading files);
 //! - [`vendors`]: signing, encoding, error mapping per vendor (never imports steps or engine);
 //! - [`events`]: what the engine and steps report;
 //! - `state` (crate-internal): durable run state (journals, resume, locks) in the state directory;
 //! - [`steps`]: call, poll, download, decrypt;
 //! - `engine` (crate-internal): walks the validated plan and emits events;
 //! - `report` (crate-internal): human, JSON and JUnit reporters fed by the engine's events;
-//! - [`sim`]: the vendor simulator (shares no code with `vendors`);
 //! - [`demo`]: the simulator, a throwaway key and the shipped workflows, end to end;
-//! - [`failpoint`]: crash points for the crash-and-resume tests;
-//! - [`cli`]: the command line.
+//! - [`rehearse`]: `run --dry-run=sim`, a workflow against the in-process simulator;
+//! - [`cli`]: the command line (runs the demo's and the rehearsal's workflows).
 pub mod cli;
 pub mod demo;
 pub mod durable;
+pub mod duration;
 pub(crate) mod engine;
 pub mod events;
 pub mod failpoint;

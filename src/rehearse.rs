@@ -16,96 +16,154 @@
 //! - state and outputs go to a new scratch directory: `--state-dir` is replaced, and an
 //!   `out_dir` input (the shipped workflows' convention) is pointed into it. Paths named by
 //!   other inputs are used as given (the overwrite guard still protects files found there).
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use tokio_util::sync::CancellationToken;
-
-use crate::cli::{run_workflow, CliError, RunArgs};
 use crate::demo::{generate_key, simulator_env, DemoKey};
 use crate::sim::{self, SimConfig, SimHandle};
-use crate::workflow::validate::validate_with;
 
 /// The input the shipped workflows write their files under.
-const OUT_DIR_INPUT: &str = "out_dir";
+pub const OUT_DIR_INPUT: &str = "out_dir";
 
-/// Rehearses `args.workflow` against the simulator and ends as the run ended (exit 0, 1,
-/// 75...), with the scratch directory named on stderr.
-pub async fn run(mut args: RunArgs, cancel: CancellationToken) -> Result<(), CliError> {
-    // An invalid workflow fails before anything is started.
-    let plan =
-        validate_with(&args.workflow, &args.packs.settings()).map_err(CliError::InvalidWorkflow)?;
-    let scratch = tempfile::Builder::new()
-        .prefix("auditflow-rehearsal-")
-        .tempdir()
-        .map_err(|e| {
-            CliError::Failed(format!(
-                "cannot create the rehearsal's scratch directory in {}: {e}; set TMPDIR to a \
-                 writable directory",
-                std::env::temp_dir().display()
-            ))
-        })?
-        .keep();
-    let handle = sim::start(SimConfig {
-        work_dir: Some(scratch.join("sim")),
-        ..SimConfig::default()
-    })
-    .await
-    .map_err(|e| {
-        CliError::Failed(format!(
-            "cannot start the built-in simulator for the rehearsal: {e}; check that this \
-             machine lets a process listen on 127.0.0.1, or rehearse against `auditflow sim` \
-             started in another shell"
-        ))
-    })?;
-    let key = throwaway_key(&scratch.join("key"), &handle).await?;
+/// Why a rehearsal could not be set up. Every message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RehearsalError {
+    /// The scratch directory cannot be created.
+    #[error("cannot create the rehearsal's scratch directory in {}: {source}; set TMPDIR to a writable directory", .dir.display())]
+    Scratch {
+        /// Where it was to be created.
+        dir: PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// The in-process simulator did not start.
+    #[error("cannot start the built-in simulator for the rehearsal: {0}; check that this machine lets a process listen on 127.0.0.1, or rehearse against `auditflow sim` started in another shell")]
+    Simulator(String),
+    /// The key generation task ended abnormally.
+    #[error("key generation failed: {0}")]
+    KeyTask(String),
+    /// The throwaway key could not be made.
+    #[error("cannot make the rehearsal's throwaway key in {}: {message}; check that the directory is writable and has free space", .dir.display())]
+    Key {
+        /// Where the key was to be written.
+        dir: PathBuf,
+        /// Why not.
+        message: String,
+    },
+    /// The public key just written cannot be read back.
+    #[error("{}: {source}", .path.display())]
+    ReadKey {
+        /// The armored public key file.
+        path: PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// The simulator did not take the key as its Google domain's.
+    #[error("the simulator refused the throwaway key: {0}")]
+    Refused(String),
+}
 
-    args.env = simulator_env(std::mem::take(&mut args.env), &handle, &key);
-    args.state_dir = Some(scratch.join("state"));
-    args.dry_run = None;
-    args.rehearsal = true;
-    let out = plan
-        .root
-        .workflow
-        .inputs
-        .contains_key(OUT_DIR_INPUT)
-        .then(|| scratch.join("out"));
-    if let Some(out) = &out {
-        // The last `-i` wins over an earlier one and over `--inputs-file`.
-        args.inputs
-            .push(format!("{OUT_DIR_INPUT}={}", out.display()));
+/// A rehearsal in progress: its scratch directory, the simulator and the throwaway key. The
+/// command line rewrites its run arguments with [`Rehearsal::env`], [`Rehearsal::state_dir`]
+/// and [`Rehearsal::out_dir`], runs the workflow, then calls [`Rehearsal::finish`].
+pub struct Rehearsal {
+    scratch: PathBuf,
+    handle: SimHandle,
+    key: DemoKey,
+}
+
+impl Rehearsal {
+    /// A new scratch directory, the simulator started in it, and a throwaway key it holds.
+    pub async fn start() -> Result<Self, RehearsalError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("auditflow-rehearsal-")
+            .tempdir()
+            .map_err(|source| RehearsalError::Scratch {
+                dir: std::env::temp_dir(),
+                source,
+            })?
+            .keep();
+        let handle = sim::start(SimConfig {
+            work_dir: Some(scratch.join("sim")),
+            ..SimConfig::default()
+        })
+        .await
+        .map_err(|e| RehearsalError::Simulator(e.to_string()))?;
+        let key = throwaway_key(&scratch.join("key"), &handle).await?;
+        Ok(Rehearsal {
+            scratch,
+            handle,
+            key,
+        })
     }
-    announce(&scratch, out.as_deref(), &handle);
-    let ended = run_workflow(args, cancel).await;
-    let stats = handle.stats.snapshot();
-    crate::errln!(
-        "rehearsal: the simulator saw {} requests; state and files are in {}",
-        stats.requests,
-        scratch.display()
-    );
-    handle.shutdown().await;
-    ended
+
+    /// The run's environment: `env` without the user's vendor and key variables, with the
+    /// simulator's and the throwaway key's.
+    pub fn env(&self, env: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        simulator_env(env, &self.handle, &self.key)
+    }
+
+    /// The state directory, inside the scratch directory (`--state-dir` is replaced).
+    pub fn state_dir(&self) -> PathBuf {
+        self.scratch.join("state")
+    }
+
+    /// Where the `out_dir` input points, inside the scratch directory.
+    pub fn out_dir(&self) -> PathBuf {
+        self.scratch.join("out")
+    }
+
+    /// What the rehearsal is, on stderr (stdout stays the run's, JSON lines included).
+    pub fn announce(&self, out: Option<&Path>) {
+        crate::errln!(
+            "rehearsal against the built-in simulator (--dry-run=sim): requests go to loopback \
+             addresses only, your vendor and key variables are not used, polls wait {} at most, \
+             state is kept in {}",
+            crate::workflow::duration::format_duration(crate::engine::REHEARSAL_POLL_WAIT),
+            self.state_dir().display()
+        );
+        if let Some(out) = out {
+            crate::errln!("  the `{OUT_DIR_INPUT}` input is set to {}", out.display());
+        }
+        crate::errln!(
+            "  Google inputs name the domain {} (the simulator's admin is {})",
+            google_domain(&self.handle),
+            self.handle.credentials.google_admin_email
+        );
+    }
+
+    /// Names what the simulator saw and where the scratch directory is, and stops it.
+    pub async fn finish(self) {
+        let stats = self.handle.stats.snapshot();
+        crate::errln!(
+            "rehearsal: the simulator saw {} requests; state and files are in {}",
+            stats.requests,
+            self.scratch.display()
+        );
+        self.handle.shutdown().await;
+    }
 }
 
 /// A throwaway RSA key, which the simulator takes as its Google domain's uploaded key (also
 /// made by `auditflow sim`, which prints it as `AUDIT_PGP_SECRET_KEY`).
-pub(crate) async fn throwaway_key(dir: &Path, handle: &SimHandle) -> Result<DemoKey, CliError> {
+pub async fn throwaway_key(dir: &Path, handle: &SimHandle) -> Result<DemoKey, RehearsalError> {
     let at = dir.to_path_buf();
     let key = tokio::task::spawn_blocking(move || generate_key(&at, 3072))
         .await
-        .map_err(|e| CliError::Failed(format!("key generation failed: {e}")))?
-        .map_err(|e| {
-            CliError::Failed(format!(
-                "cannot make the rehearsal's throwaway key in {}: {e}; check that the \
-                 directory is writable and has free space",
-                dir.display()
-            ))
+        .map_err(|e| RehearsalError::KeyTask(e.to_string()))?
+        .map_err(|message| RehearsalError::Key {
+            dir: dir.to_path_buf(),
+            message,
         })?;
-    let armored = std::fs::read_to_string(&key.public_key)
-        .map_err(|e| CliError::Failed(format!("{}: {e}", key.public_key.display())))?;
+    let armored =
+        std::fs::read_to_string(&key.public_key).map_err(|source| RehearsalError::ReadKey {
+            path: key.public_key.clone(),
+            source,
+        })?;
     handle
         .google
         .accept_public_key(&google_domain(handle), &armored)
-        .map_err(|e| CliError::Failed(format!("the simulator refused the throwaway key: {e}")))?;
+        .map_err(RehearsalError::Refused)?;
     Ok(key)
 }
 
@@ -115,23 +173,4 @@ fn google_domain(handle: &SimHandle) -> String {
     admin
         .rsplit_once('@')
         .map_or_else(|| admin.clone(), |(_, d)| d.to_string())
-}
-
-/// What the rehearsal is, on stderr (stdout stays the run's, JSON lines included).
-fn announce(scratch: &Path, out: Option<&Path>, handle: &SimHandle) {
-    crate::errln!(
-        "rehearsal against the built-in simulator (--dry-run=sim): requests go to loopback \
-         addresses only, your vendor and key variables are not used, polls wait {} at most, \
-         state is kept in {}",
-        crate::workflow::duration::format_duration(crate::engine::REHEARSAL_POLL_WAIT),
-        scratch.join("state").display()
-    );
-    if let Some(out) = out {
-        crate::errln!("  the `{OUT_DIR_INPUT}` input is set to {}", out.display());
-    }
-    crate::errln!(
-        "  Google inputs name the domain {} (the simulator's admin is {})",
-        google_domain(handle),
-        handle.credentials.google_admin_email
-    );
 }

@@ -66,6 +66,12 @@ pub enum CliError {
     /// Something else failed: a key, a file, the simulator, the runtime (exit 1).
     #[error("error: {0}")]
     Failed(String),
+    /// The demo did not succeed (exit 1); each failed run printed its own error.
+    #[error("error: {0}")]
+    Demo(#[from] crate::demo::DemoError),
+    /// A `--dry-run=sim` rehearsal could not be set up (exit 1).
+    #[error("error: {0}")]
+    Rehearsal(#[from] crate::rehearse::RehearsalError),
     /// A report file could not be written (exit 1).
     #[error("error: {0}")]
     Report(#[from] ReportError),
@@ -129,6 +135,8 @@ impl CliError {
             | CliError::Invalid(_)
             | CliError::RunRefused { .. } => exit::USAGE,
             CliError::Failed(_)
+            | CliError::Demo(_)
+            | CliError::Rehearsal(_)
             | CliError::Report(_)
             | CliError::StepFailed(_)
             | CliError::DecryptFailed { .. }

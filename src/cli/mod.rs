@@ -20,7 +20,7 @@ pub use args::{
 };
 pub use commands::schema_json;
 pub use error::{conclude, exit, CliError};
-pub use run::{run, run_workflow};
+pub use run::run_workflow;
 
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
@@ -118,16 +118,17 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         Command::Man { dir } => commands::man(&dir),
         Command::Decrypt(a) => commands::decrypt(a).await,
         Command::Keygen(a) => commands::keygen(&a),
-        Command::Demo { out } => match crate::demo::run(&out, interrupt_token()).await {
-            exit::OK => Ok(()),
-            // The demo printed what failed.
-            _ => Err(CliError::StepFailed(None)),
-        },
+        Command::Demo { out } => {
+            let cancel = interrupt_token();
+            crate::demo::run(&out, |play| run::run_demo_play(play, cancel.clone()))
+                .await
+                .map_err(CliError::from)
+        }
         Command::Run(args) => {
             let mut args = *args;
             args.env = std::env::vars().collect();
             if args.dry_run == Some(DryRunMode::Sim) {
-                crate::rehearse::run(args, interrupt_token()).await
+                run::rehearse_workflow(args, interrupt_token()).await
             } else {
                 run_workflow(args, interrupt_token()).await
             }

@@ -369,14 +369,14 @@ fn run_header(
 /// Every file of `plan` with its SHA-256, sorted: local files by their path relative to the
 /// run identity's anchor (see [`state::identity`]), pack files as `url//path@commit` with
 /// their origin.
-fn workflow_files(plan: &Plan) -> Vec<state::FileDigest> {
+fn workflow_files(plan: &Plan) -> Vec<crate::events::FileDigest> {
     let cwd = std::env::current_dir().ok();
     let identity = state::WorkflowIdentity::of(&plan.root.path, cwd.as_deref());
     let anchor = identity.anchor_dir(&plan.root.path, cwd.as_deref());
-    let mut files: Vec<state::FileDigest> = plan
+    let mut files: Vec<crate::events::FileDigest> = plan
         .files
         .values()
-        .map(|f| state::FileDigest {
+        .map(|f| crate::events::FileDigest {
             path: match &f.origin {
                 Some(o) => o.recorded(),
                 None => state::recorded_path(&f.path, anchor.as_deref()),

@@ -19,7 +19,7 @@ pub(crate) struct JUnit {
 struct Suite {
     name: String,
     /// The run's workflow files, written as `<properties>` of the suite.
-    files: Vec<crate::state::FileDigest>,
+    files: Vec<crate::events::FileDigest>,
     tests: usize,
     failures: usize,
     skipped: usize,
@@ -101,7 +101,7 @@ impl JUnit {
 /// pack file `url//path@commit`) and its SHA-256.
 fn write_properties<W: std::io::Write>(
     w: &mut Writer<W>,
-    files: &[crate::state::FileDigest],
+    files: &[crate::events::FileDigest],
 ) -> std::io::Result<()> {
     if files.is_empty() {
         return Ok(());

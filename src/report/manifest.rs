@@ -77,7 +77,7 @@ pub(crate) struct RunRecord {
     /// Every workflow file of the run with its SHA-256 and, for pack files, the pack
     /// (URL without credentials, commit) it came from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub workflow_files: Vec<crate::state::FileDigest>,
+    pub workflow_files: Vec<crate::events::FileDigest>,
     /// Per `call` step: pages fetched and records saved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub calls: BTreeMap<String, CallRecord>,

@@ -17,23 +17,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::StateError;
-use crate::events::{Adoption, Artifact, RunStatus};
+use crate::events::{Adoption, Artifact, FileDigest, RunStatus};
 
 /// Version of the record format written in every run header.
 pub(crate) const JOURNAL_VERSION: u32 = 1;
-
-/// A file of the workflow and the SHA-256 of its text when the run began.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FileDigest {
-    /// Relative to the run identity's anchor (local files), or `url//path@commit` (pack
-    /// files).
-    pub path: String,
-    pub sha256: String,
-    /// For a file of a workflow pack: the repository (without credentials), revision,
-    /// commit and path it came from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub origin: Option<crate::workflow::packs::PackOrigin>,
-}
 
 /// The first record of every journal.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{private_options_nofollow, sync_dir};
-use crate::events::RunStatus;
+use crate::events::{FileDigest, RunStatus};
 
 pub(crate) mod budget;
 pub(crate) mod cursors;
@@ -41,8 +41,7 @@ pub(crate) use identity::{legacy_run_key, recorded_path, run_key, WorkflowIdenti
 pub(crate) use lifecycle::{ci_job, differences, differing_inputs, host_name, Completion};
 
 pub(crate) use journal::{
-    DoneStatus, EndStatus, FileDigest, Journal, Record, RecordedStatus, Replay, RunHeader,
-    JOURNAL_VERSION,
+    DoneStatus, EndStatus, Journal, Record, RecordedStatus, Replay, RunHeader, JOURNAL_VERSION,
 };
 
 const MARKER: &str = "auditflow-state.json";

@@ -8,7 +8,8 @@ use super::{call_save, render_str, response_value, send_with_retry, StepEnv, Ste
 use crate::events::{Artifact, ArtifactKind, Event};
 use crate::secrets::Secrets;
 use crate::template::{render_deep, Template};
-use crate::vendors::http::{mime_of, redact_url};
+use crate::vendors::body::mime_of;
+use crate::vendors::http::redact_url;
 use crate::vendors::{
     Body, Connection, ItemCount, ItemSlot, PageItems, Pagination, Request, Response, VendorKind,
 };
@@ -515,7 +516,7 @@ fn compared_values(t: &Template, ctx: &Value, secrets: &Secrets) -> Vec<(String,
                 _ => v.get(seg),
             })
             .map_or_else(|| "undefined".to_string(), Value::to_string);
-        out.push((path, crate::vendors::http::excerpt(&value, secrets)));
+        out.push((path, crate::vendors::errors::excerpt(&value, secrets)));
     }
     out
 }

@@ -14,7 +14,8 @@ mod headers;
 mod names;
 mod part;
 
-use crate::vendors::http::{redact_url, send_guarded, Hop, SendError};
+use crate::vendors::http::redact_url;
+use crate::vendors::redirect::{send_guarded, Hop, SendError};
 pub use names::{file_name_from_url, safe_join};
 
 use std::collections::HashSet;
@@ -564,7 +565,7 @@ async fn attempt(
             }
             Ok(Err(SendError::Client(e))) => {
                 let rejected = crate::vendors::tls::rejection(&e);
-                let refused = crate::vendors::http::rehearsal_refusal(&e);
+                let refused = crate::vendors::client::rehearsal_refusal(&e);
                 let fatal =
                     e.is_builder() || e.is_redirect() || rejected.is_some() || refused.is_some();
                 let error = transport(match (rejected, refused) {

@@ -932,7 +932,7 @@ fn h_duration_ms(a: &Args<'_, '_>) -> Result<Value, Fail> {
 /// Parses a duration with an optional leading sign (`-7d`, `+2h`, `30s`): the workflow's one
 /// duration parser, as a signed time delta.
 pub(super) fn parse_signed_duration(s: &str) -> Result<TimeDelta, String> {
-    let (neg, std) = crate::workflow::duration::parse_signed_duration(s)?;
+    let (neg, std) = crate::duration::parse_signed_duration(s)?;
     let d = TimeDelta::from_std(std).map_err(|_| format!("duration `{s}` is too large"))?;
     Ok(if neg { -d } else { d })
 }

@@ -145,7 +145,7 @@ impl Connection {
             VendorKind::MailStore => Adapter::MailStore(mailstore::Auth::new(&settings, &secrets)?),
             VendorKind::Google => Adapter::Google(google::Auth::new(&settings, &secrets)?),
         };
-        let client = super::http::build_client(&settings)?;
+        let client = super::client::build_client(&settings)?;
         Ok(Connection {
             inner: Arc::new(Inner {
                 settings,
@@ -410,7 +410,7 @@ pub fn withheld_note(settings: &ConnectionSettings, url: &url::Url) -> String {
     format!(
         "{} is not the origin of connection `{}`: sent without its credentials (add it to \
          `credential_origins` if the vendor documents that host)",
-        super::http::origin_text(url),
+        super::redirect::origin_text(url),
         settings.name
     )
 }

@@ -14,8 +14,9 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::body::encode_body;
 use super::connection::{ConnectionParts, ItemCount};
-use super::http::{encode_body, execute, Outgoing, RawResponse};
+use super::http::{execute, Outgoing, RawResponse};
 use super::token::{request_token, TokenCache};
 use super::{
     Body, ConnectionSettings, Credentials, Observer, PreparedRequest, Request, Response,
@@ -402,7 +403,7 @@ fn check_atom(raw: &RawResponse, body: &Value, method: &::http::Method) -> Resul
         };
     }
     let kind = body.get("kind").and_then(Value::as_str);
-    let atom = super::http::is_xml_mime(&raw.mime())
+    let atom = super::body::is_xml_mime(&raw.mime())
         && matches!(kind, Some("entry" | "feed"))
         && raw.text().contains(APPS_NS);
     if atom {

@@ -17,8 +17,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::body::{form_encode, Encoded};
 use super::connection::ConnectionParts;
-use super::http::{execute, form_encode, sleep_or_cancel, Encoded, Outgoing, RawResponse};
+use super::http::{execute, sleep_or_cancel, Outgoing, RawResponse};
 use super::plain::basic_header;
 use super::{
     Body, ConnectionSettings, Credentials, Observer, PreparedRequest, Request, Response,

@@ -11,8 +11,10 @@ use sha1::Sha1;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::body::Encoded;
 use super::connection::{ConnectionParts, ItemCount, Pagination};
-use super::http::{execute, mimecast_fail, Encoded, Outgoing, RawResponse};
+use super::errors::mimecast_fail;
+use super::http::{execute, Outgoing, RawResponse};
 use super::token::{request_token, TokenCache};
 use super::{
     Body, ConnectionSettings, Credentials, Observer, PreparedRequest, Request, Response,
@@ -510,14 +512,14 @@ fn finish(
         });
     }
     let body = raw.parse_declared(VENDOR)?;
-    if let Some((codes, message, retryable)) = mimecast_fail(&body, &raw.secrets) {
+    if let Some(fail) = mimecast_fail(&body, &raw.secrets) {
         return Err(VendorError::Vendor {
             vendor: VENDOR,
             status: Some(raw.status),
-            codes,
-            message,
+            codes: fail.codes,
+            message: fail.message,
             details: None,
-            retryable,
+            retryable: fail.retryable,
             body: Some(Box::new(body)),
         });
     }

@@ -10,13 +10,18 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub mod atom;
+pub mod body;
 pub mod build;
+pub mod client;
 mod connection;
+pub mod errors;
 pub mod google;
 pub mod http;
+pub mod link;
 pub mod mailstore;
 pub mod mimecast;
 mod plain;
+pub mod redirect;
 pub mod tls;
 mod token;
 

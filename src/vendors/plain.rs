@@ -3,8 +3,10 @@ use base64::Engine as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::body::encode_body;
 use super::connection::{ConnectionParts, ItemCount};
-use super::http::{encode_body, execute, link_next, Outgoing};
+use super::http::{execute, Outgoing};
+use super::link::link_next;
 use super::{
     ConnectionSettings, Credentials, PreparedRequest, Request, Response, VendorError, VendorKind,
 };

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::http::{error_message, execute, form_encode, redact_url, Encoded, Outgoing};
+use super::body::{form_encode, Encoded};
+use super::errors::error_message;
+use super::http::{execute, redact_url, Outgoing};
 use super::{VendorError, VendorKind};
 use crate::secrets::Secrets;
 

@@ -26,6 +26,7 @@ mod engine;
 mod evidence;
 mod evidence_report;
 mod interrupt;
+mod layers;
 mod loop_scale;
 mod misbehaving;
 mod nightly;

@@ -53,7 +53,7 @@ pub fn finish(raw: RawResponse, method: &::http::Method) -> Result<Response, Ven
     let ok = if body.is_null() {
         *method == ::http::Method::DELETE || raw.status == 204
     } else {
-        crate::vendors::http::is_json_mime(&raw.mime()) && body.is_object()
+        crate::vendors::body::is_json_mime(&raw.mime()) && body.is_object()
     };
     if !ok {
         return Err(raw.unexpected(VENDOR, JSON_EXPECTED));

@@ -1,5 +1,10 @@
 //! Unit tests of `http`.
 use super::*;
+use crate::vendors::body::parse_body;
+use crate::vendors::errors::{
+    error_message, json_error_message, mimecast_fail, MimecastFail, EXCERPT_CHARS,
+};
+use crate::vendors::link::link_next;
 use serde_json::json;
 
 #[test]
@@ -87,9 +92,14 @@ fn error_messages_per_vendor() {
         json_error_message(&mc, &none).unwrap(),
         "err_a: A; err_b: B"
     );
-    let (codes, _, retryable) = mimecast_fail(&mc, &none).unwrap();
-    assert_eq!(codes, vec!["err_a", "err_b"]);
-    assert!(retryable);
+    assert_eq!(
+        mimecast_fail(&mc, &none),
+        Some(MimecastFail {
+            codes: vec!["err_a".into(), "err_b".into()],
+            message: "err_a: A; err_b: B".into(),
+            retryable: true,
+        })
+    );
     let ms = json!({"error":{"message":"Store not found","details":"x"}});
     assert_eq!(json_error_message(&ms, &none).unwrap(), "Store not found");
     let oauth = json!({"error":"invalid_client","error_description":"bad client"});
