@@ -621,6 +621,11 @@ async fn extract_step(
         })
         .collect();
     let verdict = blocking("export check", move || vault_export::check(&files, &mboxes)).await??;
+    env.emitter.emit(Event::Custodians {
+        step: env.step.to_string(),
+        vendor: crate::vendors::VendorKind::Google.as_str().to_string(),
+        counts: vault_export::custodian_counts(&verdict),
+    });
     let accept = match &spec.accept_partial {
         Some(t) => render_bool("download.extract.accept_partial", t, ctx)?,
         None => false,

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{Emitter, Event};
+use crate::events::{Emitter, Event, StatusClass};
 use crate::retry::RetryPolicy;
 use crate::template::TemplateError;
 use crate::vendors::{Connection, Request, Response, VendorError};
@@ -346,7 +346,18 @@ pub async fn send_with_retry(
         if env.cancel.is_cancelled() {
             return Err(StepError::Cancelled);
         }
-        let err = match conn.send(req, &observer, env.cancel).await {
+        let sent = conn.send(req, &observer, env.cancel).await;
+        if !matches!(sent, Err(VendorError::Cancelled { .. })) {
+            env.emitter.emit(Event::Answer {
+                step: env.step.to_string(),
+                vendor: conn.settings().kind.as_str().to_string(),
+                class: StatusClass::of(match &sent {
+                    Ok(resp) => Some(resp.status),
+                    Err(e) => e.status(),
+                }),
+            });
+        }
+        let err = match sent {
             Ok(resp) => return Ok((resp, attempt)),
             Err(e) => e,
         };
