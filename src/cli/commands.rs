@@ -505,8 +505,9 @@ pub(super) fn evidence_report(
             })?;
             evidence::build_pending(dir, &replay)
         }
-        None => evidence::build(dir, &journals, signer)
-            .map_err(|e| CliError::Invalid(e.to_string()))?,
+        None => {
+            evidence::build(dir, &journals, signer).map_err(|e| CliError::Invalid(e.to_string()))?
+        }
     };
     Ok(match format {
         super::args::ReportFormat::Html => evidence::render_html(&r),

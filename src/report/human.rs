@@ -482,7 +482,10 @@ impl Sink for Human {
                 self.log(
                     &st,
                     step,
-                    &format!("{} custodian(s), {short} short of the vendor's count", counts.len()),
+                    &format!(
+                        "{} custodian(s), {short} short of the vendor's count",
+                        counts.len()
+                    ),
                 )
             }
             Event::StepFinished {

@@ -186,7 +186,9 @@ impl ManifestSink {
                 run.partial.entry(step.clone()).or_insert_with(|| p.clone());
             }
             for (step, c) in &earlier.custodians {
-                run.custodians.entry(step.clone()).or_insert_with(|| c.clone());
+                run.custodians
+                    .entry(step.clone())
+                    .or_insert_with(|| c.clone());
             }
             for (step, t) in &earlier.steps {
                 let now = run.steps.entry(step.clone()).or_default();

@@ -171,7 +171,9 @@ fn requests_table(run: &RunFacts) -> String {
     if rows.is_empty() {
         return String::new();
     }
-    let mut h = String::from("<h3>Requests and retries</h3>\n<table id=\"requests\"><tr><th>Step</th><th>Vendor</th>");
+    let mut h = String::from(
+        "<h3>Requests and retries</h3>\n<table id=\"requests\"><tr><th>Step</th><th>Vendor</th>",
+    );
     for (_, header) in CLASSES {
         let _ = write!(h, "<th>{header}</th>");
     }
@@ -182,7 +184,11 @@ fn requests_table(run: &RunFacts) -> String {
         cells.push(if r.retries.is_empty() {
             "none".into()
         } else {
-            r.retries.iter().map(|t| esc(t)).collect::<Vec<_>>().join("<br>")
+            r.retries
+                .iter()
+                .map(|t| esc(t))
+                .collect::<Vec<_>>()
+                .join("<br>")
         });
         h.push_str(&row(&cells));
     }
@@ -331,23 +337,7 @@ fn files_section(files: &[FileFacts], unlisted: &[String]) -> String {
 }
 
 fn signature_section(r: &EvidenceReport) -> String {
-    let text = match r.signature.status.as_str() {
-        "verified" => format!(
-            "manifest.json.asc verifies: signed by the key {}.",
-            r.signature.detail.as_deref().unwrap_or("?")
-        ),
-        "failed" => format!(
-            "The signature does not verify: {}",
-            r.signature.detail.as_deref().unwrap_or("?")
-        ),
-        super::NO_MANIFEST => {
-            "No manifest.json yet: the run has written no file, so there is nothing to sign.".into()
-        }
-        "not_checked" => {
-            "manifest.json is signed (manifest.json.asc); the signature was not checked: pass --signer KEY.".into()
-        }
-        _ => "manifest.json is not signed (run with --sign-key to sign the evidence).".into(),
-    };
+    let text = r.signature.sentence();
     format!(
         "<h2>Signature</h2>\n<p id=\"signature\" class=\"{}\">{}</p>\n",
         if r.signature.status == "failed" {

@@ -69,16 +69,7 @@ pub(crate) fn render(r: &EvidenceReport) -> String {
             let _ = writeln!(m, "- `{}`", cell(u));
         }
     }
-    let _ = writeln!(
-        m,
-        "\n## Signature\n\n{}{}",
-        cell(&r.signature.status),
-        r.signature
-            .detail
-            .as_deref()
-            .map(|d| format!(": {}", cell(d)))
-            .unwrap_or_default()
-    );
+    let _ = writeln!(m, "\n## Signature\n\n{}", cell(&r.signature.sentence()));
     m
 }
 
@@ -172,7 +163,11 @@ fn requests_table(run: &RunFacts) -> String {
         let retries = if r.retries.is_empty() {
             "none".to_string()
         } else {
-            r.retries.iter().map(|t| cell(t)).collect::<Vec<_>>().join("<br>")
+            r.retries
+                .iter()
+                .map(|t| cell(t))
+                .collect::<Vec<_>>()
+                .join("<br>")
         };
         let _ = writeln!(
             m,

@@ -209,6 +209,20 @@ pub(crate) struct SignatureFacts {
     pub detail: Option<String>,
 }
 
+impl SignatureFacts {
+    /// What the report says of the signature, in one sentence.
+    pub(crate) fn sentence(&self) -> String {
+        let detail = self.detail.as_deref().unwrap_or("?");
+        match self.status.as_str() {
+            "verified" => format!("manifest.json.asc verifies: signed by the key {detail}."),
+            "failed" => format!("The signature does not verify: {detail}"),
+            "not_checked" => "manifest.json is signed (manifest.json.asc); the signature was not checked: pass --signer KEY.".into(),
+            NO_MANIFEST => "No manifest.json yet: the run has written no file, so there is nothing to sign.".into(),
+            _ => "manifest.json is not signed (run with --sign-key to sign the evidence).".into(),
+        }
+    }
+}
+
 impl From<SignatureCheck> for SignatureFacts {
     fn from(check: SignatureCheck) -> Self {
         let status = check.status().to_string();
@@ -274,15 +288,25 @@ pub(crate) fn build_pending(dir: &Path, replay: &Replay) -> EvidenceReport {
         || "pending".to_string(),
         |(_, s, _)| format!("{s:?}").to_lowercase(),
     );
+    // A pending run's journal records when its last job detached, not an end.
+    let finished_at = replay
+        .finished
+        .as_ref()
+        .filter(|_| status != "pending")
+        .map(|(at, _, _)| at.to_rfc3339());
     let run = RunFacts {
         run_id: h.run_id.clone(),
         workflow: h.workflow_name.clone(),
         workflow_file: h.workflow.clone(),
-        workflow_sha256: h.files.first().map(|f| f.sha256.clone()).unwrap_or_default(),
+        workflow_sha256: h
+            .files
+            .first()
+            .map(|f| f.sha256.clone())
+            .unwrap_or_default(),
         workflow_commit: None,
         inputs: h.inputs.clone(),
         started_at: h.started_at.to_rfc3339(),
-        finished_at: replay.finished.as_ref().map(|(at, _, _)| at.to_rfc3339()),
+        finished_at,
         jobs: jobs_of(replay),
         steps: steps_of(replay),
         calls: vec![],
@@ -297,7 +321,7 @@ pub(crate) fn build_pending(dir: &Path, replay: &Replay) -> EvidenceReport {
         let mut waiting: Vec<String> = replay
             .waiting
             .iter()
-            .map(|(step, (what, _))| format!("`{step}` ({what})"))
+            .map(|(step, (what, _))| format!("step {step} ({what})"))
             .collect();
         waiting.sort();
         let waiting = if waiting.is_empty() {
