@@ -425,7 +425,7 @@ fn check_checksums(path: &Path, files: &[Downloaded]) -> Result<(), CheckError> 
 
 /// Messages in an mbox file, read as a stream: lines starting `From ` (mboxrd and mboxo
 /// escape such body lines as `>From `).
-fn count_messages(path: &Path) -> Result<u64, CheckError> {
+pub(crate) fn count_messages(path: &Path) -> Result<u64, CheckError> {
     let io = |source| CheckError::Io {
         path: path.to_path_buf(),
         source,

@@ -216,7 +216,7 @@ fn custodians_table(run: &RunFacts) -> String {
                 "verified"
             },
             esc(c.status.as_str()),
-            esc(&format!("{} ({})", c.step, c.vendor))
+            esc(&c.step_and_vendor())
         );
     }
     h.push_str("</table>\n");

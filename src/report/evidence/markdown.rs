@@ -189,7 +189,7 @@ fn custodians_table(run: &RunFacts) -> String {
     for c in &run.custodians {
         let _ = writeln!(
             m,
-            "| {} | {} | {} | {} | {} ({}) |",
+            "| {} | {} | {} | {} | {} |",
             cell(&c.custodian),
             c.exported,
             c.vendor_count
@@ -199,8 +199,7 @@ fn custodians_table(run: &RunFacts) -> String {
             } else {
                 c.status.as_str().to_string()
             },
-            cell(&c.step),
-            cell(&c.vendor)
+            cell(&c.step_and_vendor())
         );
     }
     m

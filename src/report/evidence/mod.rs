@@ -143,6 +143,17 @@ pub(crate) enum CustodianStatus {
     Uncounted,
 }
 
+impl CustodianFacts {
+    /// `download (google)`, or the step alone when no vendor count was involved.
+    pub(crate) fn step_and_vendor(&self) -> String {
+        if self.vendor.is_empty() {
+            self.step.clone()
+        } else {
+            format!("{} ({})", self.step, self.vendor)
+        }
+    }
+}
+
 impl CustodianStatus {
     fn of(exported: u64, vendor_count: Option<u64>) -> Self {
         match vendor_count {
