@@ -140,7 +140,7 @@ fn people_reports(args: &RunArgs, manifest_dir: Option<&Path>, run_id: &str) -> 
             Ok(p) => crate::errln!("  evidence report: {}", p.display()),
             // No file and no journal (a run without a state store): nothing to report on.
             Err(e) if !dir.join(crate::report::manifest::FILE_NAME).exists() => {
-                crate::errln!("  {}: no evidence report: {e}", path.display())
+                crate::errln!("  {}: no evidence report: {e}", path.display());
             }
             Err(e) => errors.push(e),
         }

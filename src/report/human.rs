@@ -486,7 +486,7 @@ impl Sink for Human {
                         "{} custodian(s), {short} short of the vendor's count",
                         counts.len()
                     ),
-                )
+                );
             }
             Event::StepFinished {
                 step,
