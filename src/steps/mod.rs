@@ -347,16 +347,7 @@ pub async fn send_with_retry(
             return Err(StepError::Cancelled);
         }
         let sent = conn.send(req, &observer, env.cancel).await;
-        if !matches!(sent, Err(VendorError::Cancelled { .. })) {
-            env.emitter.emit(Event::Answer {
-                step: env.step.to_string(),
-                vendor: conn.settings().kind.as_str().to_string(),
-                class: StatusClass::of(match &sent {
-                    Ok(resp) => Some(resp.status),
-                    Err(e) => e.status(),
-                }),
-            });
-        }
+        count_answer(conn, env, &sent);
         let err = match sent {
             Ok(resp) => return Ok((resp, attempt)),
             Err(e) => e,
@@ -371,6 +362,27 @@ pub async fn send_with_retry(
             });
         }
     }
+}
+
+/// Reports how the vendor answered one attempt (its status class, or `network` when no
+/// answer came), for the per-step request counts of the reports; a cancelled attempt is not
+/// counted.
+pub(crate) fn count_answer(
+    conn: &Connection,
+    env: &StepEnv<'_>,
+    sent: &Result<Response, VendorError>,
+) {
+    if matches!(sent, Err(VendorError::Cancelled { .. })) {
+        return;
+    }
+    env.emitter.emit(Event::Answer {
+        step: env.step.to_string(),
+        vendor: conn.settings().kind.as_str().to_string(),
+        class: StatusClass::of(match sent {
+            Ok(resp) => Some(resp.status),
+            Err(e) => e.status(),
+        }),
+    });
 }
 
 /// After failed attempt `attempt`: false when there is no next one (not retryable, attempts
