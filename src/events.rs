@@ -159,6 +159,43 @@ pub struct FileProgress {
     pub path: String,
 }
 
+/// The class of a vendor's answer to one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusClass {
+    /// 2xx (and anything below 400 the adapter accepted).
+    Success,
+    /// 4xx.
+    ClientError,
+    /// 5xx.
+    ServerError,
+    /// No answer: connect, TLS or timeout failure.
+    Network,
+}
+
+impl StatusClass {
+    /// The class of an HTTP status; `None` (no answer) is `Network`.
+    pub fn of(status: Option<u16>) -> StatusClass {
+        match status {
+            None => StatusClass::Network,
+            Some(500..) => StatusClass::ServerError,
+            Some(400..) => StatusClass::ClientError,
+            Some(_) => StatusClass::Success,
+        }
+    }
+}
+
+/// Messages of one custodian: exported, and the vendor's count when it gives one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustodianCount {
+    /// The account or user (an email address).
+    pub custodian: String,
+    /// Messages in the exported files (mbox `From ` lines).
+    pub exported: u64,
+    /// The vendor's count (Vault's results-count file); None when the vendor gives none.
+    pub vendor_count: Option<u64>,
+}
+
 /// One event. `step` is the step's path: `id`, or `loop[3].id`, or `caller.uses/id`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -301,6 +338,26 @@ pub enum Event {
         step: String,
         /// What is missing, one line each (masked).
         problems: Vec<String>,
+    },
+    /// How a vendor answered one attempt of a step (for the per-step request counts of the
+    /// evidence and JSON reports).
+    Answer {
+        /// The step's path.
+        step: String,
+        /// The vendor, as its connection kind is written (`mimecast`).
+        vendor: String,
+        /// The answer's HTTP status class, or `network` when none came.
+        class: StatusClass,
+    },
+    /// Messages exported per custodian (a Vault account, an Email Audit user) against the
+    /// vendor's own count, when the vendor gives one.
+    Custodians {
+        /// The step's path.
+        step: String,
+        /// The vendor (`google`).
+        vendor: String,
+        /// One entry per custodian.
+        counts: Vec<CustodianCount>,
     },
     /// Something the user should know that does not stop the run (e.g. `insecure_tls`).
     Warning {
@@ -553,6 +610,24 @@ fn mask_event(e: Event, s: &Secrets) -> Event {
             vendor,
             request_id: mo(request_id),
             detail: m(detail),
+        },
+        Event::Answer {
+            step,
+            vendor,
+            class,
+        } => Event::Answer {
+            step: m(step),
+            vendor,
+            class,
+        },
+        Event::Custodians {
+            step,
+            vendor,
+            counts,
+        } => Event::Custodians {
+            step: m(step),
+            vendor,
+            counts,
         },
         Event::Partial { step, problems } => Event::Partial {
             step: m(step),

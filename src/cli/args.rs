@@ -153,6 +153,10 @@ pub enum Command {
         /// The signer's OpenPGP key: the report says whether manifest.json.asc verifies.
         #[arg(long, value_name = "KEY")]
         signer: Option<PathBuf>,
+        /// The run to report on when DIR holds no manifest.json yet (a run that detached
+        /// before writing any file): its journal in the state store says what it waits for.
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions {

@@ -460,8 +460,9 @@ pub(super) fn report(
     output: Option<&Path>,
     store: &StoreSpec,
     signer: Option<&Path>,
+    run: Option<&str>,
 ) -> Result<(), CliError> {
-    let text = evidence_report(dir, format, store, signer)?;
+    let text = evidence_report(dir, format, store, signer, run)?;
     match output {
         Some(path) => {
             crate::report::evidence::write(path, &text).map_err(CliError::Failed)?;
@@ -479,12 +480,15 @@ fn wait_for<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// The evidence report of `dir` rendered in `format` (the journals read from the store
-/// `store` names, when it can be opened).
+/// `store` names, when it can be opened). When `dir` holds no manifest yet and `run` names
+/// a run, the report is made from that run's journal alone (a pending run that wrote no
+/// file).
 pub(super) fn evidence_report(
     dir: &Path,
     format: super::args::ReportFormat,
     store: &StoreSpec,
     signer: Option<&Path>,
+    run: Option<&str>,
 ) -> Result<String, CliError> {
     use crate::report::evidence;
     let state = match store {
@@ -495,8 +499,22 @@ pub(super) fn evidence_report(
         let s = state.as_ref()?;
         wait_for(s.show(id)).ok().map(|(r, _)| r)
     };
-    let r =
-        evidence::build(dir, &journals, signer).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let no_manifest = !dir.join(crate::report::manifest::FILE_NAME).exists();
+    let r = match run.filter(|_| no_manifest) {
+        Some(id) => {
+            let replay = journals(id).ok_or_else(|| {
+                CliError::Invalid(format!(
+                    "{} holds no manifest.json, and run {id} has no journal in the state store {}: check the run id (`auditflow runs list`) and --state-dir",
+                    dir.display(),
+                    store.describe()
+                ))
+            })?;
+            evidence::build_pending(dir, &replay)
+        }
+        None => {
+            evidence::build(dir, &journals, signer).map_err(|e| CliError::Invalid(e.to_string()))?
+        }
+    };
     Ok(match format {
         super::args::ReportFormat::Html => evidence::render_html(&r),
         super::args::ReportFormat::Md => evidence::render_markdown(&r),

@@ -104,12 +104,14 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             output,
             state,
             signer,
+            run,
         } => commands::report(
             &dir,
             format,
             output.as_deref(),
             &state.spec(),
             signer.as_deref(),
+            run.as_deref(),
         ),
         Command::Completions { shell } => {
             commands::completions(shell);

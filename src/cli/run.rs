@@ -162,14 +162,19 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         .into_iter()
         .map(CliError::Report)
         .collect();
-    errors.extend(people_reports(&args, manifest_for_reports.as_deref()));
+    errors.extend(people_reports(
+        &args,
+        manifest_for_reports.as_deref(),
+        &result.run_id,
+    ));
     errors.extend(ended(result, args.store_spec()));
     CliError::all(errors)
 }
 
-/// `--report-html` / `--report-md`: the evidence report of the run's output directory, once
-/// its manifest is written (a run that wrote no file yet has none: said, not an error).
-fn people_reports(args: &RunArgs, manifest_dir: Option<&Path>) -> Vec<CliError> {
+/// `--report-html` / `--report-md`: the evidence report of the run's output directory; for
+/// a run that wrote no file yet (no manifest), the report of its journal (`run_id`), which
+/// says what the run waits for.
+fn people_reports(args: &RunArgs, manifest_dir: Option<&Path>, run_id: &str) -> Vec<CliError> {
     use super::args::ReportFormat;
     if args.renders_only() {
         return vec![];
@@ -182,24 +187,23 @@ fn people_reports(args: &RunArgs, manifest_dir: Option<&Path>) -> Vec<CliError> 
     let mut errors = Vec::new();
     for (path, format) in wanted {
         let Some(path) = path else { continue };
-        if !dir.join(crate::report::manifest::FILE_NAME).exists() {
-            crate::errln!(
-                "  {}: no evidence report yet: {} holds no manifest.json (the run wrote no file)",
-                path.display(),
-                dir.display()
-            );
-            continue;
-        }
         let state = args
             .store_spec()
             .unwrap_or_else(|| StoreSpec::Dir(PathBuf::from(".auditflow")));
-        let written =
-            super::commands::evidence_report(dir, format, &state, args.sign_key.as_deref())
-                .and_then(|text| {
-                    crate::report::evidence::write(path, &text).map_err(CliError::Failed)
-                });
+        let written = super::commands::evidence_report(
+            dir,
+            format,
+            &state,
+            args.sign_key.as_deref(),
+            Some(run_id),
+        )
+        .and_then(|text| crate::report::evidence::write(path, &text).map_err(CliError::Failed));
         match written {
             Ok(p) => crate::errln!("  evidence report: {}", p.display()),
+            // No file and no journal (a run without a state store): nothing to report on.
+            Err(e) if !dir.join(crate::report::manifest::FILE_NAME).exists() => {
+                crate::errln!("  {}: no evidence report: {e}", path.display());
+            }
             Err(e) => errors.push(e),
         }
     }

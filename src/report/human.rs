@@ -471,8 +471,23 @@ impl Sink for Human {
             Event::Paged {
                 step, pages, items, ..
             } => self.log(&st, step, &format!("{pages} page(s), {items} record(s)")),
-            // The step's own log line says what was adopted.
-            Event::Adopted { .. } => {}
+            // The step's own log line says what was adopted; answers are counted for the
+            // reports, and the retries among them are shown by `Retry`.
+            Event::Adopted { .. } | Event::Answer { .. } => {}
+            Event::Custodians { step, counts, .. } => {
+                let short = counts
+                    .iter()
+                    .filter(|c| c.vendor_count.is_some_and(|n| c.exported < n))
+                    .count();
+                self.log(
+                    &st,
+                    step,
+                    &format!(
+                        "{} custodian(s), {short} short of the vendor's count",
+                        counts.len()
+                    ),
+                );
+            }
             Event::StepFinished {
                 step,
                 status,

@@ -1,11 +1,14 @@
 //! The JSON run report (`--report-json`): run, inputs (masked), steps, artifacts.
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
+use super::manifest::CustodianRecord;
 use super::spool::{write_report, Spool};
+use super::step_record::{self, StepRecord};
 use crate::events::{Event, Sink};
 
 /// Collects events and writes one JSON document at the end of the run. Steps and artifacts
@@ -21,6 +24,8 @@ struct Doc {
     head: Value,
     steps: Spooled,
     artifacts: Spooled,
+    /// Requests and retries of the steps still running, attached when each ends.
+    traffic: BTreeMap<String, StepRecord>,
 }
 
 /// Compact JSON values as the elements of an array, one per line.
@@ -63,6 +68,7 @@ impl JsonReport {
                 }),
                 steps: Spooled(Spool::new()),
                 artifacts: Spooled(Spool::new()),
+                traffic: BTreeMap::new(),
             }),
         }
     }
@@ -104,7 +110,11 @@ impl Sink for JsonReport {
             head: doc,
             steps,
             artifacts,
+            traffic,
         } = &mut *guard;
+        if step_record::observe(traffic, e) {
+            return;
+        }
         match e {
             Event::RunStarted {
                 run_id,
@@ -147,6 +157,13 @@ impl Sink for JsonReport {
                 if let Some(l) = label {
                     s["label"] = json!(l);
                 }
+                if let Some(t) = traffic.remove(step) {
+                    if let (Some(o), Ok(Value::Object(t))) =
+                        (s.as_object_mut(), serde_json::to_value(t))
+                    {
+                        o.extend(t);
+                    }
+                }
                 steps.push(&s);
             }
             Event::Artifact { step, artifact } => {
@@ -163,6 +180,16 @@ impl Sink for JsonReport {
             }
             Event::Partial { step, problems } => {
                 doc["partial"][step.as_str()] = json!(problems);
+            }
+            Event::Custodians {
+                step,
+                vendor,
+                counts,
+            } => {
+                doc["custodians"][step.as_str()] = json!(CustodianRecord {
+                    vendor: vendor.clone(),
+                    counts: counts.clone(),
+                });
             }
             Event::RunFinished {
                 status,

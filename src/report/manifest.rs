@@ -12,7 +12,8 @@ use crate::durable::sha256_file;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::events::{Artifact, ArtifactKind, Event, RunStatus, Sink};
+use super::step_record::{self, StepRecord};
+use crate::events::{Artifact, ArtifactKind, CustodianCount, Event, RunStatus, Sink};
 
 /// File name of the manifest inside the output directory.
 pub(crate) const FILE_NAME: &str = "manifest.json";
@@ -87,6 +88,22 @@ pub(crate) struct RunRecord {
     /// Per step that adopted a request already made at the vendor instead of creating one.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub adopted: BTreeMap<String, AdoptedRecord>,
+    /// Per step that sent requests: requests by vendor and status class, retries and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub steps: BTreeMap<String, StepRecord>,
+    /// Per step that counted messages per custodian: exported against the vendor's count.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custodians: BTreeMap<String, CustodianRecord>,
+}
+
+/// Messages per custodian as one step exported them, by step path in
+/// [`RunRecord::custodians`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct CustodianRecord {
+    /// The vendor (`google`).
+    pub vendor: String,
+    /// One entry per custodian.
+    pub counts: Vec<CustodianCount>,
 }
 
 /// A request found at the vendor and continued instead of created again, by step path in
@@ -167,6 +184,23 @@ impl ManifestSink {
             }
             for (step, p) in &earlier.partial {
                 run.partial.entry(step.clone()).or_insert_with(|| p.clone());
+            }
+            for (step, c) in &earlier.custodians {
+                run.custodians
+                    .entry(step.clone())
+                    .or_insert_with(|| c.clone());
+            }
+            for (step, t) in &earlier.steps {
+                let now = run.steps.entry(step.clone()).or_default();
+                let mut merged = t.clone();
+                merged.retries.append(&mut now.retries);
+                for (vendor, by_class) in std::mem::take(&mut now.requests) {
+                    let into = merged.requests.entry(vendor).or_default();
+                    for (class, n) in by_class {
+                        *into.entry(class).or_default() += n;
+                    }
+                }
+                *now = merged;
             }
         }
         manifest.runs.retain(|r| r.run_id != run.run_id);
@@ -282,6 +316,8 @@ impl Sink for ManifestSink {
                     calls: BTreeMap::new(),
                     adopted: BTreeMap::new(),
                     partial: BTreeMap::new(),
+                    steps: BTreeMap::new(),
+                    custodians: BTreeMap::new(),
                 });
             }
             Event::Adopted {
@@ -302,6 +338,26 @@ impl Sink for ManifestSink {
                 }
             }
             Event::Artifact { step, artifact } => g.1.push((step.clone(), artifact.clone())),
+            Event::Answer { .. } | Event::Retry { .. } => {
+                if let Some(r) = g.0.as_mut() {
+                    step_record::observe(&mut r.steps, e);
+                }
+            }
+            Event::Custodians {
+                step,
+                vendor,
+                counts,
+            } => {
+                if let Some(r) = g.0.as_mut() {
+                    r.custodians.insert(
+                        step.clone(),
+                        CustodianRecord {
+                            vendor: vendor.clone(),
+                            counts: counts.clone(),
+                        },
+                    );
+                }
+            }
             Event::Partial { step, problems } => {
                 if let Some(r) = g.0.as_mut() {
                     r.partial.insert(step.clone(), problems.clone());

@@ -9,5 +9,6 @@ pub(crate) mod manifest;
 pub(crate) mod reporters;
 pub(crate) mod runs;
 pub(crate) mod spool;
+pub(crate) mod step_record;
 
 pub(crate) use reporters::{out_dir, Console, ReportArgs, ReportError, Reporters};

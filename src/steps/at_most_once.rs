@@ -201,7 +201,9 @@ pub async fn send(
             .await
             .map_err(StepError::from)?;
         crate::failpoint::hit("once-after-intent");
-        let err = match conn.send(req, &observer, env.cancel).await {
+        let sent = conn.send(req, &observer, env.cancel).await;
+        super::count_answer(conn, env, &sent);
+        let err = match sent {
             Ok(resp) => {
                 crate::failpoint::hit("once-before-response");
                 record_response(ledger, env, &fp, &resp, None).await?;

@@ -621,6 +621,11 @@ async fn extract_step(
         })
         .collect();
     let verdict = blocking("export check", move || vault_export::check(&files, &mboxes)).await??;
+    env.emitter.emit(Event::Custodians {
+        step: env.step.to_string(),
+        vendor: crate::vendors::VendorKind::Google.as_str().to_string(),
+        counts: vault_export::custodian_counts(&verdict),
+    });
     let accept = match &spec.accept_partial {
         Some(t) => render_bool("download.extract.accept_partial", t, ctx)?,
         None => false,
@@ -832,7 +837,40 @@ pub async fn decrypt_step(
         .buffered(plan.concurrency)
         .try_collect()
         .await?;
+    count_custodian(spec, &done, env, ctx).await?;
     Ok(decrypt_outputs(&done))
+}
+
+/// With `decrypt.custodian`: counts the messages of the decrypted mbox files and reports
+/// them as that custodian's (the vendor gives no count of its own).
+async fn count_custodian(
+    spec: &DecryptSpec,
+    done: &[decrypt::DecryptedFile],
+    env: &StepEnv<'_>,
+    ctx: &Value,
+) -> Result<(), StepError> {
+    let rendered = render_optional("decrypt.custodian", &spec.custodian, ctx)?;
+    let Some(custodian) = rendered.filter(|c| !c.trim().is_empty()) else {
+        return Ok(());
+    };
+    let paths: Vec<PathBuf> = done.iter().map(|d| d.path.clone()).collect();
+    let exported = blocking("message count", move || {
+        paths
+            .iter()
+            .map(|p| super::vault_export::count_messages(p))
+            .sum::<Result<u64, _>>()
+    })
+    .await??;
+    env.emitter.emit(Event::Custodians {
+        step: env.step.to_string(),
+        vendor: String::new(),
+        counts: vec![crate::events::CustodianCount {
+            custodian,
+            exported,
+            vendor_count: None,
+        }],
+    });
+    Ok(())
 }
 
 /// Which of two pipelined steps failed.
@@ -986,6 +1024,9 @@ pub async fn download_then_decrypt(
     };
     decrypted.sort_by_key(|(i, _)| *i);
     let decrypted: Vec<decrypt::DecryptedFile> = decrypted.into_iter().map(|(_, m)| m).collect();
+    count_custodian(dec, &decrypted, env_dec, ctx)
+        .await
+        .map_err(|e| decrypt_failed(e, &downloaded, n))?;
     Ok((download_outputs(&downloaded), decrypt_outputs(&decrypted)))
 }
 

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{Emitter, Event};
+use crate::events::{Emitter, Event, StatusClass};
 use crate::retry::RetryPolicy;
 use crate::template::TemplateError;
 use crate::vendors::{Connection, Request, Response, VendorError};
@@ -346,7 +346,9 @@ pub async fn send_with_retry(
         if env.cancel.is_cancelled() {
             return Err(StepError::Cancelled);
         }
-        let err = match conn.send(req, &observer, env.cancel).await {
+        let sent = conn.send(req, &observer, env.cancel).await;
+        count_answer(conn, env, &sent);
+        let err = match sent {
             Ok(resp) => return Ok((resp, attempt)),
             Err(e) => e,
         };
@@ -360,6 +362,27 @@ pub async fn send_with_retry(
             });
         }
     }
+}
+
+/// Reports how the vendor answered one attempt (its status class, or `network` when no
+/// answer came), for the per-step request counts of the reports; a cancelled attempt is not
+/// counted.
+pub(crate) fn count_answer(
+    conn: &Connection,
+    env: &StepEnv<'_>,
+    sent: &Result<Response, VendorError>,
+) {
+    if matches!(sent, Err(VendorError::Cancelled { .. })) {
+        return;
+    }
+    env.emitter.emit(Event::Answer {
+        step: env.step.to_string(),
+        vendor: conn.settings().kind.as_str().to_string(),
+        class: StatusClass::of(match sent {
+            Ok(resp) => Some(resp.status),
+            Err(e) => e.status(),
+        }),
+    });
 }
 
 /// After failed attempt `attempt`: false when there is no next one (not retryable, attempts

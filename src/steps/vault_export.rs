@@ -179,6 +179,21 @@ pub fn check(files: &[Downloaded], mboxes: &[Mbox]) -> Result<Verdict, CheckErro
     })
 }
 
+/// Per account in either the results-count file or the extracted mboxes: messages
+/// extracted against the results-count figure (None: the file does not list the account).
+pub fn custodian_counts(v: &Verdict) -> Vec<crate::events::CustodianCount> {
+    let accounts: std::collections::BTreeSet<&String> =
+        v.expected.keys().chain(v.extracted.keys()).collect();
+    accounts
+        .into_iter()
+        .map(|a| crate::events::CustodianCount {
+            custodian: a.clone(),
+            exported: v.extracted.get(a).copied().unwrap_or(0),
+            vendor_count: v.expected.get(a).copied(),
+        })
+        .collect()
+}
+
 /// One line per account whose extracted messages differ from its results-count figure.
 fn count_differences(
     expected: &BTreeMap<String, u64>,
@@ -410,7 +425,7 @@ fn check_checksums(path: &Path, files: &[Downloaded]) -> Result<(), CheckError> 
 
 /// Messages in an mbox file, read as a stream: lines starting `From ` (mboxrd and mboxo
 /// escape such body lines as `>From `).
-fn count_messages(path: &Path) -> Result<u64, CheckError> {
+pub(crate) fn count_messages(path: &Path) -> Result<u64, CheckError> {
     let io = |source| CheckError::Io {
         path: path.to_path_buf(),
         source,

@@ -710,6 +710,11 @@ pub struct DecryptSpec {
     /// Files decrypted at once (default: number of CPUs): a number, or a template rendering to one.
     #[serde(default)]
     pub concurrency: Option<Count>,
+    /// The custodian whose mail the files hold (template, e.g. the Email Audit user
+    /// `{{ inputs.user }}@{{ inputs.domain }}`): the messages of the decrypted mbox files are
+    /// counted for the evidence report's custodians table.
+    #[serde(default)]
+    pub custodian: Option<String>,
 }
 
 /// A positive whole number written literally, or as a template rendered when the step starts.

@@ -595,6 +595,9 @@ impl Validator<'_> {
             if let Some(c) = &d.concurrency {
                 self.count(&format!("{dp}.concurrency"), c, scope);
             }
+            if let Some(c) = &d.custodian {
+                self.template(&format!("{dp}.custodian"), c, scope);
+            }
         }
         if let Some(fe) = &s.for_each {
             let fp = format!("{p}.for_each");

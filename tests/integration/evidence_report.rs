@@ -231,3 +231,120 @@ async fn failed_and_resumed_runs_are_reported_as_they_ended() {
     );
     assert!(html.contains("<td>failed</td>"), "{html}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_by_status_class_and_retries_with_their_reasons_are_reported() {
+    let (url, _) = serve(vec![
+        (
+            "/flaky",
+            vec![
+                Reply::json(503, serde_json::json!({"error": "busy now"})),
+                Reply::json(200, serde_json::json!({"ok": true})),
+            ],
+        ),
+        ("/a.mbox", vec![mbox("From a\n")]),
+    ])
+    .await;
+    let d = Dir::new();
+    let wf = d.write(
+        "wf.yaml",
+        &format!(
+            "name: flaky\ninputs:\n  out_dir: {{default: out}}\ndefaults: {{retry: {{initial_interval: 10ms, max_attempts: 3, jitter: none}}}}\nsteps:\n  - id: ping\n    call: {{url: '{url}/flaky'}}\n  - id: get\n    download: {{urls: ['{url}/a.mbox'], names: ['a.mbox'], to: '{{{{ inputs.out_dir }}}}'}}\n"
+        ),
+    );
+    let wf = wf.display().to_string();
+    let o = auditflow(
+        &["run", &wf, "--report-md", "r.md", "--report-json", "r.json"],
+        &[],
+        d.path(),
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let md = std::fs::read_to_string(d.path().join("r.md")).expect("r.md");
+    let ping = md
+        .lines()
+        .find(|l| l.starts_with("| ping | http |"))
+        .unwrap_or_else(|| panic!("a requests row for ping: {md}"));
+    assert!(
+        ping.starts_with("| ping | http | 1 | 0 | 1 | 0 | attempt 1: http: HTTP 503"),
+        "one 2xx, one 5xx, the retry and its reason: {ping}"
+    );
+    assert!(ping.contains("busy now"), "{ping}");
+    // The JSON report gives the same records for the step.
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("r.json")).expect("r.json"))
+            .expect("json");
+    let step = r["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == "ping"))
+        .expect("ping in the JSON report");
+    assert_eq!(step["requests"]["http"]["success"], 1, "{step:#}");
+    assert_eq!(step["requests"]["http"]["server_error"], 1, "{step:#}");
+    assert_eq!(step["retries"][0]["attempt"], 1, "{step:#}");
+    assert_eq!(step["retries"][0]["wait_ms"], 10, "{step:#}");
+    let html = report(d.path(), "html");
+    assert!(html.contains("<table id=\"requests\">"), "{html}");
+    assert!(
+        html.contains("<tr><td>ping</td><td>http</td><td>1</td><td>0</td><td>1</td><td>0</td><td>attempt 1: http: HTTP 503"),
+        "{html}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_run_that_wrote_no_file_is_reported_from_its_journal() {
+    let (url, _) = serve(vec![(
+        "/status",
+        vec![Reply::json(200, serde_json::json!({"state": "PENDING"}))],
+    )])
+    .await;
+    let d = Dir::new();
+    let wf = d.write(
+        "wf.yaml",
+        &format!(
+            "name: waits-first\ninputs:\n  out_dir: {{default: out}}\nsteps:\n  - id: wait\n    poll:\n      call: {{url: '{url}/status'}}\n      until: '{{{{ eq response.body.state \"DONE\" }}}}'\n      interval: {{initial: 2s}}\n  - id: get\n    download: {{urls: ['{url}/a.mbox'], names: ['a.mbox'], to: '{{{{ inputs.out_dir }}}}'}}\n"
+        ),
+    );
+    let wf = wf.display().to_string();
+    let o = auditflow(
+        &["run", &wf, "--max-wait", "500ms", "--report-html", "p.html"],
+        &[],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(75), "{:?}", text(&o));
+    assert!(!d.path().join("out/manifest.json").exists());
+    let html = std::fs::read_to_string(d.path().join("p.html")).expect("written while pending");
+    assert!(
+        html.contains(
+            "class=\"summary bad\">Pending: waiting for step wait (step `wait` last saw `PENDING`"
+        ),
+        "{html}"
+    );
+    assert!(html.contains("No manifest.json yet"), "{html}");
+    assert!(
+        html.contains("<td>waiting</td>"),
+        "the journal's steps: {html}"
+    );
+    let (_, err) = text(&o);
+    let run_id = err
+        .split("continue run ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the run id in: {err}"));
+    let o = auditflow(
+        &["report", "out", "--format", "md", "--run", run_id],
+        &[],
+        d.path(),
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let md = text(&o).0;
+    assert!(md.contains("❌** Pending: waiting for step wait ("), "{md}");
+    assert!(md.contains("| Finished | not yet |"), "{md}");
+    assert!(md.contains("No manifest.json yet"), "{md}");
+    assert!(
+        md.contains(&format!("## Run `{run_id}`: waits-first")),
+        "{md}"
+    );
+    assert!(md.contains("| Status | pending |"), "{md}");
+    // Without --run the directory alone says what to do.
+    let o = auditflow(&["report", "out"], &[], d.path());
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+}

@@ -331,6 +331,39 @@ async fn google_export_end_to_end_with_manifest() {
     assert!(expected.is_empty());
     let v = common::auditflow(&["verify", out.to_str().unwrap()], &[], d.path());
     assert_eq!(v.status.code(), Some(0), "{:?}", text(&v));
+    // The custodian's messages, counted in the decrypted mbox files (Email Audit gives no
+    // count of its own), in the manifest and the evidence report.
+    let messages: usize = mboxes
+        .iter()
+        .map(|m| {
+            std::fs::read(m)
+                .unwrap()
+                .split(|b| *b == b'\n')
+                .filter(|l| l.starts_with(b"From "))
+                .count()
+        })
+        .sum();
+    assert!(messages > 0);
+    let custodians = manifest["runs"]
+        .as_array()
+        .and_then(|runs| runs.iter().find_map(|r| r["custodians"].as_object()))
+        .and_then(|by_step| by_step.values().next())
+        .unwrap_or_else(|| panic!("custodians in the manifest: {manifest:#}"));
+    assert_eq!(custodians["counts"][0]["custodian"], "alice@example.com");
+    assert_eq!(custodians["counts"][0]["exported"], messages as u64);
+    assert!(custodians["counts"][0]["vendor_count"].is_null());
+    let md = common::auditflow(
+        &["report", out.to_str().unwrap(), "--format", "md"],
+        &[],
+        d.path(),
+    );
+    let md = text(&md).0;
+    assert!(
+        md.contains(&format!(
+            "| alice@example.com | {messages} | not given | no vendor count |"
+        )),
+        "{md}"
+    );
     assert_clean(&h);
 
     // ERROR ends the poll at once, naming the status.

@@ -421,3 +421,54 @@ async fn an_unserved_post_keeps_the_connection_open() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_shows_each_custodians_messages_against_vaults_count() {
+    let h = sim::start(quick(None, Some("bob@example.com")))
+        .await
+        .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let accounts = "alice@example.com,bob@example.com";
+    let (code, o, e) = export(&h, d.path(), accounts, &["accept_partial=true"]).await;
+    assert_eq!(code, Some(0), "{o}\n{e}");
+    let alice = messages_in(&d.path().join("out/alice@example.com.mbox"));
+    let bob = messages_in(&d.path().join("out/bob@example.com.mbox"));
+    let m = read_json(&d.path().join("out/manifest.json"));
+    let counts = &m["runs"][0]["custodians"]["download"]["counts"];
+    assert_eq!(counts[1]["custodian"], "bob@example.com", "{m:#}");
+    assert_eq!(counts[1]["exported"], bob, "{m:#}");
+    assert_eq!(counts[1]["vendor_count"], bob + 1, "{m:#}");
+    let report = auditflow(&["report", "out", "--format", "md"], &[], d.path());
+    let (md, _) = text(&report);
+    assert!(
+        md.contains(&format!(
+            "| alice@example.com | {alice} | {alice} | match | download (google) |"
+        )),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!(
+            "| bob@example.com | {bob} | {} | **short** | download (google) |",
+            bob + 1
+        )),
+        "{md}"
+    );
+    assert!(
+        md.contains("1 custodian(s) have fewer messages exported than the vendor counted"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| google |"),
+        "requests to Google counted: {md}"
+    );
+    let html = auditflow(&["report", "out"], &[], d.path());
+    let (html, _) = text(&html);
+    assert!(
+        html.contains(&format!(
+            "<tr><td>bob@example.com</td><td>{bob}</td><td>{}</td><td class=\"problem\">short</td>",
+            bob + 1
+        )),
+        "{html}"
+    );
+    h.shutdown().await;
+}

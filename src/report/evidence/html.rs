@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use super::{EvidenceReport, FileFacts, RunFacts, StepFacts};
+use super::{CustodianStatus, EvidenceReport, FileFacts, RunFacts, StepFacts, CLASSES};
 
 const STYLE: &str = "
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1b1f24;max-width:1200px;margin:24px auto;padding:0 24px}
@@ -146,6 +146,8 @@ fn run_section(run: &RunFacts) -> String {
         }
         h.push_str("</table>\n");
     }
+    h.push_str(&requests_table(run));
+    h.push_str(&custodians_table(run));
     if !run.partial.is_empty() {
         h.push_str("<h3 class=\"summary bad\">Partial result: what the vendor reported missing</h3>\n<ul>\n");
         for p in &run.partial {
@@ -160,6 +162,64 @@ fn run_section(run: &RunFacts) -> String {
         }
         h.push_str("</ul>\n");
     }
+    h
+}
+
+/// Attempts per step, vendor and status class, with the retries and their reasons.
+fn requests_table(run: &RunFacts) -> String {
+    let rows = run.request_rows();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<h3>Requests and retries</h3>\n<table id=\"requests\"><tr><th>Step</th><th>Vendor</th>",
+    );
+    for (_, header) in CLASSES {
+        let _ = write!(h, "<th>{header}</th>");
+    }
+    h.push_str("<th>Retries (why)</th></tr>\n");
+    for r in rows {
+        let mut cells = vec![esc(r.step), esc(r.vendor)];
+        cells.extend(r.counts.iter().map(u32::to_string));
+        cells.push(if r.retries.is_empty() {
+            "none".into()
+        } else {
+            r.retries
+                .iter()
+                .map(|t| esc(t))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        });
+        h.push_str(&row(&cells));
+    }
+    h.push_str("</table>\n");
+    h
+}
+
+/// Messages per custodian against the vendor's count; a short one in red.
+fn custodians_table(run: &RunFacts) -> String {
+    if run.custodians.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from("<h3>Custodians</h3>\n<table id=\"custodians\"><tr><th>Custodian</th><th>Messages exported</th><th>Vendor's count</th><th>Status</th><th>Step</th></tr>\n");
+    for c in &run.custodians {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+            esc(&c.custodian),
+            c.exported,
+            c.vendor_count
+                .map_or_else(|| "not given".into(), |n| n.to_string()),
+            if c.status == CustodianStatus::Short {
+                "problem"
+            } else {
+                "verified"
+            },
+            esc(c.status.as_str()),
+            esc(&c.step_and_vendor())
+        );
+    }
+    h.push_str("</table>\n");
     h
 }
 
@@ -277,20 +337,7 @@ fn files_section(files: &[FileFacts], unlisted: &[String]) -> String {
 }
 
 fn signature_section(r: &EvidenceReport) -> String {
-    let text = match r.signature.status.as_str() {
-        "verified" => format!(
-            "manifest.json.asc verifies: signed by the key {}.",
-            r.signature.detail.as_deref().unwrap_or("?")
-        ),
-        "failed" => format!(
-            "The signature does not verify: {}",
-            r.signature.detail.as_deref().unwrap_or("?")
-        ),
-        "not_checked" => {
-            "manifest.json is signed (manifest.json.asc); the signature was not checked: pass --signer KEY.".into()
-        }
-        _ => "manifest.json is not signed (run with --sign-key to sign the evidence).".into(),
-    };
+    let text = r.signature.sentence();
     format!(
         "<h2>Signature</h2>\n<p id=\"signature\" class=\"{}\">{}</p>\n",
         if r.signature.status == "failed" {

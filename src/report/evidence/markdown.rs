@@ -3,7 +3,7 @@
 //! instead of the chart. Table cells are escaped ([`cell`]) so a file name cannot break out.
 use std::fmt::Write as _;
 
-use super::{EvidenceReport, RunFacts};
+use super::{CustodianStatus, EvidenceReport, RunFacts, CLASSES};
 
 /// Text safe in a Markdown table cell: `|` and newlines escaped, markup characters too.
 fn cell(text: &str) -> String {
@@ -69,16 +69,7 @@ pub(crate) fn render(r: &EvidenceReport) -> String {
             let _ = writeln!(m, "- `{}`", cell(u));
         }
     }
-    let _ = writeln!(
-        m,
-        "\n## Signature\n\n{}{}",
-        cell(&r.signature.status),
-        r.signature
-            .detail
-            .as_deref()
-            .map(|d| format!(": {}", cell(d)))
-            .unwrap_or_default()
-    );
+    let _ = writeln!(m, "\n## Signature\n\n{}", cell(&r.signature.sentence()));
     m
 }
 
@@ -140,6 +131,8 @@ fn run_section(run: &RunFacts) -> String {
             );
         }
     }
+    m.push_str(&requests_table(run));
+    m.push_str(&custodians_table(run));
     for p in &run.partial {
         let _ = writeln!(m, "\nPartial result, missing: {}", cell(p));
     }
@@ -151,6 +144,64 @@ fn run_section(run: &RunFacts) -> String {
         );
     }
     m.push('\n');
+    m
+}
+
+/// Attempts per step, vendor and status class, with the retries and their reasons.
+fn requests_table(run: &RunFacts) -> String {
+    let rows = run.request_rows();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut m = String::from("\n### Requests and retries\n\n| Step | Vendor |");
+    for (_, header) in CLASSES {
+        let _ = write!(m, " {header} |");
+    }
+    m.push_str(" Retries (why) |\n|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        let counts: Vec<String> = r.counts.iter().map(u32::to_string).collect();
+        let retries = if r.retries.is_empty() {
+            "none".to_string()
+        } else {
+            r.retries
+                .iter()
+                .map(|t| cell(t))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {retries} |",
+            cell(r.step),
+            cell(r.vendor),
+            counts.join(" | ")
+        );
+    }
+    m
+}
+
+/// Messages per custodian against the vendor's count.
+fn custodians_table(run: &RunFacts) -> String {
+    if run.custodians.is_empty() {
+        return String::new();
+    }
+    let mut m = String::from("\n### Custodians\n\n| Custodian | Messages exported | Vendor's count | Status | Step |\n|---|---|---|---|---|\n");
+    for c in &run.custodians {
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {} | {} |",
+            cell(&c.custodian),
+            c.exported,
+            c.vendor_count
+                .map_or_else(|| "not given".into(), |n| n.to_string()),
+            if c.status == CustodianStatus::Short {
+                format!("**{}**", c.status.as_str())
+            } else {
+                c.status.as_str().to_string()
+            },
+            cell(&c.step_and_vendor())
+        );
+    }
     m
 }
 

@@ -7,13 +7,16 @@
 //! directory is at hand, each run's journal (steps, attempts, polls, the jobs that
 //! contributed). The HTML and Markdown renderers only lay that model out, so they cannot
 //! disagree with each other or with the manifest.
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::manifest::{self, Manifest, Problem, SignatureCheck};
+use super::manifest::{self, CustodianRecord, Manifest, Problem, SignatureCheck};
+use super::step_record::StepRecord;
+use crate::events::StatusClass;
 use crate::state::Replay;
 
 mod html;
@@ -108,6 +111,68 @@ pub(crate) struct RunFacts {
     pub partial: Vec<String>,
     /// Whether the run's journal was read.
     pub journal: bool,
+    /// Requests by vendor and status class, and retries with their reasons, by step path:
+    /// the same records the JSON report gives each step.
+    pub traffic: BTreeMap<String, StepRecord>,
+    /// Messages per custodian against the vendor's count.
+    pub custodians: Vec<CustodianFacts>,
+}
+
+/// One custodian's messages as one step exported them.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct CustodianFacts {
+    pub step: String,
+    pub vendor: String,
+    pub custodian: String,
+    pub exported: u64,
+    pub vendor_count: Option<u64>,
+    pub status: CustodianStatus,
+}
+
+/// How a custodian's exported messages compare with the vendor's count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum CustodianStatus {
+    /// As many as the vendor counted.
+    Match,
+    /// Fewer than the vendor counted.
+    Short,
+    /// More than the vendor counted.
+    Over,
+    /// The vendor gave no count for this custodian.
+    Uncounted,
+}
+
+impl CustodianFacts {
+    /// `download (google)`, or the step alone when no vendor count was involved.
+    pub(crate) fn step_and_vendor(&self) -> String {
+        if self.vendor.is_empty() {
+            self.step.clone()
+        } else {
+            format!("{} ({})", self.step, self.vendor)
+        }
+    }
+}
+
+impl CustodianStatus {
+    fn of(exported: u64, vendor_count: Option<u64>) -> Self {
+        match vendor_count {
+            None => CustodianStatus::Uncounted,
+            Some(n) if exported == n => CustodianStatus::Match,
+            Some(n) if exported < n => CustodianStatus::Short,
+            Some(_) => CustodianStatus::Over,
+        }
+    }
+
+    /// The word the report shows.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CustodianStatus::Match => "match",
+            CustodianStatus::Short => "short",
+            CustodianStatus::Over => "more than counted",
+            CustodianStatus::Uncounted => "no vendor count",
+        }
+    }
 }
 
 /// One step on the timeline.
@@ -153,6 +218,20 @@ pub(crate) struct SignatureFacts {
     pub status: String,
     /// The signing key's fingerprint (verified) or why it failed.
     pub detail: Option<String>,
+}
+
+impl SignatureFacts {
+    /// What the report says of the signature, in one sentence.
+    pub(crate) fn sentence(&self) -> String {
+        let detail = self.detail.as_deref().unwrap_or("?");
+        match self.status.as_str() {
+            "verified" => format!("manifest.json.asc verifies: signed by the key {detail}."),
+            "failed" => format!("The signature does not verify: {detail}"),
+            "not_checked" => "manifest.json is signed (manifest.json.asc); the signature was not checked: pass --signer KEY.".into(),
+            NO_MANIFEST => "No manifest.json yet: the run has written no file, so there is nothing to sign.".into(),
+            _ => "manifest.json is not signed (run with --sign-key to sign the evidence).".into(),
+        }
+    }
 }
 
 impl From<SignatureCheck> for SignatureFacts {
@@ -211,6 +290,84 @@ pub(crate) fn build(
         signature,
     })
 }
+
+/// The report of a run that has written no file yet, so no manifest (it detached to wait for
+/// a vendor, or failed first): what its journal `replay` says, with what it waits for on top.
+pub(crate) fn build_pending(dir: &Path, replay: &Replay) -> EvidenceReport {
+    let h = &replay.header;
+    let status = replay.finished.as_ref().map_or_else(
+        || "pending".to_string(),
+        |(_, s, _)| format!("{s:?}").to_lowercase(),
+    );
+    // A pending run's journal records when its last job detached, not an end.
+    let finished_at = replay
+        .finished
+        .as_ref()
+        .filter(|_| status != "pending")
+        .map(|(at, _, _)| at.to_rfc3339());
+    let run = RunFacts {
+        run_id: h.run_id.clone(),
+        workflow: h.workflow_name.clone(),
+        workflow_file: h.workflow.clone(),
+        workflow_sha256: h
+            .files
+            .first()
+            .map(|f| f.sha256.clone())
+            .unwrap_or_default(),
+        workflow_commit: None,
+        inputs: h.inputs.clone(),
+        started_at: h.started_at.to_rfc3339(),
+        finished_at,
+        jobs: jobs_of(replay),
+        steps: steps_of(replay),
+        calls: vec![],
+        adopted: vec![],
+        partial: vec![],
+        journal: true,
+        traffic: BTreeMap::new(),
+        custodians: vec![],
+        status,
+    };
+    let sentence = if run.status == "pending" {
+        let mut waiting: Vec<String> = replay
+            .waiting
+            .iter()
+            .map(|(step, (what, _))| format!("step {step} ({what})"))
+            .collect();
+        waiting.sort();
+        let waiting = if waiting.is_empty() {
+            "its next job (the next `auditflow run` of the workflow resumes it)".to_string()
+        } else {
+            waiting.join(", ")
+        };
+        format!("Pending: waiting for {waiting}; the run has written no file yet, so there is no manifest to verify.")
+    } else {
+        format!(
+            "Not complete: the run ended {} before writing any file; there is no manifest to verify.",
+            run.status
+        )
+    };
+    EvidenceReport {
+        dir: dir.display().to_string(),
+        generated_at: Utc::now(),
+        tool_version: env!("AUDITFLOW_VERSION").into(),
+        reporter: Where::here(),
+        summary: Summary {
+            complete: false,
+            sentence,
+        },
+        runs: vec![run],
+        files: vec![],
+        unlisted: vec![],
+        signature: SignatureFacts {
+            status: NO_MANIFEST.into(),
+            detail: None,
+        },
+    }
+}
+
+/// [`SignatureFacts::status`] of a report made before any manifest was written.
+pub(crate) const NO_MANIFEST: &str = "no_manifest";
 
 fn file_facts(m: &Manifest, problems: &[Problem]) -> Vec<FileFacts> {
     m.artifacts
@@ -289,7 +446,96 @@ fn run_facts(r: &manifest::RunRecord, journals: Journals<'_>) -> RunFacts {
             .flat_map(|(step, problems)| problems.iter().map(move |p| format!("{step}: {p}")))
             .collect(),
         journal: replay.is_some(),
+        traffic: r.steps.clone(),
+        custodians: custodian_facts(&r.custodians),
     }
+}
+
+/// One line of the requests table: a step's attempts at one vendor by status class, and the
+/// step's retries (on its first line only).
+pub(crate) struct RequestRow<'a> {
+    pub step: &'a str,
+    /// `-` for a step that retried without a vendor answer counted (downloads).
+    pub vendor: &'a str,
+    /// Success, client error, server error, network.
+    pub counts: [u32; 4],
+    /// `attempt 1: why (waited 2s)`.
+    pub retries: Vec<String>,
+}
+
+/// The status classes in the order of [`RequestRow::counts`], with their column headers.
+pub(crate) const CLASSES: [(StatusClass, &str); 4] = [
+    (StatusClass::Success, "2xx"),
+    (StatusClass::ClientError, "4xx"),
+    (StatusClass::ServerError, "5xx"),
+    (StatusClass::Network, "network"),
+];
+
+impl RunFacts {
+    /// The requests table, one row per step and vendor.
+    pub(crate) fn request_rows(&self) -> Vec<RequestRow<'_>> {
+        let mut rows = Vec::new();
+        for (step, rec) in &self.traffic {
+            let mut retries: Vec<String> = rec
+                .retries
+                .iter()
+                .map(|r| {
+                    format!(
+                        "attempt {}: {} (waited {})",
+                        r.attempt,
+                        r.reason,
+                        crate::workflow::duration::format_duration(
+                            std::time::Duration::from_millis(r.wait_ms)
+                        )
+                    )
+                })
+                .collect();
+            let vendors: Vec<(&str, [u32; 4])> = rec
+                .requests
+                .iter()
+                .map(|(v, by)| {
+                    (
+                        v.as_str(),
+                        CLASSES.map(|(c, _)| by.get(&c).copied().unwrap_or(0)),
+                    )
+                })
+                .collect();
+            if vendors.is_empty() {
+                rows.push(RequestRow {
+                    step,
+                    vendor: "-",
+                    counts: [0; 4],
+                    retries,
+                });
+                continue;
+            }
+            for (vendor, counts) in vendors {
+                rows.push(RequestRow {
+                    step,
+                    vendor,
+                    counts,
+                    retries: std::mem::take(&mut retries),
+                });
+            }
+        }
+        rows
+    }
+}
+
+fn custodian_facts(by_step: &BTreeMap<String, CustodianRecord>) -> Vec<CustodianFacts> {
+    by_step
+        .iter()
+        .flat_map(|(step, rec)| {
+            rec.counts.iter().map(move |c| CustodianFacts {
+                step: step.clone(),
+                vendor: rec.vendor.clone(),
+                custodian: c.custodian.clone(),
+                exported: c.exported,
+                vendor_count: c.vendor_count,
+                status: CustodianStatus::of(c.exported, c.vendor_count),
+            })
+        })
+        .collect()
 }
 
 fn jobs_of(r: &Replay) -> Vec<DateTime<Utc>> {
@@ -338,6 +584,16 @@ fn summarize(
     if partial > 0 {
         missing.push(format!(
             "the vendor reported the export incomplete ({partial} problem(s), kept as a partial result)"
+        ));
+    }
+    let short = runs
+        .iter()
+        .flat_map(|r| &r.custodians)
+        .filter(|c| c.status == CustodianStatus::Short)
+        .count();
+    if short > 0 {
+        missing.push(format!(
+            "{short} custodian(s) have fewer messages exported than the vendor counted"
         ));
     }
     let bad = files.iter().filter(|f| !f.verified).count();
