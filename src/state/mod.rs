@@ -32,6 +32,7 @@ pub(crate) mod journal;
 pub(crate) mod keep;
 pub(crate) mod lifecycle;
 pub(crate) mod postgres;
+pub(crate) mod resume;
 pub(crate) mod snapshot;
 mod store;
 
@@ -162,6 +163,70 @@ pub(crate) enum Started {
     },
     /// A one-shot workflow already succeeded with this identity: nothing to do.
     AlreadyDone(Completion),
+}
+
+/// What becomes of an unfinished run when a run of the same identity begins (not `--fresh`).
+pub(crate) enum Unfinished {
+    /// Its files are those it began with: it is resumed.
+    Resume,
+    /// The workflow changed, but it sent nothing that must not be repeated: it is abandoned
+    /// and a new run starts (with this note).
+    Abandon(String),
+}
+
+/// Decides [`Unfinished`] for run `replay` and the new run's `header`; a changed workflow
+/// whose run already sent a request that must not be repeated is [`StateError::Changed`].
+/// Both stores decide the same way.
+pub(crate) fn on_unfinished(replay: &Replay, header: &RunHeader) -> Result<Unfinished, StateError> {
+    let changed = changed_files(&replay.header, &header.files);
+    if changed.is_empty() {
+        return Ok(Unfinished::Resume);
+    }
+    if replay.has_non_idempotent() {
+        return Err(StateError::Changed {
+            run_id: replay.header.run_id.clone(),
+            started: replay.header.started_at.to_rfc3339(),
+            changed: changed.join(", "),
+        });
+    }
+    Ok(Unfinished::Abandon(format!(
+        "the workflow changed since unfinished run {} ({}); it sent nothing that must not be repeated, so a new run starts",
+        replay.header.run_id,
+        changed.join(", ")
+    )))
+}
+
+/// The note of an unfinished run given up by `--fresh`.
+pub(crate) fn fresh_note(run_id: &str) -> String {
+    format!("abandoned unfinished run {run_id} (--fresh)")
+}
+
+/// The note of a one-shot workflow run again with `--fresh` after `done`.
+pub(crate) fn run_again_note(done: &Completion) -> String {
+    format!(
+        "run {} of this one-shot workflow succeeded on {}; running it again (--fresh)",
+        done.run_id,
+        done.finished_at.to_rfc3339()
+    )
+}
+
+/// The record a resumed run's journal gets first.
+pub(crate) fn resumed_record() -> Record {
+    Record::Resumed {
+        at: Utc::now(),
+        pid: std::process::id(),
+    }
+}
+
+impl Started {
+    /// A run resumed from `replay`.
+    pub(crate) fn resumed(state: RunState, replay: Replay, notes: Vec<String>) -> Started {
+        Started::Run {
+            state,
+            begin: Begin::Resumed(Box::new(replay)),
+            notes,
+        }
+    }
 }
 
 /// The state of the run this process is running: its journal and lock.
@@ -487,11 +552,7 @@ impl StateDir {
                 (Some(done), false) => return Ok(Started::AlreadyDone(done)),
                 (Some(done), true) => {
                     Completion::remove(&pointer)?;
-                    notes.push(format!(
-                        "run {} of this one-shot workflow succeeded on {}; running it again (--fresh)",
-                        done.run_id,
-                        done.finished_at.to_rfc3339()
-                    ));
+                    notes.push(run_again_note(&done));
                 }
                 (None, _) => {}
             }
@@ -504,34 +565,20 @@ impl StateDir {
                 if let Ok(r) = Replay::read(&path) {
                     self.abandon(&r).await?;
                 }
-                notes.push(format!("abandoned unfinished run {old_id} (--fresh)"));
+                notes.push(fresh_note(&old_id));
             } else {
                 let replay = Replay::read(&path)?;
-                let changed = changed_files(&replay.header, &header.files);
-                if changed.is_empty() {
-                    let state = self.reopen(&replay, lock, pointer, req.one_shot)?;
-                    state.journal.append(&Record::Resumed {
-                        at: Utc::now(),
-                        pid: std::process::id(),
-                    });
-                    return Ok(Started::Run {
-                        state,
-                        begin: Begin::Resumed(Box::new(replay)),
-                        notes,
-                    });
+                match on_unfinished(&replay, &header)? {
+                    Unfinished::Resume => {
+                        let state = self.reopen(&replay, lock, pointer, req.one_shot)?;
+                        state.journal.append(&resumed_record());
+                        return Ok(Started::resumed(state, replay, notes));
+                    }
+                    Unfinished::Abandon(note) => {
+                        self.abandon(&replay).await?;
+                        notes.push(note);
+                    }
                 }
-                if replay.has_non_idempotent() {
-                    return Err(StateError::Changed {
-                        run_id: old_id,
-                        started: replay.header.started_at.to_rfc3339(),
-                        changed: changed.join(", "),
-                    });
-                }
-                self.abandon(&replay).await?;
-                notes.push(format!(
-                    "the workflow changed since unfinished run {old_id} ({}); it sent nothing that must not be repeated, so a new run starts",
-                    changed.join(", ")
-                ));
             }
         }
         let state = self.create(header, lock, pointer, req.one_shot).await?;
@@ -655,34 +702,13 @@ impl StateDir {
         req: &StartRequest,
         pointer: &Path,
     ) -> Result<String, StateError> {
-        let refuse = |why: String| StateError::ResumeRefused {
-            run_id: id.to_string(),
-            why,
-        };
-        match existing {
-            Some(e) if e == id => return Ok(e),
-            Some(e) => {
-                return Err(refuse(format!(
-                    "this workflow with these inputs has another unfinished run, {e}; resume that one (`--resume {e}`), or give it up with `auditflow runs abandon {e}`"
-                )))
-            }
-            None => {}
+        if let Some(decided) = resume::against_existing(id, existing) {
+            return decided;
         }
         let Some((theirs, _)) = self.active_pointers().into_iter().find(|(_, r)| r == id) else {
-            return Err(refuse(
-                "it is not unfinished (`auditflow runs show` tells how it ended); nothing to resume"
-                    .into(),
-            ));
+            return Err(resume::not_unfinished(id));
         };
-        let header = RunHeader::read(&self.journal_path(id))
-            .ok_or_else(|| refuse("its journal has no readable header".into()))?;
-        let differ = differences(&header, &req.header);
-        if !differ.is_empty() {
-            return Err(refuse(format!(
-                "it is not this command's run: {}",
-                differ.join("; ")
-            )));
-        }
+        resume::check_same_run(id, RunHeader::read(&self.journal_path(id)), &req.header)?;
         let their_key = theirs
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

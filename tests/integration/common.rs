@@ -237,3 +237,14 @@ pub(crate) fn key() -> &'static (PathBuf, PathBuf, String) {
 pub(crate) fn check_snapshot(case: &Path, got: &str) -> Option<String> {
     crate::snapshot::compare(&case.with_extension("err"), got).map(|m| m.to_string())
 }
+
+/// How many `.mbox` files `dir` holds (0 when it does not exist).
+pub(crate) fn mbox_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "mbox"))
+                .count()
+        })
+        .unwrap_or(0)
+}

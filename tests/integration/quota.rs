@@ -66,16 +66,6 @@ async fn upload_key(h: &SimHandle, d: &Path) {
     assert_eq!(code, Some(0), "{o}\n{e}");
 }
 
-fn mbox_count(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "mbox"))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn three_scheduled_runs_export_250_users_within_100_a_day() {
     let h = sim::start(quick()).await.unwrap();

@@ -190,16 +190,6 @@ fn workdir(root: &Path, name: &str) -> PathBuf {
     d
 }
 
-fn mboxes(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "mbox"))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 fn quick_sim() -> SimConfig {
     SimConfig {
         google_pending_polls: 1,
@@ -260,7 +250,7 @@ async fn four_shards_in_four_directories_share_one_budget_of_100_a_day() {
     );
     for u in &users {
         let found: usize = (1..=4)
-            .map(|i| mboxes(&root.path().join(format!("shard{i}/out/{u}"))))
+            .map(|i| crate::common::mbox_count(&root.path().join(format!("shard{i}/out/{u}"))))
             .sum();
         assert_eq!(found, 1, "{u} exported once");
     }
@@ -294,7 +284,11 @@ async fn runs_killed_at_random_moments_resume_from_another_directory() {
         assert_eq!(code, Some(0), "{user} killed after {at} ms:\n{log}");
         let v = crate::common::auditflow(&["verify", dest.to_str().unwrap()], &[], &b);
         assert!(v.status.success(), "{user}: {:?}", text(&v));
-        assert_eq!(mboxes(&dest), 2, "{user}: every file, once");
+        assert_eq!(
+            crate::common::mbox_count(&dest),
+            2,
+            "{user}: every file, once"
+        );
     }
     assert_eq!(
         h.google.exports_created(DOMAIN),

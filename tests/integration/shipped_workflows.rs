@@ -543,15 +543,7 @@ async fn google_export_users_runs_every_user_and_names_the_failed_ones() {
     )
     .await;
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
-    let mbox_count = |dir: &Path| {
-        std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.flatten()
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "mbox"))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
+    let mbox_count = crate::common::mbox_count;
     for u in users {
         assert_eq!(mbox_count(&out.join(u)), 2, "{u}");
     }

@@ -172,35 +172,33 @@ impl PgStore {
         F: Fn(deadpool_postgres::Object) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
-        let deadline = tokio::time::Instant::now() + retry_budget();
-        let mut pause = Duration::from_millis(100);
-        loop {
-            let attempt = match self.inner.pool.get().await {
-                Ok(client) => op(client).await,
-                Err(e) => Err(Failure::from(e)),
-            };
-            match attempt {
-                Ok(v) => return Ok(v),
-                Err(Failure::Transient(m)) if tokio::time::Instant::now() + pause < deadline => {
-                    tracing::warn!(
-                        "state store {}: {what}: {m}; trying again in {pause:?}",
-                        self.describe()
-                    );
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-                Err(f) => return Err(self.error(what, &f)),
-            }
-        }
+        self.retrying(what, || async {
+            let client = self.inner.pool.get().await.map_err(Failure::from)?;
+            op(client).await
+        })
+        .await
     }
 
     /// A new connection of its own (not pooled), retried like [`PgStore::with_client`].
     pub(super) async fn dedicated(&self, what: &str) -> Result<Client, StateError> {
+        self.retrying(what, || async {
+            self.inner.target.connect().await.map_err(Failure::from)
+        })
+        .await
+    }
+
+    /// `attempt` until it succeeds, fails for good, or the retry budget is spent, with
+    /// backoff between attempts (each transient failure is logged, naming the server).
+    async fn retrying<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T, StateError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
         let deadline = tokio::time::Instant::now() + retry_budget();
         let mut pause = Duration::from_millis(100);
         loop {
-            match self.inner.target.connect().await.map_err(Failure::from) {
-                Ok(c) => return Ok(c),
+            match attempt().await {
+                Ok(v) => return Ok(v),
                 Err(Failure::Transient(m)) if tokio::time::Instant::now() + pause < deadline => {
                     tracing::warn!(
                         "state store {}: {what}: {m}; trying again in {pause:?}",

@@ -14,9 +14,10 @@ use tokio_postgres::Client;
 use super::writer::{self, Holder};
 use super::{Failure, PgStore};
 use crate::state::journal::{EndStatus, Record, Replay, RunHeader};
-use crate::state::lifecycle::{differences, holder_text, Completion};
+use crate::state::lifecycle::{holder_text, Completion};
 use crate::state::{
-    changed_files, summary, Begin, Listed, RunState, RunSummary, StartRequest, Started, StateError,
+    fresh_note, on_unfinished, resume, resumed_record, run_again_note, summary, Begin, Listed,
+    RunState, RunSummary, StartRequest, Started, StateError, Unfinished,
 };
 
 /// How a run in the shared store is kept while a process runs it.
@@ -39,15 +40,22 @@ impl PgStore {
         if !got {
             return Err(self.busy(&client, key).await);
         }
-        client
-            .execute(
+        let backend: i32 = client
+            .query_one(
                 "INSERT INTO holders (key, holder, backend) VALUES ($1, $2, pg_backend_pid())
-                 ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, backend = EXCLUDED.backend",
+                 ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, backend = EXCLUDED.backend
+                 RETURNING backend",
                 &[&key, &holder_text()],
             )
             .await
-            .map_err(|e| self.error("recording the run's holder", &e.into()))?;
-        Ok(Holder { client, lock })
+            .map_err(|e| self.error("recording the run's holder", &e.into()))?
+            .get(0);
+        Ok(Holder {
+            client,
+            lock,
+            key: key.to_string(),
+            backend,
+        })
     }
 
     /// [`StateError::Busy`] for key `key`, naming the process that holds its lock now (its
@@ -103,11 +111,7 @@ impl PgStore {
                 (Some(done), true) => {
                     self.delete_row("DELETE FROM completions WHERE key = $1", &key)
                         .await?;
-                    notes.push(format!(
-                        "run {} of this one-shot workflow succeeded on {}; running it again (--fresh)",
-                        done.run_id,
-                        done.finished_at.to_rfc3339()
-                    ));
+                    notes.push(run_again_note(&done));
                 }
                 (None, _) => {}
             }
@@ -119,34 +123,20 @@ impl PgStore {
                 if let Ok(r) = replay {
                     self.append_end(&r, EndStatus::Abandoned).await?;
                 }
-                notes.push(format!("abandoned unfinished run {old_id} (--fresh)"));
+                notes.push(fresh_note(&old_id));
             } else {
                 let replay = replay?;
-                let changed = changed_files(&replay.header, &header.files);
-                if changed.is_empty() {
-                    let state = self.reopen(holder, &replay, key, req.one_shot).await?;
-                    state.journal.append(&Record::Resumed {
-                        at: Utc::now(),
-                        pid: std::process::id(),
-                    });
-                    return Ok(Started::Run {
-                        state,
-                        begin: Begin::Resumed(Box::new(replay)),
-                        notes,
-                    });
+                match on_unfinished(&replay, &header)? {
+                    Unfinished::Resume => {
+                        let state = self.reopen(holder, &replay, key, req.one_shot).await?;
+                        state.journal.append(&resumed_record());
+                        return Ok(Started::resumed(state, replay, notes));
+                    }
+                    Unfinished::Abandon(note) => {
+                        self.append_end(&replay, EndStatus::Abandoned).await?;
+                        notes.push(note);
+                    }
                 }
-                if replay.has_non_idempotent() {
-                    return Err(StateError::Changed {
-                        run_id: old_id,
-                        started: replay.header.started_at.to_rfc3339(),
-                        changed: changed.join(", "),
-                    });
-                }
-                self.append_end(&replay, EndStatus::Abandoned).await?;
-                notes.push(format!(
-                    "the workflow changed since unfinished run {old_id} ({}); it sent nothing that must not be repeated, so a new run starts",
-                    changed.join(", ")
-                ));
             }
         }
         let state = self.create(holder, header, key, req.one_shot).await?;
@@ -233,18 +223,8 @@ impl PgStore {
         existing: Option<String>,
         req: &StartRequest,
     ) -> Result<String, StateError> {
-        let refuse = |why: String| StateError::ResumeRefused {
-            run_id: id.to_string(),
-            why,
-        };
-        match existing {
-            Some(e) if e == id => return Ok(e),
-            Some(e) => {
-                return Err(refuse(format!(
-                    "this workflow with these inputs has another unfinished run, {e}; resume that one (`--resume {e}`), or give it up with `auditflow runs abandon {e}`"
-                )))
-            }
-            None => {}
+        if let Some(decided) = resume::against_existing(id, existing) {
+            return decided;
         }
         let their_key = self
             .active_keys()
@@ -252,24 +232,9 @@ impl PgStore {
             .into_iter()
             .find(|(_, r)| r == id)
             .map(|(k, _)| k)
-            .ok_or_else(|| {
-                refuse(
-                    "it is not unfinished (`auditflow runs show` tells how it ended); nothing to resume"
-                        .into(),
-                )
-            })?;
-        let header = self
-            .replay(id)
-            .await
-            .map_err(|_| refuse("its journal has no readable header".into()))?
-            .header;
-        let differ = differences(&header, &req.header);
-        if !differ.is_empty() {
-            return Err(refuse(format!(
-                "it is not this command's run: {}",
-                differ.join("; ")
-            )));
-        }
+            .ok_or_else(|| resume::not_unfinished(id))?;
+        let theirs = self.replay(id).await.ok().map(|r| r.header);
+        resume::check_same_run(id, theirs, &req.header)?;
         let theirs = self.lock_id(&their_key);
         let got: bool = holder
             .client

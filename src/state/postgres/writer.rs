@@ -28,6 +28,10 @@ struct Batch {
 pub(super) struct Holder {
     pub client: Client,
     pub lock: i64,
+    /// The run key the lock is for.
+    pub key: String,
+    /// The server process of `client` (its `holders.backend`).
+    pub backend: i32,
 }
 
 /// Starts the writer of run `run_id`, whose next record is number `next_seq`.
@@ -130,23 +134,54 @@ async fn relock(store: &PgStore, holder: &mut Holder, run_id: &str) -> Result<()
         // Still unreachable: the caller's loop tries again until its budget is spent.
         return Ok(());
     };
-    let got: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&holder.lock])
-        .await
-        .map_err(|e| {
-            store
-                .error("taking the run lock again", &e.into())
-                .to_string()
-        })?
-        .get(0);
-    if !got {
-        return Err(format!(
-            "state store {}: while the connection was lost, another runner took run {run_id}; this runner stops here so that the two do not both act on it",
-            store.describe()
-        ));
+    let err = |e: tokio_postgres::Error| {
+        store
+            .error("taking the run lock again", &e.into())
+            .to_string()
+    };
+    // The old session may still be ending (a terminated backend releases its locks as it
+    // exits): its lock is waited for; a lock another runner's session holds is not.
+    for _ in 0..50 {
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&holder.lock])
+            .await
+            .map_err(err)?
+            .get(0);
+        if got {
+            let backend: i32 = client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .map_err(err)?
+                .get(0);
+            client
+                .execute(
+                    "UPDATE holders SET backend = $2 WHERE key = $1",
+                    &[&holder.key, &backend],
+                )
+                .await
+                .map_err(err)?;
+            holder.client = client;
+            holder.backend = backend;
+            return Ok(());
+        }
+        let by: Option<i32> = client
+            .query_opt(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                   AND ((classid::bigint << 32) | objid::bigint) = $1",
+                &[&holder.lock],
+            )
+            .await
+            .map_err(err)?
+            .map(|r| r.get(0));
+        if by.is_some_and(|pid| pid != holder.backend) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    holder.client = client;
-    Ok(())
+    Err(format!(
+        "state store {}: while the connection was lost, another runner took run {run_id}; this runner stops here so that the two do not both act on it",
+        store.describe()
+    ))
 }
 
 /// One transaction: the batch's records, the run's last activity, its cursors.
