@@ -167,7 +167,10 @@ fn inputs_describes_what_a_shipped_workflow_takes_and_keeps() {
         .expect("page_size input");
     assert_eq!(page["allowed"], "1 to 100");
     let o = auditflow(
-        &["inputs", &crate::common::wf("google/vault-mail-export.yaml")],
+        &[
+            "inputs",
+            &crate::common::wf("google/vault-mail-export.yaml"),
+        ],
         &[],
         crate::common::root(),
     );

@@ -62,7 +62,7 @@ fn an_unset_base_url_names_its_variable() {
 /// Inputs outside their rules (a Vault timestamp without its time, an export name with
 /// forbidden characters, a Mimecast page size above 100) stop the run with exit 2 before
 /// any request, naming the input, the value, what is allowed and the `-i` fix
-/// (`tests/cases/inputs/out-of-rule.err`).
+/// (`tests/cases/operator/out-of-rule.err`).
 #[tokio::test(flavor = "multi_thread")]
 async fn inputs_outside_their_rules_stop_the_run_before_any_request() {
     let (url, script) = serve(vec![]).await;
@@ -110,7 +110,62 @@ async fn inputs_outside_their_rules_stop_the_run_before_any_request() {
         got.push_str(&format!("$ {workflow} -i {}\n{err}", inputs.join(" -i ")));
     }
     assert!(script.all().is_empty(), "sent: {:?}", script.all());
-    let case = root().join("tests/cases/inputs/out-of-rule.yaml");
+    let case = root().join("tests/cases/operator/out-of-rule.yaml");
+    if let Some(m) = crate::common::check_snapshot(&case, &got) {
+        panic!("{m}");
+    }
+}
+
+/// A connection pointed at another vendor's server says whose answer it got, the URL, the
+/// variable to set and the fix, instead of showing a Mimecast code under the Google label
+/// (`tests/cases/operator/wrong-server.err`; the simulator's addresses are replaced by
+/// their names).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_pointed_at_another_vendor_names_it_and_the_variable() {
+    let sim = auditflow::sim::start(auditflow::sim::SimConfig::default())
+        .await
+        .expect("simulator");
+    let runs = [
+        (
+            "workflows/google/list-exports.yaml",
+            "domain=example.com",
+            "GOOGLE_AUDIT_BASE_URL",
+            sim.mimecast_url.clone(),
+        ),
+        (
+            "workflows/mimecast/audit-events.yaml",
+            "out_dir=out",
+            "MIMECAST_BASE_URL",
+            sim.google_url.clone(),
+        ),
+    ];
+    let mut got = String::new();
+    for (workflow, input, var, wrong) in runs {
+        let d = Dir::new();
+        let mut env: Vec<(String, String)> =
+            sim.env().into_iter().filter(|(k, _)| k != var).collect();
+        env.push((var.to_string(), wrong));
+        let args = ["run", workflow, "-i", input, "--state-dir"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([d.path().join("state").display().to_string()])
+            .collect();
+        let o = auditflow_async(args, env, root().to_path_buf()).await;
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{workflow}: {out}{err}");
+        let named = format!("{out}{err}")
+            .replace(&sim.mimecast_url, "MIMECAST_SIM")
+            .replace(&sim.google_url, "GOOGLE_SIM");
+        let line = named
+            .lines()
+            .find(|l| l.contains("HTTP 404"))
+            .unwrap_or_else(|| panic!("a 404 in {named}"));
+        got.push_str(&format!(
+            "$ {var}=(the other vendor) {workflow}\n{}\n",
+            line.trim()
+        ));
+    }
+    let case = root().join("tests/cases/operator/wrong-server.yaml");
     if let Some(m) = crate::common::check_snapshot(&case, &got) {
         panic!("{m}");
     }
