@@ -147,7 +147,7 @@ async fn a_connection_pointed_at_another_vendor_names_it_and_the_variable() {
         env.push((var.to_string(), wrong));
         let args = ["run", workflow, "-i", input, "--state-dir"]
             .iter()
-            .map(|s| s.to_string())
+            .map(ToString::to_string)
             .chain([d.path().join("state").display().to_string()])
             .collect();
         let o = auditflow_async(args, env, root().to_path_buf()).await;
