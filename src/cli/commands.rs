@@ -429,11 +429,15 @@ pub(super) fn describe(workflow: &Path, json: bool) -> Result<(), CliError> {
             (None, false) => "optional".to_string(),
         };
         crate::outln!(
-            "  {:<20} {:<9} {}{}{}",
+            "  {:<20} {:<9} {}{}{}{}",
             i.name,
             i.kind,
             default,
             if i.secret { ", secret" } else { "" },
+            i.allowed
+                .as_deref()
+                .map(|a| format!(", allowed: {a}"))
+                .unwrap_or_default(),
             i.description
                 .as_deref()
                 .map(|t| format!(": {t}"))

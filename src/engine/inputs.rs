@@ -5,8 +5,8 @@ use serde_json::{Map, Value};
 
 use crate::secrets::Secrets;
 use crate::workflow::diag::did_you_mean;
+use crate::workflow::input_rules::{check_input, InputProblem};
 use crate::workflow::model::Workflow;
-use crate::workflow::validate::coerce_input;
 
 /// Errors found before any request is sent (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +23,8 @@ pub(crate) enum InputError {
         suggestion: Option<String>,
         declared: Vec<String>,
     },
-    #[error("input `{name}`: {message}")]
-    Invalid { name: String, message: String },
+    #[error("input `{name}`: {problem}")]
+    Invalid { name: String, problem: InputProblem },
     #[error("environment variable {name}: {message}; fix or unset it")]
     Environment { name: String, message: String },
 }
@@ -50,8 +50,10 @@ impl InputError {
     /// How to give what is missing on the command line (not for `uses`, whose inputs come
     /// from `with:`).
     pub(crate) fn command_line_hint(&self) -> Option<String> {
-        let Self::Missing(missing) = self else {
-            return None;
+        let missing = match self {
+            Self::Missing(missing) => missing,
+            Self::Invalid { name, problem } => return Some(problem.fix(name)),
+            _ => return None,
         };
         let flags: Vec<String> = missing
             .iter()
@@ -86,11 +88,10 @@ pub(crate) fn resolve_inputs(
         let raw = given.get(name).or(spec.default.as_ref());
         match raw {
             Some(v) => {
-                let coerced =
-                    coerce_input(spec.kind, v).map_err(|message| InputError::Invalid {
-                        name: name.clone(),
-                        message,
-                    })?;
+                let coerced = check_input(spec, v).map_err(|problem| InputError::Invalid {
+                    name: name.clone(),
+                    problem,
+                })?;
                 out.insert(name.clone(), coerced);
             }
             None if spec.required => missing.push(MissingInput {

@@ -72,6 +72,7 @@ const CUSTOM: &[(&str, HelperFn)] = &[
     ("duration_ms", h_duration_ms),
     ("numbered", h_numbered),
     ("pluck", h_pluck),
+    ("filter", h_filter),
     ("basename", h_basename),
     ("gcs_media_urls", h_gcs_media_urls),
     ("openpgp_public_key", h_openpgp_public_key),
@@ -175,6 +176,10 @@ pub(super) fn signature(name: &str) -> Option<Signature> {
         "format_date" => fixed(const { &[p("DATE", Date), p("FORMAT", DateFormat)] }),
         "numbered" => fixed(const { &[p("OBJECT", Object), p("PREFIX", Text)] }),
         "pluck" => fixed(const { &[p("LIST", List), p("KEY", Text)] }),
+        "filter" => Signature {
+            hash: const { &[p("op", Text)] },
+            ..fixed(const { &[p("LIST", List), p("KEY", Text), p("VALUE", Any)] })
+        },
         "basename" => fixed(const { &[p("PATH", Any)] }),
         "gcs_media_urls" => fixed(const { &[p("BASE", Text), p("FILES", List)] }),
         "openpgp_public_key" => Signature {
@@ -715,6 +720,82 @@ fn h_pluck(a: &Args<'_, '_>) -> Result<Value, Fail> {
         items
             .iter()
             .map(|i| i.get(key.as_ref()).cloned().unwrap_or(Value::Null))
+            .collect(),
+    ))
+}
+
+/// How `filter` compares an item's field with the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FilterOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Contains,
+}
+
+impl FilterOp {
+    const NAMES: &'static str = "eq, ne, lt, le, gt, ge, contains";
+
+    fn parse(op: Option<&str>) -> Result<FilterOp, Fail> {
+        Ok(match op.unwrap_or("eq") {
+            "eq" => FilterOp::Eq,
+            "ne" => FilterOp::Ne,
+            "lt" => FilterOp::Lt,
+            "le" | "lte" => FilterOp::Le,
+            "gt" => FilterOp::Gt,
+            "ge" | "gte" => FilterOp::Ge,
+            "contains" => FilterOp::Contains,
+            other => return fail(format!("op=\"{other}\" is not one of {}", Self::NAMES)),
+        })
+    }
+
+    /// Whether `field` (an item's) stands in this relation to `value`: numbers compare as
+    /// numbers, anything else as text; `contains` looks in a text or a list.
+    fn holds(self, field: &Value, value: &Value) -> bool {
+        use std::cmp::Ordering;
+        let order = match (field.as_f64(), value.as_f64()) {
+            (Some(a), Some(b)) => a.partial_cmp(&b),
+            _ if field.is_null() => None,
+            _ => Some(value_to_text(field).cmp(&value_to_text(value))),
+        };
+        match self {
+            FilterOp::Eq => order == Some(Ordering::Equal),
+            FilterOp::Ne => order != Some(Ordering::Equal),
+            FilterOp::Lt => order == Some(Ordering::Less),
+            FilterOp::Le => matches!(order, Some(Ordering::Less | Ordering::Equal)),
+            FilterOp::Gt => order == Some(Ordering::Greater),
+            FilterOp::Ge => matches!(order, Some(Ordering::Greater | Ordering::Equal)),
+            FilterOp::Contains => match field {
+                Value::Array(items) => items.contains(value),
+                Value::String(s) => s.contains(value_to_text(value).as_ref()),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// `filter LIST "route" "inbound" [op="ne"]`: the items whose field (a dotted path into each
+/// item) compares to the value, in order: the records that broke a rule, for a message or
+/// a file.
+fn h_filter(a: &Args<'_, '_>) -> Result<Value, Fail> {
+    let items = list_param(a, 0)?;
+    let key = a.string(1)?;
+    let value = a.value(2)?;
+    let op = FilterOp::parse(a.hash_text("op")?.as_deref())?;
+    let field = |item: &Value| -> Value {
+        key.split('.')
+            .try_fold(item, |v, k| v.get(k))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    Ok(Value::Array(
+        items
+            .iter()
+            .filter(|i| op.holds(&field(i), value))
+            .cloned()
             .collect(),
     ))
 }

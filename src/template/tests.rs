@@ -871,6 +871,37 @@ fn numbered_collects_file_urls_in_numeric_order() {
     assert!(t.render_value(&ctx).is_err());
 }
 
+#[test]
+fn filter_selects_the_records_that_match() {
+    let ctx = serde_json::json!({"r": {"data": [
+        {"id": 1, "size": 10, "meta": {"route": "inbound"}, "tags": ["spam"]},
+        {"id": 2, "size": 200, "meta": {"route": "outbound"}, "tags": []},
+        {"id": 3, "size": "30", "meta": {"route": "inbound"}}
+    ]}});
+    let ids = |src: &str| {
+        let t = Template::compile(&format!("{{{{ pluck ({src}) \"id\" }}}}")).unwrap();
+        t.render_value(&ctx).unwrap()
+    };
+    assert_eq!(
+        ids(r#"filter r.data "meta.route" "inbound""#),
+        json!([1, 3])
+    );
+    assert_eq!(ids(r#"filter r.data "size" 30 op="ge""#), json!([2, 3]));
+    assert_eq!(ids(r#"filter r.data "size" 30 op="lt""#), json!([1]));
+    assert_eq!(
+        ids(r#"filter r.data "tags" "spam" op="contains""#),
+        json!([1])
+    );
+    assert_eq!(
+        ids(r#"filter r.data "meta.route" "inbound" op="ne""#),
+        json!([2])
+    );
+    assert_eq!(ids(r#"filter r.data "nothing" 1"#), json!([]));
+    let t = Template::compile(r#"{{ filter r.data "id" 1 op="like" }}"#).unwrap();
+    let e = t.render_value(&ctx).unwrap_err().to_string();
+    assert!(e.contains("op=\"like\" is not one of eq, ne"), "{e}");
+}
+
 // ---- helper signatures, checked when compiling ----
 
 #[test]

@@ -426,6 +426,11 @@ pub fn connection_settings(
     settings.tls_pins = tls_pins;
     settings.insecure_tls = spec.insecure_tls;
     settings.credential_origins = credential_origins;
+    settings.base_url_vars = spec
+        .base_url
+        .iter()
+        .flat_map(|t| env_vars_read(t))
+        .collect();
     if let Some(d) = &spec.request_timeout {
         settings.request_timeout = d.get();
     }

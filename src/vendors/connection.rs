@@ -32,6 +32,7 @@ impl ConnectionSettings {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             status_poll_timeout: STATUS_POLL_TIMEOUT,
             loopback_only: false,
+            base_url_vars: Vec::new(),
         }
     }
 
@@ -199,7 +200,10 @@ impl Connection {
             Adapter::MailStore(a) => mailstore::send(&ctx, a, req, observer, cancel).await,
             Adapter::Google(a) => google::send(&ctx, a, req, observer, cancel).await,
         };
-        result.map_err(|e| mask_error(e, &self.inner.secrets))
+        result.map_err(|e| {
+            let e = super::wrong_server::explain_wrong_server(e, &self.inner.settings, &req.url);
+            mask_error(e, &self.inner.secrets)
+        })
     }
 
     /// The request as it would go on the wire, for `--dry-run` (no token is fetched; auth

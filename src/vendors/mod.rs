@@ -24,6 +24,7 @@ mod plain;
 pub mod redirect;
 pub mod tls;
 mod token;
+mod wrong_server;
 
 pub use build::{BuildError, ConnectionCache};
 pub use connection::{withheld_note, Connection, ItemCount, ItemSlot, PageItems, Pagination};
@@ -150,6 +151,9 @@ pub struct ConnectionSettings {
     /// A rehearsal against the built-in simulator: requests go to loopback addresses only,
     /// any other host is refused before a connection is made.
     pub loopback_only: bool,
+    /// The environment variables the base URL was read from (for messages that say what to
+    /// set); empty when it was written in the workflow.
+    pub base_url_vars: Vec<String>,
 }
 
 /// A request body, before vendor encoding.

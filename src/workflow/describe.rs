@@ -45,6 +45,8 @@ pub struct InputLine {
     pub description: Option<String>,
     /// A secret (masked everywhere, never stored).
     pub secret: bool,
+    /// What values it allows beyond its type (`1 to 100`, `one of a, b`, `matching ...`).
+    pub allowed: Option<String>,
 }
 
 impl Description {
@@ -64,6 +66,7 @@ impl Description {
                 default: spec.default.clone(),
                 description: spec.description.clone(),
                 secret: spec.secret,
+                allowed: super::input_rules::rules_text(spec),
             })
             .collect();
         let mut environment = BTreeSet::new();

@@ -3,6 +3,7 @@ pub mod bytesize;
 pub mod describe;
 pub mod diag;
 pub mod duration;
+pub mod input_rules;
 pub mod load;
 pub mod model;
 pub mod packs;

@@ -92,6 +92,9 @@ pub enum InputType {
     List,
     /// A duration such as `200ms`, `30s`, `5m`, `7d`.
     Duration,
+    /// An RFC 3339 date and time with its offset, e.g. `2025-01-01T00:00:00Z` (what Vault and
+    /// most vendor APIs take); an empty text means not given.
+    Timestamp,
 }
 
 impl InputType {
@@ -103,6 +106,7 @@ impl InputType {
             InputType::Boolean => "boolean",
             InputType::List => "list",
             InputType::Duration => "duration",
+            InputType::Timestamp => "timestamp",
         }
     }
 }
@@ -126,6 +130,19 @@ pub struct InputSpec {
     /// Mask this value (`***`) in every log, report, state file and error.
     #[serde(default)]
     pub secret: bool,
+    /// Smallest value allowed (integer inputs), e.g. `1`; checked before any request.
+    #[serde(default)]
+    pub min: Option<i64>,
+    /// Largest value allowed (integer inputs), e.g. `100` for a vendor's page size.
+    #[serde(default)]
+    pub max: Option<i64>,
+    /// The only values allowed, of the input's type, e.g. `[receipt, process, delivery]`.
+    #[serde(default)]
+    pub choices: Option<Vec<Value>>,
+    /// A regular expression the whole text must match (string inputs), e.g.
+    /// `"[^~!$'(),;@:/?]*"` for a Vault export name.
+    #[serde(default)]
+    pub pattern: Option<String>,
 }
 
 /// The vendor a connection talks to.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::diag::{did_you_mean, Diagnostic};
+use super::input_rules::InputProblem;
 use super::load::{load_file, Loaded};
 use super::model::{CallSpec, ConnectionKind, Count, InputType, RetrySpec, Step, Workflow};
 use super::packs::{redact, PackSettings, Packs, Resolved};
@@ -297,11 +298,19 @@ impl Validator<'_> {
                 );
                 self.diags.push(d);
             }
-            if let Some(def) = &spec.default {
-                if let Err(e) = coerce_input(spec.kind, def) {
+            let mistakes = super::input_rules::rule_mistakes(name, spec);
+            for (field, message) in &mistakes {
+                self.err(&format!("inputs.{name}.{field}"), message.clone());
+            }
+            if let (Some(def), true) = (&spec.default, mistakes.is_empty()) {
+                if let Err(e) = super::input_rules::check_input(spec, def) {
+                    let fix = match e {
+                        InputProblem::Type { .. } => "",
+                        _ => "; change the default or the rule",
+                    };
                     self.err(
                         &format!("inputs.{name}.default"),
-                        format!("default of input `{name}`: {e}"),
+                        format!("default of input `{name}`: {e}{fix}"),
                     );
                 }
             }
@@ -1054,6 +1063,7 @@ pub fn coerce_input(kind: InputType, v: &Value) -> Result<Value, String> {
         (InputType::Duration, Value::String(s)) => {
             super::duration::parse_duration(s).map(|_| Value::String(s.trim().to_string()))
         }
+        (InputType::Timestamp, Value::String(s)) => super::input_rules::coerce_timestamp(s),
         // a bare number is refused like any duration without a unit
         (InputType::Duration, Value::Number(n)) => {
             super::duration::parse_duration(&n.to_string()).map(|_| Value::String(n.to_string()))

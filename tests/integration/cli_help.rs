@@ -157,4 +157,34 @@ fn inputs_describes_what_a_shipped_workflow_takes_and_keeps() {
     let siem = describe("mimecast/siem-logs.yaml");
     assert_eq!(siem["lifecycle"], "recurring");
     assert_eq!(siem["cursors"][0], "mimecast-siem-logs/request");
+    // the rules an input keeps are shown, in JSON and in the text form
+    let batch = describe("mimecast/siem-batch-events.yaml");
+    let page = batch["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .find(|i| i["name"] == "page_size")
+        .expect("page_size input");
+    assert_eq!(page["allowed"], "1 to 100");
+    let o = auditflow(
+        &[
+            "inputs",
+            &crate::common::wf("google/vault-mail-export.yaml"),
+        ],
+        &[],
+        crate::common::root(),
+    );
+    let (out, err) = crate::common::text(&o);
+    assert!(o.status.success(), "{err}");
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {out}"))
+            .to_string()
+    };
+    assert!(line("start_time").contains("timestamp"), "{out}");
+    assert!(
+        line("export_name").contains("allowed: matching `[^~!$'(),;@:/?]+`"),
+        "{out}"
+    );
 }
