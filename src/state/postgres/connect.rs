@@ -42,103 +42,23 @@ impl Target {
         Self::parse_with(url, &|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
     }
 
-    fn parse_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target, ConnectError> {
-        let parsed = url::Url::parse(url).map_err(|e| ConnectError::Invalid {
-            shown: strip_password(url),
-            message: format!("not a URL ({e}); write it as postgres://USER@HOST:PORT/DATABASE"),
-        })?;
-        let invalid = |message: String| ConnectError::Invalid {
-            shown: strip_password(url),
-            message,
-        };
-        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-            return Err(invalid(format!(
-                "the scheme `{}` is not postgres:// (a state directory is given with --state-dir)",
-                parsed.scheme()
-            )));
-        }
-        let query: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
-        let param = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.clone());
-        for (k, _) in &query {
-            if !KNOWN_PARAMS.contains(&k.as_str()) {
-                return Err(invalid(format!(
-                    "unknown parameter `{k}` (known: {})",
-                    KNOWN_PARAMS.join(", ")
-                )));
-            }
-        }
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        let host = param("host")
-            .or_else(|| parsed.host_str().filter(|h| !h.is_empty()).map(decode))
-            .or_else(|| env("PGHOST"))
-            .unwrap_or_else(default_host);
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = match param("port").or_else(|| parsed.port().map(|p| p.to_string())) {
-            Some(p) => Some(p),
-            None => env("PGPORT"),
-        };
-        let port: u16 = match port {
-            Some(p) => p
-                .parse()
-                .map_err(|_| invalid(format!("port `{p}` is not a number")))?,
-            None => 5432,
-        };
-        let user = Some(decode(parsed.username()))
-            .filter(|u| !u.is_empty())
-            .or_else(|| param("user"))
-            .or_else(|| env("PGUSER"))
-            .or_else(|| env("USER"))
-            .unwrap_or_else(|| "postgres".into());
-        let dbname = Some(decode(parsed.path().trim_start_matches('/')))
-            .filter(|d| !d.is_empty())
-            .or_else(|| param("dbname"))
-            .or_else(|| env("PGDATABASE"))
-            .unwrap_or_else(|| user.clone());
-        let password = parsed
-            .password()
-            .map(decode)
-            .or_else(|| env("PGPASSWORD"))
-            .or_else(|| password_file(&env, &host, port, &dbname, &user));
-        let schema = param("schema").unwrap_or_else(|| DEFAULT_SCHEMA.into());
-        if schema.is_empty()
-            || schema.len() > 63
-            || !schema
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
-            return Err(invalid(format!(
-                "schema `{schema}` must be 1 to 63 lower-case letters, digits or `_`"
-            )));
-        }
-        let mode = param("sslmode")
-            .or_else(|| env("PGSSLMODE"))
-            .unwrap_or_else(|| "prefer".into());
-        let local = host.starts_with('/') || is_loopback(&host);
-        let tls_wanted = match mode.as_str() {
-            "disable" => false,
-            "allow" | "prefer" => !local,
-            "require" | "verify-ca" | "verify-full" => true,
-            other => {
-                return Err(invalid(format!(
-                    "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
-                )))
-            }
-        };
-        let root_cert = param("sslrootcert")
-            .or_else(|| env("PGSSLROOTCERT"))
-            .map(PathBuf::from);
-        let tls = if tls_wanted {
-            Some(Arc::new(tls_config(root_cert.as_deref()).map_err(invalid)?))
-        } else {
-            None
-        };
+    fn parse_with(url: &str, env: Env<'_>) -> Result<Target, ConnectError> {
+        let given = Given::parse(url)?;
+        let server = given.server(env)?;
+        let schema = given.schema()?;
+        let tls = given.tls(env, &server.host)?;
+        Ok(Target::build(server, schema, tls))
+    }
+
+    /// The settings for `server`, its tables in `schema`, with `tls` when it is on.
+    fn build(server: Server, schema: String, tls: Option<Arc<rustls::ClientConfig>>) -> Target {
+        let Server {
+            host,
+            port,
+            user,
+            dbname,
+            password,
+        } = server;
         let mut config = tokio_postgres::Config::new();
         config
             .host(&host)
@@ -164,13 +84,12 @@ impl Target {
         } else {
             host.clone()
         };
-        let shown = format!("postgres://{user}@{shown_host}:{port}/{dbname}");
-        Ok(Target {
+        Target {
             config,
             schema,
-            shown,
+            shown: format!("postgres://{user}@{shown_host}:{port}/{dbname}"),
             tls,
-        })
+        }
     }
 
     /// The server as messages name it: user, host, port, database, schema; no password.
@@ -197,6 +116,180 @@ impl Target {
             }
         });
         Ok(client)
+    }
+}
+
+/// Reads an environment variable (the process's, or a test's).
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Where the server is and who connects, resolved from the URL, then the environment.
+struct Server {
+    host: String,
+    port: u16,
+    user: String,
+    dbname: String,
+    password: Option<String>,
+}
+
+/// A `--state` URL as given: parsed, its parameters checked.
+struct Given {
+    url: url::Url,
+    query: Vec<(String, String)>,
+    /// The URL without its password, for messages.
+    shown: String,
+}
+
+impl Given {
+    fn parse(url: &str) -> Result<Given, ConnectError> {
+        let shown = strip_password(url);
+        let invalid = |message: String| ConnectError::Invalid {
+            shown: shown.clone(),
+            message,
+        };
+        let parsed = url::Url::parse(url).map_err(|e| {
+            invalid(format!(
+                "not a URL ({e}); write it as postgres://USER@HOST:PORT/DATABASE"
+            ))
+        })?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(invalid(format!(
+                "the scheme `{}` is not postgres:// (a state directory is given with --state-dir)",
+                parsed.scheme()
+            )));
+        }
+        let query: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+        if let Some((k, _)) = query
+            .iter()
+            .find(|(k, _)| !KNOWN_PARAMS.contains(&k.as_str()))
+        {
+            return Err(invalid(format!(
+                "unknown parameter `{k}` (known: {})",
+                KNOWN_PARAMS.join(", ")
+            )));
+        }
+        Ok(Given {
+            url: parsed,
+            query,
+            shown,
+        })
+    }
+
+    fn invalid(&self, message: String) -> ConnectError {
+        ConnectError::Invalid {
+            shown: self.shown.clone(),
+            message,
+        }
+    }
+
+    fn param(&self, k: &str) -> Option<String> {
+        self.query
+            .iter()
+            .find(|(q, _)| q == k)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Host, port, user, database and password: the URL's, else libpq's variables and
+    /// password file, else libpq's defaults.
+    fn server(&self, env: Env<'_>) -> Result<Server, ConnectError> {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let u = &self.url;
+        let host = self
+            .param("host")
+            .or_else(|| u.host_str().filter(|h| !h.is_empty()).map(decode))
+            .or_else(|| env("PGHOST"))
+            .unwrap_or_else(default_host);
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = match self
+            .param("port")
+            .or_else(|| u.port().map(|p| p.to_string()))
+            .or_else(|| env("PGPORT"))
+        {
+            Some(p) => p
+                .parse()
+                .map_err(|_| self.invalid(format!("port `{p}` is not a number")))?,
+            None => 5432,
+        };
+        let user = Some(decode(u.username()))
+            .filter(|u| !u.is_empty())
+            .or_else(|| self.param("user"))
+            .or_else(|| env("PGUSER"))
+            .or_else(|| env("USER"))
+            .unwrap_or_else(|| "postgres".into());
+        let dbname = Some(decode(u.path().trim_start_matches('/')))
+            .filter(|d| !d.is_empty())
+            .or_else(|| self.param("dbname"))
+            .or_else(|| env("PGDATABASE"))
+            .unwrap_or_else(|| user.clone());
+        let password = u
+            .password()
+            .map(decode)
+            .or_else(|| env("PGPASSWORD"))
+            .or_else(|| password_file(env, &host, port, &dbname, &user));
+        Ok(Server {
+            host,
+            port,
+            user,
+            dbname,
+            password,
+        })
+    }
+
+    /// `?schema=` (default `auditflow`): a plain lower-case identifier.
+    fn schema(&self) -> Result<String, ConnectError> {
+        let schema = self
+            .param("schema")
+            .unwrap_or_else(|| DEFAULT_SCHEMA.into());
+        let plain = (1..=63).contains(&schema.len())
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if plain {
+            Ok(schema)
+        } else {
+            Err(self.invalid(format!(
+                "schema `{schema}` must be 1 to 63 lower-case letters, digits or `_`"
+            )))
+        }
+    }
+
+    /// The TLS configuration `sslmode` asks for with `host` (see the module's table).
+    fn tls(
+        &self,
+        env: Env<'_>,
+        host: &str,
+    ) -> Result<Option<Arc<rustls::ClientConfig>>, ConnectError> {
+        let mode = self
+            .param("sslmode")
+            .or_else(|| env("PGSSLMODE"))
+            .unwrap_or_else(|| "prefer".into());
+        let local = host.starts_with('/') || is_loopback(host);
+        let wanted = match mode.as_str() {
+            "disable" => false,
+            "allow" | "prefer" => !local,
+            "require" | "verify-ca" | "verify-full" => true,
+            other => {
+                return Err(self.invalid(format!(
+                    "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                )))
+            }
+        };
+        if !wanted {
+            return Ok(None);
+        }
+        let root_cert = self
+            .param("sslrootcert")
+            .or_else(|| env("PGSSLROOTCERT"))
+            .map(PathBuf::from);
+        tls_config(root_cert.as_deref())
+            .map(|c| Some(Arc::new(c)))
+            .map_err(|m| self.invalid(m))
     }
 }
 
@@ -247,13 +340,7 @@ pub(crate) fn strip_password(url: &str) -> String {
 /// The password for `host:port/db` as `user` from the password file, as libpq reads it:
 /// `hostname:port:database:username:password` lines, `*` matching anything, `\` escaping.
 /// A file others can read is ignored (with a warning), as libpq does.
-fn password_file(
-    env: &dyn Fn(&str) -> Option<String>,
-    host: &str,
-    port: u16,
-    db: &str,
-    user: &str,
-) -> Option<String> {
+fn password_file(env: Env<'_>, host: &str, port: u16, db: &str, user: &str) -> Option<String> {
     let path = env("PGPASSFILE")
         .map(PathBuf::from)
         .or_else(|| env("HOME").map(|h| Path::new(&h).join(".pgpass")))?;
