@@ -54,7 +54,12 @@ impl RunHeader {
         let f = std::fs::File::open(path).ok()?;
         let mut line = String::new();
         std::io::BufReader::new(f).read_line(&mut line).ok()?;
-        match serde_json::from_str(&line).ok()? {
+        Self::parse_line(&line)
+    }
+
+    /// The header a journal's first line holds, if it is one.
+    pub(crate) fn parse_line(line: &str) -> Option<RunHeader> {
+        match serde_json::from_str(line).ok()? {
             Record::Run(h) => Some(h),
             _ => None,
         }

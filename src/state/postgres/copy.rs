@@ -5,31 +5,24 @@ use serde_json::Value;
 
 use super::{Failure, PgStore};
 use crate::state::snapshot::{larger_ledger, CopyCounts, RunCopy, Snapshot};
-use crate::state::StateError;
+use crate::state::{Replay, StateError};
 
 impl PgStore {
     /// Everything in the store. Refused while a runner holds one of its runs.
     pub(crate) async fn snapshot(&self) -> Result<Snapshot, StateError> {
-        let listed = self.list().await?;
-        if let Some(held) = listed.iter().flatten().find(|s| s.held) {
+        let runs = self.all_journals().await?;
+        let held = self.held_runs(&self.active_keys().await?).await?;
+        if let Some(run) = runs.iter().find(|r| held.contains(&r.id)) {
             return Err(StateError::Busy {
-                run_id: held.run_id.clone(),
-                holder: held.runner.clone().unwrap_or_default(),
+                run_id: run.id.clone(),
+                holder: run.runner.clone().unwrap_or_default(),
                 lock: format!("advisory lock in {}", self.describe()),
             });
         }
         let mut snap = Snapshot::default();
-        let runs: Vec<String> = listed
-            .iter()
-            .map(|l| match l {
-                Ok(s) => s.run_id.clone(),
-                Err((id, _)) => id.clone(),
-            })
-            .collect();
-        for id in runs {
-            let replay = self.replay(&id).await?;
-            let text = self.journal_text(&id).await?;
-            snap.runs.push(RunCopy::of(&replay, &text));
+        for run in &runs {
+            let replay = Replay::parse(run.text.as_bytes(), &self.place(&run.id))?;
+            snap.runs.push(RunCopy::of(&replay, &run.text));
         }
         let tables: Tables = self
             .with_client("reading the store", |c| async move {
@@ -69,23 +62,6 @@ impl PgStore {
         snap.ledgers = tables.ledgers;
         snap.cursors = self.list_cursors().await?;
         Ok(snap)
-    }
-
-    async fn journal_text(&self, id: &str) -> Result<String, StateError> {
-        let run = id.to_string();
-        self.with_client("reading a journal", |c| {
-            let run = run.clone();
-            async move {
-                let row = c
-                    .query_one(
-                        "SELECT coalesce(string_agg(line, E'\\n' ORDER BY seq), '') FROM journal WHERE run_id = $1",
-                        &[&run],
-                    )
-                    .await?;
-                Ok(row.get(0))
-            }
-        })
-        .await
     }
 
     /// Adds `snap` to the store in one transaction (see the snapshot module's merge rules).

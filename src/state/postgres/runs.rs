@@ -20,6 +20,14 @@ use crate::state::{
     RunState, RunSummary, StartRequest, Started, StateError, Unfinished,
 };
 
+/// A run as stored: its id, who holds or last ran it, its journal's lines.
+pub(super) struct StoredRun {
+    pub id: String,
+    pub runner: Option<String>,
+    /// The journal, one record per line, ending with a newline.
+    pub text: String,
+}
+
 /// How a run in the shared store is kept while a process runs it.
 pub(crate) struct PgHold {
     store: PgStore,
@@ -261,7 +269,7 @@ impl PgStore {
     }
 
     /// Every unfinished run's key and id.
-    async fn active_keys(&self) -> Result<Vec<(String, String)>, StateError> {
+    pub(super) async fn active_keys(&self) -> Result<Vec<(String, String)>, StateError> {
         self.with_client("reading the unfinished runs", |c| async move {
             let rows = c.query("SELECT key, run_id FROM active", &[]).await?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -429,47 +437,43 @@ impl PgStore {
         header: &RunHeader,
         run_id: &str,
     ) -> Result<Vec<RunHeader>, StateError> {
-        let mut out = Vec::new();
-        for id in self.active_ids().await? {
-            if id == run_id {
-                continue;
-            }
-            if let Ok(r) = self.replay(&id).await {
-                if crate::state::lifecycle::same_workflow(&r.header, header)
-                    && r.header.shard == header.shard
-                {
-                    out.push(r.header);
+        let run = run_id.to_string();
+        // Only their headers (each journal's first line), as the directory reads them.
+        let lines: Vec<String> = self
+            .with_client("reading the unfinished runs", |c| {
+                let run = run.clone();
+                async move {
+                    let rows = c
+                        .query(
+                            "SELECT j.line FROM active a JOIN journal j ON j.run_id = a.run_id AND j.seq = 1
+                             WHERE a.run_id <> $1",
+                            &[&run],
+                        )
+                        .await?;
+                    Ok(rows.iter().map(|r| r.get(0)).collect())
                 }
-            }
-        }
+            })
+            .await?;
+        let mut out: Vec<RunHeader> = lines
+            .iter()
+            .filter_map(|l| RunHeader::parse_line(l))
+            .filter(|h| {
+                crate::state::lifecycle::same_workflow(h, header) && h.shard == header.shard
+            })
+            .collect();
         out.sort_by_key(|h| h.started_at);
         Ok(out)
     }
 
     /// Every run recorded, newest first, with who holds or last ran it.
     pub(crate) async fn list(&self) -> Result<Vec<Listed>, StateError> {
-        let rows: Vec<(String, Option<String>, Option<String>)> = self
-            .with_client("listing runs", |c| async move {
-                let rows = c
-                    .query(
-                        "SELECT r.run_id, r.runner, string_agg(j.line, E'\\n' ORDER BY j.seq)
-                         FROM runs r LEFT JOIN journal j USING (run_id)
-                         GROUP BY r.run_id, r.runner",
-                        &[],
-                    )
-                    .await?;
-                Ok(rows
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2)))
-                    .collect())
-            })
-            .await?;
-        let active: HashSet<String> = self.active_ids().await?.into_iter().collect();
-        let held = self.held_runs().await?;
+        let rows = self.all_journals().await?;
+        let keys = self.active_keys().await?;
+        let held = self.held_runs(&keys).await?;
+        let active: HashSet<String> = keys.into_iter().map(|(_, id)| id).collect();
         let mut out: Vec<Listed> = rows
             .into_iter()
-            .map(|(id, runner, text)| {
-                let text = text.unwrap_or_default() + "\n";
+            .map(|StoredRun { id, runner, text }| {
                 match Replay::parse(text.as_bytes(), &self.place(&id)) {
                     Ok(r) => {
                         let mut s = summary(&r, active.contains(&id));
@@ -485,13 +489,36 @@ impl PgStore {
         Ok(out)
     }
 
-    /// The runs whose lock a live connection holds now.
-    async fn held_runs(&self) -> Result<HashSet<String>, StateError> {
-        let keys = self.active_keys().await?;
-        let locks: HashMap<i64, String> = keys
-            .into_iter()
-            .map(|(k, id)| (self.lock_id(&k), id))
-            .collect();
+    /// Every run with its runner and journal text (one query for all).
+    pub(super) async fn all_journals(&self) -> Result<Vec<StoredRun>, StateError> {
+        self.with_client("listing runs", |c| async move {
+            let rows = c
+                .query(
+                    "SELECT r.run_id, r.runner, coalesce(string_agg(j.line, E'\\n' ORDER BY j.seq), '')
+                     FROM runs r LEFT JOIN journal j USING (run_id)
+                     GROUP BY r.run_id, r.runner",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| StoredRun {
+                    id: r.get(0),
+                    runner: r.get(1),
+                    text: r.get::<_, String>(2) + "\n",
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Of the unfinished runs `keys` (key, run id), those whose lock a live connection holds.
+    pub(super) async fn held_runs(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<HashSet<String>, StateError> {
+        let locks: HashMap<i64, &String> =
+            keys.iter().map(|(k, id)| (self.lock_id(k), id)).collect();
         let held: Vec<i64> = self
             .with_client("reading the run locks", |c| async move {
                 let rows = c
@@ -507,7 +534,7 @@ impl PgStore {
             .await?;
         Ok(held
             .into_iter()
-            .filter_map(|l| locks.get(&l).cloned())
+            .filter_map(|l| locks.get(&l).map(|id| (*id).clone()))
             .collect())
     }
 
