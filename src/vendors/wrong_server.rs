@@ -33,16 +33,6 @@ fn whose_error(body: &Value) -> Option<VendorKind> {
     google.then_some(VendorKind::Google)
 }
 
-/// `scheme://host:port/path` of `url`: no user, password, query or fragment.
-fn shown_url(url: &url::Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.set_query(None);
-    u.set_fragment(None);
-    u.to_string()
-}
-
 /// What sets the base URL, for the fix: `GOOGLE_AUDIT_BASE_URL` or the field itself.
 fn setting(settings: &ConnectionSettings) -> String {
     match settings.base_url_vars.as_slice() {
@@ -83,13 +73,13 @@ pub(super) fn explain_wrong_server(
     let note = match foreign {
         Some(other) => Some(format!(
             "the answer of {} is in {other}'s error form, not {vendor}'s: {} points at a {other} server; set it to the {vendor} API's address",
-            shown_url(url),
+            super::http::redact_url(url),
             setting(settings)
         )),
         // the vendor's own 404 is about the resource, not the server
         None if status == 404 && form.is_none() => Some(format!(
             "{} does not exist on that server; check that {} is the {vendor} API's address (without a path the adapter adds itself, such as `/api`)",
-            shown_url(url),
+            super::http::redact_url(url),
             setting(settings)
         )),
         None => None,
