@@ -125,40 +125,25 @@ type Seen = Arc<Mutex<HashMap<String, u32>>>;
 fn start_server() -> Res<(String, Seen)> {
     let seen: Seen = Arc::default();
     let counts = seen.clone();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("listener: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| format!("address: {e}"))?;
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let app = axum::Router::new().fallback(move |uri: http::Uri| {
-                let counts = counts.clone();
-                async move {
-                    if let Some(m) = uri
-                        .query()
-                        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("mailbox=")))
-                    {
-                        let mut c = counts
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        *c.entry(m.to_string()).or_insert(0) += 1;
-                    }
-                    (
-                        [(http::header::CONTENT_TYPE, "application/json")],
-                        r#"{"ok":true}"#,
-                    )
-                }
-            });
-            let _ = axum::serve(listener, app).await;
-        });
+    let app = axum::Router::new().fallback(move |uri: http::Uri| {
+        let counts = counts.clone();
+        async move {
+            if let Some(m) = uri
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("mailbox=")))
+            {
+                let mut c = counts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *c.entry(m.to_string()).or_insert(0) += 1;
+            }
+            (
+                [(http::header::CONTENT_TYPE, "application/json")],
+                r#"{"ok":true}"#,
+            )
+        }
     });
-    Ok((format!("http://{addr}"), seen))
+    Ok((common::serve_on_thread(app)?, seen))
 }
 
 fn dir_size(p: &Path) -> u64 {

@@ -109,23 +109,11 @@ async fn find(State(shape): State<Shape>, body: axum::body::Bytes) -> axum::Json
 
 /// Starts the server on a thread of its own; returns its base URL.
 fn start_server(shape: Shape) -> Res<String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let app = axum::Router::new()
-                .route(FIND, axum::routing::post(find))
-                .with_state(shape);
-            let _ = axum::serve(listener, app).await;
-        });
-    });
-    Ok(format!("http://{addr}"))
+    common::serve_on_thread(
+        axum::Router::new()
+            .route(FIND, axum::routing::post(find))
+            .with_state(shape),
+    )
 }
 
 /// What one measured run gave.

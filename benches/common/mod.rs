@@ -161,3 +161,24 @@ pub(crate) fn make_key(work: &Path, home: &Path) -> Res<PathBuf> {
     fs::write(&key_path, key.stdout).map_err(|e| e.to_string())?;
     Ok(key_path)
 }
+
+/// Serves `app` on a free loopback port from a thread and runtime of its own (the runner
+/// under measurement is a separate process); returns the base URL.
+pub(crate) fn serve_on_thread(app: axum::Router) -> Res<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listener: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| format!("address: {e}"))?;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    Ok(format!("http://{addr}"))
+}
