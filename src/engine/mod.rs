@@ -117,7 +117,7 @@ pub(crate) async fn run(
 ) -> Result<RunResult, RunError> {
     let wf = &plan.root.workflow;
     let inputs = resolve_inputs(wf, &opts.inputs)?;
-    register_secret_inputs(wf, &inputs, emitter.secrets());
+    let weak_secrets = register_secret_inputs(wf, &inputs, emitter.secrets());
     let _derived = crate::template::derive_secrets_into(emitter.secrets());
     let mut run_id = uuid::Uuid::new_v4().to_string();
     let mut started_at = chrono::Utc::now();
@@ -182,6 +182,9 @@ pub(crate) async fn run(
         resumed,
         files: workflow_files(&plan),
     });
+    for note in weak_secrets {
+        emitter.warn(note);
+    }
     // Requests adopted at the vendor by earlier processes are in this process's manifest too.
     if let Some(r) = &replay {
         for (step, resp) in &r.responses {
@@ -589,7 +592,9 @@ async fn run_step(
                     source,
                 })
             })?;
-        if !go && !dry_run::undecided_condition(run, &path, cond, &ctx) {
+        // Noted in a dry run whichever way a placeholder made it render.
+        let undecided = dry_run::undecided_condition(run, &path, cond, &ctx);
+        if !go && !undecided {
             run.step_started(at, step, &name);
             let out = json!({"skipped": true});
             run.record_done(&path, DoneStatus::Skipped, 0, &out);
@@ -870,7 +875,8 @@ async fn run_uses(
         target: uses.target.clone(),
         source,
     })?;
-    register_secret_inputs(callee, &inputs, run.emitter.secrets());
+    // A callee's secret inputs come from the caller, whose own were warned about.
+    let _ = register_secret_inputs(callee, &inputs, run.emitter.secrets());
     let sub = Scope {
         workflow: uses.workflow.clone(),
         inputs: Value::Object(inputs),
