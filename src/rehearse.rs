@@ -150,8 +150,9 @@ impl Rehearsal {
     pub async fn finish(self) {
         let stats = self.handle.stats.snapshot();
         crate::errln!(
-            "rehearsal: the simulator saw {} requests; state and files are in {}",
+            "rehearsal: the simulator saw {} request{}; state and files are in {}",
             stats.requests,
+            if stats.requests == 1 { "" } else { "s" },
             self.scratch.display()
         );
         self.handle.shutdown().await;
