@@ -69,14 +69,17 @@ fn label(v: &Value) -> String {
 
 /// In a dry run, a `when:` that reads a value the dry run does not have is not decided: the
 /// step is shown as if it ran, with a note. Returns true then.
-pub(super) fn undecided_condition(run: &ActiveRun, step: &str, cond: &str, ctx: &Value) -> bool {
+pub(super) fn undecided_condition(
+    run: &ActiveRun,
+    step: &str,
+    cond: &crate::template::Tpl,
+    ctx: &Value,
+) -> bool {
     if !run.dry_run || !placeholder::is_dry_run(ctx) {
         return false;
     }
-    let Ok(t) = crate::template::Template::compile(cond) else {
-        return false;
-    };
-    let reads_placeholder = t
+    let reads_placeholder = cond
+        .template()
         .variables()
         .iter()
         .any(|v| placeholder::through(ctx, &v.path));
@@ -85,7 +88,7 @@ pub(super) fn undecided_condition(run: &ActiveRun, step: &str, cond: &str, ctx: 
             step,
             format!(
                 "dry run: runs only if `{}` (it reads a response the dry run does not have)",
-                cond.trim()
+                cond.source().trim()
             ),
         );
     }

@@ -27,7 +27,6 @@ use crate::retry::RetryPolicy;
 use crate::state::{self, Begin, DoneStatus, Record, StateError, Store};
 use crate::steps::overwrite::OverwriteGuard;
 use crate::steps::{self, call, poll, StepEnv, StepError};
-use crate::template::{render_deep, Template};
 use crate::vendors::ConnectionCache;
 use crate::workflow::duration::Dur;
 use crate::workflow::model::{Lifecycle, RetrySpec};
@@ -501,8 +500,8 @@ async fn run_file(run: &Arc<ActiveRun>, mut scope: Scope) -> Result<Value, StopR
     run_steps(run, &workflow.steps, &mut scope).await?;
     let ctx = scope.ctx(run);
     let mut out = Map::new();
-    for (k, v) in &workflow.file.workflow.outputs {
-        let r = render_deep(v, &ctx).map_err(|source| {
+    for (k, v) in &workflow.outputs {
+        let r = v.render(&ctx).map_err(|source| {
             StopReason::Failed(WorkflowFailure::Output {
                 name: k.clone(),
                 source,
@@ -581,9 +580,7 @@ async fn run_step(
     };
     let started = Instant::now();
     if let Some(cond) = &step.when {
-        let go = Template::compile(cond)
-            .and_then(|t| t.render_bool(&ctx))
-            .map_err(|source| {
+        let go = cond.render_bool(&ctx).map_err(|source| {
                 StopReason::Failed(WorkflowFailure::Condition {
                     step: path.clone(),
                     source,
@@ -810,7 +807,7 @@ async fn execute(
     let file = &scope.workflow.file;
     match &step.action {
         Action::Call(spec) => {
-            let conn = run.connection(file, spec.connection.as_deref(), ctx)?;
+            let conn = run.connection(file, spec.target.connection(), ctx)?;
             let mut rc = call::render_call(spec, &conn, ctx)?;
             // Pages nobody reads later are saved as they arrive, not held.
             if !run.referenced.reads_records(&step.id) {
@@ -821,7 +818,7 @@ async fn execute(
             Ok((out.outputs(), attempts))
         }
         Action::Poll(spec) => {
-            let conn = run.connection(file, spec.call.connection.as_deref(), ctx)?;
+            let conn = run.connection(file, spec.call.target.connection(), ctx)?;
             let rc = call::render_call(&spec.call, &conn, ctx)?;
             let limit = rc.max_response;
             let polled = poll::execute(&conn, spec, &rc, env, ctx);
@@ -862,7 +859,9 @@ async fn run_uses(
 ) -> Result<Value, ActionError> {
     let mut given = BTreeMap::new();
     for (k, v) in &uses.with {
-        let r = render_deep(v, ctx).map_err(|e| StepError::template(format!("with.{k}"), e))?;
+        let r = v
+            .render(ctx)
+            .map_err(|e| StepError::template(format!("with.{k}"), e))?;
         given.insert(k.clone(), r);
     }
     let callee = &uses.workflow.file.workflow;

@@ -13,7 +13,6 @@ use super::active_run::{ActiveRun, Scope};
 use super::failure::{ActionError, StopReason};
 use super::run_steps;
 use crate::steps::{StepEnv, StepError};
-use crate::template::Template;
 use crate::workflow::plan::{PlannedStep, RepeatPlan};
 
 /// Runs the body until `until` holds. Reaching `max_iterations` first ends the run pending
@@ -25,8 +24,7 @@ pub(super) async fn repeat(
     scope: &Scope,
     env: &StepEnv<'_>,
 ) -> Result<Value, ActionError> {
-    let until =
-        Template::compile(&spec.until).map_err(|e| StepError::template("repeat.until", e))?;
+    let until = &spec.until;
     let shown = scope.label(&step.id);
     let shown = shown.as_deref().unwrap_or(env.step).to_string();
     let mut fresh = 0u32;

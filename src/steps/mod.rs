@@ -163,12 +163,6 @@ pub enum StepError {
         /// The connection's name.
         connection: String,
     },
-    /// `call.method` is not an HTTP method.
-    #[error("unknown HTTP method `{method}`")]
-    UnknownMethod {
-        /// The method as rendered.
-        method: String,
-    },
     /// A rendered value of the wrong shape (`expected`: what the field takes).
     #[error("`{field}` must be {expected}; found {found}")]
     WrongType {
@@ -421,7 +415,18 @@ pub(crate) async fn pause_before_retry(
     }
 }
 
-/// Renders a template field to a string; errors name the field.
+/// Renders a compiled template field to a string; errors name the field.
+pub fn render_tpl(
+    field: &str,
+    t: &crate::template::Tpl,
+    ctx: &serde_json::Value,
+) -> Result<String, StepError> {
+    t.render_string(ctx)
+        .map_err(|e| StepError::template(field, e))
+}
+
+/// Renders a template field of a step the plan keeps as written (download, decrypt) to a
+/// string; errors name the field.
 pub fn render_str(field: &str, src: &str, ctx: &serde_json::Value) -> Result<String, StepError> {
     crate::template::Template::compile(src)
         .and_then(|t| t.render_string(ctx))

@@ -10,8 +10,9 @@ use super::input_rules::InputProblem;
 use super::load::{load_file, Loaded};
 use super::model::{CallSpec, ConnectionKind, Count, InputType, RetrySpec, Step, Workflow};
 use super::packs::{redact, PackSettings, Packs, Resolved};
-use super::plan::{declared_kinds, plan_steps, Plan, PlannedWorkflow, StepKind};
-use crate::template::{compile_deep, Template, TemplateError};
+use super::call_plan::{Method, PlanError};
+use super::plan::{declared_kinds, plan_outputs, plan_steps, Plan, PlannedWorkflow, StepKind};
+use crate::template::{Template, TemplateError, TplValue};
 
 fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
@@ -107,16 +108,7 @@ impl Walk<'_> {
         if !diags.is_empty() {
             return Err(diags);
         }
-        let steps = plan_steps(&loaded.workflow.steps, "steps", &callees).map_err(|at| {
-            vec![loaded.diag_key(
-                &format!("{at}.id"),
-                "internal error: this step passed validation but could not be planned".into(),
-            )]
-        })?;
-        let planned = Arc::new(PlannedWorkflow {
-            file: loaded,
-            steps,
-        });
+        let planned = Arc::new(plan_file(loaded, &callees)?);
         self.files.insert(key, planned.clone());
         Ok(planned)
     }
@@ -183,6 +175,36 @@ impl Walk<'_> {
             }
         }
         callees
+    }
+}
+
+/// The validated file `loaded` typed and its templates compiled (`callees`: the planned
+/// workflow of each `uses:` target). Validation reported every problem planning finds, so a
+/// failure here is an internal error, shown at the step.
+fn plan_file(
+    loaded: Arc<Loaded>,
+    callees: &HashMap<String, Arc<PlannedWorkflow>>,
+) -> Result<PlannedWorkflow, Vec<Diagnostic>> {
+    let planned = plan_steps(&loaded.workflow.steps, "steps", callees)
+        .and_then(|steps| Ok((steps, plan_outputs(&loaded.workflow.outputs)?)));
+    match planned {
+        Ok((steps, outputs)) => Ok(PlannedWorkflow {
+            file: loaded,
+            steps,
+            outputs,
+        }),
+        Err(e) => {
+            let at = match &e {
+                PlanError::Unplanned { at } => format!("{at}.id"),
+                PlanError::Template { at, .. }
+                | PlanError::Method { at, .. }
+                | PlanError::Target { at } => at.clone(),
+            };
+            Err(vec![loaded.diag_key(
+                &at,
+                format!("internal error: this step passed validation but could not be planned: {e}"),
+            )])
+        }
     }
 }
 
@@ -672,12 +694,8 @@ impl Validator<'_> {
                 "a call needs `connection` (a name in `connections`) or a full `url`".into(),
             ),
         }
-        if let Some(m) = &c.method {
-            let up = m.to_ascii_uppercase();
-            if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"].contains(&up.as_str())
-            {
-                self.err(&format!("{p}.method"), format!("unknown HTTP method `{m}`"));
-            }
+        if let Some(m) = c.method.as_ref().filter(|m| Method::parse(m).is_none()) {
+            self.err(&format!("{p}.method"), format!("unknown HTTP method `{m}`"));
         }
         if let Some(path) = &c.path {
             self.template(&format!("{p}.path"), path, scope);
@@ -783,11 +801,11 @@ impl Validator<'_> {
 
     /// Every string inside a JSON value is a template.
     fn deep(&mut self, p: &str, v: &Value, scope: &Scope) {
-        match compile_deep(v) {
-            Ok(list) => {
-                for (sub, t) in list {
+        match TplValue::compile(v) {
+            Ok(compiled) => {
+                for (sub, t) in compiled.templates() {
                     let at = join_path(p, &sub);
-                    self.vars(&at, &t, scope);
+                    self.vars(&at, t.template(), scope);
                 }
             }
             Err((sub, e)) => {
@@ -889,19 +907,21 @@ impl Validator<'_> {
                 };
                 match scope.steps.iter().find(|(s, _)| s == id) {
                     Some((_, kind)) => match path.get(2) {
-                        Some(out) if !kind.outputs().contains(&out.as_str()) => Err((
+                        Some(out) if kind.output(out).is_none() => Err((
                             format!(
                                 "undefined variable `{full}`: a {} step has no output `{out}`",
                                 kind.as_str()
                             ),
                             Some(
-                                did_you_mean(out, kind.outputs().iter().copied())
+                                did_you_mean(out, kind.outputs().iter().map(|o| o.as_str()))
                                     .map(|s| format!("did you mean `steps.{id}.{s}`?"))
                                     .unwrap_or_else(|| {
+                                        let names: Vec<&str> =
+                                            kind.outputs().iter().map(|o| o.as_str()).collect();
                                         format!(
                                             "outputs of a {} step: {}",
                                             kind.as_str(),
-                                            kind.outputs().join(", ")
+                                            names.join(", ")
                                         )
                                     }),
                             ),
@@ -978,7 +998,7 @@ impl Validator<'_> {
     }
 }
 
-/// The string at a `compile_deep` location (`a.b[2]`) inside `v`.
+/// The string at a [`TplValue::compile`] location (`a.b[2]`) inside `v`.
 fn value_at<'v>(v: &'v Value, loc: &str) -> Option<&'v str> {
     let mut cur = v;
     for part in loc.split('.').filter(|p| !p.is_empty()) {

@@ -37,14 +37,13 @@ impl Validator<'_> {
 
     /// `initial` and `key` are rendered before any cursor is read.
     fn no_cursor_reads(&mut self, p: &str, v: &Value) {
-        let Ok(list) = crate::template::compile_deep(v) else {
+        let Ok(compiled) = crate::template::TplValue::compile(v) else {
             return;
         };
-        let reads = list.iter().any(|(_, t)| {
-            t.variables()
-                .iter()
-                .any(|var| var.path.first().is_some_and(|r| r == "cursors"))
-        });
+        let reads = compiled
+            .templates()
+            .iter()
+            .any(|(_, t)| t.reads_root("cursors"));
         if reads {
             self.err(
                 p,
