@@ -11,7 +11,7 @@ use crate::state::cursors::{CursorId, StoredCursor};
 use crate::state::StateError;
 use crate::steps::{StepEnv, StepError};
 use crate::template::{render_deep, Template, TemplateError};
-use crate::workflow::model::SetCursorSpec;
+use crate::workflow::plan::SetCursorPlan;
 
 /// Why a file's cursors could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -182,13 +182,15 @@ fn missing_cursor_note(
 /// written (atomically, fsync'd) and shown to later templates.
 pub(super) async fn set_cursor(
     run: &ActiveRun,
-    spec: &SetCursorSpec,
+    spec: &SetCursorPlan,
     scope: &Scope,
     ctx: &Value,
     env: &StepEnv<'_>,
 ) -> Result<Value, ActionError> {
-    let value =
-        render_deep(&spec.value, ctx).map_err(|e| StepError::template("set_cursor.value", e))?;
+    let value = spec
+        .value
+        .render(ctx)
+        .map_err(|e| StepError::template("set_cursor.value", e))?;
     let set = &scope.cursors;
     let name = || spec.name.clone();
     let entry = set

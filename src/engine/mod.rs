@@ -581,11 +581,11 @@ async fn run_step(
     let started = Instant::now();
     if let Some(cond) = &step.when {
         let go = cond.render_bool(&ctx).map_err(|source| {
-                StopReason::Failed(WorkflowFailure::Condition {
-                    step: path.clone(),
-                    source,
-                })
-            })?;
+            StopReason::Failed(WorkflowFailure::Condition {
+                step: path.clone(),
+                source,
+            })
+        })?;
         if !go && !dry_run::undecided_condition(run, &path, cond, &ctx) {
             run.step_started(at, step, &name);
             let out = json!({"skipped": true});

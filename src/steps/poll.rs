@@ -32,19 +32,18 @@ pub struct Interval {
 impl Interval {
     /// Renders `poll.interval` (durations may be templates such as `{{ inputs.poll_interval }}`).
     pub fn render(iv: &IntervalPlan, ctx: &Value) -> Result<Interval, StepError> {
-        let dur =
-            |field: &str, src: &Option<Tpl>, dflt: Duration| -> Result<Duration, StepError> {
-                match src {
-                    None => Ok(dflt),
-                    Some(t) => {
-                        let text = render_tpl(&format!("poll.interval.{field}"), t, ctx)?;
-                        parse_duration(&text).map_err(|reason| StepError::BadDuration {
-                            field: format!("poll.interval.{field}"),
-                            reason,
-                        })
-                    }
+        let dur = |field: &str, src: &Option<Tpl>, dflt: Duration| -> Result<Duration, StepError> {
+            match src {
+                None => Ok(dflt),
+                Some(t) => {
+                    let text = render_tpl(&format!("poll.interval.{field}"), t, ctx)?;
+                    parse_duration(&text).map_err(|reason| StepError::BadDuration {
+                        field: format!("poll.interval.{field}"),
+                        reason,
+                    })
                 }
-            };
+            }
+        };
         let initial = dur("initial", &iv.initial, Duration::from_secs(30))?;
         let max = dur("max", &iv.max, initial.max(Duration::from_secs(600)))?;
         Ok(Interval {
@@ -79,7 +78,8 @@ pub struct PollOutcome {
 }
 
 fn holds(field: &str, t: &Tpl, ctx: &Value) -> Result<bool, StepError> {
-    t.render_bool(ctx).map_err(|e| StepError::template(field, e))
+    t.render_bool(ctx)
+        .map_err(|e| StepError::template(field, e))
 }
 
 /// The environment variable that caps the wait between two polls (a duration), for

@@ -496,9 +496,7 @@ pub(crate) fn render_optional(
 /// [`Template::render_value`] semantics. For values from run-time data (a cursor's stored
 /// initial value); the plan holds its values compiled ([`TplValue`]).
 pub(crate) fn render_deep(value: &Value, ctx: &Value) -> Result<Value, TemplateError> {
-    TplValue::compile(value)
-        .map_err(|(_, e)| e)?
-        .render(ctx)
+    TplValue::compile(value).map_err(|(_, e)| e)?.render(ctx)
 }
 
 /// Names of all helpers users may call, sorted (docs/reference/helpers.md lists them; a test

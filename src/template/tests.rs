@@ -849,12 +849,16 @@ fn compiled_values_report_locations() {
     let (at, err) = TplValue::compile(&json!({"steps": [{"path": "{{ bad"}]})).unwrap_err();
     assert_eq!(at, "steps[0].path");
     assert!(matches!(err, TemplateError::Syntax { .. }));
-    assert_eq!(TplValue::compile(&json!("top")).unwrap().templates()[0].0, "");
+    assert_eq!(
+        TplValue::compile(&json!("top")).unwrap().templates()[0].0,
+        ""
+    );
 }
 
 #[test]
 fn a_compiled_value_renders_like_render_deep_every_time() {
-    let body = json!({"ids": "{{ steps.list.body.entries }}", "q": ["{{index}}", "/u/{{item}}", 5]});
+    let body =
+        json!({"ids": "{{ steps.list.body.entries }}", "q": ["{{index}}", "/u/{{item}}", 5]});
     let compiled = TplValue::compile(&body).unwrap();
     for _ in 0..2 {
         assert_eq!(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::call_plan::{opt_tpl, tpl, tpl_value, CallPlan, PlanError, PollPlan};
 use super::duration::Dur;
 use super::load::Loaded;
-use super::model::{Count, DecryptSpec, Defaults, DownloadSpec, RetrySpec, SetCursorSpec, Step};
+use super::model::{Count, DecryptSpec, Defaults, DownloadSpec, RetrySpec, Step};
 use super::step_output::StepOutput;
 use crate::template::{Tpl, TplValue};
 
@@ -93,7 +93,7 @@ pub enum Action {
     /// Run another workflow file as one step.
     Uses(UsesPlan),
     /// Write a cursor's new value to the state directory.
-    SetCursor(SetCursorSpec),
+    SetCursor(SetCursorPlan),
     /// Run nested steps until a condition holds.
     Repeat(RepeatPlan),
 }
@@ -125,6 +125,15 @@ pub struct ForEachPlan {
     pub fail_fast: bool,
     /// Steps run for each item.
     pub steps: Vec<PlannedStep>,
+}
+
+/// A `set_cursor` step.
+#[derive(Debug, Clone)]
+pub struct SetCursorPlan {
+    /// The cursor, one of the file's `cursors:`.
+    pub name: String,
+    /// Its new value (every string a template).
+    pub value: TplValue,
 }
 
 /// A `repeat` loop.
@@ -318,7 +327,13 @@ fn plan_action(
         },
         StepKind::Download => s.download.clone().map(Action::Download),
         StepKind::Decrypt => s.decrypt.clone().map(Action::Decrypt),
-        StepKind::SetCursor => s.set_cursor.clone().map(Action::SetCursor),
+        StepKind::SetCursor => match &s.set_cursor {
+            Some(c) => Some(Action::SetCursor(SetCursorPlan {
+                name: c.name.clone(),
+                value: tpl_value(&format!("{path}.set_cursor.value"), &c.value)?,
+            })),
+            None => None,
+        },
         StepKind::ForEach => match &s.for_each {
             Some(fe) => Some(Action::ForEach(ForEachPlan {
                 items: tpl_value(&format!("{path}.for_each.items"), &fe.items)?,
