@@ -246,7 +246,7 @@ impl ActiveRun {
 /// fail to render, the text as written is shown rather than stopping the run over a label.
 pub(super) fn step_name(run: &ActiveRun, step: &PlannedStep, scope: &Scope) -> String {
     match &step.name {
-        Some(n) if !n.is_static() => n
+        Some(n) if n.source().contains("{{") => n
             .render_string(&scope.ctx(run))
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| n.source().to_string()),

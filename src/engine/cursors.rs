@@ -12,6 +12,7 @@ use crate::state::StateError;
 use crate::steps::{StepEnv, StepError};
 use crate::template::{render_deep, Template, TemplateError};
 use crate::workflow::plan::SetCursorPlan;
+use crate::workflow::step_output::{outputs_object, StepOutput};
 
 /// Why a file's cursors could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -200,12 +201,12 @@ pub(super) async fn set_cursor(
     if run.emitter.secrets().mask(&text) != text {
         return Err(SetCursorError::Secret { name: name() }.into());
     }
-    let outputs = json!({
-        "name": spec.name,
-        "key": entry.key,
-        "value": value,
-        "previous": entry.value,
-    });
+    let outputs = outputs_object([
+        (StepOutput::Name, json!(spec.name)),
+        (StepOutput::Key, json!(entry.key)),
+        (StepOutput::Value, value.clone()),
+        (StepOutput::Previous, json!(entry.value)),
+    ]);
     if env.dry_run {
         set.update(&spec.name, value);
         return Ok(outputs);

@@ -31,6 +31,7 @@ use crate::vendors::ConnectionCache;
 use crate::workflow::duration::Dur;
 use crate::workflow::model::{Lifecycle, RetrySpec};
 use crate::workflow::plan::{Action, Plan, PlannedStep, StepKind, UsesPlan};
+use crate::workflow::step_output::StepOutput;
 
 use active_run::{ActiveRun, JournalArtifacts, Scope};
 use failure::{ActionError, StopReason, Waiting, WorkflowFailure};
@@ -118,6 +119,7 @@ pub(crate) async fn run(
     let inputs = resolve_inputs(wf, &opts.inputs)?;
     register_secret_inputs(wf, &inputs, emitter.secrets());
     let _derived = crate::template::derive_secrets_into(emitter.secrets());
+    crate::template::supply_key_check(steps::check_upload_key);
     let mut run_id = uuid::Uuid::new_v4().to_string();
     let mut started_at = chrono::Utc::now();
     let started = Instant::now();
@@ -825,7 +827,7 @@ async fn execute(
             let out = crate::vendors::http::with_max_response(limit, polled).await?;
             let mut v = steps::response_value(&out.response);
             if let Some(o) = v.as_object_mut() {
-                o.insert("polls".into(), json!(out.polls));
+                o.insert(StepOutput::Polls.as_str().into(), json!(out.polls));
             }
             Ok((v, out.attempts))
         }

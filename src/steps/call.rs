@@ -16,6 +16,7 @@ use crate::vendors::{
 use crate::workflow::bytesize::ByteSize;
 use crate::workflow::call_plan::{CallBody, CallPlan, Method, SaveTo, Target};
 use crate::workflow::model::Paginate;
+use crate::workflow::step_output::{outputs_object, StepOutput};
 
 /// A call with every template rendered.
 #[derive(Debug, Clone)]
@@ -426,17 +427,18 @@ impl CallOutcome {
             body,
             request_id,
         } = self.response;
-        json!({
-            "status": status,
-            "headers": headers,
-            "body": body,
-            "request_id": request_id,
-            "pages": self.pages,
-            "items": self.count.items,
-            "records": Value::Array(self.records),
-            "truncated": self.truncated,
-            "filename": self.filename,
-        })
+        use StepOutput as O;
+        outputs_object([
+            (O::Status, json!(status)),
+            (O::Headers, json!(headers)),
+            (O::Body, body),
+            (O::RequestId, json!(request_id)),
+            (O::Pages, json!(self.pages)),
+            (O::Items, json!(self.count.items)),
+            (O::Records, Value::Array(self.records)),
+            (O::Truncated, json!(self.truncated)),
+            (O::Filename, json!(self.filename)),
+        ])
     }
 }
 

@@ -415,6 +415,16 @@ pub(crate) async fn pause_before_retry(
     }
 }
 
+/// The `openpgp_public_key` helper's check: the key files read now and checked against the
+/// clock (see [`crate::template::supply_key_check`]).
+pub(crate) fn check_upload_key(
+    path: &std::path::Path,
+    private: Option<crate::openpgp::check::PrivateKey<'_>>,
+) -> Result<String, crate::openpgp::check::KeyCheckError> {
+    crate::openpgp::check::check_public_key(path, private, std::time::SystemTime::now())
+        .map(|key| key.armored)
+}
+
 /// Renders a compiled template field to a string; errors name the field.
 pub fn render_tpl(
     field: &str,

@@ -977,8 +977,12 @@ fn h_file(a: &Args<'_, '_>) -> Result<Value, Fail> {
 /// The upload-key preflight: the armored public key at PATH, after checking it is one Google
 /// takes (RSA, encryption-capable, not expired or revoked) and, with `private_key=`, that
 /// the private key matches it and `passphrase=` unlocks it (see [`crate::openpgp::check`]).
+/// The files are read by the check the caller supplied ([`super::key_check`]).
 fn h_openpgp_public_key(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    use crate::openpgp::check::{check_public_key, PrivateKey};
+    use crate::openpgp::check::PrivateKey;
+    let Some(check) = super::key_check::key_check() else {
+        return fail("key files cannot be read here (no run supplied the key check)");
+    };
     let path = resolve_file(a.ctx.data(), &a.string(0)?);
     let private = a.hash_text("private_key")?.map(PathBuf::from);
     let passphrase = a.hash_text("passphrase")?;
@@ -986,9 +990,7 @@ fn h_openpgp_public_key(a: &Args<'_, '_>) -> Result<Value, Fail> {
         path: p,
         passphrase: passphrase.as_deref(),
     });
-    check_public_key(&path, private, std::time::SystemTime::now())
-        .map(|key| Value::String(key.armored))
-        .map_err(Fail::of)
+    check(&path, private).map(Value::String).map_err(Fail::of)
 }
 
 /// Relative paths resolve against the working directory, like every path auditflow reads

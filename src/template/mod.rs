@@ -17,11 +17,13 @@
 mod compile;
 mod compiled;
 mod helpers;
+mod key_check;
 pub(crate) mod placeholder;
 mod taint;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use key_check::supply_key_check;
 pub(crate) use taint::derive_secrets_into;
 
 pub use compiled::{Tpl, TplValue};

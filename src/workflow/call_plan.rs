@@ -368,3 +368,64 @@ impl PollPlan {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::plan::Action;
+    use crate::workflow::validate::validate_file;
+
+    /// The first step of a workflow whose steps are `steps` (YAML), planned.
+    fn first_action(steps: &str) -> Action {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("w.yaml");
+        let src = format!(
+            "name: w\nconnections:\n  api: {{kind: http, base_url: 'http://x'}}\nsteps:\n{steps}"
+        );
+        std::fs::write(&path, src).expect("write");
+        let plan = validate_file(&path).expect("valid");
+        plan.workflow.steps[0].action.clone()
+    }
+
+    #[test]
+    fn a_call_is_typed_once_when_planned() {
+        let Action::Call(c) = first_action(
+            "  - id: c\n    call:\n      url: 'http://x/{{ run.id }}'\n      method: patch\n      form: {a: '{{ run.id }}', b: 2}\n      save_to: 'out/{{ response.filename }}'\n      expect: {condition: '{{ response.body.ok }}'}\n",
+        ) else {
+            panic!("not a call");
+        };
+        assert!(matches!(&c.target, Target::Url(u) if u.source() == "http://x/{{ run.id }}"));
+        assert_eq!(c.method, Some(Method::Patch));
+        assert!(matches!(&c.body, CallBody::Form(f) if f.len() == 2));
+        assert!(matches!(&c.save_to, Some(SaveTo::AfterResponse(_))));
+        assert!(c.expect.condition.is_some());
+    }
+
+    #[test]
+    fn a_connection_call_keeps_its_path_and_the_vendor_default_method() {
+        let Action::Poll(p) = first_action(
+            "  - id: p\n    poll:\n      call: {connection: api, path: '/s/{{ run.id }}', text: hi, save_to: out.json}\n      until: '{{ response.body.done }}'\n      interval: {initial: 1s}\n",
+        ) else {
+            panic!("not a poll");
+        };
+        assert!(
+            matches!(&p.call.target, Target::Connection { name, path: Some(_) } if name == "api")
+        );
+        assert_eq!(p.call.target.connection(), Some("api"));
+        assert_eq!(p.call.method, None);
+        assert!(
+            matches!(&p.call.body, CallBody::Text { content_type, .. } if content_type == "text/plain")
+        );
+        assert!(matches!(&p.call.save_to, Some(SaveTo::Before(_))));
+        assert_eq!(p.until.source(), "{{ response.body.done }}");
+        assert!(p.interval.initial.as_ref().is_some_and(Tpl::is_static));
+    }
+
+    #[test]
+    fn methods_parse_in_any_case_and_only_those_sent() {
+        for m in Method::ALL {
+            assert_eq!(Method::parse(&m.as_str().to_lowercase()), Some(m));
+        }
+        assert_eq!(Method::parse("FETCH"), None);
+    }
+}

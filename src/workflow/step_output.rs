@@ -113,6 +113,18 @@ impl StepOutput {
     }
 }
 
+/// A step's outputs as templates read them: an object of the named values, in this order.
+pub fn outputs_object(
+    values: impl IntoIterator<Item = (StepOutput, serde_json::Value)>,
+) -> serde_json::Value {
+    serde_json::Value::Object(
+        values
+            .into_iter()
+            .map(|(name, v)| (name.as_str().to_string(), v))
+            .collect(),
+    )
+}
+
 impl std::fmt::Display for StepOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
