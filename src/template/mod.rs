@@ -13,6 +13,10 @@
 //!   still fail, as handlebars' strict mode does).
 //! - [`TemplateContext`] lets a caller build the render context once and reuse it (the `*_in`
 //!   methods); the `&Value` methods copy the context into handlebars on every render.
+//! - [`Tpl`] and [`TplValue`] are what the plan holds: a template, or a JSON value of templates,
+//!   compiled once when the plan is built, so renders never parse again.
+//! - No helper reads a file of its own accord: the `openpgp_public_key` check is supplied by
+//!   the run ([`supply_key_check`]).
 
 mod compile;
 mod compiled;
