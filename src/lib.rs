@@ -9,7 +9,8 @@
 //! - [`secrets`]: masking of secret values;
 //! - [`openpgp`]: OpenPGP key files: reading, checking (the upload preflight), generating;
 //! - [`sim`]: the vendor simulator (shares no code with `vendors`, which sits above it);
-//! - `template` (crate-internal): handlebars configured for data;
+//! - `template` (crate-internal but for the compiled [`Tpl`] and [`TplValue`] the plan holds):
+//!   handlebars configured for data;
 //! - [`workflow`]: the model, loading with source spans, validation (no I/O but reading files);
 //! - [`vendors`]: signing, encoding, error mapping per vendor (never imports steps or engine);
 //! - [`events`]: what the engine and steps report;
@@ -39,4 +40,4 @@ pub(crate) mod template;
 pub mod vendors;
 pub mod workflow;
 
-pub use template::helper_names;
+pub use template::{helper_names, Tpl, TplValue};

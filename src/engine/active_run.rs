@@ -13,7 +13,6 @@ use crate::state::keep::Referenced;
 use crate::state::{self, DoneStatus, Journal, Record, Replay};
 use crate::steps::at_most_once::Ledger;
 use crate::steps::overwrite::OverwriteGuard;
-use crate::template::Template;
 use crate::vendors::{Connection, ConnectionCache};
 use crate::workflow::plan::{PlannedStep, PlannedWorkflow};
 use crate::workflow::Loaded;
@@ -247,10 +246,10 @@ impl ActiveRun {
 /// fail to render, the text as written is shown rather than stopping the run over a label.
 pub(super) fn step_name(run: &ActiveRun, step: &PlannedStep, scope: &Scope) -> String {
     match &step.name {
-        Some(n) if n.contains("{{") => Template::compile(n)
-            .and_then(|t| t.render_string(&scope.ctx(run)))
+        Some(n) if n.source().contains("{{") => n
+            .render_string(&scope.ctx(run))
             .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| n.clone()),
+            .unwrap_or_else(|_| n.source().to_string()),
         _ => step.display_name().to_string(),
     }
 }

@@ -11,7 +11,8 @@ use crate::state::cursors::{CursorId, StoredCursor};
 use crate::state::StateError;
 use crate::steps::{StepEnv, StepError};
 use crate::template::{render_deep, Template, TemplateError};
-use crate::workflow::model::SetCursorSpec;
+use crate::workflow::plan::SetCursorPlan;
+use crate::workflow::step_output::{outputs_object, StepOutput};
 
 /// Why a file's cursors could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -182,13 +183,15 @@ fn missing_cursor_note(
 /// written (atomically, fsync'd) and shown to later templates.
 pub(super) async fn set_cursor(
     run: &ActiveRun,
-    spec: &SetCursorSpec,
+    spec: &SetCursorPlan,
     scope: &Scope,
     ctx: &Value,
     env: &StepEnv<'_>,
 ) -> Result<Value, ActionError> {
-    let value =
-        render_deep(&spec.value, ctx).map_err(|e| StepError::template("set_cursor.value", e))?;
+    let value = spec
+        .value
+        .render(ctx)
+        .map_err(|e| StepError::template("set_cursor.value", e))?;
     let set = &scope.cursors;
     let name = || spec.name.clone();
     let entry = set
@@ -198,12 +201,12 @@ pub(super) async fn set_cursor(
     if run.emitter.secrets().mask(&text) != text {
         return Err(SetCursorError::Secret { name: name() }.into());
     }
-    let outputs = json!({
-        "name": spec.name,
-        "key": entry.key,
-        "value": value,
-        "previous": entry.value,
-    });
+    let outputs = outputs_object([
+        (StepOutput::Name, json!(spec.name)),
+        (StepOutput::Key, json!(entry.key)),
+        (StepOutput::Value, value.clone()),
+        (StepOutput::Previous, json!(entry.value)),
+    ]);
     if env.dry_run {
         set.update(&spec.name, value);
         return Ok(outputs);

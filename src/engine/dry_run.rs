@@ -71,14 +71,17 @@ fn label(v: &Value) -> String {
 /// step is shown as if it ran, with a note, whether the placeholder rendered it true or false
 /// (a placeholder is a non-empty text, so `default steps.x.body.next ""` renders true).
 /// Returns true then.
-pub(super) fn undecided_condition(run: &ActiveRun, step: &str, cond: &str, ctx: &Value) -> bool {
+pub(super) fn undecided_condition(
+    run: &ActiveRun,
+    step: &str,
+    cond: &crate::template::Tpl,
+    ctx: &Value,
+) -> bool {
     if !run.dry_run || !placeholder::is_dry_run(ctx) {
         return false;
     }
-    let Ok(t) = crate::template::Template::compile(cond) else {
-        return false;
-    };
-    let reads_placeholder = t
+    let reads_placeholder = cond
+        .template()
         .variables()
         .iter()
         .any(|v| placeholder::through(ctx, &v.path));
@@ -87,7 +90,7 @@ pub(super) fn undecided_condition(run: &ActiveRun, step: &str, cond: &str, ctx: 
             step,
             format!(
                 "dry run: runs only if `{}` (it reads a response the dry run does not have)",
-                cond.trim()
+                cond.source().trim()
             ),
         );
     }

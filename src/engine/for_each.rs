@@ -9,7 +9,6 @@ use super::active_run::{ActiveRun, Scope};
 use super::failure::{StopReason, Waiting, WorkflowFailure};
 use super::run_steps;
 use crate::steps::{StepEnv, StepError};
-use crate::template::render_deep;
 use crate::workflow::plan::{ForEachPlan, PlannedStep};
 
 /// One of N deterministic parts of the items of the outermost `for_each` loops: an item
@@ -61,8 +60,10 @@ pub(super) async fn for_each(
     ctx: &Value,
     env: &StepEnv<'_>,
 ) -> Result<Value, StepError> {
-    let items =
-        render_deep(&spec.items, ctx).map_err(|e| StepError::template("for_each.items", e))?;
+    let items = spec
+        .items
+        .render(ctx)
+        .map_err(|e| StepError::template("for_each.items", e))?;
     let items = match super::dry_run::representative_items(run, env.step, items) {
         Value::Array(a) => a,
         Value::Null => vec![],

@@ -27,11 +27,11 @@ use crate::retry::RetryPolicy;
 use crate::state::{self, Begin, DoneStatus, Record, StateError, Store};
 use crate::steps::overwrite::OverwriteGuard;
 use crate::steps::{self, call, poll, StepEnv, StepError};
-use crate::template::{render_deep, Template};
 use crate::vendors::ConnectionCache;
 use crate::workflow::duration::Dur;
 use crate::workflow::model::{Lifecycle, RetrySpec};
 use crate::workflow::plan::{Action, Plan, PlannedStep, StepKind, UsesPlan};
+use crate::workflow::step_output::StepOutput;
 
 use active_run::{ActiveRun, JournalArtifacts, Scope};
 use failure::{ActionError, StopReason, Waiting, WorkflowFailure};
@@ -119,6 +119,7 @@ pub(crate) async fn run(
     let inputs = resolve_inputs(wf, &opts.inputs)?;
     let weak_secrets = register_secret_inputs(wf, &inputs, emitter.secrets());
     let _derived = crate::template::derive_secrets_into(emitter.secrets());
+    crate::template::supply_key_check(steps::check_upload_key);
     let mut run_id = uuid::Uuid::new_v4().to_string();
     let mut started_at = chrono::Utc::now();
     let started = Instant::now();
@@ -504,8 +505,8 @@ async fn run_file(run: &Arc<ActiveRun>, mut scope: Scope) -> Result<Value, StopR
     run_steps(run, &workflow.steps, &mut scope).await?;
     let ctx = scope.ctx(run);
     let mut out = Map::new();
-    for (k, v) in &workflow.file.workflow.outputs {
-        let r = render_deep(v, &ctx).map_err(|source| {
+    for (k, v) in &workflow.outputs {
+        let r = v.render(&ctx).map_err(|source| {
             StopReason::Failed(WorkflowFailure::Output {
                 name: k.clone(),
                 source,
@@ -584,14 +585,12 @@ async fn run_step(
     };
     let started = Instant::now();
     if let Some(cond) = &step.when {
-        let go = Template::compile(cond)
-            .and_then(|t| t.render_bool(&ctx))
-            .map_err(|source| {
-                StopReason::Failed(WorkflowFailure::Condition {
-                    step: path.clone(),
-                    source,
-                })
-            })?;
+        let go = cond.render_bool(&ctx).map_err(|source| {
+            StopReason::Failed(WorkflowFailure::Condition {
+                step: path.clone(),
+                source,
+            })
+        })?;
         // Noted in a dry run whichever way a placeholder made it render.
         let undecided = dry_run::undecided_condition(run, &path, cond, &ctx);
         if !go && !undecided {
@@ -815,7 +814,7 @@ async fn execute(
     let file = &scope.workflow.file;
     match &step.action {
         Action::Call(spec) => {
-            let conn = run.connection(file, spec.connection.as_deref(), ctx)?;
+            let conn = run.connection(file, spec.target.connection(), ctx)?;
             let mut rc = call::render_call(spec, &conn, ctx)?;
             // Pages nobody reads later are saved as they arrive, not held.
             if !run.referenced.reads_records(&step.id) {
@@ -826,14 +825,14 @@ async fn execute(
             Ok((out.outputs(), attempts))
         }
         Action::Poll(spec) => {
-            let conn = run.connection(file, spec.call.connection.as_deref(), ctx)?;
+            let conn = run.connection(file, spec.call.target.connection(), ctx)?;
             let rc = call::render_call(&spec.call, &conn, ctx)?;
             let limit = rc.max_response;
             let polled = poll::execute(&conn, spec, &rc, env, ctx);
             let out = crate::vendors::http::with_max_response(limit, polled).await?;
             let mut v = steps::response_value(&out.response);
             if let Some(o) = v.as_object_mut() {
-                o.insert("polls".into(), json!(out.polls));
+                o.insert(StepOutput::Polls.as_str().into(), json!(out.polls));
             }
             Ok((v, out.attempts))
         }
@@ -867,7 +866,9 @@ async fn run_uses(
 ) -> Result<Value, ActionError> {
     let mut given = BTreeMap::new();
     for (k, v) in &uses.with {
-        let r = render_deep(v, ctx).map_err(|e| StepError::template(format!("with.{k}"), e))?;
+        let r = v
+            .render(ctx)
+            .map_err(|e| StepError::template(format!("with.{k}"), e))?;
         given.insert(k.clone(), r);
     }
     let callee = &uses.workflow.file.workflow;

@@ -13,8 +13,8 @@ use super::active_run::{ActiveRun, Scope};
 use super::failure::{ActionError, StopReason};
 use super::run_steps;
 use crate::steps::{StepEnv, StepError};
-use crate::template::Template;
 use crate::workflow::plan::{PlannedStep, RepeatPlan};
+use crate::workflow::step_output::{outputs_object, StepOutput};
 
 /// Runs the body until `until` holds. Reaching `max_iterations` first ends the run pending
 /// (exit 75): more data remains, and the next run continues from the cursors.
@@ -25,8 +25,7 @@ pub(super) async fn repeat(
     scope: &Scope,
     env: &StepEnv<'_>,
 ) -> Result<Value, ActionError> {
-    let until =
-        Template::compile(&spec.until).map_err(|e| StepError::template("repeat.until", e))?;
+    let until = &spec.until;
     let shown = scope.label(&step.id);
     let shown = shown.as_deref().unwrap_or(env.step).to_string();
     let mut fresh = 0u32;
@@ -47,7 +46,10 @@ pub(super) async fn repeat(
             .map_err(|e| StepError::template("repeat.until", e))?;
         // A dry run shows one iteration: its answers are placeholders.
         if done || run.dry_run {
-            return Ok(json!({"iterations": index + 1, "done": done}));
+            return Ok(outputs_object([
+                (StepOutput::Iterations, json!(index + 1)),
+                (StepOutput::Done, json!(done)),
+            ]));
         }
         if fresh >= spec.max_iterations {
             run.more_data.store(true, Ordering::SeqCst);

@@ -4,17 +4,19 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use super::at_most_once::fingerprint;
-use super::{call_save, render_str, response_value, send_with_retry, StepEnv, StepError};
+use super::{call_save, render_tpl, response_value, send_with_retry, StepEnv, StepError};
 use crate::events::{Artifact, ArtifactKind, Event};
 use crate::secrets::Secrets;
-use crate::template::{render_deep, Template};
+use crate::template::{Template, Tpl, TplValue};
 use crate::vendors::body::mime_of;
 use crate::vendors::http::redact_url;
 use crate::vendors::{
     Body, Connection, ItemCount, ItemSlot, PageItems, Pagination, Request, Response, VendorKind,
 };
 use crate::workflow::bytesize::ByteSize;
-use crate::workflow::model::{CallSpec, Paginate};
+use crate::workflow::call_plan::{CallBody, CallPlan, Method, SaveTo, Target};
+use crate::workflow::model::Paginate;
+use crate::workflow::step_output::{outputs_object, StepOutput};
 
 /// A call with every template rendered.
 #[derive(Debug, Clone)]
@@ -24,15 +26,15 @@ pub struct RenderedCall {
     /// `expect.status`; empty means any 2xx.
     pub expect_status: Vec<u16>,
     /// `expect.condition`, rendered against each response.
-    pub expect_condition: Option<String>,
+    pub expect_condition: Option<Tpl>,
     /// `expect.message`: the user's words for a failed expectation (a template over `response`).
-    pub expect_message: Option<String>,
+    pub expect_message: Option<Tpl>,
     /// `expect.content_type`: the MIME type the answer must have.
     pub expect_content_type: Option<String>,
     /// `save_to`: where the parsed body is written as pretty JSON.
     pub save_to: Option<PathBuf>,
     /// `save_to` when it reads `response`: rendered once the answer is in.
-    pub save_after: Option<String>,
+    pub save_after: Option<Tpl>,
     /// How the call pages (`paginate` as written).
     pub paginate: PageMode,
     /// `call.idempotent` as written (None: the vendor adapter decides).
@@ -234,122 +236,42 @@ fn scalar_text(v: Value) -> String {
     }
 }
 
-/// Renders `spec` into a vendor-neutral request for `conn`.
+/// Renders the planned call `spec` into a vendor-neutral request for `conn`.
 pub fn render_call(
-    spec: &CallSpec,
+    spec: &CallPlan,
     conn: &Connection,
     ctx: &Value,
 ) -> Result<RenderedCall, StepError> {
-    let kind = conn.settings().kind;
-    let url = match (&spec.url, &spec.path) {
-        (Some(u), _) => {
-            let text = render_str("url", u, ctx)?;
-            url::Url::parse(&text).map_err(|source| StepError::RenderedUrl {
-                field: "url",
-                value: text.clone(),
-                source,
-            })?
-        }
-        (None, path) => {
-            let base = conn
-                .settings()
-                .base_url
-                .clone()
-                .ok_or_else(|| StepError::NoBaseUrl {
-                    connection: conn.settings().name.clone(),
-                })?;
-            let p = match path {
-                Some(p) => render_str("path", p, ctx)?,
-                None => String::new(),
-            };
-            join_url(&base, &p)?
-        }
-    };
-    let mut url = url;
-    // A parameter whose value renders empty is left out (optional vendor filters).
-    let mut query = Vec::new();
-    for (k, v) in &spec.query {
-        let value = render_str(&format!("query.{k}"), v, ctx)?;
-        if !value.is_empty() {
-            query.push((k, value));
-        }
-    }
-    if !query.is_empty() {
-        url.query_pairs_mut().extend_pairs(query);
-    }
-    let method = match &spec.method {
-        Some(m) => m.to_ascii_uppercase(),
-        None if matches!(kind, VendorKind::Mimecast | VendorKind::MailStore) => "POST".into(),
-        None if spec.json.is_some()
-            || spec.form.is_some()
-            || spec.atom.is_some()
-            || spec.text.is_some() =>
-        {
-            "POST".into()
-        }
-        None => "GET".into(),
-    };
-    let method =
-        http::Method::from_bytes(method.as_bytes()).map_err(|_| StepError::UnknownMethod {
-            method: method.clone(),
-        })?;
-    let mut headers = Vec::new();
-    for (k, v) in &spec.headers {
-        headers.push((k.clone(), render_str(&format!("headers.{k}"), v, ctx)?));
-    }
-    let pairs = |name: &str,
-                 m: &std::collections::BTreeMap<String, Value>|
-     -> Result<Vec<(String, String)>, StepError> {
-        m.iter()
-            .map(|(k, v)| {
-                render_deep(v, ctx)
-                    .map(|r| (k.clone(), scalar_text(r)))
-                    .map_err(|e| StepError::template(format!("{name}.{k}"), e))
-            })
-            .collect()
-    };
-    let body = if let Some(j) = &spec.json {
-        Body::Json(render_deep(j, ctx).map_err(|e| StepError::template("json", e))?)
-    } else if let Some(f) = &spec.form {
-        Body::Form(pairs("form", f)?)
-    } else if let Some(a) = &spec.atom {
-        // Properties that render empty are left out, as optional Atom properties are.
-        let mut props = pairs("atom", a)?;
-        props.retain(|(_, v)| !v.is_empty());
-        Body::Atom(props)
-    } else if let Some(t) = &spec.text {
-        Body::Text {
-            content_type: spec
-                .content_type
-                .clone()
-                .unwrap_or_else(|| "text/plain".into()),
-            text: render_str("text", t, ctx)?,
-        }
-    } else {
-        Body::Empty
-    };
+    let mut url = target_url(&spec.target, conn, ctx)?;
+    add_query(&mut url, &spec.query, ctx)?;
+    let headers = spec
+        .headers
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), render_tpl(&format!("headers.{k}"), v, ctx)?)))
+        .collect::<Result<Vec<_>, StepError>>()?;
+    let method = spec
+        .method
+        .unwrap_or_else(|| default_method(conn.settings().kind, &spec.body));
     let (save_to, save_after) = match &spec.save_to {
-        Some(s) if reads_response(s) => (None, Some(s.clone())),
-        Some(s) => (Some(PathBuf::from(render_str("save_to", s, ctx)?)), None),
+        Some(SaveTo::AfterResponse(t)) => (None, Some(t.clone())),
+        Some(SaveTo::Before(t)) => (Some(PathBuf::from(render_tpl("save_to", t, ctx)?)), None),
         None => (None, None),
     };
-    let paginate = PageMode::of(spec.paginate.as_ref());
-    let expect = spec.expect.clone().unwrap_or_default();
     Ok(RenderedCall {
         request: Request {
-            method,
+            method: http_method(method),
             url,
             headers,
-            body,
+            body: render_body(&spec.body, ctx)?,
         },
-        expect_status: expect.status,
-        expect_condition: expect.condition,
-        expect_message: expect.message,
-        expect_content_type: expect.content_type,
+        expect_status: spec.expect.status.clone(),
+        expect_condition: spec.expect.condition.clone(),
+        expect_message: spec.expect.message.clone(),
+        expect_content_type: spec.expect.content_type.clone(),
         idempotent: spec.idempotent,
         save_to,
         save_after,
-        paginate,
+        paginate: PageMode::of(spec.paginate.as_ref()),
         max_response: spec
             .max_response_size
             .map_or(crate::vendors::http::DEFAULT_MAX_RESPONSE, ByteSize::get),
@@ -358,13 +280,106 @@ pub fn render_call(
     })
 }
 
-/// Whether a template reads `response` (it can only be rendered once the answer is in).
-fn reads_response(src: &str) -> bool {
-    Template::compile(src).is_ok_and(|t| {
-        t.variables()
-            .iter()
-            .any(|v| v.path.first().is_some_and(|r| r == "response"))
+/// The URL a call goes to: its `url:`, or the connection's base URL joined with `path:`.
+fn target_url(target: &Target, conn: &Connection, ctx: &Value) -> Result<url::Url, StepError> {
+    match target {
+        Target::Url(u) => {
+            let text = render_tpl("url", u, ctx)?;
+            url::Url::parse(&text).map_err(|source| StepError::RenderedUrl {
+                field: "url",
+                value: text.clone(),
+                source,
+            })
+        }
+        Target::Connection { path, .. } => {
+            let base = conn
+                .settings()
+                .base_url
+                .clone()
+                .ok_or_else(|| StepError::NoBaseUrl {
+                    connection: conn.settings().name.clone(),
+                })?;
+            let p = match path {
+                Some(p) => render_tpl("path", p, ctx)?,
+                None => String::new(),
+            };
+            join_url(&base, &p)
+        }
+    }
+}
+
+/// Adds the rendered query parameters; one whose value renders empty is left out (optional
+/// vendor filters).
+fn add_query(url: &mut url::Url, query: &[(String, Tpl)], ctx: &Value) -> Result<(), StepError> {
+    let mut pairs = Vec::new();
+    for (k, v) in query {
+        let value = render_tpl(&format!("query.{k}"), v, ctx)?;
+        if !value.is_empty() {
+            pairs.push((k, value));
+        }
+    }
+    if !pairs.is_empty() {
+        url.query_pairs_mut().extend_pairs(pairs);
+    }
+    Ok(())
+}
+
+/// The method of a call that gives none: POST for Mimecast and MailStore (their APIs are
+/// all POST) and for a call with a body, GET otherwise.
+fn default_method(kind: VendorKind, body: &CallBody) -> Method {
+    match (kind, body) {
+        (VendorKind::Mimecast | VendorKind::MailStore, _) => Method::Post,
+        (_, CallBody::Empty) => Method::Get,
+        _ => Method::Post,
+    }
+}
+
+/// The `http` crate's method for a planned one.
+fn http_method(m: Method) -> http::Method {
+    match m {
+        Method::Get => http::Method::GET,
+        Method::Post => http::Method::POST,
+        Method::Put => http::Method::PUT,
+        Method::Patch => http::Method::PATCH,
+        Method::Delete => http::Method::DELETE,
+        Method::Head => http::Method::HEAD,
+        Method::Options => http::Method::OPTIONS,
+    }
+}
+
+/// Renders the body.
+fn render_body(body: &CallBody, ctx: &Value) -> Result<Body, StepError> {
+    Ok(match body {
+        CallBody::Empty => Body::Empty,
+        CallBody::Json(j) => Body::Json(j.render(ctx).map_err(|e| StepError::template("json", e))?),
+        CallBody::Form(f) => Body::Form(render_pairs("form", f, ctx)?),
+        CallBody::Atom(a) => {
+            // Properties that render empty are left out, as optional Atom properties are.
+            let mut props = render_pairs("atom", a, ctx)?;
+            props.retain(|(_, v)| !v.is_empty());
+            Body::Atom(props)
+        }
+        CallBody::Text { text, content_type } => Body::Text {
+            content_type: content_type.clone(),
+            text: render_tpl("text", text, ctx)?,
+        },
     })
+}
+
+/// Renders form or Atom fields to text (errors name `name.key`).
+fn render_pairs(
+    name: &str,
+    fields: &[(String, TplValue)],
+    ctx: &Value,
+) -> Result<Vec<(String, String)>, StepError> {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            v.render(ctx)
+                .map(|r| (k.clone(), scalar_text(r)))
+                .map_err(|e| StepError::template(format!("{name}.{k}"), e))
+        })
+        .collect()
 }
 
 /// Joins a path onto a base URL, keeping the base's own path prefix.
@@ -412,17 +427,18 @@ impl CallOutcome {
             body,
             request_id,
         } = self.response;
-        json!({
-            "status": status,
-            "headers": headers,
-            "body": body,
-            "request_id": request_id,
-            "pages": self.pages,
-            "items": self.count.items,
-            "records": Value::Array(self.records),
-            "truncated": self.truncated,
-            "filename": self.filename,
-        })
+        use StepOutput as O;
+        outputs_object([
+            (O::Status, json!(status)),
+            (O::Headers, json!(headers)),
+            (O::Body, body),
+            (O::RequestId, json!(request_id)),
+            (O::Pages, json!(self.pages)),
+            (O::Items, json!(self.count.items)),
+            (O::Records, Value::Array(self.records)),
+            (O::Truncated, json!(self.truncated)),
+            (O::Filename, json!(self.filename)),
+        ])
     }
 }
 
@@ -458,26 +474,25 @@ pub fn check_expect(
         });
     }
     check_content_type(rc, resp)?;
-    if let Some(cond) = &rc.expect_condition {
+    if let Some(t) = &rc.expect_condition {
         let ctx = full();
-        let t = Template::compile(cond).map_err(|e| StepError::template("expect.condition", e))?;
         let holds = t
             .render_bool(&ctx)
             .map_err(|e| StepError::template("expect.condition", e))?;
         if !holds {
             let base = format!(
                 "expectation `{}` does not hold (HTTP {}{})",
-                cond.trim(),
+                t.source().trim(),
                 resp.status,
                 observed_status(&resp.body)
                     .map(|s| format!(", status {s}"))
                     .unwrap_or_default()
             );
             let mut message = with_user_message(rc, &ctx, base);
-            for (path, value) in compared_values(&t, &ctx, secrets) {
+            for (path, value) in compared_values(t.template(), &ctx, secrets) {
                 message.push_str(&format!("\n  {path} = {value}"));
             }
-            for line in super::expect_records::matched_records(cond, &ctx, secrets) {
+            for line in super::expect_records::matched_records(t.source(), &ctx, secrets) {
                 message.push_str(&format!("\n  {line}"));
             }
             return Err(StepError::Expect { message });
@@ -491,8 +506,8 @@ pub fn check_expect(
 fn with_user_message(rc: &RenderedCall, ctx: &Value, base: String) -> String {
     let rendered = rc
         .expect_message
-        .as_deref()
-        .and_then(|m| Template::compile(m).ok()?.render_string(ctx).ok())
+        .as_ref()
+        .and_then(|m| m.render_string(ctx).ok())
         .map(|m| m.trim().to_string())
         .filter(|m| !m.is_empty());
     match rendered {
@@ -736,14 +751,14 @@ async fn save_path(
     if let Some(p) = &rc.save_to {
         return Ok(Some(p.clone()));
     }
-    let Some(src) = &rc.save_after else {
+    let Some(t) = &rc.save_after else {
         return Ok(None);
     };
     let mut full = with_response(ctx, response);
     if let Some(r) = full.get_mut("response").and_then(Value::as_object_mut) {
         r.insert("filename".into(), json!(filename));
     }
-    let text = render_str("save_to", src, &full)?;
+    let text = render_tpl("save_to", t, &full)?;
     if text.trim().is_empty() {
         return Ok(None);
     }

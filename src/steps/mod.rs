@@ -164,12 +164,6 @@ pub enum StepError {
         /// The connection's name.
         connection: String,
     },
-    /// `call.method` is not an HTTP method.
-    #[error("unknown HTTP method `{method}`")]
-    UnknownMethod {
-        /// The method as rendered.
-        method: String,
-    },
     /// A rendered value of the wrong shape (`expected`: what the field takes).
     #[error("`{field}` must be {expected}; found {found}")]
     WrongType {
@@ -422,7 +416,28 @@ pub(crate) async fn pause_before_retry(
     }
 }
 
-/// Renders a template field to a string; errors name the field.
+/// The `openpgp_public_key` helper's check: the key files read now and checked against the
+/// clock (see [`crate::template::supply_key_check`]).
+pub(crate) fn check_upload_key(
+    path: &std::path::Path,
+    private: Option<crate::openpgp::check::PrivateKey<'_>>,
+) -> Result<String, crate::openpgp::check::KeyCheckError> {
+    crate::openpgp::check::check_public_key(path, private, std::time::SystemTime::now())
+        .map(|key| key.armored)
+}
+
+/// Renders a compiled template field to a string; errors name the field.
+pub fn render_tpl(
+    field: &str,
+    t: &crate::template::Tpl,
+    ctx: &serde_json::Value,
+) -> Result<String, StepError> {
+    t.render_string(ctx)
+        .map_err(|e| StepError::template(field, e))
+}
+
+/// Renders a template field of a step the plan keeps as written (download, decrypt) to a
+/// string; errors name the field.
 pub fn render_str(field: &str, src: &str, ctx: &serde_json::Value) -> Result<String, StepError> {
     crate::template::Template::compile(src)
         .and_then(|t| t.render_string(ctx))

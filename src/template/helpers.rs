@@ -218,7 +218,7 @@ impl Signature {
         &self,
         given: usize,
         mut keys: impl Iterator<Item = &'k str>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ShapeError> {
         let plural = |k: usize| if k == 1 { "" } else { "s" };
         let (min, max) = (self.required, (!self.variadic).then_some(self.params.len()));
         let takes = match max {
@@ -232,15 +232,19 @@ impl Signature {
             _ => None,
         };
         if let Some(takes) = takes {
-            return Err(format!("{takes}, got {given}"));
+            return Err(ShapeError::Count { takes, given });
         }
         if let Some(k) = keys.find(|k| !self.hash.iter().any(|h| h.name == *k)) {
+            let option = k.to_string();
             return Err(if self.hash.is_empty() {
-                format!("has no option `{k}`; it takes no options")
+                ShapeError::NoOptions { option }
             } else {
                 let names: Vec<String> =
                     self.hash.iter().map(|h| format!("`{}`", h.name)).collect();
-                format!("has no option `{k}`; options: {}", names.join(", "))
+                ShapeError::UnknownOption {
+                    option,
+                    options: names.join(", "),
+                }
             });
         }
         Ok(())
@@ -271,8 +275,13 @@ impl Kind {
     }
 
     /// Checks a literal argument; the message says what was expected.
-    pub(super) fn check_literal(self, v: &Value) -> Result<(), String> {
-        let want = |what: &str| Err(format!("must be {what}, got {}", type_name(v)));
+    pub(super) fn check_literal(self, v: &Value) -> Result<(), LiteralError> {
+        let want = |expected: &'static str| {
+            Err(LiteralError::Kind {
+                expected,
+                found: type_name(v),
+            })
+        };
         match (self, v) {
             (Kind::Any, _)
             | (Kind::Text, Value::String(_) | Value::Number(_) | Value::Bool(_))
@@ -285,23 +294,97 @@ impl Kind {
             (Kind::Object, _) => want("an object"),
             (Kind::Collection, _) => want("a string, a list or an object"),
             (Kind::Bool, _) => want("true or false"),
-            (Kind::Date, Value::String(s)) => parse_date(s).map(|_| ()),
+            (Kind::Date, Value::String(s)) => parse_date(s).map(|_| ()).map_err(Into::into),
             (Kind::Date, _) => want("a date such as \"2024-03-01\" or \"2024-03-01T12:00:00Z\""),
-            (Kind::Duration, Value::String(s)) => parse_signed_duration(s).map(|_| ()),
-            (Kind::Duration, Value::Number(n)) => parse_signed_duration(&n.to_string()).map(|_| ()),
+            (Kind::Duration, Value::String(s)) => {
+                parse_signed_duration(s).map(|_| ()).map_err(Into::into)
+            }
+            (Kind::Duration, Value::Number(n)) => parse_signed_duration(&n.to_string())
+                .map(|_| ())
+                .map_err(Into::into),
             (Kind::Duration, _) => want("a duration such as \"7d\""),
-            (Kind::DateFormat, Value::String(s)) => check_date_format(s),
+            (Kind::DateFormat, Value::String(s)) => check_date_format(s).map_err(Into::into),
             (Kind::DateFormat, _) => want("a date format such as \"%Y-%m-%d\""),
         }
     }
 }
 
-fn check_date_format(fmt: &str) -> Result<(), String> {
+/// Why a helper call does not fit the helper's signature (the caller prefixes the helper).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ShapeError {
+    /// Too few or too many parameters.
+    #[error("{takes}, got {given}")]
+    Count { takes: String, given: usize },
+    /// An option given to a helper that takes none.
+    #[error("has no option `{option}`; it takes no options")]
+    NoOptions { option: String },
+    /// An option the helper does not take.
+    #[error("has no option `{option}`; options: {options}")]
+    UnknownOption { option: String, options: String },
+}
+
+/// Why a literal argument does not fit its parameter.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum LiteralError {
+    /// A value of the wrong kind.
+    #[error("must be {expected}, got {found}")]
+    Kind {
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error(transparent)]
+    Date(#[from] DateError),
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+    #[error(transparent)]
+    DateFormat(#[from] DateFormatError),
+}
+
+/// A date format chrono cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid date format `{0}` (chrono strftime syntax, e.g. %Y-%m-%d %H:%M)")]
+pub(super) struct DateFormatError(String);
+
+/// A date text no accepted form matches.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot parse date `{0}`; expected RFC 3339 or YYYY-MM-DD HH:MM")]
+pub(super) struct DateError(String);
+
+/// A signed duration that does not parse or does not fit a time delta.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DurationError {
+    /// Not a duration (the duration parser's message).
+    #[error("{0}")]
+    Parse(String),
+    /// Too large for a date computation.
+    #[error("duration `{0}` is too large")]
+    TooLarge(String),
+}
+
+/// Why the `file` helper could not read a file.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum FileError {
+    /// Opening or reading failed.
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A directory was named.
+    #[error("`{0}` is a directory, not a file")]
+    Directory(String),
+    /// Over the size limit.
+    #[error("`{path}` is {size} bytes; files larger than {} MiB are refused", FILE_LIMIT / (1024 * 1024))]
+    TooLarge { path: String, size: u64 },
+    /// Not text.
+    #[error("`{0}` is not valid UTF-8 text")]
+    NotUtf8(String),
+}
+
+fn check_date_format(fmt: &str) -> Result<(), DateFormatError> {
     use chrono::format::{Item, StrftimeItems};
     if StrftimeItems::new(fmt).any(|i| matches!(i, Item::Error)) {
-        return Err(format!(
-            "invalid date format `{fmt}` (chrono strftime syntax, e.g. %Y-%m-%d %H:%M)"
-        ));
+        return Err(DateFormatError(fmt.to_string()));
     }
     Ok(())
 }
@@ -453,6 +536,13 @@ enum Fail {
     Msg(String),
 }
 
+impl Fail {
+    /// A failure with the message of `e`.
+    fn of(e: impl std::fmt::Display) -> Fail {
+        Fail::Msg(e.to_string())
+    }
+}
+
 fn fail<T>(msg: impl Into<String>) -> Result<T, Fail> {
     Err(Fail::Msg(msg.into()))
 }
@@ -477,7 +567,7 @@ impl HelperDef for FnHelper {
         }
         if let Some(sig) = signature(self.name) {
             sig.check_shape(h.params().len(), h.hash().keys().copied())
-                .map_err(|message| helper_failure(self.name, message))?;
+                .map_err(|message| helper_failure(self.name, message.to_string()))?;
         }
         match (self.f)(&args) {
             Ok(v) => {
@@ -577,7 +667,7 @@ fn type_name(v: &Value) -> &'static str {
 fn h_json(a: &Args<'_, '_>) -> Result<Value, Fail> {
     let v = a.value(0)?;
     let text = if a.hash_bool("pretty")? {
-        serde_json::to_string_pretty(v).map_err(|e| Fail::Msg(e.to_string()))?
+        serde_json::to_string_pretty(v).map_err(Fail::of)?
     } else {
         v.to_string()
     };
@@ -881,14 +971,18 @@ fn h_contains(a: &Args<'_, '_>) -> Result<Value, Fail> {
 fn h_file(a: &Args<'_, '_>) -> Result<Value, Fail> {
     let name = a.string(0)?;
     let path = resolve_file(a.ctx.data(), &name);
-    read_limited(&path).map(Value::String).map_err(Fail::Msg)
+    read_limited(&path).map(Value::String).map_err(Fail::of)
 }
 
 /// The upload-key preflight: the armored public key at PATH, after checking it is one Google
 /// takes (RSA, encryption-capable, not expired or revoked) and, with `private_key=`, that
 /// the private key matches it and `passphrase=` unlocks it (see [`crate::openpgp::check`]).
+/// The files are read by the check the caller supplied ([`super::key_check`]).
 fn h_openpgp_public_key(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    use crate::openpgp::check::{check_public_key, PrivateKey};
+    use crate::openpgp::check::PrivateKey;
+    let Some(check) = super::key_check::key_check() else {
+        return fail("key files cannot be read here (no run supplied the key check)");
+    };
     let path = resolve_file(a.ctx.data(), &a.string(0)?);
     let private = a.hash_text("private_key")?.map(PathBuf::from);
     let passphrase = a.hash_text("passphrase")?;
@@ -896,9 +990,7 @@ fn h_openpgp_public_key(a: &Args<'_, '_>) -> Result<Value, Fail> {
         path: p,
         passphrase: passphrase.as_deref(),
     });
-    check_public_key(&path, private, std::time::SystemTime::now())
-        .map(|key| Value::String(key.armored))
-        .map_err(|e| Fail::Msg(e.to_string()))
+    check(&path, private).map(Value::String).map_err(Fail::of)
 }
 
 /// Relative paths resolve against the working directory, like every path auditflow reads
@@ -908,20 +1000,20 @@ fn resolve_file(_ctx: &Value, name: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-pub(super) fn read_limited(path: &Path) -> Result<String, String> {
-    let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read `{shown}`: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+pub(super) fn read_limited(path: &Path) -> Result<String, FileError> {
+    let shown = || path.display().to_string();
+    let read = |source| FileError::Read {
+        path: shown(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read)?;
+    let meta = file.metadata().map_err(read)?;
     if meta.is_dir() {
-        return Err(format!("`{shown}` is a directory, not a file"));
+        return Err(FileError::Directory(shown()));
     }
-    let too_big = |size: u64| {
-        format!(
-            "`{shown}` is {size} bytes; files larger than {} MiB are refused",
-            FILE_LIMIT / (1024 * 1024)
-        )
+    let too_big = |size: u64| FileError::TooLarge {
+        path: shown(),
+        size,
     };
     if meta.len() > FILE_LIMIT {
         return Err(too_big(meta.len()));
@@ -929,11 +1021,11 @@ pub(super) fn read_limited(path: &Path) -> Result<String, String> {
     let mut bytes = Vec::new();
     file.take(FILE_LIMIT + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+        .map_err(read)?;
     if bytes.len() as u64 > FILE_LIMIT {
         return Err(too_big(bytes.len() as u64));
     }
-    String::from_utf8(bytes).map_err(|_| format!("`{shown}` is not valid UTF-8 text"))
+    String::from_utf8(bytes).map_err(|_| FileError::NotUtf8(shown()))
 }
 
 fn h_lower(a: &Args<'_, '_>) -> Result<Value, Fail> {
@@ -968,7 +1060,7 @@ fn h_now(_: &Args<'_, '_>) -> Result<Value, Fail> {
 }
 
 fn shifted_now(a: &Args<'_, '_>, sign: i32) -> Result<Value, Fail> {
-    let d = parse_signed_duration(&a.string(0)?).map_err(Fail::Msg)?;
+    let d = parse_signed_duration(&a.string(0)?).map_err(Fail::of)?;
     let d = if sign < 0 { -d } else { d };
     Utc::now()
         .checked_add_signed(d)
@@ -985,15 +1077,15 @@ fn h_from_now(a: &Args<'_, '_>) -> Result<Value, Fail> {
 }
 
 fn h_date_add(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    let dt = parse_date(&a.string(0)?).map_err(Fail::Msg)?;
-    let d = parse_signed_duration(&a.string(1)?).map_err(Fail::Msg)?;
+    let dt = parse_date(&a.string(0)?).map_err(Fail::of)?;
+    let d = parse_signed_duration(&a.string(1)?).map_err(Fail::of)?;
     dt.checked_add_signed(d)
         .map(|dt| rfc3339(&dt))
         .ok_or_else(|| Fail::Msg("resulting date is out of range".into()))
 }
 
 fn h_format_date(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    let dt = parse_date(&a.string(0)?).map_err(Fail::Msg)?;
+    let dt = parse_date(&a.string(0)?).map_err(Fail::of)?;
     let fmt = a.string(1)?;
     let mut out = String::new();
     // An invalid format makes Display fail; write! reports it instead of panicking.
@@ -1006,21 +1098,21 @@ fn h_format_date(a: &Args<'_, '_>) -> Result<Value, Fail> {
 }
 
 fn h_duration_ms(a: &Args<'_, '_>) -> Result<Value, Fail> {
-    let d = parse_signed_duration(&a.string(0)?).map_err(Fail::Msg)?;
+    let d = parse_signed_duration(&a.string(0)?).map_err(Fail::of)?;
     Ok(Value::from(d.num_milliseconds()))
 }
 
 /// Parses a duration with an optional leading sign (`-7d`, `+2h`, `30s`): the workflow's one
 /// duration parser, as a signed time delta.
-pub(super) fn parse_signed_duration(s: &str) -> Result<TimeDelta, String> {
-    let (neg, std) = crate::duration::parse_signed_duration(s)?;
-    let d = TimeDelta::from_std(std).map_err(|_| format!("duration `{s}` is too large"))?;
+pub(super) fn parse_signed_duration(s: &str) -> Result<TimeDelta, DurationError> {
+    let (neg, std) = crate::duration::parse_signed_duration(s).map_err(DurationError::Parse)?;
+    let d = TimeDelta::from_std(std).map_err(|_| DurationError::TooLarge(s.to_string()))?;
     Ok(if neg { -d } else { d })
 }
 
 /// Parses RFC 3339, `YYYY-MM-DDTHH:MM:SS±HHMM`, `YYYY-MM-DD HH:MM[:SS]`, `YYYY-MM-DDTHH:MM[:SS]`
 /// or `YYYY-MM-DD`; dates without an offset are UTC.
-pub(super) fn parse_date(s: &str) -> Result<DateTime<FixedOffset>, String> {
+pub(super) fn parse_date(s: &str) -> Result<DateTime<FixedOffset>, DateError> {
     let t = s.trim();
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Ok(dt);
@@ -1043,7 +1135,5 @@ pub(super) fn parse_date(s: &str) -> Result<DateTime<FixedOffset>, String> {
             return Ok(n.and_utc().fixed_offset());
         }
     }
-    Err(format!(
-        "cannot parse date `{s}`; expected RFC 3339 or YYYY-MM-DD HH:MM"
-    ))
+    Err(DateError(s.to_string()))
 }

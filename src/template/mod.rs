@@ -13,15 +13,24 @@
 //!   still fail, as handlebars' strict mode does).
 //! - [`TemplateContext`] lets a caller build the render context once and reuse it (the `*_in`
 //!   methods); the `&Value` methods copy the context into handlebars on every render.
+//! - [`Tpl`] and [`TplValue`] are what the plan holds: a template, or a JSON value of templates,
+//!   compiled once when the plan is built, so renders never parse again.
+//! - No helper reads a file of its own accord: the `openpgp_public_key` check is supplied by
+//!   the run ([`supply_key_check`]).
 
 mod compile;
+mod compiled;
 mod helpers;
+mod key_check;
 pub(crate) mod placeholder;
 mod taint;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use key_check::supply_key_check;
 pub(crate) use taint::derive_secrets_into;
+
+pub use compiled::{Tpl, TplValue};
 
 use std::borrow::Cow;
 
@@ -490,86 +499,10 @@ pub(crate) fn render_optional(
 }
 
 /// Renders every string inside a JSON value (recursively, keys untouched) with
-/// [`Template::render_value`] semantics.
+/// [`Template::render_value`] semantics. For values from run-time data (a cursor's stored
+/// initial value); the plan holds its values compiled ([`TplValue`]).
 pub(crate) fn render_deep(value: &Value, ctx: &Value) -> Result<Value, TemplateError> {
-    // Copy the context into handlebars at most once for the whole value.
-    let mut shared: Option<TemplateContext> = None;
-    render_deep_with(value, ctx, &mut shared)
-}
-
-fn render_deep_with(
-    value: &Value,
-    ctx: &Value,
-    shared: &mut Option<TemplateContext>,
-) -> Result<Value, TemplateError> {
-    match value {
-        Value::String(s) => {
-            let t = Template::compile(s)?;
-            match t.kind {
-                Kind::Static(_)
-                | Kind::Single {
-                    root_path: Some(_), ..
-                } => t.render_value(ctx),
-                _ => {
-                    let c = shared.get_or_insert_with(|| TemplateContext::new(ctx.clone()));
-                    t.render_value_in(c)
-                }
-            }
-        }
-        Value::Array(items) => items
-            .iter()
-            .map(|v| render_deep_with(v, ctx, shared))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array),
-        Value::Object(map) => {
-            let mut out = serde_json::Map::with_capacity(map.len());
-            for (k, v) in map {
-                out.insert(k.clone(), render_deep_with(v, ctx, shared)?);
-            }
-            Ok(Value::Object(out))
-        }
-        other => Ok(other.clone()),
-    }
-}
-
-/// Compiles every string inside a JSON value; returns the templates with their location
-/// (`a.b[2]`; the empty string for a top-level string), or the first error with its location.
-pub(crate) fn compile_deep(
-    value: &Value,
-) -> Result<Vec<(String, Template)>, (String, TemplateError)> {
-    let mut out = Vec::new();
-    compile_deep_at(value, String::new(), &mut out)?;
-    Ok(out)
-}
-
-fn compile_deep_at(
-    value: &Value,
-    at: String,
-    out: &mut Vec<(String, Template)>,
-) -> Result<(), (String, TemplateError)> {
-    match value {
-        Value::String(s) => match Template::compile(s) {
-            Ok(t) => out.push((at, t)),
-            Err(e) => return Err((at, e)),
-        },
-        Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                compile_deep_at(v, format!("{at}[{i}]"), out)?;
-            }
-        }
-        Value::Object(map) => {
-            for (k, v) in map {
-                let child = if at.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{at}.{k}")
-                };
-                compile_deep_at(v, child, out)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
+    TplValue::compile(value).map_err(|(_, e)| e)?.render(ctx)
 }
 
 /// Names of all helpers users may call, sorted (docs/reference/helpers.md lists them; a test

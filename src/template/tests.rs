@@ -836,16 +836,36 @@ fn render_deep_renders_strings_and_keeps_keys() {
 }
 
 #[test]
-fn compile_deep_reports_locations() {
+fn compiled_values_report_locations() {
     let v = json!({"a": {"b": ["x", "{{inputs.y}}"]}, "c": 1, "d": "{{d}}"});
-    let compiled = compile_deep(&v).unwrap();
-    let locs: Vec<&str> = compiled.iter().map(|(l, _)| l.as_str()).collect();
+    let compiled = TplValue::compile(&v).unwrap();
+    let templates = compiled.templates();
+    let locs: Vec<&str> = templates.iter().map(|(l, _)| l.as_str()).collect();
     assert_eq!(locs, ["a.b[0]", "a.b[1]", "d"]);
-    assert_eq!(compiled[1].1.variables()[0].path, ["inputs", "y"]);
-    let (at, err) = compile_deep(&json!({"steps": [{"path": "{{ bad"}]})).unwrap_err();
+    assert_eq!(
+        templates[1].1.template().variables()[0].path,
+        ["inputs", "y"]
+    );
+    let (at, err) = TplValue::compile(&json!({"steps": [{"path": "{{ bad"}]})).unwrap_err();
     assert_eq!(at, "steps[0].path");
     assert!(matches!(err, TemplateError::Syntax { .. }));
-    assert_eq!(compile_deep(&json!("top")).unwrap()[0].0, "");
+    assert_eq!(
+        TplValue::compile(&json!("top")).unwrap().templates()[0].0,
+        ""
+    );
+}
+
+#[test]
+fn a_compiled_value_renders_like_render_deep_every_time() {
+    let body =
+        json!({"ids": "{{ steps.list.body.entries }}", "q": ["{{index}}", "/u/{{item}}", 5]});
+    let compiled = TplValue::compile(&body).unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            compiled.render(&ctx()).unwrap(),
+            render_deep(&body, &ctx()).unwrap()
+        );
+    }
 }
 
 #[test]

@@ -403,14 +403,15 @@ pub fn connection_settings(
         message,
     };
     let tls_pins = match cred(&spec.tls_pin_sha256, ctx, "tls_pin_sha256")? {
-        Some(p) => parse_sha256_pins(&p).map_err(|m| invalid("tls_pin_sha256", m))?,
+        Some(p) => parse_sha256_pins(&p).map_err(|e| invalid("tls_pin_sha256", e.to_string()))?,
         None => Vec::new(),
     };
     let mut credential_origins = Vec::new();
     for (i, o) in spec.credential_origins.iter().enumerate() {
         if let Some(text) = cred(&Some(o.clone()), ctx, &format!("credential_origins[{i}]"))? {
-            credential_origins
-                .extend(parse_origins(&text).map_err(|m| invalid("credential_origins", m))?);
+            credential_origins.extend(
+                parse_origins(&text).map_err(|e| invalid("credential_origins", e.to_string()))?,
+            );
         }
     }
     let kind = match spec.kind {

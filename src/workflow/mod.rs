@@ -1,5 +1,6 @@
 //! Workflow files: the model, loading with source spans, and validation before anything is sent.
 pub mod bytesize;
+pub mod call_plan;
 pub mod describe;
 pub mod diag;
 pub mod duration;
@@ -8,6 +9,7 @@ pub mod load;
 pub mod model;
 pub mod packs;
 pub mod plan;
+pub mod step_output;
 mod unit_text;
 pub mod validate;
 

@@ -199,9 +199,30 @@ pub struct ConnectionSpec {
     pub credential_origins: Vec<String>,
 }
 
+/// A `tls_pin_sha256` entry that is not a SHA-256 fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{entry}` is not a SHA-256 fingerprint: expected 64 hex digits, e.g. AB:CD:...:EF as \
+     `openssl x509 -noout -fingerprint -sha256` prints it"
+)]
+pub struct PinError {
+    /// The entry as written (trimmed).
+    pub entry: String,
+}
+
+/// A `credential_origins` entry that is not an origin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{entry}` is not an origin ({why}); write https://host or https://host:port")]
+pub struct OriginError {
+    /// The entry as written.
+    pub entry: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
 /// Parses a `tls_pin_sha256` value: SHA-256 digests in hex (colons and spaces ignored, an
 /// optional `sha256:` prefix), separated by commas. Blank gives no pin.
-pub fn parse_sha256_pins(text: &str) -> Result<Vec<[u8; 32]>, String> {
+pub fn parse_sha256_pins(text: &str) -> Result<Vec<[u8; 32]>, PinError> {
     let mut pins = Vec::new();
     for part in text.split(',').filter(|p| !p.trim().is_empty()) {
         let t = part.trim();
@@ -215,12 +236,8 @@ pub fn parse_sha256_pins(text: &str) -> Result<Vec<[u8; 32]>, String> {
             .collect();
         let digest = <[u8; 32] as hex::FromHex>::from_hex(&hex)
             .ok()
-            .ok_or_else(|| {
-                format!(
-                "`{}` is not a SHA-256 fingerprint: expected 64 hex digits, e.g. AB:CD:...:EF as \
-                 `openssl x509 -noout -fingerprint -sha256` prints it",
-                part.trim()
-            )
+            .ok_or_else(|| PinError {
+                entry: part.trim().to_string(),
             })?;
         pins.push(digest);
     }
@@ -229,16 +246,17 @@ pub fn parse_sha256_pins(text: &str) -> Result<Vec<[u8; 32]>, String> {
 
 /// Parses a `credential_origins` value: origins (`scheme://host[:port]`, http or https, no
 /// path, query or user info) separated by commas or whitespace.
-pub fn parse_origins(text: &str) -> Result<Vec<url::Origin>, String> {
+pub fn parse_origins(text: &str) -> Result<Vec<url::Origin>, OriginError> {
     text.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|p| !p.is_empty())
         .map(parse_origin)
         .collect()
 }
 
-fn parse_origin(text: &str) -> Result<url::Origin, String> {
-    let bad = |why: &str| {
-        format!("`{text}` is not an origin ({why}); write https://host or https://host:port")
+fn parse_origin(text: &str) -> Result<url::Origin, OriginError> {
+    let bad = |why: &str| OriginError {
+        entry: text.to_string(),
+        why: why.to_string(),
     };
     let u = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
     if !matches!(u.scheme(), "http" | "https") {
@@ -830,7 +848,7 @@ mod tests {
         );
         assert!(parse_sha256_pins("  ").unwrap().is_empty());
         let e = parse_sha256_pins("AB:CD").unwrap_err();
-        assert!(e.contains("64 hex digits"), "{e}");
+        assert!(e.to_string().contains("64 hex digits"), "{e}");
         assert!(parse_sha256_pins(&"zz".repeat(32)).is_err());
     }
 

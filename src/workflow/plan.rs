@@ -1,18 +1,19 @@
 //! The validated plan: each step typed by the one action it does, `uses` targets resolved.
 //!
 //! `model` is the YAML as written (eight optional action fields per step); validation turns it
-//! into these types, so the engine never meets a step with no action or several.
-use std::collections::{BTreeMap, HashMap};
+//! into these types, so the engine never meets a step with no action or several. Every template
+//! of the step kinds the plan types (conditions, names, calls, polls, loops, `uses` inputs,
+//! outputs) is compiled here, once: rendering never parses a template again.
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde_json::Value;
-
+use super::call_plan::{opt_tpl, tpl, tpl_value, CallPlan, PlanError, PollPlan};
 use super::duration::Dur;
 use super::load::Loaded;
-use super::model::{
-    CallSpec, Count, DecryptSpec, Defaults, DownloadSpec, PollSpec, RetrySpec, SetCursorSpec, Step,
-};
+use super::model::{Count, DecryptSpec, Defaults, DownloadSpec, RetrySpec, Step};
+use super::step_output::StepOutput;
+use crate::template::{Tpl, TplValue};
 
 /// A validated workflow and every file it reaches through `uses`.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct PlannedWorkflow {
     pub file: Arc<Loaded>,
     /// The file's top-level steps in order.
     pub steps: Vec<PlannedStep>,
+    /// `outputs:` compiled, in file order.
+    pub outputs: Vec<(String, TplValue)>,
 }
 
 impl PlannedWorkflow {
@@ -46,10 +49,10 @@ impl PlannedWorkflow {
 pub struct PlannedStep {
     /// The step's id, unique in its file; outputs are read as `steps.<id>`.
     pub id: String,
-    /// Label for reporters (`name:` in YAML), when given.
-    pub name: Option<String>,
-    /// Condition (template); the step is skipped when it renders false.
-    pub when: Option<String>,
+    /// Label for reporters (`name:` in YAML, a template), when given.
+    pub name: Option<Tpl>,
+    /// Condition; the step is skipped when it renders false.
+    pub when: Option<Tpl>,
     /// The step's own retry fields (merged over the file's defaults when run).
     pub retry: Option<RetrySpec>,
     /// Time limit of the whole step; `None` takes the file default (polls: 7d).
@@ -65,7 +68,7 @@ pub struct PlannedStep {
 impl PlannedStep {
     /// The name to show: `name`, else `id`.
     pub fn display_name(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.id)
+        self.name.as_ref().map_or(&self.id, Tpl::source)
     }
 
     /// The kind of the step's action.
@@ -78,9 +81,9 @@ impl PlannedStep {
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Send one HTTP request through a connection or to a URL.
-    Call(CallSpec),
+    Call(CallPlan),
     /// Repeat a request until its `until` condition holds or it times out.
-    Poll(PollSpec),
+    Poll(PollPlan),
     /// Fetch files to disk, resumably.
     Download(DownloadSpec),
     /// Decrypt OpenPGP files with a private key.
@@ -90,7 +93,7 @@ pub enum Action {
     /// Run another workflow file as one step.
     Uses(UsesPlan),
     /// Write a cursor's new value to the state directory.
-    SetCursor(SetCursorSpec),
+    SetCursor(SetCursorPlan),
     /// Run nested steps until a condition holds.
     Repeat(RepeatPlan),
 }
@@ -115,7 +118,7 @@ impl Action {
 #[derive(Debug, Clone)]
 pub struct ForEachPlan {
     /// The list (template yielding a list, or a literal list).
-    pub items: Value,
+    pub items: TplValue,
     /// Iterations run at once (default 1), rendered when the loop starts.
     pub concurrency: Option<Count>,
     /// Stop starting new iterations after the first failure.
@@ -124,13 +127,22 @@ pub struct ForEachPlan {
     pub steps: Vec<PlannedStep>,
 }
 
+/// A `set_cursor` step.
+#[derive(Debug, Clone)]
+pub struct SetCursorPlan {
+    /// The cursor, one of the file's `cursors:`.
+    pub name: String,
+    /// Its new value (every string a template).
+    pub value: TplValue,
+}
+
 /// A `repeat` loop.
 #[derive(Debug, Clone)]
 pub struct RepeatPlan {
     /// Steps run in each iteration.
     pub steps: Vec<PlannedStep>,
-    /// Condition checked after each iteration (template).
-    pub until: String,
+    /// Condition checked after each iteration.
+    pub until: Tpl,
     /// Most iterations in one process (at least 1).
     pub max_iterations: u32,
 }
@@ -142,8 +154,8 @@ pub struct UsesPlan {
     pub target: String,
     /// The callee, validated with the caller.
     pub workflow: Arc<PlannedWorkflow>,
-    /// Inputs for the callee (templates).
-    pub with: BTreeMap<String, Value>,
+    /// Inputs for the callee (templates), in file order.
+    pub with: Vec<(String, TplValue)>,
 }
 
 /// The kind of a step's action, as named in the file and in events (serialized as the key
@@ -186,41 +198,47 @@ impl StepKind {
     }
 
     /// The outputs a step of this kind exposes as `steps.<id>.<name>`.
-    pub fn outputs(self) -> &'static [&'static str] {
+    pub fn outputs(self) -> &'static [StepOutput] {
+        use StepOutput as O;
         match self {
             StepKind::Call => &[
-                "status",
-                "headers",
-                "body",
-                "pages",
-                "items",
-                "records",
-                "truncated",
-                "request_id",
-                "filename",
+                O::Status,
+                O::Headers,
+                O::Body,
+                O::Pages,
+                O::Items,
+                O::Records,
+                O::Truncated,
+                O::RequestId,
+                O::Filename,
             ],
-            StepKind::Poll => &["status", "headers", "body", "polls", "request_id"],
+            StepKind::Poll => &[O::Status, O::Headers, O::Body, O::Polls, O::RequestId],
             StepKind::Download => &[
-                "files",
-                "bytes",
-                "sha256",
-                "md5",
-                "sizes",
-                "urls",
-                "extracted",
-                "extracted_sha256",
-                "evidence",
-                "partial",
-                "problems",
-                "results_count",
-                "messages",
+                O::Files,
+                O::Bytes,
+                O::Sha256,
+                O::Md5,
+                O::Sizes,
+                O::Urls,
+                O::Extracted,
+                O::ExtractedSha256,
+                O::Evidence,
+                O::Partial,
+                O::Problems,
+                O::ResultsCount,
+                O::Messages,
             ],
-            StepKind::Decrypt => &["files", "bytes", "sha256", "sizes"],
-            StepKind::ForEach => &["results", "failed", "count"],
-            StepKind::Uses => &["outputs"],
-            StepKind::SetCursor => &["name", "key", "value", "previous"],
-            StepKind::Repeat => &["iterations", "done"],
+            StepKind::Decrypt => &[O::Files, O::Bytes, O::Sha256, O::Sizes],
+            StepKind::ForEach => &[O::Results, O::Failed, O::Count],
+            StepKind::Uses => &[O::Outputs],
+            StepKind::SetCursor => &[O::Name, O::Key, O::Value, O::Previous],
+            StepKind::Repeat => &[O::Iterations, O::Done],
         }
+    }
+
+    /// The output of this kind named `name`, if it has one.
+    pub fn output(self, name: &str) -> Option<StepOutput> {
+        self.outputs().iter().copied().find(|o| o.as_str() == name)
     }
 }
 
@@ -247,32 +265,41 @@ pub(super) fn declared_kinds(s: &Step) -> Vec<StepKind> {
     .collect()
 }
 
-/// Types the raw steps at `base` (`steps`, `steps[2].for_each.steps`); `callees` holds the
-/// planned workflow of each `uses:` target as written. Fails with the path of a step that
-/// does not declare exactly one action or whose target is missing from `callees` (both
-/// reported by validation before this runs).
+/// Types the raw steps at `base` (`steps`, `steps[2].for_each.steps`) and compiles their
+/// templates; `callees` holds the planned workflow of each `uses:` target as written. Fails
+/// on a step that does not declare exactly one action, whose target is missing from
+/// `callees` or whose template does not compile (all reported by validation before this runs).
 pub(super) fn plan_steps(
     steps: &[Step],
     base: &str,
     callees: &HashMap<String, Arc<PlannedWorkflow>>,
-) -> Result<Vec<PlannedStep>, String> {
+) -> Result<Vec<PlannedStep>, PlanError> {
     steps
         .iter()
         .enumerate()
         .map(|(i, s)| {
             let path = format!("{base}[{i}]");
-            let action = plan_action(s, &path, callees)?;
             Ok(PlannedStep {
                 id: s.id.clone(),
-                name: s.name.clone(),
-                when: s.when.clone(),
+                name: opt_tpl(&format!("{path}.name"), s.name.as_ref())?,
+                when: opt_tpl(&format!("{path}.if"), s.when.as_ref())?,
                 retry: s.retry.clone(),
                 timeout: s.timeout,
                 continue_on_error: s.continue_on_error,
                 overwrite: s.overwrite,
-                action,
+                action: plan_action(s, &path, callees)?,
             })
         })
+        .collect()
+}
+
+/// The file's `outputs:` compiled.
+pub(super) fn plan_outputs(
+    outputs: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> Result<Vec<(String, TplValue)>, PlanError> {
+    outputs
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), tpl_value(&format!("outputs.{k}"), v)?)))
         .collect()
 }
 
@@ -281,21 +308,35 @@ fn plan_action(
     s: &Step,
     path: &str,
     callees: &HashMap<String, Arc<PlannedWorkflow>>,
-) -> Result<Action, String> {
-    let unplanned = || path.to_string();
+) -> Result<Action, PlanError> {
+    let unplanned = || PlanError::Unplanned {
+        at: path.to_string(),
+    };
     let kinds = declared_kinds(s);
     let [kind] = kinds.as_slice() else {
         return Err(unplanned());
     };
     let action = match kind {
-        StepKind::Call => s.call.clone().map(Action::Call),
-        StepKind::Poll => s.poll.clone().map(Action::Poll),
+        StepKind::Call => match &s.call {
+            Some(c) => Some(Action::Call(CallPlan::of(&format!("{path}.call"), c)?)),
+            None => None,
+        },
+        StepKind::Poll => match &s.poll {
+            Some(p) => Some(Action::Poll(PollPlan::of(&format!("{path}.poll"), p)?)),
+            None => None,
+        },
         StepKind::Download => s.download.clone().map(Action::Download),
         StepKind::Decrypt => s.decrypt.clone().map(Action::Decrypt),
-        StepKind::SetCursor => s.set_cursor.clone().map(Action::SetCursor),
+        StepKind::SetCursor => match &s.set_cursor {
+            Some(c) => Some(Action::SetCursor(SetCursorPlan {
+                name: c.name.clone(),
+                value: tpl_value(&format!("{path}.set_cursor.value"), &c.value)?,
+            })),
+            None => None,
+        },
         StepKind::ForEach => match &s.for_each {
             Some(fe) => Some(Action::ForEach(ForEachPlan {
-                items: fe.items.clone(),
+                items: tpl_value(&format!("{path}.for_each.items"), &fe.items)?,
                 concurrency: fe.concurrency.clone(),
                 fail_fast: fe.fail_fast.unwrap_or(true),
                 steps: plan_steps(&fe.steps, &format!("{path}.for_each.steps"), callees)?,
@@ -305,7 +346,7 @@ fn plan_action(
         StepKind::Repeat => match &s.repeat {
             Some(r) => Some(Action::Repeat(RepeatPlan {
                 steps: plan_steps(&r.steps, &format!("{path}.repeat.steps"), callees)?,
-                until: r.until.clone(),
+                until: tpl(&format!("{path}.repeat.until"), &r.until)?,
                 max_iterations: r.max_iterations.max(1),
             })),
             None => None,
@@ -314,12 +355,21 @@ fn plan_action(
             Some(target) => Some(Action::Uses(UsesPlan {
                 target: target.clone(),
                 workflow: callees.get(target).cloned().ok_or_else(unplanned)?,
-                with: s.with.clone().unwrap_or_default(),
+                with: plan_with(s, path)?,
             })),
             None => None,
         },
     };
     action.ok_or_else(unplanned)
+}
+
+/// A `uses` step's `with:` inputs compiled.
+fn plan_with(s: &Step, path: &str) -> Result<Vec<(String, TplValue)>, PlanError> {
+    s.with
+        .iter()
+        .flatten()
+        .map(|(k, v)| Ok((k.clone(), tpl_value(&format!("{path}.with.{k}"), v)?)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -354,7 +404,7 @@ mod tests {
         assert_eq!(uses.target, "child.yaml");
         assert_eq!(uses.workflow.file.workflow.name, "child");
         assert_eq!(uses.workflow.steps[0].kind(), StepKind::Call);
-        assert!(uses.with.contains_key("who"));
+        assert!(uses.with.iter().any(|(k, _)| k == "who"));
         assert_eq!(steps[1].kind(), StepKind::Call);
         assert_eq!(steps[1].display_name(), "Get it");
     }

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::call_plan::PlanError;
 use super::diag::{did_you_mean, Diagnostic};
 use super::input_rules::InputProblem;
 use super::load::{load_file, Loaded};
-use super::model::{CallSpec, ConnectionKind, Count, InputType, RetrySpec, Step, Workflow};
+use super::model::{Count, InputType, RetrySpec, Step, Workflow};
 use super::packs::{redact, PackSettings, Packs, Resolved};
-use super::plan::{declared_kinds, plan_steps, Plan, PlannedWorkflow, StepKind};
-use crate::template::{compile_deep, Template, TemplateError};
+use super::plan::{declared_kinds, plan_outputs, plan_steps, Plan, PlannedWorkflow, StepKind};
+use crate::template::{Template, TemplateError, TplValue};
 use answers::Answer;
 
 fn canonical(p: &Path) -> PathBuf {
@@ -108,16 +109,7 @@ impl Walk<'_> {
         if !diags.is_empty() {
             return Err(diags);
         }
-        let steps = plan_steps(&loaded.workflow.steps, "steps", &callees).map_err(|at| {
-            vec![loaded.diag_key(
-                &format!("{at}.id"),
-                "internal error: this step passed validation but could not be planned".into(),
-            )]
-        })?;
-        let planned = Arc::new(PlannedWorkflow {
-            file: loaded,
-            steps,
-        });
+        let planned = Arc::new(plan_file(loaded, &callees)?);
         self.files.insert(key, planned.clone());
         Ok(planned)
     }
@@ -184,6 +176,38 @@ impl Walk<'_> {
             }
         }
         callees
+    }
+}
+
+/// The validated file `loaded` typed and its templates compiled (`callees`: the planned
+/// workflow of each `uses:` target). Validation reported every problem planning finds, so a
+/// failure here is an internal error, shown at the step.
+fn plan_file(
+    loaded: Arc<Loaded>,
+    callees: &HashMap<String, Arc<PlannedWorkflow>>,
+) -> Result<PlannedWorkflow, Vec<Diagnostic>> {
+    let planned = plan_steps(&loaded.workflow.steps, "steps", callees)
+        .and_then(|steps| Ok((steps, plan_outputs(&loaded.workflow.outputs)?)));
+    match planned {
+        Ok((steps, outputs)) => Ok(PlannedWorkflow {
+            file: loaded,
+            steps,
+            outputs,
+        }),
+        Err(e) => {
+            let at = match &e {
+                PlanError::Unplanned { at } => format!("{at}.id"),
+                PlanError::Template { at, .. }
+                | PlanError::Method { at, .. }
+                | PlanError::Target { at } => at.clone(),
+            };
+            Err(vec![loaded.diag_key(
+                &at,
+                format!(
+                    "internal error: this step passed validation but could not be planned: {e}"
+                ),
+            )])
+        }
     }
 }
 
@@ -265,6 +289,18 @@ struct Scope {
     filename: bool,
 }
 
+/// Why a template may not read a variable: the message and, when there is one, a hint.
+struct VarProblem {
+    message: String,
+    help: Option<String>,
+}
+
+impl VarProblem {
+    fn new(message: String, help: Option<String>) -> VarProblem {
+        VarProblem { message, help }
+    }
+}
+
 struct Validator<'a> {
     file: &'a Loaded,
     diags: Vec<Diagnostic>,
@@ -291,6 +327,40 @@ impl Validator<'_> {
         if self.wf().name.trim().is_empty() {
             self.err("name", "`name` is empty".into());
         }
+        self.check_inputs();
+        let base_scope = Scope {
+            steps: vec![],
+            answers: vec![],
+            in_loop: false,
+            response: false,
+            answer: None,
+            filename: false,
+        };
+        self.check_connections(&base_scope);
+        if let Some(d) = self.wf().defaults.clone() {
+            if let Some(r) = &d.retry {
+                self.retry("defaults.retry", r);
+            }
+        }
+        self.cursors(&base_scope);
+        let steps = self.wf().steps.clone();
+        if steps.is_empty() {
+            self.err("steps", "a workflow needs at least one step".into());
+        }
+        let out_scope = self.steps(&steps, "steps", base_scope);
+        let outputs: Vec<(String, Value)> = self
+            .wf()
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in outputs {
+            self.deep(&format!("outputs.{k}"), &v, &out_scope);
+        }
+    }
+
+    /// Input names are identifiers, their rules make sense, and defaults follow them.
+    fn check_inputs(&mut self) {
         let inputs: Vec<(String, super::model::InputSpec)> = self
             .wf()
             .inputs
@@ -322,144 +392,6 @@ impl Validator<'_> {
                 }
             }
         }
-        let conns: Vec<(String, super::model::ConnectionSpec)> = self
-            .wf()
-            .connections
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let base_scope = Scope {
-            steps: vec![],
-            answers: vec![],
-            in_loop: false,
-            response: false,
-            answer: None,
-            filename: false,
-        };
-        for (name, c) in &conns {
-            let p = format!("connections.{name}");
-            if c.kind != ConnectionKind::Http && c.base_url.is_none() {
-                self.err(
-                    &p,
-                    format!("connection `{name}` ({:?}) needs `base_url`", c.kind).to_lowercase(),
-                );
-            }
-            if let Some(u) = &c.base_url {
-                self.template(&format!("{p}.base_url"), u, &base_scope);
-            }
-            if let Some(f) = &c.ca_file {
-                self.template(&format!("{p}.ca_file"), f, &base_scope);
-            }
-            if let Some(w) = &c.status_wait {
-                if w.contains("{{") {
-                    self.template(&format!("{p}.status_wait"), w, &base_scope);
-                } else if let Err(e) = super::duration::parse_duration(w) {
-                    self.err(&format!("{p}.status_wait"), format!("status_wait: {e}"));
-                }
-            }
-            self.trust_fields(&p, c, &base_scope);
-            if let Some(cr) = &c.credentials {
-                let fields: Vec<(&str, &Option<String>)> = vec![
-                    ("access_key", &cr.access_key),
-                    ("secret_key", &cr.secret_key),
-                    ("app_id", &cr.app_id),
-                    ("app_key", &cr.app_key),
-                    ("client_id", &cr.client_id),
-                    ("client_secret", &cr.client_secret),
-                    ("username", &cr.username),
-                    ("password", &cr.password),
-                    ("bearer_token", &cr.bearer_token),
-                    ("service_account_file", &cr.service_account_file),
-                    ("subject", &cr.subject),
-                    ("token_url", &cr.token_url),
-                    ("scopes", &cr.scopes),
-                ];
-                let allowed: &[&str] = match c.kind {
-                    ConnectionKind::Mimecast => &[
-                        "access_key",
-                        "secret_key",
-                        "app_id",
-                        "app_key",
-                        "client_id",
-                        "client_secret",
-                    ],
-                    ConnectionKind::Mailstore => &["username", "password"],
-                    ConnectionKind::Google => &[
-                        "bearer_token",
-                        "service_account_file",
-                        "subject",
-                        "token_url",
-                        "scopes",
-                    ],
-                    ConnectionKind::Http => &["username", "password", "bearer_token"],
-                };
-                for (field, value) in fields {
-                    if let Some(v) = value {
-                        let fp = format!("{p}.credentials.{field}");
-                        if !allowed.contains(&field) {
-                            let d = self
-                                .file
-                                .diag_key(
-                                    &fp,
-                                    format!(
-                                        "`{field}` is not a credential of a `{}` connection",
-                                        kind_name(c.kind)
-                                    ),
-                                )
-                                .with_help(format!(
-                                    "credentials of `{}`: {}",
-                                    kind_name(c.kind),
-                                    allowed.join(", ")
-                                ));
-                            self.diags.push(d);
-                        }
-                        self.template(&fp, v, &base_scope);
-                    }
-                }
-            }
-        }
-        if let Some(d) = self.wf().defaults.clone() {
-            if let Some(r) = &d.retry {
-                self.retry("defaults.retry", r);
-            }
-        }
-        self.cursors(&base_scope);
-        let steps = self.wf().steps.clone();
-        if steps.is_empty() {
-            self.err("steps", "a workflow needs at least one step".into());
-        }
-        let out_scope = self.steps(&steps, "steps", base_scope);
-        let outputs: Vec<(String, Value)> = self
-            .wf()
-            .outputs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (k, v) in outputs {
-            self.deep(&format!("outputs.{k}"), &v, &out_scope);
-        }
-    }
-
-    /// `tls_pin_sha256` and `credential_origins`: templates, and literal values parsed now.
-    fn trust_fields(&mut self, p: &str, c: &super::model::ConnectionSpec, scope: &Scope) {
-        if let Some(pin) = &c.tls_pin_sha256 {
-            let path = format!("{p}.tls_pin_sha256");
-            self.template(&path, pin, scope);
-            if !pin.contains("{{") {
-                if let Err(e) = super::model::parse_sha256_pins(pin) {
-                    self.err(&path, e);
-                }
-            }
-        }
-        for (i, o) in c.credential_origins.iter().enumerate() {
-            let path = format!("{p}.credential_origins[{i}]");
-            self.template(&path, o, scope);
-            if !o.contains("{{") {
-                if let Err(e) = super::model::parse_origins(o) {
-                    self.err(&path, e);
-                }
-            }
-        }
     }
 
     /// Checks a list of steps; returns the scope after them (for outputs).
@@ -479,50 +411,9 @@ impl Validator<'_> {
         scope
     }
 
-    /// The documented answer of a call, when its connection's vendor and path are known.
-    fn call_answer(&self, c: &CallSpec) -> Option<&'static Answer> {
-        let conn = self.wf().connections.get(c.connection.as_deref()?)?;
-        answers::answer_of(conn.kind, c.method.as_deref(), c.path.as_deref()?)
-    }
-
-    /// The scope of a template over `response` (the answer of `c`).
-    fn response_scope(&self, c: &CallSpec, scope: &Scope, filename: bool) -> Scope {
-        Scope {
-            response: true,
-            answer: self.call_answer(c),
-            filename,
-            ..scope.clone()
-        }
-    }
-
     fn step(&mut self, s: &Step, p: &str, scope: &Scope) {
-        if !valid_ident(&s.id) {
-            self.err(
-                &format!("{p}.id"),
-                format!("step id `{}` must start with a letter or `_` and hold only letters, digits, `_` or `-`", s.id),
-            );
-        }
-        if let Some(prev) = self.ids.insert(s.id.clone(), p.to_string()) {
-            let line = self.file.spans.find(&format!("{prev}.id")).line;
-            self.err(
-                &format!("{p}.id"),
-                format!("duplicate step id `{}` (first used on line {line})", s.id),
-            );
-        }
-        let kinds = declared_kinds(s);
-        if kinds.len() != 1 {
-            let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-            let msg = if kinds.is_empty() {
-                format!("step `{}` does nothing: give it one of call, poll, download, decrypt, for_each, uses, set_cursor, repeat", s.id)
-            } else {
-                format!(
-                    "step `{}` has several kinds ({}); a step does exactly one thing",
-                    s.id,
-                    names.join(", ")
-                )
-            };
-            self.diags.push(self.file.diag_key(&format!("{p}.id"), msg));
-        }
+        self.step_id(s, p);
+        self.step_kinds(s, p);
         if s.with.is_some() && s.uses.is_none() {
             self.err(
                 &format!("{p}.with"),
@@ -542,117 +433,19 @@ impl Validator<'_> {
             self.call(&format!("{p}.call"), c, scope);
         }
         if let Some(poll) = &s.poll {
-            let pp = format!("{p}.poll");
-            self.call(&format!("{pp}.call"), &poll.call, scope);
-            let rs = self.response_scope(&poll.call, scope, false);
-            self.template(&format!("{pp}.until"), &poll.until, &rs);
-            if let Some(f) = &poll.fail_if {
-                self.template(&format!("{pp}.fail_if"), f, &rs);
-            }
-            if let Some(m) = &poll.fail_message {
-                self.template(&format!("{pp}.fail_message"), m, &rs);
-            }
-            if let Some(iv) = &poll.interval {
-                for (f, v) in [("initial", &iv.initial), ("max", &iv.max)] {
-                    if let Some(v) = v {
-                        let fp = format!("{pp}.interval.{f}");
-                        self.template(&fp, v, scope);
-                        if Template::compile(v).map(|t| t.is_static()).unwrap_or(false) {
-                            if let Err(e) = super::duration::parse_duration(v) {
-                                self.err(&fp, e);
-                            }
-                        }
-                    }
-                }
-                if iv.factor.is_some_and(|f| !(1.0..=100.0).contains(&f)) {
-                    self.err(
-                        &format!("{pp}.interval.factor"),
-                        "`factor` must be between 1 and 100".into(),
-                    );
-                }
-            }
+            self.poll(&format!("{p}.poll"), poll, scope);
         }
         if let Some(d) = &s.download {
-            let dp = format!("{p}.download");
-            if let Some(c) = &d.connection {
-                self.connection_ref(&format!("{dp}.connection"), c);
-            }
-            self.deep(&format!("{dp}.urls"), &d.urls, scope);
-            if let Some(n) = &d.names {
-                self.deep(&format!("{dp}.names"), n, scope);
-            }
-            if let Some(h) = &d.sha256 {
-                self.deep(&format!("{dp}.sha256"), h, scope);
-            }
-            if let Some(h) = &d.md5 {
-                self.deep(&format!("{dp}.md5"), h, scope);
-            }
-            if let Some(n) = &d.size {
-                self.deep(&format!("{dp}.size"), n, scope);
-            }
-            if let Some(x) = &d.extract {
-                self.template(&format!("{dp}.extract.to"), &x.to, scope);
-                if x.max_ratio == Some(0) {
-                    self.err(
-                        &format!("{dp}.extract.max_ratio"),
-                        "`max_ratio` must be at least 1 (default 100)".into(),
-                    );
-                }
-                if let Some(a) = &x.accept_partial {
-                    self.template(&format!("{dp}.extract.accept_partial"), a, scope);
-                }
-            }
-            self.template(&format!("{dp}.to"), &d.to, scope);
-            if let Some(r) = &d.request_id {
-                self.template(&format!("{dp}.request_id"), r, scope);
-            }
-            if let Some(c) = &d.concurrency {
-                self.count(&format!("{dp}.concurrency"), c, scope);
-            }
-            if d.stall_timeout.is_some_and(|t| t.get().is_zero()) {
-                self.err(
-                    &format!("{dp}.stall_timeout"),
-                    "`stall_timeout` must be longer than 0 (default 2m)".into(),
-                );
-            }
+            self.download(&format!("{p}.download"), d, scope);
         }
         if let Some(d) = &s.decrypt {
-            let dp = format!("{p}.decrypt");
-            self.deep(&format!("{dp}.files"), &d.files, scope);
-            self.template(&format!("{dp}.key"), &d.key, scope);
-            if let Some(pw) = &d.passphrase {
-                self.template(&format!("{dp}.passphrase"), pw, scope);
-            }
-            self.template(&format!("{dp}.to"), &d.to, scope);
-            if let Some(c) = &d.concurrency {
-                self.count(&format!("{dp}.concurrency"), c, scope);
-            }
-            if let Some(c) = &d.custodian {
-                self.template(&format!("{dp}.custodian"), c, scope);
-            }
+            self.decrypt(&format!("{p}.decrypt"), d, scope);
         }
         if let Some(fe) = &s.for_each {
-            let fp = format!("{p}.for_each");
-            self.deep(&format!("{fp}.items"), &fe.items, scope);
-            if let Some(c) = &fe.concurrency {
-                self.count(&format!("{fp}.concurrency"), c, scope);
-            }
-            if fe.steps.is_empty() {
-                self.err(
-                    &format!("{fp}.steps"),
-                    "`for_each` needs at least one step".into(),
-                );
-            }
-            let inner = Scope {
-                in_loop: true,
-                ..scope.clone()
-            };
-            self.steps(&fe.steps, &format!("{fp}.steps"), inner);
+            self.for_each(&format!("{p}.for_each"), fe, scope);
         }
-        if let Some(with) = &s.with {
-            for (k, v) in with {
-                self.deep(&format!("{p}.with.{k}"), v, scope);
-            }
+        for (k, v) in s.with.iter().flatten() {
+            self.deep(&format!("{p}.with.{k}"), v, scope);
         }
         if let Some(c) = &s.set_cursor {
             self.set_cursor(&format!("{p}.set_cursor"), c, scope);
@@ -660,6 +453,42 @@ impl Validator<'_> {
         if let Some(r) = &s.repeat {
             self.repeat(&format!("{p}.repeat"), r, scope);
         }
+    }
+
+    /// The id is an identifier, unique in the file.
+    fn step_id(&mut self, s: &Step, p: &str) {
+        if !valid_ident(&s.id) {
+            self.err(
+                &format!("{p}.id"),
+                format!("step id `{}` must start with a letter or `_` and hold only letters, digits, `_` or `-`", s.id),
+            );
+        }
+        if let Some(prev) = self.ids.insert(s.id.clone(), p.to_string()) {
+            let line = self.file.spans.find(&format!("{prev}.id")).line;
+            self.err(
+                &format!("{p}.id"),
+                format!("duplicate step id `{}` (first used on line {line})", s.id),
+            );
+        }
+    }
+
+    /// The step declares exactly one action.
+    fn step_kinds(&mut self, s: &Step, p: &str) {
+        let kinds = declared_kinds(s);
+        if kinds.len() == 1 {
+            return;
+        }
+        let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+        let msg = if kinds.is_empty() {
+            format!("step `{}` does nothing: give it one of call, poll, download, decrypt, for_each, uses, set_cursor, repeat", s.id)
+        } else {
+            format!(
+                "step `{}` has several kinds ({}); a step does exactly one thing",
+                s.id,
+                names.join(", ")
+            )
+        };
+        self.diags.push(self.file.diag_key(&format!("{p}.id"), msg));
     }
 
     fn connection_ref(&mut self, path: &str, name: &str) {
@@ -674,94 +503,6 @@ impl Validator<'_> {
                 None => d.with_help(format!("connections in this file: {}", names.join(", "))),
             };
             self.diags.push(d);
-        }
-    }
-
-    fn call(&mut self, p: &str, c: &CallSpec, scope: &Scope) {
-        match (&c.connection, &c.url) {
-            (Some(name), None) => self.connection_ref(&format!("{p}.connection"), name),
-            (None, Some(u)) => {
-                self.template(&format!("{p}.url"), u, scope);
-                if c.path.is_some() {
-                    self.err(
-                        &format!("{p}.path"),
-                        "`path` goes with `connection`; with `url`, write the whole URL".into(),
-                    );
-                }
-            }
-            (Some(_), Some(_)) => self.err(p, "give either `connection` or `url`, not both".into()),
-            (None, None) => self.err(
-                p,
-                "a call needs `connection` (a name in `connections`) or a full `url`".into(),
-            ),
-        }
-        if let Some(m) = &c.method {
-            let up = m.to_ascii_uppercase();
-            if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"].contains(&up.as_str())
-            {
-                self.err(&format!("{p}.method"), format!("unknown HTTP method `{m}`"));
-            }
-        }
-        if let Some(path) = &c.path {
-            self.template(&format!("{p}.path"), path, scope);
-        }
-        for (k, v) in &c.query {
-            self.template(&format!("{p}.query.{k}"), v, scope);
-        }
-        for (k, v) in &c.headers {
-            self.template(&format!("{p}.headers.{k}"), v, scope);
-        }
-        let bodies = [
-            c.json.is_some(),
-            c.form.is_some(),
-            c.atom.is_some(),
-            c.text.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if bodies > 1 {
-            self.err(
-                p,
-                "give at most one body: `json`, `form`, `atom` or `text`".into(),
-            );
-        }
-        if let Some(j) = &c.json {
-            self.deep(&format!("{p}.json"), j, scope);
-        }
-        for (name, map) in [("form", &c.form), ("atom", &c.atom)] {
-            if let Some(m) = map {
-                for (k, v) in m {
-                    self.deep(&format!("{p}.{name}.{k}"), v, scope);
-                }
-            }
-        }
-        if let Some(t) = &c.text {
-            self.template(&format!("{p}.text"), t, scope);
-        }
-        if let Some(e) = &c.expect {
-            for s in &e.status {
-                if !(100..=599).contains(s) {
-                    self.err(
-                        &format!("{p}.expect.status"),
-                        format!("`{s}` is not an HTTP status"),
-                    );
-                }
-            }
-            let rs = self.response_scope(c, scope, false);
-            if let Some(cond) = &e.condition {
-                self.template(&format!("{p}.expect.condition"), cond, &rs);
-            }
-            if let Some(msg) = &e.message {
-                self.template(&format!("{p}.expect.message"), msg, &rs);
-            }
-        }
-        if let Some(s) = &c.save_to {
-            let rs = self.response_scope(c, scope, true);
-            self.template(&format!("{p}.save_to"), s, &rs);
-        }
-        if let Some(b) = &c.budget {
-            self.budget(&format!("{p}.budget"), b, scope);
         }
     }
 
@@ -796,11 +537,11 @@ impl Validator<'_> {
 
     /// Every string inside a JSON value is a template.
     fn deep(&mut self, p: &str, v: &Value, scope: &Scope) {
-        match compile_deep(v) {
-            Ok(list) => {
-                for (sub, t) in list {
+        match TplValue::compile(v) {
+            Ok(compiled) => {
+                for (sub, t) in compiled.templates() {
                     let at = join_path(p, &sub);
-                    self.vars(&at, &t, scope);
+                    self.vars(&at, t.template(), scope);
                 }
             }
             Err((sub, e)) => {
@@ -867,8 +608,8 @@ impl Validator<'_> {
     /// Checks every variable path of a template against the scope.
     fn vars(&mut self, p: &str, t: &Template, scope: &Scope) {
         for v in t.variables() {
-            if let Err((msg, help)) = self.check_var(&v.path, scope) {
-                let mut d = self.diag_in_template(p, Some(t.source()), Some(v.offset), msg);
+            if let Err(VarProblem { message, help }) = self.check_var(&v.path, scope) {
+                let mut d = self.diag_in_template(p, Some(t.source()), Some(v.offset), message);
                 if let Some(h) = help {
                     d = d.with_help(h);
                 }
@@ -877,111 +618,126 @@ impl Validator<'_> {
         }
     }
 
-    fn check_var(&self, path: &[String], scope: &Scope) -> Result<(), (String, Option<String>)> {
+    /// Whether a template may read `path` here.
+    fn check_var(&self, path: &[String], scope: &Scope) -> Result<(), VarProblem> {
         let Some(root) = path.first() else {
             return Ok(());
         };
-        let full = path.join(".");
         match root.as_str() {
             "env" => Ok(()),
-            "inputs" => match path.get(1) {
-                None => Ok(()),
-                Some(name) if self.wf().inputs.contains_key(name) => Ok(()),
-                Some(name) => Err((
-                    format!("undefined variable `{full}`: no input `{name}`"),
-                    Some(
-                        did_you_mean(name, self.wf().inputs.keys().map(String::as_str))
-                            .map(|s| format!("did you mean `inputs.{s}`?"))
-                            .unwrap_or_else(|| "declare it under `inputs:`".into()),
-                    ),
-                )),
-            },
-            "steps" => {
-                let Some(id) = path.get(1) else {
-                    return Ok(());
-                };
-                match scope.steps.iter().find(|(s, _)| s == id) {
-                    Some((_, kind)) => match path.get(2) {
-                        Some(out) if !kind.outputs().contains(&out.as_str()) => Err((
-                            format!(
-                                "undefined variable `{full}`: a {} step has no output `{out}`",
-                                kind.as_str()
-                            ),
-                            Some(
-                                did_you_mean(out, kind.outputs().iter().copied())
-                                    .map(|s| format!("did you mean `steps.{id}.{s}`?"))
-                                    .unwrap_or_else(|| {
-                                        format!(
-                                            "outputs of a {} step: {}",
-                                            kind.as_str(),
-                                            kind.outputs().join(", ")
-                                        )
-                                    }),
-                            ),
-                        )),
-                        Some(out) if out == "body" => match scope.answers.iter().find(|(s, _)| s == id) {
-                            Some((_, answer)) => {
-                                answers::check_path(answer, &format!("steps.{id}.body"), &path[3..])
-                            }
-                            None => Ok(()),
-                        },
-                        _ => Ok(()),
-                    },
-                    None => {
-                        let later = self.later_step(id);
-                        let msg = if later {
-                            format!("`{full}` refers to step `{id}`, which has not run yet at this point")
-                        } else {
-                            format!("undefined variable `{full}`: no step `{id}`")
-                        };
-                        let help = if later {
-                            Some("a step can only read the outputs of steps before it".to_string())
-                        } else {
-                            did_you_mean(id, scope.steps.iter().map(|(s, _)| s.as_str()))
-                                .map(|s| format!("did you mean `steps.{s}`?"))
-                        };
-                        Err((msg, help))
-                    }
-                }
-            }
+            "inputs" => self.check_input_var(path),
+            "steps" => self.check_step_var(path, scope),
             "run" => match path.get(1) {
-                Some(f) if !RUN_FIELDS.contains(&f.as_str()) => Err((
-                    format!("undefined variable `{full}`"),
+                Some(f) if !RUN_FIELDS.contains(&f.as_str()) => Err(VarProblem::new(
+                    format!("undefined variable `{}`", path.join(".")),
                     Some(format!("`run` has: {}", RUN_FIELDS.join(", "))),
                 )),
                 _ => Ok(()),
             },
             "item" | "index" if scope.in_loop => Ok(()),
-            "item" | "index" => Err((
+            "item" | "index" => Err(VarProblem::new(
                 format!("`{root}` is only defined inside `for_each` steps"),
                 None,
             )),
             "cursors" => self.check_cursor_var(path),
-            "response" if scope.response => check_response(path, scope),
-            "response" => Err((
+            "response" if scope.response => check_response(path, scope)
+                .map_err(|(message, help)| VarProblem::new(message, help)),
+            "response" => Err(VarProblem::new(
                 "`response` is only defined in `poll.until`, `poll.fail_if`, `expect.condition`, `expect.message` and `call.save_to`"
                     .to_string(),
                 None,
             )),
-            other => {
-                let mut avail: Vec<&str> = vec!["inputs", "env", "steps", "run"];
-                if !self.wf().cursors.is_empty() {
-                    avail.push("cursors");
-                }
-                if scope.in_loop {
-                    avail.extend(["item", "index"]);
-                }
-                if scope.response {
-                    avail.push("response");
-                }
-                let help = did_you_mean(other, ROOTS.iter().copied())
-                    .map(|s| format!("did you mean `{s}`?"))
-                    .unwrap_or_else(|| {
-                        format!("variables start with one of: {}", avail.join(", "))
-                    });
-                Err((format!("undefined variable `{full}`"), Some(help)))
-            }
+            other => Err(self.unknown_root(other, path, scope)),
         }
+    }
+
+    /// `inputs.NAME` must name an input of this file.
+    fn check_input_var(&self, path: &[String]) -> Result<(), VarProblem> {
+        match path.get(1) {
+            None => Ok(()),
+            Some(name) if self.wf().inputs.contains_key(name) => Ok(()),
+            Some(name) => Err(VarProblem::new(
+                format!("undefined variable `{}`: no input `{name}`", path.join(".")),
+                Some(
+                    did_you_mean(name, self.wf().inputs.keys().map(String::as_str))
+                        .map(|s| format!("did you mean `inputs.{s}`?"))
+                        .unwrap_or_else(|| "declare it under `inputs:`".into()),
+                ),
+            )),
+        }
+    }
+
+    /// `steps.ID.OUTPUT` must name an earlier step and one of its kind's outputs.
+    fn check_step_var(&self, path: &[String], scope: &Scope) -> Result<(), VarProblem> {
+        let Some(id) = path.get(1) else {
+            return Ok(());
+        };
+        let full = path.join(".");
+        let Some((_, kind)) = scope.steps.iter().find(|(s, _)| s == id) else {
+            return Err(self.unknown_step(id, &full, scope));
+        };
+        match path.get(2) {
+            Some(out) if kind.output(out).is_none() => {
+                let names = || kind.outputs().iter().map(|o| o.as_str());
+                let help = did_you_mean(out, names())
+                    .map(|s| format!("did you mean `steps.{id}.{s}`?"))
+                    .unwrap_or_else(|| {
+                        let all: Vec<&str> = names().collect();
+                        format!("outputs of a {} step: {}", kind.as_str(), all.join(", "))
+                    });
+                Err(VarProblem::new(
+                    format!(
+                        "undefined variable `{full}`: a {} step has no output `{out}`",
+                        kind.as_str()
+                    ),
+                    Some(help),
+                ))
+            }
+            Some(out) if out == "body" => match scope.answers.iter().find(|(s, _)| s == id) {
+                Some((_, answer)) => {
+                    answers::check_path(answer, &format!("steps.{id}.body"), &path[3..])
+                        .map_err(|(message, help)| VarProblem::new(message, help))
+                }
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// A step id not visible here: a later step ("not run yet") or none at all.
+    fn unknown_step(&self, id: &str, full: &str, scope: &Scope) -> VarProblem {
+        if self.later_step(id) {
+            return VarProblem::new(
+                format!("`{full}` refers to step `{id}`, which has not run yet at this point"),
+                Some("a step can only read the outputs of steps before it".to_string()),
+            );
+        }
+        VarProblem::new(
+            format!("undefined variable `{full}`: no step `{id}`"),
+            did_you_mean(id, scope.steps.iter().map(|(s, _)| s.as_str()))
+                .map(|s| format!("did you mean `steps.{s}`?")),
+        )
+    }
+
+    /// A root no template may read, with the close one or the roots available here.
+    fn unknown_root(&self, root: &str, path: &[String], scope: &Scope) -> VarProblem {
+        let mut avail: Vec<&str> = vec!["inputs", "env", "steps", "run"];
+        if !self.wf().cursors.is_empty() {
+            avail.push("cursors");
+        }
+        if scope.in_loop {
+            avail.extend(["item", "index"]);
+        }
+        if scope.response {
+            avail.push("response");
+        }
+        let help = did_you_mean(root, ROOTS.iter().copied())
+            .map(|s| format!("did you mean `{s}`?"))
+            .unwrap_or_else(|| format!("variables start with one of: {}", avail.join(", ")));
+        VarProblem::new(
+            format!("undefined variable `{}`", path.join(".")),
+            Some(help),
+        )
     }
 
     /// True when `id` is a step of this file (so a reference to it is "too early", not unknown).
@@ -1028,7 +784,7 @@ fn check_response(path: &[String], scope: &Scope) -> Result<(), (String, Option<
     }
 }
 
-/// The string at a `compile_deep` location (`a.b[2]`) inside `v`.
+/// The string at a [`TplValue::compile`] location (`a.b[2]`) inside `v`.
 fn value_at<'v>(v: &'v Value, loc: &str) -> Option<&'v str> {
     let mut cur = v;
     for part in loc.split('.').filter(|p| !p.is_empty()) {
@@ -1055,15 +811,6 @@ fn join_path(base: &str, sub: &str) -> String {
         format!("{base}{sub}")
     } else {
         format!("{base}.{sub}")
-    }
-}
-
-fn kind_name(k: ConnectionKind) -> &'static str {
-    match k {
-        ConnectionKind::Mimecast => "mimecast",
-        ConnectionKind::Mailstore => "mailstore",
-        ConnectionKind::Google => "google",
-        ConnectionKind::Http => "http",
     }
 }
 
@@ -1133,8 +880,10 @@ pub fn coerce_input(kind: InputType, v: &Value) -> Result<Value, String> {
     }
 }
 
+mod actions;
 mod answers;
 pub mod budget;
+mod connections;
 mod cursors;
 #[cfg(test)]
 mod tests;

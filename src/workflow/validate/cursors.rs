@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::super::diag::did_you_mean;
 use super::super::model::{RepeatSpec, SetCursorSpec};
-use super::{valid_ident, Scope, Validator};
+use super::{valid_ident, Scope, Validator, VarProblem};
 
 impl Validator<'_> {
     /// Cursor names are identifiers; `initial` and `key` read only inputs, env and run.
@@ -37,14 +37,13 @@ impl Validator<'_> {
 
     /// `initial` and `key` are rendered before any cursor is read.
     fn no_cursor_reads(&mut self, p: &str, v: &Value) {
-        let Ok(list) = crate::template::compile_deep(v) else {
+        let Ok(compiled) = crate::template::TplValue::compile(v) else {
             return;
         };
-        let reads = list.iter().any(|(_, t)| {
-            t.variables()
-                .iter()
-                .any(|var| var.path.first().is_some_and(|r| r == "cursors"))
-        });
+        let reads = compiled
+            .templates()
+            .iter()
+            .any(|(_, t)| t.reads_root("cursors"));
         if reads {
             self.err(
                 p,
@@ -55,12 +54,12 @@ impl Validator<'_> {
     }
 
     /// `cursors.NAME` must name a cursor of this file.
-    pub(super) fn check_cursor_var(&self, path: &[String]) -> Result<(), (String, Option<String>)> {
+    pub(super) fn check_cursor_var(&self, path: &[String]) -> Result<(), VarProblem> {
         let full = path.join(".");
         match path.get(1) {
             None => Ok(()),
             Some(name) if self.wf().cursors.contains_key(name) => Ok(()),
-            Some(name) => Err((
+            Some(name) => Err(VarProblem::new(
                 format!("undefined variable `{full}`: no cursor `{name}`"),
                 Some(self.cursor_help(name)),
             )),
