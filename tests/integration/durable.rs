@@ -218,6 +218,16 @@ async fn crash_anywhere_then_resume_gives_the_same_files_and_one_export() {
             "every step recorded, the manifest not written",
             "fetch (Wait for the export, download and decrypt it): recorded",
         ),
+        (
+            "manifest-written",
+            "the manifest written, the run's end not recorded",
+            "fetch (Wait for the export, download and decrypt it): recorded",
+        ),
+        (
+            "run-recorded",
+            "the run's end recorded: its evidence must already be complete",
+            "already succeeded with these inputs",
+        ),
     ];
     for (i, (point, what, says)) in points.iter().enumerate() {
         let d = Dir::new();
