@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::demo::{generate_key, simulator_env, DemoKey};
-use crate::sim::{self, SimConfig, SimHandle};
+use auditflow_sim::{self as sim, SimConfig, SimHandle};
 
 /// The input the shipped workflows write their files under.
 pub const OUT_DIR_INPUT: &str = "out_dir";

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use super::MimecastSim;
-use crate::sim::{FaultConfig, Faults, SimConfig, Stats};
+use crate::{FaultConfig, Faults, SimConfig, Stats};
 
 pub(super) struct Harness {
     pub(super) base: String,
@@ -50,7 +50,7 @@ pub(super) async fn start(cfg: SimConfig) -> Harness {
     let stats = Arc::new(Stats::default());
     let faults = Arc::new(Faults::new(cfg.faults.clone(), stats.clone()));
     let sim = MimecastSim::new(&cfg, faults);
-    let (base, _task) = crate::sim::serve(
+    let (base, _task) = crate::serve(
         ([127, 0, 0, 1], 0).into(),
         sim.clone().router(),
         tokio_util::sync::CancellationToken::new(),

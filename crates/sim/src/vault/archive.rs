@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use md5::{Digest as _, Md5};
 
-use crate::sim::google::mbox::{MboxReader, MboxSpec};
+use crate::google::mbox::{MboxReader, MboxSpec};
 
 /// One stored Cloud Storage object.
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use base64::Engine;
 use rand::RngCore;
 use serde_json::json;
 
-use crate::sim::bump;
+use crate::bump;
 
 use super::auth::header_str;
 use super::{lock, MimecastSim, BODY_LIMIT};
@@ -46,7 +46,7 @@ impl MimecastSim {
                 "The request body could not be read.",
             );
         };
-        let form = match crate::sim::mailstore::parse_form(&body) {
+        let form = match crate::mailstore::parse_form(&body) {
             Ok(f) => f,
             Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
         };

@@ -7,8 +7,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::{parse_form, MailStoreSim};
-use crate::sim::tls::{fingerprint, SimCertificate};
-use crate::sim::{FaultConfig, Faults, SimConfig, Stats};
+use crate::tls::{fingerprint, SimCertificate};
+use crate::{FaultConfig, Faults, SimConfig, Stats};
 
 struct Harness {
     base: String,
@@ -23,7 +23,7 @@ async fn start(cfg: SimConfig) -> Harness {
     let stats = Arc::new(Stats::default());
     let faults = Arc::new(Faults::new(cfg.faults.clone(), stats.clone()));
     let sim = MailStoreSim::new(&cfg, faults);
-    let (base, _task) = crate::sim::serve(
+    let (base, _task) = crate::serve(
         ([127, 0, 0, 1], 0).into(),
         sim.clone().router(),
         tokio_util::sync::CancellationToken::new(),
@@ -47,7 +47,7 @@ async fn start_tls(cfg: SimConfig, dir: &std::path::Path) -> (Harness, SimCertif
     let faults = Arc::new(Faults::new(cfg.faults.clone(), stats.clone()));
     let sim = MailStoreSim::new(&cfg, faults);
     let cert = SimCertificate::generate(dir, cfg.host).expect("certificate");
-    let (base, _task) = crate::sim::serve_maybe_tls(
+    let (base, _task) = crate::serve_maybe_tls(
         ([127, 0, 0, 1], 0).into(),
         sim.clone().router(),
         tokio_util::sync::CancellationToken::new(),

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use rand::Rng as _;
 
-use crate::sim::bump;
+use crate::bump;
 
 use super::answers::{atom_response, bad_request, export_not_found, google_error};
 use super::atom::{self};
@@ -308,16 +308,16 @@ impl GoogleSim {
 
 /// The answer to an export request past the daily limit: 503 as the "Usage limits and
 /// quotas" page says (its body is a guess), or the Admin SDK's 403 `dailyLimitExceeded`.
-fn quota_exceeded(answer: crate::sim::GoogleQuotaAnswer, limit: u32, domain: &str) -> Response {
+fn quota_exceeded(answer: crate::GoogleQuotaAnswer, limit: u32, domain: &str) -> Response {
     let message = format!(
         "Quota exceeded: at most {limit} mailbox export requests per day for domain {domain}; \
          try again tomorrow (UTC)"
     );
     match answer {
-        crate::sim::GoogleQuotaAnswer::Unavailable503 => {
+        crate::GoogleQuotaAnswer::Unavailable503 => {
             google_error(StatusCode::SERVICE_UNAVAILABLE, "backendError", message)
         }
-        crate::sim::GoogleQuotaAnswer::Forbidden403 => {
+        crate::GoogleQuotaAnswer::Forbidden403 => {
             google_error(StatusCode::FORBIDDEN, "dailyLimitExceeded", message)
         }
     }

@@ -22,7 +22,7 @@ use super::{
     json_body, lock, query_params, remove_export, rfc3339, sweep, unknown_field, Db, Page, Service,
     VaultSim,
 };
-use crate::sim::google::mbox::MboxSpec;
+use crate::google::mbox::MboxSpec;
 
 /// Most exports per `matters.exports.list` page.
 const MAX_EXPORTS_PAGE: usize = 100;

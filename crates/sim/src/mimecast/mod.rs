@@ -211,7 +211,7 @@ async fn api_call(sim: &MimecastSim, req: Request, path: &str, bearer: bool) -> 
         // the identical signed request is accepted. Mimecast's pages ask only for "a randomly
         // generated GUID" / "{unique id}" per request and say nothing of a failed call spending
         // it (issue 12 item 9).
-        Injected::ServerError(status) => return crate::sim::server_error(status),
+        Injected::ServerError(status) => return crate::server_error(status),
         Injected::None => {}
     }
     if let Err(failure) = sim.authenticate(req.headers(), path) {

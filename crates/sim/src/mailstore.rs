@@ -181,7 +181,7 @@ impl MailStoreSim {
             failing_stores: cfg.mailstore_failing_stores.clone(),
             steps: cfg.mailstore_steps.max(1),
             // Simulated time between updates, taken in real time at the configured scale.
-            step_interval: crate::sim::timing::real_duration(
+            step_interval: crate::timing::real_duration(
                 cfg.mailstore_step_interval,
                 cfg.time_scale,
             ),

@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 
 /// What one export file holds; the same spec always yields the same bytes.
 #[derive(Debug, Clone)]
-pub(in crate::sim) struct MboxSpec {
+pub(crate) struct MboxSpec {
     pub request_id: u64,
     pub user_email: String,
     pub file_no: u32,
@@ -19,7 +19,7 @@ pub(in crate::sim) struct MboxSpec {
 }
 
 /// Streams the mbox text of a [`MboxSpec`] one message at a time.
-pub(in crate::sim) struct MboxReader {
+pub(crate) struct MboxReader {
     spec: MboxSpec,
     rng: u64,
     msg_no: u32,
@@ -101,7 +101,7 @@ const LABELS: &[&str] = &[
 ];
 
 impl MboxReader {
-    pub(in crate::sim) fn new(spec: MboxSpec) -> Self {
+    pub(crate) fn new(spec: MboxSpec) -> Self {
         let mut h = Sha256::new();
         h.update(spec.request_id.to_be_bytes());
         h.update(spec.user_email.as_bytes());

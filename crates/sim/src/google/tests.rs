@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
 use super::GoogleSim;
-use crate::sim::{Faults, SimConfig, Stats, StatsSnapshot};
+use crate::{Faults, SimConfig, Stats, StatsSnapshot};
 
 // ---------- fixtures ----------
 
@@ -993,18 +993,18 @@ async fn error_user_and_missing_key_end_in_error() {
 async fn daily_limit_per_domain() {
     // The "Usage limits and quotas" page: an exceeded quota is answered 503.
     daily_limit_answered(
-        crate::sim::GoogleQuotaAnswer::Unavailable503,
+        crate::GoogleQuotaAnswer::Unavailable503,
         StatusCode::SERVICE_UNAVAILABLE,
     )
     .await;
     daily_limit_answered(
-        crate::sim::GoogleQuotaAnswer::Forbidden403,
+        crate::GoogleQuotaAnswer::Forbidden403,
         StatusCode::FORBIDDEN,
     )
     .await;
 }
 
-async fn daily_limit_answered(answer: crate::sim::GoogleQuotaAnswer, expected: StatusCode) {
+async fn daily_limit_answered(answer: crate::GoogleQuotaAnswer, expected: StatusCode) {
     let c = SimConfig {
         google_daily_limit: 2,
         google_quota_answer: answer,
@@ -1555,7 +1555,7 @@ async fn at_a_high_time_scale_exports_take_hours_of_simulated_time_and_little_re
         time_scale: 36_000.0,
         ..cfg()
     };
-    crate::sim::timing::Timing::Realistic.apply(&mut c);
+    crate::timing::Timing::Realistic.apply(&mut c);
     let s = start(c).await;
     assert_eq!(
         s.upload_key(&encoded_rsa_key()).await.0,

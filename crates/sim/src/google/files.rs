@@ -9,14 +9,14 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
-use crate::sim::bump;
+use crate::bump;
 
 use super::answers::{google_error, not_found, not_found_response};
 use super::export::{expire, remove_files, Phase};
 use super::{lock, GoogleSim};
 
 #[derive(Debug, PartialEq, Eq)]
-pub(in crate::sim) enum RangeReq {
+pub(crate) enum RangeReq {
     Full,
     Partial(u64, u64),
     Unsatisfiable,
@@ -24,7 +24,7 @@ pub(in crate::sim) enum RangeReq {
 
 /// One `bytes=` range as RFC 9110 reads it; what we do not serve (other units, several ranges,
 /// invalid syntax) is ignored and the whole file is sent.
-pub(in crate::sim) fn parse_range(value: Option<&HeaderValue>, len: u64) -> RangeReq {
+pub(crate) fn parse_range(value: Option<&HeaderValue>, len: u64) -> RangeReq {
     let Some(spec) = value
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().strip_prefix("bytes="))
@@ -133,12 +133,12 @@ pub(super) async fn download(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return not_found().await,
         Err(e) => {
             tracing::error!("google sim: cannot open {}: {e}", path.display());
-            return crate::sim::server_error(500);
+            return crate::server_error(500);
         }
     };
     let len = match f.metadata().await {
         Ok(m) => m.len(),
-        Err(_) => return crate::sim::server_error(500),
+        Err(_) => return crate::server_error(500),
     };
     let etag = format!("\"{name}-{len}\"");
     let range = if_range_holds(headers.get(header::IF_RANGE), &etag)
@@ -160,7 +160,7 @@ pub(super) async fn download(
         }
     };
     if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-        return crate::sim::server_error(500);
+        return crate::server_error(500);
     }
     let mut hdrs = HeaderMap::new();
     hdrs.insert(

@@ -204,7 +204,7 @@ impl VaultSim {
     async fn guard(&self, service: Service, headers: &HeaderMap) -> Option<Response> {
         match self.faults.draw(service.vendor()).await {
             Injected::TooManyRequests => return Some(rate_limited()),
-            Injected::ServerError(s) => return Some(crate::sim::server_error(s)),
+            Injected::ServerError(s) => return Some(crate::server_error(s)),
             Injected::None => {}
         }
         self.google.authenticate_for(headers, service.scopes())

@@ -12,10 +12,9 @@ use sha2::Sha256;
 /// The `client_email` of the simulated service account.
 pub(super) const CLIENT_EMAIL: &str = "auditflow-sim@sim-project.iam.gserviceaccount.com";
 /// The scope the audit API needs.
-pub(in crate::sim) const AUDIT_SCOPE: &str =
-    "https://apps-apis.google.com/a/feeds/compliance/audit/";
+pub(crate) const AUDIT_SCOPE: &str = "https://apps-apis.google.com/a/feeds/compliance/audit/";
 /// Scopes the simulated service account is authorized for (domain-wide delegation): the audit
-/// API's, and those of the Vault API and Cloud Storage (served by `crate::sim::vault`).
+/// API's, and those of the Vault API and Cloud Storage (served by `crate::vault`).
 pub(super) const GRANTABLE_SCOPES: &[&str] = &[
     AUDIT_SCOPE,
     "https://www.googleapis.com/auth/ediscovery",

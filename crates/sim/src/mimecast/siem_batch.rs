@@ -22,7 +22,7 @@ use super::auth::{header_str, strip_scheme};
 use super::envelope::rate_limited;
 use super::siem_data::{gzip, sha256_hex, BatchFile, SiemBatchType, SiemFile};
 use super::MimecastSim;
-use crate::sim::Injected;
+use crate::Injected;
 
 /// The Cloud Gateway batch endpoint.
 pub(super) const BATCH_CG: &str = "/siem/v1/batch/events/cg";
@@ -144,7 +144,7 @@ impl MimecastSim {
     pub(super) async fn siem_batch_call(&self, req: Request, path: &str) -> Response {
         match self.faults.draw("mimecast").await {
             Injected::TooManyRequests => return rate_limited(true),
-            Injected::ServerError(status) => return crate::sim::server_error(status),
+            Injected::ServerError(status) => return crate::server_error(status),
             Injected::None => {}
         }
         if let Err(failure) = self.bearer_only(&req) {
@@ -283,7 +283,7 @@ impl MimecastSim {
                 Ok(v) => value.push(v),
                 Err(e) => {
                     tracing::error!("sim mimecast: {e}");
-                    return crate::sim::server_error(500);
+                    return crate::server_error(500);
                 }
             }
         }
@@ -384,7 +384,7 @@ impl MimecastSim {
         };
         match gzip(&file.ndjson()) {
             Ok(bytes) => {
-                crate::sim::bump(&self.faults.stats.siem_batch_downloads);
+                crate::bump(&self.faults.stats.siem_batch_downloads);
                 let mut resp = bytes.into_response();
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -394,7 +394,7 @@ impl MimecastSim {
             }
             Err(e) => {
                 tracing::error!("sim mimecast: {e}");
-                crate::sim::server_error(500)
+                crate::server_error(500)
             }
         }
     }

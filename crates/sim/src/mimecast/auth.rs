@@ -8,7 +8,7 @@ use base64::Engine;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use hmac::Mac;
 
-use crate::sim::{bump, Stats};
+use crate::{bump, Stats};
 
 use super::envelope::error_envelope;
 use super::HmacSha1;

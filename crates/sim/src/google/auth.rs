@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 
-use crate::sim::{bump, Injected};
+use crate::{bump, Injected};
 
 use super::answers::google_error;
 use super::token;
@@ -29,7 +29,7 @@ impl GoogleSim {
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return Some(r);
             }
-            Injected::ServerError(s) => return Some(crate::sim::server_error(s)),
+            Injected::ServerError(s) => return Some(crate::server_error(s)),
             Injected::None => {}
         }
         self.authenticate(headers)
@@ -43,7 +43,7 @@ impl GoogleSim {
     /// Bearer authentication: the static token (whose scopes are unknown, so it passes), or an
     /// issued, unexpired token carrying one of `scopes` (403 `insufficient_scope` otherwise, as
     /// Google answers a token without the API's scope). None when the request may proceed.
-    pub(in crate::sim) fn authenticate_for(
+    pub(crate) fn authenticate_for(
         &self,
         headers: &HeaderMap,
         scopes: &[&str],

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::tests::{start, Harness, Tweak};
 use super::SiemBatchType;
-use crate::sim::SimConfig;
+use crate::SimConfig;
 
 const SIEM: &str = "/api/audit/get-siem-logs";
 const BATCH: &str = "/siem/v1/batch/events/cg";

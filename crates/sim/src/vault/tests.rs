@@ -8,7 +8,7 @@ use md5::{Digest as _, Md5};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::sim::{SimConfig, SimHandle};
+use crate::{SimConfig, SimHandle};
 
 const EDISCOVERY: &str = "https://www.googleapis.com/auth/ediscovery";
 const STORAGE_RO: &str = "https://www.googleapis.com/auth/devstorage.read_only";
@@ -21,7 +21,7 @@ async fn start(cfg: SimConfig) -> SimHandle {
         vault_mbox_size: 6_000,
         ..cfg
     };
-    crate::sim::start(cfg).await.expect("sim starts")
+    crate::start(cfg).await.expect("sim starts")
 }
 
 struct Client {

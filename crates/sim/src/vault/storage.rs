@@ -13,8 +13,8 @@ use serde_json::json;
 use super::archive::StoredObject;
 use super::errors::{api_error, json_ok, ApiStatus};
 use super::{lock, query_params, sweep, Service, VaultSim};
-use crate::sim::bump;
-use crate::sim::google::files::{parse_range, RangeReq};
+use crate::bump;
+use crate::google::files::{parse_range, RangeReq};
 
 /// What `alt` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,11 +17,11 @@ mod auth;
 mod crypto;
 mod export;
 mod exports;
-pub(in crate::sim) mod files;
+pub(crate) mod files;
 mod generate;
 mod keys;
 mod list;
-pub(in crate::sim) mod mbox;
+pub(crate) mod mbox;
 mod seed;
 mod token;
 

@@ -117,7 +117,7 @@ impl MimecastSim {
                 Ok(z) => z,
                 Err(e) => {
                     tracing::error!("sim mimecast: {e}");
-                    return crate::sim::server_error(500);
+                    return crate::server_error(500);
                 }
             }
         } else {
