@@ -112,49 +112,55 @@ fn insufficient_scope(scopes: &[&str]) -> Response {
 /// Google's standard OAuth token endpoint.
 pub(super) const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 
+/// `POST /token`: a JWT-bearer grant checked as Google does, answered with a fresh access
+/// token carrying the scopes granted, or with the OAuth error.
 pub(super) async fn token_endpoint(State(sim): State<Arc<GoogleSim>>, body: Bytes) -> Response {
     bump(&sim.stats().google_token_requests);
+    match granted_scopes(&sim, &body) {
+        Ok(scopes) => issue_token(&sim, scopes),
+        Err(e) => {
+            bump(&sim.stats().unauthenticated);
+            oauth_answer(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": e.error, "error_description": e.description }),
+            )
+        }
+    }
+}
+
+/// The scopes a token request's form (`grant_type`, `assertion`) is granted.
+fn granted_scopes(sim: &GoogleSim, body: &[u8]) -> Result<Vec<String>, token::GrantError> {
     let mut grant_type = None;
     let mut assertion = None;
-    for (k, v) in url::form_urlencoded::parse(&body) {
+    for (k, v) in url::form_urlencoded::parse(body) {
         match k.as_ref() {
             "grant_type" => grant_type = Some(v.into_owned()),
             "assertion" => assertion = Some(v.into_owned()),
             _ => {}
         }
     }
-    let oauth_error = |error: &str, description: String| {
-        bump(&sim.stats().unauthenticated);
-        (
-            StatusCode::BAD_REQUEST,
-            [
-                (header::CONTENT_TYPE, "application/json; charset=utf-8"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            serde_json::json!({ "error": error, "error_description": description }).to_string(),
-        )
-            .into_response()
-    };
+    let refused =
+        |error: &'static str, description: String| token::GrantError { error, description };
     match grant_type.as_deref() {
         None => {
-            return oauth_error(
+            return Err(refused(
                 "invalid_request",
                 "Missing required parameter: grant_type".into(),
-            )
+            ))
         }
         Some(JWT_BEARER) => {}
         Some(other) => {
-            return oauth_error(
+            return Err(refused(
                 "unsupported_grant_type",
                 format!("Invalid grant_type: {other}"),
-            )
+            ))
         }
     }
     let Some(assertion) = assertion else {
-        return oauth_error(
+        return Err(refused(
             "invalid_request",
             "Missing required parameter: assertion".into(),
-        );
+        ));
     };
     let base = sim.base();
     // Google checks `aud` against its token endpoints, whatever `token_uri` a key file names:
@@ -166,11 +172,12 @@ pub(super) async fn token_endpoint(State(sim): State<Arc<GoogleSim>>, body: Byte
         audiences: &audiences,
         subject: &sim.cfg.credentials.google_admin_email,
     };
-    let now = Utc::now().timestamp();
-    let scopes = match sim.account.verify_assertion(&assertion, &expected, now) {
-        Ok(scopes) => scopes,
-        Err(e) => return oauth_error(e.error, e.description),
-    };
+    sim.account
+        .verify_assertion(&assertion, &expected, Utc::now().timestamp())
+}
+
+/// A fresh access token for `scopes`, kept for the configured lifetime (expired ones dropped).
+fn issue_token(sim: &GoogleSim, scopes: Vec<String>) -> Response {
     let access_token = token::new_access_token();
     let ttl = sim.cfg.google_token_ttl;
     {
@@ -182,18 +189,25 @@ pub(super) async fn token_endpoint(State(sim): State<Arc<GoogleSim>>, body: Byte
             .insert(access_token.clone(), IssuedToken { until, scopes });
     }
     sim.tokens_issued.fetch_add(1, Ordering::Relaxed);
-    (
+    oauth_answer(
         StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "application/json; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
         serde_json::json!({
             "access_token": access_token,
             "expires_in": ttl.as_secs(),
             "token_type": "Bearer",
-        })
-        .to_string(),
+        }),
+    )
+}
+
+/// A token endpoint's JSON answer, never cached.
+fn oauth_answer(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
     )
         .into_response()
 }

@@ -81,6 +81,8 @@ fn if_range_holds(if_range: Option<&HeaderValue>, etag: &str) -> bool {
     }
 }
 
+/// `GET` or `HEAD` of one export file: the export must still be held (completed or marked
+/// for deletion), then the file is answered whole or by range, with the injected faults.
 pub(super) async fn download(
     State(sim): State<Arc<GoogleSim>>,
     UrlPath(file): UrlPath<String>,
@@ -90,63 +92,95 @@ pub(super) async fn download(
     if let Some(r) = sim.guard(&headers).await {
         return r;
     }
-    let gone = |what: &str| {
-        google_error(
-            StatusCode::GONE,
-            "expired",
-            format!("The file of this mailbox export has been {what}"),
-        )
+    let (path, name) = match held_file(&sim, &file) {
+        Ok(found) => found,
+        Err(answer) => return *answer,
     };
-    let now = sim.now();
-    let (path, removed, name) = {
-        let mut st = lock(&sim.state);
-        let Some(&(id, n)) = st.files.get(&file) else {
-            return not_found_response();
-        };
-        let Some(e) = st.exports.get_mut(&id) else {
-            return not_found_response();
-        };
-        let removed = expire(e, now, sim.cleanup_after());
-        match e.phase {
-            Phase::Completed | Phase::MarkedDelete => {}
-            Phase::Expired => {
-                drop(st);
-                remove_files(removed);
-                return gone("deleted after the 3-week retention period");
-            }
-            _ => {
-                return google_error(
-                    StatusCode::NOT_FOUND,
-                    "notFound",
-                    "The file of this mailbox export has been deleted",
-                )
-            }
-        }
-        let Some(f) = e.files.get(n as usize) else {
-            return not_found_response();
-        };
-        (f.path.clone(), removed, format!("{id}-{n}"))
-    };
-    remove_files(removed);
-    let mut f = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return not_found().await,
-        Err(e) => {
-            tracing::error!("google sim: cannot open {}: {e}", path.display());
-            return crate::server_error(500);
-        }
-    };
-    let len = match f.metadata().await {
-        Ok(m) => m.len(),
-        Err(_) => return crate::server_error(500),
+    let (mut f, len) = match open_file(&path).await {
+        Ok(opened) => opened,
+        Err(answer) => return answer,
     };
     let etag = format!("\"{name}-{len}\"");
-    let range = if_range_holds(headers.get(header::IF_RANGE), &etag)
+    let (status, start, count) = match requested_bytes(&headers, len, &etag) {
+        Ok(bytes) => bytes,
+        Err(answer) => return *answer,
+    };
+    if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+        return crate::server_error(500);
+    }
+    let hdrs = file_headers(status, &etag, start, count, len);
+    if method == Method::HEAD {
+        return (status, hdrs, Body::empty()).into_response();
+    }
+    bump(&sim.stats().google_downloads);
+    (status, hdrs, file_body(&sim, f, count)).into_response()
+}
+
+/// The path and entity name (`{export id}-{n}`) of export file `file`, or the answer when its
+/// export is gone (expired files are removed here, outside the lock).
+/// (The answer is boxed: it is the rare path, and a `Response` is large.)
+fn held_file(sim: &GoogleSim, file: &str) -> Result<(std::path::PathBuf, String), Box<Response>> {
+    let now = sim.now();
+    let (found, removed) = {
+        let mut st = lock(&sim.state);
+        let Some(&(id, n)) = st.files.get(file) else {
+            return Err(Box::new(not_found_response()));
+        };
+        let Some(e) = st.exports.get_mut(&id) else {
+            return Err(Box::new(not_found_response()));
+        };
+        let removed = expire(e, now, sim.cleanup_after());
+        let found = match e.phase {
+            Phase::Completed | Phase::MarkedDelete => match e.files.get(n as usize) {
+                Some(f) => Ok((f.path.clone(), format!("{id}-{n}"))),
+                None => Err(not_found_response()),
+            },
+            Phase::Expired => Err(google_error(
+                StatusCode::GONE,
+                "expired",
+                "The file of this mailbox export has been deleted after the 3-week retention period",
+            )),
+            _ => Err(google_error(
+                StatusCode::NOT_FOUND,
+                "notFound",
+                "The file of this mailbox export has been deleted",
+            )),
+        };
+        (found, removed)
+    };
+    remove_files(removed);
+    found.map_err(Box::new)
+}
+
+/// The file and its length, or the answer when it cannot be read.
+async fn open_file(path: &std::path::Path) -> Result<(tokio::fs::File, u64), Response> {
+    let f = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found().await),
+        Err(e) => {
+            tracing::error!("google sim: cannot open {}: {e}", path.display());
+            return Err(crate::server_error(500));
+        }
+    };
+    match f.metadata().await {
+        Ok(m) => Ok((f, m.len())),
+        Err(_) => Err(crate::server_error(500)),
+    }
+}
+
+/// The status, first byte and byte count the request's `Range` (and `If-Range`) asks for, or
+/// the 416 answer.
+fn requested_bytes(
+    headers: &HeaderMap,
+    len: u64,
+    etag: &str,
+) -> Result<(StatusCode, u64, u64), Box<Response>> {
+    let range = if_range_holds(headers.get(header::IF_RANGE), etag)
         .then(|| headers.get(header::RANGE))
         .flatten();
-    let (status, start, count) = match parse_range(range, len) {
-        RangeReq::Full => (StatusCode::OK, 0, len),
-        RangeReq::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
+    match parse_range(range, len) {
+        RangeReq::Full => Ok((StatusCode::OK, 0, len)),
+        RangeReq::Partial(s, e) => Ok((StatusCode::PARTIAL_CONTENT, s, e - s + 1)),
         RangeReq::Unsatisfiable => {
             let mut r = google_error(
                 StatusCode::RANGE_NOT_SATISFIABLE,
@@ -156,12 +190,14 @@ pub(super) async fn download(
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
-            return r;
+            Err(Box::new(r))
         }
-    };
-    if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-        return crate::server_error(500);
     }
+}
+
+/// The headers of a file answer: type, ranges accepted, length, entity tag, and the range sent
+/// when partial.
+fn file_headers(status: StatusCode, etag: &str, start: u64, count: u64, len: u64) -> HeaderMap {
     let mut hdrs = HeaderMap::new();
     hdrs.insert(
         header::CONTENT_TYPE,
@@ -169,7 +205,7 @@ pub(super) async fn download(
     );
     hdrs.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     hdrs.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         hdrs.insert(header::ETAG, v);
     }
     if status == StatusCode::PARTIAL_CONTENT {
@@ -178,11 +214,13 @@ pub(super) async fn download(
             hdrs.insert(header::CONTENT_RANGE, v);
         }
     }
-    if method == Method::HEAD {
-        return (status, hdrs, Body::empty()).into_response();
-    }
-    bump(&sim.stats().google_downloads);
-    let body = if sim.faults.take_cut() {
+    hdrs
+}
+
+/// `count` bytes of `f` as the answer's body: cut halfway when a cut is due, throttled when a
+/// download rate is set.
+fn file_body(sim: &GoogleSim, f: tokio::fs::File, count: u64) -> Body {
+    if sim.faults.take_cut() {
         let half = count / 2;
         let head = tokio_util::io::ReaderStream::new(f.take(half));
         // Pause first: hyper flushes what it buffered (headers, half the body) when the body
@@ -200,8 +238,7 @@ pub(super) async fn download(
         Body::from_stream(throttled(f.take(count), rate))
     } else {
         Body::from_stream(tokio_util::io::ReaderStream::new(f.take(count)))
-    };
-    (status, hdrs, body).into_response()
+    }
 }
 
 /// `reader` as a stream of at most `rate` bytes per second (chunks of a tenth of a second).

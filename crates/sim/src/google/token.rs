@@ -118,6 +118,13 @@ impl ServiceAccount {
         expected: &Expected<'_>,
         now: i64,
     ) -> Result<Vec<String>, GrantError> {
+        let claims = self.signed_claims(jwt)?;
+        check_claims(&claims, expected, now)?;
+        granted_scopes(&claims)
+    }
+
+    /// The claim set of `jwt` once its form, algorithm, key id and signature are checked.
+    fn signed_claims(&self, jwt: &str) -> Result<Value, GrantError> {
         let mut parts = jwt.trim().split('.');
         let (Some(h64), Some(c64), Some(s64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -151,61 +158,67 @@ impl ServiceAccount {
         self.verifying_key
             .verify(signed.as_bytes(), &signature)
             .map_err(|_| GrantError::grant("Invalid JWT Signature."))?;
-
-        let claim_str = |name: &str| claims.get(name).and_then(Value::as_str);
-        if claim_str("iss") != Some(CLIENT_EMAIL) {
-            return Err(GrantError::grant("Invalid grant: account not found"));
-        }
-        if !claim_str("aud").is_some_and(|aud| expected.audiences.contains(&aud)) {
-            return Err(GrantError::grant(format!(
-                "Invalid JWT: Failed audience check. The right audience is {}",
-                expected.audiences.first().copied().unwrap_or_default()
-            )));
-        }
-        let iat = claims.get("iat").and_then(Value::as_i64);
-        let exp = claims.get("exp").and_then(Value::as_i64);
-        let timely = match (iat, exp) {
-            (Some(iat), Some(exp)) => {
-                exp > now
-                    && exp > iat
-                    && exp - iat <= MAX_ASSERTION_LIFETIME
-                    && iat <= now + IAT_SKEW
-            }
-            _ => false,
-        };
-        if !timely {
-            return Err(GrantError::grant(
-                "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable \
-                 timeframe. Check your iat and exp values in the JWT claim.",
-            ));
-        }
-        match claim_str("sub") {
-            Some(sub) if sub.eq_ignore_ascii_case(expected.subject) => {}
-            _ => return Err(GrantError::grant("Invalid email or User ID")),
-        }
-        let scopes = claim_str("scope").unwrap_or("");
-        if scopes.split_whitespace().next().is_none() {
-            return Err(GrantError {
-                error: "invalid_scope",
-                description: "Invalid OAuth scope or ID token audience provided.".into(),
-            });
-        }
-        let granted: Vec<String> = scopes
-            .split_whitespace()
-            .filter(|s| GRANTABLE_SCOPES.contains(s))
-            .map(str::to_string)
-            .collect();
-        if granted.is_empty() {
-            return Err(GrantError {
-                error: "invalid_scope",
-                description: format!(
-                    "The requested scopes include none this client is authorized for ({})",
-                    GRANTABLE_SCOPES.join(" ")
-                ),
-            });
-        }
-        Ok(granted)
+        Ok(claims)
     }
+}
+
+/// The issuer, audience, lifetime and subject of a signed claim set, at `now` (Unix s).
+fn check_claims(claims: &Value, expected: &Expected<'_>, now: i64) -> Result<(), GrantError> {
+    let claim_str = |name: &str| claims.get(name).and_then(Value::as_str);
+    if claim_str("iss") != Some(CLIENT_EMAIL) {
+        return Err(GrantError::grant("Invalid grant: account not found"));
+    }
+    if !claim_str("aud").is_some_and(|aud| expected.audiences.contains(&aud)) {
+        return Err(GrantError::grant(format!(
+            "Invalid JWT: Failed audience check. The right audience is {}",
+            expected.audiences.first().copied().unwrap_or_default()
+        )));
+    }
+    let iat = claims.get("iat").and_then(Value::as_i64);
+    let exp = claims.get("exp").and_then(Value::as_i64);
+    let timely = match (iat, exp) {
+        (Some(iat), Some(exp)) => {
+            exp > now && exp > iat && exp - iat <= MAX_ASSERTION_LIFETIME && iat <= now + IAT_SKEW
+        }
+        _ => false,
+    };
+    if !timely {
+        return Err(GrantError::grant(
+            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable \
+             timeframe. Check your iat and exp values in the JWT claim.",
+        ));
+    }
+    match claim_str("sub") {
+        Some(sub) if sub.eq_ignore_ascii_case(expected.subject) => Ok(()),
+        _ => Err(GrantError::grant("Invalid email or User ID")),
+    }
+}
+
+/// The scopes requested (`scope`, space-separated) that the account is authorized for; none
+/// requested or none authorized is `invalid_scope`.
+fn granted_scopes(claims: &Value) -> Result<Vec<String>, GrantError> {
+    let scopes = claims.get("scope").and_then(Value::as_str).unwrap_or("");
+    if scopes.split_whitespace().next().is_none() {
+        return Err(GrantError {
+            error: "invalid_scope",
+            description: "Invalid OAuth scope or ID token audience provided.".into(),
+        });
+    }
+    let granted: Vec<String> = scopes
+        .split_whitespace()
+        .filter(|s| GRANTABLE_SCOPES.contains(s))
+        .map(str::to_string)
+        .collect();
+    if granted.is_empty() {
+        return Err(GrantError {
+            error: "invalid_scope",
+            description: format!(
+                "The requested scopes include none this client is authorized for ({})",
+                GRANTABLE_SCOPES.join(" ")
+            ),
+        });
+    }
+    Ok(granted)
 }
 
 fn decode_json_part(part: &str, what: &str) -> Result<Value, GrantError> {

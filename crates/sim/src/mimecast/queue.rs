@@ -1,8 +1,8 @@
 //! `/api/gateway/find-processing-messages`: the processing queue with its search and filters.
 
 use axum::response::Response;
-use chrono::{TimeDelta, Utc};
-use serde_json::{json, Value};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{json, Map, Value};
 
 use super::data::QueueMessage;
 use super::envelope::{answer, date_field, fail_answer, query_hash, ApiRequest, FieldError};
@@ -37,69 +37,8 @@ impl MimecastSim {
             );
         }
         let mut errors = Vec::new();
-        let now = Utc::now();
-        let start = date_field(&item, "start", &mut errors).unwrap_or(now - TimeDelta::days(7));
-        let end = date_field(&item, "end", &mut errors).unwrap_or(now);
-        if start > end {
-            errors.push(FieldError::new(
-                "err_validation_date_range",
-                Some("start"),
-                "start must not be after end.",
-            ));
-        }
-        let ascending = match item.get("sortOrder") {
-            None | Some(Value::Null) => false,
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("descending") => false,
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("ascending") => true,
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "err_validation_invalid_value",
-                    Some("sortOrder"),
-                    "sortOrder must be ascending or descending.",
-                ));
-                false
-            }
-        };
-        let bulk = match item.get("type") {
-            None | Some(Value::Null) => false,
-            Some(Value::String(s)) if s == "processing" => false,
-            Some(Value::String(s)) if s == "bulk_processing" => true,
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "err_validation_invalid_value",
-                    Some("type"),
-                    "type must be processing or bulk_processing.",
-                ));
-                false
-            }
-        };
-        if item
-            .get("sortBy")
-            .is_some_and(|v| !v.is_string() && !v.is_null())
-        {
-            errors.push(FieldError::new(
-                "err_validation_invalid_type",
-                Some("sortBy"),
-                "sortBy must be a string.",
-            ));
-        }
-        let search = SearchBy::parse(item.get("searchBy"), &mut errors);
-        let filter = QueueFilter::parse(item.get("filterBy"), &mut errors);
-
-        // The simulated account has no bulk queue: bulk_processing lists nothing.
-        let mut matching: Vec<&QueueMessage> = if bulk {
-            Vec::new()
-        } else {
-            self.queue
-                .iter()
-                .filter(|m| m.created >= start && m.created <= end)
-                .filter(|m| search.as_ref().is_none_or(|s| s.matches(m)))
-                .filter(|m| filter.matches(m))
-                .collect()
-        };
-        if ascending {
-            matching.reverse();
-        }
+        let query = QueueQuery::parse(&item, &mut errors);
+        let matching = self.queue_matching(&query);
         let query = query_hash(&key);
         let paging = self.paging(&req.meta, "queue", query, matching.len(), &mut errors);
         let Some(paging) = paging.filter(|_| errors.is_empty()) else {
@@ -115,6 +54,104 @@ impl MimecastSim {
             vec![],
             Some(paging.meta("queue", query, matching.len())),
         )
+    }
+
+    /// The queued messages `query` selects, in its order.
+    fn queue_matching(&self, query: &QueueQuery) -> Vec<&QueueMessage> {
+        // The simulated account has no bulk queue: bulk_processing lists nothing.
+        let mut matching: Vec<&QueueMessage> = if query.bulk {
+            Vec::new()
+        } else {
+            self.queue
+                .iter()
+                .filter(|m| m.created >= query.start && m.created <= query.end)
+                .filter(|m| query.search.as_ref().is_none_or(|s| s.matches(m)))
+                .filter(|m| query.filter.matches(m))
+                .collect()
+        };
+        if query.ascending {
+            matching.reverse();
+        }
+        matching
+    }
+}
+
+/// The request options of find-processing-messages, read with their validation errors.
+struct QueueQuery {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    ascending: bool,
+    bulk: bool,
+    search: Option<SearchBy>,
+    filter: QueueFilter,
+}
+
+impl QueueQuery {
+    fn parse(item: &Map<String, Value>, errors: &mut Vec<FieldError>) -> QueueQuery {
+        let now = Utc::now();
+        let start = date_field(item, "start", errors).unwrap_or(now - TimeDelta::days(7));
+        let end = date_field(item, "end", errors).unwrap_or(now);
+        if start > end {
+            errors.push(FieldError::new(
+                "err_validation_date_range",
+                Some("start"),
+                "start must not be after end.",
+            ));
+        }
+        let ascending = sort_ascending(item, errors);
+        let bulk = bulk_queue(item, errors);
+        if item
+            .get("sortBy")
+            .is_some_and(|v| !v.is_string() && !v.is_null())
+        {
+            errors.push(FieldError::new(
+                "err_validation_invalid_type",
+                Some("sortBy"),
+                "sortBy must be a string.",
+            ));
+        }
+        QueueQuery {
+            start,
+            end,
+            ascending,
+            bulk,
+            search: SearchBy::parse(item.get("searchBy"), errors),
+            filter: QueueFilter::parse(item.get("filterBy"), errors),
+        }
+    }
+}
+
+/// `sortOrder`: descending (the default) or ascending, in any case.
+fn sort_ascending(item: &Map<String, Value>, errors: &mut Vec<FieldError>) -> bool {
+    match item.get("sortOrder") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("descending") => false,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("ascending") => true,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "err_validation_invalid_value",
+                Some("sortOrder"),
+                "sortOrder must be ascending or descending.",
+            ));
+            false
+        }
+    }
+}
+
+/// `type`: processing (the default) or bulk_processing.
+fn bulk_queue(item: &Map<String, Value>, errors: &mut Vec<FieldError>) -> bool {
+    match item.get("type") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s == "processing" => false,
+        Some(Value::String(s)) if s == "bulk_processing" => true,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "err_validation_invalid_value",
+                Some("type"),
+                "type must be processing or bulk_processing.",
+            ));
+            false
+        }
     }
 }
 
@@ -243,49 +280,59 @@ impl QueueFilter {
                 ));
             }
             for (name, value) in pairs {
-                if name.eq_ignore_ascii_case("route") {
-                    let route = value.as_str().map(str::to_ascii_lowercase);
-                    match route.as_deref() {
-                        Some("all") => filter.routes.extend_from_slice(data::ROUTES),
-                        Some(r) => match data::ROUTES.iter().find(|x| **x == r) {
-                            Some(x) => filter.routes.push(x),
-                            None => errors.push(FieldError::new(
-                                "err_validation_invalid_value",
-                                Some("filterBy.route"),
-                                "route must be one of all, internal, outbound, inbound, external.",
-                            )),
-                        },
-                        None => errors.push(FieldError::new(
-                            "err_validation_invalid_value",
-                            Some("filterBy.route"),
-                            "route must be one of all, internal, outbound, inbound, external.",
-                        )),
-                    }
-                } else if name.eq_ignore_ascii_case("attachments") {
-                    let b = match value {
-                        Value::Bool(b) => Some(*b),
-                        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
-                        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
-                        _ => None,
-                    };
-                    match b {
-                        Some(b) => filter.attachments.push(b),
-                        None => errors.push(FieldError::new(
-                            "err_validation_invalid_value",
-                            Some("filterBy.attachments"),
-                            "attachments must be true or false.",
-                        )),
-                    }
-                } else {
-                    errors.push(FieldError::new(
-                        "err_validation_invalid_value",
-                        Some("filterBy"),
-                        &format!("Unknown filterBy field '{name}': use route or attachments."),
-                    ));
-                }
+                filter.add(&name, value, errors);
             }
         }
         filter
+    }
+
+    /// One `name: value` condition of a filterBy item.
+    fn add(&mut self, name: &str, value: &Value, errors: &mut Vec<FieldError>) {
+        if name.eq_ignore_ascii_case("route") {
+            self.add_route(value, errors);
+        } else if name.eq_ignore_ascii_case("attachments") {
+            let b = match value {
+                Value::Bool(b) => Some(*b),
+                Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+                Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+                _ => None,
+            };
+            match b {
+                Some(b) => self.attachments.push(b),
+                None => errors.push(FieldError::new(
+                    "err_validation_invalid_value",
+                    Some("filterBy.attachments"),
+                    "attachments must be true or false.",
+                )),
+            }
+        } else {
+            errors.push(FieldError::new(
+                "err_validation_invalid_value",
+                Some("filterBy"),
+                &format!("Unknown filterBy field '{name}': use route or attachments."),
+            ));
+        }
+    }
+
+    /// A `route` condition: `all` or one of the routes.
+    fn add_route(&mut self, value: &Value, errors: &mut Vec<FieldError>) {
+        let route = value.as_str().map(str::to_ascii_lowercase);
+        let known = match route.as_deref() {
+            Some("all") => {
+                self.routes.extend_from_slice(data::ROUTES);
+                return;
+            }
+            Some(r) => data::ROUTES.iter().find(|x| **x == r),
+            None => None,
+        };
+        match known {
+            Some(x) => self.routes.push(x),
+            None => errors.push(FieldError::new(
+                "err_validation_invalid_value",
+                Some("filterBy.route"),
+                "route must be one of all, internal, outbound, inbound, external.",
+            )),
+        }
     }
 
     pub(super) fn matches(&self, m: &QueueMessage) -> bool {
