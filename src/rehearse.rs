@@ -60,7 +60,7 @@ pub enum RehearsalError {
     },
     /// The simulator did not take the key as its Google domain's.
     #[error("the simulator refused the throwaway key: {0}")]
-    Refused(String),
+    Refused(auditflow_sim::google::KeyRefused),
 }
 
 /// A rehearsal in progress: its scratch directory, the simulator and the throwaway key. The

@@ -8,16 +8,42 @@ pub(super) const ATOM_NS: &str = "http://www.w3.org/2005/Atom";
 pub(super) const APPS_NS: &str = "http://schemas.google.com/apps/2006";
 pub(super) const OPENSEARCH_NS: &str = "http://a9.com/-/spec/opensearchrss/1.0/";
 
+/// Why an Atom entry could not be read (400); the text says what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum AtomError {
+    #[error("body is not UTF-8: {0}")]
+    NotUtf8(std::str::Utf8Error),
+    #[error("empty body: expected an atom:entry element")]
+    Empty,
+    #[error("malformed XML near byte {at}: {source}")]
+    Malformed { at: u64, source: quick_xml::Error },
+    #[error("expected an atom:entry element, found <{0}>")]
+    NotEntry(String),
+    #[error("no XML element found: expected an atom:entry element")]
+    NoElement,
+    #[error("bad attribute in a property element: {0}")]
+    Attribute(quick_xml::events::attributes::AttrError),
+    #[error("bad value of attribute '{key}' in a property: {source}")]
+    AttributeValue {
+        key: String,
+        source: quick_xml::Error,
+    },
+    #[error("a property element has no 'name' attribute")]
+    NoName,
+    #[error("property '{0}' has no 'value' attribute")]
+    NoValue(String),
+}
+
 /// Reads the `property` elements of an Atom `entry` document.
 ///
 /// Tolerant like the service: the root element must be an `entry` (any prefix); properties are
 /// matched by local name at any depth; mismatched end tags and junk text around them are ignored.
 /// Whatever cannot be read (not XML, wrong root, a property without `name` or `value`, a bad
 /// entity) comes back as a message saying what was wrong.
-pub(super) fn parse_entry_properties(body: &[u8]) -> Result<Vec<(String, String)>, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+pub(super) fn parse_entry_properties(body: &[u8]) -> Result<Vec<(String, String)>, AtomError> {
+    let text = std::str::from_utf8(body).map_err(AtomError::NotUtf8)?;
     if text.trim().is_empty() {
-        return Err("empty body: expected an atom:entry element".into());
+        return Err(AtomError::Empty);
     }
     let mut reader = Reader::from_str(text);
     {
@@ -31,11 +57,11 @@ pub(super) fn parse_entry_properties(body: &[u8]) -> Result<Vec<(String, String)
     loop {
         let event = match reader.read_event() {
             Ok(ev) => ev,
-            Err(e) => {
-                return Err(format!(
-                    "malformed XML near byte {}: {e}",
-                    reader.error_position()
-                ))
+            Err(source) => {
+                return Err(AtomError::Malformed {
+                    at: reader.error_position(),
+                    source,
+                })
             }
         };
         match event {
@@ -44,10 +70,7 @@ pub(super) fn parse_entry_properties(body: &[u8]) -> Result<Vec<(String, String)
                 if !root_seen {
                     root_seen = true;
                     if local != "entry" {
-                        return Err(format!(
-                            "expected an atom:entry element, found <{}>",
-                            e.name().as_ref()
-                        ));
+                        return Err(AtomError::NotEntry(e.name().as_ref().to_string()));
                     }
                 }
                 if local == "property" {
@@ -59,7 +82,7 @@ pub(super) fn parse_entry_properties(body: &[u8]) -> Result<Vec<(String, String)
         }
     }
     if !root_seen {
-        return Err("no XML element found: expected an atom:entry element".into());
+        return Err(AtomError::NoElement);
     }
     Ok(props)
 }
@@ -68,18 +91,21 @@ fn local_name(e: &BytesStart<'_>) -> String {
     e.local_name().as_ref().to_string()
 }
 
-fn read_property(e: &BytesStart<'_>) -> Result<(String, String), String> {
+fn read_property(e: &BytesStart<'_>) -> Result<(String, String), AtomError> {
     let mut name = None;
     let mut value = None;
     for attr in e.attributes() {
-        let attr = attr.map_err(|err| format!("bad attribute in a property element: {err}"))?;
+        let attr = attr.map_err(AtomError::Attribute)?;
         let key = attr.key.local_name().as_ref().to_string();
         if key != "name" && key != "value" {
             continue;
         }
         let v = attr
             .normalized_value(XmlVersion::Implicit1_0)
-            .map_err(|err| format!("bad value of attribute '{key}' in a property: {err}"))?
+            .map_err(|source| AtomError::AttributeValue {
+                key: key.clone(),
+                source,
+            })?
             .into_owned();
         if key == "name" {
             name = Some(v);
@@ -87,8 +113,8 @@ fn read_property(e: &BytesStart<'_>) -> Result<(String, String), String> {
             value = Some(v);
         }
     }
-    let name = name.ok_or("a property element has no 'name' attribute")?;
-    let value = value.ok_or_else(|| format!("property '{name}' has no 'value' attribute"))?;
+    let name = name.ok_or(AtomError::NoName)?;
+    let value = value.ok_or_else(|| AtomError::NoValue(name.clone()))?;
     Ok((name, value))
 }
 
@@ -258,7 +284,7 @@ mod tests {
         ] {
             let err = parse_entry_properties(bad.as_bytes())
                 .expect_err(&format!("{bad:?} must be rejected"));
-            assert!(!err.is_empty());
+            assert!(!err.to_string().is_empty());
         }
         assert!(parse_entry_properties(&[0xff, 0xfe, b'<']).is_err());
     }

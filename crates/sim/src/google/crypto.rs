@@ -60,12 +60,50 @@ fn flags_allow_encryption(signatures: &[Signature]) -> bool {
     }
 }
 
+/// Why an uploaded `publicKey` is refused (400); the text is Google-like advice.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadedKeyError {
+    /// Nothing uploaded.
+    #[error("publicKey is empty")]
+    Empty,
+    /// Not base64.
+    #[error("publicKey is not valid base64: {0}")]
+    Base64(base64::DecodeError),
+    /// Binary rather than armored.
+    #[error(
+        "the decoded publicKey is not US-ASCII text: upload the ASCII-armored key \
+         (gpg --armor --export), base64-encoded"
+    )]
+    NotAscii,
+    /// Armored, but not a public key block.
+    #[error("the decoded publicKey does not start with '{ARMOR_HEADER}'")]
+    NotPublicKeyBlock,
+    /// Not a readable OpenPGP key.
+    #[error("cannot read the OpenPGP public key: {0}")]
+    Unreadable(pgp::errors::Error),
+    /// Its binding signatures fail.
+    #[error("the key's binding signatures do not verify: {0}")]
+    Bindings(pgp::errors::Error),
+    /// RSA, but no key may encrypt.
+    #[error(
+        "the RSA key has no encryption-capable key: enable the encrypt capability \
+         (gpg --gen-key --expert, option 8)"
+    )]
+    NoEncryptionKey,
+    /// Not RSA.
+    #[error(
+        "the key is not an RSA key (primary key algorithm {0:?}): Google needs an RSA key with \
+         encryption enabled"
+    )]
+    NotRsa(PublicKeyAlgorithm),
+}
+
 /// Reads the `publicKey` property: base64 of an ASCII-armored OpenPGP public key, which must be
 /// RSA with an encryption-capable (sub)key whose binding signatures verify.
-pub(super) fn parse_uploaded_key(encoded: &str) -> Result<RecipientKey, String> {
+pub(super) fn parse_uploaded_key(encoded: &str) -> Result<RecipientKey, UploadedKeyError> {
     let compact: String = encoded.chars().filter(|c| !c.is_whitespace()).collect();
     if compact.is_empty() {
-        return Err("publicKey is empty".into());
+        return Err(UploadedKeyError::Empty);
     }
     let lenient = GeneralPurpose::new(
         &STANDARD,
@@ -73,24 +111,17 @@ pub(super) fn parse_uploaded_key(encoded: &str) -> Result<RecipientKey, String> 
     );
     let armored = lenient
         .decode(compact.as_bytes())
-        .map_err(|e| format!("publicKey is not valid base64: {e}"))?;
+        .map_err(UploadedKeyError::Base64)?;
     if !armored.is_ascii() {
-        return Err(
-            "the decoded publicKey is not US-ASCII text: upload the ASCII-armored key \
-                    (gpg --armor --export), base64-encoded"
-                .into(),
-        );
+        return Err(UploadedKeyError::NotAscii);
     }
     let text = String::from_utf8_lossy(&armored);
     if !text.trim_start().starts_with(ARMOR_HEADER) {
-        return Err(format!(
-            "the decoded publicKey does not start with '{ARMOR_HEADER}'"
-        ));
+        return Err(UploadedKeyError::NotPublicKeyBlock);
     }
     let (key, _headers) = SignedPublicKey::from_armor_single(armored.as_slice())
-        .map_err(|e| format!("cannot read the OpenPGP public key: {e}"))?;
-    key.verify_bindings()
-        .map_err(|e| format!("the key's binding signatures do not verify: {e}"))?;
+        .map_err(UploadedKeyError::Unreadable)?;
+    key.verify_bindings().map_err(UploadedKeyError::Bindings)?;
 
     let primary_alg = key.primary_key.algorithm();
     let rsa_subkey = key
@@ -108,18 +139,11 @@ pub(super) fn parse_uploaded_key(encoded: &str) -> Result<RecipientKey, String> 
             .chain(key.details.direct_signatures.iter().cloned())
             .collect();
         if primary_alg == PublicKeyAlgorithm::RSA && !flags_allow_encryption(&self_sigs) {
-            return Err(
-                "the RSA key has no encryption-capable key: enable the encrypt capability \
-                 (gpg --gen-key --expert, option 8)"
-                    .into(),
-            );
+            return Err(UploadedKeyError::NoEncryptionKey);
         }
         Target::Primary
     } else {
-        return Err(format!(
-            "the key is not an RSA key (primary key algorithm {primary_alg:?}): Google needs an \
-             RSA key with encryption enabled"
-        ));
+        return Err(UploadedKeyError::NotRsa(primary_alg));
     };
     let fingerprint = match target {
         Target::Primary => key.primary_key.fingerprint(),

@@ -63,8 +63,23 @@ pub(super) struct ExportOptions {
     pub(super) package: Package,
 }
 
+/// A create request's properties the API refuses (400).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum OptionsError {
+    #[error("property '{0}' is given more than once")]
+    Repeated(String),
+    #[error("{name} '{value}' is not a date of the form YYYY-MM-DD HH:MM")]
+    Date { name: String, value: String },
+    #[error("includeDeleted '{0}' is not true or false")]
+    IncludeDeleted(String),
+    #[error("packageContent '{0}' is not FULL_MESSAGE or HEADER_ONLY")]
+    PackageContent(String),
+    #[error("beginDate {begin} is after endDate {end}")]
+    BeginAfterEnd { begin: String, end: String },
+}
+
 /// Reads the create-request properties; unknown properties are ignored as the service does.
-pub(super) fn parse_options(props: &[(String, String)]) -> Result<ExportOptions, String> {
+pub(super) fn parse_options(props: &[(String, String)]) -> Result<ExportOptions, OptionsError> {
     let mut seen: Vec<&str> = Vec::new();
     let mut opts = ExportOptions {
         begin: None,
@@ -85,14 +100,17 @@ pub(super) fn parse_options(props: &[(String, String)]) -> Result<ExportOptions,
             continue;
         };
         if seen.contains(known) {
-            return Err(format!("property '{name}' is given more than once"));
+            return Err(OptionsError::Repeated(name.clone()));
         }
         seen.push(known);
         let value = value.trim();
         match *known {
             "beginDate" | "endDate" => {
                 let date = NaiveDateTime::parse_from_str(value, DATE_FMT).map_err(|_| {
-                    format!("{name} '{value}' is not a date of the form YYYY-MM-DD HH:MM")
+                    OptionsError::Date {
+                        name: name.clone(),
+                        value: value.to_string(),
+                    }
                 })?;
                 if *known == "beginDate" {
                     opts.begin = Some(date);
@@ -104,7 +122,7 @@ pub(super) fn parse_options(props: &[(String, String)]) -> Result<ExportOptions,
                 opts.include_deleted = match value {
                     "true" => true,
                     "false" => false,
-                    _ => return Err(format!("includeDeleted '{value}' is not true or false")),
+                    _ => return Err(OptionsError::IncludeDeleted(value.to_string())),
                 }
             }
             "searchQuery" => {
@@ -114,22 +132,17 @@ pub(super) fn parse_options(props: &[(String, String)]) -> Result<ExportOptions,
                 opts.package = match value {
                     "FULL_MESSAGE" => Package::FullMessage,
                     "HEADER_ONLY" => Package::HeaderOnly,
-                    _ => {
-                        return Err(format!(
-                            "packageContent '{value}' is not FULL_MESSAGE or HEADER_ONLY"
-                        ))
-                    }
+                    _ => return Err(OptionsError::PackageContent(value.to_string())),
                 }
             }
         }
     }
     if let (Some(b), Some(e)) = (opts.begin, opts.end) {
         if b > e {
-            return Err(format!(
-                "beginDate {} is after endDate {}",
-                b.format(DATE_FMT),
-                e.format(DATE_FMT)
-            ));
+            return Err(OptionsError::BeginAfterEnd {
+                begin: b.format(DATE_FMT).to_string(),
+                end: e.format(DATE_FMT).to_string(),
+            });
         }
     }
     Ok(opts)

@@ -14,8 +14,27 @@ use super::atom::{self};
 use super::export::{expire, parse_options, remove_files, Export, Phase};
 use super::{lock, Db, GoogleSim};
 
+/// A domain or user path segment the API refuses (400).
+#[derive(Debug, thiserror::Error)]
+pub enum NameError {
+    /// Not a domain name.
+    #[error("'{0}' is not a valid domain name")]
+    Domain(String),
+    /// `user@domain` of another domain.
+    #[error("user '{user}' is not in domain '{domain}'")]
+    OtherDomain {
+        /// The user as given.
+        user: String,
+        /// The domain of the path.
+        domain: String,
+    },
+    /// Not a username.
+    #[error("'{0}' is not a valid username")]
+    User(String),
+}
+
 /// Lowercases and checks a domain path segment.
-pub(super) fn check_domain(domain: &str) -> Result<String, String> {
+pub(super) fn check_domain(domain: &str) -> Result<String, NameError> {
     let d = domain.trim().to_ascii_lowercase();
     let ok = d.contains('.')
         && !d.starts_with('.')
@@ -25,16 +44,21 @@ pub(super) fn check_domain(domain: &str) -> Result<String, String> {
     if ok {
         Ok(d)
     } else {
-        Err(format!("'{domain}' is not a valid domain name"))
+        Err(NameError::Domain(domain.to_string()))
     }
 }
 
 /// Checks a user path segment (a username, or `user@domain` of the same domain).
-pub(super) fn check_user(user: &str, domain: &str) -> Result<String, String> {
+pub(super) fn check_user(user: &str, domain: &str) -> Result<String, NameError> {
     let u = user.trim().to_ascii_lowercase();
     let u = match u.split_once('@') {
         Some((name, d)) if d == domain => name.to_string(),
-        Some(_) => return Err(format!("user '{user}' is not in domain '{domain}'")),
+        Some(_) => {
+            return Err(NameError::OtherDomain {
+                user: user.to_string(),
+                domain: domain.to_string(),
+            })
+        }
         None => u,
     };
     let ok = !u.is_empty()
@@ -43,7 +67,7 @@ pub(super) fn check_user(user: &str, domain: &str) -> Result<String, String> {
     if ok {
         Ok(u)
     } else {
-        Err(format!("'{user}' is not a valid username"))
+        Err(NameError::User(user.to_string()))
     }
 }
 
@@ -67,7 +91,7 @@ pub(super) async fn create_export(
     };
     let user = match check_user(&user, &domain) {
         Ok(u) => u,
-        Err(e) => return bad_request(e),
+        Err(e) => return bad_request(e.to_string()),
     };
     if !is_atom_content_type(&headers) {
         return google_error(
@@ -78,11 +102,11 @@ pub(super) async fn create_export(
     }
     let props = match atom::parse_entry_properties(&body) {
         Ok(p) => p,
-        Err(e) => return bad_request(e),
+        Err(e) => return bad_request(e.to_string()),
     };
     let options = match parse_options(&props) {
         Ok(o) => o,
-        Err(e) => return bad_request(e),
+        Err(e) => return bad_request(e.to_string()),
     };
     let now = sim.now();
     let base = sim.base();
@@ -281,7 +305,7 @@ impl GoogleSim {
         if let Some(r) = self.guard(headers).await {
             return Err(r);
         }
-        let domain = check_domain(domain).map_err(bad_request)?;
+        let domain = check_domain(domain).map_err(|e| bad_request(e.to_string()))?;
         match self.forbid_foreign_domain(&domain) {
             Some(r) => Err(r),
             None => Ok(domain),

@@ -23,18 +23,18 @@ pub(super) async fn upload_key(
     }
     let domain = match check_domain(&domain) {
         Ok(d) => d,
-        Err(e) => return bad_request(e),
+        Err(e) => return bad_request(e.to_string()),
     };
     let props = match atom::parse_entry_properties(&body) {
         Ok(p) => p,
-        Err(e) => return bad_request(e),
+        Err(e) => return bad_request(e.to_string()),
     };
     let Some((_, encoded)) = props.iter().find(|(n, _)| n == "publicKey") else {
         return bad_request("the entry has no publicKey property");
     };
     let key = match crypto::parse_uploaded_key(encoded) {
         Ok(k) => k,
-        Err(e) => return bad_request(e),
+        Err(e) => return bad_request(e.to_string()),
     };
     tracing::debug!(%domain, fingerprint = %key.fingerprint, "google sim: public key uploaded");
     lock(&sim.state).keys.insert(domain.clone(), Arc::new(key));

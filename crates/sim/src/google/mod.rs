@@ -54,6 +54,20 @@ use self::mbox::MboxReader;
 use super::timing::SimClock;
 use super::{Faults, SimConfig, SimError, Stats};
 
+pub use self::crypto::UploadedKeyError;
+pub use self::exports::NameError;
+
+/// Why [`GoogleSim::accept_public_key`] refused a key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRefused {
+    /// The domain is not a domain name.
+    #[error(transparent)]
+    Domain(#[from] NameError),
+    /// The key is not one Google takes.
+    #[error(transparent)]
+    Key(#[from] UploadedKeyError),
+}
+
 const EXPORT_PATH: &str = "/a/feeds/compliance/audit/mail/export";
 const KEY_PATH: &str = "/a/feeds/compliance/audit/publickey";
 const FILE_PATH: &str = "/a/data/compliance/audit";
@@ -251,7 +265,7 @@ impl GoogleSim {
 
     /// Takes `armored` (an ASCII-armored public key) as `domain`'s uploaded key, as if the
     /// key upload had been sent: a rehearsal starts where production stands after it.
-    pub fn accept_public_key(&self, domain: &str, armored: &str) -> Result<(), String> {
+    pub fn accept_public_key(&self, domain: &str, armored: &str) -> Result<(), KeyRefused> {
         use base64::Engine as _;
         let domain = exports::check_domain(domain)?;
         let encoded = base64::engine::general_purpose::STANDARD.encode(armored);

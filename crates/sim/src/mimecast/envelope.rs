@@ -85,29 +85,43 @@ pub(super) struct ApiRequest {
     pub(super) data: Vec<Value>,
 }
 
+/// A request body the API refuses; its text is the message of the 400 answer.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BodyError {
+    #[error("The request body is not valid JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("The request body must be a JSON object.")]
+    NotObject,
+    #[error("'data' must be an array.")]
+    DataNotArray,
+    #[error("Every item of 'data' must be an object.")]
+    DataItemNotObject,
+    #[error("'meta' must be an object.")]
+    MetaNotObject,
+}
+
 impl ApiRequest {
-    /// Parses a body; the error is the message of a 400 answer.
-    pub(super) fn parse(body: &[u8]) -> Result<Self, String> {
+    /// Parses a body (JSON, or the Python sample's `str(dict)`).
+    pub(super) fn parse(body: &[u8]) -> Result<Self, BodyError> {
         let value: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
-            Err(e) => super::pyrepr::to_json(body)
-                .ok_or_else(|| format!("The request body is not valid JSON: {e}"))?,
+            Err(e) => super::pyrepr::to_json(body).ok_or(BodyError::NotJson(e))?,
         };
         let Value::Object(mut obj) = value else {
-            return Err("The request body must be a JSON object.".into());
+            return Err(BodyError::NotObject);
         };
         let data = match obj.remove("data") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items,
-            Some(_) => return Err("'data' must be an array.".into()),
+            Some(_) => return Err(BodyError::DataNotArray),
         };
         if data.iter().any(|d| !d.is_object()) {
-            return Err("Every item of 'data' must be an object.".into());
+            return Err(BodyError::DataItemNotObject);
         }
         let meta = match obj.remove("meta") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m,
-            Some(_) => return Err("'meta' must be an object.".into()),
+            Some(_) => return Err(BodyError::MetaNotObject),
         };
         Ok(ApiRequest { meta, data })
     }

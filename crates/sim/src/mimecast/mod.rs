@@ -242,7 +242,7 @@ async fn api_call(sim: &MimecastSim, req: Request, path: &str, bearer: bool) -> 
     };
     let api = match ApiRequest::parse(&body) {
         Ok(r) => r,
-        Err(message) => return bad_request(&message),
+        Err(e) => return bad_request(&e.to_string()),
     };
     match path {
         FIND_PROCESSING => sim.find_processing(&api),

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::auth::{header_str, strip_scheme};
 use super::envelope::rate_limited;
-use super::siem_data::{gzip, sha256_hex, BatchFile, SiemBatchType, SiemFile};
+use super::siem_data::{gzip, sha256_hex, BatchFile, PackError, SiemBatchType, SiemFile};
 use super::MimecastSim;
 use crate::Injected;
 
@@ -300,7 +300,12 @@ impl MimecastSim {
     }
 
     /// `{"url","size","expiry"}` of one file.
-    fn batch_entry(&self, f: BatchFile, origin: &str, now: DateTime<Utc>) -> Result<Value, String> {
+    fn batch_entry(
+        &self,
+        f: BatchFile,
+        origin: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Value, PackError> {
         let bytes = gzip(&f.ndjson())?;
         let object = f.object_name();
         let date = now.format("%Y%m%dT%H%M%SZ").to_string();

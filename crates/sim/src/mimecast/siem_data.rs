@@ -239,23 +239,40 @@ fn key_value_lines(events: &[Map<String, Value>]) -> String {
     out
 }
 
+/// Why a SIEM file could not be packed (zip or gzip, in memory).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PackError {
+    /// The ZIP writer refused an entry.
+    #[error("cannot write {name}: {source}")]
+    Zip {
+        name: String,
+        source: zip::result::ZipError,
+    },
+    /// Compressing failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// A ZIP holding one deflated entry with a fixed timestamp, so that the bytes never change.
-pub(super) fn zip_one(name: &str, content: &[u8]) -> Result<Vec<u8>, String> {
+pub(super) fn zip_one(name: &str, content: &[u8]) -> Result<Vec<u8>, PackError> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         .last_modified_time(zip::DateTime::default());
-    let zerr = |e: zip::result::ZipError| format!("cannot write {name}: {e}");
+    let zerr = |source| PackError::Zip {
+        name: name.to_string(),
+        source,
+    };
     w.start_file(name, opts).map_err(zerr)?;
-    w.write_all(content).map_err(|e| e.to_string())?;
+    w.write_all(content)?;
     Ok(w.finish().map_err(zerr)?.into_inner())
 }
 
 /// gzip of `content` (a fixed header: no name, no mtime, so the bytes never change).
-pub(super) fn gzip(content: &[u8]) -> Result<Vec<u8>, String> {
+pub(super) fn gzip(content: &[u8]) -> Result<Vec<u8>, PackError> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(content).map_err(|e| e.to_string())?;
-    enc.finish().map_err(|e| e.to_string())
+    enc.write_all(content)?;
+    Ok(enc.finish()?)
 }
 
 /// The API 2.0 Cloud Gateway SIEM log types (`type` of `/siem/v1/batch/events/cg`), as the
