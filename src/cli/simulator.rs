@@ -1,6 +1,6 @@
 //! The commands that need the vendor simulator (the `sim` feature, on by default): the
 //! demo's runs, `run --dry-run=sim` and `auditflow sim`. Built without the feature, the command
-//! line answers them with [`super::no_simulator`] instead.
+//! line answers them with `no_simulator` (in `cli/mod.rs`) instead: exit 2 and how to get one.
 use std::path::Path;
 use std::time::Duration;
 
