@@ -607,7 +607,7 @@ async fn dispatch(State(sim): State<Arc<MailStoreSim>>, req: Request) -> Respons
     }
     let args = match parse_form(&body) {
         Ok(pairs) => Args(pairs),
-        Err(e) => return bom_json(&failed("Malformed arguments.", &e)),
+        Err(e) => return bom_json(&failed("Malformed arguments.", &e.to_string())),
     };
     match path.as_str() {
         "/api/get-status" => sim.get_status(&args).await,
@@ -622,10 +622,21 @@ async fn dispatch(State(sim): State<Arc<MailStoreSim>>, req: Request) -> Respons
     }
 }
 
+/// A form body that cannot be decoded; the text goes into the answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FormError {
+    #[error("The body is not UTF-8.")]
+    BodyNotUtf8,
+    #[error("Invalid percent escape in '{0}'.")]
+    Escape(String),
+    #[error("'{0}' does not decode to UTF-8.")]
+    NotUtf8(String),
+}
+
 /// Parses an `application/x-www-form-urlencoded` body: `&`-separated `name=value` pairs,
 /// `+` for space, `%XX` escapes, UTF-8. Order is kept; empty pieces are skipped.
-pub(super) fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "The body is not UTF-8.".to_string())?;
+pub(super) fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, FormError> {
+    let text = std::str::from_utf8(body).map_err(|_| FormError::BodyNotUtf8)?;
     text.split('&')
         .filter(|piece| !piece.is_empty())
         .map(|piece| {
@@ -635,7 +646,7 @@ pub(super) fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-fn form_decode(s: &str) -> Result<String, String> {
+fn form_decode(s: &str) -> Result<String, FormError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -650,7 +661,7 @@ fn form_decode(s: &str) -> Result<String, String> {
                     .get(i + 1..i + 3)
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("Invalid percent escape in '{s}'."))?;
+                    .ok_or_else(|| FormError::Escape(s.to_string()))?;
                 out.push(hex);
                 i += 3;
             }
@@ -660,7 +671,7 @@ fn form_decode(s: &str) -> Result<String, String> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| format!("'{s}' does not decode to UTF-8."))
+    String::from_utf8(out).map_err(|_| FormError::NotUtf8(s.to_string()))
 }
 
 /// Decoded form arguments.

@@ -156,6 +156,33 @@ pub(super) fn parse_uploaded_key(encoded: &str) -> Result<RecipientKey, Uploaded
     })
 }
 
+/// Why an export file could not be encrypted to disk.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum EncryptError {
+    #[error("cannot create {}: {source}", .path.display())]
+    Create {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot encrypt the session key: {0}")]
+    SessionKey(pgp::errors::Error),
+    #[error("cannot encrypt to {}: {source}", .path.display())]
+    Encrypt {
+        path: std::path::PathBuf,
+        source: pgp::errors::Error,
+    },
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot sync {}: {source}", .path.display())]
+    Sync {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Encrypts `plaintext` to `recipient` the way GnuPG does for Google: one PKESK, a SEIPD v1
 /// packet (with MDC), AES-256, ZLIB compression, a binary literal packet, no armor. Streams to
 /// `out` (buffered); nothing is held in memory but the current chunk.
@@ -163,9 +190,12 @@ pub(super) fn encrypt_to_file<R: Read>(
     recipient: &RecipientKey,
     plaintext: R,
     out: &Path,
-) -> Result<(), String> {
-    let file =
-        std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+) -> Result<(), EncryptError> {
+    let path = || out.to_path_buf();
+    let file = std::fs::File::create(out).map_err(|source| EncryptError::Create {
+        path: path(),
+        source,
+    })?;
     let mut writer = BufWriter::with_capacity(256 * 1024, file);
     let mut rng = rand::thread_rng();
     let mut builder = MessageBuilder::from_reader("", plaintext);
@@ -175,16 +205,26 @@ pub(super) fn encrypt_to_file<R: Read>(
         Target::Primary => builder.encrypt_to_key(&mut rng, &recipient.key),
         Target::Subkey(i) => builder.encrypt_to_key(&mut rng, &recipient.key.public_subkeys[i]),
     }
-    .map_err(|e| format!("cannot encrypt the session key: {e}"))?;
+    .map_err(EncryptError::SessionKey)?;
     builder
         .to_writer(&mut rng, &mut writer)
-        .map_err(|e| format!("cannot encrypt to {}: {e}", out.display()))?;
-    writer
-        .flush()
-        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        .map_err(|source| EncryptError::Encrypt {
+            path: path(),
+            source,
+        })?;
+    writer.flush().map_err(|source| EncryptError::Write {
+        path: path(),
+        source,
+    })?;
     writer
         .into_inner()
-        .map_err(|e| format!("cannot write {}: {}", out.display(), e.error()))?
+        .map_err(|e| EncryptError::Write {
+            path: path(),
+            source: e.into_error(),
+        })?
         .sync_all()
-        .map_err(|e| format!("cannot sync {}: {e}", out.display()))
+        .map_err(|source| EncryptError::Sync {
+            path: path(),
+            source,
+        })
 }

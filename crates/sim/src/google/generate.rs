@@ -35,14 +35,14 @@ impl GoogleSim {
         tokio::spawn(async move {
             let result = tokio::task::spawn_blocking(move || generate_files(&key, jobs))
                 .await
-                .unwrap_or_else(|e| Err(format!("the encryption task failed: {e}")));
+                .unwrap_or_else(|e| Err(GenerateError::Task(e)));
             sim.finish_generation(id, result);
             let _ = tx.send(true);
         });
         rx
     }
 
-    pub(super) fn finish_generation(&self, id: u64, result: Result<Vec<FileInfo>, String>) {
+    pub(super) fn finish_generation(&self, id: u64, result: Result<Vec<FileInfo>, GenerateError>) {
         let now = self.now();
         let mut st = lock(&self.state);
         let Db { exports, files, .. } = &mut *st;
@@ -70,19 +70,37 @@ impl GoogleSim {
     }
 }
 
+/// Why an export's files could not be made (the export ends in `ERROR`).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum GenerateError {
+    #[error(transparent)]
+    Encrypt(#[from] crypto::EncryptError),
+    #[error("cannot rename {}: {source}", .path.display())]
+    Rename {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the encryption task failed: {0}")]
+    Task(tokio::task::JoinError),
+}
+
 /// Encrypts every file of an export; on failure removes what was written.
 pub(super) fn generate_files(
     key: &RecipientKey,
     jobs: Vec<(MboxSpec, PathBuf, String)>,
-) -> Result<Vec<FileInfo>, String> {
+) -> Result<Vec<FileInfo>, GenerateError> {
     let mut done: Vec<FileInfo> = Vec::new();
     for (spec, path, token) in jobs {
         let partial = path.with_extension("partial");
         let mut reader = HashingReader::new(MboxReader::new(spec));
-        let result = crypto::encrypt_to_file(key, &mut reader, &partial).and_then(|()| {
-            std::fs::rename(&partial, &path)
-                .map_err(|e| format!("cannot rename {}: {e}", partial.display()))
-        });
+        let result = crypto::encrypt_to_file(key, &mut reader, &partial)
+            .map_err(GenerateError::from)
+            .and_then(|()| {
+                std::fs::rename(&partial, &path).map_err(|source| GenerateError::Rename {
+                    path: partial.clone(),
+                    source,
+                })
+            });
         if let Err(e) = result {
             let _ = std::fs::remove_file(&partial);
             remove_files(done.into_iter().map(|f| f.path).collect());

@@ -138,7 +138,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl GoogleSim {
     pub(crate) fn new(cfg: &SimConfig, faults: Arc<Faults>) -> Result<Arc<Self>, SimError> {
-        let account = token::ServiceAccount::generate().map_err(SimError::Setup)?;
+        let account =
+            token::ServiceAccount::generate().map_err(|e| SimError::Setup(e.to_string()))?;
         let setup = |what: &str, e: std::io::Error| SimError::Setup(format!("{what}: {e}"));
         let (files_dir, key_file, outside) = match &cfg.work_dir {
             Some(dir) => {
@@ -321,7 +322,7 @@ impl GoogleSim {
     }
 }
 
-fn write_private_file(path: &Path, data: &[u8]) -> Result<(), String> {
+fn write_private_file(path: &Path, data: &[u8]) -> Result<(), token::AccountError> {
     use std::io::Write as _;
     let _ = std::fs::remove_file(path);
     let mut opts = std::fs::OpenOptions::new();
@@ -331,10 +332,11 @@ fn write_private_file(path: &Path, data: &[u8]) -> Result<(), String> {
         use std::os::unix::fs::OpenOptionsExt as _;
         opts.mode(0o600);
     }
-    let mut f = opts
+    let written = opts
         .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()));
+    written.map_err(|source| token::AccountError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }

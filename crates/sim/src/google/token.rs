@@ -68,11 +68,27 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// The service account's key could not be made or written out.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum AccountError {
+    #[error("cannot generate the service-account key: {0}")]
+    Generate(rsa::Error),
+    #[error("cannot encode the service-account key: {0}")]
+    Encode(rsa::pkcs8::Error),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{}: {source}", .path.display())]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
 impl ServiceAccount {
     /// Generates a fresh RSA-2048 key.
-    pub(super) fn generate() -> Result<Self, String> {
-        let private_key = RsaPrivateKey::new(&mut rand::thread_rng(), 2048)
-            .map_err(|e| format!("cannot generate the service-account key: {e}"))?;
+    pub(super) fn generate() -> Result<Self, AccountError> {
+        let private_key =
+            RsaPrivateKey::new(&mut rand::thread_rng(), 2048).map_err(AccountError::Generate)?;
         let verifying_key = VerifyingKey::<Sha256>::new(private_key.to_public_key());
         let mut id = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut id);
@@ -86,11 +102,11 @@ impl ServiceAccount {
     }
 
     /// The JSON key file a Google console would hand out for this account.
-    pub(super) fn key_file_json(&self, token_uri: &str) -> Result<String, String> {
+    pub(super) fn key_file_json(&self, token_uri: &str) -> Result<String, AccountError> {
         let pem = self
             .private_key
             .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| format!("cannot encode the service-account key: {e}"))?;
+            .map_err(AccountError::Encode)?;
         let json = serde_json::json!({
             "type": "service_account",
             "project_id": "sim-project",
@@ -107,7 +123,7 @@ impl ServiceAccount {
             ),
             "universe_domain": "googleapis.com",
         });
-        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())
+        Ok(serde_json::to_string_pretty(&json)?)
     }
 
     /// Checks an RS256 JWT-bearer assertion as Google's token endpoint does, at `now` (Unix s);

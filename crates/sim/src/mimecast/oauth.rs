@@ -48,7 +48,9 @@ impl MimecastSim {
         };
         let form = match crate::mailstore::parse_form(&body) {
             Ok(f) => f,
-            Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
+            Err(e) => {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())
+            }
         };
         let get = |name: &str| {
             form.iter()

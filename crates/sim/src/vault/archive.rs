@@ -61,14 +61,36 @@ pub(super) struct AccountArchive {
     pub messages: u64,
 }
 
+/// Why a completed export's files could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ArchiveError {
+    #[error("cannot generate the mbox of {email}: {source}")]
+    Mbox {
+        email: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write the archive of {email}: {source}")]
+    Zip {
+        email: String,
+        source: zip::result::ZipError,
+    },
+    #[error("{0}")]
+    Write(#[from] std::io::Error),
+    #[error("export vanished")]
+    Vanished,
+}
+
 /// Builds the ZIP of one account, holding `{email}.mbox` (deflated). A `short` archive lacks
 /// the mbox's last message while `messages` still counts it (an export that came out short).
-pub(super) fn account_archive(spec: MboxSpec, short: bool) -> Result<AccountArchive, String> {
+pub(super) fn account_archive(spec: MboxSpec, short: bool) -> Result<AccountArchive, ArchiveError> {
     let email = spec.user_email.clone();
     let mut mbox = Vec::new();
     MboxReader::new(spec)
         .read_to_end(&mut mbox)
-        .map_err(|e| format!("cannot generate the mbox of {email}: {e}"))?;
+        .map_err(|source| ArchiveError::Mbox {
+            email: email.clone(),
+            source,
+        })?;
     let messages = count_messages(&mbox);
     if short {
         drop_last_message(&mut mbox);
@@ -76,9 +98,12 @@ pub(super) fn account_archive(spec: MboxSpec, short: bool) -> Result<AccountArch
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
-    let zerr = |e: zip::result::ZipError| format!("cannot write the archive of {email}: {e}");
+    let zerr = |source| ArchiveError::Zip {
+        email: email.clone(),
+        source,
+    };
     w.start_file(format!("{email}.mbox"), opts).map_err(zerr)?;
-    w.write_all(&mbox).map_err(|e| e.to_string())?;
+    w.write_all(&mbox)?;
     let zip = w.finish().map_err(zerr)?.into_inner();
     Ok(AccountArchive { zip, messages })
 }

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::archive::{
     account_archive, account_exceptions_csv, checksums_csv, error_csv, metadata_xml,
-    results_count_csv, StoredObject,
+    results_count_csv, ArchiveError, StoredObject,
 };
 use axum::response::IntoResponse as _;
 
@@ -376,8 +376,8 @@ impl VaultSim {
         st: &mut Db,
         id: &str,
         now: DateTime<Utc>,
-    ) -> Result<Completed, String> {
-        let e = st.exports.get(id).ok_or("export vanished")?.clone();
+    ) -> Result<Completed, ArchiveError> {
+        let e = st.exports.get(id).ok_or(ArchiveError::Vanished)?.clone();
         let mut files: Vec<(String, Vec<u8>)> = Vec::new();
         let mut counts: Vec<(String, u64)> = Vec::new();
         let mut unknown: Vec<String> = Vec::new();
