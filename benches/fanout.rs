@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use auditflow::sim::{self, FaultConfig, SimConfig, Stats};
+use auditflow_sim::{self as sim, FaultConfig, SimConfig, Stats};
 
 mod common;
 use common::{path_str, sha256_file, Res};

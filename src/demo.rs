@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use std::future::Future;
 
-use crate::sim::{self, FaultConfig, SimConfig, SimHandle};
+use auditflow_sim::{self as sim, FaultConfig, SimConfig, SimHandle};
 
 /// How one workflow run of the demo ended, as the command line that ran it reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,6 @@
 //! - [`retry`]: retry policy as data, backoff as an iterator;
 //! - [`secrets`]: masking of secret values;
 //! - [`openpgp`]: OpenPGP key files: reading, checking (the upload preflight), generating;
-//! - [`sim`]: the vendor simulator (shares no code with `vendors`, which sits above it);
 //! - `template` (crate-internal but for the compiled [`Tpl`] and [`TplValue`] the plan holds):
 //!   handlebars configured for data;
 //! - [`workflow`]: the model, loading with source spans, validation (no I/O but reading files);
@@ -18,10 +17,16 @@
 //! - [`steps`]: call, poll, download, decrypt;
 //! - `engine` (crate-internal): walks the validated plan and emits events;
 //! - `report` (crate-internal): human, JSON and JUnit reporters fed by the engine's events;
-//! - [`demo`]: the simulator, a throwaway key and the shipped workflows, end to end;
-//! - [`rehearse`]: `run --dry-run=sim`, a workflow against the in-process simulator;
+//! - `demo`: the simulator, a throwaway key and the shipped workflows, end to end;
+//! - `rehearse`: `run --dry-run=sim`, a workflow against the in-process simulator;
 //! - [`cli`]: the command line (runs the demo's and the rehearsal's workflows).
+//!
+//! The vendor simulator is a crate of its own, `auditflow-sim` (`crates/sim`), which knows
+//! nothing of this one. Only `demo`, `rehearse` and the command line's simulator commands
+//! use it, and only with the `sim` feature (on by default): `--no-default-features` builds
+//! the engine without it, and those commands then say so.
 pub mod cli;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod durable;
 pub mod duration;
@@ -29,11 +34,11 @@ pub(crate) mod engine;
 pub mod events;
 pub mod failpoint;
 pub mod openpgp;
+#[cfg(feature = "sim")]
 pub mod rehearse;
 pub(crate) mod report;
 pub mod retry;
 pub mod secrets;
-pub mod sim;
 pub(crate) mod state;
 pub mod steps;
 pub(crate) mod template;

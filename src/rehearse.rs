@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::demo::{generate_key, simulator_env, DemoKey};
-use crate::sim::{self, SimConfig, SimHandle};
+use auditflow_sim::{self as sim, SimConfig, SimHandle};
 
 /// The input the shipped workflows write their files under.
 pub const OUT_DIR_INPUT: &str = "out_dir";
@@ -60,7 +60,7 @@ pub enum RehearsalError {
     },
     /// The simulator did not take the key as its Google domain's.
     #[error("the simulator refused the throwaway key: {0}")]
-    Refused(String),
+    Refused(auditflow_sim::google::KeyRefused),
 }
 
 /// Whether a rehearsal gives the simulator's Mimecast API 2.0 credentials too: unless the

@@ -67,9 +67,11 @@ pub enum CliError {
     #[error("error: {0}")]
     Failed(String),
     /// The demo did not succeed (exit 1); each failed run printed its own error.
+    #[cfg(feature = "sim")]
     #[error("error: {0}")]
     Demo(#[from] crate::demo::DemoError),
     /// A `--dry-run=sim` rehearsal could not be set up (exit 1).
+    #[cfg(feature = "sim")]
     #[error("error: {0}")]
     Rehearsal(#[from] crate::rehearse::RehearsalError),
     /// A report file could not be written (exit 1).
@@ -134,9 +136,9 @@ impl CliError {
             | CliError::InvalidFiles { .. }
             | CliError::Invalid(_)
             | CliError::RunRefused { .. } => exit::USAGE,
+            #[cfg(feature = "sim")]
+            CliError::Demo(_) | CliError::Rehearsal(_) => exit::FAILED,
             CliError::Failed(_)
-            | CliError::Demo(_)
-            | CliError::Rehearsal(_)
             | CliError::Report(_)
             | CliError::StepFailed(_)
             | CliError::DecryptFailed { .. }

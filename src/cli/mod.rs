@@ -13,6 +13,8 @@ mod commands;
 mod error;
 mod packs;
 mod run;
+#[cfg(feature = "sim")]
+mod simulator;
 
 pub use args::{
     Cli, Command, CursorsCommand, DecryptArgs, DryRunMode, KeygenArgs, LogFormat, PackCacheArg,
@@ -87,7 +89,10 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             crate::outln!("{}", schema_json());
             Ok(())
         }
-        Command::Sim(a) => commands::sim(a).await,
+        #[cfg(feature = "sim")]
+        Command::Sim(a) => simulator::sim(a).await,
+        #[cfg(not(feature = "sim"))]
+        Command::Sim(_) => Err(no_simulator("auditflow sim")),
         Command::Inputs { workflow, json } => commands::describe(&workflow, json),
         Command::Runs { command } => commands::runs(command).await,
         Command::Cursors { command } => commands::cursors(command).await,
@@ -120,22 +125,46 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         Command::Man { dir } => commands::man(&dir),
         Command::Decrypt(a) => commands::decrypt(a).await,
         Command::Keygen(a) => commands::keygen(&a),
+        #[cfg(feature = "sim")]
         Command::Demo { out } => {
             let cancel = interrupt_token();
-            crate::demo::run(&out, |play| run::run_demo_play(play, cancel.clone()))
+            crate::demo::run(&out, |play| simulator::run_demo_play(play, cancel.clone()))
                 .await
                 .map_err(CliError::from)
         }
+        #[cfg(not(feature = "sim"))]
+        Command::Demo { .. } => Err(no_simulator("auditflow demo")),
         Command::Run(args) => {
             let mut args = *args;
             args.env = std::env::vars().collect();
             if args.dry_run == Some(DryRunMode::Sim) {
-                run::rehearse_workflow(args, interrupt_token()).await
+                rehearse(args).await
             } else {
                 run_workflow(args, interrupt_token()).await
             }
         }
     }
+}
+
+/// `run --dry-run=sim`: the rehearsal, or without the simulator, the error that says so.
+async fn rehearse(args: RunArgs) -> Result<(), CliError> {
+    #[cfg(feature = "sim")]
+    return simulator::rehearse_workflow(args, interrupt_token()).await;
+    #[cfg(not(feature = "sim"))]
+    {
+        drop(args);
+        Err(no_simulator("auditflow run --dry-run=sim"))
+    }
+}
+
+/// What a command that needs the simulator answers in a binary built without it (exit 2).
+#[cfg(not(feature = "sim"))]
+fn no_simulator(command: &str) -> CliError {
+    CliError::Usage(format!(
+        "{command} needs the built-in vendor simulator, and this auditflow was built without \
+         it (cargo's `--no-default-features`); build it with the default features \
+         (`cargo build`, `cargo install --path .`) or add `--features sim`"
+    ))
 }
 
 /// The signal that interrupted the run, 0 when none did (read by [`CliError::exit_code`]).

@@ -8,11 +8,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::args::{LogFormat, RunArgs};
-use super::error::{conclude, exit, CliError};
-use crate::demo::{PlayEnd, PlayRun};
+use super::error::CliError;
 use crate::engine::{self, RunOptions, RunResult, Shard};
 use crate::events::{Emitter, RunStatus};
-use crate::rehearse::{Rehearsal, OUT_DIR_INPUT};
 use crate::report::manifest::Recorded;
 use crate::report::{out_dir, Console, ReportArgs, Reporters};
 use crate::secrets::Secrets;
@@ -20,72 +18,6 @@ use crate::state::{Store, StoreSpec};
 use crate::steps::overwrite::OverwriteGuard;
 use crate::workflow::duration::parse_duration;
 use crate::workflow::validate::validate_with;
-
-/// Runs one workflow of the demo as `auditflow run` would, prints how it ended (the one
-/// error path), and tells the demo how it ended.
-pub(super) async fn run_demo_play(play: PlayRun, cancel: CancellationToken) -> PlayEnd {
-    let args = RunArgs {
-        state_dir: Some(play.state_dir),
-        state: None,
-        workflow: play.workflow,
-        inputs: play.inputs,
-        inputs_file: None,
-        report_json: None,
-        junit: None,
-        sign_key: None,
-        report_html: None,
-        report_md: None,
-        sign_passphrase_env: "AUDIT_SIGN_PASSPHRASE".into(),
-        dry_run: None,
-        max_wait: play.max_wait,
-        fresh: false,
-        resume: None,
-        overwrite: false,
-        shard: None,
-        log_format: LogFormat::Human,
-        verbose: false,
-        packs: Default::default(),
-        env: play.env,
-        rehearsal: true,
-    };
-    match conclude(run_workflow(args, cancel).await) {
-        exit::OK => PlayEnd::Succeeded,
-        exit::PENDING => PlayEnd::Pending,
-        _ => PlayEnd::Failed,
-    }
-}
-
-/// `run --dry-run=sim`: rehearses `args.workflow` against the simulator (see
-/// [`crate::rehearse`]) and ends as the run ended (exit 0, 1, 75...), with the scratch
-/// directory named on stderr.
-pub(super) async fn rehearse_workflow(
-    mut args: RunArgs,
-    cancel: CancellationToken,
-) -> Result<(), CliError> {
-    // An invalid workflow fails before anything is started.
-    let plan =
-        validate_with(&args.workflow, &args.packs.settings()).map_err(CliError::InvalidWorkflow)?;
-    let rehearsal = Rehearsal::start().await?;
-    args.env = rehearsal.env(std::mem::take(&mut args.env));
-    args.state_dir = Some(rehearsal.state_dir());
-    args.dry_run = None;
-    args.rehearsal = true;
-    let out = plan
-        .root
-        .workflow
-        .inputs
-        .contains_key(OUT_DIR_INPUT)
-        .then(|| rehearsal.out_dir());
-    if let Some(out) = &out {
-        // The last `-i` wins over an earlier one and over `--inputs-file`.
-        args.inputs
-            .push(format!("{OUT_DIR_INPUT}={}", out.display()));
-    }
-    rehearsal.announce(out.as_deref());
-    let ended = run_workflow(args, cancel).await;
-    rehearsal.finish().await;
-    ended
-}
 
 /// Validates and runs a workflow.
 pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<(), CliError> {

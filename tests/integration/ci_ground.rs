@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::common::{text, Dir};
 use crate::durable::{assert_artifacts, env_for, sim_config, start_sim_with, DOMAIN};
-use auditflow::sim::{SimConfig, SimHandle};
+use auditflow_sim::{SimConfig, SimHandle};
 
 /// A runner's checkout: a git repository (a `.git` marker) holding a copy of `workflows/`.
 fn checkout(under: &Path) -> PathBuf {

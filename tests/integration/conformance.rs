@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use auditflow::sim::{self, FaultConfig, SimConfig, SimHandle};
+use auditflow_sim::{self as sim, FaultConfig, SimConfig, SimHandle};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use reqwest::header::HeaderMap;

@@ -293,7 +293,7 @@ async fn a_loop_over_a_response_shows_a_placeholder_item_and_a_real_error_still_
 /// request; the next invocation says so and creates a new export.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_ended_by_a_terminal_vendor_failure_is_not_resumed() {
-    use auditflow::sim::{self, SimConfig};
+    use auditflow_sim::{self as sim, SimConfig};
     let h = sim::start(SimConfig {
         google_error_user: Some("broken".into()),
         google_pending_polls: 1,

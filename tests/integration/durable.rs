@@ -10,7 +10,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::common::{auditflow_async, key, root, serve, text, wf, Dir, Reply};
-use auditflow::sim::{self, SimConfig, SimHandle};
+use auditflow_sim::{self as sim, SimConfig, SimHandle};
 
 pub(crate) const DOMAIN: &str = "example.com";
 

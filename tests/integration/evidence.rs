@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::case::Case;
 use crate::common::{serve, wf, Reply};
-use auditflow::sim::{self, SimConfig, SimHandle};
+use auditflow_sim::{self as sim, SimConfig, SimHandle};
 
 /// What a single-sign-on proxy answers instead of the API.
 const SIGN_IN_FIRST_LINE: &str = "<html><head><title>Sign in to Contoso SSO</title></head>";

@@ -3,6 +3,10 @@
 //! path in src/**/*.rs and fails on an import from a module to one listed after it, which is
 //! how an import circle between top-level modules (`cli` ↔ `demo`, `workflow` ↔ `template`)
 //! would come back. A new top-level module must be placed in that line.
+//!
+//! The simulator is a crate of its own (`crates/sim`, docs/architecture.md "Workspace"): its
+//! manifest must not depend on the tool, and only the modules built with the `sim` feature
+//! (`demo`, `rehearse`, `cli/simulator.rs`) may name it, so the tool builds without it.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -125,6 +129,96 @@ fn top_level_modules_import_only_the_layers_below_them() {
          import a higher one; move the shared item down, or hand it in from above):\n{}",
         upward.join("\n")
     );
+}
+
+/// The files of src/ that may name the simulator crate: the modules declared only with the
+/// `sim` feature.
+const SIMULATOR_USERS: [&str; 3] = ["demo.rs", "rehearse.rs", "cli/simulator.rs"];
+
+/// The dependency names of a manifest's `[*dependencies*]` tables (`name = ...`,
+/// `name.workspace = true`), and the `package = "..."` they rename.
+fn manifest_dependencies(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_dependencies = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_dependencies = line.trim_matches(['[', ']']).contains("dependencies");
+            continue;
+        }
+        if !in_dependencies || line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        names.push(ident_or_dash(line));
+        if let Some(at) = line.find("package = \"") {
+            names.push(ident_or_dash(&line[at + "package = \"".len()..]));
+        }
+    }
+    names
+}
+
+fn ident_or_dash(s: &str) -> String {
+    s.chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-')
+        .collect()
+}
+
+#[test]
+fn the_simulator_crate_does_not_depend_on_the_tool() {
+    let manifest = std::fs::read_to_string(root().join("crates/sim/Cargo.toml")).unwrap();
+    let deps = manifest_dependencies(&manifest);
+    assert!(
+        deps.contains(&"axum".to_string()),
+        "dependencies read: {deps:?}"
+    );
+    assert!(
+        !deps.iter().any(|d| d == "auditflow"),
+        "crates/sim/Cargo.toml must not depend on auditflow (the simulator is written from the \
+         vendor pages and shares no code with the tool): {deps:?}"
+    );
+    assert!(
+        !manifest.contains("path = \"../.."),
+        "crates/sim/Cargo.toml must not name the tool's directory as a path dependency"
+    );
+}
+
+#[test]
+fn only_the_modules_built_with_the_sim_feature_name_the_simulator() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let src = root().join("src");
+    let naming: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let rel = f
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            !SIMULATOR_USERS.contains(&rel.as_str())
+        })
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.contains("auditflow_sim") || text.contains("crate::sim::")
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        naming.is_empty(),
+        "only {SIMULATOR_USERS:?} may use the simulator (they are built with the `sim` \
+         feature only): {naming:?}"
+    );
+    let gated = |file: &str, declaration: &str| {
+        let text = std::fs::read_to_string(src.join(file)).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let at = lines.iter().position(|l| *l == declaration);
+        assert!(
+            at.is_some_and(|i| i > 0 && lines[i - 1] == "#[cfg(feature = \"sim\")]"),
+            "src/{file}: `{declaration}` must be declared under #[cfg(feature = \"sim\")]"
+        );
+    };
+    gated("lib.rs", "pub mod demo;");
+    gated("lib.rs", "pub mod rehearse;");
+    gated("cli/mod.rs", "mod simulator;");
 }
 
 #[test]

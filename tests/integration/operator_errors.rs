@@ -122,7 +122,7 @@ async fn inputs_outside_their_rules_stop_the_run_before_any_request() {
 /// their names).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_pointed_at_another_vendor_names_it_and_the_variable() {
-    let sim = auditflow::sim::start(auditflow::sim::SimConfig::default())
+    let sim = auditflow_sim::start(auditflow_sim::SimConfig::default())
         .await
         .expect("simulator");
     let runs = [

@@ -410,7 +410,7 @@ fn self_signed_ca(names: &[&str]) -> (String, Vec<u8>, Vec<u8>) {
 /// The certificate's fingerprint as the simulator prints it (written apart from the adapters'
 /// own, which the tests check).
 fn fingerprint(der: &[u8]) -> String {
-    auditflow::sim::tls::fingerprint(der)
+    auditflow_sim::tls::fingerprint(der)
 }
 
 /// A one-answer MailStore over HTTPS: every request gets GetServerInfo's answer. Returns

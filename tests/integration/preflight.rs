@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use auditflow::openpgp::generate::rsa_key;
-use auditflow::sim::{self, SimConfig, SimHandle};
+use auditflow_sim::{self as sim, SimConfig, SimHandle};
 use pgp::composed::{
     ArmorOptions, Deserializable, EncryptionCaps, KeyType, MessageBuilder, SecretKeyParamsBuilder,
     SignedPublicKey, SignedSecretKey, SubkeyParamsBuilder,

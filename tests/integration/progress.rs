@@ -165,7 +165,7 @@ async fn loop_iterations_are_labelled_by_item_in_console_junit_and_runs_show() {
 
 /// Runs the shipped MailStore verify workflow against the simulator, with extra arguments.
 async fn verify_stores(extra: &[&str]) -> (String, String, Option<i32>) {
-    let h = auditflow::sim::start(auditflow::sim::SimConfig::default())
+    let h = auditflow_sim::start(auditflow_sim::SimConfig::default())
         .await
         .expect("simulator starts");
     let dir = Dir::new();

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use auditflow::sim::{self, GoogleQuotaAnswer, SimConfig, SimHandle};
+use auditflow_sim::{self as sim, GoogleQuotaAnswer, SimConfig, SimHandle};
 use chrono::Utc;
 
 use crate::common::*;

@@ -7,7 +7,7 @@
 //! `AUDITFLOW_BLESS=1 cargo test --test integration runtime_cases` and review the diff.
 use std::path::{Path, PathBuf};
 
-use auditflow::sim::{self, SimConfig};
+use auditflow_sim::{self as sim, SimConfig};
 use serde_json::json;
 
 use crate::case::Case;

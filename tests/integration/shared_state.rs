@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use auditflow::sim::{SimConfig, SimHandle};
+use auditflow_sim::{SimConfig, SimHandle};
 use chrono::Utc;
 
 use crate::common::{text, Dir};

@@ -6,7 +6,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 use crate::common::{auditflow_async, key, text, wf};
-use auditflow::sim::{self, FaultConfig, SimConfig, SimHandle};
+use auditflow_sim::{self as sim, FaultConfig, SimConfig, SimHandle};
 
 fn faulty() -> SimConfig {
     SimConfig {

@@ -7,8 +7,8 @@ use std::io::Read as _;
 use std::path::Path;
 use std::time::Duration;
 
-use auditflow::sim::mimecast::{SiemBatchType, SiemFile};
-use auditflow::sim::{self, SimConfig, SimHandle};
+use auditflow_sim::mimecast::{SiemBatchType, SiemFile};
+use auditflow_sim::{self as sim, SimConfig, SimHandle};
 
 use crate::common::*;
 

@@ -561,7 +561,7 @@ async fn detaches_with_75_while_in_progress_and_resumes() {
 /// check that they agree.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_workflow_exports_two_accounts_from_the_simulator() {
-    let h = auditflow::sim::start(auditflow::sim::SimConfig::default())
+    let h = auditflow_sim::start(auditflow_sim::SimConfig::default())
         .await
         .expect("simulator");
     let ran = crate::case::Case::file(Path::new(&wf("google/vault-mail-export.yaml")))

@@ -5,7 +5,7 @@
 //! workflow accepts partial exports, which the outputs, the report and the manifest then say.
 use std::path::Path;
 
-use auditflow::sim::{self, SimConfig, SimHandle};
+use auditflow_sim::{self as sim, SimConfig, SimHandle};
 use base64::Engine as _;
 use md5::Digest as _;
 use serde_json::Value;
