@@ -439,7 +439,8 @@ impl Emitter {
 
     /// Masks every string of the event, then hands it to each sink.
     pub fn emit(&self, e: Event) {
-        let masked = mask_event(e, &self.secrets);
+        let mut masked = e;
+        masked.mask(&self.secrets);
         for s in self.sinks.iter() {
             s.event(&masked);
         }
@@ -495,189 +496,94 @@ impl Event {
     }
 }
 
-fn mask_event(e: Event, s: &Secrets) -> Event {
-    let m = |x: String| s.mask(&x);
-    let mo = |x: Option<String>| x.map(|v| s.mask(&v));
-    match e {
-        Event::RunStarted {
-            run_id,
-            workflow,
-            file,
-            inputs,
-            started_at,
-            dry_run,
-            resumed,
-            files,
-        } => Event::RunStarted {
-            run_id,
-            workflow: m(workflow),
-            file: m(file),
-            inputs: s.mask_json(&inputs),
-            started_at,
-            dry_run,
-            resumed: mo(resumed),
-            files,
-        },
-        Event::StepStarted {
-            step,
-            name,
-            kind,
-            label,
-        } => Event::StepStarted {
-            step: m(step),
-            name: m(name),
-            kind,
-            label: mo(label),
-        },
-        Event::Retry {
-            step,
-            attempt,
-            error,
-            wait,
-        } => Event::Retry {
-            step: m(step),
-            attempt,
-            error: m(error),
-            wait,
-        },
-        Event::Poll {
-            step,
-            poll,
-            observed,
-            next_in,
-        } => Event::Poll {
-            step: m(step),
-            poll,
-            observed: m(observed),
-            next_in,
-        },
-        Event::Log {
-            step,
-            line,
-            vendor_log,
-        } => Event::Log {
-            step: m(step),
-            line: m(line),
-            vendor_log,
-        },
-        Event::Progress {
-            step,
-            percent,
-            bytes,
-            total,
-            file,
-        } => Event::Progress {
-            step: m(step),
-            percent,
-            bytes,
-            total,
-            file: file.map(|f| FileProgress {
-                kind: f.kind,
-                path: m(f.path),
-            }),
-        },
-        Event::DryRun {
-            step,
-            method,
-            url,
-            headers,
-            body,
-        } => Event::DryRun {
-            step: m(step),
-            method,
-            url: m(url),
-            headers: headers.into_iter().map(|(k, v)| (k, m(v))).collect(),
-            body: mo(body),
-        },
-        Event::Artifact { step, artifact } => Event::Artifact {
-            step: m(step),
-            artifact: Artifact {
-                path: m(artifact.path),
-                source: mo(artifact.source),
-                ..artifact
-            },
-        },
-        Event::Warning { message } => Event::Warning {
-            message: m(message),
-        },
-        Event::Adopted {
-            step,
-            vendor,
-            request_id,
-            detail,
-        } => Event::Adopted {
-            step: m(step),
-            vendor,
-            request_id: mo(request_id),
-            detail: m(detail),
-        },
-        Event::Answer {
-            step,
-            vendor,
-            class,
-        } => Event::Answer {
-            step: m(step),
-            vendor,
-            class,
-        },
-        Event::Custodians {
-            step,
-            vendor,
-            counts,
-        } => Event::Custodians {
-            step: m(step),
-            vendor,
-            counts,
-        },
-        Event::Partial { step, problems } => Event::Partial {
-            step: m(step),
-            problems: problems.into_iter().map(m).collect(),
-        },
-        Event::Paged {
-            step,
-            pages,
-            items,
-            reported_total,
-            truncated,
-        } => Event::Paged {
-            step: m(step),
-            pages,
-            items,
-            reported_total,
-            truncated,
-        },
-        Event::StepFinished {
-            step,
-            name,
-            kind,
-            status,
-            attempts,
-            duration,
-            error,
-            outputs,
-            label,
-        } => Event::StepFinished {
-            step: m(step),
-            name: m(name),
-            kind,
-            status,
-            attempts,
-            duration,
-            error: mo(error),
-            outputs: s.mask_json(&outputs),
-            label: mo(label),
-        },
-        Event::RunFinished {
-            status,
-            duration,
-            outputs,
-            error,
-        } => Event::RunFinished {
-            status,
-            duration,
-            outputs: s.mask_json(&outputs),
-            error: mo(error),
-        },
+/// Masks, in place, the fields of an event that may carry a secret.
+struct Masking<'s>(&'s Secrets);
+
+impl Masking<'_> {
+    fn text(&self, text: &mut String) -> &Self {
+        *text = self.0.mask(text);
+        self
+    }
+
+    fn opt(&self, text: &mut Option<String>) -> &Self {
+        if let Some(text) = text {
+            self.text(text);
+        }
+        self
+    }
+
+    fn texts<'t>(&self, texts: impl IntoIterator<Item = &'t mut String>) -> &Self {
+        for text in texts {
+            self.text(text);
+        }
+        self
+    }
+
+    fn json(&self, value: &mut Value) -> &Self {
+        *value = self.0.mask_json(value);
+        self
+    }
+}
+
+impl Event {
+    /// Masks every field that may carry a secret (texts, URLs, paths, messages, inputs and
+    /// outputs); ids, kinds, vendors, statuses, counts, digests and times are left as they
+    /// are. A new field that may carry a secret must be named here.
+    fn mask(&mut self, secrets: &Secrets) {
+        let m = Masking(secrets);
+        match self {
+            Event::RunStarted {
+                workflow,
+                file,
+                inputs,
+                resumed,
+                ..
+            } => m.text(workflow).text(file).json(inputs).opt(resumed),
+            Event::StepStarted {
+                step, name, label, ..
+            } => m.text(step).text(name).opt(label),
+            Event::Retry { step, error, .. } => m.text(step).text(error),
+            Event::Poll { step, observed, .. } => m.text(step).text(observed),
+            Event::Log { step, line, .. } => m.text(step).text(line),
+            Event::Progress { step, file, .. } => {
+                m.text(step).texts(file.as_mut().map(|f| &mut f.path))
+            }
+            Event::DryRun {
+                step,
+                url,
+                headers,
+                body,
+                ..
+            } => m
+                .text(step)
+                .text(url)
+                .texts(headers.iter_mut().map(|(_, v)| v))
+                .opt(body),
+            Event::Artifact { step, artifact } => m
+                .text(step)
+                .text(&mut artifact.path)
+                .opt(&mut artifact.source),
+            Event::Warning { message } => m.text(message),
+            Event::Adopted {
+                step,
+                request_id,
+                detail,
+                ..
+            } => m.text(step).opt(request_id).text(detail),
+            Event::Answer { step, .. }
+            | Event::Custodians { step, .. }
+            | Event::Paged { step, .. } => m.text(step),
+            Event::Partial { step, problems } => m.text(step).texts(problems),
+            Event::StepFinished {
+                step,
+                name,
+                error,
+                outputs,
+                label,
+                ..
+            } => m.text(step).text(name).opt(error).json(outputs).opt(label),
+            Event::RunFinished { outputs, error, .. } => m.json(outputs).opt(error),
+        };
     }
 }
 
