@@ -7,6 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use chrono::{DateTime, Utc};
+
+use crate::durable::Sha256Digest;
 use crate::secrets::Secrets;
 use crate::workflow::plan::StepKind;
 
@@ -17,8 +20,8 @@ pub struct FileDigest {
     /// Relative to the run identity's anchor (local files), or `url//path@commit` (pack
     /// files).
     pub path: String,
-    /// The SHA-256 of the file's text, in hex.
-    pub sha256: String,
+    /// The SHA-256 of the file's text (hex).
+    pub sha256: Sha256Digest,
     /// For a file of a workflow pack: the repository (without credentials), revision,
     /// commit and path it came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,8 +135,8 @@ pub struct Artifact {
     pub path: String,
     /// The file's size in bytes.
     pub bytes: u64,
-    /// Lowercase hex SHA-256 of the file's contents.
-    pub sha256: String,
+    /// SHA-256 of the file's contents (lowercase hex).
+    pub sha256: Sha256Digest,
     /// Where it came from (URL without credentials, or the encrypted file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -142,12 +145,13 @@ pub struct Artifact {
     pub md5: Option<String>,
     /// SHA-256 of the encrypted file a decrypted artifact came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_sha256: Option<String>,
+    pub source_sha256: Option<Sha256Digest>,
     /// The vendor's request id of the download (e.g. Mimecast `x-mc-req-id`), for support.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// When the file was complete (RFC 3339, UTC).
-    pub finished_at: String,
+    #[serde(with = "rfc3339")]
+    pub finished_at: DateTime<Utc>,
 }
 
 /// The file a byte count in [`Event::Progress`] is about.
@@ -211,7 +215,8 @@ pub enum Event {
         /// The resolved inputs, secrets masked.
         inputs: Value,
         /// When this process started the run (RFC 3339, UTC).
-        started_at: String,
+        #[serde(with = "rfc3339")]
+        started_at: DateTime<Utc>,
         /// `--dry-run`: requests are shown, not sent.
         dry_run: bool,
         /// Set when this process continues an unfinished run (what was recorded).
@@ -400,6 +405,56 @@ pub enum Event {
         /// Why the run failed, when it did (masked).
         error: Option<String>,
     },
+}
+
+/// Times in events, journals and manifests: `DateTime<Utc>` written as
+/// [`chrono::DateTime::to_rfc3339`] writes it (`2026-01-02T03:04:05.123+00:00`), the form
+/// these files have always held, and read from any RFC 3339 time.
+pub mod rfc3339 {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `2026-01-02T03:04:05.123+00:00`.
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339())
+    }
+
+    /// Reads any RFC 3339 time, as UTC.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    /// Reads an RFC 3339 time as UTC.
+    pub fn parse(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+        DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The same for an optional time (`null` or absent when there is none).
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        /// Writes the time as [`super::serialize`] does, or `null`.
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Reads an RFC 3339 time or `null`.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            let text = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
+            text.map(|t| super::parse(&t).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
 }
 
 mod duration_ms {
@@ -659,12 +714,50 @@ mod tests {
             round_trip(k, word);
             assert_eq!(k.as_str(), word);
         }
-        // An artifact line as journals and events carried it before the enum.
-        let old =
-            r#"{"kind":"download","path":"out/a.zip","bytes":3,"sha256":"ab","finished_at":"t"}"#;
-        let a: Artifact = serde_json::from_str(old).unwrap();
-        assert_eq!(a.kind, ArtifactKind::Download);
-        assert_eq!(serde_json::to_string(&a).unwrap(), old);
+        // An artifact line as journals and events carried it before the enum and before
+        // typed digests and times: read, and written back byte for byte.
+        for old in [
+            r#"{"kind":"download","path":"out/a.zip","bytes":3,"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","finished_at":"2024-05-01T10:01:00.123456789+00:00"}"#,
+            r#"{"kind":"decrypt","path":"out/a.mbox","bytes":3,"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","source":"out/a.gpg","source_sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","finished_at":"2024-05-01T10:01:00+00:00"}"#,
+            r#"{"kind":"saved","path":"out/b.json","bytes":3,"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","finished_at":"2024-05-01T10:01:00.120+00:00"}"#,
+        ] {
+            let a: Artifact = serde_json::from_str(old).unwrap();
+            assert_eq!(a.sha256, crate::durable::Sha256Digest::of(b"abc"));
+            assert_eq!(serde_json::to_string(&a).unwrap(), old);
+        }
+    }
+
+    #[test]
+    fn a_digest_or_time_that_is_not_one_is_refused() {
+        for bad in [
+            r#"{"kind":"download","path":"a","bytes":3,"sha256":"ab","finished_at":"2024-05-01T10:01:00+00:00"}"#,
+            r#"{"kind":"download","path":"a","bytes":3,"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","finished_at":"t"}"#,
+        ] {
+            assert!(serde_json::from_str::<Artifact>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_are_written_as_before() {
+        let t = rfc3339::parse("2024-05-01T12:01:00.5+02:00").unwrap();
+        let a = Artifact {
+            kind: ArtifactKind::Saved,
+            path: "p".into(),
+            bytes: 0,
+            sha256: crate::durable::Sha256Digest::of(b""),
+            source: None,
+            md5: None,
+            source_sha256: None,
+            request_id: None,
+            finished_at: t,
+        };
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["finished_at"], t.to_rfc3339());
+        assert_eq!(json["finished_at"], "2024-05-01T10:01:00.500+00:00");
+        assert_eq!(
+            json["sha256"],
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub(crate) async fn run(
         workflow: wf.name.clone(),
         file: plan.root.path.display().to_string(),
         inputs: masked_inputs,
-        started_at: opened.started_at.to_rfc3339(),
+        started_at: opened.started_at,
         dry_run: opts.dry_run,
         resumed: opened.resumed.take(),
         files: workflow_files(&plan),
@@ -476,7 +476,7 @@ fn workflow_files(plan: &Plan) -> Vec<crate::events::FileDigest> {
                 Some(o) => o.recorded(),
                 None => state::recorded_path(&f.path, anchor.as_deref()),
             },
-            sha256: crate::durable::sha256_hex(f.source.as_bytes()),
+            sha256: crate::durable::Sha256Digest::of(f.source.as_bytes()),
             origin: f.origin.clone(),
         })
         .collect();
@@ -513,7 +513,7 @@ fn report_already_done(
         workflow: plan.root.workflow.name.clone(),
         file: plan.root.path.display().to_string(),
         inputs: masked_inputs,
-        started_at: done.finished_at.to_rfc3339(),
+        started_at: done.finished_at,
         dry_run: false,
         resumed: Some(format!(
             "one-shot workflow already done: run {} succeeded on {}",

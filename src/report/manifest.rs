@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::durable::sha256_file;
+use crate::durable::{sha256_file, Sha256Digest};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -24,12 +25,12 @@ pub(crate) struct Entry {
     pub path: String,
     pub kind: ArtifactKind,
     pub bytes: u64,
-    pub sha256: String,
+    pub sha256: Sha256Digest,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// For a decrypted file: the encrypted file it came from, and that file's SHA-256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_sha256: Option<String>,
+    pub source_sha256: Option<Sha256Digest>,
     /// Base64 MD5 when the vendor listed one (Cloud Storage `md5Hash`), checked on download.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub md5: Option<String>,
@@ -37,7 +38,8 @@ pub(crate) struct Entry {
     pub request_id: Option<String>,
     pub step: String,
     pub run_id: String,
-    pub finished_at: String,
+    #[serde(with = "crate::events::rfc3339")]
+    pub finished_at: DateTime<Utc>,
     /// The file holds fewer records than the vendor announced, on purpose
     /// (`paginate: false`, or `paginate.truncate` at `max_pages`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -70,9 +72,10 @@ pub(crate) struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_commit: Option<String>,
     pub inputs: Value,
-    pub started_at: String,
-    #[serde(default)]
-    pub finished_at: Option<String>,
+    #[serde(with = "crate::events::rfc3339")]
+    pub started_at: DateTime<Utc>,
+    #[serde(default, with = "crate::events::rfc3339::option")]
+    pub finished_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub status: Option<RunStatus>,
     /// Every workflow file of the run with its SHA-256 and, for pack files, the pack
@@ -310,7 +313,7 @@ impl Sink for ManifestSink {
                     workflow_sha256: sha256_file(Path::new(file)).unwrap_or_default(),
                     workflow_commit: git_commit_of(Path::new(file)),
                     inputs: inputs.clone(),
-                    started_at: started_at.clone(),
+                    started_at: *started_at,
                     finished_at: None,
                     status: None,
                     calls: BTreeMap::new(),
@@ -384,7 +387,7 @@ impl Sink for ManifestSink {
             }
             Event::RunFinished { status, .. } => {
                 if let Some(r) = g.0.as_mut() {
-                    r.finished_at = Some(chrono::Utc::now().to_rfc3339());
+                    r.finished_at = Some(chrono::Utc::now());
                     r.status = Some(*status);
                 }
             }
@@ -421,7 +424,7 @@ impl Recorded {
             return false;
         };
         std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == e.bytes)
-            && sha256_file(path).is_ok_and(|h| h == e.sha256)
+            && sha256_file(path).is_ok_and(|h| e.sha256 == h)
     }
 }
 
@@ -622,10 +625,10 @@ pub(crate) fn verify(dir: &Path) -> Result<Verification, String> {
             continue;
         }
         match sha256_file(&p) {
-            Ok(h) if h == e.sha256 => {}
+            Ok(h) if e.sha256 == h => {}
             Ok(h) => problems.push(Problem::Hash {
                 path: e.path.clone(),
-                expected: e.sha256.clone(),
+                expected: e.sha256.to_hex(),
                 found: h,
             }),
             Err(err) => problems.push(Problem::Unreadable {
@@ -651,12 +654,12 @@ mod tests {
             kind: ArtifactKind::Download,
             path: path.display().to_string(),
             bytes: bytes.len() as u64,
-            sha256: crate::durable::sha256_hex(bytes),
+            sha256: Sha256Digest::of(bytes),
             source: Some("https://example.com/f".into()),
             source_sha256: None,
             md5: None,
             request_id: Some("42".into()),
-            finished_at: "t".into(),
+            finished_at: chrono::Utc::now(),
         }
     }
 
@@ -671,7 +674,7 @@ mod tests {
             workflow: "x".into(),
             file: wf.display().to_string(),
             inputs: serde_json::json!({"password": "***"}),
-            started_at: "t".into(),
+            started_at: chrono::Utc::now(),
             dry_run: false,
             resumed: None,
             files: vec![],
@@ -704,6 +707,84 @@ mod tests {
             path: "a.gpg".into()
         }));
         assert!(matches!(&v.problems[1], Problem::Hash { path, .. } if path == "b.mbox"));
+    }
+
+    /// A manifest as releases before typed digests and times wrote it.
+    const OLD_MANIFEST: &str = r#"{
+  "tool": "auditflow",
+  "version": "0.1.0",
+  "runs": [
+    {
+      "run_id": "r1",
+      "workflow": "x",
+      "workflow_file": "wf.yaml",
+      "workflow_sha256": "",
+      "inputs": {
+        "password": "***"
+      },
+      "started_at": "2024-05-01T10:00:00.123456789+00:00",
+      "finished_at": "2024-05-01T10:05:00.250+00:00",
+      "status": "succeeded"
+    },
+    {
+      "run_id": "r2",
+      "workflow": "x",
+      "workflow_file": "wf.yaml",
+      "workflow_sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+      "inputs": {},
+      "started_at": "2024-05-02T10:00:00+00:00",
+      "finished_at": null,
+      "status": null
+    }
+  ],
+  "artifacts": {
+    "a.txt": {
+      "path": "a.txt",
+      "kind": "download",
+      "bytes": 3,
+      "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+      "source": "https://example.com/a.txt",
+      "request_id": "42",
+      "step": "dl",
+      "run_id": "r1",
+      "finished_at": "2024-05-01T10:01:00.123+00:00"
+    },
+    "b.txt": {
+      "path": "b.txt",
+      "kind": "decrypt",
+      "bytes": 0,
+      "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+      "source": "a.txt",
+      "source_sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+      "step": "dec",
+      "run_id": "r1",
+      "finished_at": "2024-05-01T10:02:00+00:00"
+    }
+  }
+}"#;
+
+    #[test]
+    fn manifests_written_before_typed_digests_and_times_read_back_and_verify() {
+        let m: Manifest = serde_json::from_str(OLD_MANIFEST).unwrap();
+        assert_eq!(
+            String::from_utf8(serde_json::to_vec_pretty(&m).unwrap()).unwrap(),
+            OLD_MANIFEST
+        );
+        assert_eq!(m.artifacts["a.txt"].sha256, Sha256Digest::of(b"abc"));
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(FILE_NAME), OLD_MANIFEST).unwrap();
+        std::fs::write(d.path().join("a.txt"), b"abc").unwrap();
+        std::fs::write(d.path().join("b.txt"), b"").unwrap();
+        let v = verify(d.path()).unwrap();
+        assert_eq!((v.checked, v.problems.len()), (2, 0), "{:?}", v.problems);
+        std::fs::write(d.path().join("a.txt"), b"abd").unwrap();
+        let v = verify(d.path()).unwrap();
+        assert!(
+            matches!(&v.problems[..], [Problem::Hash { path, expected, .. }]
+                if path == "a.txt" && *expected == Sha256Digest::of(b"abc").to_hex()),
+            "{:?}",
+            v.problems
+        );
     }
 
     #[test]

@@ -169,7 +169,7 @@ pub(crate) fn show(r: &Replay, active: bool) -> String {
                 a.kind,
                 a.path,
                 a.bytes,
-                &a.sha256[..a.sha256.len().min(16)]
+                &a.sha256.to_hex()[..16]
             );
         }
     }

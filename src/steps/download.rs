@@ -94,8 +94,8 @@ pub struct Downloaded {
     pub path: PathBuf,
     /// The file's size in bytes.
     pub bytes: u64,
-    /// Lower-case hex SHA-256 of the whole file.
-    pub sha256: String,
+    /// SHA-256 of the whole file.
+    pub sha256: crate::durable::Sha256Digest,
     /// Base64 MD5 of the whole file (Cloud Storage's `md5Hash` form); empty when the file
     /// was verified by an earlier process and not re-hashed.
     pub md5: String,
@@ -980,9 +980,9 @@ fn stalled(ctx: &FetchState<'_>, window: &StallWindow, held: u64) -> DownloadErr
     )
 }
 
-/// The whole file's digests as reported: lowercase hex SHA-256 and base64 MD5.
+/// The whole file's digests as reported: SHA-256 and base64 MD5.
 struct Verified {
-    sha256: String,
+    sha256: crate::durable::Sha256Digest,
     md5: String,
 }
 
@@ -1012,7 +1012,7 @@ fn verify_written(
     check_md5(ctx, st, &md5, n)?;
     check_sha256(ctx, st, digests.sha256)?;
     Ok(Verified {
-        sha256: hex::encode(digests.sha256),
+        sha256: crate::durable::Sha256Digest::from_bytes(digests.sha256),
         md5,
     })
 }

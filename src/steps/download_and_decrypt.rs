@@ -115,8 +115,8 @@ impl DownloadObserver for Progress<'_> {
     }
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339()
+fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
 }
 
 /// A rendered download step: the files to fetch and how.
@@ -309,7 +309,7 @@ async fn intact(path: &Path, a: Artifact) -> Option<Artifact> {
         .await
         .ok()?
         .ok()?;
-    (sha == a.sha256).then_some(a)
+    (a.sha256 == sha).then_some(a)
 }
 
 /// The download an earlier process recorded for `f` under another step path: same
@@ -339,10 +339,7 @@ async fn already_downloaded(f: &FileToFetch, env: &StepEnv<'_>) -> Option<downlo
         Some(a) => a,
         None => recorded_elsewhere(f, env).await?,
     };
-    if f.expected_sha256
-        .as_ref()
-        .is_some_and(|h| !h.eq_ignore_ascii_case(&a.sha256))
-    {
+    if f.expected_sha256.as_ref().is_some_and(|h| a.sha256 != *h) {
         return None;
     }
     if f.expected_md5
@@ -369,7 +366,7 @@ fn emit_downloaded(d: &download::Downloaded, request_id: &Option<String>, env: &
             kind: ArtifactKind::Download,
             path: d.path.display().to_string(),
             bytes: d.bytes,
-            sha256: d.sha256.clone(),
+            sha256: d.sha256,
             source: Some(d.url.clone()),
             source_sha256: None,
             md5: Some(d.md5.clone()).filter(|m| !m.is_empty()),
@@ -464,9 +461,9 @@ async fn extract_all(
                     kind: ArtifactKind::Extracted,
                     path: display(&x.path),
                     bytes: x.bytes,
-                    sha256: x.sha256.clone(),
+                    sha256: x.sha256,
                     source: Some(source),
-                    source_sha256: Some(d.sha256.clone()),
+                    source_sha256: Some(d.sha256),
                     md5: Some(x.md5.clone()).filter(|m| !m.is_empty()),
                     request_id: request_id.clone(),
                     finished_at: now(),
@@ -752,7 +749,7 @@ async fn decrypt_one(
         recorded_file(env, ArtifactKind::Decrypt, &output, Some(&display(&input))).await
     {
         let input_bytes = tokio::fs::metadata(&input).await.map(|m| m.len()).ok();
-        if let (Some(input_bytes), Some(input_sha256)) = (input_bytes, a.source_sha256.clone()) {
+        if let (Some(input_bytes), Some(input_sha256)) = (input_bytes, a.source_sha256) {
             env.emitter.log(
                 env.step,
                 format!("{} was decrypted by an earlier process", output.display()),
@@ -1106,9 +1103,9 @@ fn emit_decrypted(env: &StepEnv<'_>, d: &decrypt::DecryptedFile) {
             kind: ArtifactKind::Decrypt,
             path: d.path.display().to_string(),
             bytes: d.bytes,
-            sha256: d.sha256.clone(),
+            sha256: d.sha256,
             source: Some(display(&d.input)),
-            source_sha256: Some(d.input_sha256.clone()),
+            source_sha256: Some(d.input_sha256),
             md5: None,
             request_id: None,
             finished_at: now(),

@@ -312,7 +312,7 @@ pub(crate) fn build_pending(dir: &Path, replay: &Replay) -> EvidenceReport {
         workflow_sha256: h
             .files
             .first()
-            .map(|f| f.sha256.clone())
+            .map(|f| f.sha256.to_hex())
             .unwrap_or_default(),
         workflow_commit: None,
         inputs: h.inputs.clone(),
@@ -381,7 +381,7 @@ fn file_facts(m: &Manifest, problems: &[Problem]) -> Vec<FileFacts> {
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default(),
                 bytes: e.bytes,
-                sha256: e.sha256.clone(),
+                sha256: e.sha256.to_hex(),
                 md5: e.md5.clone(),
                 request_id: e.request_id.clone(),
                 step: e.step.clone(),
@@ -410,8 +410,8 @@ fn run_facts(r: &manifest::RunRecord, journals: Journals<'_>) -> RunFacts {
         workflow_sha256: r.workflow_sha256.clone(),
         workflow_commit: r.workflow_commit.clone(),
         inputs: r.inputs.clone(),
-        started_at: r.started_at.clone(),
-        finished_at: r.finished_at.clone(),
+        started_at: r.started_at.to_rfc3339(),
+        finished_at: r.finished_at.map(|t| t.to_rfc3339()),
         status: r
             .status
             .map_or_else(|| "unknown".to_string(), |s| s.as_str().to_string()),

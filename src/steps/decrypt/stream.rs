@@ -10,7 +10,7 @@ pub(super) fn decrypt_stream(
     (file, progress): (File, InputProgress<'_>),
     jobs: SyncSender<Job>,
     writer_stopped: Arc<AtomicBool>,
-) -> Result<(tempfile::NamedTempFile, (u64, String)), DecryptError> {
+) -> Result<(tempfile::NamedTempFile, (u64, crate::durable::Sha256Digest)), DecryptError> {
     let input_io = |source| DecryptError::Io {
         path: input.to_path_buf(),
         source,
