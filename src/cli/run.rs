@@ -326,9 +326,9 @@ fn overwrite_guard(manifest_dir: Option<&Path>) -> Arc<OverwriteGuard> {
 fn ended(result: RunResult, store: Option<StoreSpec>) -> Option<CliError> {
     match result.status {
         RunStatus::Succeeded => None,
-        RunStatus::Failed => Some(CliError::StepFailed(result.error)),
+        RunStatus::Failed => Some(CliError::StepFailed(result.error.map(|e| e.to_string()))),
         RunStatus::Pending => Some(CliError::Pending {
-            waiting_for: result.error,
+            waiting_for: result.error.map(|e| e.to_string()),
             state_dir: store.map(|s| PathBuf::from(s.describe())),
             run_id: result.run_id,
         }),

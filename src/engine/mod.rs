@@ -100,12 +100,39 @@ impl RunError {
 pub(crate) struct RunResult {
     pub run_id: String,
     pub status: RunStatus,
-    /// Why the run failed (secrets masked); read by the engine's tests, the CLI reports it
-    /// from the run's events.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub error: Option<String>,
+    /// Why the run did not succeed (secrets masked).
+    pub error: Option<RunFailure>,
     /// The run's directory in the state directory, when state is kept.
     pub state_dir: Option<PathBuf>,
+}
+
+/// Why a run did not succeed, as its last event and the command line say it (texts masked).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RunFailure {
+    /// A step or the workflow's outputs failed.
+    #[error("{0}")]
+    Failed(String),
+    /// A step waits on the vendor: what for.
+    #[error("{0}")]
+    Waiting(String),
+    /// Ctrl-C or SIGTERM stopped the run.
+    #[error("cancelled")]
+    Cancelled,
+    /// The run's state could not record its end (or what follows it).
+    #[error("{0}")]
+    State(String),
+}
+
+impl RunFailure {
+    /// The same failure with every secret of `secrets` masked in its text.
+    fn masked(self, secrets: &crate::secrets::Secrets) -> Self {
+        match self {
+            RunFailure::Failed(t) => RunFailure::Failed(secrets.mask(&t)),
+            RunFailure::Waiting(t) => RunFailure::Waiting(secrets.mask(&t)),
+            RunFailure::Cancelled => RunFailure::Cancelled,
+            RunFailure::State(t) => RunFailure::State(secrets.mask(&t)),
+        }
+    }
 }
 
 /// Runs a validated plan to the end, resuming the unfinished run of the same workflow and
@@ -156,12 +183,12 @@ pub(crate) async fn run(
         status,
         duration: started.elapsed(),
         outputs,
-        error: error.clone(),
+        error: error.as_ref().map(ToString::to_string),
     });
     Ok(RunResult {
         run_id: opened.run_id,
         status,
-        error: error.map(|e| emitter.secrets().mask(&e)),
+        error: error.map(|e| e.masked(emitter.secrets())),
         state_dir: opened.state.and_then(|s| s.dir),
     })
 }
@@ -361,12 +388,24 @@ fn root_scope(plan: &Plan, inputs: Map<String, Value>) -> Scope {
 }
 
 /// How the root workflow ended: its status, outputs and why it did not succeed.
-fn run_end(result: Result<Value, StopReason>) -> (RunStatus, Value, Option<String>) {
+fn run_end(result: Result<Value, StopReason>) -> (RunStatus, Value, Option<RunFailure>) {
     match result {
         Ok(out) => (RunStatus::Succeeded, out, None),
-        Err(StopReason::Pending(w)) => (RunStatus::Pending, Value::Null, Some(w.text)),
-        Err(StopReason::Cancelled) => (RunStatus::Cancelled, Value::Null, Some("cancelled".into())),
-        Err(StopReason::Failed(f)) => (RunStatus::Failed, Value::Null, Some(f.to_string())),
+        Err(StopReason::Pending(w)) => (
+            RunStatus::Pending,
+            Value::Null,
+            Some(RunFailure::Waiting(w.text)),
+        ),
+        Err(StopReason::Cancelled) => (
+            RunStatus::Cancelled,
+            Value::Null,
+            Some(RunFailure::Cancelled),
+        ),
+        Err(StopReason::Failed(f)) => (
+            RunStatus::Failed,
+            Value::Null,
+            Some(RunFailure::Failed(f.to_string())),
+        ),
     }
 }
 
@@ -376,9 +415,9 @@ async fn record_run_end(
     run: &ActiveRun,
     state: Option<&state::RunState>,
     mut status: RunStatus,
-    mut error: Option<String>,
+    mut error: Option<RunFailure>,
     outputs: &Value,
-) -> (RunStatus, Option<String>) {
+) -> (RunStatus, Option<RunFailure>) {
     if let Some(j) = &run.journal {
         // Every step's record on disk before the end is written (and before a crash test
         // stops here).
@@ -389,15 +428,15 @@ async fn record_run_end(
         return (status, error);
     };
     let secrets = run.emitter.secrets();
-    let masked = error.as_ref().map(|e| secrets.mask(e));
+    let masked = error.as_ref().map(|e| secrets.mask(&e.to_string()));
     let kept_outputs = secrets.mask_json(outputs);
     if let Err(e) = st.finish(status, masked, &kept_outputs).await {
         status = RunStatus::Failed;
-        error = Some(e.to_string());
+        error = Some(RunFailure::State(e.to_string()));
     } else if let Err(e) = end_terminal(run, st, status).await {
-        error = Some(e.to_string());
+        error = Some(RunFailure::State(e.to_string()));
     } else if let Err(e) = release_more_data(run, st, status).await {
-        error = Some(e.to_string());
+        error = Some(RunFailure::State(e.to_string()));
     }
     (status, error)
 }
@@ -1117,8 +1156,8 @@ mod tests {
         .await;
         assert_eq!(r.status, RunStatus::Failed);
         assert_eq!(
-            r.error.as_deref(),
-            Some("step `outer` failed: step `outer/inner` failed: `for_each.items` must be a list, got 3")
+            r.error,
+            Some(RunFailure::Failed("step `outer` failed: step `outer/inner` failed: `for_each.items` must be a list, got 3".into()))
         );
     }
 
