@@ -104,7 +104,9 @@ impl DecryptReport {
             error: None,
         });
         if self.manifest.has_artifacts() {
-            self.manifest.write(out).map_err(ReportError::Manifest)?;
+            self.manifest
+                .write(out)
+                .map_err(|e| ReportError::Manifest(e.to_string()))?;
         }
         Ok(())
     }

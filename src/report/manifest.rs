@@ -152,7 +152,7 @@ impl ManifestSink {
     }
 
     /// Merges this run into `dir/manifest.json` (created if absent); returns its path.
-    pub(crate) fn write(&self, dir: &Path) -> Result<PathBuf, String> {
+    pub(crate) fn write(&self, dir: &Path) -> Result<PathBuf, ManifestError> {
         let (run, artifacts) = match self.inner.lock() {
             Ok(g) => (g.0.clone(), g.1.clone()),
             Err(p) => {
@@ -160,95 +160,146 @@ impl ManifestSink {
                 (g.0.clone(), g.1.clone())
             }
         };
-        let mut run = run.ok_or("no run was recorded")?;
+        let mut run = run.ok_or(ManifestError::NoRun)?;
         let path = dir.join(FILE_NAME);
-        let mut manifest = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<Manifest>(&bytes).map_err(|e| {
-                format!(
-                    "{} exists but is not an auditflow manifest ({e}); move it away",
-                    path.display()
-                )
-            })?,
-            Err(_) => Manifest {
+        let mut manifest = Manifest::read_or_new(&path)?;
+        manifest.version = env!("AUDITFLOW_VERSION").into();
+        // A resumed run keeps what its earlier processes recorded of steps not run again.
+        let run_id = run.run_id.clone();
+        for earlier in manifest.runs.iter().filter(|r| r.run_id == run_id) {
+            run.keep_earlier(earlier);
+        }
+        manifest.runs.retain(|r| r.run_id != run.run_id);
+        for (step, a) in artifacts {
+            let entry = Entry::of(dir, &run, step, a);
+            manifest.artifacts.insert(entry.path.clone(), entry);
+        }
+        manifest.inherit_request_ids();
+        manifest.runs.push(run);
+        let text = serde_json::to_vec_pretty(&manifest).map_err(ManifestError::Serialize)?;
+        crate::durable::write_private(&path, &text)?;
+        Ok(path)
+    }
+}
+
+/// Why the manifest could not be written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ManifestError {
+    /// No run started (nothing to record).
+    #[error("no run was recorded")]
+    NoRun,
+    /// The file in its place is something else.
+    #[error("{} exists but is not an auditflow manifest ({source}); move it away", .path.display())]
+    NotAManifest {
+        /// The manifest's path.
+        path: PathBuf,
+        /// Why it does not read as one.
+        source: serde_json::Error,
+    },
+    /// The manifest could not be turned into JSON.
+    #[error("{0}")]
+    Serialize(serde_json::Error),
+    /// Writing it failed.
+    #[error(transparent)]
+    Write(#[from] crate::durable::WriteError),
+}
+
+impl Manifest {
+    /// The manifest at `path`, or a new empty one when there is none.
+    fn read_or_new(path: &Path) -> Result<Manifest, ManifestError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice::<Manifest>(&bytes).map_err(|source| {
+                ManifestError::NotAManifest {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }),
+            Err(_) => Ok(Manifest {
                 tool: "auditflow".into(),
                 version: env!("AUDITFLOW_VERSION").into(),
                 runs: vec![],
                 artifacts: BTreeMap::new(),
-            },
-        };
-        manifest.version = env!("AUDITFLOW_VERSION").into();
-        // A resumed run keeps what its earlier processes recorded of steps not run again.
-        for earlier in manifest.runs.iter().filter(|r| r.run_id == run.run_id) {
-            for (step, c) in &earlier.calls {
-                run.calls.entry(step.clone()).or_insert_with(|| c.clone());
-            }
-            for (step, a) in &earlier.adopted {
-                run.adopted.entry(step.clone()).or_insert_with(|| a.clone());
-            }
-            for (step, p) in &earlier.partial {
-                run.partial.entry(step.clone()).or_insert_with(|| p.clone());
-            }
-            for (step, c) in &earlier.custodians {
-                run.custodians
-                    .entry(step.clone())
-                    .or_insert_with(|| c.clone());
-            }
-            for (step, t) in &earlier.steps {
-                let now = run.steps.entry(step.clone()).or_default();
-                let mut merged = t.clone();
-                merged.retries.append(&mut now.retries);
-                for (vendor, by_class) in std::mem::take(&mut now.requests) {
-                    let into = merged.requests.entry(vendor).or_default();
-                    for (class, n) in by_class {
-                        *into.entry(class).or_default() += n;
-                    }
-                }
-                *now = merged;
-            }
+            }),
         }
-        manifest.runs.retain(|r| r.run_id != run.run_id);
-        for (step, a) in artifacts {
-            let rel = relative(dir, Path::new(&a.path));
-            manifest.artifacts.insert(
-                rel.clone(),
-                Entry {
-                    path: rel,
-                    kind: a.kind,
-                    bytes: a.bytes,
-                    sha256: a.sha256,
-                    source: a.source.map(|s| {
-                        // Local sources (the encrypted file of a decrypt) are made relative too.
-                        if s.contains("://") {
-                            s
-                        } else {
-                            relative(dir, Path::new(&s))
-                        }
-                    }),
-                    source_sha256: a.source_sha256,
-                    md5: a.md5,
-                    request_id: a.request_id,
-                    truncated: run.calls.get(&step).is_some_and(|c| c.truncated),
-                    step,
-                    run_id: run.run_id.clone(),
-                    finished_at: a.finished_at,
-                },
-            );
-        }
-        // A decrypted file belongs to the same vendor request as the file it came from.
-        let ids: BTreeMap<String, String> = manifest
+    }
+
+    /// A decrypted file belongs to the same vendor request as the file it came from.
+    fn inherit_request_ids(&mut self) {
+        let ids: BTreeMap<String, String> = self
             .artifacts
             .values()
             .filter_map(|e| e.request_id.clone().map(|r| (e.path.clone(), r)))
             .collect();
-        for e in manifest.artifacts.values_mut() {
+        for e in self.artifacts.values_mut() {
             if e.request_id.is_none() {
                 e.request_id = e.source.as_ref().and_then(|s| ids.get(s).cloned());
             }
         }
-        manifest.runs.push(run);
-        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
-        crate::durable::write_private(&path, &text).map_err(|e| e.to_string())?;
-        Ok(path)
+    }
+}
+
+impl RunRecord {
+    /// Keeps what an earlier process of this run recorded of steps not run again (calls,
+    /// adoptions, partial results, custodians), and adds its request counts and retries.
+    fn keep_earlier(&mut self, earlier: &RunRecord) {
+        for (step, c) in &earlier.calls {
+            self.calls.entry(step.clone()).or_insert_with(|| c.clone());
+        }
+        for (step, a) in &earlier.adopted {
+            self.adopted
+                .entry(step.clone())
+                .or_insert_with(|| a.clone());
+        }
+        for (step, p) in &earlier.partial {
+            self.partial
+                .entry(step.clone())
+                .or_insert_with(|| p.clone());
+        }
+        for (step, c) in &earlier.custodians {
+            self.custodians
+                .entry(step.clone())
+                .or_insert_with(|| c.clone());
+        }
+        for (step, t) in &earlier.steps {
+            let now = self.steps.entry(step.clone()).or_default();
+            let mut merged = t.clone();
+            merged.retries.append(&mut now.retries);
+            for (vendor, by_class) in std::mem::take(&mut now.requests) {
+                let into = merged.requests.entry(vendor).or_default();
+                for (class, n) in by_class {
+                    *into.entry(class).or_default() += n;
+                }
+            }
+            *now = merged;
+        }
+    }
+}
+
+impl Entry {
+    /// The manifest entry of an artifact `step` of `run` wrote, its paths relative to `dir`.
+    fn of(dir: &Path, run: &RunRecord, step: String, a: Artifact) -> Entry {
+        let rel = relative(dir, Path::new(&a.path));
+        Entry {
+            path: rel,
+            kind: a.kind,
+            bytes: a.bytes,
+            sha256: a.sha256,
+            source: a.source.map(|s| {
+                // Local sources (the encrypted file of a decrypt) are made relative too.
+                if s.contains("://") {
+                    s
+                } else {
+                    relative(dir, Path::new(&s))
+                }
+            }),
+            source_sha256: a.source_sha256,
+            md5: a.md5,
+            request_id: a.request_id,
+            truncated: run.calls.get(&step).is_some_and(|c| c.truncated),
+            step,
+            run_id: run.run_id.clone(),
+            finished_at: a.finished_at,
+        }
     }
 }
 
@@ -296,75 +347,84 @@ impl Sink for ManifestSink {
             return;
         };
         match e {
-            Event::RunStarted {
-                run_id,
-                workflow,
-                file,
-                inputs,
-                started_at,
-                files,
-                ..
-            } => {
-                g.0 = Some(RunRecord {
-                    workflow_files: files.clone(),
-                    run_id: run_id.clone(),
-                    workflow: workflow.clone(),
-                    workflow_file: file.clone(),
-                    workflow_sha256: sha256_file(Path::new(file)).unwrap_or_default(),
-                    workflow_commit: git_commit_of(Path::new(file)),
-                    inputs: inputs.clone(),
-                    started_at: *started_at,
-                    finished_at: None,
-                    status: None,
-                    calls: BTreeMap::new(),
-                    adopted: BTreeMap::new(),
-                    partial: BTreeMap::new(),
-                    steps: BTreeMap::new(),
-                    custodians: BTreeMap::new(),
-                });
+            Event::RunStarted { .. } => g.0 = RunRecord::of_start(e),
+            Event::Artifact { step, artifact } => g.1.push((step.clone(), artifact.clone())),
+            _ => {
+                if let Some(r) = g.0.as_mut() {
+                    r.observe(e);
+                }
             }
+        }
+    }
+}
+
+impl RunRecord {
+    /// The record of a run as its [`Event::RunStarted`] describes it (None for other events).
+    fn of_start(e: &Event) -> Option<RunRecord> {
+        let Event::RunStarted {
+            run_id,
+            workflow,
+            file,
+            inputs,
+            started_at,
+            files,
+            ..
+        } = e
+        else {
+            return None;
+        };
+        Some(RunRecord {
+            workflow_files: files.clone(),
+            run_id: run_id.clone(),
+            workflow: workflow.clone(),
+            workflow_file: file.clone(),
+            workflow_sha256: sha256_file(Path::new(file)).unwrap_or_default(),
+            workflow_commit: git_commit_of(Path::new(file)),
+            inputs: inputs.clone(),
+            started_at: *started_at,
+            finished_at: None,
+            status: None,
+            calls: BTreeMap::new(),
+            adopted: BTreeMap::new(),
+            partial: BTreeMap::new(),
+            steps: BTreeMap::new(),
+            custodians: BTreeMap::new(),
+        })
+    }
+
+    /// Records what an event of the running run says: adoptions, requests and retries,
+    /// custodians, partial results, pages fetched, and its end.
+    fn observe(&mut self, e: &Event) {
+        match e {
             Event::Adopted {
                 step,
                 vendor,
                 request_id,
                 detail,
             } => {
-                if let Some(r) = g.0.as_mut() {
-                    r.adopted.insert(
-                        step.clone(),
-                        AdoptedRecord {
-                            vendor: vendor.clone(),
-                            request_id: request_id.clone(),
-                            detail: detail.clone(),
-                        },
-                    );
-                }
+                let adopted = AdoptedRecord {
+                    vendor: vendor.clone(),
+                    request_id: request_id.clone(),
+                    detail: detail.clone(),
+                };
+                self.adopted.insert(step.clone(), adopted);
             }
-            Event::Artifact { step, artifact } => g.1.push((step.clone(), artifact.clone())),
             Event::Answer { .. } | Event::Retry { .. } => {
-                if let Some(r) = g.0.as_mut() {
-                    step_record::observe(&mut r.steps, e);
-                }
+                step_record::observe(&mut self.steps, e);
             }
             Event::Custodians {
                 step,
                 vendor,
                 counts,
             } => {
-                if let Some(r) = g.0.as_mut() {
-                    r.custodians.insert(
-                        step.clone(),
-                        CustodianRecord {
-                            vendor: vendor.clone(),
-                            counts: counts.clone(),
-                        },
-                    );
-                }
+                let custodians = CustodianRecord {
+                    vendor: vendor.clone(),
+                    counts: counts.clone(),
+                };
+                self.custodians.insert(step.clone(), custodians);
             }
             Event::Partial { step, problems } => {
-                if let Some(r) = g.0.as_mut() {
-                    r.partial.insert(step.clone(), problems.clone());
-                }
+                self.partial.insert(step.clone(), problems.clone());
             }
             Event::Paged {
                 step,
@@ -373,23 +433,17 @@ impl Sink for ManifestSink {
                 reported_total,
                 truncated,
             } => {
-                if let Some(r) = g.0.as_mut() {
-                    r.calls.insert(
-                        step.clone(),
-                        CallRecord {
-                            pages: *pages,
-                            items: *items,
-                            reported_total: *reported_total,
-                            truncated: *truncated,
-                        },
-                    );
-                }
+                let call = CallRecord {
+                    pages: *pages,
+                    items: *items,
+                    reported_total: *reported_total,
+                    truncated: *truncated,
+                };
+                self.calls.insert(step.clone(), call);
             }
             Event::RunFinished { status, .. } => {
-                if let Some(r) = g.0.as_mut() {
-                    r.finished_at = Some(chrono::Utc::now());
-                    r.status = Some(*status);
-                }
+                self.finished_at = Some(chrono::Utc::now());
+                self.status = Some(*status);
             }
             _ => {}
         }
