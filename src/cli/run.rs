@@ -99,18 +99,7 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         }
         None => (inputs, None),
     };
-    let max_wait = args
-        .max_wait
-        .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .map_err(|e| CliError::Usage(format!("--max-wait: {e}")))?;
-    let shard = args
-        .shard
-        .as_deref()
-        .map(Shard::parse)
-        .transpose()
-        .map_err(|e| CliError::Usage(format!("--shard {e}")))?;
+    let (max_wait, shard) = limits(&args)?;
     let state = match (args.store_spec(), args.renders_only()) {
         (Some(spec), false) => Some(
             Store::open(&spec)
@@ -122,19 +111,7 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
     let manifest_dir = out_dir(&plan.root.workflow, &inputs);
     let manifest_for_reports = manifest_dir.clone();
     let overwrite = (!args.overwrite).then(|| overwrite_guard(manifest_dir.as_deref()));
-    let reporters = Reporters::from_args(ReportArgs {
-        console: match args.log_format {
-            LogFormat::Json => Console::JsonLines,
-            LogFormat::Human => Console::Human {
-                verbose: args.verbose,
-            },
-        },
-        report_json: args.report_json.clone(),
-        junit: args.junit.clone(),
-        manifest_dir,
-        dry_run: args.renders_only(),
-        signer: evidence_signer(&args)?,
-    });
+    let reporters = reporters(&args, manifest_dir)?;
     let secrets = Secrets::new();
     let mut sinks = reporters.sinks();
     if let Some(g) = &overwrite {
@@ -169,6 +146,41 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
     ));
     errors.extend(ended(result, args.store_spec()));
     CliError::all(errors)
+}
+
+/// `--max-wait` and `--shard`, read.
+fn limits(args: &RunArgs) -> Result<(Option<std::time::Duration>, Option<Shard>), CliError> {
+    let max_wait = args
+        .max_wait
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| CliError::Usage(format!("--max-wait: {e}")))?;
+    let shard = args
+        .shard
+        .as_deref()
+        .map(Shard::parse)
+        .transpose()
+        .map_err(|e| CliError::Usage(format!("--shard {e}")))?;
+    Ok((max_wait, shard))
+}
+
+/// The console reporter and the reports the command line asks for; the manifest goes to
+/// `manifest_dir`.
+fn reporters(args: &RunArgs, manifest_dir: Option<PathBuf>) -> Result<Reporters, CliError> {
+    Ok(Reporters::from_args(ReportArgs {
+        console: match args.log_format {
+            LogFormat::Json => Console::JsonLines,
+            LogFormat::Human => Console::Human {
+                verbose: args.verbose,
+            },
+        },
+        report_json: args.report_json.clone(),
+        junit: args.junit.clone(),
+        manifest_dir,
+        dry_run: args.renders_only(),
+        signer: evidence_signer(args)?,
+    }))
 }
 
 /// `--report-html` / `--report-md`: the evidence report of the run's output directory; for
