@@ -317,7 +317,7 @@ fn bench() -> Res<()> {
             let decrypt_cpu = cpu_s() - c;
             let got: Vec<(PathBuf, String)> = decrypted
                 .iter()
-                .map(|d| (d.path.clone(), d.sha256.clone()))
+                .map(|d| (d.path.clone(), d.sha256.to_hex()))
                 .collect();
             check("decrypt alone", &got, &fx)?;
             fs::remove_dir_all(&dl_dir).map_err(|e| e.to_string())?;

@@ -150,7 +150,7 @@ pub(crate) async fn run(
     let masked_inputs = emitter.secrets().mask_json(&Value::Object(inputs.clone()));
     let base_emitter = emitter.clone();
     let mut opened = match open_run(&plan, &opts, &inputs, &masked_inputs, emitter).await? {
-        Opening::Run(opened) => opened,
+        Opening::Run(opened) => *opened,
         Opening::AlreadyDone(done) => {
             return Ok(report_already_done(
                 &plan,
@@ -208,7 +208,7 @@ struct OpenedRun {
 /// What the state directory says about starting the run.
 enum Opening {
     /// Run it (new or resumed).
-    Run(OpenedRun),
+    Run(Box<OpenedRun>),
     /// A one-shot workflow that already succeeded with this identity.
     AlreadyDone(state::Completion),
 }
@@ -232,7 +232,7 @@ async fn open_run(
         emitter,
     };
     let (Some(dir), false) = (&opts.state, opts.dry_run) else {
-        return Ok(Opening::Run(opened));
+        return Ok(Opening::Run(Box::new(opened)));
     };
     let wf = &plan.root.workflow;
     let header = run_header(
@@ -284,7 +284,7 @@ async fn open_run(
         .emitter
         .with_sink(Arc::new(JournalArtifacts(st.journal.clone())));
     opened.state = Some(st);
-    Ok(Opening::Run(opened))
+    Ok(Opening::Run(Box::new(opened)))
 }
 
 /// What earlier processes of a resumed run did goes to this process's reports and manifest
@@ -752,13 +752,14 @@ impl OneStep<'_> {
     }
 }
 
+#[allow(clippy::result_large_err)] // the engine's StopReason, passed on as the async fns do
 /// The step's `if`: when it renders false (and a dry run can decide it), the step is
 /// started, recorded and finished as skipped, and its outputs are returned.
 fn skipped_by_condition(one: &OneStep<'_>, ctx: &Value) -> Result<Option<Value>, StopReason> {
     let (run, step, path) = (one.run, one.step, &one.path);
     if let Some(cond) = &step.when {
         let go = Template::compile(cond)
-            .and_then(|t| t.render_bool(&ctx))
+            .and_then(|t| t.render_bool(ctx))
             .map_err(|source| {
                 StopReason::Failed(WorkflowFailure::Condition {
                     step: path.clone(),
@@ -843,6 +844,7 @@ async fn execute_within_deadline(
     }
 }
 
+#[allow(clippy::result_large_err)] // the engine's StopReason, passed on as the async fns do
 /// Records and reports how the step's action ended: succeeded, waiting (pending), cancelled
 /// with the run, failed and continued, or failed (the run stops).
 fn step_outcome(

@@ -65,8 +65,8 @@ pub(super) async fn run_pipelined(
         names: steps.map(|s| super::active_run::step_name(run, s, scope)),
         started: Instant::now(),
     };
-    for i in 0..2 {
-        run.step_started(both.at(i), steps[i], &both.names[i]);
+    for (i, step) in steps.into_iter().enumerate() {
+        run.step_started(both.at(i), step, &both.names[i]);
     }
     let result = execute_pair(&both, &pair, scope, &ctx).await;
     pair_outcome(&both, result)
@@ -198,6 +198,7 @@ async fn execute_pair(
     })
 }
 
+#[allow(clippy::result_large_err)] // the engine's StopReason, passed on as the async fns do
 /// Records and reports how the pair ended: both succeeded, cancelled with the run, or one
 /// failed (the other skipped, or the download's status by how far its files got).
 fn pair_outcome(

@@ -381,7 +381,7 @@ fn download_outputs(done: &[download::Downloaded]) -> Value {
         "files": done.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>(),
         "bytes": done.iter().map(|d| d.bytes).sum::<u64>(),
         "sizes": done.iter().map(|d| d.bytes).collect::<Vec<_>>(),
-        "sha256": done.iter().map(|d| d.sha256.clone()).collect::<Vec<_>>(),
+        "sha256": done.iter().map(|d| d.sha256).collect::<Vec<_>>(),
         "md5": done.iter().map(|d| d.md5.clone()).collect::<Vec<_>>(),
         "urls": done.iter().map(|d| d.url.clone()).collect::<Vec<_>>(),
         "extracted": [],
@@ -597,7 +597,7 @@ async fn extract_step(
         .collect::<Vec<_>>());
     outputs["extracted_sha256"] = json!(extracted
         .iter()
-        .map(|(_, x)| x.sha256.clone())
+        .map(|(_, x)| x.sha256)
         .collect::<Vec<_>>());
     outputs["evidence"] = json!(others.iter().map(|d| display(&d.path)).collect::<Vec<_>>());
     let Some(crate::workflow::model::ExportVerify::Vault) = spec.verify else {
@@ -812,7 +812,7 @@ fn decrypt_outputs(done: &[decrypt::DecryptedFile]) -> Value {
         "files": done.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>(),
         "bytes": done.iter().map(|d| d.bytes).sum::<u64>(),
         "sizes": done.iter().map(|d| d.bytes).collect::<Vec<_>>(),
-        "sha256": done.iter().map(|d| d.sha256.clone()).collect::<Vec<_>>(),
+        "sha256": done.iter().map(|d| d.sha256).collect::<Vec<_>>(),
     })
 }
 
