@@ -209,7 +209,9 @@ fn people_reports(args: &RunArgs, manifest_dir: Option<&Path>, run_id: &str) -> 
             args.sign_key.as_deref(),
             Some(run_id),
         )
-        .and_then(|text| crate::report::evidence::write(path, &text).map_err(CliError::Failed));
+        .and_then(|text| {
+            crate::report::evidence::write(path, &text).map_err(|e| CliError::Failed(e.to_string()))
+        });
         match written {
             Ok(p) => crate::errln!("  evidence report: {}", p.display()),
             // No file and no journal (a run without a state store): nothing to report on.

@@ -646,17 +646,44 @@ impl SignatureCheck {
     }
 }
 
+/// Why the manifest of a directory could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ManifestReadError {
+    /// No file (or no readable one).
+    #[error("cannot read {}: {source} (is this the output directory of a run?)", .path.display())]
+    Unreadable {
+        /// The manifest's path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a manifest.
+    #[error("{} is not an auditflow manifest: {source}", .path.display())]
+    NotAManifest {
+        /// The manifest's path.
+        path: PathBuf,
+        /// Why it does not read as one.
+        source: serde_json::Error,
+    },
+}
+
+impl Manifest {
+    /// Reads the manifest at `path` (`auditflow verify` and the evidence report).
+    pub(crate) fn read(path: &Path) -> Result<Manifest, ManifestReadError> {
+        let bytes = std::fs::read(path).map_err(|source| ManifestReadError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| ManifestReadError::NotAManifest {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
 /// Re-hashes every artifact of `dir/manifest.json`.
-pub(crate) fn verify(dir: &Path) -> Result<Verification, String> {
-    let path = dir.join(FILE_NAME);
-    let bytes = std::fs::read(&path).map_err(|e| {
-        format!(
-            "cannot read {}: {e} (is this the output directory of a run?)",
-            path.display()
-        )
-    })?;
-    let m: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("{} is not an auditflow manifest: {e}", path.display()))?;
+pub(crate) fn verify(dir: &Path) -> Result<Verification, ManifestReadError> {
+    let m = Manifest::read(&dir.join(FILE_NAME))?;
     let mut problems = Vec::new();
     for e in m.artifacts.values() {
         let p = if Path::new(&e.path).is_absolute() {
@@ -844,7 +871,7 @@ mod tests {
     #[test]
     fn verify_without_manifest_says_what_to_do() {
         let d = tempfile::tempdir().unwrap();
-        let e = verify(d.path()).unwrap_err();
+        let e = verify(d.path()).unwrap_err().to_string();
         assert!(e.contains("output directory of a run"), "{e}");
     }
 }

@@ -64,7 +64,9 @@ impl std::fmt::Debug for FileToFetch {
 /// tokens may be refreshed between attempts. An `Err` fails the download with
 /// [`DownloadError::Auth`].
 pub type HeaderFn = std::sync::Arc<
-    dyn Fn(&url::Url) -> BoxFuture<'static, Result<HeaderMap, String>> + Send + Sync,
+    dyn Fn(&url::Url) -> BoxFuture<'static, Result<HeaderMap, crate::vendors::VendorError>>
+        + Send
+        + Sync,
 >;
 
 /// Progress of one download. Called from the downloading task: keep it cheap.
@@ -240,13 +242,13 @@ pub enum DownloadError {
     },
     /// The connection could not produce its auth headers (e.g. a token refresh failed).
     #[error(
-        "could not get credentials for {url}: {message}; check the credentials and their scopes"
+        "could not get credentials for {url}: {cause}; check the credentials and their scopes"
     )]
     Auth {
         /// The URL, without query and credentials.
         url: String,
-        /// Why, from the vendor adapter.
-        message: String,
+        /// Why, from the vendor adapter (told in the message, not as a further cause).
+        cause: Box<crate::vendors::VendorError>,
     },
 }
 
@@ -574,10 +576,10 @@ async fn request_headers(
         _ = ctx.cancel.cancelled() => return Err(AttemptFailure::fail(cancelled(ctx))),
         h = (ctx.headers)(&ctx.spec.url) => h,
     };
-    let mut request_headers = auth.map_err(|message| {
+    let mut request_headers = auth.map_err(|cause| {
         AttemptFailure::fail(DownloadError::Auth {
             url: ctx.url.clone(),
-            message,
+            cause: Box::new(cause),
         })
     })?;
     for (_, value) in request_headers.iter_mut() {

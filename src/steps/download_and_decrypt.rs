@@ -209,7 +209,7 @@ fn header_fn(conn: &Connection, authorize: bool) -> HeaderFn {
         let c = conn.clone();
         Arc::new(move |url| {
             let (c, url) = (c.clone(), url.clone());
-            Box::pin(async move { c.download_headers(&url).await.map_err(|e| e.to_string()) })
+            Box::pin(async move { c.download_headers(&url).await })
         })
     } else {
         Arc::new(|_| Box::pin(async { Ok(reqwest::header::HeaderMap::new()) }))
@@ -595,10 +595,8 @@ async fn extract_step(
         .iter()
         .map(|(_, x)| display(&x.path))
         .collect::<Vec<_>>());
-    outputs["extracted_sha256"] = json!(extracted
-        .iter()
-        .map(|(_, x)| x.sha256)
-        .collect::<Vec<_>>());
+    outputs["extracted_sha256"] =
+        json!(extracted.iter().map(|(_, x)| x.sha256).collect::<Vec<_>>());
     outputs["evidence"] = json!(others.iter().map(|d| display(&d.path)).collect::<Vec<_>>());
     let Some(crate::workflow::model::ExportVerify::Vault) = spec.verify else {
         return Ok(());

@@ -29,8 +29,8 @@ pub(crate) use markdown::render as render_markdown;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum EvidenceError {
     /// No readable manifest in the directory.
-    #[error("{0}")]
-    Manifest(String),
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestReadError),
 }
 
 /// Everything the report shows.
@@ -257,23 +257,8 @@ pub(crate) fn build(
     signer: Option<&Path>,
 ) -> Result<EvidenceReport, EvidenceError> {
     let manifest_path = dir.join(manifest::FILE_NAME);
-    let m: Manifest = std::fs::read(&manifest_path)
-        .map_err(|e| {
-            format!(
-                "cannot read {}: {e} (is this the output directory of a run?)",
-                manifest_path.display()
-            )
-        })
-        .and_then(|b| {
-            serde_json::from_slice(&b).map_err(|e| {
-                format!(
-                    "{} is not an auditflow manifest: {e}",
-                    manifest_path.display()
-                )
-            })
-        })
-        .map_err(EvidenceError::Manifest)?;
-    let check = manifest::verify(dir).map_err(EvidenceError::Manifest)?;
+    let m = Manifest::read(&manifest_path)?;
+    let check = manifest::verify(dir)?;
     let files = file_facts(&m, &check.problems);
     let runs: Vec<RunFacts> = m.runs.iter().map(|r| run_facts(r, journals)).collect();
     let signature = SignatureCheck::of(&manifest_path, signer).into();
@@ -637,8 +622,11 @@ fn summarize(
 }
 
 /// Writes `text` to `path` (0600, atomically).
-pub(crate) fn write(path: &Path, text: &str) -> Result<PathBuf, String> {
+pub(crate) fn write(path: &Path, text: &str) -> Result<PathBuf, crate::durable::WriteError> {
     crate::durable::write_atomic(path, text.as_bytes())
         .map(|()| path.to_path_buf())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(|source| crate::durable::WriteError {
+            path: path.to_path_buf(),
+            source,
+        })
 }
