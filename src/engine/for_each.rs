@@ -12,6 +12,11 @@ use crate::steps::{StepEnv, StepError};
 use crate::template::render_deep;
 use crate::workflow::plan::{ForEachPlan, PlannedStep};
 
+/// A `--shard` that is not `I/N` with 1 <= I <= N.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}`: write I/N with 1 <= I <= N, e.g. 2/8")]
+pub(crate) struct BadShard(String);
+
 /// One of N deterministic parts of the items of the outermost `for_each` loops: an item
 /// belongs to shard `index` (1-based) when the SHA-256 of its JSON text, modulo `count`, is
 /// `index - 1`. Hashing the item (not its position) keeps shards disjoint and complete even
@@ -24,8 +29,8 @@ pub(crate) struct Shard {
 
 impl Shard {
     /// Parses `I/N` with 1 <= I <= N.
-    pub(crate) fn parse(s: &str) -> Result<Shard, String> {
-        let bad = || format!("`{s}`: write I/N with 1 <= I <= N, e.g. 2/8");
+    pub(crate) fn parse(s: &str) -> Result<Shard, BadShard> {
+        let bad = || BadShard(s.to_string());
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
         let index: u32 = i.trim().parse().map_err(|_| bad())?;
         let count: u32 = n.trim().parse().map_err(|_| bad())?;

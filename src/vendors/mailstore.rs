@@ -234,9 +234,9 @@ fn status_code(status: &Value) -> &str {
 }
 
 fn parse_status(raw: &RawResponse) -> Result<Value, VendorError> {
-    let v = raw.parse().map_err(|message| VendorError::Parse {
+    let v = raw.parse().map_err(|e| VendorError::Parse {
         vendor: VENDOR,
-        message,
+        message: e.to_string(),
     })?;
     if !v.is_object() {
         return Err(VendorError::Parse {
