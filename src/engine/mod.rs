@@ -752,9 +752,9 @@ impl OneStep<'_> {
     }
 }
 
-#[allow(clippy::result_large_err)] // the engine's StopReason, passed on as the async fns do
 /// The step's `if`: when it renders false (and a dry run can decide it), the step is
 /// started, recorded and finished as skipped, and its outputs are returned.
+#[allow(clippy::result_large_err)] // the engine's StopReason, passed on as the async fns do
 fn skipped_by_condition(one: &OneStep<'_>, ctx: &Value) -> Result<Option<Value>, StopReason> {
     let (run, step, path) = (one.run, one.step, &one.path);
     if let Some(cond) = &step.when {
@@ -844,9 +844,9 @@ async fn execute_within_deadline(
     }
 }
 
-#[allow(clippy::result_large_err)] // the engine's StopReason, passed on as the async fns do
 /// Records and reports how the step's action ended: succeeded, waiting (pending), cancelled
 /// with the run, failed and continued, or failed (the run stops).
+#[allow(clippy::result_large_err)] // the engine's StopReason, passed on as the async fns do
 fn step_outcome(
     one: &OneStep<'_>,
     result: Result<(Value, u32), ActionError>,

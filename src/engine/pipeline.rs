@@ -198,9 +198,9 @@ async fn execute_pair(
     })
 }
 
-#[allow(clippy::result_large_err)] // the engine's StopReason, passed on as the async fns do
 /// Records and reports how the pair ended: both succeeded, cancelled with the run, or one
 /// failed (the other skipped, or the download's status by how far its files got).
+#[allow(clippy::result_large_err)] // the engine's StopReason, passed on as the async fns do
 fn pair_outcome(
     both: &BothSteps<'_>,
     result: Result<(Value, Value), PairFailure>,
