@@ -64,6 +64,15 @@ pub enum RehearsalError {
     Refused(String),
 }
 
+/// Whether a rehearsal gives the simulator's Mimecast API 2.0 credentials too: unless the
+/// user's environment holds API 1.0 keys only, so that the rehearsal signs the way the user's
+/// own runs do. A workflow that reads both sets uses API 2.0 when both are given; one that
+/// reads only API 2.0's (siem-batch-events.yaml) needs them.
+fn wants_mimecast_api2(env: &BTreeMap<String, String>) -> bool {
+    let set = |k: &str| env.get(k).is_some_and(|v| !v.trim().is_empty());
+    set("MIMECAST_CLIENT_ID") || !set("MIMECAST_ACCESS_KEY")
+}
+
 /// A rehearsal in progress: its scratch directory, the simulator and the throwaway key. The
 /// command line rewrites its run arguments with [`Rehearsal::env`], [`Rehearsal::state_dir`]
 /// and [`Rehearsal::out_dir`], runs the workflow, then calls [`Rehearsal::finish`].
@@ -101,7 +110,12 @@ impl Rehearsal {
     /// The run's environment: `env` without the user's vendor and key variables, with the
     /// simulator's and the throwaway key's.
     pub fn env(&self, env: BTreeMap<String, String>) -> BTreeMap<String, String> {
-        simulator_env(env, &self.handle, &self.key)
+        let api2 = wants_mimecast_api2(&env);
+        let mut env = simulator_env(env, &self.handle, &self.key);
+        if api2 {
+            env.extend(self.handle.env_mimecast2());
+        }
+        env
     }
 
     /// The state directory, inside the scratch directory (`--state-dir` is replaced).
@@ -137,8 +151,9 @@ impl Rehearsal {
     pub async fn finish(self) {
         let stats = self.handle.stats.snapshot();
         crate::errln!(
-            "rehearsal: the simulator saw {} requests; state and files are in {}",
+            "rehearsal: the simulator saw {} request{}; state and files are in {}",
             stats.requests,
+            if stats.requests == 1 { "" } else { "s" },
             self.scratch.display()
         );
         self.handle.shutdown().await;

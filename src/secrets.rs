@@ -8,6 +8,31 @@ pub const MASK: &str = "***";
 /// but a value equal to one is still masked as a whole.
 const MIN_SUBSTRING_LEN: usize = 4;
 
+/// Plain words up to this long (letters only: `wrong`, `secret`, `password`) are masked only
+/// where a value is exactly the secret: inside other text they are the vendor's own words
+/// ("unknown client or wrong secret") far more often than the credential. A real credential
+/// is longer or mixes in digits and signs; [`is_plain_word`] finds these so that the run can
+/// warn about them.
+const PLAIN_WORD_MAX_LEN: usize = 8;
+
+/// Whether a secret value is a short plain word (letters only, at most
+/// [`PLAIN_WORD_MAX_LEN`]): masked only as a whole value, never inside other text, so a run
+/// should warn that it is too weak to be masked safely.
+pub fn is_plain_word(value: &str) -> bool {
+    let v = value.trim();
+    !v.is_empty() && v.len() <= PLAIN_WORD_MAX_LEN && v.bytes().all(|b| b.is_ascii_alphabetic())
+}
+
+/// The warning for a secret that is a short plain word, naming where it came from (an input
+/// or an environment variable), never the value.
+pub fn plain_word_note(source: &str) -> String {
+    format!(
+        "the secret in {source} is a short plain word: it is masked only where a value is \
+         exactly that word, not inside other text (where it would hide the vendor's own \
+         words); a real credential is longer, so set a real one or a longer test value"
+    )
+}
+
 /// A shared, growable set of secret values. Cheap to clone; all clones see additions.
 ///
 /// Values derived from a secret (an OAuth token, an `Authorization` header, its base64 form)
@@ -34,6 +59,11 @@ struct Set {
 impl Set {
     fn iter(&self) -> impl Iterator<Item = &String> {
         self.values.iter().map(|(v, _)| v)
+    }
+
+    /// The values masked inside other text too (not only as a whole value).
+    fn inside_text(&self) -> impl Iterator<Item = &String> {
+        self.iter().filter(|s| masked_inside_text(s))
     }
 
     fn len(&self) -> usize {
@@ -120,9 +150,8 @@ impl Secrets {
     /// True when `text` is, or contains, a registered secret (as [`Secrets::mask`] would
     /// replace it), without building the masked copy.
     pub fn contains_secret(&self, text: &str) -> bool {
-        self.read()
-            .iter()
-            .any(|s| text == s || (s.len() >= MIN_SUBSTRING_LEN && text.contains(s.as_str())))
+        let guard = self.read();
+        guard.iter().any(|s| text == s) || guard.inside_text().any(|s| text.contains(s.as_str()))
     }
 
     /// True when nothing is registered.
@@ -149,7 +178,7 @@ impl Secrets {
             if out == *secret {
                 return MASK.to_string();
             }
-            if secret.len() >= MIN_SUBSTRING_LEN && out.contains(secret.as_str()) {
+            if masked_inside_text(secret) && out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), MASK);
             }
         }
@@ -175,8 +204,7 @@ impl Secrets {
     fn mask_cut_tail(&self, mut text: String) -> String {
         let guard = self.read();
         let start = guard
-            .iter()
-            .filter(|s| s.len() >= MIN_SUBSTRING_LEN)
+            .inside_text()
             .filter_map(|secret| {
                 let from = text.len().saturating_sub(secret.len() - 1);
                 (from..text.len())
@@ -221,6 +249,12 @@ fn encodings(value: &str) -> Vec<String> {
         value.to_lowercase(),
     ];
     forms.into_iter().filter(|f| f != value).collect()
+}
+
+/// Whether a registered value is masked inside other text: long enough, and not a short
+/// plain word (see [`PLAIN_WORD_MAX_LEN`]).
+fn masked_inside_text(secret: &str) -> bool {
+    secret.len() >= MIN_SUBSTRING_LEN && !is_plain_word(secret)
 }
 
 #[cfg(test)]
@@ -282,6 +316,29 @@ mod tests {
         assert_eq!(s.mask_window(&text, 100), format!("{}***", "x".repeat(10)));
         // a cut that leaves no part of it changes nothing
         assert_eq!(s.mask_window(&text, 10), "x".repeat(10));
+    }
+
+    #[test]
+    fn a_short_plain_word_is_masked_only_as_a_whole_value() {
+        let s = Secrets::new();
+        s.add("wrong");
+        s.add("Password");
+        assert!(is_plain_word("wrong") && is_plain_word("Password"));
+        assert!(!is_plain_word("hunter22") && !is_plain_word("correcthorse"));
+        assert_eq!(
+            s.mask("unknown client or wrong secret; bad password"),
+            "unknown client or wrong secret; bad password"
+        );
+        assert_eq!(s.mask("wrong"), "***");
+        assert_eq!(s.mask("PASSWORD"), "***");
+        assert!(s.contains_secret("wrong") && !s.contains_secret("the wrong one"));
+        assert_eq!(
+            s.mask_json(&serde_json::json!({"p": "Password", "m": "a wrong turn"})),
+            serde_json::json!({"p": "***", "m": "a wrong turn"})
+        );
+        // its base64 form is no word: masked wherever it appears
+        assert_eq!(s.mask("Basic d3Jvbmc="), "Basic ***");
+        assert!(plain_word_note("`env.X`").contains("`env.X`"));
     }
 
     #[test]

@@ -801,9 +801,14 @@ async fn sim_key_env(handle: &crate::sim::SimHandle) -> Result<Vec<(String, Stri
             "AUDIT_PGP_SECRET_KEY".into(),
             key.secret_key.display().to_string(),
         ),
+        (PUBLIC_KEY_VAR.into(), key.public_key.display().to_string()),
         ("AUDIT_PGP_PASSPHRASE".into(), key.passphrase),
     ])
 }
+
+/// The printed variable naming the public half of the key the simulator's domain holds (the
+/// `public_key_file` input of `upload-public-key.yaml`).
+const PUBLIC_KEY_VAR: &str = "AUDIT_PGP_PUBLIC_KEY";
 
 /// What exists in the simulator, for writing inputs without a guess.
 fn print_sim_contents(handle: &crate::sim::SimHandle, stores: &[i64]) {
@@ -856,20 +861,30 @@ fn print_sim_banner(
     crate::outln!(
         "\nPoint the shipped workflows at it (these are throwaway simulator credentials):"
     );
-    let mut env = handle.env();
+    // Both Mimecast credential sets: a workflow that reads only one (siem-batch-events.yaml
+    // reads API 2.0's) finds it; one that reads both uses API 2.0.
+    let mut env: std::collections::BTreeMap<String, String> = handle.env().into_iter().collect();
+    env.extend(handle.env_mimecast2());
     env.extend(extra_env.iter().cloned());
     if timing == "fast" {
         // Vendor processes end in seconds here: polls wait no longer than that, whatever the
         // workflow's interval (a rehearsal setting; the run warns while it is set).
-        env.push((
+        env.insert(
             crate::steps::poll::MAX_POLL_INTERVAL_VAR.to_string(),
             "1s".into(),
-        ));
+        );
     }
-    env.sort();
     for (k, v) in env {
         crate::outln!("export {k}='{v}'");
     }
+    crate::outln!(
+        "# Mimecast workflows that read both credential sets use API 2.0 (client id and secret); \
+         unset MIMECAST_CLIENT_ID to rehearse API 1.0 signing"
+    );
+    crate::outln!(
+        "# the simulator's domain already holds ${PUBLIC_KEY_VAR}: upload-public-key.yaml takes \
+         -i public_key_file=\"${PUBLIC_KEY_VAR}\"; Google exports decrypt with AUDIT_PGP_SECRET_KEY"
+    );
 }
 
 /// `auditflow keygen`: an RSA key pair for Google exports, the fingerprint, and what to run next.

@@ -67,8 +67,10 @@ fn label(v: &Value) -> String {
     }
 }
 
-/// In a dry run, a `when:` that reads a value the dry run does not have is not decided: the
-/// step is shown as if it ran, with a note. Returns true then.
+/// In a dry run, an `if:` that reads a value the dry run does not have is not decided: the
+/// step is shown as if it ran, with a note, whether the placeholder rendered it true or false
+/// (a placeholder is a non-empty text, so `default steps.x.body.next ""` renders true).
+/// Returns true then.
 pub(super) fn undecided_condition(run: &ActiveRun, step: &str, cond: &str, ctx: &Value) -> bool {
     if !run.dry_run || !placeholder::is_dry_run(ctx) {
         return false;

@@ -122,17 +122,24 @@ pub(super) fn key_inputs(wf: &Workflow, inputs: &Map<String, Value>) -> Value {
     )
 }
 
-/// Registers the values of a workflow's `secret: true` inputs.
+/// Registers the values of a workflow's `secret: true` inputs. Returns a warning for each
+/// one that is a short plain word (masked only as a whole value, see
+/// [`crate::secrets::is_plain_word`]).
 pub(super) fn register_secret_inputs(
     wf: &Workflow,
     inputs: &Map<String, Value>,
     secrets: &Secrets,
-) {
+) -> Vec<String> {
+    let mut notes = Vec::new();
     for (name, spec) in &wf.inputs {
         if let (true, Some(v)) = (spec.secret, inputs.get(name)) {
             register_secret_value(secrets, v);
+            if v.as_str().is_some_and(crate::secrets::is_plain_word) {
+                notes.push(crate::secrets::plain_word_note(&format!("input `{name}`")));
+            }
         }
     }
+    notes
 }
 
 fn register_secret_value(secrets: &Secrets, v: &Value) {

@@ -144,7 +144,7 @@ pub(crate) async fn run(
 ) -> Result<RunResult, RunError> {
     let wf = &plan.root.workflow;
     let inputs = resolve_inputs(wf, &opts.inputs)?;
-    register_secret_inputs(wf, &inputs, emitter.secrets());
+    let weak_secrets = register_secret_inputs(wf, &inputs, emitter.secrets());
     let _derived = crate::template::derive_secrets_into(emitter.secrets());
     let started = Instant::now();
     let masked_inputs = emitter.secrets().mask_json(&Value::Object(inputs.clone()));
@@ -171,6 +171,9 @@ pub(crate) async fn run(
         resumed: opened.resumed.take(),
         files: workflow_files(&plan),
     });
+    for note in weak_secrets {
+        emitter.warn(note);
+    }
     if let Some(r) = &opened.replay {
         report_earlier_processes(&base_emitter, r);
     }
@@ -766,7 +769,9 @@ fn skipped_by_condition(one: &OneStep<'_>, ctx: &Value) -> Result<Option<Value>,
                     source,
                 })
             })?;
-        if !go && !dry_run::undecided_condition(run, path, cond, ctx) {
+        // Noted in a dry run whichever way a placeholder made it render.
+        let undecided = dry_run::undecided_condition(run, path, cond, ctx);
+        if !go && !undecided {
             run.step_started(one.at(), step, &one.name);
             let out = json!({"skipped": true});
             run.record_done(path, DoneStatus::Skipped, 0, &out);
@@ -1066,7 +1071,8 @@ async fn run_uses(
         target: uses.target.clone(),
         source,
     })?;
-    register_secret_inputs(callee, &inputs, run.emitter.secrets());
+    // A callee's secret inputs come from the caller, whose own were warned about.
+    let _ = register_secret_inputs(callee, &inputs, run.emitter.secrets());
     let sub = Scope {
         workflow: uses.workflow.clone(),
         inputs: Value::Object(inputs),

@@ -45,6 +45,8 @@ struct State {
     /// Byte bars of the files running steps download or decrypt (several at once), under
     /// their step's spinner, by step path and file.
     file_bars: HashMap<(String, String), ProgressBar>,
+    /// A dry run shows its outputs as it renders them ("would output ..."), not at the end.
+    dry_run: bool,
 }
 
 impl State {
@@ -282,7 +284,14 @@ impl Human {
     }
 
     /// The summary line: verdict, duration, steps counted by outcome.
-    fn run_finished(&self, st: &State, status: RunStatus, duration: Duration, error: Option<&str>) {
+    fn run_finished(
+        &self,
+        st: &State,
+        status: RunStatus,
+        duration: Duration,
+        outputs: &serde_json::Value,
+        error: Option<&str>,
+    ) {
         let mut parts: Vec<String> = ["ok", "FAILED", "failed (continued)", "skipped", "pending"]
             .iter()
             .filter_map(|k| st.counts.get(k).map(|n| format!("{n} {k}")))
@@ -299,8 +308,36 @@ impl Human {
         if let (Some(e), RunStatus::Pending) = (error, status) {
             self.println(&format!("  waiting for: {e}"));
         }
+        if status == RunStatus::Succeeded && !st.dry_run {
+            for line in output_lines(outputs) {
+                self.println(&line);
+            }
+        }
     }
 }
+
+/// The workflow's `outputs` of a successful run, one per line (`  output request_id = ...`),
+/// so that what the next command needs (an export's id) is on screen, not only in reports.
+/// Lists and objects are shown as compact JSON, cut at [`OUTPUT_SHOWN_CHARS`].
+fn output_lines(outputs: &serde_json::Value) -> Vec<String> {
+    let Some(map) = outputs.as_object() else {
+        return Vec::new();
+    };
+    map.iter()
+        .map(|(name, value)| {
+            let text = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let shown: String = text.chars().take(OUTPUT_SHOWN_CHARS).collect();
+            let cut = if shown.len() < text.len() { "…" } else { "" };
+            format!("  output {name} = {shown}{cut}")
+        })
+        .collect()
+}
+
+/// Longest output value shown on the console (the JSON report has them whole).
+const OUTPUT_SHOWN_CHARS: usize = 200;
 
 /// The mark before a finished step.
 fn mark(status: StepStatus) -> &'static str {
@@ -405,7 +442,10 @@ impl Sink for Human {
                 dry_run,
                 resumed,
                 ..
-            } => self.run_started(workflow, file, run_id, *dry_run, resumed.as_deref()),
+            } => {
+                st.dry_run = *dry_run;
+                self.run_started(workflow, file, run_id, *dry_run, resumed.as_deref());
+            }
             Event::StepStarted {
                 step,
                 name,
@@ -512,9 +552,9 @@ impl Sink for Human {
             Event::RunFinished {
                 status,
                 duration,
+                outputs,
                 error,
-                ..
-            } => self.run_finished(&st, *status, *duration, error.as_deref()),
+            } => self.run_finished(&st, *status, *duration, outputs, error.as_deref()),
         }
     }
 }

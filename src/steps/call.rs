@@ -477,6 +477,9 @@ pub fn check_expect(
             for (path, value) in compared_values(&t, &ctx, secrets) {
                 message.push_str(&format!("\n  {path} = {value}"));
             }
+            for line in super::expect_records::matched_records(cond, &ctx, secrets) {
+                message.push_str(&format!("\n  {line}"));
+            }
             return Err(StepError::Expect { message });
         }
     }

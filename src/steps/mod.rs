@@ -19,6 +19,7 @@ mod call_save;
 pub mod decrypt;
 pub mod download;
 pub mod download_and_decrypt;
+mod expect_records;
 pub mod extract;
 pub mod overwrite;
 pub mod poll;

@@ -99,14 +99,14 @@ impl ConnectionCache {
 
     /// The connection `name` of `file` (rendered over `ctx`'s inputs, env and run), or the
     /// plain one when `name` is None. Credentials are registered with `secrets` before use;
-    /// `warn` hears about `insecure_tls`.
+    /// `warn` hears about `insecure_tls` and credentials too weak to be masked in text.
     pub fn get(
         &self,
         file: &Loaded,
         name: Option<&str>,
         ctx: &Value,
         secrets: &Secrets,
-        warn: impl FnOnce(String),
+        mut warn: impl FnMut(String),
     ) -> Result<Connection, BuildError> {
         let Some(name) = name else {
             let mut plain = self
@@ -147,7 +147,9 @@ impl ConnectionCache {
             "env": ctx.get("env").cloned().unwrap_or(Value::Null),
             "run": ctx.get("run").cloned().unwrap_or(Value::Null),
         });
-        register_credential_env(secrets, spec, &conn_ctx);
+        for note in register_credential_env(secrets, spec, &conn_ctx) {
+            warn(format!("connection `{name}`: {note}"));
+        }
         let mut settings = connection_settings(name, spec, &conn_ctx)?;
         settings.loopback_only = self.loopback_only;
         register_credentials(secrets, &settings.credentials);
@@ -266,13 +268,19 @@ fn env_vars_read(template: &str) -> Vec<String> {
 /// Registers the value of every environment variable a credential template reads (the key
 /// file's variable included), before anything is rendered from it: whatever form it comes in,
 /// no message, report or journal record shows it.
-fn register_credential_env(secrets: &Secrets, spec: &ConnectionSpec, ctx: &Value) {
+/// Returns a warning for each that is a short plain word (masked only as a whole value).
+fn register_credential_env(secrets: &Secrets, spec: &ConnectionSpec, ctx: &Value) -> Vec<String> {
+    let mut notes = Vec::new();
     for name in env_names(spec) {
         if let Some(value) = ctx.pointer(&format!("/env/{name}")).and_then(Value::as_str) {
             secrets.add(value);
             secrets.add(value.trim());
+            if crate::secrets::is_plain_word(value) {
+                notes.push(crate::secrets::plain_word_note(&format!("`{name}`")));
+            }
         }
     }
+    notes
 }
 
 /// The error of a `service_account_file` that holds the key itself (`form`), naming the

@@ -12,6 +12,7 @@ use super::model::{CallSpec, ConnectionKind, Count, InputType, RetrySpec, Step, 
 use super::packs::{redact, PackSettings, Packs, Resolved};
 use super::plan::{declared_kinds, plan_steps, Plan, PlannedWorkflow, StepKind};
 use crate::template::{compile_deep, Template, TemplateError};
+use answers::Answer;
 
 fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
@@ -254,8 +255,14 @@ struct Scope {
     /// Step ids visible (earlier steps, enclosing loops' earlier steps), with their kinds
     /// and, for `uses`, the callee's outputs when known.
     steps: Vec<(String, StepKind)>,
+    /// The documented answer of each visible call or poll step whose operation is known.
+    answers: Vec<(String, &'static Answer)>,
     in_loop: bool,
     response: bool,
+    /// In a `response` scope: the call's documented answer, when its operation is known.
+    answer: Option<&'static Answer>,
+    /// In `save_to`: `response.filename` is defined too.
+    filename: bool,
 }
 
 struct Validator<'a> {
@@ -323,8 +330,11 @@ impl Validator<'_> {
             .collect();
         let base_scope = Scope {
             steps: vec![],
+            answers: vec![],
             in_loop: false,
             response: false,
+            answer: None,
+            filename: false,
         };
         for (name, c) in &conns {
             let p = format!("connections.{name}");
@@ -418,17 +428,13 @@ impl Validator<'_> {
         if steps.is_empty() {
             self.err("steps", "a workflow needs at least one step".into());
         }
-        let visible = self.steps(&steps, "steps", base_scope.clone());
+        let out_scope = self.steps(&steps, "steps", base_scope);
         let outputs: Vec<(String, Value)> = self
             .wf()
             .outputs
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let out_scope = Scope {
-            steps: visible,
-            ..base_scope
-        };
         for (k, v) in outputs {
             self.deep(&format!("outputs.{k}"), &v, &out_scope);
         }
@@ -457,7 +463,7 @@ impl Validator<'_> {
     }
 
     /// Checks a list of steps; returns the scope after them (for outputs).
-    fn steps(&mut self, steps: &[Step], base: &str, mut scope: Scope) -> Vec<(String, StepKind)> {
+    fn steps(&mut self, steps: &[Step], base: &str, mut scope: Scope) -> Scope {
         for (i, s) in steps.iter().enumerate() {
             let p = format!("{base}[{i}]");
             self.step(s, &p, &scope);
@@ -465,8 +471,28 @@ impl Validator<'_> {
             // checked as if it were its first kind, or a call.
             let kind = declared_kinds(s).first().copied().unwrap_or(StepKind::Call);
             scope.steps.push((s.id.clone(), kind));
+            let call = s.call.as_ref().or(s.poll.as_ref().map(|p| &p.call));
+            if let Some(answer) = call.and_then(|c| self.call_answer(c)) {
+                scope.answers.push((s.id.clone(), answer));
+            }
         }
-        scope.steps
+        scope
+    }
+
+    /// The documented answer of a call, when its connection's vendor and path are known.
+    fn call_answer(&self, c: &CallSpec) -> Option<&'static Answer> {
+        let conn = self.wf().connections.get(c.connection.as_deref()?)?;
+        answers::answer_of(conn.kind, c.method.as_deref(), c.path.as_deref()?)
+    }
+
+    /// The scope of a template over `response` (the answer of `c`).
+    fn response_scope(&self, c: &CallSpec, scope: &Scope, filename: bool) -> Scope {
+        Scope {
+            response: true,
+            answer: self.call_answer(c),
+            filename,
+            ..scope.clone()
+        }
     }
 
     fn step(&mut self, s: &Step, p: &str, scope: &Scope) {
@@ -518,10 +544,7 @@ impl Validator<'_> {
         if let Some(poll) = &s.poll {
             let pp = format!("{p}.poll");
             self.call(&format!("{pp}.call"), &poll.call, scope);
-            let rs = Scope {
-                response: true,
-                ..scope.clone()
-            };
+            let rs = self.response_scope(&poll.call, scope, false);
             self.template(&format!("{pp}.until"), &poll.until, &rs);
             if let Some(f) = &poll.fail_if {
                 self.template(&format!("{pp}.fail_if"), f, &rs);
@@ -725,26 +748,16 @@ impl Validator<'_> {
                     );
                 }
             }
+            let rs = self.response_scope(c, scope, false);
             if let Some(cond) = &e.condition {
-                let rs = Scope {
-                    response: true,
-                    ..scope.clone()
-                };
                 self.template(&format!("{p}.expect.condition"), cond, &rs);
             }
             if let Some(msg) = &e.message {
-                let rs = Scope {
-                    response: true,
-                    ..scope.clone()
-                };
                 self.template(&format!("{p}.expect.message"), msg, &rs);
             }
         }
         if let Some(s) = &c.save_to {
-            let rs = Scope {
-                response: true,
-                ..scope.clone()
-            };
+            let rs = self.response_scope(c, scope, true);
             self.template(&format!("{p}.save_to"), s, &rs);
         }
         if let Some(b) = &c.budget {
@@ -906,6 +919,12 @@ impl Validator<'_> {
                                     }),
                             ),
                         )),
+                        Some(out) if out == "body" => match scope.answers.iter().find(|(s, _)| s == id) {
+                            Some((_, answer)) => {
+                                answers::check_path(answer, &format!("steps.{id}.body"), &path[3..])
+                            }
+                            None => Ok(()),
+                        },
                         _ => Ok(()),
                     },
                     None => {
@@ -938,7 +957,7 @@ impl Validator<'_> {
                 None,
             )),
             "cursors" => self.check_cursor_var(path),
-            "response" if scope.response => Ok(()),
+            "response" if scope.response => check_response(path, scope),
             "response" => Err((
                 "`response` is only defined in `poll.until`, `poll.fail_if`, `expect.condition`, `expect.message` and `call.save_to`"
                     .to_string(),
@@ -975,6 +994,37 @@ impl Validator<'_> {
             })
         }
         walk(&self.wf().steps, id)
+    }
+}
+
+/// Checks a path under `response`: one of its fields, and inside `body` the documented answer.
+fn check_response(path: &[String], scope: &Scope) -> Result<(), (String, Option<String>)> {
+    let Some(field) = path.get(1) else {
+        return Ok(());
+    };
+    let known = answers::RESPONSE_FIELDS.contains(&field.as_str())
+        || (scope.filename && field == "filename");
+    if !known {
+        let mut fields = answers::RESPONSE_FIELDS.to_vec();
+        if scope.filename {
+            fields.push("filename");
+        }
+        let help = match did_you_mean(field, fields.iter().copied()) {
+            Some(f) => format!("did you mean `response.{f}`?"),
+            None if field == "records" || field == "pages" || field == "items" => format!(
+                "`response` has {}; the step's `{field}` (every page) is read by later steps as `steps.<id>.{field}`",
+                fields.join(", ")
+            ),
+            None => format!("`response` has {}", fields.join(", ")),
+        };
+        return Err((
+            format!("undefined variable `{}`", path.join(".")),
+            Some(help),
+        ));
+    }
+    match (field.as_str(), scope.answer) {
+        ("body", Some(answer)) => answers::check_path(answer, "response.body", &path[2..]),
+        _ => Ok(()),
     }
 }
 
@@ -1083,6 +1133,7 @@ pub fn coerce_input(kind: InputType, v: &Value) -> Result<Value, String> {
     }
 }
 
+mod answers;
 pub mod budget;
 mod cursors;
 #[cfg(test)]

@@ -250,7 +250,7 @@ async fn a_loop_over_a_response_shows_a_placeholder_item_and_a_real_error_still_
     let base = format!("http://{addr}");
     let ok = dir.write(
         "loop.yaml",
-        "name: loop\nsteps:\n  - id: list\n    call: {url: '{{ env.BASE }}/list'}\n  - id: each\n    for_each:\n      items: '{{ steps.list.body.ids }}'\n      steps:\n        - id: get\n          call: {url: '{{ env.BASE }}/item/{{ item.id }}'}\n  - id: after\n    if: '{{ eq steps.list.body.more true }}'\n    call: {url: '{{ env.BASE }}/more'}\noutputs:\n  n: '{{ len steps.list.body.ids }}'\n",
+        "name: loop\nsteps:\n  - id: list\n    call: {url: '{{ env.BASE }}/list'}\n  - id: each\n    for_each:\n      items: '{{ steps.list.body.ids }}'\n      steps:\n        - id: get\n          call: {url: '{{ env.BASE }}/item/{{ item.id }}'}\n  - id: after\n    if: '{{ eq steps.list.body.more true }}'\n    call: {url: '{{ env.BASE }}/more'}\n  - id: next\n    if: '{{ default steps.list.body.next \"\" }}'\n    call: {url: '{{ env.BASE }}/next'}\noutputs:\n  n: '{{ len steps.list.body.ids }}'\n",
     );
     let env = vec![("BASE".to_string(), base)];
     let (code, out) = dry_run(&ok.display().to_string(), &[], &env, &dir).await;
@@ -268,6 +268,12 @@ async fn a_loop_over_a_response_shows_a_placeholder_item_and_a_real_error_still_
         "an undecided `when` is shown:\n{out}"
     );
     assert!(out.contains("✓ after"), "{out}");
+    // A placeholder is a non-empty text: this `if:` renders true, and is still noted.
+    assert!(
+        out.contains("runs only if `{{ default steps.list.body.next \"\" }}`"),
+        "an `if:` a placeholder made true is noted too:\n{out}"
+    );
+    assert!(out.contains("✓ next"), "{out}");
     assert!(
         out.contains("would output n = <len steps.list.body.ids>"),
         "{out}"

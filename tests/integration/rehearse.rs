@@ -122,3 +122,14 @@ async fn requests_for_anything_but_the_simulator_are_refused() {
         assert!(!all.contains("retrying"), "{url}: {all}");
     }
 }
+
+/// The pull-request check the README recommends, on the workflow that reads only Mimecast's
+/// API 2.0 credentials: the rehearsal gives the simulator's (issue 26 item 2).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workflow_reading_mimecast_api_2_credentials_is_rehearsed() {
+    let dir = Dir::new();
+    let wf = root().join("workflows/mimecast/siem-batch-events.yaml");
+    let (code, stdout, stderr) = rehearse(&dir, &[&wf.display().to_string()]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("run succeeded"), "{stdout}");
+}

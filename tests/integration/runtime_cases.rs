@@ -30,6 +30,20 @@ async fn runtime_failures_print_their_expected_text() {
     let (url, _script) = serve(vec![
         ("/items", vec![Reply::json(200, json!({"count": 2}))]),
         (
+            "/events",
+            vec![Reply::json(
+                200,
+                json!({"data": [
+                    {"id": 1, "status": "delivered"},
+                    {"id": 2, "status": "failed", "reason": "SPF fail"},
+                    {"id": 3, "status": "failed", "reason": "mailbox full"},
+                    {"id": 4, "status": "delivered"},
+                    {"id": 5, "status": "failed", "reason": "DMARC reject"},
+                    {"id": 6, "status": "failed", "reason": "timeout"},
+                ]}),
+            )],
+        ),
+        (
             "/items/gone",
             vec![Reply::json(
                 404,

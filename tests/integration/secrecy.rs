@@ -351,3 +351,41 @@ async fn a_secret_encoded_by_vendor_code_and_echoed_back_is_masked() {
         assert!(!text.contains(form_encoded), "{text}");
     }
 }
+
+/// A test secret that is a plain word (`wrong`) does not mask the vendor's own words: the
+/// error reads as the vendor wrote it, the run warns that the secret is too weak to be masked
+/// inside text, and the value standing alone is still masked.
+#[tokio::test]
+async fn a_short_plain_word_secret_keeps_the_vendors_text_and_is_warned_about() {
+    let (base, _script) = serve(vec![(
+        "/token",
+        vec![Reply::json(
+            401,
+            json!({"error": "unknown client or wrong secret", "echo": "wrong"}),
+        )],
+    )])
+    .await;
+    let ran = Case::yaml(
+        r#"
+        name: weak
+        inputs:
+          secret: {type: string, secret: true}
+        steps:
+          - id: token
+            retry: {max_attempts: 1}
+            call:
+              url: "{{ env.BASE }}/token"
+              form: {client_secret: "{{ inputs.secret }}"}
+              expect:
+                condition: '{{ eq response.body.echo "right" }}'
+        "#,
+    )
+    .env("BASE", &base)
+    .input("secret", "wrong")
+    .code(1)
+    .stderr_has("unknown client or wrong secret")
+    .stdout_has("the secret in input `secret` is a short plain word")
+    .run()
+    .await;
+    assert!(!ran.stdout.contains("or *** secret"), "{}", ran.stdout);
+}

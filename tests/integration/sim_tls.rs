@@ -389,3 +389,137 @@ async fn the_google_export_runs_against_sim_with_the_printed_environment_alone()
     assert!(mboxes > 0, "{out}");
     assert_eq!(sim.stop().await, Some(0));
 }
+
+/// Every shipped workflow, rehearsed against `auditflow sim` with nothing but what it printed:
+/// its environment block and the inputs its banner names (the domain, the store ids, the Vault
+/// accounts, the key the domain holds); each run ends in under a minute (issue 26). The delete
+/// and the shared fetch take the export id the mailbox export printed as its output.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_shipped_workflow_runs_against_sim_with_what_it_printed() {
+    let d = Dir::new();
+    let sim = start(
+        &["--work-dir", &d.path().join("sim").display().to_string()],
+        d.path(),
+    )
+    .await;
+    let domain = after(&sim.printed, "-i domain=");
+    let stores = after(&sim.printed, "mailstore store ids: ").replace(' ', "");
+    let account = after(
+        &sim.printed,
+        "vault accounts (others get an account exception and no mail): ",
+    )
+    .split(',')
+    .next()
+    .unwrap_or_default()
+    .trim()
+    .to_string();
+    let public_key = sim.var("AUDIT_PGP_PUBLIC_KEY").to_string();
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("mimecast/audit-events.yaml", vec![]),
+        ("mimecast/find-processing-messages.yaml", vec![]),
+        (
+            "mimecast/latest-channel-token.yaml",
+            vec!["channel_id=any".into()],
+        ),
+        ("mimecast/siem-batch-events.yaml", vec![]),
+        ("mimecast/siem-logs.yaml", vec![]),
+        ("mailstore/server-info.yaml", vec![]),
+        (
+            "mailstore/verify-stores.yaml",
+            vec![format!("store_ids={stores}")],
+        ),
+        (
+            "google/upload-public-key.yaml",
+            vec![
+                format!("domain={domain}"),
+                format!("public_key_file={public_key}"),
+            ],
+        ),
+        ("google/list-exports.yaml", vec![format!("domain={domain}")]),
+        (
+            "google/export-users.yaml",
+            vec![format!("domain={domain}"), "users=alice,bob".into()],
+        ),
+        (
+            "google/vault-mail-export.yaml",
+            vec![
+                format!("accounts={account}"),
+                "export_name=rehearsal".into(),
+            ],
+        ),
+        (
+            "google/mailbox-export.yaml",
+            vec![format!("domain={domain}"), "user=carol".into()],
+        ),
+    ];
+    let mut ran: Vec<String> = Vec::new();
+    let mut request_id = String::new();
+    for (workflow, inputs) in cases {
+        let out = timed_run(&sim, workflow, &inputs, d.path()).await;
+        if workflow == "google/mailbox-export.yaml" {
+            request_id = after(&out, "output request_id = ");
+        }
+        ran.push(workflow.to_string());
+    }
+    assert!(!request_id.is_empty());
+    let export = [
+        format!("domain={domain}"),
+        "user=carol".into(),
+        format!("request_id={request_id}"),
+        "out_dir=again".into(),
+    ];
+    timed_run(&sim, "shared/google-export-fetch.yaml", &export, d.path()).await;
+    timed_run(&sim, "google/delete-export.yaml", &export[..3], d.path()).await;
+    ran.extend([
+        "shared/google-export-fetch.yaml".into(),
+        "google/delete-export.yaml".into(),
+    ]);
+    ran.sort();
+    assert_eq!(
+        ran,
+        shipped_workflows(),
+        "every shipped workflow is rehearsed here"
+    );
+    assert_eq!(sim.stop().await, Some(0));
+}
+
+/// Runs a shipped workflow with the simulator's printed environment: it succeeds within a
+/// minute. Returns what it printed.
+async fn timed_run(sim: &Sim, workflow: &str, inputs: &[String], cwd: &Path) -> String {
+    let started = Instant::now();
+    let (code, out) = run_workflow(sim, workflow, inputs, cwd).await;
+    assert_eq!(code, 0, "{workflow} {inputs:?}:\n{out}");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(60),
+        "{workflow} took {took:?}:\n{out}"
+    );
+    out
+}
+
+/// The rest of the line after `marker` (trimmed), or "" when it is not there.
+fn after(text: &str, marker: &str) -> String {
+    text.lines()
+        .find_map(|l| {
+            l.split_once(marker)
+                .map(|(_, rest)| rest.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// `workflows/**/*.yaml` as `vendor/name.yaml`, sorted.
+fn shipped_workflows() -> Vec<String> {
+    let root = crate::common::root().join("workflows");
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(&root).expect("workflows").flatten() {
+        for f in std::fs::read_dir(dir.path()).expect("vendor dir").flatten() {
+            let p = f.path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                let rel = p.strip_prefix(&root).expect("under workflows");
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -342,3 +342,37 @@ fn each_file_in_flight_has_its_own_byte_bar() {
     h.event(&step_finished(step, step, StepStatus::Failed, 1, 10));
     assert!(bars(&h).is_empty(), "the step's end clears its file bars");
 }
+
+/// A successful run shows the workflow's outputs after its summary (long values cut); a
+/// failed run and a dry run (which shows "would output" as it renders them) do not.
+#[test]
+fn a_successful_run_shows_its_outputs() {
+    let outputs =
+        json!({"request_id": "53156", "files": ["a.mbox", "b.mbox"], "long": "x".repeat(250)});
+    let finished = |status| Event::RunFinished {
+        status,
+        duration: Duration::from_secs(3),
+        outputs: outputs.clone(),
+        error: None,
+    };
+    let ok = render(
+        false,
+        &[started(None, false), finished(RunStatus::Succeeded)],
+    );
+    assert!(ok.contains("\n  output request_id = 53156\n"), "{ok}");
+    assert!(
+        ok.contains("\n  output files = [\"a.mbox\",\"b.mbox\"]\n"),
+        "{ok}"
+    );
+    assert!(
+        ok.contains(&format!("  output long = {}…\n", "x".repeat(200))),
+        "{ok}"
+    );
+    let failed = render(false, &[started(None, false), finished(RunStatus::Failed)]);
+    assert!(!failed.contains("output "), "{failed}");
+    let dry = render(
+        false,
+        &[started(None, true), finished(RunStatus::Succeeded)],
+    );
+    assert!(!dry.contains("output "), "{dry}");
+}

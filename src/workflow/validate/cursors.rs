@@ -102,11 +102,7 @@ impl Validator<'_> {
                 "`repeat` needs at least one step".into(),
             );
         }
-        let visible = self.steps(&r.steps, &format!("{p}.steps"), scope.clone());
-        let after = Scope {
-            steps: visible,
-            ..scope.clone()
-        };
+        let after = self.steps(&r.steps, &format!("{p}.steps"), scope.clone());
         self.template(&format!("{p}.until"), &r.until, &after);
     }
 }
