@@ -81,12 +81,59 @@ fn parent() -> Result<(), String> {
         .map_err(|e| format!("temp dir: {e}"))?;
     let block = pattern_block();
     let sha = pattern_sha256(&block, size);
+    let (rt, url) = serve_pattern(block, sha, size)?;
+    let mib = size as f64 / (1024.0 * 1024.0);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+
+    println!(
+        "download benchmark: {mib:.0} MiB over loopback, files in {}",
+        dir.path().display()
+    );
+    println!(
+        "{:<5} {:>22} {:>12} {:>14} {:>18} {:>12} {:>12}",
+        "round",
+        "auditflow MiB/s (in)",
+        "curl MiB/s",
+        "curl+fsync",
+        "curl+fsync+sha256",
+        "ratio",
+        "peak RSS"
+    );
+    let mut all = Vec::new();
+    for round in 1..=rounds {
+        let r = one_round(&exe, &url, dir.path(), &hex::encode(sha), mib)?;
+        println!(
+            "{round:<5} {:>14.0} ({:>5.0}) {:>12.0} {:>14.0} {:>18.0} {:>11.2}x {:>8.1} MiB",
+            r.ours,
+            r.ours_inner,
+            r.curl,
+            r.curl_sync,
+            r.curl_hash,
+            r.ours / r.curl,
+            r.rss_kib as f64 / 1024.0
+        );
+        all.push(r);
+    }
+    print_medians(&all);
+    if Path::new("/usr/bin/time").exists() {
+        time_one_more(&exe, &url, dir.path())?;
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Serves `size` bytes of the pattern with their `Repr-Digest` from a runtime of its own
+/// (so the parent's measurements do not share it); returns it and the URL (with a token in
+/// the query, as pre-signed links have).
+fn serve_pattern(
+    block: bytes::Bytes,
+    sha: [u8; 32],
+    size: u64,
+) -> Result<(tokio::runtime::Runtime, String), String> {
     let digest = format!(
         "sha-256=:{}:",
         base64::engine::general_purpose::STANDARD.encode(sha)
     );
-
-    // The server gets its own runtime so the parent's measurements do not share it.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -124,150 +171,146 @@ fn parent() -> Result<(), String> {
     rt.spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let url = format!("http://{addr}/export.mbox.gpg?access_token=bench-token");
-    let mib = size as f64 / (1024.0 * 1024.0);
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let have_time = Path::new("/usr/bin/time").exists();
+    Ok((
+        rt,
+        format!("http://{addr}/export.mbox.gpg?access_token=bench-token"),
+    ))
+}
 
-    println!(
-        "download benchmark: {mib:.0} MiB over loopback, files in {}",
-        dir.path().display()
-    );
-    println!(
-        "{:<5} {:>22} {:>12} {:>14} {:>18} {:>12} {:>12}",
-        "round",
-        "auditflow MiB/s (in)",
-        "curl MiB/s",
-        "curl+fsync",
-        "curl+fsync+sha256",
-        "ratio",
-        "peak RSS"
-    );
-    let mut ours_all = Vec::new();
-    let mut curl_all = Vec::new();
-    let mut curl_sync_all = Vec::new();
-    let mut curl_hash_all = Vec::new();
-    let mut rss_all = Vec::new();
-    for round in 1..=rounds {
-        // auditflow, in a child process.
-        let dest = dir.path().join("auditflow.bin");
-        let started = Instant::now();
-        let out = Command::new(&exe)
-            .env(CHILD_ENV, format!("{url} {}", dest.display()))
-            .output()
-            .map_err(|e| format!("child: {e}"))?;
-        let ours = started.elapsed();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        if !out.status.success() {
-            return Err(format!(
-                "child failed: {stdout} {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let fields: Vec<&str> = stdout.split_whitespace().collect();
-        let (got_sha, rss_kib, inner) = match fields.as_slice() {
-            [s, r, i, ..] => (
-                s.to_string(),
-                r.parse::<u64>().unwrap_or(0),
-                i.parse::<f64>().unwrap_or(0.0),
-            ),
-            _ => return Err(format!("unexpected child output: {stdout}")),
-        };
-        if got_sha != hex::encode(sha) {
-            return Err(format!("sha mismatch: {got_sha} vs {}", hex::encode(sha)));
-        }
-        let _ = std::fs::remove_file(&dest);
+/// One round's rates in MiB/s and the child's peak RSS.
+struct RoundRates {
+    /// auditflow, the child process's wall time.
+    ours: f64,
+    /// auditflow, the time the child measured inside.
+    ours_inner: f64,
+    curl: f64,
+    curl_sync: f64,
+    /// NaN when `openssl` is missing or disagrees.
+    curl_hash: f64,
+    rss_kib: u64,
+}
 
-        // curl, plain and followed by an fsync of the file (auditflow syncs before renaming).
-        let curl_dest = dir.path().join("curl.bin");
-        let curl = time_curl(&url, &curl_dest, false)?;
-        let _ = std::fs::remove_file(&curl_dest);
-        let curl_sync = time_curl(&url, &curl_dest, true)?;
-        // The same work as auditflow: curl, then SHA-256 of the file (openssl, SHA-NI when
-        // the CPU has it), then fsync.
-        let hash_started = Instant::now();
-        let hashed = Command::new("openssl")
-            .args(["dgst", "-sha256"])
-            .arg(&curl_dest)
-            .output()
-            .ok()
-            .filter(|o| {
-                o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&hex::encode(sha))
-            })
-            .map(|_| curl_sync + hash_started.elapsed());
-        let _ = std::fs::remove_file(&curl_dest);
-
-        let ours_rate = mib / ours.as_secs_f64();
-        let curl_rate = mib / curl.as_secs_f64();
-        let curl_sync_rate = mib / curl_sync.as_secs_f64();
-        let curl_hash_rate = hashed.map_or(f64::NAN, |d| mib / d.as_secs_f64());
-        println!(
-            "{round:<5} {:>14.0} ({:>5.0}) {:>12.0} {:>14.0} {:>18.0} {:>11.2}x {:>8.1} MiB",
-            ours_rate,
-            mib / inner,
-            curl_rate,
-            curl_sync_rate,
-            curl_hash_rate,
-            ours_rate / curl_rate,
-            rss_kib as f64 / 1024.0
-        );
-        ours_all.push(ours_rate);
-        curl_all.push(curl_rate);
-        curl_sync_all.push(curl_sync_rate);
-        curl_hash_all.push(curl_hash_rate);
-        rss_all.push(rss_kib);
+/// auditflow in a child process (its SHA-256 checked), then curl, curl with an fsync, and
+/// curl with an fsync and the SHA-256 of the file (openssl).
+fn one_round(
+    exe: &Path,
+    url: &str,
+    dir: &Path,
+    sha_hex: &str,
+    mib: f64,
+) -> Result<RoundRates, String> {
+    let dest = dir.join("auditflow.bin");
+    let started = Instant::now();
+    let out = Command::new(exe)
+        .env(CHILD_ENV, format!("{url} {}", dest.display()))
+        .output()
+        .map_err(|e| format!("child: {e}"))?;
+    let ours = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        return Err(format!(
+            "child failed: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
-    let med = |v: &mut Vec<f64>| {
+    let fields: Vec<&str> = stdout.split_whitespace().collect();
+    let (got_sha, rss_kib, inner) = match fields.as_slice() {
+        [s, r, i, ..] => (
+            s.to_string(),
+            r.parse::<u64>().unwrap_or(0),
+            i.parse::<f64>().unwrap_or(0.0),
+        ),
+        _ => return Err(format!("unexpected child output: {stdout}")),
+    };
+    if got_sha != sha_hex {
+        return Err(format!("sha mismatch: {got_sha} vs {sha_hex}"));
+    }
+    let _ = std::fs::remove_file(&dest);
+
+    // curl, plain and followed by an fsync of the file (auditflow syncs before renaming).
+    let curl_dest = dir.join("curl.bin");
+    let curl = time_curl(url, &curl_dest, false)?;
+    let _ = std::fs::remove_file(&curl_dest);
+    let curl_sync = time_curl(url, &curl_dest, true)?;
+    // The same work as auditflow: curl, then SHA-256 of the file (openssl, SHA-NI when
+    // the CPU has it), then fsync.
+    let hash_started = Instant::now();
+    let hashed = Command::new("openssl")
+        .args(["dgst", "-sha256"])
+        .arg(&curl_dest)
+        .output()
+        .ok()
+        .filter(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(sha_hex))
+        .map(|_| curl_sync + hash_started.elapsed());
+    let _ = std::fs::remove_file(&curl_dest);
+    Ok(RoundRates {
+        ours: mib / ours.as_secs_f64(),
+        ours_inner: mib / inner,
+        curl: mib / curl.as_secs_f64(),
+        curl_sync: mib / curl_sync.as_secs_f64(),
+        curl_hash: hashed.map_or(f64::NAN, |d| mib / d.as_secs_f64()),
+        rss_kib,
+    })
+}
+
+/// The medians of the rounds and the largest peak RSS.
+fn print_medians(all: &[RoundRates]) {
+    let med = |f: fn(&RoundRates) -> f64| {
+        let mut v: Vec<f64> = all.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     let (o, c, cs, ch) = (
-        med(&mut ours_all),
-        med(&mut curl_all),
-        med(&mut curl_sync_all),
-        med(&mut curl_hash_all),
+        med(|r| r.ours),
+        med(|r| r.curl),
+        med(|r| r.curl_sync),
+        med(|r| r.curl_hash),
     );
     println!(
         "median: auditflow {o:.0} MiB/s, curl {c:.0} MiB/s, curl+fsync {cs:.0}, curl+fsync+sha256 {ch:.0}; ratio {:.2}x vs curl ({:.2}x vs curl+fsync, {:.2}x vs curl+fsync+sha256); auditflow peak RSS {:.1} MiB (max over rounds)",
         o / c,
         o / cs,
         o / ch,
-        rss_all.iter().copied().max().unwrap_or(0) as f64 / 1024.0
+        all.iter().map(|r| r.rss_kib).max().unwrap_or(0) as f64 / 1024.0
     );
-    if have_time {
-        let dest = dir.path().join("auditflow.bin");
-        let out = Command::new("/usr/bin/time")
-            .args(["-f", "%M KiB max RSS, %U s user, %S s system, %e s wall"])
-            .arg(&exe)
-            .env(CHILD_ENV, format!("{url} {}", dest.display()))
-            .output()
-            .map_err(|e| format!("time: {e}"))?;
-        let _ = std::fs::remove_file(&dest);
-        let line = String::from_utf8_lossy(&out.stderr)
+}
+
+/// One more auditflow child and one more curl under `/usr/bin/time` (peak RSS, CPU).
+fn time_one_more(exe: &Path, url: &str, dir: &Path) -> Result<(), String> {
+    const FORMAT: &str = "%M KiB max RSS, %U s user, %S s system, %e s wall";
+    let last_line = |out: std::process::Output| {
+        String::from_utf8_lossy(&out.stderr)
             .lines()
             .last()
             .unwrap_or("")
             .trim()
-            .to_string();
-        println!("/usr/bin/time, one more auditflow child: {line}");
-        let curl_dest = dir.path().join("curl.bin");
-        let out = Command::new("/usr/bin/time")
-            .args(["-f", "%M KiB max RSS, %U s user, %S s system, %e s wall"])
-            .args(["curl", "-s", "--noproxy", "*", "-o"])
-            .arg(&curl_dest)
-            .arg(&url)
-            .output()
-            .map_err(|e| format!("time: {e}"))?;
-        let _ = std::fs::remove_file(&curl_dest);
-        let line = String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        println!("/usr/bin/time, one more curl:             {line}");
-    }
-    rt.shutdown_timeout(Duration::from_secs(1));
+            .to_string()
+    };
+    let dest = dir.join("auditflow.bin");
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", FORMAT])
+        .arg(exe)
+        .env(CHILD_ENV, format!("{url} {}", dest.display()))
+        .output()
+        .map_err(|e| format!("time: {e}"))?;
+    let _ = std::fs::remove_file(&dest);
+    println!(
+        "/usr/bin/time, one more auditflow child: {}",
+        last_line(out)
+    );
+    let curl_dest = dir.join("curl.bin");
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", FORMAT])
+        .args(["curl", "-s", "--noproxy", "*", "-o"])
+        .arg(&curl_dest)
+        .arg(url)
+        .output()
+        .map_err(|e| format!("time: {e}"))?;
+    let _ = std::fs::remove_file(&curl_dest);
+    println!(
+        "/usr/bin/time, one more curl:             {}",
+        last_line(out)
+    );
     Ok(())
 }
 

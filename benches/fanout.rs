@@ -434,7 +434,8 @@ fn bench_in(cfg: &Config, users: &[String], work: &Path) -> Res<bool> {
         .block_on(sim::start(sim_cfg))
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
     eprintln!("generating an RSA-{} key ...", cfg.key_bits);
-    let key = auditflow::demo::generate_key(&work.join("keys"), cfg.key_bits)?;
+    let key = auditflow::demo::generate_key(&work.join("keys"), cfg.key_bits)
+        .map_err(|e| e.to_string())?;
     let mut env = handle.env();
     env.push((
         "AUDIT_PGP_SECRET_KEY".into(),

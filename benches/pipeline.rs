@@ -200,43 +200,88 @@ fn bench() -> Res<()> {
         .map_err(|e| e.to_string())?;
     let home = work.path().join("g");
     fs::create_dir(&home).map_err(|e| e.to_string())?;
-    let result = (|| -> Res<()> {
-        let fx = setup(work.path(), &home, n_files, mib)?;
-        let enc_total: u64 = fx
-            .files
-            .iter()
-            .map(|(_, p, _)| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-            .sum();
+    let result = run_rounds(work.path(), &home, n_files, mib, rounds);
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", &home)
+        .args(["--kill", "all"])
+        .status();
+    result
+}
 
-        // The server gets its own one-thread runtime, as in benches/download.rs.
-        let server_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let listener = server_rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .map_err(|e| e.to_string())?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let allowed: Arc<Vec<(String, PathBuf)>> = Arc::new(
-            fx.files
-                .iter()
-                .map(|(n, p, _)| (n.clone(), p.clone()))
-                .collect(),
+/// Makes the fixture, serves it, measures `rounds` rounds of the three ways and reports.
+fn run_rounds(work: &Path, home: &Path, n_files: u64, mib: u64, rounds: u64) -> Res<()> {
+    let fx = setup(work, home, n_files, mib)?;
+    let enc_total: u64 = fx
+        .files
+        .iter()
+        .map(|(_, p, _)| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let (server_rt, urls) = serve_fixture(&fx)?;
+    let client = Client::new(urls, work.join("out"))?;
+    let mut results = Vec::new();
+    for round in 1..=rounds {
+        let r = client.round(&fx)?;
+        eprintln!(
+            "round {round}: download {:.2} s, decrypt {:.2} s, pipelined {:.2} s",
+            r.download_s, r.decrypt_s, r.pipelined_s
         );
-        let app = axum::Router::new()
-            .route("/files/{name}", axum::routing::get(serve_file))
-            .with_state(allowed);
-        server_rt.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        let urls: Vec<String> = fx
-            .files
-            .iter()
-            .map(|(n, _, _)| format!("http://{addr}/files/{n}"))
-            .collect();
+        results.push(r);
+    }
+    let decrypt_conc = client.decrypt_conc;
+    drop(client);
+    server_rt.shutdown_timeout(Duration::from_secs(1));
+    report(&results, n_files, mib, enc_total, decrypt_conc);
+    Ok(())
+}
 
-        // The client side: the runtime `auditflow` itself uses (multi-thread, default sizes).
+/// Serves the fixture's files from a one-thread runtime of its own (as in
+/// benches/download.rs); returns the runtime and the files' URLs.
+fn serve_fixture(fx: &Fixture) -> Res<(tokio::runtime::Runtime, Vec<String>)> {
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let listener = server_rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let allowed: Arc<Vec<(String, PathBuf)>> = Arc::new(
+        fx.files
+            .iter()
+            .map(|(n, p, _)| (n.clone(), p.clone()))
+            .collect(),
+    );
+    let app = axum::Router::new()
+        .route("/files/{name}", axum::routing::get(serve_file))
+        .with_state(allowed);
+    server_rt.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let urls: Vec<String> = fx
+        .files
+        .iter()
+        .map(|(n, _, _)| format!("http://{addr}/files/{n}"))
+        .collect();
+    Ok((server_rt, urls))
+}
+
+/// The client side: the runtime `auditflow` itself uses (multi-thread, default sizes), a
+/// plain connection, and what the steps need.
+struct Client {
+    rt: tokio::runtime::Runtime,
+    conn: Connection,
+    emitter: Emitter,
+    cancel: CancellationToken,
+    no_headers: HeaderFn,
+    retry: RetryPolicy,
+    decrypt_conc: usize,
+    urls: Vec<String>,
+    out: PathBuf,
+}
+
+impl Client {
+    fn new(urls: Vec<String>, out: PathBuf) -> Res<Client> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -244,176 +289,190 @@ fn bench() -> Res<()> {
         let secrets = Secrets::new();
         let conn = Connection::new(ConnectionSettings::plain(), secrets.clone())
             .map_err(|e| e.to_string())?;
-        let emitter = Emitter::new(vec![], secrets);
-        let cancel = CancellationToken::new();
-        let no_headers: HeaderFn =
-            Arc::new(|_| Box::pin(async { Ok(reqwest::header::HeaderMap::new()) }));
-        let retry = RetryPolicy::default();
-        let decrypt_conc = std::thread::available_parallelism()
-            .map(std::num::NonZero::get)
-            .unwrap_or(2);
-
-        let out = work.path().join("out");
         fs::create_dir(&out).map_err(|e| e.to_string())?;
-        let mut results = Vec::new();
-        for round in 1..=rounds {
-            // (a) download alone.
-            let dl_dir = fresh_dir(&out, "a-download")?;
-            fs::create_dir(&dl_dir).map_err(|e| e.to_string())?;
-            let specs: Vec<FileToFetch> = fx
-                .files
-                .iter()
-                .zip(&urls)
-                .map(|((n, _, _), u)| {
-                    Ok(FileToFetch {
-                        url: url::Url::parse(u).map_err(|e| e.to_string())?,
-                        dest: dl_dir.join(n),
-                        expected_sha256: None,
-                        expected_size: None,
-                        expected_md5: None,
-                    })
+        Ok(Client {
+            rt,
+            conn,
+            emitter: Emitter::new(vec![], secrets),
+            cancel: CancellationToken::new(),
+            no_headers: Arc::new(|_| Box::pin(async { Ok(reqwest::header::HeaderMap::new()) })),
+            retry: RetryPolicy::default(),
+            decrypt_conc: std::thread::available_parallelism()
+                .map(std::num::NonZero::get)
+                .unwrap_or(2),
+            urls,
+            out,
+        })
+    }
+
+    /// One round: (a) download alone, (b) decrypt alone (the files of (a)), (c) pipelined.
+    fn round(&self, fx: &Fixture) -> Res<Round> {
+        let dl_dir = fresh_dir(&self.out, "a-download")?;
+        fs::create_dir(&dl_dir).map_err(|e| e.to_string())?;
+        let (download_s, download_cpu, downloaded) = self.download_alone(fx, &dl_dir)?;
+        let dec_dir = fresh_dir(&self.out, "b-decrypt")?;
+        fs::create_dir(&dec_dir).map_err(|e| e.to_string())?;
+        let (decrypt_s, key_s, decrypt_cpu) = self.decrypt_alone(fx, &downloaded, &dec_dir)?;
+        fs::remove_dir_all(&dl_dir).map_err(|e| e.to_string())?;
+        fs::remove_dir_all(&dec_dir).map_err(|e| e.to_string())?;
+        let (pipelined_s, pipelined_cpu) = self.pipelined(fx)?;
+        Ok(Round {
+            download_s,
+            decrypt_s,
+            key_s,
+            pipelined_s,
+            cpu: [download_cpu, decrypt_cpu, pipelined_cpu],
+        })
+    }
+
+    /// (a) The files downloaded into `dl_dir`: wall and CPU seconds, and the downloads.
+    fn download_alone(
+        &self,
+        fx: &Fixture,
+        dl_dir: &Path,
+    ) -> Res<(f64, f64, Vec<auditflow::steps::download::Downloaded>)> {
+        let specs: Vec<FileToFetch> = fx
+            .files
+            .iter()
+            .zip(&self.urls)
+            .map(|((n, _, _), u)| {
+                Ok(FileToFetch {
+                    url: url::Url::parse(u).map_err(|e| e.to_string())?,
+                    dest: dl_dir.join(n),
+                    expected_sha256: None,
+                    expected_size: None,
+                    expected_md5: None,
                 })
-                .collect::<Res<_>>()?;
-            sync()?;
-            let (t, c) = (Instant::now(), cpu_s());
-            let downloaded = rt.block_on(async {
-                futures::stream::iter(&specs)
-                    .map(|s| download(conn.client(), s, &no_headers, &retry, &NoProgress, &cancel))
-                    .buffered(DOWNLOAD_CONCURRENCY)
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .map_err(|e| e.to_string())
-            })?;
-            let download_s = t.elapsed().as_secs_f64();
-            let download_cpu = cpu_s() - c;
+            })
+            .collect::<Res<_>>()?;
+        sync()?;
+        let (t, c) = (Instant::now(), cpu_s());
+        let (client, headers) = (self.conn.client(), &self.no_headers);
+        let downloaded = self.rt.block_on(async {
+            futures::stream::iter(&specs)
+                .map(|s| download(client, s, headers, &self.retry, &NoProgress, &self.cancel))
+                .buffered(DOWNLOAD_CONCURRENCY)
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| e.to_string())
+        })?;
+        Ok((t.elapsed().as_secs_f64(), cpu_s() - c, downloaded))
+    }
 
-            // (b) decrypt alone, the files of (a).
-            let dec_dir = fresh_dir(&out, "b-decrypt")?;
-            fs::create_dir(&dec_dir).map_err(|e| e.to_string())?;
-            sync()?;
-            let (t, c) = (Instant::now(), cpu_s());
-            // Once for all files, as the `decrypt` step does (and (c) inside its time).
-            let key = Arc::new(
-                DecryptionKey::load(&fx.key_path, Some(PASSPHRASE)).map_err(|e| e.to_string())?,
-            );
-            let key_s = t.elapsed().as_secs_f64();
-            let decrypted = rt.block_on(async {
-                futures::stream::iter(&downloaded)
-                    .map(|d| {
-                        let (key, input) = (key.clone(), d.path.clone());
-                        let output = dec_dir.join(output_name(&input));
-                        async move {
-                            tokio::task::spawn_blocking(move || decrypt_file(&key, &input, &output))
-                                .await
-                                .map_err(|e| e.to_string())?
-                                .map_err(|e| e.to_string())
-                        }
-                    })
-                    .buffered(decrypt_conc)
-                    .try_collect::<Vec<_>>()
-                    .await
-            })?;
-            let decrypt_s = t.elapsed().as_secs_f64();
-            let decrypt_cpu = cpu_s() - c;
-            let got: Vec<(PathBuf, String)> = decrypted
-                .iter()
-                .map(|d| (d.path.clone(), d.sha256.clone()))
-                .collect();
-            check("decrypt alone", &got, &fx)?;
-            fs::remove_dir_all(&dl_dir).map_err(|e| e.to_string())?;
-            fs::remove_dir_all(&dec_dir).map_err(|e| e.to_string())?;
+    /// (b) The downloads decrypted into `dec_dir`, checked: wall seconds, of which the key
+    /// unlock, and CPU seconds.
+    fn decrypt_alone(
+        &self,
+        fx: &Fixture,
+        downloaded: &[auditflow::steps::download::Downloaded],
+        dec_dir: &Path,
+    ) -> Res<(f64, f64, f64)> {
+        sync()?;
+        let (t, c) = (Instant::now(), cpu_s());
+        // Once for all files, as the `decrypt` step does (and (c) inside its time).
+        let key = Arc::new(
+            DecryptionKey::load(&fx.key_path, Some(PASSPHRASE)).map_err(|e| e.to_string())?,
+        );
+        let key_s = t.elapsed().as_secs_f64();
+        let decrypted = self.rt.block_on(async {
+            futures::stream::iter(downloaded)
+                .map(|d| {
+                    let (key, input) = (key.clone(), d.path.clone());
+                    let output = dec_dir.join(output_name(&input));
+                    async move {
+                        tokio::task::spawn_blocking(move || decrypt_file(&key, &input, &output))
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| e.to_string())
+                    }
+                })
+                .buffered(self.decrypt_conc)
+                .try_collect::<Vec<_>>()
+                .await
+        })?;
+        let decrypt_s = t.elapsed().as_secs_f64();
+        let decrypt_cpu = cpu_s() - c;
+        let got: Vec<(PathBuf, String)> = decrypted
+            .iter()
+            .map(|d| (d.path.clone(), d.sha256.to_hex()))
+            .collect();
+        check("decrypt alone", &got, fx)?;
+        Ok((decrypt_s, key_s, decrypt_cpu))
+    }
 
-            // (c) pipelined, through the engine's function.
-            let p_dl = fresh_dir(&out, "c-download")?;
-            let p_dec = fresh_dir(&out, "c-decrypt")?;
-            let dl_spec: DownloadSpec = serde_json::from_value(serde_json::json!({
-                "urls": urls,
-                "to": path_str(&p_dl)?,
-                "concurrency": DOWNLOAD_CONCURRENCY,
-            }))
-            .map_err(|e| format!("download spec: {e}"))?;
-            let dec_spec: DecryptSpec = serde_json::from_value(serde_json::json!({
-                "files": "{{ steps.fetch.files }}",
-                "key": path_str(&fx.key_path)?,
-                "passphrase": "{{ env.BENCH_PASSPHRASE }}",
-                "to": path_str(&p_dec)?,
-            }))
-            .map_err(|e| format!("decrypt spec: {e}"))?;
-            let ctx = serde_json::json!({
-                "env": {"BENCH_PASSPHRASE": PASSPHRASE},
-                "inputs": {},
-                "steps": {},
-                "run": {},
-            });
-            let env_dl = StepEnv {
-                step: "fetch",
-                emitter: &emitter,
-                cancel: &cancel,
-                retry: RetryPolicy::default(),
-                dry_run: false,
-                started: Instant::now(),
-                deadline: None,
-                max_wait: None,
-                poll_wait_cap: None,
-                ledger: None,
-                overwrite: None,
-                budgets: None,
-            };
-            let env_dec = StepEnv {
-                step: "decrypt",
-                retry: RetryPolicy::default(),
-                ..env_dl
-            };
-            sync()?;
-            let (t, c) = (Instant::now(), cpu_s());
-            let (_, dec_out) = rt
-                .block_on(download_then_decrypt(
-                    &dl_spec, &conn, false, &dec_spec, &env_dl, &env_dec, &ctx,
-                ))
-                .map_err(|e| format!("download_then_decrypt: {e:?}"))?;
-            let pipelined_s = t.elapsed().as_secs_f64();
-            let pipelined_cpu = cpu_s() - c;
-            let strings = |field: &str| -> Vec<String> {
-                dec_out[field]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
-            let got: Vec<(PathBuf, String)> = strings("files")
-                .into_iter()
-                .map(PathBuf::from)
-                .zip(strings("sha256"))
-                .collect();
-            check("pipelined", &got, &fx)?;
-            fs::remove_dir_all(&p_dl).map_err(|e| e.to_string())?;
-            fs::remove_dir_all(&p_dec).map_err(|e| e.to_string())?;
-
-            eprintln!(
-                "round {round}: download {download_s:.2} s, decrypt {decrypt_s:.2} s, \
-                 pipelined {pipelined_s:.2} s"
-            );
-            results.push(Round {
-                download_s,
-                decrypt_s,
-                key_s,
-                pipelined_s,
-                cpu: [download_cpu, decrypt_cpu, pipelined_cpu],
-            });
-        }
-        drop(rt);
-        server_rt.shutdown_timeout(Duration::from_secs(1));
-        report(&results, n_files, mib, enc_total, decrypt_conc);
-        Ok(())
-    })();
-    let _ = Command::new("gpgconf")
-        .env("GNUPGHOME", &home)
-        .args(["--kill", "all"])
-        .status();
-    result
+    /// (c) Download and decrypt pipelined, through the engine's function, checked: wall
+    /// and CPU seconds.
+    fn pipelined(&self, fx: &Fixture) -> Res<(f64, f64)> {
+        let p_dl = fresh_dir(&self.out, "c-download")?;
+        let p_dec = fresh_dir(&self.out, "c-decrypt")?;
+        let dl_spec: DownloadSpec = serde_json::from_value(serde_json::json!({
+            "urls": self.urls,
+            "to": path_str(&p_dl)?,
+            "concurrency": DOWNLOAD_CONCURRENCY,
+        }))
+        .map_err(|e| format!("download spec: {e}"))?;
+        let dec_spec: DecryptSpec = serde_json::from_value(serde_json::json!({
+            "files": "{{ steps.fetch.files }}",
+            "key": path_str(&fx.key_path)?,
+            "passphrase": "{{ env.BENCH_PASSPHRASE }}",
+            "to": path_str(&p_dec)?,
+        }))
+        .map_err(|e| format!("decrypt spec: {e}"))?;
+        let ctx = serde_json::json!({
+            "env": {"BENCH_PASSPHRASE": PASSPHRASE},
+            "inputs": {},
+            "steps": {},
+            "run": {},
+        });
+        let env_dl = StepEnv {
+            step: "fetch",
+            emitter: &self.emitter,
+            cancel: &self.cancel,
+            retry: RetryPolicy::default(),
+            dry_run: false,
+            started: Instant::now(),
+            deadline: None,
+            max_wait: None,
+            poll_wait_cap: None,
+            ledger: None,
+            overwrite: None,
+            budgets: None,
+        };
+        let env_dec = StepEnv {
+            step: "decrypt",
+            retry: RetryPolicy::default(),
+            ..env_dl
+        };
+        sync()?;
+        let (t, c) = (Instant::now(), cpu_s());
+        let (_, dec_out) = self
+            .rt
+            .block_on(download_then_decrypt(
+                &dl_spec, &self.conn, false, &dec_spec, &env_dl, &env_dec, &ctx,
+            ))
+            .map_err(|e| format!("download_then_decrypt: {e:?}"))?;
+        let pipelined_s = t.elapsed().as_secs_f64();
+        let pipelined_cpu = cpu_s() - c;
+        let strings = |field: &str| -> Vec<String> {
+            dec_out[field]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let got: Vec<(PathBuf, String)> = strings("files")
+            .into_iter()
+            .map(PathBuf::from)
+            .zip(strings("sha256"))
+            .collect();
+        check("pipelined", &got, fx)?;
+        fs::remove_dir_all(&p_dl).map_err(|e| e.to_string())?;
+        fs::remove_dir_all(&p_dec).map_err(|e| e.to_string())?;
+        Ok((pipelined_s, pipelined_cpu))
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -56,8 +56,8 @@ struct Play {
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     /// The output directory cannot be made the demo's.
-    #[error("{0}")]
-    Output(String),
+    #[error(transparent)]
+    Output(#[from] OutputError),
     /// A directory of the simulator cannot be created.
     #[error("cannot create {}: {source}; check that the directory is writable", .path.display())]
     Create {
@@ -70,8 +70,8 @@ pub enum DemoError {
     #[error("cannot start the simulator: {0}; check that this machine lets a process listen on 127.0.0.1")]
     Simulator(String),
     /// The throwaway key could not be made.
-    #[error("{0}")]
-    Key(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
     /// Some plays did not end as expected (their errors were printed as they ran).
     #[error("demo FAILED: {failed} workflow(s) failed")]
     Plays {
@@ -98,27 +98,32 @@ pub struct DemoKey {
 
 /// Generates an RSA key (Google requires RSA) protected by a random passphrase, and writes
 /// the armored secret key (mode 0600) and public key into `dir`.
-pub fn generate_key(dir: &Path, bits: u32) -> Result<DemoKey, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+pub fn generate_key(dir: &Path, bits: u32) -> Result<DemoKey, KeyError> {
+    std::fs::create_dir_all(dir).map_err(|source| KeyError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let passphrase = uuid::Uuid::new_v4().simple().to_string();
     let secret = crate::openpgp::generate::rsa_key(
         "auditflow demo <admin@example.com>",
         bits,
         Some(&passphrase),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let public = pgp::composed::SignedPublicKey::from(secret.clone());
+    let armor = |which: &'static str| move |source| KeyError::Armor { which, source };
     let sec_text = secret
         .to_armored_string(Default::default())
-        .map_err(|e| format!("cannot armor the secret key: {e}"))?;
+        .map_err(armor("secret"))?;
     let pub_text = public
         .to_armored_string(Default::default())
-        .map_err(|e| format!("cannot armor the public key: {e}"))?;
+        .map_err(armor("public"))?;
     let secret_key = dir.join("demo-secret-key.asc");
     let public_key = dir.join("demo-public-key.asc");
-    write_private(&secret_key, sec_text.as_bytes())?;
-    std::fs::write(&public_key, pub_text)
-        .map_err(|e| format!("cannot write {}: {e}", public_key.display()))?;
+    crate::durable::write_private(&secret_key, sec_text.as_bytes())?;
+    std::fs::write(&public_key, pub_text).map_err(|source| KeyError::WritePublic {
+        path: public_key.clone(),
+        source,
+    })?;
     Ok(DemoKey {
         secret_key,
         public_key,
@@ -149,9 +154,42 @@ pub fn simulator_env(
     env
 }
 
-/// Writes a file readable by its owner only (mode 0600 from creation, renamed when complete).
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    crate::durable::write_private(path, bytes).map_err(|e| e.to_string())
+/// Why the throwaway key could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Its directory cannot be created.
+    #[error("cannot create {}: {source}", .path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The key could not be generated.
+    #[error(transparent)]
+    Generate(#[from] crate::openpgp::generate::KeygenError),
+    /// A key could not be armored.
+    #[error("cannot armor the {which} key: {source}")]
+    Armor {
+        /// `secret` or `public`.
+        which: &'static str,
+        /// Why, from rPGP.
+        source: pgp::errors::Error,
+    },
+    /// The secret key could not be written.
+    #[error(transparent)]
+    WriteSecret(#[from] crate::durable::WriteError),
+    /// The public key could not be written.
+    #[error("cannot write {}: {source}", .path.display())]
+    WritePublic {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The task making it failed.
+    #[error("key generation task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Where the shipped workflows are: `./workflows`, else beside the executable's source tree.
@@ -168,22 +206,49 @@ const MARKER: &str = ".auditflow-demo";
 
 /// Makes `out` an empty directory of the demo's: an earlier demo's output is replaced, but a
 /// directory with anything else in it is the user's and is left alone.
-fn clear_previous(out: &Path) -> Result<(), String> {
+fn clear_previous(out: &Path) -> Result<(), OutputError> {
     let ours = out.join(MARKER).exists();
     let empty = std::fs::read_dir(out).map_or(true, |mut d| d.next().is_none());
+    let path = out.to_path_buf();
     if out.exists() && !ours && !empty {
-        return Err(format!(
-            "{} exists and is not an earlier demo's output; the demo replaces its output \
-             directory, so pick another with --out",
-            out.display()
-        ));
+        return Err(OutputError::NotTheDemos { path });
     }
     if ours {
-        std::fs::remove_dir_all(out).map_err(|e| format!("cannot clear {}: {e}", out.display()))?;
+        std::fs::remove_dir_all(out).map_err(|source| OutputError::Clear {
+            path: path.clone(),
+            source,
+        })?;
     }
     crate::durable::create_private_dir(out)
         .and_then(|()| std::fs::write(out.join(MARKER), b"written by auditflow demo\n"))
-        .map_err(|e| format!("cannot create {}: {e}", out.display()))
+        .map_err(|source| OutputError::Create { path, source })
+}
+
+/// Why the output directory cannot be made the demo's.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// It holds something else.
+    #[error("{} exists and is not an earlier demo's output; the demo replaces its output directory, so pick another with --out", .path.display())]
+    NotTheDemos {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// An earlier demo's output cannot be removed.
+    #[error("cannot clear {}: {source}", .path.display())]
+    Clear {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// It cannot be created (or marked as the demo's).
+    #[error("cannot create {}: {source}", .path.display())]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// Runs the demo: starts the simulator and a throwaway key, then hands each play to
@@ -267,8 +332,7 @@ async fn throwaway_key(out: &Path) -> Result<DemoKey, DemoError> {
     let dir = out.join("keys");
     let key = tokio::task::spawn_blocking(move || generate_key(&dir, 3072))
         .await
-        .map_err(|e| DemoError::Key(format!("key generation task failed: {e}")))?
-        .map_err(DemoError::Key)?;
+        .map_err(KeyError::Task)??;
     crate::outln!(
         "generated a throwaway RSA-3072 key: {}\n",
         key.public_key.display()

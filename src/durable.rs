@@ -189,3 +189,87 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// A SHA-256 digest, shown and serialized as 64 lower-case hex digits (the form events,
+/// journals and manifests have always carried, so older files read back unchanged).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sha256Digest([u8; 32]);
+
+/// Text that is not a SHA-256 digest in hex.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a SHA-256 digest (64 hex digits)")]
+pub struct NotADigest {
+    /// The text as given.
+    pub text: String,
+}
+
+impl Sha256Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest;
+        Sha256Digest(sha2::Sha256::digest(bytes).into())
+    }
+
+    /// A digest computed elsewhere.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Sha256Digest(bytes)
+    }
+
+    /// Reads 64 hex digits (either case).
+    pub fn from_hex(text: &str) -> Result<Self, NotADigest> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes).map_err(|_| NotADigest {
+            text: text.to_string(),
+        })?;
+        Ok(Sha256Digest(bytes))
+    }
+
+    /// The 64 lower-case hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl std::fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sha256Digest({self})")
+    }
+}
+
+impl std::str::FromStr for Sha256Digest {
+    type Err = NotADigest;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Sha256Digest::from_hex(s)
+    }
+}
+
+impl PartialEq<str> for Sha256Digest {
+    fn eq(&self, hex_text: &str) -> bool {
+        Sha256Digest::from_hex(hex_text).is_ok_and(|d| d == *self)
+    }
+}
+
+impl PartialEq<String> for Sha256Digest {
+    fn eq(&self, hex_text: &String) -> bool {
+        *self == **hex_text
+    }
+}
+
+impl serde::Serialize for Sha256Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sha256Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Sha256Digest::from_hex(&text).map_err(serde::de::Error::custom)
+    }
+}

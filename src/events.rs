@@ -7,6 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use chrono::{DateTime, Utc};
+
+use crate::durable::Sha256Digest;
 use crate::secrets::Secrets;
 use crate::workflow::plan::StepKind;
 
@@ -17,8 +20,8 @@ pub struct FileDigest {
     /// Relative to the run identity's anchor (local files), or `url//path@commit` (pack
     /// files).
     pub path: String,
-    /// The SHA-256 of the file's text, in hex.
-    pub sha256: String,
+    /// The SHA-256 of the file's text (hex).
+    pub sha256: Sha256Digest,
     /// For a file of a workflow pack: the repository (without credentials), revision,
     /// commit and path it came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,8 +135,8 @@ pub struct Artifact {
     pub path: String,
     /// The file's size in bytes.
     pub bytes: u64,
-    /// Lowercase hex SHA-256 of the file's contents.
-    pub sha256: String,
+    /// SHA-256 of the file's contents (lowercase hex).
+    pub sha256: Sha256Digest,
     /// Where it came from (URL without credentials, or the encrypted file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -142,12 +145,13 @@ pub struct Artifact {
     pub md5: Option<String>,
     /// SHA-256 of the encrypted file a decrypted artifact came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_sha256: Option<String>,
+    pub source_sha256: Option<Sha256Digest>,
     /// The vendor's request id of the download (e.g. Mimecast `x-mc-req-id`), for support.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// When the file was complete (RFC 3339, UTC).
-    pub finished_at: String,
+    #[serde(with = "rfc3339")]
+    pub finished_at: DateTime<Utc>,
 }
 
 /// The file a byte count in [`Event::Progress`] is about.
@@ -211,7 +215,8 @@ pub enum Event {
         /// The resolved inputs, secrets masked.
         inputs: Value,
         /// When this process started the run (RFC 3339, UTC).
-        started_at: String,
+        #[serde(with = "rfc3339")]
+        started_at: DateTime<Utc>,
         /// `--dry-run`: requests are shown, not sent.
         dry_run: bool,
         /// Set when this process continues an unfinished run (what was recorded).
@@ -402,6 +407,56 @@ pub enum Event {
     },
 }
 
+/// Times in events, journals and manifests: `DateTime<Utc>` written as
+/// [`chrono::DateTime::to_rfc3339`] writes it (`2026-01-02T03:04:05.123+00:00`), the form
+/// these files have always held, and read from any RFC 3339 time.
+pub mod rfc3339 {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `2026-01-02T03:04:05.123+00:00`.
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339())
+    }
+
+    /// Reads any RFC 3339 time, as UTC.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    /// Reads an RFC 3339 time as UTC.
+    pub fn parse(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+        DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The same for an optional time (`null` or absent when there is none).
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        /// Writes the time as [`super::serialize`] does, or `null`.
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Reads an RFC 3339 time or `null`.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            let text = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
+            text.map(|t| super::parse(&t).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+}
+
 mod duration_ms {
     use serde::Serializer;
     use std::time::Duration;
@@ -439,7 +494,8 @@ impl Emitter {
 
     /// Masks every string of the event, then hands it to each sink.
     pub fn emit(&self, e: Event) {
-        let masked = mask_event(e, &self.secrets);
+        let mut masked = e;
+        masked.mask(&self.secrets);
         for s in self.sinks.iter() {
             s.event(&masked);
         }
@@ -495,189 +551,94 @@ impl Event {
     }
 }
 
-fn mask_event(e: Event, s: &Secrets) -> Event {
-    let m = |x: String| s.mask(&x);
-    let mo = |x: Option<String>| x.map(|v| s.mask(&v));
-    match e {
-        Event::RunStarted {
-            run_id,
-            workflow,
-            file,
-            inputs,
-            started_at,
-            dry_run,
-            resumed,
-            files,
-        } => Event::RunStarted {
-            run_id,
-            workflow: m(workflow),
-            file: m(file),
-            inputs: s.mask_json(&inputs),
-            started_at,
-            dry_run,
-            resumed: mo(resumed),
-            files,
-        },
-        Event::StepStarted {
-            step,
-            name,
-            kind,
-            label,
-        } => Event::StepStarted {
-            step: m(step),
-            name: m(name),
-            kind,
-            label: mo(label),
-        },
-        Event::Retry {
-            step,
-            attempt,
-            error,
-            wait,
-        } => Event::Retry {
-            step: m(step),
-            attempt,
-            error: m(error),
-            wait,
-        },
-        Event::Poll {
-            step,
-            poll,
-            observed,
-            next_in,
-        } => Event::Poll {
-            step: m(step),
-            poll,
-            observed: m(observed),
-            next_in,
-        },
-        Event::Log {
-            step,
-            line,
-            vendor_log,
-        } => Event::Log {
-            step: m(step),
-            line: m(line),
-            vendor_log,
-        },
-        Event::Progress {
-            step,
-            percent,
-            bytes,
-            total,
-            file,
-        } => Event::Progress {
-            step: m(step),
-            percent,
-            bytes,
-            total,
-            file: file.map(|f| FileProgress {
-                kind: f.kind,
-                path: m(f.path),
-            }),
-        },
-        Event::DryRun {
-            step,
-            method,
-            url,
-            headers,
-            body,
-        } => Event::DryRun {
-            step: m(step),
-            method,
-            url: m(url),
-            headers: headers.into_iter().map(|(k, v)| (k, m(v))).collect(),
-            body: mo(body),
-        },
-        Event::Artifact { step, artifact } => Event::Artifact {
-            step: m(step),
-            artifact: Artifact {
-                path: m(artifact.path),
-                source: mo(artifact.source),
-                ..artifact
-            },
-        },
-        Event::Warning { message } => Event::Warning {
-            message: m(message),
-        },
-        Event::Adopted {
-            step,
-            vendor,
-            request_id,
-            detail,
-        } => Event::Adopted {
-            step: m(step),
-            vendor,
-            request_id: mo(request_id),
-            detail: m(detail),
-        },
-        Event::Answer {
-            step,
-            vendor,
-            class,
-        } => Event::Answer {
-            step: m(step),
-            vendor,
-            class,
-        },
-        Event::Custodians {
-            step,
-            vendor,
-            counts,
-        } => Event::Custodians {
-            step: m(step),
-            vendor,
-            counts,
-        },
-        Event::Partial { step, problems } => Event::Partial {
-            step: m(step),
-            problems: problems.into_iter().map(m).collect(),
-        },
-        Event::Paged {
-            step,
-            pages,
-            items,
-            reported_total,
-            truncated,
-        } => Event::Paged {
-            step: m(step),
-            pages,
-            items,
-            reported_total,
-            truncated,
-        },
-        Event::StepFinished {
-            step,
-            name,
-            kind,
-            status,
-            attempts,
-            duration,
-            error,
-            outputs,
-            label,
-        } => Event::StepFinished {
-            step: m(step),
-            name: m(name),
-            kind,
-            status,
-            attempts,
-            duration,
-            error: mo(error),
-            outputs: s.mask_json(&outputs),
-            label: mo(label),
-        },
-        Event::RunFinished {
-            status,
-            duration,
-            outputs,
-            error,
-        } => Event::RunFinished {
-            status,
-            duration,
-            outputs: s.mask_json(&outputs),
-            error: mo(error),
-        },
+/// Masks, in place, the fields of an event that may carry a secret.
+struct Masking<'s>(&'s Secrets);
+
+impl Masking<'_> {
+    fn text(&self, text: &mut String) -> &Self {
+        *text = self.0.mask(text);
+        self
+    }
+
+    fn opt(&self, text: &mut Option<String>) -> &Self {
+        if let Some(text) = text {
+            self.text(text);
+        }
+        self
+    }
+
+    fn texts<'t>(&self, texts: impl IntoIterator<Item = &'t mut String>) -> &Self {
+        for text in texts {
+            self.text(text);
+        }
+        self
+    }
+
+    fn json(&self, value: &mut Value) -> &Self {
+        *value = self.0.mask_json(value);
+        self
+    }
+}
+
+impl Event {
+    /// Masks every field that may carry a secret (texts, URLs, paths, messages, inputs and
+    /// outputs); ids, kinds, vendors, statuses, counts, digests and times are left as they
+    /// are. A new field that may carry a secret must be named here.
+    fn mask(&mut self, secrets: &Secrets) {
+        let m = Masking(secrets);
+        match self {
+            Event::RunStarted {
+                workflow,
+                file,
+                inputs,
+                resumed,
+                ..
+            } => m.text(workflow).text(file).json(inputs).opt(resumed),
+            Event::StepStarted {
+                step, name, label, ..
+            } => m.text(step).text(name).opt(label),
+            Event::Retry { step, error, .. } => m.text(step).text(error),
+            Event::Poll { step, observed, .. } => m.text(step).text(observed),
+            Event::Log { step, line, .. } => m.text(step).text(line),
+            Event::Progress { step, file, .. } => {
+                m.text(step).texts(file.as_mut().map(|f| &mut f.path))
+            }
+            Event::DryRun {
+                step,
+                url,
+                headers,
+                body,
+                ..
+            } => m
+                .text(step)
+                .text(url)
+                .texts(headers.iter_mut().map(|(_, v)| v))
+                .opt(body),
+            Event::Artifact { step, artifact } => m
+                .text(step)
+                .text(&mut artifact.path)
+                .opt(&mut artifact.source),
+            Event::Warning { message } => m.text(message),
+            Event::Adopted {
+                step,
+                request_id,
+                detail,
+                ..
+            } => m.text(step).opt(request_id).text(detail),
+            Event::Answer { step, .. }
+            | Event::Custodians { step, .. }
+            | Event::Paged { step, .. } => m.text(step),
+            Event::Partial { step, problems } => m.text(step).texts(problems),
+            Event::StepFinished {
+                step,
+                name,
+                error,
+                outputs,
+                label,
+                ..
+            } => m.text(step).text(name).opt(error).json(outputs).opt(label),
+            Event::RunFinished { outputs, error, .. } => m.json(outputs).opt(error),
+        };
     }
 }
 
@@ -753,12 +714,50 @@ mod tests {
             round_trip(k, word);
             assert_eq!(k.as_str(), word);
         }
-        // An artifact line as journals and events carried it before the enum.
-        let old =
-            r#"{"kind":"download","path":"out/a.zip","bytes":3,"sha256":"ab","finished_at":"t"}"#;
-        let a: Artifact = serde_json::from_str(old).unwrap();
-        assert_eq!(a.kind, ArtifactKind::Download);
-        assert_eq!(serde_json::to_string(&a).unwrap(), old);
+        // An artifact line as journals and events carried it before the enum and before
+        // typed digests and times: read, and written back byte for byte.
+        for old in [
+            r#"{"kind":"download","path":"out/a.zip","bytes":3,"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","finished_at":"2024-05-01T10:01:00.123456789+00:00"}"#,
+            r#"{"kind":"decrypt","path":"out/a.mbox","bytes":3,"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","source":"out/a.gpg","source_sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","finished_at":"2024-05-01T10:01:00+00:00"}"#,
+            r#"{"kind":"saved","path":"out/b.json","bytes":3,"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","finished_at":"2024-05-01T10:01:00.120+00:00"}"#,
+        ] {
+            let a: Artifact = serde_json::from_str(old).unwrap();
+            assert_eq!(a.sha256, crate::durable::Sha256Digest::of(b"abc"));
+            assert_eq!(serde_json::to_string(&a).unwrap(), old);
+        }
+    }
+
+    #[test]
+    fn a_digest_or_time_that_is_not_one_is_refused() {
+        for bad in [
+            r#"{"kind":"download","path":"a","bytes":3,"sha256":"ab","finished_at":"2024-05-01T10:01:00+00:00"}"#,
+            r#"{"kind":"download","path":"a","bytes":3,"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","finished_at":"t"}"#,
+        ] {
+            assert!(serde_json::from_str::<Artifact>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_are_written_as_before() {
+        let t = rfc3339::parse("2024-05-01T12:01:00.5+02:00").unwrap();
+        let a = Artifact {
+            kind: ArtifactKind::Saved,
+            path: "p".into(),
+            bytes: 0,
+            sha256: crate::durable::Sha256Digest::of(b""),
+            source: None,
+            md5: None,
+            source_sha256: None,
+            request_id: None,
+            finished_at: t,
+        };
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["finished_at"], t.to_rfc3339());
+        assert_eq!(json["finished_at"], "2024-05-01T10:01:00.500+00:00");
+        assert_eq!(
+            json["sha256"],
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 
     #[test]

@@ -43,12 +43,13 @@ pub enum RehearsalError {
     #[error("key generation failed: {0}")]
     KeyTask(String),
     /// The throwaway key could not be made.
-    #[error("cannot make the rehearsal's throwaway key in {}: {message}; check that the directory is writable and has free space", .dir.display())]
+    #[error("cannot make the rehearsal's throwaway key in {}: {source}; check that the directory is writable and has free space", .dir.display())]
     Key {
         /// Where the key was to be written.
         dir: PathBuf,
-        /// Why not.
-        message: String,
+        /// Why not (told in the message).
+        #[source]
+        source: crate::demo::KeyError,
     },
     /// The public key just written cannot be read back.
     #[error("{}: {source}", .path.display())]
@@ -166,9 +167,9 @@ pub async fn throwaway_key(dir: &Path, handle: &SimHandle) -> Result<DemoKey, Re
     let key = tokio::task::spawn_blocking(move || generate_key(&at, 3072))
         .await
         .map_err(|e| RehearsalError::KeyTask(e.to_string()))?
-        .map_err(|message| RehearsalError::Key {
+        .map_err(|source| RehearsalError::Key {
             dir: dir.to_path_buf(),
-            message,
+            source,
         })?;
     let armored =
         std::fs::read_to_string(&key.public_key).map_err(|source| RehearsalError::ReadKey {

@@ -466,7 +466,8 @@ pub(super) fn report(
     let text = evidence_report(dir, format, store, signer, run)?;
     match output {
         Some(path) => {
-            crate::report::evidence::write(path, &text).map_err(CliError::Failed)?;
+            crate::report::evidence::write(path, &text)
+                .map_err(|e| CliError::Failed(e.to_string()))?;
             crate::errln!("evidence report: {}", path.display());
         }
         None => crate::out!("{text}"),
@@ -531,7 +532,7 @@ pub(super) fn verify(
     strict: bool,
     json: bool,
 ) -> Result<(), CliError> {
-    let v = crate::report::manifest::verify(dir).map_err(CliError::Invalid)?;
+    let v = crate::report::manifest::verify(dir).map_err(|e| CliError::Invalid(e.to_string()))?;
     let sig = SignatureCheck::of(&dir.join(crate::report::manifest::FILE_NAME), signer);
     let bad_sig = matches!(sig, SignatureCheck::Failed(_));
     let failing_unlisted = if strict { v.unlisted.len() } else { 0 };

@@ -31,18 +31,7 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         }
         None => (inputs, None),
     };
-    let max_wait = args
-        .max_wait
-        .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .map_err(|e| CliError::Usage(format!("--max-wait: {e}")))?;
-    let shard = args
-        .shard
-        .as_deref()
-        .map(Shard::parse)
-        .transpose()
-        .map_err(|e| CliError::Usage(format!("--shard {e}")))?;
+    let (max_wait, shard) = limits(&args)?;
     let state = match (args.store_spec(), args.renders_only()) {
         (Some(spec), false) => Some(
             Store::open(&spec)
@@ -54,19 +43,7 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
     let manifest_dir = out_dir(&plan.root.workflow, &inputs);
     let manifest_for_reports = manifest_dir.clone();
     let overwrite = (!args.overwrite).then(|| overwrite_guard(manifest_dir.as_deref()));
-    let reporters = Reporters::from_args(ReportArgs {
-        console: match args.log_format {
-            LogFormat::Json => Console::JsonLines,
-            LogFormat::Human => Console::Human {
-                verbose: args.verbose,
-            },
-        },
-        report_json: args.report_json.clone(),
-        junit: args.junit.clone(),
-        manifest_dir,
-        dry_run: args.renders_only(),
-        signer: evidence_signer(&args)?,
-    });
+    let reporters = reporters(&args, manifest_dir)?;
     let secrets = Secrets::new();
     let mut sinks = reporters.sinks();
     if let Some(g) = &overwrite {
@@ -103,6 +80,41 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
     CliError::all(errors)
 }
 
+/// `--max-wait` and `--shard`, read.
+fn limits(args: &RunArgs) -> Result<(Option<std::time::Duration>, Option<Shard>), CliError> {
+    let max_wait = args
+        .max_wait
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| CliError::Usage(format!("--max-wait: {e}")))?;
+    let shard = args
+        .shard
+        .as_deref()
+        .map(Shard::parse)
+        .transpose()
+        .map_err(|e| CliError::Usage(format!("--shard {e}")))?;
+    Ok((max_wait, shard))
+}
+
+/// The console reporter and the reports the command line asks for; the manifest goes to
+/// `manifest_dir`.
+fn reporters(args: &RunArgs, manifest_dir: Option<PathBuf>) -> Result<Reporters, CliError> {
+    Ok(Reporters::from_args(ReportArgs {
+        console: match args.log_format {
+            LogFormat::Json => Console::JsonLines,
+            LogFormat::Human => Console::Human {
+                verbose: args.verbose,
+            },
+        },
+        report_json: args.report_json.clone(),
+        junit: args.junit.clone(),
+        manifest_dir,
+        dry_run: args.renders_only(),
+        signer: evidence_signer(args)?,
+    }))
+}
+
 /// `--report-html` / `--report-md`: the evidence report of the run's output directory; for
 /// a run that wrote no file yet (no manifest), the report of its journal (`run_id`), which
 /// says what the run waits for.
@@ -129,7 +141,9 @@ fn people_reports(args: &RunArgs, manifest_dir: Option<&Path>, run_id: &str) -> 
             args.sign_key.as_deref(),
             Some(run_id),
         )
-        .and_then(|text| crate::report::evidence::write(path, &text).map_err(CliError::Failed));
+        .and_then(|text| {
+            crate::report::evidence::write(path, &text).map_err(|e| CliError::Failed(e.to_string()))
+        });
         match written {
             Ok(p) => crate::errln!("  evidence report: {}", p.display()),
             // No file and no journal (a run without a state store): nothing to report on.
@@ -258,9 +272,9 @@ fn overwrite_guard(manifest_dir: Option<&Path>) -> Arc<OverwriteGuard> {
 fn ended(result: RunResult, store: Option<StoreSpec>) -> Option<CliError> {
     match result.status {
         RunStatus::Succeeded => None,
-        RunStatus::Failed => Some(CliError::StepFailed(result.error)),
+        RunStatus::Failed => Some(CliError::StepFailed(result.error.map(|e| e.to_string()))),
         RunStatus::Pending => Some(CliError::Pending {
-            waiting_for: result.error,
+            waiting_for: result.error.map(|e| e.to_string()),
             state_dir: store.map(|s| PathBuf::from(s.describe())),
             run_id: result.run_id,
         }),

@@ -11,6 +11,11 @@ use super::run_steps;
 use crate::steps::{StepEnv, StepError};
 use crate::workflow::plan::{ForEachPlan, PlannedStep};
 
+/// A `--shard` that is not `I/N` with 1 <= I <= N.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}`: write I/N with 1 <= I <= N, e.g. 2/8")]
+pub(crate) struct BadShard(String);
+
 /// One of N deterministic parts of the items of the outermost `for_each` loops: an item
 /// belongs to shard `index` (1-based) when the SHA-256 of its JSON text, modulo `count`, is
 /// `index - 1`. Hashing the item (not its position) keeps shards disjoint and complete even
@@ -23,8 +28,8 @@ pub(crate) struct Shard {
 
 impl Shard {
     /// Parses `I/N` with 1 <= I <= N.
-    pub(crate) fn parse(s: &str) -> Result<Shard, String> {
-        let bad = || format!("`{s}`: write I/N with 1 <= I <= N, e.g. 2/8");
+    pub(crate) fn parse(s: &str) -> Result<Shard, BadShard> {
+        let bad = || BadShard(s.to_string());
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
         let index: u32 = i.trim().parse().map_err(|_| bad())?;
         let count: u32 = n.trim().parse().map_err(|_| bad())?;
@@ -60,23 +65,9 @@ pub(super) async fn for_each(
     ctx: &Value,
     env: &StepEnv<'_>,
 ) -> Result<Value, StepError> {
-    let items = spec
-        .items
-        .render(ctx)
-        .map_err(|e| StepError::template("for_each.items", e))?;
-    let items = match super::dry_run::representative_items(run, env.step, items) {
-        Value::Array(a) => a,
-        Value::Null => vec![],
-        other => {
-            return Err(StepError::ItemsNotList {
-                found: short(&run.emitter.secrets().mask(&other.to_string()), 80),
-            })
-        }
-    };
+    let items = loop_items(run, spec, ctx, env)?;
     let concurrency =
         crate::steps::render_count("for_each.concurrency", spec.concurrency.as_ref(), 1, ctx)?;
-    let fail_fast = spec.fail_fast;
-    let stop = Arc::new(AtomicBool::new(false));
     let total = items.len();
     // `--shard I/N` splits the outermost loops; indices stay those of the whole list.
     let shard = run.shard.filter(|_| !scope.in_loop);
@@ -90,6 +81,59 @@ pub(super) async fn for_each(
         run.emitter
             .log(env.step, format!("shard {s}: {count} of {total} items"));
     }
+    let ended = run_iterations(run, step, spec, scope, env, items, concurrency).await;
+    let results = ended.result(run, step, count)?;
+    // A loop with failed items fails (above), so the list of failures is empty here.
+    let mut outputs = json!({"results": results, "failed": [], "count": count});
+    if let Some(s) = shard {
+        outputs["shard"] = json!(s.to_string());
+        outputs["total"] = json!(total);
+    }
+    Ok(outputs)
+}
+
+/// The loop's items: `for_each.items` rendered (a dry run may stand in representative ones);
+/// null is no items, anything but a list an error.
+fn loop_items(
+    run: &ActiveRun,
+    spec: &ForEachPlan,
+    ctx: &Value,
+    env: &StepEnv<'_>,
+) -> Result<Vec<Value>, StepError> {
+    let items = spec
+        .items
+        .render(ctx)
+        .map_err(|e| StepError::template("for_each.items", e))?;
+    match super::dry_run::representative_items(run, env.step, items) {
+        Value::Array(a) => Ok(a),
+        Value::Null => Ok(vec![]),
+        other => Err(StepError::ItemsNotList {
+            found: short(&run.emitter.secrets().mask(&other.to_string()), 80),
+        }),
+    }
+}
+
+/// How the iterations ended: each item's pruned outputs, the failed items, the waiting ones,
+/// and whether the run was cancelled.
+struct Iterations {
+    out: Vec<Value>,
+    failed: Vec<Value>,
+    pending: PendingItems,
+    cancelled: bool,
+}
+
+/// Runs the loop's steps for every item, `concurrency` at a time, folding in each result
+/// as its iteration ends (the loop keeps one pruned value per item).
+async fn run_iterations(
+    run: &Arc<ActiveRun>,
+    step: &PlannedStep,
+    spec: &ForEachPlan,
+    scope: &Scope,
+    env: &StepEnv<'_>,
+    items: Vec<(usize, Value)>,
+    concurrency: usize,
+) -> Iterations {
+    let stop = Arc::new(AtomicBool::new(false));
     // Iterations see only what the loop's body reads of the scope around it: cloning the
     // scope per item then costs the same for 100 items as for 100,000.
     let reads = run.loop_reads.get(&scope.workflow.file, &step.id);
@@ -100,10 +144,12 @@ pub(super) async fn for_each(
         in_loop: true,
         ..scope.clone()
     };
-    let mut out = vec![Value::Null; count];
-    let mut failed = Vec::new();
-    let mut pending = PendingItems::default();
-    let mut cancelled = false;
+    let mut ended = Iterations {
+        out: vec![Value::Null; items.len()],
+        failed: Vec::new(),
+        pending: PendingItems::default(),
+        cancelled: false,
+    };
     let mut iterations = futures::stream::iter(items.into_iter().enumerate())
         .map(|(pos, (index, item))| {
             let mut sub = base.clone();
@@ -114,59 +160,68 @@ pub(super) async fn for_each(
             iteration(
                 run,
                 &spec.steps,
-                (&step.id, &stop, fail_fast),
+                (&step.id, &stop, spec.fail_fast),
                 sub,
                 (index, item),
             )
             .map(move |r| (pos, r))
         })
         .buffer_unordered(concurrency);
-    // Results are folded in as iterations end: the loop keeps one pruned value per item.
     while let Some((pos, r)) = iterations.next().await {
         match r {
-            Ok(v) => out[pos] = v,
+            Ok(v) => ended.out[pos] = v,
             Err((index, item, StopReason::Failed(f))) => {
-                failed.push(json!({"index": index, "item": item, "error": f.to_string()}));
+                let failure = json!({"index": index, "item": item, "error": f.to_string()});
+                ended.failed.push(failure);
             }
-            Err((_, _, StopReason::Pending(w))) => pending.add(w),
-            Err((_, _, StopReason::Cancelled)) => cancelled = true,
+            Err((_, _, StopReason::Pending(w))) => ended.pending.add(w),
+            Err((_, _, StopReason::Cancelled)) => ended.cancelled = true,
         }
     }
-    if cancelled {
-        return Err(StepError::Cancelled);
+    ended
+}
+
+impl Iterations {
+    /// The loop's results by item, or why the step stops: cancelled, waiting (some items
+    /// pending), or failed (some items failed, listed by index).
+    fn result(
+        mut self,
+        run: &ActiveRun,
+        step: &PlannedStep,
+        count: usize,
+    ) -> Result<Vec<Value>, StepError> {
+        if self.cancelled {
+            return Err(StepError::Cancelled);
+        }
+        self.failed.sort_by_key(|f| f["index"].as_u64());
+        if let Some(w) = self.pending.summary(count) {
+            return Err(StepError::Pending {
+                waiting_for: w.text,
+                polls: 0,
+                quota: w.quota,
+            });
+        }
+        if !self.failed.is_empty() {
+            let lines: Vec<String> = self
+                .failed
+                .iter()
+                .map(|f| {
+                    format!(
+                        "item {} ({}): {}",
+                        f["index"],
+                        short(&run.emitter.secrets().mask(&item_label(&f["item"])), 60),
+                        f["error"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect();
+            return Err(StepError::IterationsFailed {
+                step: step.id.clone(),
+                count,
+                failures: lines,
+            });
+        }
+        Ok(self.out)
     }
-    failed.sort_by_key(|f| f["index"].as_u64());
-    if let Some(w) = pending.summary(count) {
-        return Err(StepError::Pending {
-            waiting_for: w.text,
-            polls: 0,
-            quota: w.quota,
-        });
-    }
-    if !failed.is_empty() {
-        let lines: Vec<String> = failed
-            .iter()
-            .map(|f| {
-                format!(
-                    "item {} ({}): {}",
-                    f["index"],
-                    short(&run.emitter.secrets().mask(&item_label(&f["item"])), 60),
-                    f["error"].as_str().unwrap_or_default()
-                )
-            })
-            .collect();
-        return Err(StepError::IterationsFailed {
-            step: step.id.clone(),
-            count,
-            failures: lines,
-        });
-    }
-    let mut outputs = json!({"results": out, "failed": failed, "count": count});
-    if let Some(s) = shard {
-        outputs["shard"] = json!(s.to_string());
-        outputs["total"] = json!(total);
-    }
-    Ok(outputs)
 }
 
 /// One iteration: the loop's steps with `item` and `index` in scope; its result holds the

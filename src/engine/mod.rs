@@ -100,12 +100,39 @@ impl RunError {
 pub(crate) struct RunResult {
     pub run_id: String,
     pub status: RunStatus,
-    /// Why the run failed (secrets masked); read by the engine's tests, the CLI reports it
-    /// from the run's events.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub error: Option<String>,
+    /// Why the run did not succeed (secrets masked).
+    pub error: Option<RunFailure>,
     /// The run's directory in the state directory, when state is kept.
     pub state_dir: Option<PathBuf>,
+}
+
+/// Why a run did not succeed, as its last event and the command line say it (texts masked).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RunFailure {
+    /// A step or the workflow's outputs failed.
+    #[error("{0}")]
+    Failed(String),
+    /// A step waits on the vendor: what for.
+    #[error("{0}")]
+    Waiting(String),
+    /// Ctrl-C or SIGTERM stopped the run.
+    #[error("cancelled")]
+    Cancelled,
+    /// The run's state could not record its end (or what follows it).
+    #[error("{0}")]
+    State(String),
+}
+
+impl RunFailure {
+    /// The same failure with every secret of `secrets` masked in its text.
+    fn masked(self, secrets: &crate::secrets::Secrets) -> Self {
+        match self {
+            RunFailure::Failed(t) => RunFailure::Failed(secrets.mask(&t)),
+            RunFailure::Waiting(t) => RunFailure::Waiting(secrets.mask(&t)),
+            RunFailure::Cancelled => RunFailure::Cancelled,
+            RunFailure::State(t) => RunFailure::State(secrets.mask(&t)),
+        }
+    }
 }
 
 /// Runs a validated plan to the end, resuming the unfinished run of the same workflow and
@@ -120,101 +147,187 @@ pub(crate) async fn run(
     let weak_secrets = register_secret_inputs(wf, &inputs, emitter.secrets());
     let _derived = crate::template::derive_secrets_into(emitter.secrets());
     crate::template::supply_key_check(steps::check_upload_key);
-    let mut run_id = uuid::Uuid::new_v4().to_string();
-    let mut started_at = chrono::Utc::now();
     let started = Instant::now();
     let masked_inputs = emitter.secrets().mask_json(&Value::Object(inputs.clone()));
-    let mut state = None;
-    let mut replay = None;
-    let mut resumed = None;
     let base_emitter = emitter.clone();
-    let mut emitter = emitter;
-    if let (Some(dir), false) = (&opts.state, opts.dry_run) {
-        let header = run_header(&plan, &opts, &inputs, &masked_inputs, &run_id, started_at);
-        if let Some(n) = dir.permission_note() {
-            emitter.warn(n);
+    let mut opened = match open_run(&plan, &opts, &inputs, &masked_inputs, emitter).await? {
+        Opening::Run(opened) => *opened,
+        Opening::AlreadyDone(done) => {
+            return Ok(report_already_done(
+                &plan,
+                &base_emitter,
+                done,
+                masked_inputs,
+            ));
         }
-        let request = state::StartRequest {
-            legacy_key: state::legacy_run_key(
-                &plan.root.path,
-                &key_inputs(wf, &inputs),
-                header.shard.as_deref(),
-            ),
-            header: header.clone(),
-            fresh: opts.fresh,
-            resume: opts.resume.clone(),
-            one_shot: wf.lifecycle == Lifecycle::OneShot,
-        };
-        let (st, begin, notes) = match dir.begin(request).await? {
-            state::Started::Run {
-                state,
-                begin,
-                notes,
-            } => (state, begin, notes),
-            state::Started::AlreadyDone(done) => {
-                return Ok(report_already_done(&plan, &emitter, done, masked_inputs));
-            }
-        };
-        for n in notes {
-            emitter.warn(n);
-        }
-        if let Begin::New = begin {
-            let others = dir.unfinished_like(&header, &st.run_id).await?;
-            if let Some(note) = inputs::other_runs_note(&others, &header) {
-                emitter.warn(note);
-            }
-        }
-        if let Begin::Resumed(r) = begin {
-            run_id = r.header.run_id.clone();
-            started_at = r.header.started_at;
-            resumed = Some(resumed_note(&r));
-            replay = Some(*r);
-        }
-        emitter = emitter.with_sink(Arc::new(JournalArtifacts(st.journal.clone())));
-        state = Some(st);
-    }
+    };
+    let emitter = opened.emitter.clone();
     emitter.emit(Event::RunStarted {
-        run_id: run_id.clone(),
+        run_id: opened.run_id.clone(),
         workflow: wf.name.clone(),
         file: plan.root.path.display().to_string(),
         inputs: masked_inputs,
-        started_at: started_at.to_rfc3339(),
+        started_at: opened.started_at,
         dry_run: opts.dry_run,
-        resumed,
+        resumed: opened.resumed.take(),
         files: workflow_files(&plan),
     });
     for note in weak_secrets {
         emitter.warn(note);
     }
-    // Requests adopted at the vendor by earlier processes are in this process's manifest too.
-    if let Some(r) = &replay {
-        for (step, resp) in &r.responses {
-            if let Some(a) = &resp.adopted {
-                base_emitter.emit(Event::adopted(step, a.clone()));
-            }
+    if let Some(r) = &opened.replay {
+        report_earlier_processes(&base_emitter, r);
+    }
+    let run = start_active_run(&plan, &opts, &mut opened, started).await?;
+    let result = run_workflow(&run, root_scope(&plan, inputs)).await;
+    let (status, outputs, error) = run_end(result);
+    let (status, error) =
+        record_run_end(&run, opened.state.as_ref(), status, error, &outputs).await;
+    emitter.emit(Event::RunFinished {
+        status,
+        duration: started.elapsed(),
+        outputs,
+        error: error.as_ref().map(ToString::to_string),
+    });
+    Ok(RunResult {
+        run_id: opened.run_id,
+        status,
+        error: error.map(|e| e.masked(emitter.secrets())),
+        state_dir: opened.state.and_then(|s| s.dir),
+    })
+}
+
+/// A run as it begins: its id and start (an unfinished run's when resumed), its state, what
+/// earlier processes recorded, and the emitter (journaling artifacts when state is kept).
+struct OpenedRun {
+    run_id: String,
+    started_at: chrono::DateTime<chrono::Utc>,
+    state: Option<state::RunState>,
+    replay: Option<state::Replay>,
+    /// What the run start says about a resumed run.
+    resumed: Option<String>,
+    emitter: Emitter,
+}
+
+/// What the state directory says about starting the run.
+enum Opening {
+    /// Run it (new or resumed).
+    Run(Box<OpenedRun>),
+    /// A one-shot workflow that already succeeded with this identity.
+    AlreadyDone(state::Completion),
+}
+
+/// Begins the run in the state directory (unless there is none or it is a dry run): a new
+/// run, the unfinished one resumed, or a one-shot already done; says what the user should
+/// know (permissions, notes, other unfinished runs).
+async fn open_run(
+    plan: &Plan,
+    opts: &RunOptions,
+    inputs: &Map<String, Value>,
+    masked_inputs: &Value,
+    emitter: Emitter,
+) -> Result<Opening, RunError> {
+    let mut opened = OpenedRun {
+        run_id: uuid::Uuid::new_v4().to_string(),
+        started_at: chrono::Utc::now(),
+        state: None,
+        replay: None,
+        resumed: None,
+        emitter,
+    };
+    let (Some(dir), false) = (&opts.state, opts.dry_run) else {
+        return Ok(Opening::Run(Box::new(opened)));
+    };
+    let wf = &plan.root.workflow;
+    let header = run_header(
+        plan,
+        opts,
+        inputs,
+        masked_inputs,
+        &opened.run_id,
+        opened.started_at,
+    );
+    if let Some(n) = dir.permission_note() {
+        opened.emitter.warn(n);
+    }
+    let request = state::StartRequest {
+        legacy_key: state::legacy_run_key(
+            &plan.root.path,
+            &key_inputs(wf, inputs),
+            header.shard.as_deref(),
+        ),
+        header: header.clone(),
+        fresh: opts.fresh,
+        resume: opts.resume.clone(),
+        one_shot: wf.lifecycle == Lifecycle::OneShot,
+    };
+    let (st, begin, notes) = match dir.begin(request).await? {
+        state::Started::Run {
+            state,
+            begin,
+            notes,
+        } => (state, begin, notes),
+        state::Started::AlreadyDone(done) => return Ok(Opening::AlreadyDone(done)),
+    };
+    for n in notes {
+        opened.emitter.warn(n);
+    }
+    if let Begin::New = begin {
+        let others = dir.unfinished_like(&header, &st.run_id).await?;
+        if let Some(note) = inputs::other_runs_note(&others, &header) {
+            opened.emitter.warn(note);
         }
     }
-    // Files of steps finished by earlier processes go to this process's reports and
-    // manifest too (not to the journal again); unfinished steps report theirs as they go.
-    if let Some(r) = &replay {
-        let mut steps: Vec<&String> = r
-            .artifacts
-            .keys()
-            .filter(|s| r.done.contains_key(*s))
-            .collect();
-        steps.sort();
-        for step in steps {
-            for a in &r.artifacts[step] {
-                base_emitter.emit(Event::Artifact {
-                    step: step.clone(),
-                    artifact: a.clone(),
-                });
-            }
+    if let Begin::Resumed(r) = begin {
+        opened.run_id = r.header.run_id.clone();
+        opened.started_at = r.header.started_at;
+        opened.resumed = Some(resumed_note(&r));
+        opened.replay = Some(*r);
+    }
+    opened.emitter = opened
+        .emitter
+        .with_sink(Arc::new(JournalArtifacts(st.journal.clone())));
+    opened.state = Some(st);
+    Ok(Opening::Run(Box::new(opened)))
+}
+
+/// What earlier processes of a resumed run did goes to this process's reports and manifest
+/// too (not to the journal again): the requests they adopted at the vendor, and the files of
+/// the steps they finished (unfinished steps report theirs as they go).
+fn report_earlier_processes(emitter: &Emitter, r: &state::Replay) {
+    for (step, resp) in &r.responses {
+        if let Some(a) = &resp.adopted {
+            emitter.emit(Event::adopted(step, a.clone()));
         }
     }
-    let budgets = match (&opts.state, &state) {
-        (Some(store), Some(_)) => store.budgets(&run_id).await?,
-        _ => state::budget::Budgets::new(None, &run_id, vec![]),
+    let mut steps: Vec<&String> = r
+        .artifacts
+        .keys()
+        .filter(|s| r.done.contains_key(*s))
+        .collect();
+    steps.sort();
+    for step in steps {
+        for a in &r.artifacts[step] {
+            emitter.emit(Event::Artifact {
+                step: step.clone(),
+                artifact: a.clone(),
+            });
+        }
+    }
+}
+
+/// The run's shared state for its steps: budgets, connections, the journal, what earlier
+/// processes recorded (taken from `opened`), the environment and the limits of the options.
+async fn start_active_run(
+    plan: &Plan,
+    opts: &RunOptions,
+    opened: &mut OpenedRun,
+    started: Instant,
+) -> Result<Arc<ActiveRun>, RunError> {
+    let emitter = &opened.emitter;
+    let budgets = match (&opts.state, &opened.state) {
+        (Some(store), Some(_)) => store.budgets(&opened.run_id).await?,
+        _ => state::budget::Budgets::new(None, &opened.run_id, vec![]),
     };
     if let Some(at) = state::budget::rehearsal_clock().filter(|_| !opts.dry_run) {
         emitter.warn(format!(
@@ -227,14 +340,15 @@ pub(crate) async fn run(
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
-    let run = Arc::new(ActiveRun {
+    let replay = opened.replay.take();
+    Ok(Arc::new(ActiveRun {
         emitter: emitter.clone(),
         env: Value::Object(env),
-        run_info: json!({"id": run_id, "started_at": started_at.to_rfc3339()}),
+        run_info: json!({"id": opened.run_id, "started_at": opened.started_at.to_rfc3339()}),
         dry_run: opts.dry_run,
         detach_at: opts.max_wait.map(|d| started + d),
         cancel: opts.cancel.clone(),
-        journal: state.as_ref().map(|s| s.journal.clone()),
+        journal: opened.state.as_ref().map(|s| s.journal.clone()),
         earlier_files: Arc::new(
             replay
                 .as_ref()
@@ -248,7 +362,7 @@ pub(crate) async fn run(
         } else {
             ConnectionCache::default()
         },
-        poll_wait_cap: poll_wait_cap(&opts, &emitter)?,
+        poll_wait_cap: poll_wait_cap(opts, emitter)?,
         overwrite: opts.overwrite.clone(),
         referenced: Arc::new(state::keep::Referenced::of_files(
             plan.files.values().map(AsRef::as_ref),
@@ -259,8 +373,12 @@ pub(crate) async fn run(
         adopt_existing: (!opts.fresh).then(Default::default),
         store: opts.state.clone().filter(|_| !opts.dry_run),
         more_data: Default::default(),
-    });
-    let scope = Scope {
+    }))
+}
+
+/// The scope of the root workflow file: its inputs, no steps run yet.
+fn root_scope(plan: &Plan, inputs: Map<String, Value>) -> Scope {
+    Scope {
         workflow: plan.workflow.clone(),
         inputs: Value::Object(inputs),
         item: None,
@@ -270,45 +388,61 @@ pub(crate) async fn run(
         in_loop: false,
         cursors: Default::default(),
         replay: true,
-    };
-    let result = run_workflow(&run, scope).await;
-    let (status, outputs, mut error) = match result {
+    }
+}
+
+/// How the root workflow ended: its status, outputs and why it did not succeed.
+fn run_end(result: Result<Value, StopReason>) -> (RunStatus, Value, Option<RunFailure>) {
+    match result {
         Ok(out) => (RunStatus::Succeeded, out, None),
-        Err(StopReason::Pending(w)) => (RunStatus::Pending, Value::Null, Some(w.text)),
-        Err(StopReason::Cancelled) => (RunStatus::Cancelled, Value::Null, Some("cancelled".into())),
-        Err(StopReason::Failed(f)) => (RunStatus::Failed, Value::Null, Some(f.to_string())),
-    };
-    let mut status = status;
+        Err(StopReason::Pending(w)) => (
+            RunStatus::Pending,
+            Value::Null,
+            Some(RunFailure::Waiting(w.text)),
+        ),
+        Err(StopReason::Cancelled) => (
+            RunStatus::Cancelled,
+            Value::Null,
+            Some(RunFailure::Cancelled),
+        ),
+        Err(StopReason::Failed(f)) => (
+            RunStatus::Failed,
+            Value::Null,
+            Some(RunFailure::Failed(f.to_string())),
+        ),
+    }
+}
+
+/// Records the run's end in its state (every step's record flushed first); a state that
+/// cannot record it fails the run, and the terminal and `more_data` follow-ups are done.
+async fn record_run_end(
+    run: &ActiveRun,
+    state: Option<&state::RunState>,
+    mut status: RunStatus,
+    mut error: Option<RunFailure>,
+    outputs: &Value,
+) -> (RunStatus, Option<RunFailure>) {
     if let Some(j) = &run.journal {
         // Every step's record on disk before the end is written (and before a crash test
         // stops here).
         let _ = j.flush().await;
     }
     crate::failpoint::hit("run-end");
-    if let Some(st) = &state {
-        let masked = error.as_ref().map(|e| emitter.secrets().mask(e));
-        let kept_outputs = emitter.secrets().mask_json(&outputs);
-        if let Err(e) = st.finish(status, masked, &kept_outputs).await {
-            status = RunStatus::Failed;
-            error = Some(e.to_string());
-        } else if let Err(e) = end_terminal(&run, st, status).await {
-            error = Some(e.to_string());
-        } else if let Err(e) = release_more_data(&run, st, status).await {
-            error = Some(e.to_string());
-        }
+    let Some(st) = state else {
+        return (status, error);
+    };
+    let secrets = run.emitter.secrets();
+    let masked = error.as_ref().map(|e| secrets.mask(&e.to_string()));
+    let kept_outputs = secrets.mask_json(outputs);
+    if let Err(e) = st.finish(status, masked, &kept_outputs).await {
+        status = RunStatus::Failed;
+        error = Some(RunFailure::State(e.to_string()));
+    } else if let Err(e) = end_terminal(run, st, status).await {
+        error = Some(RunFailure::State(e.to_string()));
+    } else if let Err(e) = release_more_data(run, st, status).await {
+        error = Some(RunFailure::State(e.to_string()));
     }
-    emitter.emit(Event::RunFinished {
-        status,
-        duration: started.elapsed(),
-        outputs,
-        error: error.clone(),
-    });
-    Ok(RunResult {
-        run_id,
-        status,
-        error: error.map(|e| emitter.secrets().mask(&e)),
-        state_dir: state.and_then(|s| s.dir),
-    })
+    (status, error)
 }
 
 /// The longest wait between two polls: [`REHEARSAL_POLL_WAIT`] in a rehearsal, or
@@ -385,7 +519,7 @@ fn workflow_files(plan: &Plan) -> Vec<crate::events::FileDigest> {
                 Some(o) => o.recorded(),
                 None => state::recorded_path(&f.path, anchor.as_deref()),
             },
-            sha256: crate::durable::sha256_hex(f.source.as_bytes()),
+            sha256: crate::durable::Sha256Digest::of(f.source.as_bytes()),
             origin: f.origin.clone(),
         })
         .collect();
@@ -422,7 +556,7 @@ fn report_already_done(
         workflow: plan.root.workflow.name.clone(),
         file: plan.root.path.display().to_string(),
         inputs: masked_inputs,
-        started_at: done.finished_at.to_rfc3339(),
+        started_at: done.finished_at,
         dry_run: false,
         resumed: Some(format!(
             "one-shot workflow already done: run {} succeeded on {}",
@@ -574,37 +708,90 @@ async fn run_step(
     {
         return Ok(outputs);
     }
-    let kind = step.kind();
     let ctx = scope.ctx(run);
-    let finish = |status: StepStatus,
-                  attempts: u32,
-                  started: Instant,
-                  error: Option<String>,
-                  outputs: &Value| {
-        run.step_finished(at, (step, &name), status, attempts, started, error, outputs);
+    let one = OneStep {
+        run,
+        step,
+        path,
+        label,
+        name,
+        started: Instant::now(),
     };
-    let started = Instant::now();
+    if let Some(out) = skipped_by_condition(&one, &ctx)? {
+        return Ok(out);
+    }
+    run.step_started(one.at(), step, &one.name);
+    let result = execute_within_deadline(&one, scope, &ctx).await;
+    step_outcome(&one, result)
+}
+
+/// One step as it runs: where it is in the run, its name, and when it started.
+struct OneStep<'a> {
+    run: &'a Arc<ActiveRun>,
+    step: &'a PlannedStep,
+    /// `id`, `loop[3].id` or `caller.uses/id`: the journal's key.
+    path: String,
+    /// The path with each loop iteration's item, for people.
+    label: Option<String>,
+    name: String,
+    started: Instant,
+}
+
+impl OneStep<'_> {
+    fn at(&self) -> (&str, Option<&str>) {
+        (self.path.as_str(), self.label.as_deref())
+    }
+
+    /// Emits the step's end.
+    fn finish(&self, status: StepStatus, attempts: u32, error: Option<String>, outputs: &Value) {
+        self.run.step_finished(
+            self.at(),
+            (self.step, &self.name),
+            status,
+            attempts,
+            self.started,
+            error,
+            outputs,
+        );
+    }
+}
+
+/// The step's `if`: when it renders false (and a dry run can decide it), the step is
+/// started, recorded and finished as skipped, and its outputs are returned.
+#[allow(clippy::result_large_err)] // the engine's StopReason, passed on as the async fns do
+fn skipped_by_condition(one: &OneStep<'_>, ctx: &Value) -> Result<Option<Value>, StopReason> {
+    let (run, step, path) = (one.run, one.step, &one.path);
     if let Some(cond) = &step.when {
-        let go = cond.render_bool(&ctx).map_err(|source| {
+        let go = cond.render_bool(ctx).map_err(|source| {
             StopReason::Failed(WorkflowFailure::Condition {
                 step: path.clone(),
                 source,
             })
         })?;
         // Noted in a dry run whichever way a placeholder made it render.
-        let undecided = dry_run::undecided_condition(run, &path, cond, &ctx);
+        let undecided = dry_run::undecided_condition(run, path, cond, ctx);
         if !go && !undecided {
-            run.step_started(at, step, &name);
+            run.step_started(one.at(), step, &one.name);
             let out = json!({"skipped": true});
-            run.record_done(&path, DoneStatus::Skipped, 0, &out);
-            finish(StepStatus::Skipped, 0, started, None, &Value::Null);
-            return Ok(out);
+            run.record_done(path, DoneStatus::Skipped, 0, &out);
+            one.finish(StepStatus::Skipped, 0, None, &Value::Null);
+            return Ok(Some(out));
         }
     }
-    run.step_started(at, step, &name);
+    Ok(None)
+}
+
+/// Records the step's start and runs its action with its retry policy, within its deadline.
+async fn execute_within_deadline(
+    one: &OneStep<'_>,
+    scope: &Scope,
+    ctx: &Value,
+) -> Result<(Value, u32), ActionError> {
+    let (run, step, path, started) = (one.run, one.step, &one.path, one.started);
+    let kind = step.kind();
     // Polls measure their overall deadline from their first start, in whichever process.
     let before = if kind == StepKind::Poll {
-        run.started_before(&path)
+        run.started_before(path)
     } else {
         Duration::ZERO
     };
@@ -612,16 +799,16 @@ async fn run_step(
         run.record(Record::Started {
             step: path.clone(),
             at: chrono::Utc::now(),
-            label: label.clone(),
+            label: one.label.clone(),
         });
     }
     let defaults = scope.workflow.defaults();
     let policy = merge_retry(defaults.retry.as_ref(), step.retry.as_ref());
     let deadline = step_deadline(step, defaults.timeout, before);
     let cancel = run.cancel.child_token();
-    let ledger = run.ledger(&path);
+    let ledger = run.ledger(path);
     let env = StepEnv {
-        step: &path,
+        step: path,
         emitter: &run.emitter,
         cancel: &cancel,
         retry: policy,
@@ -634,7 +821,7 @@ async fn run_step(
         overwrite: run.overwrite_guard(step),
         budgets: Some(&run.budgets).filter(|_| !run.dry_run),
     };
-    let fut = execute(run, step, scope, &ctx, &env);
+    let fut = execute(run, step, scope, ctx, &env);
     tokio::pin!(fut);
     // The poll enforces its own deadline between polls; the outer limit also stops a poll
     // stuck inside one request. On timeout the step's token is cancelled first, so adapters
@@ -646,7 +833,7 @@ async fn run_step(
             d
         }
     });
-    let result = match limit {
+    match limit {
         None => fut.await,
         Some(limit) => {
             tokio::select! {
@@ -658,18 +845,21 @@ async fn run_step(
                 }
             }
         }
-    };
-    let failed = |e: &str| {
-        run.record(Record::Failed {
-            step: path.clone(),
-            at: chrono::Utc::now(),
-            error: run.emitter.secrets().mask(e),
-        });
-    };
+    }
+}
+
+/// Records and reports how the step's action ended: succeeded, waiting (pending), cancelled
+/// with the run, failed and continued, or failed (the run stops).
+#[allow(clippy::result_large_err)] // the engine's StopReason, passed on as the async fns do
+fn step_outcome(
+    one: &OneStep<'_>,
+    result: Result<(Value, u32), ActionError>,
+) -> Result<Value, StopReason> {
     match result {
         Ok((outputs, attempts)) => {
-            run.record_done(&path, DoneStatus::Succeeded, attempts, &outputs);
-            finish(StepStatus::Succeeded, attempts, started, None, &outputs);
+            one.run
+                .record_done(&one.path, DoneStatus::Succeeded, attempts, &outputs);
+            one.finish(StepStatus::Succeeded, attempts, None, &outputs);
             Ok(outputs)
         }
         Err(ActionError::Step(StepError::Pending {
@@ -677,18 +867,17 @@ async fn run_step(
             polls,
             quota,
         })) => {
-            if kind == StepKind::Poll {
-                run.record(Record::Waiting {
-                    step: path.clone(),
+            if one.step.kind() == StepKind::Poll {
+                one.run.record(Record::Waiting {
+                    step: one.path.clone(),
                     at: chrono::Utc::now(),
-                    waiting_for: run.emitter.secrets().mask(&waiting_for),
+                    waiting_for: one.run.emitter.secrets().mask(&waiting_for),
                     polls,
                 });
             }
-            finish(
+            one.finish(
                 StepStatus::Pending,
                 0,
-                started,
                 Some(waiting_for.clone()),
                 &Value::Null,
             );
@@ -699,47 +888,54 @@ async fn run_step(
         }
         // Once the run is cancelled (Ctrl-C), whatever stopped the step (a download's own
         // "cancelled", a connection torn down) is the cancellation: exit 130, resumable.
-        Err(_) if run.cancel.is_cancelled() => {
-            finish(
+        Err(_) if one.run.cancel.is_cancelled() => {
+            one.finish(
                 StepStatus::Failed,
                 0,
-                started,
                 Some("cancelled".into()),
                 &Value::Null,
             );
             Err(StopReason::Cancelled)
         }
-        Err(e) => {
-            let attempts = e.attempts();
-            if step.continue_on_error {
-                let out =
-                    json!({"failed": true, "error": run.emitter.secrets().mask(&e.to_string())});
-                run.record_done(&path, DoneStatus::FailedContinued, attempts, &out);
-                finish(
-                    StepStatus::FailedContinued,
-                    attempts,
-                    started,
-                    Some(e.to_string()),
-                    &Value::Null,
-                );
-                Ok(out)
-            } else {
-                run.note_terminal(&path, &e);
-                failed(&e.to_string());
-                finish(
-                    StepStatus::Failed,
-                    attempts,
-                    started,
-                    Some(e.to_string()),
-                    &Value::Null,
-                );
-                Err(StopReason::Failed(WorkflowFailure::Step {
-                    step: path.clone(),
-                    source: e,
-                }))
-            }
-        }
+        Err(e) if one.step.continue_on_error => Ok(failed_and_continued(one, e)),
+        Err(e) => Err(failed(one, e)),
     }
+}
+
+/// A failed step with `continue_on_error`: its outputs say so, the run goes on.
+fn failed_and_continued(one: &OneStep<'_>, e: ActionError) -> Value {
+    let attempts = e.attempts();
+    let out = json!({"failed": true, "error": one.run.emitter.secrets().mask(&e.to_string())});
+    one.run
+        .record_done(&one.path, DoneStatus::FailedContinued, attempts, &out);
+    one.finish(
+        StepStatus::FailedContinued,
+        attempts,
+        Some(e.to_string()),
+        &Value::Null,
+    );
+    out
+}
+
+/// A failed step: recorded (a vendor's terminal state noted), reported, and the run stops.
+fn failed(one: &OneStep<'_>, e: ActionError) -> StopReason {
+    let attempts = e.attempts();
+    one.run.note_terminal(&one.path, &e);
+    one.run.record(Record::Failed {
+        step: one.path.clone(),
+        at: chrono::Utc::now(),
+        error: one.run.emitter.secrets().mask(&e.to_string()),
+    });
+    one.finish(
+        StepStatus::Failed,
+        attempts,
+        Some(e.to_string()),
+        &Value::Null,
+    );
+    StopReason::Failed(WorkflowFailure::Step {
+        step: one.path.clone(),
+        source: e,
+    })
 }
 
 /// The step's time limit: a poll has its own (long) deadline, less the time `before` spent
@@ -969,8 +1165,8 @@ mod tests {
         .await;
         assert_eq!(r.status, RunStatus::Failed);
         assert_eq!(
-            r.error.as_deref(),
-            Some("step `outer` failed: step `outer/inner` failed: `for_each.items` must be a list, got 3")
+            r.error,
+            Some(RunFailure::Failed("step `outer` failed: step `outer/inner` failed: `for_each.items` must be a list, got 3".into()))
         );
     }
 

@@ -55,23 +55,80 @@ pub(super) async fn run_pipelined(
     pair: Pipelined<'_>,
     scope: &Scope,
 ) -> Result<(Value, Value), StopReason> {
-    let Pipelined {
-        dl,
-        download: spec,
-        dec,
-        decrypt: dspec,
-    } = pair;
     let ctx = scope.ctx(run);
-    let paths = [
-        format!("{}{}", scope.prefix, dl.id),
-        format!("{}{}", scope.prefix, dec.id),
-    ];
-    let labels = [dl, dec].map(|s| scope.label(&s.id));
-    let names = [dl, dec].map(|s| super::active_run::step_name(run, s, scope));
-    for (i, (s, n)) in [dl, dec].iter().zip(&names).enumerate() {
-        run.step_started((&paths[i], labels[i].as_deref()), s, n);
+    let steps = [pair.dl, pair.dec];
+    let both = BothSteps {
+        run,
+        steps,
+        paths: steps.map(|s| format!("{}{}", scope.prefix, s.id)),
+        labels: steps.map(|s| scope.label(&s.id)),
+        names: steps.map(|s| super::active_run::step_name(run, s, scope)),
+        started: Instant::now(),
+    };
+    for (i, step) in steps.into_iter().enumerate() {
+        run.step_started(both.at(i), step, &both.names[i]);
     }
-    let started = Instant::now();
+    let result = execute_pair(&both, &pair, scope, &ctx).await;
+    pair_outcome(&both, result)
+}
+
+/// The two steps of a pipelined pair as they run: download (0) and decrypt (1).
+struct BothSteps<'a> {
+    run: &'a Arc<ActiveRun>,
+    steps: [&'a PlannedStep; 2],
+    paths: [String; 2],
+    labels: [Option<String>; 2],
+    names: [String; 2],
+    started: Instant,
+}
+
+/// Which step of the pair failed (0: the download, 1: the decrypt), why, and how far the
+/// downloads got when the decrypt failed.
+type PairFailure = (usize, ActionError, Option<DownloadProgress>);
+
+impl BothSteps<'_> {
+    fn at(&self, i: usize) -> (&str, Option<&str>) {
+        (&self.paths[i], self.labels[i].as_deref())
+    }
+
+    /// Records (unless cancelled) and emits the end of step `i`.
+    fn finish(&self, i: usize, status: StepStatus, error: Option<String>, outputs: &Value) {
+        let run = self.run;
+        match (status, &error) {
+            // A download whose decrypt failed has no outputs here: not recorded, its
+            // verified files are skipped when the pair runs again.
+            (StepStatus::Succeeded, _) if !outputs.is_null() => {
+                run.record_done(&self.paths[i], DoneStatus::Succeeded, 1, outputs);
+            }
+            (StepStatus::Failed, Some(e)) if !run.cancel.is_cancelled() => {
+                run.record(Record::Failed {
+                    step: self.paths[i].clone(),
+                    at: chrono::Utc::now(),
+                    error: run.emitter.secrets().mask(e),
+                });
+            }
+            _ => {}
+        }
+        run.step_finished(
+            self.at(i),
+            (self.steps[i], &self.names[i]),
+            status,
+            1,
+            self.started,
+            error,
+            outputs,
+        );
+    }
+}
+
+/// Records both starts and runs the pair within the longer of their timeouts.
+async fn execute_pair(
+    both: &BothSteps<'_>,
+    pair: &Pipelined<'_>,
+    scope: &Scope,
+    ctx: &Value,
+) -> Result<(Value, Value), PairFailure> {
+    let (run, [dl, dec], paths) = (both.run, both.steps, &both.paths);
     let defaults = scope.workflow.defaults();
     let deadline = [dl, dec]
         .iter()
@@ -83,7 +140,7 @@ pub(super) async fn run_pipelined(
         .max();
     let cancel = run.cancel.child_token();
     let ledgers = [run.ledger(&paths[0]), run.ledger(&paths[1])];
-    for (p, label) in paths.iter().zip(&labels) {
+    for (p, label) in paths.iter().zip(&both.labels) {
         run.record(Record::Started {
             step: p.clone(),
             at: chrono::Utc::now(),
@@ -96,7 +153,7 @@ pub(super) async fn run_pipelined(
         cancel: &cancel,
         retry: merge_retry(defaults.retry.as_ref(), dl.retry.as_ref()),
         dry_run: run.dry_run,
-        started,
+        started: both.started,
         deadline,
         max_wait: None,
         poll_wait_cap: run.poll_wait_cap,
@@ -111,101 +168,78 @@ pub(super) async fn run_pipelined(
         overwrite: run.overwrite_guard(dec),
         ..env_dl
     };
-    let result = async {
-        // No connection: a plain one, and no auth headers on the downloads.
-        let conn = run
-            .connection(&scope.workflow.file, spec.connection.as_deref(), &ctx)
-            .map_err(|e| (0, e, None))?;
-        let fut = steps::download_and_decrypt::download_then_decrypt(
-            spec,
-            &conn,
-            spec.connection.is_some(),
-            dspec,
-            &env_dl,
-            &env_dec,
-            &ctx,
-        );
-        let r = match deadline {
-            None => fut.await,
-            Some(limit) => match tokio::time::timeout(limit, fut).await {
-                Ok(r) => r,
-                Err(_) => {
-                    cancel.cancel();
-                    Err(PipelineError::Download(StepError::Timeout { after: limit }))
-                }
-            },
-        };
-        r.map_err(|e| match e {
-            PipelineError::Download(e) => (0, ActionError::Step(e), None),
-            PipelineError::Decrypt { error, downloads } => (1, ActionError::Step(error), downloads),
-        })
-    }
-    .await;
-    let finish = |i: usize, status: StepStatus, error: Option<String>, outputs: &Value| {
-        match (status, &error) {
-            // A download whose decrypt failed has no outputs here: not recorded, its
-            // verified files are skipped when the pair runs again.
-            (StepStatus::Succeeded, _) if !outputs.is_null() => {
-                run.record_done(&paths[i], DoneStatus::Succeeded, 1, outputs);
+    let spec = pair.download;
+    // No connection: a plain one, and no auth headers on the downloads.
+    let conn = run
+        .connection(&scope.workflow.file, spec.connection.as_deref(), ctx)
+        .map_err(|e| (0, e, None))?;
+    let fut = steps::download_and_decrypt::download_then_decrypt(
+        spec,
+        &conn,
+        spec.connection.is_some(),
+        pair.decrypt,
+        &env_dl,
+        &env_dec,
+        ctx,
+    );
+    let r = match deadline {
+        None => fut.await,
+        Some(limit) => match tokio::time::timeout(limit, fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                cancel.cancel();
+                Err(PipelineError::Download(StepError::Timeout { after: limit }))
             }
-            (StepStatus::Failed, Some(e)) if !run.cancel.is_cancelled() => {
-                run.record(Record::Failed {
-                    step: paths[i].clone(),
-                    at: chrono::Utc::now(),
-                    error: run.emitter.secrets().mask(e),
-                });
-            }
-            _ => {}
-        }
-        run.step_finished(
-            (&paths[i], labels[i].as_deref()),
-            ([dl, dec][i], &names[i]),
-            status,
-            1,
-            started,
-            error,
-            outputs,
-        );
+        },
     };
+    r.map_err(|e| match e {
+        PipelineError::Download(e) => (0, ActionError::Step(e), None),
+        PipelineError::Decrypt { error, downloads } => (1, ActionError::Step(error), downloads),
+    })
+}
+
+/// Records and reports how the pair ended: both succeeded, cancelled with the run, or one
+/// failed (the other skipped, or the download's status by how far its files got).
+#[allow(clippy::result_large_err)] // the engine's StopReason, passed on as the async fns do
+fn pair_outcome(
+    both: &BothSteps<'_>,
+    result: Result<(Value, Value), PairFailure>,
+) -> Result<(Value, Value), StopReason> {
     match result {
         Ok((a, b)) => {
-            finish(0, StepStatus::Succeeded, None, &a);
-            finish(1, StepStatus::Succeeded, None, &b);
+            both.finish(0, StepStatus::Succeeded, None, &a);
+            both.finish(1, StepStatus::Succeeded, None, &b);
             Ok((a, b))
         }
         // As for single steps: after Ctrl-C, any error of the pair is the cancellation.
-        Err(_) if run.cancel.is_cancelled() => {
-            finish(
-                0,
-                StepStatus::Failed,
-                Some("cancelled".into()),
-                &Value::Null,
-            );
-            finish(
-                1,
-                StepStatus::Failed,
-                Some("cancelled".into()),
-                &Value::Null,
-            );
+        Err(_) if both.run.cancel.is_cancelled() => {
+            for i in 0..2 {
+                both.finish(
+                    i,
+                    StepStatus::Failed,
+                    Some("cancelled".into()),
+                    &Value::Null,
+                );
+            }
             Err(StopReason::Cancelled)
         }
         Err((i, e, downloads)) => {
             let msg = e.to_string();
             if i == 0 {
-                finish(0, StepStatus::Failed, Some(msg.clone()), &Value::Null);
-                finish(
+                both.finish(0, StepStatus::Failed, Some(msg), &Value::Null);
+                both.finish(
                     1,
                     StepStatus::Skipped,
-                    Some(format!("`{}` failed", dl.id)),
+                    Some(format!("`{}` failed", both.steps[0].id)),
                     &Value::Null,
                 );
             } else {
-                let (status, why) = download_status(downloads.as_ref(), &dec.id);
-                finish(0, status, why, &Value::Null);
-                finish(1, StepStatus::Failed, Some(msg.clone()), &Value::Null);
+                let (status, why) = download_status(downloads.as_ref(), &both.steps[1].id);
+                both.finish(0, status, why, &Value::Null);
+                both.finish(1, StepStatus::Failed, Some(msg), &Value::Null);
             }
             Err(StopReason::Failed(WorkflowFailure::Step {
-                step: paths[i].clone(),
+                step: both.paths[i].clone(),
                 source: e,
             }))
         }

@@ -36,7 +36,7 @@ impl DecryptReport {
             workflow: "auditflow decrypt".into(),
             file: String::new(),
             inputs: serde_json::json!({"key": key_ids, "files": files}),
-            started_at: chrono::Utc::now().to_rfc3339(),
+            started_at: chrono::Utc::now(),
             dry_run: false,
             resumed: None,
             files: vec![],
@@ -85,12 +85,12 @@ impl DecryptReport {
                 kind: ArtifactKind::Decrypt,
                 path: d.path.display().to_string(),
                 bytes: d.bytes,
-                sha256: d.sha256.clone(),
+                sha256: d.sha256,
                 source: Some(d.input.display().to_string()),
-                source_sha256: Some(d.input_sha256.clone()),
+                source_sha256: Some(d.input_sha256),
                 md5: None,
                 request_id: None,
-                finished_at: chrono::Utc::now().to_rfc3339(),
+                finished_at: chrono::Utc::now(),
             },
         });
     }
@@ -104,7 +104,9 @@ impl DecryptReport {
             error: None,
         });
         if self.manifest.has_artifacts() {
-            self.manifest.write(out).map_err(ReportError::Manifest)?;
+            self.manifest
+                .write(out)
+                .map_err(|e| ReportError::Manifest(e.to_string()))?;
         }
         Ok(())
     }

@@ -242,7 +242,7 @@ impl Human {
             st.shown(step),
             a.path,
             HumanBytes(a.bytes),
-            &a.sha256[..a.sha256.len().min(16)]
+            &a.sha256.to_hex()[..16]
         ));
     }
 

@@ -106,72 +106,28 @@ impl Sink for JsonReport {
         let Ok(mut guard) = self.doc.lock() else {
             return;
         };
-        let Doc {
-            head: doc,
-            steps,
-            artifacts,
-            traffic,
-        } = &mut *guard;
-        if step_record::observe(traffic, e) {
+        guard.observe(e);
+    }
+}
+
+impl Doc {
+    /// Adds what the event says to the report: the run's start and end, each step as it
+    /// ends (with its requests and retries), artifacts, warnings, partial results and
+    /// custodians.
+    fn observe(&mut self, e: &Event) {
+        if step_record::observe(&mut self.traffic, e) {
             return;
         }
+        let doc = &mut self.head;
         match e {
-            Event::RunStarted {
-                run_id,
-                workflow,
-                file,
-                inputs,
-                started_at,
-                dry_run,
-                resumed,
-                files,
-            } => {
-                doc["run_id"] = json!(run_id);
-                if let Some(r) = resumed {
-                    doc["resumed"] = json!(r);
-                }
-                doc["workflow"] = json!({"name": workflow, "file": file});
-                if !files.is_empty() {
-                    doc["workflow"]["files"] = json!(files);
-                }
-                doc["inputs"] = inputs.clone();
-                doc["started_at"] = json!(started_at);
-                doc["dry_run"] = json!(dry_run);
-            }
-            Event::StepFinished {
-                step,
-                name,
-                kind,
-                status,
-                attempts,
-                duration,
-                error,
-                outputs,
-                label,
-            } => {
-                let mut s = json!({
-                    "id": step, "name": name, "kind": kind, "status": status,
-                    "attempts": attempts, "duration_ms": duration.as_millis() as u64,
-                    "error": error, "outputs": outputs,
-                });
-                if let Some(l) = label {
-                    s["label"] = json!(l);
-                }
-                if let Some(t) = traffic.remove(step) {
-                    if let (Some(o), Ok(Value::Object(t))) =
-                        (s.as_object_mut(), serde_json::to_value(t))
-                    {
-                        o.extend(t);
-                    }
-                }
-                steps.push(&s);
-            }
+            Event::RunStarted { .. } => run_started(doc, e),
+            Event::StepFinished { .. } => self.step_finished(e),
             Event::Artifact { step, artifact } => {
                 let mut a = serde_json::to_value(artifact).unwrap_or(Value::Null);
                 if let Some(o) = a.as_object_mut() {
                     o.insert("step".into(), json!(step));
                 }
-                artifacts.push(&a);
+                self.artifacts.push(&a);
             }
             Event::Warning { message } => {
                 if let Some(w) = doc.get_mut("warnings").and_then(Value::as_array_mut) {
@@ -206,6 +162,66 @@ impl Sink for JsonReport {
             _ => {}
         }
     }
+
+    /// A step's entry, with the requests and retries seen while it ran.
+    fn step_finished(&mut self, e: &Event) {
+        let Event::StepFinished {
+            step,
+            name,
+            kind,
+            status,
+            attempts,
+            duration,
+            error,
+            outputs,
+            label,
+        } = e
+        else {
+            return;
+        };
+        let mut s = json!({
+            "id": step, "name": name, "kind": kind, "status": status,
+            "attempts": attempts, "duration_ms": duration.as_millis() as u64,
+            "error": error, "outputs": outputs,
+        });
+        if let Some(l) = label {
+            s["label"] = json!(l);
+        }
+        if let Some(t) = self.traffic.remove(step) {
+            if let (Some(o), Ok(Value::Object(t))) = (s.as_object_mut(), serde_json::to_value(t)) {
+                o.extend(t);
+            }
+        }
+        self.steps.push(&s);
+    }
+}
+
+/// The run's fields of the report from its start.
+fn run_started(doc: &mut Value, e: &Event) {
+    let Event::RunStarted {
+        run_id,
+        workflow,
+        file,
+        inputs,
+        started_at,
+        dry_run,
+        resumed,
+        files,
+    } = e
+    else {
+        return;
+    };
+    doc["run_id"] = json!(run_id);
+    if let Some(r) = resumed {
+        doc["resumed"] = json!(r);
+    }
+    doc["workflow"] = json!({"name": workflow, "file": file});
+    if !files.is_empty() {
+        doc["workflow"]["files"] = json!(files);
+    }
+    doc["inputs"] = inputs.clone();
+    doc["started_at"] = json!(started_at.to_rfc3339());
+    doc["dry_run"] = json!(dry_run);
 }
 
 #[cfg(test)]

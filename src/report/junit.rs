@@ -219,7 +219,7 @@ mod tests {
             workflow: "wf <&>".into(),
             file: "f".into(),
             inputs: serde_json::Value::Null,
-            started_at: "t".into(),
+            started_at: chrono::Utc::now(),
             dry_run: false,
             resumed: None,
             files: vec![],

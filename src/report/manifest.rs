@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::durable::sha256_file;
+use crate::durable::{sha256_file, Sha256Digest};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -24,12 +25,12 @@ pub(crate) struct Entry {
     pub path: String,
     pub kind: ArtifactKind,
     pub bytes: u64,
-    pub sha256: String,
+    pub sha256: Sha256Digest,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// For a decrypted file: the encrypted file it came from, and that file's SHA-256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_sha256: Option<String>,
+    pub source_sha256: Option<Sha256Digest>,
     /// Base64 MD5 when the vendor listed one (Cloud Storage `md5Hash`), checked on download.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub md5: Option<String>,
@@ -37,7 +38,8 @@ pub(crate) struct Entry {
     pub request_id: Option<String>,
     pub step: String,
     pub run_id: String,
-    pub finished_at: String,
+    #[serde(with = "crate::events::rfc3339")]
+    pub finished_at: DateTime<Utc>,
     /// The file holds fewer records than the vendor announced, on purpose
     /// (`paginate: false`, or `paginate.truncate` at `max_pages`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -70,9 +72,10 @@ pub(crate) struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_commit: Option<String>,
     pub inputs: Value,
-    pub started_at: String,
-    #[serde(default)]
-    pub finished_at: Option<String>,
+    #[serde(with = "crate::events::rfc3339")]
+    pub started_at: DateTime<Utc>,
+    #[serde(default, with = "crate::events::rfc3339::option")]
+    pub finished_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub status: Option<RunStatus>,
     /// Every workflow file of the run with its SHA-256 and, for pack files, the pack
@@ -149,7 +152,7 @@ impl ManifestSink {
     }
 
     /// Merges this run into `dir/manifest.json` (created if absent); returns its path.
-    pub(crate) fn write(&self, dir: &Path) -> Result<PathBuf, String> {
+    pub(crate) fn write(&self, dir: &Path) -> Result<PathBuf, ManifestError> {
         let (run, artifacts) = match self.inner.lock() {
             Ok(g) => (g.0.clone(), g.1.clone()),
             Err(p) => {
@@ -157,95 +160,146 @@ impl ManifestSink {
                 (g.0.clone(), g.1.clone())
             }
         };
-        let mut run = run.ok_or("no run was recorded")?;
+        let mut run = run.ok_or(ManifestError::NoRun)?;
         let path = dir.join(FILE_NAME);
-        let mut manifest = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<Manifest>(&bytes).map_err(|e| {
-                format!(
-                    "{} exists but is not an auditflow manifest ({e}); move it away",
-                    path.display()
-                )
-            })?,
-            Err(_) => Manifest {
+        let mut manifest = Manifest::read_or_new(&path)?;
+        manifest.version = env!("AUDITFLOW_VERSION").into();
+        // A resumed run keeps what its earlier processes recorded of steps not run again.
+        let run_id = run.run_id.clone();
+        for earlier in manifest.runs.iter().filter(|r| r.run_id == run_id) {
+            run.keep_earlier(earlier);
+        }
+        manifest.runs.retain(|r| r.run_id != run.run_id);
+        for (step, a) in artifacts {
+            let entry = Entry::of(dir, &run, step, a);
+            manifest.artifacts.insert(entry.path.clone(), entry);
+        }
+        manifest.inherit_request_ids();
+        manifest.runs.push(run);
+        let text = serde_json::to_vec_pretty(&manifest).map_err(ManifestError::Serialize)?;
+        crate::durable::write_private(&path, &text)?;
+        Ok(path)
+    }
+}
+
+/// Why the manifest could not be written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ManifestError {
+    /// No run started (nothing to record).
+    #[error("no run was recorded")]
+    NoRun,
+    /// The file in its place is something else.
+    #[error("{} exists but is not an auditflow manifest ({source}); move it away", .path.display())]
+    NotAManifest {
+        /// The manifest's path.
+        path: PathBuf,
+        /// Why it does not read as one.
+        source: serde_json::Error,
+    },
+    /// The manifest could not be turned into JSON.
+    #[error("{0}")]
+    Serialize(serde_json::Error),
+    /// Writing it failed.
+    #[error(transparent)]
+    Write(#[from] crate::durable::WriteError),
+}
+
+impl Manifest {
+    /// The manifest at `path`, or a new empty one when there is none.
+    fn read_or_new(path: &Path) -> Result<Manifest, ManifestError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice::<Manifest>(&bytes).map_err(|source| {
+                ManifestError::NotAManifest {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }),
+            Err(_) => Ok(Manifest {
                 tool: "auditflow".into(),
                 version: env!("AUDITFLOW_VERSION").into(),
                 runs: vec![],
                 artifacts: BTreeMap::new(),
-            },
-        };
-        manifest.version = env!("AUDITFLOW_VERSION").into();
-        // A resumed run keeps what its earlier processes recorded of steps not run again.
-        for earlier in manifest.runs.iter().filter(|r| r.run_id == run.run_id) {
-            for (step, c) in &earlier.calls {
-                run.calls.entry(step.clone()).or_insert_with(|| c.clone());
-            }
-            for (step, a) in &earlier.adopted {
-                run.adopted.entry(step.clone()).or_insert_with(|| a.clone());
-            }
-            for (step, p) in &earlier.partial {
-                run.partial.entry(step.clone()).or_insert_with(|| p.clone());
-            }
-            for (step, c) in &earlier.custodians {
-                run.custodians
-                    .entry(step.clone())
-                    .or_insert_with(|| c.clone());
-            }
-            for (step, t) in &earlier.steps {
-                let now = run.steps.entry(step.clone()).or_default();
-                let mut merged = t.clone();
-                merged.retries.append(&mut now.retries);
-                for (vendor, by_class) in std::mem::take(&mut now.requests) {
-                    let into = merged.requests.entry(vendor).or_default();
-                    for (class, n) in by_class {
-                        *into.entry(class).or_default() += n;
-                    }
-                }
-                *now = merged;
-            }
+            }),
         }
-        manifest.runs.retain(|r| r.run_id != run.run_id);
-        for (step, a) in artifacts {
-            let rel = relative(dir, Path::new(&a.path));
-            manifest.artifacts.insert(
-                rel.clone(),
-                Entry {
-                    path: rel,
-                    kind: a.kind,
-                    bytes: a.bytes,
-                    sha256: a.sha256,
-                    source: a.source.map(|s| {
-                        // Local sources (the encrypted file of a decrypt) are made relative too.
-                        if s.contains("://") {
-                            s
-                        } else {
-                            relative(dir, Path::new(&s))
-                        }
-                    }),
-                    source_sha256: a.source_sha256,
-                    md5: a.md5,
-                    request_id: a.request_id,
-                    truncated: run.calls.get(&step).is_some_and(|c| c.truncated),
-                    step,
-                    run_id: run.run_id.clone(),
-                    finished_at: a.finished_at,
-                },
-            );
-        }
-        // A decrypted file belongs to the same vendor request as the file it came from.
-        let ids: BTreeMap<String, String> = manifest
+    }
+
+    /// A decrypted file belongs to the same vendor request as the file it came from.
+    fn inherit_request_ids(&mut self) {
+        let ids: BTreeMap<String, String> = self
             .artifacts
             .values()
             .filter_map(|e| e.request_id.clone().map(|r| (e.path.clone(), r)))
             .collect();
-        for e in manifest.artifacts.values_mut() {
+        for e in self.artifacts.values_mut() {
             if e.request_id.is_none() {
                 e.request_id = e.source.as_ref().and_then(|s| ids.get(s).cloned());
             }
         }
-        manifest.runs.push(run);
-        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
-        crate::durable::write_private(&path, &text).map_err(|e| e.to_string())?;
-        Ok(path)
+    }
+}
+
+impl RunRecord {
+    /// Keeps what an earlier process of this run recorded of steps not run again (calls,
+    /// adoptions, partial results, custodians), and adds its request counts and retries.
+    fn keep_earlier(&mut self, earlier: &RunRecord) {
+        for (step, c) in &earlier.calls {
+            self.calls.entry(step.clone()).or_insert_with(|| c.clone());
+        }
+        for (step, a) in &earlier.adopted {
+            self.adopted
+                .entry(step.clone())
+                .or_insert_with(|| a.clone());
+        }
+        for (step, p) in &earlier.partial {
+            self.partial
+                .entry(step.clone())
+                .or_insert_with(|| p.clone());
+        }
+        for (step, c) in &earlier.custodians {
+            self.custodians
+                .entry(step.clone())
+                .or_insert_with(|| c.clone());
+        }
+        for (step, t) in &earlier.steps {
+            let now = self.steps.entry(step.clone()).or_default();
+            let mut merged = t.clone();
+            merged.retries.append(&mut now.retries);
+            for (vendor, by_class) in std::mem::take(&mut now.requests) {
+                let into = merged.requests.entry(vendor).or_default();
+                for (class, n) in by_class {
+                    *into.entry(class).or_default() += n;
+                }
+            }
+            *now = merged;
+        }
+    }
+}
+
+impl Entry {
+    /// The manifest entry of an artifact `step` of `run` wrote, its paths relative to `dir`.
+    fn of(dir: &Path, run: &RunRecord, step: String, a: Artifact) -> Entry {
+        let rel = relative(dir, Path::new(&a.path));
+        Entry {
+            path: rel,
+            kind: a.kind,
+            bytes: a.bytes,
+            sha256: a.sha256,
+            source: a.source.map(|s| {
+                // Local sources (the encrypted file of a decrypt) are made relative too.
+                if s.contains("://") {
+                    s
+                } else {
+                    relative(dir, Path::new(&s))
+                }
+            }),
+            source_sha256: a.source_sha256,
+            md5: a.md5,
+            request_id: a.request_id,
+            truncated: run.calls.get(&step).is_some_and(|c| c.truncated),
+            step,
+            run_id: run.run_id.clone(),
+            finished_at: a.finished_at,
+        }
     }
 }
 
@@ -293,75 +347,84 @@ impl Sink for ManifestSink {
             return;
         };
         match e {
-            Event::RunStarted {
-                run_id,
-                workflow,
-                file,
-                inputs,
-                started_at,
-                files,
-                ..
-            } => {
-                g.0 = Some(RunRecord {
-                    workflow_files: files.clone(),
-                    run_id: run_id.clone(),
-                    workflow: workflow.clone(),
-                    workflow_file: file.clone(),
-                    workflow_sha256: sha256_file(Path::new(file)).unwrap_or_default(),
-                    workflow_commit: git_commit_of(Path::new(file)),
-                    inputs: inputs.clone(),
-                    started_at: started_at.clone(),
-                    finished_at: None,
-                    status: None,
-                    calls: BTreeMap::new(),
-                    adopted: BTreeMap::new(),
-                    partial: BTreeMap::new(),
-                    steps: BTreeMap::new(),
-                    custodians: BTreeMap::new(),
-                });
+            Event::RunStarted { .. } => g.0 = RunRecord::of_start(e),
+            Event::Artifact { step, artifact } => g.1.push((step.clone(), artifact.clone())),
+            _ => {
+                if let Some(r) = g.0.as_mut() {
+                    r.observe(e);
+                }
             }
+        }
+    }
+}
+
+impl RunRecord {
+    /// The record of a run as its [`Event::RunStarted`] describes it (None for other events).
+    fn of_start(e: &Event) -> Option<RunRecord> {
+        let Event::RunStarted {
+            run_id,
+            workflow,
+            file,
+            inputs,
+            started_at,
+            files,
+            ..
+        } = e
+        else {
+            return None;
+        };
+        Some(RunRecord {
+            workflow_files: files.clone(),
+            run_id: run_id.clone(),
+            workflow: workflow.clone(),
+            workflow_file: file.clone(),
+            workflow_sha256: sha256_file(Path::new(file)).unwrap_or_default(),
+            workflow_commit: git_commit_of(Path::new(file)),
+            inputs: inputs.clone(),
+            started_at: *started_at,
+            finished_at: None,
+            status: None,
+            calls: BTreeMap::new(),
+            adopted: BTreeMap::new(),
+            partial: BTreeMap::new(),
+            steps: BTreeMap::new(),
+            custodians: BTreeMap::new(),
+        })
+    }
+
+    /// Records what an event of the running run says: adoptions, requests and retries,
+    /// custodians, partial results, pages fetched, and its end.
+    fn observe(&mut self, e: &Event) {
+        match e {
             Event::Adopted {
                 step,
                 vendor,
                 request_id,
                 detail,
             } => {
-                if let Some(r) = g.0.as_mut() {
-                    r.adopted.insert(
-                        step.clone(),
-                        AdoptedRecord {
-                            vendor: vendor.clone(),
-                            request_id: request_id.clone(),
-                            detail: detail.clone(),
-                        },
-                    );
-                }
+                let adopted = AdoptedRecord {
+                    vendor: vendor.clone(),
+                    request_id: request_id.clone(),
+                    detail: detail.clone(),
+                };
+                self.adopted.insert(step.clone(), adopted);
             }
-            Event::Artifact { step, artifact } => g.1.push((step.clone(), artifact.clone())),
             Event::Answer { .. } | Event::Retry { .. } => {
-                if let Some(r) = g.0.as_mut() {
-                    step_record::observe(&mut r.steps, e);
-                }
+                step_record::observe(&mut self.steps, e);
             }
             Event::Custodians {
                 step,
                 vendor,
                 counts,
             } => {
-                if let Some(r) = g.0.as_mut() {
-                    r.custodians.insert(
-                        step.clone(),
-                        CustodianRecord {
-                            vendor: vendor.clone(),
-                            counts: counts.clone(),
-                        },
-                    );
-                }
+                let custodians = CustodianRecord {
+                    vendor: vendor.clone(),
+                    counts: counts.clone(),
+                };
+                self.custodians.insert(step.clone(), custodians);
             }
             Event::Partial { step, problems } => {
-                if let Some(r) = g.0.as_mut() {
-                    r.partial.insert(step.clone(), problems.clone());
-                }
+                self.partial.insert(step.clone(), problems.clone());
             }
             Event::Paged {
                 step,
@@ -370,23 +433,17 @@ impl Sink for ManifestSink {
                 reported_total,
                 truncated,
             } => {
-                if let Some(r) = g.0.as_mut() {
-                    r.calls.insert(
-                        step.clone(),
-                        CallRecord {
-                            pages: *pages,
-                            items: *items,
-                            reported_total: *reported_total,
-                            truncated: *truncated,
-                        },
-                    );
-                }
+                let call = CallRecord {
+                    pages: *pages,
+                    items: *items,
+                    reported_total: *reported_total,
+                    truncated: *truncated,
+                };
+                self.calls.insert(step.clone(), call);
             }
             Event::RunFinished { status, .. } => {
-                if let Some(r) = g.0.as_mut() {
-                    r.finished_at = Some(chrono::Utc::now().to_rfc3339());
-                    r.status = Some(*status);
-                }
+                self.finished_at = Some(chrono::Utc::now());
+                self.status = Some(*status);
             }
             _ => {}
         }
@@ -421,7 +478,7 @@ impl Recorded {
             return false;
         };
         std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == e.bytes)
-            && sha256_file(path).is_ok_and(|h| h == e.sha256)
+            && sha256_file(path).is_ok_and(|h| e.sha256 == h)
     }
 }
 
@@ -589,17 +646,44 @@ impl SignatureCheck {
     }
 }
 
+/// Why the manifest of a directory could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ManifestReadError {
+    /// No file (or no readable one).
+    #[error("cannot read {}: {source} (is this the output directory of a run?)", .path.display())]
+    Unreadable {
+        /// The manifest's path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a manifest.
+    #[error("{} is not an auditflow manifest: {source}", .path.display())]
+    NotAManifest {
+        /// The manifest's path.
+        path: PathBuf,
+        /// Why it does not read as one.
+        source: serde_json::Error,
+    },
+}
+
+impl Manifest {
+    /// Reads the manifest at `path` (`auditflow verify` and the evidence report).
+    pub(crate) fn read(path: &Path) -> Result<Manifest, ManifestReadError> {
+        let bytes = std::fs::read(path).map_err(|source| ManifestReadError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| ManifestReadError::NotAManifest {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
 /// Re-hashes every artifact of `dir/manifest.json`.
-pub(crate) fn verify(dir: &Path) -> Result<Verification, String> {
-    let path = dir.join(FILE_NAME);
-    let bytes = std::fs::read(&path).map_err(|e| {
-        format!(
-            "cannot read {}: {e} (is this the output directory of a run?)",
-            path.display()
-        )
-    })?;
-    let m: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("{} is not an auditflow manifest: {e}", path.display()))?;
+pub(crate) fn verify(dir: &Path) -> Result<Verification, ManifestReadError> {
+    let m = Manifest::read(&dir.join(FILE_NAME))?;
     let mut problems = Vec::new();
     for e in m.artifacts.values() {
         let p = if Path::new(&e.path).is_absolute() {
@@ -622,10 +706,10 @@ pub(crate) fn verify(dir: &Path) -> Result<Verification, String> {
             continue;
         }
         match sha256_file(&p) {
-            Ok(h) if h == e.sha256 => {}
+            Ok(h) if e.sha256 == h => {}
             Ok(h) => problems.push(Problem::Hash {
                 path: e.path.clone(),
-                expected: e.sha256.clone(),
+                expected: e.sha256.to_hex(),
                 found: h,
             }),
             Err(err) => problems.push(Problem::Unreadable {
@@ -651,12 +735,12 @@ mod tests {
             kind: ArtifactKind::Download,
             path: path.display().to_string(),
             bytes: bytes.len() as u64,
-            sha256: crate::durable::sha256_hex(bytes),
+            sha256: Sha256Digest::of(bytes),
             source: Some("https://example.com/f".into()),
             source_sha256: None,
             md5: None,
             request_id: Some("42".into()),
-            finished_at: "t".into(),
+            finished_at: chrono::Utc::now(),
         }
     }
 
@@ -671,7 +755,7 @@ mod tests {
             workflow: "x".into(),
             file: wf.display().to_string(),
             inputs: serde_json::json!({"password": "***"}),
-            started_at: "t".into(),
+            started_at: chrono::Utc::now(),
             dry_run: false,
             resumed: None,
             files: vec![],
@@ -706,10 +790,88 @@ mod tests {
         assert!(matches!(&v.problems[1], Problem::Hash { path, .. } if path == "b.mbox"));
     }
 
+    /// A manifest as releases before typed digests and times wrote it.
+    const OLD_MANIFEST: &str = r#"{
+  "tool": "auditflow",
+  "version": "0.1.0",
+  "runs": [
+    {
+      "run_id": "r1",
+      "workflow": "x",
+      "workflow_file": "wf.yaml",
+      "workflow_sha256": "",
+      "inputs": {
+        "password": "***"
+      },
+      "started_at": "2024-05-01T10:00:00.123456789+00:00",
+      "finished_at": "2024-05-01T10:05:00.250+00:00",
+      "status": "succeeded"
+    },
+    {
+      "run_id": "r2",
+      "workflow": "x",
+      "workflow_file": "wf.yaml",
+      "workflow_sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+      "inputs": {},
+      "started_at": "2024-05-02T10:00:00+00:00",
+      "finished_at": null,
+      "status": null
+    }
+  ],
+  "artifacts": {
+    "a.txt": {
+      "path": "a.txt",
+      "kind": "download",
+      "bytes": 3,
+      "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+      "source": "https://example.com/a.txt",
+      "request_id": "42",
+      "step": "dl",
+      "run_id": "r1",
+      "finished_at": "2024-05-01T10:01:00.123+00:00"
+    },
+    "b.txt": {
+      "path": "b.txt",
+      "kind": "decrypt",
+      "bytes": 0,
+      "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+      "source": "a.txt",
+      "source_sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+      "step": "dec",
+      "run_id": "r1",
+      "finished_at": "2024-05-01T10:02:00+00:00"
+    }
+  }
+}"#;
+
+    #[test]
+    fn manifests_written_before_typed_digests_and_times_read_back_and_verify() {
+        let m: Manifest = serde_json::from_str(OLD_MANIFEST).unwrap();
+        assert_eq!(
+            String::from_utf8(serde_json::to_vec_pretty(&m).unwrap()).unwrap(),
+            OLD_MANIFEST
+        );
+        assert_eq!(m.artifacts["a.txt"].sha256, Sha256Digest::of(b"abc"));
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(FILE_NAME), OLD_MANIFEST).unwrap();
+        std::fs::write(d.path().join("a.txt"), b"abc").unwrap();
+        std::fs::write(d.path().join("b.txt"), b"").unwrap();
+        let v = verify(d.path()).unwrap();
+        assert_eq!((v.checked, v.problems.len()), (2, 0), "{:?}", v.problems);
+        std::fs::write(d.path().join("a.txt"), b"abd").unwrap();
+        let v = verify(d.path()).unwrap();
+        assert!(
+            matches!(&v.problems[..], [Problem::Hash { path, expected, .. }]
+                if path == "a.txt" && *expected == Sha256Digest::of(b"abc").to_hex()),
+            "{:?}",
+            v.problems
+        );
+    }
+
     #[test]
     fn verify_without_manifest_says_what_to_do() {
         let d = tempfile::tempdir().unwrap();
-        let e = verify(d.path()).unwrap_err();
+        let e = verify(d.path()).unwrap_err().to_string();
         assert!(e.contains("output directory of a run"), "{e}");
     }
 }

@@ -103,7 +103,7 @@ impl Reporters {
         if self.manifest.has_artifacts() && !self.args.dry_run {
             match self.write_manifest() {
                 Ok(path) => errors.extend(self.sign_manifest(&path)),
-                Err(e) => errors.push(ReportError::Manifest(secrets.mask(&e))),
+                Err(e) => errors.push(ReportError::Manifest(secrets.mask(&e.to_string()))),
             }
         } else if self.args.signer.is_some() && !self.args.dry_run {
             crate::errln!(
@@ -149,7 +149,7 @@ impl Reporters {
     }
 
     /// Merges the run into the manifest of its output directory; tells people where it is.
-    fn write_manifest(&self) -> Result<PathBuf, String> {
+    fn write_manifest(&self) -> Result<PathBuf, super::manifest::ManifestError> {
         let dir = self
             .args
             .manifest_dir

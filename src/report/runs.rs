@@ -67,8 +67,18 @@ pub(crate) fn list(runs: &[Listed]) -> String {
 
 /// Everything a run recorded, step by step.
 pub(crate) fn show(r: &Replay, active: bool) -> String {
-    let h = &r.header;
     let mut out = String::new();
+    show_run(&mut out, r, active);
+    let _ = writeln!(out, "\nsteps");
+    for step in &r.order {
+        show_step(&mut out, r, step);
+    }
+    out
+}
+
+/// The run's part of [`show`]: its identity, times, status, files and inputs.
+fn show_run(out: &mut String, r: &Replay, active: bool) {
+    let h = &r.header;
     let _ = writeln!(out, "run       {}", h.run_id);
     let _ = writeln!(out, "workflow  {} ({})", h.workflow_name, h.workflow);
     let _ = writeln!(out, "journal   {}", r.path.display());
@@ -118,62 +128,63 @@ pub(crate) fn show(r: &Replay, active: bool) -> String {
             "note      the last record was cut off by a crash and is ignored"
         );
     }
-    let _ = writeln!(out, "\nsteps");
-    for step in &r.order {
-        let state = match step_state(r, step) {
-            StepState::Done(d) => format!(
-                "{} {} ({} attempt{})",
-                done_word(d.status),
-                when(d.at),
-                d.attempts,
-                if d.attempts == 1 { "" } else { "s" }
-            ),
-            StepState::Waiting { what, polls } => format!("waiting after {polls} polls: {what}"),
-            StepState::Failed {
-                error,
-                polls: Some(n),
-            } => format!("failed after {n} polls: {error}"),
-            StepState::Failed { error, polls: None } => format!("failed: {error}"),
-            StepState::Polling { polls, seen } => {
-                format!("polling: {polls} polls so far, last saw {seen}")
-            }
-            StepState::Started => "started, not finished".to_string(),
-        };
-        let shown = r.labels.get(step).unwrap_or(step);
-        let _ = writeln!(out, "  {shown:<40} {state}");
-        if let Some(i) = r.intents.get(step) {
-            let _ = writeln!(
-                out,
-                "  {:<40} request that must not be repeated: attempt {} at {}, answer not recorded (looked up before sending again)",
-                "",
-                i.attempt,
-                when(i.at)
-            );
+}
+
+/// One step's lines of [`show`]: where it stands, its request that must not be repeated,
+/// its recorded answer and its files.
+fn show_step(out: &mut String, r: &Replay, step: &str) {
+    let state = match step_state(r, step) {
+        StepState::Done(d) => format!(
+            "{} {} ({} attempt{})",
+            done_word(d.status),
+            when(d.at),
+            d.attempts,
+            if d.attempts == 1 { "" } else { "s" }
+        ),
+        StepState::Waiting { what, polls } => format!("waiting after {polls} polls: {what}"),
+        StepState::Failed {
+            error,
+            polls: Some(n),
+        } => format!("failed after {n} polls: {error}"),
+        StepState::Failed { error, polls: None } => format!("failed: {error}"),
+        StepState::Polling { polls, seen } => {
+            format!("polling: {polls} polls so far, last saw {seen}")
         }
-        if let Some(resp) = r.responses.get(step) {
-            let id = request_id(&resp.response)
-                .map(|s| format!(" (request {s})"))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "  {:<40} sent once, answer recorded {}{id}",
-                "",
-                when(resp.at)
-            );
-        }
-        for a in r.artifacts.get(step).into_iter().flatten() {
-            let _ = writeln!(
-                out,
-                "  {:<40} {} {} ({} bytes, sha256 {})",
-                "",
-                a.kind,
-                a.path,
-                a.bytes,
-                &a.sha256[..a.sha256.len().min(16)]
-            );
-        }
+        StepState::Started => "started, not finished".to_string(),
+    };
+    let shown = r.labels.get(step).map_or(step, String::as_str);
+    let _ = writeln!(out, "  {shown:<40} {state}");
+    if let Some(i) = r.intents.get(step) {
+        let _ = writeln!(
+            out,
+            "  {:<40} request that must not be repeated: attempt {} at {}, answer not recorded (looked up before sending again)",
+            "",
+            i.attempt,
+            when(i.at)
+        );
     }
-    out
+    if let Some(resp) = r.responses.get(step) {
+        let id = request_id(&resp.response)
+            .map(|s| format!(" (request {s})"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<40} sent once, answer recorded {}{id}",
+            "",
+            when(resp.at)
+        );
+    }
+    for a in r.artifacts.get(step).into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {:<40} {} {} ({} bytes, sha256 {})",
+            "",
+            a.kind,
+            a.path,
+            a.bytes,
+            &a.sha256.to_hex()[..16]
+        );
+    }
 }
 
 /// Where one step of a recorded run stands; the text and JSON views both read it.

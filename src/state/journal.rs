@@ -801,6 +801,23 @@ mod tests {
     }
 
     #[test]
+    fn journal_lines_written_before_typed_digests_and_times_read_back_unchanged() {
+        let lines = [
+            r#"{"type":"run","version":1,"run_id":"r1","key":"k","workflow":"w.yaml","workflow_name":"w","files":[{"path":"w.yaml","sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}],"inputs":{"a":"***"},"shard":null,"started_at":"2024-05-01T10:00:00.123456Z","auditflow":"0.1.0"}"#,
+            r#"{"type":"artifact","step":"dl","artifact":{"kind":"download","path":"out/a.zip","bytes":3,"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","source":"https://h/a.zip","md5":"kAFQmDzST7DWlj99KOF/cg==","request_id":"q1","finished_at":"2024-05-01T10:01:00.123456789+00:00"}}"#,
+            r#"{"type":"artifact","step":"dec","artifact":{"kind":"decrypt","path":"out/a.mbox","bytes":3,"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","source":"out/a.zip.gpg","source_sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","finished_at":"2024-05-01T10:02:00+00:00"}}"#,
+        ];
+        for line in lines {
+            let rec: Record = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&rec).unwrap(), line);
+        }
+        let Some(h) = RunHeader::parse_line(lines[0]) else {
+            panic!("not a header")
+        };
+        assert_eq!(h.files[0].sha256, crate::durable::Sha256Digest::of(b"abc"));
+    }
+
+    #[test]
     fn end_status_reads_and_writes_the_same_words_as_before() {
         for (st, word) in [
             (EndStatus::Succeeded, "succeeded"),

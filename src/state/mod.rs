@@ -999,7 +999,7 @@ pub(crate) fn summary(r: &Replay, active: bool) -> RunSummary {
 pub(crate) fn changed_files(old: &RunHeader, new: &[FileDigest]) -> Vec<String> {
     if old.identity.is_none() {
         let digests = |f: &[FileDigest]| {
-            let mut d: Vec<String> = f.iter().map(|x| x.sha256.clone()).collect();
+            let mut d: Vec<_> = f.iter().map(|x| x.sha256).collect();
             d.sort();
             d
         };
@@ -1044,7 +1044,7 @@ pub(crate) mod tests {
             }),
             files: vec![FileDigest {
                 path: "w.yaml".into(),
-                sha256: "aa".into(),
+                sha256: crate::durable::Sha256Digest::of(b"aa"),
                 origin: None,
             }],
             inputs: serde_json::json!({}),
@@ -1160,7 +1160,7 @@ pub(crate) mod tests {
             .unwrap();
         drop(s);
         let mut h = header("k", "r2");
-        h.files[0].sha256 = "bb".into();
+        h.files[0].sha256 = crate::durable::Sha256Digest::of(b"bb");
         let Err(e) = begin(&sd, h.clone(), false).await else {
             panic!("must refuse");
         };

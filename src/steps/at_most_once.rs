@@ -148,6 +148,21 @@ pub async fn send(
     ledger: &Ledger,
 ) -> Result<(Response, u32), StepError> {
     let fp = fingerprint(req, env);
+    if let Some(earlier) = earlier_answer(conn, req, env, ledger, &fp).await? {
+        return Ok((earlier, 0));
+    }
+    send_with_intents(conn, req, env, ledger, &fp).await
+}
+
+/// The answer an earlier process recorded, or found at the vendor when it stopped after
+/// recording its intent; a request that changed since is refused.
+async fn earlier_answer(
+    conn: &Connection,
+    req: &Request,
+    env: &StepEnv<'_>,
+    ledger: &Ledger,
+    fp: &str,
+) -> Result<Option<Response>, StepError> {
     let vendor = conn.settings().kind;
     if let Some(r) = &ledger.response {
         if r.fingerprint != fp {
@@ -160,21 +175,32 @@ pub async fn send(
                 r.at.to_rfc3339()
             ),
         );
-        return Ok((response_from(&r.response), 0));
+        return Ok(Some(response_from(&r.response)));
     }
-    if let Some(i) = &ledger.intent {
-        if i.fingerprint != fp {
-            return Err(changed(env, i.at));
-        }
-        env.emitter.warn(format!(
-            "step `{}`: an earlier process stopped after sending (or about to send) this {vendor} request at {} without recording the answer; looking it up before sending again",
-            env.step,
-            i.at.to_rfc3339()
-        ));
-        if let Some(found) = find(conn, req, i.at, env, ledger, &fp).await? {
-            return Ok((found, 0));
-        }
+    let Some(i) = &ledger.intent else {
+        return Ok(None);
+    };
+    if i.fingerprint != fp {
+        return Err(changed(env, i.at));
     }
+    env.emitter.warn(format!(
+        "step `{}`: an earlier process stopped after sending (or about to send) this {vendor} request at {} without recording the answer; looking it up before sending again",
+        env.step,
+        i.at.to_rfc3339()
+    ));
+    find(conn, req, i.at, env, ledger, fp).await
+}
+
+/// Attempts with the step's retry policy, each made durable as an intent before it is sent;
+/// after an answer that leaves it unsure whether the vendor acted, the request is looked up
+/// before it is sent again.
+async fn send_with_intents(
+    conn: &Connection,
+    req: &Request,
+    env: &StepEnv<'_>,
+    ledger: &Ledger,
+    fp: &str,
+) -> Result<(Response, u32), StepError> {
     let observer = StepObserver {
         step: env.step,
         emitter: env.emitter,
@@ -196,7 +222,7 @@ pub async fn send(
                 attempt,
                 method: req.method.to_string(),
                 url: env.emitter.secrets().mask(&redact_url(&req.url)),
-                fingerprint: fp.clone(),
+                fingerprint: fp.to_string(),
             })
             .await
             .map_err(StepError::from)?;
@@ -206,7 +232,7 @@ pub async fn send(
         let err = match sent {
             Ok(resp) => {
                 crate::failpoint::hit("once-before-response");
-                record_response(ledger, env, &fp, &resp, None).await?;
+                record_response(ledger, env, fp, &resp, None).await?;
                 return Ok((resp, attempt));
             }
             // The intent stays open: the next run looks the request up.
@@ -230,7 +256,7 @@ pub async fn send(
             });
         }
         if unsure {
-            if let Some(found) = find(conn, req, at, env, ledger, &fp).await? {
+            if let Some(found) = find(conn, req, at, env, ledger, fp).await? {
                 return Ok((found, attempt));
             }
         }

@@ -715,7 +715,7 @@ async fn record_saved(
     rc: &RenderedCall,
     env: &StepEnv<'_>,
     path: &std::path::Path,
-    (bytes, sha256): (u64, String),
+    (bytes, sha256): (u64, crate::durable::Sha256Digest),
     response: &Response,
 ) {
     env.emitter.emit(Event::Artifact {
@@ -729,7 +729,7 @@ async fn record_saved(
             source_sha256: None,
             md5: None,
             request_id: response.request_id.clone(),
-            finished_at: chrono::Utc::now().to_rfc3339(),
+            finished_at: chrono::Utc::now(),
         },
     });
     if let Some(l) = env.ledger {
@@ -1188,12 +1188,15 @@ fn check_total(
 }
 
 /// Writes `bytes` to `path` durably (temp file, fsync, rename); returns their size and SHA-256.
-fn save_bytes(path: &std::path::Path, bytes: &[u8]) -> Result<(u64, String), StepError> {
+fn save_bytes(
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> Result<(u64, crate::durable::Sha256Digest), StepError> {
     crate::durable::write_private(path, bytes)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::durable::sync_dir(dir);
     }
-    Ok((bytes.len() as u64, crate::durable::sha256_hex(bytes)))
+    Ok((bytes.len() as u64, crate::durable::Sha256Digest::of(bytes)))
 }
 
 #[cfg(test)]

@@ -15,7 +15,10 @@ const MARKER: &str = "\u{0}auditflow:page-items\u{0}";
 /// Writes `body` as pretty JSON to `path`, streamed through a private temporary file beside
 /// it (fsync'd, then renamed): no second in-memory copy of a large answer. Returns the bytes
 /// written and their SHA-256.
-pub(super) fn save_json(path: &Path, body: &Value) -> Result<(u64, String), StepError> {
+pub(super) fn save_json(
+    path: &Path,
+    body: &Value,
+) -> Result<(u64, crate::durable::Sha256Digest), StepError> {
     save_through_temp(path, |w| {
         serde_json::to_writer_pretty(w, body).map_err(|source| StepError::Serialize {
             what: "response",
@@ -42,7 +45,7 @@ fn save_dir(path: &Path) -> Result<PathBuf, StepError> {
 fn save_through_temp(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<(), StepError>,
-) -> Result<(u64, String), StepError> {
+) -> Result<(u64, crate::durable::Sha256Digest), StepError> {
     let io = |source: std::io::Error| StepError::Io {
         path: path.to_path_buf(),
         source,
@@ -125,7 +128,10 @@ impl PagedFile {
     /// Writes `envelope` (the merged body without its items) with the items saved so far in
     /// their slot to `save_to`, through a temporary file renamed when complete. Returns the
     /// bytes written and their SHA-256.
-    pub(super) fn finish(self, envelope: Value) -> Result<(u64, String), StepError> {
+    pub(super) fn finish(
+        self,
+        envelope: Value,
+    ) -> Result<(u64, crate::durable::Sha256Digest), StepError> {
         let slot = self.slot.unwrap_or(ItemSlot::Root);
         let path = self.path.clone();
         let io = |source: std::io::Error| StepError::Io {
@@ -232,9 +238,9 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// Bytes written, their SHA-256 (hex) and the inner writer.
-    fn finish(self) -> (u64, String, W) {
+    fn finish(self) -> (u64, crate::durable::Sha256Digest, W) {
         use sha2::Digest;
-        let digest = hex::encode(self.hash.finalize());
+        let digest = crate::durable::Sha256Digest::from_bytes(self.hash.finalize().into());
         (self.bytes, digest, self.inner)
     }
 }
@@ -296,7 +302,7 @@ mod tests {
         let got = std::fs::read_to_string(&paged).unwrap();
         assert_eq!(got, want);
         assert_eq!(bytes, want.len() as u64);
-        assert_eq!(sha, crate::durable::sha256_hex(want.as_bytes()));
+        assert_eq!(sha, crate::durable::Sha256Digest::of(want.as_bytes()));
     }
 
     #[test]

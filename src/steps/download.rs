@@ -64,7 +64,9 @@ impl std::fmt::Debug for FileToFetch {
 /// tokens may be refreshed between attempts. An `Err` fails the download with
 /// [`DownloadError::Auth`].
 pub type HeaderFn = std::sync::Arc<
-    dyn Fn(&url::Url) -> BoxFuture<'static, Result<HeaderMap, String>> + Send + Sync,
+    dyn Fn(&url::Url) -> BoxFuture<'static, Result<HeaderMap, crate::vendors::VendorError>>
+        + Send
+        + Sync,
 >;
 
 /// Progress of one download. Called from the downloading task: keep it cheap.
@@ -94,8 +96,8 @@ pub struct Downloaded {
     pub path: PathBuf,
     /// The file's size in bytes.
     pub bytes: u64,
-    /// Lower-case hex SHA-256 of the whole file.
-    pub sha256: String,
+    /// SHA-256 of the whole file.
+    pub sha256: crate::durable::Sha256Digest,
     /// Base64 MD5 of the whole file (Cloud Storage's `md5Hash` form); empty when the file
     /// was verified by an earlier process and not re-hashed.
     pub md5: String,
@@ -240,13 +242,13 @@ pub enum DownloadError {
     },
     /// The connection could not produce its auth headers (e.g. a token refresh failed).
     #[error(
-        "could not get credentials for {url}: {message}; check the credentials and their scopes"
+        "could not get credentials for {url}: {cause}; check the credentials and their scopes"
     )]
     Auth {
         /// The URL, without query and credentials.
         url: String,
-        /// Why, from the vendor adapter.
-        message: String,
+        /// Why, from the vendor adapter (told in the message, not as a further cause).
+        cause: Box<crate::vendors::VendorError>,
     },
 }
 
@@ -290,39 +292,9 @@ pub async fn download_with_options(
     options: &DownloadOptions,
 ) -> Result<Downloaded, DownloadError> {
     let url = redact_url(&spec.url);
-    let expected_sha256 = match &spec.expected_sha256 {
-        None => None,
-        Some(s) => {
-            Some(
-                headers::parse_expected_sha256(s).ok_or_else(|| DownloadError::Checksum {
-                    url: url.clone(),
-                    expected: s.clone(),
-                    got: String::new(),
-                })?,
-            )
-        }
-    };
-    let file_name = spec
-        .dest
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| DownloadError::BadName {
-            name: spec.dest.display().to_string(),
-            reason: "the destination path does not end in a UTF-8 file name".to_string(),
-        })?;
-    let dir = match spec.dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let part = safe_join(&dir, &format!("{file_name}.part"))?;
-    let mk = dir.clone();
-    tokio::task::spawn_blocking(move || crate::durable::create_private_dir(&mk))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
-        .map_err(|source| DownloadError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+    let expected_sha256 = parse_expected_sha256(spec, &url)?;
+    let (dir, part) = part_path(&spec.dest)?;
+    create_dir(&dir).await?;
     let _guard = InFlight::acquire(&spec.dest)?;
 
     let ctx = FetchState {
@@ -338,17 +310,70 @@ pub async fn download_with_options(
         expected_sha256,
     };
     let mut st = PartState::load(&ctx).await?;
+    retry_attempts(&ctx, &mut st, policy).await
+}
+
+/// The workflow's expected SHA-256 as bytes; one that is not 64 hex digits is an error.
+fn parse_expected_sha256(spec: &FileToFetch, url: &str) -> Result<Option<[u8; 32]>, DownloadError> {
+    let Some(s) = &spec.expected_sha256 else {
+        return Ok(None);
+    };
+    headers::parse_expected_sha256(s)
+        .map(Some)
+        .ok_or_else(|| DownloadError::Checksum {
+            url: url.to_string(),
+            expected: s.clone(),
+            got: String::new(),
+        })
+}
+
+/// The destination's directory and its `<name>.part` beside it.
+fn part_path(dest: &Path) -> Result<(PathBuf, PathBuf), DownloadError> {
+    let file_name =
+        dest.file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| DownloadError::BadName {
+                name: dest.display().to_string(),
+                reason: "the destination path does not end in a UTF-8 file name".to_string(),
+            })?;
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let part = safe_join(&dir, &format!("{file_name}.part"))?;
+    Ok((dir, part))
+}
+
+/// Creates the destination directory (private) off the async threads.
+async fn create_dir(dir: &Path) -> Result<(), DownloadError> {
+    let mk = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::durable::create_private_dir(&mk))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        .map_err(|source| DownloadError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Runs attempts until one succeeds, the policy gives up or the download is cancelled;
+/// progress beyond anything held before renews the retry budget.
+async fn retry_attempts(
+    ctx: &FetchState<'_>,
+    st: &mut PartState,
+    policy: &RetryPolicy,
+) -> Result<Downloaded, DownloadError> {
     let max_attempts = policy.max_attempts.max(1);
     let mut backoff = new_backoff(policy);
     let mut window_start = Instant::now();
     let mut attempts = 0u32;
     loop {
-        if cancel.is_cancelled() {
-            return Err(DownloadError::Cancelled { url: ctx.url });
+        if ctx.cancel.is_cancelled() {
+            return Err(cancelled(ctx));
         }
         attempts += 1;
         let high_water = st.high_water;
-        let failure = match attempt(&ctx, &mut st, attempts).await {
+        let failure = match attempt(ctx, st, attempts).await {
             Ok(done) => return Ok(done),
             Err(f) => f,
         };
@@ -379,10 +404,10 @@ pub async fn download_with_options(
         };
         let reason = failure.error.to_string();
         tracing::info!(url = %ctx.url, attempt = attempts + 1, wait_ms = wait.as_millis() as u64, %reason, "retrying download");
-        observer.retrying(attempts + 1, wait, &reason);
+        ctx.observer.retrying(attempts + 1, wait, &reason);
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => return Err(DownloadError::Cancelled { url: ctx.url }),
+            _ = ctx.cancel.cancelled() => return Err(cancelled(ctx)),
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -503,25 +528,58 @@ impl AttemptFailure {
     }
 }
 
+/// One request for the file: headers, response, body to the `.part`, verification, rename.
 async fn attempt(
     ctx: &FetchState<'_>,
     st: &mut PartState,
     n: u32,
 ) -> Result<Downloaded, AttemptFailure> {
-    let transport = |message: String| DownloadError::Transport {
+    let request_headers = request_headers(ctx, st).await?;
+    tracing::debug!(url = %ctx.url, attempt = n, from = st.offset, "requesting");
+    let response = send_request(ctx, request_headers).await?;
+    let announced = Announced::read(&response);
+    let accepted = accept_response(ctx, st, response, &announced)?;
+    let total = settle_total(ctx, st, &accepted, announced)?;
+
+    ctx.observer.started(&ctx.url, total, accepted.start);
+    let part::Written { file, hasher, len } = receive_body(ctx, st, accepted.body, total).await?;
+    let verified = verify_written(ctx, st, len, hasher, total, n)?;
+    make_visible(ctx, file).await?;
+    tracing::info!(url = %ctx.url, bytes = len, sha256 = %verified.sha256, attempts = n, resumed = st.resumed, "downloaded");
+    Ok(Downloaded {
+        path: ctx.spec.dest.clone(),
+        bytes: len,
+        sha256: verified.sha256,
+        md5: verified.md5,
+        url: ctx.url.clone(),
+        attempts: n,
+        resumed: st.resumed,
+    })
+}
+
+/// A transport error naming the attempt's URL.
+fn transport(ctx: &FetchState<'_>, message: String) -> DownloadError {
+    DownloadError::Transport {
         url: ctx.url.clone(),
         message,
-    };
+    }
+}
 
+/// The connection's auth headers (marked sensitive), identity encoding, and the range from
+/// the bytes held (with the ETag as `If-Range`).
+async fn request_headers(
+    ctx: &FetchState<'_>,
+    st: &PartState,
+) -> Result<HeaderMap, AttemptFailure> {
     let auth = tokio::select! {
         biased;
         _ = ctx.cancel.cancelled() => return Err(AttemptFailure::fail(cancelled(ctx))),
         h = (ctx.headers)(&ctx.spec.url) => h,
     };
-    let mut request_headers = auth.map_err(|message| {
+    let mut request_headers = auth.map_err(|cause| {
         AttemptFailure::fail(DownloadError::Auth {
             url: ctx.url.clone(),
-            message,
+            cause: Box::new(cause),
         })
     })?;
     for (_, value) in request_headers.iter_mut() {
@@ -535,14 +593,20 @@ async fn attempt(
     request_headers.remove(header::IF_RANGE);
     if st.offset > 0 {
         let range = HeaderValue::from_str(&format!("bytes={}-", st.offset))
-            .map_err(|e| AttemptFailure::fail(transport(e.to_string())))?;
+            .map_err(|e| AttemptFailure::fail(transport(ctx, e.to_string())))?;
         request_headers.insert(header::RANGE, range);
         if let Some(etag) = &st.etag {
             request_headers.insert(header::IF_RANGE, etag.clone());
         }
     }
-    tracing::debug!(url = %ctx.url, attempt = n, from = st.offset, "requesting");
+    Ok(request_headers)
+}
 
+/// Sends the GET (same-origin redirects followed), within the stall timeout.
+async fn send_request(
+    ctx: &FetchState<'_>,
+    request_headers: HeaderMap,
+) -> Result<reqwest::Response, AttemptFailure> {
     let send = send_guarded(
         ctx.client,
         Hop {
@@ -553,132 +617,218 @@ async fn attempt(
             timeout: None,
         },
     );
-    let response = tokio::select! {
+    tokio::select! {
         biased;
-        _ = ctx.cancel.cancelled() => return Err(AttemptFailure::fail(cancelled(ctx))),
+        _ = ctx.cancel.cancelled() => Err(AttemptFailure::fail(cancelled(ctx))),
         r = tokio::time::timeout(ctx.options.stall_timeout, send) => match r {
-            Err(_) => return Err(AttemptFailure::retry(transport(format!(
+            Err(_) => Err(AttemptFailure::retry(transport(ctx, format!(
                 "no response within {} s", ctx.options.stall_timeout.as_secs_f64()
             )))),
             Ok(Err(SendError::Redirect(message))) => {
-                return Err(AttemptFailure::fail(transport(message)));
+                Err(AttemptFailure::fail(transport(ctx, message)))
             }
-            Ok(Err(SendError::Client(e))) => {
-                let rejected = crate::vendors::tls::rejection(&e);
-                let refused = crate::vendors::client::rehearsal_refusal(&e);
-                let fatal =
-                    e.is_builder() || e.is_redirect() || rejected.is_some() || refused.is_some();
-                let error = transport(match (rejected, refused) {
-                    (Some(r), _) => crate::vendors::tls::rejection_message(&r),
-                    (None, Some(refused)) => refused.to_string(),
-                    (None, None) => describe_reqwest(e),
-                });
-                return Err(if fatal { AttemptFailure::fail(error) } else { AttemptFailure::retry(error) });
-            }
-            Ok(Ok(r)) => r,
+            Ok(Err(SendError::Client(e))) => Err(client_failure(ctx, e)),
+            Ok(Ok(r)) => Ok(r),
         },
-    };
+    }
+}
 
-    let status = response.status().as_u16();
-    let h = response.headers();
-    let content_length = header_u64(h, header::CONTENT_LENGTH);
-    let content_range = h
-        .get(header::CONTENT_RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(headers::parse_content_range);
-    let digests = headers::server_digests(h, status == 200);
-    let etag = h
-        .get(header::ETAG)
-        .filter(|v| !v.as_bytes().starts_with(b"W/"))
-        .cloned();
+/// A client error before any answer: fatal for TLS rejections, rehearsal refusals, builder
+/// and redirect errors; retried otherwise.
+fn client_failure(ctx: &FetchState<'_>, e: reqwest::Error) -> AttemptFailure {
+    let rejected = crate::vendors::tls::rejection(&e);
+    let refused = crate::vendors::client::rehearsal_refusal(&e);
+    let fatal = e.is_builder() || e.is_redirect() || rejected.is_some() || refused.is_some();
+    let error = transport(
+        ctx,
+        match (rejected, refused) {
+            (Some(r), _) => crate::vendors::tls::rejection_message(&r),
+            (None, Some(refused)) => refused.to_string(),
+            (None, None) => describe_reqwest(e),
+        },
+    );
+    if fatal {
+        AttemptFailure::fail(error)
+    } else {
+        AttemptFailure::retry(error)
+    }
+}
 
-    let (start, total, body) = match status {
+/// What a response's headers say about the file.
+struct Announced {
+    status: u16,
+    content_length: Option<u64>,
+    content_range: Option<ContentRange>,
+    digests: Vec<ServerDigest>,
+    /// A strong ETag (weak ones cannot guard a range).
+    etag: Option<HeaderValue>,
+}
+
+impl Announced {
+    fn read(response: &reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let h = response.headers();
+        Announced {
+            status,
+            content_length: header_u64(h, header::CONTENT_LENGTH),
+            content_range: h
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(headers::parse_content_range),
+            digests: headers::server_digests(h, status == 200),
+            etag: h
+                .get(header::ETAG)
+                .filter(|v| !v.as_bytes().starts_with(b"W/"))
+                .cloned(),
+        }
+    }
+}
+
+/// A response worth reading: where its bytes start in the file, the size it announces, and
+/// its body (none when the `.part` already holds the whole file).
+struct Accepted {
+    start: u64,
+    total: Option<u64>,
+    body: Option<reqwest::Response>,
+}
+
+/// Decides by status whether the response brings the file (whole or the range asked for).
+fn accept_response(
+    ctx: &FetchState<'_>,
+    st: &mut PartState,
+    response: reqwest::Response,
+    announced: &Announced,
+) -> Result<Accepted, AttemptFailure> {
+    match announced.status {
         200 => {
             if st.offset > 0 {
                 tracing::info!(url = %ctx.url, offset = st.offset, "the server sent the whole file instead of the range; starting over");
                 st.restart();
             }
-            (0, content_length, Some(response))
+            Ok(Accepted {
+                start: 0,
+                total: announced.content_length,
+                body: Some(response),
+            })
         }
-        206 => match content_range {
-            Some(ContentRange::Bytes { start, end, total }) if start == st.offset => {
-                let len = end - start + 1;
-                if content_length.is_some_and(|cl| cl != len) {
-                    return Err(AttemptFailure::retry(transport(format!(
-                        "the server's Content-Length ({}) does not match its Content-Range ({start}-{end})",
-                        content_length.unwrap_or_default()
-                    ))));
-                }
-                (start, total, Some(response))
-            }
-            other => {
-                let offset = st.offset;
-                st.restart();
-                return Err(AttemptFailure::retry(transport(format!(
-                    "asked for the file from byte {offset} but the server answered {}; starting over",
-                    match other {
-                        Some(ContentRange::Bytes { start, .. }) => format!("from byte {start}"),
-                        _ => "with no usable Content-Range".to_string(),
-                    }
-                ))));
-            }
-        },
-        416 if st.offset > 0 => {
-            let complete = matches!(content_range, Some(ContentRange::Unsatisfied { total }) if total == st.offset)
-                && ctx.spec.expected_size.is_none_or(|size| size == st.offset);
-            if complete {
-                // The .part already holds the whole file (a run stopped before the rename).
-                (st.offset, Some(st.offset), None)
-            } else {
-                let error = DownloadError::Http {
-                    url: ctx.url.clone(),
-                    status,
-                    message: format!(
-                        "the server cannot serve the file from byte {}; starting over",
-                        st.offset
-                    ),
-                };
-                st.restart();
-                let next = if st.restarted_on_416 {
-                    Next::Retry { after: None }
-                } else {
-                    st.restarted_on_416 = true;
-                    Next::RetryNow
-                };
-                return Err(AttemptFailure { error, next });
-            }
-        }
+        206 => accept_range(ctx, st, response, announced),
+        416 if st.offset > 0 => range_not_satisfiable(ctx, st, announced),
         s if is_retryable_status(s) => {
             let after = if s == 429 || s == 503 {
-                h.get(header::RETRY_AFTER)
+                response
+                    .headers()
+                    .get(header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, chrono::Utc::now()))
             } else {
                 None
             };
-            return Err(AttemptFailure {
-                error: DownloadError::Http {
-                    url: ctx.url.clone(),
-                    status,
-                    message: status_advice(s),
-                },
+            Err(AttemptFailure {
+                error: http_error(ctx, s),
                 next: Next::Retry { after },
-            });
+            })
         }
-        s => {
-            return Err(AttemptFailure::fail(DownloadError::Http {
-                url: ctx.url.clone(),
-                status,
-                message: status_advice(s),
-            }))
-        }
-    };
+        s => Err(AttemptFailure::fail(http_error(ctx, s))),
+    }
+}
 
-    // The size the whole file must have.
-    let total = if body.is_some() && start > 0 {
-        total.or(content_length.map(|cl| start + cl))
+/// An HTTP error with the status's reason and advice.
+fn http_error(ctx: &FetchState<'_>, status: u16) -> DownloadError {
+    DownloadError::Http {
+        url: ctx.url.clone(),
+        status,
+        message: status_advice(status),
+    }
+}
+
+/// A `206`: accepted when its `Content-Range` starts at the bytes held and agrees with its
+/// `Content-Length`; otherwise the `.part` starts over.
+fn accept_range(
+    ctx: &FetchState<'_>,
+    st: &mut PartState,
+    response: reqwest::Response,
+    announced: &Announced,
+) -> Result<Accepted, AttemptFailure> {
+    match announced.content_range {
+        Some(ContentRange::Bytes { start, end, total }) if start == st.offset => {
+            let len = end - start + 1;
+            if announced.content_length.is_some_and(|cl| cl != len) {
+                return Err(AttemptFailure::retry(transport(ctx, format!(
+                    "the server's Content-Length ({}) does not match its Content-Range ({start}-{end})",
+                    announced.content_length.unwrap_or_default()
+                ))));
+            }
+            Ok(Accepted {
+                start,
+                total,
+                body: Some(response),
+            })
+        }
+        other => {
+            let offset = st.offset;
+            st.restart();
+            Err(AttemptFailure::retry(transport(
+                ctx,
+                format!(
+                    "asked for the file from byte {offset} but the server answered {}; starting over",
+                    match other {
+                        Some(ContentRange::Bytes { start, .. }) => format!("from byte {start}"),
+                        _ => "with no usable Content-Range".to_string(),
+                    }
+                ),
+            )))
+        }
+    }
+}
+
+/// A `416` to a range request: the `.part` is complete when the server's size is what it
+/// holds (a run stopped before the rename); otherwise it starts over, at once the first time.
+fn range_not_satisfiable(
+    ctx: &FetchState<'_>,
+    st: &mut PartState,
+    announced: &Announced,
+) -> Result<Accepted, AttemptFailure> {
+    let complete = matches!(announced.content_range, Some(ContentRange::Unsatisfied { total }) if total == st.offset)
+        && ctx.spec.expected_size.is_none_or(|size| size == st.offset);
+    if complete {
+        return Ok(Accepted {
+            start: st.offset,
+            total: Some(st.offset),
+            body: None,
+        });
+    }
+    let error = DownloadError::Http {
+        url: ctx.url.clone(),
+        status: announced.status,
+        message: format!(
+            "the server cannot serve the file from byte {}; starting over",
+            st.offset
+        ),
+    };
+    st.restart();
+    let next = if st.restarted_on_416 {
+        Next::Retry { after: None }
     } else {
-        total
+        st.restarted_on_416 = true;
+        Next::RetryNow
+    };
+    Err(AttemptFailure { error, next })
+}
+
+/// The size the whole file must have, checked against the expected size and what earlier
+/// attempts were told (a changed size or checksum starts over); remembers the new answer.
+fn settle_total(
+    ctx: &FetchState<'_>,
+    st: &mut PartState,
+    accepted: &Accepted,
+    announced: Announced,
+) -> Result<Option<u64>, AttemptFailure> {
+    let total = if accepted.body.is_some() && accepted.start > 0 {
+        accepted
+            .total
+            .or(announced.content_length.map(|cl| accepted.start + cl))
+    } else {
+        accepted.total
     };
     if let (Some(size), Some(total)) = (ctx.spec.expected_size, total) {
         if size != total {
@@ -692,97 +842,49 @@ async fn attempt(
     if let (Some(before), Some(now)) = (st.total, total) {
         if before != now {
             st.restart();
-            return Err(AttemptFailure::retry(transport(format!(
-                "the file changed on the server (size {before} became {now}); starting over"
-            ))));
+            return Err(AttemptFailure::retry(transport(
+                ctx,
+                format!(
+                    "the file changed on the server (size {before} became {now}); starting over"
+                ),
+            )));
         }
     }
+    let digests = announced.digests;
     let changed = digests
         .iter()
         .any(|d| !st.digests.is_empty() && !st.digests.iter().any(|o| o.sha256 == d.sha256));
     if changed {
         st.restart();
         return Err(AttemptFailure::retry(transport(
+            ctx,
             "the file changed on the server (its checksum changed); starting over".to_string(),
         )));
     }
     if !digests.is_empty() {
         st.digests = digests;
     }
-    if body.is_some() {
+    if accepted.body.is_some() {
         st.total = total;
-        st.etag = etag;
+        st.etag = announced.etag;
     }
-    st.resumed = start > 0;
+    st.resumed = accepted.start > 0;
+    Ok(total)
+}
 
-    // Stream the body to the .part.
-    ctx.observer.started(&ctx.url, total, start);
+/// Streams the body (if any) to the `.part` and finishes the writer; the bytes written are
+/// kept for the next attempt whatever happened.
+async fn receive_body(
+    ctx: &FetchState<'_>,
+    st: &mut PartState,
+    body: Option<reqwest::Response>,
+    total: Option<u64>,
+) -> Result<part::Written, AttemptFailure> {
     let mut writer = PartWriter::start(ctx.part.clone(), st.offset, st.hasher.take(), total);
-    let mut held = st.offset;
-    let mut body_error: Option<AttemptFailure> = None;
-    if let Some(response) = body {
-        let mut stream = response.bytes_stream();
-        let mut last_report = Instant::now();
-        let mut window = StallWindow::new(ctx.options.stall_timeout);
-        loop {
-            let next = tokio::select! {
-                biased;
-                _ = ctx.cancel.cancelled() => {
-                    body_error = Some(AttemptFailure::fail(cancelled(ctx)));
-                    break;
-                }
-                next = tokio::time::timeout(window.remaining(), stream.next()) => next,
-            };
-            match next {
-                Err(_) => {
-                    body_error = Some(AttemptFailure::retry(transport(format!(
-                        "stalled: {} byte(s) in the last {} at byte {held}, less than the {} KiB \
-                         that count as progress (download.stall_timeout); resuming from the \
-                         bytes held",
-                        window.bytes,
-                        crate::workflow::duration::format_duration(ctx.options.stall_timeout),
-                        STALL_PROGRESS_BYTES >> 10
-                    ))));
-                    break;
-                }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    let cause = describe_reqwest(e);
-                    tracing::info!(url = %ctx.url, at = held, %cause, "the transfer broke off");
-                    let error = match total {
-                        Some(expected) => DownloadError::Length {
-                            url: ctx.url.clone(),
-                            expected,
-                            got: held,
-                        },
-                        None => transport(cause),
-                    };
-                    body_error = Some(AttemptFailure::retry(error));
-                    break;
-                }
-                Ok(Some(Ok(chunk))) => {
-                    let len = chunk.len() as u64;
-                    if total.is_some_and(|t| held + len > t) {
-                        body_error = Some(AttemptFailure::retry(DownloadError::Length {
-                            url: ctx.url.clone(),
-                            expected: total.unwrap_or_default(),
-                            got: held + len,
-                        }));
-                        break;
-                    }
-                    if !writer.send(chunk).await {
-                        break; // the writer failed: its error comes from finish()
-                    }
-                    held += len;
-                    window.received(len);
-                    if last_report.elapsed() >= super::PROGRESS_EVERY {
-                        ctx.observer.progress(held);
-                        last_report = Instant::now();
-                    }
-                }
-            }
-        }
-    }
+    let body_error = match body {
+        Some(response) => pump_body(ctx, response, &mut writer, st.offset, total).await,
+        None => None,
+    };
     let written = match writer.finish().await {
         Ok(w) => w,
         Err(source) => {
@@ -806,49 +908,159 @@ async fn attempt(
         }
         return Err(failure);
     }
+    Ok(written)
+}
 
-    // Verify the whole file.
-    let expected_len = total.or(ctx.spec.expected_size);
-    if let Some(expected) = expected_len {
-        if written.len != expected {
-            if written.len > expected {
+/// Feeds the body's chunks to the writer until it ends, stalls, breaks off, overruns the
+/// size, is cancelled or the writer fails (its error then comes from `finish`).
+async fn pump_body(
+    ctx: &FetchState<'_>,
+    response: reqwest::Response,
+    writer: &mut PartWriter,
+    mut held: u64,
+    total: Option<u64>,
+) -> Option<AttemptFailure> {
+    let mut stream = response.bytes_stream();
+    let mut last_report = Instant::now();
+    let mut window = StallWindow::new(ctx.options.stall_timeout);
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => return Some(AttemptFailure::fail(cancelled(ctx))),
+            next = tokio::time::timeout(window.remaining(), stream.next()) => next,
+        };
+        let chunk = match next {
+            Err(_) => return Some(AttemptFailure::retry(stalled(ctx, &window, held))),
+            Ok(None) => return None,
+            Ok(Some(Err(e))) => {
+                let cause = describe_reqwest(e);
+                tracing::info!(url = %ctx.url, at = held, %cause, "the transfer broke off");
+                let error = match total {
+                    Some(expected) => DownloadError::Length {
+                        url: ctx.url.clone(),
+                        expected,
+                        got: held,
+                    },
+                    None => transport(ctx, cause),
+                };
+                return Some(AttemptFailure::retry(error));
+            }
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        let len = chunk.len() as u64;
+        if total.is_some_and(|t| held + len > t) {
+            return Some(AttemptFailure::retry(DownloadError::Length {
+                url: ctx.url.clone(),
+                expected: total.unwrap_or_default(),
+                got: held + len,
+            }));
+        }
+        if !writer.send(chunk).await {
+            return None; // the writer failed: its error comes from finish()
+        }
+        held += len;
+        window.received(len);
+        if last_report.elapsed() >= super::PROGRESS_EVERY {
+            ctx.observer.progress(held);
+            last_report = Instant::now();
+        }
+    }
+}
+
+/// The error of a body that brought too little in the stall window.
+fn stalled(ctx: &FetchState<'_>, window: &StallWindow, held: u64) -> DownloadError {
+    transport(
+        ctx,
+        format!(
+            "stalled: {} byte(s) in the last {} at byte {held}, less than the {} KiB \
+             that count as progress (download.stall_timeout); resuming from the \
+             bytes held",
+            window.bytes,
+            crate::workflow::duration::format_duration(ctx.options.stall_timeout),
+            STALL_PROGRESS_BYTES >> 10
+        ),
+    )
+}
+
+/// The whole file's digests as reported: SHA-256 and base64 MD5.
+struct Verified {
+    sha256: crate::durable::Sha256Digest,
+    md5: String,
+}
+
+/// Checks the whole file's length, MD5 and SHA-256 (the server's and the workflow's).
+fn verify_written(
+    ctx: &FetchState<'_>,
+    st: &mut PartState,
+    len: u64,
+    hasher: FileHasher,
+    total: Option<u64>,
+    n: u32,
+) -> Result<Verified, AttemptFailure> {
+    if let Some(expected) = total.or(ctx.spec.expected_size) {
+        if len != expected {
+            if len > expected {
                 st.restart();
             }
             return Err(AttemptFailure::retry(DownloadError::Length {
                 url: ctx.url.clone(),
                 expected,
-                got: written.len,
+                got: len,
             }));
         }
     }
-    let digests = written.hasher.finalize();
-    let digest = digests.sha256;
-    let got = hex::encode(digest);
+    let digests = hasher.finalize();
     let md5 = base64::engine::general_purpose::STANDARD.encode(digests.md5);
-    if let Some(want) = &ctx.spec.expected_md5 {
-        if want.trim() != md5 {
-            let error = DownloadError::Md5 {
-                url: ctx.url.clone(),
-                expected: want.trim().to_string(),
-                got: md5,
-            };
-            st.restart();
-            // The object's bytes do not change between attempts: one more try, then fail.
-            return Err(if n > 1 {
-                AttemptFailure::fail(error)
-            } else {
-                AttemptFailure::retry(error)
-            });
-        }
+    check_md5(ctx, st, &md5, n)?;
+    check_sha256(ctx, st, digests.sha256)?;
+    Ok(Verified {
+        sha256: crate::durable::Sha256Digest::from_bytes(digests.sha256),
+        md5,
+    })
+}
+
+/// The workflow's MD5 (Cloud Storage `md5Hash`): one more try on a mismatch, then fail.
+fn check_md5(
+    ctx: &FetchState<'_>,
+    st: &mut PartState,
+    md5: &str,
+    n: u32,
+) -> Result<(), AttemptFailure> {
+    let Some(want) = &ctx.spec.expected_md5 else {
+        return Ok(());
+    };
+    if want.trim() == md5 {
+        return Ok(());
     }
+    let error = DownloadError::Md5 {
+        url: ctx.url.clone(),
+        expected: want.trim().to_string(),
+        got: md5.to_string(),
+    };
+    st.restart();
+    // The object's bytes do not change between attempts: one more try, then fail.
+    Err(if n > 1 {
+        AttemptFailure::fail(error)
+    } else {
+        AttemptFailure::retry(error)
+    })
+}
+
+/// The server's digests and the workflow's SHA-256 against the bytes held.
+fn check_sha256(
+    ctx: &FetchState<'_>,
+    st: &mut PartState,
+    digest: [u8; 32],
+) -> Result<(), AttemptFailure> {
+    let got = || hex::encode(digest);
     if let Some(bad) = st.digests.iter().find(|d| d.sha256 != digest) {
         let expected = hex::encode(bad.sha256);
-        tracing::warn!(url = %ctx.url, header = bad.header, %expected, %got, "checksum mismatch; starting over");
+        tracing::warn!(url = %ctx.url, header = bad.header, %expected, got = %got(), "checksum mismatch; starting over");
         st.restart();
         return Err(AttemptFailure::retry(DownloadError::Checksum {
             url: ctx.url.clone(),
             expected,
-            got,
+            got: got(),
         }));
     }
     if let Some(want) = ctx.expected_sha256 {
@@ -856,7 +1068,7 @@ async fn attempt(
             let error = DownloadError::Checksum {
                 url: ctx.url.clone(),
                 expected: hex::encode(want),
-                got,
+                got: got(),
             };
             // When the server vouched for what we hold, fetching it again cannot help.
             let server_agrees = !st.digests.is_empty();
@@ -868,9 +1080,11 @@ async fn attempt(
             });
         }
     }
+    Ok(())
+}
 
-    // Durable, then visible.
-    let file = written.file;
+/// Durable, then visible: syncs the `.part`, renames it to the destination, syncs the directory.
+async fn make_visible(ctx: &FetchState<'_>, file: std::fs::File) -> Result<(), AttemptFailure> {
     let synced = tokio::task::spawn_blocking(move || file.sync_all())
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
@@ -889,16 +1103,7 @@ async fn attempt(
             })
         })?;
     sync_dir(&ctx.dir).await;
-    tracing::info!(url = %ctx.url, bytes = written.len, sha256 = %got, attempts = n, resumed = st.resumed, "downloaded");
-    Ok(Downloaded {
-        path: ctx.spec.dest.clone(),
-        bytes: written.len,
-        sha256: got,
-        md5,
-        url: ctx.url.clone(),
-        attempts: n,
-        resumed: st.resumed,
-    })
+    Ok(())
 }
 
 /// The policy's backoff with a `Send` random source (the thread-local one would make the

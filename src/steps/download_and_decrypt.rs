@@ -115,8 +115,8 @@ impl DownloadObserver for Progress<'_> {
     }
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339()
+fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
 }
 
 /// A rendered download step: the files to fetch and how.
@@ -209,7 +209,7 @@ fn header_fn(conn: &Connection, authorize: bool) -> HeaderFn {
         let c = conn.clone();
         Arc::new(move |url| {
             let (c, url) = (c.clone(), url.clone());
-            Box::pin(async move { c.download_headers(&url).await.map_err(|e| e.to_string()) })
+            Box::pin(async move { c.download_headers(&url).await })
         })
     } else {
         Arc::new(|_| Box::pin(async { Ok(reqwest::header::HeaderMap::new()) }))
@@ -309,7 +309,7 @@ async fn intact(path: &Path, a: Artifact) -> Option<Artifact> {
         .await
         .ok()?
         .ok()?;
-    (sha == a.sha256).then_some(a)
+    (a.sha256 == sha).then_some(a)
 }
 
 /// The download an earlier process recorded for `f` under another step path: same
@@ -339,10 +339,7 @@ async fn already_downloaded(f: &FileToFetch, env: &StepEnv<'_>) -> Option<downlo
         Some(a) => a,
         None => recorded_elsewhere(f, env).await?,
     };
-    if f.expected_sha256
-        .as_ref()
-        .is_some_and(|h| !h.eq_ignore_ascii_case(&a.sha256))
-    {
+    if f.expected_sha256.as_ref().is_some_and(|h| a.sha256 != *h) {
         return None;
     }
     if f.expected_md5
@@ -369,7 +366,7 @@ fn emit_downloaded(d: &download::Downloaded, request_id: &Option<String>, env: &
             kind: ArtifactKind::Download,
             path: d.path.display().to_string(),
             bytes: d.bytes,
-            sha256: d.sha256.clone(),
+            sha256: d.sha256,
             source: Some(d.url.clone()),
             source_sha256: None,
             md5: Some(d.md5.clone()).filter(|m| !m.is_empty()),
@@ -384,7 +381,7 @@ fn download_outputs(done: &[download::Downloaded]) -> Value {
         "files": done.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>(),
         "bytes": done.iter().map(|d| d.bytes).sum::<u64>(),
         "sizes": done.iter().map(|d| d.bytes).collect::<Vec<_>>(),
-        "sha256": done.iter().map(|d| d.sha256.clone()).collect::<Vec<_>>(),
+        "sha256": done.iter().map(|d| d.sha256).collect::<Vec<_>>(),
         "md5": done.iter().map(|d| d.md5.clone()).collect::<Vec<_>>(),
         "urls": done.iter().map(|d| d.url.clone()).collect::<Vec<_>>(),
         "extracted": [],
@@ -464,9 +461,9 @@ async fn extract_all(
                     kind: ArtifactKind::Extracted,
                     path: display(&x.path),
                     bytes: x.bytes,
-                    sha256: x.sha256.clone(),
+                    sha256: x.sha256,
                     source: Some(source),
-                    source_sha256: Some(d.sha256.clone()),
+                    source_sha256: Some(d.sha256),
                     md5: Some(x.md5.clone()).filter(|m| !m.is_empty()),
                     request_id: request_id.clone(),
                     finished_at: now(),
@@ -598,14 +595,27 @@ async fn extract_step(
         .iter()
         .map(|(_, x)| display(&x.path))
         .collect::<Vec<_>>());
-    outputs["extracted_sha256"] = json!(extracted
-        .iter()
-        .map(|(_, x)| x.sha256.clone())
-        .collect::<Vec<_>>());
+    outputs["extracted_sha256"] =
+        json!(extracted.iter().map(|(_, x)| x.sha256).collect::<Vec<_>>());
     outputs["evidence"] = json!(others.iter().map(|d| display(&d.path)).collect::<Vec<_>>());
     let Some(crate::workflow::model::ExportVerify::Vault) = spec.verify else {
         return Ok(());
     };
+    verify_vault_export(spec, done, extracted, env, ctx, outputs).await
+}
+
+/// `download.extract.verify: vault`: checks the export's files and mboxes against its
+/// results-count and checksums files, reports the custodians, and fails on what is missing
+/// unless `accept_partial` (then the step is partial and says what is missing).
+async fn verify_vault_export(
+    spec: &ExtractSpec,
+    done: &[download::Downloaded],
+    extracted: Vec<(String, extract::Extracted)>,
+    env: &StepEnv<'_>,
+    ctx: &Value,
+    outputs: &mut Value,
+) -> Result<(), StepError> {
+    use super::vault_export;
     let files: Vec<vault_export::Downloaded> = done
         .iter()
         .map(|d| vault_export::Downloaded {
@@ -737,7 +747,7 @@ async fn decrypt_one(
         recorded_file(env, ArtifactKind::Decrypt, &output, Some(&display(&input))).await
     {
         let input_bytes = tokio::fs::metadata(&input).await.map(|m| m.len()).ok();
-        if let (Some(input_bytes), Some(input_sha256)) = (input_bytes, a.source_sha256.clone()) {
+        if let (Some(input_bytes), Some(input_sha256)) = (input_bytes, a.source_sha256) {
             env.emitter.log(
                 env.step,
                 format!("{} was decrypted by an earlier process", output.display()),
@@ -800,7 +810,7 @@ fn decrypt_outputs(done: &[decrypt::DecryptedFile]) -> Value {
         "files": done.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>(),
         "bytes": done.iter().map(|d| d.bytes).sum::<u64>(),
         "sizes": done.iter().map(|d| d.bytes).collect::<Vec<_>>(),
-        "sha256": done.iter().map(|d| d.sha256.clone()).collect::<Vec<_>>(),
+        "sha256": done.iter().map(|d| d.sha256).collect::<Vec<_>>(),
     })
 }
 
@@ -930,7 +940,47 @@ pub async fn download_then_decrypt(
         return Ok((out, decrypt_outputs(&[])));
     }
     let n = plan.files.len();
-    // Every file either step would write is checked before anything is fetched.
+    prepare_both_outputs(&plan, &dplan, env_dl, env_dec).await?;
+    note_withheld(&plan, conn, authorize, env_dl);
+    let headers = header_fn(conn, authorize);
+    // The downloads finished so far: when the decrypt stage fails, the others are dropped
+    // mid-transfer and the download step is only as complete as this list.
+    let finished = std::sync::Mutex::new(Vec::with_capacity(n));
+    // Two stages joined by a channel: downloads (`concurrency` at a time) hand each finished
+    // file to the decrypt stage at once, which runs `dplan.concurrency` decrypts at a time.
+    // A decrypt never holds a download slot, and the key is unlocked while the first files
+    // download; a wrong passphrase still stops everything (try_join drops the downloads,
+    // leaving their `.part` files to resume).
+    let (tx, rx) = tokio::sync::mpsc::channel::<(usize, download::Downloaded)>(n.max(1));
+    let downloads = download_stage(conn.client(), &headers, &plan, env_dl, tx, &finished);
+    let decrypts = decrypt_stage(&dplan, rx, env_dec, n);
+    let decrypts = async { decrypts.await.map_err(Stage::Decrypt) };
+    let downloads = async { downloads.await.map_err(Stage::Download) };
+    let joined = futures::future::try_join(downloads, decrypts).await;
+    let downloaded = in_order(
+        finished
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let decrypted = match joined {
+        Ok(((), decrypted)) => in_order(decrypted),
+        Err(Stage::Download(e)) => return Err(PipelineError::Download(e)),
+        Err(Stage::Decrypt(e)) => return Err(decrypt_failed(e, &downloaded, n)),
+    };
+    count_custodian(dec, &decrypted, env_dec, ctx)
+        .await
+        .map_err(|e| decrypt_failed(e, &downloaded, n))?;
+    Ok((download_outputs(&downloaded), decrypt_outputs(&decrypted)))
+}
+
+/// Every file either step would write is checked before anything is fetched; both target
+/// directories are created.
+async fn prepare_both_outputs(
+    plan: &DownloadPlan,
+    dplan: &DecryptPlan,
+    env_dl: &StepEnv<'_>,
+    env_dec: &StepEnv<'_>,
+) -> Result<(), PipelineError> {
     let dests = plan.files.iter().map(|f| f.dest.as_path());
     super::overwrite::check(env_dl, dests)
         .await
@@ -944,90 +994,79 @@ pub async fn download_then_decrypt(
         .await
         .map_err(decrypt_failed_first)?;
     create_dir(&plan.to).map_err(PipelineError::Download)?;
-    create_dir(&dplan.to).map_err(decrypt_failed_first)?;
-    note_withheld(&plan, conn, authorize, env_dl);
-    let headers = header_fn(conn, authorize);
-    let client = conn.client().clone();
-    // The downloads finished so far: when the decrypt stage fails, the others are dropped
-    // mid-transfer and the download step is only as complete as this list.
-    let finished = std::sync::Mutex::new(Vec::with_capacity(n));
-    // Two stages joined by a channel: downloads (`concurrency` at a time) hand each finished
-    // file to the decrypt stage at once, which runs `dplan.concurrency` decrypts at a time.
-    // A decrypt never holds a download slot, and the key is unlocked while the first files
-    // download; a wrong passphrase still stops everything (try_join drops the downloads,
-    // leaving their `.part` files to resume).
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, download::Downloaded)>(n.max(1));
-    let downloads = async {
-        let mut stream = futures::stream::iter(0..n)
-            .map(|i| {
-                let (client, headers, plan) = (&client, &headers, &plan);
-                async move {
-                    fetch_one(
-                        client,
-                        &plan.files[i],
-                        headers,
-                        &plan.request_id,
-                        &plan.options,
-                        env_dl,
-                    )
-                    .await
-                    .map(|d| (i, d))
+    create_dir(&dplan.to).map_err(decrypt_failed_first)
+}
+
+/// The items of a stage by their file's index in the plan.
+fn in_order<T>(mut indexed: Vec<(usize, T)>) -> Vec<T> {
+    indexed.sort_by_key(|(i, _)| *i);
+    indexed.into_iter().map(|(_, t)| t).collect()
+}
+
+/// The download stage: `plan.concurrency` downloads at a time; each finished file is noted
+/// in `finished` and handed to the decrypt stage.
+async fn download_stage(
+    client: &reqwest::Client,
+    headers: &HeaderFn,
+    plan: &DownloadPlan,
+    env_dl: &StepEnv<'_>,
+    tx: tokio::sync::mpsc::Sender<(usize, download::Downloaded)>,
+    finished: &std::sync::Mutex<Vec<(usize, download::Downloaded)>>,
+) -> Result<(), StepError> {
+    let mut stream = futures::stream::iter(0..plan.files.len())
+        .map(|i| async move {
+            fetch_one(
+                client,
+                &plan.files[i],
+                headers,
+                &plan.request_id,
+                &plan.options,
+                env_dl,
+            )
+            .await
+            .map(|d| (i, d))
+        })
+        .buffer_unordered(plan.concurrency);
+    while let Some(r) = stream.next().await {
+        let (i, d) = r?;
+        finished
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((i, d.clone()));
+        // The decrypt stage only goes away on its own error, which try_join reports.
+        let _ = tx.send((i, d)).await;
+    }
+    Ok(())
+}
+
+/// The decrypt stage: unlocks the key, then decrypts each file as it arrives,
+/// `dplan.concurrency` at a time.
+async fn decrypt_stage(
+    dplan: &DecryptPlan,
+    mut rx: tokio::sync::mpsc::Receiver<(usize, download::Downloaded)>,
+    env_dec: &StepEnv<'_>,
+    n: usize,
+) -> Result<Vec<(usize, decrypt::DecryptedFile)>, StepError> {
+    let key = load_key(dplan).await?;
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut done = Vec::with_capacity(n);
+    let mut open = true;
+    while open || !running.is_empty() {
+        tokio::select! {
+            got = rx.recv(), if open && running.len() < dplan.concurrency => match got {
+                Some((i, d)) => {
+                    let key = key.clone();
+                    let to = &dplan.to;
+                    running.push(async move {
+                        decrypt_one(key, d.path, to, env_dec).await.map(|m| (i, m))
+                    });
                 }
-            })
-            .buffer_unordered(plan.concurrency);
-        while let Some(r) = stream.next().await {
-            let (i, d) = r?;
-            finished
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push((i, d.clone()));
-            // The decrypt stage only goes away on its own error, which try_join reports.
-            let _ = tx.send((i, d)).await;
+                None => open = false,
+            },
+            Some(r) = running.next(), if !running.is_empty() => done.push(r?),
         }
-        drop(tx);
-        Ok::<_, StepError>(())
-    };
-    let decrypts = async {
-        let key = load_key(&dplan).await?;
-        let mut running = futures::stream::FuturesUnordered::new();
-        let mut done = Vec::with_capacity(n);
-        let mut open = true;
-        while open || !running.is_empty() {
-            tokio::select! {
-                got = rx.recv(), if open && running.len() < dplan.concurrency => match got {
-                    Some((i, d)) => {
-                        let key = key.clone();
-                        let to = &dplan.to;
-                        running.push(async move {
-                            decrypt_one(key, d.path, to, env_dec).await.map(|m| (i, m))
-                        });
-                    }
-                    None => open = false,
-                },
-                Some(r) = running.next(), if !running.is_empty() => done.push(r?),
-            }
-        }
-        Ok::<_, StepError>(done)
-    };
-    let decrypts = async { decrypts.await.map_err(Stage::Decrypt) };
-    let downloads = async { downloads.await.map_err(Stage::Download) };
-    let joined = futures::future::try_join(downloads, decrypts).await;
-    let mut downloaded = finished
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    downloaded.sort_by_key(|(i, _)| *i);
-    let downloaded: Vec<download::Downloaded> = downloaded.into_iter().map(|(_, d)| d).collect();
-    let mut decrypted = match joined {
-        Ok(((), decrypted)) => decrypted,
-        Err(Stage::Download(e)) => return Err(PipelineError::Download(e)),
-        Err(Stage::Decrypt(e)) => return Err(decrypt_failed(e, &downloaded, n)),
-    };
-    decrypted.sort_by_key(|(i, _)| *i);
-    let decrypted: Vec<decrypt::DecryptedFile> = decrypted.into_iter().map(|(_, m)| m).collect();
-    count_custodian(dec, &decrypted, env_dec, ctx)
-        .await
-        .map_err(|e| decrypt_failed(e, &downloaded, n))?;
-    Ok((download_outputs(&downloaded), decrypt_outputs(&decrypted)))
+    }
+    Ok(done)
 }
 
 /// The stage of a pipelined pair that stopped it.
@@ -1062,9 +1101,9 @@ fn emit_decrypted(env: &StepEnv<'_>, d: &decrypt::DecryptedFile) {
             kind: ArtifactKind::Decrypt,
             path: d.path.display().to_string(),
             bytes: d.bytes,
-            sha256: d.sha256.clone(),
+            sha256: d.sha256,
             source: Some(display(&d.input)),
-            source_sha256: Some(d.input_sha256.clone()),
+            source_sha256: Some(d.input_sha256),
             md5: None,
             request_id: None,
             finished_at: now(),

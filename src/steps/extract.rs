@@ -206,8 +206,8 @@ pub struct Extracted {
     pub path: PathBuf,
     /// Its size in bytes.
     pub bytes: u64,
-    /// Lower-case hex SHA-256.
-    pub sha256: String,
+    /// SHA-256 of its contents.
+    pub sha256: crate::durable::Sha256Digest,
     /// Base64 MD5.
     pub md5: String,
 }
@@ -411,7 +411,7 @@ pub fn extract_one(
     Ok(Extracted {
         path: p.dest.clone(),
         bytes,
-        sha256: hex::encode(sha256),
+        sha256: crate::durable::Sha256Digest::from_bytes(sha256.into()),
         md5: base64::engine::general_purpose::STANDARD.encode(md5),
     })
 }
@@ -488,7 +488,7 @@ mod tests {
         );
         let e = extract_one(&a, &p[0], &Limits::default(), 0).unwrap();
         assert_eq!(std::fs::read(&e.path).unwrap(), b"From a\n");
-        assert_eq!(e.sha256, crate::durable::sha256_hex(b"From a\n"));
+        assert_eq!(e.sha256, crate::durable::Sha256Digest::of(b"From a\n"));
     }
 
     /// Sets every uncompressed-size field of `name` (local header and central directory) to

@@ -469,75 +469,82 @@ pub fn parse(text: &str) -> Value {
         if lt > pos {
             sc.text(&s[pos..lt], false);
         }
+        let scan = match sc.skip_special(s, lt) {
+            Some(scan) => scan,
+            None => sc.tag(s, lt),
+        };
+        match scan {
+            Scan::To(next) => pos = next,
+            Scan::Stop => break,
+        }
+    }
+    sc.finish()
+}
+
+/// Where scanning goes on after a piece of markup.
+enum Scan {
+    /// At this position.
+    To(usize),
+    /// Nowhere: the text ended inside the markup.
+    Stop,
+}
+
+impl Scanner {
+    /// Comments, CDATA sections (their text taken in), processing instructions and
+    /// declarations starting at `lt`; None when the markup there is a tag.
+    fn skip_special(&mut self, s: &str, lt: usize) -> Option<Scan> {
         let rest = &s[lt..];
-        if rest.starts_with("<!--") {
-            match rest.find("-->") {
-                Some(e) => pos = lt + e + 3,
-                None => {
-                    sc.warnings.push("unterminated comment".to_string());
-                    break;
-                }
-            }
-            continue;
-        }
-        if let Some(inner) = rest.strip_prefix("<![CDATA[") {
-            match inner.find("]]>") {
+        let (end, what) = if rest.starts_with("<!--") {
+            ("-->", "unterminated comment")
+        } else if let Some(inner) = rest.strip_prefix("<![CDATA[") {
+            return Some(match inner.find("]]>") {
                 Some(e) => {
-                    sc.text(&inner[..e], true);
-                    pos = lt + 9 + e + 3;
+                    self.text(&inner[..e], true);
+                    Scan::To(lt + 9 + e + 3)
                 }
-                None => {
-                    sc.warnings.push("unterminated CDATA section".to_string());
-                    break;
-                }
-            }
-            continue;
-        }
-        if rest.starts_with("<?") {
-            match rest.find("?>") {
-                Some(e) => pos = lt + e + 2,
-                None => {
-                    sc.warnings
-                        .push("unterminated processing instruction".to_string());
-                    break;
-                }
-            }
-            continue;
-        }
-        if rest.starts_with("<!") {
-            match rest.find('>') {
-                Some(e) => pos = lt + e + 1,
-                None => {
-                    sc.warnings.push("unterminated declaration".to_string());
-                    break;
-                }
-            }
-            continue;
-        }
+                None => self.stop("unterminated CDATA section".to_string()),
+            });
+        } else if rest.starts_with("<?") {
+            ("?>", "unterminated processing instruction")
+        } else if rest.starts_with("<!") {
+            (">", "unterminated declaration")
+        } else {
+            return None;
+        };
+        Some(match rest.find(end) {
+            Some(e) => Scan::To(lt + e + end.len()),
+            None => self.stop(what.to_string()),
+        })
+    }
+
+    /// Notes why scanning stops.
+    fn stop(&mut self, warning: String) -> Scan {
+        self.warnings.push(warning);
+        Scan::Stop
+    }
+
+    /// The start or end tag at `lt`: taken in, or skipped with a warning when malformed.
+    fn tag(&mut self, s: &str, lt: usize) -> Scan {
         let gt = match find_tag_end(s, lt + 1) {
             Ok(Some(gt)) => gt,
             Ok(None) => {
-                sc.warnings
-                    .push(format!("skipped unterminated tag '{}'", shorten(rest)));
-                break;
+                return self.stop(format!("skipped unterminated tag '{}'", shorten(&s[lt..])))
             }
             Err(next_lt) => {
-                sc.warnings
+                self.warnings
                     .push(format!("skipped broken tag '{}'", shorten(&s[lt..next_lt])));
-                pos = next_lt;
-                continue;
+                return Scan::To(next_lt);
             }
         };
         let inner = &s[lt + 1..gt];
-        pos = gt + 1;
         if let Some(name) = inner.strip_prefix('/') {
             let name = name.trim();
             if name.is_empty() {
-                sc.warnings.push("skipped empty end tag".to_string());
+                self.warnings.push("skipped empty end tag".to_string());
             } else {
-                sc.end(name);
+                self.end(name);
             }
-            continue;
+            return Scan::To(gt + 1);
         }
         let trimmed = inner.trim_end();
         let self_closing = trimmed.ends_with('/');
@@ -549,14 +556,14 @@ pub fn parse(text: &str) -> Value {
                 .chars()
                 .all(|c| c.is_alphanumeric() || matches!(c, ':' | '_' | '-' | '.'))
         {
-            sc.warnings
+            self.warnings
                 .push(format!("skipped malformed tag '<{}>'", shorten(inner)));
-            continue;
+            return Scan::To(gt + 1);
         }
-        let attrs = parse_attrs(&body[name_end..], &mut sc.warnings);
-        sc.start(name, attrs, self_closing);
+        let attrs = parse_attrs(&body[name_end..], &mut self.warnings);
+        self.start(name, attrs, self_closing);
+        Scan::To(gt + 1)
     }
-    sc.finish()
 }
 
 #[cfg(test)]

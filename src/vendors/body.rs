@@ -83,9 +83,14 @@ pub fn is_xml_mime(mime: &str) -> bool {
     mime == "application/atom+xml" || mime.ends_with("/xml") || mime.ends_with("+xml")
 }
 
+/// A body declared JSON that does not parse as JSON.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid JSON: {0}")]
+pub struct InvalidJson(serde_json::Error);
+
 /// Parses a body by content type: JSON (BOM tolerated), Atom/XML into the [`atom`] shape,
 /// anything else a JSON string of the text. An empty body is `null`.
-pub fn parse_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, String> {
+pub fn parse_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, InvalidJson> {
     let bytes = strip_bom(bytes);
     let text = String::from_utf8_lossy(bytes);
     if text.trim().is_empty() {
@@ -93,7 +98,7 @@ pub fn parse_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, Str
     }
     let mime = mime_of(content_type);
     if is_json_mime(&mime) {
-        return serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"));
+        return serde_json::from_slice(bytes).map_err(InvalidJson);
     }
     if is_xml_mime(&mime) {
         return Ok(atom::parse(&text));

@@ -371,26 +371,12 @@ pub fn connection_settings(
         what,
         env_vars: connection_vars(spec),
     };
-    let base_url = match cred(&spec.base_url, ctx, "base_url")? {
-        Some(u) => Some(parse_base_url(&u).map_err(|source| {
-            BuildError::BaseUrl {
-                name: name.to_string(),
-                url: u.clone(),
-                vars: spec
-                    .base_url
-                    .iter()
-                    .flat_map(|t| env_vars_read(t))
-                    .collect(),
-                source,
-            }
-        })?),
-        None if spec.kind == ConnectionKind::Http => None,
-        None => {
-            return Err(missing(
-                "base_url is empty or its environment variable is not set",
-            ))
-        }
-    };
+    let base_url = base_url(name, spec, ctx)?;
+    if base_url.is_none() && spec.kind != ConnectionKind::Http {
+        return Err(missing(
+            "base_url is empty or its environment variable is not set",
+        ));
+    }
     let credentials = credentials(spec, ctx).map_err(|e| match e {
         CredentialsError::Missing(what) => missing(what),
         CredentialsError::KeyInsteadOfPath(form) => key_instead_of_path(name, spec, form),
@@ -406,20 +392,7 @@ pub fn connection_settings(
         Some(p) => parse_sha256_pins(&p).map_err(|e| invalid("tls_pin_sha256", e.to_string()))?,
         None => Vec::new(),
     };
-    let mut credential_origins = Vec::new();
-    for (i, o) in spec.credential_origins.iter().enumerate() {
-        if let Some(text) = cred(&Some(o.clone()), ctx, &format!("credential_origins[{i}]"))? {
-            credential_origins.extend(
-                parse_origins(&text).map_err(|e| invalid("credential_origins", e.to_string()))?,
-            );
-        }
-    }
-    let kind = match spec.kind {
-        ConnectionKind::Mimecast => VendorKind::Mimecast,
-        ConnectionKind::Mailstore => VendorKind::MailStore,
-        ConnectionKind::Google => VendorKind::Google,
-        ConnectionKind::Http => VendorKind::Http,
-    };
+    let credential_origins = credential_origins(name, spec, ctx)?;
     if base_url.is_none()
         && credential_origins.is_empty()
         && !matches!(credentials, Credentials::None)
@@ -428,7 +401,7 @@ pub fn connection_settings(
             "base_url (or credential_origins): credentials are sent only to those origins",
         ));
     }
-    let mut settings = ConnectionSettings::new(name, kind);
+    let mut settings = ConnectionSettings::new(name, vendor_kind(spec.kind));
     settings.base_url = base_url;
     settings.credentials = credentials;
     settings.ca_file = ca_file;
@@ -448,6 +421,58 @@ pub fn connection_settings(
             .map_err(|e| invalid("status_wait", e))?;
     }
     Ok(settings)
+}
+
+/// The vendor adapter of a connection kind.
+fn vendor_kind(kind: ConnectionKind) -> VendorKind {
+    match kind {
+        ConnectionKind::Mimecast => VendorKind::Mimecast,
+        ConnectionKind::Mailstore => VendorKind::MailStore,
+        ConnectionKind::Google => VendorKind::Google,
+        ConnectionKind::Http => VendorKind::Http,
+    }
+}
+
+/// The rendered `base_url`, parsed (None when it renders empty).
+fn base_url(
+    name: &str,
+    spec: &ConnectionSpec,
+    ctx: &Value,
+) -> Result<Option<url::Url>, BuildError> {
+    let Some(u) = cred(&spec.base_url, ctx, "base_url")? else {
+        return Ok(None);
+    };
+    parse_base_url(&u)
+        .map(Some)
+        .map_err(|source| BuildError::BaseUrl {
+            name: name.to_string(),
+            url: u.clone(),
+            vars: spec
+                .base_url
+                .iter()
+                .flat_map(|t| env_vars_read(t))
+                .collect(),
+            source,
+        })
+}
+
+/// The rendered `credential_origins`, each entry a list of origins.
+fn credential_origins(
+    name: &str,
+    spec: &ConnectionSpec,
+    ctx: &Value,
+) -> Result<Vec<url::Origin>, BuildError> {
+    let mut origins = Vec::new();
+    for (i, o) in spec.credential_origins.iter().enumerate() {
+        if let Some(text) = cred(&Some(o.clone()), ctx, &format!("credential_origins[{i}]"))? {
+            origins.extend(parse_origins(&text).map_err(|e| BuildError::Invalid {
+                name: name.to_string(),
+                field: "credential_origins",
+                message: e.to_string(),
+            })?);
+        }
+    }
+    Ok(origins)
 }
 
 /// Why no credentials were chosen.
@@ -470,37 +495,7 @@ fn credentials(spec: &ConnectionSpec, ctx: &Value) -> Result<Credentials, Creden
     let c = spec.credentials.clone().unwrap_or_default();
     let get = |f: &Option<String>, n: &str| cred(f, ctx, &format!("credentials.{n}"));
     let credentials = match spec.kind {
-        ConnectionKind::Mimecast => {
-            let (id, secret) = (
-                get(&c.client_id, "client_id")?,
-                get(&c.client_secret, "client_secret")?,
-            );
-            let v1 = (
-                get(&c.access_key, "access_key")?,
-                get(&c.secret_key, "secret_key")?,
-                get(&c.app_id, "app_id")?,
-                get(&c.app_key, "app_key")?,
-            );
-            match (id, secret, v1) {
-                (Some(client_id), Some(client_secret), _) => Credentials::Mimecast2 {
-                    client_id,
-                    client_secret,
-                },
-                (_, _, (Some(access_key), Some(secret_key), Some(app_id), Some(app_key))) => {
-                    Credentials::Mimecast1 {
-                        access_key,
-                        secret_key,
-                        app_id,
-                        app_key,
-                    }
-                }
-                _ => {
-                    return Err(CredentialsError::Missing(
-                        "no complete credentials: give client_id and client_secret (API 2.0) or access_key, secret_key, app_id and app_key (API 1.0)",
-                    ))
-                }
-            }
-        }
+        ConnectionKind::Mimecast => mimecast_credentials(&c, &get)?,
         ConnectionKind::Mailstore => {
             match (get(&c.username, "username")?, get(&c.password, "password")?) {
                 (Some(username), Some(password)) => Credentials::Basic { username, password },
@@ -511,31 +506,7 @@ fn credentials(spec: &ConnectionSpec, ctx: &Value) -> Result<Credentials, Creden
                 }
             }
         }
-        ConnectionKind::Google => match (
-            get(&c.bearer_token, "bearer_token")?,
-            get(&c.service_account_file, "service_account_file")?,
-            get(&c.subject, "subject")?,
-        ) {
-            (Some(token), _, _) => Credentials::Bearer { token },
-            (None, Some(file), Some(subject)) => Credentials::GoogleServiceAccount {
-                key_file: key_file_path(file)?,
-                subject,
-                scopes: match get(&c.scopes, "scopes")? {
-                    Some(list) => list
-                        .split(|ch: char| ch == ',' || ch.is_whitespace())
-                        .filter(|x| !x.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                    None => vec![GOOGLE_AUDIT_SCOPE.to_string()],
-                },
-                token_url: get(&c.token_url, "token_url")?,
-            },
-            _ => {
-                return Err(CredentialsError::Missing(
-                    "no credentials: give bearer_token, or service_account_file and subject",
-                ))
-            }
-        },
+        ConnectionKind::Google => google_credentials(&c, &get)?,
         ConnectionKind::Http => match (
             get(&c.bearer_token, "bearer_token")?,
             get(&c.username, "username")?,
@@ -547,4 +518,72 @@ fn credentials(spec: &ConnectionSpec, ctx: &Value) -> Result<Credentials, Creden
         },
     };
     Ok(credentials)
+}
+
+/// Renders one credential field (`credentials.<name>`).
+type RenderField<'a> = dyn Fn(&Option<String>, &str) -> Result<Option<String>, BuildError> + 'a;
+
+/// Mimecast: API 2.0 (client id and secret) when complete, else API 1.0 (four keys).
+fn mimecast_credentials(
+    c: &crate::workflow::model::Credentials,
+    get: &RenderField<'_>,
+) -> Result<Credentials, CredentialsError> {
+    let (id, secret) = (
+        get(&c.client_id, "client_id")?,
+        get(&c.client_secret, "client_secret")?,
+    );
+    let v1 = (
+        get(&c.access_key, "access_key")?,
+        get(&c.secret_key, "secret_key")?,
+        get(&c.app_id, "app_id")?,
+        get(&c.app_key, "app_key")?,
+    );
+    match (id, secret, v1) {
+        (Some(client_id), Some(client_secret), _) => Ok(Credentials::Mimecast2 {
+            client_id,
+            client_secret,
+        }),
+        (_, _, (Some(access_key), Some(secret_key), Some(app_id), Some(app_key))) => {
+            Ok(Credentials::Mimecast1 {
+                access_key,
+                secret_key,
+                app_id,
+                app_key,
+            })
+        }
+        _ => Err(CredentialsError::Missing(
+            "no complete credentials: give client_id and client_secret (API 2.0) or access_key, secret_key, app_id and app_key (API 1.0)",
+        )),
+    }
+}
+
+/// Google: a bearer token, else a service account key file acting for `subject` with its
+/// scopes (the Email Audit scope by default).
+fn google_credentials(
+    c: &crate::workflow::model::Credentials,
+    get: &RenderField<'_>,
+) -> Result<Credentials, CredentialsError> {
+    match (
+        get(&c.bearer_token, "bearer_token")?,
+        get(&c.service_account_file, "service_account_file")?,
+        get(&c.subject, "subject")?,
+    ) {
+        (Some(token), _, _) => Ok(Credentials::Bearer { token }),
+        (None, Some(file), Some(subject)) => Ok(Credentials::GoogleServiceAccount {
+            key_file: key_file_path(file)?,
+            subject,
+            scopes: match get(&c.scopes, "scopes")? {
+                Some(list) => list
+                    .split(|ch: char| ch == ',' || ch.is_whitespace())
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                None => vec![GOOGLE_AUDIT_SCOPE.to_string()],
+            },
+            token_url: get(&c.token_url, "token_url")?,
+        }),
+        _ => Err(CredentialsError::Missing(
+            "no credentials: give bearer_token, or service_account_file and subject",
+        )),
+    }
 }

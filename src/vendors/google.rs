@@ -205,46 +205,15 @@ impl Auth {
     }
 }
 
+/// Exchanges a signed assertion of the service account for an access token; returns it
+/// with its lifetime.
 async fn fetch_sa_token(
     ctx: &ConnectionParts<'_>,
     sa: &ServiceAccount,
     observer: &dyn Observer,
     cancel: &CancellationToken,
 ) -> Result<(String, Duration), VendorError> {
-    let text = tokio::fs::read_to_string(&sa.key_file)
-        .await
-        .map_err(|e| VendorError::Config {
-            vendor: VENDOR,
-            message: format!(
-                "cannot read the service-account key file that credentials.service_account_file \
-                 names ({}): {e}",
-                sa.key_file.display()
-            ),
-        })?;
-    let key = parse_key_file(&sa.key_file, &text)?;
-    ctx.secrets.add(&key.private_key_pem);
-    let token_url = sa
-        .token_url
-        .clone()
-        .or_else(|| key.token_uri.clone())
-        .unwrap_or_else(|| DEFAULT_TOKEN_URL.to_string());
-    let url = url::Url::parse(&token_url).map_err(|e| VendorError::Config {
-        vendor: VENDOR,
-        message: format!("invalid token URL: {e}"),
-    })?;
-    let assertion = service_account_assertion(
-        &key.private_key_pem,
-        &key.client_email,
-        &sa.subject,
-        &sa.scopes,
-        &token_url,
-        chrono::Utc::now().timestamp(),
-    )
-    .map_err(|e| VendorError::Config {
-        vendor: VENDOR,
-        message: format!("service-account key file {}: {e}", sa.key_file.display()),
-    })?;
-    ctx.secrets.add(&assertion);
+    let (url, assertion) = sa_assertion(ctx, sa).await?;
     let form = vec![
         (
             "grant_type".to_string(),
@@ -285,6 +254,50 @@ async fn fetch_sa_token(
         lifetime.as_secs()
     ));
     Ok((token, lifetime))
+}
+
+/// Reads the service account's key file and signs the assertion for the token endpoint
+/// (the workflow's, the key file's, or Google's); both the key and the assertion become
+/// secrets. Returns the endpoint and the assertion.
+async fn sa_assertion(
+    ctx: &ConnectionParts<'_>,
+    sa: &ServiceAccount,
+) -> Result<(url::Url, String), VendorError> {
+    let text = tokio::fs::read_to_string(&sa.key_file)
+        .await
+        .map_err(|e| VendorError::Config {
+            vendor: VENDOR,
+            message: format!(
+                "cannot read the service-account key file that credentials.service_account_file \
+                 names ({}): {e}",
+                sa.key_file.display()
+            ),
+        })?;
+    let key = parse_key_file(&sa.key_file, &text)?;
+    ctx.secrets.add(&key.private_key_pem);
+    let token_url = sa
+        .token_url
+        .clone()
+        .or_else(|| key.token_uri.clone())
+        .unwrap_or_else(|| DEFAULT_TOKEN_URL.to_string());
+    let url = url::Url::parse(&token_url).map_err(|e| VendorError::Config {
+        vendor: VENDOR,
+        message: format!("invalid token URL: {e}"),
+    })?;
+    let assertion = service_account_assertion(
+        &key.private_key_pem,
+        &key.client_email,
+        &sa.subject,
+        &sa.scopes,
+        &token_url,
+        chrono::Utc::now().timestamp(),
+    )
+    .map_err(|e| VendorError::Config {
+        vendor: VENDOR,
+        message: format!("service-account key file {}: {e}", sa.key_file.display()),
+    })?;
+    ctx.secrets.add(&assertion);
+    Ok((url, assertion))
 }
 
 /// The Authorization header value (`Bearer ...`), fetching or refreshing the token as needed;

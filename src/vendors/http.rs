@@ -168,7 +168,7 @@ impl RawResponse {
     }
 
     /// The body parsed by content type; an error when a JSON body does not parse.
-    pub fn parse(&self) -> Result<Value, String> {
+    pub fn parse(&self) -> Result<Value, super::body::InvalidJson> {
         parse_body(self.content_type(), &self.bytes)
     }
 

@@ -234,9 +234,9 @@ fn status_code(status: &Value) -> &str {
 }
 
 fn parse_status(raw: &RawResponse) -> Result<Value, VendorError> {
-    let v = raw.parse().map_err(|message| VendorError::Parse {
+    let v = raw.parse().map_err(|e| VendorError::Parse {
         vendor: VENDOR,
-        message,
+        message: e.to_string(),
     })?;
     if !v.is_object() {
         return Err(VendorError::Parse {
@@ -247,6 +247,8 @@ fn parse_status(raw: &RawResponse) -> Result<Value, VendorError> {
     Ok(v)
 }
 
+/// Sends a MailStore API call (its function and arguments checked first for `invoke`) and,
+/// while the process runs, follows it with `get-status` to its end.
 pub(super) async fn send(
     ctx: &ConnectionParts<'_>,
     auth: &Auth,
@@ -276,11 +278,11 @@ pub(super) async fn send(
         &auth.header,
         ctx.settings.request_timeout,
     )?;
-    let mut raw = execute(ctx.client, VENDOR, &out, ctx.secrets, cancel).await?;
+    let raw = execute(ctx.client, VENDOR, &out, ctx.secrets, cancel).await?;
     if !raw.is_success() {
         return Err(raw.http_error(VENDOR));
     }
-    let mut status = parse_status(&raw)?;
+    let status = parse_status(&raw)?;
     let mut progress = Progress {
         observer,
         last_version: None,
@@ -288,7 +290,44 @@ pub(super) async fn send(
         partial_line: String::new(),
     };
     progress.absorb(&status);
+    let (raw, mut status) = follow_running(
+        ctx,
+        auth,
+        req,
+        &function,
+        (raw, status),
+        &mut progress,
+        cancel,
+    )
+    .await?;
+    progress.flush();
+    if let Some(obj) = status.as_object_mut() {
+        if !progress.log.is_empty() {
+            obj.insert("logOutput".into(), Value::String(progress.log));
+        }
+    }
+    if status_code(&status) == "succeeded" {
+        return Ok(Response {
+            status: raw.status,
+            headers: raw.headers,
+            body: status,
+            request_id: None,
+        });
+    }
+    Err(process_failed(&function, raw.status, status))
+}
 
+/// Polls `get-status` while the process runs, taking in each status; cancelling (or a
+/// server that stops answering with news) sends `CancelAsync`. Returns the last answer.
+async fn follow_running(
+    ctx: &ConnectionParts<'_>,
+    auth: &Auth,
+    req: &Request,
+    function: &str,
+    (mut raw, mut status): (RawResponse, Value),
+    progress: &mut Progress<'_>,
+    cancel: &CancellationToken,
+) -> Result<(RawResponse, Value), VendorError> {
     while status_code(&status) == "running" {
         let token = status
             .get("token")
@@ -320,22 +359,13 @@ pub(super) async fn send(
             return Err(VendorError::Cancelled { vendor: VENDOR });
         }
     }
-    progress.flush();
+    Ok((raw, status))
+}
 
-    if let Some(obj) = status.as_object_mut() {
-        if !progress.log.is_empty() {
-            obj.insert("logOutput".into(), Value::String(progress.log));
-        }
-    }
+/// The error of a process that ended other than `succeeded`: its error's message and
+/// details, or its status code.
+fn process_failed(function: &str, http_status: u16, status: Value) -> VendorError {
     let code = status_code(&status).to_string();
-    if code == "succeeded" {
-        return Ok(Response {
-            status: raw.status,
-            headers: raw.headers,
-            body: status,
-            request_id: None,
-        });
-    }
     let error = status.get("error");
     let message = error
         .and_then(|e| e.get("message"))
@@ -352,15 +382,15 @@ pub(super) async fn send(
         .and_then(|e| e.get("details"))
         .and_then(Value::as_str)
         .map(str::to_string);
-    Err(VendorError::Vendor {
+    VendorError::Vendor {
         vendor: VENDOR,
-        status: Some(raw.status),
+        status: Some(http_status),
         codes: if code.is_empty() { vec![] } else { vec![code] },
         message,
         details,
         retryable: false,
         body: Some(Box::new(status)),
-    })
+    }
 }
 
 /// One `get-status` poll, retried on transport errors, 429 and 5xx.
@@ -392,46 +422,30 @@ async fn get_status(
         .saturating_add(ctx.settings.status_poll_timeout);
     let out = outgoing(url, &[], &body, &auth.header, timeout)?;
     let mut wait = STATUS_FIRST_WAIT;
-    let mut last_problem = String::new();
-    let mut last_status = None;
+    let mut last = StatusRetry {
+        problem: String::new(),
+        status: None,
+        retry_after: None,
+    };
     for attempt in 1..=STATUS_TRIES {
-        let (problem, retry_after) =
-            match execute(ctx.client, VENDOR, &out, ctx.secrets, cancel).await {
-                Ok(raw) if raw.is_success() => {
-                    let status = parse_status(&raw)?;
-                    return Ok((raw, status));
-                }
-                Ok(raw) if crate::retry::is_retryable_status(raw.status) => {
-                    last_status = Some(raw.status);
-                    let ra = raw.retry_after();
-                    let problem = match raw.http_error(VENDOR) {
-                        VendorError::Http { message, .. } => {
-                            format!("HTTP {}: {message}", raw.status)
-                        }
-                        other => other.to_string(),
-                    };
-                    (problem, ra)
-                }
-                Ok(raw) => return Err(raw.http_error(VENDOR)),
-                Err(VendorError::Transport { message, .. }) => {
-                    last_status = None;
-                    (message, None)
-                }
-                Err(e) => return Err(e),
-            };
-        last_problem = problem;
+        let result = execute(ctx.client, VENDOR, &out, ctx.secrets, cancel).await;
+        last = match status_attempt(result)? {
+            StatusAttempt::Answer(raw, status) => return Ok((raw, status)),
+            StatusAttempt::Retry(retry) => retry,
+        };
         if attempt == STATUS_TRIES {
             break;
         }
         // The server's Retry-After wins over the own backoff.
-        let pause = retry_after
+        let pause = last
+            .retry_after
             .map(|ra| ra.min(STATUS_MAX_RETRY_AFTER))
             .unwrap_or(wait);
         tracing::warn!(
             vendor = %VENDOR,
             attempt,
             wait_ms = pause.as_millis() as u64,
-            "get-status failed, retrying: {last_problem}"
+            "get-status failed, retrying: {}", last.problem
         );
         if !sleep_or_cancel(pause, cancel).await {
             return Err(VendorError::Cancelled { vendor: VENDOR });
@@ -441,16 +455,61 @@ async fn get_status(
     // Not retryable: another attempt would invoke the (non-idempotent) function again.
     Err(VendorError::Vendor {
         vendor: VENDOR,
-        status: last_status,
+        status: last.status,
         codes: vec![],
         message: format!(
             "lost track of the running process: get-status failed {STATUS_TRIES} times \
-             (last: {last_problem})"
+             (last: {})",
+            last.problem
         ),
         details: None,
         retryable: false,
         body: None,
     })
+}
+
+/// A `get-status` attempt worth repeating: what went wrong, the HTTP status when one came,
+/// and the server's Retry-After.
+struct StatusRetry {
+    problem: String,
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+}
+
+/// One `get-status` attempt that did not end the poll.
+enum StatusAttempt {
+    /// The status, read.
+    Answer(RawResponse, Value),
+    /// Transport errors, 429 and 5xx: try again.
+    Retry(StatusRetry),
+}
+
+/// Sorts one `get-status` attempt: an answer, one to retry, or an error that ends the poll.
+fn status_attempt(result: Result<RawResponse, VendorError>) -> Result<StatusAttempt, VendorError> {
+    match result {
+        Ok(raw) if raw.is_success() => {
+            let status = parse_status(&raw)?;
+            Ok(StatusAttempt::Answer(raw, status))
+        }
+        Ok(raw) if crate::retry::is_retryable_status(raw.status) => {
+            let problem = match raw.http_error(VENDOR) {
+                VendorError::Http { message, .. } => format!("HTTP {}: {message}", raw.status),
+                other => other.to_string(),
+            };
+            Ok(StatusAttempt::Retry(StatusRetry {
+                problem,
+                status: Some(raw.status),
+                retry_after: raw.retry_after(),
+            }))
+        }
+        Ok(raw) => Err(raw.http_error(VENDOR)),
+        Err(VendorError::Transport { message, .. }) => Ok(StatusAttempt::Retry(StatusRetry {
+            problem: message,
+            status: None,
+            retry_after: None,
+        })),
+        Err(e) => Err(e),
+    }
 }
 
 /// Best effort: asks the server to cancel the process (short timeout, errors only logged).

@@ -222,7 +222,7 @@ fn counting_headers() -> (HeaderFn, Arc<AtomicU32>) {
         let n = c.fetch_add(1, Ordering::SeqCst) + 1;
         async move {
             let mut h = HeaderMap::new();
-            let v = HeaderValue::from_str(&format!("Bearer t{n}")).map_err(|e| e.to_string())?;
+            let v = HeaderValue::from_str(&format!("Bearer t{n}")).expect("a header value");
             h.insert("authorization", v);
             Ok(h)
         }
@@ -641,8 +641,17 @@ async fn complete_part_is_finished_on_416_and_overlong_part_restarts() {
 async fn auth_failure_is_reported_without_a_request() {
     let (srv, url) = serve(test_data(10), Behaviour::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let headers: HeaderFn =
-        Arc::new(|_| async { Err("token endpoint said invalid_grant".to_string()) }.boxed());
+    let headers: HeaderFn = Arc::new(|_| {
+        async {
+            Err(auditflow::vendors::VendorError::Auth {
+                vendor: auditflow::vendors::VendorKind::Google,
+                status: Some(400),
+                message: "token endpoint said invalid_grant".to_string(),
+                retryable: false,
+            })
+        }
+        .boxed()
+    });
     let r = download(
         &client(),
         &spec(&url, dir.path()),

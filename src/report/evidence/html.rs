@@ -76,12 +76,48 @@ fn row(cells: &[String]) -> String {
     s
 }
 
+/// One run: its facts, inputs, timeline and steps, pages, requests, custodians, and what
+/// was partial or adopted.
 fn run_section(run: &RunFacts) -> String {
     let mut h = format!(
         "<h2>Run <code>{}</code>: {}</h2>\n<table>\n",
         esc(&run.run_id),
         esc(&run.workflow)
     );
+    h.push_str(&facts_rows(run));
+    h.push_str("</table>\n<h3>Inputs (secrets masked)</h3>\n");
+    let _ = writeln!(
+        h,
+        "<pre>{}</pre>",
+        esc(&serde_json::to_string_pretty(&run.inputs).unwrap_or_default())
+    );
+    if !run.steps.is_empty() {
+        h.push_str("<h3>Timeline</h3>\n");
+        h.push_str(&timeline(&run.steps));
+        h.push_str(&steps_table(&run.steps));
+    }
+    h.push_str(&calls_table(run));
+    h.push_str(&requests_table(run));
+    h.push_str(&custodians_table(run));
+    if !run.partial.is_empty() {
+        h.push_str("<h3 class=\"summary bad\">Partial result: what the vendor reported missing</h3>\n<ul>\n");
+        for p in &run.partial {
+            let _ = writeln!(h, "<li>{}</li>", esc(p));
+        }
+        h.push_str("</ul>\n");
+    }
+    if !run.adopted.is_empty() {
+        h.push_str("<h3>Requests adopted at the vendor (not created again)</h3>\n<ul>\n");
+        for a in &run.adopted {
+            let _ = writeln!(h, "<li>{}</li>", esc(a));
+        }
+        h.push_str("</ul>\n");
+    }
+    h
+}
+
+/// The run's facts as table rows: workflow file, digest and commit, status, times, jobs.
+fn facts_rows(run: &RunFacts) -> String {
     let jobs: Vec<String> = run.jobs.iter().map(|j| esc(&j.to_rfc3339())).collect();
     let facts = [
         (
@@ -114,54 +150,34 @@ fn run_section(run: &RunFacts) -> String {
             },
         ),
     ];
+    let mut h = String::new();
     for (k, v) in facts {
         let _ = writeln!(h, "<tr><th scope=\"row\">{k}</th><td>{v}</td></tr>");
     }
-    h.push_str("</table>\n<h3>Inputs (secrets masked)</h3>\n");
-    let _ = writeln!(
-        h,
-        "<pre>{}</pre>",
-        esc(&serde_json::to_string_pretty(&run.inputs).unwrap_or_default())
-    );
-    if !run.steps.is_empty() {
-        h.push_str("<h3>Timeline</h3>\n");
-        h.push_str(&timeline(&run.steps));
-        h.push_str(&steps_table(&run.steps));
+    h
+}
+
+/// Pages and records per `call` step, with the vendor's total.
+fn calls_table(run: &RunFacts) -> String {
+    if run.calls.is_empty() {
+        return String::new();
     }
-    if !run.calls.is_empty() {
-        h.push_str("<h3>Pages and records</h3>\n<table><tr><th>Step</th><th>Pages</th><th>Records</th><th>Vendor's total</th><th>Truncated</th></tr>\n");
-        for c in &run.calls {
-            h.push_str(&row(&[
-                esc(&c.step),
-                c.pages.to_string(),
-                c.records.to_string(),
-                c.vendor_total
-                    .map_or_else(|| "not given".into(), |t| t.to_string()),
-                if c.truncated {
-                    "yes, on purpose".into()
-                } else {
-                    "no".into()
-                },
-            ]));
-        }
-        h.push_str("</table>\n");
+    let mut h = String::from("<h3>Pages and records</h3>\n<table><tr><th>Step</th><th>Pages</th><th>Records</th><th>Vendor's total</th><th>Truncated</th></tr>\n");
+    for c in &run.calls {
+        h.push_str(&row(&[
+            esc(&c.step),
+            c.pages.to_string(),
+            c.records.to_string(),
+            c.vendor_total
+                .map_or_else(|| "not given".into(), |t| t.to_string()),
+            if c.truncated {
+                "yes, on purpose".into()
+            } else {
+                "no".into()
+            },
+        ]));
     }
-    h.push_str(&requests_table(run));
-    h.push_str(&custodians_table(run));
-    if !run.partial.is_empty() {
-        h.push_str("<h3 class=\"summary bad\">Partial result: what the vendor reported missing</h3>\n<ul>\n");
-        for p in &run.partial {
-            let _ = writeln!(h, "<li>{}</li>", esc(p));
-        }
-        h.push_str("</ul>\n");
-    }
-    if !run.adopted.is_empty() {
-        h.push_str("<h3>Requests adopted at the vendor (not created again)</h3>\n<ul>\n");
-        for a in &run.adopted {
-            let _ = writeln!(h, "<li>{}</li>", esc(a));
-        }
-        h.push_str("</ul>\n");
-    }
+    h.push_str("</table>\n");
     h
 }
 

@@ -29,8 +29,8 @@ pub(crate) use markdown::render as render_markdown;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum EvidenceError {
     /// No readable manifest in the directory.
-    #[error("{0}")]
-    Manifest(String),
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestReadError),
 }
 
 /// Everything the report shows.
@@ -257,23 +257,8 @@ pub(crate) fn build(
     signer: Option<&Path>,
 ) -> Result<EvidenceReport, EvidenceError> {
     let manifest_path = dir.join(manifest::FILE_NAME);
-    let m: Manifest = std::fs::read(&manifest_path)
-        .map_err(|e| {
-            format!(
-                "cannot read {}: {e} (is this the output directory of a run?)",
-                manifest_path.display()
-            )
-        })
-        .and_then(|b| {
-            serde_json::from_slice(&b).map_err(|e| {
-                format!(
-                    "{} is not an auditflow manifest: {e}",
-                    manifest_path.display()
-                )
-            })
-        })
-        .map_err(EvidenceError::Manifest)?;
-    let check = manifest::verify(dir).map_err(EvidenceError::Manifest)?;
+    let m = Manifest::read(&manifest_path)?;
+    let check = manifest::verify(dir)?;
     let files = file_facts(&m, &check.problems);
     let runs: Vec<RunFacts> = m.runs.iter().map(|r| run_facts(r, journals)).collect();
     let signature = SignatureCheck::of(&manifest_path, signer).into();
@@ -312,7 +297,7 @@ pub(crate) fn build_pending(dir: &Path, replay: &Replay) -> EvidenceReport {
         workflow_sha256: h
             .files
             .first()
-            .map(|f| f.sha256.clone())
+            .map(|f| f.sha256.to_hex())
             .unwrap_or_default(),
         workflow_commit: None,
         inputs: h.inputs.clone(),
@@ -381,7 +366,7 @@ fn file_facts(m: &Manifest, problems: &[Problem]) -> Vec<FileFacts> {
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default(),
                 bytes: e.bytes,
-                sha256: e.sha256.clone(),
+                sha256: e.sha256.to_hex(),
                 md5: e.md5.clone(),
                 request_id: e.request_id.clone(),
                 step: e.step.clone(),
@@ -410,8 +395,8 @@ fn run_facts(r: &manifest::RunRecord, journals: Journals<'_>) -> RunFacts {
         workflow_sha256: r.workflow_sha256.clone(),
         workflow_commit: r.workflow_commit.clone(),
         inputs: r.inputs.clone(),
-        started_at: r.started_at.clone(),
-        finished_at: r.finished_at.clone(),
+        started_at: r.started_at.to_rfc3339(),
+        finished_at: r.finished_at.map(|t| t.to_rfc3339()),
         status: r
             .status
             .map_or_else(|| "unknown".to_string(), |s| s.as_str().to_string()),
@@ -637,8 +622,11 @@ fn summarize(
 }
 
 /// Writes `text` to `path` (0600, atomically).
-pub(crate) fn write(path: &Path, text: &str) -> Result<PathBuf, String> {
+pub(crate) fn write(path: &Path, text: &str) -> Result<PathBuf, crate::durable::WriteError> {
     crate::durable::write_atomic(path, text.as_bytes())
         .map(|()| path.to_path_buf())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(|source| crate::durable::WriteError {
+            path: path.to_path_buf(),
+            source,
+        })
 }

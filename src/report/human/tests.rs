@@ -42,7 +42,7 @@ fn started(resumed: Option<&str>, dry_run: bool) -> Event {
         workflow: "mailbox export".into(),
         file: "workflows/google/mailbox-export.yaml".into(),
         inputs: json!({"user": "ann@example.com"}),
-        started_at: "2024-05-01T10:00:00+00:00".into(),
+        started_at: crate::events::rfc3339::parse("2024-05-01T10:00:00+00:00").unwrap(),
         dry_run,
         resumed: resumed.map(str::to_string),
         files: vec![],
@@ -96,12 +96,14 @@ fn artifact(step: &str, path: &str, bytes: u64) -> Event {
             kind: ArtifactKind::Download,
             path: path.into(),
             bytes,
-            sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+                .parse()
+                .unwrap(),
             source: Some("https://vendor.example/files/1".into()),
             source_sha256: None,
             md5: None,
             request_id: None,
-            finished_at: "2024-05-01T10:01:00+00:00".into(),
+            finished_at: crate::events::rfc3339::parse("2024-05-01T10:01:00+00:00").unwrap(),
         },
     }
 }

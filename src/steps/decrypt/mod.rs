@@ -214,12 +214,12 @@ pub struct DecryptedFile {
     pub path: PathBuf,
     /// Plaintext size.
     pub bytes: u64,
-    /// SHA-256 of the plaintext, lower-case hex.
-    pub sha256: String,
+    /// SHA-256 of the plaintext.
+    pub sha256: crate::durable::Sha256Digest,
     /// Size of the encrypted input.
     pub input_bytes: u64,
-    /// SHA-256 of the encrypted input, lower-case hex.
-    pub input_sha256: String,
+    /// SHA-256 of the encrypted input.
+    pub input_sha256: crate::durable::Sha256Digest,
 }
 
 /// The output file name for an input: strips `.gpg`/`.pgp`/`.asc`/`.enc` (repeatedly, any

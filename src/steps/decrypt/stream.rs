@@ -10,7 +10,7 @@ pub(super) fn decrypt_stream(
     (file, progress): (File, InputProgress<'_>),
     jobs: SyncSender<Job>,
     writer_stopped: Arc<AtomicBool>,
-) -> Result<(tempfile::NamedTempFile, (u64, String)), DecryptError> {
+) -> Result<(tempfile::NamedTempFile, (u64, crate::durable::Sha256Digest)), DecryptError> {
     let input_io = |source| DecryptError::Io {
         path: input.to_path_buf(),
         source,
@@ -126,8 +126,41 @@ impl Decryption<'_> {
     /// Decrypts the OpenPGP message in `src` (binary packets) into a temp file.
     pub(super) fn run<R: BufRead + fmt::Debug + Send>(
         &self,
-        mut src: R,
+        src: R,
     ) -> Result<tempfile::NamedTempFile, DecryptError> {
+        let mut edata = self.open_encrypted(src)?;
+        let temp = self.temp_file()?;
+        let temp_io = |source| DecryptError::Io {
+            path: temp.path().to_path_buf(),
+            source,
+        };
+        let for_helper = temp.as_file().try_clone().map_err(temp_io)?;
+        self.jobs
+            .send(Job::Output(for_helper))
+            .map_err(|_| temp_io(helper_stopped()))?;
+        self.decrypt_to_helper(&mut edata, &temp_io)?;
+        // Nothing but the end of the input may follow the encrypted data packet.
+        let mut rest = [0u8; 1];
+        match edata.get_mut().get_mut().read(&mut rest) {
+            Ok(0) => {}
+            Ok(_) => {
+                return Err(self.malformed(
+                    "unexpected data follows the encrypted message; download it again".to_string(),
+                ))
+            }
+            Err(e) => return Err(self.outer_error("the end of the file is invalid", e)),
+        }
+
+        // The helper writes, syncs and hashes what it has been sent before the caller renames.
+        Ok(temp)
+    }
+
+    /// Reads the message's packets up to its encrypted data, checks that it is encrypted to a
+    /// key with integrity protection, and opens that data with the session key.
+    fn open_encrypted<'a, R: BufRead + fmt::Debug + Send + 'a>(
+        &self,
+        mut src: R,
+    ) -> Result<Edata<'a>, DecryptError> {
         if let Err(e) = src.fill_buf() {
             return Err(self.outer_error("its armored content is unreadable", e));
         }
@@ -170,21 +203,21 @@ impl Decryption<'_> {
             .decrypt_with_options(&session_key, options)
             .map_err(|e| self.malformed(format!("unsupported encryption ({e})")))?;
         drop(session_key);
+        Ok(edata)
+    }
 
-        let temp = self.temp_file()?;
-        let temp_io = |source| DecryptError::Io {
-            path: temp.path().to_path_buf(),
-            source,
-        };
-        let for_helper = temp.as_file().try_clone().map_err(temp_io)?;
-        self.jobs
-            .send(Job::Output(for_helper))
-            .map_err(|_| temp_io(helper_stopped()))?;
+    /// Streams the decrypted packets to the helper (through a decompressing thread) and
+    /// gives the encryption layer's verdict first, then the inner layers'.
+    fn decrypt_to_helper(
+        &self,
+        edata: &mut Edata<'_>,
+        temp_io: &dyn Fn(io::Error) -> DecryptError,
+    ) -> Result<(), DecryptError> {
         // Pipeline: this thread decrypts (file, armor, AES, MDC) and hands the decrypted packet
         // stream to a second thread that decompresses it and passes the plaintext on to the
         // helper. The encryption layer is always read to its end here, so its verdict (MDC,
         // truncation) is known even when the inner layers fail first.
-        let mut guard = Guard::new(&mut edata);
+        let mut guard = Guard::new(edata);
         let (chunks, chunk_queue) = mpsc::sync_channel::<Result<Vec<u8>, ()>>(PIPELINE_QUEUE);
         let jobs = self.jobs.clone();
         let inner = std::thread::scope(|scope| {
@@ -209,38 +242,19 @@ impl Decryption<'_> {
             return Err(self.stream_error(failure));
         }
         match inner {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => Ok(()),
             // The helper stopped: its error is reported once it has been joined.
-            Ok(Err(CopyError::Write)) => return Err(temp_io(helper_stopped())),
-            Ok(Err(CopyError::Inner(message))) => {
-                return Err(self.malformed(format!(
-                    "it decrypted and passed the integrity check, but {message}; ask the sender \
-                     to export it again"
-                )))
-            }
-            Err(_) => {
-                return Err(self.malformed(
-                    "the OpenPGP reader failed on the decrypted data; ask the sender to export \
-                     it again"
-                        .to_string(),
-                ))
-            }
+            Ok(Err(CopyError::Write)) => Err(temp_io(helper_stopped())),
+            Ok(Err(CopyError::Inner(message))) => Err(self.malformed(format!(
+                "it decrypted and passed the integrity check, but {message}; ask the sender \
+                 to export it again"
+            ))),
+            Err(_) => Err(self.malformed(
+                "the OpenPGP reader failed on the decrypted data; ask the sender to export \
+                 it again"
+                    .to_string(),
+            )),
         }
-        drop(guard);
-        // Nothing but the end of the input may follow the encrypted data packet.
-        let mut rest = [0u8; 1];
-        match edata.get_mut().get_mut().read(&mut rest) {
-            Ok(0) => {}
-            Ok(_) => {
-                return Err(self.malformed(
-                    "unexpected data follows the encrypted message; download it again".to_string(),
-                ))
-            }
-            Err(e) => return Err(self.outer_error("the end of the file is invalid", e)),
-        }
-
-        // The helper writes, syncs and hashes what it has been sent before the caller renames.
-        Ok(temp)
     }
 
     /// Creates the temp file (mode 0600) in the output's directory, so the rename is atomic.

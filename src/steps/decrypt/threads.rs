@@ -12,7 +12,7 @@ pub(super) enum Job {
 /// What the helper thread did.
 pub(super) struct Hashed {
     pub(super) output_bytes: u64,
-    pub(super) output_sha256: String,
+    pub(super) output_sha256: crate::durable::Sha256Digest,
     /// The first error writing or syncing the output.
     pub(super) write_error: Option<io::Error>,
 }
@@ -63,7 +63,7 @@ pub(super) fn helper_main(queue: Receiver<Job>, stopped: &AtomicBool) -> Hashed 
     }
     Hashed {
         output_bytes,
-        output_sha256: hex::encode(plain.finalize()),
+        output_sha256: crate::durable::Sha256Digest::from_bytes(plain.finalize().into()),
         write_error,
     }
 }
@@ -332,9 +332,12 @@ pub(super) struct HashingReader<'p> {
 }
 
 impl HashingReader<'_> {
-    /// Size and SHA-256 (hex) of what has been read.
-    pub(super) fn digest(self) -> (u64, String) {
-        (self.bytes, hex::encode(self.sha256.finalize()))
+    /// Size and SHA-256 of what has been read.
+    pub(super) fn digest(self) -> (u64, crate::durable::Sha256Digest) {
+        (
+            self.bytes,
+            crate::durable::Sha256Digest::from_bytes(self.sha256.finalize().into()),
+        )
     }
 }
 
