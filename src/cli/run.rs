@@ -12,7 +12,7 @@ use super::error::CliError;
 use crate::engine::{self, RunOptions, RunResult, Shard};
 use crate::events::{Emitter, RunStatus};
 use crate::report::manifest::Recorded;
-use crate::report::{out_dir, Console, ReportArgs, Reporters};
+use crate::report::{out_dir, Console, ReportArgs, ReportError, Reporters};
 use crate::secrets::Secrets;
 use crate::state::{Store, StoreSpec};
 use crate::steps::overwrite::OverwriteGuard;
@@ -50,6 +50,7 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         sinks.push(g.clone());
     }
     let emitter = Emitter::new(sinks, secrets.clone());
+    let evidence = EvidenceAtEnd::new(reporters, secrets.clone());
     let opts = RunOptions {
         inputs,
         env: args.env.clone(),
@@ -62,12 +63,13 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
         resume,
         shard,
         overwrite,
+        write_evidence: Some(evidence.writer()),
     };
     let result = engine::run(plan, opts, emitter)
         .await
         .map_err(|e| refused(&args.workflow, &e, &secrets))?;
-    let mut errors: Vec<CliError> = reporters
-        .finish(result.state_dir.as_deref(), &secrets)
+    let mut errors: Vec<CliError> = evidence
+        .finish(result.state_dir.as_deref())
         .into_iter()
         .map(CliError::Report)
         .collect();
@@ -78,6 +80,70 @@ pub async fn run_workflow(args: RunArgs, cancel: CancellationToken) -> Result<()
     ));
     errors.extend(ended(result, args.store_spec()));
     CliError::all(errors)
+}
+
+/// The reports of a run, written by the engine once the run's last event is out and before
+/// its end is recorded ([`engine::EvidenceWriter`]), or after the engine returns when it did
+/// not run the workflow (a one-shot workflow already done). What could not be written is
+/// kept for the one error path.
+struct EvidenceAtEnd {
+    shared: Arc<std::sync::Mutex<EvidenceState>>,
+}
+
+struct EvidenceState {
+    /// The reporters, until they are finished.
+    reporters: Option<Reporters>,
+    secrets: Secrets,
+    errors: Vec<ReportError>,
+}
+
+impl EvidenceAtEnd {
+    fn new(reporters: Reporters, secrets: Secrets) -> Self {
+        let state = EvidenceState {
+            reporters: Some(reporters),
+            secrets,
+            errors: Vec::new(),
+        };
+        EvidenceAtEnd {
+            shared: Arc::new(std::sync::Mutex::new(state)),
+        }
+    }
+
+    /// The engine's hook: finishes the reporters; says what failed (its texts masked).
+    fn writer(&self) -> engine::EvidenceWriter {
+        let shared = self.shared.clone();
+        Box::new(move |run_dir| {
+            let mut st = shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            st.write(run_dir);
+            match st.errors.is_empty() {
+                true => Ok(()),
+                false => {
+                    let texts: Vec<String> = st.errors.iter().map(ToString::to_string).collect();
+                    Err(texts.join("; "))
+                }
+            }
+        })
+    }
+
+    /// Finishes the reporters if the engine did not, and returns what could not be written.
+    fn finish(self, run_dir: Option<&Path>) -> Vec<ReportError> {
+        let mut st = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.write(run_dir);
+        std::mem::take(&mut st.errors)
+    }
+}
+
+impl EvidenceState {
+    fn write(&mut self, run_dir: Option<&Path>) {
+        if let Some(r) = self.reporters.take() {
+            self.errors = r.finish(run_dir, &self.secrets);
+        }
+    }
 }
 
 /// `--max-wait` and `--shard`, read.

@@ -65,7 +65,18 @@ pub(crate) struct RunOptions {
     /// Which existing files steps may replace; it must also be a sink of the run's emitter
     /// (None: any file, `--overwrite`).
     pub overwrite: Option<Arc<OverwriteGuard>>,
+    /// Writes the run's evidence (the manifest and reports) once its last event is out and
+    /// before its end is recorded (see [`EvidenceWriter`]).
+    pub write_evidence: Option<EvidenceWriter>,
 }
+
+/// Writes the evidence of a run that ended: given the run's directory in the state
+/// directory, it writes the manifest and the reports and says whether everything was
+/// written. The engine calls it before it records the run's end, so that a run recorded as
+/// succeeded always left its evidence: a crash or a failed write in between leaves the run
+/// unfinished, and the next run resumes it and writes the evidence again.
+pub(crate) type EvidenceWriter =
+    Box<dyn FnOnce(Option<&std::path::Path>) -> Result<(), String> + Send>;
 
 /// The longest wait between two polls in a rehearsal: the simulator's fast timing finishes a
 /// vendor process in a few polls, whatever the workflow's interval says.
@@ -121,6 +132,10 @@ pub(crate) enum RunFailure {
     /// The run's state could not record its end (or what follows it).
     #[error("{0}")]
     State(String),
+    /// The steps succeeded but the evidence could not be written: the run is not recorded
+    /// as succeeded, so the next run resumes it and writes the evidence.
+    #[error("the steps succeeded but the evidence could not be written ({0}); the run is recorded as failed, not done: fix that and run the same command again to write it")]
+    Evidence(String),
 }
 
 impl RunFailure {
@@ -131,6 +146,7 @@ impl RunFailure {
             RunFailure::Waiting(t) => RunFailure::Waiting(secrets.mask(&t)),
             RunFailure::Cancelled => RunFailure::Cancelled,
             RunFailure::State(t) => RunFailure::State(secrets.mask(&t)),
+            RunFailure::Evidence(t) => RunFailure::Evidence(secrets.mask(&t)),
         }
     }
 }
@@ -139,7 +155,7 @@ impl RunFailure {
 /// inputs when the state directory has one.
 pub(crate) async fn run(
     plan: Plan,
-    opts: RunOptions,
+    mut opts: RunOptions,
     emitter: Emitter,
 ) -> Result<RunResult, RunError> {
     let wf = &plan.root.workflow;
@@ -181,14 +197,29 @@ pub(crate) async fn run(
     let run = start_active_run(&plan, &opts, &mut opened, started).await?;
     let result = run_workflow(&run, root_scope(&plan, inputs)).await;
     let (status, outputs, error) = run_end(result);
-    let (status, error) =
-        record_run_end(&run, opened.state.as_ref(), status, error, &outputs).await;
+    if let Some(j) = &run.journal {
+        // Every step's record on disk before the end is written (and before a crash test
+        // stops here).
+        let _ = j.flush().await;
+    }
+    crate::failpoint::hit("run-end");
     emitter.emit(Event::RunFinished {
         status,
         duration: started.elapsed(),
-        outputs,
+        outputs: outputs.clone(),
         error: error.as_ref().map(ToString::to_string),
     });
+    let run_dir = opened.state.as_ref().and_then(|s| s.dir.clone());
+    let (status, error) = match opts.write_evidence.take().map(|w| w(run_dir.as_deref())) {
+        Some(Err(e)) if status == RunStatus::Succeeded => {
+            (RunStatus::Failed, Some(RunFailure::Evidence(e)))
+        }
+        _ => (status, error),
+    };
+    crate::failpoint::hit("manifest-written");
+    let (status, error) =
+        record_run_end(&run, opened.state.as_ref(), status, error, &outputs).await;
+    crate::failpoint::hit("run-recorded");
     Ok(RunResult {
         run_id: opened.run_id,
         status,
@@ -413,7 +444,7 @@ fn run_end(result: Result<Value, StopReason>) -> (RunStatus, Value, Option<RunFa
     }
 }
 
-/// Records the run's end in its state (every step's record flushed first); a state that
+/// Records the run's end in its state (after its evidence is written); a state that
 /// cannot record it fails the run, and the terminal and `more_data` follow-ups are done.
 async fn record_run_end(
     run: &ActiveRun,
@@ -422,12 +453,6 @@ async fn record_run_end(
     mut error: Option<RunFailure>,
     outputs: &Value,
 ) -> (RunStatus, Option<RunFailure>) {
-    if let Some(j) = &run.journal {
-        // Every step's record on disk before the end is written (and before a crash test
-        // stops here).
-        let _ = j.flush().await;
-    }
-    crate::failpoint::hit("run-end");
     let Some(st) = state else {
         return (status, error);
     };
@@ -1145,6 +1170,7 @@ mod tests {
             resume: None,
             shard: None,
             overwrite: None,
+            write_evidence: None,
         };
         let emitter = Emitter::new(vec![], crate::secrets::Secrets::default());
         run(plan, opts, emitter).await.expect("run starts")
