@@ -421,7 +421,58 @@ fn bench_in(cfg: &Config, users: &[String], work: &Path) -> Res<bool> {
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
-    let sim_cfg = SimConfig {
+    let handle = rt
+        .block_on(sim::start(sim_config(cfg, work)))
+        .map_err(|e| format!("cannot start the simulator: {e}"))?;
+    eprintln!("generating an RSA-{} key ...", cfg.key_bits);
+    let key = auditflow::demo::generate_key(&work.join("keys"), cfg.key_bits)
+        .map_err(|e| e.to_string())?;
+    let env = runner_env(&handle, &key)?;
+    upload_key(root, &key, &env, work)?;
+    let before = handle.stats.snapshot();
+    let tokens_before = handle.google.tokens_issued();
+    let out = work.join("out");
+    let args = fanout_args(cfg, users, work, &out)?;
+    eprintln!(
+        "running export-users.yaml for {} users (poll interval {}) ...",
+        cfg.users, cfg.poll_interval
+    );
+    let r = run_measured(
+        &mut runner(
+            &root.join("workflows/google/export-users.yaml"),
+            &args,
+            &env,
+            work,
+            "fanout",
+        )?,
+        Some(handle.stats.clone()),
+    )?;
+    let counts = Counts::between(
+        cfg,
+        &before,
+        &handle.stats.snapshot(),
+        handle.google.tokens_issued() - tokens_before,
+    );
+    let outputs = check_outputs(&out, users, cfg.files, &handle.google);
+    let log_bytes = fs::metadata(work.join("fanout.jsonl")).map_or(0, |m| m.len());
+    print_runner(cfg, &r, log_bytes);
+    print_outputs(&outputs, &counts);
+    print_simulator(&counts);
+    let ok = report_checks(&checks(&r, &outputs, &counts));
+    if r.code != Some(0) {
+        println!(
+            "runner stderr (last lines):\n{}",
+            tail(&work.join("fanout.stderr"), 30)
+        );
+    }
+    rt.block_on(handle.shutdown());
+    Ok(ok)
+}
+
+/// The simulator as the bench needs it: no faults, exports pending `pending_polls` polls,
+/// a daily quota that fits the users, `files` files of `file_kib` KiB per export.
+fn sim_config(cfg: &Config, work: &Path) -> SimConfig {
+    SimConfig {
         faults: FaultConfig::default(),
         google_pending_polls: cfg.pending_polls,
         google_daily_limit: cfg.users.saturating_mul(2).saturating_add(10),
@@ -429,20 +480,30 @@ fn bench_in(cfg: &Config, users: &[String], work: &Path) -> Res<bool> {
         google_file_size: cfg.file_kib * 1024,
         work_dir: Some(work.join("sim")),
         ..SimConfig::default()
-    };
-    let handle = rt
-        .block_on(sim::start(sim_cfg))
-        .map_err(|e| format!("cannot start the simulator: {e}"))?;
-    eprintln!("generating an RSA-{} key ...", cfg.key_bits);
-    let key = auditflow::demo::generate_key(&work.join("keys"), cfg.key_bits)
-        .map_err(|e| e.to_string())?;
+    }
+}
+
+/// The simulator's environment with the generated key's.
+fn runner_env(
+    handle: &sim::SimHandle,
+    key: &auditflow::demo::DemoKey,
+) -> Res<Vec<(String, String)>> {
     let mut env = handle.env();
     env.push((
         "AUDIT_PGP_SECRET_KEY".into(),
         path_str(&key.secret_key)?.to_string(),
     ));
     env.push(("AUDIT_PGP_PASSPHRASE".into(), key.passphrase.clone()));
+    Ok(env)
+}
 
+/// Uploads the generated public key with the shipped workflow (not measured).
+fn upload_key(
+    root: &Path,
+    key: &auditflow::demo::DemoKey,
+    env: &[(String, String)],
+    work: &Path,
+) -> Res<()> {
     eprintln!("uploading the public key ...");
     let upload = run_measured(
         &mut runner(
@@ -455,7 +516,7 @@ fn bench_in(cfg: &Config, users: &[String], work: &Path) -> Res<bool> {
                 "-i".into(),
                 format!("out_dir={}", path_str(&work.join("upload"))?),
             ],
-            &env,
+            env,
             work,
             "upload",
         )?,
@@ -468,15 +529,16 @@ fn bench_in(cfg: &Config, users: &[String], work: &Path) -> Res<bool> {
             tail(&work.join("upload.stderr"), 20)
         ));
     }
-    let before = handle.stats.snapshot();
-    let tokens_before = handle.google.tokens_issued();
+    Ok(())
+}
 
-    let out = work.join("out");
+/// `export-users.yaml`'s arguments: an inputs file with every user, and the reports asked for.
+fn fanout_args(cfg: &Config, users: &[String], work: &Path, out: &Path) -> Res<Vec<String>> {
     let inputs = serde_json::json!({
         "domain": DOMAIN,
         "users": users,
         "poll_interval": cfg.poll_interval,
-        "out_dir": path_str(&out)?,
+        "out_dir": path_str(out)?,
         // The simulator's quota is raised to fit the users; the workflow's budget too.
         "daily_export_limit": cfg.users,
     });
@@ -494,39 +556,59 @@ fn bench_in(cfg: &Config, users: &[String], work: &Path) -> Res<bool> {
             path_str(&work.join("junit.xml"))?.to_string(),
         ]);
     }
-    eprintln!(
-        "running export-users.yaml for {} users (poll interval {}) ...",
-        cfg.users, cfg.poll_interval
-    );
-    let r = run_measured(
-        &mut runner(
-            &root.join("workflows/google/export-users.yaml"),
-            &args,
-            &env,
-            work,
-            "fanout",
-        )?,
-        Some(handle.stats.clone()),
-    )?;
-    let after = handle.stats.snapshot();
-    let tokens = handle.google.tokens_issued() - tokens_before;
-    let outputs = check_outputs(&out, users, cfg.files, &handle.google);
-    let log_bytes = fs::metadata(work.join("fanout.jsonl")).map_or(0, |m| m.len());
+    Ok(args)
+}
 
-    let n = u64::from(cfg.users);
-    let d = |f: fn(&sim::StatsSnapshot) -> u64| f(&after) - f(&before);
-    let creates = d(|s| s.google_exports_created);
-    let polls = d(|s| s.google_status_requests);
-    let downloads = d(|s| s.google_downloads);
-    let token_requests = d(|s| s.google_token_requests);
-    let too_many = d(|s| s.injected_429);
-    let server_errors = d(|s| s.injected_5xx);
-    let requests = d(|s| s.requests);
-    let unauthenticated = d(|s| s.unauthenticated);
-    let files = u64::from(cfg.files);
-    let poll_bound = n * (u64::from(cfg.pending_polls) + 1);
-    let expected_requests = n * (1 + u64::from(cfg.pending_polls) + 1 + files);
+/// What the simulator counted during the measured run, and what the policy allows.
+struct Counts {
+    users: u64,
+    files: u64,
+    requests: u64,
+    creates: u64,
+    polls: u64,
+    downloads: u64,
+    token_requests: u64,
+    tokens: u64,
+    too_many: u64,
+    server_errors: u64,
+    unauthenticated: u64,
+    /// Status polls the workflow's policy allows at most.
+    poll_bound: u64,
+    /// Requests in all when every export is created once, polled as configured and fetched.
+    expected_requests: u64,
+}
 
+impl Counts {
+    fn between(
+        cfg: &Config,
+        before: &sim::StatsSnapshot,
+        after: &sim::StatsSnapshot,
+        tokens: u64,
+    ) -> Self {
+        let d = |f: fn(&sim::StatsSnapshot) -> u64| f(after) - f(before);
+        let users = u64::from(cfg.users);
+        let files = u64::from(cfg.files);
+        let polls = u64::from(cfg.pending_polls);
+        Counts {
+            users,
+            files,
+            requests: d(|s| s.requests),
+            creates: d(|s| s.google_exports_created),
+            polls: d(|s| s.google_status_requests),
+            downloads: d(|s| s.google_downloads),
+            token_requests: d(|s| s.google_token_requests),
+            tokens,
+            too_many: d(|s| s.injected_429),
+            server_errors: d(|s| s.injected_5xx),
+            unauthenticated: d(|s| s.unauthenticated),
+            poll_bound: users * (polls + 1),
+            expected_requests: users * (1 + polls + 1 + files),
+        }
+    }
+}
+
+/// The settings, and the runner's time, memory and exit.
+fn print_runner(cfg: &Config, r: &ChildRun, log_bytes: u64) {
     println!();
     println!(
         "fanout bench: export-users.yaml, {} users, concurrency 32, {} file(s) x {} KiB per \
@@ -564,48 +646,75 @@ fn bench_in(cfg: &Config, users: &[String], work: &Path) -> Res<bool> {
         log_bytes as f64 / (1 << 20) as f64
     );
     print_timeline(&r.samples);
+}
+
+/// The decrypted files found against the simulator's plaintexts.
+fn print_outputs(outputs: &Outputs, c: &Counts) {
     println!(
         "decrypted mbox files: {} found, {} matching the simulator's plaintexts, {} expected; \
          users complete {} of {}",
         outputs.found,
         outputs.matching,
-        n * files,
+        c.users * c.files,
         outputs.complete_users,
-        n
+        c.users
     );
     for p in &outputs.problems {
         println!("  {p}");
     }
-    println!(
-        "simulator (this run): {requests} requests: {creates} creates (expected {n}), {polls} \
-         status polls (policy bound {poll_bound}), {downloads} downloads (expected {}), \
-         {token_requests} token requests ({tokens} tokens issued; bearer token, expected 0), \
-         {too_many} 429s, {server_errors} 5xx, {unauthenticated} unauthenticated; expected \
-         {expected_requests} requests in all",
-        n * files
-    );
+}
 
-    let checks: Vec<(String, bool)> = vec![
+/// What the simulator saw against what the policy allows.
+fn print_simulator(c: &Counts) {
+    println!(
+        "simulator (this run): {} requests: {} creates (expected {}), {} status polls (policy \
+         bound {}), {} downloads (expected {}), {} token requests ({} tokens issued; bearer \
+         token, expected 0), {} 429s, {} 5xx, {} unauthenticated; expected {} requests in all",
+        c.requests,
+        c.creates,
+        c.users,
+        c.polls,
+        c.poll_bound,
+        c.downloads,
+        c.users * c.files,
+        c.token_requests,
+        c.tokens,
+        c.too_many,
+        c.server_errors,
+        c.unauthenticated,
+        c.expected_requests,
+    );
+}
+
+/// The bench's pass conditions, each with what it saw.
+fn checks(r: &ChildRun, outputs: &Outputs, c: &Counts) -> Vec<(String, bool)> {
+    let expected_files = c.users * c.files;
+    vec![
         (format!("exit code 0 (got {:?})", r.code), r.code == Some(0)),
         (
             format!(
-                "every user's files decrypted ({} of {} matching)",
-                outputs.matching,
-                n * files
+                "every user's files decrypted ({} of {expected_files} matching)",
+                outputs.matching
             ),
-            outputs.matching == n * files && outputs.found == n * files,
+            outputs.matching == expected_files && outputs.found == expected_files,
         ),
-        (format!("creates == users ({creates} == {n})"), creates == n),
         (
-            format!("status polls within the policy bound ({polls} <= {poll_bound})"),
-            polls <= poll_bound,
+            format!("creates == users ({} == {})", c.creates, c.users),
+            c.creates == c.users,
         ),
         (
             format!(
-                "no other requests ({requests} == {expected_requests}, {token_requests} token \
-                 requests, {unauthenticated} unauthenticated)"
+                "status polls within the policy bound ({} <= {})",
+                c.polls, c.poll_bound
             ),
-            requests == expected_requests && token_requests == 0 && unauthenticated == 0,
+            c.polls <= c.poll_bound,
+        ),
+        (
+            format!(
+                "no other requests ({} == {}, {} token requests, {} unauthenticated)",
+                c.requests, c.expected_requests, c.token_requests, c.unauthenticated
+            ),
+            c.requests == c.expected_requests && c.token_requests == 0 && c.unauthenticated == 0,
         ),
         (
             format!(
@@ -614,18 +723,15 @@ fn bench_in(cfg: &Config, users: &[String], work: &Path) -> Res<bool> {
             ),
             mib(r.maxrss_kib) <= RSS_LIMIT_MIB,
         ),
-    ];
+    ]
+}
+
+/// Prints each check as PASS or FAIL; true when all pass.
+fn report_checks(checks: &[(String, bool)]) -> bool {
     let mut ok = true;
-    for (what, pass) in &checks {
+    for (what, pass) in checks {
         println!("{} {what}", if *pass { "PASS" } else { "FAIL" });
         ok &= pass;
     }
-    if r.code != Some(0) {
-        println!(
-            "runner stderr (last lines):\n{}",
-            tail(&work.join("fanout.stderr"), 30)
-        );
-    }
-    rt.block_on(handle.shutdown());
-    Ok(ok)
+    ok
 }

@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::Value;
-use tokio_postgres::Client;
 
 pub(crate) mod connect;
 mod copy;
@@ -179,17 +178,9 @@ impl PgStore {
         .await
     }
 
-    /// A new connection of its own (not pooled), retried like [`PgStore::with_client`].
-    pub(super) async fn dedicated(&self, what: &str) -> Result<Client, StateError> {
-        self.retrying(what, || async {
-            self.inner.target.connect().await.map_err(Failure::from)
-        })
-        .await
-    }
-
     /// `attempt` until it succeeds, fails for good, or the retry budget is spent, with
     /// backoff between attempts (each transient failure is logged, naming the server).
-    async fn retrying<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T, StateError>
+    pub(super) async fn retrying<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T, StateError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, Failure>>,

@@ -34,19 +34,47 @@ pub(crate) struct PgHold {
     key: String,
 }
 
+/// What one attempt at a run's lock found.
+enum Locked {
+    /// Taken, on this connection (whose backend the holder's row names).
+    Held { client: Client, backend: i32 },
+    /// Another session holds it; the connection asks who.
+    Busy(Client),
+}
+
 impl PgStore {
     /// Takes run key `key`'s lock on a connection of its own, and records who holds it;
-    /// [`StateError::Busy`] naming the holder when another runner has it.
+    /// [`StateError::Busy`] naming the holder when another runner has it. The connection,
+    /// the lock and the holder's row are one attempt, retried as a whole: a connection lost
+    /// between them (a server restart, an administrator's `pg_terminate_backend`) took its
+    /// session lock with it, so the next attempt starts over on a new one.
     async fn lock_run(&self, key: &str) -> Result<Holder, StateError> {
-        let client = self.dedicated("taking the run lock").await?;
         let lock = self.lock_id(key);
+        let taken = self
+            .retrying("taking the run lock", || self.try_lock(key, lock))
+            .await?;
+        match taken {
+            Locked::Held { client, backend } => Ok(Holder {
+                client,
+                lock,
+                key: key.to_string(),
+                backend,
+            }),
+            Locked::Busy(client) => Err(self.busy(&client, key).await),
+        }
+    }
+
+    /// One attempt at run key `key`'s lock (`lock`): a new connection, the advisory lock,
+    /// and the holder's row naming this process and the connection's backend.
+    async fn try_lock(&self, key: &str, lock: i64) -> Result<Locked, Failure> {
+        let client = self.inner.target.connect().await.map_err(Failure::from)?;
         let got: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&lock])
             .await
-            .map_err(|e| self.error("taking the run lock", &e.into()))?
+            .map_err(Failure::from)?
             .get(0);
         if !got {
-            return Err(self.busy(&client, key).await);
+            return Ok(Locked::Busy(client));
         }
         let backend: i32 = client
             .query_one(
@@ -56,14 +84,9 @@ impl PgStore {
                 &[&key, &holder_text()],
             )
             .await
-            .map_err(|e| self.error("recording the run's holder", &e.into()))?
+            .map_err(Failure::from)?
             .get(0);
-        Ok(Holder {
-            client,
-            lock,
-            key: key.to_string(),
-            backend,
-        })
+        Ok(Locked::Held { client, backend })
     }
 
     /// [`StateError::Busy`] for key `key`, naming the process that holds its lock now (its
