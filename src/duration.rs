@@ -21,14 +21,56 @@ const UNITS: &[(&str, u64)] = &[
     ("ms", 1),
 ];
 
+/// Why a text is not a duration; every message ends with the accepted forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Nothing was written.
+    #[error("empty duration; write {ACCEPTED_FORMS}")]
+    Empty,
+    /// What was written (trimmed) and what is wrong with it.
+    #[error("invalid duration `{text}`: {problem}; write {ACCEPTED_FORMS}")]
+    Invalid {
+        /// The text as written, trimmed.
+        text: String,
+        /// What is wrong with it.
+        problem: DurationProblem,
+    },
+}
+
+/// What is wrong with a duration's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationProblem {
+    /// No digits where a part starts (the rest of the text).
+    #[error("expected a number at `{0}`")]
+    NoNumber(String),
+    /// A number without a unit.
+    #[error("`{0}` has no unit")]
+    NoUnit(String),
+    /// A unit that is not one of the accepted ones.
+    #[error("unknown unit `{0}`")]
+    UnknownUnit(String),
+    /// A unit after a smaller or equal one.
+    #[error("`{0}` comes after a smaller or equal unit; write the largest unit first")]
+    UnitOrder(String),
+    /// A number that does not fit 64 bits.
+    #[error("number too large")]
+    NumberTooLarge,
+    /// A total that does not fit 64 bits.
+    #[error("too large")]
+    TooLarge,
+}
+
 /// Parses a duration: one or more parts `<whole number><unit>`, units `ms s m h d w` (lower
 /// case), each at most once and largest first; spaces may separate parts. Nothing else (no bare
 /// numbers, no `M`, no `mins`, no fractions).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
-    let bad = |why: String| format!("invalid duration `{t}`: {why}; write {ACCEPTED_FORMS}");
+    let bad = |problem: DurationProblem| DurationError::Invalid {
+        text: t.to_string(),
+        problem,
+    };
     if t.is_empty() {
-        return Err(format!("empty duration; write {ACCEPTED_FORMS}"));
+        return Err(DurationError::Empty);
     }
     let mut rest = t;
     let mut total: u64 = 0;
@@ -37,7 +79,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(bad(format!("expected a number at `{rest}`")));
+            return Err(bad(DurationProblem::NoNumber(rest.to_string())));
         }
         let (num, after) = rest.split_at(digits);
         let unit_len = after
@@ -47,31 +89,31 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let (unit, after) = after.split_at(unit_len);
         let Some(idx) = UNITS.iter().position(|(u, _)| *u == unit) else {
             return Err(bad(if unit.is_empty() {
-                format!("`{num}` has no unit")
+                DurationProblem::NoUnit(num.to_string())
             } else {
-                format!("unknown unit `{unit}`")
+                DurationProblem::UnknownUnit(unit.to_string())
             }));
         };
         if previous.is_some_and(|s| idx <= s) {
-            return Err(bad(format!(
-                "`{unit}` comes after a smaller or equal unit; write the largest unit first"
-            )));
+            return Err(bad(DurationProblem::UnitOrder(unit.to_string())));
         }
         previous = Some(idx);
-        let n: u64 = num.parse().map_err(|_| bad("number too large".into()))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| bad(DurationProblem::NumberTooLarge))?;
         let part = n
             .checked_mul(UNITS[idx].1)
-            .ok_or_else(|| bad("too large".into()))?;
+            .ok_or_else(|| bad(DurationProblem::TooLarge))?;
         total = total
             .checked_add(part)
-            .ok_or_else(|| bad("too large".into()))?;
+            .ok_or_else(|| bad(DurationProblem::TooLarge))?;
         rest = after.trim_start();
     }
     Ok(Duration::from_millis(total))
 }
 
 /// Parses a duration with an optional leading sign (`-7d`, `+2h`, `30s`), for date arithmetic.
-pub fn parse_signed_duration(text: &str) -> Result<(bool, Duration), String> {
+pub fn parse_signed_duration(text: &str) -> Result<(bool, Duration), DurationError> {
     let t = text.trim();
     match t.as_bytes().first() {
         Some(b'-') => parse_duration(&t[1..]).map(|d| (true, d)),
@@ -153,7 +195,7 @@ mod tests {
             "1h,30m",
             "99999999999999999999w",
         ] {
-            let e = parse_duration(bad).expect_err(bad);
+            let e = parse_duration(bad).expect_err(bad).to_string();
             assert!(e.contains("ms, s, m, h, d or w"), "{bad}: {e}");
             let forms = e.replace(bad, "");
             assert!(
@@ -161,15 +203,24 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+        assert_eq!(parse_duration(""), Err(DurationError::Empty));
         assert!(parse_duration("")
             .unwrap_err()
+            .to_string()
             .starts_with("empty duration"));
-        let e = parse_duration("30M").unwrap_err();
+        assert_eq!(
+            parse_duration("30M"),
+            Err(DurationError::Invalid {
+                text: "30M".into(),
+                problem: DurationProblem::UnknownUnit("M".into())
+            })
+        );
+        let e = parse_duration("30M").unwrap_err().to_string();
         assert!(
             e.starts_with("invalid duration `30M`: unknown unit `M`;"),
             "{e}"
         );
-        let e = parse_duration("30").unwrap_err();
+        let e = parse_duration("30").unwrap_err().to_string();
         assert!(e.contains("`30` has no unit"), "{e}");
     }
 

@@ -488,7 +488,7 @@ fn poll_wait_cap(opts: &RunOptions, emitter: &Emitter) -> Result<Option<Duration
     let cap = crate::workflow::duration::parse_duration(text).map_err(|e| {
         RunError::Input(InputError::Environment {
             name: MAX_POLL_INTERVAL_VAR.into(),
-            message: e,
+            message: e.to_string(),
         })
     })?;
     if !opts.dry_run {

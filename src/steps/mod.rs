@@ -180,7 +180,7 @@ pub enum StepError {
         /// The field.
         field: String,
         /// Why it does not parse.
-        reason: String,
+        reason: crate::duration::DurationError,
     },
     /// `download.names` and `download.urls` rendered to lists of different lengths.
     #[error("`download.names` has {names} names for {urls} URLs")]

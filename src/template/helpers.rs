@@ -353,9 +353,9 @@ pub(super) struct DateError(String);
 /// A signed duration that does not parse or does not fit a time delta.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum DurationError {
-    /// Not a duration (the duration parser's message).
-    #[error("{0}")]
-    Parse(String),
+    /// Not a duration.
+    #[error(transparent)]
+    Parse(#[from] crate::duration::DurationError),
     /// Too large for a date computation.
     #[error("duration `{0}` is too large")]
     TooLarge(String),

@@ -418,7 +418,7 @@ pub fn connection_settings(
     }
     if let Some(text) = cred(&spec.status_wait, ctx, "status_wait")? {
         settings.status_poll_timeout = crate::workflow::duration::parse_duration(&text)
-            .map_err(|e| invalid("status_wait", e))?;
+            .map_err(|e| invalid("status_wait", e.to_string()))?;
     }
     Ok(settings)
 }

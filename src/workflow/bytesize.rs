@@ -31,32 +31,77 @@ impl ByteSize {
     }
 }
 
+/// Why a text is not a size; every message ends with the accepted forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ByteSizeError {
+    /// Nothing was written.
+    #[error("empty size; write {ACCEPTED_FORMS}")]
+    Empty,
+    /// What was written (trimmed) and what is wrong with it.
+    #[error("invalid size `{text}`: {problem}; write {ACCEPTED_FORMS}")]
+    Invalid {
+        /// The text as written, trimmed.
+        text: String,
+        /// What is wrong with it.
+        problem: ByteSizeProblem,
+    },
+}
+
+/// What is wrong with a size's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ByteSizeProblem {
+    /// No digits first.
+    #[error("expected a number first")]
+    NoNumber,
+    /// A number without a unit.
+    #[error("`{0}` has no unit")]
+    NoUnit(String),
+    /// A unit that is not one of the accepted ones.
+    #[error("unknown unit `{0}`")]
+    UnknownUnit(String),
+    /// A number that does not fit 64 bits.
+    #[error("number too large")]
+    NumberTooLarge,
+    /// Zero.
+    #[error("a size must be more than 0")]
+    Zero,
+    /// A total that does not fit 64 bits.
+    #[error("too large")]
+    TooLarge,
+}
+
 /// Parses a size: `<whole number><unit>`, optionally one space between; units as in
 /// [`ACCEPTED_FORMS`] (case as written there). No bare numbers, no fractions, no zero.
-pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+pub fn parse_byte_size(text: &str) -> Result<u64, ByteSizeError> {
     let t = text.trim();
-    let bad = |why: String| format!("invalid size `{t}`: {why}; write {ACCEPTED_FORMS}");
+    let bad = |problem: ByteSizeProblem| ByteSizeError::Invalid {
+        text: t.to_string(),
+        problem,
+    };
     if t.is_empty() {
-        return Err(format!("empty size; write {ACCEPTED_FORMS}"));
+        return Err(ByteSizeError::Empty);
     }
     let digits = t.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
-        return Err(bad("expected a number first".into()));
+        return Err(bad(ByteSizeProblem::NoNumber));
     }
     let (num, unit) = t.split_at(digits);
     let unit = unit.strip_prefix(' ').unwrap_or(unit);
     let Some((_, scale)) = UNITS.iter().find(|(u, _)| *u == unit) else {
         return Err(bad(if unit.is_empty() {
-            format!("`{num}` has no unit")
+            ByteSizeProblem::NoUnit(num.to_string())
         } else {
-            format!("unknown unit `{unit}`")
+            ByteSizeProblem::UnknownUnit(unit.to_string())
         }));
     };
-    let n: u64 = num.parse().map_err(|_| bad("number too large".into()))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| bad(ByteSizeProblem::NumberTooLarge))?;
     if n == 0 {
-        return Err(bad("a size must be more than 0".into()));
+        return Err(bad(ByteSizeProblem::Zero));
     }
-    n.checked_mul(*scale).ok_or_else(|| bad("too large".into()))
+    n.checked_mul(*scale)
+        .ok_or_else(|| bad(ByteSizeProblem::TooLarge))
 }
 
 /// Formats a size compactly in a syntax the parser reads (`64MiB`, `1500B`).
@@ -76,7 +121,8 @@ impl UnitText for ByteSize {
     const SCHEMA_NAME: &'static str = "ByteSize";
     const SCHEMA_DESCRIPTION: &'static str = "A size: a whole number with a unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. 512KiB, 64MiB, 1GiB.";
     const SCHEMA_PATTERN: &'static str = "^\\s*[0-9]+ ?(B|KB|MB|GB|KiB|MiB|GiB)\\s*$";
-    fn parse(text: &str) -> Result<Self, String> {
+    type Error = ByteSizeError;
+    fn parse(text: &str) -> Result<Self, ByteSizeError> {
         parse_byte_size(text).map(ByteSize)
     }
     fn format(&self) -> String {
@@ -117,11 +163,12 @@ mod tests {
             "99999999999999999999B",
             "20000000000GiB",
         ] {
-            let e = parse_byte_size(bad).expect_err(bad);
+            let e = parse_byte_size(bad).expect_err(bad).to_string();
             assert!(e.contains("KiB, MiB, GiB"), "{bad}: {e}");
         }
         assert!(parse_byte_size("64M")
             .unwrap_err()
+            .to_string()
             .starts_with("invalid size `64M`: unknown unit `M`;"));
     }
 

@@ -2,7 +2,9 @@
 //! Schema forms. The text itself is read and written by [`crate::duration`].
 use std::time::Duration;
 
-pub use crate::duration::{format_duration, parse_duration, parse_signed_duration, ACCEPTED_FORMS};
+pub use crate::duration::{
+    format_duration, parse_duration, parse_signed_duration, DurationError, ACCEPTED_FORMS,
+};
 
 use super::unit_text::{unit_text_impls, UnitText};
 
@@ -24,7 +26,8 @@ impl UnitText for Dur {
     const SCHEMA_NAME: &'static str = "Duration";
     const SCHEMA_DESCRIPTION: &'static str = "A duration: a whole number with a unit (ms, s, m, h, d, w), e.g. 200ms, 30s, 5m, 2h, 7d; parts combine largest first: 1h30m or 1h 30m.";
     const SCHEMA_PATTERN: &'static str = "^\\s*([0-9]+(ms|s|m|h|d|w)\\s*)+$";
-    fn parse(text: &str) -> Result<Self, String> {
+    type Error = DurationError;
+    fn parse(text: &str) -> Result<Self, DurationError> {
         parse_duration(text).map(Dur)
     }
     fn format(&self) -> String {

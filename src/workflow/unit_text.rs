@@ -23,8 +23,10 @@ pub(crate) trait UnitText: Sized {
     const SCHEMA_DESCRIPTION: &'static str;
     /// The JSON Schema definition's pattern (the same forms the parser takes).
     const SCHEMA_PATTERN: &'static str;
+    /// Why a text is not such a value (its message ends with the accepted forms).
+    type Error: std::fmt::Display;
     /// Parses the text as written in a workflow file.
-    fn parse(text: &str) -> Result<Self, String>;
+    fn parse(text: &str) -> Result<Self, Self::Error>;
     /// The value in a syntax [`UnitText::parse`] reads.
     fn format(&self) -> String;
 }

@@ -857,14 +857,14 @@ pub fn coerce_input(kind: InputType, v: &Value) -> Result<Value, String> {
                 ))
             }
         }
-        (InputType::Duration, Value::String(s)) => {
-            super::duration::parse_duration(s).map(|_| Value::String(s.trim().to_string()))
-        }
+        (InputType::Duration, Value::String(s)) => super::duration::parse_duration(s)
+            .map(|_| Value::String(s.trim().to_string()))
+            .map_err(|e| e.to_string()),
         (InputType::Timestamp, Value::String(s)) => super::input_rules::coerce_timestamp(s),
         // a bare number is refused like any duration without a unit
-        (InputType::Duration, Value::Number(n)) => {
-            super::duration::parse_duration(&n.to_string()).map(|_| Value::String(n.to_string()))
-        }
+        (InputType::Duration, Value::Number(n)) => super::duration::parse_duration(&n.to_string())
+            .map(|_| Value::String(n.to_string()))
+            .map_err(|e| e.to_string()),
         (k, other) => Err(format!(
             "expected a {}, got {}",
             k.as_str(),

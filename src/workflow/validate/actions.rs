@@ -141,7 +141,7 @@ impl Validator<'_> {
                 self.template(&fp, v, scope);
                 if crate::template::Tpl::compile(v).is_ok_and(|t| t.is_static()) {
                     if let Err(e) = super::super::duration::parse_duration(v) {
-                        self.err(&fp, e);
+                        self.err(&fp, e.to_string());
                     }
                 }
             }
