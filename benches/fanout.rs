@@ -40,6 +40,9 @@ use common::{path_str, sha256_file, Res};
 /// The issue's memory budget for the runner.
 const RSS_LIMIT_MIB: f64 = 256.0;
 const DOMAIN: &str = "example.com";
+/// Most pages of the adoption listing one run may read (the vendor's pages hold 100 entries;
+/// the simulator's domain holds a few weeks of history).
+const LIST_PAGES_MAX: u64 = 20;
 /// The runner, built by cargo for this bench (release profile).
 const AUDITFLOW: &str = env!("CARGO_BIN_EXE_auditflow");
 
@@ -566,6 +569,9 @@ struct Counts {
     requests: u64,
     creates: u64,
     polls: u64,
+    /// Pages of the domain's export list read (creates adopt what the vendor already holds,
+    /// from a listing read once per run).
+    lists: u64,
     downloads: u64,
     token_requests: u64,
     tokens: u64,
@@ -574,7 +580,8 @@ struct Counts {
     unauthenticated: u64,
     /// Status polls the workflow's policy allows at most.
     poll_bound: u64,
-    /// Requests in all when every export is created once, polled as configured and fetched.
+    /// Requests in all when every export is created once, polled as configured and fetched
+    /// (the listing pages besides).
     expected_requests: u64,
 }
 
@@ -589,12 +596,14 @@ impl Counts {
         let users = u64::from(cfg.users);
         let files = u64::from(cfg.files);
         let polls = u64::from(cfg.pending_polls);
+        let lists = d(|s| s.google_list_requests);
         Counts {
             users,
             files,
             requests: d(|s| s.requests),
             creates: d(|s| s.google_exports_created),
             polls: d(|s| s.google_status_requests),
+            lists,
             downloads: d(|s| s.google_downloads),
             token_requests: d(|s| s.google_token_requests),
             tokens,
@@ -602,7 +611,7 @@ impl Counts {
             server_errors: d(|s| s.injected_5xx),
             unauthenticated: d(|s| s.unauthenticated),
             poll_bound: users * (polls + 1),
-            expected_requests: users * (1 + polls + 1 + files),
+            expected_requests: users * (1 + polls + 1 + files) + lists,
         }
     }
 }
@@ -668,13 +677,15 @@ fn print_outputs(outputs: &Outputs, c: &Counts) {
 fn print_simulator(c: &Counts) {
     println!(
         "simulator (this run): {} requests: {} creates (expected {}), {} status polls (policy \
-         bound {}), {} downloads (expected {}), {} token requests ({} tokens issued; bearer \
-         token, expected 0), {} 429s, {} 5xx, {} unauthenticated; expected {} requests in all",
+         bound {}), {} list pages (the adoption listing), {} downloads (expected {}), {} token \
+         requests ({} tokens issued; bearer token, expected 0), {} 429s, {} 5xx, {} \
+         unauthenticated; expected {} requests in all",
         c.requests,
         c.creates,
         c.users,
         c.polls,
         c.poll_bound,
+        c.lists,
         c.downloads,
         c.users * c.files,
         c.token_requests,
@@ -708,6 +719,10 @@ fn checks(r: &ChildRun, outputs: &Outputs, c: &Counts) -> Vec<(String, bool)> {
                 c.polls, c.poll_bound
             ),
             c.polls <= c.poll_bound,
+        ),
+        (
+            format!("the domain's exports listed once ({} page(s))", c.lists),
+            (1..=LIST_PAGES_MAX).contains(&c.lists),
         ),
         (
             format!(

@@ -208,47 +208,8 @@ fn run_in(
     };
     let dir = work.join(&name);
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let width = items.to_string().len();
-    let list: Vec<String> = (0..items)
-        .map(|i| format!("user{i:0width$}@example.com"))
-        .collect();
-    let concurrency: u32 = std::env::var("LOOP_CONCURRENCY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
-    let inputs = serde_json::json!({"items": list, "concurrency": concurrency});
-    let inputs_file = dir.join("inputs.json");
-    fs::write(&inputs_file, inputs.to_string()).map_err(|e| format!("inputs file: {e}"))?;
-    let wf = work.join("loop.yaml");
-    let stdout = fs::File::create(dir.join("log.jsonl")).map_err(|e| format!("log: {e}"))?;
-    let stderr = fs::File::create(dir.join("stderr")).map_err(|e| format!("stderr: {e}"))?;
-    let wrapper: Vec<String> = std::env::var("LOOP_WRAPPER")
-        .map(|w| w.split_whitespace().map(String::from).collect())
-        .unwrap_or_default();
-    let mut cmd = match wrapper.split_first() {
-        Some((tool, args)) => {
-            let mut c = Command::new(tool);
-            c.args(args).arg(AUDITFLOW);
-            c
-        }
-        None => Command::new(AUDITFLOW),
-    };
-    cmd.arg("run")
-        .arg(&wf)
-        .args(["--log-format", "json", "--inputs-file"])
-        .arg(&inputs_file)
-        .env_clear()
-        .env("LOOP_API_URL", url)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
-    for (k, v) in std::env::vars_os() {
-        let k_s = k.to_string_lossy();
-        if k_s == "PATH" || k_s == "TMPDIR" || k_s.starts_with("MALLOC_") {
-            cmd.env(&k, v);
-        }
-    }
+    let inputs_file = write_inputs(&dir, items)?;
+    let mut cmd = runner_command(&work.join("loop.yaml"), &inputs_file, url, &dir)?;
     match store {
         StoreKind::Dir => cmd.arg("--state-dir").arg(dir.join("state")),
         StoreKind::Postgres(url) => cmd.arg("--state").arg(url),
@@ -280,6 +241,58 @@ fn run_in(
         cpu_s,
         state_bytes: dir_size(&dir.join("state")),
     })
+}
+
+/// The run's inputs file: `items` addresses and `LOOP_CONCURRENCY` (default 32).
+fn write_inputs(dir: &Path, items: usize) -> Res<PathBuf> {
+    let width = items.to_string().len();
+    let list: Vec<String> = (0..items)
+        .map(|i| format!("user{i:0width$}@example.com"))
+        .collect();
+    let concurrency: u32 = std::env::var("LOOP_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let inputs = serde_json::json!({"items": list, "concurrency": concurrency});
+    let inputs_file = dir.join("inputs.json");
+    fs::write(&inputs_file, inputs.to_string()).map_err(|e| format!("inputs file: {e}"))?;
+    Ok(inputs_file)
+}
+
+/// `auditflow run WF --log-format json --inputs-file FILE` in `dir` (under `LOOP_WRAPPER`
+/// when set), its JSON log and stderr to files there, with a clean environment but for
+/// `PATH`, `TMPDIR` and the allocator's `MALLOC_*`.
+fn runner_command(wf: &Path, inputs_file: &Path, url: &str, dir: &Path) -> Res<Command> {
+    let stdout = fs::File::create(dir.join("log.jsonl")).map_err(|e| format!("log: {e}"))?;
+    let stderr = fs::File::create(dir.join("stderr")).map_err(|e| format!("stderr: {e}"))?;
+    let wrapper: Vec<String> = std::env::var("LOOP_WRAPPER")
+        .map(|w| w.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    let mut cmd = match wrapper.split_first() {
+        Some((tool, args)) => {
+            let mut c = Command::new(tool);
+            c.args(args).arg(AUDITFLOW);
+            c
+        }
+        None => Command::new(AUDITFLOW),
+    };
+    cmd.arg("run")
+        .arg(wf)
+        .args(["--log-format", "json", "--inputs-file"])
+        .arg(inputs_file)
+        .env_clear()
+        .env("LOOP_API_URL", url)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    for (k, v) in std::env::vars_os() {
+        let k_s = k.to_string_lossy();
+        if k_s == "PATH" || k_s == "TMPDIR" || k_s.starts_with("MALLOC_") {
+            cmd.env(&k, v);
+        }
+    }
+    Ok(cmd)
 }
 
 fn bench() -> Res<bool> {
@@ -346,27 +359,44 @@ fn print_table(runs: &[Measured]) -> bool {
     );
     let mut ok = true;
     for r in runs {
-        let item_ratio = r.items as f64 / base.items as f64;
-        let wall_ratio = r.wall.as_secs_f64() / base.wall.as_secs_f64();
-        println!(
-            "{:>8} {:>9.2} {:>9.3} {:>9.1} {:>10.1} {:>11.2} {:>9.0} {:>11.1} {:>11.1} {:>5}",
-            r.items,
-            r.wall.as_secs_f64(),
-            r.per_item_ms(),
-            r.cpu_s,
-            r.rss_mib(),
-            r.state_bytes as f64 / (1 << 20) as f64,
-            r.state_per_item(),
-            item_ratio,
-            wall_ratio,
-            r.code.map_or("sig".into(), |c| c.to_string())
-        );
+        print_row(r, base);
         ok &= r.code == Some(0);
     }
-    let last = &runs[runs.len() - 1];
+    if !ok {
+        println!("FAIL a run did not exit 0: its figures say nothing");
+        return false;
+    }
+    for (what, pass) in scale_checks(base, &runs[runs.len() - 1]) {
+        println!("{} {what}", if pass { "PASS" } else { "FAIL" });
+        ok &= pass;
+    }
+    ok
+}
+
+/// One run's row, with its ratios to `base`'s.
+fn print_row(r: &Measured, base: &Measured) {
+    let item_ratio = r.items as f64 / base.items as f64;
+    let wall_ratio = r.wall.as_secs_f64() / base.wall.as_secs_f64();
+    println!(
+        "{:>8} {:>9.2} {:>9.3} {:>9.1} {:>10.1} {:>11.2} {:>9.0} {:>11.1} {:>11.1} {:>5}",
+        r.items,
+        r.wall.as_secs_f64(),
+        r.per_item_ms(),
+        r.cpu_s,
+        r.rss_mib(),
+        r.state_bytes as f64 / (1 << 20) as f64,
+        r.state_per_item(),
+        item_ratio,
+        wall_ratio,
+        r.code.map_or("sig".into(), |c| c.to_string())
+    );
+}
+
+/// The targets of a table: time linear in the items, bounded memory, state per item flat.
+fn scale_checks(base: &Measured, last: &Measured) -> [(String, bool); 3] {
     let item_ratio = last.items as f64 / base.items as f64;
     let wall_ratio = last.wall.as_secs_f64() / base.wall.as_secs_f64();
-    let checks = [
+    [
         (
             format!(
                 "wall ratio {wall_ratio:.1} within {LINEARITY}× of the item ratio {item_ratio:.1}"
@@ -391,16 +421,7 @@ fn print_table(runs: &[Measured]) -> bool {
             ),
             last.state_per_item() <= base.state_per_item() * LINEARITY,
         ),
-    ];
-    if !ok {
-        println!("FAIL a run did not exit 0: its figures say nothing");
-        return false;
-    }
-    for (what, pass) in checks {
-        println!("{} {what}", if pass { "PASS" } else { "FAIL" });
-        ok &= pass;
-    }
-    ok
+    ]
 }
 
 /// Runs `LOOP_SHARD_ITEMS` items whole, then as `shards` shards one after another; prints each

@@ -310,6 +310,8 @@ pub struct Stats {
     /// Google: status requests of one export (`GET .../export/{domain}/{user}/{id}`), counted
     /// on arrival, so those answered with an injected fault count too.
     pub google_status_requests: AtomicU64,
+    /// Google Email Audit list requests (`GET .../mail/export/DOMAIN`, each page).
+    pub google_list_requests: AtomicU64,
     /// Google: requests to the OAuth token endpoint, granted or not.
     pub google_token_requests: AtomicU64,
     /// Google export files served (started, whether cut or not).
@@ -347,6 +349,8 @@ pub struct StatsSnapshot {
     pub google_exports_created: u64,
     /// The value of [`Stats::google_status_requests`] when the snapshot was taken.
     pub google_status_requests: u64,
+    /// The value of [`Stats::google_list_requests`] when the snapshot was taken.
+    pub google_list_requests: u64,
     /// The value of [`Stats::google_token_requests`] when the snapshot was taken.
     pub google_token_requests: u64,
     /// The value of [`Stats::google_downloads`] when the snapshot was taken.
@@ -377,6 +381,7 @@ impl Stats {
             mailstore_cancelled: g(&self.mailstore_cancelled),
             google_exports_created: g(&self.google_exports_created),
             google_status_requests: g(&self.google_status_requests),
+            google_list_requests: g(&self.google_list_requests),
             google_token_requests: g(&self.google_token_requests),
             google_downloads: g(&self.google_downloads),
             storage_downloads: g(&self.storage_downloads),

@@ -44,6 +44,7 @@ pub(super) async fn list_exports(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    crate::bump(&sim.stats().google_list_requests);
     let domain = match sim.admit_domain(&headers, &domain).await {
         Ok(d) => d,
         Err(r) => return r,
