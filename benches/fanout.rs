@@ -16,7 +16,9 @@
 //! plaintexts the simulator encrypted (request ids from `manifest.json`); the simulator's
 //! counters against what the workflow may send: one create per user, `pending_polls + 1`
 //! status requests per user (the poll policy: PENDING `pending_polls` times, then COMPLETED),
-//! one download per file, nothing else. Prints PASS/FAIL lines; exits 1 on any FAIL.
+//! one download per file, the pages of the domain's export list read once per run (creates
+//! adopt an export the vendor already holds), nothing else. Prints PASS/FAIL lines; exits 1
+//! on any FAIL.
 //!
 //! Env: `FANOUT_USERS` (default 1000), `FANOUT_POLL_INTERVAL` (200ms), `FANOUT_PENDING_POLLS`
 //! (3), `FANOUT_FILES` (files per export, 2), `FANOUT_FILE_KIB` (plaintext KiB per file, 16),
