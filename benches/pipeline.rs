@@ -33,6 +33,7 @@ use auditflow::steps::download::{download, FileToFetch, HeaderFn, NoProgress};
 use auditflow::steps::download_and_decrypt::download_then_decrypt;
 use auditflow::steps::StepEnv;
 use auditflow::vendors::{Connection, ConnectionSettings};
+use auditflow::workflow::file_plan::{DecryptAction, DownloadAction};
 use auditflow::workflow::model::{DecryptSpec, DownloadSpec};
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
@@ -418,6 +419,9 @@ impl Client {
             "to": path_str(&p_dec)?,
         }))
         .map_err(|e| format!("decrypt spec: {e}"))?;
+        // As the plan holds them: their templates compiled.
+        let dl_spec = DownloadAction::of("download", &dl_spec).map_err(|e| e.to_string())?;
+        let dec_spec = DecryptAction::of("decrypt", &dec_spec).map_err(|e| e.to_string())?;
         let ctx = serde_json::json!({
             "env": {"BENCH_PASSPHRASE": PASSPHRASE},
             "inputs": {},

@@ -11,7 +11,7 @@ use crate::events::StepStatus;
 use crate::state::{DoneStatus, Record};
 use crate::steps::download_and_decrypt::{DownloadProgress, PipelineError};
 use crate::steps::{self, StepEnv, StepError};
-use crate::workflow::model::{DecryptSpec, DownloadSpec};
+use crate::workflow::file_plan::{DecryptAction, DownloadAction};
 use crate::workflow::plan::{Action, PlannedStep};
 
 /// True when `next` decrypts exactly the files `step` downloads, with no condition or
@@ -29,7 +29,7 @@ pub(super) fn pipelined<'a>(step: &'a PlannedStep, next: &'a PlannedStep) -> Opt
     {
         return None;
     }
-    let Value::String(files) = &decrypt.files else {
+    let Value::String(files) = &decrypt.spec.files else {
         return None;
     };
     let compact: String = files.chars().filter(|c| !c.is_whitespace()).collect();
@@ -44,9 +44,9 @@ pub(super) fn pipelined<'a>(step: &'a PlannedStep, next: &'a PlannedStep) -> Opt
 /// A download step and the decrypt step of its files.
 pub(super) struct Pipelined<'a> {
     pub(super) dl: &'a PlannedStep,
-    download: &'a DownloadSpec,
+    download: &'a DownloadAction,
     pub(super) dec: &'a PlannedStep,
-    decrypt: &'a DecryptSpec,
+    decrypt: &'a DecryptAction,
 }
 
 /// Runs a download and the decrypt of its files together; emits both steps' events.

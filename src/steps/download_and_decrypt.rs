@@ -9,15 +9,16 @@ use serde_json::{json, Value};
 use super::decrypt::{self, DecryptionKey};
 use super::download::{self, DownloadObserver, FileToFetch, HeaderFn};
 use super::extract;
-use super::{render_optional, render_str, StepEnv, StepError};
+use super::{render_opt_tpl, render_tpl, StepEnv, StepError};
 use crate::events::{Artifact, ArtifactKind, Emitter, Event, FileProgress};
-use crate::template::render_deep;
+use crate::template::{Tpl, TplValue};
 use crate::vendors::Connection;
-use crate::workflow::model::{DecryptSpec, DownloadSpec, ExtractSpec};
+use crate::workflow::file_plan::{DecryptAction, DownloadAction, ExtractTemplates};
+use crate::workflow::model::ExtractSpec;
 
 /// A value rendered into a list of strings (a single string is a list of one).
-fn string_list(field: &'static str, v: &Value, ctx: &Value) -> Result<Vec<String>, StepError> {
-    match render_deep(v, ctx).map_err(|e| StepError::template(field, e))? {
+fn string_list(field: &'static str, v: &TplValue, ctx: &Value) -> Result<Vec<String>, StepError> {
+    match v.render(ctx).map_err(|e| StepError::template(field, e))? {
         Value::Null => Ok(vec![]),
         Value::String(s) if s.trim().is_empty() => Ok(vec![]),
         Value::String(s) => Ok(vec![s]),
@@ -42,9 +43,9 @@ fn string_list(field: &'static str, v: &Value, ctx: &Value) -> Result<Vec<String
 
 /// `download.size` rendered: a list of sizes, each a number or a string of digits (Vault
 /// and Cloud Storage write int64 values as strings).
-fn size_list(v: &Value, ctx: &Value) -> Result<Vec<u64>, StepError> {
+fn size_list(v: &TplValue, ctx: &Value) -> Result<Vec<u64>, StepError> {
     let field = "download.size";
-    let items = match render_deep(v, ctx).map_err(|e| StepError::template(field, e))? {
+    let items = match v.render(ctx).map_err(|e| StepError::template(field, e))? {
         Value::Null => vec![],
         Value::Array(items) => items,
         one => vec![one],
@@ -134,7 +135,7 @@ pub struct DownloadPlan {
 }
 
 /// Renders a `download` step into its list of files.
-pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, StepError> {
+pub fn plan_download(spec: &DownloadAction, ctx: &Value) -> Result<DownloadPlan, StepError> {
     let urls = string_list("download.urls", &spec.urls, ctx)?;
     let names = match &spec.names {
         Some(n) => Some(string_list("download.names", n, ctx)?),
@@ -160,9 +161,9 @@ pub fn plan_download(spec: &DownloadSpec, ctx: &Value) -> Result<DownloadPlan, S
         Some(v) => Some(size_list(v, ctx)?),
         None => None,
     };
-    let to = PathBuf::from(render_str("download.to", &spec.to, ctx)?);
+    let to = PathBuf::from(render_tpl("download.to", &spec.to, ctx)?);
     let request_id = match &spec.request_id {
-        Some(r) => Some(render_str("download.request_id", r, ctx)?).filter(|s| !s.is_empty()),
+        Some(r) => Some(render_tpl("download.request_id", r, ctx)?).filter(|s| !s.is_empty()),
         None => None,
     };
     let mut files = Vec::with_capacity(urls.len());
@@ -398,13 +399,13 @@ fn download_outputs(done: &[download::Downloaded]) -> Value {
 /// [`extract`]); files an earlier process of the run extracted and that are unchanged are
 /// kept. Returns each extracted file with its archive entry's name, in archive order.
 async fn extract_all(
-    spec: &ExtractSpec,
+    (spec, to): (&ExtractSpec, &Tpl),
     done: &[&download::Downloaded],
     request_id: &Option<String>,
     env: &StepEnv<'_>,
     ctx: &Value,
 ) -> Result<Vec<(String, extract::Extracted)>, StepError> {
-    let to = PathBuf::from(render_str("download.extract.to", &spec.to, ctx)?);
+    let to = PathBuf::from(render_tpl("download.extract.to", to, ctx)?);
     create_dir(&to)?;
     let limits = extract::Limits {
         max_ratio: spec.max_ratio.map_or(extract::DEFAULT_MAX_RATIO, u64::from),
@@ -514,7 +515,7 @@ fn dry_run_downloads(plan: &DownloadPlan, env: &StepEnv<'_>) -> Value {
 /// A dry run's `download`: the requests it would send, or, when the URLs come from a
 /// response the dry run does not have (placeholders), what it would fetch into where.
 fn dry_run_download(
-    spec: &DownloadSpec,
+    spec: &DownloadAction,
     env: &StepEnv<'_>,
     ctx: &Value,
 ) -> Result<Value, StepError> {
@@ -522,7 +523,7 @@ fn dry_run_download(
     if urls.iter().all(|u| url::Url::parse(u).is_ok()) {
         return Ok(dry_run_downloads(&plan_download(spec, ctx)?, env));
     }
-    let to = render_str("download.to", &spec.to, ctx)?;
+    let to = render_tpl("download.to", &spec.to, ctx)?;
     for u in &urls {
         env.emitter
             .log(env.step, format!("would download {u} into {to}"));
@@ -532,7 +533,7 @@ fn dry_run_download(
 
 /// Runs a `download` step.
 pub async fn download_step(
-    spec: &DownloadSpec,
+    spec: &DownloadAction,
     conn: &Connection,
     authorize: bool,
     env: &StepEnv<'_>,
@@ -562,8 +563,8 @@ pub async fn download_step(
         .try_collect()
         .await?;
     let mut outputs = download_outputs(&done);
-    if let Some(x) = &spec.extract {
-        extract_step(x, &done, &plan.request_id, env, ctx, &mut outputs).await?;
+    if let (Some(x), Some(t)) = (&spec.spec.extract, &spec.extract) {
+        extract_step((x, t), &done, &plan.request_id, env, ctx, &mut outputs).await?;
     }
     Ok(outputs)
 }
@@ -573,7 +574,7 @@ pub async fn download_step(
 /// when `verify` asks. Sets `extracted`, `extracted_sha256`, `evidence` and, with `verify`,
 /// `partial`, `problems`, `results_count` and `messages` in `outputs`.
 async fn extract_step(
-    spec: &ExtractSpec,
+    (spec, tpl): (&ExtractSpec, &ExtractTemplates),
     done: &[download::Downloaded],
     request_id: &Option<String>,
     env: &StepEnv<'_>,
@@ -590,7 +591,7 @@ async fn extract_step(
             format!("{} is not an archive: kept as evidence", d.path.display()),
         );
     }
-    let extracted = extract_all(spec, &archives, request_id, env, ctx).await?;
+    let extracted = extract_all((spec, &tpl.to), &archives, request_id, env, ctx).await?;
     outputs["extracted"] = json!(extracted
         .iter()
         .map(|(_, x)| display(&x.path))
@@ -601,14 +602,15 @@ async fn extract_step(
     let Some(crate::workflow::model::ExportVerify::Vault) = spec.verify else {
         return Ok(());
     };
-    verify_vault_export(spec, done, extracted, env, ctx, outputs).await
+    let accept_partial = tpl.accept_partial.as_ref();
+    verify_vault_export(accept_partial, done, extracted, env, ctx, outputs).await
 }
 
 /// `download.extract.verify: vault`: checks the export's files and mboxes against its
 /// results-count and checksums files, reports the custodians, and fails on what is missing
 /// unless `accept_partial` (then the step is partial and says what is missing).
 async fn verify_vault_export(
-    spec: &ExtractSpec,
+    accept_partial: Option<&Tpl>,
     done: &[download::Downloaded],
     extracted: Vec<(String, extract::Extracted)>,
     env: &StepEnv<'_>,
@@ -636,7 +638,7 @@ async fn verify_vault_export(
         vendor: crate::vendors::VendorKind::Google.as_str().to_string(),
         counts: vault_export::custodian_counts(&verdict),
     });
-    let accept = match &spec.accept_partial {
+    let accept = match accept_partial {
         Some(t) => render_bool("download.extract.accept_partial", t, ctx)?,
         None => false,
     };
@@ -671,8 +673,8 @@ async fn verify_vault_export(
 }
 
 /// A template that must render to `true` or `false`.
-fn render_bool(field: &'static str, src: &str, ctx: &Value) -> Result<bool, StepError> {
-    match render_str(field, src, ctx)?.trim() {
+fn render_bool(field: &'static str, t: &Tpl, ctx: &Value) -> Result<bool, StepError> {
+    match render_tpl(field, t, ctx)?.trim() {
         "true" => Ok(true),
         "false" | "" => Ok(false),
         other => Err(StepError::WrongType {
@@ -697,16 +699,16 @@ pub struct DecryptPlan {
 
 /// Renders a `decrypt` step's key, passphrase and target; the passphrase becomes a secret.
 pub fn plan_decrypt(
-    spec: &DecryptSpec,
+    spec: &DecryptAction,
     env: &StepEnv<'_>,
     ctx: &Value,
 ) -> Result<DecryptPlan, StepError> {
-    let key_path = PathBuf::from(render_str("decrypt.key", &spec.key, ctx)?);
-    let passphrase = render_optional("decrypt.passphrase", &spec.passphrase, ctx)?;
+    let key_path = PathBuf::from(render_tpl("decrypt.key", &spec.key, ctx)?);
+    let passphrase = render_opt_tpl("decrypt.passphrase", spec.passphrase.as_ref(), ctx)?;
     if let Some(p) = &passphrase {
         env.emitter.secrets().add(p);
     }
-    let to = PathBuf::from(render_str("decrypt.to", &spec.to, ctx)?);
+    let to = PathBuf::from(render_tpl("decrypt.to", &spec.to, ctx)?);
     let default_conc = std::thread::available_parallelism()
         .map(std::num::NonZero::get)
         .unwrap_or(2);
@@ -816,7 +818,7 @@ fn decrypt_outputs(done: &[decrypt::DecryptedFile]) -> Value {
 
 /// Runs a `decrypt` step.
 pub async fn decrypt_step(
-    spec: &DecryptSpec,
+    spec: &DecryptAction,
     env: &StepEnv<'_>,
     ctx: &Value,
 ) -> Result<Value, StepError> {
@@ -854,12 +856,12 @@ pub async fn decrypt_step(
 /// With `decrypt.custodian`: counts the messages of the decrypted mbox files and reports
 /// them as that custodian's (the vendor gives no count of its own).
 async fn count_custodian(
-    spec: &DecryptSpec,
+    spec: &DecryptAction,
     done: &[decrypt::DecryptedFile],
     env: &StepEnv<'_>,
     ctx: &Value,
 ) -> Result<(), StepError> {
-    let rendered = render_optional("decrypt.custodian", &spec.custodian, ctx)?;
+    let rendered = render_opt_tpl("decrypt.custodian", spec.custodian.as_ref(), ctx)?;
     let Some(custodian) = rendered.filter(|c| !c.trim().is_empty()) else {
         return Ok(());
     };
@@ -918,10 +920,10 @@ impl DownloadProgress {
 /// soon as it has arrived, while the others still download. The key is unlocked first, so a
 /// wrong passphrase fails before gigabytes are fetched.
 pub async fn download_then_decrypt(
-    dl: &DownloadSpec,
+    dl: &DownloadAction,
     conn: &Connection,
     authorize: bool,
-    dec: &DecryptSpec,
+    dec: &DecryptAction,
     env_dl: &StepEnv<'_>,
     env_dec: &StepEnv<'_>,
     ctx: &Value,

@@ -436,8 +436,8 @@ pub fn render_tpl(
         .map_err(|e| StepError::template(field, e))
 }
 
-/// Renders a template field of a step the plan keeps as written (download, decrypt) to a
-/// string; errors name the field.
+/// Renders a template the plan keeps as written (a count written as a template, a budget's
+/// key) to a string; errors name the field.
 pub fn render_str(field: &str, src: &str, ctx: &serde_json::Value) -> Result<String, StepError> {
     crate::template::Template::compile(src)
         .and_then(|t| t.render_string(ctx))
@@ -465,6 +465,15 @@ pub fn render_count(
             found: format!("`{}`", text.trim()),
         }),
     }
+}
+
+/// [`crate::template::render_optional`] of a compiled template, with an error naming `field`.
+pub fn render_opt_tpl(
+    field: &str,
+    t: Option<&crate::template::Tpl>,
+    ctx: &serde_json::Value,
+) -> Result<Option<String>, StepError> {
+    crate::template::render_optional_tpl(t, ctx).map_err(|e| StepError::template(field, e))
 }
 
 /// [`crate::template::render_optional`], with an error naming `field`.

@@ -490,7 +490,21 @@ pub(crate) fn render_optional(
     let Some(src) = src else {
         return Ok(None);
     };
-    match Template::compile(src)?.render_string(ctx) {
+    optional_text(Template::compile(src)?.render_string(ctx))
+}
+
+/// [`render_optional`] of a compiled template.
+pub(crate) fn render_optional_tpl(
+    t: Option<&Tpl>,
+    ctx: &Value,
+) -> Result<Option<String>, TemplateError> {
+    t.map_or(Ok(None), |t| optional_text(t.render_string(ctx)))
+}
+
+/// A rendering of an optional setting: empty, or reading an unset environment variable,
+/// counts as absent.
+fn optional_text(rendered: Result<String, TemplateError>) -> Result<Option<String>, TemplateError> {
+    match rendered {
         Ok(s) if s.is_empty() => Ok(None),
         Ok(s) => Ok(Some(s)),
         Err(TemplateError::UndefinedVariable { path, .. }) if path.starts_with("env.") => Ok(None),

@@ -4,6 +4,7 @@ pub mod call_plan;
 pub mod describe;
 pub mod diag;
 pub mod duration;
+pub mod file_plan;
 pub mod input_rules;
 pub mod load;
 pub mod model;

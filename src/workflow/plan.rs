@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use super::call_plan::{opt_tpl, tpl, tpl_value, CallPlan, PlanError, PollPlan};
 use super::duration::Dur;
+use super::file_plan::{DecryptAction, DownloadAction};
 use super::load::Loaded;
-use super::model::{Count, DecryptSpec, Defaults, DownloadSpec, RetrySpec, Step};
+use super::model::{Count, Defaults, RetrySpec, Step};
 use super::step_output::StepOutput;
 use crate::template::{Tpl, TplValue};
 
@@ -85,9 +86,9 @@ pub enum Action {
     /// Repeat a request until its `until` condition holds or it times out.
     Poll(PollPlan),
     /// Fetch files to disk, resumably.
-    Download(DownloadSpec),
+    Download(Box<DownloadAction>),
     /// Decrypt OpenPGP files with a private key.
-    Decrypt(DecryptSpec),
+    Decrypt(DecryptAction),
     /// Run nested steps once per list item.
     ForEach(ForEachPlan),
     /// Run another workflow file as one step.
@@ -325,8 +326,20 @@ fn plan_action(
             Some(p) => Some(Action::Poll(PollPlan::of(&format!("{path}.poll"), p)?)),
             None => None,
         },
-        StepKind::Download => s.download.clone().map(Action::Download),
-        StepKind::Decrypt => s.decrypt.clone().map(Action::Decrypt),
+        StepKind::Download => match &s.download {
+            Some(d) => Some(Action::Download(Box::new(DownloadAction::of(
+                &format!("{path}.download"),
+                d,
+            )?))),
+            None => None,
+        },
+        StepKind::Decrypt => match &s.decrypt {
+            Some(d) => Some(Action::Decrypt(DecryptAction::of(
+                &format!("{path}.decrypt"),
+                d,
+            )?)),
+            None => None,
+        },
         StepKind::SetCursor => match &s.set_cursor {
             Some(c) => Some(Action::SetCursor(SetCursorPlan {
                 name: c.name.clone(),
