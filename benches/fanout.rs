@@ -494,11 +494,9 @@ fn runner_env(
     key: &auditflow::demo::DemoKey,
 ) -> Res<Vec<(String, String)>> {
     let mut env = handle.env();
-    env.push((
-        "AUDIT_PGP_SECRET_KEY".into(),
-        path_str(&key.secret_key)?.to_string(),
-    ));
-    env.push(("AUDIT_PGP_PASSPHRASE".into(), key.passphrase.clone()));
+    // The runner reads the key's path from its environment: it must be UTF-8 text.
+    path_str(&key.secret_key)?;
+    env.extend(key.env());
     Ok(env)
 }
 

@@ -96,6 +96,25 @@ pub struct DemoKey {
     pub passphrase: String,
 }
 
+/// The variable naming the public half of a throwaway key (the `public_key_file` input of
+/// `upload-public-key.yaml`).
+pub const PUBLIC_KEY_VAR: &str = "AUDIT_PGP_PUBLIC_KEY";
+
+impl DemoKey {
+    /// The variables the shipped workflows read the key from (`AUDIT_PGP_SECRET_KEY`,
+    /// `AUDIT_PGP_PASSPHRASE`), and [`PUBLIC_KEY_VAR`].
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "AUDIT_PGP_SECRET_KEY".into(),
+                self.secret_key.display().to_string(),
+            ),
+            (PUBLIC_KEY_VAR.into(), self.public_key.display().to_string()),
+            ("AUDIT_PGP_PASSPHRASE".into(), self.passphrase.clone()),
+        ]
+    }
+}
+
 /// Generates an RSA key (Google requires RSA) protected by a random passphrase, and writes
 /// the armored secret key (mode 0600) and public key into `dir`.
 pub fn generate_key(dir: &Path, bits: u32) -> Result<DemoKey, KeyError> {
@@ -146,11 +165,7 @@ pub fn simulator_env(
             || k.starts_with("AUDIT_PGP_"))
     });
     env.extend(handle.env());
-    env.insert(
-        "AUDIT_PGP_SECRET_KEY".into(),
-        key.secret_key.display().to_string(),
-    );
-    env.insert("AUDIT_PGP_PASSPHRASE".into(), key.passphrase.clone());
+    env.extend(key.env());
     env
 }
 

@@ -117,13 +117,11 @@ impl EvidenceAtEnd {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             st.write(run_dir);
-            match st.errors.is_empty() {
-                true => Ok(()),
-                false => {
-                    let texts: Vec<String> = st.errors.iter().map(ToString::to_string).collect();
-                    Err(texts.join("; "))
-                }
+            if st.errors.is_empty() {
+                return Ok(());
             }
+            let texts: Vec<String> = st.errors.iter().map(ToString::to_string).collect();
+            Err(texts.join("; "))
         })
     }
 

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::args::{LogFormat, RunArgs, SimArgs, SimTiming};
 use super::error::{conclude, exit, CliError};
 use super::run::run_workflow;
-use crate::demo::{PlayEnd, PlayRun};
+use crate::demo::{PlayEnd, PlayRun, PUBLIC_KEY_VAR};
 use crate::rehearse::{Rehearsal, OUT_DIR_INPUT};
 use crate::workflow::duration::parse_duration;
 use crate::workflow::validate::validate_with;
@@ -196,19 +196,8 @@ async fn sim_key_env(handle: &auditflow_sim::SimHandle) -> Result<Vec<(String, S
         .map_or_else(std::env::temp_dir, Path::to_path_buf)
         .join("pgp");
     let key = crate::rehearse::throwaway_key(&dir, handle).await?;
-    Ok(vec![
-        (
-            "AUDIT_PGP_SECRET_KEY".into(),
-            key.secret_key.display().to_string(),
-        ),
-        (PUBLIC_KEY_VAR.into(), key.public_key.display().to_string()),
-        ("AUDIT_PGP_PASSPHRASE".into(), key.passphrase),
-    ])
+    Ok(key.env())
 }
-
-/// The printed variable naming the public half of the key the simulator's domain holds (the
-/// `public_key_file` input of `upload-public-key.yaml`).
-const PUBLIC_KEY_VAR: &str = "AUDIT_PGP_PUBLIC_KEY";
 
 /// What exists in the simulator, for writing inputs without a guess.
 fn print_sim_contents(handle: &auditflow_sim::SimHandle, stores: &[i64]) {

@@ -60,11 +60,7 @@ fn label(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
-    } else {
-        s
-    }
+    crate::vendors::errors::cut_chars(&s, 60)
 }
 
 /// In a dry run, an `if:` that reads a value the dry run does not have is not decided: the

@@ -9,6 +9,7 @@ use super::active_run::{ActiveRun, Scope};
 use super::failure::{StopReason, Waiting, WorkflowFailure};
 use super::run_steps;
 use crate::steps::{StepEnv, StepError};
+use crate::vendors::errors::cut_chars;
 use crate::workflow::plan::{ForEachPlan, PlannedStep};
 
 /// A `--shard` that is not `I/N` with 1 <= I <= N.
@@ -108,7 +109,7 @@ fn loop_items(
         Value::Array(a) => Ok(a),
         Value::Null => Ok(vec![]),
         other => Err(StepError::ItemsNotList {
-            found: short(&run.emitter.secrets().mask(&other.to_string()), 80),
+            found: cut_chars(&run.emitter.secrets().mask(&other.to_string()), 80),
         }),
     }
 }
@@ -209,7 +210,7 @@ impl Iterations {
                     format!(
                         "item {} ({}): {}",
                         f["index"],
-                        short(&run.emitter.secrets().mask(&item_label(&f["item"])), 60),
+                        cut_chars(&run.emitter.secrets().mask(&item_label(&f["item"])), 60),
                         f["error"].as_str().unwrap_or_default()
                     )
                 })
@@ -310,14 +311,5 @@ fn item_label(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-/// `s` cut to `n` characters; callers mask secrets first, so a cut never shows part of one.
-fn short(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(n).collect::<String>())
     }
 }

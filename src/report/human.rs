@@ -329,9 +329,8 @@ fn output_lines(outputs: &serde_json::Value) -> Vec<String> {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let shown: String = text.chars().take(OUTPUT_SHOWN_CHARS).collect();
-            let cut = if shown.len() < text.len() { "…" } else { "" };
-            format!("  output {name} = {shown}{cut}")
+            let shown = crate::vendors::errors::cut_chars(&text, OUTPUT_SHOWN_CHARS);
+            format!("  output {name} = {shown}")
         })
         .collect()
 }

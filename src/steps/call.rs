@@ -756,7 +756,7 @@ async fn save_path(
     };
     let mut full = with_response(ctx, response);
     if let Some(r) = full.get_mut("response").and_then(Value::as_object_mut) {
-        r.insert("filename".into(), json!(filename));
+        r.insert(StepOutput::Filename.as_str().into(), json!(filename));
     }
     let text = render_tpl("save_to", t, &full)?;
     if text.trim().is_empty() {
@@ -1202,6 +1202,26 @@ fn save_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `response` holds exactly the fields validation lets a template read.
+    #[test]
+    fn response_value_holds_the_response_fields() {
+        let r = crate::vendors::Response {
+            status: 200,
+            headers: Default::default(),
+            body: Value::Null,
+            request_id: None,
+        };
+        let v = super::super::response_value(&r);
+        let keys: Vec<&str> = v
+            .as_object()
+            .map_or(vec![], |o| o.keys().map(String::as_str).collect());
+        let fields: Vec<&str> = crate::workflow::step_output::RESPONSE_FIELDS
+            .iter()
+            .map(|f| f.as_str())
+            .collect();
+        assert_eq!(keys, fields);
+    }
 
     #[test]
     fn join_keeps_base_path() {

@@ -485,14 +485,18 @@ pub fn render_optional(
     crate::template::render_optional(src.as_deref(), ctx).map_err(|e| StepError::template(field, e))
 }
 
-/// A response as templates see it: `status`, `headers`, `body`, `request_id`.
+/// A response as templates see it: the [`RESPONSE_FIELDS`] (`status`, `headers`, `body`,
+/// `request_id`).
+///
+/// [`RESPONSE_FIELDS`]: crate::workflow::step_output::RESPONSE_FIELDS
 pub fn response_value(r: &Response) -> serde_json::Value {
-    serde_json::json!({
-        "status": r.status,
-        "headers": r.headers,
-        "body": r.body,
-        "request_id": r.request_id,
-    })
+    use crate::workflow::step_output::{outputs_object, StepOutput as O};
+    outputs_object([
+        (O::Status, serde_json::json!(r.status)),
+        (O::Headers, serde_json::json!(r.headers)),
+        (O::Body, r.body.clone()),
+        (O::RequestId, serde_json::json!(r.request_id)),
+    ])
 }
 
 impl From<crate::durable::WriteError> for StepError {

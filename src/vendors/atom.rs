@@ -140,13 +140,7 @@ fn local_name(name: &str) -> &str {
 
 fn shorten(s: &str) -> String {
     let collapsed = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if collapsed.chars().count() > WARN_EXCERPT {
-        let mut t: String = collapsed.chars().take(WARN_EXCERPT).collect();
-        t.push('…');
-        t
-    } else {
-        collapsed
-    }
+    super::errors::cut_chars(&collapsed, WARN_EXCERPT)
 }
 
 impl Scanner {

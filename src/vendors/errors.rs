@@ -94,8 +94,10 @@ pub fn excerpt(text: &str, secrets: &Secrets) -> String {
 /// looked for in it) an error body that may be 64 MiB.
 const EXCERPT_SCAN_BYTES: usize = 4 << 10;
 
-/// `text` cut to `max` characters, `…` marking a cut.
-fn cut_chars(text: &str, max: usize) -> String {
+/// `text` cut to `max` characters, `…` marking a cut: the one shortening of texts shown to
+/// people (excerpts, labels, outputs). Callers mask secrets first, so a cut never shows part
+/// of one.
+pub(crate) fn cut_chars(text: &str, max: usize) -> String {
     if text.chars().count() > max {
         let mut s: String = text.chars().take(max).collect();
         s.push('…');

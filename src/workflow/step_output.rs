@@ -113,6 +113,17 @@ impl StepOutput {
     }
 }
 
+/// What `response` holds in a template over one answer (`poll.until`, `expect.condition`...):
+/// these fields of a call's outputs, built by `steps::response_value`; `save_to` also reads
+/// [`StepOutput::Filename`]. The other call outputs (`records`, `pages`...) cover every page
+/// and are read by later steps only.
+pub const RESPONSE_FIELDS: [StepOutput; 4] = [
+    StepOutput::Status,
+    StepOutput::Headers,
+    StepOutput::Body,
+    StepOutput::RequestId,
+];
+
 /// A step's outputs as templates read them: an object of the named values, in this order.
 pub fn outputs_object(
     values: impl IntoIterator<Item = (StepOutput, serde_json::Value)>,

@@ -12,6 +12,7 @@ use super::load::{load_file, Loaded};
 use super::model::{Count, InputType, RetrySpec, Step, Workflow};
 use super::packs::{redact, PackSettings, Packs, Resolved};
 use super::plan::{declared_kinds, plan_outputs, plan_steps, Plan, PlannedWorkflow, StepKind};
+use super::step_output::{StepOutput, RESPONSE_FIELDS};
 use crate::template::{Template, TemplateError, TplValue};
 use answers::Answer;
 
@@ -758,19 +759,23 @@ fn check_response(path: &[String], scope: &Scope) -> Result<(), (String, Option<
     let Some(field) = path.get(1) else {
         return Ok(());
     };
-    let known = answers::RESPONSE_FIELDS.contains(&field.as_str())
-        || (scope.filename && field == "filename");
-    if !known {
-        let mut fields = answers::RESPONSE_FIELDS.to_vec();
-        if scope.filename {
-            fields.push("filename");
-        }
+    let mut fields: Vec<&str> = RESPONSE_FIELDS.iter().map(|f| f.as_str()).collect();
+    if scope.filename {
+        fields.push(StepOutput::Filename.as_str());
+    }
+    if !fields.contains(&field.as_str()) {
         let help = match did_you_mean(field, fields.iter().copied()) {
             Some(f) => format!("did you mean `response.{f}`?"),
-            None if field == "records" || field == "pages" || field == "items" => format!(
+            None if matches!(
+                StepKind::Call.output(field),
+                Some(StepOutput::Records | StepOutput::Pages | StepOutput::Items)
+            ) =>
+            {
+                format!(
                 "`response` has {}; the step's `{field}` (every page) is read by later steps as `steps.<id>.{field}`",
                 fields.join(", ")
-            ),
+            )
+            }
             None => format!("`response` has {}", fields.join(", ")),
         };
         return Err((

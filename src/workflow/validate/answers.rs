@@ -37,9 +37,6 @@ pub(super) struct Answer {
     pub body: &'static Shape,
 }
 
-/// The fields of `response` (`filename` only in `save_to`, once the answer is in).
-pub(super) const RESPONSE_FIELDS: &[&str] = &["status", "headers", "body", "request_id"];
-
 const fn open(fields: &'static [(&'static str, Shape)]) -> Shape {
     Shape::Object {
         fields,
